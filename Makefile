@@ -1,0 +1,59 @@
+# The verbs a newcomer needs. Each target creates the virtualenv and installs what it needs.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+# Python 3.12 (the Lambda runtime's) when the machine has it, else any Python >= 3.11.
+PYTHON ?= $(shell for p in python3.12 /root/.pyenv/versions/3.12*/bin/python3.12 /usr/bin/python3.12 python3.13 python3; do \
+            $$p -c 'import sys; assert sys.version_info >= (3, 11)' >/dev/null 2>&1 && { echo $$p; break; }; done)
+VENV := .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip --disable-pip-version-check -q
+export PYTHONPATH := $(CURDIR)
+
+USER ?= demo-user-1
+OPERATOR ?=
+
+$(BIN)/python:
+	@test -n "$(PYTHON)" || { echo "Python 3.11+ is required" >&2; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade pip
+
+$(VENV)/.run-deps: requirements.txt requirements-lambda.txt | $(BIN)/python
+	$(PIP) install -r requirements.txt
+	@touch $@
+
+$(VENV)/.dev-deps: requirements-dev.txt requirements.txt requirements-lambda.txt $(wildcard infra/requirements.txt) | $(BIN)/python
+	$(PIP) install -r requirements-dev.txt $(if $(wildcard infra/requirements.txt),-r infra/requirements.txt)
+	@touch $@ $(VENV)/.run-deps
+
+.PHONY: help run reset token test lint typecheck unit synth clean
+
+help:
+	@echo "make run      run the whole system locally (embedded PostgreSQL, API on 127.0.0.1:8000)"
+	@echo "make test     lint, type-check and run every test"
+	@echo "make token    print a dev token: make token USER=demo-user-2 [OPERATOR=1]"
+	@echo "make reset    delete local data (database, keys, logs)"
+	@echo "make synth    synthesize the AWS CDK app offline into cdk.out/"
+
+run: $(VENV)/.run-deps
+	$(BIN)/python -m local.run
+
+reset: $(VENV)/.run-deps
+	$(BIN)/python -c "from local.config import LocalSettings; from local.pg import stop_embedded; stop_embedded(LocalSettings().data_dir)" || true
+	rm -rf .data
+
+token: $(VENV)/.run-deps
+	@$(BIN)/python -m local.token --user "$(USER)" $(if $(OPERATOR),--operator)
+
+lint: $(VENV)/.dev-deps
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(VENV)/.dev-deps
+	$(BIN)/mypy shared functions local tests
+
+test: lint typecheck
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) cdk.out .build .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,58 @@
+"""SQS FIFO consumer: one payment transaction per message, partial batch response.
+
+A raised exception fails the record; with skip_group_on_error the rest of that user's messages
+in the batch fail too, so one user's payments are never applied out of order. Business failures
+do not raise: the job ends `failed` and the message is consumed.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.batch import SqsFifoPartialProcessor, process_partial_response
+from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from shared.bootstrap import bootstrap
+from shared.observability import logger, metrics, tracer
+from shared.services import OutboxRelay, parse_job_message, process_job
+
+processor = SqsFifoPartialProcessor(skip_group_on_error=True)
+
+_OUTCOME_METRIC = {
+    "succeeded": "PaymentsSucceeded",
+    "failed": "PaymentsFailed",
+    "already_succeeded": "PaymentsRedelivered",
+    "already_failed": "PaymentsRedelivered",
+}
+
+
+def record_handler(record: SQSRecord, relay: OutboxRelay) -> None:
+    job_id = parse_job_message(record.body)
+    outcome = process_job(relay.app, job_id)
+    relay.add(outcome.event)
+    metrics.add_metric(name=_OUTCOME_METRIC[outcome.outcome], unit=MetricUnit.Count, value=1)
+    logger.info(
+        "payment processed",
+        job_id=job_id,
+        outcome=outcome.outcome,
+        reason=outcome.reason,
+        receive_count=record.attributes.approximate_receive_count,
+    )
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
+    relay = OutboxRelay(bootstrap())
+    try:
+        return process_partial_response(
+            event=event, record_handler=partial(record_handler, relay=relay), processor=processor, context=context
+        )
+    finally:
+        # After every commit of the batch: publish its events in one call, mark them published.
+        relay.flush()

@@ -1,0 +1,77 @@
+"""Development tokens and their verification, done the way the HTTP API's JWT authorizer does.
+
+An RSA key is made once under the data directory; tokens are RS256 with kid, iss, aud, exp;
+verification checks signature, issuer, audience and expiry and yields the claims the authorizer
+would put in requestContext.authorizer.jwt.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+KID = "payment-queue-local-1"
+
+
+class TokenError(Exception):
+    pass
+
+
+class LocalIssuer:
+    def __init__(self, key_path: Path, issuer: str, audience: str) -> None:
+        self.issuer = issuer
+        self.audience = audience
+        if not key_path.exists():
+            key_path.parent.mkdir(parents=True, exist_ok=True)
+            key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+            key_path.write_bytes(
+                key.private_bytes(
+                    serialization.Encoding.PEM,
+                    serialization.PrivateFormat.PKCS8,
+                    serialization.NoEncryption(),
+                )
+            )
+            key_path.chmod(0o600)
+        loaded = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+        assert isinstance(loaded, rsa.RSAPrivateKey)
+        self._private = loaded
+        self._public = loaded.public_key()
+
+    def issue(self, user_id: str, *, scopes: tuple[str, ...] = (), ttl_s: int = 24 * 3600) -> str:
+        now = int(time.time())
+        claims: dict[str, Any] = {
+            "sub": user_id,
+            "iss": self.issuer,
+            "aud": self.audience,
+            "iat": now,
+            "exp": now + ttl_s,
+        }
+        if scopes:
+            claims["scope"] = " ".join(scopes)
+        return jwt.encode(claims, self._private, algorithm="RS256", headers={"kid": KID})
+
+    def verify(self, token: str) -> dict[str, Any]:
+        try:
+            header = jwt.get_unverified_header(token)
+            if header.get("kid") != KID:
+                raise TokenError("unknown key id")
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                self._public,
+                algorithms=["RS256"],
+                audience=self.audience,
+                issuer=self.issuer,
+                options={"require": ["exp", "iss", "aud", "sub"]},
+            )
+        except jwt.PyJWTError as exc:
+            raise TokenError(type(exc).__name__) from None
+        return claims
+
+    def jwks(self) -> dict[str, Any]:
+        jwk = jwt.algorithms.RSAAlgorithm.to_jwk(self._public, as_dict=True)
+        return {"keys": [jwk | {"kid": KID, "use": "sig", "alg": "RS256"}]}

@@ -1,0 +1,32 @@
+"""Settings of the local runtime only (the functions' own settings are shared/settings.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class LocalSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PQ_", frozen=True, extra="ignore")
+
+    data_dir: Path = ROOT / ".data"
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    # Worker processes that play the SQS event source mapping (the cap on DB load, as in AWS).
+    workers: int = 4
+    batch_size: int = 10
+    # How long a received message stays invisible; a killed worker's messages return after it.
+    visibility_timeout_s: int = 30
+    # Locally a failed record comes back after this delay instead of a full visibility timeout.
+    retry_delay_s: int = 2
+    # PostgreSQL's max_connections for the embedded server (the benchmark's baseline needs many).
+    pg_max_connections: int = 200
+    jwt_issuer: str = "payment-queue-local"
+    jwt_audience: str = "payment-queue"
+    demo_users: int = 3
+    # Function "containers" behind the local API: processes that each run one request at a
+    # time, as Lambda does, and each hold one DB connection.
+    api_workers: int = 4

@@ -1,0 +1,176 @@
+"""The local stand-in for the SQS event source mapping and for SNS: loops over PGMQ queues that
+hand SQS- and SNS-shaped events to the real handlers.
+
+Like the event source mapping: read a batch (FIFO per group via PGMQ's round-robin grouped read),
+invoke the handler, delete what succeeded, let failures come back later, and move a message to
+the DLQ once it has been received max_receive_count times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import time
+from collections.abc import Callable
+from typing import Any
+
+from local.config import LocalSettings
+from local.lambda_shim import LocalContext, sns_event, sqs_record
+from shared.bootstrap import bootstrap
+from shared.db import Database
+from shared.observability import logger
+
+_stop = False
+
+
+def _request_stop(*_: Any) -> None:
+    global _stop
+    _stop = True
+
+
+def settle(
+    db: Database,
+    messages: list[dict[str, Any]],
+    failed: set[str],
+    *,
+    queue: str,
+    dlq: str,
+    max_receive_count: int,
+    retry_delay_s: int,
+) -> dict[str, int]:
+    """Delete the successes; send exhausted failures to the DLQ; make the rest visible again soon."""
+    done = [m["msg_id"] for m in messages if str(m["msg_id"]) not in failed]
+    dead = [m for m in messages if str(m["msg_id"]) in failed and m["read_ct"] >= max_receive_count]
+    retry = [m["msg_id"] for m in messages if str(m["msg_id"]) in failed and m["read_ct"] < max_receive_count]
+    if done:
+        db.execute("SELECT pgmq.delete(%s, %s::bigint[])", (queue, done))
+    if dead:
+        # Same message and headers, plus where it came from; moved atomically.
+        with db.transaction() as cur:
+            cur.execute(
+                "SELECT pgmq.send_batch(%s, %s::jsonb[], %s::jsonb[])",
+                (
+                    dlq,
+                    [json.dumps(m["message"]) for m in dead],
+                    [
+                        json.dumps(
+                            (m.get("headers") or {}) | {"x-source-queue": queue, "x-receive-count": m["read_ct"]}
+                        )
+                        for m in dead
+                    ],
+                ),
+            )
+            cur.execute("SELECT pgmq.delete(%s, %s::bigint[])", (queue, [m["msg_id"] for m in dead]))
+        logger.warning("moved to DLQ", queue=queue, message_ids=[m["msg_id"] for m in dead])
+    if retry:
+        db.execute("SELECT pgmq.set_vt(%s, %s::bigint[], %s)", (queue, retry, retry_delay_s))
+    return {"deleted": len(done), "dead": len(dead), "retried": len(retry)}
+
+
+def _poll(loop_once: Callable[[], int], idle_sleep_s: float = 0.05, max_idle_s: float = 0.25) -> None:
+    signal.signal(signal.SIGTERM, _request_stop)
+    signal.signal(signal.SIGINT, _request_stop)
+    idle = idle_sleep_s
+    while not _stop:
+        try:
+            handled = loop_once()
+        except Exception:
+            logger.exception("worker iteration failed; backing off")
+            handled = 0
+            time.sleep(1.0)
+        if handled:
+            idle = idle_sleep_s
+        else:
+            time.sleep(idle)
+            idle = min(max_idle_s, idle * 2)
+
+
+def run_processor(local: LocalSettings) -> None:
+    from functions.process_payment.handler import handler
+
+    app = bootstrap()
+    queue, dlq = app.settings.queue_name, app.settings.dlq_name
+
+    def once() -> int:
+        messages = app.db.fetch_all(
+            "SELECT * FROM pgmq.read_grouped_rr(%s, %s, %s)", (queue, local.visibility_timeout_s, local.batch_size)
+        )
+        if not messages:
+            return 0
+        event = {"Records": [sqs_record(m, queue) for m in messages]}
+        try:
+            response = handler(event, LocalContext(function_name="payment-queue-process-payment"))
+            failed = {f["itemIdentifier"] for f in response.get("batchItemFailures", [])}
+        except Exception:
+            # A whole-invocation failure: every record comes back, as with SQS.
+            logger.exception("process_payment invocation failed")
+            failed = {str(m["msg_id"]) for m in messages}
+        settle(
+            app.db,
+            messages,
+            failed,
+            queue=queue,
+            dlq=dlq,
+            max_receive_count=app.settings.max_receive_count,
+            retry_delay_s=local.retry_delay_s,
+        )
+        return len(messages)
+
+    _poll(once)
+
+
+def run_notifier(local: LocalSettings, sweep_every_s: float = 5.0) -> None:
+    """Delivers events to the notify handler (SNS's part) and runs the sweeper on a schedule."""
+    from functions.notify.handler import handler as notify
+    from functions.sweeper.handler import handler as sweeper
+
+    app = bootstrap()
+    queue = app.settings.events_queue_name
+    dlq = f"{queue}_dlq"
+    next_sweep = 0.0
+
+    def once() -> int:
+        nonlocal next_sweep
+        if time.monotonic() >= next_sweep:
+            sweeper(
+                {"source": "aws.events", "detail-type": "Scheduled Event"},
+                LocalContext(function_name="payment-queue-sweeper"),
+            )
+            next_sweep = time.monotonic() + sweep_every_s
+        messages = app.db.fetch_all("SELECT * FROM pgmq.read(%s, %s, %s)", (queue, local.visibility_timeout_s, 10))
+        failed: set[str] = set()
+        for m in messages:
+            try:
+                notify(sns_event(m["message"], "payment-events"), LocalContext(function_name="payment-queue-notify"))
+            except Exception:
+                logger.exception("notify failed; will retry", message_id=m["msg_id"])
+                failed.add(str(m["msg_id"]))
+        if messages:
+            settle(
+                app.db,
+                messages,
+                failed,
+                queue=queue,
+                dlq=dlq,
+                max_receive_count=app.settings.max_receive_count,
+                retry_delay_s=local.retry_delay_s,
+            )
+        return len(messages)
+
+    _poll(once)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="local queue workers")
+    parser.add_argument("role", choices=["processor", "notifier"])
+    args = parser.parse_args()
+    local = LocalSettings()
+    if args.role == "processor":
+        run_processor(local)
+    else:
+        run_notifier(local)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Code every Payment Queue function uses: domain, services, ports and their adapters."""

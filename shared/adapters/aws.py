@@ -1,0 +1,85 @@
+"""SQS FIFO and EventBridge adapters (boto3)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any, TypeVar
+
+from shared.domain import EVENT_SOURCE
+from shared.ports import QueueMessage, QueueStats
+
+# Both APIs take at most 10 entries per batch call.
+_BATCH = 10
+
+T = TypeVar("T")
+
+
+def _chunks(items: Sequence[T], size: int = _BATCH) -> list[Sequence[T]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+class SqsJobQueue:
+    """payments.fifo: group = user, deduplication id = job id (a re-send is dropped by SQS)."""
+
+    def __init__(self, client: Any, queue_url: str, dlq_url: str | None = None) -> None:
+        self._sqs = client
+        self._url = queue_url
+        self._dlq_url = dlq_url
+
+    def send(self, messages: Sequence[QueueMessage]) -> list[str]:
+        sent: list[str] = []
+        for chunk in _chunks(messages):
+            entries = [
+                {
+                    "Id": str(i),
+                    "MessageBody": json.dumps(m.body, separators=(",", ":")),
+                    "MessageGroupId": m.group_id,
+                    "MessageDeduplicationId": m.job_id,
+                }
+                for i, m in enumerate(chunk)
+            ]
+            # Throttled calls are retried by botocore (standard mode, exponential backoff);
+            # entries that still fail stay unsent and the sweeper sends them again.
+            resp = self._sqs.send_message_batch(QueueUrl=self._url, Entries=entries)
+            sent.extend(chunk[int(ok["Id"])].job_id for ok in resp.get("Successful", []))
+        return sent
+
+    def _attrs(self, url: str) -> dict[str, str]:
+        resp = self._sqs.get_queue_attributes(
+            QueueUrl=url,
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+        )
+        attrs: dict[str, str] = resp["Attributes"]
+        return attrs
+
+    def stats(self) -> QueueStats:
+        main = self._attrs(self._url)
+        dlq = self._attrs(self._dlq_url) if self._dlq_url else {}
+        return QueueStats(
+            depth=int(main.get("ApproximateNumberOfMessages", 0)),
+            in_flight=int(main.get("ApproximateNumberOfMessagesNotVisible", 0)),
+            dlq_depth=int(dlq.get("ApproximateNumberOfMessages", 0)),
+        )
+
+
+class EventBridgeBus:
+    def __init__(self, client: Any, bus_name: str) -> None:
+        self._events = client
+        self._bus = bus_name
+
+    def publish(self, events: Sequence[dict[str, Any]]) -> list[str]:
+        published: list[str] = []
+        for chunk in _chunks(events):
+            entries = [
+                {
+                    "Source": EVENT_SOURCE,
+                    "DetailType": e["type"],
+                    "Detail": json.dumps(e, separators=(",", ":")),
+                    "EventBusName": self._bus,
+                }
+                for e in chunk
+            ]
+            resp = self._events.put_events(Entries=entries)
+            published.extend(str(e["id"]) for e, r in zip(chunk, resp["Entries"], strict=True) if "EventId" in r)
+        return published

@@ -1,0 +1,64 @@
+"""PGMQ adapters: the local stand-ins for SQS FIFO and EventBridge + SNS.
+
+They call PGMQ's SQL functions on the same PostgreSQL through psycopg2, so the local runtime
+needs no second driver. The FIFO group travels in the x-pgmq-group header, which PGMQ's
+grouped reads honour.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from shared.db import Database
+from shared.domain import EVENT_SOURCE
+from shared.ports import QueueMessage, QueueStats
+
+
+def _jsonb_array(items: Sequence[Any]) -> list[str]:
+    return [json.dumps(i, separators=(",", ":")) for i in items]
+
+
+class PgmqJobQueue:
+    def __init__(self, db: Database, queue: str, dlq: str) -> None:
+        self._db = db
+        self.queue = queue
+        self.dlq = dlq
+
+    def send(self, messages: Sequence[QueueMessage]) -> list[str]:
+        if not messages:
+            return []
+        self._db.fetch_all(
+            "SELECT pgmq.send_batch(%s, %s::jsonb[], %s::jsonb[])",
+            (
+                self.queue,
+                _jsonb_array([m.body for m in messages]),
+                _jsonb_array([{"x-pgmq-group": m.group_id, "job_id": m.job_id} for m in messages]),
+            ),
+        )
+        return [m.job_id for m in messages]
+
+    def stats(self) -> QueueStats:
+        row = self._db.fetch_one(
+            f"""SELECT (SELECT count(*) FILTER (WHERE vt <= clock_timestamp()) FROM pgmq.q_{self.queue}) AS depth,
+                       (SELECT count(*) FILTER (WHERE vt > clock_timestamp()) FROM pgmq.q_{self.queue}) AS in_flight,
+                       (SELECT count(*) FROM pgmq.q_{self.dlq}) AS dlq_depth"""
+        )
+        assert row is not None
+        return QueueStats(depth=row["depth"], in_flight=row["in_flight"], dlq_depth=row["dlq_depth"])
+
+
+class PgmqEventBus:
+    """Publishes the same envelope EventBridge would deliver through SNS to the notify function."""
+
+    def __init__(self, db: Database, queue: str) -> None:
+        self._db = db
+        self.queue = queue
+
+    def publish(self, events: Sequence[dict[str, Any]]) -> list[str]:
+        if not events:
+            return []
+        envelopes = [{"source": EVENT_SOURCE, "detail-type": e["type"], "id": e["id"], "detail": e} for e in events]
+        self._db.fetch_all("SELECT pgmq.send_batch(%s, %s::jsonb[])", (self.queue, _jsonb_array(envelopes)))
+        return [str(e["id"]) for e in events]

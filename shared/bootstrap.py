@@ -1,0 +1,103 @@
+"""The one wiring point: builds the adapters named by the settings.
+
+Lambda handlers and the local runtime both call bootstrap(); nothing connects or reads the
+environment at import time. The result is cached per process (a Lambda container reuses its
+connection across invocations).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from urllib.parse import quote
+
+from shared.db import Database
+from shared.domain import ThroughputEstimator
+from shared.ports import EventBus, JobQueue
+from shared.settings import Settings, get_settings
+
+_QUEUE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,47}$")
+
+
+@dataclass
+class App:
+    settings: Settings
+    db: Database
+    queue: JobQueue
+    bus: EventBus
+    throughput: ThroughputEstimator
+
+
+_app: App | None = None
+
+
+def _dsn(settings: Settings) -> str:
+    if settings.database_url:
+        return settings.database_url
+    if not (settings.db_host and settings.db_secret_arn):
+        raise RuntimeError("set DATABASE_URL, or PQ_DB_HOST and PQ_DB_SECRET_ARN")
+    from aws_lambda_powertools.utilities.parameters import get_secret
+
+    # Cached by Powertools for 5 minutes, so rotation is picked up without a redeploy.
+    secret = json.loads(str(get_secret(settings.db_secret_arn, max_age=300)))
+    return (
+        f"postgresql://{quote(secret['username'], safe='')}:{quote(secret['password'], safe='')}"
+        f"@{settings.db_host}:{settings.db_port}/{settings.db_name}?sslmode={settings.db_sslmode}"
+    )
+
+
+def build_app(settings: Settings) -> App:
+    db = Database(
+        lambda: _dsn(settings),
+        statement_timeout_ms=settings.db_statement_timeout_ms,
+        connect_timeout_s=settings.db_connect_timeout_s,
+    )
+    queue: JobQueue
+    bus: EventBus
+    if settings.queue_backend == "sqs" or settings.event_bus_backend == "eventbridge":
+        import boto3
+        from botocore.config import Config
+
+        # Standard retry mode: throttled calls are retried with exponential backoff and jitter.
+        config = Config(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=2, read_timeout=5)
+    if settings.queue_backend == "sqs":
+        from shared.adapters.aws import SqsJobQueue
+
+        if not settings.queue_url:
+            raise RuntimeError("PQ_QUEUE_URL is required with PQ_QUEUE_BACKEND=sqs")
+        queue = SqsJobQueue(boto3.client("sqs", config=config), settings.queue_url, settings.dlq_url)
+    else:
+        from shared.adapters.pgmq import PgmqJobQueue
+
+        for name in (settings.queue_name, settings.dlq_name):
+            if not _QUEUE_NAME.match(name):
+                raise RuntimeError(f"invalid PGMQ queue name {name!r}")
+        queue = PgmqJobQueue(db, settings.queue_name, settings.dlq_name)
+    if settings.event_bus_backend == "eventbridge":
+        from shared.adapters.aws import EventBridgeBus
+
+        bus = EventBridgeBus(boto3.client("events", config=config), settings.event_bus_name)
+    else:
+        from shared.adapters.pgmq import PgmqEventBus
+
+        if not _QUEUE_NAME.match(settings.events_queue_name):
+            raise RuntimeError(f"invalid PGMQ queue name {settings.events_queue_name!r}")
+        bus = PgmqEventBus(db, settings.events_queue_name)
+    return App(
+        settings=settings,
+        db=db,
+        queue=queue,
+        bus=bus,
+        throughput=ThroughputEstimator(settings.assumed_payments_per_s),
+    )
+
+
+def bootstrap(settings: Settings | None = None) -> App:
+    """The process's App, built on first use; pass settings to rebuild it (tests, local runtime)."""
+    global _app
+    if settings is not None or _app is None:
+        if _app is not None:
+            _app.db.close()
+        _app = build_app(settings or get_settings())
+    return _app

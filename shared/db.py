@@ -1,0 +1,101 @@
+"""PostgreSQL access through psycopg2: one connection per thread, autocommit, errors classified.
+
+Autocommit matters for speed: every money-moving call is a single statement (a SQL function), so
+it is its own transaction and costs exactly one round trip, with no BEGIN/COMMIT exchanges.
+psycopg2 also interpolates parameters client-side, so RDS Proxy never pins a session for
+prepared statements.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg2
+import psycopg2.extensions
+import psycopg2.extras
+
+from shared.domain import TransientError
+
+Row = dict[str, Any]
+
+psycopg2.extras.register_uuid()  # type: ignore[no-untyped-call]
+
+
+class Database:
+    def __init__(self, dsn: Callable[[], str], *, statement_timeout_ms: int, connect_timeout_s: int) -> None:
+        self._dsn = dsn
+        self._statement_timeout_ms = statement_timeout_ms
+        self._connect_timeout_s = connect_timeout_s
+        self._local = threading.local()
+        self.round_trips = 0  # statements sent by this process; the benchmark reads it
+
+    def _connect(self) -> psycopg2.extensions.connection:
+        conn = psycopg2.connect(
+            self._dsn(),
+            connect_timeout=self._connect_timeout_s,
+            options=f"-c statement_timeout={self._statement_timeout_ms}",
+            application_name="payment-queue",
+        )
+        conn.autocommit = True
+        return conn
+
+    def _connection(self) -> psycopg2.extensions.connection:
+        conn: psycopg2.extensions.connection | None = getattr(self._local, "conn", None)
+        if conn is None or conn.closed:
+            conn = self._connect()
+            self._local.conn = conn
+        return conn
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None and not conn.closed:
+            conn.close()
+        self._local.conn = None
+
+    @contextmanager
+    def _cursor(self) -> Iterator[psycopg2.extras.RealDictCursor]:
+        try:
+            conn = self._connection()
+            with conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
+                yield cur
+        except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
+            # Lost connection, serialization failure, deadlock, timeout, server shutdown: the
+            # statement's transaction is gone, so it is safe to retry on a fresh connection.
+            self.close()
+            raise TransientError(f"{type(exc).__name__}: {str(exc).strip()}") from exc
+
+    def fetch_all(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[Row]:
+        with self._cursor() as cur:
+            self.round_trips += 1
+            cur.execute(sql, params)
+            return [dict(r) for r in cur.fetchall()]
+
+    def fetch_one(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> Row | None:
+        rows = self.fetch_all(sql, params)
+        return rows[0] if rows else None
+
+    def execute(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> int:
+        with self._cursor() as cur:
+            self.round_trips += 1
+            cur.execute(sql, params)
+            return cur.rowcount
+
+    @contextmanager
+    def transaction(self) -> Iterator[psycopg2.extras.RealDictCursor]:
+        """An explicit multi-statement transaction, for the few places that need one (migrations)."""
+        with self._cursor() as cur:
+            conn = cur.connection
+            conn.autocommit = False
+            try:
+                yield cur
+                conn.commit()
+            except BaseException:
+                if not conn.closed:
+                    conn.rollback()
+                raise
+            finally:
+                if not conn.closed:
+                    conn.autocommit = True

@@ -1,0 +1,86 @@
+"""What the API handlers share: who the caller is, the body, and the error shape."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
+from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
+
+from shared.domain import ApiError
+from shared.observability import logger
+
+
+def caller(event: APIGatewayProxyEventV2) -> str:
+    """The authenticated user: the JWT subject the authorizer verified, never the request body."""
+    sub = event.request_context.authorizer.jwt_claim.get("sub")
+    if not isinstance(sub, str) or not sub:
+        raise ApiError(401, "unauthorized", "a valid bearer token is required")
+    return sub
+
+
+def scopes(event: APIGatewayProxyEventV2) -> set[str]:
+    authorizer = event.request_context.authorizer
+    found = set(authorizer.jwt_scopes or [])
+    claims = authorizer.jwt_claim
+    for name in ("scope", "scp"):
+        value = claims.get(name)
+        if isinstance(value, str):
+            found.update(value.strip("[]").replace(",", " ").split())
+        elif isinstance(value, list):
+            found.update(str(v) for v in value)
+    return found
+
+
+def require_scope(event: APIGatewayProxyEventV2, scope: str) -> None:
+    caller(event)
+    if scope not in scopes(event):
+        raise ApiError(403, "forbidden", f"this route needs the {scope!r} scope")
+
+
+def read_body(event: APIGatewayProxyEventV2, max_bytes: int) -> str | None:
+    body = event.body
+    if body is None:
+        return None
+    if len(body) > max_bytes * 4 // 3 + 4:
+        raise ApiError(413, "payload_too_large", f"request body exceeds {max_bytes} bytes")
+    raw: bytes
+    if event.is_base64_encoded:
+        try:
+            raw = base64.b64decode(body, validate=True)
+        except (binascii.Error, ValueError):
+            raise ApiError(400, "invalid_body", "body is not valid base64") from None
+    else:
+        raw = body.encode("utf-8", errors="surrogatepass")
+    if len(raw) > max_bytes:
+        raise ApiError(413, "payload_too_large", f"request body exceeds {max_bytes} bytes")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ApiError(400, "invalid_body", "body is not UTF-8") from None
+
+
+def json_response(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response[Any]:
+    return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=body, headers=headers)
+
+
+def install_error_handlers(app: APIGatewayHttpResolver) -> None:
+    """Every error leaves as {"error": {"code", "message"}} with the right status."""
+
+    @app.exception_handler(ApiError)  # type: ignore[untyped-decorator]
+    def _api_error(exc: ApiError) -> Response[Any]:
+        if exc.status >= 500:
+            logger.error("request failed", code=exc.code)
+        return json_response(exc.status, exc.body())
+
+    @app.exception_handler(Exception)  # type: ignore[untyped-decorator]
+    def _unexpected(exc: Exception) -> Response[Any]:
+        # Logged with its traceback; the client learns nothing about the internals.
+        logger.exception("unhandled error", error=type(exc).__name__)
+        return json_response(500, ApiError(500, "internal_error", "internal error").body())
+
+    @app.not_found
+    def _not_found(_: Exception) -> Response[Any]:
+        return json_response(404, ApiError(404, "route_not_found", "no such route").body())

