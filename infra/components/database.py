@@ -1,0 +1,136 @@
+"""PostgreSQL on RDS behind RDS Proxy; the functions only ever see the proxy."""
+
+from __future__ import annotations
+
+from aws_cdk import Duration
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_rds as rds
+from aws_cdk import aws_secretsmanager as secretsmanager
+from constructs import Construct
+
+from infra.components.common import log_retention, removal_policy
+from infra.components.network import Network
+from infra.config import EnvironmentConfig
+
+DB_NAME = "payments"
+DB_PORT = 5432
+DB_USER = "payments_admin"
+_EXPORTED_LOGS = ("postgresql", "upgrade")
+
+
+class Database(Construct):
+    """An encrypted, backed-up instance in isolated subnets and a TLS-only proxy in front of it.
+
+    RDS manages the master password in Secrets Manager and rotates it itself, so no rotation
+    function has to run inside the VPC; the proxy and the functions read the same secret.
+    """
+
+    def __init__(
+        self, scope: Construct, construct_id: str, *, config: EnvironmentConfig, network: Network
+    ) -> None:
+        super().__init__(scope, construct_id)
+        db = config.database
+        engine = rds.DatabaseInstanceEngine.postgres(
+            version=rds.PostgresEngineVersion.of(db.engine_major, db.engine_major)
+        )
+        self.instance_security_group = ec2.SecurityGroup(
+            self, "InstanceSecurityGroup", vpc=network.vpc, allow_all_outbound=False,
+            description="PostgreSQL: reachable from the proxy only",
+        )
+        self.proxy_security_group = ec2.SecurityGroup(
+            self, "ProxySecurityGroup", vpc=network.vpc, allow_all_outbound=False,
+            description="RDS Proxy: reachable from the database functions only",
+        )
+        self.instance_security_group.add_ingress_rule(
+            self.proxy_security_group, ec2.Port.tcp(DB_PORT), "PostgreSQL from RDS Proxy"
+        )
+        self.proxy_security_group.add_egress_rule(
+            self.instance_security_group, ec2.Port.tcp(DB_PORT), "RDS Proxy to PostgreSQL"
+        )
+
+        parameters = rds.ParameterGroup(
+            self,
+            "Parameters",
+            engine=engine,
+            parameters={
+                "max_connections": str(db.max_connections),
+                # Refuse plaintext connections even from inside the VPC.
+                "rds.force_ssl": "1",
+                # A payment transaction takes milliseconds; a stuck one must not hold row locks.
+                "idle_in_transaction_session_timeout": "60000",
+                "log_min_duration_statement": "1000",
+            },
+        )
+        identifier = f"payment-queue-{config.name}"
+        # Created here, not by RDS, so they get the environment's retention without a
+        # LogRetention custom resource; RDS writes into the groups named after the instance.
+        instance_logs = [
+            logs.LogGroup(
+                self,
+                f"{kind.title()}Logs",
+                log_group_name=f"/aws/rds/instance/{identifier}/{kind}",
+                retention=log_retention(config.log_retention_days),
+                removal_policy=removal_policy(config),
+            )
+            for kind in _EXPORTED_LOGS
+        ]
+        self.instance = rds.DatabaseInstance(
+            self,
+            "Instance",
+            instance_identifier=identifier,
+            engine=engine,
+            instance_type=ec2.InstanceType(db.instance_class),
+            vpc=network.vpc,
+            vpc_subnets=network.isolated_subnets,
+            security_groups=[self.instance_security_group],
+            database_name=DB_NAME,
+            port=DB_PORT,
+            credentials=rds.Credentials.from_username(DB_USER),
+            manage_master_user_password=True,
+            parameter_group=parameters,
+            multi_az=db.multi_az,
+            storage_encrypted=True,
+            storage_type=rds.StorageType.GP3,
+            allocated_storage=db.allocated_storage_gb,
+            max_allocated_storage=db.max_allocated_storage_gb,
+            backup_retention=Duration.days(db.backup_retention_days),
+            deletion_protection=db.deletion_protection,
+            removal_policy=removal_policy(config),
+            delete_automated_backups=not config.retain_data,
+            auto_minor_version_upgrade=True,
+            iam_authentication=True,
+            enable_performance_insights=db.performance_insights,
+            cloudwatch_logs_exports=list(_EXPORTED_LOGS),
+        )
+        for group in instance_logs:
+            self.instance.node.add_dependency(group)
+        self.secret: secretsmanager.ISecret = self.instance.secret  # type: ignore[assignment]
+
+        proxy_logs = logs.LogGroup(
+            self,
+            "ProxyLogs",
+            log_group_name=f"/aws/rds/proxy/{identifier}",
+            retention=log_retention(config.log_retention_days),
+            removal_policy=removal_policy(config),
+        )
+        self.proxy = self.instance.add_proxy(
+            "Proxy",
+            db_proxy_name=identifier,
+            secrets=[self.secret],
+            vpc=network.vpc,
+            vpc_subnets=network.isolated_subnets,
+            security_groups=[self.proxy_security_group],
+            require_tls=True,
+            iam_auth=False,
+            client_password_auth_type=rds.ClientPasswordAuthType.POSTGRES_SCRAM_SHA_256,
+            max_connections_percent=db.proxy_max_connections_percent,
+            # Workers wait this long for a pooled connection before the payment is retried.
+            borrow_timeout=Duration.seconds(10),
+            debug_logging=False,
+        )
+        self.proxy.node.add_dependency(proxy_logs)
+
+    def allow_from(self, security_group: ec2.ISecurityGroup, description: str) -> None:
+        """Lets a function's security group open connections to the proxy."""
+        self.proxy_security_group.add_ingress_rule(security_group, ec2.Port.tcp(DB_PORT), description)

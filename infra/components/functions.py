@@ -1,0 +1,210 @@
+"""The six Lambda functions: code, environment, network placement, permissions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aws_cdk import Duration
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_lambda_event_sources as sources
+from aws_cdk import aws_secretsmanager as secretsmanager
+from constructs import Construct
+
+from infra import build_assets
+from infra.components.common import log_group
+from infra.components.database import DB_NAME, DB_PORT, Database
+from infra.components.network import Network
+from infra.components.notifications import Notifications
+from infra.components.queues import PaymentQueues
+from infra.config import EnvironmentConfig
+
+RUNTIME = lambda_.Runtime.PYTHON_3_12
+ARCHITECTURE = lambda_.Architecture.ARM_64
+SERVICE_NAME = "payment-queue"
+METRICS_NAMESPACE = "PaymentQueue"
+
+
+@dataclass(frozen=True)
+class _Spec:
+    name: str
+    description: str
+    timeout_seconds: int
+    memory_mb: int = 512
+    reserved_concurrency: int | None = None
+
+
+class Functions(Construct):
+    """Builds every function from `functions/<name>/handler.py` plus `shared/`, and wires each
+    one to exactly the resources it uses, through `grant_*`.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: EnvironmentConfig,
+        network: Network,
+        database: Database,
+        queues: PaymentQueues,
+        notifications: Notifications,
+        install_dependencies: bool,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self._config = config
+        self._network = network
+        self._database = database
+        self.dependencies = lambda_.LayerVersion(
+            self,
+            "Dependencies",
+            description="requirements-lambda.txt installed for arm64 / CPython 3.12",
+            code=lambda_.Code.from_asset(str(build_assets.build_dependencies(install=install_dependencies))),
+            compatible_runtimes=[RUNTIME],
+            compatible_architectures=[ARCHITECTURE],
+        )
+        # The functions that talk to PostgreSQL share one security group the proxy admits.
+        self.db_clients = ec2.SecurityGroup(
+            self, "DatabaseClients", vpc=network.vpc, allow_all_outbound=True,
+            description="Functions that connect to RDS Proxy",
+        )
+        database.allow_from(self.db_clients, "PostgreSQL from the database functions")
+
+        processor = config.processor
+        self.enqueue = self._function(
+            _Spec("enqueue", "POST /v1/payments: records the job, sends it to payments.fifo", 10),
+            subnets=network.isolated_subnets,
+        )
+        self.status = self._function(
+            _Spec("status", "Job status, queue status, metrics and DB health for the API", 10),
+            subnets=network.isolated_subnets,
+        )
+        self.process_payment = self._function(
+            _Spec(
+                "process_payment",
+                "Consumes payments.fifo: one payment transaction per message",
+                processor.timeout_seconds,
+                memory_mb=processor.memory_mb,
+                reserved_concurrency=processor.reserved_concurrency,
+            ),
+            # The only function with a route to the internet: the payment gateways.
+            subnets=network.egress_subnets,
+        )
+        self.sweeper = self._function(
+            # One sweep at a time; a sweep must end before the next minute's starts.
+            _Spec("sweeper", "Re-sends unsent jobs and re-publishes unpublished events", 50,
+                  reserved_concurrency=1),
+            subnets=network.isolated_subnets,
+        )
+        self.migrate = self._function(
+            _Spec("migrate", "Applies shared/migrations on deploy", 300),
+            subnets=network.isolated_subnets,
+        )
+        self.notify = self._function(
+            _Spec("notify", "Delivers payment events to the merchant webhook", 30, memory_mb=256),
+            subnets=None,
+        )
+
+        queue, dlq = queues.queue, queues.dlq
+        self.enqueue.add_environment("PQ_QUEUE_BACKEND", "sqs")
+        self.enqueue.add_environment("PQ_QUEUE_URL", queue.queue_url)
+        queue.grant_send_messages(self.enqueue)
+
+        self.status.add_environment("PQ_QUEUE_URL", queue.queue_url)
+        self.status.add_environment("PQ_DLQ_URL", dlq.queue_url)
+        queue.grant(self.status, "sqs:GetQueueAttributes")
+        dlq.grant(self.status, "sqs:GetQueueAttributes")
+
+        bus = notifications.bus
+        for publisher in (self.process_payment, self.sweeper):
+            publisher.add_environment("PQ_EVENT_BUS_BACKEND", "eventbridge")
+            publisher.add_environment("PQ_EVENT_BUS_NAME", bus.event_bus_name)
+            bus.grant_put_events_to(publisher)
+
+        self.process_payment.add_environment("PQ_MAX_RECEIVE_COUNT", str(config.max_receive_count))
+        self.process_payment.add_event_source(
+            sources.SqsEventSource(
+                queue,
+                batch_size=processor.batch_size,
+                max_concurrency=processor.max_concurrency,
+                report_batch_item_failures=True,
+            )
+        )
+
+        self.sweeper.add_environment("PQ_QUEUE_BACKEND", "sqs")
+        self.sweeper.add_environment("PQ_QUEUE_URL", queue.queue_url)
+        queue.grant_send_messages(self.sweeper)
+        # A failed sweep is simply redone by the next minute's run, never retried on top of it.
+        self.sweeper.configure_async_invoke(retry_attempts=0)
+        events.Rule(
+            self,
+            "SweepEveryMinute",
+            description="Runs the sweeper: jobs whose send failed, events not yet published",
+            schedule=events.Schedule.rate(Duration.minutes(1)),
+            targets=[targets.LambdaFunction(self.sweeper, retry_attempts=0)],
+        )
+
+        if config.webhook_url:
+            self.notify.add_environment("PQ_WEBHOOK_URL", config.webhook_url)
+        if config.webhook_secret_name:
+            webhook_secret = secretsmanager.Secret.from_secret_name_v2(
+                self, "WebhookSecret", config.webhook_secret_name
+            )
+            self.notify.add_environment("PQ_WEBHOOK_SECRET_ARN", webhook_secret.secret_arn)
+            webhook_secret.grant_read(self.notify)
+
+    @property
+    def all(self) -> list[lambda_.Function]:
+        return [self.enqueue, self.status, self.process_payment, self.notify, self.sweeper, self.migrate]
+
+    @property
+    def database_clients(self) -> list[lambda_.Function]:
+        return [self.enqueue, self.status, self.process_payment, self.sweeper, self.migrate]
+
+    def _function(self, spec: _Spec, *, subnets: ec2.SubnetSelection | None) -> lambda_.Function:
+        config = self._config
+        construct_id = "".join(part.title() for part in spec.name.split("_"))
+        environment = {
+            "POWERTOOLS_SERVICE_NAME": SERVICE_NAME,
+            "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
+            "POWERTOOLS_LOG_LEVEL": config.log_level,
+            # Responses carry payment details; keep them out of X-Ray.
+            "POWERTOOLS_TRACER_CAPTURE_RESPONSE": "false",
+            "PQ_ENV": config.name,
+        }
+        vpc_options: dict[str, object] = {}
+        if subnets is not None:
+            environment |= {
+                "PQ_DB_HOST": self._database.proxy.endpoint,
+                "PQ_DB_PORT": str(DB_PORT),
+                "PQ_DB_NAME": DB_NAME,
+                "PQ_DB_SECRET_ARN": self._database.secret.secret_arn,
+                "PQ_DB_SSLMODE": "require",
+            }
+            vpc_options = {
+                "vpc": self._network.vpc,
+                "vpc_subnets": subnets,
+                "security_groups": [self.db_clients],
+            }
+        function = lambda_.Function(
+            self,
+            construct_id,
+            description=spec.description,
+            runtime=RUNTIME,
+            architecture=ARCHITECTURE,
+            handler=f"functions.{spec.name}.handler.handler",
+            code=lambda_.Code.from_asset(str(build_assets.build_function_code(spec.name))),
+            layers=[self.dependencies],
+            memory_size=spec.memory_mb,
+            timeout=Duration.seconds(spec.timeout_seconds),
+            reserved_concurrent_executions=spec.reserved_concurrency,
+            tracing=lambda_.Tracing.ACTIVE,
+            log_group=log_group(self, f"{construct_id}Logs", config),
+            environment=environment,
+            **vpc_options,  # type: ignore[arg-type]
+        )
+        if subnets is not None:
+            self._database.secret.grant_read(function)
+        return function

@@ -1,0 +1,38 @@
+"""Schema migrations applied by every deployment that changes them, before new code runs."""
+
+from __future__ import annotations
+
+from aws_cdk import Duration
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import triggers
+from constructs import Construct, IConstruct
+
+
+class Migrations(Construct):
+    """Invokes the migrate function (the same `shared.migrate` that `make run` applies) after
+    the database and proxy exist and before the functions and API that need the new schema.
+
+    The trigger re-runs whenever the migrate function's code changes, and its code contains
+    `shared/migrations/*.sql`; a failed migration fails the deployment, which rolls back.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        migrate: lambda_.Function,
+        after: list[IConstruct],
+        before: list[IConstruct],
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self.trigger = triggers.Trigger(
+            self,
+            "Apply",
+            handler=migrate,
+            execute_after=after,
+            execute_before=before,
+            execute_on_handler_change=True,
+            invocation_type=triggers.InvocationType.REQUEST_RESPONSE,
+            timeout=Duration.minutes(5),
+        )

@@ -1,0 +1,84 @@
+"""Payment events: EventBridge bus -> rules -> SNS topic -> notify function (and any subscriber)."""
+
+from __future__ import annotations
+
+from aws_cdk import Duration
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_lambda_destinations as destinations
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_sns_subscriptions as subscriptions
+from aws_cdk import aws_sqs as sqs
+from constructs import Construct
+
+from infra.components.common import removal_policy
+from infra.config import EnvironmentConfig
+
+EVENT_SOURCE = "payment-queue"
+DETAIL_TYPES = ("PaymentSucceeded", "PaymentFailed")
+
+
+class Notifications(Construct):
+    """The processor publishes to the bus after commit (via the outbox); one rule per outcome
+    forwards to the topic, so the dashboard counts successes and failures per rule, and other
+    systems subscribe to the topic without touching this stack.
+
+    Every hop that can drop an event has a dead-letter queue: the rule target, the SNS
+    subscription and the notify function's asynchronous invocation all land in `dlq`.
+    """
+
+    def __init__(self, scope: Construct, construct_id: str, *, config: EnvironmentConfig) -> None:
+        super().__init__(scope, construct_id)
+        prefix = f"payment-queue-{config.name}"
+        # A customer managed key: EventBridge and CloudWatch can publish to an encrypted topic
+        # only if the key policy lets them, which the AWS managed SNS key does not.
+        self.key = kms.Key(
+            self,
+            "TopicKey",
+            description=f"{prefix}: encrypts the payment-events and alarm topics",
+            enable_key_rotation=True,
+            removal_policy=removal_policy(config),
+        )
+        for service in ("events.amazonaws.com", "cloudwatch.amazonaws.com"):
+            self.key.grant(iam.ServicePrincipal(service), "kms:Decrypt", "kms:GenerateDataKey*")
+
+        self.bus = events.EventBus(self, "Bus", event_bus_name=prefix)
+        self.topic = sns.Topic(
+            self,
+            "PaymentEvents",
+            topic_name=f"{prefix}-payment-events",
+            display_name="Payment Queue payment events",
+            master_key=self.key,
+            enforce_ssl=True,
+        )
+        self.dlq = sqs.Queue(
+            self,
+            "NotificationsDeadLetterQueue",
+            queue_name=f"{prefix}-notifications-dlq",
+            encryption=sqs.QueueEncryption.SQS_MANAGED,
+            enforce_ssl=True,
+            retention_period=Duration.days(14),
+            removal_policy=removal_policy(config),
+        )
+        self.rules: dict[str, events.Rule] = {}
+        for detail_type in DETAIL_TYPES:
+            self.rules[detail_type] = events.Rule(
+                self,
+                f"{detail_type}Rule",
+                event_bus=self.bus,
+                description=f"{detail_type} events to the payment-events topic",
+                event_pattern=events.EventPattern(source=[EVENT_SOURCE], detail_type=[detail_type]),
+                targets=[targets.SnsTopic(self.topic, dead_letter_queue=self.dlq, retry_attempts=185)],
+            )
+
+    def subscribe(self, notify: lambda_.Function) -> None:
+        """Delivers every topic message to `notify`; failures end in the notifications DLQ."""
+        notify.configure_async_invoke(
+            retry_attempts=2,
+            max_event_age=Duration.hours(6),
+            on_failure=destinations.SqsDestination(self.dlq),
+        )
+        self.topic.add_subscription(subscriptions.LambdaSubscription(notify, dead_letter_queue=self.dlq))
