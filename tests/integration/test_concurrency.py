@@ -1,0 +1,79 @@
+"""Many buyers, few products, several worker processes at once: the invariants hold."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from local.invariants import check, snapshot_stock
+from local.seed import SeedPlan, seed
+from shared.bootstrap import App
+from shared.domain import PaymentRequest
+from shared.services import accept_payment
+
+ROOT = Path(__file__).resolve().parents[2]
+USERS = 300
+WORKERS = 4
+
+
+def test_hot_product_with_less_stock_than_buyers_never_oversells(app: App) -> None:
+    # Given 300 buyers over 3 products, every 2nd also buying the hot one (20 units for ~100
+    # buyers), every 25th too poor to pay
+    seed(app.db, SeedPlan(users=USERS, products=3, user_prefix="u", hot_every=2, hot_stock=20, poor_every=25))
+    stock_before = snapshot_stock(app.db)
+    orders = app.db.fetch_all("SELECT id, user_id FROM orders ORDER BY id")
+    for order in orders:
+        accept_payment(
+            app, order["user_id"], f"key-{order['id']}", PaymentRequest(order_id=order["id"], method="wallet")
+        )
+
+    # When four worker processes drain the queue together
+    env = os.environ | {
+        "DATABASE_URL": app.settings.database_url or "",
+        "PYTHONPATH": str(ROOT),
+        "PQ_RETRY_DELAY_S": "0",
+        "POWERTOOLS_LOG_LEVEL": "WARNING",
+    }
+    workers = [
+        subprocess.Popen([sys.executable, "-m", "local.workers", "processor"], env=env, cwd=ROOT)
+        for _ in range(WORKERS)
+    ]
+    started = time.monotonic()
+    try:
+        deadline = started + 120
+        while time.monotonic() < deadline:
+            live = app.db.fetch_one("SELECT count(*) n FROM payment_jobs WHERE finished_at IS NULL")
+            if live == {"n": 0}:
+                break
+            time.sleep(0.1)
+        elapsed = time.monotonic() - started
+    finally:
+        for w in workers:
+            w.terminate()
+        for w in workers:
+            w.wait(timeout=30)
+
+    # Then every job is terminal, nothing is oversold or double charged, the ledger adds up
+    outcomes = {
+        (r["status"], r["reason"]): r["n"]
+        for r in app.db.fetch_all("SELECT status, reason, count(*) n FROM payment_jobs GROUP BY 1, 2")
+    }
+    span = app.db.fetch_one("SELECT extract(epoch FROM max(finished_at) - min(finished_at)) s FROM payment_jobs")
+    assert span is not None
+    busy_s = float(span["s"])
+    print(
+        f"\n{USERS} jobs, {WORKERS} workers: {elapsed:.2f} s with start-up, {busy_s:.2f} s first to last "
+        f"({USERS / max(busy_s, 1e-3):.0f} jobs/s); {outcomes}"
+    )
+    assert sum(outcomes.values()) == USERS
+    assert ("queued", None) not in outcomes
+    hot = min(stock_before)
+    assert snapshot_stock(app.db)[hot] == 0
+    assert outcomes[("failed", "out_of_stock")] > 0
+    assert outcomes[("failed", "insufficient_balance")] == USERS // 25
+    violations = check(app.db, initial_stock=stock_before)
+    # Events are published to the local bus by the workers; none is left behind.
+    assert violations == dict.fromkeys(violations, 0)
