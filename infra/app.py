@@ -22,9 +22,7 @@ def build_app(app: App, env_name: str | None = None) -> list[PaymentQueueStack]:
     name = env_name or context.get(cfg.ENV_CONTEXT_KEY) or "dev"
     names = list(cfg.ENVIRONMENTS) if name == "all" else [name]
     install = cfg.bundle_dependencies(context)
-    stacks = [
-        PaymentQueueStack(app, config=cfg.load(context, n), install_dependencies=install) for n in names
-    ]
+    stacks = [PaymentQueueStack(app, config=cfg.load(context, n), install_dependencies=install) for n in names]
     # AwsSolutions findings become synth errors unless suppressed with a reason (infra/nag.py).
     Aspects.of(app).add(AwsSolutionsChecks(verbose=True))
     return stacks

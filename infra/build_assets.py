@@ -30,9 +30,12 @@ FUNCTION_NAMES = ("enqueue", "status", "process_payment", "notify", "sweeper", "
 # The Lambda platform: Graviton (arm64), CPython 3.12. psycopg2-binary publishes aarch64 wheels
 # only for manylinux_2_28; pip accepts older manylinux tags under this one too.
 PIP_PLATFORM_ARGS = (
-    "--platform", "manylinux_2_28_aarch64",
-    "--implementation", "cp",
-    "--python-version", "3.12",
+    "--platform",
+    "manylinux_2_28_aarch64",
+    "--implementation",
+    "cp",
+    "--python-version",
+    "3.12",
     "--only-binary=:all:",
 )
 
@@ -115,12 +118,37 @@ def build_dependencies(
     site.mkdir()
     (site / "requirements-lambda.txt").write_text(text)
     if install and text.strip():
-        subprocess.run(
-            [*pip, "install", "--quiet", "--disable-pip-version-check", "--no-compile",
-             "--target", str(site), *PIP_PLATFORM_ARGS, "-r", str(requirements)],
-            check=True,
-        )
+        _pip_install(pip, site, ["-r", str(requirements)])
+        botocore = _installed_version(site, "botocore")
+        if botocore and not _installed_version(site, "boto3"):
+            # Something (the X-Ray SDK) pulled in botocore, which shadows the runtime's copy;
+            # ship a boto3 made for that botocore so the two never mismatch.
+            _pip_install(pip, site, ["boto3", f"botocore=={botocore}"])
     return _publish(tmp, final)
+
+
+def _pip_install(pip: Sequence[str], target: Path, requirements: Sequence[str]) -> None:
+    subprocess.run(  # noqa: S603 - fixed argv, no shell
+        [
+            *pip,
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--no-compile",
+            "--upgrade",
+            "--target",
+            str(target),
+            *PIP_PLATFORM_ARGS,
+            *requirements,
+        ],
+        check=True,
+    )
+
+
+def _installed_version(site: Path, distribution: str) -> str | None:
+    for dist_info in site.glob(f"{distribution}-*.dist-info"):
+        return dist_info.name.removeprefix(f"{distribution}-").removesuffix(".dist-info")
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:

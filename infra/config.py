@@ -15,17 +15,8 @@ ENV_CONTEXT_KEY = "pq:env"
 AZS_CONTEXT_KEY = "pq:availability-zones"
 BUNDLE_CONTEXT_KEY = "pq:bundle-dependencies"
 
-# Context keys whose value replaces one config field, for the values only a deployer knows.
-_OVERRIDES = {
-    "pq:jwt-issuer": ("api", "jwt_issuer"),
-    "pq:jwt-audience": ("api", "jwt_audience"),
-    "pq:alarm-email": (None, "alarm_email"),
-    "pq:webhook-url": (None, "webhook_url"),
-    "pq:webhook-secret-name": (None, "webhook_secret_name"),
-}
-
-
-OVERRIDE_KEYS = tuple(_OVERRIDES)
+# Context keys for the values only a deployer knows; each replaces one config field.
+OVERRIDE_KEYS = ("pq:jwt-issuer", "pq:jwt-audience", "pq:alarm-email", "pq:webhook-url", "pq:webhook-secret-name")
 
 
 class ConfigError(ValueError):
@@ -60,7 +51,9 @@ class DatabaseConfig:
     backup_retention_days: int
     allocated_storage_gb: int = 20
     max_allocated_storage_gb: int = 100
-    engine_major: str = "17"
+    # A full version: RDS treats a bare major version as deprecated for new instances.
+    # Minor upgrades then apply in the maintenance window (auto_minor_version_upgrade).
+    engine_version: str = "17.9"
     # Set explicitly so the proxy-connections alarm has a fixed denominator.
     max_connections: int = 100
     # Share of max_connections the proxy may open; the rest is for operators and migrations.
@@ -222,17 +215,26 @@ def load(context: Mapping[str, Any], env_name: str | None = None) -> Environment
     if not azs:
         raise ConfigError(f"cdk.json context {AZS_CONTEXT_KEY!r} has no zones for {config.region}")
     config = replace(config, availability_zones=tuple(azs))
-    for key, (section, attr) in _OVERRIDES.items():
+    return _with_overrides(config, context).validate()
+
+
+def _with_overrides(config: EnvironmentConfig, context: Mapping[str, Any]) -> EnvironmentConfig:
+    def text(key: str) -> str | None:
         value = context.get(key)
-        if value in (None, ""):
-            continue
-        if attr == "jwt_audience":
-            value = tuple(v.strip() for v in str(value).split(",") if v.strip())
-        if section is None:
-            config = replace(config, **{attr: value})
-        else:
-            config = replace(config, **{section: replace(getattr(config, section), **{attr: value})})
-    return config.validate()
+        return str(value).strip() if value not in (None, "") else None
+
+    api = config.api
+    if issuer := text("pq:jwt-issuer"):
+        api = replace(api, jwt_issuer=issuer)
+    if audience := text("pq:jwt-audience"):
+        api = replace(api, jwt_audience=tuple(a.strip() for a in audience.split(",") if a.strip()))
+    return replace(
+        config,
+        api=api,
+        alarm_email=text("pq:alarm-email") or config.alarm_email,
+        webhook_url=text("pq:webhook-url") or config.webhook_url,
+        webhook_secret_name=text("pq:webhook-secret-name") or config.webhook_secret_name,
+    )
 
 
 def bundle_dependencies(context: Mapping[str, Any]) -> bool:

@@ -81,8 +81,7 @@ def suppress_findings(
         database_findings.append(
             NagPackSuppression(
                 id="AwsSolutions-RDS3",
-                reason=f"{config.name} runs single-AZ to halve the database cost; prod is Multi-AZ "
-                "(infra/config.py).",
+                reason=f"{config.name} runs single-AZ to halve the database cost; prod is Multi-AZ (infra/config.py).",
             )
         )
     if not config.database.deletion_protection:

@@ -18,9 +18,7 @@ from infra.nag import suppress_findings
 
 
 class PaymentQueueStack(Stack):
-    def __init__(
-        self, scope: Construct, *, config: EnvironmentConfig, install_dependencies: bool = True
-    ) -> None:
+    def __init__(self, scope: Construct, *, config: EnvironmentConfig, install_dependencies: bool = True) -> None:
         # Region-pinned, account-agnostic: deploys into whichever account the caller's
         # credentials name, and synthesizes without any (the zones come from cdk.json).
         super().__init__(

@@ -7,23 +7,27 @@ unsuppressed cdk-nag finding among them).
     python -m infra.synth                 # all three environments
     python -m infra.synth --env prod      # one
     python -m infra.synth --no-deps       # skip pip-installing the Lambda dependencies
+    python -m infra.synth --lint          # then run cfn-lint on every template
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import sys
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from aws_cdk import App
-from aws_cdk import cx_api
+from aws_cdk import App, cx_api
 
 from infra import config as cfg
 from infra.app import build_app
 from infra.build_assets import REPO_ROOT
+
+CFN_LINT_CONFIG = REPO_ROOT / "infra" / "cfnlintrc.yaml"
 
 
 def load_cdk_context(path: Path = REPO_ROOT / "cdk.json") -> dict[str, Any]:
@@ -48,11 +52,22 @@ def errors(assembly: cx_api.CloudAssembly) -> list[str]:
     ]
 
 
+def cfn_lint_command(templates: list[Path]) -> list[str]:
+    """cfn-lint from this interpreter's environment, with the project's settings."""
+    executable = Path(sys.executable).parent / "cfn-lint"
+    return [str(executable), "--config-file", str(CFN_LINT_CONFIG), "--", *map(str, templates)]
+
+
+def template_paths(assembly: cx_api.CloudAssembly) -> list[Path]:
+    return [Path(assembly.directory) / stack.template_file for stack in assembly.stacks]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--env", default="all", choices=["all", *cfg.ENVIRONMENTS])
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "cdk.out")
     parser.add_argument("--no-deps", action="store_true", help="do not pip-install Lambda dependencies")
+    parser.add_argument("--lint", action="store_true", help="run cfn-lint on the synthesized templates")
     args = parser.parse_args(argv)
 
     started = time.perf_counter()
@@ -61,13 +76,19 @@ def main(argv: list[str] | None = None) -> int:
     for stack in assembly.stacks:
         resources = stack.template.get("Resources", {})
         kinds = Counter(r["Type"] for r in resources.values())
-        print(f"{stack.stack_name}: {len(resources)} resources "
-              f"({kinds['AWS::Lambda::Function']} functions, {kinds['AWS::CloudWatch::Alarm']} alarms)"
-              f" -> {Path(assembly.directory) / stack.template_file}")
+        print(
+            f"{stack.stack_name}: {len(resources)} resources "
+            f"({kinds['AWS::Lambda::Function']} functions, {kinds['AWS::CloudWatch::Alarm']} alarms)"
+            f" -> {Path(assembly.directory) / stack.template_file}"
+        )
     print(f"synthesized in {elapsed:.1f} s")
     problems = errors(assembly)
     for problem in problems:
         print(f"ERROR {problem}")
+    if args.lint:
+        lint = subprocess.run(cfn_lint_command(template_paths(assembly)), check=False)  # noqa: S603
+        print(f"cfn-lint: {'clean' if lint.returncode == 0 else f'exit {lint.returncode}'}")
+        problems += ["cfn-lint"] if lint.returncode else []
     return 1 if problems else 0
 
 

@@ -26,28 +26,27 @@ class Database(Construct):
     function has to run inside the VPC; the proxy and the functions read the same secret.
     """
 
-    def __init__(
-        self, scope: Construct, construct_id: str, *, config: EnvironmentConfig, network: Network
-    ) -> None:
+    def __init__(self, scope: Construct, construct_id: str, *, config: EnvironmentConfig, network: Network) -> None:
         super().__init__(scope, construct_id)
         db = config.database
         engine = rds.DatabaseInstanceEngine.postgres(
-            version=rds.PostgresEngineVersion.of(db.engine_major, db.engine_major)
+            version=rds.PostgresEngineVersion.of(db.engine_version, db.engine_version.split(".")[0])
         )
         self.instance_security_group = ec2.SecurityGroup(
-            self, "InstanceSecurityGroup", vpc=network.vpc, allow_all_outbound=False,
+            self,
+            "InstanceSecurityGroup",
+            vpc=network.vpc,
+            allow_all_outbound=False,
             description="PostgreSQL: reachable from the proxy only",
         )
         self.proxy_security_group = ec2.SecurityGroup(
-            self, "ProxySecurityGroup", vpc=network.vpc, allow_all_outbound=False,
+            self,
+            "ProxySecurityGroup",
+            vpc=network.vpc,
+            allow_all_outbound=False,
             description="RDS Proxy: reachable from the database functions only",
         )
-        self.instance_security_group.add_ingress_rule(
-            self.proxy_security_group, ec2.Port.tcp(DB_PORT), "PostgreSQL from RDS Proxy"
-        )
-        self.proxy_security_group.add_egress_rule(
-            self.instance_security_group, ec2.Port.tcp(DB_PORT), "RDS Proxy to PostgreSQL"
-        )
+        # add_proxy() opens the instance to the proxy group (both directions); nothing else is.
 
         parameters = rds.ParameterGroup(
             self,

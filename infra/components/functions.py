@@ -67,7 +67,10 @@ class Functions(Construct):
         )
         # The functions that talk to PostgreSQL share one security group the proxy admits.
         self.db_clients = ec2.SecurityGroup(
-            self, "DatabaseClients", vpc=network.vpc, allow_all_outbound=True,
+            self,
+            "DatabaseClients",
+            vpc=network.vpc,
+            allow_all_outbound=True,
             description="Functions that connect to RDS Proxy",
         )
         database.allow_from(self.db_clients, "PostgreSQL from the database functions")
@@ -94,8 +97,7 @@ class Functions(Construct):
         )
         self.sweeper = self._function(
             # One sweep at a time; a sweep must end before the next minute's starts.
-            _Spec("sweeper", "Re-sends unsent jobs and re-publishes unpublished events", 50,
-                  reserved_concurrency=1),
+            _Spec("sweeper", "Re-sends unsent jobs and re-publishes unpublished events", 50, reserved_concurrency=1),
             subnets=network.isolated_subnets,
         )
         self.migrate = self._function(

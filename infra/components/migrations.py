@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from aws_cdk import Duration
+from aws_cdk import Duration, triggers
 from aws_cdk import aws_lambda as lambda_
-from aws_cdk import triggers
-from constructs import Construct, IConstruct
+from constructs import Construct
 
 
 class Migrations(Construct):
@@ -22,8 +21,8 @@ class Migrations(Construct):
         construct_id: str,
         *,
         migrate: lambda_.Function,
-        after: list[IConstruct],
-        before: list[IConstruct],
+        after: list[Construct],
+        before: list[Construct],
     ) -> None:
         super().__init__(scope, construct_id)
         self.trigger = triggers.Trigger(

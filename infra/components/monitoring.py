@@ -6,11 +6,9 @@ from aws_cdk import Duration, Stack
 from aws_cdk import aws_cloudwatch as cw
 from aws_cdk import aws_cloudwatch_actions as cw_actions
 from aws_cdk import aws_kms as kms
-from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_rds as rds
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
-from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from infra.components.api import PaymentsApi
@@ -40,8 +38,12 @@ class Monitoring(Construct):
         prefix = f"payment-queue-{config.name}"
         thresholds = config.alarms
         self.ops_topic = sns.Topic(
-            self, "OpsTopic", topic_name=f"{prefix}-ops-alarms", display_name="Payment Queue alarms",
-            master_key=key, enforce_ssl=True,
+            self,
+            "OpsTopic",
+            topic_name=f"{prefix}-ops-alarms",
+            display_name="Payment Queue alarms",
+            master_key=key,
+            enforce_ssl=True,
         )
         if config.alarm_email:
             self.ops_topic.add_subscription(subscriptions.EmailSubscription(config.alarm_email))
@@ -81,75 +83,144 @@ class Monitoring(Construct):
         proxy_connection_limit = config.database.proxy_connection_budget
         proxy_threshold = proxy_connection_limit * thresholds.proxy_connections_percent / 100
 
-        self._alarm("QueueDepth", depth, thresholds.queue_depth, periods=3,
-                    description=f"More than {thresholds.queue_depth} payments waiting in payments.fifo")
-        self._alarm("OldestMessageAge", age, thresholds.oldest_message_age_seconds, periods=1,
-                    description="A payment has waited longer than "
-                                f"{thresholds.oldest_message_age_seconds // 60} minutes")
-        self._alarm("ProcessorErrorRate", error_rate, thresholds.processor_error_rate_percent, periods=3,
-                    description=f"More than {thresholds.processor_error_rate_percent}% of processor "
-                                "invocations failed")
-        self._alarm("DeadLetterQueueNotEmpty", dlq_depth, thresholds.dlq_messages, periods=1,
-                    description="Payments moved to the DLQ: inspect and redrive (docs/deploy.md)")
+        self._alarm(
+            "QueueDepth",
+            depth,
+            thresholds.queue_depth,
+            periods=3,
+            description=f"More than {thresholds.queue_depth} payments waiting in payments.fifo",
+        )
+        self._alarm(
+            "OldestMessageAge",
+            age,
+            thresholds.oldest_message_age_seconds,
+            periods=1,
+            description=f"A payment has waited longer than {thresholds.oldest_message_age_seconds // 60} minutes",
+        )
+        self._alarm(
+            "ProcessorErrorRate",
+            error_rate,
+            thresholds.processor_error_rate_percent,
+            periods=3,
+            description=f"More than {thresholds.processor_error_rate_percent}% of processor invocations failed",
+        )
+        self._alarm(
+            "DeadLetterQueueNotEmpty",
+            dlq_depth,
+            thresholds.dlq_messages,
+            periods=1,
+            description="Payments moved to the DLQ: inspect and redrive (docs/deploy.md)",
+        )
         self._alarm(
             "NotificationsDeadLetterQueueNotEmpty",
             notifications.dlq.metric_approximate_number_of_messages_visible(period=_MINUTE, statistic="Maximum"),
-            0, periods=1, description="Payment events that could not be delivered to the webhook",
+            0,
+            periods=1,
+            description="Payment events that could not be delivered to the webhook",
         )
-        self._alarm("ProxyConnections", proxy_connections, proxy_threshold, periods=3,
-                    description=f"RDS Proxy uses more than {thresholds.proxy_connections_percent}% of its "
-                                f"{proxy_connection_limit} database connections")
+        self._alarm(
+            "ProxyConnections",
+            proxy_connections,
+            proxy_threshold,
+            periods=3,
+            description=f"RDS Proxy uses more than {thresholds.proxy_connections_percent}% of its "
+            f"{proxy_connection_limit} database connections",
+        )
         for function in functions.all:
             name = function.node.id
-            self._alarm(f"{name}Throttles", function.metric_throttles(period=_MINUTE, statistic="Sum"),
-                        thresholds.throttles, periods=1, description=f"The {name} function was throttled")
+            self._alarm(
+                f"{name}Throttles",
+                function.metric_throttles(period=_MINUTE, statistic="Sum"),
+                thresholds.throttles,
+                periods=1,
+                description=f"The {name} function was throttled",
+            )
 
         self.dashboard = cw.Dashboard(self, "Dashboard", dashboard_name=prefix, default_interval=Duration.hours(3))
-        succeeded = cw.Metric(namespace=METRICS_NAMESPACE, metric_name="PaymentsSucceeded",
-                              dimensions_map={"service": SERVICE_NAME}, period=_MINUTE, statistic="Sum")
-        failed = cw.Metric(namespace=METRICS_NAMESPACE, metric_name="PaymentsFailed",
-                           dimensions_map={"service": SERVICE_NAME}, period=_MINUTE, statistic="Sum")
+        succeeded = cw.Metric(
+            namespace=METRICS_NAMESPACE,
+            metric_name="PaymentsSucceeded",
+            dimensions_map={"service": SERVICE_NAME},
+            period=_MINUTE,
+            statistic="Sum",
+        )
+        failed = cw.Metric(
+            namespace=METRICS_NAMESPACE,
+            metric_name="PaymentsFailed",
+            dimensions_map={"service": SERVICE_NAME},
+            period=_MINUTE,
+            statistic="Sum",
+        )
         matched = [
-            cw.Metric(namespace="AWS/Events", metric_name="MatchedEvents",
-                      dimensions_map={"EventBusName": notifications.bus.event_bus_name,
-                                      "RuleName": notifications.rules[detail_type].rule_name},
-                      period=_MINUTE, statistic="Sum", label=f"{detail_type} events")
+            cw.Metric(
+                namespace="AWS/Events",
+                metric_name="MatchedEvents",
+                dimensions_map={
+                    "EventBusName": notifications.bus.event_bus_name,
+                    "RuleName": notifications.rules[detail_type].rule_name,
+                },
+                period=_MINUTE,
+                statistic="Sum",
+                label=f"{detail_type} events",
+            )
             for detail_type in DETAIL_TYPES
         ]
         self.dashboard.add_widgets(
             cw.GraphWidget(title="Queue depth", left=[depth, in_flight], right=[dlq_depth], width=8),
-            cw.GraphWidget(title="Wait time: oldest message age (s)", left=[age],
-                           left_annotations=[cw.HorizontalAnnotation(
-                               value=thresholds.oldest_message_age_seconds, label="alarm")], width=8),
+            cw.GraphWidget(
+                title="Wait time: oldest message age (s)",
+                left=[age],
+                left_annotations=[cw.HorizontalAnnotation(value=thresholds.oldest_message_age_seconds, label="alarm")],
+                width=8,
+            ),
             cw.GraphWidget(title="Throughput per minute", left=[sent, deleted], width=8),
             cw.GraphWidget(title="Payments: succeeded / failed", left=[succeeded, failed], right=matched, width=8),
-            cw.GraphWidget(title="Processor error rate (%)", left=[error_rate], right=[invocations, errors],
-                           left_annotations=[cw.HorizontalAnnotation(
-                               value=thresholds.processor_error_rate_percent, label="alarm")], width=8),
-            cw.GraphWidget(title="Processor duration (ms)", left=[
-                processor.metric_duration(period=_MINUTE, statistic="p50"),
-                processor.metric_duration(period=_MINUTE, statistic="p99"),
-            ], width=8),
-            cw.GraphWidget(title="RDS Proxy connections", left=[proxy_connections, proxy_client_connections],
-                           left_annotations=[cw.HorizontalAnnotation(value=proxy_threshold, label="alarm")],
-                           width=8),
+            cw.GraphWidget(
+                title="Processor error rate (%)",
+                left=[error_rate],
+                right=[invocations, errors],
+                left_annotations=[
+                    cw.HorizontalAnnotation(value=thresholds.processor_error_rate_percent, label="alarm")
+                ],
+                width=8,
+            ),
+            cw.GraphWidget(
+                title="Processor duration (ms)",
+                left=[
+                    processor.metric_duration(period=_MINUTE, statistic="p50"),
+                    processor.metric_duration(period=_MINUTE, statistic="p99"),
+                ],
+                width=8,
+            ),
+            cw.GraphWidget(
+                title="RDS Proxy connections",
+                left=[proxy_connections, proxy_client_connections],
+                left_annotations=[cw.HorizontalAnnotation(value=proxy_threshold, label="alarm")],
+                width=8,
+            ),
             cw.GraphWidget(title="DLQ depth", left=[dlq_depth], width=8),
-            cw.GraphWidget(title="API requests and latency", left=[
-                api.http_api.metric_count(period=_MINUTE),
-                api.http_api.metric_server_error(period=_MINUTE),
-                api.http_api.metric_client_error(period=_MINUTE),
-            ], right=[api.http_api.metric_latency(period=_MINUTE, statistic="p99")], width=8),
+            cw.GraphWidget(
+                title="API requests and latency",
+                left=[
+                    api.http_api.metric_count(period=_MINUTE),
+                    api.http_api.metric_server_error(period=_MINUTE),
+                    api.http_api.metric_client_error(period=_MINUTE),
+                ],
+                right=[api.http_api.metric_latency(period=_MINUTE, statistic="p99")],
+                width=8,
+            ),
             cw.AlarmStatusWidget(title="Alarms", alarms=self.alarms, width=24),
         )
 
     @property
     def dashboard_url(self) -> str:
         region = Stack.of(self).region
-        return (f"https://{region}.console.aws.amazon.com/cloudwatch/home?region={region}"
-                f"#dashboards:name={self.dashboard.dashboard_name}")
+        return (
+            f"https://{region}.console.aws.amazon.com/cloudwatch/home?region={region}"
+            f"#dashboards:name={self.dashboard.dashboard_name}"
+        )
 
-    def _alarm(self, alarm_id: str, metric: cw.IMetric, threshold: float, *, periods: int,
-               description: str) -> None:
+    def _alarm(self, alarm_id: str, metric: cw.IMetric, threshold: float, *, periods: int, description: str) -> None:
         alarm = cw.Alarm(
             self,
             alarm_id,

@@ -26,12 +26,8 @@ class Network(Construct):
             nat_gateways=config.nat_gateways,
             subnet_configuration=[
                 ec2.SubnetConfiguration(name="public", subnet_type=ec2.SubnetType.PUBLIC, cidr_mask=24),
-                ec2.SubnetConfiguration(
-                    name="egress", subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS, cidr_mask=22
-                ),
-                ec2.SubnetConfiguration(
-                    name="isolated", subnet_type=ec2.SubnetType.PRIVATE_ISOLATED, cidr_mask=22
-                ),
+                ec2.SubnetConfiguration(name="egress", subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS, cidr_mask=22),
+                ec2.SubnetConfiguration(name="isolated", subnet_type=ec2.SubnetType.PRIVATE_ISOLATED, cidr_mask=22),
             ],
             restrict_default_security_group=True,
         )
@@ -46,7 +42,10 @@ class Network(Construct):
         self.egress_subnets = ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS)
 
         self.endpoints_security_group = ec2.SecurityGroup(
-            self, "EndpointsSecurityGroup", vpc=self.vpc, allow_all_outbound=False,
+            self,
+            "EndpointsSecurityGroup",
+            vpc=self.vpc,
+            allow_all_outbound=False,
             description="Interface endpoints: HTTPS from inside the VPC",
         )
         self.endpoints_security_group.add_ingress_rule(
@@ -64,4 +63,3 @@ class Network(Construct):
                 security_groups=[self.endpoints_security_group],
                 private_dns_enabled=True,
             )
-

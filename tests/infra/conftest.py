@@ -1,0 +1,99 @@
+"""Synthesizes the three environments once per session, without pip-installing dependencies.
+
+cfn-lint starts in the background as soon as the templates exist, so it runs while the
+assertion tests do; `test_infra_guards` collects its result.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aws_cdk import assertions, cx_api
+
+from infra import config as cfg
+from infra.synth import cfn_lint_command, load_cdk_context, synth, template_paths
+
+ENVIRONMENTS = tuple(cfg.ENVIRONMENTS)
+
+
+@dataclass(frozen=True)
+class Synthesized:
+    """One environment's stack as the tests see it."""
+
+    config: cfg.EnvironmentConfig
+    template: assertions.Template
+    json: dict[str, Any]
+
+    def resources(self, resource_type: str) -> dict[str, dict[str, Any]]:
+        return {k: r for k, r in self.json["Resources"].items() if r["Type"] == resource_type}
+
+    def only(self, resource_type: str, **properties: Any) -> tuple[str, dict[str, Any]]:
+        """The single resource of a type whose properties include `properties`."""
+        matches = [
+            (k, r)
+            for k, r in self.resources(resource_type).items()
+            if all(r.get("Properties", {}).get(p) == v for p, v in properties.items())
+        ]
+        assert len(matches) == 1, f"{len(matches)} {resource_type} match {properties}"
+        return matches[0]
+
+    def function(self, name: str) -> tuple[str, dict[str, Any]]:
+        return self.only("AWS::Lambda::Function", Handler=f"functions.{name}.handler.handler")
+
+
+@pytest.fixture(scope="session")
+def cloud_assembly(tmp_path_factory: pytest.TempPathFactory) -> cx_api.CloudAssembly:
+    return synth("all", tmp_path_factory.mktemp("cdk.out"), install_dependencies=False)
+
+
+@pytest.fixture(scope="session")
+def cfn_lint(cloud_assembly: cx_api.CloudAssembly) -> Iterator[subprocess.Popen[str]]:
+    process = subprocess.Popen(
+        cfn_lint_command(template_paths(cloud_assembly)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    yield process
+    if process.poll() is None:
+        process.kill()
+        process.wait()
+
+
+@pytest.fixture(scope="session")
+def stacks(cloud_assembly: cx_api.CloudAssembly, cfn_lint: subprocess.Popen[str]) -> dict[str, Synthesized]:
+    context = load_cdk_context()
+    result = {}
+    for env in ENVIRONMENTS:
+        config = cfg.load(context, env)
+        template_json = cloud_assembly.get_stack_by_name(config.stack_name).template
+        result[env] = Synthesized(config, assertions.Template.from_json(template_json), template_json)
+    return result
+
+
+@pytest.fixture(params=ENVIRONMENTS)
+def stack(request: pytest.FixtureRequest, stacks: dict[str, Synthesized]) -> Synthesized:
+    synthesized: Synthesized = stacks[request.param]
+    return synthesized
+
+
+@pytest.fixture
+def prod(stacks: dict[str, Synthesized]) -> Synthesized:
+    return stacks["prod"]
+
+
+@pytest.fixture
+def dev(stacks: dict[str, Synthesized]) -> Synthesized:
+    return stacks["dev"]
+
+
+def asset_dir(cloud_assembly: cx_api.CloudAssembly, resource: dict[str, Any]) -> Path:
+    """The staged asset folder a function or layer resource points at."""
+    properties = resource["Properties"]
+    key: str = (properties.get("Code") or properties["Content"])["S3Key"]
+    return Path(cloud_assembly.directory) / f"asset.{key.removesuffix('.zip')}"

@@ -1,0 +1,184 @@
+"""The six functions: runtime, environment contract, network placement, least privilege, assets."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from aws_cdk import cx_api
+
+from infra.build_assets import FUNCTION_NAMES, REPO_ROOT, function_sources
+from tests.infra.conftest import Synthesized, asset_dir
+
+DATABASE_FUNCTIONS = ("enqueue", "status", "process_payment", "sweeper", "migrate")
+XRAY_ACTIONS = {"xray:PutTraceSegments", "xray:PutTelemetryRecords"}
+
+
+def _environment(stack: Synthesized, name: str) -> dict[str, Any]:
+    _, function = stack.function(name)
+    variables: dict[str, Any] = function["Properties"]["Environment"]["Variables"]
+    return variables
+
+
+def _subnet_ids(stack: Synthesized, subnet_name: str) -> set[str]:
+    return {
+        key
+        for key, subnet in stack.resources("AWS::EC2::Subnet").items()
+        if {"Key": "aws-cdk:subnet-name", "Value": subnet_name} in subnet["Properties"]["Tags"]
+    }
+
+
+def _notifications_dlq(stack: Synthesized) -> str:
+    queues = stack.resources("AWS::SQS::Queue")
+    return next(k for k, q in queues.items() if q["Properties"]["QueueName"].endswith("-notifications-dlq"))
+
+
+def test_every_function_runs_python_312_on_arm64_with_tracing(stack: Synthesized) -> None:
+    for name in FUNCTION_NAMES:
+        _, function = stack.function(name)
+        properties = function["Properties"]
+
+        assert properties["Runtime"] == "python3.12"
+        assert properties["Architectures"] == ["arm64"]
+        assert properties["TracingConfig"] == {"Mode": "Active"}
+        assert len(properties["Layers"]) == 1
+
+
+def test_every_function_configures_powertools_and_its_environment(stack: Synthesized) -> None:
+    for name in FUNCTION_NAMES:
+        variables = _environment(stack, name)
+
+        assert variables["POWERTOOLS_SERVICE_NAME"] == "payment-queue"
+        assert variables["POWERTOOLS_METRICS_NAMESPACE"] == "PaymentQueue"
+        assert variables["POWERTOOLS_LOG_LEVEL"] == stack.config.log_level
+        assert variables["PQ_ENV"] == stack.config.name
+
+
+def test_database_functions_reach_postgres_through_the_proxy_over_tls(stack: Synthesized) -> None:
+    proxy_id, _ = stack.only("AWS::RDS::DBProxy")
+    for name in DATABASE_FUNCTIONS:
+        variables = _environment(stack, name)
+
+        assert variables["PQ_DB_HOST"] == {"Fn::GetAtt": [proxy_id, "Endpoint"]}
+        assert variables["PQ_DB_PORT"] == "5432"
+        assert variables["PQ_DB_NAME"] == "payments"
+        assert variables["PQ_DB_SSLMODE"] == "require"
+        assert "PQ_DB_SECRET_ARN" in variables
+    assert not any(key.startswith("PQ_DB_") for key in _environment(stack, "notify"))
+
+
+def test_senders_and_publishers_get_the_queue_and_bus_they_use(stack: Synthesized) -> None:
+    for sender in ("enqueue", "sweeper"):
+        variables = _environment(stack, sender)
+        assert variables["PQ_QUEUE_BACKEND"] == "sqs"
+        assert "PQ_QUEUE_URL" in variables
+    for publisher in ("process_payment", "sweeper"):
+        variables = _environment(stack, publisher)
+        assert variables["PQ_EVENT_BUS_BACKEND"] == "eventbridge"
+        assert "PQ_EVENT_BUS_NAME" in variables
+    status = _environment(stack, "status")
+    assert {"PQ_QUEUE_URL", "PQ_DLQ_URL"} <= set(status)
+    assert _environment(stack, "process_payment")["PQ_MAX_RECEIVE_COUNT"] == str(stack.config.max_receive_count)
+
+
+def test_only_the_processor_has_a_route_to_the_internet(stack: Synthesized) -> None:
+    egress, isolated = _subnet_ids(stack, "egress"), _subnet_ids(stack, "isolated")
+    for name in DATABASE_FUNCTIONS:
+        _, function = stack.function(name)
+        subnets = {ref["Ref"] for ref in function["Properties"]["VpcConfig"]["SubnetIds"]}
+        assert subnets == (egress if name == "process_payment" else isolated), name
+    _, notify = stack.function("notify")
+    assert "VpcConfig" not in notify["Properties"]
+
+
+def test_no_role_grants_data_access_on_every_resource(stack: Synthesized) -> None:
+    documents = [p["Properties"]["PolicyDocument"] for p in stack.resources("AWS::IAM::Policy").values()]
+    documents += [
+        inline["PolicyDocument"]
+        for role in stack.resources("AWS::IAM::Role").values()
+        for inline in role["Properties"].get("Policies", [])
+    ]
+    wildcard_actions = set()
+    for document in documents:
+        for statement in document["Statement"]:
+            resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+            if "*" in resources:
+                actions = statement["Action"]
+                wildcard_actions |= set(actions if isinstance(actions, list) else [actions])
+
+    assert wildcard_actions <= XRAY_ACTIONS
+
+
+def test_status_may_read_the_depth_of_both_queues(stack: Synthesized) -> None:
+    _, status = stack.function("status")
+    role_id = status["Properties"]["Role"]["Fn::GetAtt"][0]
+    policy = next(
+        p for p in stack.resources("AWS::IAM::Policy").values() if {"Ref": role_id} in p["Properties"]["Roles"]
+    )
+    readable = {
+        resource["Fn::GetAtt"][0]
+        for s in policy["Properties"]["PolicyDocument"]["Statement"]
+        if s["Action"] == "sqs:GetQueueAttributes"
+        for resource in (s["Resource"] if isinstance(s["Resource"], list) else [s["Resource"]])
+    }
+
+    assert readable == set(stack.resources("AWS::SQS::Queue")) - {_notifications_dlq(stack)}
+
+
+def test_the_sweeper_runs_every_minute(stack: Synthesized) -> None:
+    sweeper_id, _ = stack.function("sweeper")
+
+    stack.template.has_resource_properties(
+        "AWS::Events::Rule",
+        {
+            "ScheduleExpression": "rate(1 minute)",
+            "Targets": [
+                {
+                    "Arn": {"Fn::GetAtt": [sweeper_id, "Arn"]},
+                    "Id": "Target0",
+                    "RetryPolicy": {"MaximumRetryAttempts": 0},
+                }
+            ],
+        },
+    )
+
+
+def test_migrations_run_after_the_database_and_before_the_other_functions(stack: Synthesized) -> None:
+    trigger_id, trigger = stack.only("Custom::Trigger")
+    migrate_id, _ = stack.function("migrate")
+
+    version_id = trigger["Properties"]["HandlerArn"]["Ref"]
+    assert stack.json["Resources"][version_id]["Properties"]["FunctionName"] == {"Ref": migrate_id}
+    assert any(d.startswith("DatabaseInstance") for d in trigger.get("DependsOn", []))
+    for name in FUNCTION_NAMES:
+        if name != "migrate":
+            _, function = stack.function(name)
+            assert trigger_id in function.get("DependsOn", []), name
+
+
+@pytest.mark.parametrize("name", FUNCTION_NAMES)
+def test_each_asset_holds_shared_and_only_its_own_handler(
+    cloud_assembly: cx_api.CloudAssembly, stacks: dict[str, Synthesized], name: str
+) -> None:
+    _, function = stacks["dev"].function(name)
+    staged = asset_dir(cloud_assembly, function)
+
+    expected = {relative for relative, _ in function_sources(name, REPO_ROOT)}
+    present = {str(p.relative_to(staged)) for p in staged.rglob("*") if p.is_file()}
+    assert present == expected
+    assert not any(
+        p.startswith("functions/") and not p.startswith((f"functions/{name}/", "functions/__init__")) for p in present
+    )
+
+
+def test_dependency_layer_is_built_from_requirements_lambda(
+    cloud_assembly: cx_api.CloudAssembly, dev: Synthesized
+) -> None:
+    _, layer = dev.only("AWS::Lambda::LayerVersion")
+    staged = asset_dir(cloud_assembly, layer)
+
+    assert layer["Properties"]["CompatibleRuntimes"] == ["python3.12"]
+    assert layer["Properties"]["CompatibleArchitectures"] == ["arm64"]
+    requirements = REPO_ROOT / "requirements-lambda.txt"
+    if requirements.is_file():
+        assert (staged / "python" / "requirements-lambda.txt").read_text() == requirements.read_text()
