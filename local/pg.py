@@ -87,6 +87,10 @@ def install_pgmq(db: Database) -> None:
                 cur.execute(get_embedded_install_sql())
     for queue in QUEUES:
         db.execute("SELECT pgmq.create(%s)", (queue,))
+        # The FIFO read's probe for an older message of the same group (local/workers.read_fifo).
+        db.execute(
+            f"CREATE INDEX IF NOT EXISTS q_{queue}_group_idx ON pgmq.q_{queue} ((headers->>'x-pgmq-group'), msg_id)"
+        )
 
 
 def prepare(db: Database) -> list[str]:

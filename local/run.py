@@ -144,7 +144,8 @@ def main() -> None:
         shutil.rmtree(local.data_dir)
 
     env = dict(os.environ)
-    env.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
+    # No X-Ray daemon locally. Metrics stay on (EMF lines in the logs, as in CloudWatch Logs):
+    # POWERTOOLS_METRICS_DISABLED makes Powertools 3.37 keep and re-print its metric set.
     env.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     embedded, order_id = prepare_database(local, env)

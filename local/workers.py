@@ -1,7 +1,7 @@
 """The local stand-in for the SQS event source mapping and for SNS: loops over PGMQ queues that
 hand SQS- and SNS-shaped events to the real handlers.
 
-Like the event source mapping: read a batch (FIFO per group via PGMQ's round-robin grouped read),
+Like the event source mapping: read a batch (FIFO per group, see read_fifo),
 invoke the handler, delete what succeeded, let failures come back later, and move a message to
 the DLQ once it has been received max_receive_count times.
 """
@@ -29,6 +29,37 @@ def _request_stop(*_: Any) -> None:
     _stop = True
 
 
+# SQS FIFO's rule, in O(batch): take a visible message only if no older message of its group is
+# still in the queue (visible or in flight). PGMQ's read_grouped_rr aggregates the whole queue on
+# every call -- about 50 ms a read with 5,000 one-message groups here -- while this walks the
+# primary key from the oldest message and probes the (group, msg_id) index that install_pgmq
+# creates: about 1.3 ms for ten messages from the same queue. Plain SQL rather than a PL/pgSQL
+# function with EXECUTE, which would plan it again on every call.
+_READ_FIFO = """
+    WITH picked AS (
+        SELECT m.msg_id FROM pgmq.q_{queue} m
+         WHERE m.vt <= clock_timestamp()
+           AND NOT EXISTS (SELECT 1 FROM pgmq.q_{queue} older
+                            WHERE older.headers->>'x-pgmq-group' = m.headers->>'x-pgmq-group'
+                              AND older.msg_id < m.msg_id)
+         ORDER BY m.msg_id
+         LIMIT %(qty)s
+         FOR UPDATE SKIP LOCKED)
+    UPDATE pgmq.q_{queue} m
+       SET vt = clock_timestamp() + make_interval(secs => %(vt)s),
+           read_ct = m.read_ct + 1,
+           last_read_at = clock_timestamp()
+      FROM picked
+     WHERE m.msg_id = picked.msg_id
+    RETURNING m.msg_id, m.read_ct, m.enqueued_at, m.last_read_at, m.vt, m.message, m.headers"""
+
+
+def read_fifo(db: Database, queue: str, *, visibility_timeout_s: int, qty: int) -> list[dict[str, Any]]:
+    """Receive up to qty messages, oldest first, never two groups' order broken (queue name validated)."""
+    rows = db.fetch_all(_READ_FIFO.format(queue=queue), {"qty": qty, "vt": visibility_timeout_s})
+    return sorted(rows, key=lambda m: m["msg_id"])
+
+
 def settle(
     db: Database,
     messages: list[dict[str, Any]],
@@ -44,7 +75,7 @@ def settle(
     dead = [m for m in messages if str(m["msg_id"]) in failed and m["read_ct"] >= max_receive_count]
     retry = [m["msg_id"] for m in messages if str(m["msg_id"]) in failed and m["read_ct"] < max_receive_count]
     if done:
-        db.execute("SELECT pgmq.delete(%s, %s::bigint[])", (queue, done))
+        db.execute(f"DELETE FROM pgmq.q_{queue} WHERE msg_id = ANY(%s::bigint[])", (done,))
     if dead:
         # Same message and headers, plus where it came from; moved atomically.
         with db.transaction() as cur:
@@ -93,9 +124,7 @@ def run_processor(local: LocalSettings) -> None:
     queue, dlq = app.settings.queue_name, app.settings.dlq_name
 
     def once() -> int:
-        messages = app.db.fetch_all(
-            "SELECT * FROM pgmq.read_grouped_rr(%s, %s, %s)", (queue, local.visibility_timeout_s, local.batch_size)
-        )
+        messages = read_fifo(app.db, queue, visibility_timeout_s=local.visibility_timeout_s, qty=local.batch_size)
         if not messages:
             return 0
         event = {"Records": [sqs_record(m, queue) for m in messages]}

@@ -70,7 +70,7 @@ class Database:
     def fetch_all(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[Row]:
         with self._cursor() as cur:
             self.round_trips += 1
-            cur.execute(sql, params)
+            cur.execute(sql, params or None)
             return [dict(r) for r in cur.fetchall()]
 
     def fetch_one(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> Row | None:
@@ -80,7 +80,7 @@ class Database:
     def execute(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> int:
         with self._cursor() as cur:
             self.round_trips += 1
-            cur.execute(sql, params)
+            cur.execute(sql, params or None)
             return cur.rowcount
 
     @contextmanager

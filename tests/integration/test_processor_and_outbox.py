@@ -9,7 +9,7 @@ import pytest
 
 from functions.process_payment.handler import handler as process_handler
 from local.lambda_shim import LocalContext, sqs_record
-from local.workers import settle
+from local.workers import read_fifo, settle
 from shared.bootstrap import App
 from shared.ports import QueueMessage
 from shared.services import sweep
@@ -17,7 +17,7 @@ from tests.integration.helpers import pay, pending_order
 
 
 def receive(app: App, qty: int = 10, vt: int = 30) -> list[dict[str, Any]]:
-    return app.db.fetch_all("SELECT * FROM pgmq.read_grouped_rr('payments', %s, %s)", (vt, qty))
+    return read_fifo(app.db, "payments", visibility_timeout_s=vt, qty=qty)
 
 
 def deliver(app: App, messages: list[dict[str, Any]]) -> set[str]:
@@ -77,10 +77,19 @@ def test_a_failed_record_holds_back_the_rest_of_its_group(app: App, demo: dict[s
     )
     job = pay(app, "demo-user-1", "k1").body["job_id"]
 
-    # When both arrive in one batch, Then both fail (FIFO order is kept) and the job is still queued
-    messages = receive(app)
-    assert len(messages) == 2
-    assert len(deliver(app, messages)) == 2
+    # When the workers read, Then only the group's head is handed out, and it fails
+    first = receive(app)
+    assert [m["message"]["job_id"] for m in first] == ["00000000-0000-4000-8000-000000000000"]
+    assert deliver(app, first) == {str(first[0]["msg_id"])}
+    # And when it comes back for its retry, it is still the only message of the group handed out
+    again = receive(app)
+    assert [m["message"]["job_id"] for m in again] == ["00000000-0000-4000-8000-000000000000"]
+
+    # When both records arrive in one batch anyway, Then the handler fails both (skip_group_on_error)
+    both = app.db.fetch_all("SELECT * FROM pgmq.q_payments ORDER BY msg_id")
+    records = [sqs_record(m, "payments") for m in both]
+    response = process_handler({"Records": records}, LocalContext("test"))
+    assert {f["itemIdentifier"] for f in response["batchItemFailures"]} == {r["messageId"] for r in records}
     assert app.db.fetch_one("SELECT status FROM payment_jobs WHERE id = %s", (job,)) == {"status": "queued"}
 
 
