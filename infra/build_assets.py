@@ -27,11 +27,14 @@ REQUIREMENTS = REPO_ROOT / "requirements-lambda.txt"
 
 FUNCTION_NAMES = ("enqueue", "status", "process_payment", "notify", "sweeper", "migrate")
 
-# The Lambda platform: Graviton (arm64), CPython 3.12. psycopg2-binary publishes aarch64 wheels
-# only for manylinux_2_28; pip accepts older manylinux tags under this one too.
+# The Lambda platform: Graviton (arm64), CPython 3.12, glibc 2.34 (Amazon Linux 2023). pip
+# takes each --platform tag literally, so both wheel generations are named: psycopg2-binary
+# ships aarch64 wheels only as manylinux_2_28, pydantic-core only as manylinux2014 (2_17).
 PIP_PLATFORM_ARGS = (
     "--platform",
     "manylinux_2_28_aarch64",
+    "--platform",
+    "manylinux2014_aarch64",
     "--implementation",
     "cp",
     "--python-version",

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from aws_cdk.assertions import Match
 
 from tests.infra.conftest import Synthesized
 
 
-def _payments_queue(stack: Synthesized) -> tuple[str, dict]:
+def _payments_queue(stack: Synthesized) -> tuple[str, dict[str, Any]]:
     queues = stack.resources("AWS::SQS::Queue")
     matches = [(k, q) for k, q in queues.items() if q["Properties"]["QueueName"].endswith("-payments.fifo")]
     assert len(matches) == 1

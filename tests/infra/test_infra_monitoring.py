@@ -1,0 +1,107 @@
+"""Alarms at the seed's thresholds (per environment config), the dashboard and the outputs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.infra.conftest import Synthesized
+
+
+def _ops_topic(stack: Synthesized) -> str:
+    topics = stack.resources("AWS::SNS::Topic")
+    return next(k for k, t in topics.items() if t["Properties"]["TopicName"].endswith("-ops-alarms"))
+
+
+def _queue(stack: Synthesized, suffix: str) -> str:
+    queues = stack.resources("AWS::SQS::Queue")
+    return next(k for k, q in queues.items() if q["Properties"]["QueueName"].endswith(suffix))
+
+
+def _alarms_on(stack: Synthesized, metric_name: str, **dimensions: Any) -> list[dict[str, Any]]:
+    found = []
+    for alarm in stack.resources("AWS::CloudWatch::Alarm").values():
+        properties = alarm["Properties"]
+        actual = {d["Name"]: d["Value"] for d in properties.get("Dimensions", [])}
+        if properties.get("MetricName") == metric_name and all(actual.get(k) == v for k, v in dimensions.items()):
+            found.append(properties)
+    return found
+
+
+def _single_alarm_on(stack: Synthesized, metric_name: str, **dimensions: Any) -> dict[str, Any]:
+    alarms = _alarms_on(stack, metric_name, **dimensions)
+    assert len(alarms) == 1, f"{len(alarms)} alarms on {metric_name} {dimensions}"
+    return alarms[0]
+
+
+def test_queue_depth_alarm_fires_above_a_thousand_waiting_payments(stack: Synthesized) -> None:
+    queue = {"Fn::GetAtt": [_queue(stack, "-payments.fifo"), "QueueName"]}
+    alarm = _single_alarm_on(stack, "ApproximateNumberOfMessagesVisible", QueueName=queue)
+
+    assert alarm["Threshold"] == stack.config.alarms.queue_depth == 1_000
+    assert alarm["ComparisonOperator"] == "GreaterThanThreshold"
+
+
+def test_oldest_message_alarm_fires_after_twenty_minutes(stack: Synthesized) -> None:
+    queue = {"Fn::GetAtt": [_queue(stack, "-payments.fifo"), "QueueName"]}
+    alarm = _single_alarm_on(stack, "ApproximateAgeOfOldestMessage", QueueName=queue)
+
+    assert alarm["Threshold"] == stack.config.alarms.oldest_message_age_seconds == 20 * 60
+
+
+def test_dead_letter_queue_alarms_fire_on_the_first_message(stack: Synthesized) -> None:
+    for suffix in ("-payments-dlq.fifo", "-notifications-dlq"):
+        queue = {"Fn::GetAtt": [_queue(stack, suffix), "QueueName"]}
+        alarm = _single_alarm_on(stack, "ApproximateNumberOfMessagesVisible", QueueName=queue)
+
+        assert alarm["Threshold"] == 0
+        assert alarm["ComparisonOperator"] == "GreaterThanThreshold"
+        assert alarm["EvaluationPeriods"] == 1
+
+
+def test_processor_error_rate_alarm_fires_above_two_percent(stack: Synthesized) -> None:
+    processor_id, _ = stack.function("process_payment")
+    rate_alarms = [
+        a["Properties"]
+        for a in stack.resources("AWS::CloudWatch::Alarm").values()
+        if any("errors / invocations" in m.get("Expression", "") for m in a["Properties"].get("Metrics", []))
+    ]
+
+    assert len(rate_alarms) == 1
+    alarm = rate_alarms[0]
+    assert alarm["Threshold"] == stack.config.alarms.processor_error_rate_percent == 2.0
+    inputs = [m["MetricStat"]["Metric"] for m in alarm["Metrics"] if "MetricStat" in m]
+    assert {m["MetricName"] for m in inputs} == {"Errors", "Invocations"}
+    assert all(m["Dimensions"] == [{"Name": "FunctionName", "Value": {"Ref": processor_id}}] for m in inputs)
+
+
+def test_proxy_connection_alarm_fires_at_ninety_percent_of_the_proxy_budget(stack: Synthesized) -> None:
+    proxy_id, _ = stack.only("AWS::RDS::DBProxy")
+    database = stack.config.database
+    alarm = _single_alarm_on(stack, "DatabaseConnections", ProxyName={"Ref": proxy_id})
+
+    budget = database.max_connections * database.proxy_max_connections_percent / 100
+    assert alarm["Threshold"] == budget * 0.9
+
+
+def test_every_function_has_a_throttle_alarm(stack: Synthesized) -> None:
+    throttled = {alarm["Dimensions"][0]["Value"]["Ref"]: alarm["Threshold"] for alarm in _alarms_on(stack, "Throttles")}
+
+    expected = {stack.function(n)[0] for n in ("enqueue", "status", "process_payment", "notify", "sweeper", "migrate")}
+    assert set(throttled) == expected
+    assert set(throttled.values()) == {0}
+
+
+def test_every_alarm_notifies_the_ops_topic_when_raised_and_cleared(stack: Synthesized) -> None:
+    ops_topic = {"Ref": _ops_topic(stack)}
+    for alarm in stack.resources("AWS::CloudWatch::Alarm").values():
+        assert alarm["Properties"]["AlarmActions"] == [ops_topic]
+        assert alarm["Properties"]["OKActions"] == [ops_topic]
+
+
+def test_dashboard_and_operator_outputs_exist(stack: Synthesized) -> None:
+    dashboard_id, _ = stack.only("AWS::CloudWatch::Dashboard", DashboardName=f"payment-queue-{stack.config.name}")
+    outputs = stack.json["Outputs"]
+
+    assert dashboard_id
+    assert {"ApiUrl", "QueueUrl", "DeadLetterQueueUrl", "DashboardUrl"} <= set(outputs)
+    assert outputs["DeadLetterQueueUrl"]["Value"] == {"Ref": _queue(stack, "-payments-dlq.fifo")}

@@ -1,0 +1,91 @@
+"""Payment events: EventBridge rules -> encrypted SNS topic -> notify, every hop with a DLQ."""
+
+from __future__ import annotations
+
+from aws_cdk.assertions import Match
+
+from tests.infra.conftest import Synthesized
+
+
+def _queue(stack: Synthesized, suffix: str) -> str:
+    queues = stack.resources("AWS::SQS::Queue")
+    return next(k for k, q in queues.items() if q["Properties"]["QueueName"].endswith(suffix))
+
+
+def _events_topic(stack: Synthesized) -> str:
+    topics = stack.resources("AWS::SNS::Topic")
+    return next(k for k, t in topics.items() if t["Properties"]["TopicName"].endswith("-payment-events"))
+
+
+def test_each_payment_outcome_has_a_rule_forwarding_to_the_topic(stack: Synthesized) -> None:
+    bus_id, _ = stack.only("AWS::Events::EventBus")
+    for detail_type in ("PaymentSucceeded", "PaymentFailed"):
+        stack.template.has_resource_properties(
+            "AWS::Events::Rule",
+            {
+                "EventBusName": {"Ref": bus_id},
+                "EventPattern": {"source": ["payment-queue"], "detail-type": [detail_type]},
+                "Targets": [
+                    Match.object_like(
+                        {
+                            "Arn": {"Ref": _events_topic(stack)},
+                            "DeadLetterConfig": {"Arn": {"Fn::GetAtt": [_queue(stack, "-notifications-dlq"), "Arn"]}},
+                        }
+                    )
+                ],
+            },
+        )
+
+
+def test_notify_subscribes_to_the_topic_with_a_dead_letter_queue(stack: Synthesized) -> None:
+    notify_id, _ = stack.function("notify")
+
+    stack.template.has_resource_properties(
+        "AWS::SNS::Subscription",
+        {
+            "Protocol": "lambda",
+            "TopicArn": {"Ref": _events_topic(stack)},
+            "Endpoint": {"Fn::GetAtt": [notify_id, "Arn"]},
+            "RedrivePolicy": {"deadLetterTargetArn": {"Fn::GetAtt": [_queue(stack, "-notifications-dlq"), "Arn"]}},
+        },
+    )
+
+
+def test_failed_notify_invocations_land_in_the_notifications_dlq(stack: Synthesized) -> None:
+    notify_id, _ = stack.function("notify")
+
+    stack.template.has_resource_properties(
+        "AWS::Lambda::EventInvokeConfig",
+        {
+            "FunctionName": {"Ref": notify_id},
+            "MaximumRetryAttempts": 2,
+            "DestinationConfig": {
+                "OnFailure": {"Destination": {"Fn::GetAtt": [_queue(stack, "-notifications-dlq"), "Arn"]}}
+            },
+        },
+    )
+
+
+def test_publishers_may_put_events_on_the_bus_only(stack: Synthesized) -> None:
+    bus_id, _ = stack.only("AWS::Events::EventBus")
+    for name in ("process_payment", "sweeper"):
+        _, function = stack.function(name)
+        role_id = function["Properties"]["Role"]["Fn::GetAtt"][0]
+        policy = next(
+            p for p in stack.resources("AWS::IAM::Policy").values() if {"Ref": role_id} in p["Properties"]["Roles"]
+        )
+        put_events = [
+            s for s in policy["Properties"]["PolicyDocument"]["Statement"] if s["Action"] == "events:PutEvents"
+        ]
+
+        assert [s["Resource"] for s in put_events] == [{"Fn::GetAtt": [bus_id, "Arn"]}], name
+
+
+def test_topics_are_encrypted_with_a_rotating_key_and_refuse_plain_http(stack: Synthesized) -> None:
+    key_id, _ = stack.only("AWS::KMS::Key", EnableKeyRotation=True)
+
+    for topic in stack.resources("AWS::SNS::Topic").values():
+        assert topic["Properties"]["KmsMasterKeyId"] == {"Fn::GetAtt": [key_id, "Arn"]}
+    for policy in stack.resources("AWS::SNS::TopicPolicy").values():
+        statements = policy["Properties"]["PolicyDocument"]["Statement"]
+        assert any(s["Effect"] == "Deny" and "aws:SecureTransport" in str(s.get("Condition")) for s in statements)
