@@ -1,8 +1,10 @@
 """The local stand-in for API Gateway's HTTP API: JWT authorizer, routes, API Gateway v2 events.
 
-Requests are handed to a pool of processes, each of which runs the real Lambda handlers one
-event at a time, as a Lambda container does (Powertools' resolver is not meant to be shared by
-concurrent requests).
+Each API process is one "container": its event loop accepts and parses requests while a single
+handler thread runs the real Lambda handlers one event at a time, as a Lambda container does
+(Powertools' resolver keeps the current event on the app object, so it must not serve two requests
+at once). `make run` starts PQ_API_WORKERS such processes on one port (SO_REUSEPORT), each with
+its own accept queue and its own database connection.
 """
 
 from __future__ import annotations
@@ -12,9 +14,8 @@ import base64
 import importlib
 import json
 import re
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +55,7 @@ _handlers: dict[str, Any] = {}
 
 
 def invoke(function: str, event: dict[str, Any]) -> dict[str, Any]:
-    """Runs in a pool process: the function's real handler with a Lambda-like context."""
+    """Runs on the handler thread: the function's real handler with a Lambda-like context."""
     handler = _handlers.get(function)
     if handler is None:
         handler = importlib.import_module(f"functions.{function}.handler").handler
@@ -64,10 +65,10 @@ def invoke(function: str, event: dict[str, Any]) -> dict[str, Any]:
 
 
 class LocalApi:
-    def __init__(self, issuer: LocalIssuer, operator_scope: str, workers: int) -> None:
+    def __init__(self, issuer: LocalIssuer, operator_scope: str) -> None:
         self.issuer = issuer
         self.operator_scope = operator_scope
-        self.pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"))
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="handler")
 
     def _authorize(self, request: web.Request, route: Route) -> tuple[dict[str, Any], list[str] | None]:
         header = request.headers.get("Authorization", "")
@@ -164,24 +165,20 @@ def main() -> None:
 
     local = LocalSettings()
     issuer = LocalIssuer(local.data_dir / "jwt" / "signing-key.pem", local.jwt_issuer, local.jwt_audience)
-    api = LocalApi(issuer, get_settings().operator_scope, local.api_workers)
-    # Warm every pool process so the first requests do not pay for imports.
-    list(api.pool.map(_warm, range(local.api_workers)))
+    api = LocalApi(issuer, get_settings().operator_scope)
+    # Import the handlers before the first request, as a warm container has them.
+    for function in ("enqueue", "status"):
+        importlib.import_module(f"functions.{function}.handler")
     web.run_app(
         build_app(api),
         host=local.api_host,
         port=local.api_port,
         print=None,
         access_log=None,
-        backlog=8192,
+        backlog=4096,
+        reuse_port=True,
         handle_signals=True,
     )
-
-
-def _warm(_: int) -> bool:
-    importlib.import_module("functions.enqueue.handler")
-    importlib.import_module("functions.status.handler")
-    return True
 
 
 if __name__ == "__main__":

@@ -104,7 +104,8 @@ class Supervisor:
             )
 
     def start_all(self) -> None:
-        self.spawn("api", "local.api")
+        for i in range(self.local.api_workers):
+            self.spawn(f"api-{i + 1}", "local.api")
         for i in range(self.local.workers):
             self.spawn(f"processor-{i + 1}", "local.workers", "processor")
         self.spawn("notifier", "local.workers", "notifier")
