@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -68,7 +69,23 @@ def _publish(tmp: Path, final: Path) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         if not final.is_dir():
             raise
+    _prune(final)
     return final
+
+
+def _prune(current: Path, keep: int = 3, grace_seconds: float = 3600) -> None:
+    """Deletes older builds of the same asset, keeping the newest few and any from the last hour
+    (another synthesis may still be reading them)."""
+    prefix = current.name.rsplit("-", 1)[0] + "-"
+    siblings = sorted(
+        (p for p in current.parent.glob(f"{prefix}*") if p.is_dir() and p != current),
+        key=lambda p: p.stat().st_mtime,
+        reverse=True,
+    )
+    cutoff = time.time() - grace_seconds
+    for old in siblings[keep - 1 :]:
+        if old.stat().st_mtime < cutoff:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 def function_sources(name: str, repo_root: Path = REPO_ROOT) -> list[tuple[str, Path]]:
