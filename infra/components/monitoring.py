@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from aws_cdk import Duration, Stack
+from aws_cdk import Aws, Duration, Stack
 from aws_cdk import aws_cloudwatch as cw
 from aws_cdk import aws_cloudwatch_actions as cw_actions
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_rds as rds
 from aws_cdk import aws_sns as sns
@@ -44,6 +45,16 @@ class Monitoring(Construct):
             display_name="Payment Queue alarms",
             master_key=key,
             enforce_ssl=True,
+        )
+        # The topic's own policy (TLS only) replaces SNS's default one, so CloudWatch needs an
+        # explicit allow to deliver alarms.
+        self.ops_topic.add_to_resource_policy(
+            iam.PolicyStatement(
+                actions=["sns:Publish"],
+                principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
+                resources=[self.ops_topic.topic_arn],
+                conditions={"StringEquals": {"aws:SourceAccount": Aws.ACCOUNT_ID}},
+            )
         )
         if config.alarm_email:
             self.ops_topic.add_subscription(subscriptions.EmailSubscription(config.alarm_email))

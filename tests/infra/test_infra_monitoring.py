@@ -105,3 +105,20 @@ def test_dashboard_and_operator_outputs_exist(stack: Synthesized) -> None:
     assert dashboard_id
     assert {"ApiUrl", "QueueUrl", "DeadLetterQueueUrl", "DashboardUrl"} <= set(outputs)
     assert outputs["DeadLetterQueueUrl"]["Value"] == {"Ref": _queue(stack, "-payments-dlq.fifo")}
+
+
+def test_cloudwatch_may_publish_to_the_ops_topic(stack: Synthesized) -> None:
+    ops_topic = {"Ref": _ops_topic(stack)}
+    policy = next(
+        p["Properties"]["PolicyDocument"]
+        for p in stack.resources("AWS::SNS::TopicPolicy").values()
+        if p["Properties"]["Topics"] == [ops_topic]
+    )
+
+    assert any(
+        s["Effect"] == "Allow"
+        and s["Principal"] == {"Service": "cloudwatch.amazonaws.com"}
+        and s["Action"] == "sns:Publish"
+        and "aws:SourceAccount" in s["Condition"]["StringEquals"]
+        for s in policy["Statement"]
+    )
