@@ -148,20 +148,12 @@ class Monitoring(Construct):
             )
 
         self.dashboard = cw.Dashboard(self, "Dashboard", dashboard_name=prefix, default_interval=Duration.hours(3))
-        succeeded = cw.Metric(
-            namespace=METRICS_NAMESPACE,
-            metric_name="PaymentsSucceeded",
-            dimensions_map={"service": SERVICE_NAME},
-            period=_MINUTE,
-            statistic="Sum",
+        # The functions' own EMF metrics (Powertools; dimension "service").
+        accepted, succeeded, failed = (
+            _app_metric(n) for n in ("PaymentsAccepted", "PaymentsSucceeded", "PaymentsFailed")
         )
-        failed = cw.Metric(
-            namespace=METRICS_NAMESPACE,
-            metric_name="PaymentsFailed",
-            dimensions_map={"service": SERVICE_NAME},
-            period=_MINUTE,
-            statistic="Sum",
-        )
+        gateway = [_app_metric(n) for n in ("GatewayCaptures", "GatewayThrottled", "GatewayBackoffs")]
+        limiter_wait = _app_metric("LimiterWaitMs", "p99")
         matched = [
             cw.Metric(
                 namespace="AWS/Events",
@@ -185,7 +177,12 @@ class Monitoring(Construct):
                 width=8,
             ),
             cw.GraphWidget(title="Throughput per minute", left=[sent, deleted], width=8),
-            cw.GraphWidget(title="Payments: succeeded / failed", left=[succeeded, failed], right=matched, width=8),
+            cw.GraphWidget(
+                title="Payments: accepted / succeeded / failed",
+                left=[accepted, succeeded, failed],
+                right=matched,
+                width=8,
+            ),
             cw.GraphWidget(
                 title="Processor error rate (%)",
                 left=[error_rate],
@@ -210,6 +207,9 @@ class Monitoring(Construct):
                 width=8,
             ),
             cw.GraphWidget(title="DLQ depth", left=[dlq_depth], width=8),
+            cw.GraphWidget(
+                title="Gateway calls and rate-limiter wait (ms, p99)", left=gateway, right=[limiter_wait], width=8
+            ),
             cw.GraphWidget(
                 title="API requests and latency",
                 left=[
@@ -245,3 +245,13 @@ class Monitoring(Construct):
         alarm.add_alarm_action(cw_actions.SnsAction(self.ops_topic))
         alarm.add_ok_action(cw_actions.SnsAction(self.ops_topic))
         self.alarms.append(alarm)
+
+
+def _app_metric(name: str, statistic: str = "Sum") -> cw.Metric:
+    return cw.Metric(
+        namespace=METRICS_NAMESPACE,
+        metric_name=name,
+        dimensions_map={"service": SERVICE_NAME},
+        period=_MINUTE,
+        statistic=statistic,
+    )

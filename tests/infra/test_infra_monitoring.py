@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from tests.infra.conftest import Synthesized
@@ -99,10 +100,12 @@ def test_every_alarm_notifies_the_ops_topic_when_raised_and_cleared(stack: Synth
 
 
 def test_dashboard_and_operator_outputs_exist(stack: Synthesized) -> None:
-    dashboard_id, _ = stack.only("AWS::CloudWatch::Dashboard", DashboardName=f"payment-queue-{stack.config.name}")
+    _, dashboard = stack.only("AWS::CloudWatch::Dashboard", DashboardName=f"payment-queue-{stack.config.name}")
+    body = json.dumps(dashboard["Properties"]["DashboardBody"])
     outputs = stack.json["Outputs"]
 
-    assert dashboard_id
+    for title in ("Queue depth", "Wait time", "Throughput", "succeeded", "error rate", "RDS Proxy connections", "DLQ"):
+        assert title in body, title
     assert {"ApiUrl", "QueueUrl", "DeadLetterQueueUrl", "DashboardUrl"} <= set(outputs)
     assert outputs["DeadLetterQueueUrl"]["Value"] == {"Ref": _queue(stack, "-payments-dlq.fifo")}
 
