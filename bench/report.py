@@ -1,0 +1,104 @@
+"""The benchmark's chart (PNG) and its short markdown summary."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import itertools
+
+import matplotlib.pyplot as plt
+
+TARGETS = [
+    ("drain_s", "<=", 20.0, "drain (s)"),
+    ("enqueue_p99_ms", "<=", 500.0, "enqueue p99 (ms)"),
+    ("processor_connections_peak", "<=", 20, "processor DB connections"),
+    ("round_trips_per_payment", "<=", 1.0, "DB round trips per payment"),
+    ("speedup_vs_baseline", ">=", 2.0, "drain vs baseline (x faster)"),
+    ("fraction_of_db_only", ">=", 0.10, "fraction of DB-only ceiling"),
+]
+
+
+def write_chart(path: Path, ours: dict[str, Any], baseline: dict[str, Any] | None) -> None:
+    series = ours["_series"]
+    samples, t0 = series["samples"], series["t0"]
+    t = [s["t"] - t0 for s in samples]
+    rate = [0.0] + [
+        (b["finished"] - a["finished"]) / max(1e-3, b["t"] - a["t"]) for a, b in itertools.pairwise(samples)
+    ]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    left.plot(t, [s["depth"] for s in samples], label="queue depth")
+    left.plot(t, [s["in_flight"] for s in samples], label="in flight")
+    left.set_xlabel("seconds since the first request")
+    left.set_ylabel("messages")
+    twin = left.twinx()
+    twin.plot(t, rate, color="tab:green", alpha=0.7, label="completions/s")
+    twin.set_ylabel("completions per second")
+    lines = left.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
+    left.legend(lines, [str(line.get_label()) for line in lines], loc="upper right")
+    left.set_title(f"{ours['users']} shoppers: drained in {ours['drain_s']} s")
+
+    def cdf(values: list[float], label: str) -> None:
+        ordered = sorted(values)
+        if ordered:
+            right.plot(ordered, [(i + 1) / len(ordered) for i in range(len(ordered))], label=label)
+
+    cdf([v / 1000 for v in series["enqueue_ms"]], "ours: POST answered (202)")
+    cdf(series["waits"], "ours: accepted -> terminal")
+    if baseline:
+        cdf([v / 1000 for v in baseline["_series"]["latencies_ms"]], "seed's design: POST answered")
+    right.set_xscale("log")
+    right.set_xlabel("seconds")
+    right.set_ylabel("fraction of requests")
+    right.set_title("latency CDF")
+    right.legend(loc="lower right")
+    right.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_summary(path: Path, report: dict[str, Any]) -> None:
+    rows = []
+    for key, op, target, label in TARGETS:
+        value = report.get(key)
+        ok = value is not None and (value <= target if op == "<=" else value >= target)
+        rows.append(f"| {label} | {value} | {op} {target} | {'met' if ok else 'NOT met'} |")
+    inv = report["invariants"]
+    base = report.get("baseline")
+    lines = [
+        f"# Flash sale: {report['users']} shoppers",
+        "",
+        f"Accepted {report['accepted']}, succeeded {report['succeeded']}, failed (business) "
+        f"{report['failed_business']} {report.get('failed_by_reason', {})}, other failures {report['failed_other']}, "
+        f"DLQ {report['dlq']}. Drained in **{report['drain_s']} s** ({report['throughput_pps']} payments/s); "
+        f"enqueue p50/p99 {report['enqueue_p50_ms']}/{report['enqueue_p99_ms']} ms; wait p50/p95/max "
+        f"{report['wait_p50_s']}/{report['wait_p95_s']}/{report['wait_max_s']} s; {report['status_polls']} status "
+        f"polls (p99 {report['status_poll_p99_ms']} ms).",
+        "",
+        "| target | measured | goal | |",
+        "|---|---|---|---|",
+        *rows,
+        "",
+        "Invariants (all must be 0): " + ", ".join(f"{k} {v}" for k, v in inv.items()),
+    ]
+    if base:
+        lines += [
+            "",
+            f"The seed's design on the same data: drained in {base['drain_s']} s ({base['throughput_pps']} "
+            f"payments/s), request p99 {base['request_p99_ms']} ms, up to {base['connections_peak']} DB connections "
+            f"(pool {base['pool_max_connections']}), {base['errors']} errors; invariants: "
+            + ", ".join(f"{k} {v}" for k, v in base["invariants"].items()),
+        ]
+    if "db_only_pps" in report:
+        lines += [
+            "",
+            f"Ceilings on the same server: the payment function alone from 8 connections {report['db_only_pps']} "
+            f"payments/s (end to end is {report['fraction_of_db_only']:.0%} of it); pgbench TPC-B-like "
+            f"{report['pgbench_tps']} tps prepared, {report['pgbench_tps_simple']} simple.",
+        ]
+    lines += ["", f"Machine: {report['machine']}", ""]
+    path.write_text("\n".join(lines))

@@ -1,0 +1,39 @@
+"""The benchmark harness at CI scale: it runs end to end and its invariant checks come back clean.
+
+Speed is not asserted here (that is `make bench`'s job); correctness is.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.e2e
+def test_small_flash_sale_runs_both_designs_with_every_invariant_zero(tmp_path: Path) -> None:
+    out = tmp_path / "small.json"
+    env = os.environ | {"USERS": "200", "PRODUCTS": "10", "WORKERS": "4", "API_WORKERS": "2", "OUT": str(out),
+                        "PGBENCH_SECONDS": "2", "PYTHONPATH": str(ROOT)}
+    run = subprocess.run([sys.executable, "-m", "bench.flash_sale"], env=env, cwd=ROOT, capture_output=True,
+                         text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+
+    report = json.loads(out.read_text())
+    assert report["users"] == report["accepted"] == 200
+    assert report["succeeded"] + report["failed_business"] == 200
+    assert report["failed_by_reason"].get("out_of_stock", 0) > 0  # the hot product sold out
+    assert report["failed_by_reason"].get("insufficient_balance", 0) == 200 // 50
+    assert report["round_trips_per_payment"] == 1.0
+    assert report["invariants"] == dict.fromkeys(report["invariants"], 0)
+    assert report["baseline"]["invariants"] == dict.fromkeys(report["baseline"]["invariants"], 0)
+    assert report["baseline"]["succeeded"] == report["succeeded"]
+    assert report["db_only_pps"] > 0 and report["pgbench_tps"] > 0
+    assert out.with_suffix(".png").stat().st_size > 10_000
+    assert "Flash sale: 200 shoppers" in out.with_suffix(".md").read_text()
