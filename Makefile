@@ -10,8 +10,11 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 export PYTHONPATH := $(CURDIR)
 
-USER ?= demo-user-1
+# USER is also the login name in the environment: only a USER given on the command line counts.
+TOKEN_USER := $(if $(filter command line,$(origin USER)),$(USER),demo-user-1)
 OPERATOR ?=
+# The benchmark's knobs pass through from the command line (make bench USERS=200 ...).
+export USERS PRODUCTS WORKERS BATCH API_WORKERS OUT METHODS BASELINE CEILINGS PGBENCH_SECONDS
 
 $(BIN)/python:
 	@test -n "$(PYTHON)" || { echo "Python 3.11+ is required" >&2; exit 1; }
@@ -22,11 +25,11 @@ $(VENV)/.run-deps: requirements.txt requirements-lambda.txt | $(BIN)/python
 	$(PIP) install -r requirements.txt
 	@touch $@
 
-$(VENV)/.dev-deps: requirements-dev.txt requirements.txt requirements-lambda.txt $(wildcard infra/requirements.txt) | $(BIN)/python
+$(VENV)/.dev-deps: requirements-dev.txt requirements-bench.txt requirements.txt requirements-lambda.txt $(wildcard infra/requirements.txt) | $(BIN)/python
 	$(PIP) install -r requirements-dev.txt $(if $(wildcard infra/requirements.txt),-r infra/requirements.txt)
 	@touch $@ $(VENV)/.run-deps
 
-.PHONY: help run reset token test lint typecheck unit synth clean
+.PHONY: help run reset token test lint typecheck unit synth clean bench
 
 help:
 	@echo "make run      run the whole system locally (embedded PostgreSQL, API on 127.0.0.1:8000)"
@@ -34,6 +37,7 @@ help:
 	@echo "make token    print a dev token: make token USER=demo-user-2 [OPERATOR=1]"
 	@echo "make reset    delete local data (database, keys, logs)"
 	@echo "make synth    synthesize the AWS CDK app offline into cdk.out/"
+	@echo "make bench    the 5,000-user flash sale beside the seed's design: make bench USERS=5000 WORKERS=8"
 
 run: $(VENV)/.run-deps
 	$(BIN)/python -m local.run
@@ -43,17 +47,21 @@ reset: $(VENV)/.run-deps
 	rm -rf .data
 
 token: $(VENV)/.run-deps
-	@$(BIN)/python -m local.token --user "$(USER)" $(if $(OPERATOR),--operator)
+	@$(BIN)/python -m local.token --user "$(TOKEN_USER)" $(if $(OPERATOR),--operator)
 
 lint: $(VENV)/.dev-deps
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
 typecheck: $(VENV)/.dev-deps
-	$(BIN)/mypy shared functions local tests
+	$(BIN)/mypy shared functions local bench tests
 
 test: lint typecheck
 	$(BIN)/python -m pytest
+
+# Knobs: USERS PRODUCTS WORKERS BATCH API_WORKERS OUT METHODS BASELINE CEILINGS (see bench/flash_sale.py).
+bench: $(VENV)/.dev-deps
+	$(BIN)/python -m bench.flash_sale
 
 clean:
 	rm -rf $(VENV) cdk.out .build .pytest_cache .mypy_cache .ruff_cache
