@@ -2,10 +2,12 @@
 
 The environment comes from the `pq:env` context value ("all" builds the three stacks, which is
 what `make synth` checks); everything that differs between environments is in `infra.config`.
+Run by hand (`python -m infra.app`), it behaves as `python -m infra.synth`.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -34,6 +36,11 @@ def _context(app: App) -> dict[str, Any]:
 
 
 def main() -> None:
+    if "CDK_OUTDIR" not in os.environ:
+        # Run by hand rather than by the CDK CLI: no context from cdk.json would reach App().
+        from infra.synth import main as synth_main
+
+        raise SystemExit(synth_main())
     app = App()
     build_app(app)
     app.synth()
