@@ -19,6 +19,7 @@ from local.config import LocalSettings
 from local.lambda_shim import LocalContext, sns_event, sqs_record
 from shared.bootstrap import bootstrap
 from shared.db import Database
+from shared.domain import full_jitter_backoff
 from shared.observability import logger
 
 _stop = False
@@ -73,7 +74,7 @@ def settle(
     """Delete the successes; send exhausted failures to the DLQ; make the rest visible again soon."""
     done = [m["msg_id"] for m in messages if str(m["msg_id"]) not in failed]
     dead = [m for m in messages if str(m["msg_id"]) in failed and m["read_ct"] >= max_receive_count]
-    retry = [m["msg_id"] for m in messages if str(m["msg_id"]) in failed and m["read_ct"] < max_receive_count]
+    retry = [m for m in messages if str(m["msg_id"]) in failed and m["read_ct"] < max_receive_count]
     if done:
         db.execute(f"DELETE FROM pgmq.q_{queue} WHERE msg_id = ANY(%s::bigint[])", (done,))
     if dead:
@@ -95,7 +96,14 @@ def settle(
             cur.execute("SELECT pgmq.delete(%s, %s::bigint[])", (queue, [m["msg_id"] for m in dead]))
         logger.warning("moved to DLQ", queue=queue, message_ids=[m["msg_id"] for m in dead])
     if retry:
-        db.execute("SELECT pgmq.set_vt(%s, %s::bigint[], %s)", (queue, retry, retry_delay_s))
+        # Only where the visibility is still the one the read set: a handler that handed a message
+        # back for later (ChangeMessageVisibility: a gateway backoff) has already decided when.
+        db.execute(
+            f"""UPDATE pgmq.q_{queue} q SET vt = clock_timestamp() + make_interval(secs => %s)
+                  FROM unnest(%s::bigint[], %s::timestamptz[]) AS r(msg_id, vt)
+                 WHERE q.msg_id = r.msg_id AND q.vt = r.vt""",
+            (retry_delay_s, [m["msg_id"] for m in retry], [m["vt"] for m in retry]),
+        )
     return {"deleted": len(done), "dead": len(dead), "retried": len(retry)}
 
 
@@ -173,7 +181,11 @@ def run_notifier(local: LocalSettings, sweep_every_s: float = 5.0) -> None:
             try:
                 notify(sns_event(m["message"], "payment-events"), LocalContext(function_name="payment-queue-notify"))
             except Exception:
-                logger.exception("notify failed; will retry", message_id=m["msg_id"])
+                # Exponential backoff with full jitter, as Lambda retries an async invocation;
+                # after max_receive_count deliveries the event goes to payment_events_dlq.
+                delay = full_jitter_backoff(m["read_ct"], None, base_s=local.retry_delay_s, cap_s=300)
+                logger.exception("notify failed; will retry", message_id=m["msg_id"], delay_s=delay)
+                app.db.execute("SELECT pgmq.set_vt(%s, %s::bigint, %s)", (queue, m["msg_id"], delay))
                 failed.add(str(m["msg_id"]))
         if messages:
             settle(

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from urllib.parse import quote
 
 from shared.db import Database
 from shared.domain import ThroughputEstimator
-from shared.ports import EventBus, JobQueue
+from shared.ports import EventBus, JobQueue, PaymentGateway
 from shared.settings import Settings, get_settings
 
+Credentials = Callable[[], tuple[str, str]]
 _QUEUE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,47}$")
 
 
@@ -27,6 +29,7 @@ class App:
     queue: JobQueue
     bus: EventBus
     throughput: ThroughputEstimator
+    gateways: dict[str, PaymentGateway] = field(default_factory=dict)
 
 
 _app: App | None = None
@@ -45,6 +48,51 @@ def _dsn(settings: Settings) -> str:
         f"postgresql://{quote(secret['username'], safe='')}:{quote(secret['password'], safe='')}"
         f"@{settings.db_host}:{settings.db_port}/{settings.db_name}?sslmode={settings.db_sslmode}"
     )
+
+
+def _credentials(arn: str | None, values: tuple[str | None, str | None], keys: tuple[str, str]) -> Credentials:
+    """A gateway's credential pair: from Secrets Manager when an ARN is set (Powertools caches it
+    for 5 minutes, so rotation needs no redeploy), else the configured values. Never logged."""
+
+    def read() -> tuple[str, str]:
+        if arn:
+            from aws_lambda_powertools.utilities.parameters import get_secret
+
+            secret = json.loads(str(get_secret(arn, max_age=300)))
+            return str(secret[keys[0]]), str(secret[keys[1]])
+        return str(values[0]), str(values[1])
+
+    return read
+
+
+def build_gateways(settings: Settings) -> dict[str, PaymentGateway]:
+    """The enabled gateways; credentials are read on first use, not here."""
+    from shared.adapters.gateways import CashfreeGateway, RazorpayGateway
+
+    gateways: dict[str, PaymentGateway] = {}
+    enabled = settings.enabled_methods()
+    if "razorpay" in enabled:
+        gateways["razorpay"] = RazorpayGateway(
+            settings.razorpay_base_url,
+            _credentials(
+                settings.razorpay_secret_arn,
+                (settings.razorpay_key_id, settings.razorpay_key_secret),
+                ("key_id", "key_secret"),
+            ),
+            settings.gateway_timeout_s,
+        )
+    if "cashfree" in enabled:
+        gateways["cashfree"] = CashfreeGateway(
+            settings.cashfree_base_url,
+            _credentials(
+                settings.cashfree_secret_arn,
+                (settings.cashfree_client_id, settings.cashfree_client_secret),
+                ("client_id", "client_secret"),
+            ),
+            settings.cashfree_api_version,
+            settings.gateway_timeout_s,
+        )
+    return gateways
 
 
 def build_app(settings: Settings) -> App:
@@ -90,6 +138,7 @@ def build_app(settings: Settings) -> App:
         queue=queue,
         bus=bus,
         throughput=ThroughputEstimator(settings.assumed_payments_per_s),
+        gateways=build_gateways(settings),
     )
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import random
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -11,11 +13,12 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, model_validator
 
 MAX_ORDER_ID = 2**63 - 1
 EVENT_SOURCE = "payment-queue"
 EVENT_VERSION = "1"
+_jitter = random.SystemRandom()
 
 
 class JobStatus(StrEnum):
@@ -35,6 +38,16 @@ class FailureReason(StrEnum):
     OUT_OF_STOCK = "out_of_stock"
     ORDER_NOT_PAYABLE = "order_not_payable"
     INVALID_ORDER = "invalid_order"
+    # Gateway payments (Razorpay, Cashfree).
+    AMOUNT_MISMATCH = "amount_mismatch"
+    GATEWAY_PAYMENT_FAILED = "gateway_payment_failed"
+    GATEWAY_PAYMENT_NOT_FOUND = "gateway_payment_not_found"
+    GATEWAY_PAYMENT_REFUNDED = "gateway_payment_refunded"
+
+
+GATEWAY_METHODS = ("razorpay", "cashfree")
+# The field that carries each gateway's reference: Razorpay's payment id, Cashfree's order id.
+GATEWAY_REF_FIELD = {"razorpay": "razorpay_payment_id", "cashfree": "cashfree_order_id"}
 
 
 class PaymentRequest(BaseModel):
@@ -43,11 +56,26 @@ class PaymentRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     order_id: StrictInt = Field(gt=0, le=MAX_ORDER_ID)
-    method: Literal["wallet"]
+    method: Literal["wallet", "razorpay", "cashfree"]
+    # After the shopper finished the gateway's checkout: what the processor verifies and captures.
+    razorpay_payment_id: StrictStr | None = Field(default=None, pattern=r"^pay_[A-Za-z0-9]{1,40}$")
+    cashfree_order_id: StrictStr | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{3,45}$")
+
+    @model_validator(mode="after")
+    def _one_reference_per_method(self) -> PaymentRequest:
+        for method, name in GATEWAY_REF_FIELD.items():
+            given = getattr(self, name) is not None
+            if given != (self.method == method):
+                raise ValueError(f"{name} is {'required' if not given else 'not allowed'} with method {self.method}")
+        return self
+
+    @property
+    def gateway_ref(self) -> str | None:
+        return self.razorpay_payment_id or self.cashfree_order_id
 
     def fingerprint(self) -> str:
         """SHA-256 of the canonical body: equal for equal requests, whatever the key order."""
-        canonical = json.dumps(self.model_dump(), sort_keys=True, separators=(",", ":"))
+        canonical = json.dumps(self.model_dump(exclude_none=True), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -70,6 +98,41 @@ class ApiError(Exception):
 
 class TransientError(Exception):
     """A failure worth retrying: the queue redelivers the message later."""
+
+
+class RetryLater(TransientError):
+    """The message was handed back to the queue with a later visibility (gateway backoff).
+
+    Raising it fails the record (and, in a FIFO batch, the rest of its group), so the queue keeps
+    it; the visibility already set decides when it comes back.
+    """
+
+    def __init__(self, message: str, delay_s: int) -> None:
+        super().__init__(message)
+        self.delay_s = delay_s
+
+
+class GatewayRetryable(Exception):
+    """A gateway request worth retrying later.
+
+    kind: throttled (429) | unavailable (5xx, refused connection) | unknown_outcome (a write whose
+    answer was lost: the next delivery settles it by fetching) | pending (the payment is not final
+    yet) | limited (our own limiter has no token soon enough).
+    """
+
+    def __init__(self, kind: str, detail: str, retry_after_s: float | None = None) -> None:
+        super().__init__(f"{kind}: {detail}")
+        self.kind = kind
+        self.retry_after_s = retry_after_s
+
+
+class GatewayRejected(Exception):
+    """A 4xx other than 429: the gateway refuses this request as made (status and the gateway's code)."""
+
+    def __init__(self, status: int, code: str) -> None:
+        super().__init__(f"gateway refused the request: HTTP {status} {code}")
+        self.status = status
+        self.code = code
 
 
 class PoisonMessageError(Exception):
@@ -99,6 +162,16 @@ def build_event(outbox_row: dict[str, Any]) -> dict[str, Any]:
         "occurred_at": _iso(outbox_row["occurred_at"]),
         "data": outbox_row["data"],
     }
+
+
+def full_jitter_backoff(attempt: int, retry_after_s: float | None, *, base_s: float, cap_s: int) -> int:
+    """Seconds before attempt + 1: uniform in [0, base * 2^(attempt-1)] (full jitter), capped, and
+    never sooner than the server asked (Retry-After). Whole seconds, as SQS and PGMQ take them."""
+    ceiling = min(float(cap_s), base_s * 2 ** max(0, attempt - 1))
+    delay = _jitter.uniform(0.0, ceiling)
+    if retry_after_s is not None:
+        delay = max(delay, retry_after_s)
+    return int(min(cap_s, math.ceil(delay)))
 
 
 class ThroughputEstimator:

@@ -28,6 +28,47 @@ class JobQueue(Protocol):
 
     def stats(self) -> QueueStats: ...
 
+    def change_visibility(self, receipt_handle: str, delay_s: int) -> None:
+        """Keep a received message hidden for delay_s more seconds (a retry later, without sleeping)."""
+        ...
+
+
+@dataclass(frozen=True)
+class GatewayPayment:
+    """A payment as the gateway reports it, in our terms (integer paise)."""
+
+    ref: str
+    status: str  # created | authorized | captured | pending | failed | refunded
+    amount_paise: int
+    currency: str
+
+
+@dataclass(frozen=True)
+class GatewayRefund:
+    refund_id: str
+    amount_paise: int
+    currency: str
+
+
+class PaymentGateway(Protocol):
+    """Razorpay or Cashfree. Raises GatewayRetryable (429, 5xx, timeouts) or GatewayRejected (4xx)."""
+
+    name: str
+
+    def fetch(self, ref: str) -> GatewayPayment: ...
+
+    def capture(self, ref: str, amount_paise: int, currency: str) -> GatewayPayment:
+        """Capture an authorized payment (Razorpay); never called for a payment fetched as captured."""
+        ...
+
+    def refund(self, ref: str, amount_paise: int, currency: str, refund_ref: str) -> GatewayRefund:
+        """Refund in full; refund_ref is our idempotency reference, the same on every retry."""
+        ...
+
+    def find_refund(self, ref: str, refund_ref: str) -> GatewayRefund | None:
+        """The refund sent earlier with refund_ref, if the gateway has it (settles a lost answer)."""
+        ...
+
 
 class EventBus(Protocol):
     def publish(self, events: Sequence[dict[str, Any]]) -> list[str]:

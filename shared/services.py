@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,6 +13,8 @@ from pydantic import ValidationError
 
 from shared.bootstrap import App
 from shared.domain import (
+    GATEWAY_METHODS,
+    GATEWAY_REF_FIELD,
     ApiError,
     JobStatus,
     PaymentOutcome,
@@ -35,7 +37,7 @@ class Accepted:
     replayed: bool
 
 
-def parse_payment_request(raw_body: str | None) -> PaymentRequest:
+def parse_payment_request(raw_body: str | None, enabled_methods: Collection[str] = ("wallet",)) -> PaymentRequest:
     if not raw_body:
         raise ApiError(400, "invalid_json", "request body must be a JSON object")
     try:
@@ -45,8 +47,12 @@ def parse_payment_request(raw_body: str | None) -> PaymentRequest:
     if not isinstance(data, dict):
         raise ApiError(400, "invalid_json", "request body must be a JSON object")
     method = data.get("method")
-    if method in ("razorpay", "cashfree"):
-        raise ApiError(422, "method_not_supported", f"payment method {method!r} is not enabled", field="method")
+    if method in GATEWAY_METHODS:
+        if method not in enabled_methods:
+            raise ApiError(422, "method_not_supported", f"payment method {method!r} is not enabled", field="method")
+        ref_field = GATEWAY_REF_FIELD[method]
+        if data.get(ref_field) is None:
+            raise ApiError(422, "validation_error", f"{ref_field} is required with method {method}", field=ref_field)
     try:
         return PaymentRequest.model_validate(data)
     except ValidationError as exc:
@@ -81,8 +87,8 @@ def accept_payment(app: App, user_id: str, idempotency_key: str, request: Paymen
     sweeper sends it again: an accepted job is never lost.
     """
     row = app.db.fetch_one(
-        "SELECT * FROM pq_enqueue_job(%s, %s, %s, %s, %s)",
-        (user_id, idempotency_key, request.fingerprint(), request.order_id, request.method),
+        "SELECT * FROM pq_enqueue_job(%s, %s, %s, %s, %s, %s)",
+        (user_id, idempotency_key, request.fingerprint(), request.order_id, request.method, request.gateway_ref),
     )
     assert row is not None
     outcome = row["outcome"]
@@ -92,6 +98,10 @@ def accept_payment(app: App, user_id: str, idempotency_key: str, request: Paymen
         raise ApiError(409, "order_not_payable", f"order is {row['reason']}", order_status=row["reason"])
     if outcome == "key_reused":
         raise ApiError(409, "idempotency_key_reused", "this Idempotency-Key was used with a different request body")
+    if outcome == "gateway_ref_in_use":
+        raise ApiError(
+            409, "gateway_payment_in_use", "this gateway payment already pays another job", job_id=str(row["job_id"])
+        )
     if outcome == "payment_in_progress":
         raise ApiError(
             409, "payment_in_progress", "a payment for this order is already queued", job_id=str(row["job_id"])

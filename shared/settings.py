@@ -53,10 +53,45 @@ class Settings(BaseSettings):
     # Used for ETAs until a minute of throughput has been observed.
     assumed_payments_per_s: float = 500.0
 
+    # Gateway-funded payments. A gateway is enabled when its credentials are configured: in AWS a
+    # Secrets Manager secret ({"key_id", "key_secret"} / {"client_id", "client_secret"}), locally
+    # the values themselves. Base URLs are settings so the local simulator can stand in.
+    razorpay_base_url: str = "https://api.razorpay.com"
+    razorpay_key_id: str | None = None
+    razorpay_key_secret: str | None = Field(default=None, repr=False)
+    razorpay_secret_arn: str | None = None
+    cashfree_base_url: str = "https://api.cashfree.com/pg"
+    cashfree_client_id: str | None = None
+    cashfree_client_secret: str | None = Field(default=None, repr=False)
+    cashfree_secret_arn: str | None = None
+    cashfree_api_version: str = "2025-01-01"
+    # A gateway call that takes longer has an unknown outcome; the next delivery settles it by fetch.
+    gateway_timeout_s: float = 10.0
+    # The shared token buckets, per gateway: sustained requests per second and burst (bucket size).
+    # Razorpay does not publish its limits; Cashfree's Get Payments allows 100 a minute by default.
+    razorpay_rate_per_s: float = 20.0
+    razorpay_burst: float = 10.0
+    cashfree_rate_per_s: float = 20.0
+    cashfree_burst: float = 10.0
+    # A worker waits this long at most for a token; a longer wait hands the message back instead.
+    limiter_max_wait_ms: int = 1_000
+    # Backoff after a 429 / 5xx: full jitter on base * 2^(delivery-1), capped (seconds, as SQS takes them).
+    gateway_backoff_base_s: float = 1.0
+    gateway_backoff_cap_s: int = 300
+
     webhook_url: str | None = None
     webhook_secret: str | None = None
     webhook_secret_arn: str | None = None
     webhook_timeout_s: float = 5.0
+
+    def enabled_methods(self) -> tuple[str, ...]:
+        """The payment methods this deployment accepts: wallet, plus each gateway with credentials."""
+        methods = ["wallet"]
+        if self.razorpay_secret_arn or (self.razorpay_key_id and self.razorpay_key_secret):
+            methods.append("razorpay")
+        if self.cashfree_secret_arn or (self.cashfree_client_id and self.cashfree_client_secret):
+            methods.append("cashfree")
+        return tuple(methods)
 
 
 @lru_cache(maxsize=1)

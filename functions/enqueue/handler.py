@@ -25,7 +25,7 @@ def create_payment() -> Response[Any]:
     event = app.current_event
     user_id = caller(event)
     key = validate_idempotency_key(event.headers.get("idempotency-key"))
-    request = parse_payment_request(read_body(event, pq.settings.max_body_bytes))
+    request = parse_payment_request(read_body(event, pq.settings.max_body_bytes), pq.settings.enabled_methods())
     accepted = accept_payment(pq, user_id, key, request)
     logger.info(
         "payment accepted",

@@ -17,6 +17,8 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from shared.bootstrap import bootstrap
+from shared.domain import GATEWAY_METHODS
+from shared.gateway_payments import message_method, process_gateway_job
 from shared.observability import logger, metrics, tracer
 from shared.services import OutboxRelay, parse_job_message, process_job
 
@@ -36,7 +38,19 @@ _OUTCOME_METRIC = {
 
 def record_handler(record: SQSRecord, relay: OutboxRelay) -> None:
     job_id = parse_job_message(record.body)
-    outcome = process_job(relay.app, job_id)
+    method = message_method(record.body)
+    if method in GATEWAY_METHODS:
+        # Verify and capture at the gateway, then complete; a 429/5xx raises RetryLater after
+        # handing the message back with a later visibility, which fails the record (and its group).
+        outcome = process_gateway_job(
+            relay.app,
+            job_id,
+            method,
+            receipt_handle=record.receipt_handle,
+            receive_count=int(record.attributes.approximate_receive_count),
+        )
+    else:
+        outcome = process_job(relay.app, job_id)
     relay.add(outcome.event)
     metrics.add_metric(name=_OUTCOME_METRIC[outcome.outcome], unit=MetricUnit.Count, value=1)
     logger.info(

@@ -45,6 +45,12 @@ class SqsJobQueue:
             sent.extend(chunk[int(ok["Id"])].job_id for ok in resp.get("Successful", []))
         return sent
 
+    def change_visibility(self, receipt_handle: str, delay_s: int) -> None:
+        # SQS counts the visibility from now; 12 hours is its maximum.
+        self._sqs.change_message_visibility(
+            QueueUrl=self._url, ReceiptHandle=receipt_handle, VisibilityTimeout=max(0, min(delay_s, 43_200))
+        )
+
     def _attrs(self, url: str) -> dict[str, str]:
         resp = self._sqs.get_queue_attributes(
             QueueUrl=url,

@@ -39,6 +39,20 @@ class PgmqJobQueue:
         )
         return [m.job_id for m in messages]
 
+    def change_visibility(self, receipt_handle: str, delay_s: int) -> None:
+        """The local receipt handle is "<queue>:<msg_id>:<read_ct>" (local/lambda_shim.sqs_record).
+
+        Like SQS, a stale handle (the message was received again since) changes nothing.
+        """
+        queue, msg_id, read_ct = receipt_handle.rsplit(":", 2)
+        if queue != self.queue:
+            raise ValueError("receipt handle of another queue")
+        self._db.execute(
+            f"""UPDATE pgmq.q_{self.queue} SET vt = clock_timestamp() + make_interval(secs => %s)
+                 WHERE msg_id = %s AND read_ct = %s""",
+            (max(0, delay_s), int(msg_id), int(read_ct)),
+        )
+
     def stats(self) -> QueueStats:
         row = self._db.fetch_one(
             f"""SELECT (SELECT count(*) FILTER (WHERE vt <= clock_timestamp()) FROM pgmq.q_{self.queue}) AS depth,
