@@ -45,6 +45,29 @@ class Synthesized:
     def function(self, name: str) -> tuple[str, dict[str, Any]]:
         return self.only("AWS::Lambda::Function", Handler=f"functions.{name}.handler.handler")
 
+    def queue(self, name_suffix: str) -> str:
+        """Logical id of the queue whose name ends with `name_suffix`."""
+        return self._named("AWS::SQS::Queue", "QueueName", name_suffix)
+
+    def topic(self, name_suffix: str) -> str:
+        return self._named("AWS::SNS::Topic", "TopicName", name_suffix)
+
+    def role_policy(self, function_name: str) -> dict[str, Any]:
+        """The policy document CDK's grants built for one function's role."""
+        _, function = self.function(function_name)
+        role = {"Ref": function["Properties"]["Role"]["Fn::GetAtt"][0]}
+        policies = [p for p in self.resources("AWS::IAM::Policy").values() if role in p["Properties"]["Roles"]]
+        assert len(policies) == 1
+        document: dict[str, Any] = policies[0]["Properties"]["PolicyDocument"]
+        return document
+
+    def _named(self, resource_type: str, name_property: str, suffix: str) -> str:
+        matches = [
+            k for k, r in self.resources(resource_type).items() if r["Properties"][name_property].endswith(suffix)
+        ]
+        assert len(matches) == 1, f"{len(matches)} {resource_type} named *{suffix}"
+        return matches[0]
+
 
 @pytest.fixture(scope="session")
 def cloud_assembly(tmp_path_factory: pytest.TempPathFactory) -> cx_api.CloudAssembly:

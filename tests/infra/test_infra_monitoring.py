@@ -8,16 +8,6 @@ from typing import Any
 from tests.infra.conftest import Synthesized
 
 
-def _ops_topic(stack: Synthesized) -> str:
-    topics = stack.resources("AWS::SNS::Topic")
-    return next(k for k, t in topics.items() if t["Properties"]["TopicName"].endswith("-ops-alarms"))
-
-
-def _queue(stack: Synthesized, suffix: str) -> str:
-    queues = stack.resources("AWS::SQS::Queue")
-    return next(k for k, q in queues.items() if q["Properties"]["QueueName"].endswith(suffix))
-
-
 def _alarms_on(stack: Synthesized, metric_name: str, **dimensions: Any) -> list[dict[str, Any]]:
     found = []
     for alarm in stack.resources("AWS::CloudWatch::Alarm").values():
@@ -35,7 +25,7 @@ def _single_alarm_on(stack: Synthesized, metric_name: str, **dimensions: Any) ->
 
 
 def test_queue_depth_alarm_fires_above_a_thousand_waiting_payments(stack: Synthesized) -> None:
-    queue = {"Fn::GetAtt": [_queue(stack, "-payments.fifo"), "QueueName"]}
+    queue = {"Fn::GetAtt": [stack.queue("-payments.fifo"), "QueueName"]}
     alarm = _single_alarm_on(stack, "ApproximateNumberOfMessagesVisible", QueueName=queue)
 
     assert alarm["Threshold"] == stack.config.alarms.queue_depth == 1_000
@@ -43,7 +33,7 @@ def test_queue_depth_alarm_fires_above_a_thousand_waiting_payments(stack: Synthe
 
 
 def test_oldest_message_alarm_fires_after_twenty_minutes(stack: Synthesized) -> None:
-    queue = {"Fn::GetAtt": [_queue(stack, "-payments.fifo"), "QueueName"]}
+    queue = {"Fn::GetAtt": [stack.queue("-payments.fifo"), "QueueName"]}
     alarm = _single_alarm_on(stack, "ApproximateAgeOfOldestMessage", QueueName=queue)
 
     assert alarm["Threshold"] == stack.config.alarms.oldest_message_age_seconds == 20 * 60
@@ -51,7 +41,7 @@ def test_oldest_message_alarm_fires_after_twenty_minutes(stack: Synthesized) -> 
 
 def test_dead_letter_queue_alarms_fire_on_the_first_message(stack: Synthesized) -> None:
     for suffix in ("-payments-dlq.fifo", "-notifications-dlq"):
-        queue = {"Fn::GetAtt": [_queue(stack, suffix), "QueueName"]}
+        queue = {"Fn::GetAtt": [stack.queue(suffix), "QueueName"]}
         alarm = _single_alarm_on(stack, "ApproximateNumberOfMessagesVisible", QueueName=queue)
 
         assert alarm["Threshold"] == 0
@@ -93,7 +83,7 @@ def test_every_function_has_a_throttle_alarm(stack: Synthesized) -> None:
 
 
 def test_every_alarm_notifies_the_ops_topic_when_raised_and_cleared(stack: Synthesized) -> None:
-    ops_topic = {"Ref": _ops_topic(stack)}
+    ops_topic = {"Ref": stack.topic("-ops-alarms")}
     for alarm in stack.resources("AWS::CloudWatch::Alarm").values():
         assert alarm["Properties"]["AlarmActions"] == [ops_topic]
         assert alarm["Properties"]["OKActions"] == [ops_topic]
@@ -107,11 +97,11 @@ def test_dashboard_and_operator_outputs_exist(stack: Synthesized) -> None:
     for title in ("Queue depth", "Wait time", "Throughput", "succeeded", "error rate", "RDS Proxy connections", "DLQ"):
         assert title in body, title
     assert {"ApiUrl", "QueueUrl", "DeadLetterQueueUrl", "DashboardUrl"} <= set(outputs)
-    assert outputs["DeadLetterQueueUrl"]["Value"] == {"Ref": _queue(stack, "-payments-dlq.fifo")}
+    assert outputs["DeadLetterQueueUrl"]["Value"] == {"Ref": stack.queue("-payments-dlq.fifo")}
 
 
 def test_cloudwatch_may_publish_to_the_ops_topic(stack: Synthesized) -> None:
-    ops_topic = {"Ref": _ops_topic(stack)}
+    ops_topic = {"Ref": stack.topic("-ops-alarms")}
     policy = next(
         p["Properties"]["PolicyDocument"]
         for p in stack.resources("AWS::SNS::TopicPolicy").values()

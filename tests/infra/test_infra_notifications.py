@@ -7,16 +7,6 @@ from aws_cdk.assertions import Match
 from tests.infra.conftest import Synthesized
 
 
-def _queue(stack: Synthesized, suffix: str) -> str:
-    queues = stack.resources("AWS::SQS::Queue")
-    return next(k for k, q in queues.items() if q["Properties"]["QueueName"].endswith(suffix))
-
-
-def _events_topic(stack: Synthesized) -> str:
-    topics = stack.resources("AWS::SNS::Topic")
-    return next(k for k, t in topics.items() if t["Properties"]["TopicName"].endswith("-payment-events"))
-
-
 def test_each_payment_outcome_has_a_rule_forwarding_to_the_topic(stack: Synthesized) -> None:
     bus_id, _ = stack.only("AWS::Events::EventBus")
     for detail_type in ("PaymentSucceeded", "PaymentFailed"):
@@ -28,8 +18,8 @@ def test_each_payment_outcome_has_a_rule_forwarding_to_the_topic(stack: Synthesi
                 "Targets": [
                     Match.object_like(
                         {
-                            "Arn": {"Ref": _events_topic(stack)},
-                            "DeadLetterConfig": {"Arn": {"Fn::GetAtt": [_queue(stack, "-notifications-dlq"), "Arn"]}},
+                            "Arn": {"Ref": stack.topic("-payment-events")},
+                            "DeadLetterConfig": {"Arn": {"Fn::GetAtt": [stack.queue("-notifications-dlq"), "Arn"]}},
                         }
                     )
                 ],
@@ -44,9 +34,9 @@ def test_notify_subscribes_to_the_topic_with_a_dead_letter_queue(stack: Synthesi
         "AWS::SNS::Subscription",
         {
             "Protocol": "lambda",
-            "TopicArn": {"Ref": _events_topic(stack)},
+            "TopicArn": {"Ref": stack.topic("-payment-events")},
             "Endpoint": {"Fn::GetAtt": [notify_id, "Arn"]},
-            "RedrivePolicy": {"deadLetterTargetArn": {"Fn::GetAtt": [_queue(stack, "-notifications-dlq"), "Arn"]}},
+            "RedrivePolicy": {"deadLetterTargetArn": {"Fn::GetAtt": [stack.queue("-notifications-dlq"), "Arn"]}},
         },
     )
 
@@ -60,7 +50,7 @@ def test_failed_notify_invocations_land_in_the_notifications_dlq(stack: Synthesi
             "FunctionName": {"Ref": notify_id},
             "MaximumRetryAttempts": 2,
             "DestinationConfig": {
-                "OnFailure": {"Destination": {"Fn::GetAtt": [_queue(stack, "-notifications-dlq"), "Arn"]}}
+                "OnFailure": {"Destination": {"Fn::GetAtt": [stack.queue("-notifications-dlq"), "Arn"]}}
             },
         },
     )

@@ -10,10 +10,8 @@ from tests.infra.conftest import Synthesized
 
 
 def _payments_queue(stack: Synthesized) -> tuple[str, dict[str, Any]]:
-    queues = stack.resources("AWS::SQS::Queue")
-    matches = [(k, q) for k, q in queues.items() if q["Properties"]["QueueName"].endswith("-payments.fifo")]
-    assert len(matches) == 1
-    return matches[0]
+    queue_id = stack.queue("-payments.fifo")
+    return queue_id, stack.json["Resources"][queue_id]
 
 
 def test_payments_queue_is_fifo_in_high_throughput_mode(stack: Synthesized) -> None:
