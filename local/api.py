@@ -44,6 +44,7 @@ ROUTES = (
     Route("GET", re.compile(r"^/v1/queue/status$"), "GET /v1/queue/status", "status", True),
     Route("GET", re.compile(r"^/v1/metrics$"), "GET /v1/metrics", "status", True),
     Route("GET", re.compile(r"^/health/db$"), "GET /health/db", "status", True),
+    Route("POST", re.compile(r"^/v1/dlq/redrive$"), "POST /v1/dlq/redrive", "status", True),
 )
 
 

@@ -21,6 +21,16 @@ class QueueStats:
     dlq_depth: int
 
 
+@dataclass(frozen=True)
+class RedriveResult:
+    """What a DLQ redrive did: PGMQ moves at once ("completed"); SQS starts a move task ("started")
+    or reports the one already running ("running"), whose progress it counts as it goes."""
+
+    status: str  # completed | started | running
+    moved: int | None  # messages moved so far; None when the queue does not say yet
+    task_handle: str | None = None
+
+
 class JobQueue(Protocol):
     def send(self, messages: Sequence[QueueMessage]) -> list[str]:
         """Send messages (deduplicated by job id); return the job ids the queue accepted."""
@@ -30,6 +40,10 @@ class JobQueue(Protocol):
 
     def change_visibility(self, receipt_handle: str, delay_s: int) -> None:
         """Keep a received message hidden for delay_s more seconds (a retry later, without sleeping)."""
+        ...
+
+    def redrive(self) -> RedriveResult:
+        """Move every dead-lettered message back to the queue, group and job id intact."""
         ...
 
 

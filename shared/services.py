@@ -194,6 +194,8 @@ def metrics_summary(app: App) -> dict[str, Any]:
                     AS succeeded_{m},
                 avg(extract(epoch FROM finished_at - created_at))
                     FILTER (WHERE finished_at > now() - interval '{m} minutes') AS avg_wait_{m},
+                percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM finished_at - created_at))
+                    FILTER (WHERE finished_at > now() - interval '{m} minutes') AS p50_wait_{m},
                 percentile_cont(0.95) WITHIN GROUP (ORDER BY extract(epoch FROM finished_at - created_at))
                     FILTER (WHERE finished_at > now() - interval '{m} minutes') AS p95_wait_{m}"""
             for m in _WINDOWS_MIN
@@ -211,9 +213,24 @@ def metrics_summary(app: App) -> dict[str, Any]:
             "success_rate": round(succeeded / processed, 4) if processed else None,
             "error_rate": round(failed / processed, 4) if processed else None,
             "avg_wait_s": None if row[f"avg_wait_{m}"] is None else round(float(row[f"avg_wait_{m}"]), 3),
+            "p50_wait_s": None if row[f"p50_wait_{m}"] is None else round(float(row[f"p50_wait_{m}"]), 3),
             "p95_wait_s": None if row[f"p95_wait_{m}"] is None else round(float(row[f"p95_wait_{m}"]), 3),
         }
     return {"windows": windows}
+
+
+def redrive_dlq(app: App) -> dict[str, Any]:
+    """Operator action: send dead-lettered jobs back to the queue once their cause is fixed.
+
+    Safe to repeat: a job that already reached a terminal state is acknowledged as is when
+    its message comes round again.
+    """
+    result = app.queue.redrive()
+    logger.info("dlq redrive", status=result.status, moved=result.moved, task_handle=result.task_handle)
+    body: dict[str, Any] = {"status": result.status, "moved": result.moved}
+    if result.task_handle:
+        body["task_handle"] = result.task_handle
+    return body
 
 
 def db_health(app: App) -> dict[str, Any]:

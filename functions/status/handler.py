@@ -1,4 +1,4 @@
-"""Read-only routes: a job's status for its owner, and the operator views."""
+"""A job's status for its owner; the operator views and the operator's DLQ redrive."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from shared.bootstrap import bootstrap
 from shared.http import caller, install_error_handlers, json_response, require_scope
 from shared.observability import logger, metrics, tracer
-from shared.services import db_health, get_job, metrics_summary, queue_status
+from shared.services import db_health, get_job, metrics_summary, queue_status, redrive_dlq
 
 app = APIGatewayHttpResolver()
 install_error_handlers(app)
@@ -43,6 +43,15 @@ def health() -> Response[Any]:
     require_scope(app.current_event, pq.settings.operator_scope)
     report = db_health(pq)
     return json_response(200 if report["reachable"] else 503, report)
+
+
+@app.post("/v1/dlq/redrive")
+def dlq_redrive() -> Response[Any]:
+    pq = bootstrap()
+    require_scope(app.current_event, pq.settings.operator_scope)
+    result = redrive_dlq(pq)
+    # PGMQ moves at once (200); an SQS move task runs on after the answer (202).
+    return json_response(200 if result["status"] == "completed" else 202, result)
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any, TypeVar
 
 from shared.domain import EVENT_SOURCE
-from shared.ports import QueueMessage, QueueStats
+from shared.ports import QueueMessage, QueueStats, RedriveResult
 
 # Both APIs take at most 10 entries per batch call.
 _BATCH = 10
@@ -67,6 +67,28 @@ class SqsJobQueue:
             in_flight=int(main.get("ApproximateNumberOfMessagesNotVisible", 0)),
             dlq_depth=int(dlq.get("ApproximateNumberOfMessages", 0)),
         )
+
+    def redrive(self) -> RedriveResult:
+        """Start an SQS message move task from the DLQ back to its source queue (payments.fifo).
+
+        SQS runs one move task per queue at a time, so a running one is reported, not restarted.
+        A FIFO redrive keeps each message's group; the payment function ignores a job it has
+        already finished, so a redriven duplicate charges nothing.
+        """
+        if not self._dlq_url:
+            raise RuntimeError("PQ_DLQ_URL is required to redrive the dead-letter queue")
+        attrs = self._sqs.get_queue_attributes(QueueUrl=self._dlq_url, AttributeNames=["QueueArn"])
+        dlq_arn = attrs["Attributes"]["QueueArn"]
+        latest = self._sqs.list_message_move_tasks(SourceArn=dlq_arn, MaxResults=1).get("Results", [])
+        if latest and latest[0].get("Status") == "RUNNING":
+            return RedriveResult(
+                status="running",
+                moved=int(latest[0].get("ApproximateNumberOfMessagesMoved", 0)),
+                task_handle=latest[0].get("TaskHandle"),
+            )
+        # No DestinationArn: SQS moves each message back to the queue it was dead-lettered from.
+        started = self._sqs.start_message_move_task(SourceArn=dlq_arn)
+        return RedriveResult(status="started", moved=None, task_handle=started["TaskHandle"])
 
 
 class EventBridgeBus:

@@ -13,7 +13,11 @@ from typing import Any
 
 from shared.db import Database
 from shared.domain import EVENT_SOURCE
-from shared.ports import QueueMessage, QueueStats
+from shared.ports import QueueMessage, QueueStats, RedriveResult
+
+# Headers the local event source mapping adds when it dead-letters a message; a redriven message
+# starts afresh, as one moved by an SQS message move task does.
+_DEAD_LETTER_HEADERS = ("x-source-queue", "x-receive-count")
 
 
 def _jsonb_array(items: Sequence[Any]) -> list[str]:
@@ -61,6 +65,35 @@ class PgmqJobQueue:
         )
         assert row is not None
         return QueueStats(depth=row["depth"], in_flight=row["in_flight"], dlq_depth=row["dlq_depth"])
+
+    def redrive(self) -> RedriveResult:
+        """Move the whole DLQ back in one transaction, oldest first, keeping x-pgmq-group and job_id.
+
+        Rows another redrive is moving right now are skipped rather than waited for, so two
+        clicks never move a message twice.
+        """
+        with self._db.transaction() as cur:
+            cur.execute(
+                f"""DELETE FROM pgmq.q_{self.dlq}
+                     WHERE msg_id IN (SELECT msg_id FROM pgmq.q_{self.dlq} FOR UPDATE SKIP LOCKED)
+                 RETURNING msg_id, message, headers"""
+            )
+            dead = sorted(cur.fetchall(), key=lambda r: r["msg_id"])
+            if dead:
+                cur.execute(
+                    "SELECT pgmq.send_batch(%s, %s::jsonb[], %s::jsonb[])",
+                    (
+                        self.queue,
+                        _jsonb_array([r["message"] for r in dead]),
+                        _jsonb_array(
+                            [
+                                {k: v for k, v in (r["headers"] or {}).items() if k not in _DEAD_LETTER_HEADERS}
+                                for r in dead
+                            ]
+                        ),
+                    ),
+                )
+        return RedriveResult(status="completed", moved=len(dead))
 
 
 class PgmqEventBus:
