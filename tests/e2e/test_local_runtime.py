@@ -3,93 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
-import socket
 import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from local.auth import LocalIssuer
-from local.config import LocalSettings
-from shared.db import Database
+from tests.e2e.conftest import Runtime
 
-ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.e2e
-
-
-@dataclass
-class Runtime:
-    base: str
-    db: Database
-    issuer: LocalIssuer
-    output: Path
-
-    def request(
-        self, method: str, path: str, token: str | None, body: Any = None, headers: dict[str, str] | None = None
-    ) -> tuple[int, dict[str, Any]]:
-        data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(self.base + path, data=data, method=method, headers=headers or {})
-        if token:
-            req.add_header("Authorization", f"Bearer {token}")
-        if data is not None:
-            req.add_header("Content-Type", "application/json")
-        try:
-            with urllib.request.urlopen(req, timeout=10) as resp:
-                return resp.status, json.loads(resp.read())
-        except urllib.error.HTTPError as err:
-            return err.code, json.loads(err.read())
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture
-def runtime(database_url: str, tmp_path: Path) -> Iterator[Runtime]:
-    port = _free_port()
-    env = os.environ | {
-        "DATABASE_URL": database_url,
-        "PQ_DATA_DIR": str(tmp_path),
-        "PQ_API_PORT": str(port),
-        "PQ_WORKERS": "2",
-        "PQ_API_WORKERS": "2",
-        "PYTHONPATH": str(ROOT),
-    }
-    output = tmp_path / "run.out"
-    with open(output, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "local.run"], env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT
-        )
-    try:
-        deadline = time.monotonic() + 90
-        while "Payment Queue is running" not in output.read_text():
-            assert proc.poll() is None, output.read_text()
-            assert time.monotonic() < deadline, output.read_text()
-            time.sleep(0.2)
-        local = LocalSettings(data_dir=tmp_path)
-        issuer = LocalIssuer(tmp_path / "jwt" / "signing-key.pem", local.jwt_issuer, local.jwt_audience)
-        db = Database(lambda: database_url, statement_timeout_ms=10_000, connect_timeout_s=5)
-        yield Runtime(f"http://127.0.0.1:{port}", db, issuer, output)
-        db.close()
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-    assert "stopped" in output.read_text()
 
 
 def _poll_until_terminal(rt: Runtime, path: str, token: str, timeout_s: float = 30) -> dict[str, Any]:

@@ -1,0 +1,192 @@
+// The live operator page: polls the operator routes, keeps a few minutes of history in memory for
+// the charts, and offers the DLQ redrive. Every call needs a token with the operator scope.
+"use strict";
+
+(() => {
+  const TOKEN_KEY = "pq.operator-token";
+  const WINDOW_S = 600;
+  const every = Math.max(250, Number(PQ.fragment.get("every")) || 2000);
+  const $ = (id) => document.getElementById(id);
+  const number = new Intl.NumberFormat();
+  const percent = new Intl.NumberFormat(undefined, { style: "percent", maximumFractionDigits: 1 });
+  const history = []; // {t, depth, inFlight, throughput, errorRate, p95}
+  let token = PQ.takeToken(TOKEN_KEY, ["every", "api"]);
+  let timer = 0;
+
+  function problem(text) {
+    $("problem").textContent = text;
+    $("problem").hidden = !text;
+  }
+
+  const seconds = (s) =>
+    s === null || s === undefined ? "–" : s === 0 ? "0 s" : s < 10 ? s.toFixed(2) + " s" : Math.round(s) + " s";
+  const rate = (r) => (r === null || r === undefined ? "–" : percent.format(r));
+
+  function duration(s) {
+    if (s === null || s === undefined) return "–";
+    if (s < 60) return seconds(s);
+    const m = Math.floor(s / 60);
+    return m + " min " + Math.round(s % 60) + " s";
+  }
+
+  // A sparkline over the samples this page has taken: it spans from the first sample (at least
+  // 30 s) up to WINDOW_S, so a freshly opened page already shows a readable line.
+  function chart(id, label, series, unit) {
+    const svg = $(id);
+    const points = series.filter((p) => p.v !== null && p.v !== undefined);
+    const now = Date.now();
+    const span = Math.min(WINDOW_S * 1000, Math.max(30000, points.length ? now - points[0].t : 0));
+    const top = Math.max(1, ...points.map((p) => p.v));
+    const xy = points.map((p) => [300 - ((now - p.t) / span) * 300, 58 - (p.v / top) * 54]);
+    const line = xy.map(([x, y]) => x.toFixed(1) + "," + y.toFixed(1)).join(" ");
+    const ns = "http://www.w3.org/2000/svg";
+    svg.replaceChildren();
+    if (xy.length) {
+      const area = document.createElementNS(ns, "polygon");
+      area.setAttribute("points", xy[0][0].toFixed(1) + ",60 " + line + " " + xy[xy.length - 1][0].toFixed(1) + ",60");
+      svg.appendChild(area);
+      const path = document.createElementNS(ns, "polyline");
+      path.setAttribute("points", line);
+      svg.appendChild(path);
+    }
+    const current = points.length ? points[points.length - 1].v : null;
+    const peak = points.length ? Math.max(...points.map((p) => p.v)) : null;
+    const fmt = (v) => (v === null ? "no data" : number.format(Math.round(v * 100) / 100) + unit);
+    const summary = "now " + fmt(current) + ", peak " + fmt(peak);
+    svg.setAttribute("aria-label", label + ": " + summary);
+    svg.parentElement.querySelector(".chart-values").textContent = summary;
+  }
+
+  function renderWindows(windows) {
+    const body = $("windows-body");
+    body.replaceChildren();
+    for (const name of ["1m", "5m", "60m"]) {
+      const w = windows[name];
+      if (!w) continue;
+      const row = document.createElement("tr");
+      const cells = [name, number.format(w.processed), number.format(w.failed), rate(w.success_rate),
+        seconds(w.avg_wait_s), seconds(w.p50_wait_s), seconds(w.p95_wait_s)];
+      cells.forEach((text, i) => {
+        const cell = document.createElement(i === 0 ? "th" : "td");
+        if (i === 0) cell.scope = "row";
+        cell.textContent = text;
+        row.appendChild(cell);
+      });
+      body.appendChild(row);
+    }
+  }
+
+  function render(queue, metrics, db) {
+    const minute = (metrics && metrics.windows && metrics.windows["1m"]) || {};
+    $("depth").textContent = number.format(queue.depth);
+    $("in-flight").textContent = number.format(queue.in_flight);
+    $("throughput").textContent = number.format(queue.throughput_per_minute);
+    $("eta-drain").textContent = queue.eta_to_drain_s === null ? "stalled" : duration(queue.eta_to_drain_s);
+    $("oldest").textContent = duration(queue.oldest_message_age_s);
+    $("success-rate").textContent = rate(minute.success_rate);
+    $("error-rate").textContent = rate(minute.error_rate);
+    $("wait").textContent = seconds(minute.p50_wait_s) + " / " + seconds(minute.p95_wait_s);
+    $("dlq-depth").textContent = number.format(queue.dlq_depth);
+    $("dlq-depth").dataset.alert = queue.dlq_depth > 0 ? "yes" : "no";
+    if (db && db.reachable) {
+      $("db-connections").textContent = number.format(db.connections_in_use) + " / " + number.format(db.max_connections);
+      $("health").textContent = "Database reachable (" + db.latency_ms + " ms)";
+      $("health").dataset.state = "ok";
+    } else {
+      $("db-connections").textContent = "–";
+      $("health").textContent = "Database unreachable";
+      $("health").dataset.state = "down";
+    }
+    $("dlq-text").textContent =
+      queue.dlq_depth === 0
+        ? "Empty: no job has run out of deliveries."
+        : number.format(queue.dlq_depth) + (queue.dlq_depth === 1 ? " job" : " jobs") +
+          " ran out of deliveries. Fix the cause, then send them back to the queue.";
+    $("redrive").disabled = queue.dlq_depth === 0;
+    if (metrics) renderWindows(metrics.windows);
+
+    const now = Date.now();
+    history.push({ t: now, depth: queue.depth, throughput: queue.throughput_per_minute,
+      errorRate: minute.error_rate === null || minute.error_rate === undefined ? null : minute.error_rate * 100,
+      p95: minute.p95_wait_s });
+    while (history.length && now - history[0].t > WINDOW_S * 1000) history.shift();
+    chart("chart-depth", "Queue depth", history.map((h) => ({ t: h.t, v: h.depth })), "");
+    chart("chart-throughput", "Throughput per minute", history.map((h) => ({ t: h.t, v: h.throughput })), "");
+    chart("chart-errors", "Error rate", history.map((h) => ({ t: h.t, v: h.errorRate })), " %");
+    chart("chart-wait", "Wait p95", history.map((h) => ({ t: h.t, v: h.p95 })), " s");
+    $("updated").textContent = new Date(now).toLocaleTimeString();
+    $("updated").dateTime = new Date(now).toISOString();
+  }
+
+  function refused(status) {
+    if (status === 401 || status === 403) {
+      sessionStorage.removeItem(TOKEN_KEY);
+      problem(status === 401
+        ? "The token was refused (expired or not ours). Paste a new one."
+        : "This token lacks the operator scope. Use make token OPERATOR=1.");
+      ["live", "charts", "dlq", "windows"].forEach((id) => ($(id).hidden = true));
+      clearTimeout(timer);
+      askForToken();
+      return true;
+    }
+    return false;
+  }
+
+  async function refresh() {
+    clearTimeout(timer);
+    try {
+      const [queue, metrics, db] = await Promise.all([
+        PQ.call("GET", "/v1/queue/status", token),
+        PQ.call("GET", "/v1/metrics", token),
+        PQ.call("GET", "/health/db", token),
+      ]);
+      if (refused(queue.status)) return;
+      if (queue.status === 200) {
+        problem("");
+        ["live", "charts", "dlq", "windows"].forEach((id) => ($(id).hidden = false));
+        render(queue.body, metrics.status === 200 ? metrics.body : null, db.body);
+      } else {
+        problem("The queue status route answered " + queue.status + "; retrying.");
+      }
+    } catch (_) {
+      $("health").textContent = "API unreachable; retrying";
+      $("health").dataset.state = "down";
+    }
+    timer = setTimeout(refresh, every);
+  }
+
+  async function redrive() {
+    const button = $("redrive");
+    const out = $("redrive-result");
+    button.disabled = true;
+    out.textContent = "Redriving…";
+    try {
+      const answer = await PQ.call("POST", "/v1/dlq/redrive", token);
+      if (refused(answer.status)) return;
+      const r = answer.body || {};
+      if (answer.status === 200) {
+        out.textContent = "Moved " + number.format(r.moved) + (r.moved === 1 ? " job" : " jobs") + " back to the payment queue.";
+      } else if (answer.status === 202 && r.status === "running") {
+        out.textContent = "A redrive is already running (" + number.format(r.moved || 0) + " moved so far).";
+      } else if (answer.status === 202) {
+        out.textContent = "Redrive started; the queue moves the jobs back over the next moments.";
+      } else {
+        out.textContent = "Redrive failed: " + ((r.error && r.error.message) || "status " + answer.status) + ".";
+      }
+    } catch (_) {
+      out.textContent = "Redrive failed: the API is unreachable.";
+    }
+    refresh();
+  }
+
+  function askForToken() {
+    const form = $("token-form");
+    if (!form.hidden) return;
+    PQ.showTokenForm(form, (value) => { token = value; refresh(); }, TOKEN_KEY);
+  }
+
+  $("window-minutes").textContent = String(WINDOW_S / 60);
+  $("redrive").addEventListener("click", redrive);
+  if (token) refresh();
+  else askForToken();
+})();

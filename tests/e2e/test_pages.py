@@ -1,0 +1,231 @@
+"""The shopper's progress page and the operator page in real headless Chromium, against the
+local runtime. Started with no processors (PQ_WORKERS=0) so a test decides when the workers run."""
+
+from __future__ import annotations
+
+import itertools
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from local.workers import settle
+from tests.e2e.conftest import ARTIFACTS, Runtime, launch
+
+pytestmark = pytest.mark.e2e
+
+PHONE = {"width": 390, "height": 844}
+DESKTOP = {"width": 1100, "height": 900}
+BURST = 30
+
+
+@pytest.fixture
+def paused(database_url: str, tmp_path: Path) -> Iterator[Runtime]:
+    with launch(database_url, tmp_path, PQ_WORKERS="0", PQ_DEMO_USERS=str(BURST)) as rt:
+        yield rt
+
+
+@pytest.fixture
+def open_page(browser: Any) -> Iterator[Any]:
+    """New pages at a given size; each must finish without a script error or a console error."""
+    contexts: list[Any] = []
+    problems: list[str] = []
+
+    def open_(viewport: dict[str, int], expected_status: int | None = None) -> Page:
+        # Chromium logs every 4xx answer as a console error; a test that provokes one names it.
+        expected = f"status of {expected_status} " if expected_status else None
+
+        def on_console(msg: Any) -> None:
+            if msg.type == "error" and not (expected and expected in msg.text):
+                problems.append(msg.text)
+
+        context = browser.new_context(viewport=viewport)
+        contexts.append(context)
+        page: Page = context.new_page()
+        page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
+        page.on("console", on_console)
+        return page
+
+    yield open_
+    for context in contexts:
+        context.close()
+    assert problems == []
+
+
+def pending_order(rt: Runtime, user: str) -> int:
+    row = rt.db.fetch_one("SELECT id FROM orders WHERE user_id = %s AND order_status = 'pending' ORDER BY id", (user,))
+    assert row is not None
+    return int(row["id"])
+
+
+def enqueue(rt: Runtime, user: str) -> str:
+    status, body = rt.request(
+        "POST",
+        "/v1/payments",
+        rt.issuer.issue(user),
+        {"order_id": pending_order(rt, user), "method": "wallet"},
+        {"Idempotency-Key": f"pages-{user}"},
+    )
+    assert status == 202, body
+    return str(body["job_id"])
+
+
+def fits_the_screen(page: Page) -> bool:
+    return bool(page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"))
+
+
+def banner_url(rt: Runtime, page: str) -> str:
+    found = re.search(rf"(http://\S+/static/{page}\S*)", rt.output.read_text())
+    assert found, rt.output.read_text()
+    return found.group(1)
+
+
+def test_progress_page_follows_a_job_from_queued_to_paid(paused: Runtime, open_page: Any) -> None:
+    # Given three shoppers ahead in the line, and the progress link the start-up message prints
+    for i in (2, 3, 4):
+        enqueue(paused, f"demo-user-{i}")
+    link = banner_url(paused, r"progress\.html#order=")
+    order = int(re.search(r"#order=(\d+)&token=", link).group(1))  # type: ignore[union-attr]
+    assert order == pending_order(paused, "demo-user-1")
+    page = open_page(PHONE)
+    polls: list[float] = []
+    page.on("request", lambda r: polls.append(time.monotonic()) if "/v1/payments/" in r.url else None)
+
+    # When the shopper opens it (token in the fragment) and pays
+    page.goto(link)
+    assert "token" not in page.url  # taken out of the address bar and this history entry
+    page.get_by_role("button", name=f"Pay order #{order}").click()
+
+    # Then the page shows the job waiting fourth in line, with an ETA, and says so to screen readers
+    expect(page.locator("#state")).to_have_text("Waiting in line")
+    expect(page.locator("#position")).to_have_text("4")
+    expect(page.locator("#eta")).to_contain_text("second")
+    expect(page.get_by_role("status").filter(has_text="in line")).to_contain_text("You are number 4 in line")
+    assert fits_the_screen(page)
+    page.locator("main").screenshot(path=ARTIFACTS / "progress-queued.png")
+
+    # When the workers run
+    paused.start_worker()
+
+    # Then it ends paid, with the order reference, the bar full, and the order paid in the database
+    expect(page.locator("#state")).to_have_text("Paid", timeout=30_000)
+    expect(page.locator("#detail")).to_contain_text(f"Order #{order} is paid. Payment reference:")
+    expect(page.locator("#bar")).to_have_attribute("value", "100")
+    expect(page.locator("#announce")).to_contain_text("Paid.")
+    page.locator("main").screenshot(path=ARTIFACTS / "progress-paid.png")
+    assert paused.db.fetch_one("SELECT order_status FROM orders WHERE id = %s", (order,)) == {"order_status": "paid"}
+    # And it waited at least the advised poll_after_ms (500 ms at the least) between polls
+    gaps = [b - a for a, b in itertools.pairwise(polls)]
+    assert len(polls) >= 2 and min(gaps) >= 0.45, gaps
+
+
+def test_failed_job_shows_its_reason_in_plain_words(paused: Runtime, open_page: Any) -> None:
+    # Given a shopper whose wallet holds less than the order total, and one whose item sold out
+    paused.db.execute("UPDATE wallets SET balance_paise = 100 WHERE user_id = 'demo-user-1'")
+    sold_out = pending_order(paused, "demo-user-2")
+    paused.db.execute(
+        "UPDATE products SET stock = 0 WHERE id IN (SELECT (i->>'product_id')::bigint FROM orders, "
+        "jsonb_array_elements(items) i WHERE orders.id = %s)",
+        (sold_out,),
+    )
+    poor_job, sold_out_job = enqueue(paused, "demo-user-1"), enqueue(paused, "demo-user-2")
+    paused.start_worker()
+    expected = {
+        ("demo-user-1", poor_job): "Your wallet balance is lower than the order total. Nothing was charged",
+        ("demo-user-2", sold_out_job): "An item in your order sold out before we could reserve it.",
+    }
+
+    for (user, job), message in expected.items():
+        # When the shopper follows the job's link
+        page = open_page(PHONE)
+        page.goto(f"{paused.base}/static/progress.html#job={job}&token={paused.issuer.issue(user)}")
+
+        # Then the page says it failed and why, in words, not the reason code
+        expect(page.locator("#state")).to_have_text("Payment failed", timeout=30_000)
+        expect(page.locator("#detail")).to_contain_text(message)
+        expect(page.locator("#announce")).to_contain_text("Payment failed. " + message)
+        assert "_" not in page.locator("#detail").inner_text()
+        expect(page.locator("#queue-facts")).to_be_hidden()
+    page.locator("main").screenshot(path=ARTIFACTS / "progress-failed.png")
+
+
+def test_operator_page_shows_the_depth_fall_to_zero_during_a_burst(paused: Runtime, open_page: Any) -> None:
+    # Given the operator page, refreshing every 250 ms, on an idle queue
+    page = open_page(DESKTOP)
+    page.goto(banner_url(paused, r"operator\.html#token=") + "&every=250")
+    expect(page.locator("#depth")).to_have_text("0")
+    expect(page.locator("#db-connections")).to_contain_text(" / ")
+
+    # When a small burst of shoppers pays before any worker runs
+    for i in range(1, BURST + 1):
+        enqueue(paused, f"demo-user-{i}")
+
+    # Then the page shows the whole burst waiting
+    expect(page.locator("#depth")).to_have_text(str(BURST))
+    expect(page.locator("#eta-drain")).to_have_text("stalled")
+    page.screenshot(path=ARTIFACTS / "operator-burst.png", full_page=True)
+
+    # When the workers run, Then the depth falls to zero and the burst shows as throughput and successes
+    paused.start_worker()
+    expect(page.locator("#depth")).to_have_text("0", timeout=30_000)
+    expect(page.locator("#throughput")).to_have_text(str(BURST))
+    expect(page.locator("#success-rate")).to_have_text("100%")
+    expect(page.locator("#chart-depth")).to_have_attribute("aria-label", f"Queue depth: now 0, peak {BURST}")
+    expect(page.locator("#windows-body tr").first).to_contain_text(str(BURST))
+    page.wait_for_timeout(600)  # a few more samples, so the chart shows the fall
+    page.screenshot(path=ARTIFACTS / "operator-drained.png", full_page=True)
+
+    # And the page fits a phone screen too
+    page.set_viewport_size(PHONE)
+    assert fits_the_screen(page)
+    page.screenshot(path=ARTIFACTS / "operator-phone.png", full_page=True)
+
+
+def test_operator_redrives_the_dlq_from_the_page(paused: Runtime, open_page: Any) -> None:
+    # Given two jobs that ran out of deliveries and sit in the DLQ
+    jobs = [enqueue(paused, f"demo-user-{i}") for i in (1, 2)]
+    messages = paused.db.fetch_all("SELECT * FROM pgmq.read('payments', 30, 10)")
+    settle(
+        paused.db,
+        messages,
+        {str(m["msg_id"]) for m in messages},
+        queue="payments",
+        dlq="payments_dlq",
+        max_receive_count=1,
+        retry_delay_s=0,
+    )
+    page = open_page(DESKTOP)
+    page.goto(
+        f"{paused.base}/static/operator.html#every=250&token="
+        + paused.issuer.issue("ops", scopes=("payments/operator",))
+    )
+    expect(page.locator("#dlq-depth")).to_have_text("2")
+
+    # When the operator clicks Redrive
+    page.get_by_role("button", name="Redrive to the payment queue").click()
+
+    # Then the page reports the move, the DLQ is empty, and the workers pay both jobs
+    expect(page.locator("#redrive-result")).to_have_text("Moved 2 jobs back to the payment queue.")
+    expect(page.locator("#dlq-depth")).to_have_text("0")
+    expect(page.get_by_role("button", name="Redrive to the payment queue")).to_be_disabled()
+    paused.start_worker()
+    expect(page.locator("#depth")).to_have_text("0", timeout=30_000)
+    expect(page.locator("#throughput")).to_have_text("2")
+    rows = paused.db.fetch_all("SELECT status FROM payment_jobs WHERE id = ANY(%s::uuid[])", (jobs,))
+    assert [r["status"] for r in rows] == ["succeeded", "succeeded"]
+
+
+def test_operator_page_without_the_operator_scope_asks_for_another_token(paused: Runtime, open_page: Any) -> None:
+    page = open_page(PHONE, expected_status=403)
+    page.goto(f"{paused.base}/static/operator.html#token={paused.issuer.issue('demo-user-1')}")
+
+    expect(page.get_by_role("alert")).to_contain_text("lacks the operator scope")
+    expect(page.get_by_label("Operator bearer token")).to_be_visible()
+
+    page.get_by_label("Operator bearer token").fill(paused.issuer.issue("ops", scopes=("payments/operator",)))
+    page.get_by_role("button", name="Open the operator view").click()
+    expect(page.locator("#depth")).to_have_text("0")
