@@ -114,6 +114,8 @@ class Functions(Construct):
         self.enqueue.add_environment("PQ_QUEUE_URL", queue.queue_url)
         queue.grant_send_messages(self.enqueue)
 
+        # Queue depth comes from SQS attributes; without the backend it would read PGMQ tables.
+        self.status.add_environment("PQ_QUEUE_BACKEND", "sqs")
         self.status.add_environment("PQ_QUEUE_URL", queue.queue_url)
         self.status.add_environment("PQ_DLQ_URL", dlq.queue_url)
         queue.grant(self.status, "sqs:GetQueueAttributes")

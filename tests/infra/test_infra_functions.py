@@ -73,6 +73,7 @@ def test_senders_and_publishers_get_the_queue_and_bus_they_use(stack: Synthesize
         assert "PQ_EVENT_BUS_NAME" in variables
     status = _environment(stack, "status")
     assert {"PQ_QUEUE_URL", "PQ_DLQ_URL"} <= set(status)
+    assert status["PQ_QUEUE_BACKEND"] == "sqs"
     assert _environment(stack, "process_payment")["PQ_MAX_RECEIVE_COUNT"] == str(stack.config.max_receive_count)
 
 
