@@ -17,6 +17,8 @@ import urllib.request
 
 from local.auth import LocalIssuer
 from local.config import ROOT, LocalSettings
+from local.gateway_demo import banner as gateway_banner
+from local.gateway_demo import gateway_env, seed_gateway_payments
 from local.pg import prepare, start_embedded, stop_embedded
 from local.seed import SeedPlan, ensure_pending_order, seed
 from shared.db import Database
@@ -110,6 +112,7 @@ class Supervisor:
             )
 
     def start_all(self) -> None:
+        self.spawn("gateway-sim", "local.gateway_sim", "--port", self.env["PQ_GATEWAY_SIM_PORT"])
         for i in range(self.local.api_workers):
             self.spawn(f"api-{i + 1}", "local.api")
         for i in range(self.local.workers):
@@ -156,6 +159,7 @@ def main() -> None:
     env.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     embedded, order_id = prepare_database(local, env)
+    sim_url = gateway_env(env)
     issuer = LocalIssuer(local.data_dir / "jwt" / "signing-key.pem", local.jwt_issuer, local.jwt_audience)
     supervisor = Supervisor(local, env, embedded)
 
@@ -168,6 +172,12 @@ def main() -> None:
         supervisor.start_all()
         _wait_for_api(f"http://{local.api_host}:{local.api_port}/.well-known/jwks.json")
         print(banner(local, issuer, DEMO_USER, order_id, Settings().operator_scope), flush=True)
+        db = Database(lambda: env["DATABASE_URL"], statement_timeout_ms=60_000, connect_timeout_s=10)
+        try:
+            payments = seed_gateway_payments(db, sim_url)
+        finally:
+            db.close()
+        print(gateway_banner(f"http://{local.api_host}:{local.api_port}", sim_url, issuer, payments), flush=True)
         supervisor.watch()
         raise SystemExit(1)
     except KeyboardInterrupt:
