@@ -16,7 +16,15 @@ AZS_CONTEXT_KEY = "pq:availability-zones"
 BUNDLE_CONTEXT_KEY = "pq:bundle-dependencies"
 
 # Context keys for the values only a deployer knows; each replaces one config field.
-OVERRIDE_KEYS = ("pq:jwt-issuer", "pq:jwt-audience", "pq:alarm-email", "pq:webhook-url", "pq:webhook-secret-name")
+OVERRIDE_KEYS = (
+    "pq:jwt-issuer",
+    "pq:jwt-audience",
+    "pq:alarm-email",
+    "pq:webhook-url",
+    "pq:webhook-secret-name",
+    "pq:razorpay-secret-name",
+    "pq:cashfree-secret-name",
+)
 
 
 class ConfigError(ValueError):
@@ -33,9 +41,9 @@ class ProcessorConfig:
     max_concurrency: int
     # Reserved concurrency: never below max_concurrency, or the mapping gets throttled.
     reserved_concurrency: int
-    # A batch of 10 payments, each one short transaction plus at most one gateway call (2-5 s
-    # in the seed's worst case), must finish inside one invocation.
-    timeout_seconds: int = 60
+    # A batch of 10 payments runs in order; each is one short transaction plus at most one
+    # gateway call, which the client abandons after 10 s (PQ_GATEWAY_TIMEOUT_S): 10 x ~11 s fits.
+    timeout_seconds: int = 120
     memory_mb: int = 512
 
     @property
@@ -103,14 +111,18 @@ class EnvironmentConfig:
     database: DatabaseConfig
     api: ApiConfig
     alarms: AlarmThresholds = field(default_factory=AlarmThresholds)
-    # Deliveries before a payment message moves to the DLQ for an operator to look at: five
-    # at a 6-minute visibility timeout is half an hour, after the 20-minute age alarm fired.
-    max_receive_count: int = 5
+    # Deliveries before a payment message moves to the DLQ for an operator to look at. Gateway
+    # 429/5xx backoffs (1 s doubling, capped at 300 s) consume deliveries too: ten ride out
+    # about 4 minutes (8.5 at most) of gateway trouble before a payment is dead-lettered.
+    max_receive_count: int = 10
     # Days an unprocessed payment message is kept; the DLQ keeps the SQS maximum.
     queue_retention_days: int = 4
     alarm_email: str | None = None
     webhook_url: str | None = None
     webhook_secret_name: str | None = None
+    # Secrets Manager secrets with the gateways' API credentials; a gateway without one is off.
+    razorpay_secret_name: str | None = None
+    cashfree_secret_name: str | None = None
 
     @property
     def stack_name(self) -> str:
@@ -234,6 +246,8 @@ def _with_overrides(config: EnvironmentConfig, context: Mapping[str, Any]) -> En
         alarm_email=text("pq:alarm-email") or config.alarm_email,
         webhook_url=text("pq:webhook-url") or config.webhook_url,
         webhook_secret_name=text("pq:webhook-secret-name") or config.webhook_secret_name,
+        razorpay_secret_name=text("pq:razorpay-secret-name") or config.razorpay_secret_name,
+        cashfree_secret_name=text("pq:cashfree-secret-name") or config.cashfree_secret_name,
     )
 
 

@@ -34,8 +34,14 @@ def load_cdk_context(path: Path = REPO_ROOT / "cdk.json") -> dict[str, Any]:
     return dict(json.loads(path.read_text()).get("context", {}))
 
 
-def synth(env_name: str, outdir: Path, *, install_dependencies: bool = True) -> cx_api.CloudAssembly:
-    context = load_cdk_context()
+def synth(
+    env_name: str,
+    outdir: Path,
+    *,
+    install_dependencies: bool = True,
+    extra_context: dict[str, Any] | None = None,
+) -> cx_api.CloudAssembly:
+    context = load_cdk_context() | (extra_context or {})
     context[cfg.ENV_CONTEXT_KEY] = env_name
     context[cfg.BUNDLE_CONTEXT_KEY] = install_dependencies
     app = App(outdir=str(outdir), context=context)

@@ -16,6 +16,12 @@ from infra.components.common import log_group
 from infra.config import EnvironmentConfig
 
 OPERATOR_SCOPE = "payments/operator"
+_OPERATOR_ROUTES = (
+    (apigwv2.HttpMethod.GET, "/v1/queue/status"),
+    (apigwv2.HttpMethod.GET, "/v1/metrics"),
+    (apigwv2.HttpMethod.GET, "/health/db"),
+    (apigwv2.HttpMethod.POST, "/v1/dlq/redrive"),
+)
 
 # HTTP API context variables; the caller is the JWT subject, the same id the handlers use.
 _ACCESS_LOG_FIELDS = {
@@ -99,10 +105,10 @@ class PaymentsApi(Construct):
         self.http_api.add_routes(
             path="/v1/payments/{job_id}", methods=[apigwv2.HttpMethod.GET], integration=status_integration
         )
-        for path in ("/v1/queue/status", "/v1/metrics", "/health/db"):
+        for method, path in _OPERATOR_ROUTES:
             self.http_api.add_routes(
                 path=path,
-                methods=[apigwv2.HttpMethod.GET],
+                methods=[method],
                 integration=status_integration,
                 authorization_scopes=[OPERATOR_SCOPE],
             )

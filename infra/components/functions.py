@@ -119,7 +119,16 @@ class Functions(Construct):
         self.status.add_environment("PQ_QUEUE_URL", queue.queue_url)
         self.status.add_environment("PQ_DLQ_URL", dlq.queue_url)
         queue.grant(self.status, "sqs:GetQueueAttributes")
-        dlq.grant(self.status, "sqs:GetQueueAttributes")
+        # POST /v1/dlq/redrive: an SQS message move task from the DLQ back to payments.fifo.
+        dlq.grant(
+            self.status,
+            "sqs:GetQueueAttributes",
+            "sqs:StartMessageMoveTask",
+            "sqs:ListMessageMoveTasks",
+            "sqs:ReceiveMessage",
+            "sqs:DeleteMessage",
+        )
+        queue.grant_send_messages(self.status)
 
         bus = notifications.bus
         for publisher in (self.process_payment, self.sweeper):
@@ -128,6 +137,11 @@ class Functions(Construct):
             bus.grant_put_events_to(publisher)
 
         self.process_payment.add_environment("PQ_MAX_RECEIVE_COUNT", str(config.max_receive_count))
+        # Gateway backoff hands a message back with a delay (ChangeMessageVisibility, granted
+        # with the event source's consume permissions).
+        self.process_payment.add_environment("PQ_QUEUE_BACKEND", "sqs")
+        self.process_payment.add_environment("PQ_QUEUE_URL", queue.queue_url)
+        self._gateway_credentials(config)
         self.process_payment.add_event_source(
             sources.SqsEventSource(
                 queue,
@@ -158,6 +172,17 @@ class Functions(Construct):
             )
             self.notify.add_environment("PQ_WEBHOOK_SECRET_ARN", webhook_secret.secret_arn)
             webhook_secret.grant_read(self.notify)
+
+    def _gateway_credentials(self, config: EnvironmentConfig) -> None:
+        """Enqueue learns which gateways are enabled from the secrets' presence; only the
+        processor reads them."""
+        for gateway, name in (("RAZORPAY", config.razorpay_secret_name), ("CASHFREE", config.cashfree_secret_name)):
+            if not name:
+                continue
+            secret = secretsmanager.Secret.from_secret_name_v2(self, f"{gateway.title()}Secret", name)
+            for function in (self.enqueue, self.process_payment):
+                function.add_environment(f"PQ_{gateway}_SECRET_ARN", secret.secret_arn)
+            secret.grant_read(self.process_payment)
 
     @property
     def all(self) -> list[lambda_.Function]:

@@ -69,9 +69,21 @@ class Synthesized:
         return matches[0]
 
 
+# The deployer-supplied values, set so the optional wiring (gateways, webhook) is synthesized too.
+DEPLOYER_CONTEXT = {
+    "pq:jwt-issuer": "https://cognito-idp.ap-south-1.amazonaws.com/ap-south-1_Example",
+    "pq:jwt-audience": "web-client,mobile-client",
+    "pq:alarm-email": "oncall@example.com",
+    "pq:webhook-url": "https://merchant.example.com/hooks/payments",
+    "pq:webhook-secret-name": "payment-queue/webhook-hmac",
+    "pq:razorpay-secret-name": "payment-queue/razorpay",
+    "pq:cashfree-secret-name": "payment-queue/cashfree",
+}
+
+
 @pytest.fixture(scope="session")
 def cloud_assembly(tmp_path_factory: pytest.TempPathFactory) -> cx_api.CloudAssembly:
-    return synth("all", tmp_path_factory.mktemp("cdk.out"), install_dependencies=False)
+    return synth("all", tmp_path_factory.mktemp("cdk.out"), install_dependencies=False, extra_context=DEPLOYER_CONTEXT)
 
 
 @pytest.fixture(scope="session")
@@ -90,7 +102,7 @@ def cfn_lint(cloud_assembly: cx_api.CloudAssembly) -> Iterator[subprocess.Popen[
 
 @pytest.fixture(scope="session")
 def stacks(cloud_assembly: cx_api.CloudAssembly, cfn_lint: subprocess.Popen[str]) -> dict[str, Synthesized]:
-    context = load_cdk_context()
+    context = load_cdk_context() | DEPLOYER_CONTEXT
     result = {}
     for env in ENVIRONMENTS:
         config = cfg.load(context, env)

@@ -7,7 +7,7 @@ from aws_cdk.assertions import Match
 from tests.infra.conftest import Synthesized
 
 PAYMENT_ROUTES = {"POST /v1/payments", "GET /v1/payments/{job_id}"}
-OPERATOR_ROUTES = {"GET /v1/queue/status", "GET /v1/metrics", "GET /health/db"}
+OPERATOR_ROUTES = {"GET /v1/queue/status", "GET /v1/metrics", "GET /health/db", "POST /v1/dlq/redrive"}
 
 
 def test_api_verifies_jwts_from_the_configured_issuer_and_audience(stack: Synthesized) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -74,7 +75,10 @@ def test_senders_and_publishers_get_the_queue_and_bus_they_use(stack: Synthesize
     status = _environment(stack, "status")
     assert {"PQ_QUEUE_URL", "PQ_DLQ_URL"} <= set(status)
     assert status["PQ_QUEUE_BACKEND"] == "sqs"
-    assert _environment(stack, "process_payment")["PQ_MAX_RECEIVE_COUNT"] == str(stack.config.max_receive_count)
+    processor = _environment(stack, "process_payment")
+    assert processor["PQ_MAX_RECEIVE_COUNT"] == str(stack.config.max_receive_count)
+    assert processor["PQ_QUEUE_BACKEND"] == "sqs"
+    assert "PQ_QUEUE_URL" in processor
 
 
 def test_only_the_processor_has_a_route_to_the_internet(stack: Synthesized) -> None:
@@ -105,15 +109,46 @@ def test_no_role_grants_data_access_on_every_resource(stack: Synthesized) -> Non
     assert wildcard_actions <= XRAY_ACTIONS
 
 
-def test_status_may_read_the_depth_of_both_queues(stack: Synthesized) -> None:
-    readable = {
-        resource["Fn::GetAtt"][0]
-        for s in stack.role_policy("status")["Statement"]
-        if s["Action"] == "sqs:GetQueueAttributes"
-        for resource in (s["Resource"] if isinstance(s["Resource"], list) else [s["Resource"]])
-    }
+def _granted(stack: Synthesized, function_name: str, action: str) -> set[str]:
+    """Logical ids of the resources a function's role may apply `action` to."""
+    granted = set()
+    for statement in stack.role_policy(function_name)["Statement"]:
+        actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+        if action in actions:
+            granted |= {r["Fn::GetAtt"][0] if "Fn::GetAtt" in r else json.dumps(r) for r in resources}
+    return granted
 
-    assert readable == {stack.queue("-payments.fifo"), stack.queue("-payments-dlq.fifo")}
+
+def test_status_may_read_queue_depths_and_redrive_the_dlq_only(stack: Synthesized) -> None:
+    queue, dlq = stack.queue("-payments.fifo"), stack.queue("-payments-dlq.fifo")
+
+    assert _granted(stack, "status", "sqs:GetQueueAttributes") == {queue, dlq}
+    assert _granted(stack, "status", "sqs:StartMessageMoveTask") == {dlq}
+    assert _granted(stack, "status", "sqs:ReceiveMessage") == {dlq}
+    assert _granted(stack, "status", "sqs:SendMessage") == {queue}
+
+
+def test_gateway_credentials_reach_the_processor_and_their_presence_enqueue(stack: Synthesized) -> None:
+    for name in ("enqueue", "process_payment"):
+        variables = _environment(stack, name)
+        assert "payment-queue/razorpay" in json.dumps(variables["PQ_RAZORPAY_SECRET_ARN"]), name
+        assert "payment-queue/cashfree" in json.dumps(variables["PQ_CASHFREE_SECRET_ARN"]), name
+
+    processor_secrets = json.dumps(sorted(_granted(stack, "process_payment", "secretsmanager:GetSecretValue")))
+    enqueue_secrets = json.dumps(sorted(_granted(stack, "enqueue", "secretsmanager:GetSecretValue")))
+    assert "payment-queue/razorpay" in processor_secrets and "payment-queue/cashfree" in processor_secrets
+    assert "razorpay" not in enqueue_secrets and "cashfree" not in enqueue_secrets
+
+
+def test_notify_gets_the_webhook_and_may_read_its_signing_key(stack: Synthesized) -> None:
+    variables = _environment(stack, "notify")
+
+    assert variables["PQ_WEBHOOK_URL"] == "https://merchant.example.com/hooks/payments"
+    assert "payment-queue/webhook-hmac" in json.dumps(variables["PQ_WEBHOOK_SECRET_ARN"])
+    assert "payment-queue/webhook-hmac" in json.dumps(
+        sorted(_granted(stack, "notify", "secretsmanager:GetSecretValue"))
+    )
 
 
 def test_the_sweeper_runs_every_minute(stack: Synthesized) -> None:
