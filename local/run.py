@@ -103,11 +103,13 @@ class Supervisor:
         self.stopped = False
 
     def spawn(self, name: str, *argv: str) -> None:
+        role = name.rsplit("-", 1)[0]
+        env = self.env | {"PQ_DB_APPLICATION_NAME": f"pq-{role}"}
         with open(self.logs / f"{name}.log", "ab") as out:
             # Our own interpreter and modules, never user input.
             self.children.append(
                 subprocess.Popen(  # noqa: S603
-                    [sys.executable, "-m", *argv], env=self.env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT
+                    [sys.executable, "-m", *argv], env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT
                 )
             )
 

@@ -100,6 +100,7 @@ def build_app(settings: Settings) -> App:
         lambda: _dsn(settings),
         statement_timeout_ms=settings.db_statement_timeout_ms,
         connect_timeout_s=settings.db_connect_timeout_s,
+        application_name=settings.db_application_name,
     )
     queue: JobQueue
     bus: EventBus

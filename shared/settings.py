@@ -25,6 +25,8 @@ class Settings(BaseSettings):
     db_statement_timeout_ms: int = 5_000
     # Fail fast on an unreachable database so the queue retries instead of the function hanging.
     db_connect_timeout_s: int = 5
+    # Shown in pg_stat_activity, so connections can be counted per role (API, processor, ...).
+    db_application_name: str = "payment-queue"
 
     queue_backend: Literal["sqs", "pgmq"] = "pgmq"
     queue_url: str | None = None
