@@ -115,6 +115,13 @@ def build_function_code(name: str, build_root: Path = BUILD_ROOT, repo_root: Pat
     return _publish(tmp, final)
 
 
+def dependencies_dir(requirements: Path = REQUIREMENTS, build_root: Path = BUILD_ROOT, *, install: bool = True) -> Path:
+    """Where the layer for these requirements is (or would be) built."""
+    sources = [("requirements", requirements)] if requirements.is_file() else []
+    salt = " ".join(PIP_PLATFORM_ARGS) + ("" if install else " [not installed]")
+    return build_root / f"deps-{_fingerprint(sources, salt)}"
+
+
 def build_dependencies(
     requirements: Path = REQUIREMENTS,
     build_root: Path = BUILD_ROOT,
@@ -128,8 +135,7 @@ def build_dependencies(
     shape, synthesis takes seconds instead of a download. Used by the assertion tests.
     """
     text = requirements.read_text() if requirements.is_file() else ""
-    salt = " ".join(PIP_PLATFORM_ARGS) + ("" if install else " [not installed]")
-    final = build_root / f"deps-{_fingerprint([('requirements', requirements)] if text else [], salt)}"
+    final = dependencies_dir(requirements, build_root, install=install)
     if final.is_dir():
         return final
     build_root.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,8 @@
 """The dependency layer builds without Docker: pip fetches arm64 CPython 3.12 wheels.
 
-This downloads from PyPI, so it skips (with the reason) when PyPI cannot be reached or
+The test inspects the very layer `make synth` ships, built into (or found in) the content-
+addressed cache under .build/lambda/, so it costs a download once per requirements change.
+It needs PyPI on a cache miss, and skips (with the reason) when PyPI cannot be reached or
 PQ_SKIP_BUNDLING_TEST is set; everything else in tests/infra synthesizes without it.
 """
 
@@ -12,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from infra.build_assets import REQUIREMENTS, build_dependencies, build_function_code
+from infra.build_assets import BUILD_ROOT, REQUIREMENTS, build_dependencies, build_function_code, dependencies_dir
 
 # What the layer must hold whatever else requirements-lambda.txt lists.
 FALLBACK_REQUIREMENTS = "psycopg2-binary==2.9.13\n"
@@ -35,12 +37,16 @@ def requirements(tmp_path: Path) -> Path:
     return fallback
 
 
-@pytest.mark.skipif(bool(os.environ.get("PQ_SKIP_BUNDLING_TEST")), reason="PQ_SKIP_BUNDLING_TEST is set")
-def test_dependencies_install_as_arm64_cpython_312_wheels(tmp_path: Path, requirements: Path) -> None:
-    if not _pypi_reachable():
-        pytest.skip("PyPI is not reachable from here")
+def _can_build(requirements: Path) -> bool:
+    return dependencies_dir(requirements, BUILD_ROOT).is_dir() or _pypi_reachable()
 
-    layer = build_dependencies(requirements, tmp_path / "build", install=True)
+
+@pytest.mark.skipif(bool(os.environ.get("PQ_SKIP_BUNDLING_TEST")), reason="PQ_SKIP_BUNDLING_TEST is set")
+def test_dependencies_install_as_arm64_cpython_312_wheels(requirements: Path) -> None:
+    if not _can_build(requirements):
+        pytest.skip("PyPI is not reachable from here and no cached layer exists")
+
+    layer = build_dependencies(requirements, BUILD_ROOT, install=True)
 
     site = layer / "python"
     native = [p.name for p in site.rglob("*.so")]
