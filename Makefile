@@ -54,7 +54,7 @@ lint: $(VENV)/.dev-deps
 	$(BIN)/ruff format --check .
 
 typecheck: $(VENV)/.dev-deps
-	$(BIN)/mypy shared functions local bench tests
+	$(BIN)/mypy shared functions local bench infra tests
 
 test: lint typecheck
 	$(BIN)/python -m pytest
@@ -62,6 +62,10 @@ test: lint typecheck
 # Knobs: USERS PRODUCTS WORKERS BATCH API_WORKERS OUT METHODS BASELINE CEILINGS (see bench/flash_sale.py).
 bench: $(VENV)/.dev-deps
 	$(BIN)/python -m bench.flash_sale
+
+# Offline: no Docker, no AWS credentials (availability zones come from cdk.json). Needs Node.js >= 20.
+synth: $(VENV)/.dev-deps
+	$(BIN)/python -m infra.synth --lint
 
 clean:
 	rm -rf $(VENV) cdk.out .build .pytest_cache .mypy_cache .ruff_cache
