@@ -35,15 +35,33 @@ class App:
 _app: App | None = None
 
 
-def _dsn(settings: Settings) -> str:
+class _Dsn:
+    """The database DSN: DATABASE_URL, or the RDS Proxy endpoint with Secrets Manager credentials.
+
+    The secret is cached by Powertools for 5 minutes; after a failed connection it is fetched
+    afresh, so a rotated password is picked up at the next attempt rather than minutes later.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._refresh = False
+
+    def refresh(self) -> None:
+        self._refresh = True
+
+    def __call__(self) -> str:
+        refresh, self._refresh = self._refresh, False
+        return _dsn(self._settings, refresh=refresh)
+
+
+def _dsn(settings: Settings, *, refresh: bool = False) -> str:
     if settings.database_url:
         return settings.database_url
     if not (settings.db_host and settings.db_secret_arn):
         raise RuntimeError("set DATABASE_URL, or PQ_DB_HOST and PQ_DB_SECRET_ARN")
     from aws_lambda_powertools.utilities.parameters import get_secret
 
-    # Cached by Powertools for 5 minutes, so rotation is picked up without a redeploy.
-    secret = json.loads(str(get_secret(settings.db_secret_arn, max_age=300)))
+    secret = json.loads(str(get_secret(settings.db_secret_arn, max_age=300, force_fetch=refresh)))
     return (
         f"postgresql://{quote(secret['username'], safe='')}:{quote(secret['password'], safe='')}"
         f"@{settings.db_host}:{settings.db_port}/{settings.db_name}?sslmode={settings.db_sslmode}"
@@ -96,11 +114,13 @@ def build_gateways(settings: Settings) -> dict[str, PaymentGateway]:
 
 
 def build_app(settings: Settings) -> App:
+    dsn = _Dsn(settings)
     db = Database(
-        lambda: _dsn(settings),
+        dsn,
         statement_timeout_ms=settings.db_statement_timeout_ms,
         connect_timeout_s=settings.db_connect_timeout_s,
         application_name=settings.db_application_name,
+        on_connect_error=dsn.refresh,
     )
     queue: JobQueue
     bus: EventBus

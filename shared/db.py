@@ -32,8 +32,10 @@ class Database:
         statement_timeout_ms: int,
         connect_timeout_s: int,
         application_name: str = "payment-queue",
+        on_connect_error: Callable[[], None] | None = None,
     ) -> None:
         self._dsn = dsn
+        self._on_connect_error = on_connect_error
         self._application_name = application_name
         self._statement_timeout_ms = statement_timeout_ms
         self._connect_timeout_s = connect_timeout_s
@@ -41,12 +43,17 @@ class Database:
         self.round_trips = 0  # statements sent by this process; the benchmark reads it
 
     def _connect(self) -> psycopg2.extensions.connection:
-        conn = psycopg2.connect(
-            self._dsn(),
-            connect_timeout=self._connect_timeout_s,
-            options=f"-c statement_timeout={self._statement_timeout_ms}",
-            application_name=self._application_name,
-        )
+        try:
+            conn = psycopg2.connect(
+                self._dsn(),
+                connect_timeout=self._connect_timeout_s,
+                options=f"-c statement_timeout={self._statement_timeout_ms}",
+                application_name=self._application_name,
+            )
+        except psycopg2.OperationalError:
+            if self._on_connect_error is not None:  # e.g. re-read rotated credentials next time
+                self._on_connect_error()
+            raise
         conn.autocommit = True
         return conn
 
