@@ -138,6 +138,12 @@ def runtime(database_url: str, tmp_path: Path) -> Iterator[Runtime]:
         yield rt
 
 
+NO_BROWSER = (
+    f"browser tests need Chromium and found none (PQ_CHROMIUM, or {', '.join(CHROMIUM_CANDIDATES)} on PATH): "
+    "apt-get install chromium (Debian), or set PQ_CHROMIUM to the browser's path"
+)
+
+
 def find_chromium() -> str | None:
     if named := os.environ.get("PQ_CHROMIUM"):
         return named if Path(named).is_file() else None
@@ -152,10 +158,7 @@ def browser() -> Iterator[Any]:
     """Headless Chromium driven by Playwright; the tests skip, saying why, when there is none."""
     executable = find_chromium()
     if executable is None:
-        pytest.skip(
-            "browser tests need Chromium: apt-get install chromium (Debian), or set PQ_CHROMIUM to its path; "
-            f"none of {', '.join(CHROMIUM_CANDIDATES)} is on PATH"
-        )
+        pytest.skip(NO_BROWSER)
     from playwright.sync_api import sync_playwright
 
     ARTIFACTS.mkdir(exist_ok=True)

@@ -13,9 +13,10 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from local.workers import settle
-from tests.e2e.conftest import ARTIFACTS, Runtime, launch
+from tests.e2e.conftest import ARTIFACTS, NO_BROWSER, Runtime, find_chromium, launch
 
-pytestmark = pytest.mark.e2e
+# Skipped before any runtime starts when there is no browser; the summary (-ra) prints why.
+pytestmark = [pytest.mark.e2e, pytest.mark.skipif(find_chromium() is None, reason=NO_BROWSER)]
 
 PHONE = {"width": 390, "height": 844}
 DESKTOP = {"width": 1100, "height": 900}
