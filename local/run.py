@@ -65,9 +65,9 @@ curl -sS {base}/v1/queue/status -H 'Authorization: Bearer {operator}'
 
 In a browser (the token rides in the URL fragment, which never reaches a server or its logs):
 
-  pay the order and watch its progress  {base}/static/progress.html#order={order_id}&token={token}
-  follow any job of {user_id}'s         {base}/static/progress.html#job=JOB_ID&token={token}
-  live operator page                    {base}/static/operator.html#token={operator}
+  pay the order, watch its progress   {base}/static/progress.html#order={order_id}&token={token}
+  follow a job (put in its job_id)    {base}/static/progress.html#job=JOB_ID&token={token}
+  live operator page                  {base}/static/operator.html#token={operator}
 
 Other tokens: make token USER=<id> [OPERATOR=1].  Ctrl-C stops everything; data stays in {local.data_dir}.
 """
