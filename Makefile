@@ -15,6 +15,8 @@ TOKEN_USER := $(if $(filter command line,$(origin USER)),$(USER),demo-user-1)
 OPERATOR ?=
 # The benchmark's knobs pass through from the command line (make bench USERS=200 ...).
 export USERS PRODUCTS WORKERS BATCH API_WORKERS OUT METHODS BASELINE CEILINGS PGBENCH_SECONDS
+# make chaos JOBS=1000 SCENARIOS=poison,dlq_redrive OUT=chaos.json (see bench/chaos.py).
+export JOBS SCENARIOS
 
 $(BIN)/python:
 	@test -n "$(PYTHON)" || { echo "Python 3.11+ is required" >&2; exit 1; }
@@ -29,7 +31,7 @@ $(VENV)/.dev-deps: requirements-dev.txt requirements-bench.txt requirements.txt 
 	$(PIP) install -r requirements-dev.txt $(if $(wildcard infra/requirements.txt),-r infra/requirements.txt)
 	@touch $@ $(VENV)/.run-deps
 
-.PHONY: help run reset token test lint typecheck unit synth clean bench
+.PHONY: help run reset token test lint typecheck unit synth clean bench chaos
 
 help:
 	@echo "make run      run the whole system locally (embedded PostgreSQL, API on 127.0.0.1:8000)"
@@ -38,6 +40,7 @@ help:
 	@echo "make reset    delete local data (database, keys, logs)"
 	@echo "make synth    synthesize the AWS CDK app offline into cdk.out/"
 	@echo "make bench    the 5,000-user flash sale beside the seed's design: make bench USERS=5000 WORKERS=8"
+	@echo "make chaos    fault scenarios at scale, a table of losses (all 0): make chaos JOBS=1000 [SCENARIOS=...]"
 
 run: $(VENV)/.run-deps
 	$(BIN)/python -m local.run
@@ -66,6 +69,10 @@ bench: $(VENV)/.dev-deps
 # Offline: no Docker, no AWS credentials (availability zones come from cdk.json). Needs Node.js >= 20.
 synth: $(VENV)/.dev-deps
 	$(BIN)/python -m infra.synth --lint
+
+# Knobs: JOBS SCENARIOS WORKERS OUT (see bench/chaos.py).
+chaos: $(VENV)/.dev-deps
+	$(BIN)/python -m bench.chaos
 
 clean:
 	rm -rf $(VENV) cdk.out .build .pytest_cache .mypy_cache .ruff_cache

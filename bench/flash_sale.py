@@ -191,9 +191,9 @@ class Sampler:
 
 
 @contextmanager
-def webhook_receiver() -> Iterator[tuple[Receiver, str]]:
+def webhook_receiver(receiver: Receiver | None = None) -> Iterator[tuple[Receiver, str]]:
     """The notification endpoint both systems call, in a thread with its own event loop."""
-    receiver = Receiver()
+    receiver = Receiver() if receiver is None else receiver
     port = _free_port()
     loop = asyncio.new_event_loop()
     runner = web.AppRunner(receiver.app(), access_log=None)

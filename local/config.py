@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -30,3 +31,8 @@ class LocalSettings(BaseSettings):
     # Function "containers" behind the local API: processes that each run one request at a
     # time, as Lambda does, and each hold one DB connection.
     api_workers: int = 4
+    # Fault injection for `make chaos` (off by default): a processor SIGKILLs itself in its
+    # fault_after_batches-th batch, either mid_batch (half of it committed, nothing published or
+    # deleted) or before_delete (the handler returned; its messages never deleted).
+    fault_kill: Literal["", "mid_batch", "before_delete"] = ""
+    fault_after_batches: int = 0

