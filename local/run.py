@@ -114,7 +114,8 @@ class Supervisor:
             )
 
     def start_all(self) -> None:
-        self.spawn("gateway-sim", "local.gateway_sim", "--port", self.env["PQ_GATEWAY_SIM_PORT"])
+        if sim_port := self.env.get("PQ_GATEWAY_SIM_PORT"):  # set by gateway_env(); the benchmark runs without
+            self.spawn("gateway-sim", "local.gateway_sim", "--port", sim_port)
         for i in range(self.local.api_workers):
             self.spawn(f"api-{i + 1}", "local.api")
         for i in range(self.local.workers):
