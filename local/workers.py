@@ -78,7 +78,9 @@ def settle(
     dead = [m for m in messages if str(m["msg_id"]) in failed and m["read_ct"] >= max_receive_count]
     retry = [m for m in messages if str(m["msg_id"]) in failed and m["read_ct"] < max_receive_count]
     if done:
-        db.execute(f"DELETE FROM pgmq.q_{queue} WHERE msg_id = ANY(%s::bigint[])", (done,))
+        # Relaxed commit: a delete lost in a crash only redelivers messages whose jobs are done,
+        # which the payment function acknowledges without a second charge.
+        db.execute_relaxed(f"DELETE FROM pgmq.q_{queue} WHERE msg_id = ANY(%s::bigint[])", (done,))
     if dead:
         # Same message and headers, plus where it came from; moved atomically.
         with db.transaction() as cur:

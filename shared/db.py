@@ -98,6 +98,18 @@ class Database:
             cur.execute(sql, params or None)
             return cur.rowcount
 
+    def execute_relaxed(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> None:
+        """A write whose commit does not wait for the WAL flush (synchronous_commit off).
+
+        Only for writes whose loss in a crash is repaired on its own: bookkeeping such as "job
+        sent" or "event published" (the sweeper sends or publishes again) and queue moves whose
+        replay is harmless (the payment function ignores a job already done). A later durable
+        commit flushes it too, since the WAL is written in order. One round trip all the same.
+        """
+        with self._cursor() as cur:
+            self.round_trips += 1
+            cur.execute(f"BEGIN; SET LOCAL synchronous_commit TO OFF; {sql}; COMMIT", params or None)
+
     @contextmanager
     def transaction(self) -> Iterator[psycopg2.extras.RealDictCursor]:
         """An explicit multi-statement transaction, for the few places that need one (migrations)."""

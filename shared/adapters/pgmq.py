@@ -33,7 +33,10 @@ class PgmqJobQueue:
     def send(self, messages: Sequence[QueueMessage]) -> list[str]:
         if not messages:
             return []
-        self._db.fetch_all(
+        # Relaxed commit: the job row is already durable, and a message lost in a crash takes the
+        # job's later "sent" mark with it (the WAL is flushed in order), so the sweeper sends it
+        # again. The enqueue path then waits for one WAL flush, not three.
+        self._db.execute_relaxed(
             "SELECT pgmq.send_batch(%s, %s::jsonb[], %s::jsonb[])",
             (
                 self.queue,
@@ -107,5 +110,6 @@ class PgmqEventBus:
         if not events:
             return []
         envelopes = [{"source": EVENT_SOURCE, "detail-type": e["type"], "id": e["id"], "detail": e} for e in events]
-        self._db.fetch_all("SELECT pgmq.send_batch(%s, %s::jsonb[])", (self.queue, _jsonb_array(envelopes)))
+        # Relaxed commit: the outbox row is durable and stays unpublished if this is lost.
+        self._db.execute_relaxed("SELECT pgmq.send_batch(%s, %s::jsonb[])", (self.queue, _jsonb_array(envelopes)))
         return [str(e["id"]) for e in events]
