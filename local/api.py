@@ -91,6 +91,10 @@ class LocalApi:
         path = request.path
         if path == "/.well-known/jwks.json":
             return web.json_response(self.issuer.jwks())
+        if path == "/openapi.json":  # generated from the handlers (local/openapi.py)
+            from local.openapi import document
+
+            return web.json_response(document())
         matching = [(r, m) for r in ROUTES if (m := r.pattern.match(path))]
         if not matching:
             return _error(404, "route_not_found", "no such route")
@@ -151,7 +155,8 @@ def build_app(api: LocalApi) -> web.Application:
     app = web.Application(client_max_size=MAX_REQUEST_BYTES)
     if STATIC.is_dir():
         app.router.add_static("/static/", STATIC)
-    app.router.add_route("*", "/{tail:.*}", api.handle)
+    # [\s\S], not `.`: a path with a (decoded) line break must reach our JSON 404 too.
+    app.router.add_route("*", r"/{tail:[\s\S]*}", api.handle)
 
     async def _close_pool(_: web.Application) -> None:
         api.pool.shutdown(wait=True, cancel_futures=True)

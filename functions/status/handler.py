@@ -8,6 +8,17 @@ from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from shared.api_models import (
+    COMMON_ERRORS,
+    OPERATOR_ERRORS,
+    DbHealth,
+    JobView,
+    Metrics,
+    QueueStatus,
+    RedriveResult,
+    model_response,
+    responses,
+)
 from shared.bootstrap import bootstrap
 from shared.http import caller, install_error_handlers, json_response, require_scope
 from shared.observability import logger, metrics, tracer
@@ -17,27 +28,43 @@ app = APIGatewayHttpResolver()
 install_error_handlers(app)
 
 
-@app.get("/v1/payments/<job_id>")
+@app.get(
+    "/v1/payments/<job_id>",
+    summary="A job of the caller's: its status, place in line and advice on when to poll",
+    responses=COMMON_ERRORS | responses(200, "the job", JobView, e404="job_not_found (or someone else's job)"),
+)
 def payment_status(job_id: str) -> Response[Any]:
     pq = bootstrap()
     return json_response(200, get_job(pq, caller(app.current_event), job_id))
 
 
-@app.get("/v1/queue/status")
+@app.get(
+    "/v1/queue/status",
+    summary="Operator: queue depth, in flight, DLQ depth, oldest message, throughput",
+    responses=OPERATOR_ERRORS | responses(200, "the queue now", QueueStatus),
+)
 def queue() -> Response[Any]:
     pq = bootstrap()
     require_scope(app.current_event, pq.settings.operator_scope)
     return json_response(200, queue_status(pq))
 
 
-@app.get("/v1/metrics")
+@app.get(
+    "/v1/metrics",
+    summary="Operator: processed, success and error rates, waits per window",
+    responses=OPERATOR_ERRORS | responses(200, "per window: 1m, 5m, 60m", Metrics),
+)
 def payment_metrics() -> Response[Any]:
     pq = bootstrap()
     require_scope(app.current_event, pq.settings.operator_scope)
     return json_response(200, metrics_summary(pq))
 
 
-@app.get("/health/db")
+@app.get(
+    "/health/db",
+    summary="Operator: is the database reachable, how busy",
+    responses=OPERATOR_ERRORS | responses(200, "reachable", DbHealth) | {503: model_response("unreachable", DbHealth)},
+)
 def health() -> Response[Any]:
     pq = bootstrap()
     require_scope(app.current_event, pq.settings.operator_scope)
@@ -45,7 +72,13 @@ def health() -> Response[Any]:
     return json_response(200 if report["reachable"] else 503, report)
 
 
-@app.post("/v1/dlq/redrive")
+@app.post(
+    "/v1/dlq/redrive",
+    summary="Operator: move every dead-lettered job back to the queue",
+    responses=OPERATOR_ERRORS
+    | responses(200, "moved (PGMQ)", RedriveResult)
+    | {202: model_response("a move task started (SQS)", RedriveResult)},
+)
 def dlq_redrive() -> Response[Any]:
     pq = bootstrap()
     require_scope(app.current_event, pq.settings.operator_scope)

@@ -1,0 +1,137 @@
+"""What the API answers, as models: the handlers declare them per route, so the OpenAPI document
+(local/openapi.py) is generated from the handlers themselves and cannot drift from them.
+
+They describe; the handlers still build plain dicts (tests check the two agree, by fuzzing).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
+from pydantic import BaseModel, ConfigDict
+
+from shared.domain import PaymentRequest
+
+JSON = "application/json"
+
+
+class ErrorDetail(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    code: str
+    message: str
+    details: dict[str, Any] | None = None
+
+
+class ErrorBody(BaseModel):
+    """Every error: {"error": {"code", "message", "details"?}}."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    error: ErrorDetail
+
+
+class JobView(BaseModel):
+    """A job as its owner sees it; position, eta and poll advice only while it waits."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    job_id: str
+    status: Literal["queued", "processing", "succeeded", "failed"]
+    order_id: int
+    status_url: str
+    position: int | None = None
+    eta_seconds: float | None = None
+    poll_after_ms: int | None = None
+    payment_id: int | None = None
+    reason: str | None = None
+
+
+class QueueStatus(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    depth: int
+    in_flight: int
+    dlq_depth: int
+    oldest_message_age_s: float
+    throughput_per_minute: int
+    eta_to_drain_s: float | None
+
+
+class MetricsWindow(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    processed: int
+    succeeded: int
+    failed: int
+    success_rate: float | None
+    error_rate: float | None
+    avg_wait_s: float | None
+    p50_wait_s: float | None
+    p95_wait_s: float | None
+
+
+class Metrics(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    windows: dict[str, MetricsWindow]
+
+
+class DbHealth(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reachable: bool
+    latency_ms: float | None = None
+    connections_in_use: int | None = None
+    max_connections: int | None = None
+    error: str | None = None
+
+
+class RedriveResult(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    status: Literal["completed", "started"]
+    moved: int
+    task_handle: str | None = None
+
+
+def model_response(description: str, model: type[BaseModel]) -> OpenAPIResponse:
+    return {"description": description, "content": {JSON: {"model": model}}}
+
+
+def error(description: str) -> OpenAPIResponse:
+    return model_response(description, ErrorBody)
+
+
+# Answered before any handler runs: the JWT authorizer (401), and for any route a fault (500).
+COMMON_ERRORS: dict[int, OpenAPIResponse] = {
+    401: error("unauthorized: missing, malformed, forged, expired or wrong-audience token"),
+    500: error("internal_error: a fault on our side"),
+}
+OPERATOR_ERRORS: dict[int, OpenAPIResponse] = COMMON_ERRORS | {
+    403: error("forbidden: the token lacks the operator scope"),
+}
+
+
+def responses(success: int, description: str, model: type[BaseModel], **errors: str) -> dict[int, OpenAPIResponse]:
+    """The success response always listed: declaring any `responses` drops Powertools' default 200."""
+    declared: dict[int, OpenAPIResponse] = {success: model_response(description, model)}
+    for name, text in errors.items():
+        declared[int(name.removeprefix("e"))] = error(text)
+    return declared
+
+
+PAYMENT_REQUEST_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {JSON: {"schema": PaymentRequest.model_json_schema()}},
+    }
+}
+IDEMPOTENCY_KEY_HEADER = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": True,
+    "description": "1-255 printable characters; the same key and body return the same job",
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+}

@@ -1,0 +1,599 @@
+"""Hostile input against the running local API (its JWT authorizer included): a table of bad
+requests that each get their documented 4xx and change nothing, authorization, schemathesis fuzzing
+against the OpenAPI document generated from the handlers, and no secret or token in any log."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import re
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import jwt
+import pytest
+
+from local.auth import KID, LocalIssuer
+from local.gateway_demo import SIM_DEFAULTS
+from local.openapi import document
+from local.seed import ensure_pending_order
+from shared.db import Database
+from shared.settings import Settings
+from tests.conftest import TEMPLATE, _admin_exec, _url
+from tests.e2e.conftest import Runtime, launch
+
+pytestmark = pytest.mark.e2e
+
+OPERATOR = Settings().operator_scope
+USER, OTHER = "demo-user-1", "demo-user-2"
+JWT_PATTERN = re.compile(r"eyJ[\w-]{5,}\.eyJ[\w-]{5,}\.[\w-]+")
+
+
+@pytest.fixture(scope="module")
+def rt(pg_admin_url: str, template_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runtime]:
+    """One runtime for the module, logging at DEBUG so the secrets test sees everything."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    _admin_exec(pg_admin_url, f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}")
+    try:
+        with launch(
+            _url(pg_admin_url, name), tmp_path_factory.mktemp("hostile"), POWERTOOLS_LOG_LEVEL="DEBUG"
+        ) as runtime:
+            yield runtime
+    finally:
+        _admin_exec(pg_admin_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def send(
+    rt: Runtime,
+    method: str,
+    path: str,
+    token: str | None,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, dict[str, Any]]:
+    req = urllib.request.Request(rt.base + path, data=body, method=method, headers=headers or {})
+    if token is not None:
+        req.add_header("Authorization", token if " " in token else f"Bearer {token}")
+    if body is not None and "Content-Type" not in (headers or {}):
+        req.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def snapshot(db: Database) -> dict[str, Any]:
+    """Row counts and sums of every table a request could touch, and of both queues."""
+    row = db.fetch_one(
+        """SELECT (SELECT count(*) FROM payment_jobs) jobs,
+                  (SELECT count(*) FROM payment_jobs WHERE status <> 'queued') jobs_moved,
+                  (SELECT count(*) || '/' || coalesce(sum(amount_paise), 0) FROM payment_transactions) payments,
+                  (SELECT count(*) || '/' || coalesce(sum(amount_paise), 0) FROM wallet_transactions) wallet_txs,
+                  (SELECT coalesce(sum(balance_paise), 0) FROM wallets) balances,
+                  (SELECT coalesce(sum(stock), 0) FROM products) stock,
+                  (SELECT count(*) FROM orders) orders,
+                  (SELECT count(*) FROM orders WHERE order_status = 'paid') paid_orders,
+                  (SELECT count(*) FROM order_items) order_items,
+                  (SELECT count(*) FROM cart_items) cart_items,
+                  (SELECT count(*) FROM users) users,
+                  (SELECT count(*) FROM outbox_events) events,
+                  (SELECT count(*) FROM pgmq.q_payments) queued,
+                  (SELECT count(*) FROM pgmq.q_payments_dlq) dead"""
+    )
+    assert row is not None
+    return row
+
+
+def pending_order(db: Database, user: str) -> int:
+    row = db.fetch_one("SELECT id FROM orders WHERE user_id = %s AND order_status = 'pending' ORDER BY id", (user,))
+    assert row is not None
+    return int(row["id"])
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def tokens(rt: Runtime, tmp: Path) -> dict[str, str | None]:
+    """Every kind of token the table uses, the bad ones made the ways attackers make them."""
+    local_key = rt.env["PQ_DATA_DIR"] + "/jwt/signing-key.pem"
+    iss, aud = rt.issuer.issuer, rt.issuer.audience
+    now = int(time.time())
+    private = Path(local_key).read_bytes()
+    public = rt.issuer.jwks()["keys"][0]
+    unsigned = (
+        _b64(b'{"alg":"none","typ":"JWT"}')
+        + "."
+        + _b64(json.dumps({"sub": USER, "iss": iss, "aud": aud, "exp": now + 600}).encode())
+        + "."
+    )
+    hs_header = _b64(json.dumps({"alg": "HS256", "typ": "JWT", "kid": KID}).encode())
+    hs_body = _b64(json.dumps({"sub": USER, "iss": iss, "aud": aud, "exp": now + 600}).encode())
+    # Algorithm confusion: HMAC keyed with the public key's JWK as the verifier might read it.
+    hs_sig = _b64(hmac.new(json.dumps(public).encode(), f"{hs_header}.{hs_body}".encode(), hashlib.sha256).digest())
+    return {
+        "user": rt.issuer.issue(USER),
+        "other": rt.issuer.issue(OTHER),
+        "none": None,
+        "empty": "Bearer ",
+        "basic": "Basic " + base64.b64encode(b"demo-user-1:password").decode(),
+        "garbage": "not.a.jwt",
+        "forged": LocalIssuer(tmp / "attacker.pem", iss, aud).issue(USER),
+        "expired": rt.issuer.issue(USER, ttl_s=-60),
+        "wrong_audience": LocalIssuer(Path(local_key), iss, "someone-else").issue(USER),
+        "wrong_issuer": LocalIssuer(Path(local_key), "evil-issuer", aud).issue(USER),
+        "alg_none": unsigned,
+        "alg_hs256": f"{hs_header}.{hs_body}.{hs_sig}",
+        "no_subject": jwt.encode(
+            {"iss": iss, "aud": aud, "exp": now + 600}, private, algorithm="RS256", headers={"kid": KID}
+        ),
+        "tampered": _tamper(rt.issuer.issue(USER)),
+    }
+
+
+def _post(url: str, body: dict[str, Any]) -> dict[str, Any]:
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST")
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        answer: dict[str, Any] = json.loads(resp.read())
+    return answer
+
+
+def _tamper(token: str) -> str:
+    """The user's own valid token with the subject changed and the signature kept."""
+    head, body, sig = token.split(".")
+    claims = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+    return f"{head}.{_b64(json.dumps(claims | {'sub': OTHER}).encode())}.{sig}"
+
+
+def wallet(order: str = "{order}") -> str:
+    return '{"order_id": ' + order + ', "method": "wallet"}'
+
+
+# (name, method, path, token, key, body, status, code); {order}, {theirs}, {their_job} are filled in.
+P = "/v1/payments"
+BAD = [
+    # Malformed JSON and bodies
+    ("malformed json", "POST", P, "user", "k", '{"order_id": 1,', 400, "invalid_json"),
+    ("empty body", "POST", P, "user", "k", "", 400, "invalid_json"),
+    ("json array", "POST", P, "user", "k", "[1, 2]", 400, "invalid_json"),
+    ("json string", "POST", P, "user", "k", '"pay me"', 400, "invalid_json"),
+    ("json null", "POST", P, "user", "k", "null", 400, "invalid_json"),
+    ("json number", "POST", P, "user", "k", "42", 400, "invalid_json"),
+    ("deeply nested json", "POST", P, "user", "k", "[" * 5000 + "]" * 5000, 400, "invalid_json"),
+    ("byte order mark before json", "POST", P, "user", "k", "\ufeff" + wallet(), 400, "invalid_json"),
+    ("not utf-8", "POST", P, "user", "k", b"\xff\xfe\x00{", 400, "invalid_body"),
+    (
+        "latin-1 body",
+        "POST",
+        P,
+        "user",
+        "k",
+        '{"order_id": 1, "method": "caf\xe9"}'.encode("latin-1"),
+        400,
+        "invalid_body",
+    ),
+    # Wrong types and numbers
+    (
+        "order_id as string",
+        "POST",
+        P,
+        "user",
+        "k",
+        '{"order_id": "{order}", "method": "wallet"}',
+        422,
+        "validation_error",
+    ),
+    ("order_id float", "POST", P, "user", "k", wallet("1.5"), 422, "validation_error"),
+    ("order_id bool", "POST", P, "user", "k", wallet("true"), 422, "validation_error"),
+    ("order_id zero", "POST", P, "user", "k", wallet("0"), 422, "validation_error"),
+    ("order_id negative", "POST", P, "user", "k", wallet("-7"), 422, "validation_error"),
+    ("order_id 2^63 overflows bigint", "POST", P, "user", "k", wallet(str(2**63)), 422, "validation_error"),
+    ("order_id huge", "POST", P, "user", "k", wallet("1" + "0" * 4000), 422, "validation_error"),
+    ("order_id 1e308", "POST", P, "user", "k", wallet("1e308"), 422, "validation_error"),
+    ("order_id NaN", "POST", P, "user", "k", wallet("NaN"), 422, "validation_error"),
+    ("order_id Infinity", "POST", P, "user", "k", wallet("-Infinity"), 422, "validation_error"),
+    ("order_id null", "POST", P, "user", "k", wallet("null"), 422, "validation_error"),
+    ("order_id object", "POST", P, "user", "k", wallet('{"$gt": 0}'), 422, "validation_error"),
+    ("missing order_id", "POST", P, "user", "k", '{"method": "wallet"}', 422, "validation_error"),
+    ("missing method", "POST", P, "user", "k", '{"order_id": {order}}', 422, "validation_error"),
+    ("unknown method", "POST", P, "user", "k", '{"order_id": {order}, "method": "cash"}', 422, "validation_error"),
+    (
+        "homoglyph method",
+        "POST",
+        P,
+        "user",
+        "k",
+        '{"order_id": {order}, "method": "wall\u0435t"}',
+        422,
+        "validation_error",
+    ),
+    (
+        "method with nul",
+        "POST",
+        P,
+        "user",
+        "k",
+        '{"order_id": {order}, "method": "wallet\\u0000"}',
+        422,
+        "validation_error",
+    ),
+    ("lone surrogate", "POST", P, "user", "k", '{"order_id": {order}, "method": "\\ud800"}', 422, "validation_error"),
+    (
+        "rtl override",
+        "POST",
+        P,
+        "user",
+        "k",
+        '{"order_id": {order}, "method": "\u202etellaw"}',
+        422,
+        "validation_error",
+    ),
+    (
+        "extra user_id field",
+        "POST",
+        P,
+        "user",
+        "k",
+        '{"order_id": {order}, "method": "wallet", "user_id": "demo-user-2"}',
+        422,
+        "validation_error",
+    ),
+    (
+        "razorpay without its payment",
+        "POST",
+        P,
+        "user",
+        "k",
+        '{"order_id": {order}, "method": "razorpay"}',
+        422,
+        "validation_error",
+    ),
+    (
+        "razorpay id injection",
+        "POST",
+        P,
+        "user",
+        "k",
+        '{"order_id": {order}, "method": "razorpay", "razorpay_payment_id": "pay_1\' OR \'1\'=\'1"}',
+        422,
+        "validation_error",
+    ),
+    (
+        "wallet with a cashfree order",
+        "POST",
+        P,
+        "user",
+        "k",
+        '{"order_id": {order}, "method": "wallet", "cashfree_order_id": "order_123"}',
+        422,
+        "validation_error",
+    ),
+    (
+        "sql injection in order_id",
+        "POST",
+        P,
+        "user",
+        "k",
+        '{"order_id": "1; DROP TABLE wallets; --", "method": "wallet"}',
+        422,
+        "validation_error",
+    ),
+    # Sizes
+    (
+        "body just over 16 KiB",
+        "POST",
+        P,
+        "user",
+        "k",
+        '{"order_id": 1, "method": "wallet", "pad": "' + "x" * 16_400 + '"}',
+        413,
+        "payload_too_large",
+    ),
+    ("1 MB body", "POST", P, "user", "k", '{"pad": "' + "x" * 1_000_000 + '"}', 413, "payload_too_large"),
+    ("3 MB body", "POST", P, "user", "k", "x" * 3_000_000, 413, "payload_too_large"),
+    # Idempotency keys
+    ("missing idempotency key", "POST", P, "user", None, wallet(), 400, "idempotency_key_required"),
+    ("blank idempotency key", "POST", P, "user", "   ", wallet(), 400, "idempotency_key_required"),
+    ("idempotency key too long", "POST", P, "user", "k" * 256, wallet(), 400, "idempotency_key_invalid"),
+    (
+        "idempotency key with a non-printable character",
+        "POST",
+        P,
+        "user",
+        "k\xa01",
+        wallet(),
+        400,
+        "idempotency_key_invalid",
+    ),
+    (
+        "sql injection in idempotency key",
+        "POST",
+        P,
+        "user",
+        "'; DROP TABLE payment_jobs; --",
+        wallet("987654321"),
+        404,
+        "order_not_found",
+    ),
+    (
+        "idempotency key reused with another body",
+        "POST",
+        P,
+        "user",
+        "used-key",
+        wallet(),
+        409,
+        "idempotency_key_reused",
+    ),
+    # Other people's things
+    ("another user's order", "POST", P, "user", "k", wallet("{theirs}"), 404, "order_not_found"),
+    ("no such order", "POST", P, "user", "k", wallet("987654321"), 404, "order_not_found"),
+    ("another user's job", "GET", P + "/{their_job}", "user", None, None, 404, "job_not_found"),
+    ("job id not a uuid", "GET", P + "/12345", "user", None, None, 404, "job_not_found"),
+    ("job id injection", "GET", P + "/%27%20OR%201%3D1%20--", "user", None, None, 404, "job_not_found"),
+    # Tokens
+    ("no token", "POST", P, "none", "k", wallet(), 401, "unauthorized"),
+    ("empty bearer", "POST", P, "empty", "k", wallet(), 401, "unauthorized"),
+    ("basic auth", "POST", P, "basic", "k", wallet(), 401, "unauthorized"),
+    ("garbage token", "POST", P, "garbage", "k", wallet(), 401, "unauthorized"),
+    ("forged signature", "POST", P, "forged", "k", wallet(), 401, "unauthorized"),
+    ("expired token", "POST", P, "expired", "k", wallet(), 401, "unauthorized"),
+    ("wrong audience", "POST", P, "wrong_audience", "k", wallet(), 401, "unauthorized"),
+    ("wrong issuer", "POST", P, "wrong_issuer", "k", wallet(), 401, "unauthorized"),
+    ("alg none", "POST", P, "alg_none", "k", wallet(), 401, "unauthorized"),
+    ("alg confusion hs256", "POST", P, "alg_hs256", "k", wallet(), 401, "unauthorized"),
+    ("token without subject", "POST", P, "no_subject", "k", wallet(), 401, "unauthorized"),
+    ("subject swapped, signature kept", "POST", P, "tampered", "k", wallet(), 401, "unauthorized"),
+    ("expired token reading a job", "GET", P + "/{their_job}", "expired", None, None, 401, "unauthorized"),
+    # Operator routes without the scope
+    ("queue status without operator scope", "GET", "/v1/queue/status", "user", None, None, 403, "forbidden"),
+    ("metrics without operator scope", "GET", "/v1/metrics", "user", None, None, 403, "forbidden"),
+    ("db health without operator scope", "GET", "/health/db", "user", None, None, 403, "forbidden"),
+    ("dlq redrive without operator scope", "POST", "/v1/dlq/redrive", "user", None, "", 403, "forbidden"),
+    ("dlq redrive without a token", "POST", "/v1/dlq/redrive", "none", None, "", 401, "unauthorized"),
+    # Unknown methods and routes
+    ("DELETE a payment", "DELETE", P, "user", None, None, 405, "method_not_allowed"),
+    ("PUT a job", "PUT", P + "/{their_job}", "user", None, "{}", 405, "method_not_allowed"),
+    ("GET the payments collection", "GET", P, "user", None, None, 405, "method_not_allowed"),
+    ("POST to queue status", "POST", "/v1/queue/status", "user", None, "", 405, "method_not_allowed"),
+    ("unknown route", "GET", "/v2/payments", "user", None, None, 404, "route_not_found"),
+    ("admin probe", "GET", "/admin/.env", "none", None, None, 404, "route_not_found"),
+]
+
+
+@pytest.fixture(scope="module")
+def world(rt: Runtime, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Tokens, the other user's order and job, and a key already used; then the queue drained."""
+    made = tokens(rt, tmp_path_factory.mktemp("keys"))
+    their_order = pending_order(rt.db, OTHER)
+    status, theirs = send(rt, "POST", P, made["other"], wallet(str(their_order)).encode(), {"Idempotency-Key": "t1"})
+    assert status == 202, theirs
+    mine = pending_order(rt.db, USER)
+    status, used = send(rt, "POST", P, made["user"], wallet(str(mine)).encode(), {"Idempotency-Key": "used-key"})
+    assert status == 202, used
+    deadline = time.monotonic() + 30
+    while rt.db.fetch_one("SELECT count(*) n FROM payment_jobs WHERE finished_at IS NULL")["n"]:  # type: ignore[index]
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    return {
+        "tokens": made,
+        # A pending order of the user's other than the one "used-key" paid.
+        "order": str(ensure_pending_order(rt.db, USER)),
+        "theirs": str(their_order),
+        "their_job": theirs["job_id"],
+    }
+
+
+@pytest.mark.parametrize(
+    ("name", "method", "path", "token", "key", "body", "status", "code"), BAD, ids=[b[0] for b in BAD]
+)
+def test_bad_request_gets_its_documented_4xx_and_changes_nothing(
+    rt: Runtime,
+    world: dict[str, Any],
+    name: str,
+    method: str,
+    path: str,
+    token: str,
+    key: str | None,
+    body: str | bytes | None,
+    status: int,
+    code: str,
+) -> None:
+    # Given the database as it is
+    fill = {k: world[k] for k in ("order", "theirs", "their_job")}
+    before = snapshot(rt.db)
+    raw = (
+        body
+        if isinstance(body, bytes)
+        else None
+        if body is None
+        else body.replace("{order}", fill["order"]).replace("{theirs}", fill["theirs"]).encode("utf-8", "surrogatepass")
+    )
+    # When the hostile request arrives
+    got_status, got = send(
+        rt,
+        method,
+        path.format(**fill),
+        world["tokens"][token],
+        raw,
+        {} if key is None else {"Idempotency-Key": key},
+    )
+    # Then it gets the documented status and code, and nothing changed
+    assert (got_status, got["error"]["code"]) == (status, code), (name, got)
+    assert got["error"]["message"] and set(got) == {"error"}
+    assert snapshot(rt.db) == before, name
+
+
+def test_the_table_has_at_least_forty_hostile_requests() -> None:
+    assert len(BAD) >= 40 and len({b[0] for b in BAD}) == len(BAD)
+
+
+# --- authorization -----------------------------------------------------------------------------
+
+
+def test_users_pay_for_and_see_only_their_own(rt: Runtime, world: dict[str, Any]) -> None:
+    mine, theirs = world["tokens"]["user"], world["tokens"]["other"]
+    # Given a job of the user's
+    order = ensure_pending_order(rt.db, USER)
+    status, job = send(rt, "POST", P, mine, wallet(str(order)).encode(), {"Idempotency-Key": "authz-1"})
+    assert status == 202, job
+    # When another user reads it, or pays for the same order
+    before = snapshot(rt.db)
+    read = send(rt, "GET", f"{P}/{job['job_id']}", theirs)
+    pay = send(rt, "POST", P, theirs, wallet(str(order)).encode(), {"Idempotency-Key": "authz-1"})
+    # Then both look exactly like missing things, and nothing was recorded
+    assert (read[0], read[1]["error"]["code"]) == (404, "job_not_found")
+    assert (pay[0], pay[1]["error"]["code"]) == (404, "order_not_found")
+    assert snapshot(rt.db)["jobs"] == before["jobs"]
+    # And the owner sees the job
+    status, own = send(rt, "GET", f"{P}/{job['job_id']}", mine)
+    assert status == 200 and own["job_id"] == job["job_id"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("GET", "/v1/queue/status"), ("GET", "/v1/metrics"), ("GET", "/health/db"), ("POST", "/v1/dlq/redrive")],
+)
+def test_operator_routes_open_only_with_the_operator_scope(rt: Runtime, method: str, path: str) -> None:
+    body = b"" if method == "POST" else None
+    refused = send(rt, method, path, rt.issuer.issue(USER, scopes=("payments/read",)), body)
+    assert (refused[0], refused[1]["error"]["code"]) == (403, "forbidden")
+    status, answer = send(rt, method, path, rt.issuer.issue("ops", scopes=(OPERATOR,)), body)
+    assert status == 200 and "error" not in answer
+
+
+def test_the_operator_scope_does_not_open_a_shoppers_jobs(rt: Runtime, world: dict[str, Any]) -> None:
+    status, body = send(rt, "GET", f"{P}/{world['their_job']}", rt.issuer.issue("ops", scopes=(OPERATOR,)))
+    assert (status, body["error"]["code"]) == (404, "job_not_found")
+
+
+# --- the OpenAPI document and schemathesis ----------------------------------------------------
+
+ROUTES = {
+    ("post", "/v1/payments"),
+    ("get", "/v1/payments/{job_id}"),
+    ("get", "/v1/queue/status"),
+    ("get", "/v1/metrics"),
+    ("get", "/health/db"),
+    ("post", "/v1/dlq/redrive"),
+}
+
+
+def test_generated_document_lists_every_route_with_its_success_and_error_answers() -> None:
+    doc = document()
+    assert {(method, path) for path, ops in doc["paths"].items() for method in ops} == ROUTES
+    for path, ops in doc["paths"].items():
+        for method, op in ops.items():
+            codes = set(op["responses"])
+            # Declaring error responses must not drop the success one (a Powertools pitfall).
+            assert codes & {"200", "202"}, (method, path)
+            assert {"401", "500"} <= codes, (method, path)
+    post = doc["paths"]["/v1/payments"]["post"]
+    # Our 422 is the error envelope, not Powertools' HTTPValidationError (whose items need `msg`).
+    assert post["responses"]["422"]["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorBody")
+    assert post["requestBody"]["content"]["application/json"]["schema"]["title"] == "PaymentRequest"
+    assert doc["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+
+
+def test_local_api_serves_the_generated_document(rt: Runtime) -> None:
+    with urllib.request.urlopen(rt.base + "/openapi.json", timeout=10) as response:
+        assert json.loads(response.read()) == json.loads(json.dumps(document()))
+
+
+SCHEMATHESIS_CHECKS = (
+    "not_a_server_error,status_code_conformance,content_type_conformance,"
+    "response_schema_conformance,negative_data_rejection"
+)
+
+
+def test_schemathesis_finds_no_server_error_and_no_undocumented_answer(rt: Runtime, tmp_path: Path) -> None:
+    # Given a token that is both a shopper with orders and an operator
+    token = rt.issuer.issue(USER, scopes=(OPERATOR,))
+    # When schemathesis fuzzes every operation of the served document (valid and invalid data)
+    result = subprocess.run(
+        [
+            str(Path(sys.executable).with_name("st")),
+            "run",
+            f"{rt.base}/openapi.json",
+            "--checks",
+            SCHEMATHESIS_CHECKS,
+            "--header",
+            f"Authorization: Bearer {token}",
+            "--max-examples",
+            "100",
+            "--seed",
+            "6",
+            "--workers",
+            "2",
+            "--phases",
+            "examples,coverage,fuzzing",
+            "--request-timeout",
+            "10",
+            "--generation-database",
+            "none",
+            "--no-color",
+        ],
+        check=False,
+        cwd=tmp_path,  # schemathesis writes its state into the working directory
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    # Then no answer is a 5xx or differs from the document
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+    assert re.search(r"\d+ generated, \d+ passed", result.stdout), result.stdout[-3000:]
+
+
+# --- secrets ------------------------------------------------------------------------------------
+
+
+def test_logs_of_a_run_with_gateway_calls_hold_no_gateway_secret_and_no_jwt(rt: Runtime) -> None:
+    # Given an order each for Razorpay and Cashfree, paid at the simulator's checkout
+    found = re.search(r"the simulator on (http://127\.0\.0\.1:\d+) took the money", rt.output.read_text())
+    assert found, rt.output.read_text()
+    sim = found.group(1)
+    jobs = []
+    for user, method in (("demo-user-2", "razorpay"), ("demo-user-3", "cashfree")):
+        order = ensure_pending_order(rt.db, user)
+        total = rt.db.fetch_one("SELECT total_paise FROM orders WHERE id = %s", (order,))["total_paise"]  # type: ignore[index]
+        if method == "razorpay":
+            made = _post(f"{sim}/_sim/razorpay/payments", {"amount": total})
+            body = {"order_id": order, "method": method, "razorpay_payment_id": made["id"]}
+        else:
+            made = _post(f"{sim}/_sim/cashfree/orders", {"order_amount": total / 100})
+            body = {"order_id": order, "method": method, "cashfree_order_id": made["order_id"]}
+        # When they are paid through the API (a capture at Razorpay, a verification at Cashfree)
+        status, job = send(rt, "POST", P, rt.issuer.issue(user), json.dumps(body).encode(), {"Idempotency-Key": method})
+        assert status == 202, job
+        jobs.append(job["job_id"])
+    deadline = time.monotonic() + 60
+    while True:
+        rows = rt.db.fetch_all("SELECT status FROM payment_jobs WHERE id = ANY(%s::uuid[])", (jobs,))
+        if all(r["status"] == "succeeded" for r in rows):
+            break
+        assert time.monotonic() < deadline, rows
+        time.sleep(0.2)
+    time.sleep(1.0)  # the notifier and every process have written their lines
+    # Then no log line of any process holds a gateway secret, its basic-auth form, or a JWT
+    logs = "\n".join(p.read_text(errors="replace") for p in sorted(rt.logs.glob("*.log")))
+    assert "payment processed" in logs and "GatewayCaptures" in logs  # the calls were made, and logged
+    secrets = [
+        SIM_DEFAULTS["PQ_RAZORPAY_KEY_SECRET"],
+        SIM_DEFAULTS["PQ_CASHFREE_CLIENT_SECRET"],
+        base64.b64encode(
+            f"{SIM_DEFAULTS['PQ_RAZORPAY_KEY_ID']}:{SIM_DEFAULTS['PQ_RAZORPAY_KEY_SECRET']}".encode()
+        ).decode(),
+    ]
+    for secret in secrets:
+        assert secret not in logs
+    assert JWT_PATTERN.findall(logs) == []
