@@ -527,7 +527,7 @@ def gateway_storms(stage: Stage, n: int) -> Row:
     stage.sim(
         "/_sim/config",
         {
-            "storm_until": time.time() + storm_s,
+            "storm_until": time.time() + 600,
             "retry_after_s": 1,
             "fail_after_send": writes,
             "timeout_after_send": writes,
@@ -536,7 +536,10 @@ def gateway_storms(stage: Stage, n: int) -> Row:
     )
     stage.start_processors(stage.config.workers)
     accepted = stage.submit(jobs)
-    stage.wait_until(lambda: time.time() > stage.sim("/_sim/config", {})["storm_until"], timeout_s=60)
+    # The storm lasts storm_s from the first request it refused (processors take a while to start).
+    stage.wait_until(lambda: stage.sim("/_sim/stats")["responses_429"] > 0, timeout_s=60)
+    stage.sim("/_sim/config", {"storm_until": time.time() + storm_s})
+    time.sleep(storm_s)
     stage.sim("/_sim/config", {"rate_5xx": 0.3})
     time.sleep(storm_s)
     stage.sim("/_sim/config", {"rate_5xx": 0.0})
