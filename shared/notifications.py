@@ -6,9 +6,9 @@ import hashlib
 import hmac
 import json
 import time
-import urllib.error
-import urllib.request
 from typing import Any
+
+import urllib3
 
 SIGNATURE_HEADER = "X-PQ-Signature"
 EVENT_ID_HEADER = "X-PQ-Event-Id"
@@ -42,6 +42,25 @@ def unwrap(record_message: str) -> dict[str, Any]:
     return event
 
 
+class WebhookError(Exception):
+    """The receiver answered with a status other than 2xx."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(f"webhook answered {status}")
+        self.status = status
+
+
+_pool: urllib3.PoolManager | None = None
+
+
+def _http() -> urllib3.PoolManager:
+    """One keep-alive pool per process (a warm Lambda container reuses its connection)."""
+    global _pool
+    if _pool is None:
+        _pool = urllib3.PoolManager(num_pools=4, maxsize=4, retries=False)
+    return _pool
+
+
 def deliver(url: str, secret: str | None, event: dict[str, Any], timeout_s: float) -> int:
     """POST the event; raises on a non-2xx answer so the caller's retry policy applies."""
     body = json.dumps(event, separators=(",", ":"), sort_keys=True).encode()
@@ -50,7 +69,7 @@ def deliver(url: str, secret: str | None, event: dict[str, Any], timeout_s: floa
         headers[SIGNATURE_HEADER] = sign(secret, int(time.time()), body)
     if not url.startswith(("https://", "http://")):
         raise ValueError("webhook URL must be http(s)")
-    request = urllib.request.Request(url, data=body, headers=headers, method="POST")  # noqa: S310 (checked above)
-    with urllib.request.urlopen(request, timeout=timeout_s) as response:  # noqa: S310
-        status: int = response.status
-    return status
+    response = _http().request("POST", url, body=body, headers=headers, timeout=urllib3.Timeout(total=timeout_s))
+    if not 200 <= response.status < 300:
+        raise WebhookError(response.status)
+    return int(response.status)
