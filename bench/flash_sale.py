@@ -1,6 +1,6 @@
 """`make bench`: the 5,000-user flash sale on the local stack, beside the seed's design.
 
-Knobs (environment): USERS (5000), PRODUCTS (50), WORKERS (8), BATCH (10), API_WORKERS (4),
+Knobs (environment): USERS (5000), PRODUCTS (50), WORKERS (4), BATCH (10), API_WORKERS (4),
 OUT (bench/results/latest.json), BASELINE (1: also run the seed's design), CEILINGS (1: also
 measure the DB-only and pgbench ceilings), PGBENCH_SECONDS (10).
 """
@@ -54,7 +54,7 @@ INVARIANTS = (
 class Knobs:
     users: int = 5000
     products: int = 50
-    workers: int = 8
+    workers: int = 4
     batch: int = 10
     api_workers: int = 4
     out: Path = ROOT / "bench" / "results" / "latest.json"
@@ -69,7 +69,7 @@ class Knobs:
         return cls(
             users=int(env.get("USERS") or 5000),
             products=int(env.get("PRODUCTS") or 50),
-            workers=int(env.get("WORKERS") or 8),
+            workers=int(env.get("WORKERS") or 4),
             batch=int(env.get("BATCH") or 10),
             api_workers=int(env.get("API_WORKERS") or 4),
             out=Path(env.get("OUT") or ROOT / "bench" / "results" / "latest.json"),
