@@ -235,6 +235,35 @@ def _statement_calls(db: Database) -> dict[str, int]:
     }
 
 
+_ROLES = (("local.api", "api"), ("processor", "processor"), ("notifier", "notifier"), ("gateway_sim", "simulator"))
+
+
+def cpu_by_role(supervisor: Supervisor, database: str) -> dict[str, float]:
+    """CPU seconds (user + system) used so far by each role: the runtime's processes, the
+    PostgreSQL backends serving the database, and this process (the load client, the sampler
+    and the webhook receiver)."""
+    import psutil
+
+    used: dict[str, float] = {}
+
+    def add(role: str, proc: psutil.Process) -> None:
+        try:
+            times = proc.cpu_times()
+        except psutil.Error:
+            return
+        used[role] = used.get(role, 0.0) + times.user + times.system
+
+    for child in supervisor.children:
+        command = " ".join(str(arg) for arg in child.args) if isinstance(child.args, list) else str(child.args)
+        role = next((r for key, r in _ROLES if key in command), "other")
+        add(role, psutil.Process(child.pid))
+    for proc in psutil.process_iter(["cmdline"]):
+        if f" {database} " in " ".join(proc.info["cmdline"] or []) + " ":
+            add("postgres", proc)
+    add("client", psutil.Process())
+    return used
+
+
 def run_ours(server: Server, knobs: Knobs, receiver: Receiver, hook_url: str) -> dict[str, Any]:
     dsn, db = server.fresh("bench_ours", knobs.plan())
     stock = snapshot_stock(db)
@@ -261,6 +290,7 @@ def run_ours(server: Server, knobs: Knobs, receiver: Receiver, hook_url: str) ->
         _wait_for_api(f"http://127.0.0.1:{port}/.well-known/jwks.json")
         time.sleep(1.0)  # every API process and worker is up and connected
         db.execute("SELECT pg_stat_statements_reset()")
+        cpu_before = cpu_by_role(supervisor, "bench_ours")
         with Sampler(dsn, with_queue=True) as sampler:
             t0, results = asyncio.run(run_queue_clients(f"http://127.0.0.1:{port}", shoppers))
             accepted = [r for r in results if r.job_id]
@@ -273,6 +303,7 @@ def run_ours(server: Server, knobs: Knobs, receiver: Receiver, hook_url: str) ->
             terminal = {str(r["id"]) for r in db.fetch_all("SELECT id FROM payment_jobs WHERE finished_at IS NOT NULL")}
             while time.monotonic() < deadline and not terminal <= receiver.job_ids:
                 time.sleep(0.1)
+        cpu_after = cpu_by_role(supervisor, "bench_ours")
         calls = _statement_calls(db)
     finally:
         supervisor.stop()
@@ -321,6 +352,10 @@ def run_ours(server: Server, knobs: Knobs, receiver: Receiver, hook_url: str) ->
         "enqueue_round_trips_per_request": round(
             (calls["enqueue"] + calls["enqueue_send"] + calls["enqueue_mark"]) / max(1, calls["enqueue"]), 3
         ),
+        "cpu_ms_per_payment": {
+            role: round((cpu_after[role] - cpu_before.get(role, 0.0)) * 1000 / max(1, len(finished)), 2)
+            for role in sorted(cpu_after)
+        },
         "status_polls": len(polls),
         "status_poll_p99_ms": round(_pct(polls, 0.99) * 1000, 1),
         "invariants": {k: invariants.get(k, 0) for k in INVARIANTS},

@@ -84,6 +84,10 @@ def write_summary(path: Path, report: dict[str, Any]) -> None:
         *rows,
         "",
         "Invariants (all must be 0): " + ", ".join(f"{k} {v}" for k, v in inv.items()),
+        "",
+        "CPU per payment (ms), everything on the same cores: "
+        + ", ".join(f"{k} {v}" for k, v in report.get("cpu_ms_per_payment", {}).items())
+        + f" (total {sum(report.get('cpu_ms_per_payment', {}).values()):.1f} ms).",
     ]
     if base:
         lines += [
