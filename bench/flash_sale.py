@@ -227,10 +227,11 @@ def _statement_calls(db: Database) -> dict[str, int]:
         "queue_read": calls(r"WITH picked AS"),
         "queue_delete": calls(r"DELETE FROM pgmq\.q_payments\b"),
         "queue_set_vt": calls(r"pgmq\.set_vt"),
-        "event_publish": calls(r"pgmq\.send_batch\(\$1, \$2::jsonb\[\]\)$"),
+        # psycopg2 sends arrays as ARRAY[...]: two arrays = jobs (with headers), one = events.
+        "event_publish": calls(r"pgmq\.send_batch\(\$1, ARRAY\[[^]]*\]::jsonb\[\]\)"),
         "event_mark": calls(r"UPDATE outbox_events SET published_at"),
         "enqueue": calls(r"pq_enqueue_job"),
-        "enqueue_send": calls(r"pgmq\.send_batch\(\$1, \$2::jsonb\[\], \$3::jsonb\[\]\)"),
+        "enqueue_send": calls(r"pgmq\.send_batch\(\$1, ARRAY\[[^]]*\]::jsonb\[\], ARRAY"),
         "enqueue_mark": calls(r"UPDATE payment_jobs SET sent_at"),
     }
 
