@@ -1,8 +1,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
+import boto3
 import pytest
+from moto import mock_aws
 
 from local.seed import SeedPlan, seed
 from shared.bootstrap import App, bootstrap
@@ -32,3 +35,27 @@ def db(app: App) -> Database:
 def demo(db: Database) -> dict[str, int]:
     """Three users with Rs 5,000 each, five products with 1,000 units, one pending order each."""
     return seed(db, SeedPlan(users=3))
+
+
+AWS_REGION = "ap-south-1"
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """moto behind every boto3 client, with throw-away credentials and the region."""
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": AWS_REGION,
+    }.items():
+        monkeypatch.setenv(name, value)
+    with mock_aws():
+        yield
+
+
+@pytest.fixture
+def queues(aws: None) -> tuple[Any, str, str]:
+    sqs = boto3.client("sqs", region_name=AWS_REGION)
+    dlq = sqs.create_queue(QueueName="payments-dlq.fifo", Attributes={"FifoQueue": "true"})["QueueUrl"]
+    main = sqs.create_queue(QueueName="payments.fifo", Attributes={"FifoQueue": "true"})["QueueUrl"]
+    return sqs, main, dlq

@@ -5,14 +5,13 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from functions.process_payment.handler import handler as process_handler
 from local.gateway_sim import Simulator
-from local.lambda_shim import LocalContext, sqs_record
-from local.workers import read_fifo, settle
+from local.workers import read_fifo
 from shared.bootstrap import App
 from shared.db import Database
 from shared.domain import PaymentRequest
 from shared.services import Accepted, accept_payment
+from tests.integration.helpers import deliver
 
 RAZORPAY = ("rzp_test_k1", "rzp_secret_s1")
 CASHFREE = ("cf_app_k1", "cf_secret_s1")
@@ -51,21 +50,6 @@ def pay_gateway(app: App, sim: Simulator, user_id: str, method: str, **payment: 
         ref = {"cashfree_order_id": sim.create_cashfree_order(amount, **payment)}
     request = PaymentRequest(order_id=order["id"], method=method, **ref)  # type: ignore[arg-type]
     return accept_payment(app, user_id, f"key-{user_id}-{order['id']}", request)
-
-
-def deliver(app: App, messages: list[dict[str, Any]]) -> set[str]:
-    response = process_handler({"Records": [sqs_record(m, "payments") for m in messages]}, LocalContext("test"))
-    failed = {f["itemIdentifier"] for f in response["batchItemFailures"]}
-    settle(
-        app.db,
-        messages,
-        failed,
-        queue="payments",
-        dlq="payments_dlq",
-        max_receive_count=app.settings.max_receive_count,
-        retry_delay_s=0,
-    )
-    return failed
 
 
 def drain(app: App, timeout_s: float = 30.0) -> int:

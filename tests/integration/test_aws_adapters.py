@@ -3,37 +3,13 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import boto3
-import pytest
-from moto import mock_aws
 
 from shared.adapters.aws import EventBridgeBus, SqsJobQueue
 from shared.ports import QueueMessage
-
-REGION = "ap-south-1"
-
-
-@pytest.fixture
-def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": REGION,
-    }.items():
-        monkeypatch.setenv(name, value)
-    with mock_aws():
-        yield
-
-
-@pytest.fixture
-def queues(aws: None) -> tuple[Any, str, str]:
-    sqs = boto3.client("sqs", region_name=REGION)
-    dlq = sqs.create_queue(QueueName="payments-dlq.fifo", Attributes={"FifoQueue": "true"})["QueueUrl"]
-    main = sqs.create_queue(QueueName="payments.fifo", Attributes={"FifoQueue": "true"})["QueueUrl"]
-    return sqs, main, dlq
+from tests.integration.conftest import AWS_REGION as REGION
 
 
 def test_sqs_send_groups_by_user_and_deduplicates_by_job(queues: tuple[Any, str, str]) -> None:

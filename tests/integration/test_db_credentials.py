@@ -3,29 +3,19 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import boto3
 import pytest
-from moto import mock_aws
 
 from shared.bootstrap import build_app
 from shared.domain import TransientError
 from shared.settings import Settings
-
-REGION = "ap-south-1"
+from tests.integration.conftest import AWS_REGION as REGION
 
 
 @pytest.fixture
-def secrets(monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": REGION,
-    }.items():
-        monkeypatch.setenv(name, value)
-    with mock_aws():
-        yield boto3.client("secretsmanager", region_name=REGION)
+def secrets(aws: None) -> object:
+    return boto3.client("secretsmanager", region_name=REGION)
 
 
 def test_failed_connection_makes_the_next_attempt_reread_the_secret(secrets: object) -> None:

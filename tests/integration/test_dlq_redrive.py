@@ -5,9 +5,8 @@ from __future__ import annotations
 from functions.status.handler import handler as status_handler
 from local.workers import settle
 from shared.bootstrap import App
-from tests.integration.helpers import pay
+from tests.integration.helpers import deliver, pay, receive
 from tests.integration.test_api_handlers import OPERATOR, call
-from tests.integration.test_processor_and_outbox import deliver, receive
 
 
 def dead_letter_everything(app: App) -> list[dict[str, object]]:

@@ -12,10 +12,9 @@ from shared.bootstrap import App
 from shared.domain import full_jitter_backoff
 from shared.ports import QueueMessage
 from tests.integration.helpers import pay
-from tests.integration.test_aws_adapters import aws, queues  # noqa: F401 (fixtures)
 
 
-def test_sqs_change_visibility_hides_the_received_message(queues: tuple[Any, str, str]) -> None:  # noqa: F811
+def test_sqs_change_visibility_hides_the_received_message(queues: tuple[Any, str, str]) -> None:
     sqs, url, _ = queues
     queue = SqsJobQueue(sqs, url)
     queue.send([QueueMessage("j1", "u1", {"job_id": "j1"})])

@@ -9,31 +9,10 @@ import pytest
 
 from functions.process_payment.handler import handler as process_handler
 from local.lambda_shim import LocalContext, sqs_record
-from local.workers import read_fifo, settle
 from shared.bootstrap import App
 from shared.ports import QueueMessage
 from shared.services import sweep
-from tests.integration.helpers import pay, pending_order
-
-
-def receive(app: App, qty: int = 10, vt: int = 30) -> list[dict[str, Any]]:
-    return read_fifo(app.db, "payments", visibility_timeout_s=vt, qty=qty)
-
-
-def deliver(app: App, messages: list[dict[str, Any]]) -> set[str]:
-    """One event source mapping step: invoke the handler, settle the batch; return failed ids."""
-    response = process_handler({"Records": [sqs_record(m, "payments") for m in messages]}, LocalContext("test"))
-    failed = {f["itemIdentifier"] for f in response["batchItemFailures"]}
-    settle(
-        app.db,
-        messages,
-        failed,
-        queue="payments",
-        dlq="payments_dlq",
-        max_receive_count=app.settings.max_receive_count,
-        retry_delay_s=0,
-    )
-    return failed
+from tests.integration.helpers import deliver, pay, pending_order, receive
 
 
 def test_batch_is_processed_deleted_and_its_events_published(app: App, demo: dict[str, int]) -> None:
