@@ -2,7 +2,9 @@
 
 Knobs (environment): USERS (5000), PRODUCTS (50), WORKERS (4), BATCH (10), API_WORKERS (4),
 OUT (bench/results/latest.json), BASELINE (1: also run the seed's design), CEILINGS (1: also
-measure the DB-only and pgbench ceilings), PGBENCH_SECONDS (10).
+measure the DB-only and pgbench ceilings), PGBENCH_SECONDS (10), METHODS (wallet; mix: a share of
+the shoppers pay through Razorpay, i.e. the gateway simulator), GATEWAY_SHARE (0.1), GATEWAY_RPS
+(50: the shared limiter's rate; the simulator refuses anything past rate + burst in any second).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -30,6 +33,7 @@ from bench.client import Shopper, run_queue_clients, run_sync_clients
 from bench.webhook import Receiver
 from local.auth import LocalIssuer
 from local.config import ROOT, LocalSettings
+from local.gateway_demo import gateway_env
 from local.invariants import check, snapshot_stock
 from local.pg import pg_bin, prepare, start_embedded, with_database
 from local.run import Supervisor, _wait_for_api
@@ -62,6 +66,9 @@ class Knobs:
     ceilings: bool = True
     pgbench_seconds: int = 10
     baseline_processes: int = 2
+    methods: str = "wallet"
+    gateway_share: float = 0.1
+    gateway_rps: float = 50.0
 
     @classmethod
     def from_env(cls) -> Knobs:
@@ -76,7 +83,14 @@ class Knobs:
             baseline=(env.get("BASELINE") or "1") != "0",
             ceilings=(env.get("CEILINGS") or "1") != "0",
             pgbench_seconds=int(env.get("PGBENCH_SECONDS") or 10),
+            methods=env.get("METHODS") or "wallet",
+            gateway_share=float(env.get("GATEWAY_SHARE") or 0.1),
+            gateway_rps=float(env.get("GATEWAY_RPS") or 50),
         )
+
+    @property
+    def gateway_burst(self) -> float:
+        return max(1.0, self.gateway_rps / 5)
 
     def plan(self) -> SeedPlan:
         # A quarter of the shoppers also want the hot product, which has stock for a tenth of all
@@ -265,6 +279,55 @@ def cpu_by_role(supervisor: Supervisor, database: str) -> dict[str, float]:
     return used
 
 
+def _sim(url: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A call to the gateway simulator's control API (loopback)."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(  # noqa: S310 (the loopback simulator)
+        url + path, data=data, method="GET" if body is None else "POST", headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+        answer: dict[str, Any] = json.loads(response.read())
+    return answer
+
+
+def _gateway_payments(db: Database, sim_url: str, knobs: Knobs) -> dict[int, str]:
+    """Every n-th shopper paid at Razorpay's checkout: an authorized payment of the order's total."""
+    every = max(1, round(1 / knobs.gateway_share))
+    orders = db.fetch_all("SELECT id, total_paise FROM orders WHERE order_status = 'pending' ORDER BY id")
+    return {
+        o["id"]: str(_sim(sim_url, "/_sim/razorpay/payments", {"amount": o["total_paise"]})["id"])
+        for i, o in enumerate(orders)
+        if i % every == 0
+    }
+
+
+def _gateway_env(env: dict[str, str], knobs: Knobs) -> str:
+    """Point the runtime at the gateway simulator with the benchmark's limit; return its URL."""
+    url = gateway_env(env)
+    env |= {
+        "PQ_RAZORPAY_RATE_PER_S": str(knobs.gateway_rps),
+        "PQ_RAZORPAY_BURST": str(knobs.gateway_burst),
+        # The gateway itself refuses what the shared limiter should never send.
+        "PQ_SIM_HARD_LIMIT_RPS": str(knobs.gateway_rps + knobs.gateway_burst),
+        "PQ_MAX_RECEIVE_COUNT": "10",
+    }
+    return url
+
+
+def _wait_until_terminal_and_notified(db: Database, receiver: Receiver, timeout_s: float) -> set[str]:
+    """Wait for every job to end, then for every ended job's event to reach the webhook."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        live = db.fetch_one("SELECT count(*) n FROM payment_jobs WHERE finished_at IS NULL")
+        if live and live["n"] == 0:
+            break
+        time.sleep(0.1)
+    terminal = {str(r["id"]) for r in db.fetch_all("SELECT id FROM payment_jobs WHERE finished_at IS NOT NULL")}
+    while time.monotonic() < deadline and not terminal <= receiver.job_ids:
+        time.sleep(0.1)
+    return terminal
+
+
 def run_ours(server: Server, knobs: Knobs, receiver: Receiver, hook_url: str) -> dict[str, Any]:
     dsn, db = server.fresh("bench_ours", knobs.plan())
     stock = snapshot_stock(db)
@@ -285,27 +348,32 @@ def run_ours(server: Server, knobs: Knobs, receiver: Receiver, hook_url: str) ->
         "PQ_WEBHOOK_URL": f"{hook_url}/ours",
         "POWERTOOLS_TRACE_DISABLED": "true",
     }
+    sim_url = _gateway_env(env, knobs) if knobs.methods == "mix" else ""
+    refs: dict[int, str] = {}
     supervisor = Supervisor(local, env, embedded=False)
+
+    def body(shopper: Shopper) -> dict[str, Any]:
+        if shopper.order_id in refs:
+            return {"order_id": shopper.order_id, "method": "razorpay", "razorpay_payment_id": refs[shopper.order_id]}
+        return {"order_id": shopper.order_id, "method": "wallet"}
+
     try:
         supervisor.start_all()
         _wait_for_api(f"http://127.0.0.1:{port}/.well-known/jwks.json")
+        if sim_url:
+            _wait_for_api(f"{sim_url}/_sim/stats")
+            refs = _gateway_payments(db, sim_url, knobs)
+            _sim(sim_url, "/_sim/reset", {})
         time.sleep(1.0)  # every API process and worker is up and connected
         db.execute("SELECT pg_stat_statements_reset()")
         cpu_before = cpu_by_role(supervisor, "bench_ours")
         with Sampler(dsn, with_queue=True) as sampler:
-            t0, results = asyncio.run(run_queue_clients(f"http://127.0.0.1:{port}", shoppers))
+            t0, results = asyncio.run(run_queue_clients(f"http://127.0.0.1:{port}", shoppers, method_body=body))
             accepted = [r for r in results if r.job_id]
-            deadline = time.monotonic() + 120
-            while time.monotonic() < deadline:
-                live = db.fetch_one("SELECT count(*) n FROM payment_jobs WHERE finished_at IS NULL")
-                if live and live["n"] == 0:
-                    break
-                time.sleep(0.1)
-            terminal = {str(r["id"]) for r in db.fetch_all("SELECT id FROM payment_jobs WHERE finished_at IS NOT NULL")}
-            while time.monotonic() < deadline and not terminal <= receiver.job_ids:
-                time.sleep(0.1)
+            terminal = _wait_until_terminal_and_notified(db, receiver, timeout_s=120)
         cpu_after = cpu_by_role(supervisor, "bench_ours")
         calls = _statement_calls(db)
+        gateway = _sim(sim_url, "/_sim/stats?gateway=razorpay") if sim_url else None
     finally:
         supervisor.stop()
     jobs = db.fetch_all(
@@ -360,6 +428,23 @@ def run_ours(server: Server, knobs: Knobs, receiver: Receiver, hook_url: str) ->
         "status_polls": len(polls),
         "status_poll_p99_ms": round(_pct(polls, 0.99) * 1000, 1),
         "invariants": {k: invariants.get(k, 0) for k in INVARIANTS},
+        **(
+            {
+                "gateway": {
+                    "payments": len(refs),
+                    "limit_rps": knobs.gateway_rps,
+                    "burst": knobs.gateway_burst,
+                    "peak_rps_observed": gateway["peak_rps"],
+                    "calls": gateway["calls"],
+                    "captures": gateway["captures"],
+                    "double_captures": gateway["double_captures"],
+                    "retries_429": gateway["responses_429"],
+                    "refused_by_gateway_limit": gateway["hard_limited"],
+                }
+            }
+            if gateway
+            else {}
+        ),
         "_series": {"samples": sampler.samples, "t0": t0, "enqueue_ms": enqueue_ms, "waits": waits},
     }
 

@@ -89,6 +89,15 @@ def write_summary(path: Path, report: dict[str, Any]) -> None:
         + ", ".join(f"{k} {v}" for k, v in report.get("cpu_ms_per_payment", {}).items())
         + f" (total {sum(report.get('cpu_ms_per_payment', {}).values()):.1f} ms).",
     ]
+    if gateway := report.get("gateway"):
+        lines += [
+            "",
+            f"Gateway (Razorpay simulator): {gateway['payments']} payments, limit {gateway['limit_rps']}/s "
+            f"(burst {gateway['burst']}), peak observed {gateway['peak_rps_observed']}/s over {gateway['calls']} "
+            f"calls, {gateway['captures']} captures, {gateway['double_captures']} double captures, "
+            f"{gateway['retries_429']} answered 429, {gateway['refused_by_gateway_limit']} refused by the gateway's "
+            "own limit.",
+        ]
     if base:
         lines += [
             "",

@@ -26,6 +26,7 @@ def test_small_flash_sale_runs_both_designs_with_every_invariant_zero(tmp_path: 
         "API_WORKERS": "2",
         "OUT": str(out),
         "PGBENCH_SECONDS": "2",
+        "METHODS": "mix",
         "PYTHONPATH": str(ROOT),
     }
     run = subprocess.run(
@@ -49,5 +50,9 @@ def test_small_flash_sale_runs_both_designs_with_every_invariant_zero(tmp_path: 
     assert report["baseline"]["invariants"] == dict.fromkeys(report["baseline"]["invariants"], 0)
     assert report["baseline"]["succeeded"] == report["succeeded"]
     assert report["db_only_pps"] > 0 and report["pgbench_tps"] > 0
+    gateway = report["gateway"]  # a tenth paid through the Razorpay simulator, under the shared limiter
+    assert gateway["payments"] == 20 and gateway["captures"] == 20
+    assert gateway["double_captures"] == 0 and gateway["refused_by_gateway_limit"] == 0
+    assert gateway["peak_rps_observed"] <= gateway["limit_rps"] + gateway["burst"]
     assert out.with_suffix(".png").stat().st_size > 10_000
     assert "Flash sale: 200 shoppers" in out.with_suffix(".md").read_text()
