@@ -81,6 +81,22 @@ class Database:
             # statement's transaction is gone, so it is safe to retry on a fresh connection.
             self.close()
             raise TransientError(f"{type(exc).__name__}: {str(exc).strip()}") from exc
+        except psycopg2.Error:
+            # Any other error: never leave the connection inside a failed transaction (a statement
+            # sent as BEGIN; ...; COMMIT stops at the error), or every later statement would fail.
+            current = getattr(self._local, "conn", None)
+            if (
+                current is not None
+                and not current.closed
+                and current.autocommit
+                and current.info.transaction_status != psycopg2.extensions.TRANSACTION_STATUS_IDLE
+            ):
+                try:  # psycopg2's rollback() is a no-op in autocommit mode: say it to the server
+                    with current.cursor() as rollback:
+                        rollback.execute("ROLLBACK")
+                except psycopg2.Error:
+                    self.close()
+            raise
 
     def fetch_all(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[Row]:
         with self._cursor() as cur:
