@@ -10,11 +10,12 @@ ALTER TABLE payment_jobs ADD CONSTRAINT payment_jobs_gateway_ref_by_method
 COMMENT ON COLUMN payment_jobs.gateway_ref IS
     'What the shopper paid at the gateway: a Razorpay payment id or a Cashfree order id.';
 
--- One gateway payment pays one order: a second live or successful job for the same payment is
--- refused at enqueue, and this index makes the race between two requests impossible too.
+-- One gateway payment backs one job, ever: a second job for the same payment is refused at enqueue,
+-- and this index makes the race between two requests impossible too. Failed jobs count as well: a
+-- payment captured and then refunded (Cashfree still lists it as SUCCESS) must never pay again.
 CREATE UNIQUE INDEX payment_jobs_one_job_per_gateway_payment
     ON payment_jobs (method, gateway_ref)
-    WHERE gateway_ref IS NOT NULL AND status IN ('queued', 'processing', 'succeeded');
+    WHERE gateway_ref IS NOT NULL;
 CREATE UNIQUE INDEX payment_transactions_one_per_gateway_payment
     ON payment_transactions (method, gateway_ref) WHERE gateway_ref IS NOT NULL;
 
@@ -101,7 +102,7 @@ END;
 $$;
 
 -- pq_enqueue_job with the gateway reference; outcomes as before, plus gateway_ref_in_use (job_id
--- of the live or successful job that already uses this gateway payment).
+-- of the job that already used this gateway payment, whatever its state).
 DROP FUNCTION pq_enqueue_job(text, text, text, bigint, text);
 CREATE FUNCTION pq_enqueue_job(
     p_user_id text, p_idempotency_key text, p_request_hash text, p_order_id bigint, p_method text,
@@ -155,8 +156,7 @@ BEGIN
             RETURN;
         END IF;
         SELECT * INTO v_job FROM payment_jobs j
-         WHERE j.method = p_method AND j.gateway_ref = p_gateway_ref
-           AND j.status IN ('queued', 'processing', 'succeeded');
+         WHERE j.method = p_method AND j.gateway_ref = p_gateway_ref;
         RETURN QUERY SELECT 'gateway_ref_in_use', v_job.id, v_job.status, v_job.queue_seq, NULL::text,
                             pq_finished_count();
         RETURN;

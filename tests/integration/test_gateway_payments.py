@@ -153,6 +153,21 @@ def test_captured_payment_for_an_unfulfillable_order_is_refunded_recorded_and_fa
     assert app.db.fetch_one("SELECT count(*) AS n FROM order_items") == {"n": 0}
     no_violations(app)
 
+    # And the refunded payment (Cashfree still lists it as SUCCESS) can never pay again, even once
+    # the product is back in stock
+    app.db.execute("UPDATE products SET stock = 100")
+    failed = app.db.fetch_one("SELECT id::text, gateway_ref FROM payment_jobs")
+    assert failed is not None
+    with pytest.raises(ApiError) as refused:
+        accept_payment(
+            app,
+            "demo-user-3",
+            "a-new-key",
+            PaymentRequest(order_id=order["id"], method="cashfree", cashfree_order_id=failed["gateway_ref"]),
+        )
+    assert (refused.value.status, refused.value.code) == (409, "gateway_payment_in_use")
+    assert refused.value.details == {"job_id": str(failed["id"])}
+
 
 @pytest.mark.parametrize("fault", ["fail_after_send", "timeout_after_send"])
 def test_capture_whose_answer_is_lost_is_settled_by_fetch_never_captured_twice(
