@@ -275,6 +275,8 @@ def process_job(app: App, job_id: str) -> PaymentOutcome:
     assert row is not None
     if row["outcome"] == "job_not_found":
         raise PoisonMessageError(f"job {job_id} does not exist")
+    if row["outcome"] == "not_a_wallet_job":
+        raise PoisonMessageError(f"job {job_id} is not a wallet payment")
     return PaymentOutcome(
         job_id=job_id,
         outcome=row["outcome"],

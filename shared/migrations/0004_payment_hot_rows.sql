@@ -1,5 +1,6 @@
--- pq_process_payment, unchanged but for one thing: a payment for a product that is already out
--- of stock fails before it takes the product's row lock (see the comment in the body).
+-- pq_process_payment, unchanged but for two things: a payment for a product that is already out
+-- of stock fails before it takes the product's row lock (see the comment in the body), and a job
+-- that is not a wallet payment is refused (not_a_wallet_job) instead of debiting a wallet.
 
 -- The seed's steps 1-9 as one transaction. Rows are locked in one fixed order -- job, order,
 -- wallet, then products by ascending id -- so concurrent payments cannot deadlock; the shared
@@ -8,6 +9,7 @@
 --   succeeded | failed (reason set)    -> event is the outbox event to publish after commit
 --   already_succeeded | already_failed -> a redelivery; nothing changed, no event
 --   job_not_found                      -> a message whose job does not exist (poison)
+--   not_a_wallet_job                   -> a gateway job sent down the wallet path (poison)
 CREATE OR REPLACE FUNCTION pq_process_payment(p_job_id uuid)
 RETURNS TABLE (outcome text, reason text, payment_id bigint, event jsonb)
 LANGUAGE plpgsql AS $$
@@ -28,6 +30,12 @@ BEGIN
     END IF;
     IF v_job.status IN ('succeeded', 'failed') THEN
         RETURN QUERY SELECT 'already_' || v_job.status, v_job.reason, v_job.payment_id, NULL::jsonb;
+        RETURN;
+    END IF;
+    -- A gateway job is paid at the gateway (shared/gateway_payments.py), never from the wallet,
+    -- whatever its queue message says.
+    IF v_job.method <> 'wallet' THEN
+        RETURN QUERY SELECT 'not_a_wallet_job', NULL::text, NULL::bigint, NULL::jsonb;
         RETURN;
     END IF;
 

@@ -188,6 +188,23 @@ def test_order_total_that_does_not_match_its_items_is_invalid(app: App, demo: di
     assert app.db.fetch_one("SELECT balance_paise FROM wallets WHERE user_id = 'demo-user-1'") == balance
 
 
+def test_gateway_job_sent_down_the_wallet_path_is_poison_and_debits_nothing(app: App, demo: dict[str, int]) -> None:
+    # Given a Razorpay job whose queue message lost its method (so it looks like a wallet one)
+    order = pending_order(app.db, "demo-user-1")
+    job = app.db.fetch_one(
+        """INSERT INTO payment_jobs (user_id, idempotency_key, request_hash, order_id, method, gateway_ref)
+           VALUES ('demo-user-1', 'k', 'h', %s, 'razorpay', 'pay_abc') RETURNING id::text""",
+        (order,),
+    )
+    assert job is not None
+    before = row_counts(app.db)
+
+    with pytest.raises(PoisonMessageError):
+        process_job(app, job["id"])
+
+    assert row_counts(app.db) == before
+
+
 def test_message_for_a_job_that_does_not_exist_is_poison(app: App, demo: dict[str, int]) -> None:
     with pytest.raises(PoisonMessageError):
         process_job(app, "00000000-0000-4000-8000-000000000000")
