@@ -12,8 +12,10 @@ leaves. Per delivery:
       failed / ...  -> fail the job
 
 A capture whose answer was lost (timeout, 5xx after send) is settled on the next delivery by the
-fetch that starts it, never by capturing again. A 429 or 5xx hands the message back to the queue
-with a later visibility (exponential backoff, full jitter, Retry-After honoured) instead of sleeping.
+fetch that starts it: a payment shown captured is completed, never captured again; one still shown
+authorized (the lost capture never took effect) gets another capture request. A 429 or 5xx hands
+the message back to the queue with a later visibility (exponential backoff, full jitter,
+Retry-After honoured) instead of sleeping.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ class Settings(BaseSettings):
     env: str = "local"
 
     # Database: a full DSN locally; in AWS the RDS Proxy endpoint plus a Secrets Manager secret.
-    database_url: str | None = Field(default=None, validation_alias="DATABASE_URL")
+    database_url: str | None = Field(default=None, validation_alias="DATABASE_URL", repr=False)
     db_host: str | None = None
     db_port: int = 5432
     db_name: str = "payments"
@@ -82,7 +82,7 @@ class Settings(BaseSettings):
     gateway_backoff_cap_s: int = 300
 
     webhook_url: str | None = None
-    webhook_secret: str | None = None
+    webhook_secret: str | None = Field(default=None, repr=False)
     webhook_secret_arn: str | None = None
     webhook_timeout_s: float = 5.0
 
