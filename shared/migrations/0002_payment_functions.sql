@@ -93,6 +93,7 @@ $$;
 --   succeeded | failed (reason set)    -> event is the outbox event to publish after commit
 --   already_succeeded | already_failed -> a redelivery; nothing changed, no event
 --   job_not_found                      -> a message whose job does not exist (poison)
+--   not_a_wallet_job                   -> a gateway job sent down the wallet path (poison)
 CREATE FUNCTION pq_process_payment(p_job_id uuid)
 RETURNS TABLE (outcome text, reason text, payment_id bigint, event jsonb)
 LANGUAGE plpgsql AS $$
@@ -113,6 +114,12 @@ BEGIN
     END IF;
     IF v_job.status IN ('succeeded', 'failed') THEN
         RETURN QUERY SELECT 'already_' || v_job.status, v_job.reason, v_job.payment_id, NULL::jsonb;
+        RETURN;
+    END IF;
+    -- A gateway job is paid at the gateway (shared/gateway_payments.py), never from the wallet,
+    -- whatever its queue message says.
+    IF v_job.method <> 'wallet' THEN
+        RETURN QUERY SELECT 'not_a_wallet_job', NULL::text, NULL::bigint, NULL::jsonb;
         RETURN;
     END IF;
 
@@ -137,6 +144,19 @@ BEGIN
     SELECT * INTO v_wallet FROM wallets WHERE user_id = v_job.user_id FOR UPDATE;
     IF NOT FOUND OR v_wallet.balance_paise < v_order.total_paise THEN
         RETURN QUERY SELECT 'failed', 'insufficient_balance', NULL::bigint, pq_fail_job(v_job, 'insufficient_balance');
+        RETURN;
+    END IF;
+
+    -- A product already short of stock fails the payment without taking its row lock. Stock only
+    -- goes down while a sale runs, so the answer is true when read; and once the hot product has
+    -- sold out, the buyers still queued for it no longer line up behind each other's lock (each
+    -- lock is held until its commit is flushed).
+    IF EXISTS (SELECT 1
+                 FROM (SELECT (e->>'product_id')::bigint AS product_id, sum((e->>'quantity')::integer) AS quantity
+                         FROM jsonb_array_elements(v_order.items) AS e GROUP BY 1) AS i
+                 JOIN products p ON p.id = i.product_id
+                WHERE p.stock < i.quantity) THEN
+        RETURN QUERY SELECT 'failed', 'out_of_stock', NULL::bigint, pq_fail_job(v_job, 'out_of_stock');
         RETURN;
     END IF;
 
