@@ -40,6 +40,9 @@ def pg_admin_url() -> Iterator[str]:
     conn.close()
     pg_ctl(["-w", "-m", "fast", "restart"], pgdata=server.pgdata, user=server.system_user, timeout=60)
     yield admin
+    # Stop it ourselves: after the restart the library's handle points at the old postmaster, so
+    # its cleanup would only delete the data directory under a running server.
+    pg_ctl(["-w", "-m", "fast", "stop"], pgdata=server.pgdata, user=server.system_user, timeout=60)
     server.cleanup()
 
 
