@@ -35,7 +35,7 @@ from local.auth import LocalIssuer
 from local.config import ROOT, LocalSettings
 from local.gateway_demo import gateway_env
 from local.invariants import check, snapshot_stock
-from local.pg import pg_bin, prepare, start_embedded, with_database
+from local.pg import pg_bin, prepare, start_embedded, stop_embedded, with_database
 from local.run import Supervisor, _wait_for_api
 from local.seed import SeedPlan, seed
 from shared.db import Database
@@ -574,6 +574,23 @@ def main() -> None:
         flush=True,
     )
     server = Server()
+    try:
+        report, ours, baseline = measure(server, knobs)
+    finally:  # the benchmark's own server: nothing of it keeps running afterwards
+        stop_embedded(BENCH_DATA)
+    knobs.out.write_text(json.dumps(report, indent=2) + "\n")
+    from bench.report import write_chart, write_summary
+
+    write_chart(knobs.out.with_suffix(".png"), ours, baseline)
+    write_summary(knobs.out.with_suffix(".md"), report)
+    print(json.dumps(report, indent=2))
+    print(f"wrote {knobs.out}, {knobs.out.with_suffix('.png')}, {knobs.out.with_suffix('.md')}")
+    if any(ours["invariants"].values()):
+        raise SystemExit("an invariant was violated (see the report)")
+
+
+def measure(server: Server, knobs: Knobs) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any] | None]:
+    """Both runs and the ceilings; the report, and our and the baseline's raw results."""
     with webhook_receiver() as (receiver, hook_url):
         ours = run_ours(server, knobs, receiver, hook_url)
         print(f"ours: drain {ours['drain_s']} s, {ours['throughput_pps']} payments/s", flush=True)
@@ -598,16 +615,7 @@ def main() -> None:
         }
     report["knobs"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(knobs).items()}
     report["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version(), "postgres": server.version()}
-    knobs.out.write_text(json.dumps(report, indent=2) + "\n")
-    from bench.report import write_chart, write_summary
-
-    write_chart(knobs.out.with_suffix(".png"), ours, baseline)
-    write_summary(knobs.out.with_suffix(".md"), report)
-    print(json.dumps(report, indent=2))
-    print(f"wrote {knobs.out}, {knobs.out.with_suffix('.png')}, {knobs.out.with_suffix('.md')}")
-    stats = [ours["invariants"]] + ([baseline["invariants"]] if baseline else [])
-    if any(v for inv in stats[:1] for v in inv.values()):
-        raise SystemExit("an invariant was violated (see the report)")
+    return report, ours, baseline
 
 
 if __name__ == "__main__":
