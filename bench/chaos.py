@@ -39,7 +39,7 @@ from local.auth import LocalIssuer
 from local.config import ROOT, LocalSettings
 from local.gateway_demo import gateway_env
 from local.invariants import check, snapshot_stock
-from local.pg import pg_ctl, prepare, start_embedded, with_database
+from local.pg import pg_ctl, prepare, start_embedded, stop_embedded, with_database
 from local.run import Supervisor, _wait_for_api
 from local.seed import SeedPlan, seed
 from local.workers import read_fifo, settle
@@ -784,12 +784,15 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     server = ChaosServer.embedded(CHAOS_DATA)
     rows: list[Row] = []
-    for name in names:
-        print(f"chaos: {name} with {jobs} jobs ...", flush=True)
-        started = time.monotonic()
-        row = run_scenario(server, name, jobs, config, CHAOS_DATA)
-        rows.append(row)
-        print(f"  done in {time.monotonic() - started:.1f} s: {json.dumps(row.public())}", flush=True)
+    try:
+        for name in names:
+            print(f"chaos: {name} with {jobs} jobs ...", flush=True)
+            started = time.monotonic()
+            row = run_scenario(server, name, jobs, config, CHAOS_DATA)
+            rows.append(row)
+            print(f"  done in {time.monotonic() - started:.1f} s: {json.dumps(row.public())}", flush=True)
+    finally:  # nothing of the scenarios' server keeps running afterwards
+        stop_embedded(CHAOS_DATA)
     out.write_text(json.dumps({"scenarios": [r.public() for r in rows]}, indent=2) + "\n")
     print()
     print(table(rows))
