@@ -208,11 +208,11 @@ def run_notifier(local: LocalSettings, sweep_every_s: float = 5.0) -> None:
         for m in messages:
             try:
                 notify(sns_event(m["message"], "payment-events"), LocalContext(function_name="payment-queue-notify"))
-            except Exception:
+            except Exception as exc:
                 # Exponential backoff with full jitter, as Lambda retries an async invocation;
                 # after max_receive_count deliveries the event goes to payment_events_dlq.
                 delay = full_jitter_backoff(m["read_ct"], None, base_s=local.retry_delay_s, cap_s=300)
-                logger.exception("notify failed; will retry", message_id=m["msg_id"], delay_s=delay)
+                logger.warning("notify failed; will retry", message_id=m["msg_id"], delay_s=delay, error=str(exc)[:200])
                 app.db.execute("SELECT pgmq.set_vt(%s, %s::bigint, %s)", (queue, m["msg_id"], delay))
                 failed.add(str(m["msg_id"]))
         if messages:

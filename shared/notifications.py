@@ -43,10 +43,13 @@ def unwrap(record_message: str) -> dict[str, Any]:
 
 
 class WebhookError(Exception):
-    """The receiver answered with a status other than 2xx."""
+    """The receiver answered with a status other than 2xx (status), or could not be reached (None).
 
-    def __init__(self, status: int) -> None:
-        super().__init__(f"webhook answered {status}")
+    It never carries the URL, which may hold a token: it reaches logs through tracebacks.
+    """
+
+    def __init__(self, status: int | None, reason: str = "") -> None:
+        super().__init__(f"webhook answered {status}" if status is not None else f"webhook unreachable: {reason}")
         self.status = status
 
 
@@ -69,7 +72,10 @@ def deliver(url: str, secret: str | None, event: dict[str, Any], timeout_s: floa
         headers[SIGNATURE_HEADER] = sign(secret, int(time.time()), body)
     if not url.startswith(("https://", "http://")):
         raise ValueError("webhook URL must be http(s)")
-    response = _http().request("POST", url, body=body, headers=headers, timeout=urllib3.Timeout(total=timeout_s))
+    try:
+        response = _http().request("POST", url, body=body, headers=headers, timeout=urllib3.Timeout(total=timeout_s))
+    except urllib3.exceptions.HTTPError as exc:  # its text names the URL: keep it out of the traceback
+        raise WebhookError(None, type(exc).__name__) from None
     if not 200 <= response.status < 300:
         raise WebhookError(response.status)
     return int(response.status)
