@@ -42,7 +42,7 @@ from local.invariants import check, snapshot_stock
 from local.pg import pg_ctl, prepare, start_embedded, stop_embedded, with_database
 from local.run import Supervisor, _wait_for_api
 from local.seed import SeedPlan, seed
-from local.workers import read_fifo, settle
+from local.workers import dead_letter, read_fifo
 from shared.db import Database
 from shared.domain import TransientError
 from shared.services import parse_job_message, process_job
@@ -656,15 +656,8 @@ def dlq_redrive(stage: Stage, n: int) -> Row:
         dead = [m for i, m in enumerate(heads) if i % 5 == 0]
         for m in dead[::3]:  # paid, then dead-lettered all the same
             process_job(app, parse_job_message(json.dumps(m["message"])))
-        settle(  # only the chosen ones: the rest stay queued, visible at once
-            stage.db,
-            dead,
-            {str(m["msg_id"]) for m in dead},
-            queue="payments",
-            dlq="payments_dlq",
-            max_receive_count=1,
-            retry_delay_s=0,
-        )
+        # only the chosen ones: the rest stay queued, visible at once
+        dead_letter(stage.db, dead, queue="payments", dlq="payments_dlq")
     finally:
         app.db.close()
     dead_jobs = [m["message"]["job_id"] for m in dead]

@@ -111,6 +111,13 @@ def settle(
     return {"deleted": len(done), "dead": len(dead), "retried": len(retry)}
 
 
+def dead_letter(db: Database, messages: list[dict[str, Any]], *, queue: str, dlq: str) -> None:
+    """Move received messages to the DLQ now, as after their last failed delivery (tools, tests)."""
+    settle(
+        db, messages, {str(m["msg_id"]) for m in messages}, queue=queue, dlq=dlq, max_receive_count=1, retry_delay_s=0
+    )
+
+
 def _poll(loop_once: Callable[[], int], idle_sleep_s: float = 0.05, max_idle_s: float = 0.25) -> None:
     signal.signal(signal.SIGTERM, _request_stop)
     signal.signal(signal.SIGINT, _request_stop)

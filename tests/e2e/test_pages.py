@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Page, expect
 
-from local.workers import settle
+from local.workers import dead_letter
 from tests.e2e.conftest import ARTIFACTS, NO_BROWSER, Runtime, find_chromium, launch
 
 # Skipped before any runtime starts when there is no browser; the summary (-ra) prints why.
@@ -191,15 +191,7 @@ def test_operator_redrives_the_dlq_from_the_page(paused: Runtime, open_page: Any
     # Given two jobs that ran out of deliveries and sit in the DLQ
     jobs = [enqueue(paused, f"demo-user-{i}") for i in (1, 2)]
     messages = paused.db.fetch_all("SELECT * FROM pgmq.read('payments', 30, 10)")
-    settle(
-        paused.db,
-        messages,
-        {str(m["msg_id"]) for m in messages},
-        queue="payments",
-        dlq="payments_dlq",
-        max_receive_count=1,
-        retry_delay_s=0,
-    )
+    dead_letter(paused.db, messages, queue="payments", dlq="payments_dlq")
     page = open_page(DESKTOP)
     page.goto(
         f"{paused.base}/static/operator.html#every=250&token="

@@ -7,10 +7,12 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from local.gateway_sim import Simulator
 from local.seed import SeedPlan, seed
 from shared.bootstrap import App, bootstrap
 from shared.db import Database
 from shared.settings import Settings
+from tests.integration.gateway_helpers import CASHFREE, RAZORPAY
 
 
 @pytest.fixture
@@ -59,3 +61,11 @@ def queues(aws: None) -> tuple[Any, str, str]:
     dlq = sqs.create_queue(QueueName="payments-dlq.fifo", Attributes={"FifoQueue": "true"})["QueueUrl"]
     main = sqs.create_queue(QueueName="payments.fifo", Attributes={"FifoQueue": "true"})["QueueUrl"]
     return sqs, main, dlq
+
+
+@pytest.fixture
+def sim() -> Iterator[Simulator]:
+    """The Razorpay and Cashfree simulator on loopback, for the gateway tests."""
+    simulator = Simulator(razorpay=RAZORPAY, cashfree=CASHFREE).start()
+    yield simulator
+    simulator.stop()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from functions.status.handler import handler as status_handler
-from local.workers import settle
+from local.workers import dead_letter
 from shared.bootstrap import App
 from tests.integration.helpers import deliver, pay, receive
 from tests.integration.test_api_handlers import OPERATOR, call
@@ -12,15 +12,7 @@ from tests.integration.test_api_handlers import OPERATOR, call
 def dead_letter_everything(app: App) -> list[dict[str, object]]:
     """What the event source mapping does after the last failed delivery: move each message to the DLQ."""
     messages = receive(app)
-    settle(
-        app.db,
-        messages,
-        {str(m["msg_id"]) for m in messages},
-        queue="payments",
-        dlq="payments_dlq",
-        max_receive_count=1,
-        retry_delay_s=0,
-    )
+    dead_letter(app.db, messages, queue="payments", dlq="payments_dlq")
     return messages
 
 

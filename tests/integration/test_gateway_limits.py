@@ -9,7 +9,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -25,18 +24,11 @@ from shared.bootstrap import App
 from shared.notifications import EVENT_ID_HEADER, SIGNATURE_HEADER, verify
 from shared.services import sweep
 from shared.settings import Settings, get_settings
-from tests.integration.gateway_helpers import CASHFREE, RAZORPAY, drain, gateway_settings, pay_gateway
+from tests.integration.gateway_helpers import drain, gateway_settings, pay_gateway
 
 ROOT = Path(__file__).resolve().parents[2]
 RATE, BURST = 15.0, 5.0
 WORKERS = 8
-
-
-@pytest.fixture
-def sim() -> Iterator[Simulator]:
-    simulator = Simulator(razorpay=RAZORPAY, cashfree=CASHFREE).start()
-    yield simulator
-    simulator.stop()
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -16,7 +15,6 @@ from shared.gateway_payments import process_gateway_job
 from shared.services import accept_payment, parse_payment_request
 from shared.settings import Settings
 from tests.integration.gateway_helpers import (
-    CASHFREE,
     RAZORPAY,
     drain,
     gateway_settings,
@@ -24,13 +22,6 @@ from tests.integration.gateway_helpers import (
     order_of,
     pay_gateway,
 )
-
-
-@pytest.fixture
-def sim() -> Iterator[Simulator]:
-    simulator = Simulator(razorpay=RAZORPAY, cashfree=CASHFREE).start()
-    yield simulator
-    simulator.stop()
 
 
 @pytest.fixture
