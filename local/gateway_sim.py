@@ -1,29 +1,39 @@
 """A Razorpay + Cashfree PG simulator on loopback, for the local runtime, the tests and the benchmark.
 
-It answers the endpoints the processor calls, with the real paths, auth and JSON shapes:
+It answers the endpoints the project calls, with the real paths, auth, JSON shapes, refusals and
+rate-limit headers (the official SDKs are driven against it in tests/contract):
 
-    Razorpay  (basic auth key_id:key_secret; errors {"error": {"code", "description", ...}})
-      GET  /v1/payments/{id}            POST /v1/payments/{id}/capture {amount, currency}
-      POST /v1/payments/{id}/refund     GET  /v1/payments/{id}/refunds
-    Cashfree PG  (x-client-id, x-client-secret, x-api-version; errors {"message", "code", "type"})
-      GET  /pg/orders/{order_id}/payments
-      POST /pg/orders/{order_id}/refunds {refund_amount, refund_id, refund_note}
-      GET  /pg/orders/{order_id}/refunds/{refund_id}
+    Razorpay  (basic auth key_id:key_secret; local/gateway_sim_razorpay.py)
+      POST /v1/orders   GET /v1/orders?receipt=   GET /v1/orders/{id}   GET /v1/orders/{id}/payments
+      GET  /v1/payments/{id}   POST /v1/payments/{id}/capture   POST /v1/payments/{id}/refund
+      GET  /v1/payments/{id}/refunds[/{refund_id}]   GET /v1/refunds/{id}
+    Cashfree PG  (x-client-id, x-client-secret, x-api-version; local/gateway_sim_cashfree.py)
+      POST /pg/orders   GET /pg/orders/{order_id}   GET /pg/orders/{order_id}/payments
+      POST /pg/orders/{order_id}/refunds   GET /pg/orders/{order_id}/refunds[/{refund_id}]
 
-Knobs (SimConfig; POST /_sim/config at run time): latency, a 429 rate with Retry-After /
-x-ratelimit-retry, a 5xx rate, a hard server-side limit in requests per second, a 429 storm, and
-writes that are applied but answered with a 502 or only after the client gave up. Every request
-is logged, so a test or the benchmark can measure the rate we really sent:
+What the shopper does at the gateway, and what only time or the bank does, is played through /_sim:
 
-    GET  /_sim/stats   calls, peak_rps (most requests in any 1 s), captures, double_captures,
-                       refunds, responses_429, responses_5xx, per gateway too
-    GET  /_sim/calls   the call log (t, gateway, method, path, status)
-    POST /_sim/reset   clear the log and counters (payments stay)
-    POST /_sim/razorpay/payments   {"amount", "currency"?, "status"?} -> a Razorpay payment
-    POST /_sim/cashfree/orders     {"order_amount", "order_currency"?, "payment_status"?, "order_id"?}
+    POST /_sim/razorpay/checkout {"order_id", "outcome": "success"|"failed"}
+         -> {"razorpay_payment_id", "razorpay_order_id", "razorpay_signature"} (+ payment.* webhooks)
+    POST /_sim/cashfree/checkout {"order_id", "outcome": "success"|"failed"|"user_dropped"|"pending"|
+         "not_attempted"} -> {"order_id", "cf_payment_id", "payment_status"} (+ PAYMENT_*_WEBHOOK)
+    POST /_sim/razorpay/late_authorize {"payment_id"}   a failed payment authorised late
+    POST /_sim/cashfree/late_success {"order_id"}       an EXPIRED / TERMINATION_REQUESTED order turns PAID
+    POST /_sim/cashfree/order_status {"order_id", "order_status": "EXPIRED"|"TERMINATED"|...}
+    POST /_sim/refund_status {"gateway", "refund_id", "order_id"?, "status"}   settle a refund by hand
+    POST /_sim/razorpay/payments {"amount"}   an order-less payment (exists at Razorpay; cannot be captured)
+    POST /_sim/cashfree/orders {"order_amount", "payment_status"?}   an order created and attempted once
+    GET  /_sim/webhooks   POST /_sim/webhooks/replay {"event_id"}   the deliveries; send one again
+    GET  /_sim/stats      calls, peak_rps, captures, double_captures, refunds, ... (per gateway too)
+    GET  /_sim/calls      POST /_sim/reset      POST /_sim/config {knob: value}
 
-Run alone: python -m local.gateway_sim --port 8100 (credentials from PQ_RAZORPAY_KEY_ID, ... as
-the workers read them).
+Knobs (SimConfig; PQ_SIM_<KNOB> at start, POST /_sim/config at run time): latency, a 429 rate with
+Retry-After / x-ratelimit-retry, a 5xx rate, a hard limit in requests per second, a 429 storm, writes
+applied but answered 502 or only after the client gave up, Cashfree's published per-minute limits
+(production | sandbox | off), auto-capture, refund outcomes and delay, webhook URLs, retries and copies.
+
+Run alone: python -m local.gateway_sim (port PQ_GATEWAY_SIM_PORT, 8100 by default; credentials from
+PQ_RAZORPAY_KEY_ID, PQ_RAZORPAY_KEY_SECRET, PQ_RAZORPAY_WEBHOOK_SECRET, PQ_CASHFREE_CLIENT_ID, ...).
 """
 
 from __future__ import annotations
@@ -34,16 +44,21 @@ import contextlib
 import json
 import os
 import random
-import re
 import secrets
 import signal
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import urlsplit
+
+from local.gateway_sim_cashfree import CashfreeSim, cf_error
+from local.gateway_sim_razorpay import ACCOUNT_ID, RazorpaySim, rzp_error
+from local.gateway_sim_webhooks import WebhookSender
 
 _rng = random.Random()  # noqa: S311 (fault injection, not security)
 
@@ -62,6 +77,20 @@ class SimConfig:
     fail_after_send: int = 0  # the next N writes are applied, then answered 502
     timeout_after_send: int = 0  # the next N writes are applied, then answered only after hang_s
     hang_s: float = 3.0
+    # Cashfree's published per-endpoint limits per minute: production | sandbox | off.
+    cashfree_limits: str = "production"
+    # Razorpay's account capture setting: payments captured automatically when authorised.
+    razorpay_auto_capture: bool = False
+    refund_settle_s: float = 0.2  # a refund stays pending this long
+    razorpay_refund_outcome: str = "processed"  # processed | failed
+    cashfree_refund_outcome: str = "SUCCESS"  # SUCCESS | CANCELLED | ONHOLD (not final)
+    # Webhook URLs as configured in each gateway's dashboard (Cashfree: order_meta.notify_url wins).
+    razorpay_webhook_url: str = ""
+    cashfree_webhook_url: str = ""
+    webhook_retries: int = 2  # a non-2xx delivery is tried again this many times, backing off
+    webhook_retry_s: float = 0.2
+    webhook_delay_s: float = 0.0  # before each delivery
+    webhook_copies: int = 1  # deliveries per event (gateways deliver at least once)
 
 
 @dataclass(frozen=True)
@@ -75,13 +104,12 @@ class Call:
 
 @dataclass
 class _Counters:
-    captures: int = 0
-    double_captures: int = 0
-    refunds: int = 0
     responses_429: int = 0
     responses_5xx: int = 0
     hard_limited: int = 0
     applied_then_failed: int = 0
+    webhooks_sent: int = 0
+    webhooks_failed: int = 0
 
 
 def peak_rps(times: list[float], window_s: float = 1.0) -> float:
@@ -103,21 +131,22 @@ def _rupees(paise: int) -> float:
     return float(Decimal(paise) / 100)
 
 
-def _rzp_error(code: str, description: str) -> dict[str, Any]:
-    return {
-        "error": {
-            "code": code,
-            "description": description,
-            "source": "NA",
-            "step": "NA",
-            "reason": "NA",
-            "metadata": {},
-        }
-    }
+def _endpoint_key(method: str, path: str) -> str:
+    """ "GET /v1/payments/{id}/refunds" for "GET /v1/payments/pay_X/refunds": ids folded for the stats."""
+    parts = path.split("/")
+    out = [
+        "{id}" if i and parts[i - 1] in ("orders", "payments", "refunds") and p and p not in ("payments", "refunds")
+        else p
+        for i, p in enumerate(parts)
+    ]  # fmt: skip
+    return f"{method} {'/'.join(out)}"
 
 
-def _cf_error(message: str, code: str, kind: str) -> dict[str, Any]:
-    return {"message": message, "code": code, "type": kind}
+def _knob(current: Any, value: Any) -> Any:
+    """A knob's new value in the knob's own type ("false" is False, not a true non-empty string)."""
+    if isinstance(current, bool):
+        return value if isinstance(value, bool) else str(value).strip().lower() in ("1", "true", "yes", "on")
+    return type(current)(value)
 
 
 class Simulator:
@@ -128,17 +157,29 @@ class Simulator:
         port: int = 0,
         razorpay: tuple[str, str] = ("rzp_test_local", "local_razorpay_secret"),
         cashfree: tuple[str, str] = ("cf_test_local", "local_cashfree_secret"),
+        razorpay_webhook_secret: str = "local_razorpay_webhook_secret",  # noqa: S107 (loopback only)
         config: SimConfig | None = None,
     ) -> None:
         self.config = config or SimConfig()
         self.razorpay_credentials = razorpay
         self.cashfree_credentials = cashfree
-        self.payments: dict[str, dict[str, Any]] = {}
-        self.orders: dict[str, dict[str, Any]] = {}
+        self.razorpay_webhook_secret = razorpay_webhook_secret
+        self.cashfree_api_version = "2025-01-01"  # the last x-api-version seen; sent as x-webhook-version
         self.calls: list[Call] = []
         self.counters = _Counters()
         self._admitted: dict[str, deque[float]] = {"razorpay": deque(), "cashfree": deque()}
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
+        self._timers: set[threading.Timer] = set()
+        cfg = self.config
+        self.webhooks = WebhookSender(
+            razorpay_secret=razorpay_webhook_secret,
+            cashfree_secret=cashfree[1],
+            cashfree_version=lambda: self.cashfree_api_version,
+            knobs=lambda: (cfg.webhook_retries, cfg.webhook_retry_s, cfg.webhook_delay_s),
+            on_result=self._webhook_result,
+        )
+        self.razorpay = RazorpaySim(razorpay[1], self._emit_razorpay, self._schedule)
+        self.cashfree = CashfreeSim(self._emit_cashfree, self._schedule)
         self._server = ThreadingHTTPServer((host, port), self._handler_class())
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
@@ -154,89 +195,134 @@ class Simulator:
         return self
 
     def stop(self) -> None:
+        with self._lock:
+            for timer in self._timers:
+                timer.cancel()
+            self._timers.clear()
+        self.webhooks.stop()
         self._server.shutdown()
         self._server.server_close()
 
     def serve_forever(self) -> None:
         self._server.serve_forever()
 
-    # --- fixtures: what the shopper did at the gateway's checkout ---------------------------
+    # --- time and webhooks ------------------------------------------------------------------
+
+    def _schedule(self, delay_s: float, action: Callable[[], object]) -> None:
+        """Run action later with the lock held (a refund settling); never inside the request."""
+
+        def run() -> None:
+            with self._lock:
+                self._timers.discard(timer)
+                action()
+
+        timer = threading.Timer(max(0.0, delay_s), run)
+        timer.daemon = True
+        self._timers.add(timer)
+        timer.start()
+
+    def _webhook_result(self, ok: bool) -> None:
+        with self._lock:
+            if ok:
+                self.counters.webhooks_sent += 1
+            else:
+                self.counters.webhooks_failed += 1
+
+    def _emit_razorpay(self, event: str, entities: dict[str, Any]) -> None:
+        # The event envelope of razorpay.com/docs/webhooks/payments (sample payloads).
+        body = {
+            "entity": "event",
+            "account_id": ACCOUNT_ID,
+            "event": event,
+            "contains": list(entities),
+            "payload": {name: {"entity": entity} for name, entity in entities.items()},
+            "created_at": int(time.time()),
+        }
+        self.webhooks.send("razorpay", event, self.config.razorpay_webhook_url, body, self.config.webhook_copies)
+
+    def _emit_cashfree(self, kind: str, data: dict[str, Any], notify_url: str | None) -> None:
+        # {"data", "event_time", "type"}: PaymentWebhook / RefundWebhook in cashfree-pg's models.
+        body = {"data": data, "event_time": time.strftime("%Y-%m-%dT%H:%M:%S+05:30", time.gmtime(time.time() + 19800)),
+                "type": kind}  # fmt: skip
+        url = notify_url or self.config.cashfree_webhook_url
+        self.webhooks.send("cashfree", kind, url, body, self.config.webhook_copies)
+
+    def wait_webhooks(self, timeout_s: float = 10.0) -> bool:
+        """True once every webhook sent so far has been tried."""
+        return self.webhooks.wait_idle(timeout_s)
+
+    # --- fixtures: what shoppers do at the gateways' checkouts ------------------------------
 
     def create_razorpay_payment(self, amount_paise: int, currency: str = "INR", status: str = "authorized") -> str:
-        payment_id = "pay_" + secrets.token_hex(7)
+        """A payment made without an order (Razorpay has them; they cannot be captured)."""
         with self._lock:
-            self.payments[payment_id] = {
-                "id": payment_id,
-                "entity": "payment",
-                "amount": amount_paise,
-                "currency": currency,
-                "status": status,
-                "order_id": None,
-                "invoice_id": None,
-                "international": False,
-                "method": "upi",
-                "amount_refunded": 0,
-                "refund_status": None,
-                "captured": status == "captured",
-                "description": None,
-                "email": "shopper@example.com",
-                "contact": "+919999999999",
-                "notes": {},
-                "fee": None,
-                "tax": None,
-                "error_code": None,
-                "error_description": None,
-                "created_at": int(time.time()),
-                "_refunds": [],
-            }
-        return payment_id
+            return str(self.razorpay.new_payment(amount_paise, currency, None, status)["id"])
+
+    def create_razorpay_order(self, amount_paise: int, currency: str = "INR", receipt: str | None = None) -> str:
+        with self._lock:
+            status, body, _ = self.razorpay.create_order({"amount": amount_paise, "currency": currency,
+                                                          "receipt": receipt})  # fmt: skip
+        if status != 200:
+            raise ValueError(body)
+        return str(body["id"])
+
+    def razorpay_checkout(self, order_id: str, outcome: str = "success") -> dict[str, Any]:
+        with self._lock:
+            status, body, _ = self.razorpay.checkout(order_id, outcome)
+        if status != 200:
+            raise ValueError(body)
+        return dict(body)
 
     def create_cashfree_order(
         self, amount_paise: int, currency: str = "INR", payment_status: str = "SUCCESS", order_id: str | None = None
     ) -> str:
-        order_id = order_id or "order_" + secrets.token_hex(8)
-        now = time.strftime("%Y-%m-%dT%H:%M:%S+05:30")
-        payment = {
-            "cf_payment_id": _rng.randrange(10**9, 10**10),
-            "order_id": order_id,
-            "entity": "payment",
-            "is_captured": payment_status == "SUCCESS",
+        """A Cashfree order created as POST /pg/orders does, then attempted once with payment_status."""
+        body: dict[str, Any] = {
             "order_amount": _rupees(amount_paise),
-            "payment_group": "upi",
-            "payment_currency": currency,
-            "payment_amount": _rupees(amount_paise),
-            "payment_time": now,
-            "payment_completion_time": now,
-            "payment_status": payment_status,
-            "payment_message": "Simulated payment",
-            "bank_reference": secrets.token_hex(6),
-            "auth_id": None,
-            "payment_method": {"upi": {"channel": "collect", "upi_id": "shopper@upi"}},
+            "order_currency": currency,
+            "customer_details": {"customer_id": "simshopper01", "customer_phone": "9999999999"},
         }
+        if order_id:
+            body["order_id"] = order_id
         with self._lock:
-            self.orders[order_id] = {"currency": currency, "payments": [payment], "refunds": {}}
-        return order_id
+            status, order, _ = self.cashfree.create_order(body)
+            if status != 200:
+                raise ValueError(order)
+            self.cashfree_checkout(order["order_id"], payment_status.lower())
+        return str(order["order_id"])
+
+    def cashfree_checkout(self, order_id: str, outcome: str = "success") -> dict[str, Any]:
+        with self._lock:
+            status, body, _ = self.cashfree.checkout(order_id, outcome)
+        if status != 200:
+            raise ValueError(body)
+        return dict(body)
 
     # --- measurements -----------------------------------------------------------------------
 
     def stats(self, gateway: str | None = None) -> dict[str, Any]:
         with self._lock:
             calls = [c for c in self.calls if gateway is None or c.gateway == gateway]
-            counters = asdict(self.counters)
-        result: dict[str, Any] = {
-            "calls": len(calls),
-            "peak_rps": peak_rps([c.t for c in calls]),
-            "by_endpoint": {},
-            **counters,
-        }
+            rzp, cf = asdict(self.razorpay.counters), asdict(self.cashfree.counters)
+            result: dict[str, Any] = {
+                "calls": len(calls),
+                "peak_rps": peak_rps([c.t for c in calls]),
+                "by_endpoint": {},
+                **asdict(self.counters),
+                "captures": rzp["captures"],
+                "double_captures": rzp["double_captures"],
+                "refunds": rzp["refunds"] + cf["refunds"],
+                "razorpay": rzp,
+                "cashfree": cf,
+            }
         for c in calls:
-            key = f"{c.method} {re.sub(r'/(pay|order)_[A-Za-z0-9_-]+|/pq[0-9a-f]{32}', '/{id}', c.path)}"
+            key = _endpoint_key(c.method, c.path)
             result["by_endpoint"][key] = result["by_endpoint"].get(key, 0) + 1
         if calls:
             span = calls[-1].t - calls[0].t
             result["mean_rps"] = round(len(calls) / span, 2) if span > 0 else float(len(calls))
         if gateway is None:
-            result["gateways"] = {g: self.stats(g)["calls"] for g in ("razorpay", "cashfree")}
+            result["gateways"] = {g: sum(1 for c in calls if c.gateway == g) for g in ("razorpay", "cashfree")}
         return result
 
     def reset(self) -> None:
@@ -245,10 +331,14 @@ class Simulator:
             self.counters = _Counters()
             for admitted in self._admitted.values():
                 admitted.clear()
+            self.cashfree.reset_limits()
+            self.razorpay.counters = type(self.razorpay.counters)()
+            self.cashfree.counters = type(self.cashfree.counters)()
+        self.webhooks.clear()
 
     # --- the HTTP side ----------------------------------------------------------------------
 
-    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+    def _handler_class(self) -> type[BaseHTTPRequestHandler]:  # noqa: C901 (one small method per verb)
         sim = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -279,7 +369,7 @@ class Simulator:
                     pass  # the client gave up (a timeout-after-send scenario)
 
             def _dispatch(self, method: str) -> None:
-                body = self._body() if method == "POST" else {}
+                body = self._body() if method in ("POST", "PATCH") else {}
                 if self.path.startswith("/_sim/"):
                     self._send(*sim._admin(method, self.path, body))
                     return
@@ -294,61 +384,103 @@ class Simulator:
             def do_POST(self) -> None:
                 self._dispatch("POST")
 
+            def do_PATCH(self) -> None:
+                self._dispatch("PATCH")
+
         return Handler
 
-    def _admin(self, method: str, path: str, body: Any) -> Answer:
+    def _admin(self, method: str, path: str, body: Any) -> Answer:  # noqa: C901, PLR0912 (one route each)
         body = body if isinstance(body, dict) else {}
-        if method == "GET" and path.startswith("/_sim/stats"):
-            gateway = path.partition("gateway=")[2] or None
-            return 200, self.stats(gateway), {}
-        if method == "GET" and path == "/_sim/calls":
-            with self._lock:
-                return 200, [asdict(c) for c in self.calls], {}
-        if method == "POST" and path == "/_sim/reset":
+        route = urlsplit(path).path
+        if method == "GET":
+            if route == "/_sim/stats":
+                gateway = urlsplit(path).query.partition("gateway=")[2] or None
+                return 200, self.stats(gateway), {}
+            if route == "/_sim/calls":
+                with self._lock:
+                    return 200, [asdict(c) for c in self.calls], {}
+            if route == "/_sim/webhooks":
+                return 200, self.webhooks.log(), {}
+            return 404, {"error": "unknown simulator route"}, {}
+        if route == "/_sim/reset":
             self.reset()
             return 200, {"reset": True}, {}
-        if method == "POST" and path == "/_sim/config":
+        if route == "/_sim/config":
             known = {f.name for f in fields(SimConfig)}
-            for name, value in body.items():
-                if name in known:
-                    setattr(self.config, name, type(getattr(self.config, name))(value))
-            return 200, asdict(self.config), {}
-        if method == "POST" and path == "/_sim/razorpay/payments":
-            pid = self.create_razorpay_payment(
-                int(body["amount"]), body.get("currency", "INR"), body.get("status", "authorized")
-            )
-            return 200, self._public(self.payments[pid]), {}
-        if method == "POST" and path == "/_sim/cashfree/orders":
-            oid = self.create_cashfree_order(
-                _paise(body["order_amount"]),
-                body.get("order_currency", "INR"),
-                body.get("payment_status", "SUCCESS"),
-                body.get("order_id"),
-            )
-            return 200, {"order_id": oid, "payments": self.orders[oid]["payments"]}, {}
+            with self._lock:
+                for name, value in body.items():
+                    if name in known:
+                        setattr(self.config, name, _knob(getattr(self.config, name), value))
+                return 200, asdict(self.config), {}
+        if route == "/_sim/webhooks/replay":
+            found = self.webhooks.replay(str(body.get("event_id", "")))
+            return (200, {"replayed": True}, {}) if found else (404, {"error": "unknown event_id"}, {})
+        with self._lock:
+            self._sync_knobs()
+            if route == "/_sim/razorpay/checkout":
+                return self.razorpay.checkout(str(body.get("order_id", "")), str(body.get("outcome", "success")))
+            if route == "/_sim/cashfree/checkout":
+                return self.cashfree.checkout(str(body.get("order_id", "")), str(body.get("outcome", "success")))
+            if route == "/_sim/razorpay/late_authorize":
+                return self.razorpay.late_authorize(str(body.get("payment_id", "")))
+            if route == "/_sim/cashfree/late_success":
+                return self.cashfree.late_success(str(body.get("order_id", "")))
+            if route == "/_sim/cashfree/order_status":
+                return self.cashfree.set_status(str(body.get("order_id", "")), str(body.get("order_status", "")))
+            if route == "/_sim/refund_status":
+                return self._refund_status(body)
+            if route == "/_sim/razorpay/payments":
+                pid = self.create_razorpay_payment(
+                    int(body["amount"]), body.get("currency", "INR"), body.get("status", "authorized")
+                )
+                return 200, self.razorpay.payments[pid], {}
+            if route == "/_sim/cashfree/orders":
+                oid = self.create_cashfree_order(
+                    _paise(body["order_amount"]),
+                    body.get("order_currency", "INR"),
+                    body.get("payment_status", "SUCCESS"),
+                    body.get("order_id"),
+                )
+                return 200, {"order_id": oid, "payments": self.cashfree.orders[oid]["_payments"]}, {}
         return 404, {"error": "unknown simulator route"}, {}
 
-    @staticmethod
-    def _public(payment: dict[str, Any]) -> dict[str, Any]:
-        return {k: v for k, v in payment.items() if not k.startswith("_")}
+    def _refund_status(self, body: dict[str, Any]) -> Answer:
+        refund_id, status = str(body.get("refund_id", "")), str(body.get("status", ""))
+        if body.get("gateway") == "razorpay":
+            done = self.razorpay.settle_refund(refund_id, status)
+        else:
+            done = self.cashfree.settle_refund(str(body.get("order_id", "")), refund_id, status)
+        return (200, {"settled": True}, {}) if done else (400, {"error": "no such pending refund or status"}, {})
+
+    def _sync_knobs(self) -> None:
+        cfg = self.config
+        self.razorpay.auto_capture = cfg.razorpay_auto_capture
+        self.razorpay.refund_outcome = cfg.razorpay_refund_outcome
+        self.razorpay.refund_settle_s = cfg.refund_settle_s
+        self.cashfree.limits = cfg.cashfree_limits
+        self.cashfree.refund_outcome = cfg.cashfree_refund_outcome
+        self.cashfree.refund_settle_s = cfg.refund_settle_s
 
     def _gateway(
         self, method: str, path: str, headers: dict[str, str], body: Any
     ) -> tuple[int, Any, dict[str, str], float]:
-        gateway = "cashfree" if path.startswith("/pg/") else "razorpay"
+        split = urlsplit(path)
+        route = split.path
+        gateway = "cashfree" if route == "/pg" or route.startswith("/pg/") else "razorpay"
         cfg = self.config
         if cfg.latency_ms or cfg.latency_jitter_ms:
             time.sleep((cfg.latency_ms + _rng.uniform(0, cfg.latency_jitter_ms)) / 1000)
         with self._lock:
             now = time.time()
-            status, payload, extra, hang = self._answer(gateway, method, path, headers, body, now=now)
-            self.calls.append(Call(now, gateway, method, path, status))
+            self._sync_knobs()
+            status, payload, extra, hang = self._answer(
+                gateway, method, route, query=split.query, headers=headers, body=body, now=now
+            )
+            self.calls.append(Call(now, gateway, method, route, status))
             if status == 429:
                 self.counters.responses_429 += 1
             elif status >= 500:
                 self.counters.responses_5xx += 1
-        if gateway == "cashfree":
-            extra = {"x-ratelimit-type": "app_id", **extra}
         return status, payload, extra, hang
 
     def _throttle(self, gateway: str, now: float) -> Answer | None:
@@ -356,9 +488,9 @@ class Simulator:
         cfg = self.config
         retry = {"Retry-After": str(max(1, round(cfg.retry_after_s))), "x-ratelimit-retry": str(cfg.retry_after_s)}
         too_many = (
-            (_rzp_error("BAD_REQUEST_ERROR", "Too many requests"), retry)
+            (rzp_error("Too many requests"), retry)
             if gateway == "razorpay"
-            else (_cf_error("Too many requests", "request_failed", "rate_limit_error"), retry)
+            else (cf_error("Too many requests", "request_failed", "rate_limit_error"), retry)
         )
         if now < cfg.storm_until or (cfg.rate_429 and _rng.random() < cfg.rate_429):
             return 429, *too_many
@@ -371,37 +503,46 @@ class Simulator:
         admitted.append(now)
         if cfg.rate_5xx and _rng.random() < cfg.rate_5xx:
             if gateway == "razorpay":
-                return 503, _rzp_error("SERVER_ERROR", "Service temporarily unavailable"), {}
-            return 503, _cf_error("Service temporarily unavailable", "internal_error", "api_error"), {}
+                return 503, rzp_error("Service temporarily unavailable"), {}
+            return 503, cf_error("Service temporarily unavailable", "internal_error", "api_error"), {}
         return None
 
     def _answer(
-        self, gateway: str, method: str, path: str, headers: dict[str, str], body: Any, *, now: float
+        self, gateway: str, method: str, route: str, *, query: str, headers: dict[str, str], body: Any, now: float
     ) -> tuple[int, Any, dict[str, str], float]:
         lower = {k.lower(): v for k, v in headers.items()}
         refused = self._authenticate(gateway, lower)
-        if refused is None:
-            refused = self._throttle(gateway, now)
         if refused is not None:
             return *refused, 0.0
+        limit_headers: dict[str, str] = {}
+        parts = route.strip("/").split("/")[1:]  # after "pg"
+        if gateway == "cashfree":
+            self.cashfree_api_version = lower["x-api-version"]
+            admitted, limit_headers = self.cashfree.admit(CashfreeSim.endpoint(method, parts), now)
+            if not admitted:
+                return 429, cf_error("Too many requests", "request_failed", "rate_limit_error"), limit_headers, 0.0
+        refused = self._throttle(gateway, now)
+        if refused is not None:
+            return refused[0], refused[1], {**limit_headers, **refused[2]}, 0.0
         if body is None:
             bad = (
-                _rzp_error("BAD_REQUEST_ERROR", "The request body is not valid JSON")
+                rzp_error("The request body is not valid JSON")
                 if gateway == "razorpay"
-                else _cf_error("invalid JSON", "request_invalid", "invalid_request_error")
+                else cf_error("invalid JSON", "request_invalid")
             )
-            return 400, bad, {}, 0.0
+            return 400, bad, limit_headers, 0.0
         if gateway == "razorpay":
-            status, payload, extra = self._razorpay(method, path, body)
+            status, payload, extra = self.razorpay.handle(method, route, query, lower, body)
         else:
-            status, payload, extra = self._cashfree(method, path, body)
+            status, payload, extra = self.cashfree.handle(method, parts, lower, body)
+        extra = {**limit_headers, **extra}
         is_write = method == "POST" and status < 300
         if is_write and self.config.fail_after_send > 0:
             self.config.fail_after_send -= 1
             self.counters.applied_then_failed += 1
             if gateway == "razorpay":
-                return 502, _rzp_error("SERVER_ERROR", "We are facing some trouble completing your request"), {}, 0.0
-            return 502, _cf_error("bad gateway", "internal_error", "api_error"), {}, 0.0
+                return 502, rzp_error("We are facing some trouble completing your request"), extra, 0.0
+            return 502, cf_error("bad gateway", "internal_error", "api_error"), extra, 0.0
         if is_write and self.config.timeout_after_send > 0:
             self.config.timeout_after_send -= 1
             self.counters.applied_then_failed += 1
@@ -413,119 +554,22 @@ class Simulator:
             auth = headers.get("authorization", "")
             expected = "Basic " + base64.b64encode(":".join(self.razorpay_credentials).encode()).decode()
             if not secrets.compare_digest(auth, expected):
-                return 401, _rzp_error("BAD_REQUEST_ERROR", "The api key provided is invalid"), {}
+                return 401, rzp_error("The api key provided is invalid"), {}
             return None
         if not headers.get("x-api-version"):
             return (
                 400,
-                _cf_error("x-api-version missing in the request header", "request_failed", "invalid_request_error"),
-                {},
+                cf_error("x-api-version missing in the request header", "request_failed"),
+                {"x-ratelimit-type": "app_id"},
             )
         client_id, client_secret = self.cashfree_credentials
         if not (
             secrets.compare_digest(headers.get("x-client-id", ""), client_id)
             and secrets.compare_digest(headers.get("x-client-secret", ""), client_secret)
         ):
-            return 401, _cf_error("authentication Failed", "request_failed", "authentication_error"), {}
+            return 401, cf_error("authentication Failed", "request_failed", "authentication_error"), {
+                "x-ratelimit-type": "app_id"}  # fmt: skip
         return None
-
-    def _razorpay(self, method: str, path: str, body: dict[str, Any]) -> Answer:
-        match = re.fullmatch(r"/v1/payments/([^/]+)(?:/(capture|refund|refunds))?", path.split("?", maxsplit=1)[0])
-        payment = self.payments.get(match.group(1)) if match else None
-        if match is None or payment is None:
-            return 400, _rzp_error("BAD_REQUEST_ERROR", "The id provided does not exist"), {}
-        action = match.group(2)
-        if method == "GET" and action is None:
-            return 200, self._public(payment), {}
-        if method == "GET" and action == "refunds":
-            items = payment["_refunds"]
-            return 200, {"entity": "collection", "count": len(items), "items": items}, {}
-        if method == "POST" and action == "capture":
-            if payment["status"] == "captured":
-                self.counters.double_captures += 1
-                return 400, _rzp_error("BAD_REQUEST_ERROR", "This payment has already been captured"), {}
-            if payment["status"] != "authorized":
-                return (
-                    400,
-                    _rzp_error(
-                        "BAD_REQUEST_ERROR",
-                        "Only payments which have been authorized and not yet captured can be captured",
-                    ),
-                    {},
-                )
-            if body.get("amount") != payment["amount"] or body.get("currency", "INR") != payment["currency"]:
-                return 400, _rzp_error("BAD_REQUEST_ERROR", "Capture amount must be equal to the amount authorized"), {}
-            payment.update(status="captured", captured=True)
-            self.counters.captures += 1
-            return 200, self._public(payment), {}
-        if method == "POST" and action == "refund":
-            amount = int(body.get("amount") or payment["amount"] - payment["amount_refunded"])
-            if (
-                payment["status"] not in ("captured", "refunded")
-                or amount > payment["amount"] - payment["amount_refunded"]
-            ):
-                return 400, _rzp_error("BAD_REQUEST_ERROR", "The refund amount is greater than the amount left"), {}
-            refund = {
-                "id": "rfnd_" + secrets.token_hex(7),
-                "entity": "refund",
-                "amount": amount,
-                "currency": payment["currency"],
-                "payment_id": payment["id"],
-                "notes": body.get("notes") or {},
-                "receipt": body.get("receipt"),
-                "acquirer_data": {"arn": None},
-                "created_at": int(time.time()),
-                "batch_id": None,
-                "status": "processed",
-                "speed_processed": "normal",
-                "speed_requested": body.get("speed", "normal"),
-            }
-            payment["_refunds"].append(refund)
-            payment["amount_refunded"] += amount
-            full = payment["amount_refunded"] == payment["amount"]
-            payment.update(status="refunded" if full else "captured", refund_status="full" if full else "partial")
-            self.counters.refunds += 1
-            return 200, refund, {}
-        return 400, _rzp_error("BAD_REQUEST_ERROR", "The requested URL was not found on the server."), {}
-
-    def _cashfree(self, method: str, path: str, body: dict[str, Any]) -> Answer:
-        match = re.fullmatch(r"/pg/orders/([^/]+)/(payments|refunds)(?:/([^/]+))?", path.split("?", maxsplit=1)[0])
-        order = self.orders.get(match.group(1)) if match else None
-        rate_headers = {"x-ratelimit-limit": "100", "x-ratelimit-remaining": "99", "x-ratelimit-retry": "0"}
-        if match is None or order is None:
-            return 404, _cf_error("order not found", "order_not_found", "invalid_request_error"), rate_headers
-        order_id, kind, refund_id = match.groups()
-        if method == "GET" and kind == "payments" and refund_id is None:
-            return 200, order["payments"], rate_headers
-        if method == "GET" and kind == "refunds" and refund_id:
-            found = order["refunds"].get(refund_id)
-            if found is None:
-                return 404, _cf_error("refund not found", "refund_not_found", "invalid_request_error"), rate_headers
-            return 200, found, rate_headers
-        if method == "POST" and kind == "refunds" and refund_id is None:
-            paid = [p for p in order["payments"] if p["payment_status"] == "SUCCESS"]
-            if not paid:
-                return 400, _cf_error("order is not paid", "refund_invalid", "invalid_request_error"), rate_headers
-            if body.get("refund_id") in order["refunds"]:
-                return 409, _cf_error("refund_id already exists", "refund_already_exists", "invalid_request_error"), {}
-            refund = {
-                "cf_payment_id": paid[0]["cf_payment_id"],
-                "cf_refund_id": str(_rng.randrange(10**9, 10**10)),
-                "refund_id": body.get("refund_id"),
-                "order_id": order_id,
-                "entity": "refund",
-                "refund_amount": body.get("refund_amount"),
-                "refund_currency": order["currency"],
-                "refund_note": body.get("refund_note"),
-                "refund_status": "PENDING",
-                "refund_type": "MERCHANT_INITIATED",
-                "refund_speed": {"requested": "STANDARD", "accepted": "STANDARD"},
-                "created_at": time.strftime("%Y-%m-%dT%H:%M:%S+05:30"),
-            }
-            order["refunds"][str(body.get("refund_id"))] = refund
-            self.counters.refunds += 1
-            return 200, refund, rate_headers
-        return 404, _cf_error("route not found", "request_invalid", "invalid_request_error"), rate_headers
 
 
 def main() -> None:
@@ -537,12 +581,13 @@ def main() -> None:
     # Knobs from PQ_SIM_<NAME> (for example PQ_SIM_RATE_429=0.05, PQ_SIM_HARD_LIMIT_RPS=25).
     for f in fields(SimConfig):
         if (value := os.environ.get(f"PQ_SIM_{f.name.upper()}")) is not None:
-            setattr(config, f.name, type(getattr(config, f.name))(value))
+            setattr(config, f.name, _knob(getattr(config, f.name), value))
     sim = Simulator(
         host=args.host,
         port=args.port,
         razorpay=(os.environ.get("PQ_RAZORPAY_KEY_ID", ""), os.environ.get("PQ_RAZORPAY_KEY_SECRET", "")),
         cashfree=(os.environ.get("PQ_CASHFREE_CLIENT_ID", ""), os.environ.get("PQ_CASHFREE_CLIENT_SECRET", "")),
+        razorpay_webhook_secret=os.environ.get("PQ_RAZORPAY_WEBHOOK_SECRET", ""),
         config=config,
     )
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=sim.stop, daemon=True).start())

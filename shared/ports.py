@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
 from typing import Any, Protocol
 
 
@@ -49,19 +51,58 @@ class JobQueue(Protocol):
 
 @dataclass(frozen=True)
 class GatewayPayment:
-    """A payment as the gateway reports it, in our terms (integer paise)."""
+    """A payment (Cashfree: one attempt at an order) as the gateway reports it, in our terms (paise).
+
+    status is ours: created | authorized | captured | pending | failed | refunded; gateway_status is the
+    gateway's own word (Razorpay "authorized", Cashfree "USER_DROPPED", ...), kept for the decisions
+    that need it. order_id is the gateway order the payment belongs to (Razorpay: None for a payment
+    made without an order, which Razorpay will not capture).
+    """
 
     ref: str
-    status: str  # created | authorized | captured | pending | failed | refunded
+    status: str
     amount_paise: int
     currency: str
+    order_id: str | None = None
+    amount_refunded_paise: int = 0
+    gateway_status: str | None = None
+
+
+class RefundState(StrEnum):
+    """A refund's progress in our terms: Razorpay pending/processed/failed, Cashfree PENDING and ONHOLD
+    (not final) / SUCCESS / CANCELLED."""
+
+    PENDING = "pending"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
 
 
 @dataclass(frozen=True)
 class GatewayRefund:
-    refund_id: str
+    refund_id: str  # the gateway's id (Razorpay rfnd_..., Cashfree cf_refund_id)
     amount_paise: int
     currency: str
+    state: RefundState = RefundState.PENDING
+    gateway_status: str | None = None
+    merchant_ref: str | None = None  # ours: Cashfree's refund_id, Razorpay's receipt
+
+
+@dataclass(frozen=True)
+class GatewayOrder:
+    """A gateway order, in our terms. Razorpay: id order_..., status created | attempted | paid, receipt
+    is ours. Cashfree: order_id is ours, status ACTIVE | PAID | EXPIRED | TERMINATED |
+    TERMINATION_REQUESTED, payment_session_id opens its checkout."""
+
+    gateway: str
+    order_id: str
+    status: str
+    amount_paise: int
+    currency: str
+    receipt: str | None = None
+    notes: dict[str, str] = field(default_factory=dict)  # Razorpay notes / Cashfree order_tags
+    payment_session_id: str | None = None
+    customer_id: str | None = None
+    attempts: int = 0
 
 
 class PaymentGateway(Protocol):
@@ -82,6 +123,72 @@ class PaymentGateway(Protocol):
     def find_refund(self, ref: str, refund_ref: str) -> GatewayRefund | None:
         """The refund sent earlier with refund_ref, if the gateway has it (settles a lost answer)."""
         ...
+
+
+class RazorpayApi(Protocol):
+    """The Razorpay calls of the checkout flow (Orders API, payments bound to orders, refunds).
+
+    Raises GatewayRetryable (429, 5xx, timeouts; a write whose answer was lost is "unknown_outcome")
+    or GatewayRejected (other 4xx: Razorpay answers 400 BAD_REQUEST_ERROR for unknown ids too).
+    """
+
+    def create_order(self, amount_paise: int, currency: str, receipt: str, notes: dict[str, str]) -> GatewayOrder:
+        """POST /v1/orders. receipt is ours, at most 40 characters; a lost answer is settled by
+        find_order_by_receipt, never by creating again blindly."""
+        ...
+
+    def fetch_order(self, order_id: str) -> GatewayOrder: ...
+
+    def find_order_by_receipt(self, receipt: str) -> GatewayOrder | None: ...
+
+    def order_payments(self, order_id: str) -> list[GatewayPayment]: ...
+
+    def fetch_payment(self, payment_id: str) -> GatewayPayment: ...
+
+    def capture(self, ref: str, amount_paise: int, currency: str) -> GatewayPayment:
+        """Capture an authorized payment; a refusal is reported as unknown_outcome (settle by fetch)."""
+        ...
+
+    def refund(self, ref: str, amount_paise: int, currency: str, refund_ref: str) -> GatewayRefund:
+        """Refund with X-Refund-Idempotency = refund_ref (10+ of letters, digits, - and _)."""
+        ...
+
+    def fetch_refund(self, payment_id: str, refund_id: str) -> GatewayRefund: ...
+
+
+class CashfreeApi(Protocol):
+    """The Cashfree PG calls of the checkout flow (orders we name, their attempts, refunds).
+
+    Raises GatewayRetryable or GatewayRejected like RazorpayApi.
+    """
+
+    def create_order(
+        self,
+        order_id: str,
+        amount_paise: int,
+        currency: str,
+        *,
+        customer_id: str,
+        customer_phone: str,
+        expires_at: datetime,
+        notify_url: str | None,
+        tags: dict[str, str],
+        idempotency_key: str,
+    ) -> GatewayOrder:
+        """POST /pg/orders with our order_id; an order that exists already (our lost answer) is fetched."""
+        ...
+
+    def fetch_order(self, order_id: str) -> GatewayOrder: ...
+
+    def order_payments(self, order_id: str) -> list[GatewayPayment]:
+        """Every attempt at the order (SUCCESS, FAILED, USER_DROPPED, PENDING, NOT_ATTEMPTED, ...)."""
+        ...
+
+    def refund(self, ref: str, amount_paise: int, currency: str, refund_ref: str) -> GatewayRefund:
+        """Refund order ref with refund_id = x-idempotency-key = refund_ref."""
+        ...
+
+    def fetch_refund(self, order_id: str, refund_id: str) -> GatewayRefund: ...
 
 
 class EventBus(Protocol):

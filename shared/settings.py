@@ -81,6 +81,20 @@ class Settings(BaseSettings):
     gateway_record_budget_ms: int = 36_000
     # The same for a wallet record: one statement, bounded by the statement timeout.
     wallet_record_budget_ms: int = 6_000
+    # The checkout flow's token buckets, one per gateway and endpoint (shared/gateway_limits.py:
+    # bucket()). Cashfree publishes per-minute limits per endpoint, production and sandbox; which set
+    # applies follows cashfree_base_url (sandbox.cashfree.com is the sandbox) unless named here.
+    cashfree_environment: Literal["production", "sandbox"] | None = None
+    # Razorpay publishes no numbers ("Razorpay uses a request Rate Limiter", api/pagination): a
+    # conservative requests-per-minute per endpoint, 429s handled with backoff.
+    razorpay_limit_per_min: float = 600.0
+    # Overrides in requests per minute, "gateway.endpoint": n (PQ_GATEWAY_LIMITS_PER_MIN as JSON).
+    gateway_limits_per_min: dict[str, float] = Field(default_factory=dict)
+    # We use at most this share of a published limit in any minute: other clients of the same account
+    # and our bucket's clock against theirs take the rest.
+    gateway_limit_share: float = 0.8
+    # The bucket's size (burst) as a share of the per-minute limit, at least one request.
+    gateway_burst_share: float = 0.1
     # A worker waits this long at most for a token; a longer wait hands the message back instead.
     limiter_max_wait_ms: int = 1_000
     # Backoff after a 429 / 5xx: full jitter on base * 2^(delivery-1), capped (seconds, as SQS takes them).
