@@ -36,11 +36,22 @@ class Route:
     route_key: str
     function: str
     operator: bool
+    public: bool = False  # no bearer token: a gateway's webhook, verified by its HMAC in the handler
 
 
 ROUTES = (
     Route("POST", re.compile(r"^/v1/payments$"), "POST /v1/payments", "enqueue", False),
     Route("GET", re.compile(r"^/v1/payments/(?P<job_id>[^/]+)$"), "GET /v1/payments/{job_id}", "status", False),
+    Route("POST", re.compile(r"^/v1/checkouts$"), "POST /v1/checkouts", "enqueue", False),
+    Route(
+        "GET",
+        re.compile(r"^/v1/checkouts/(?P<checkout_id>[^/]+)$"),
+        "GET /v1/checkouts/{checkout_id}",
+        "status",
+        False,
+    ),
+    Route("POST", re.compile(r"^/v1/webhooks/razorpay$"), "POST /v1/webhooks/razorpay", "enqueue", False, True),
+    Route("POST", re.compile(r"^/v1/webhooks/cashfree$"), "POST /v1/webhooks/cashfree", "enqueue", False, True),
     Route("GET", re.compile(r"^/v1/queue/status$"), "GET /v1/queue/status", "status", True),
     Route("GET", re.compile(r"^/v1/metrics$"), "GET /v1/metrics", "status", True),
     Route("GET", re.compile(r"^/health/db$"), "GET /health/db", "status", True),
@@ -70,7 +81,7 @@ class LocalApi:
         self.issuer = issuer
         self.operator_scope = operator_scope
 
-    def _authorize(self, request: web.Request, route: Route) -> tuple[dict[str, Any], list[str] | None]:
+    def _authorize(self, request: web.Request, route: Route) -> tuple[dict[str, Any] | None, list[str] | None]:
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token:
@@ -103,7 +114,7 @@ class LocalApi:
             return _error(405, "method_not_allowed", f"use {allowed}", {"Allow": allowed})
         route, match = found
         try:
-            claims, scopes = self._authorize(request, route)
+            claims, scopes = (None, None) if route.public else self._authorize(request, route)
         except PermissionError as exc:
             return _error(
                 401,

@@ -33,11 +33,14 @@ _CHECKS = {
                    - (SELECT coalesce(sum(total_paise), 0) FROM orders WHERE order_status = 'paid'))
              + abs((SELECT coalesce(sum(amount_paise), 0) FROM payment_transactions WHERE method = 'wallet')
                    - (SELECT coalesce(sum(amount_paise), 0) FROM wallet_transactions WHERE kind = 'debit'))""",
-    # 5. Per-user order: a user's job accepted later finished before one accepted earlier.
+    # 5. Per-user order: a user's job accepted later finished before one accepted earlier. A job that
+    # waited for its gateway's verdict (parks > 0) gave its place in the line up on purpose, and a job
+    # a gateway's webhook created was never in the shopper's line.
     "order_violations": """
         SELECT count(*) FROM payment_jobs a JOIN payment_jobs b
             ON a.user_id = b.user_id AND a.queue_seq < b.queue_seq
-         WHERE a.finished_at IS NOT NULL AND b.finished_at IS NOT NULL AND a.finished_at > b.finished_at""",
+         WHERE a.finished_at IS NOT NULL AND b.finished_at IS NOT NULL AND a.finished_at > b.finished_at
+           AND a.parks = 0 AND a.request_hash <> 'gateway-notified'""",
     # 6. Every terminal job has its event, and every event was published.
     "missing_notifications": """
         SELECT (SELECT count(*) FROM payment_jobs j WHERE j.finished_at IS NOT NULL
@@ -45,10 +48,11 @@ _CHECKS = {
              + (SELECT count(*) FROM outbox_events WHERE published_at IS NULL)""",
 }
 
-# 4. Nothing lost: a live job is in the queue, in flight, or in the DLQ (PGMQ's tables locally).
+# 4. Nothing lost: a live job is in the queue, in flight, or in the DLQ (PGMQ's tables locally), or
+# parked waiting for its gateway's verdict (a webhook or the sweeper's reconciliation sends it again).
 _LOST_PGMQ = """
     SELECT count(*) FROM payment_jobs j
-     WHERE j.status IN ('queued', 'processing')
+     WHERE j.status IN ('queued', 'processing') AND j.parked_at IS NULL
        AND NOT EXISTS (SELECT 1 FROM pgmq.q_{queue} q WHERE q.headers->>'job_id' = j.id::text)
        AND NOT EXISTS (SELECT 1 FROM pgmq.q_{dlq} d WHERE d.headers->>'job_id' = j.id::text)"""
 

@@ -11,7 +11,7 @@ from typing import Any, Literal
 from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from pydantic import BaseModel, ConfigDict
 
-from shared.domain import PaymentRequest
+from shared.domain import CheckoutRequest, PaymentRequest
 
 JSON = "application/json"
 
@@ -46,6 +46,42 @@ class JobView(BaseModel):
     poll_after_ms: int | None = None
     payment_id: int | None = None
     reason: str | None = None
+
+
+class RazorpayCheckout(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    key_id: str
+    order_id: str
+
+
+class CashfreeCheckout(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    order_id: str
+    payment_session_id: str | None
+
+
+class CheckoutView(BaseModel):
+    """A checkout as its owner sees it: what the page opens the gateway's checkout with."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    checkout_id: str
+    order_id: int
+    method: Literal["razorpay", "cashfree"]
+    amount_paise: int
+    currency: str
+    status: Literal["created", "paid", "failed", "expired", "refunded"]
+    razorpay: RazorpayCheckout | None = None
+    cashfree: CashfreeCheckout | None = None
+    job_id: str | None = None
+
+
+class WebhookAck(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    received: bool
 
 
 class QueueStatus(BaseModel):
@@ -126,6 +162,12 @@ PAYMENT_REQUEST_BODY = {
     "requestBody": {
         "required": True,
         "content": {JSON: {"schema": PaymentRequest.model_json_schema()}},
+    }
+}
+CHECKOUT_REQUEST_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {JSON: {"schema": CheckoutRequest.model_json_schema()}},
     }
 }
 IDEMPOTENCY_KEY_HEADER = {

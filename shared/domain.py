@@ -45,35 +45,46 @@ class FailureReason(StrEnum):
     GATEWAY_PAYMENT_FAILED = "gateway_payment_failed"
     GATEWAY_PAYMENT_NOT_FOUND = "gateway_payment_not_found"
     GATEWAY_PAYMENT_REFUNDED = "gateway_payment_refunded"
+    # The payment is not from the gateway order of the job's checkout (never refunded by us).
+    GATEWAY_ORDER_MISMATCH = "gateway_order_mismatch"
+    # A job of the old flow (a bare gateway reference, no checkout): refused unpaid, nothing called.
+    GATEWAY_PAYMENT_UNBOUND = "gateway_payment_unbound"
+    # The checkout's gateway order expired unpaid (a late payment still gets a job of its own).
+    GATEWAY_CHECKOUT_EXPIRED = "gateway_checkout_expired"
 
 
 GATEWAY_METHODS = ("razorpay", "cashfree")
-# The field that carries each gateway's reference: Razorpay's payment id, Cashfree's order id.
-GATEWAY_REF_FIELD = {"razorpay": "razorpay_payment_id", "cashfree": "cashfree_order_id"}
+# The fields of the old flow, which named a gateway payment with nothing binding it to the order.
+BARE_REFERENCE_FIELDS = ("cashfree_order_id",)
+RAZORPAY_CHECKOUT_FIELDS = ("razorpay_order_id", "razorpay_payment_id", "razorpay_signature")
 
 
 class PaymentRequest(BaseModel):
-    """Body of POST /v1/payments. Strict: a string where a number belongs is refused."""
+    """Body of POST /v1/payments. Strict: a string where a number belongs is refused.
+
+    wallet and cashfree: {"order_id", "method"} (Cashfree: the server knows the order's checkout);
+    razorpay: what Razorpay Checkout handed the page, verified before anything is recorded.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     order_id: StrictInt = Field(gt=0, le=MAX_ORDER_ID)
     method: Literal["wallet", "razorpay", "cashfree"]
-    # After the shopper finished the gateway's checkout: what the processor verifies and captures.
+    razorpay_order_id: StrictStr | None = Field(default=None, pattern=r"^order_[A-Za-z0-9]{1,40}$")
     razorpay_payment_id: StrictStr | None = Field(default=None, pattern=r"^pay_[A-Za-z0-9]{1,40}$")
-    cashfree_order_id: StrictStr | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{3,45}$")
+    razorpay_signature: StrictStr | None = Field(default=None, min_length=1, max_length=128)
 
     @model_validator(mode="after")
-    def _one_reference_per_method(self) -> PaymentRequest:
-        for method, name in GATEWAY_REF_FIELD.items():
+    def _checkout_fields_per_method(self) -> PaymentRequest:
+        for name in RAZORPAY_CHECKOUT_FIELDS:
             given = getattr(self, name) is not None
-            if given != (self.method == method):
+            if given != (self.method == "razorpay"):
                 raise ValueError(f"{name} is {'required' if not given else 'not allowed'} with method {self.method}")
         return self
 
     @property
     def gateway_ref(self) -> str | None:
-        return self.razorpay_payment_id or self.cashfree_order_id
+        return self.razorpay_payment_id
 
     def fingerprint(self) -> str:
         """SHA-256 of the canonical body: equal for equal requests, whatever the key order."""
@@ -81,15 +92,27 @@ class PaymentRequest(BaseModel):
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+class CheckoutRequest(BaseModel):
+    """Body of POST /v1/checkouts."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    order_id: StrictInt = Field(gt=0, le=MAX_ORDER_ID)
+    method: Literal["razorpay", "cashfree"]
+
+
 class ApiError(Exception):
     """An error the API reports as {"error": {"code", "message"}} with an HTTP status."""
 
-    def __init__(self, status: int, code: str, message: str, **details: Any) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, *, retry_after_s: int | None = None, **details: Any
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.details = details
+        self.retry_after_s = retry_after_s  # sent as Retry-After (503 service_busy)
 
     def body(self) -> dict[str, Any]:
         error: dict[str, Any] = {"code": self.code, "message": self.message}

@@ -74,7 +74,9 @@ def bucket(settings: Settings, gateway: Gateway, endpoint: str) -> tuple[str, fl
     """(bucket name, rate per second, burst) for pq_take_tokens; every minute stays under the limit."""
     limit = limit_per_min(settings, gateway, endpoint)
     allowed = settings.gateway_limit_share * limit
-    burst = max(1.0, settings.gateway_burst_share * limit)
-    burst = min(burst, allowed)
-    rate = max(0.0, allowed - burst) / 60.0
+    # At least one whole request fits the bucket (a smaller one never grants a token), and the rate is
+    # never 0 (a bucket that never refills stops that endpoint for good): for a limit of a request or
+    # two a minute, the first minute may see one request more than the share.
+    burst = max(1.0, min(settings.gateway_burst_share * limit, allowed))
+    rate = (allowed - burst if allowed > burst else allowed) / 60.0
     return f"{gateway}.{endpoint}", rate, burst

@@ -70,6 +70,24 @@ def read_body(event: APIGatewayProxyEventV2, max_bytes: int) -> str | None:
         raise ApiError(400, "invalid_body", "body is not UTF-8") from None
 
 
+def read_raw_body(event: APIGatewayProxyEventV2, max_bytes: int) -> bytes:
+    """The request body's bytes exactly as sent (base64 decoded when API Gateway encoded it): what a
+    gateway signed."""
+    body = event.body or ""
+    if len(body) > max_bytes * 4 // 3 + 4:
+        raise ApiError(413, "payload_too_large", f"request body exceeds {max_bytes} bytes")
+    if event.is_base64_encoded:
+        try:
+            raw = base64.b64decode(body, validate=True)
+        except (binascii.Error, ValueError):
+            raise ApiError(400, "invalid_body", "body is not valid base64") from None
+    else:
+        raw = body.encode("utf-8", errors="surrogatepass")
+    if len(raw) > max_bytes:
+        raise ApiError(413, "payload_too_large", f"request body exceeds {max_bytes} bytes")
+    return raw
+
+
 def json_response(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response[Any]:
     return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=body, headers=headers)
 
@@ -79,9 +97,10 @@ def install_error_handlers(app: APIGatewayHttpResolver) -> None:
 
     @app.exception_handler(ApiError)  # type: ignore[untyped-decorator]
     def _api_error(exc: ApiError) -> Response[Any]:
-        if exc.status >= 500:
+        if exc.status >= 500 and exc.retry_after_s is None:
             logger.error("request failed", code=exc.code)
-        return json_response(exc.status, exc.body())
+        headers = None if exc.retry_after_s is None else {"Retry-After": str(exc.retry_after_s)}
+        return json_response(exc.status, exc.body(), headers)
 
     @app.exception_handler(TransientError)  # type: ignore[untyped-decorator]
     def _busy(exc: TransientError) -> Response[Any]:

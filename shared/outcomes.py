@@ -19,6 +19,8 @@ class EnqueueOutcome(StrEnum):
     ORDER_NOT_PAYABLE = "order_not_payable"
     PAYMENT_IN_PROGRESS = "payment_in_progress"
     GATEWAY_REF_IN_USE = "gateway_ref_in_use"
+    CHECKOUT_REQUIRED = "checkout_required"  # pq_enqueue_gateway_job only
+    GATEWAY_ORDER_MISMATCH = "gateway_order_mismatch"  # pq_enqueue_gateway_job only
 
 
 class WalletOutcome(StrEnum):
@@ -43,13 +45,38 @@ class GatewayBeginOutcome(StrEnum):
 
 
 class GatewayEndOutcome(StrEnum):
-    """pq_gateway_fail, pq_complete_gateway_payment, pq_gateway_refunded."""
+    """pq_gateway_fail, pq_complete_gateway_payment, pq_gateway_refunded, pq_gateway_park."""
 
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     ALREADY_SUCCEEDED = "already_succeeded"
     ALREADY_FAILED = "already_failed"
     REFUND_REQUIRED = "refund_required"
+    PARKED = "parked"  # pq_gateway_park: waiting for the gateway's verdict, no queue message
+
+
+class CheckoutOutcome(StrEnum):
+    """pq_checkout_open, pq_checkout_created."""
+
+    EXISTING = "existing"
+    PENDING = "pending"
+    CREATED = "created"
+    ORDER_NOT_FOUND = "order_not_found"
+    ORDER_NOT_PAYABLE = "order_not_payable"
+    GATEWAY_ORDER_MISMATCH = "gateway_order_mismatch"
+
+
+class WebhookOutcome(StrEnum):
+    """pq_webhook_record, pq_checkout_settle."""
+
+    DUPLICATE = "duplicate"
+    UNKNOWN_CHECKOUT = "unknown_checkout"
+    JOB_CREATED = "job_created"
+    JOB_WOKEN = "job_woken"
+    JOB_LIVE = "job_live"
+    ALREADY_HANDLED = "already_handled"
+    REFUND_UPDATED = "refund_updated"
+    IGNORED = "ignored"
 
 
 # The PostgreSQL type behind each enum (shared/sql/outcomes.sql).
@@ -58,4 +85,6 @@ SQL_TYPES: dict[str, type[StrEnum]] = {
     "pq_wallet_outcome": WalletOutcome,
     "pq_gateway_begin_outcome": GatewayBeginOutcome,
     "pq_gateway_end_outcome": GatewayEndOutcome,
+    "pq_checkout_outcome": CheckoutOutcome,
+    "pq_webhook_outcome": WebhookOutcome,
 }

@@ -14,6 +14,9 @@ class QueueMessage:
     job_id: str
     group_id: str  # the user: one user's jobs are applied in order
     body: dict[str, Any]
+    # The queue's deduplication id: the job id, plus the times it was parked when it is sent again after
+    # waiting for a gateway (SQS FIFO drops a second message with one id for 5 minutes).
+    dedup_id: str | None = None
 
 
 @dataclass(frozen=True)

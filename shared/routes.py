@@ -21,7 +21,8 @@ class ApiRoute:
     path: str
     # The function behind it: functions/<function>/handler.py.
     function: str
-    scope: str
+    # None: no JWT at all (the gateways' webhooks, whose handler verifies the gateway's HMAC instead).
+    scope: str | None
 
     @property
     def key(self) -> str:
@@ -32,6 +33,10 @@ class ApiRoute:
 ROUTES = (
     ApiRoute("POST", "/v1/payments", "enqueue", PAYMENTS_SCOPE),
     ApiRoute("GET", "/v1/payments/{job_id}", "status", PAYMENTS_SCOPE),
+    ApiRoute("POST", "/v1/checkouts", "enqueue", PAYMENTS_SCOPE),
+    ApiRoute("GET", "/v1/checkouts/{checkout_id}", "status", PAYMENTS_SCOPE),
+    ApiRoute("POST", "/v1/webhooks/razorpay", "enqueue", None),
+    ApiRoute("POST", "/v1/webhooks/cashfree", "enqueue", None),
     ApiRoute("GET", "/v1/queue/status", "status", OPERATOR_SCOPE),
     ApiRoute("GET", "/v1/metrics", "status", OPERATOR_SCOPE),
     ApiRoute("GET", "/health/db", "status", OPERATOR_SCOPE),

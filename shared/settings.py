@@ -50,6 +50,8 @@ class Settings(BaseSettings):
     operator_scope: str = OPERATOR_SCOPE
     # Request bodies are a few dozen bytes; anything past this is refused before parsing.
     max_body_bytes: int = 16_384
+    # Gateway webhooks carry whole payment entities; Razorpay's and Cashfree's samples are a few KB.
+    max_webhook_bytes: int = 262_144
 
     # The sweeper treats a job as unsent, or an event as unpublished, after this long.
     sweep_after_s: int = 30
@@ -67,11 +69,27 @@ class Settings(BaseSettings):
     razorpay_key_id: str | None = None
     razorpay_key_secret: str | None = Field(default=None, repr=False)
     razorpay_secret_arn: str | None = None
+    # Razorpay signs webhooks with a secret of their own, set in its Dashboard (not the key secret); in
+    # AWS the "webhook_secret" field of the Razorpay secret.
+    razorpay_webhook_secret: str | None = Field(default=None, repr=False)
     cashfree_base_url: str = "https://api.cashfree.com/pg"
     cashfree_client_id: str | None = None
     cashfree_client_secret: str | None = Field(default=None, repr=False)
     cashfree_secret_arn: str | None = None
     cashfree_api_version: str = "2025-01-01"
+    # Cashfree order_meta.notify_url (webhooks are otherwise configured in its dashboard).
+    cashfree_notify_url: str | None = None
+    # Customer phone sent with every Cashfree order: customer_details.customer_phone is required and we
+    # do not collect phones; a placeholder is what Cashfree's integration guides use.
+    cashfree_customer_phone: str = "9999999999"
+    # How long a checkout can be paid (Cashfree order_expiry_time): long enough for a checkout page,
+    # short enough that an abandoned one stops holding the order.
+    checkout_ttl_s: int = 1_800
+    # A Cashfree order EXPIRED (or TERMINATION_REQUESTED) can still turn PAID (its payment lifecycle):
+    # a parked job waits this long past the checkout's expiry before it fails as expired.
+    checkout_settle_grace_s: int = 900
+    # A parked job nothing woke, or a checkout with no verdict, is fetched again after this long.
+    reconcile_after_s: int = 120
     # A gateway call that takes longer has an unknown outcome; the next delivery settles it by fetch.
     gateway_timeout_s: float = 10.0
     # The shared token buckets, per gateway: sustained requests per second and burst (bucket size).

@@ -32,6 +32,7 @@ _OUTCOME_METRIC = {
     "failed": "PaymentsFailed",
     "already_succeeded": "PaymentsRedelivered",
     "already_failed": "PaymentsRedelivered",
+    "parked": "PaymentsAwaitingGateway",
 }
 
 

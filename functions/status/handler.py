@@ -11,6 +11,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from shared.api_models import (
     COMMON_ERRORS,
     OPERATOR_ERRORS,
+    CheckoutView,
     DbHealth,
     JobView,
     Metrics,
@@ -22,6 +23,7 @@ from shared.api_models import (
 from shared.bootstrap import bootstrap
 from shared.http import caller, install_error_handlers, json_response, require_scope
 from shared.observability import logger, metrics, tracer
+from shared.services.checkout import get_checkout
 from shared.services.operator import db_health, metrics_summary, redrive_dlq
 from shared.services.reads import get_job, queue_status
 
@@ -37,6 +39,17 @@ install_error_handlers(app)
 def payment_status(job_id: str) -> Response[Any]:
     pq = bootstrap()
     return json_response(200, get_job(pq, caller(app.current_event), job_id))
+
+
+@app.get(
+    "/v1/checkouts/<checkout_id>",
+    summary="A checkout of the caller's: its status and, once one exists, its payment job",
+    responses=COMMON_ERRORS
+    | responses(200, "the checkout", CheckoutView, e404="checkout_not_found (or someone else's checkout)"),
+)
+def checkout_status(checkout_id: str) -> Response[Any]:
+    pq = bootstrap()
+    return json_response(200, get_checkout(pq, caller(app.current_event), checkout_id))
 
 
 @app.get(

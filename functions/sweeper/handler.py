@@ -1,4 +1,5 @@
-"""Runs every minute: sends jobs whose queue send was never confirmed, re-publishes outbox events."""
+"""Runs every minute: sends jobs whose queue send was never confirmed, re-publishes outbox events, and
+reconciles what the gateways' webhooks did not settle (parked jobs, checkouts, refunds)."""
 
 from __future__ import annotations
 
@@ -10,13 +11,18 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from shared.bootstrap import bootstrap
 from shared.observability import logger, metrics, tracer
 from shared.services.outbox import sweep
+from shared.services.reconcile import reconcile
 
 
 @logger.inject_lambda_context
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, int]:
-    result = sweep(bootstrap())
+    app = bootstrap()
+    result = sweep(app)
     metrics.add_metric(name="JobsResent", unit=MetricUnit.Count, value=result["jobs_resent"])
     metrics.add_metric(name="EventsRepublished", unit=MetricUnit.Count, value=result["events_republished"])
-    return result
+    reconciled = reconcile(app)
+    metrics.add_metric(name="CheckoutsReconciled", unit=MetricUnit.Count, value=reconciled["checkouts_reconciled"])
+    metrics.add_metric(name="ParkedJobsWoken", unit=MetricUnit.Count, value=reconciled["parked_jobs_woken"])
+    return result | reconciled

@@ -35,7 +35,7 @@ class SqsJobQueue:
                     "Id": str(i),
                     "MessageBody": json.dumps(m.body, separators=(",", ":")),
                     "MessageGroupId": m.group_id,
-                    "MessageDeduplicationId": m.job_id,
+                    "MessageDeduplicationId": m.dedup_id or m.job_id,
                 }
                 for i, m in enumerate(chunk)
             ]

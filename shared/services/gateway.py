@@ -1,21 +1,25 @@
-"""Gateway-funded payments (Razorpay, Cashfree): verify and capture at the gateway, complete in one
-DB transaction, refund what was captured for an order we cannot fulfil.
+"""Gateway-funded payments (Razorpay, Cashfree): verify the payment belongs to the job's checkout,
+capture it, complete in one DB transaction, refund what was captured for an order we cannot fulfil.
 
 No DB transaction is open while a request is at the gateway: each DB step is one SQL function in
-one round trip (shared/sql/gateway_payment.sql), committed before the next request
-leaves. Per delivery:
+one round trip (shared/sql/gateway_payment.sql), committed before the next request leaves. Every
+request takes a token of its endpoint's shared bucket first (shared/gateway_limits.py). Per delivery:
 
-    begin (lock job, record the attempt, take the fetch token)  -> fetch the payment
-      captured      -> complete (payment, order, stock, job, event)  [or refund if unfulfillable]
-      authorized    -> step (token, capture_sent_at) -> capture -> complete
-      pending       -> retry later
-      failed / ...  -> fail the job
+    begin (lock job, record the attempt, take the first token)
+    Razorpay: fetch the payment; it must belong to the checkout's Razorpay order, for its amount, with
+      nothing refunded (else the job fails and nothing is refunded: it is not our payment to refund)
+      captured   -> complete (payment, order, stock, job, event)  [or refund if unfulfillable]
+      authorized -> step (token, capture_sent_at) -> capture -> complete
+      failed     -> fail (the checkout stays payable; a late authorisation gets a job of its own)
+    Cashfree: fetch the checkout's order
+      PAID       -> its SUCCESS payment -> complete  [or refund if unfulfillable]
+      ACTIVE, or EXPIRED / TERMINATION_REQUESTED within the grace -> park: no message, the group free,
+                    a webhook or the sweeper's reconciliation sends the job again
+      TERMINATED, or EXPIRED past the grace -> fail
 
-A capture whose answer was lost (timeout, 5xx after send) is settled on the next delivery by the
-fetch that starts it: a payment shown captured is completed, never captured again; one still shown
-authorized (the lost capture never took effect) gets another capture request. A 429 or 5xx hands
-the message back to the queue with a later visibility (exponential backoff, full jitter,
-Retry-After honoured) instead of sleeping.
+A job without a checkout (the old flow's bare reference) fails gateway_payment_unbound without a call.
+A capture whose answer was lost is settled on the next delivery by the fetch that starts it. A 429 or
+5xx hands the message back to the queue with a later visibility instead of sleeping.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
@@ -38,17 +43,32 @@ from shared.domain import (
     build_event,
     full_jitter_backoff,
 )
+from shared.gateway_limits import Gateway, bucket
 from shared.observability import logger, metrics
 from shared.outcomes import GatewayBeginOutcome, GatewayEndOutcome
-from shared.ports import GatewayPayment, PaymentGateway
-from shared.settings import Settings
+from shared.ports import GatewayPayment, PaymentGateway, RazorpayApi, RefundState
+
+# The endpoint of each step's request, per gateway (shared/gateway_limits.py names).
+_ENDPOINTS: dict[str, dict[str, str]] = {
+    "razorpay": {
+        "fetch": "fetch_payment",
+        "capture": "capture",
+        "refund": "refund",
+        "find_refund": "fetch_refund",
+    },
+    "cashfree": {
+        "fetch": "get_order",
+        "payments": "get_payments",
+        "refund": "create_refund",
+        "find_refund": "get_refund",
+    },
+}
 
 
-def limits(settings: Settings, gateway: str) -> tuple[float, float]:
-    """The gateway's token bucket: (requests per second, burst)."""
-    if gateway == "cashfree":
-        return settings.cashfree_rate_per_s, settings.cashfree_burst
-    return settings.razorpay_rate_per_s, settings.razorpay_burst
+def first_bucket(app: App, gateway: str) -> tuple[str, float, float]:
+    """The bucket of a delivery's first request (taken by pq_gateway_begin)."""
+    name: Gateway = "cashfree" if gateway == "cashfree" else "razorpay"
+    return bucket(app.settings, name, _ENDPOINTS[name]["fetch"])
 
 
 @dataclass(frozen=True)
@@ -62,6 +82,12 @@ class _Job:
     refund_ref: str  # our idempotency reference for a refund, fixed per job (pq_gateway_begin)
     refund_sent: bool
     refund_reason: str | None
+    # The binding: the checkout's gateway order and its amount (None: an old-flow job, unbound).
+    checkout_id: str | None = None
+    gateway_order_id: str | None = None
+    checkout_amount_paise: int | None = None
+    checkout_currency: str | None = None
+    checkout_expires_at: datetime | None = None
 
 
 class _Run:
@@ -71,17 +97,21 @@ class _Run:
         self.app = app
         self.job = job
         self.gateway = gateway
-        self.rate, self.burst = limits(app.settings, job.gateway)
 
-    def token(self, step: str, n: int = 1, reason: str | None = None, first: dict[str, Any] | None = None) -> None:
-        """Wait (briefly) for n tokens of the shared bucket; a long wait hands the message back."""
+    def token(
+        self, step: str, endpoint: str | None = None, reason: str | None = None, first: dict[str, Any] | None = None
+    ) -> None:
+        """Wait (briefly) for a token of the endpoint's shared bucket; a long wait hands the message back.
+        step capture / refund also records that the request is about to leave (pq_gateway_step)."""
+        name: Gateway = "cashfree" if self.job.gateway == "cashfree" else "razorpay"
+        bucket_name, rate, burst = bucket(self.app.settings, name, _ENDPOINTS[name][endpoint or step])
         waited_ms = 0
         row = first
         while True:
             if row is None:
                 row = self.app.db.fetch_one(
                     "SELECT * FROM pq_gateway_step(%s, %s, %s, %s, %s, %s, %s)",
-                    (uuid.UUID(self.job.job_id), step, self.job.gateway, self.rate, self.burst, n, reason),
+                    (uuid.UUID(self.job.job_id), step, bucket_name, rate, burst, 1, reason),
                 )
                 assert row is not None
             if row["granted"]:
@@ -97,36 +127,86 @@ class _Run:
             row = None
 
     def settle(self, first_token: dict[str, Any]) -> PaymentOutcome:
-        job = self.job
+        if self.job.checkout_id is None:
+            # The old flow's bare reference: nothing binds it to this order or shopper. Never captured,
+            # never refunded by us (Razorpay refunds an uncaptured payment by itself).
+            return self.fail(FailureReason.GATEWAY_PAYMENT_UNBOUND)
+        if self.job.gateway == "razorpay":
+            return self.settle_razorpay(first_token)
+        return self.settle_cashfree(first_token)
+
+    def settle_razorpay(self, first_token: dict[str, Any]) -> PaymentOutcome:
+        job, api = self.job, self.app.razorpay
+        assert api is not None
         self.token("fetch", first=first_token)
         try:
-            payment = self.gateway.fetch(job.ref)
+            payment = api.fetch_payment(job.ref)
         except GatewayRejected as exc:
             if exc.status in (400, 404):
                 return self.fail(FailureReason.GATEWAY_PAYMENT_NOT_FOUND)
             raise
+        if payment.order_id is None or payment.order_id != job.gateway_order_id:
+            return self.fail(FailureReason.GATEWAY_ORDER_MISMATCH)
         if job.refund_sent:  # an earlier delivery sent a refund: finish that, whatever the order's state now
             return self.refund(payment, job.refund_reason or FailureReason.OUT_OF_STOCK)
+        if payment.status == "refunded" or payment.amount_refunded_paise:
+            return self.fail(FailureReason.GATEWAY_PAYMENT_REFUNDED)
+        return self.razorpay_verdict(api, payment)
+
+    def razorpay_verdict(self, api: RazorpayApi, payment: GatewayPayment) -> PaymentOutcome:
+        """A payment of the checkout's own Razorpay order, nothing refunded: capture, complete or fail."""
+        job = self.job
         if payment.status == "captured":
             if job.problem:
                 return self.refund(payment, job.problem)
             return self.complete(payment)
         if payment.status == "authorized":
-            if (payment.amount_paise, payment.currency) != (job.amount_paise, job.currency):
-                return self.fail(FailureReason.AMOUNT_MISMATCH)
-            if job.problem:  # not captured: the authorization lapses, no money moves
+            if (payment.amount_paise, payment.currency) != (job.checkout_amount_paise, job.checkout_currency):
+                return self.fail(FailureReason.AMOUNT_MISMATCH)  # not captured: the authorisation lapses
+            if job.problem:
                 return self.fail(job.problem)
             self.token("capture")
-            captured = self.gateway.capture(job.ref, job.amount_paise, job.currency)
+            captured = api.capture(job.ref, payment.amount_paise, payment.currency)
             if captured.status != "captured":
                 raise GatewayRetryable("unknown_outcome", f"capture answered {captured.status}", 0)
             metrics.add_metric(name="GatewayCaptures", unit=MetricUnit.Count, value=1)
             return self.complete(captured)
-        if payment.status == "pending":
+        if payment.status in ("created", "pending"):
             raise GatewayRetryable("pending", "payment not final at the gateway yet")
-        if payment.status == "refunded":
-            return self.fail(FailureReason.GATEWAY_PAYMENT_REFUNDED)
         return self.fail(FailureReason.GATEWAY_PAYMENT_FAILED)
+
+    def settle_cashfree(self, first_token: dict[str, Any]) -> PaymentOutcome:
+        job, api = self.job, self.app.cashfree
+        assert api is not None
+        self.token("fetch", first=first_token)
+        try:
+            order = api.fetch_order(job.ref)
+        except GatewayRejected as exc:
+            if exc.status in (400, 404):
+                return self.fail(FailureReason.GATEWAY_PAYMENT_NOT_FOUND)
+            raise
+        if order.order_id != job.gateway_order_id:
+            return self.fail(FailureReason.GATEWAY_ORDER_MISMATCH)
+        if order.status == "PAID":
+            self.token("payments")
+            paid = next((p for p in api.order_payments(job.ref) if p.gateway_status == "SUCCESS"), None)
+            if paid is None:  # PAID before its payment is listed: look again shortly
+                raise GatewayRetryable("pending", "order paid, its payment not listed yet")
+            # Refunds go by order at Cashfree: the job's reference is the order.
+            payment = GatewayPayment(job.ref, "captured", paid.amount_paise, paid.currency, job.ref, 0, "SUCCESS")
+            if job.refund_sent:
+                return self.refund(payment, job.refund_reason or FailureReason.OUT_OF_STOCK)
+            if job.problem:
+                return self.refund(payment, job.problem)
+            return self.complete(payment)
+        if order.status == "TERMINATED":
+            return self.fail(FailureReason.GATEWAY_PAYMENT_FAILED, checkout_status="failed")
+        grace = timedelta(seconds=self.app.settings.checkout_settle_grace_s)
+        expires_at = job.checkout_expires_at or datetime.now(UTC)
+        if order.status in ("EXPIRED", "TERMINATION_REQUESTED") and datetime.now(UTC) > expires_at + grace:
+            return self.fail(FailureReason.GATEWAY_CHECKOUT_EXPIRED, checkout_status="expired")
+        # ACTIVE (attempts FAILED, USER_DROPPED, PENDING or none yet), or recently EXPIRED: not final.
+        return self.park()
 
     def _outcome(self, row: dict[str, Any] | None) -> PaymentOutcome:
         assert row is not None
@@ -138,9 +218,22 @@ class _Run:
             event=build_event(row["event"]) if row["event"] else None,
         )
 
-    def fail(self, reason: str) -> PaymentOutcome:
+    def fail(self, reason: str, checkout_status: str | None = None) -> PaymentOutcome:
         return self._outcome(
-            self.app.db.fetch_one("SELECT * FROM pq_gateway_fail(%s, %s)", (uuid.UUID(self.job.job_id), reason))
+            self.app.db.fetch_one(
+                "SELECT * FROM pq_gateway_fail(%s, %s, %s)", (uuid.UUID(self.job.job_id), reason, checkout_status)
+            )
+        )
+
+    def park(self) -> PaymentOutcome:
+        row = self.app.db.fetch_one("SELECT * FROM pq_gateway_park(%s)", (uuid.UUID(self.job.job_id),))
+        assert row is not None
+        metrics.add_metric(name="GatewayJobsParked", unit=MetricUnit.Count, value=1)
+        return PaymentOutcome(
+            job_id=self.job.job_id,
+            outcome=GatewayEndOutcome(row["outcome"]),
+            reason=row["reason"],
+            payment_id=row["payment_id"],
         )
 
     def complete(self, payment: GatewayPayment) -> PaymentOutcome:
@@ -154,18 +247,30 @@ class _Run:
         return self._outcome(row)
 
     def refund(self, payment: GatewayPayment, reason: str) -> PaymentOutcome:
+        """Refund a payment of the job's own checkout (the only kind this is ever called for), with the
+        gateway's idempotency: Razorpay X-Refund-Idempotency, Cashfree refund_id + x-idempotency-key."""
         job = self.job
-        # A refund sent before whose answer was lost is looked up first (one more request).
-        self.token("refund", n=2 if job.refund_sent else 1, reason=reason)
-        refund = self.gateway.find_refund(job.ref, job.refund_ref) if job.refund_sent else None
+        refund = None
+        if job.refund_sent:  # a refund sent before whose answer was lost is looked up first
+            self.token("fetch", endpoint="find_refund")
+            refund = self.gateway.find_refund(job.ref, job.refund_ref)
         if refund is None:
+            self.token("refund", reason=reason)
             refund = self.gateway.refund(job.ref, payment.amount_paise, payment.currency, job.refund_ref)
         metrics.add_metric(name="GatewayRefunds", unit=MetricUnit.Count, value=1)
         logger.warning("gateway payment refunded", job_id=job.job_id, gateway=job.gateway, reason=reason)
         return self._outcome(
             self.app.db.fetch_one(
-                "SELECT * FROM pq_gateway_refunded(%s, %s, %s, %s, %s)",
-                (uuid.UUID(job.job_id), reason, refund.refund_id, refund.amount_paise, refund.currency),
+                "SELECT * FROM pq_gateway_refunded(%s, %s, %s, %s, %s, %s, %s)",
+                (
+                    uuid.UUID(job.job_id),
+                    reason,
+                    refund.refund_id,
+                    refund.amount_paise,
+                    refund.currency,
+                    refund.state.value if refund.state is not RefundState.PENDING else "pending",
+                    refund.gateway_status,
+                ),
             )
         )
 
@@ -174,8 +279,10 @@ def process_gateway_job(
     app: App, job_id: str, method: str, *, receipt_handle: str, receive_count: int
 ) -> PaymentOutcome:
     """One delivery of a gateway job. Raises RetryLater after handing the message back."""
-    rate, burst = limits(app.settings, method)
-    row = app.db.fetch_one("SELECT * FROM pq_gateway_begin(%s, %s, %s)", (uuid.UUID(job_id), rate, burst))
+    bucket_name, rate, burst = first_bucket(app, method)
+    row = app.db.fetch_one(
+        "SELECT * FROM pq_gateway_begin(%s, %s, %s, %s)", (uuid.UUID(job_id), rate, burst, bucket_name)
+    )
     assert row is not None
     begin = GatewayBeginOutcome(row["outcome"])
     if begin in (GatewayBeginOutcome.JOB_NOT_FOUND, GatewayBeginOutcome.NOT_A_GATEWAY_JOB):
@@ -197,6 +304,11 @@ def process_gateway_job(
         refund_ref=row["refund_ref"],
         refund_sent=row["refund_sent"],
         refund_reason=row["refund_reason"],
+        checkout_id=str(row["checkout_id"]) if row["checkout_id"] else None,
+        gateway_order_id=row["gateway_order_id"],
+        checkout_amount_paise=row["checkout_amount_paise"],
+        checkout_currency=row["checkout_currency"].strip() if row["checkout_currency"] else None,
+        checkout_expires_at=row["checkout_expires_at"],
     )
     try:
         outcome = _Run(app, job, gateway).settle(row)

@@ -10,7 +10,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from shared.bootstrap import App
-from shared.domain import GATEWAY_METHODS, GATEWAY_REF_FIELD, ApiError, PaymentRequest
+from shared.domain import BARE_REFERENCE_FIELDS, GATEWAY_METHODS, RAZORPAY_CHECKOUT_FIELDS, ApiError, PaymentRequest
+from shared.gateway_signatures import verify_razorpay_checkout
 from shared.observability import logger
 from shared.outcomes import EnqueueOutcome
 from shared.ports import QueueMessage
@@ -46,9 +47,19 @@ def parse_payment_request(raw_body: str | None, enabled_methods: Collection[str]
     if method in GATEWAY_METHODS:
         if method not in enabled_methods:
             raise ApiError(422, "method_not_supported", f"payment method {method!r} is not enabled", field="method")
-        ref_field = GATEWAY_REF_FIELD[method]
-        if data.get(ref_field) is None:
-            raise ApiError(422, "validation_error", f"{ref_field} is required with method {method}", field=ref_field)
+        # The old flow named a gateway payment with nothing binding it to the order or the shopper.
+        bare = [f for f in BARE_REFERENCE_FIELDS if f in data]
+        if method == "razorpay" and "razorpay_payment_id" in data:
+            bare += [f for f in RAZORPAY_CHECKOUT_FIELDS if f not in data]
+        if bare:
+            raise ApiError(
+                422,
+                "bare_gateway_reference",
+                "a gateway payment is accepted only through its checkout: POST /v1/checkouts first, then "
+                "send Razorpay Checkout's razorpay_order_id, razorpay_payment_id and razorpay_signature "
+                "(Cashfree: only order_id and method)",
+                field=bare[0],
+            )
     try:
         return PaymentRequest.model_validate(data)
     except ValidationError as exc:
@@ -67,13 +78,68 @@ def validate_idempotency_key(key: str | None) -> str:
     return key
 
 
-def job_message(job_id: str, user_id: str, order_id: int, method: str) -> QueueMessage:
-    """The queue message for a job: grouped by user (per-user order), deduplicated by job id."""
+def job_message(job_id: str, user_id: str, order_id: int, method: str, parks: int = 0) -> QueueMessage:
+    """The queue message for a job: grouped by user (per-user order), deduplicated by job id (and, for
+    a job sent again after waiting for its gateway, the times it was parked)."""
     return QueueMessage(
         job_id=job_id,
         group_id=user_id,
         body={"job_id": job_id, "user_id": user_id, "order_id": order_id, "method": method},
+        dedup_id=f"{job_id}.{parks}" if parks else None,
     )
+
+
+def _verify_checkout_signature(app: App, request: PaymentRequest) -> None:
+    """Razorpay Checkout's signature over order_id|payment_id with the key secret, in constant time."""
+    if app.secrets.razorpay is None:
+        raise ApiError(422, "method_not_supported", "payment method 'razorpay' is not enabled", field="method")
+    if not verify_razorpay_checkout(
+        request.razorpay_order_id, request.razorpay_payment_id, request.razorpay_signature, app.secrets.razorpay()[1]
+    ):
+        raise ApiError(
+            422,
+            "gateway_signature_invalid",
+            "razorpay_signature is not Razorpay's signature of this order and payment",
+            field="razorpay_signature",
+        )
+
+
+def _record(app: App, user_id: str, idempotency_key: str, request: PaymentRequest) -> dict[str, Any]:
+    if request.method == "wallet":
+        row = app.db.fetch_one(
+            "SELECT * FROM pq_enqueue_job(%s, %s, %s, %s, %s, %s)",
+            (user_id, idempotency_key, request.fingerprint(), request.order_id, request.method, None),
+        )
+    else:
+        if request.method == "razorpay":
+            _verify_checkout_signature(app, request)
+        row = app.db.fetch_one(
+            "SELECT * FROM pq_enqueue_gateway_job(%s, %s, %s, %s, %s, %s, %s)",
+            (
+                user_id,
+                idempotency_key,
+                request.fingerprint(),
+                request.order_id,
+                request.method,
+                request.razorpay_order_id,
+                request.razorpay_payment_id,
+            ),
+        )
+    assert row is not None
+    return row
+
+
+def send_jobs(app: App, messages: list[QueueMessage]) -> int:
+    """Send recorded jobs and mark them sent; a failed send leaves them to the sweeper."""
+    if not messages:
+        return 0
+    try:
+        if sent := app.queue.send(messages):
+            app.db.execute("SELECT pq_mark_jobs_sent(%s::uuid[])", (sent,))  # relaxed commit: see intake.sql
+            return len(sent)
+    except Exception:  # the jobs are recorded; the sweeper will deliver them
+        logger.exception("queue send failed; left for the sweeper", jobs=len(messages))
+    return 0
 
 
 def accept_payment(app: App, user_id: str, idempotency_key: str, request: PaymentRequest) -> Accepted:
@@ -82,12 +148,16 @@ def accept_payment(app: App, user_id: str, idempotency_key: str, request: Paymen
     If the send fails or this process dies before marking, the job stays unsent and the
     sweeper sends it again: an accepted job is never lost.
     """
-    row = app.db.fetch_one(
-        "SELECT * FROM pq_enqueue_job(%s, %s, %s, %s, %s, %s)",
-        (user_id, idempotency_key, request.fingerprint(), request.order_id, request.method, request.gateway_ref),
-    )
-    assert row is not None
+    row = _record(app, user_id, idempotency_key, request)
     outcome = EnqueueOutcome(row["outcome"])
+    if outcome is EnqueueOutcome.CHECKOUT_REQUIRED:
+        raise ApiError(
+            409, "checkout_required", f"open a checkout for this order first (POST /v1/checkouts, {request.method})"
+        )
+    if outcome is EnqueueOutcome.GATEWAY_ORDER_MISMATCH:
+        raise ApiError(
+            409, "gateway_order_mismatch", "this gateway order was not created for this order and this shopper"
+        )
     if outcome is EnqueueOutcome.ORDER_NOT_FOUND:
         raise ApiError(404, "order_not_found", "no such order for this user")
     if outcome is EnqueueOutcome.ORDER_NOT_PAYABLE:
@@ -105,11 +175,6 @@ def accept_payment(app: App, user_id: str, idempotency_key: str, request: Paymen
 
     job_id = str(row["job_id"])
     if outcome is EnqueueOutcome.CREATED:
-        message = job_message(job_id, user_id, request.order_id, request.method)
-        try:
-            if sent := app.queue.send([message]):
-                app.db.execute("SELECT pq_mark_jobs_sent(%s::uuid[])", (sent,))  # relaxed commit: see intake.sql
-        except Exception:  # the job is recorded; the sweeper will deliver it
-            logger.exception("queue send failed; left for the sweeper", job_id=job_id, user_id=user_id)
+        send_jobs(app, [job_message(job_id, user_id, request.order_id, request.method)])
     body = job_view(app, row | {"id": job_id, "user_id": user_id, "order_id": request.order_id})
     return Accepted(body=body, replayed=outcome is EnqueueOutcome.REPLAYED)

@@ -63,7 +63,7 @@ def sweep(app: App, limit: int = 500) -> dict[str, int]:
     unsent = app.db.fetch_all("SELECT * FROM pq_unsent_jobs(%s, %s)", (app.settings.sweep_after_s, limit))
     resent = 0
     if unsent:
-        messages = [job_message(str(r["id"]), r["user_id"], r["order_id"], r["method"]) for r in unsent]
+        messages = [job_message(str(r["id"]), r["user_id"], r["order_id"], r["method"], r["parks"]) for r in unsent]
         sent = app.queue.send(messages)
         _mark(app, "pq_mark_jobs_sent", sent)
         resent = len(sent)

@@ -32,18 +32,26 @@ $$;
 --   proceed                            -> the job, its order's amount, its attempt and the token
 --   already_succeeded | already_failed -> a redelivery; nothing changed
 --   job_not_found | not_a_gateway_job  -> a message that can never succeed (poison)
+-- p_bucket names the token bucket of the first request (shared/gateway_limits.py; the gateway's single
+-- bucket when NULL, as the previous release calls it). The checkout columns are the job's binding:
+-- the gateway order its payment must belong to, and that order's amount (NULL: an old-flow job).
 DROP FUNCTION IF EXISTS pq_gateway_begin(uuid, double precision, double precision);
+DROP FUNCTION IF EXISTS pq_gateway_begin(uuid, double precision, double precision, text);
 CREATE FUNCTION pq_gateway_begin(p_job_id uuid, p_rate double precision, p_burst double precision,
+                                 p_bucket text DEFAULT NULL,
                                  OUT outcome pq_gateway_begin_outcome, OUT reason text, OUT payment_id bigint,
                                  OUT gateway text, OUT gateway_ref text, OUT amount_paise bigint,
                                  OUT currency text, OUT problem text, OUT refund_ref text,
                                  OUT refund_sent boolean, OUT refund_reason text,
-                                 OUT granted boolean, OUT wait_ms integer)
+                                 OUT granted boolean, OUT wait_ms integer,
+                                 OUT checkout_id uuid, OUT gateway_order_id text, OUT checkout_amount_paise bigint,
+                                 OUT checkout_currency text, OUT checkout_expires_at timestamptz)
 LANGUAGE plpgsql AS $$
 DECLARE
-    v_job     payment_jobs%ROWTYPE;
-    v_order   orders%ROWTYPE;
-    v_attempt gateway_attempts%ROWTYPE;
+    v_job      payment_jobs%ROWTYPE;
+    v_order    orders%ROWTYPE;
+    v_attempt  gateway_attempts%ROWTYPE;
+    v_checkout gateway_checkouts%ROWTYPE;
 BEGIN
     SELECT * INTO v_job FROM payment_jobs j WHERE j.id = p_job_id FOR UPDATE;
     IF NOT FOUND THEN
@@ -63,15 +71,24 @@ BEGIN
     SELECT * INTO v_order FROM orders o WHERE o.id = v_job.order_id;
     SELECT c.problem INTO problem FROM pq_order_problem(v_order, v_job) c;
 
-    IF v_job.status = 'queued' THEN
-        UPDATE payment_jobs SET status = 'processing' WHERE id = v_job.id;
+    IF v_job.status = 'queued' OR v_job.parked_at IS NOT NULL THEN
+        UPDATE payment_jobs SET status = 'processing', parked_at = NULL WHERE id = v_job.id;
     END IF;
     -- refund_ref: our idempotency reference for a refund of this job, fixed at the first delivery.
     INSERT INTO gateway_attempts AS a (job_id, gateway, gateway_ref, deliveries, refund_ref)
     VALUES (v_job.id, v_job.method, v_job.gateway_ref, 1, 'pq' || replace(v_job.id::text, '-', ''))
     ON CONFLICT (job_id) DO UPDATE SET deliveries = a.deliveries + 1, updated_at = clock_timestamp()
     RETURNING * INTO v_attempt;
-    SELECT t.granted, t.wait_ms INTO granted, wait_ms FROM pq_take_tokens(v_job.method, p_rate, p_burst, 1) t;
+    SELECT t.granted, t.wait_ms INTO granted, wait_ms
+      FROM pq_take_tokens(coalesce(p_bucket, v_job.method), p_rate, p_burst, 1) t;
+    IF v_job.checkout_id IS NOT NULL THEN
+        SELECT * INTO v_checkout FROM gateway_checkouts c WHERE c.id = v_job.checkout_id;
+        checkout_id := v_checkout.id;
+        gateway_order_id := v_checkout.gateway_order_id;
+        checkout_amount_paise := v_checkout.amount_paise;
+        checkout_currency := v_checkout.currency;
+        checkout_expires_at := v_checkout.expires_at;
+    END IF;
 
     outcome := 'proceed';
     gateway := v_job.method;
@@ -96,8 +113,12 @@ $$;
 
 -- Ends a gateway job that moved no money (declined, mismatched or unfulfillable before capture).
 -- Outcomes (pq_gateway_end_outcome): failed | already_succeeded | already_failed.
+-- p_checkout_status: what the job's checkout becomes (failed, expired) when its gateway order can take
+-- no payment any more; NULL leaves it payable (a failed Razorpay payment: the shopper may pay again).
 DROP FUNCTION IF EXISTS pq_gateway_fail(uuid, text);
-CREATE FUNCTION pq_gateway_fail(p_job_id uuid, p_reason text, OUT outcome pq_gateway_end_outcome,
+DROP FUNCTION IF EXISTS pq_gateway_fail(uuid, text, text);
+CREATE FUNCTION pq_gateway_fail(p_job_id uuid, p_reason text, p_checkout_status text DEFAULT NULL,
+                                OUT outcome pq_gateway_end_outcome,
                                 OUT reason text, OUT payment_id bigint, OUT event jsonb)
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -112,7 +133,35 @@ BEGIN
     END IF;
     reason := p_reason;
     outcome := 'failed';
+    UPDATE payment_jobs SET parked_at = NULL WHERE id = v_job.id AND parked_at IS NOT NULL;
+    IF p_checkout_status IS NOT NULL THEN
+        UPDATE gateway_checkouts SET status = p_checkout_status, updated_at = now()
+         WHERE id = v_job.checkout_id AND status = 'created';
+    END IF;
     event := pq_end_job(v_job, p_reason, NULL);
+END;
+$$;
+
+-- A bound job whose gateway order is not final yet (Cashfree ACTIVE with attempts FAILED, USER_DROPPED,
+-- PENDING or none, or EXPIRED within its grace): it stays processing with no queue message, its FIFO
+-- group free, until a webhook or the sweeper's reconciliation sends it again (pq_checkout_settle,
+-- pq_wake_parked_jobs). Outcomes (pq_gateway_end_outcome): parked | already_succeeded | already_failed.
+DROP FUNCTION IF EXISTS pq_gateway_park(uuid);
+CREATE FUNCTION pq_gateway_park(p_job_id uuid, OUT outcome pq_gateway_end_outcome, OUT reason text,
+                                OUT payment_id bigint)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_job payment_jobs%ROWTYPE;
+BEGIN
+    SELECT * INTO v_job FROM payment_jobs j WHERE j.id = p_job_id FOR UPDATE;
+    IF v_job.status IN ('succeeded', 'failed') THEN
+        outcome := ('already_' || v_job.status)::pq_gateway_end_outcome;
+        reason := v_job.reason;
+        payment_id := v_job.payment_id;
+        RETURN;
+    END IF;
+    UPDATE payment_jobs SET parked_at = now(), parks = parks + 1 WHERE id = v_job.id;
+    outcome := 'parked';
 END;
 $$;
 
@@ -158,15 +207,20 @@ BEGIN
     END IF;
     SELECT f.payment_id, f.event INTO payment_id, event
       FROM pq_fulfil_order(v_job, v_order, v_check.items, p_amount_paise, p_currency) f;
+    UPDATE gateway_checkouts SET status = 'paid', job_id = v_job.id, updated_at = now() WHERE id = v_job.checkout_id;
     outcome := 'succeeded';
 END;
 $$;
 
 -- The gateway confirmed the refund of a payment we could not fulfil: record it and fail the job.
 -- Outcomes (pq_gateway_end_outcome): failed | already_succeeded | already_failed.
+-- p_state / p_gateway_status: the refund's state in the gateway's answer (followed to final by
+-- webhooks and the sweeper while pending).
 DROP FUNCTION IF EXISTS pq_gateway_refunded(uuid, text, text, bigint, text);
+DROP FUNCTION IF EXISTS pq_gateway_refunded(uuid, text, text, bigint, text, text, text);
 CREATE FUNCTION pq_gateway_refunded(p_job_id uuid, p_reason text, p_gateway_refund_id text,
                                     p_amount_paise bigint, p_currency text,
+                                    p_state text DEFAULT 'pending', p_gateway_status text DEFAULT NULL,
                                     OUT outcome pq_gateway_end_outcome, OUT reason text,
                                     OUT payment_id bigint, OUT event jsonb)
 LANGUAGE plpgsql AS $$
@@ -182,10 +236,14 @@ BEGIN
     END IF;
     reason := p_reason;
     INSERT INTO gateway_refunds (job_id, order_id, method, gateway_ref, refund_ref, gateway_refund_id,
-                                 amount_paise, currency, reason)
+                                 amount_paise, currency, reason, state, gateway_status, settled_at)
     SELECT v_job.id, v_job.order_id, v_job.method, v_job.gateway_ref, a.refund_ref, p_gateway_refund_id,
-           p_amount_paise, p_currency, p_reason
+           p_amount_paise, p_currency, p_reason, p_state, p_gateway_status,
+           CASE WHEN p_state <> 'pending' THEN now() END
       FROM gateway_attempts a WHERE a.job_id = v_job.id;
+    UPDATE gateway_checkouts SET status = 'refunded', job_id = v_job.id, updated_at = now()
+     WHERE id = v_job.checkout_id AND status IN ('created', 'expired', 'failed');
+    UPDATE payment_jobs SET parked_at = NULL WHERE id = v_job.id AND parked_at IS NOT NULL;
     outcome := 'failed';
     event := pq_end_job(v_job, p_reason, NULL);
 END;

@@ -101,12 +101,112 @@ BEGIN
 END;
 $$;
 
--- Jobs whose queue send was never confirmed, oldest first, for the sweeper.
-CREATE OR REPLACE FUNCTION pq_unsent_jobs(p_older_than_s double precision, p_limit integer)
-RETURNS TABLE (id uuid, user_id text, order_id bigint, method text)
+-- Jobs whose queue send was never confirmed, oldest first, for the sweeper (parks: part of the
+-- deduplication id of a job sent again after it waited for its gateway).
+DROP FUNCTION IF EXISTS pq_unsent_jobs(double precision, integer);
+CREATE FUNCTION pq_unsent_jobs(p_older_than_s double precision, p_limit integer)
+RETURNS TABLE (id uuid, user_id text, order_id bigint, method text, parks integer)
 LANGUAGE sql STABLE AS $$
-    SELECT j.id, j.user_id, j.order_id, j.method FROM payment_jobs j
+    SELECT j.id, j.user_id, j.order_id, j.method, j.parks FROM payment_jobs j
      WHERE j.sent_at IS NULL AND j.created_at < now() - make_interval(secs => p_older_than_s)
      ORDER BY j.created_at
      LIMIT p_limit
+$$;
+
+-- Records a gateway payment request of the checkout flow: the payment must belong to the shopper's
+-- checkout of this order, or nothing is recorded. p_gateway_order_id / p_gateway_ref: Razorpay's signed
+-- razorpay_order_id and razorpay_payment_id (the signature was verified before the call); NULL for
+-- Cashfree, whose bound order the checkout names. Outcomes (pq_enqueue_outcome): pq_enqueue_job's, and
+--   checkout_required       -> no live or paid checkout of this order for this method and user
+--   gateway_order_mismatch  -> the gateway order is not the one created for this order and shopper
+-- A request that names the payment a webhook already made a job for gets that job (replayed).
+DROP FUNCTION IF EXISTS pq_enqueue_gateway_job(text, text, text, bigint, text, text, text);
+CREATE FUNCTION pq_enqueue_gateway_job(
+    p_user_id text, p_idempotency_key text, p_request_hash text, p_order_id bigint, p_method text,
+    p_gateway_order_id text, p_gateway_ref text,
+    OUT outcome pq_enqueue_outcome, OUT job_id uuid, OUT status text, OUT queue_seq bigint, OUT reason text,
+    OUT payment_id bigint, OUT finished bigint)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_job payment_jobs%ROWTYPE;
+    v_checkout gateway_checkouts%ROWTYPE;
+    v_order_status text;
+    v_ref text;
+BEGIN
+    PERFORM pg_advisory_xact_lock(hashtextextended(p_user_id, 0));
+    finished := pq_finished_count();
+    SELECT * INTO v_job FROM payment_jobs j
+     WHERE j.user_id = p_user_id AND j.idempotency_key = p_idempotency_key;
+    IF FOUND THEN
+        outcome := CASE WHEN v_job.request_hash = p_request_hash THEN 'replayed' ELSE 'key_reused' END;
+    ELSE
+        SELECT o.order_status INTO v_order_status FROM orders o
+         WHERE o.id = p_order_id AND o.user_id = p_user_id
+           FOR SHARE;
+        IF NOT FOUND THEN
+            outcome := 'order_not_found';
+            RETURN;
+        END IF;
+        -- The checkout of this order, method and shopper: Razorpay by the order it names (an expired
+        -- or paid checkout still binds its own payments), Cashfree the newest one created.
+        SELECT * INTO v_checkout FROM gateway_checkouts c
+         WHERE c.order_id = p_order_id AND c.user_id = p_user_id AND c.method = p_method
+           AND c.status <> 'creating'
+           AND (p_gateway_order_id IS NULL OR c.gateway_order_id = p_gateway_order_id)
+         ORDER BY c.created_at DESC
+         LIMIT 1;
+        IF NOT FOUND THEN
+            outcome := CASE
+                WHEN p_gateway_order_id IS NOT NULL AND EXISTS (
+                    SELECT 1 FROM gateway_checkouts c
+                     WHERE c.order_id = p_order_id AND c.user_id = p_user_id AND c.method = p_method)
+                  OR EXISTS (SELECT 1 FROM gateway_checkouts c
+                              WHERE c.method = p_method AND c.gateway_order_id = p_gateway_order_id)
+                THEN 'gateway_order_mismatch'
+                ELSE 'checkout_required' END;
+            RETURN;
+        END IF;
+        v_ref := coalesce(p_gateway_ref, v_checkout.gateway_order_id);
+        -- The job a webhook (or an earlier request) already made for this very payment: the same job.
+        SELECT * INTO v_job FROM payment_jobs j
+         WHERE j.method = p_method AND j.gateway_ref = v_ref AND j.user_id = p_user_id
+           AND j.checkout_id = v_checkout.id
+         ORDER BY j.queue_seq DESC
+         LIMIT 1;
+        IF FOUND AND (v_job.status IN ('queued', 'processing', 'succeeded')
+                      OR v_job.reason NOT IN ('gateway_payment_failed', 'gateway_checkout_expired')) THEN
+            outcome := 'replayed';
+        ELSIF v_order_status <> 'pending' THEN
+            outcome := 'order_not_payable';
+            reason := v_order_status;
+            RETURN;
+        ELSE
+            SELECT * INTO v_job FROM payment_jobs j
+             WHERE j.order_id = p_order_id AND j.status IN ('queued', 'processing');
+            IF FOUND THEN
+                outcome := 'payment_in_progress';
+            ELSE
+                BEGIN
+                    INSERT INTO payment_jobs (user_id, idempotency_key, request_hash, order_id, method, gateway_ref,
+                                              checkout_id)
+                    VALUES (p_user_id, p_idempotency_key, p_request_hash, p_order_id, p_method, v_ref, v_checkout.id)
+                    RETURNING * INTO v_job;
+                    UPDATE gateway_checkouts c SET job_id = v_job.id, updated_at = now() WHERE c.id = v_checkout.id;
+                    outcome := 'created';
+                EXCEPTION WHEN unique_violation THEN
+                    SELECT * INTO v_job FROM payment_jobs j WHERE j.method = p_method AND j.gateway_ref = v_ref
+                     ORDER BY j.queue_seq DESC LIMIT 1;
+                    outcome := 'gateway_ref_in_use';
+                END;
+            END IF;
+        END IF;
+    END IF;
+    job_id := v_job.id;
+    status := v_job.status;
+    queue_seq := v_job.queue_seq;
+    IF outcome = 'replayed' THEN
+        reason := v_job.reason;
+        payment_id := v_job.payment_id;
+    END IF;
+END;
 $$;

@@ -52,3 +52,36 @@ ALTER TYPE pq_gateway_end_outcome ADD VALUE IF NOT EXISTS 'failed';
 ALTER TYPE pq_gateway_end_outcome ADD VALUE IF NOT EXISTS 'already_succeeded';
 ALTER TYPE pq_gateway_end_outcome ADD VALUE IF NOT EXISTS 'already_failed';
 ALTER TYPE pq_gateway_end_outcome ADD VALUE IF NOT EXISTS 'refund_required';
+ALTER TYPE pq_gateway_end_outcome ADD VALUE IF NOT EXISTS 'parked';
+
+-- pq_enqueue_gateway_job: a gateway payment is accepted only for its checkout's order and shopper.
+ALTER TYPE pq_enqueue_outcome ADD VALUE IF NOT EXISTS 'checkout_required';
+ALTER TYPE pq_enqueue_outcome ADD VALUE IF NOT EXISTS 'gateway_order_mismatch';
+
+-- pq_checkout_open, pq_checkout_created: creating the gateway order of a checkout.
+DO $$
+BEGIN
+    CREATE TYPE pq_checkout_outcome AS ENUM ();
+EXCEPTION WHEN duplicate_object THEN NULL;
+END $$;
+ALTER TYPE pq_checkout_outcome ADD VALUE IF NOT EXISTS 'existing';
+ALTER TYPE pq_checkout_outcome ADD VALUE IF NOT EXISTS 'pending';
+ALTER TYPE pq_checkout_outcome ADD VALUE IF NOT EXISTS 'created';
+ALTER TYPE pq_checkout_outcome ADD VALUE IF NOT EXISTS 'order_not_found';
+ALTER TYPE pq_checkout_outcome ADD VALUE IF NOT EXISTS 'order_not_payable';
+ALTER TYPE pq_checkout_outcome ADD VALUE IF NOT EXISTS 'gateway_order_mismatch';
+
+-- pq_webhook_record, pq_checkout_settle: what a gateway's word about a checkout led to.
+DO $$
+BEGIN
+    CREATE TYPE pq_webhook_outcome AS ENUM ();
+EXCEPTION WHEN duplicate_object THEN NULL;
+END $$;
+ALTER TYPE pq_webhook_outcome ADD VALUE IF NOT EXISTS 'duplicate';
+ALTER TYPE pq_webhook_outcome ADD VALUE IF NOT EXISTS 'unknown_checkout';
+ALTER TYPE pq_webhook_outcome ADD VALUE IF NOT EXISTS 'job_created';
+ALTER TYPE pq_webhook_outcome ADD VALUE IF NOT EXISTS 'job_woken';
+ALTER TYPE pq_webhook_outcome ADD VALUE IF NOT EXISTS 'job_live';
+ALTER TYPE pq_webhook_outcome ADD VALUE IF NOT EXISTS 'already_handled';
+ALTER TYPE pq_webhook_outcome ADD VALUE IF NOT EXISTS 'refund_updated';
+ALTER TYPE pq_webhook_outcome ADD VALUE IF NOT EXISTS 'ignored';

@@ -23,7 +23,9 @@ BEGIN
     v_now := clock_timestamp();
     v_tokens := least(p_burst, v_tokens + p_rate * greatest(0, extract(epoch FROM v_now - v_at)));
     granted := v_tokens >= p_n;
-    wait_ms := CASE WHEN granted THEN 0 ELSE ceil((p_n - v_tokens) / p_rate * 1000)::integer END;
+    wait_ms := CASE WHEN granted THEN 0
+                    WHEN p_rate <= 0 THEN 2147483647  -- a bucket that never refills
+                    ELSE least(2147483647, ceil((p_n - v_tokens) / p_rate * 1000))::integer END;
     UPDATE gateway_rate_limits
        SET tokens = v_tokens - CASE WHEN granted THEN p_n ELSE 0 END, updated_at = v_now
      WHERE gateway = p_gateway;

@@ -12,7 +12,7 @@ from local.seed import SeedPlan, seed
 from shared.bootstrap import App, bootstrap
 from shared.db import Database
 from shared.settings import Settings
-from tests.integration.gateway_helpers import CASHFREE, RAZORPAY
+from tests.integration.gateway_helpers import CASHFREE, RAZORPAY, RAZORPAY_WEBHOOK_SECRET
 
 
 @pytest.fixture
@@ -66,6 +66,6 @@ def queues(aws: None) -> tuple[Any, str, str]:
 @pytest.fixture
 def sim() -> Iterator[Simulator]:
     """The Razorpay and Cashfree simulator on loopback, for the gateway tests."""
-    simulator = Simulator(razorpay=RAZORPAY, cashfree=CASHFREE).start()
+    simulator = Simulator(razorpay=RAZORPAY, cashfree=CASHFREE, razorpay_webhook_secret=RAZORPAY_WEBHOOK_SECRET).start()
     yield simulator
     simulator.stop()

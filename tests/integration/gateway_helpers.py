@@ -1,20 +1,28 @@
-"""Steps the gateway tests share: a simulator, gateway-enabled settings, paying and draining."""
+"""Steps the gateway tests share: a simulator, gateway-enabled settings, the checkout flow, webhooks
+and draining."""
 
 from __future__ import annotations
 
+import threading
 import time
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from functions.enqueue.handler import handler as enqueue_handler
 from local.gateway_sim import Simulator
+from local.lambda_shim import LocalContext, http_api_event
 from local.workers import read_fifo
 from shared.bootstrap import App
 from shared.db import Database
-from shared.domain import PaymentRequest
+from shared.domain import CheckoutRequest, PaymentRequest
+from shared.services.checkout import open_checkout
 from shared.services.intake import Accepted, accept_payment
 from tests.integration.helpers import deliver
 
 RAZORPAY = ("rzp_test_k1", "rzp_secret_s1")
 CASHFREE = ("cf_app_k1", "cf_secret_s1")
+RAZORPAY_WEBHOOK_SECRET = "rzp_webhook_secret_w1"
 
 
 def gateway_settings(sim: Simulator) -> dict[str, Any]:
@@ -23,9 +31,11 @@ def gateway_settings(sim: Simulator) -> dict[str, Any]:
         "razorpay_base_url": sim.url,
         "razorpay_key_id": RAZORPAY[0],
         "razorpay_key_secret": RAZORPAY[1],
+        "razorpay_webhook_secret": RAZORPAY_WEBHOOK_SECRET,
         "cashfree_base_url": sim.url + "/pg",
         "cashfree_client_id": CASHFREE[0],
         "cashfree_client_secret": CASHFREE[1],
+        "cashfree_environment": "production",
         "gateway_timeout_s": 0.5,
         "gateway_backoff_base_s": 0.5,
         "gateway_backoff_cap_s": 2,
@@ -40,16 +50,43 @@ def order_of(db: Database, user_id: str) -> dict[str, Any]:
     return row
 
 
-def pay_gateway(app: App, sim: Simulator, user_id: str, method: str, **payment: Any) -> Accepted:
-    """The shopper paid the order at the gateway's checkout, then asks us to complete it."""
-    order = order_of(app.db, user_id)
-    amount = payment.pop("amount_paise", order["total_paise"])
-    if method == "razorpay":
-        ref = {"razorpay_payment_id": sim.create_razorpay_payment(amount, **payment)}
-    else:
-        ref = {"cashfree_order_id": sim.create_cashfree_order(amount, **payment)}
-    request = PaymentRequest(order_id=order["id"], method=method, **ref)  # type: ignore[arg-type]
-    return accept_payment(app, user_id, f"key-{user_id}-{order['id']}", request)
+def open_for(app: App, user_id: str, method: str, order_id: int | None = None) -> dict[str, Any]:
+    """The shopper opens a checkout of their pending order (or order_id); returns its view."""
+    order = order_of(app.db, user_id)["id"] if order_id is None else order_id
+    _, view = open_checkout(app, user_id, CheckoutRequest(order_id=order, method=method))  # type: ignore[arg-type]
+    return view
+
+
+def gateway_order(view: dict[str, Any]) -> str:
+    return str(view[view["method"]]["order_id"])
+
+
+def pay_at_gateway(sim: Simulator, view: dict[str, Any], outcome: str = "success") -> dict[str, Any]:
+    """What the shopper does in the gateway's checkout page; returns what the page is handed."""
+    if view["method"] == "razorpay":
+        return sim.razorpay_checkout(gateway_order(view), outcome)
+    return sim.cashfree_checkout(gateway_order(view), outcome)
+
+
+def payment_request(view: dict[str, Any], handed: dict[str, Any] | None = None) -> PaymentRequest:
+    """The POST /v1/payments body the page sends after the gateway's checkout."""
+    if view["method"] == "razorpay":
+        assert handed is not None
+        return PaymentRequest(
+            order_id=view["order_id"],
+            method="razorpay",
+            razorpay_order_id=handed["razorpay_order_id"],
+            razorpay_payment_id=handed["razorpay_payment_id"],
+            razorpay_signature=handed["razorpay_signature"],
+        )
+    return PaymentRequest(order_id=view["order_id"], method="cashfree")
+
+
+def pay_gateway(app: App, sim: Simulator, user_id: str, method: str, outcome: str = "success") -> Accepted:
+    """The whole shopper's flow: checkout, pay at the gateway, ask us to complete it."""
+    view = open_for(app, user_id, method)
+    handed = pay_at_gateway(sim, view, outcome)
+    return accept_payment(app, user_id, f"key-{user_id}-{view['order_id']}", payment_request(view, handed))
 
 
 def drain(app: App, timeout_s: float = 30.0) -> int:
@@ -70,3 +107,75 @@ def drain(app: App, timeout_s: float = 30.0) -> int:
 
 def jobs(db: Database) -> list[dict[str, Any]]:
     return db.fetch_all("SELECT id::text, status, reason, method FROM payment_jobs ORDER BY queue_seq")
+
+
+@dataclass(frozen=True)
+class Received:
+    gateway: str
+    body: bytes
+    headers: dict[str, str]
+
+
+class WebhookInbox:
+    """Where the simulator sends its signed webhooks: each request kept as received (bytes and
+    headers), answered 200, and handed to our real handler by the test's own thread (the App's
+    database connection is the test's)."""
+
+    def __init__(self, sim: Simulator) -> None:
+        self.sim = sim
+        self.received: list[Received] = []
+        inbox = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                gateway = self.path.rsplit("/", 1)[-1]
+                inbox.received.append(Received(gateway, body, {k.lower(): v for k, v in self.headers.items()}))
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        host, port = self._server.server_address[:2]
+        sim.config.razorpay_webhook_url = f"http://{host!s}:{port}/v1/webhooks/razorpay"
+        sim.config.cashfree_webhook_url = f"http://{host!s}:{port}/v1/webhooks/cashfree"
+        self._handed = 0
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def pending(self) -> list[Received]:
+        """Every webhook the simulator sent since the last call."""
+        assert self.sim.wait_webhooks(10)
+        fresh, self._handed = self.received[self._handed :], len(self.received)
+        return fresh
+
+    def deliver(self, items: list[Received] | None = None) -> list[int]:
+        """Hand the webhooks to POST /v1/webhooks/<gateway> (the real handler); their statuses."""
+        return [
+            post_webhook(r.gateway, r.body, r.headers)["statusCode"]
+            for r in (self.pending() if items is None else items)
+        ]
+
+
+def post_webhook(gateway: str, body: bytes, headers: dict[str, str]) -> dict[str, Any]:
+    """POST /v1/webhooks/<gateway> as API Gateway hands it to the function: no JWT."""
+    event = http_api_event(
+        method="POST",
+        path=f"/v1/webhooks/{gateway}",
+        route_key=f"POST /v1/webhooks/{gateway}",
+        query="",
+        headers=headers,
+        body=body,
+        claims=None,
+        scopes=None,
+        path_parameters=None,
+        source_ip="127.0.0.1",
+    )
+    result: dict[str, Any] = enqueue_handler(event, LocalContext("payment-queue-enqueue"))
+    return result

@@ -1,0 +1,173 @@
+"""Gateway checkouts (POST /v1/checkouts, GET /v1/checkouts/{id}): the gateway order for one of our
+orders, created by us for its exact amount and bound to the order and the shopper.
+
+    open (one round trip: the live checkout, or a new one with our merchant_ref)
+      existing -> answer it (200)
+      pending  -> token -> create at the gateway (no transaction open) -> bind (one round trip) -> 201
+
+A create call whose answer was lost leaves the checkout "creating": the next request settles it by
+looking the order up first (Razorpay: orders by receipt; Cashfree: the order we named), never by
+creating a second one blindly. No token from the shared limiter -> 503 service_busy + Retry-After.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import uuid
+from datetime import datetime
+from typing import Any
+
+from shared.bootstrap import App
+from shared.domain import ApiError, CheckoutRequest, GatewayRejected, GatewayRetryable
+from shared.gateway_limits import Gateway, bucket
+from shared.observability import logger
+from shared.outcomes import CheckoutOutcome
+from shared.ports import GatewayOrder
+
+# What a shopper's checkout is called when it has no gateway order yet (never answered as such).
+_VISIBLE_STATUS = {"creating": "created"}
+
+
+def take_token(app: App, gateway: Gateway, endpoint: str) -> None:
+    """One token of the gateway endpoint's shared bucket, or 503 service_busy with Retry-After."""
+    name, rate, burst = bucket(app.settings, gateway, endpoint)
+    row = app.db.fetch_one("SELECT * FROM pq_take_tokens(%s, %s, %s, 1)", (name, rate, burst))
+    assert row is not None
+    if not row["granted"]:
+        raise ApiError(
+            503,
+            "service_busy",
+            "the payment gateway is busy; retry shortly with the same request",
+            retry_after_s=max(1, math.ceil(int(row["wait_ms"]) / 1000)),
+        )
+
+
+def customer_id(user_id: str) -> str:
+    """Cashfree's customer_id (3-50 alphanumerics) for a user: stable, and no user id leaves us as is."""
+    return "pq" + hashlib.sha256(user_id.encode()).hexdigest()[:40]
+
+
+def checkout_view(app: App, row: dict[str, Any]) -> dict[str, Any]:
+    view: dict[str, Any] = {
+        "checkout_id": str(row["id"]),
+        "order_id": row["order_id"],
+        "method": row["method"],
+        "amount_paise": row["amount_paise"],
+        "currency": row["currency"].strip(),
+        "status": _VISIBLE_STATUS.get(row["status"], row["status"]),
+    }
+    if row["method"] == "razorpay":
+        assert app.secrets.razorpay is not None
+        view["razorpay"] = {"key_id": app.secrets.razorpay()[0], "order_id": row["gateway_order_id"]}
+    else:
+        view["cashfree"] = {"order_id": row["gateway_order_id"], "payment_session_id": row["payment_session_id"]}
+    if row.get("job_id"):
+        view["job_id"] = str(row["job_id"])
+    return view
+
+
+def _gateway_error(exc: GatewayRetryable | GatewayRejected) -> ApiError:
+    if isinstance(exc, GatewayRetryable):
+        wait = exc.retry_after_s if exc.retry_after_s else 1
+        return ApiError(
+            503,
+            "service_busy",
+            "the payment gateway did not answer; retry shortly with the same request",
+            retry_after_s=max(1, math.ceil(wait)),
+        )
+    return ApiError(502, "gateway_error", "the payment gateway refused to create the order")
+
+
+def _create_razorpay(app: App, row: dict[str, Any], inserted: bool) -> GatewayOrder:
+    api = app.razorpay
+    assert api is not None
+    receipt = row["merchant_ref"]
+    if not inserted:  # an earlier create may have gone through: look for it first
+        take_token(app, "razorpay", "find_orders")
+        found = api.find_order_by_receipt(receipt)
+        if found is not None:
+            return found
+    take_token(app, "razorpay", "create_order")
+    # notes carry our order and the shopper (as Cashfree's customer id: no raw user id at the gateway).
+    notes = {
+        "pq_order_id": str(row["order_id"]),
+        "pq_customer_id": customer_id(row["user_id"]),
+        "pq_checkout_id": str(row["id"]),
+    }
+    return api.create_order(row["amount_paise"], row["currency"].strip(), receipt, notes)
+
+
+def _create_cashfree(app: App, row: dict[str, Any], inserted: bool) -> GatewayOrder:
+    api = app.cashfree
+    assert api is not None
+    order_id = row["merchant_ref"]
+    if not inserted:
+        take_token(app, "cashfree", "get_order")
+        try:
+            return api.fetch_order(order_id)
+        except GatewayRejected as exc:
+            if exc.status != 404:
+                raise
+    take_token(app, "cashfree", "create_order")
+    expires_at: datetime = row["expires_at"]  # whole seconds: the same body on every retry
+    return api.create_order(
+        order_id,
+        row["amount_paise"],
+        row["currency"].strip(),
+        customer_id=customer_id(row["user_id"]),
+        customer_phone=app.settings.cashfree_customer_phone,
+        expires_at=expires_at,
+        notify_url=app.settings.cashfree_notify_url,
+        tags={"pq_order_id": str(row["order_id"]), "pq_checkout_id": str(row["id"])},
+        idempotency_key=order_id,
+    )
+
+
+def open_checkout(app: App, user_id: str, request: CheckoutRequest) -> tuple[int, dict[str, Any]]:
+    """(201, view) when this request created the gateway order, (200, view) when it existed."""
+    if request.method not in app.settings.enabled_methods():
+        raise ApiError(422, "method_not_supported", f"payment method {request.method!r} is not enabled", field="method")
+    row = app.db.fetch_one(
+        "SELECT outcome, reason, inserted, (checkout).* FROM pq_checkout_open(%s, %s, %s, %s)",
+        (user_id, request.order_id, request.method, float(app.settings.checkout_ttl_s)),
+    )
+    assert row is not None
+    outcome = CheckoutOutcome(row["outcome"])
+    if outcome is CheckoutOutcome.ORDER_NOT_FOUND:
+        raise ApiError(404, "order_not_found", "no such order for this user")
+    if outcome is CheckoutOutcome.ORDER_NOT_PAYABLE:
+        raise ApiError(409, "order_not_payable", f"order is {row['reason']}", order_status=row["reason"])
+    if outcome is CheckoutOutcome.EXISTING:
+        return 200, checkout_view(app, row)
+
+    create = _create_razorpay if request.method == "razorpay" else _create_cashfree
+    try:
+        order = create(app, row, bool(row["inserted"]))
+    except (GatewayRetryable, GatewayRejected) as exc:
+        logger.warning(
+            "checkout create not answered", checkout_id=str(row["id"]), gateway=request.method, error=str(exc)
+        )
+        raise _gateway_error(exc) from None
+    bound = app.db.fetch_one(
+        "SELECT outcome, (checkout).* FROM pq_checkout_created(%s, %s, %s, %s, %s)",
+        (row["id"], order.order_id, order.payment_session_id, order.amount_paise, order.currency),
+    )
+    assert bound is not None
+    bound_outcome = CheckoutOutcome(bound["outcome"])
+    if bound_outcome is CheckoutOutcome.GATEWAY_ORDER_MISMATCH:
+        logger.error("gateway order does not match its checkout", checkout_id=str(row["id"]), gateway=request.method)
+        raise ApiError(502, "gateway_error", "the payment gateway answered an order that is not ours")
+    logger.info("checkout created", checkout_id=str(row["id"]), gateway=request.method, order_id=request.order_id)
+    return (201 if bound_outcome is CheckoutOutcome.CREATED else 200), checkout_view(app, bound)
+
+
+def get_checkout(app: App, user_id: str, checkout_id: str) -> dict[str, Any]:
+    try:
+        checkout_uuid = uuid.UUID(checkout_id)
+    except ValueError:
+        raise ApiError(404, "checkout_not_found", "no such checkout") from None
+    row = app.db.fetch_one("SELECT * FROM gateway_checkouts WHERE id = %s AND user_id = %s", (checkout_uuid, user_id))
+    if row is None:  # someone else's checkout looks exactly like a missing one
+        raise ApiError(404, "checkout_not_found", "no such checkout")
+    return checkout_view(app, row)

@@ -1,0 +1,138 @@
+"""The sweeper's reconciliation (functions/sweeper): what no webhook settled, settled by fetching.
+
+- Parked jobs (a Cashfree order still ACTIVE when last looked at) nothing woke for a while are sent
+  again: the processor fetches the order once more.
+- Checkouts with no verdict a few minutes after creation (next_check_at, spaced out) are fetched:
+  a gateway order paid or holding an authorised payment gets its job (pq_checkout_reconciled), the
+  shopper having closed the tab and the webhook lost; one unpaid past expiry and grace is expired.
+- Refunds not yet final are fetched until they are; a failed refund raises RefundsFailed and an
+  error line for the operator.
+
+Every gateway request takes a token of its endpoint's bucket first and is made with no transaction
+open; with no token left the pass stops and the next sweep continues.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from aws_lambda_powertools.metrics import MetricUnit
+
+from shared.bootstrap import App
+from shared.domain import ApiError, GatewayRejected, GatewayRetryable
+from shared.observability import logger, metrics
+from shared.outcomes import WebhookOutcome
+from shared.ports import GatewayRefund
+from shared.services.checkout import take_token
+from shared.services.intake import job_message, send_jobs
+
+
+class _OutOfTokens(Exception):
+    pass
+
+
+def _token(app: App, gateway: str, endpoint: str) -> None:
+    try:
+        take_token(app, "cashfree" if gateway == "cashfree" else "razorpay", endpoint)
+    except ApiError:
+        raise _OutOfTokens from None
+
+
+def _paid_ref(app: App, checkout: dict[str, Any]) -> str | None:
+    """The checkout's payment to apply, if its gateway order holds one (Cashfree: the order itself)."""
+    order_id = checkout["gateway_order_id"]
+    if checkout["method"] == "cashfree":
+        assert app.cashfree is not None
+        _token(app, "cashfree", "get_order")
+        return order_id if app.cashfree.fetch_order(order_id).status == "PAID" else None
+    assert app.razorpay is not None
+    _token(app, "razorpay", "fetch_order")
+    if app.razorpay.fetch_order(order_id).status not in ("paid", "attempted"):
+        return None
+    _token(app, "razorpay", "order_payments")
+    payments = app.razorpay.order_payments(order_id)
+    for status in ("captured", "authorized"):
+        found = next((p for p in payments if p.status == status and p.order_id == order_id), None)
+        if found is not None:
+            return found.ref
+    return None
+
+
+def _reconcile_checkouts(app: App, limit: int) -> int:
+    settled = 0
+    grace = timedelta(seconds=app.settings.checkout_settle_grace_s)
+    for checkout in app.db.fetch_all("SELECT * FROM pq_checkouts_to_reconcile(%s)", (limit,)):
+        try:
+            ref = _paid_ref(app, checkout)
+        except (GatewayRetryable, GatewayRejected) as exc:
+            logger.info("reconciliation fetch failed", checkout_id=str(checkout["id"]), error=str(exc))
+            continue
+        if ref is None and datetime.now(UTC) <= checkout["expires_at"] + grace:
+            continue
+        row = app.db.fetch_one("SELECT * FROM pq_checkout_reconciled(%s, %s)", (checkout["id"], ref))
+        assert row is not None
+        if row["outcome"] in (WebhookOutcome.JOB_CREATED, WebhookOutcome.JOB_WOKEN):
+            settled += 1
+            send_jobs(
+                app,
+                [job_message(str(row["job_id"]), row["user_id"], row["order_id"], checkout["method"], row["parks"])],
+            )
+            logger.info("checkout reconciled", checkout_id=str(checkout["id"]), outcome=row["outcome"])
+    return settled
+
+
+def _fetch_refund(app: App, refund: dict[str, Any]) -> GatewayRefund:
+    if refund["method"] == "cashfree":
+        assert app.cashfree is not None
+        _token(app, "cashfree", "get_refund")
+        # Cashfree refunds are looked up by our refund_id (refund_ref), Razorpay's by theirs.
+        return app.cashfree.fetch_refund(refund["gateway_ref"], refund["refund_ref"])
+    assert app.razorpay is not None
+    _token(app, "razorpay", "fetch_refund")
+    return app.razorpay.fetch_refund(refund["gateway_ref"], refund["gateway_refund_id"])
+
+
+def _follow_refunds(app: App, limit: int) -> tuple[int, int]:
+    settled = failed = 0
+    for refund in app.db.fetch_all("SELECT * FROM pq_refunds_to_check(%s)", (limit,)):
+        try:
+            found = _fetch_refund(app, refund)
+        except (GatewayRetryable, GatewayRejected) as exc:
+            logger.info("refund fetch failed", refund_id=refund["id"], error=str(exc))
+            continue
+        row = app.db.fetch_one(
+            "SELECT pq_refund_state(%s, %s, %s) AS final", (refund["id"], found.state.value, found.gateway_status)
+        )
+        if row is not None and row["final"]:
+            settled += 1
+            if found.state.value == "failed":
+                failed += 1
+                logger.error(
+                    "gateway refund failed",
+                    refund_id=refund["id"],
+                    job_id=str(refund["job_id"]),
+                    gateway=refund["method"],
+                    gateway_status=found.gateway_status,
+                )
+    return settled, failed
+
+
+def reconcile(app: App, limit: int = 100) -> dict[str, int]:
+    """One reconciliation pass; the counts of what it did."""
+    result = {"parked_jobs_woken": 0, "checkouts_reconciled": 0, "refunds_settled": 0, "refunds_failed": 0}
+    if not app.gateways:
+        return result
+    woken = app.db.fetch_all(
+        "SELECT * FROM pq_wake_parked_jobs(%s, %s)", (float(app.settings.reconcile_after_s), limit)
+    )
+    send_jobs(app, [job_message(str(r["id"]), r["user_id"], r["order_id"], r["method"], r["parks"]) for r in woken])
+    result["parked_jobs_woken"] = len(woken)
+    try:
+        result["checkouts_reconciled"] = _reconcile_checkouts(app, limit)
+        result["refunds_settled"], result["refunds_failed"] = _follow_refunds(app, limit)
+    except _OutOfTokens:
+        logger.info("reconciliation stopped: no gateway token; the next sweep continues")
+    if result["refunds_failed"]:
+        metrics.add_metric(name="RefundsFailed", unit=MetricUnit.Count, value=result["refunds_failed"])
+    return result

@@ -1,0 +1,275 @@
+-- Gateway checkouts (table gateway_checkouts, migration 0006): the gateway order created for one of
+-- our orders and its shopper, what the gateways' webhooks and the sweeper's reconciliation say about
+-- it, and the jobs that follow. Every function is one short transaction in one round trip; none is
+-- called while a gateway request is in flight (shared/services/checkout.py, webhooks.py).
+
+-- Opens (or finds) the shopper's live checkout of an order for a gateway. A checkout that expired
+-- unpaid with no live job is marked expired and a new one is opened. Outcomes (pq_checkout_outcome):
+--   existing           -> the live checkout, its gateway order created: nothing to call
+--   pending            -> the checkout whose gateway order must be created (or its lost creation
+--                         settled); inserted = true when this call opened it
+--   order_not_found    -> no such order for this user (another user's looks the same)
+--   order_not_payable  -> reason = the order's status
+DROP FUNCTION IF EXISTS pq_checkout_open(text, bigint, text, double precision);
+CREATE FUNCTION pq_checkout_open(p_user_id text, p_order_id bigint, p_method text, p_ttl_s double precision,
+                                 OUT outcome pq_checkout_outcome, OUT reason text, OUT inserted boolean,
+                                 OUT checkout gateway_checkouts)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_order orders%ROWTYPE;
+BEGIN
+    -- One shopper's checkouts are opened one at a time (transaction-scoped lock: see pq_enqueue_job).
+    PERFORM pg_advisory_xact_lock(hashtextextended(p_user_id, 0));
+    inserted := false;
+    SELECT * INTO v_order FROM orders o WHERE o.id = p_order_id AND o.user_id = p_user_id;
+    IF NOT FOUND THEN
+        outcome := 'order_not_found';
+        RETURN;
+    END IF;
+    SELECT * INTO checkout FROM gateway_checkouts c
+     WHERE c.order_id = p_order_id AND c.method = p_method AND c.status IN ('creating', 'created')
+       FOR UPDATE;
+    IF FOUND AND checkout.status = 'created' AND checkout.expires_at <= now()
+       AND NOT EXISTS (SELECT 1 FROM payment_jobs j
+                        WHERE j.checkout_id = checkout.id AND j.status IN ('queued', 'processing')) THEN
+        -- Unpaid past its expiry: a late payment to it is still settled (webhook, reconciliation).
+        UPDATE gateway_checkouts SET status = 'expired', updated_at = now() WHERE id = checkout.id;
+        checkout := NULL;
+    END IF;
+    IF checkout.id IS NOT NULL THEN
+        outcome := CASE WHEN checkout.status = 'created' THEN 'existing' ELSE 'pending' END;
+        RETURN;
+    END IF;
+    IF v_order.order_status <> 'pending' THEN
+        outcome := 'order_not_payable';
+        reason := v_order.order_status;
+        RETURN;
+    END IF;
+    checkout.id := gen_random_uuid();
+    INSERT INTO gateway_checkouts (id, order_id, user_id, method, merchant_ref, amount_paise, currency, expires_at)
+    VALUES (checkout.id, v_order.id, p_user_id, p_method, 'pq' || replace(checkout.id::text, '-', ''),
+            v_order.total_paise, v_order.currency, date_trunc('second', now() + make_interval(secs => p_ttl_s)))
+    RETURNING * INTO checkout;
+    inserted := true;
+    outcome := 'pending';
+END;
+$$;
+
+-- The gateway answered the create call (or the lookup that settles a lost answer): binds the gateway
+-- order to the checkout. A gateway order whose amount or currency is not the checkout's is refused
+-- and bound to nothing. Outcomes (pq_checkout_outcome): created | existing (bound before; checkout is
+-- that binding) | gateway_order_mismatch.
+DROP FUNCTION IF EXISTS pq_checkout_created(uuid, text, text, bigint, text);
+CREATE FUNCTION pq_checkout_created(p_checkout_id uuid, p_gateway_order_id text, p_payment_session_id text,
+                                    p_amount_paise bigint, p_currency text,
+                                    OUT outcome pq_checkout_outcome, OUT checkout gateway_checkouts)
+LANGUAGE plpgsql AS $$
+BEGIN
+    SELECT * INTO checkout FROM gateway_checkouts c WHERE c.id = p_checkout_id FOR UPDATE;
+    IF checkout.status <> 'creating' THEN
+        outcome := 'existing';
+    ELSIF checkout.amount_paise <> p_amount_paise OR checkout.currency <> p_currency THEN
+        outcome := 'gateway_order_mismatch';
+    ELSE
+        UPDATE gateway_checkouts
+           SET status = 'created', gateway_order_id = p_gateway_order_id,
+               payment_session_id = p_payment_session_id, updated_at = now(),
+               next_check_at = now() + interval '2 minutes'
+         WHERE id = p_checkout_id
+        RETURNING * INTO checkout;
+        outcome := 'created';
+    END IF;
+END;
+$$;
+
+-- A gateway payment of a checkout is to be applied (a webhook said so, or the reconciliation saw it):
+-- wake the checkout's parked job, or create the job nobody asked for (the shopper closed the tab),
+-- unless one is already live or the payment was handled. Created and woken jobs are to be sent by
+-- the caller (sent_at stays NULL until then, so the sweeper sends them if the caller cannot).
+-- Outcomes (pq_webhook_outcome): job_created | job_woken | job_live | already_handled.
+DROP FUNCTION IF EXISTS pq_checkout_settle(gateway_checkouts, text);
+CREATE FUNCTION pq_checkout_settle(p_checkout gateway_checkouts, p_gateway_ref text,
+                                   OUT outcome pq_webhook_outcome, OUT job_id uuid, OUT user_id text,
+                                   OUT order_id bigint, OUT parks integer)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_job payment_jobs%ROWTYPE;
+    v_n integer;
+BEGIN
+    PERFORM pg_advisory_xact_lock(hashtextextended(p_checkout.user_id, 0));
+    SELECT * INTO v_job FROM payment_jobs j
+     WHERE j.checkout_id = p_checkout.id AND j.parked_at IS NOT NULL
+     FOR UPDATE;
+    IF FOUND THEN
+        UPDATE payment_jobs j SET parked_at = NULL, sent_at = NULL WHERE j.id = v_job.id;
+        outcome := 'job_woken';
+    ELSE
+        SELECT * INTO v_job FROM payment_jobs j
+         WHERE j.order_id = p_checkout.order_id AND j.status IN ('queued', 'processing');
+        IF FOUND THEN
+            -- Another job holds the order (it may pay it): the reconciliation comes back after it ends.
+            outcome := 'job_live';
+            RETURN;
+        END IF;
+        SELECT * INTO v_job FROM payment_jobs j
+         WHERE j.method = p_checkout.method AND j.gateway_ref = p_gateway_ref
+           AND (j.status <> 'failed' OR j.reason NOT IN ('gateway_payment_failed', 'gateway_checkout_expired'));
+        IF FOUND THEN
+            outcome := 'already_handled';
+            RETURN;
+        END IF;
+        SELECT count(*) INTO v_n FROM payment_jobs j WHERE j.checkout_id = p_checkout.id;
+        INSERT INTO payment_jobs AS j (user_id, idempotency_key, request_hash, order_id, method, gateway_ref,
+                                       checkout_id)
+        VALUES (p_checkout.user_id, 'gateway:' || p_checkout.id || ':' || v_n, 'gateway-notified',
+                p_checkout.order_id, p_checkout.method, p_gateway_ref, p_checkout.id)
+        RETURNING * INTO v_job;
+        UPDATE gateway_checkouts c SET job_id = v_job.id, updated_at = now() WHERE c.id = p_checkout.id;
+        outcome := 'job_created';
+    END IF;
+    job_id := v_job.id;
+    user_id := v_job.user_id;
+    order_id := v_job.order_id;
+    parks := v_job.parks;
+END;
+$$;
+
+-- Records a verified gateway webhook once (UNIQUE (gateway, event_id)) and does the bookkeeping it
+-- asks for; no money moves here. p_success: the event says money was taken for p_gateway_ref (Razorpay
+-- payment.authorized / payment.captured / order.paid, Cashfree PAYMENT_SUCCESS_WEBHOOK); p_failure:
+-- an attempt ended without money (a parked job is woken to look again). p_refund_id / p_refund_state:
+-- a refund's new state. Outcomes (pq_webhook_outcome):
+--   duplicate          -> seen before; nothing changed
+--   unknown_checkout   -> recorded; no checkout of ours has this gateway order
+--   refund_updated     -> a refund of ours took the reported state
+--   ignored            -> recorded; nothing to do
+--   job_created | job_woken | job_live | already_handled -> pq_checkout_settle's
+DROP FUNCTION IF EXISTS pq_webhook_record(text, text, text, text, text, boolean, boolean, text, text, text, jsonb);
+CREATE FUNCTION pq_webhook_record(p_gateway text, p_event_id text, p_event_type text, p_gateway_order_id text,
+                                  p_gateway_ref text, p_success boolean, p_failure boolean, p_refund_id text,
+                                  p_refund_state text, p_refund_status text, p_payload jsonb,
+                                  OUT outcome pq_webhook_outcome, OUT job_id uuid, OUT user_id text,
+                                  OUT order_id bigint, OUT parks integer)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_event_id bigint;
+    v_checkout gateway_checkouts%ROWTYPE;
+BEGIN
+    INSERT INTO gateway_webhook_events (gateway, event_id, event_type, gateway_order_id, gateway_payment_id, payload)
+    VALUES (p_gateway, p_event_id, p_event_type, p_gateway_order_id, p_gateway_ref, p_payload)
+    ON CONFLICT (gateway, event_id) DO NOTHING
+    RETURNING id INTO v_event_id;
+    IF v_event_id IS NULL THEN
+        outcome := 'duplicate';
+        RETURN;
+    END IF;
+    IF p_refund_id IS NOT NULL THEN
+        UPDATE gateway_refunds r
+           SET state = p_refund_state, gateway_status = p_refund_status,
+               settled_at = CASE WHEN p_refund_state <> 'pending' THEN coalesce(r.settled_at, now()) END
+         WHERE r.method = p_gateway AND r.gateway_refund_id = p_refund_id AND r.state = 'pending';
+        outcome := CASE WHEN FOUND THEN 'refund_updated' ELSE 'ignored' END;
+    ELSE
+        SELECT * INTO v_checkout FROM gateway_checkouts c
+         WHERE c.method = p_gateway AND c.gateway_order_id = p_gateway_order_id;
+        IF NOT FOUND THEN
+            outcome := 'unknown_checkout';
+        ELSIF p_success AND p_gateway_ref IS NOT NULL THEN
+            SELECT * INTO outcome, job_id, user_id, order_id, parks FROM pq_checkout_settle(v_checkout, p_gateway_ref);
+        ELSIF p_failure THEN
+            -- A parked job looks again (its order may now be TERMINATED, or another attempt SUCCESS).
+            UPDATE payment_jobs j SET parked_at = NULL, sent_at = NULL
+             WHERE j.checkout_id = v_checkout.id AND j.parked_at IS NOT NULL
+            RETURNING j.id, j.user_id, j.order_id, j.parks INTO job_id, user_id, order_id, parks;
+            outcome := CASE WHEN FOUND THEN 'job_woken' ELSE 'ignored' END;
+        ELSE
+            outcome := 'ignored';
+        END IF;
+    END IF;
+    UPDATE gateway_webhook_events e SET outcome = pq_webhook_record.outcome WHERE e.id = v_event_id;
+END;
+$$;
+
+-- Checkouts whose verdict has not arrived, due for a reconciliation fetch: claimed by pushing their next
+-- check out (spaced further each time, at most 30 minutes), so two sweepers never fetch one twice.
+-- The checkout's live job, if any, is the one that settles it; those are skipped.
+DROP FUNCTION IF EXISTS pq_checkouts_to_reconcile(integer);
+CREATE FUNCTION pq_checkouts_to_reconcile(p_limit integer) RETURNS SETOF gateway_checkouts
+LANGUAGE sql AS $$
+    UPDATE gateway_checkouts c
+       SET next_check_at = now() + least(interval '30 minutes', interval '1 minute' * power(2, c.checks)),
+           checks = c.checks + 1
+     WHERE c.id IN (SELECT x.id FROM gateway_checkouts x
+                     WHERE x.status = 'created' AND x.next_check_at <= now()
+                       AND NOT EXISTS (SELECT 1 FROM payment_jobs j
+                                        WHERE j.checkout_id = x.id AND j.status IN ('queued', 'processing')
+                                          AND j.parked_at IS NULL)
+                     ORDER BY x.next_check_at
+                     LIMIT p_limit
+                       FOR UPDATE SKIP LOCKED)
+    RETURNING c.*
+$$;
+
+-- The reconciliation found a checkout's gateway order paid (p_gateway_ref: the payment; Cashfree: the
+-- order) or, past its expiry, unpaid for good (p_gateway_ref NULL: the checkout expires). Outcomes as
+-- pq_checkout_settle, or ignored.
+DROP FUNCTION IF EXISTS pq_checkout_reconciled(uuid, text);
+CREATE FUNCTION pq_checkout_reconciled(p_checkout_id uuid, p_gateway_ref text,
+                                       OUT outcome pq_webhook_outcome, OUT job_id uuid, OUT user_id text,
+                                       OUT order_id bigint, OUT parks integer)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_checkout gateway_checkouts%ROWTYPE;
+BEGIN
+    SELECT * INTO v_checkout FROM gateway_checkouts c WHERE c.id = p_checkout_id;
+    IF p_gateway_ref IS NULL THEN
+        UPDATE gateway_checkouts SET status = 'expired', updated_at = now()
+         WHERE gateway_checkouts.id = p_checkout_id AND status = 'created' AND expires_at < now()
+           AND NOT EXISTS (SELECT 1 FROM payment_jobs j WHERE j.checkout_id = p_checkout_id
+                                                        AND j.status IN ('queued', 'processing'));
+        outcome := 'ignored';
+        RETURN;
+    END IF;
+    SELECT * INTO outcome, job_id, user_id, order_id, parks FROM pq_checkout_settle(v_checkout, p_gateway_ref);
+END;
+$$;
+
+-- Parked jobs nothing woke for p_older_than_s: woken to fetch the gateway again (the caller sends them).
+DROP FUNCTION IF EXISTS pq_wake_parked_jobs(double precision, integer);
+CREATE FUNCTION pq_wake_parked_jobs(p_older_than_s double precision, p_limit integer)
+RETURNS TABLE (id uuid, user_id text, order_id bigint, method text, parks integer)
+LANGUAGE sql AS $$
+    UPDATE payment_jobs j SET parked_at = NULL, sent_at = NULL
+     WHERE j.id IN (SELECT x.id FROM payment_jobs x
+                     WHERE x.parked_at IS NOT NULL AND x.parked_at < now() - make_interval(secs => p_older_than_s)
+                     ORDER BY x.parked_at
+                     LIMIT p_limit
+                       FOR UPDATE SKIP LOCKED)
+    RETURNING j.id, j.user_id, j.order_id, j.method, j.parks
+$$;
+
+-- Refunds not yet final, due for a fetch: claimed by pushing their next check out.
+DROP FUNCTION IF EXISTS pq_refunds_to_check(integer);
+CREATE FUNCTION pq_refunds_to_check(p_limit integer) RETURNS SETOF gateway_refunds
+LANGUAGE sql AS $$
+    UPDATE gateway_refunds r SET next_check_at = now() + interval '1 minute'
+     WHERE r.id IN (SELECT x.id FROM gateway_refunds x
+                     WHERE x.state = 'pending' AND x.next_check_at <= now()
+                     ORDER BY x.next_check_at
+                     LIMIT p_limit
+                       FOR UPDATE SKIP LOCKED)
+    RETURNING r.*
+$$;
+
+-- A refund's state as the gateway reported it (fetched by the sweeper). Returns true when it changed.
+CREATE OR REPLACE FUNCTION pq_refund_state(p_refund_id bigint, p_state text, p_gateway_status text)
+RETURNS boolean
+LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE gateway_refunds
+       SET state = p_state, gateway_status = p_gateway_status,
+           settled_at = CASE WHEN p_state <> 'pending' THEN now() END
+     WHERE id = p_refund_id AND state = 'pending' AND (p_state <> 'pending' OR gateway_status IS DISTINCT FROM p_gateway_status);
+    RETURN FOUND AND p_state <> 'pending';
+END;
+$$;

@@ -1,0 +1,451 @@
+"""The checkout flow against the strict simulator and a real PostgreSQL: gateway orders bound to our
+order and shopper, verified signatures, webhooks, reconciliation -- and the attacks of issue 12,
+each refused with a code and changing nothing."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from local.gateway_sim import Simulator
+from local.invariants import check
+from shared.bootstrap import App
+from shared.domain import ApiError, CheckoutRequest, PaymentRequest
+from shared.gateway_signatures import razorpay_checkout_signature
+from shared.services.checkout import get_checkout, open_checkout
+from shared.services.intake import accept_payment, parse_payment_request
+from shared.services.outbox import sweep
+from shared.services.reconcile import reconcile
+from shared.settings import Settings
+from tests.integration.gateway_helpers import (
+    RAZORPAY,
+    WebhookInbox,
+    drain,
+    gateway_order,
+    jobs,
+    open_for,
+    order_of,
+    pay_at_gateway,
+    pay_gateway,
+    payment_request,
+    post_webhook,
+)
+from tests.integration.helpers import row_counts
+
+
+@pytest.fixture
+def settings(database_url: str, sim: Simulator) -> Settings:
+    from tests.integration.gateway_helpers import gateway_settings
+
+    return Settings(
+        database_url=database_url,
+        queue_backend="pgmq",
+        event_bus_backend="pgmq",
+        sweep_after_s=0,
+        max_receive_count=10,
+        reconcile_after_s=0,
+        **gateway_settings(sim),
+    )
+
+
+@pytest.fixture
+def inbox(sim: Simulator) -> Iterator[WebhookInbox]:
+    box = WebhookInbox(sim)
+    yield box
+    box.close()
+
+
+def no_violations(app: App) -> None:
+    assert check(app.db) == dict.fromkeys(check(app.db), 0)
+
+
+def order_status(app: App, order_id: int) -> str:
+    row = app.db.fetch_one("SELECT order_status FROM orders WHERE id = %s", (order_id,))
+    assert row is not None
+    return str(row["order_status"])
+
+
+def refused(call: object, *args: object) -> ApiError:
+    with pytest.raises(ApiError) as caught:
+        call(*args)  # type: ignore[operator]
+    return caught.value
+
+
+# --- 1. checkout ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["razorpay", "cashfree"])
+def test_a_checkout_creates_one_gateway_order_for_the_orders_amount_and_asking_again_returns_it(
+    app: App, sim: Simulator, demo: dict[str, int], method: str
+) -> None:
+    # Given demo-user-1's pending order
+    order = order_of(app.db, "demo-user-1")
+    request = CheckoutRequest(order_id=order["id"], method=method)  # type: ignore[arg-type]
+
+    # When the shopper asks for a checkout twice
+    first_status, first = open_checkout(app, "demo-user-1", request)
+    again_status, again = open_checkout(app, "demo-user-1", request)
+
+    # Then one gateway order exists for exactly the order's amount, and the second answer is the same one
+    assert (first_status, again_status) == (201, 200)
+    assert first == again
+    assert (first["amount_paise"], first["currency"], first["status"]) == (order["total_paise"], "INR", "created")
+    if method == "razorpay":
+        assert first["razorpay"]["key_id"] == RAZORPAY[0]
+        fetched = sim.razorpay.orders[first["razorpay"]["order_id"]]
+        assert fetched["amount"] == order["total_paise"] and fetched["notes"]["pq_order_id"] == str(order["id"])
+        assert len(fetched["receipt"]) <= 40
+        assert sim.stats()["razorpay"]["orders_created"] == 1
+    else:
+        assert first["cashfree"]["payment_session_id"]
+        assert list(sim.cashfree.orders) == [first["cashfree"]["order_id"]]
+
+
+def test_a_lost_create_answer_is_settled_by_lookup_never_a_second_gateway_order(
+    app: App, sim: Simulator, demo: dict[str, int]
+) -> None:
+    # Given Razorpay creates the next order but its answer is lost
+    sim.config.fail_after_send = 1
+    order = order_of(app.db, "demo-user-1")
+    request = CheckoutRequest(order_id=order["id"], method="razorpay")
+
+    # When the shopper asks, is told to retry, and asks again
+    busy = refused(open_checkout, app, "demo-user-1", request)
+    status, view = open_checkout(app, "demo-user-1", request)
+
+    # Then the retry finds the order made by the first request (by receipt): one order at Razorpay
+    assert (busy.status, busy.code) == (503, "service_busy") and busy.retry_after_s is not None
+    assert status == 201
+    assert sim.stats()["razorpay"]["orders_created"] == 1
+    assert view["razorpay"]["order_id"] in sim.razorpay.orders
+
+
+def test_no_token_in_the_create_orders_bucket_is_503_service_busy_with_retry_after(
+    app: App, sim: Simulator, demo: dict[str, int]
+) -> None:
+    # Given the Cashfree Create Order bucket holds one request a minute
+    object.__setattr__(app.settings, "gateway_limits_per_min", {"cashfree.create_order": 1.0})
+    open_for(app, "demo-user-1", "cashfree")
+
+    # When another shopper asks for a checkout at once
+    busy = refused(open_for, app, "demo-user-2", "cashfree")
+
+    # Then they are told to come back, and nothing reached Cashfree
+    assert (busy.status, busy.code) == (503, "service_busy")
+    assert busy.retry_after_s is not None and busy.retry_after_s >= 1
+    assert len(sim.cashfree.orders) == 1
+
+
+def test_a_checkout_is_seen_only_by_its_owner(app: App, sim: Simulator, demo: dict[str, int]) -> None:
+    view = open_for(app, "demo-user-1", "razorpay")
+
+    assert get_checkout(app, "demo-user-1", view["checkout_id"]) == view
+    other = refused(get_checkout, app, "demo-user-2", view["checkout_id"])
+    assert (other.status, other.code) == (404, "checkout_not_found")
+    someone_elses_order = refused(
+        open_checkout, app, "demo-user-2", CheckoutRequest(order_id=view["order_id"], method="razorpay")
+    )
+    assert (someone_elses_order.status, someone_elses_order.code) == (404, "order_not_found")
+
+
+# --- 2. pay: the attacks -------------------------------------------------------------------------
+
+
+def test_a_razorpay_checkout_paid_and_submitted_is_captured_once_and_pays_the_order(
+    app: App, sim: Simulator, demo: dict[str, int]
+) -> None:
+    accepted = pay_gateway(app, sim, "demo-user-1", "razorpay")
+
+    drain(app)
+
+    assert jobs(app.db)[0]["status"] == "succeeded"
+    assert order_status(app, accepted.body["order_id"]) == "paid"
+    stats = sim.stats()
+    assert (stats["captures"], stats["double_captures"], stats["refunds"]) == (1, 0, 0)
+    checkout = app.db.fetch_one("SELECT status, job_id::text FROM gateway_checkouts")
+    assert checkout == {"status": "paid", "job_id": accepted.body["job_id"]}
+    no_violations(app)
+
+
+def test_another_shoppers_payment_on_my_order_is_refused_and_changes_nothing(
+    app: App, sim: Simulator, demo: dict[str, int]
+) -> None:
+    # Given demo-user-2 paid their own checkout at Razorpay (a valid, signed payment of the same amount)
+    app.db.execute(
+        """UPDATE orders SET (total_paise, items) = (SELECT total_paise, items FROM orders
+                                                        WHERE user_id = 'demo-user-1' LIMIT 1)
+            WHERE user_id = 'demo-user-2'"""
+    )
+    victim = open_for(app, "demo-user-2", "razorpay")
+    handed = pay_at_gateway(sim, victim)
+    mine = open_for(app, "demo-user-1", "razorpay")
+    before = row_counts(app.db)
+
+    # When demo-user-1 submits that payment for their own order
+    stolen = PaymentRequest(
+        order_id=mine["order_id"],
+        method="razorpay",
+        razorpay_order_id=handed["razorpay_order_id"],
+        razorpay_payment_id=handed["razorpay_payment_id"],
+        razorpay_signature=handed["razorpay_signature"],
+    )
+    attack = refused(accept_payment, app, "demo-user-1", "attack-1", stolen)
+
+    # Then it is refused with a code, nothing is recorded, nothing is captured
+    assert (attack.status, attack.code) == (409, "gateway_order_mismatch")
+    assert row_counts(app.db) == before
+    assert sim.stats()["captures"] == 0
+
+    # And the rightful payer still pays their order with it
+    accept_payment(app, "demo-user-2", "victim-1", payment_request(victim, handed))
+    drain(app)
+    assert order_status(app, victim["order_id"]) == "paid"
+    assert order_status(app, mine["order_id"]) == "pending"
+    no_violations(app)
+
+
+def test_a_forged_checkout_signature_is_refused_and_changes_nothing(
+    app: App, sim: Simulator, demo: dict[str, int]
+) -> None:
+    view = open_for(app, "demo-user-1", "razorpay")
+    handed = pay_at_gateway(sim, view)
+    before = row_counts(app.db)
+
+    forged = [
+        "0" * 64,
+        razorpay_checkout_signature(handed["razorpay_order_id"], handed["razorpay_payment_id"], "not-the-secret"),
+        handed["razorpay_signature"].upper(),
+    ]
+    for n, signature in enumerate(forged):
+        request = payment_request(view, handed | {"razorpay_signature": signature})
+        attack = refused(accept_payment, app, "demo-user-1", f"forged-{n}", request)
+        assert (attack.status, attack.code) == (422, "gateway_signature_invalid")
+
+    assert row_counts(app.db) == before
+    assert sim.stats()["captures"] == 0
+
+
+def test_someone_elses_payment_on_a_different_amount_order_refunds_nobody(
+    app: App, sim: Simulator, demo: dict[str, int]
+) -> None:
+    # Given demo-user-2 paid their checkout, and demo-user-1's order has another total
+    app.db.execute("UPDATE orders SET total_paise = total_paise + 100 WHERE user_id = 'demo-user-1'")
+    victim = open_for(app, "demo-user-2", "razorpay")
+    handed = pay_at_gateway(sim, victim)
+    open_for(app, "demo-user-1", "razorpay")
+    before = row_counts(app.db)
+
+    # When demo-user-1 submits it against their order, with and without opening a checkout of their own
+    mine = order_of(app.db, "demo-user-1")
+    request = payment_request(victim, handed).model_copy(update={"order_id": mine["id"]})
+    attack = refused(accept_payment, app, "demo-user-1", "attack-2", request)
+
+    # Then it is refused; no refund, no capture, nothing recorded
+    assert (attack.status, attack.code) == (409, "gateway_order_mismatch")
+    assert row_counts(app.db) == before
+    stats = sim.stats()
+    assert (stats["captures"], stats["refunds"]) == (0, 0)
+    assert sim.razorpay.payments[handed["razorpay_payment_id"]]["status"] == "authorized"
+
+
+def test_a_gateway_payment_without_a_checkout_is_409_checkout_required(
+    app: App, sim: Simulator, demo: dict[str, int]
+) -> None:
+    order = order_of(app.db, "demo-user-1")
+    before = row_counts(app.db)
+
+    refusal = refused(accept_payment, app, "demo-user-1", "k", PaymentRequest(order_id=order["id"], method="cashfree"))
+
+    assert (refusal.status, refusal.code) == (409, "checkout_required")
+    assert row_counts(app.db) == before
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        '{"order_id": 1, "method": "razorpay", "razorpay_payment_id": "pay_X1"}',
+        '{"order_id": 1, "method": "cashfree", "cashfree_order_id": "order_1"}',
+        '{"order_id": 1, "method": "razorpay", "razorpay_payment_id": "pay_X1", "razorpay_order_id": "order_1"}',
+    ],
+)
+def test_the_old_bare_reference_bodies_are_refused_with_a_clear_code(body: str) -> None:
+    refusal = refused(parse_payment_request, body, ("wallet", "razorpay", "cashfree"))
+
+    assert (refusal.status, refusal.code) == (422, "bare_gateway_reference")
+
+
+# --- 3. process: Cashfree attempts ---------------------------------------------------------------
+
+
+def test_a_failed_then_successful_attempt_on_one_cashfree_order_pays_the_order_once(
+    app: App, sim: Simulator, demo: dict[str, int], inbox: WebhookInbox
+) -> None:
+    # Given the shopper's first attempt failed and they submitted the payment anyway
+    view = open_for(app, "demo-user-1", "cashfree")
+    pay_at_gateway(sim, view, "failed")
+    accepted = accept_payment(app, "demo-user-1", "k1", payment_request(view))
+    inbox.deliver()
+
+    # When the processor looks: the order is still ACTIVE -> the job waits, the FIFO group is free
+    drain(app)
+    assert jobs(app.db)[0]["status"] == "processing"
+    assert app.db.fetch_one("SELECT count(*) AS n FROM pgmq.q_payments") == {"n": 0}
+    no_violations(app)
+
+    # And the shopper's second attempt succeeds (its webhook wakes the job)
+    pay_at_gateway(sim, view, "success")
+    assert inbox.deliver() == [200]
+    drain(app)
+
+    # Then the order is paid once, by that one job
+    assert [(j["id"], j["status"]) for j in jobs(app.db)] == [(accepted.body["job_id"], "succeeded")]
+    assert order_status(app, view["order_id"]) == "paid"
+    assert app.db.fetch_one("SELECT count(*) AS n FROM payment_transactions") == {"n": 1}
+    assert sim.stats()["refunds"] == 0
+    # And a resubmission is the same job, not a refusal
+    again = accept_payment(app, "demo-user-1", "k2", payment_request(view))
+    assert again.body["job_id"] == accepted.body["job_id"]
+    no_violations(app)
+
+
+def test_a_terminated_cashfree_order_fails_the_job_and_the_checkout(
+    app: App, sim: Simulator, demo: dict[str, int]
+) -> None:
+    view = open_for(app, "demo-user-1", "cashfree")
+    accept_payment(app, "demo-user-1", "k1", payment_request(view))
+    sim.cashfree.set_status(gateway_order(view), "TERMINATED")
+
+    drain(app)
+
+    assert [(j["status"], j["reason"]) for j in jobs(app.db)] == [("failed", "gateway_payment_failed")]
+    assert get_checkout(app, "demo-user-1", view["checkout_id"])["status"] == "failed"
+    no_violations(app)
+
+
+# --- 5. webhooks ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["cashfree", "razorpay"])
+def test_a_checkout_paid_at_the_gateway_with_no_payment_request_ends_with_the_order_paid(
+    app: App, sim: Simulator, demo: dict[str, int], inbox: WebhookInbox, method: str
+) -> None:
+    # Given the shopper paid at the gateway and closed the tab: no POST /v1/payments
+    view = open_for(app, "demo-user-1", method)
+    pay_at_gateway(sim, view)
+
+    # When the gateway's webhooks arrive and the queue runs
+    assert set(inbox.deliver()) == {200}
+    drain(app)
+
+    # Then the order is paid, by one job the webhook created
+    assert [j["status"] for j in jobs(app.db)] == ["succeeded"]
+    assert order_status(app, view["order_id"]) == "paid"
+    assert get_checkout(app, "demo-user-1", view["checkout_id"])["job_id"] == jobs(app.db)[0]["id"]
+    assert sim.stats()["double_captures"] == 0
+    no_violations(app)
+
+
+def test_a_forged_webhook_is_401_and_records_nothing(
+    app: App, sim: Simulator, demo: dict[str, int], inbox: WebhookInbox
+) -> None:
+    view = open_for(app, "demo-user-1", "cashfree")
+    pay_at_gateway(sim, view)
+    real = inbox.pending()
+    before = row_counts(app.db)
+
+    forged_body = next(r for r in real if r.gateway == "cashfree")
+    tampered = forged_body.body.replace(b'"SUCCESS"', b'"SUCCESS" ', 1)
+    attempts = [
+        post_webhook("cashfree", tampered, forged_body.headers),
+        post_webhook("cashfree", forged_body.body, forged_body.headers | {"x-webhook-signature": "AAAA"}),
+        post_webhook(
+            "cashfree", forged_body.body, {k: v for k, v in forged_body.headers.items() if "signature" not in k}
+        ),
+        post_webhook("razorpay", json.dumps({"event": "order.paid"}).encode(), {"x-razorpay-signature": "0" * 64}),
+    ]
+
+    for answer in attempts:
+        assert answer["statusCode"] == 401
+        assert json.loads(answer["body"])["error"]["code"] == "webhook_signature_invalid"
+    assert row_counts(app.db) == before
+    assert app.db.fetch_one("SELECT count(*) AS n FROM gateway_webhook_events") == {"n": 0}
+
+
+def test_a_replayed_webhook_is_recorded_once_and_pays_once(
+    app: App, sim: Simulator, demo: dict[str, int], inbox: WebhookInbox
+) -> None:
+    view = open_for(app, "demo-user-1", "razorpay")
+    pay_at_gateway(sim, view)
+    deliveries = inbox.pending()
+
+    # When every webhook arrives three times (the gateway's retries, a replay by hand days later)
+    statuses = inbox.deliver(deliveries * 3)
+    drain(app)
+
+    assert set(statuses) == {200}
+    events = app.db.fetch_one("SELECT count(*) AS n FROM gateway_webhook_events")
+    assert events == {"n": len(deliveries)}
+    assert [j["status"] for j in jobs(app.db)] == ["succeeded"]
+    assert sim.stats()["captures"] == 1
+    no_violations(app)
+
+
+def test_a_webhook_for_an_order_paid_meanwhile_refunds_the_bound_payment_and_follows_the_refund(
+    app: App, sim: Simulator, demo: dict[str, int], inbox: WebhookInbox
+) -> None:
+    # Given a Cashfree checkout paid at the gateway after the order was paid another way
+    view = open_for(app, "demo-user-1", "cashfree")
+    app.db.execute("UPDATE orders SET order_status = 'cancelled' WHERE id = %s", (view["order_id"],))
+    pay_at_gateway(sim, view)
+
+    inbox.deliver()
+    drain(app)
+
+    # Then the money goes back (our own checkout's payment), and the sweeper follows the refund to SUCCESS
+    assert [(j["status"], j["reason"]) for j in jobs(app.db)] == [("failed", "order_not_payable")]
+    assert sim.stats()["refunds"] == 1
+    time.sleep(sim.config.refund_settle_s + 0.1)
+    app.db.execute("UPDATE gateway_refunds SET next_check_at = now()")
+    assert reconcile(app)["refunds_settled"] == 1
+    assert app.db.fetch_one("SELECT state FROM gateway_refunds") == {"state": "succeeded"}
+    assert get_checkout(app, "demo-user-1", view["checkout_id"])["status"] == "refunded"
+
+
+def test_the_sweeper_reconciles_a_paid_checkout_whose_webhook_never_came(
+    app: App, sim: Simulator, demo: dict[str, int]
+) -> None:
+    # Given a checkout paid at Razorpay, no webhook URL configured, no POST /v1/payments
+    view = open_for(app, "demo-user-1", "razorpay")
+    pay_at_gateway(sim, view)
+    assert reconcile(app)["checkouts_reconciled"] == 0  # not due yet
+
+    # When its reconciliation is due and the sweeper runs
+    app.db.execute("UPDATE gateway_checkouts SET next_check_at = now()")
+    assert reconcile(app)["checkouts_reconciled"] == 1
+    sweep(app)
+    drain(app)
+
+    # Then the order is paid
+    assert order_status(app, view["order_id"]) == "paid"
+    assert sim.stats()["captures"] == 1
+    no_violations(app)
+
+
+def test_a_parked_cashfree_job_is_woken_by_the_sweeper_and_paid(app: App, sim: Simulator, demo: dict[str, int]) -> None:
+    # Given a job parked on an ACTIVE order, and no webhook ever delivered
+    view = open_for(app, "demo-user-1", "cashfree")
+    accept_payment(app, "demo-user-1", "k1", payment_request(view))
+    drain(app)
+    assert jobs(app.db)[0]["status"] == "processing"
+    pay_at_gateway(sim, view)
+
+    # When the sweeper's reconciliation runs
+    assert reconcile(app)["parked_jobs_woken"] == 1
+    drain(app)
+
+    assert jobs(app.db)[0]["status"] == "succeeded"
+    assert order_status(app, view["order_id"]) == "paid"
+    no_violations(app)
