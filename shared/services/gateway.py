@@ -161,8 +161,14 @@ class _Run:
                 return self.refund(payment, job.problem)
             return self.complete(payment)
         if payment.status == "authorized":
-            if (payment.amount_paise, payment.currency) != (job.checkout_amount_paise, job.checkout_currency):
-                return self.fail(FailureReason.AMOUNT_MISMATCH)  # not captured: the authorisation lapses
+            # The checkout's amount and the order's now (an order changed since its checkout): both, or
+            # nothing is captured and the authorisation lapses.
+            amount = (payment.amount_paise, payment.currency)
+            if amount != (job.checkout_amount_paise, job.checkout_currency) or amount != (
+                job.amount_paise,
+                job.currency,
+            ):
+                return self.fail(FailureReason.AMOUNT_MISMATCH)
             if job.problem:
                 return self.fail(job.problem)
             self.token("capture")

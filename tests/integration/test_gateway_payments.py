@@ -11,6 +11,7 @@ from local.gateway_sim import Simulator
 from local.invariants import check
 from shared.bootstrap import App
 from shared.domain import ApiError, PaymentRequest
+from shared.gateway_signatures import verify_razorpay_checkout
 from shared.services.gateway import process_gateway_job
 from shared.services.intake import accept_payment, parse_payment_request
 from shared.settings import Settings
@@ -19,8 +20,11 @@ from tests.integration.gateway_helpers import (
     drain,
     gateway_settings,
     jobs,
+    open_for,
     order_of,
+    pay_at_gateway,
     pay_gateway,
+    payment_request,
 )
 
 
@@ -80,7 +84,12 @@ def test_cashfree_payment_is_verified_by_fetch_and_completes_the_order(
 
     assert jobs(app.db)[0] | {"id": None} == {"id": None, "status": "succeeded", "reason": None, "method": "cashfree"}
     assert accepted.body["status"] == "queued"
-    assert sim.stats()["by_endpoint"] == {"GET /pg/orders/{id}/payments": 1}
+    # the checkout's order, then the processor's fetch of the order and of its payments
+    assert sim.stats()["by_endpoint"] == {
+        "POST /pg/orders": 1,
+        "GET /pg/orders/{id}": 1,
+        "GET /pg/orders/{id}/payments": 1,
+    }
     no_violations(app)
 
 
@@ -94,15 +103,18 @@ def test_gateway_payment_costs_a_fixed_number_of_db_round_trips(app: App, sim: S
         outcome = process_gateway_job(app, job, method, receipt_handle="payments:0:1", receive_count=1)
         costs[method] = app.db.round_trips - before
         assert outcome.outcome == "succeeded"
-    # Then: begin (+ fetch token), capture token, complete for Razorpay; begin, complete for Cashfree
-    assert costs == {"razorpay": 3, "cashfree": 2}
+    # Then: begin (+ fetch token), capture token, complete for Razorpay; begin (+ Get Order token),
+    # Get Payments token, complete for Cashfree
+    assert costs == {"razorpay": 3, "cashfree": 3}
 
 
 def test_amount_mismatch_fails_the_job_without_capture_and_leaves_the_order(
     app: App, sim: Simulator, demo: dict[str, int]
 ) -> None:
+    # Given a Razorpay payment of the checkout's amount, and the order's total changed since
     order = order_of(app.db, "demo-user-1")
-    pay_gateway(app, sim, "demo-user-1", "razorpay", amount_paise=order["total_paise"] - 100)
+    pay_gateway(app, sim, "demo-user-1", "razorpay")
+    app.db.execute("UPDATE orders SET total_paise = total_paise - 100 WHERE id = %s", (order["id"],))
 
     drain(app)
 
@@ -145,19 +157,19 @@ def test_captured_payment_for_an_unfulfillable_order_is_refunded_recorded_and_fa
     no_violations(app)
 
     # And the refunded payment (Cashfree still lists it as SUCCESS) can never pay again, even once
-    # the product is back in stock
+    # the product is back in stock: submitting it again answers the failed job
     app.db.execute("UPDATE products SET stock = 100")
-    failed = app.db.fetch_one("SELECT id::text, gateway_ref FROM payment_jobs")
+    failed = app.db.fetch_one("SELECT id::text FROM payment_jobs")
     assert failed is not None
-    with pytest.raises(ApiError) as refused:
-        accept_payment(
-            app,
-            "demo-user-3",
-            "a-new-key",
-            PaymentRequest(order_id=order["id"], method="cashfree", cashfree_order_id=failed["gateway_ref"]),
-        )
-    assert (refused.value.status, refused.value.code) == (409, "gateway_payment_in_use")
-    assert refused.value.details == {"job_id": str(failed["id"])}
+    again = accept_payment(app, "demo-user-3", "a-new-key", PaymentRequest(order_id=order["id"], method="cashfree"))
+    assert (again.body["job_id"], again.body["status"], again.body["reason"]) == (
+        failed["id"],
+        "failed",
+        "out_of_stock",
+    )
+    drain(app)
+    assert app.db.fetch_one("SELECT count(*) AS n FROM payment_jobs") == {"n": 1}
+    assert sim.stats()["refunds"] == 1
 
 
 @pytest.mark.parametrize("fault", ["fail_after_send", "timeout_after_send"])
@@ -165,9 +177,9 @@ def test_capture_whose_answer_is_lost_is_settled_by_fetch_never_captured_twice(
     app: App, sim: Simulator, demo: dict[str, int], fault: str
 ) -> None:
     # Given the gateway applies the next capture but answers 502, or only after we gave up
+    accepted = pay_gateway(app, sim, "demo-user-1", "razorpay")
     setattr(sim.config, fault, 1)
     sim.config.hang_s = 1.0
-    accepted = pay_gateway(app, sim, "demo-user-1", "razorpay")
 
     deliveries = drain(app)
 
@@ -209,9 +221,9 @@ def test_retries_exhausted_send_the_job_to_the_dlq_without_charging(
     app: App, sim: Simulator, demo: dict[str, int]
 ) -> None:
     # Given a gateway that answers 503 to everything, and three deliveries allowed
-    sim.config.rate_5xx = 1.0
     object.__setattr__(app.settings, "max_receive_count", 3)
     accepted = pay_gateway(app, sim, "demo-user-1", "razorpay")
+    sim.config.rate_5xx = 1.0
 
     drain(app, timeout_s=20)
 
@@ -224,49 +236,62 @@ def test_retries_exhausted_send_the_job_to_the_dlq_without_charging(
 
 
 def test_the_same_gateway_payment_cannot_pay_two_orders(app: App, sim: Simulator, demo: dict[str, int]) -> None:
-    first = pay_gateway(app, sim, "demo-user-1", "razorpay")
-    ref = app.db.fetch_one("SELECT gateway_ref FROM payment_jobs WHERE id = %s", (first.body["job_id"],))
-    assert ref is not None
+    # Given demo-user-1 paid the checkout of one order, and has a second order of the same amount
+    view = open_for(app, "demo-user-1", "razorpay")
+    handed = pay_at_gateway(sim, view)
+    first = accept_payment(app, "demo-user-1", "first", payment_request(view, handed))
     other_order = app.db.fetch_one(
         """INSERT INTO orders (user_id, items, total_paise) SELECT user_id, items, total_paise FROM orders
             WHERE user_id = 'demo-user-1' LIMIT 1 RETURNING id"""
     )
     assert other_order is not None
 
+    # When the same signed payment is submitted for the other order
     with pytest.raises(ApiError) as refused:
         accept_payment(
             app,
             "demo-user-1",
             "another-key",
-            PaymentRequest(order_id=other_order["id"], method="razorpay", razorpay_payment_id=ref["gateway_ref"]),
+            payment_request(view, handed).model_copy(update={"order_id": other_order["id"]}),
         )
 
-    assert (refused.value.status, refused.value.code) == (409, "gateway_payment_in_use")
-    assert refused.value.details == {"job_id": first.body["job_id"]}
+    # Then it is refused: the payment belongs to the first order's checkout
+    assert (refused.value.status, refused.value.code) == (409, "gateway_order_mismatch")
+    assert app.db.fetch_one("SELECT count(*) AS n FROM payment_jobs") == {"n": 1}
+    assert first.body["status"] == "queued"
 
 
 @pytest.mark.parametrize(
-    ("body", "field"),
+    ("body", "code", "field"),
     [
-        ('{"order_id": 1, "method": "razorpay"}', "razorpay_payment_id"),
-        ('{"order_id": 1, "method": "cashfree"}', "cashfree_order_id"),
-        ('{"order_id": 1, "method": "razorpay", "razorpay_payment_id": "nope"}', "razorpay_payment_id"),
-        ('{"order_id": 1, "method": "wallet", "cashfree_order_id": "order_1"}', "body"),
+        ('{"order_id": 1, "method": "razorpay"}', "validation_error", "body"),
+        ('{"order_id": 1, "method": "razorpay", "razorpay_payment_id": "pay_1"}', "bare_gateway_reference", None),
+        ('{"order_id": 1, "method": "cashfree", "cashfree_order_id": "o_1"}', "bare_gateway_reference", None),
+        (
+            '{"order_id": 1, "method": "razorpay", "razorpay_payment_id": "nope", "razorpay_order_id": "order_1",'
+            ' "razorpay_signature": "ab"}',
+            "validation_error",
+            "razorpay_payment_id",
+        ),
+        (
+            '{"order_id": 1, "method": "wallet", "cashfree_order_id": "order_1"}',
+            "validation_error",
+            "cashfree_order_id",
+        ),
+        ('{"order_id": 1, "method": "wallet", "razorpay_signature": "ab"}', "validation_error", "body"),
     ],
 )
-def test_gateway_requests_without_a_valid_reference_are_refused(body: str, field: str) -> None:
+def test_gateway_requests_without_a_valid_checkout_payment_are_refused(body: str, code: str, field: str | None) -> None:
     with pytest.raises(ApiError) as refused:
         parse_payment_request(body, ("wallet", "razorpay", "cashfree"))
-    assert (refused.value.status, refused.value.code, refused.value.details["field"]) == (
-        422,
-        "validation_error",
-        field,
-    )
+    assert (refused.value.status, refused.value.code) == (422, code)
+    if field is not None:
+        assert refused.value.details["field"] == field
 
 
 def test_a_gateway_that_is_not_configured_is_refused_as_not_supported() -> None:
     with pytest.raises(ApiError) as refused:
-        parse_payment_request('{"order_id": 1, "method": "cashfree", "cashfree_order_id": "order_1"}', ("wallet",))
+        parse_payment_request('{"order_id": 1, "method": "cashfree"}', ("wallet",))
     assert refused.value.code == "method_not_supported"
 
 
@@ -280,7 +305,17 @@ def test_official_razorpay_client_works_against_the_simulator(sim: Simulator) ->
     import razorpay
 
     client = razorpay.Client(auth=RAZORPAY, base_url=sim.url)
-    payment_id = sim.create_razorpay_payment(15_000)
+    order = client.order.create({"amount": 15_000, "currency": "INR", "receipt": "pq-test-1"})
+    handed = sim.razorpay_checkout(order["id"])
+    payment_id = handed["razorpay_payment_id"]
+
+    # Our signature check agrees with the official client's, on the real signature and a forged one
+    client.utility.verify_payment_signature(handed)
+    assert verify_razorpay_checkout(order["id"], payment_id, handed["razorpay_signature"], RAZORPAY[1])
+    forged = handed | {"razorpay_signature": "0" * 64}
+    with pytest.raises(razorpay.errors.SignatureVerificationError):
+        client.utility.verify_payment_signature(forged)
+    assert not verify_razorpay_checkout(order["id"], payment_id, forged["razorpay_signature"], RAZORPAY[1])
 
     fetched = client.payment.fetch(payment_id)
     captured = client.payment.capture(payment_id, 15_000, {"currency": "INR"})
@@ -288,8 +323,20 @@ def test_official_razorpay_client_works_against_the_simulator(sim: Simulator) ->
         client.payment.capture(payment_id, 15_000, {"currency": "INR"})
     refund = client.payment.refund(payment_id, {"amount": 15_000, "receipt": "r1"})
 
-    assert (fetched["status"], captured["status"], captured["captured"]) == ("authorized", "captured", True)
+    assert (fetched["status"], fetched["order_id"]) == ("authorized", order["id"])
+    assert (captured["status"], captured["captured"]) == ("captured", True)
     assert (refund["entity"], refund["amount"], refund["payment_id"]) == ("refund", 15_000, payment_id)
     assert client.payment.fetch(payment_id)["status"] == "refunded"
+    assert client.order.fetch(order["id"])["status"] == "paid"
     with pytest.raises(razorpay.errors.BadRequestError, match="api key provided is invalid"):
         razorpay.Client(auth=("rzp_test_k1", "wrong"), base_url=sim.url).payment.fetch(payment_id)
+
+
+def test_a_payment_made_without_an_order_is_never_captured_by_the_strict_simulator(sim: Simulator) -> None:
+    import razorpay
+
+    client = razorpay.Client(auth=RAZORPAY, base_url=sim.url)
+    payment_id = sim.create_razorpay_payment(15_000)
+
+    with pytest.raises(razorpay.errors.BadRequestError, match="without an order_id cannot be captured"):
+        client.payment.capture(payment_id, 15_000, {"currency": "INR"})
