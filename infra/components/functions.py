@@ -95,7 +95,8 @@ class Functions(Construct):
         clients = config.database_clients()
         self.enqueue = self._function(
             _Spec.of("enqueue", "POST /v1/payments: records the job, sends it to payments.fifo", clients),
-            subnets=network.isolated_subnets,
+            # POST /v1/checkouts creates the gateway order at Razorpay / Cashfree.
+            subnets=network.egress_subnets,
         )
         self.status = self._function(
             _Spec.of("status", "Job status, queue status, metrics and DB health for the API", clients),
@@ -108,12 +109,13 @@ class Functions(Construct):
                 clients,
                 memory_mb=processor.memory_mb,
             ),
-            # The only function with a route to the internet: the payment gateways.
+            # A route to the internet: the payment gateways.
             subnets=network.egress_subnets,
         )
         self.sweeper = self._function(
             _Spec.of("sweeper", "Re-sends unsent jobs and re-publishes unpublished events", clients),
-            subnets=network.isolated_subnets,
+            # The reconciliation fetches checkouts and refunds at the gateways.
+            subnets=network.egress_subnets,
         )
         self.migrate = self._function(
             _Spec.of("migrate", "Applies shared/migrations and shared/sql on deploy", clients),
@@ -191,15 +193,16 @@ class Functions(Construct):
             webhook_secret.grant_read(self.notify)
 
     def _gateway_credentials(self, config: EnvironmentConfig) -> None:
-        """Enqueue learns which gateways are enabled from the secrets' presence; only the
-        processor reads them."""
+        """The gateways' secrets (Razorpay {"key_id", "key_secret", "webhook_secret"}, Cashfree
+        {"client_id", "client_secret"}): enqueue creates checkouts and verifies checkout and webhook
+        signatures, status shows Razorpay's key_id, the processor and the sweeper call the gateways."""
         for gateway, name in (("RAZORPAY", config.razorpay_secret_name), ("CASHFREE", config.cashfree_secret_name)):
             if not name:
                 continue
             secret = secretsmanager.Secret.from_secret_name_v2(self, f"{gateway.title()}Secret", name)
-            for function in (self.enqueue, self.process_payment):
+            for function in (self.enqueue, self.status, self.process_payment, self.sweeper):
                 function.add_environment(f"PQ_{gateway}_SECRET_ARN", secret.secret_arn)
-            secret.grant_read(self.process_payment)
+                secret.grant_read(function)
 
     @property
     def all(self) -> list[lambda_.Function]:

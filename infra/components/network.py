@@ -10,11 +10,11 @@ from infra.config import EnvironmentConfig
 
 
 class Network(Construct):
-    """Subnets, the NAT egress the processor needs, and endpoints for every AWS API called.
+    """Subnets, the NAT egress the gateway callers need, and endpoints for every AWS API called.
 
-    Only the processor calls the internet (Razorpay, Cashfree), so only it sits in the subnets
-    with a NAT route; the other VPC functions run in isolated subnets and reach SQS, Secrets
-    Manager and EventBridge through interface endpoints.
+    Only the functions that call Razorpay and Cashfree (enqueue: checkouts; the processor; the
+    sweeper: reconciliation) sit in the subnets with a NAT route; the other VPC functions run in
+    isolated subnets and reach SQS, Secrets Manager and EventBridge through interface endpoints.
     """
 
     def __init__(self, scope: Construct, construct_id: str, *, config: EnvironmentConfig) -> None:

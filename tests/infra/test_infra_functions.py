@@ -82,12 +82,16 @@ def test_senders_and_publishers_get_the_queue_and_bus_they_use(stack: Synthesize
     assert "PQ_QUEUE_URL" in processor
 
 
-def test_only_the_processor_has_a_route_to_the_internet(stack: Synthesized) -> None:
+# The functions that call the gateways: checkouts (enqueue), payments (processor), reconciliation (sweeper).
+GATEWAY_CALLERS = {"enqueue", "process_payment", "sweeper"}
+
+
+def test_only_the_functions_that_call_the_gateways_have_a_route_to_the_internet(stack: Synthesized) -> None:
     egress, isolated = _subnet_ids(stack, "egress"), _subnet_ids(stack, "isolated")
     for name in DATABASE_FUNCTIONS:
         _, function = stack.function(name)
         subnets = {ref["Ref"] for ref in function["Properties"]["VpcConfig"]["SubnetIds"]}
-        assert subnets == (egress if name == "process_payment" else isolated), name
+        assert subnets == (egress if name in GATEWAY_CALLERS else isolated), name
     _, notify = stack.function("notify")
     assert "VpcConfig" not in notify["Properties"]
 
@@ -130,16 +134,16 @@ def test_status_may_read_queue_depths_and_redrive_the_dlq_only(stack: Synthesize
     assert _granted(stack, "status", "sqs:SendMessage") == {queue}
 
 
-def test_gateway_credentials_reach_the_processor_and_their_presence_enqueue(stack: Synthesized) -> None:
-    for name in ("enqueue", "process_payment"):
+def test_gateway_credentials_reach_the_functions_that_call_or_verify_the_gateways(stack: Synthesized) -> None:
+    # enqueue: checkouts and signature checks; status: Razorpay's key_id; processor, sweeper: gateway calls
+    for name in ("enqueue", "status", "process_payment", "sweeper"):
         variables = _environment(stack, name)
         assert "payment-queue/razorpay" in json.dumps(variables["PQ_RAZORPAY_SECRET_ARN"]), name
         assert "payment-queue/cashfree" in json.dumps(variables["PQ_CASHFREE_SECRET_ARN"]), name
-
-    processor_secrets = json.dumps(sorted(_granted(stack, "process_payment", "secretsmanager:GetSecretValue")))
-    enqueue_secrets = json.dumps(sorted(_granted(stack, "enqueue", "secretsmanager:GetSecretValue")))
-    assert "payment-queue/razorpay" in processor_secrets and "payment-queue/cashfree" in processor_secrets
-    assert "razorpay" not in enqueue_secrets and "cashfree" not in enqueue_secrets
+        granted = json.dumps(sorted(_granted(stack, name, "secretsmanager:GetSecretValue")))
+        assert "payment-queue/razorpay" in granted and "payment-queue/cashfree" in granted, name
+    notify_secrets = json.dumps(sorted(_granted(stack, "notify", "secretsmanager:GetSecretValue")))
+    assert "razorpay" not in notify_secrets and "cashfree" not in notify_secrets
 
 
 def test_notify_gets_the_webhook_and_may_read_its_signing_key(stack: Synthesized) -> None:
