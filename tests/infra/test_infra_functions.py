@@ -186,7 +186,7 @@ def test_the_root_cas_for_the_proxy_ship_in_a_layer_of_the_database_functions(
     staged = asset_dir(cloud_assembly, layers[cert_layers[0]]) / ROOT_CERTS_FILE
 
     # Layers are mounted at /opt: the file is where PQ_DB_SSLROOTCERT points.
-    assert LAYER_ROOT_CERT == f"/opt/{ROOT_CERTS_FILE}"
+    assert f"/opt/{ROOT_CERTS_FILE}" == LAYER_ROOT_CERT
     assert staged.read_bytes() == (ROOT_CERTS_DIR / ROOT_CERTS_FILE).read_bytes()
     for name in DATABASE_FUNCTIONS:
         _, function = dev.function(name)

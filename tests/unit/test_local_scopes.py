@@ -39,9 +39,7 @@ def _call(api: LocalApi, method: str, path: str, token: str) -> tuple[int, dict[
 
 
 @pytest.mark.parametrize("route", [r for r in ROUTES if r.scope == PAYMENTS_SCOPE], ids=lambda r: r.key)
-def test_a_valid_token_without_the_payments_scope_is_refused_on_payment_routes(
-    issuer: LocalIssuer, route: Any
-) -> None:
+def test_a_valid_token_without_the_payments_scope_is_refused_on_payment_routes(issuer: LocalIssuer, route: Any) -> None:
     # Given a token of the right issuer and audience but no scope, as an ID token would be
     token = issuer.issue("user-1", scopes=())
     path = route.path.replace("{job_id}", "00000000-0000-0000-0000-000000000000")
@@ -71,9 +69,13 @@ def test_a_payments_token_does_not_open_the_operator_routes(issuer: LocalIssuer)
     [{"scope": f"openid {PAYMENTS_SCOPE}"}, {"scp": PAYMENTS_SCOPE}, {"scp": ["openid", PAYMENTS_SCOPE]}],
     ids=["scope", "scp-string", "scp-list"],
 )
-def test_the_scope_is_read_from_scope_or_scp_as_api_gateway_reads_it(issuer: LocalIssuer, claims: dict[str, Any]) -> None:
+def test_the_scope_is_read_from_scope_or_scp_as_api_gateway_reads_it(
+    issuer: LocalIssuer, claims: dict[str, Any]
+) -> None:
     route = next(r for r in LOCAL_ROUTES if r.function == "enqueue")
-    request = make_mocked_request("POST", "/v1/payments", headers={"Authorization": f"Bearer {_signed(issuer, **claims)}"})
+    request = make_mocked_request(
+        "POST", "/v1/payments", headers={"Authorization": f"Bearer {_signed(issuer, **claims)}"}
+    )
 
     verified, scopes = LocalApi(issuer)._authorize(request, route)
 
