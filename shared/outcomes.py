@@ -43,7 +43,7 @@ class GatewayBeginOutcome(StrEnum):
 
 
 class GatewayEndOutcome(StrEnum):
-    """pq_gateway_fail, pq_complete_gateway_payment, pq_gateway_refunded."""
+    """pq_gateway_fail, pq_complete_gateway_payment, pq_gateway_refunded (and pq_gateway_lock, which they share)."""
 
     SUCCEEDED = "succeeded"
     FAILED = "failed"

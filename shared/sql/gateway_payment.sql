@@ -41,9 +41,9 @@ CREATE FUNCTION pq_gateway_begin(p_job_id uuid, p_rate double precision, p_burst
                                  OUT granted boolean, OUT wait_ms integer)
 LANGUAGE plpgsql AS $$
 DECLARE
+    v_attempt gateway_attempts%ROWTYPE;
     v_job     payment_jobs%ROWTYPE;
     v_order   orders%ROWTYPE;
-    v_attempt gateway_attempts%ROWTYPE;
 BEGIN
     SELECT * INTO v_job FROM payment_jobs j WHERE j.id = p_job_id FOR UPDATE;
     IF NOT FOUND THEN
@@ -94,26 +94,11 @@ LANGUAGE sql AS $$
      WHERE job_id = p_job_id
 $$;
 
--- Ends a gateway job that moved no money (declined, mismatched or unfulfillable before capture).
--- Outcomes (pq_gateway_end_outcome): failed | already_succeeded | already_failed.
-DROP FUNCTION IF EXISTS pq_gateway_fail(uuid, text);
-CREATE FUNCTION pq_gateway_fail(p_job_id uuid, p_reason text, OUT outcome pq_gateway_end_outcome,
-                                OUT reason text, OUT payment_id bigint, OUT event jsonb)
-LANGUAGE plpgsql AS $$
-DECLARE
-    v_job payment_jobs%ROWTYPE;
-BEGIN
-    SELECT * INTO v_job FROM payment_jobs j WHERE j.id = p_job_id FOR UPDATE;
-    IF v_job.status IN ('succeeded', 'failed') THEN
-        outcome := ('already_' || v_job.status)::pq_gateway_end_outcome;
-        reason := v_job.reason;
-        payment_id := v_job.payment_id;
-        RETURN;
-    END IF;
-    reason := p_reason;
-    outcome := 'failed';
-    event := pq_end_job(v_job, p_reason, NULL);
-END;
+-- How a redelivery of a gateway job that has already ended is answered: as it ended.
+CREATE OR REPLACE FUNCTION pq_gateway_ended(p_job payment_jobs, OUT outcome pq_gateway_end_outcome,
+                                            OUT reason text, OUT payment_id bigint)
+LANGUAGE sql STABLE AS $$
+    SELECT ('already_' || p_job.status)::pq_gateway_end_outcome, p_job.reason, p_job.payment_id
 $$;
 
 -- The payment the gateway captured, completed in one transaction by the shared fulfilment (no wallet
@@ -135,9 +120,7 @@ DECLARE
 BEGIN
     SELECT * INTO v_job FROM payment_jobs j WHERE j.id = p_job_id FOR UPDATE;
     IF v_job.status IN ('succeeded', 'failed') THEN
-        outcome := ('already_' || v_job.status)::pq_gateway_end_outcome;
-        reason := v_job.reason;
-        payment_id := v_job.payment_id;
+        SELECT e.* INTO outcome, reason, payment_id FROM pq_gateway_ended(v_job) e;
         RETURN;
     END IF;
     UPDATE gateway_attempts SET captured_amount_paise = p_amount_paise, captured_currency = p_currency,
@@ -162,7 +145,8 @@ BEGIN
 END;
 $$;
 
--- The gateway confirmed the refund of a payment we could not fulfil: record it and fail the job.
+-- The gateway confirmed the refund of a payment we could not fulfil (p_gateway_refund_id set): record
+-- it and fail the job. Without a refund, the job just fails (pq_gateway_fail).
 -- Outcomes (pq_gateway_end_outcome): failed | already_succeeded | already_failed.
 DROP FUNCTION IF EXISTS pq_gateway_refunded(uuid, text, text, bigint, text);
 CREATE FUNCTION pq_gateway_refunded(p_job_id uuid, p_reason text, p_gateway_refund_id text,
@@ -175,9 +159,7 @@ DECLARE
 BEGIN
     SELECT * INTO v_job FROM payment_jobs j WHERE j.id = p_job_id FOR UPDATE;
     IF v_job.status IN ('succeeded', 'failed') THEN
-        outcome := ('already_' || v_job.status)::pq_gateway_end_outcome;
-        reason := v_job.reason;
-        payment_id := v_job.payment_id;
+        SELECT e.* INTO outcome, reason, payment_id FROM pq_gateway_ended(v_job) e;
         RETURN;
     END IF;
     reason := p_reason;
@@ -185,8 +167,18 @@ BEGIN
                                  amount_paise, currency, reason)
     SELECT v_job.id, v_job.order_id, v_job.method, v_job.gateway_ref, a.refund_ref, p_gateway_refund_id,
            p_amount_paise, p_currency, p_reason
-      FROM gateway_attempts a WHERE a.job_id = v_job.id;
+      FROM gateway_attempts a WHERE a.job_id = v_job.id AND p_gateway_refund_id IS NOT NULL;
     outcome := 'failed';
     event := pq_end_job(v_job, p_reason, NULL);
 END;
+$$;
+
+-- Ends a gateway job that moved no money (declined, mismatched or unfulfillable before capture).
+-- After pq_gateway_refunded, whose body it calls (a LANGUAGE sql body is checked when created).
+-- Outcomes (pq_gateway_end_outcome): failed | already_succeeded | already_failed.
+DROP FUNCTION IF EXISTS pq_gateway_fail(uuid, text);
+CREATE FUNCTION pq_gateway_fail(p_job_id uuid, p_reason text, OUT outcome pq_gateway_end_outcome,
+                                OUT reason text, OUT payment_id bigint, OUT event jsonb)
+LANGUAGE sql AS $$
+    SELECT * FROM pq_gateway_refunded(p_job_id, p_reason, NULL, NULL, NULL)
 $$;
