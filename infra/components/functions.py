@@ -116,7 +116,7 @@ class Functions(Construct):
             subnets=network.isolated_subnets,
         )
         self.migrate = self._function(
-            _Spec.of("migrate", "Applies shared/migrations on deploy", clients),
+            _Spec.of("migrate", "Applies shared/migrations and shared/sql on deploy", clients),
             subnets=network.isolated_subnets,
         )
         self.notify = self._function(

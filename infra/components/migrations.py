@@ -20,7 +20,7 @@ class Migrations(Construct):
     target registration can lag behind CREATE_COMPLETE.
 
     The trigger re-runs whenever the migrate function's code changes, and its code contains
-    `shared/migrations/*.sql`; a failed migration fails the deployment, which rolls back.
+    `shared/migrations/*.sql` and `shared/sql/*.sql`; a failed migration fails the deployment, which rolls back.
     """
 
     def __init__(
