@@ -99,7 +99,13 @@ def settle(
                 ),
             )
             cur.execute("SELECT pgmq.delete(%s, %s::bigint[])", (queue, [m["msg_id"] for m in dead]))
-        logger.warning("moved to DLQ", queue=queue, message_ids=[m["msg_id"] for m in dead])
+        # The processor logged each one's last error as it failed ("message moved to the DLQ").
+        logger.warning(
+            "moved to DLQ",
+            queue=queue,
+            message_ids=[m["msg_id"] for m in dead],
+            job_ids=[m["message"].get("job_id") for m in dead if isinstance(m["message"], dict)],
+        )
     if retry:
         # Only where the visibility is still the one the read set: a handler that handed a message
         # back for later (ChangeMessageVisibility: a gateway backoff) has already decided when.
