@@ -170,11 +170,17 @@ def test_the_sweeper_runs_every_minute(stack: Synthesized) -> None:
     )
 
 
-def test_no_function_is_given_a_setting_it_never_reads_on_aws(stack: Synthesized) -> None:
-    # maxReceiveCount lives in the queue's redrive policy; PQ_MAX_RECEIVE_COUNT is read only by
-    # the local worker loop that plays it.
+def test_the_processor_knows_the_redrive_policys_receive_count_and_only_it_reads_it(stack: Synthesized) -> None:
+    # Given the queue's redrive policy as deployed
+    queue = stack.json["Resources"][stack.queue("-payments.fifo")]
+    max_receive_count = queue["Properties"]["RedrivePolicy"]["maxReceiveCount"]
+
+    # Then the processor, which records a failed record's last delivery as dead-lettered, has the
+    # same number, and no other function is given a setting it never reads
+    assert _environment(stack, "process_payment")["PQ_MAX_RECEIVE_COUNT"] == str(max_receive_count)
     for name in FUNCTION_NAMES:
-        assert "PQ_MAX_RECEIVE_COUNT" not in _environment(stack, name), name
+        if name != "process_payment":
+            assert "PQ_MAX_RECEIVE_COUNT" not in _environment(stack, name), name
 
 
 def test_the_root_cas_for_the_proxy_ship_in_a_layer_of_the_database_functions(
