@@ -18,6 +18,7 @@ from typing import Any
 
 from local.config import LocalSettings
 from local.lambda_shim import LocalContext, sns_event, sqs_record
+from shared.adapters.pgmq import move_to_dlq
 from shared.bootstrap import bootstrap
 from shared.db import Database
 from shared.domain import full_jitter_backoff
@@ -82,23 +83,8 @@ def settle(
         # which the payment function acknowledges without a second charge.
         db.execute_relaxed(f"DELETE FROM pgmq.q_{queue} WHERE msg_id = ANY(%s::bigint[])", (done,))
     if dead:
-        # Same message and headers, plus where it came from; moved atomically.
-        with db.transaction() as cur:
-            cur.execute(
-                "SELECT pgmq.send_batch(%s, %s::jsonb[], %s::jsonb[])",
-                (
-                    dlq,
-                    [json.dumps(m["message"]) for m in dead],
-                    [
-                        json.dumps(
-                            (m.get("headers") or {}) | {"x-source-queue": queue, "x-receive-count": m["read_ct"]}
-                        )
-                        for m in dead
-                    ],
-                ),
-            )
-            cur.execute("SELECT pgmq.delete(%s, %s::bigint[])", (queue, [m["msg_id"] for m in dead]))
-        logger.warning("moved to DLQ", queue=queue, message_ids=[m["msg_id"] for m in dead])
+        moved = move_to_dlq(db, [(m["msg_id"], m["read_ct"], None) for m in dead], queue=queue, dlq=dlq)
+        logger.warning("moved to DLQ", queue=queue, message_ids=moved)
     if retry:
         # Only where the visibility is still the one the read set: a handler that handed a message
         # back for later (ChangeMessageVisibility: a gateway backoff) has already decided when.

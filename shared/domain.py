@@ -136,7 +136,7 @@ class GatewayRejected(Exception):
 
 
 class PoisonMessageError(Exception):
-    """A message that can never succeed; it fails every delivery until it reaches the DLQ."""
+    """A message that can never succeed: the processor moves it to the DLQ on its first delivery."""
 
 
 @dataclass(frozen=True)

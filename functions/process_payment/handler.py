@@ -2,7 +2,8 @@
 
 A raised exception fails the record; with skip_group_on_error the rest of that user's messages
 in the batch fail too, so one user's payments are never applied out of order. Business failures
-do not raise: the job ends `failed` and the message is consumed.
+do not raise: the job ends `failed` and the message is consumed. A message that can never
+succeed goes to the DLQ on its first delivery and counts as handled (shared/poison.py).
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from shared.bootstrap import bootstrap
-from shared.domain import GATEWAY_METHODS
+from shared.domain import GATEWAY_METHODS, PoisonMessageError
 from shared.gateway_payments import message_method, process_gateway_job
 from shared.observability import logger, metrics, tracer
+from shared.poison import dead_letter_poison
 from shared.services import OutboxRelay, parse_job_message, process_job
 
 processor = SqsFifoPartialProcessor(skip_group_on_error=True)
@@ -37,6 +39,13 @@ _OUTCOME_METRIC = {
 
 
 def record_handler(record: SQSRecord, relay: OutboxRelay) -> None:
+    try:
+        _process(record, relay)
+    except PoisonMessageError as exc:
+        dead_letter_poison(relay.app, record, exc)
+
+
+def _process(record: SQSRecord, relay: OutboxRelay) -> None:
     job_id = parse_job_message(record.body)
     method = message_method(record.body)
     if method in GATEWAY_METHODS:
