@@ -15,7 +15,7 @@ from shared.db import Database
 from shared.domain import TransientError
 from shared.observability import metrics
 from shared.ports import QueueMessage
-from shared.services import sweep
+from shared.services.outbox import sweep
 from tests.integration.helpers import deliver, pay, pending_order, receive
 
 
@@ -91,7 +91,7 @@ def test_poison_message_goes_to_the_dlq_on_its_first_delivery_and_its_users_next
     assert {d["headers"]["x-pgmq-group"] for d in dead} == {"demo-user-1"}
     assert [d["headers"]["job_id"] for d in dead] == ["not-a-uuid", missing]
     assert "malformed message body" in dead[0]["headers"]["x-dead-letter-reason"]
-    assert "does not exist" in dead[1]["headers"]["x-dead-letter-reason"]
+    assert dead[1]["headers"]["x-dead-letter-reason"] == f"job {missing}: job_not_found"
     # And only the real job's message is left for the event source mapping to delete
     remaining = app.db.fetch_all("SELECT msg_id FROM pgmq.q_payments")
     assert [r["msg_id"] for r in remaining] == [messages[2]["msg_id"]]
@@ -125,7 +125,7 @@ def test_gateway_job_on_the_wallet_path_is_dead_lettered_at_once_and_debits_noth
     assert app.db.fetch_one("SELECT count(*) n FROM pgmq.q_payments") == {"n": 0}
     dead = app.db.fetch_one("SELECT headers FROM pgmq.q_payments_dlq")
     assert dead is not None and dead["headers"]["x-receive-count"] == 1
-    assert "not a wallet payment" in dead["headers"]["x-dead-letter-reason"]
+    assert dead["headers"]["x-dead-letter-reason"] == f"job {job['id']}: not_a_wallet_job"
     assert app.db.fetch_one("SELECT count(*) n FROM wallet_transactions WHERE kind = 'debit'") == {"n": 0}
 
 
@@ -250,3 +250,20 @@ def test_duplicate_delivery_of_one_job_charges_once(app: App, demo: dict[str, in
     assert app.db.fetch_one("SELECT count(*) n FROM payment_transactions WHERE order_id = %s", (order,)) == {"n": 1}
     assert app.db.fetch_one("SELECT count(*) n FROM wallet_transactions WHERE kind = 'debit'") == {"n": 1}
     assert app.db.fetch_one("SELECT count(*) n FROM pgmq.q_payment_events") == {"n": 1}
+
+
+def test_records_left_without_time_are_handed_back_unpaid(app: App, demo: dict[str, int]) -> None:
+    # Given two queued payments and an invocation with less time left than a wallet record may need
+    for user in ("demo-user-1", "demo-user-2"):
+        pay(app, user, f"key-{user}")
+    messages = receive(app, vt=300)
+    assert len(messages) == 2
+    almost_over = LocalContext("test", timeout_s=app.settings.wallet_record_budget_ms / 1000 - 1)
+
+    # When the processor runs them
+    response = process_handler({"Records": [sqs_record(m, "payments") for m in messages]}, almost_over)
+
+    # Then neither is paid, both fail the batch and are visible again at once for the next invocation
+    assert len(response["batchItemFailures"]) == 2
+    assert app.db.fetch_one("SELECT count(*) AS n FROM payment_jobs WHERE status = 'queued'") == {"n": 2}
+    assert len(receive(app)) == 2
