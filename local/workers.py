@@ -85,7 +85,15 @@ def settle(
         db.execute("SELECT pq_local_delete(%s, %s::bigint[])", (queue, done))
     if dead:
         moved = move_to_dlq(db, [(m["msg_id"], m["read_ct"], None) for m in dead], queue=queue, dlq=dlq)
-        logger.warning("moved to DLQ", queue=queue, message_ids=moved)
+        # The processor logged each one's last error as it failed ("message moved to the DLQ").
+        logger.warning(
+            "moved to DLQ",
+            queue=queue,
+            message_ids=moved,
+            job_ids=[
+                m["message"].get("job_id") for m in dead if m["msg_id"] in moved and isinstance(m["message"], dict)
+            ],
+        )
     if retry:
         # Only where the visibility is still the one the read set: a handler that handed a message
         # back for later (ChangeMessageVisibility: a gateway backoff) has already decided when.

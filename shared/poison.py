@@ -9,16 +9,14 @@ Transient errors are not caught here; they keep the retry path.
 
 from __future__ import annotations
 
-import json
-import uuid
-
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from shared.bootstrap import App
 from shared.domain import PoisonMessageError
-from shared.observability import logger, metrics
+from shared.observability import metrics
 from shared.ports import ReceivedMessage
+from shared.services.processing import record_failure
 
 
 def received(record: SQSRecord) -> ReceivedMessage:
@@ -35,26 +33,19 @@ def received(record: SQSRecord) -> ReceivedMessage:
     )
 
 
-def job_id_of(body: str) -> str | None:
-    """The job id the body names, when it names a valid one (a poison body may not)."""
-    try:
-        data = json.loads(body)
-        return str(uuid.UUID(str(data["job_id"])))
-    except (ValueError, KeyError, TypeError):
-        return None
-
-
 def dead_letter_poison(app: App, record: SQSRecord, error: PoisonMessageError) -> None:
-    """Move the record's message to the DLQ now. If the move itself fails, that error propagates
-    and the record takes the retry path (the next delivery tries the move again)."""
+    """Move the record's message to the DLQ now, then explain it as every dead-lettered delivery is
+    explained (a WARNING "message moved to the DLQ" with the job, the reason and the delivery, and a
+    row for the operator's view). If the move itself fails, that error propagates and the record
+    takes the retry path: the next delivery tries the move again."""
     message = received(record)
-    reason = str(error)
-    app.queue.dead_letter(message, reason)
+    app.queue.dead_letter(message, str(error))
     metrics.add_metric(name="PoisonMessages", unit=MetricUnit.Count, value=1)
-    logger.warning(
-        "poison message moved to the DLQ",
-        job_id=job_id_of(message.body),
-        reason=reason,
-        receive_count=message.receive_count,
+    record_failure(
+        app,
+        message.body,
         message_id=message.message_id,
+        receive_count=message.receive_count,
+        error=error,
+        dead_lettered=True,
     )

@@ -95,12 +95,22 @@ def test_poison_message_goes_to_the_dlq_on_its_first_delivery_and_its_users_next
     # And only the real job's message is left for the event source mapping to delete
     remaining = app.db.fetch_all("SELECT msg_id FROM pgmq.q_payments")
     assert [r["msg_id"] for r in remaining] == [messages[2]["msg_id"]]
-    # And each move is logged at WARNING with the job id where the body names one, and counted
-    warnings = [r for r in caplog.records if r.getMessage() == "poison message moved to the DLQ"]
-    assert [(r.levelname, getattr(r, "job_id", None), getattr(r, "receive_count", None)) for r in warnings] == [
-        ("WARNING", None, 1),
+    # And each move is logged at WARNING with the job the body names, the reason and the delivery,
+    # recorded for the operator's view, and counted
+    moved = [vars(r) for r in caplog.records if r.getMessage() == "message moved to the DLQ"]
+    assert [(r["levelname"], r["job_id"], r["receive_count"]) for r in moved] == [
+        ("WARNING", "not-a-uuid", 1),
         ("WARNING", missing, 1),
     ]
+    assert moved[1]["detail"] == f"PoisonMessageError: job {missing}: job_not_found"
+    recorded = app.db.fetch_all("SELECT job_id::text, receive_count, dead_lettered FROM delivery_failures")
+    assert sorted(recorded, key=str) == sorted(
+        [
+            {"job_id": None, "receive_count": 1, "dead_lettered": True},
+            {"job_id": missing, "receive_count": 1, "dead_lettered": True},
+        ],
+        key=str,
+    )
     assert counted.count("PoisonMessages") == 2
 
 
