@@ -158,6 +158,10 @@ class Functions(Construct):
         # with the event source's consume permissions).
         self.process_payment.add_environment("PQ_QUEUE_BACKEND", "sqs")
         self.process_payment.add_environment("PQ_QUEUE_URL", queue.queue_url)
+        # A poison message goes to the DLQ on its first delivery (SendMessage there, then
+        # DeleteMessage from the queue, granted with the consume permissions).
+        self.process_payment.add_environment("PQ_DLQ_URL", dlq.queue_url)
+        dlq.grant_send_messages(self.process_payment)
         self._gateway_credentials(config)
         self.process_payment.add_event_source(
             sources.SqsEventSource(

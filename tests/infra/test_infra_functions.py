@@ -130,6 +130,14 @@ def test_status_may_read_queue_depths_and_redrive_the_dlq_only(stack: Synthesize
     assert _granted(stack, "status", "sqs:SendMessage") == {queue}
 
 
+def test_processor_may_send_to_the_dlq_and_delete_from_the_queue_it_consumes(stack: Synthesized) -> None:
+    queue, dlq = stack.queue("-payments.fifo"), stack.queue("-payments-dlq.fifo")
+
+    assert _environment(stack, "process_payment")["PQ_DLQ_URL"] == {"Ref": dlq}
+    assert _granted(stack, "process_payment", "sqs:SendMessage") == {dlq}
+    assert _granted(stack, "process_payment", "sqs:DeleteMessage") == {queue}
+
+
 def test_gateway_credentials_reach_the_processor_and_their_presence_enqueue(stack: Synthesized) -> None:
     for name in ("enqueue", "process_payment"):
         variables = _environment(stack, name)
