@@ -264,8 +264,10 @@ class EnvironmentConfig:
 def _is_origin(value: str) -> bool:
     scheme, sep, host = value.partition("://")
     local = host.split(":")[0] in ("localhost", "127.0.0.1")
-    return bool(sep and host) and (scheme == "https" or (scheme == "http" and local)) and not any(
-        c in host for c in "/*?# "
+    return (
+        bool(sep and host)
+        and (scheme == "https" or (scheme == "http" and local))
+        and not any(c in host for c in "/*?# ")
     )
 
 

@@ -23,8 +23,7 @@ class Settings(BaseSettings):
     db_name: str = "payments"
     db_secret_arn: str | None = None
     db_sslmode: str = "prefer"
-    # Root CAs for sslmode=verify-full: on AWS the Amazon Trust Services roots in the layer, which
-    # RDS Proxy's ACM certificate chains to; unset, libpq uses ~/.postgresql/root.crt.
+    # CAs for verify-full: RDS Proxy's ACM certificate chains to the Amazon Trust Services roots in the layer.
     db_sslrootcert: str | None = None
     # A payment holds its row locks for about a millisecond; 5 s means something is wrong.
     db_statement_timeout_ms: int = 5_000

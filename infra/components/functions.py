@@ -153,13 +153,17 @@ class Functions(Construct):
             publisher.add_environment("PQ_EVENT_BUS_NAME", bus.event_bus_name)
             bus.grant_put_events_to(publisher)
 
-        # No PQ_MAX_RECEIVE_COUNT here: on AWS the queue's redrive policy moves a message to the
-        # DLQ by itself, and the processor logs each record's ApproximateReceiveCount. The setting
-        # is read only where the local worker loop plays that redrive policy.
+        # The redrive policy's own number: the processor marks a failed record's last allowed
+        # delivery as dead-lettered when it records the failure (the queue moves the message).
+        self.process_payment.add_environment("PQ_MAX_RECEIVE_COUNT", str(config.max_receive_count))
         # Gateway backoff hands a message back with a delay (ChangeMessageVisibility, granted
         # with the event source's consume permissions).
         self.process_payment.add_environment("PQ_QUEUE_BACKEND", "sqs")
         self.process_payment.add_environment("PQ_QUEUE_URL", queue.queue_url)
+        # A poison message goes to the DLQ on its first delivery (SendMessage there, then
+        # DeleteMessage from the queue, granted with the consume permissions).
+        self.process_payment.add_environment("PQ_DLQ_URL", dlq.queue_url)
+        dlq.grant_send_messages(self.process_payment)
         self._gateway_credentials(config)
         self.process_payment.add_event_source(
             sources.SqsEventSource(

@@ -111,35 +111,11 @@ LANGUAGE sql AS $$
      WHERE job_id = p_job_id
 $$;
 
--- Ends a gateway job that moved no money (declined, mismatched or unfulfillable before capture).
--- Outcomes (pq_gateway_end_outcome): failed | already_succeeded | already_failed.
--- p_checkout_status: what the job's checkout becomes (failed, expired) when its gateway order can take
--- no payment any more; NULL leaves it payable (a failed Razorpay payment: the shopper may pay again).
-DROP FUNCTION IF EXISTS pq_gateway_fail(uuid, text);
-DROP FUNCTION IF EXISTS pq_gateway_fail(uuid, text, text);
-CREATE FUNCTION pq_gateway_fail(p_job_id uuid, p_reason text, p_checkout_status text DEFAULT NULL,
-                                OUT outcome pq_gateway_end_outcome,
-                                OUT reason text, OUT payment_id bigint, OUT event jsonb)
-LANGUAGE plpgsql AS $$
-DECLARE
-    v_job payment_jobs%ROWTYPE;
-BEGIN
-    SELECT * INTO v_job FROM payment_jobs j WHERE j.id = p_job_id FOR UPDATE;
-    IF v_job.status IN ('succeeded', 'failed') THEN
-        outcome := ('already_' || v_job.status)::pq_gateway_end_outcome;
-        reason := v_job.reason;
-        payment_id := v_job.payment_id;
-        RETURN;
-    END IF;
-    reason := p_reason;
-    outcome := 'failed';
-    UPDATE payment_jobs SET parked_at = NULL WHERE id = v_job.id AND parked_at IS NOT NULL;
-    IF p_checkout_status IS NOT NULL THEN
-        UPDATE gateway_checkouts SET status = p_checkout_status, updated_at = now()
-         WHERE id = v_job.checkout_id AND status = 'created';
-    END IF;
-    event := pq_end_job(v_job, p_reason, NULL);
-END;
+-- How a redelivery of a gateway job that has already ended is answered: as it ended.
+CREATE OR REPLACE FUNCTION pq_gateway_ended(p_job payment_jobs, OUT outcome pq_gateway_end_outcome,
+                                            OUT reason text, OUT payment_id bigint)
+LANGUAGE sql STABLE AS $$
+    SELECT ('already_' || p_job.status)::pq_gateway_end_outcome, p_job.reason, p_job.payment_id
 $$;
 
 -- A bound job whose gateway order is not final yet (Cashfree ACTIVE with attempts FAILED, USER_DROPPED,
@@ -155,9 +131,7 @@ DECLARE
 BEGIN
     SELECT * INTO v_job FROM payment_jobs j WHERE j.id = p_job_id FOR UPDATE;
     IF v_job.status IN ('succeeded', 'failed') THEN
-        outcome := ('already_' || v_job.status)::pq_gateway_end_outcome;
-        reason := v_job.reason;
-        payment_id := v_job.payment_id;
+        SELECT e.* INTO outcome, reason, payment_id FROM pq_gateway_ended(v_job) e;
         RETURN;
     END IF;
     UPDATE payment_jobs SET parked_at = now(), parks = parks + 1 WHERE id = v_job.id;
@@ -184,9 +158,7 @@ DECLARE
 BEGIN
     SELECT * INTO v_job FROM payment_jobs j WHERE j.id = p_job_id FOR UPDATE;
     IF v_job.status IN ('succeeded', 'failed') THEN
-        outcome := ('already_' || v_job.status)::pq_gateway_end_outcome;
-        reason := v_job.reason;
-        payment_id := v_job.payment_id;
+        SELECT e.* INTO outcome, reason, payment_id FROM pq_gateway_ended(v_job) e;
         RETURN;
     END IF;
     UPDATE gateway_attempts SET captured_amount_paise = p_amount_paise, captured_currency = p_currency,
@@ -214,13 +186,22 @@ $$;
 
 -- The gateway confirmed the refund of a payment we could not fulfil: record it and fail the job.
 -- Outcomes (pq_gateway_end_outcome): failed | already_succeeded | already_failed.
--- p_state / p_gateway_status: the refund's state in the gateway's answer (followed to final by
--- webhooks and the sweeper while pending).
+-- The gateway confirmed the refund of a payment we could not fulfil (p_gateway_refund_id set): record
+-- it and fail the job. Without a refund, the job just fails (pq_gateway_fail). p_state /
+-- p_gateway_status: the refund's state in the gateway's answer (followed to final by webhooks and the
+-- sweeper while pending). p_checkout_status: what the job's checkout becomes (failed, expired) when
+-- its gateway order can take no payment any more; NULL leaves it payable (a failed Razorpay payment:
+-- the shopper may pay again); a refund makes it refunded.
+-- Outcomes (pq_gateway_end_outcome): failed | already_succeeded | already_failed.
+DROP FUNCTION IF EXISTS pq_gateway_fail(uuid, text);
+DROP FUNCTION IF EXISTS pq_gateway_fail(uuid, text, text);
 DROP FUNCTION IF EXISTS pq_gateway_refunded(uuid, text, text, bigint, text);
 DROP FUNCTION IF EXISTS pq_gateway_refunded(uuid, text, text, bigint, text, text, text);
+DROP FUNCTION IF EXISTS pq_gateway_refunded(uuid, text, text, bigint, text, text, text, text);
 CREATE FUNCTION pq_gateway_refunded(p_job_id uuid, p_reason text, p_gateway_refund_id text,
                                     p_amount_paise bigint, p_currency text,
                                     p_state text DEFAULT 'pending', p_gateway_status text DEFAULT NULL,
+                                    p_checkout_status text DEFAULT NULL,
                                     OUT outcome pq_gateway_end_outcome, OUT reason text,
                                     OUT payment_id bigint, OUT event jsonb)
 LANGUAGE plpgsql AS $$
@@ -229,9 +210,7 @@ DECLARE
 BEGIN
     SELECT * INTO v_job FROM payment_jobs j WHERE j.id = p_job_id FOR UPDATE;
     IF v_job.status IN ('succeeded', 'failed') THEN
-        outcome := ('already_' || v_job.status)::pq_gateway_end_outcome;
-        reason := v_job.reason;
-        payment_id := v_job.payment_id;
+        SELECT e.* INTO outcome, reason, payment_id FROM pq_gateway_ended(v_job) e;
         RETURN;
     END IF;
     reason := p_reason;
@@ -240,11 +219,24 @@ BEGIN
     SELECT v_job.id, v_job.order_id, v_job.method, v_job.gateway_ref, a.refund_ref, p_gateway_refund_id,
            p_amount_paise, p_currency, p_reason, p_state, p_gateway_status,
            CASE WHEN p_state <> 'pending' THEN now() END
-      FROM gateway_attempts a WHERE a.job_id = v_job.id;
-    UPDATE gateway_checkouts SET status = 'refunded', job_id = v_job.id, updated_at = now()
-     WHERE id = v_job.checkout_id AND status IN ('created', 'expired', 'failed');
+      FROM gateway_attempts a WHERE a.job_id = v_job.id AND p_gateway_refund_id IS NOT NULL;
+    UPDATE gateway_checkouts
+       SET status = CASE WHEN p_gateway_refund_id IS NOT NULL THEN 'refunded' ELSE p_checkout_status END,
+           job_id = v_job.id, updated_at = now()
+     WHERE id = v_job.checkout_id AND status IN ('created', 'expired', 'failed')
+       AND (p_gateway_refund_id IS NOT NULL OR p_checkout_status IS NOT NULL);
     UPDATE payment_jobs SET parked_at = NULL WHERE id = v_job.id AND parked_at IS NOT NULL;
     outcome := 'failed';
     event := pq_end_job(v_job, p_reason, NULL);
 END;
+$$;
+
+-- Ends a gateway job that moved no money (declined, mismatched or unfulfillable before capture).
+-- After pq_gateway_refunded, whose body it calls (a LANGUAGE sql body is checked when created).
+-- Outcomes (pq_gateway_end_outcome): failed | already_succeeded | already_failed.
+CREATE FUNCTION pq_gateway_fail(p_job_id uuid, p_reason text, p_checkout_status text DEFAULT NULL,
+                                OUT outcome pq_gateway_end_outcome,
+                                OUT reason text, OUT payment_id bigint, OUT event jsonb)
+LANGUAGE sql AS $$
+    SELECT * FROM pq_gateway_refunded(p_job_id, p_reason, NULL, NULL, NULL, 'pending', NULL, p_checkout_status)
 $$;

@@ -60,10 +60,7 @@ def test_the_routes_and_scopes_are_the_ones_the_local_api_enforces(stack: Synthe
     from local.api import ROUTES as LOCAL_ROUTES
 
     deployed = {key: route.get("AuthorizationScopes") for key, route in _routes(stack).items()}
-    local = {
-        route.route_key: None if route.public else ["payments/operator" if route.operator else "payments/pay"]
-        for route in LOCAL_ROUTES
-    }
+    local = {route.route_key: None if route.scope is None else [route.scope] for route in LOCAL_ROUTES}
 
     assert deployed == local == {r.key: None if r.scope is None else [r.scope] for r in ROUTES}
 

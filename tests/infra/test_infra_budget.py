@@ -59,7 +59,7 @@ def _budget_table() -> dict[str, dict[str, str]]:
 
 
 def _number(cell: str) -> int:
-    return int(re.sub(r"[^\d]", "", cell.split("(")[0]))
+    return int(re.sub(r"[^\d]", "", cell.split("(", maxsplit=1)[0]))
 
 
 def test_the_budget_table_in_deploy_md_matches_the_config() -> None:

@@ -143,7 +143,9 @@ def test_no_resource_keeps_a_plain_retain_that_would_survive_a_create_rollback(s
 @pytest.fixture(scope="module")
 def first_create(tmp_path_factory: pytest.TempPathFactory) -> tuple[cx_api.CloudAssembly, dict[str, Any]]:
     context = DEPLOYER_CONTEXT | {cfg.FIRST_CREATE_CONTEXT_KEY: "true"}
-    assembly = synth("prod", Path(tmp_path_factory.mktemp("first-create")), install_dependencies=False, extra_context=context)
+    assembly = synth(
+        "prod", Path(tmp_path_factory.mktemp("first-create")), install_dependencies=False, extra_context=context
+    )
     return assembly, assembly.get_stack_by_name("PaymentQueue-prod").template
 
 

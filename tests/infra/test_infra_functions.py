@@ -134,6 +134,14 @@ def test_status_may_read_queue_depths_and_redrive_the_dlq_only(stack: Synthesize
     assert _granted(stack, "status", "sqs:SendMessage") == {queue}
 
 
+def test_processor_may_send_to_the_dlq_and_delete_from_the_queue_it_consumes(stack: Synthesized) -> None:
+    queue, dlq = stack.queue("-payments.fifo"), stack.queue("-payments-dlq.fifo")
+
+    assert _environment(stack, "process_payment")["PQ_DLQ_URL"] == {"Ref": dlq}
+    assert _granted(stack, "process_payment", "sqs:SendMessage") == {dlq}
+    assert _granted(stack, "process_payment", "sqs:DeleteMessage") == {queue}
+
+
 def test_gateway_credentials_reach_the_functions_that_call_or_verify_the_gateways(stack: Synthesized) -> None:
     # enqueue: checkouts and signature checks; status: Razorpay's key_id; processor, sweeper: gateway calls
     for name in ("enqueue", "status", "process_payment", "sweeper"):
@@ -174,11 +182,17 @@ def test_the_sweeper_runs_every_minute(stack: Synthesized) -> None:
     )
 
 
-def test_no_function_is_given_a_setting_it_never_reads_on_aws(stack: Synthesized) -> None:
-    # maxReceiveCount lives in the queue's redrive policy; PQ_MAX_RECEIVE_COUNT is read only by
-    # the local worker loop that plays it.
+def test_the_processor_knows_the_redrive_policys_receive_count_and_only_it_reads_it(stack: Synthesized) -> None:
+    # Given the queue's redrive policy as deployed
+    queue = stack.json["Resources"][stack.queue("-payments.fifo")]
+    max_receive_count = queue["Properties"]["RedrivePolicy"]["maxReceiveCount"]
+
+    # Then the processor, which records a failed record's last delivery as dead-lettered, has the
+    # same number, and no other function is given a setting it never reads
+    assert _environment(stack, "process_payment")["PQ_MAX_RECEIVE_COUNT"] == str(max_receive_count)
     for name in FUNCTION_NAMES:
-        assert "PQ_MAX_RECEIVE_COUNT" not in _environment(stack, name), name
+        if name != "process_payment":
+            assert "PQ_MAX_RECEIVE_COUNT" not in _environment(stack, name), name
 
 
 def test_the_root_cas_for_the_proxy_ship_in_a_layer_of_the_database_functions(
@@ -190,7 +204,7 @@ def test_the_root_cas_for_the_proxy_ship_in_a_layer_of_the_database_functions(
     staged = asset_dir(cloud_assembly, layers[cert_layers[0]]) / ROOT_CERTS_FILE
 
     # Layers are mounted at /opt: the file is where PQ_DB_SSLROOTCERT points.
-    assert LAYER_ROOT_CERT == f"/opt/{ROOT_CERTS_FILE}"
+    assert f"/opt/{ROOT_CERTS_FILE}" == LAYER_ROOT_CERT
     assert staged.read_bytes() == (ROOT_CERTS_DIR / ROOT_CERTS_FILE).read_bytes()
     for name in DATABASE_FUNCTIONS:
         _, function = dev.function(name)

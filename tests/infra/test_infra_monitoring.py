@@ -124,11 +124,14 @@ def _math_alarm_using(stack: Synthesized, metric_name: str) -> dict[str, Any]:
     found = [
         a["Properties"]
         for a in stack.resources("AWS::CloudWatch::Alarm").values()
-        if any(m.get("MetricStat", {}).get("Metric", {}).get("MetricName") == metric_name
-               for m in a["Properties"].get("Metrics", []))
+        if any(
+            m.get("MetricStat", {}).get("Metric", {}).get("MetricName") == metric_name
+            for m in a["Properties"].get("Metrics", [])
+        )
     ]
     assert len(found) == 1, f"{len(found)} metric-math alarms read {metric_name}"
-    return found[0]
+    alarm: dict[str, Any] = found[0]
+    return alarm
 
 
 def test_failed_records_alarm_reads_the_processors_emf_metric(stack: Synthesized) -> None:
@@ -152,7 +155,7 @@ def test_failed_records_alarm_reads_the_processors_emf_metric(stack: Synthesized
 
 def test_the_alarms_metric_names_are_the_ones_the_code_emits() -> None:
     # The processor's metrics are created by shared/observability.py; infra must name the same.
-    assert metrics.namespace == METRICS_NAMESPACE  # type: ignore[attr-defined]
+    assert metrics.namespace == METRICS_NAMESPACE
     assert SERVICE == SERVICE_NAME
     handler = (REPO_ROOT / "functions" / "process_payment" / "handler.py").read_text()
     assert 'name="RecordsFailed"' in handler

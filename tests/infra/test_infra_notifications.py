@@ -86,7 +86,9 @@ def test_topics_are_encrypted_with_a_rotating_key_and_refuse_plain_http(stack: S
 def test_the_key_policy_conditions_only_principals_that_send_the_source_account(stack: Synthesized) -> None:
     _, key = stack.only("AWS::KMS::Key")
     conditioned = [
-        s for s in key["Properties"]["KeyPolicy"]["Statement"] if "aws:SourceAccount" in json.dumps(s.get("Condition", {}))
+        s
+        for s in key["Properties"]["KeyPolicy"]["Statement"]
+        if "aws:SourceAccount" in json.dumps(s.get("Condition", {}))
     ]
 
     # aws:SourceAccount is not documented for EventBridge's use of the topic key: with it in
@@ -95,6 +97,4 @@ def test_the_key_policy_conditions_only_principals_that_send_the_source_account(
     for statement in conditioned:
         principals = statement["Principal"]["Service"]
         assert "events.amazonaws.com" not in (principals if isinstance(principals, list) else [principals])
-    assert any(
-        s["Principal"] == {"Service": "cloudwatch.amazonaws.com"} for s in conditioned
-    )
+    assert any(s["Principal"] == {"Service": "cloudwatch.amazonaws.com"} for s in conditioned)
