@@ -17,10 +17,9 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from shared.bootstrap import bootstrap
-from shared.domain import GATEWAY_METHODS
-from shared.gateway_payments import message_method, process_gateway_job
 from shared.observability import logger, metrics, tracer
-from shared.services import OutboxRelay, parse_job_message, process_job
+from shared.services.outbox import OutboxRelay
+from shared.services.processing import process_message
 
 processor = SqsFifoPartialProcessor(skip_group_on_error=True)
 # A batch whose every record failed is still a partial response (every item listed), not an
@@ -36,30 +35,23 @@ _OUTCOME_METRIC = {
 }
 
 
-def record_handler(record: SQSRecord, relay: OutboxRelay) -> None:
-    job_id = parse_job_message(record.body)
-    method = message_method(record.body)
-    if method in GATEWAY_METHODS:
-        # Verify and capture at the gateway, then complete; a 429/5xx raises RetryLater after
-        # handing the message back with a later visibility, which fails the record (and its group).
-        outcome = process_gateway_job(
-            relay.app,
-            job_id,
-            method,
-            receipt_handle=record.receipt_handle,
-            receive_count=int(record.attributes.approximate_receive_count),
-        )
-    else:
-        outcome = process_job(relay.app, job_id)
+def record_handler(record: SQSRecord, relay: OutboxRelay, context: LambdaContext) -> None:
+    # A 429/5xx at the gateway, or too little time left for this record, raises RetryLater after
+    # handing the message back, which fails the record (and the rest of its group in this batch).
+    outcome = process_message(
+        relay.app,
+        record.body,
+        receipt_handle=record.receipt_handle,
+        receive_count=int(record.attributes.approximate_receive_count),
+        remaining_ms=context.get_remaining_time_in_millis(),
+    )
     relay.add(outcome.event)
     metrics.add_metric(name=_OUTCOME_METRIC[outcome.outcome], unit=MetricUnit.Count, value=1)
-    # A gateway payment, which called out, gets its INFO line; a wallet payment logs at DEBUG and
-    # its batch gets one INFO line (in a flash sale a line per wallet payment was a large share of
-    # this function's CPU, and of its CloudWatch Logs bill).
-    log = logger.info if method in GATEWAY_METHODS else logger.debug
-    log(
+    # A wallet payment logs at DEBUG and its batch gets one INFO line (in a flash sale a line per
+    # wallet payment was a large share of this function's CPU, and of its CloudWatch Logs bill).
+    logger.debug(
         "payment processed",
-        job_id=job_id,
+        job_id=outcome.job_id,
         outcome=outcome.outcome,
         reason=outcome.reason,
         receive_count=record.attributes.approximate_receive_count,
@@ -74,7 +66,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailure
     try:
         response = process_partial_response(
             event=event,
-            record_handler=partial(record_handler, relay=relay),
+            record_handler=partial(record_handler, relay=relay, context=context),
             processor=processor,
             context=context,
         )
