@@ -177,7 +177,8 @@ class CashfreeSim:
                         ),
                         {},
                     )
-                self.counters.refunds_replayed += scope.endswith("refunds")
+                if scope.endswith("refunds"):
+                    self.counters.refunds_replayed += 1
                 status, payload, extra = seen[1]
                 return status, copy.deepcopy(payload), extra
             answer = self._route(method, parts, body)
