@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from shared.domain import PaymentRequest
 
@@ -48,12 +48,25 @@ class JobView(BaseModel):
     reason: str | None = None
 
 
+class DeadLetteredJob(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    job_id: str | None = Field(description="null when the message named no job")
+    user_id: str | None
+    order_id: int | None
+    status: str = Field(description="the job's status, or unknown when no such job exists")
+    last_error: str
+    deliveries: int
+    age_s: float = Field(description="seconds since the message went to the DLQ")
+
+
 class QueueStatus(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     depth: int
     in_flight: int
     dlq_depth: int
+    dlq_jobs: list[DeadLetteredJob] = Field(description="the newest jobs in the DLQ, at most 20")
     oldest_message_age_s: float
     throughput_per_minute: int
     eta_to_drain_s: float | None
@@ -67,6 +80,7 @@ class MetricsWindow(BaseModel):
     failed: int
     success_rate: float | None
     error_rate: float | None
+    failed_deliveries: int = Field(description="deliveries that failed (transient included), not business failures")
     avg_wait_s: float | None
     p50_wait_s: float | None
     p95_wait_s: float | None
@@ -104,10 +118,13 @@ def error(description: str) -> OpenAPIResponse:
     return model_response(description, ErrorBody)
 
 
-# Answered before any handler runs: the JWT authorizer (401), and for any route a fault (500).
+# Answered for any route: the JWT authorizer (401, and 403 for a token without the route's scope), a
+# fault (500), no database connection to be had (503, with Retry-After).
 COMMON_ERRORS: dict[int, OpenAPIResponse] = {
-    401: error("unauthorized: missing, malformed, forged, expired or wrong-audience token"),
+    401: error("unauthorized (missing, malformed, forged, expired or wrong-audience token) or invalid_subject"),
+    403: error("forbidden: the token lacks the route's scope (payments/pay)"),
     500: error("internal_error: a fault on our side"),
+    503: error("service_busy: no database connection to be had; retry after Retry-After with the same request"),
 }
 OPERATOR_ERRORS: dict[int, OpenAPIResponse] = COMMON_ERRORS | {
     403: error("forbidden: the token lacks the operator scope"),

@@ -31,6 +31,7 @@ REPEATABLE = (
     "wallet_payment.sql",  # the wallet path (functions/process_payment)
     "rate_limits.sql",  # the gateway token buckets
     "gateway_payment.sql",  # the gateway path (functions/process_payment)
+    "failures.sql",  # failed deliveries, for operators
     "local_queue.sql",  # PGMQ writes of the local stand-ins for SQS and EventBridge
 )
 

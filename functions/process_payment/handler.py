@@ -2,7 +2,8 @@
 
 A raised exception fails the record; with skip_group_on_error the rest of that user's messages
 in the batch fail too, so one user's payments are never applied out of order. Business failures
-do not raise: the job ends `failed` and the message is consumed.
+do not raise: the job ends `failed` and the message is consumed. A message that can never
+succeed goes to the DLQ on its first delivery and counts as handled (shared/poison.py).
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from shared.bootstrap import bootstrap
+from shared.domain import PoisonMessageError
 from shared.observability import logger, metrics, tracer
+from shared.poison import dead_letter_poison
 from shared.services.outbox import OutboxRelay
-from shared.services.processing import process_message
+from shared.services.processing import process_message, record_failure
 
 processor = SqsFifoPartialProcessor(skip_group_on_error=True)
 # A batch whose every record failed is still a partial response (every item listed), not an
@@ -35,16 +38,28 @@ _OUTCOME_METRIC = {
 }
 
 
-def record_handler(record: SQSRecord, relay: OutboxRelay, context: LambdaContext) -> None:
+def record_handler(record: SQSRecord, relay: OutboxRelay, context: LambdaContext, errors: dict[str, Exception]) -> None:
+    try:
+        _pay(record, relay, context)
+    except Exception as exc:
+        errors[record.message_id] = exc  # explained after the batch, with the records it held back
+        raise
+
+
+def _pay(record: SQSRecord, relay: OutboxRelay, context: LambdaContext) -> None:
     # A 429/5xx at the gateway, or too little time left for this record, raises RetryLater after
     # handing the message back, which fails the record (and the rest of its group in this batch).
-    outcome = process_message(
-        relay.app,
-        record.body,
-        receipt_handle=record.receipt_handle,
-        receive_count=int(record.attributes.approximate_receive_count),
-        remaining_ms=context.get_remaining_time_in_millis(),
-    )
+    try:
+        outcome = process_message(
+            relay.app,
+            record.body,
+            receipt_handle=record.receipt_handle,
+            receive_count=int(record.attributes.approximate_receive_count),
+            remaining_ms=context.get_remaining_time_in_millis(),
+        )
+    except PoisonMessageError as exc:
+        dead_letter_poison(relay.app, record, exc)
+        return
     relay.add(outcome.event)
     metrics.add_metric(name=_OUTCOME_METRIC[outcome.outcome], unit=MetricUnit.Count, value=1)
     # A wallet payment logs at DEBUG and its batch gets one INFO line (in a flash sale a line per
@@ -63,19 +78,36 @@ def record_handler(record: SQSRecord, relay: OutboxRelay, context: LambdaContext
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
     relay = OutboxRelay(bootstrap())
+    errors: dict[str, Exception] = {}
     try:
         response = process_partial_response(
             event=event,
-            record_handler=partial(record_handler, relay=relay, context=context),
+            record_handler=partial(record_handler, relay=relay, context=context, errors=errors),
             processor=processor,
             context=context,
         )
     finally:
         # After every commit of the batch: publish its events in one call, mark them published.
         relay.flush()
-    records = len(event.get("Records", []))
-    failures = len(response.get("batchItemFailures", []))
-    if failures:
-        metrics.add_metric(name="RecordsFailed", unit=MetricUnit.Count, value=failures)
-    logger.info("batch processed", records=records, failed=failures)
+    records = event.get("Records", [])
+    failed = {f["itemIdentifier"] for f in response.get("batchItemFailures", [])}
+    if failed:
+        metrics.add_metric(name="RecordsFailed", unit=MetricUnit.Count, value=len(failed))
+        _explain(relay, [SQSRecord(r) for r in records if r["messageId"] in failed], errors)
+    logger.info("batch processed", records=len(records), failed=len(failed))
     return response
+
+
+def _explain(relay: OutboxRelay, failed: list[SQSRecord], errors: dict[str, Exception]) -> None:
+    """Every failed record, logged and recorded: its own error, or the earlier failure of its group
+    that held it back (skip_group_on_error). The last delivery maxReceiveCount allows goes to the DLQ."""
+    for record in failed:
+        receive_count = int(record.attributes.approximate_receive_count)
+        record_failure(
+            relay.app,
+            record.body,
+            message_id=record.message_id,
+            receive_count=receive_count,
+            error=errors.get(record.message_id, "held back behind a failed message of its group"),
+            dead_lettered=receive_count >= relay.app.settings.max_receive_count,
+        )

@@ -26,7 +26,15 @@ def metrics_summary(app: App) -> dict[str, Any]:
             for m in _WINDOWS_MIN
         ).join(["SELECT ", " FROM payment_jobs WHERE finished_at > now() - interval '60 minutes'"])
     )
-    assert row is not None
+    # Failed deliveries (transient errors, backoffs, poison), which business failures do not count.
+    deliveries = app.db.fetch_one(
+        "SELECT "
+        + ", ".join(
+            f"count(*) FILTER (WHERE created_at > now() - interval '{m} minutes') AS d_{m}" for m in _WINDOWS_MIN
+        )
+        + " FROM delivery_failures WHERE created_at > now() - interval '60 minutes'"
+    )
+    assert row is not None and deliveries is not None
     windows: dict[str, Any] = {}
     for m in _WINDOWS_MIN:
         processed, succeeded = row[f"processed_{m}"], row[f"succeeded_{m}"]
@@ -37,6 +45,7 @@ def metrics_summary(app: App) -> dict[str, Any]:
             "failed": failed,
             "success_rate": round(succeeded / processed, 4) if processed else None,
             "error_rate": round(failed / processed, 4) if processed else None,
+            "failed_deliveries": deliveries[f"d_{m}"],
             "avg_wait_s": None if row[f"avg_wait_{m}"] is None else round(float(row[f"avg_wait_{m}"]), 3),
             "p50_wait_s": None if row[f"p50_wait_{m}"] is None else round(float(row[f"p50_wait_{m}"]), 3),
             "p95_wait_s": None if row[f"p95_wait_{m}"] is None else round(float(row[f"p95_wait_{m}"]), 3),

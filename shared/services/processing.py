@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 from shared.bootstrap import App
 from shared.domain import GATEWAY_METHODS, PaymentOutcome, PoisonMessageError, RetryLater
+from shared.observability import logger
 from shared.services.gateway import process_gateway_job
 from shared.services.wallet import process_wallet_job
 
@@ -50,3 +52,44 @@ def process_message(
             app, message.job_id, message.method, receipt_handle=receipt_handle, receive_count=receive_count
         )
     return process_wallet_job(app, message.job_id)
+
+
+def message_fields(body: str) -> dict[str, Any]:
+    """What a message says of its job, for logs, whatever state the body is in (a poison one may name none)."""
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    fields = {name: data.get(name) for name in ("job_id", "user_id", "order_id", "method")}
+    return {name: value for name, value in fields.items() if isinstance(value, str | int)}
+
+
+def record_failure(
+    app: App, body: str, *, message_id: str, receive_count: int, error: BaseException | str, dead_lettered: bool
+) -> None:
+    """A failed delivery, explained: logged at WARNING with the job and the error, and recorded for the
+    operator's view (shared/sql/failures.sql). dead_lettered: this delivery sends the message to the DLQ."""
+    fields = message_fields(body)
+    error_class = error if isinstance(error, str) else type(error).__name__
+    detail = error_class if isinstance(error, str) else f"{error_class}: {error}"[:500]
+    logger.warning(
+        "message moved to the DLQ" if dead_lettered else "delivery failed; the queue will retry it",
+        **fields,
+        message_id=message_id,
+        receive_count=receive_count,
+        error=error_class,
+        detail=detail,
+    )
+    try:
+        job_id = uuid.UUID(str(fields["job_id"])) if "job_id" in fields else None
+    except ValueError:
+        job_id = None
+    try:
+        app.db.execute(
+            "SELECT pq_record_delivery_failure(%s, %s, %s, %s, %s, %s)",
+            (job_id, message_id, receive_count, error_class, detail, dead_lettered),
+        )
+    except Exception:  # the log line above already says it all; the queue keeps the message either way
+        logger.exception("could not record the failed delivery", message_id=message_id)

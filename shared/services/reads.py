@@ -10,6 +10,8 @@ from shared.domain import ApiError, JobStatus
 
 # Fraction of the ETA a client is told to wait before its next poll.
 POLL_AT_ETA = 0.75
+# The operator's queue view lists this many of the DLQ's jobs, newest first.
+DLQ_JOBS_SHOWN = 20
 
 
 def job_view(app: App, row: dict[str, Any]) -> dict[str, Any]:
@@ -65,10 +67,24 @@ def queue_status(app: App) -> dict[str, Any]:
     assert row is not None
     per_s = row["finished_last_minute"] / 60.0
     backlog = stats.depth + stats.in_flight
+    dead = app.db.fetch_all("SELECT * FROM pq_dead_lettered_jobs(%s)", (DLQ_JOBS_SHOWN,)) if stats.dlq_depth else []
     return {
         "depth": stats.depth,
         "in_flight": stats.in_flight,
         "dlq_depth": stats.dlq_depth,
+        # What the DLQ holds, as far as the processor saw it go there (the runbook's first step).
+        "dlq_jobs": [
+            {
+                "job_id": None if r["job_id"] is None else str(r["job_id"]),
+                "user_id": r["user_id"],
+                "order_id": r["order_id"],
+                "status": r["status"],
+                "last_error": r["last_error"],
+                "deliveries": r["deliveries"],
+                "age_s": round(float(r["age_s"]), 1),
+            }
+            for r in dead
+        ],
         "oldest_message_age_s": round(float(row["oldest_age_s"] or 0.0), 3),
         "throughput_per_minute": row["finished_last_minute"],
         "eta_to_drain_s": round(backlog / per_s, 1) if per_s > 0 else (0.0 if backlog == 0 else None),
