@@ -7,6 +7,7 @@ real sandbox instead; the simulator still starts, unused.
 
 from __future__ import annotations
 
+import base64
 import json
 import socket
 import time
@@ -51,9 +52,12 @@ def gateway_env(env: dict[str, str]) -> str:
     return url
 
 
-def _post(url: str, body: dict[str, object]) -> dict[str, object]:
+def _post(url: str, body: dict[str, object], headers: dict[str, str] | None = None) -> dict[str, object]:
     request = urllib.request.Request(  # noqa: S310 (loopback simulator)
-        url, data=json.dumps(body).encode(), method="POST", headers={"Content-Type": "application/json"}
+        url,
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json", **(headers or {})},
     )
     with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310
         answer: dict[str, object] = json.loads(response.read())
@@ -86,10 +90,19 @@ def seed_gateway_payments(db: Database, sim_url: str, timeout_s: float = 30.0) -
         row = db.fetch_one("SELECT total_paise, currency FROM orders WHERE id = %s", (order_id,))
         assert row is not None
         if method == "razorpay":
-            made = _post(
-                sim_url + "/_sim/razorpay/payments", {"amount": row["total_paise"], "currency": row["currency"]}
+            # An order at Razorpay, paid in its (simulated) Checkout: Razorpay captures no payment made
+            # without an order.
+            auth = base64.b64encode(
+                f"{SIM_DEFAULTS['PQ_RAZORPAY_KEY_ID']}:{SIM_DEFAULTS['PQ_RAZORPAY_KEY_SECRET']}".encode()
+            ).decode()
+            rzp_order = _post(
+                sim_url + "/v1/orders",
+                {"amount": row["total_paise"], "currency": row["currency"], "receipt": f"pq-demo-{order_id}"},
+                {"Authorization": f"Basic {auth}"},
             )
-            payments.append(DemoPayment(user_id, method, order_id, "razorpay_payment_id", str(made["id"])))
+            paid = _post(sim_url + "/_sim/razorpay/checkout", {"order_id": rzp_order["id"], "outcome": "success"})
+            ref = str(paid["razorpay_payment_id"])
+            payments.append(DemoPayment(user_id, method, order_id, "razorpay_payment_id", ref))
         else:
             made = _post(
                 sim_url + "/_sim/cashfree/orders",

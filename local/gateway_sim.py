@@ -135,10 +135,11 @@ def _endpoint_key(method: str, path: str) -> str:
     """ "GET /v1/payments/{id}/refunds" for "GET /v1/payments/pay_X/refunds": ids folded for the stats."""
     parts = path.split("/")
     out = [
-        "{id}" if i and parts[i - 1] in ("orders", "payments", "refunds") and p and p not in ("payments", "refunds")
+        "{id}"
+        if i and parts[i - 1] in ("orders", "payments", "refunds") and p and p not in ("payments", "refunds")
         else p
         for i, p in enumerate(parts)
-    ]  # fmt: skip
+    ]
     return f"{method} {'/'.join(out)}"
 
 
@@ -242,8 +243,11 @@ class Simulator:
 
     def _emit_cashfree(self, kind: str, data: dict[str, Any], notify_url: str | None) -> None:
         # {"data", "event_time", "type"}: PaymentWebhook / RefundWebhook in cashfree-pg's models.
-        body = {"data": data, "event_time": time.strftime("%Y-%m-%dT%H:%M:%S+05:30", time.gmtime(time.time() + 19800)),
-                "type": kind}  # fmt: skip
+        body = {
+            "data": data,
+            "event_time": time.strftime("%Y-%m-%dT%H:%M:%S+05:30", time.gmtime(time.time() + 19800)),
+            "type": kind,
+        }
         url = notify_url or self.config.cashfree_webhook_url
         self.webhooks.send("cashfree", kind, url, body, self.config.webhook_copies)
 
@@ -260,8 +264,9 @@ class Simulator:
 
     def create_razorpay_order(self, amount_paise: int, currency: str = "INR", receipt: str | None = None) -> str:
         with self._lock:
-            status, body, _ = self.razorpay.create_order({"amount": amount_paise, "currency": currency,
-                                                          "receipt": receipt})  # fmt: skip
+            status, body, _ = self.razorpay.create_order(
+                {"amount": amount_paise, "currency": currency, "receipt": receipt}
+            )
         if status != 200:
             raise ValueError(body)
         return str(body["id"])
@@ -486,7 +491,12 @@ class Simulator:
     def _throttle(self, gateway: str, now: float) -> Answer | None:
         """Storm, random 429 and the hard limit, checked before anything is done (lock held)."""
         cfg = self.config
-        retry = {"Retry-After": str(max(1, round(cfg.retry_after_s))), "x-ratelimit-retry": str(cfg.retry_after_s)}
+        # Razorpay documents only the 429 (api/pagination); Cashfree names its wait x-ratelimit-retry.
+        retry = (
+            {"Retry-After": str(max(1, round(cfg.retry_after_s)))}
+            if gateway == "razorpay"
+            else {"x-ratelimit-retry": str(max(1, round(cfg.retry_after_s)))}
+        )
         too_many = (
             (rzp_error("Too many requests"), retry)
             if gateway == "razorpay"
@@ -499,7 +509,7 @@ class Simulator:
             admitted.popleft()
         if cfg.hard_limit_rps and len(admitted) >= cfg.hard_limit_rps:
             self.counters.hard_limited += 1
-            return 429, too_many[0], {"Retry-After": "1", "x-ratelimit-retry": "1"}
+            return 429, too_many[0], {"Retry-After": "1"} if gateway == "razorpay" else {"x-ratelimit-retry": "1"}
         admitted.append(now)
         if cfg.rate_5xx and _rng.random() < cfg.rate_5xx:
             if gateway == "razorpay":
@@ -567,8 +577,11 @@ class Simulator:
             secrets.compare_digest(headers.get("x-client-id", ""), client_id)
             and secrets.compare_digest(headers.get("x-client-secret", ""), client_secret)
         ):
-            return 401, cf_error("authentication Failed", "request_failed", "authentication_error"), {
-                "x-ratelimit-type": "app_id"}  # fmt: skip
+            return (
+                401,
+                cf_error("authentication Failed", "request_failed", "authentication_error"),
+                {"x-ratelimit-type": "app_id"},
+            )
         return None
 
 

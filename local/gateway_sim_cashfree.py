@@ -130,7 +130,10 @@ class CashfreeSim:
         return None
 
     def admit(self, endpoint: str | None, now: float) -> tuple[bool, dict[str, str]]:
-        """Count the request against its endpoint's minute; the rate-limit headers for the answer."""
+        """Count the request against its endpoint's minute; the rate-limit headers for the answer.
+
+        The wait is x-ratelimit-retry, the header Cashfree documents; no Retry-After (which urllib3, under
+        cashfree-pg, would obey by sleeping inside the call)."""
         limit = LIMITS.get(self.limits, {}).get(endpoint or "")
         if limit is None:
             return True, {"x-ratelimit-type": "app_id"}
@@ -145,7 +148,6 @@ class CashfreeSim:
                 "x-ratelimit-remaining": "0",
                 "x-ratelimit-retry": str(retry),
                 "x-ratelimit-type": "app_id",
-                "Retry-After": str(retry),
             }
         window.append(now)
         return True, {
@@ -168,9 +170,15 @@ class CashfreeSim:
             if seen is not None:
                 if seen[0] != _fingerprint(body):
                     self.counters.idempotency_conflicts += 1
-                    return 422, cf_error("idempotency key reused with a different request", "request_invalid",
-                                         "idempotency_error"), {}  # fmt: skip
-                self.counters.refunds_replayed += scope.endswith("refunds")
+                    return (
+                        422,
+                        cf_error(
+                            "idempotency key reused with a different request", "request_invalid", "idempotency_error"
+                        ),
+                        {},
+                    )
+                if scope.endswith("refunds"):
+                    self.counters.refunds_replayed += 1
                 status, payload, extra = seen[1]
                 return status, copy.deepcopy(payload), extra
             answer = self._route(method, parts, body)
@@ -388,8 +396,11 @@ class CashfreeSim:
             "not_attempted": "NOT_ATTEMPTED",
         }.get(outcome)
         if status is None:
-            return 400, cf_error("outcome : success, failed, user_dropped, pending or not_attempted",
-                                 "outcome_invalid"), {}  # fmt: skip
+            return (
+                400,
+                cf_error("outcome : success, failed, user_dropped, pending or not_attempted", "outcome_invalid"),
+                {},
+            )
         payment = self._attempt(order, status)
         return 200, {"order_id": order_id, "cf_payment_id": payment["cf_payment_id"], "payment_status": status}, {}
 
@@ -468,8 +479,14 @@ class CashfreeSim:
         if order is None:
             return 404, cf_error("order not found", "order_not_found"), {}
         if status not in ("EXPIRED", "TERMINATED", "TERMINATION_REQUESTED") or order["order_status"] == "PAID":
-            return 400, cf_error("order_status : EXPIRED, TERMINATED or TERMINATION_REQUESTED of an unpaid order",
-                                 "order_status_invalid"), {}  # fmt: skip
+            return (
+                400,
+                cf_error(
+                    "order_status : EXPIRED, TERMINATED or TERMINATION_REQUESTED of an unpaid order",
+                    "order_status_invalid",
+                ),
+                {},
+            )
         order["order_status"] = status
         return 200, self._public(order), {}
 

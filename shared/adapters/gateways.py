@@ -233,8 +233,11 @@ class RazorpayGateway:
     def find_order_by_receipt(self, receipt: str) -> GatewayOrder | None:
         """The order created with this receipt: a paid or attempted one first, else the oldest."""
         query = urlencode({"receipt": receipt, "count": 100})
-        items = [i for i in self._http.request("GET", f"/v1/orders?{query}", self._headers()).get("items", [])
-                 if i.get("receipt") == receipt]  # fmt: skip
+        items = [
+            i
+            for i in self._http.request("GET", f"/v1/orders?{query}", self._headers()).get("items", [])
+            if i.get("receipt") == receipt
+        ]
         if not items:
             return None
         rank = {"paid": 0, "attempted": 1}

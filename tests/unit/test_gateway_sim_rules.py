@@ -55,8 +55,9 @@ def _order(rzp: RazorpaySim, amount: int = 5_000, receipt: str = "pq-order-1") -
 def _paid_payment(rzp: RazorpaySim) -> str:
     order_id = _order(rzp)
     _, checkout, _ = rzp.checkout(order_id, "success")
-    status, _, _ = rzp.handle("POST", f"/v1/payments/{checkout['razorpay_payment_id']}/capture", "", {},
-                              {"amount": 5_000, "currency": "INR"})  # fmt: skip
+    status, _, _ = rzp.handle(
+        "POST", f"/v1/payments/{checkout['razorpay_payment_id']}/capture", "", {}, {"amount": 5_000, "currency": "INR"}
+    )
     assert status == 200
     return str(checkout["razorpay_payment_id"])
 
@@ -214,8 +215,12 @@ def test_cashfree_create_order_refuses_bad_fields(cf: CashfreeSim, change: dict[
 
 
 def test_cashfree_idempotency_replays_the_same_answer_and_refuses_another_body(cf: CashfreeSim) -> None:
-    body = {"order_id": "pq-5", "order_amount": 10, "order_currency": "INR",
-            "customer_details": {"customer_id": "user5", "customer_phone": "9999999999"}}  # fmt: skip
+    body = {
+        "order_id": "pq-5",
+        "order_amount": 10,
+        "order_currency": "INR",
+        "customer_details": {"customer_id": "user5", "customer_phone": "9999999999"},
+    }
     key = {"x-idempotency-key": "pq-5-create"}
     first = cf.handle("POST", ["orders"], key, body)
     again = cf.handle("POST", ["orders"], key, body)
@@ -233,8 +238,12 @@ def test_cashfree_refunds_go_pending_then_final_and_onhold_is_not_final(
     _cf_order(cf)
     cf.checkout("pq-101", "success")
     cf.refund_outcome = "ONHOLD"
-    status, refund, _ = cf.handle("POST", ["orders", "pq-101", "refunds"], {"x-idempotency-key": "pqr1"},
-                                  {"refund_amount": 50.25, "refund_id": "pqr1"})  # fmt: skip
+    status, refund, _ = cf.handle(
+        "POST",
+        ["orders", "pq-101", "refunds"],
+        {"x-idempotency-key": "pqr1"},
+        {"refund_amount": 50.25, "refund_id": "pqr1"},
+    )
     assert (status, refund["refund_status"], refund["refund_type"]) == (200, "PENDING", "MERCHANT_INITIATED")
     assert cf.handle("POST", ["orders", "pq-101", "refunds"], {}, {"refund_amount": 1, "refund_id": "pqr2"})[0] == 400
     clock.run()
@@ -257,8 +266,12 @@ def test_cashfree_limits_are_per_endpoint_per_minute_with_headers_on_every_answe
     cf.limits = "sandbox"
     answers = [cf.admit("get_payments", 1_000.0 + i / 100) for i in range(31)]
     assert all(ok for ok, _ in answers[:30]) and not answers[30][0]
-    assert answers[0][1] == {"x-ratelimit-limit": "30", "x-ratelimit-remaining": "29", "x-ratelimit-retry": "0",
-                             "x-ratelimit-type": "app_id"}  # fmt: skip
+    assert answers[0][1] == {
+        "x-ratelimit-limit": "30",
+        "x-ratelimit-remaining": "29",
+        "x-ratelimit-retry": "0",
+        "x-ratelimit-type": "app_id",
+    }
     refused = answers[30][1]
     assert refused["x-ratelimit-remaining"] == "0" and int(refused["x-ratelimit-retry"]) >= 59
     # Another endpoint has its own minute; a minute later Get Payments is open again

@@ -1,0 +1,86 @@
+"""The simulator's /_sim routes over HTTP: what `make run`, the bench and the chaos suite drive."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from typing import Any
+
+from local.gateway_sim import SimConfig, Simulator, _knob
+from shared.adapters.gateways import CashfreeGateway, RazorpayGateway
+from shared.gateway_signatures import verify_razorpay_checkout
+from tests.contract.conftest import CASHFREE, RAZORPAY, Inbox
+
+
+def _post(sim: Simulator, path: str, body: dict[str, Any]) -> tuple[int, Any]:
+    request = urllib.request.Request(
+        sim.url + path, data=json.dumps(body).encode(), method="POST", headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def _get(sim: Simulator, path: str) -> Any:
+    with urllib.request.urlopen(sim.url + path, timeout=5) as response:
+        return json.loads(response.read())
+
+
+def test_knobs_keep_their_types_and_false_means_false() -> None:
+    config = SimConfig()
+    assert _knob(config.razorpay_auto_capture, "false") is False
+    assert _knob(config.razorpay_auto_capture, "true") is True
+    assert _knob(config.refund_settle_s, "0.5") == 0.5
+    assert _knob(config.webhook_copies, "2") == 2
+
+
+def test_checkouts_late_successes_and_refund_settling_are_played_over_http(sim: Simulator, inbox: Inbox) -> None:
+    rzp = RazorpayGateway(sim.url, lambda: RAZORPAY, timeout_s=2.0)
+    cf = CashfreeGateway(sim.url + "/pg", lambda: CASHFREE, "2025-01-01", timeout_s=2.0)
+    # Razorpay: a failed payment, authorised late; its checkout answer is what the page gets
+    order = rzp.create_order(10_000, "INR", "pq-admin-1", {})
+    status, failed = _post(sim, "/_sim/razorpay/checkout", {"order_id": order.order_id, "outcome": "failed"})
+    assert status == 200 and "razorpay_signature" not in failed
+    status, late = _post(sim, "/_sim/razorpay/late_authorize", {"payment_id": failed["razorpay_payment_id"]})
+    assert status == 200 and late["payment"]["status"] == "authorized"
+    status, paid = _post(sim, "/_sim/razorpay/checkout", {"order_id": order.order_id, "outcome": "success"})
+    assert verify_razorpay_checkout(
+        paid["razorpay_order_id"], paid["razorpay_payment_id"], paid["razorpay_signature"], RAZORPAY[1]
+    )
+    # Cashfree: an order that expired unpaid, then turned PAID; its refund put on hold, then settled
+    cf_order = sim.create_cashfree_order(10_000, payment_status="NOT_ATTEMPTED")
+    assert _post(sim, "/_sim/cashfree/order_status", {"order_id": cf_order, "order_status": "EXPIRED"})[0] == 200
+    assert _post(sim, "/_sim/cashfree/checkout", {"order_id": cf_order, "outcome": "success"})[0] == 400
+    assert _post(sim, "/_sim/cashfree/late_success", {"order_id": cf_order})[0] == 200
+    assert cf.fetch_order(cf_order).status == "PAID"
+    assert _post(sim, "/_sim/config", {"cashfree_refund_outcome": "ONHOLD"})[1]["cashfree_refund_outcome"] == "ONHOLD"
+    cf.refund(cf_order, 10_000, "INR", "pqadminrefund1")
+    time.sleep(0.15)
+    assert cf.fetch_refund(cf_order, "pqadminrefund1").gateway_status == "ONHOLD"
+    body = {"gateway": "cashfree", "order_id": cf_order, "refund_id": "pqadminrefund1", "status": "SUCCESS"}
+    assert _post(sim, "/_sim/refund_status", body)[0] == 200
+    assert cf.fetch_refund(cf_order, "pqadminrefund1").gateway_status == "SUCCESS"
+    # The deliveries are listed, and one can be sent again
+    assert sim.wait_webhooks()
+    log = _get(sim, "/_sim/webhooks")
+    assert {d["gateway"] for d in log} == {"razorpay", "cashfree"} and all(d["delivered"] for d in log)
+    assert _post(sim, "/_sim/webhooks/replay", {"event_id": log[0]["event_id"]})[0] == 200
+    assert _post(sim, "/_sim/webhooks/replay", {"event_id": "nope"})[0] == 404
+    stats = _get(sim, "/_sim/stats")
+    assert stats["webhooks_failed"] == 0 and stats["razorpay"]["orders_created"] == 1
+
+
+def test_a_webhook_endpoint_that_fails_is_retried_then_counted(sim: Simulator) -> None:
+    sim.config.razorpay_webhook_url = "http://127.0.0.1:9/unreachable"
+    sim.config.webhook_retries = 1
+    sim.config.webhook_retry_s = 0.01
+    order = RazorpayGateway(sim.url, lambda: RAZORPAY, timeout_s=2.0).create_order(10_000, "INR", "pq-x", {})
+    sim.razorpay_checkout(order.order_id, "failed")
+    assert sim.wait_webhooks()
+    (delivery,) = sim.webhooks.log()
+    assert (delivery["attempts"], delivery["delivered"]) == (2, False)
+    assert sim.stats()["webhooks_failed"] == 1
