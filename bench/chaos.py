@@ -22,6 +22,7 @@ import signal
 import subprocess
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -340,6 +341,36 @@ class Stage:
             await asyncio.gather(*(one(session, j) for j in jobs))
         return accepted
 
+    def checkout(self, user_id: str, order_id: int, method: str) -> dict[str, Any]:
+        """POST /v1/checkouts as the shopper: the gateway order to pay with (retried while busy)."""
+        token = self.issuer.issue(user_id, ttl_s=3600)
+        body = json.dumps({"order_id": order_id, "method": method}).encode()
+        for _ in range(20):
+            request = urllib.request.Request(  # noqa: S310 (loopback)
+                self.base + "/v1/checkouts",
+                data=body,
+                method="POST",
+                headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+                    answer: dict[str, Any] = json.loads(response.read())
+                    return answer
+            except urllib.error.HTTPError as err:
+                if err.code != 503:
+                    raise
+                time.sleep(float(err.headers.get("Retry-After") or 1))
+        raise RuntimeError(f"no checkout for order {order_id}")
+
+    def pay_at_gateway(self, job: Job, method: str) -> None:
+        """The shopper's checkout, paid in the simulator's checkout page; job.body is what the page
+        then sends to POST /v1/payments."""
+        checkout = self.checkout(job.user_id, job.order_id, method)
+        paid = self.sim(f"/_sim/{method}/checkout", {"order_id": checkout[method]["order_id"], "outcome": "success"})
+        job.body = {"order_id": job.order_id, "method": method}
+        if method == "razorpay":
+            job.body |= {k: paid[k] for k in ("razorpay_order_id", "razorpay_payment_id", "razorpay_signature")}
+
     def operator_post(self, path: str) -> dict[str, Any]:
         token = self.issuer.issue("chaos-operator", scopes=(Settings().operator_scope,))
         request = urllib.request.Request(  # noqa: S310 (loopback)
@@ -514,13 +545,7 @@ def gateway_storms(stage: Stage, n: int) -> Row:
     """A 429 storm, then a 5xx storm, then captures applied but answered 502 or after the timeout."""
     jobs = stage.jobs_for()
     for i, job in enumerate(jobs):
-        total = stage._query("SELECT total_paise FROM orders WHERE id = %s", (job.order_id,))[0]["total_paise"]
-        if i % 2 == 0:
-            made = stage.sim("/_sim/razorpay/payments", {"amount": total})
-            job.body = {"order_id": job.order_id, "method": "razorpay", "razorpay_payment_id": made["id"]}
-        else:
-            made = stage.sim("/_sim/cashfree/orders", {"order_amount": total / 100})
-            job.body = {"order_id": job.order_id, "method": "cashfree", "cashfree_order_id": made["order_id"]}
+        stage.pay_at_gateway(job, "razorpay" if i % 2 == 0 else "cashfree")
     stage.sim("/_sim/reset", {})
     storm_s = 2.0 if n < 200 else 4.0
     writes = max(2, n // 50)

@@ -290,23 +290,57 @@ def _sim(url: str, path: str, body: dict[str, Any] | None = None) -> dict[str, A
     return answer
 
 
-def _gateway_payments(db: Database, sim_url: str, knobs: Knobs) -> dict[int, str]:
-    """Every n-th shopper paid at Razorpay's checkout: an authorized payment of the order's total."""
+def _post_json(url: str, body: dict[str, Any], token: str) -> dict[str, Any]:
+    request = urllib.request.Request(  # noqa: S310 (the loopback API)
+        url,
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+        answer: dict[str, Any] = json.loads(response.read())
+    return answer
+
+
+def _gateway_payments(
+    db: Database, sim_url: str, api_url: str, issuer: LocalIssuer, knobs: Knobs
+) -> dict[int, dict[str, Any]]:
+    """Every n-th shopper paid at Razorpay: their checkout opened through our API, paid in the
+    simulator's checkout page; the value is the POST /v1/payments body the page then sends."""
     every = max(1, round(1 / knobs.gateway_share))
-    orders = db.fetch_all("SELECT id, total_paise FROM orders WHERE order_status = 'pending' ORDER BY id")
-    return {
-        o["id"]: str(_sim(sim_url, "/_sim/razorpay/payments", {"amount": o["total_paise"]})["id"])
-        for i, o in enumerate(orders)
-        if i % every == 0
-    }
+    orders = db.fetch_all("SELECT id, user_id FROM orders WHERE order_status = 'pending' ORDER BY id")
+    bodies: dict[int, dict[str, Any]] = {}
+    for i, o in enumerate(orders):
+        if i % every:
+            continue
+        checkout = _post_json(
+            f"{api_url}/v1/checkouts", {"order_id": o["id"], "method": "razorpay"}, issuer.issue(o["user_id"])
+        )
+        paid = _sim(sim_url, "/_sim/razorpay/checkout", {"order_id": checkout["razorpay"]["order_id"]})
+        bodies[o["id"]] = {"order_id": o["id"], "method": "razorpay"} | {
+            k: paid[k] for k in ("razorpay_order_id", "razorpay_payment_id", "razorpay_signature")
+        }
+    return bodies
 
 
 def _gateway_env(env: dict[str, str], knobs: Knobs) -> str:
-    """Point the runtime at the gateway simulator with the benchmark's limit; return its URL."""
+    """Point the runtime at the gateway simulator with the benchmark's limit; return its URL.
+
+    The processor's two Razorpay endpoints (fetch a payment, capture it) share GATEWAY_RPS and the
+    burst half and half (shared/gateway_limits.py: with the whole limit used, burst = burst_share *
+    limit and rate = (limit - burst) / 60); the checkouts, opened before the measurement, get room.
+    """
     url = gateway_env(env)
+    per_endpoint = 60 * knobs.gateway_rps / 2 + knobs.gateway_burst / 2
+    limits = {
+        "razorpay.fetch_payment": per_endpoint,
+        "razorpay.capture": per_endpoint,
+        "razorpay.create_order": 100 * per_endpoint,
+    }
     env |= {
-        "PQ_RAZORPAY_RATE_PER_S": str(knobs.gateway_rps),
-        "PQ_RAZORPAY_BURST": str(knobs.gateway_burst),
+        "PQ_GATEWAY_LIMITS_PER_MIN": json.dumps(limits),
+        "PQ_GATEWAY_LIMIT_SHARE": "1.0",
+        "PQ_GATEWAY_BURST_SHARE": str((knobs.gateway_burst / 2) / per_endpoint),
         # The gateway itself refuses what the shared limiter should never send.
         "PQ_SIM_HARD_LIMIT_RPS": str(knobs.gateway_rps + knobs.gateway_burst),
         "PQ_MAX_RECEIVE_COUNT": "10",
@@ -349,20 +383,18 @@ def run_ours(server: Server, knobs: Knobs, receiver: Receiver, hook_url: str) ->
         "POWERTOOLS_TRACE_DISABLED": "true",
     }
     sim_url = _gateway_env(env, knobs) if knobs.methods == "mix" else ""
-    refs: dict[int, str] = {}
+    refs: dict[int, dict[str, Any]] = {}
     supervisor = Supervisor(local, env, embedded=False)
 
     def body(shopper: Shopper) -> dict[str, Any]:
-        if shopper.order_id in refs:
-            return {"order_id": shopper.order_id, "method": "razorpay", "razorpay_payment_id": refs[shopper.order_id]}
-        return {"order_id": shopper.order_id, "method": "wallet"}
+        return refs.get(shopper.order_id) or {"order_id": shopper.order_id, "method": "wallet"}
 
     try:
         supervisor.start_all()
         _wait_for_api(f"http://127.0.0.1:{port}/.well-known/jwks.json")
         if sim_url:
             _wait_for_api(f"{sim_url}/_sim/stats")
-            refs = _gateway_payments(db, sim_url, knobs)
+            refs = _gateway_payments(db, sim_url, f"http://127.0.0.1:{port}", issuer, knobs)
             _sim(sim_url, "/_sim/reset", {})
         time.sleep(1.0)  # every API process and worker is up and connected
         db.execute("SELECT pg_stat_statements_reset()")

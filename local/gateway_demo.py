@@ -1,4 +1,5 @@
-"""`make run`'s gateway part: the simulator's address and credentials, and gateway-paid demo orders.
+"""`make run`'s gateway part: the simulator's address, credentials and webhook URLs, and demo orders
+paid through the checkout flow (POST /v1/checkouts, the simulated gateway checkout).
 
 The credentials below exist only between the local workers and the loopback simulator. Set
 PQ_RAZORPAY_BASE_URL / PQ_RAZORPAY_KEY_ID / ... (and PQ_CASHFREE_*) to point the local run at a
@@ -7,7 +8,6 @@ real sandbox instead; the simulator still starts, unused.
 
 from __future__ import annotations
 
-import base64
 import json
 import socket
 import time
@@ -21,6 +21,7 @@ from shared.db import Database
 SIM_DEFAULTS = {
     "PQ_RAZORPAY_KEY_ID": "rzp_test_local",
     "PQ_RAZORPAY_KEY_SECRET": "local_razorpay_secret",
+    "PQ_RAZORPAY_WEBHOOK_SECRET": "local_razorpay_webhook_secret",
     "PQ_CASHFREE_CLIENT_ID": "cf_test_local",
     "PQ_CASHFREE_CLIENT_SECRET": "local_cashfree_secret",
 }
@@ -36,8 +37,9 @@ def _free(port: int) -> bool:
     return True
 
 
-def gateway_env(env: dict[str, str]) -> str:
-    """Point both gateways at the simulator (unless configured otherwise); return its base URL."""
+def gateway_env(env: dict[str, str], api_url: str | None = None) -> str:
+    """Point both gateways at the simulator (unless configured otherwise), and its webhooks at the
+    local API's webhook routes when api_url is given; return its base URL."""
     port = int(env.get("PQ_GATEWAY_SIM_PORT", "8100"))
     if not _free(port):  # another local run, or a test's: take any free port
         with socket.socket() as s:
@@ -47,6 +49,9 @@ def gateway_env(env: dict[str, str]) -> str:
     url = f"http://127.0.0.1:{port}"
     env.setdefault("PQ_RAZORPAY_BASE_URL", url)
     env.setdefault("PQ_CASHFREE_BASE_URL", url + "/pg")
+    if api_url:  # what each gateway's dashboard would hold: our webhook URLs
+        env.setdefault("PQ_SIM_RAZORPAY_WEBHOOK_URL", f"{api_url}/v1/webhooks/razorpay")
+        env.setdefault("PQ_SIM_CASHFREE_WEBHOOK_URL", f"{api_url}/v1/webhooks/cashfree")
     for name, value in SIM_DEFAULTS.items():
         env.setdefault(name, value)
     return url
@@ -69,59 +74,59 @@ class DemoPayment:
     user_id: str
     method: str
     order_id: int
-    ref_field: str
-    ref: str
+    body: dict[str, object]  # what the page sends to POST /v1/payments after the gateway's checkout
 
 
-def seed_gateway_payments(db: Database, sim_url: str, timeout_s: float = 30.0) -> list[DemoPayment]:
-    """A pending order per demo gateway user, paid at the simulator's 'checkout' for its total."""
+def _wait_for(sim_url: str, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while True:
         try:
             urllib.request.urlopen(sim_url + "/_sim/stats", timeout=1).close()  # noqa: S310
-            break
+            return
         except OSError:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"gateway simulator did not come up at {sim_url}") from None
             time.sleep(0.2)
+
+
+def seed_gateway_payments(
+    db: Database, sim_url: str, api_url: str, issuer: LocalIssuer, timeout_s: float = 30.0
+) -> list[DemoPayment]:
+    """A pending order per demo gateway user, its checkout opened through our API and paid in the
+    simulator's checkout page; the POST /v1/payments is left to the person running the demo (or its
+    webhook pays the order by itself, as when a shopper closes the tab)."""
+    _wait_for(sim_url, timeout_s)
     payments = []
     for user_id, method in DEMO:
         order_id = ensure_pending_order(db, user_id)
-        row = db.fetch_one("SELECT total_paise, currency FROM orders WHERE id = %s", (order_id,))
-        assert row is not None
-        if method == "razorpay":
-            # An order at Razorpay, paid in its (simulated) Checkout: Razorpay captures no payment made
-            # without an order.
-            auth = base64.b64encode(
-                f"{SIM_DEFAULTS['PQ_RAZORPAY_KEY_ID']}:{SIM_DEFAULTS['PQ_RAZORPAY_KEY_SECRET']}".encode()
-            ).decode()
-            rzp_order = _post(
-                sim_url + "/v1/orders",
-                {"amount": row["total_paise"], "currency": row["currency"], "receipt": f"pq-demo-{order_id}"},
-                {"Authorization": f"Basic {auth}"},
-            )
-            paid = _post(sim_url + "/_sim/razorpay/checkout", {"order_id": rzp_order["id"], "outcome": "success"})
-            ref = str(paid["razorpay_payment_id"])
-            payments.append(DemoPayment(user_id, method, order_id, "razorpay_payment_id", ref))
-        else:
-            made = _post(
-                sim_url + "/_sim/cashfree/orders",
-                {"order_amount": row["total_paise"] / 100, "order_currency": row["currency"]},
-            )
-            payments.append(DemoPayment(user_id, method, order_id, "cashfree_order_id", str(made["order_id"])))
+        checkout = _post(
+            api_url + "/v1/checkouts",
+            {"order_id": order_id, "method": method},
+            {"Authorization": f"Bearer {issuer.issue(user_id)}"},
+        )
+        gateway = checkout[method]
+        assert isinstance(gateway, dict)
+        paid = _post(sim_url + f"/_sim/{method}/checkout", {"order_id": gateway["order_id"], "outcome": "success"})
+        body: dict[str, object] = {"order_id": order_id, "method": method}
+        if method == "razorpay":  # what Razorpay Checkout hands the page, signed with the key secret
+            body |= {k: paid[k] for k in ("razorpay_order_id", "razorpay_payment_id", "razorpay_signature")}
+        payments.append(DemoPayment(user_id, method, order_id, body))
     return payments
 
 
 def banner(base: str, sim_url: str, issuer: LocalIssuer, payments: list[DemoPayment]) -> str:
-    lines = [f"Gateway-paid demo orders (the simulator on {sim_url} took the money; see {sim_url}/_sim/stats):", ""]
+    lines = [
+        f"Gateway demo orders, paid in the simulator's checkout ({sim_url}/_sim/stats); its webhooks pay them,",
+        "or submit them as the shop page would:",
+        "",
+    ]
     for p in payments:
-        body = json.dumps({"order_id": p.order_id, "method": p.method, p.ref_field: p.ref})
         lines += [
             f"curl -sS -X POST {base}/v1/payments \\",
             f"  -H 'Authorization: Bearer {issuer.issue(p.user_id)}' \\",
             f"  -H 'Idempotency-Key: demo-{p.method}-{p.order_id}' \\",
             "  -H 'Content-Type: application/json' \\",
-            f"  -d '{body}'",
+            f"  -d '{json.dumps(p.body)}'",
             "",
         ]
     return "\n".join(lines)

@@ -162,7 +162,7 @@ def main() -> None:
     env.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     embedded, order_id = prepare_database(local, env)
-    sim_url = gateway_env(env)
+    sim_url = gateway_env(env, f"http://{local.api_host}:{local.api_port}")
     issuer = LocalIssuer(local.data_dir / "jwt" / "signing-key.pem", local.jwt_issuer, local.jwt_audience)
     supervisor = Supervisor(local, env, embedded)
 
@@ -177,7 +177,7 @@ def main() -> None:
         print(banner(local, issuer, DEMO_USER, order_id, Settings().operator_scope), flush=True)
         db = Database(lambda: env["DATABASE_URL"], statement_timeout_ms=60_000, connect_timeout_s=10)
         try:
-            payments = seed_gateway_payments(db, sim_url)
+            payments = seed_gateway_payments(db, sim_url, f"http://{local.api_host}:{local.api_port}", issuer)
         finally:
             db.close()
         print(gateway_banner(f"http://{local.api_host}:{local.api_port}", sim_url, issuer, payments), flush=True)
