@@ -115,6 +115,8 @@ class Monitoring(Construct):
             "succeeded": _app_metric("PaymentsSucceeded"),
             "failed": _app_metric("PaymentsFailed"),
             "redelivered": _app_metric("PaymentsRedelivered"),
+            # a Cashfree order still ACTIVE: the job waits for its webhook or the reconciliation
+            "parked": _app_metric("PaymentsAwaitingGateway"),
         }
         handled = "FILL(recordsFailed, 0) + " + " + ".join(f"FILL({k}, 0)" for k in outcomes)
         records_failed_rate = cw.MathExpression(
@@ -176,6 +178,14 @@ class Monitoring(Construct):
             periods=3,
             description=f"More than {thresholds.processor_records_failed_percent}% of payment records failed "
             "(database or gateway trouble; failed records do not count as Lambda errors)",
+        )
+        self._alarm(
+            "GatewayRefundsFailed",
+            _app_metric("RefundsFailed"),
+            0,
+            periods=1,
+            description="A gateway refund ended failed (Razorpay failed, Cashfree CANCELLED): the shopper's money "
+            "is still with us; refund by hand at the gateway (the sweeper's log line names the job)",
         )
         self._alarm(
             "ProxyPinnedConnections",

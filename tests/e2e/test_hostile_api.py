@@ -376,7 +376,8 @@ BAD = [
 def world(rt: Runtime, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """Tokens, the other user's order and job, and a key already used; then the queue drained."""
     made = tokens(rt, tmp_path_factory.mktemp("keys"))
-    their_order = pending_order(rt.db, OTHER)
+    # (make run's demo checkout of OTHER's order was paid by its gateway webhook: take a fresh one)
+    their_order = ensure_pending_order(rt.db, OTHER)
     status, theirs = send(rt, "POST", P, made["other"], wallet(str(their_order)).encode(), {"Idempotency-Key": "t1"})
     assert status == 202, theirs
     mine = pending_order(rt.db, USER)

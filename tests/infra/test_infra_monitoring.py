@@ -147,6 +147,7 @@ def test_failed_records_alarm_reads_the_processors_emf_metric(stack: Synthesized
         "PaymentsSucceeded",
         "PaymentsFailed",
         "PaymentsRedelivered",
+        "PaymentsAwaitingGateway",
     }
     assert alarm["Threshold"] == stack.config.alarms.processor_records_failed_percent
     assert alarm["ComparisonOperator"] == "GreaterThanThreshold"
@@ -186,3 +187,16 @@ def test_the_dashboard_shows_failed_records_pinning_and_borrow_latency(stack: Sy
 
     for metric in ("RecordsFailed", "DatabaseConnectionsCurrentlySessionPinned", "DatabaseConnectionsBorrowLatency"):
         assert metric in body, metric
+
+
+def test_a_failed_gateway_refund_raises_an_alarm(stack: Synthesized) -> None:
+    alarms = [
+        a["Properties"]
+        for a in stack.resources("AWS::CloudWatch::Alarm").values()
+        if a["Properties"].get("MetricName") == "RefundsFailed"
+    ]
+
+    assert len(alarms) == 1
+    assert alarms[0]["Namespace"] == METRICS_NAMESPACE
+    assert (alarms[0]["Threshold"], alarms[0]["ComparisonOperator"]) == (0, "GreaterThanThreshold")
+    assert alarms[0]["AlarmActions"]
