@@ -449,3 +449,120 @@ def test_a_parked_cashfree_job_is_woken_by_the_sweeper_and_paid(app: App, sim: S
     assert jobs(app.db)[0]["status"] == "succeeded"
     assert order_status(app, view["order_id"]) == "paid"
     no_violations(app)
+
+
+# --- late successes ------------------------------------------------------------------------------
+
+
+def test_a_razorpay_payment_authorised_late_after_it_failed_pays_the_order(
+    app: App, sim: Simulator, demo: dict[str, int], inbox: WebhookInbox
+) -> None:
+    # Given the shopper's payment failed at Razorpay (no signature handed to the page, no job)
+    view = open_for(app, "demo-user-1", "razorpay")
+    failed = pay_at_gateway(sim, view, "failed")
+    assert set(inbox.deliver()) == {200}
+    assert jobs(app.db) == []
+
+    # When the bank authorises it late and Razorpay says so
+    sim.razorpay.late_authorize(failed["razorpay_payment_id"])
+    assert set(inbox.deliver()) == {200}
+    drain(app)
+
+    # Then the order is paid with it, captured once
+    assert [j["status"] for j in jobs(app.db)] == ["succeeded"]
+    assert order_status(app, view["order_id"]) == "paid"
+    assert (sim.stats()["captures"], sim.stats()["double_captures"]) == (1, 0)
+    no_violations(app)
+
+
+def test_a_late_success_on_an_expired_cashfree_order_is_refunded_when_the_order_is_gone(
+    app: App, sim: Simulator, demo: dict[str, int], inbox: WebhookInbox
+) -> None:
+    # Given a submitted Cashfree checkout whose order expired unpaid, and the shop cancelled the order
+    view = open_for(app, "demo-user-1", "cashfree")
+    accept_payment(app, "demo-user-1", "k1", payment_request(view))
+    sim.cashfree.set_status(gateway_order(view), "EXPIRED")
+    drain(app)
+    assert jobs(app.db)[0]["status"] == "processing"  # EXPIRED can still turn PAID: it waits
+    app.db.execute("UPDATE orders SET order_status = 'cancelled' WHERE id = %s", (view["order_id"],))
+
+    # When Cashfree's lifecycle turns it PAID after all
+    sim.cashfree.late_success(gateway_order(view))
+    assert set(inbox.deliver()) == {200}
+    drain(app)
+
+    # Then the money goes back: the order can no longer be fulfilled
+    assert [(j["status"], j["reason"]) for j in jobs(app.db)] == [("failed", "order_not_payable")]
+    assert sim.stats()["refunds"] == 1
+    assert get_checkout(app, "demo-user-1", view["checkout_id"])["status"] == "refunded"
+
+
+# --- over HTTP -----------------------------------------------------------------------------------
+
+
+def _api(function: str, method: str, path: str, user: str, body: dict[str, object] | None = None) -> dict[str, object]:
+    from functions.enqueue.handler import handler as enqueue
+    from functions.status.handler import handler as status
+    from local.lambda_shim import LocalContext, http_api_event
+
+    event = http_api_event(
+        method=method,
+        path=path,
+        route_key=f"{method} {path}",
+        query="",
+        headers={"content-type": "application/json"},
+        body=json.dumps(body).encode() if body is not None else b"",
+        claims={"sub": user, "scope": "payments/pay"},
+        scopes=["payments/pay"],
+        path_parameters={"checkout_id": path.rsplit("/", 1)[-1]} if method == "GET" else None,
+        source_ip="127.0.0.1",
+    )
+    if method == "GET":
+        event["routeKey"] = "GET /v1/checkouts/{checkout_id}"
+    handler = enqueue if function == "enqueue" else status
+    result: dict[str, object] = handler(event, LocalContext(f"payment-queue-{function}"))
+    return result
+
+
+def test_post_checkouts_answers_201_then_200_and_get_shows_it_to_its_owner_only(
+    app: App, sim: Simulator, demo: dict[str, int]
+) -> None:
+    order = order_of(app.db, "demo-user-1")["id"]
+
+    first = _api("enqueue", "POST", "/v1/checkouts", "demo-user-1", {"order_id": order, "method": "cashfree"})
+    again = _api("enqueue", "POST", "/v1/checkouts", "demo-user-1", {"order_id": order, "method": "cashfree"})
+    bad = _api("enqueue", "POST", "/v1/checkouts", "demo-user-1", {"order_id": order, "method": "wallet"})
+
+    assert (first["statusCode"], again["statusCode"], bad["statusCode"]) == (201, 200, 422)
+    view = json.loads(str(first["body"]))
+    assert set(view) == {"checkout_id", "order_id", "method", "amount_paise", "currency", "status", "cashfree"}
+    path = f"/v1/checkouts/{view['checkout_id']}"
+    mine = _api("status", "GET", path, "demo-user-1")
+    theirs = _api("status", "GET", path, "demo-user-2")
+    assert (mine["statusCode"], json.loads(str(mine["body"]))) == (200, view)
+    assert theirs["statusCode"] == 404
+
+
+def test_post_checkouts_without_a_gateway_token_is_503_with_retry_after(
+    app: App, sim: Simulator, demo: dict[str, int]
+) -> None:
+    object.__setattr__(app.settings, "gateway_limits_per_min", {"razorpay.create_order": 1.0})
+    _api(
+        "enqueue",
+        "POST",
+        "/v1/checkouts",
+        "demo-user-1",
+        {"order_id": order_of(app.db, "demo-user-1")["id"], "method": "razorpay"},
+    )
+
+    busy = _api(
+        "enqueue",
+        "POST",
+        "/v1/checkouts",
+        "demo-user-2",
+        {"order_id": order_of(app.db, "demo-user-2")["id"], "method": "razorpay"},
+    )
+
+    assert busy["statusCode"] == 503
+    assert json.loads(str(busy["body"]))["error"]["code"] == "service_busy"
+    assert int(dict(busy["headers"])["Retry-After"]) >= 1  # type: ignore[call-overload]
