@@ -376,7 +376,12 @@ BAD = [
 def world(rt: Runtime, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """Tokens, the other user's order and job, and a key already used; then the queue drained."""
     made = tokens(rt, tmp_path_factory.mktemp("keys"))
-    # (make run's demo checkout of OTHER's order was paid by its gateway webhook: take a fresh one)
+    # make run's demo checkouts (OTHER's order among them) are paid by their gateways' webhooks: once
+    # they are, take a fresh order
+    deadline = time.monotonic() + 30
+    while rt.db.fetch_one("SELECT count(*) n FROM gateway_checkouts WHERE status = 'paid'")["n"] < 2:  # type: ignore[index]
+        assert time.monotonic() < deadline, "make run's demo checkouts were not paid by their webhooks"
+        time.sleep(0.1)
     their_order = ensure_pending_order(rt.db, OTHER)
     status, theirs = send(rt, "POST", P, made["other"], wallet(str(their_order)).encode(), {"Idempotency-Key": "t1"})
     assert status == 202, theirs
