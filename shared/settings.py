@@ -84,8 +84,9 @@ class Settings(BaseSettings):
     # How long a checkout can be paid (Cashfree order_expiry_time): long enough for a checkout page,
     # short enough that an abandoned one stops holding the order.
     checkout_ttl_s: int = 1_800
-    # A Cashfree order EXPIRED (or TERMINATION_REQUESTED) can still turn PAID (its payment lifecycle):
-    # a parked job waits this long past the checkout's expiry before it fails as expired.
+    # A Cashfree order EXPIRED (or TERMINATION_REQUESTED) can still turn PAID: "even if the order expiry
+    # time passes, the last attempt" runs to its Transaction Time Limit (cashfree.com/docs/payments/
+    # online/resources/payment-lifecycle). A parked job waits this long past the checkout's expiry.
     checkout_settle_grace_s: int = 900
     # A parked job nothing woke, or a checkout with no verdict, is fetched again after this long.
     reconcile_after_s: int = 120

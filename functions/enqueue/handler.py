@@ -21,6 +21,7 @@ from shared.api_models import (
     JobView,
     WebhookAck,
     error,
+    model_response,
     responses,
 )
 from shared.bootstrap import bootstrap
@@ -95,7 +96,7 @@ def create_payment() -> Response[Any]:
         e502="gateway_error",
         e503="service_busy (Retry-After)",
     )
-    | {200: {"description": "the live checkout of this order and method, created before", "content": {}}},
+    | {200: model_response("the live checkout of this order and method, created before", CheckoutView)},
     openapi_extensions=CHECKOUT_REQUEST_BODY,
 )
 @tracer.capture_method
