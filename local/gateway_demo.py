@@ -70,11 +70,11 @@ def _post(url: str, body: dict[str, object], headers: dict[str, str] | None = No
 
 
 @dataclass(frozen=True)
-class DemoPayment:
+class DemoCheckout:
     user_id: str
     method: str
     order_id: int
-    body: dict[str, object]  # what the page sends to POST /v1/payments after the gateway's checkout
+    gateway_order_id: str  # what the gateway's checkout page is opened with
 
 
 def _wait_for(sim_url: str, timeout_s: float) -> None:
@@ -89,14 +89,13 @@ def _wait_for(sim_url: str, timeout_s: float) -> None:
             time.sleep(0.2)
 
 
-def seed_gateway_payments(
+def open_demo_checkouts(
     db: Database, sim_url: str, api_url: str, issuer: LocalIssuer, timeout_s: float = 30.0
-) -> list[DemoPayment]:
-    """A pending order per demo gateway user, its checkout opened through our API and paid in the
-    simulator's checkout page; the POST /v1/payments is left to the person running the demo (or its
-    webhook pays the order by itself, as when a shopper closes the tab)."""
+) -> list[DemoCheckout]:
+    """A checkout per demo gateway user's pending order, opened through our API (POST /v1/checkouts):
+    the gateway order exists at the simulator; paying it is left to the person running the demo."""
     _wait_for(sim_url, timeout_s)
-    payments = []
+    checkouts = []
     for user_id, method in DEMO:
         order_id = ensure_pending_order(db, user_id)
         checkout = _post(
@@ -106,27 +105,30 @@ def seed_gateway_payments(
         )
         gateway = checkout[method]
         assert isinstance(gateway, dict)
-        paid = _post(sim_url + f"/_sim/{method}/checkout", {"order_id": gateway["order_id"], "outcome": "success"})
-        body: dict[str, object] = {"order_id": order_id, "method": method}
-        if method == "razorpay":  # what Razorpay Checkout hands the page, signed with the key secret
-            body |= {k: paid[k] for k in ("razorpay_order_id", "razorpay_payment_id", "razorpay_signature")}
-        payments.append(DemoPayment(user_id, method, order_id, body))
-    return payments
+        checkouts.append(DemoCheckout(user_id, method, order_id, str(gateway["order_id"])))
+    return checkouts
 
 
-def banner(base: str, sim_url: str, issuer: LocalIssuer, payments: list[DemoPayment]) -> str:
+def banner(base: str, sim_url: str, issuer: LocalIssuer, checkouts: list[DemoCheckout]) -> str:
     lines = [
-        f"Gateway demo orders, paid in the simulator's checkout ({sim_url}/_sim/stats); its webhooks pay them,",
-        "or submit them as the shop page would:",
+        f"Gateway checkouts opened at the simulator ({sim_url}/_sim/stats). 1) Pay one as the shopper would",
+        "in the gateway's checkout page; its webhook then pays the order by itself, as when a shopper closes",
+        "the tab. 2) Or also submit it as the shop page would (Razorpay: with the three razorpay_* fields",
+        "step 1 answered):",
         "",
     ]
-    for p in payments:
+    for c in checkouts:
+        body: dict[str, object] = {"order_id": c.order_id, "method": c.method}
+        if c.method == "razorpay":
+            body |= {"razorpay_order_id": c.gateway_order_id, "razorpay_payment_id": "…", "razorpay_signature": "…"}
         lines += [
+            f"curl -sS -X POST {sim_url}/_sim/{c.method}/checkout -H 'Content-Type: application/json' \\",
+            f"  -d '{json.dumps({'order_id': c.gateway_order_id, 'outcome': 'success'})}'",
             f"curl -sS -X POST {base}/v1/payments \\",
-            f"  -H 'Authorization: Bearer {issuer.issue(p.user_id)}' \\",
-            f"  -H 'Idempotency-Key: demo-{p.method}-{p.order_id}' \\",
+            f"  -H 'Authorization: Bearer {issuer.issue(c.user_id)}' \\",
+            f"  -H 'Idempotency-Key: demo-{c.method}-{c.order_id}' \\",
             "  -H 'Content-Type: application/json' \\",
-            f"  -d '{json.dumps(p.body)}'",
+            f"  -d '{json.dumps(body, ensure_ascii=False)}'",
             "",
         ]
     return "\n".join(lines)

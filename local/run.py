@@ -18,7 +18,7 @@ import urllib.request
 from local.auth import LocalIssuer
 from local.config import ROOT, LocalSettings
 from local.gateway_demo import banner as gateway_banner
-from local.gateway_demo import gateway_env, seed_gateway_payments
+from local.gateway_demo import gateway_env, open_demo_checkouts
 from local.pg import prepare, start_embedded, stop_embedded
 from local.seed import SeedPlan, ensure_pending_order, seed
 from shared.db import Database
@@ -177,10 +177,10 @@ def main() -> None:
         print(banner(local, issuer, DEMO_USER, order_id, Settings().operator_scope), flush=True)
         db = Database(lambda: env["DATABASE_URL"], statement_timeout_ms=60_000, connect_timeout_s=10)
         try:
-            payments = seed_gateway_payments(db, sim_url, f"http://{local.api_host}:{local.api_port}", issuer)
+            checkouts = open_demo_checkouts(db, sim_url, f"http://{local.api_host}:{local.api_port}", issuer)
         finally:
             db.close()
-        print(gateway_banner(f"http://{local.api_host}:{local.api_port}", sim_url, issuer, payments), flush=True)
+        print(gateway_banner(f"http://{local.api_host}:{local.api_port}", sim_url, issuer, checkouts), flush=True)
         supervisor.watch()
         raise SystemExit(1)
     except KeyboardInterrupt:
