@@ -26,6 +26,11 @@ BEGIN
         outcome := 'order_not_found';
         RETURN;
     END IF;
+    IF v_order.order_status <> 'pending' THEN  -- paid or cancelled: nothing more to pay, even a live checkout
+        outcome := 'order_not_payable';
+        reason := v_order.order_status;
+        RETURN;
+    END IF;
     SELECT * INTO checkout FROM gateway_checkouts c
      WHERE c.order_id = p_order_id AND c.method = p_method AND c.status IN ('creating', 'created')
        FOR UPDATE;
@@ -38,11 +43,6 @@ BEGIN
     END IF;
     IF checkout.id IS NOT NULL THEN
         outcome := CASE WHEN checkout.status = 'created' THEN 'existing' ELSE 'pending' END;
-        RETURN;
-    END IF;
-    IF v_order.order_status <> 'pending' THEN
-        outcome := 'order_not_payable';
-        reason := v_order.order_status;
         RETURN;
     END IF;
     checkout.id := gen_random_uuid();

@@ -566,3 +566,14 @@ def test_post_checkouts_without_a_gateway_token_is_503_with_retry_after(
     assert busy["statusCode"] == 503
     assert json.loads(str(busy["body"]))["error"]["code"] == "service_busy"
     assert int(dict(busy["headers"])["Retry-After"]) >= 1  # type: ignore[call-overload]
+
+
+def test_a_checkout_of_an_order_paid_meanwhile_is_409_order_not_payable(
+    app: App, sim: Simulator, demo: dict[str, int]
+) -> None:
+    view = open_for(app, "demo-user-1", "razorpay")
+    app.db.execute("UPDATE orders SET order_status = 'cancelled' WHERE id = %s", (view["order_id"],))
+
+    refusal = refused(open_for, app, "demo-user-1", "razorpay", view["order_id"])
+
+    assert (refusal.status, refusal.code) == (409, "order_not_payable")
