@@ -19,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -291,15 +292,23 @@ def _sim(url: str, path: str, body: dict[str, Any] | None = None) -> dict[str, A
 
 
 def _post_json(url: str, body: dict[str, Any], token: str) -> dict[str, Any]:
-    request = urllib.request.Request(  # noqa: S310 (the loopback API)
-        url,
-        data=json.dumps(body).encode(),
-        method="POST",
-        headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
-        answer: dict[str, Any] = json.loads(response.read())
-    return answer
+    """POST as a client does: a 503 (service_busy: the gateway's limit) is retried after Retry-After."""
+    for _ in range(30):
+        request = urllib.request.Request(  # noqa: S310 (the loopback API)
+            url,
+            data=json.dumps(body).encode(),
+            method="POST",
+            headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+                answer: dict[str, Any] = json.loads(response.read())
+                return answer
+        except urllib.error.HTTPError as err:
+            if err.code != 503:
+                raise
+            time.sleep(float(err.headers.get("Retry-After") or 1))
+    raise RuntimeError(f"{url} stayed busy")
 
 
 def _gateway_payments(

@@ -577,3 +577,28 @@ def test_a_checkout_of_an_order_paid_meanwhile_is_409_order_not_payable(
     refusal = refused(open_for, app, "demo-user-1", "razorpay", view["order_id"])
 
     assert (refusal.status, refusal.code) == (409, "order_not_payable")
+
+
+def test_a_refund_the_gateway_cancels_is_followed_to_failed_and_counted(
+    app: App, sim: Simulator, demo: dict[str, int], inbox: WebhookInbox
+) -> None:
+    # Given Cashfree will cancel the next refund, and a paid checkout whose order was cancelled
+    sim.config.cashfree_refund_outcome = "CANCELLED"
+    view = open_for(app, "demo-user-1", "cashfree")
+    app.db.execute("UPDATE orders SET order_status = 'cancelled' WHERE id = %s", (view["order_id"],))
+    pay_at_gateway(sim, view)
+    inbox.deliver()
+    drain(app)
+    assert app.db.fetch_one("SELECT state FROM gateway_refunds") == {"state": "pending"}
+
+    # When the refund settles at the gateway and the sweeper follows it
+    time.sleep(sim.config.refund_settle_s + 0.1)
+    app.db.execute("UPDATE gateway_refunds SET next_check_at = now()")
+    result = reconcile(app)
+
+    # Then it is recorded failed and counted (the RefundsFailed metric and its alarm)
+    assert (result["refunds_settled"], result["refunds_failed"]) == (1, 1)
+    assert app.db.fetch_one("SELECT state, gateway_status FROM gateway_refunds") == {
+        "state": "failed",
+        "gateway_status": "CANCELLED",
+    }
