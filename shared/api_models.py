@@ -103,6 +103,8 @@ class QueueStatus(BaseModel):
     in_flight: int
     dlq_depth: int
     dlq_jobs: list[DeadLetteredJob] = Field(description="the newest jobs in the DLQ, at most 20")
+    awaiting_gateway: int = Field(description="gateway jobs waiting for the gateway's verdict, no queue message")
+    gateway_refunds_failed: int = Field(description="gateway refunds that ended failed: refund by hand")
     oldest_message_age_s: float
     throughput_per_minute: int
     eta_to_drain_s: float | None

@@ -88,6 +88,9 @@
     $("wait").textContent = seconds(minute.p50_wait_s) + " / " + seconds(minute.p95_wait_s);
     $("dlq-depth").textContent = number.format(queue.dlq_depth);
     $("dlq-depth").dataset.alert = queue.dlq_depth > 0 ? "yes" : "no";
+    $("awaiting-gateway").textContent = number.format(queue.awaiting_gateway);
+    $("refunds-failed").textContent = number.format(queue.gateway_refunds_failed);
+    $("refunds-failed").dataset.alert = queue.gateway_refunds_failed > 0 ? "yes" : "no";
     if (db && db.reachable) {
       $("db-connections").textContent = number.format(db.connections_in_use) + " / " + number.format(db.max_connections);
       $("health").textContent = "Database reachable (" + db.latency_ms + " ms)";

@@ -60,7 +60,9 @@ def queue_status(app: App) -> dict[str, Any]:
     row = app.db.fetch_one(
         """SELECT extract(epoch FROM now() - min(created_at) FILTER (WHERE status IN ('queued','processing')))
                       AS oldest_age_s,
-                  count(*) FILTER (WHERE finished_at > now() - interval '60 seconds') AS finished_last_minute
+                  count(*) FILTER (WHERE finished_at > now() - interval '60 seconds') AS finished_last_minute,
+                  count(*) FILTER (WHERE parked_at IS NOT NULL) AS awaiting_gateway,
+                  (SELECT count(*) FROM gateway_refunds WHERE state = 'failed') AS refunds_failed
              FROM payment_jobs
             WHERE status IN ('queued','processing') OR finished_at > now() - interval '60 seconds'"""
     )
@@ -72,6 +74,10 @@ def queue_status(app: App) -> dict[str, Any]:
         "depth": stats.depth,
         "in_flight": stats.in_flight,
         "dlq_depth": stats.dlq_depth,
+        # Gateway jobs waiting for their gateway's verdict with no queue message (a Cashfree order still
+        # ACTIVE), and gateway refunds that ended failed (money to return by hand at the gateway).
+        "awaiting_gateway": row["awaiting_gateway"],
+        "gateway_refunds_failed": row["refunds_failed"],
         # What the DLQ holds, as far as the processor saw it go there (the runbook's first step).
         "dlq_jobs": [
             {

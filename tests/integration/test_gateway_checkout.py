@@ -293,6 +293,9 @@ def test_a_failed_then_successful_attempt_on_one_cashfree_order_pays_the_order_o
     drain(app)
     assert jobs(app.db)[0]["status"] == "processing"
     assert app.db.fetch_one("SELECT count(*) AS n FROM pgmq.q_payments") == {"n": 0}
+    from shared.services.reads import queue_status
+
+    assert queue_status(app)["awaiting_gateway"] == 1
     no_violations(app)
 
     # And the shopper's second attempt succeeds (its webhook wakes the job)
@@ -602,3 +605,7 @@ def test_a_refund_the_gateway_cancels_is_followed_to_failed_and_counted(
         "state": "failed",
         "gateway_status": "CANCELLED",
     }
+    # And the operator's queue view shows it
+    from shared.services.reads import queue_status
+
+    assert queue_status(app)["gateway_refunds_failed"] == 1
