@@ -753,10 +753,9 @@ SCENARIOS: dict[str, Scenario] = {
             "PQ_MAX_RECEIVE_COUNT": "10",
             "PQ_GATEWAY_TIMEOUT_S": "1",
             "PQ_GATEWAY_BACKOFF_CAP_S": "4",
-            "PQ_RAZORPAY_RATE_PER_S": "150",
-            "PQ_RAZORPAY_BURST": "30",
-            "PQ_CASHFREE_RATE_PER_S": "150",
-            "PQ_CASHFREE_BURST": "30",
+            # Per endpoint (shared/gateway_limits.py); Cashfree keeps its published production limits,
+            # which the simulator enforces too.
+            "PQ_RAZORPAY_LIMIT_PER_MIN": "9000",
         },
     ),
     "duplicate_delivery": Scenario(duplicate_delivery, second_orders=True),
