@@ -231,7 +231,8 @@ class Stage:
             "PQ_GATEWAY_SIM_PORT": str(_free_port()),
         }
         env |= self.extra_env
-        self.sim_url = gateway_env(env)
+        # The simulator's webhooks go to our API, as each gateway's dashboard would send them.
+        self.sim_url = gateway_env(env, self.base)
         self.supervisor = Supervisor(self.local, env, embedded=False)
         try:
             self.supervisor.start_all()
@@ -742,6 +743,43 @@ class Scenario:
     env: dict[str, str] = field(default_factory=dict)
 
 
+def gateway_webhooks(stage: Stage, n: int) -> Row:
+    """Shoppers pay at the gateway; two in three close the tab (no POST /v1/payments). Every webhook
+    is delivered twice, and all are replayed once more, newest first, after the fact: each order is
+    paid (or refunded) once, by the webhooks where nobody submitted."""
+    stage.sim("/_sim/config", {"webhook_copies": 2})
+    jobs = stage.jobs_for()
+    stage.start_processors(stage.config.workers)
+    submitted = []
+    for i, job in enumerate(jobs):
+        stage.pay_at_gateway(job, "razorpay" if i % 2 == 0 else "cashfree")
+        if i % 3 == 0:
+            submitted.append(job)
+    accepted = stage.submit(submitted)
+    over = time.monotonic()
+    stage.wait_settled(over)
+    sent: Any = stage.sim("/_sim/webhooks")
+    for event_id in dict.fromkeys(d["event_id"] for d in reversed(sent)):
+        stage.sim("/_sim/webhooks/replay", {"event_id": event_id})
+    recover = stage.wait_settled(over)
+    orders = [j.order_id for j in jobs]
+    unhandled = stage.count(
+        """SELECT count(*) FROM unnest(%s::bigint[]) o(id)
+            WHERE NOT EXISTS (SELECT 1 FROM payment_jobs j WHERE j.order_id = o.id)""",
+        (orders,),
+    )
+    stats = stage.sim("/_sim/stats")
+    return stage.row(
+        accepted,
+        recover,
+        closed_tabs=len(jobs) - len(submitted),
+        orders_without_a_job=unhandled,
+        webhooks_recorded=stage.count("SELECT count(*) FROM gateway_webhook_events"),
+        double_captures=stats["double_captures"],
+        refunds=stats["refunds"],
+    )
+
+
 SCENARIOS: dict[str, Scenario] = {
     "kill_mid_batch": Scenario(kill_mid_batch),
     "kill_before_delete": Scenario(kill_before_delete),
@@ -756,6 +794,17 @@ SCENARIOS: dict[str, Scenario] = {
             # Per endpoint (shared/gateway_limits.py); Cashfree keeps its published production limits,
             # which the simulator enforces too.
             "PQ_RAZORPAY_LIMIT_PER_MIN": "9000",
+        },
+    ),
+    "gateway_webhooks": Scenario(
+        gateway_webhooks,
+        env={
+            "PQ_RAZORPAY_LIMIT_PER_MIN": "9000",
+            # Cashfree's published Get Payments limit (100 a minute) paces its jobs: deliveries handed
+            # back for want of a token count towards the DLQ, and a batch of them outlasts 5 s of
+            # visibility (a second worker would then take the same job while the first still has it).
+            "PQ_MAX_RECEIVE_COUNT": "10",
+            "PQ_VISIBILITY_TIMEOUT_S": "30",
         },
     ),
     "duplicate_delivery": Scenario(duplicate_delivery, second_orders=True),

@@ -70,6 +70,15 @@ def test_gateway_storms_capture_each_payment_once(server: ChaosServer, tmp_path:
     assert (row.jobs, row.dlq) == (JOBS, 0)
 
 
+def test_shoppers_who_close_the_tab_are_paid_once_by_duplicated_and_replayed_webhooks(
+    server: ChaosServer, tmp_path: Path
+) -> None:
+    row = run(server, "gateway_webhooks", tmp_path)
+    assert row.details["closed_tabs"] > 0 and row.details["orders_without_a_job"] == 0
+    assert row.details["double_captures"] == 0 and row.details["order_violations"] == 0
+    assert row.succeeded + row.failed == JOBS and row.dlq == 0  # every order, submitted or not
+
+
 def test_every_message_delivered_two_or_three_times_charges_once(server: ChaosServer, tmp_path: Path) -> None:
     row = run(server, "duplicate_delivery", tmp_path)
     assert row.details["duplicates"] >= row.jobs
