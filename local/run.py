@@ -80,7 +80,7 @@ def prepare_database(local: LocalSettings, env: dict[str, str]) -> tuple[bool, i
         print("starting embedded PostgreSQL ...", flush=True)
         env["DATABASE_URL"] = start_embedded(local.data_dir, local.pg_max_connections)
     dsn = env["DATABASE_URL"]
-    db = Database(lambda: dsn, statement_timeout_ms=60_000, connect_timeout_s=10)
+    db = Database(lambda: dsn, connect_timeout_s=10)
     try:
         applied = prepare(db)
         print(f"database ready ({len(applied)} migrations applied)", flush=True)
@@ -175,7 +175,7 @@ def main() -> None:
         supervisor.start_all()
         _wait_for_api(f"http://{local.api_host}:{local.api_port}/.well-known/jwks.json")
         print(banner(local, issuer, DEMO_USER, order_id, Settings().operator_scope), flush=True)
-        db = Database(lambda: env["DATABASE_URL"], statement_timeout_ms=60_000, connect_timeout_s=10)
+        db = Database(lambda: env["DATABASE_URL"], connect_timeout_s=10)
         try:
             payments = seed_gateway_payments(db, sim_url)
         finally:

@@ -117,7 +117,6 @@ def build_app(settings: Settings) -> App:
     dsn = _Dsn(settings)
     db = Database(
         dsn,
-        statement_timeout_ms=settings.db_statement_timeout_ms,
         connect_timeout_s=settings.db_connect_timeout_s,
         application_name=settings.db_application_name,
         on_connect_error=dsn.refresh,

@@ -21,8 +21,8 @@ class Settings(BaseSettings):
     db_name: str = "payments"
     db_secret_arn: str | None = None
     db_sslmode: str = "prefer"
-    # A payment holds its row locks for about a millisecond; 5 s means something is wrong.
-    db_statement_timeout_ms: int = 5_000
+    # No statement timeout here: it is the role's setting in the database (migration 0005), since
+    # RDS Proxy refuses startup options and a per-session SET would pin proxy sessions.
     # Fail fast on an unreachable database so the queue retries instead of the function hanging.
     db_connect_timeout_s: int = 5
     # Shown in pg_stat_activity, so connections can be counted per role (API, processor, ...).

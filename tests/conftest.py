@@ -37,6 +37,16 @@ def pg_admin_url() -> Iterator[str]:
     with conn.cursor() as cur:
         # Enough for the e2e runtime, the concurrency tests and a few spare.
         cur.execute("ALTER SYSTEM SET max_connections = 200")
+        # The AWS-shaped run (tests/aws) reads what reached the server: pg_stat_statements for the
+        # kinds of statements, the CSV log (statements logged only in the databases that ask for
+        # it) for their real size, which pg_stat_statements hides by normalising constants.
+        cur.execute("ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements'")
+        cur.execute("ALTER SYSTEM SET logging_collector = on")
+        cur.execute("ALTER SYSTEM SET log_destination = 'csvlog'")
+        # Under the data directory ("log" there is the file pg_ctl's own output goes to).
+        cur.execute("ALTER SYSTEM SET log_directory = 'pg_log'")
+        cur.execute("ALTER SYSTEM SET log_filename = 'postgresql.log'")
+        cur.execute("ALTER SYSTEM SET log_rotation_age = 0")
     conn.close()
     pg_ctl(["-w", "-m", "fast", "restart"], pgdata=server.pgdata, user=server.system_user, timeout=60)
     yield admin
@@ -70,7 +80,7 @@ def template_url(pg_admin_url: str) -> str:
     _admin_exec(pg_admin_url, f"DROP DATABASE IF EXISTS {TEMPLATE} WITH (FORCE)")
     _admin_exec(pg_admin_url, f"CREATE DATABASE {TEMPLATE}")
     url = _url(pg_admin_url, TEMPLATE)
-    db = Database(lambda: url, statement_timeout_ms=60_000, connect_timeout_s=10)
+    db = Database(lambda: url, connect_timeout_s=10)
     prepare(db)
     db.close()
     return url

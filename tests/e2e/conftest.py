@@ -112,7 +112,7 @@ def launch(database_url: str, data_dir: Path, **settings: str) -> Iterator[Runti
             time.sleep(0.2)
         local = LocalSettings(data_dir=data_dir)
         issuer = LocalIssuer(data_dir / "jwt" / "signing-key.pem", local.jwt_issuer, local.jwt_audience)
-        db = Database(lambda: database_url, statement_timeout_ms=10_000, connect_timeout_s=5)
+        db = Database(lambda: database_url, connect_timeout_s=5)
         rt = Runtime(f"http://127.0.0.1:{port}", db, issuer, output, env, data_dir / "logs")
         yield rt
         db.close()
