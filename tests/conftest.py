@@ -7,9 +7,13 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psycopg2
 import pytest
+
+if TYPE_CHECKING:
+    from aws_cdk import cx_api
 
 # Handlers run in-process in tests: no X-Ray segments to emit. (Metrics stay on: with
 # POWERTOOLS_METRICS_DISABLED, Powertools 3.37 never clears its metric set and re-prints it.)
@@ -92,3 +96,13 @@ def database_url(pg_admin_url: str, template_url: str) -> Iterator[str]:
     _admin_exec(pg_admin_url, f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}")
     yield _url(pg_admin_url, name)
     _admin_exec(pg_admin_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture(scope="session")
+def cloud_assembly(tmp_path_factory: pytest.TempPathFactory) -> cx_api.CloudAssembly:
+    """The CDK app's three environments, synthesized once per session without pip-installing the
+    Lambda dependencies: for the template assertions (tests/infra) and the AWS-shaped run (tests/aws)."""
+    from infra.synth import synth
+    from tests.infra.conftest import DEPLOYER_CONTEXT
+
+    return synth("all", tmp_path_factory.mktemp("cdk.out"), install_dependencies=False, extra_context=DEPLOYER_CONTEXT)

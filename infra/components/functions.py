@@ -211,6 +211,8 @@ class Functions(Construct):
                 "PQ_DB_NAME": DB_NAME,
                 "PQ_DB_SECRET_ARN": self._database.secret.secret_arn,
                 "PQ_DB_SSLMODE": "require",
+                # Tells the functions' sessions apart in pg_stat_activity and the server log.
+                "PQ_DB_APPLICATION_NAME": f"pq-{spec.name}",
             }
             vpc_options = {
                 "vpc": self._network.vpc,

@@ -63,6 +63,14 @@ def test_database_functions_reach_postgres_through_the_proxy_over_tls(stack: Syn
     assert not any(key.startswith("PQ_DB_") for key in _environment(stack, "notify"))
 
 
+def test_each_database_function_names_its_sessions(stack: Synthesized) -> None:
+    # pg_stat_activity and the server log tell the functions' sessions apart (the AWS-shaped run
+    # checks the statements of each one)
+    names = [_environment(stack, name)["PQ_DB_APPLICATION_NAME"] for name in DATABASE_FUNCTIONS]
+
+    assert names == [f"pq-{name}" for name in DATABASE_FUNCTIONS]
+
+
 def test_senders_and_publishers_get_the_queue_and_bus_they_use(stack: Synthesized) -> None:
     for sender in ("enqueue", "sweeper"):
         variables = _environment(stack, sender)
