@@ -106,7 +106,7 @@ def migrate(db: Database) -> list[str]:
                 (name, checksum),
             )
             applied.append(name)
-    if applied:
+    if any(not name.startswith("sql/") for name in applied):  # a function replaced needs no new session
         end_pooled_sessions(db)
     return applied
 
