@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import csv
 import re
+import time
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,3 +79,20 @@ def logged_statements(log_file: Path, offset: int, database: str) -> list[Logged
             if len(row) > 22 and row[2] == database and row[13].startswith("statement: "):
                 found.append(Logged(row[22], row[13].removeprefix("statement: ")))
     return found
+
+
+def logged_until_now(log_file: Path, offset: int, database: str, send: Callable[[str], None]) -> list[Logged]:
+    """The statements logged since `offset`, once the log has caught up with the server.
+
+    The logging collector writes asynchronously: `send` runs a marker statement in `database`,
+    and the log is read until the marker shows (the marker itself is not returned).
+    """
+    marker = f"window-closed-{uuid.uuid4().hex}"
+    send(f"SELECT '{marker}'")
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        logged = logged_statements(log_file, offset, database)
+        if any(marker in s.text for s in logged):
+            return [s for s in logged if marker not in s.text]
+        time.sleep(0.1)
+    raise TimeoutError("the server log did not catch up")

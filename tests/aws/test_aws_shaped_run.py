@@ -58,7 +58,7 @@ from tests.aws.harness import (
     queue_attributes,
     wait_until,
 )
-from tests.aws.pinning import PGBOUNCER_OWN, STATEMENT_PIN_BYTES, Logged, logged_statements, pinning_reasons
+from tests.aws.pinning import PGBOUNCER_OWN, STATEMENT_PIN_BYTES, Logged, logged_until_now, pinning_reasons
 from tests.aws.template import Resolver, Template, match_route
 from tests.conftest import _admin_exec, _url
 from tests.infra.conftest import DEPLOYER_CONTEXT
@@ -511,16 +511,9 @@ def _window_statements(d: Deployment) -> list[tuple[str, int]]:
 
 
 def _window_log(d: Deployment, log_file: Path, offset: int) -> list[Logged]:
-    """The full text of every statement since the window opened, once the log has caught up."""
-    marker = f"aws-run-window-closed-{uuid.uuid4().hex}"
-    _admin_rows(d.database_url, "SELECT %s", (marker,))
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        logged = logged_statements(log_file, offset, d.database)
-        if any(marker in s.text for s in logged):
-            return [s for s in logged if s.application_name != "pq-harness"]
-        time.sleep(0.1)
-    raise TimeoutError("the server log did not catch up")
+    """The full text of every statement since the window opened, but the harness's own."""
+    logged = logged_until_now(log_file, offset, d.database, lambda sql: _admin_exec(d.database_url, sql))
+    return [s for s in logged if s.application_name != "pq-harness"]
 
 
 def _invariants(url: str) -> dict[str, int]:
