@@ -148,6 +148,11 @@ def main() -> None:
     parser.add_argument("--server", required=True, help="the server's DSN (user, host or socket dir, port)")
     parser.add_argument("--database", default="payments", help="the database to print a DATABASE_URL for")
     args = parser.parse_args()
+
+    def interrupt(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)  # `kill` stops PgBouncer too, as Ctrl-C does
     with PgBouncer(args.server) as bouncer:
         print(f"PgBouncer (transaction pooling) on {bouncer.host}:{bouncer.port}; Ctrl-C stops it", flush=True)
         print(f"DATABASE_URL={bouncer.url(args.database)}", flush=True)
