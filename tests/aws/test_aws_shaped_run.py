@@ -1,4 +1,4 @@
-"""The AWS-shaped run: wallet payments end to end through the Lambda handlers and their AWS adapters.
+"""The AWS-shaped run: wallet and gateway payments end to end through the Lambda handlers and their AWS adapters.
 
 Each function runs in its own process with its environment from the synthesized dev template,
 talks to PostgreSQL through PgBouncer in transaction mode (the RDS Proxy stand-in) with the
@@ -10,8 +10,8 @@ What the harness changes from the template, and why:
   database, no TLS locally; the secret's host/port say the same.
 - the payments queue's VisibilityTimeout: 1 s instead of 720 s, so a failed record comes back
   within the run (the poison message below needs maxReceiveCount = 10 deliveries to reach the DLQ).
-- PQ_WEBHOOK_URL: a receiver on loopback; gateway base URLs: a closed loopback port, so nothing
-  leaves the machine (this run pays from wallets only).
+- PQ_WEBHOOK_URL: a receiver on loopback; PQ_RAZORPAY_BASE_URL / PQ_CASHFREE_BASE_URL: the
+  gateway simulator (local/gateway_sim.py), whose credentials the gateways' secrets in moto hold.
 - KMS keys are not created: moto's queues and topics need none.
 
 Redrive: moto 5.2.5 answers StartMessageMoveTask with HTTP 500, so the move task is not run here.
@@ -29,6 +29,7 @@ import re
 import secrets
 import socket
 import time
+import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -43,6 +44,7 @@ from aws_cdk import cx_api
 
 from infra import config as cfg
 from infra.synth import load_cdk_context
+from local.gateway_sim import Simulator
 from local.invariants import _CHECKS
 from local.lambda_shim import http_api_event
 from local.pgbouncer import PgBouncer
@@ -62,6 +64,7 @@ from tests.aws.pinning import PGBOUNCER_OWN, STATEMENT_PIN_BYTES, Logged, logged
 from tests.aws.template import Resolver, Template, match_route
 from tests.conftest import _admin_exec, _url
 from tests.infra.conftest import DEPLOYER_CONTEXT
+from tests.integration.gateway_helpers import CASHFREE, RAZORPAY
 
 REGION = "ap-south-1"
 ACCOUNT = "123456789012"  # moto's default account
@@ -69,13 +72,13 @@ ENV = "dev"
 USERS = 12
 ORDERS_PER_USER = 3  # so each user's jobs must be applied in the order they were accepted
 POOR_EVERY = 4  # every 4th user cannot pay: PaymentFailed events too
+GATEWAY_USERS = 8  # they also pay one order each at a gateway (the simulator): 4 Razorpay, 4 Cashfree
 VISIBILITY_S = 1
 FUNCTIONS = ("enqueue", "status", "process_payment", "notify", "sweeper", "migrate")
 # The roles that run per request or per message (migrate runs once per deploy, on its own session).
 REQUEST_ROLES = ("pq-enqueue", "pq-status", "pq-process_payment", "pq-sweeper")
 OPERATOR_SCOPE = "payments/operator"
 SECRET_ARN = re.compile(r"^arn:aws:secretsmanager:[^:]+:\d+:secret:(?P<name>[^:]+)$")
-CLOSED_PORT_URL = "http://127.0.0.1:9"
 
 
 def _free_port() -> int:
@@ -94,6 +97,14 @@ def moto_endpoint() -> Iterator[str]:
     server.start()
     yield f"http://127.0.0.1:{port}"
     server.stop()
+
+
+@pytest.fixture
+def simulator() -> Iterator[Simulator]:
+    """The Razorpay and Cashfree simulator on loopback, with the credentials the secrets hold."""
+    sim = Simulator(razorpay=RAZORPAY, cashfree=CASHFREE).start()
+    yield sim
+    sim.stop()
 
 
 @pytest.fixture(scope="module")
@@ -177,11 +188,11 @@ def _tap(sqs: Any, name: str) -> tuple[str, str]:
 
 
 def _secret_value(variable: str) -> str:
-    """Contents for a secret the template only names (gateways, webhook key): throw-away values."""
+    """Contents for a secret the template only names: the simulator's credentials, a webhook key."""
     if variable == "PQ_RAZORPAY_SECRET_ARN":
-        return json.dumps({"key_id": "rzp_test_aws_run", "key_secret": secrets.token_hex(16)})
+        return json.dumps({"key_id": RAZORPAY[0], "key_secret": RAZORPAY[1]})
     if variable == "PQ_CASHFREE_SECRET_ARN":
-        return json.dumps({"client_id": "cf_test_aws_run", "client_secret": secrets.token_hex(16)})
+        return json.dumps({"client_id": CASHFREE[0], "client_secret": CASHFREE[1]})
     return secrets.token_hex(32)
 
 
@@ -191,6 +202,7 @@ def deployment(
     moto_endpoint: str,
     pgbouncer: PgBouncer,
     pg_admin_url: str,
+    simulator: Simulator,
     tmp_path: Path,
 ) -> Iterator[Deployment]:
     template = dev_template
@@ -246,7 +258,7 @@ def deployment(
                 variables |= {"PQ_DB_PORT": str(pgbouncer.port), "PQ_DB_NAME": name, "PQ_DB_SSLMODE": "disable"}
             if "PQ_WEBHOOK_URL" in variables:
                 variables["PQ_WEBHOOK_URL"] = webhook.url
-            variables |= {"PQ_RAZORPAY_BASE_URL": CLOSED_PORT_URL, "PQ_CASHFREE_BASE_URL": CLOSED_PORT_URL}
+            variables |= {"PQ_RAZORPAY_BASE_URL": simulator.url, "PQ_CASHFREE_BASE_URL": simulator.url + "/pg"}
             _, resource = template.function(function)
             env[function] = variables | lambda_runtime_env(
                 f"payment-queue-{ENV}-{function}",
@@ -360,6 +372,50 @@ def _seed(url: str) -> dict[str, list[int]]:
         db.close()
 
 
+def _gateway_orders(url: str, simulator: Simulator) -> list[tuple[str, dict[str, Any]]]:
+    """One more order for each of the first GATEWAY_USERS users, paid at the simulator's checkout
+    (Razorpay for odd users, Cashfree for even): (user, the POST /v1/payments body)."""
+    db = Database(lambda: url, connect_timeout_s=10, application_name="pq-harness")
+    paid = []
+    try:
+        for n in range(1, GATEWAY_USERS + 1):
+            user = f"demo-user-{n}"
+            row = db.fetch_one(
+                """INSERT INTO orders (user_id, items, total_paise)
+                   SELECT %s, jsonb_build_array(jsonb_build_object(
+                              'product_id', id, 'quantity', 1, 'unit_price_paise', price_paise)), price_paise
+                     FROM products ORDER BY id DESC LIMIT 1
+                RETURNING id, total_paise, currency""",
+                (user,),
+            )
+            assert row is not None
+            if n % 2:
+                made = _post(
+                    f"{simulator.url}/_sim/razorpay/payments",
+                    {"amount": row["total_paise"], "currency": row["currency"]},
+                )
+                body = {"order_id": row["id"], "method": "razorpay", "razorpay_payment_id": made["id"]}
+            else:
+                made = _post(
+                    f"{simulator.url}/_sim/cashfree/orders",
+                    {"order_amount": row["total_paise"] / 100, "order_currency": row["currency"]},
+                )
+                body = {"order_id": row["id"], "method": "cashfree", "cashfree_order_id": made["order_id"]}
+            paid.append((user, body))
+        return paid
+    finally:
+        db.close()
+
+
+def _post(url: str, body: dict[str, Any]) -> dict[str, Any]:
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), method="POST", headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=5) as response:
+        answer: dict[str, Any] = json.loads(response.read())
+    return answer
+
+
 def _admin_rows(url: str, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     conn = psycopg2.connect(url, application_name="pq-harness")
     conn.autocommit = True
@@ -383,8 +439,8 @@ def _body(response: dict[str, Any]) -> dict[str, Any]:
     return body
 
 
-def test_wallet_payments_run_end_to_end_through_pgbouncer_and_moto_and_no_statement_would_pin(
-    deployment: Deployment,
+def test_wallet_and_gateway_payments_run_end_to_end_through_pgbouncer_and_moto_and_no_statement_would_pin(
+    deployment: Deployment, simulator: Simulator
 ) -> None:
     d = deployment
     started = time.monotonic()
@@ -393,6 +449,7 @@ def test_wallet_payments_run_end_to_end_through_pgbouncer_and_moto_and_no_statem
     applied = d.containers["migrate"].invoke({"RequestType": "Create"})["applied"]
     assert "0005_role_settings.sql" in applied
     orders = _seed(d.database_url)
+    gateway = _gateway_orders(d.database_url, simulator)
     log_file, log_offset = _window_start(d)
 
     # When every user pays each of their orders, oldest first (POST /v1/payments, API Gateway v2)
@@ -408,6 +465,12 @@ def test_wallet_payments_run_end_to_end_through_pgbouncer_and_moto_and_no_statem
             )
             assert response["statusCode"] == 202, response
             jobs[_body(response)["job_id"]] = (user, order_id)
+    # and the gateway-paid orders, after each user's wallet orders
+    for user, body in gateway:
+        response = d.api("POST", "/v1/payments", user, body=body, idempotency_key=f"aws-run-{body['order_id']}")
+        assert response["statusCode"] == 202, response
+        jobs[_body(response)["job_id"]] = (user, body["order_id"])
+    gateway_orders = {body["order_id"] for _, body in gateway}
     # a client retry with the same key gets the same job back
     user, order_id = next(iter(jobs.values()))
     replay = d.api(
@@ -442,10 +505,13 @@ def test_wallet_payments_run_end_to_end_through_pgbouncer_and_moto_and_no_statem
 
     # Then every job reached its end: broke users fail for their balance, everyone else is paid
     poor = {f"demo-user-{n}" for n in range(POOR_EVERY, USERS + 1, POOR_EVERY)}
-    for job_id, (user, _) in jobs.items():
-        expected = "failed" if user in poor else "succeeded"
+    for job_id, (user, order_id) in jobs.items():
+        expected = "failed" if user in poor and order_id not in gateway_orders else "succeeded"
         assert statuses[job_id]["status"] == expected, (job_id, statuses[job_id])
     assert sweep == {"jobs_resent": 0, "events_republished": 0}
+    # And no gateway payment was captured twice
+    stats = json.loads(urllib.request.urlopen(f"{simulator.url}/_sim/stats", timeout=5).read())
+    assert stats["double_captures"] == 0
     # And the poison message went to the DLQ after the template's maxReceiveCount deliveries
     assert d.mapping.figures.dead_lettered == 1
     assert queue["statusCode"] == 200 and _body(queue)["dlq_depth"] == 1 and _body(queue)["depth"] == 0
@@ -475,7 +541,7 @@ def test_wallet_payments_run_end_to_end_through_pgbouncer_and_moto_and_no_statem
     others = [s for s in logged if s.application_name not in REQUEST_ROLES]
     largest = max((s for s in logged if s.application_name in REQUEST_ROLES), key=lambda s: s.size)
     print(
-        f"\nAWS-shaped run: {len(jobs)} jobs (+1 poison) in {seconds:.1f} s; "
+        f"\nAWS-shaped run: {len(jobs)} jobs ({len(gateway)} by gateway; +1 poison) in {seconds:.1f} s; "
         f"mapping {d.mapping.figures}; events matched {dict(d.delivery.matched)}, delivered {d.delivery.delivered}; "
         f"statements logged per role {dict(by_role)}; pg_stat_statements entries {len(statements)} "
         f"({sum(c for _, c in statements)} calls); largest {largest.size} bytes ({largest.application_name}); "
