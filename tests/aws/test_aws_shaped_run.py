@@ -6,8 +6,8 @@ credentials from a Secrets Manager secret, and to SQS FIFO + DLQ, EventBridge, S
 Manager on moto's server. How each AWS part is played: tests/aws/harness.py.
 
 What the harness changes from the template, and why:
-- PQ_DB_HOST / PQ_DB_PORT / PQ_DB_NAME / PQ_DB_SSLMODE: PgBouncer on loopback, this run's
-  database, no TLS locally; the secret's host/port say the same.
+- PQ_DB_HOST / PQ_DB_PORT / PQ_DB_NAME / PQ_DB_SSLMODE (and no PQ_DB_SSLROOTCERT): PgBouncer on
+  loopback, this run's database, no TLS locally; the secret's host/port say the same.
 - the payments queue's VisibilityTimeout: 1 s instead of 720 s, so a failed record comes back
   within the run (the poison message below needs maxReceiveCount = 10 deliveries to reach the DLQ).
 - PQ_WEBHOOK_URL: a receiver on loopback; PQ_RAZORPAY_BASE_URL / PQ_CASHFREE_BASE_URL: the
@@ -256,6 +256,7 @@ def deployment(
                     variables[key] = created[value]
             if "PQ_DB_HOST" in variables:
                 variables |= {"PQ_DB_PORT": str(pgbouncer.port), "PQ_DB_NAME": name, "PQ_DB_SSLMODE": "disable"}
+                variables.pop("PQ_DB_SSLROOTCERT", None)  # the layer's CA bundle: no TLS locally
             if "PQ_WEBHOOK_URL" in variables:
                 variables["PQ_WEBHOOK_URL"] = webhook.url
             variables |= {"PQ_RAZORPAY_BASE_URL": simulator.url, "PQ_CASHFREE_BASE_URL": simulator.url + "/pg"}
