@@ -8,15 +8,17 @@ Manager on moto's server. How each AWS part is played: tests/aws/harness.py.
 What the harness changes from the template, and why:
 - PQ_DB_HOST / PQ_DB_PORT / PQ_DB_NAME / PQ_DB_SSLMODE (and no PQ_DB_SSLROOTCERT): PgBouncer on
   loopback, this run's database, no TLS locally; the secret's host/port say the same.
-- the payments queue's VisibilityTimeout: 1 s instead of 720 s, so a failed record comes back
-  within the run (the poison message below needs maxReceiveCount = 10 deliveries to reach the DLQ).
+- the payments queue's VisibilityTimeout: 1 s instead of 720 s, and the processor's
+  PQ_GATEWAY_BACKOFF_CAP_S: 1 s instead of 300 s, so a failed record comes back within the run (the
+  payment in a 429 storm below needs maxReceiveCount = 10 deliveries to reach the DLQ).
 - PQ_WEBHOOK_URL: a receiver on loopback; PQ_RAZORPAY_BASE_URL / PQ_CASHFREE_BASE_URL: the
   gateway simulator (local/gateway_sim.py), whose credentials the gateways' secrets in moto hold.
 - KMS keys are not created: moto's queues and topics need none.
 
 Redrive: moto 5.2.5 answers StartMessageMoveTask with HTTP 500, so the move task is not run here.
-The run covers the way into the DLQ (SQS's own maxReceiveCount move, from the template's redrive
-policy) and the operator's view of it (GET /v1/queue/status); the move task's call shape is
+The run covers both ways into the DLQ -- SQS's own maxReceiveCount move (the template's redrive
+policy) for a payment the gateway keeps refusing, the processor's own move for a poison message --
+and the operator's view of it (GET /v1/queue/status); the move task's call shape is
 covered by tests/unit/test_sqs_redrive.py (botocore's Stubber checks it against the SQS model),
 and the redrive of dead-lettered jobs by tests/integration/test_dlq_redrive.py (PGMQ).
 """
@@ -74,6 +76,7 @@ ORDERS_PER_USER = 3  # so each user's jobs must be applied in the order they wer
 POOR_EVERY = 4  # every 4th user cannot pay: PaymentFailed events too
 GATEWAY_USERS = 8  # they also pay one order each at a gateway (the simulator): 4 Razorpay, 4 Cashfree
 VISIBILITY_S = 1
+MAX_RECEIVE_COUNT = 10  # the template's redrive policy (asserted in the run)
 FUNCTIONS = ("enqueue", "status", "process_payment", "notify", "sweeper", "migrate")
 # The roles that run per request or per message (migrate runs once per deploy, on its own session).
 REQUEST_ROLES = ("pq-enqueue", "pq-status", "pq-process_payment", "pq-sweeper")
@@ -260,6 +263,8 @@ def deployment(
             if "PQ_WEBHOOK_URL" in variables:
                 variables["PQ_WEBHOOK_URL"] = webhook.url
             variables |= {"PQ_RAZORPAY_BASE_URL": simulator.url, "PQ_CASHFREE_BASE_URL": simulator.url + "/pg"}
+            if function == "process_payment":
+                variables["PQ_GATEWAY_BACKOFF_CAP_S"] = "1"
             _, resource = template.function(function)
             env[function] = variables | lambda_runtime_env(
                 f"payment-queue-{ENV}-{function}",
@@ -375,11 +380,12 @@ def _seed(url: str) -> dict[str, list[int]]:
 
 def _gateway_orders(url: str, simulator: Simulator) -> list[tuple[str, dict[str, Any]]]:
     """One more order for each of the first GATEWAY_USERS users, paid at the simulator's checkout
-    (Razorpay for odd users, Cashfree for even): (user, the POST /v1/payments body)."""
+    (Razorpay for odd users, Cashfree for even), and a second Razorpay one for the first user:
+    (user, the POST /v1/payments body)."""
     db = Database(lambda: url, connect_timeout_s=10, application_name="pq-harness")
     paid = []
     try:
-        for n in range(1, GATEWAY_USERS + 1):
+        for n in (*range(1, GATEWAY_USERS + 1), 1):  # the last one meets the 429 storm
             user = f"demo-user-{n}"
             row = db.fetch_one(
                 """INSERT INTO orders (user_id, items, total_paise)
@@ -450,7 +456,7 @@ def test_wallet_and_gateway_payments_run_end_to_end_through_pgbouncer_and_moto_a
     applied = d.containers["migrate"].invoke({"RequestType": "Create"})["applied"]
     assert "0005_role_settings.sql" in applied
     orders = _seed(d.database_url)
-    gateway = _gateway_orders(d.database_url, simulator)
+    *gateway, stormed = _gateway_orders(d.database_url, simulator)
     log_file, log_offset = _window_start(d)
 
     # When every user pays each of their orders, oldest first (POST /v1/payments, API Gateway v2)
@@ -482,7 +488,7 @@ def test_wallet_and_gateway_payments_run_end_to_end_through_pgbouncer_and_moto_a
         idempotency_key=f"aws-run-{order_id}",
     )
     assert replay["statusCode"] == 202 and _body(replay)["job_id"] == next(iter(jobs))
-    # and a message no job stands behind, which fails on every delivery
+    # and a message no job stands behind, which the processor moves to the DLQ itself
     d.sqs.send_message(
         QueueUrl=d.queue_url,
         MessageBody=json.dumps({"job_id": str(uuid.uuid4()), "user_id": "nobody", "order_id": 0, "method": "wallet"}),
@@ -495,6 +501,20 @@ def test_wallet_and_gateway_payments_run_end_to_end_through_pgbouncer_and_moto_a
         return d.mapping.idle() and _queue_counts(d.sqs, d.queue_url) == 0 and len(d.webhook.requests) >= len(jobs)
 
     wait_until(settled, lambda: d.mapping.poll() + d.delivery.pump(), timeout_s=90)
+
+    # And one more Razorpay payment meets a gateway that answers every request 429: handed back
+    # with ChangeMessageVisibility on each delivery, it reaches the DLQ after maxReceiveCount
+    _post(f"{simulator.url}/_sim/config", {"storm_until": time.time() + 120, "retry_after_s": 1})
+    stuck_user, stuck_body = stormed
+    response = d.api("POST", "/v1/payments", stuck_user, body=stuck_body, idempotency_key="aws-run-storm")
+    assert response["statusCode"] == 202, response
+    stuck_job = _body(response)["job_id"]
+    wait_until(
+        lambda: d.mapping.figures.dead_lettered == 1 and d.mapping.idle() and _queue_counts(d.sqs, d.queue_url) == 0,
+        d.mapping.poll,
+        timeout_s=60,
+    )
+    _post(f"{simulator.url}/_sim/config", {"storm_until": 0})
     sweep = d.containers["sweeper"].invoke(
         {"source": "aws.events", "detail-type": "Scheduled Event", "detail": {}, "id": str(uuid.uuid4())}
     )
@@ -513,9 +533,13 @@ def test_wallet_and_gateway_payments_run_end_to_end_through_pgbouncer_and_moto_a
     # And no gateway payment was captured twice
     stats = json.loads(urllib.request.urlopen(f"{simulator.url}/_sim/stats", timeout=5).read())
     assert stats["double_captures"] == 0
-    # And the poison message went to the DLQ after the template's maxReceiveCount deliveries
-    assert d.mapping.figures.dead_lettered == 1
-    assert queue["statusCode"] == 200 and _body(queue)["dlq_depth"] == 1 and _body(queue)["depth"] == 0
+    # And the stormed payment went to the DLQ after the template's maxReceiveCount deliveries (its
+    # job waits there for an operator), the poison message at its first
+    assert d.mapping.max_receive_count == MAX_RECEIVE_COUNT and d.mapping.figures.dead_lettered == 1
+    assert d.mapping.figures.received >= len(jobs) + 1 + MAX_RECEIVE_COUNT
+    stuck = _body(d.api("GET", f"/v1/payments/{stuck_job}", stuck_user))
+    assert stuck["status"] == "processing", stuck
+    assert queue["statusCode"] == 200 and _body(queue)["dlq_depth"] == 2 and _body(queue)["depth"] == 0
     # And each event reached the webhook once, signed with the key from Secrets Manager
     delivered = Counter(headers[EVENT_ID_HEADER.lower()] for headers, _ in d.webhook.requests)
     assert len(delivered) == len(jobs) and set(delivered.values()) == {1}
@@ -542,7 +566,8 @@ def test_wallet_and_gateway_payments_run_end_to_end_through_pgbouncer_and_moto_a
     others = [s for s in logged if s.application_name not in REQUEST_ROLES]
     largest = max((s for s in logged if s.application_name in REQUEST_ROLES), key=lambda s: s.size)
     print(
-        f"\nAWS-shaped run: {len(jobs)} jobs ({len(gateway)} by gateway; +1 poison) in {seconds:.1f} s; "
+        f"\nAWS-shaped run: {len(jobs)} jobs ({len(gateway)} by gateway) + 1 in a 429 storm + 1 poison message "
+        f"in {seconds:.1f} s; "
         f"mapping {d.mapping.figures}; events matched {dict(d.delivery.matched)}, delivered {d.delivery.delivered}; "
         f"statements logged per role {dict(by_role)}; pg_stat_statements entries {len(statements)} "
         f"({sum(c for _, c in statements)} calls); largest {largest.size} bytes ({largest.application_name}); "
