@@ -31,26 +31,34 @@ $(VENV)/.dev-deps: requirements-dev.txt requirements-bench.txt requirements.txt 
 	$(PIP) install -r requirements-dev.txt $(if $(wildcard infra/requirements.txt),-r infra/requirements.txt)
 	@touch $@ $(VENV)/.run-deps
 
-.PHONY: help run reset token test lint typecheck unit synth clean bench chaos
+.PHONY: help run reset token psql test lint typecheck synth clean bench chaos
 
 help:
-	@echo "make run      run the whole system locally (embedded PostgreSQL, API on 127.0.0.1:8000)"
-	@echo "make test     lint, type-check and run every test"
-	@echo "make token    print a dev token: make token USER=demo-user-2 [OPERATOR=1]"
-	@echo "make reset    delete local data (database, keys, logs)"
-	@echo "make synth    synthesize the AWS CDK app offline into cdk.out/"
-	@echo "make bench    the 5,000-user flash sale beside the seed's design: make bench USERS=5000 WORKERS=8"
-	@echo "make chaos    fault scenarios at scale, a table of losses (all 0): make chaos JOBS=1000 [SCENARIOS=...]"
+	@echo "make run        run the whole system locally (embedded PostgreSQL, API on 127.0.0.1:8000, simulator on :8100)"
+	@echo "make test       lint, type-check and run every test"
+	@echo "make lint       ruff check and ruff format --check"
+	@echo "make typecheck  mypy (strict) on every package"
+	@echo "make token      print a dev token: make token USER=demo-user-2 [OPERATOR=1] (after make run)"
+	@echo "make psql       psql on the local database: make psql [SQL='SELECT ...']"
+	@echo "make reset      delete local data (database, keys, logs); refused while make run runs"
+	@echo "make synth      synthesize the AWS CDK app offline into cdk.out/"
+	@echo "make bench      the 5,000-user flash sale beside the seed's design: make bench USERS=5000 WORKERS=8 [KEEP=1]"
+	@echo "make chaos      fault scenarios at scale, a table of losses (all 0): make chaos JOBS=1000 [SCENARIOS=...]"
+	@echo "make clean      delete the virtualenv and every build and tool cache"
 
 run: $(VENV)/.run-deps
 	$(BIN)/python -m local.run
 
 reset: $(VENV)/.run-deps
-	$(BIN)/python -c "from local.config import LocalSettings; from local.pg import stop_embedded; stop_embedded(LocalSettings().data_dir)" || true
-	rm -rf .data
+	@$(BIN)/python -m local.admin reset
 
 token: $(VENV)/.run-deps
 	@$(BIN)/python -m local.token --user "$(TOKEN_USER)" $(if $(OPERATOR),--operator)
+
+# make psql SQL='SELECT status, count(*) FROM payment_jobs GROUP BY 1' runs one statement.
+SQL ?=
+psql: $(VENV)/.run-deps
+	@$(BIN)/python -m local.admin psql $(if $(SQL),-c "$(SQL)")
 
 lint: $(VENV)/.dev-deps
 	$(BIN)/ruff check .

@@ -303,6 +303,7 @@ def _gateway_payments(db: Database, sim_url: str, knobs: Knobs) -> dict[int, str
 
 def _gateway_env(env: dict[str, str], knobs: Knobs) -> str:
     """Point the runtime at the gateway simulator with the benchmark's limit; return its URL."""
+    env["PQ_GATEWAY_SIM_PORT"] = str(_free_port())  # beside a `make run` on the default port
     url = gateway_env(env)
     env |= {
         "PQ_RAZORPAY_RATE_PER_S": str(knobs.gateway_rps),

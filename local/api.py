@@ -5,8 +5,9 @@ Lambda container does (Powertools' resolver keeps the current event on the app o
 not serve two requests at once), on the event loop itself, which parses the next requests between
 two invocations. (A handler thread, which lets parsing overlap the database waits, measured
 ~7% more CPU per request and ~10% fewer requests a second from one process.) `make run` starts
-PQ_API_WORKERS such processes on one port (SO_REUSEPORT), each with its own accept queue and its
-own database connection.
+PQ_API_WORKERS such processes on one port, each with its own database connection and its own
+listening socket (SO_REUSEPORT, so its own accept queue), which the supervisor binds and hands
+over after checking the port is free: a second run finds the port taken instead of joining it.
 """
 
 from __future__ import annotations
@@ -161,25 +162,28 @@ def build_app(api: LocalApi) -> web.Application:
 
 
 def main() -> None:
+    import argparse
+    import socket
+
     from local.config import LocalSettings
     from shared.settings import get_settings
 
+    parser = argparse.ArgumentParser(description="the local API (make run starts several)")
+    parser.add_argument("--fd", type=int, help="a listening socket the supervisor bound (local/run.py)")
+    args = parser.parse_args()
     local = LocalSettings()
     issuer = LocalIssuer(local.data_dir / "jwt" / "signing-key.pem", local.jwt_issuer, local.jwt_audience)
     api = LocalApi(issuer, get_settings().operator_scope)
     # Import the handlers before the first request, as a warm container has them.
     for function in ("enqueue", "status"):
         importlib.import_module(f"functions.{function}.handler")
-    web.run_app(
-        build_app(api),
-        host=local.api_host,
-        port=local.api_port,
-        print=None,
-        access_log=None,
-        backlog=4096,
-        reuse_port=True,
-        handle_signals=True,
+    # Alone, it binds the port itself and, like any server, fails on a busy one.
+    where: dict[str, Any] = (
+        {"sock": socket.socket(fileno=args.fd)}
+        if args.fd is not None
+        else {"host": local.api_host, "port": local.api_port, "backlog": 4096}
     )
+    web.run_app(build_app(api), print=None, access_log=None, handle_signals=True, **where)
 
 
 if __name__ == "__main__":
