@@ -14,7 +14,7 @@ export PYTHONPATH := $(CURDIR)
 TOKEN_USER := $(if $(filter command line,$(origin USER)),$(USER),demo-user-1)
 OPERATOR ?=
 # The benchmark's knobs pass through from the command line (make bench USERS=200 ...).
-export USERS PRODUCTS WORKERS BATCH API_WORKERS OUT METHODS BASELINE CEILINGS PGBENCH_SECONDS
+export USERS PRODUCTS WORKERS BATCH API_WORKERS OUT METHODS BASELINE CEILINGS PGBENCH_SECONDS KEEP GATEWAY_SHARE GATEWAY_RPS
 # make chaos JOBS=1000 SCENARIOS=poison,dlq_redrive OUT=chaos.json (see bench/chaos.py).
 export JOBS SCENARIOS
 
@@ -70,7 +70,7 @@ typecheck: $(VENV)/.dev-deps
 test: lint typecheck
 	$(BIN)/python -m pytest
 
-# Knobs: USERS PRODUCTS WORKERS BATCH API_WORKERS OUT METHODS BASELINE CEILINGS (see bench/flash_sale.py).
+# Knobs: USERS PRODUCTS WORKERS BATCH API_WORKERS OUT METHODS BASELINE CEILINGS KEEP (see bench/flash_sale.py).
 bench: $(VENV)/.dev-deps
 	$(BIN)/python -m bench.flash_sale
 
