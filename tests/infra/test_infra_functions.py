@@ -209,6 +209,6 @@ def test_dependency_layer_is_built_from_requirements_lambda(
 
     assert layer["Properties"]["CompatibleRuntimes"] == ["python3.12"]
     assert layer["Properties"]["CompatibleArchitectures"] == ["arm64"]
-    requirements = REPO_ROOT / "requirements-lambda.txt"
+    requirements = REPO_ROOT / "requirements-lambda.lock"
     if requirements.is_file():
-        assert (staged / "python" / "requirements-lambda.txt").read_text() == requirements.read_text()
+        assert (staged / "python" / "requirements-lambda.lock").read_text() == requirements.read_text()
