@@ -45,7 +45,8 @@ from local.seed import SeedPlan, seed
 from local.workers import dead_letter, read_fifo
 from shared.db import Database
 from shared.domain import TransientError
-from shared.services import parse_job_message, process_job
+from shared.services.processing import parse_job_message
+from shared.services.wallet import process_wallet_job
 from shared.settings import Settings
 
 CHAOS_DATA = ROOT / ".data" / "chaos"
@@ -655,7 +656,7 @@ def dlq_redrive(stage: Stage, n: int) -> Row:
         heads = read_fifo(stage.db, "payments", visibility_timeout_s=0, qty=len(accepted) + 10)
         dead = [m for i, m in enumerate(heads) if i % 5 == 0]
         for m in dead[::3]:  # paid, then dead-lettered all the same
-            process_job(app, parse_job_message(json.dumps(m["message"])))
+            process_wallet_job(app, parse_job_message(json.dumps(m["message"])).job_id)
         # only the chosen ones: the rest stay queued, visible at once
         dead_letter(stage.db, dead, queue="payments", dlq="payments_dlq")
     finally:

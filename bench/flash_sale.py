@@ -246,14 +246,14 @@ def _statement_calls(db: Database) -> dict[str, int]:
     return {
         "payment": calls(r"pq_process_payment"),
         "queue_read": calls(r"WITH picked AS"),
-        "queue_delete": calls(r"DELETE FROM pgmq\.q_payments\b"),
+        "queue_delete": calls(r"pq_local_delete\(\$1,"),
         "queue_set_vt": calls(r"pgmq\.set_vt"),
-        # psycopg2 sends arrays as ARRAY[...]: two arrays = jobs (with headers), one = events.
-        "event_publish": calls(r"pgmq\.send_batch\(\$1, ARRAY\[[^]]*\]::jsonb\[\]\)"),
-        "event_mark": calls(r"UPDATE outbox_events SET published_at"),
+        # psycopg2 sends arrays as ARRAY[...]: jobs carry headers (a second array), events none.
+        "event_publish": calls(r"pq_local_send\(\$1, ARRAY\[[^]]*\]::jsonb\[\], (NULL|\$\d+)\)"),
+        "event_mark": calls(r"pq_mark_events_published"),
         "enqueue": calls(r"pq_enqueue_job"),
-        "enqueue_send": calls(r"pgmq\.send_batch\(\$1, ARRAY\[[^]]*\]::jsonb\[\], ARRAY"),
-        "enqueue_mark": calls(r"UPDATE payment_jobs SET sent_at"),
+        "enqueue_send": calls(r"pq_local_send\(\$1, ARRAY\[[^]]*\]::jsonb\[\], ARRAY"),
+        "enqueue_mark": calls(r"pq_mark_jobs_sent"),
     }
 
 

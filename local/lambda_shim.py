@@ -20,7 +20,9 @@ class LocalContext:
     """Duck-types aws_lambda_powertools.utilities.typing.LambdaContext."""
 
     function_name: str
-    timeout_s: float = 30.0
+    # The processor's timeout in every environment (infra/config.py), which the processor budgets
+    # its records against (shared/services/processing.py).
+    timeout_s: float = 120.0
     memory_limit_in_mb: int = 512
     aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     started: float = field(default_factory=time.monotonic)

@@ -22,7 +22,8 @@ from shared.bootstrap import bootstrap
 from shared.db import Database
 from shared.domain import full_jitter_backoff
 from shared.observability import logger
-from shared.services import parse_job_message, process_job
+from shared.services.processing import parse_job_message
+from shared.services.wallet import process_wallet_job
 
 _stop = False
 
@@ -78,9 +79,9 @@ def settle(
     dead = [m for m in messages if str(m["msg_id"]) in failed and m["read_ct"] >= max_receive_count]
     retry = [m for m in messages if str(m["msg_id"]) in failed and m["read_ct"] < max_receive_count]
     if done:
-        # Relaxed commit: a delete lost in a crash only redelivers messages whose jobs are done,
-        # which the payment function acknowledges without a second charge.
-        db.execute_relaxed(f"DELETE FROM pgmq.q_{queue} WHERE msg_id = ANY(%s::bigint[])", (done,))
+        # Relaxed commit (shared/sql/local_queue.sql): a delete lost in a crash only redelivers
+        # messages whose jobs are done, which the payment functions acknowledge without a second charge.
+        db.execute("SELECT pq_local_delete(%s, %s::bigint[])", (queue, done))
     if dead:
         # Same message and headers, plus where it came from; moved atomically.
         with db.transaction() as cur:
@@ -98,7 +99,13 @@ def settle(
                 ),
             )
             cur.execute("SELECT pgmq.delete(%s, %s::bigint[])", (queue, [m["msg_id"] for m in dead]))
-        logger.warning("moved to DLQ", queue=queue, message_ids=[m["msg_id"] for m in dead])
+        # The processor logged each one's last error as it failed ("message moved to the DLQ").
+        logger.warning(
+            "moved to DLQ",
+            queue=queue,
+            message_ids=[m["msg_id"] for m in dead],
+            job_ids=[m["message"].get("job_id") for m in dead if isinstance(m["message"], dict)],
+        )
     if retry:
         # Only where the visibility is still the one the read set: a handler that handed a message
         # back for later (ChangeMessageVisibility: a gateway backoff) has already decided when.
@@ -186,7 +193,7 @@ def _die_mid_batch(app: Any, messages: list[dict[str, Any]]) -> None:
     publishing their events and before deleting anything: a Lambda killed mid-batch."""
     for m in messages[: max(1, len(messages) // 2)]:
         try:
-            process_job(app, parse_job_message(json.dumps(m["message"])))
+            process_wallet_job(app, parse_job_message(json.dumps(m["message"])).job_id)
         except Exception:
             logger.exception("fault injection: payment before the kill failed", message_id=m["msg_id"])
     _die("mid_batch", messages)

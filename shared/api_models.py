@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from shared.domain import PaymentRequest
 
@@ -48,12 +48,25 @@ class JobView(BaseModel):
     reason: str | None = None
 
 
+class DeadLetteredJob(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    job_id: str | None = Field(description="null when the message named no job")
+    user_id: str | None
+    order_id: int | None
+    status: str = Field(description="the job's status, or unknown when no such job exists")
+    last_error: str
+    deliveries: int
+    age_s: float = Field(description="seconds since the message went to the DLQ")
+
+
 class QueueStatus(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     depth: int
     in_flight: int
     dlq_depth: int
+    dlq_jobs: list[DeadLetteredJob] = Field(description="the newest jobs in the DLQ, at most 20")
     oldest_message_age_s: float
     throughput_per_minute: int
     eta_to_drain_s: float | None
@@ -67,6 +80,7 @@ class MetricsWindow(BaseModel):
     failed: int
     success_rate: float | None
     error_rate: float | None
+    failed_deliveries: int = Field(description="deliveries that failed (transient included), not business failures")
     avg_wait_s: float | None
     p50_wait_s: float | None
     p95_wait_s: float | None

@@ -81,22 +81,6 @@ class Database:
             # statement's transaction is gone, so it is safe to retry on a fresh connection.
             self.close()
             raise TransientError(f"{type(exc).__name__}: {str(exc).strip()}") from exc
-        except psycopg2.Error:
-            # Any other error: never leave the connection inside a failed transaction (a statement
-            # sent as BEGIN; ...; COMMIT stops at the error), or every later statement would fail.
-            current = getattr(self._local, "conn", None)
-            if (
-                current is not None
-                and not current.closed
-                and current.autocommit
-                and current.info.transaction_status != psycopg2.extensions.TRANSACTION_STATUS_IDLE
-            ):
-                try:  # psycopg2's rollback() is a no-op in autocommit mode: say it to the server
-                    with current.cursor() as rollback:
-                        rollback.execute("ROLLBACK")
-                except psycopg2.Error:
-                    self.close()
-            raise
 
     def fetch_all(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[Row]:
         with self._cursor() as cur:
@@ -113,18 +97,6 @@ class Database:
             self.round_trips += 1
             cur.execute(sql, params or None)
             return cur.rowcount
-
-    def execute_relaxed(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> None:
-        """A write whose commit does not wait for the WAL flush (synchronous_commit off).
-
-        Only for writes whose loss in a crash is repaired on its own: bookkeeping such as "job
-        sent" or "event published" (the sweeper sends or publishes again) and queue moves whose
-        replay is harmless (the payment function ignores a job already done). A later durable
-        commit flushes it too, since the WAL is written in order. One round trip all the same.
-        """
-        with self._cursor() as cur:
-            self.round_trips += 1
-            cur.execute(f"BEGIN; SET LOCAL synchronous_commit TO OFF; {sql}; COMMIT", params or None)
 
     @contextmanager
     def transaction(self) -> Iterator[psycopg2.extras.RealDictCursor]:

@@ -15,6 +15,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, model_validator
 
+from shared.outcomes import GatewayEndOutcome, WalletOutcome
+
 MAX_ORDER_ID = 2**63 - 1
 EVENT_SOURCE = "payment-queue"
 EVENT_VERSION = "1"
@@ -136,13 +138,13 @@ class GatewayRejected(Exception):
 
 
 class PoisonMessageError(Exception):
-    """A message that can never succeed; it fails every delivery until it reaches the DLQ."""
+    """A message that can never succeed (malformed, its job unknown, the wrong path for its job)."""
 
 
 @dataclass(frozen=True)
 class PaymentOutcome:
     job_id: str
-    outcome: str  # succeeded | failed | already_succeeded | already_failed
+    outcome: WalletOutcome | GatewayEndOutcome  # never a poison outcome: those raise PoisonMessageError
     reason: str | None = None
     payment_id: int | None = None
     event: dict[str, Any] | None = field(default=None, compare=False)

@@ -9,8 +9,12 @@ from typing import Any
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response, content_types
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEventV2
 
-from shared.domain import ApiError
+from shared.domain import ApiError, TransientError
 from shared.observability import logger
+
+MAX_SUBJECT_CHARS = 255
+# What a client is told to wait before retrying a request refused for want of a database connection.
+RETRY_AFTER_BUSY_S = 1
 
 
 def caller(event: APIGatewayProxyEventV2) -> str:
@@ -18,6 +22,10 @@ def caller(event: APIGatewayProxyEventV2) -> str:
     sub = event.request_context.authorizer.jwt_claim.get("sub")
     if not isinstance(sub, str) or not sub:
         raise ApiError(401, "unauthorized", "a valid bearer token is required")
+    # Signed, but not a subject a user id can be: PostgreSQL text cannot hold NUL, and no identity
+    # provider issues control characters or subjects of this length.
+    if len(sub) > MAX_SUBJECT_CHARS or not sub.isprintable():
+        raise ApiError(401, "invalid_subject", "the token's subject cannot identify a user")
     return sub
 
 
@@ -74,6 +82,14 @@ def install_error_handlers(app: APIGatewayHttpResolver) -> None:
         if exc.status >= 500:
             logger.error("request failed", code=exc.code)
         return json_response(exc.status, exc.body())
+
+    @app.exception_handler(TransientError)  # type: ignore[untyped-decorator]
+    def _busy(exc: TransientError) -> Response[Any]:
+        # No database connection to be had (RDS Proxy's borrow timed out, the database restarting):
+        # nothing was recorded, so the client retries with the same Idempotency-Key and gets the same job.
+        logger.warning("request refused: database unavailable", error=type(exc.__cause__ or exc).__name__)
+        body = ApiError(503, "service_busy", "the service is busy; retry shortly with the same request").body()
+        return json_response(503, body, {"Retry-After": str(RETRY_AFTER_BUSY_S)})
 
     @app.exception_handler(Exception)  # type: ignore[untyped-decorator]
     def _unexpected(exc: Exception) -> Response[Any]:

@@ -1,4 +1,15 @@
-"""Versioned, idempotent migrations: each file in shared/migrations applies once, in name order."""
+"""The one migration runner (make run, the tests, the AWS migrate trigger): schema, then SQL functions.
+
+- Versioned migrations (shared/migrations/NNNN_*.sql) hold the schema. Each applies once, in name
+  order, and is never edited after release: a changed checksum is refused.
+- Repeatable files (shared/sql/*.sql) hold the functions, each defined once with CREATE OR REPLACE
+  (DROP FUNCTION IF EXISTS first where a signature or OUT columns change). A file is applied again
+  whenever its checksum changes, in the order of REPEATABLE below, after every versioned migration.
+
+Both kinds are recorded in schema_migrations (repeatables under "sql/<name>"), all in one
+transaction: a failed run changes nothing. What is applied must stay callable by the previous
+release's code, which keeps running while a deploy rolls out and after a rollback.
+"""
 
 from __future__ import annotations
 
@@ -10,15 +21,50 @@ from shared.db import Database
 # Serialises concurrent migrators (two deploys, or a deploy racing `make run`).
 _LOCK_KEY = 0x5051_4D49  # "PQMI"
 
+# Applied in this order: types first, then the functions that use them. plpgsql resolves the functions
+# it calls when it runs, so among functions the order only matters for LANGUAGE sql bodies.
+REPEATABLE = (
+    "outcomes.sql",  # the outcome types of the money-moving functions
+    "events.sql",  # ending a job and its outbox event
+    "intake.sql",  # accepting a request (functions/enqueue)
+    "fulfilment.sql",  # the order fulfilment both payment paths share
+    "wallet_payment.sql",  # the wallet path (functions/process_payment)
+    "rate_limits.sql",  # the gateway token buckets
+    "gateway_payment.sql",  # the gateway path (functions/process_payment)
+    "failures.sql",  # failed deliveries, for operators
+    "local_queue.sql",  # PGMQ writes of the local stand-ins for SQS and EventBridge
+)
 
-def _migration_files() -> list[tuple[str, str]]:
-    folder = files("shared.migrations")
-    names = sorted(p.name for p in folder.iterdir() if p.name.endswith(".sql"))
-    return [(name, folder.joinpath(name).read_text(encoding="utf-8")) for name in names]
+# Migrations whose function definitions moved to shared/sql/ (the schema they create is unchanged):
+# a database that applied the earlier text is accepted, and its record takes the new checksum.
+SUPERSEDED = {
+    "0002_payment_functions.sql": frozenset({"a80836a0a58ce4ce46a5482d97ea82000b5ae83132e2f9a46e22148c94d33e6a"}),
+    "0003_gateway_payments.sql": frozenset({"54b71eaffd705406528fe5d3647f67d6ec778c222553f947967a4d2b250e93d2"}),
+}
+
+
+def _read(package: str, name: str) -> str:
+    return files(package).joinpath(name).read_text(encoding="utf-8")
+
+
+def versioned_files() -> list[tuple[str, str]]:
+    names = sorted(p.name for p in files("shared.migrations").iterdir() if p.name.endswith(".sql"))
+    return [(name, _read("shared.migrations", name)) for name in names]
+
+
+def repeatable_files() -> list[tuple[str, str]]:
+    present = {p.name for p in files("shared.sql").iterdir() if p.name.endswith(".sql")}
+    if present != set(REPEATABLE):
+        raise RuntimeError(f"shared/sql and REPEATABLE disagree: {sorted(present ^ set(REPEATABLE))}")
+    return [(f"sql/{name}", _read("shared.sql", name)) for name in REPEATABLE]
+
+
+def _checksum(sql: str) -> str:
+    return hashlib.sha256(sql.encode()).hexdigest()
 
 
 def migrate(db: Database) -> list[str]:
-    """Apply every migration not yet applied; return the names applied by this call."""
+    """Apply every migration not yet applied and every repeatable file that changed; return their names."""
     applied: list[str] = []
     with db.transaction() as cur:
         cur.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
@@ -30,13 +76,25 @@ def migrate(db: Database) -> list[str]:
         )
         cur.execute("SELECT version, checksum FROM schema_migrations")
         done = {r["version"]: r["checksum"] for r in cur.fetchall()}
-        for name, sql in _migration_files():
-            checksum = hashlib.sha256(sql.encode()).hexdigest()
-            if name in done:
-                if done[name] != checksum:
-                    raise RuntimeError(f"migration {name} changed after it was applied; add a new file instead")
+        for name, sql in versioned_files():
+            checksum = _checksum(sql)
+            if name not in done:
+                cur.execute(sql)
+                cur.execute("INSERT INTO schema_migrations (version, checksum) VALUES (%s, %s)", (name, checksum))
+                applied.append(name)
+            elif done[name] in SUPERSEDED.get(name, ()):
+                cur.execute("UPDATE schema_migrations SET checksum = %s WHERE version = %s", (checksum, name))
+            elif done[name] != checksum:
+                raise RuntimeError(f"migration {name} changed after it was applied; add a new file instead")
+        for name, sql in repeatable_files():
+            checksum = _checksum(sql)
+            if done.get(name) == checksum:
                 continue
             cur.execute(sql)
-            cur.execute("INSERT INTO schema_migrations (version, checksum) VALUES (%s, %s)", (name, checksum))
+            cur.execute(
+                """INSERT INTO schema_migrations (version, checksum) VALUES (%s, %s)
+                   ON CONFLICT (version) DO UPDATE SET checksum = excluded.checksum, applied_at = now()""",
+                (name, checksum),
+            )
             applied.append(name)
     return applied

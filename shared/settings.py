@@ -76,6 +76,12 @@ class Settings(BaseSettings):
     razorpay_burst: float = 10.0
     cashfree_rate_per_s: float = 20.0
     cashfree_burst: float = 10.0
+    # The most one gateway record may take: fetch, then capture or refund lookup + refund (three
+    # requests of gateway_timeout_s), a limiter wait, and its DB steps. A record that would start with
+    # less time left in the invocation is handed back at once instead of being cut off part-way.
+    gateway_record_budget_ms: int = 36_000
+    # The same for a wallet record: one statement, bounded by the statement timeout.
+    wallet_record_budget_ms: int = 6_000
     # A worker waits this long at most for a token; a longer wait hands the message back instead.
     limiter_max_wait_ms: int = 1_000
     # Backoff after a 429 / 5xx: full jitter on base * 2^(delivery-1), capped (seconds, as SQS takes them).

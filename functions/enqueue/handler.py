@@ -13,7 +13,7 @@ from shared.api_models import COMMON_ERRORS, IDEMPOTENCY_KEY_HEADER, PAYMENT_REQ
 from shared.bootstrap import bootstrap
 from shared.http import caller, install_error_handlers, json_response, read_body
 from shared.observability import logger, metrics, tracer
-from shared.services import accept_payment, parse_payment_request, validate_idempotency_key
+from shared.services.intake import accept_payment, parse_payment_request, validate_idempotency_key
 
 app = APIGatewayHttpResolver()
 install_error_handlers(app)

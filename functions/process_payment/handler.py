@@ -17,10 +17,9 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from shared.bootstrap import bootstrap
-from shared.domain import GATEWAY_METHODS
-from shared.gateway_payments import message_method, process_gateway_job
 from shared.observability import logger, metrics, tracer
-from shared.services import OutboxRelay, parse_job_message, process_job
+from shared.services.outbox import OutboxRelay
+from shared.services.processing import process_message, record_failure
 
 processor = SqsFifoPartialProcessor(skip_group_on_error=True)
 # A batch whose every record failed is still a partial response (every item listed), not an
@@ -36,30 +35,31 @@ _OUTCOME_METRIC = {
 }
 
 
-def record_handler(record: SQSRecord, relay: OutboxRelay) -> None:
-    job_id = parse_job_message(record.body)
-    method = message_method(record.body)
-    if method in GATEWAY_METHODS:
-        # Verify and capture at the gateway, then complete; a 429/5xx raises RetryLater after
-        # handing the message back with a later visibility, which fails the record (and its group).
-        outcome = process_gateway_job(
-            relay.app,
-            job_id,
-            method,
-            receipt_handle=record.receipt_handle,
-            receive_count=int(record.attributes.approximate_receive_count),
-        )
-    else:
-        outcome = process_job(relay.app, job_id)
+def record_handler(record: SQSRecord, relay: OutboxRelay, context: LambdaContext, errors: dict[str, Exception]) -> None:
+    try:
+        _pay(record, relay, context)
+    except Exception as exc:
+        errors[record.message_id] = exc  # explained after the batch, with the records it held back
+        raise
+
+
+def _pay(record: SQSRecord, relay: OutboxRelay, context: LambdaContext) -> None:
+    # A 429/5xx at the gateway, or too little time left for this record, raises RetryLater after
+    # handing the message back, which fails the record (and the rest of its group in this batch).
+    outcome = process_message(
+        relay.app,
+        record.body,
+        receipt_handle=record.receipt_handle,
+        receive_count=int(record.attributes.approximate_receive_count),
+        remaining_ms=context.get_remaining_time_in_millis(),
+    )
     relay.add(outcome.event)
     metrics.add_metric(name=_OUTCOME_METRIC[outcome.outcome], unit=MetricUnit.Count, value=1)
-    # A gateway payment, which called out, gets its INFO line; a wallet payment logs at DEBUG and
-    # its batch gets one INFO line (in a flash sale a line per wallet payment was a large share of
-    # this function's CPU, and of its CloudWatch Logs bill).
-    log = logger.info if method in GATEWAY_METHODS else logger.debug
-    log(
+    # A wallet payment logs at DEBUG and its batch gets one INFO line (in a flash sale a line per
+    # wallet payment was a large share of this function's CPU, and of its CloudWatch Logs bill).
+    logger.debug(
         "payment processed",
-        job_id=job_id,
+        job_id=outcome.job_id,
         outcome=outcome.outcome,
         reason=outcome.reason,
         receive_count=record.attributes.approximate_receive_count,
@@ -71,19 +71,36 @@ def record_handler(record: SQSRecord, relay: OutboxRelay) -> None:
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
     relay = OutboxRelay(bootstrap())
+    errors: dict[str, Exception] = {}
     try:
         response = process_partial_response(
             event=event,
-            record_handler=partial(record_handler, relay=relay),
+            record_handler=partial(record_handler, relay=relay, context=context, errors=errors),
             processor=processor,
             context=context,
         )
     finally:
         # After every commit of the batch: publish its events in one call, mark them published.
         relay.flush()
-    records = len(event.get("Records", []))
-    failures = len(response.get("batchItemFailures", []))
-    if failures:
-        metrics.add_metric(name="RecordsFailed", unit=MetricUnit.Count, value=failures)
-    logger.info("batch processed", records=records, failed=failures)
+    records = event.get("Records", [])
+    failed = {f["itemIdentifier"] for f in response.get("batchItemFailures", [])}
+    if failed:
+        metrics.add_metric(name="RecordsFailed", unit=MetricUnit.Count, value=len(failed))
+        _explain(relay, [SQSRecord(r) for r in records if r["messageId"] in failed], errors)
+    logger.info("batch processed", records=len(records), failed=len(failed))
     return response
+
+
+def _explain(relay: OutboxRelay, failed: list[SQSRecord], errors: dict[str, Exception]) -> None:
+    """Every failed record, logged and recorded: its own error, or the earlier failure of its group
+    that held it back (skip_group_on_error). The last delivery maxReceiveCount allows goes to the DLQ."""
+    for record in failed:
+        receive_count = int(record.attributes.approximate_receive_count)
+        record_failure(
+            relay.app,
+            record.body,
+            message_id=record.message_id,
+            receive_count=receive_count,
+            error=errors.get(record.message_id, "held back behind a failed message of its group"),
+            dead_lettered=receive_count >= relay.app.settings.max_receive_count,
+        )

@@ -22,7 +22,8 @@ from shared.api_models import (
 from shared.bootstrap import bootstrap
 from shared.http import caller, install_error_handlers, json_response, require_scope
 from shared.observability import logger, metrics, tracer
-from shared.services import db_health, get_job, metrics_summary, queue_status, redrive_dlq
+from shared.services.operator import db_health, metrics_summary, redrive_dlq
+from shared.services.reads import get_job, queue_status
 
 app = APIGatewayHttpResolver()
 install_error_handlers(app)

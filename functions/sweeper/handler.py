@@ -9,7 +9,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from shared.bootstrap import bootstrap
 from shared.observability import logger, metrics, tracer
-from shared.services import sweep
+from shared.services.outbox import sweep
 
 
 @logger.inject_lambda_context

@@ -101,7 +101,7 @@ class Functions(Construct):
             subnets=network.isolated_subnets,
         )
         self.migrate = self._function(
-            _Spec("migrate", "Applies shared/migrations on deploy", 300),
+            _Spec("migrate", "Applies shared/migrations and shared/sql on deploy", 300),
             subnets=network.isolated_subnets,
         )
         self.notify = self._function(

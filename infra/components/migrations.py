@@ -12,7 +12,7 @@ class Migrations(Construct):
     the database and proxy exist and before the functions and API that need the new schema.
 
     The trigger re-runs whenever the migrate function's code changes, and its code contains
-    `shared/migrations/*.sql`; a failed migration fails the deployment, which rolls back.
+    `shared/migrations/*.sql` and `shared/sql/*.sql`; a failed migration fails the deployment, which rolls back.
     """
 
     def __init__(

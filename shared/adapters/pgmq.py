@@ -33,11 +33,11 @@ class PgmqJobQueue:
     def send(self, messages: Sequence[QueueMessage]) -> list[str]:
         if not messages:
             return []
-        # Relaxed commit: the job row is already durable, and a message lost in a crash takes the
-        # job's later "sent" mark with it (the WAL is flushed in order), so the sweeper sends it
-        # again. The enqueue path then waits for one WAL flush, not three.
-        self._db.execute_relaxed(
-            "SELECT pgmq.send_batch(%s, %s::jsonb[], %s::jsonb[])",
+        # Relaxed commit (shared/sql/local_queue.sql): the job row is already durable, and a message
+        # lost in a crash takes the job's later "sent" mark with it, so the sweeper sends it again.
+        # The enqueue path then waits for one WAL flush, not three.
+        self._db.execute(
+            "SELECT pq_local_send(%s, %s::jsonb[], %s::jsonb[])",
             (
                 self.queue,
                 _jsonb_array([m.body for m in messages]),
@@ -111,5 +111,5 @@ class PgmqEventBus:
             return []
         envelopes = [{"source": EVENT_SOURCE, "detail-type": e["type"], "id": e["id"], "detail": e} for e in events]
         # Relaxed commit: the outbox row is durable and stays unpublished if this is lost.
-        self._db.execute_relaxed("SELECT pgmq.send_batch(%s, %s::jsonb[])", (self.queue, _jsonb_array(envelopes)))
+        self._db.execute("SELECT pq_local_send(%s, %s::jsonb[], NULL)", (self.queue, _jsonb_array(envelopes)))
         return [str(e["id"]) for e in events]

@@ -193,7 +193,8 @@ def test_each_asset_holds_shared_and_only_its_own_handler(
 
     # Compared with the tree as it is now: tolerant of files added while the suite runs.
     essentials = {"functions/__init__.py", f"functions/{name}/handler.py", "shared/__init__.py"}
-    essentials |= {str(p.relative_to(REPO_ROOT)) for p in (REPO_ROOT / "shared" / "migrations").glob("*.sql")}
+    for sql_dir in ("migrations", "sql"):  # the schema and the functions the migrate trigger applies
+        essentials |= {str(p.relative_to(REPO_ROOT)) for p in (REPO_ROOT / "shared" / sql_dir).glob("*.sql")}
     assert {e for e in essentials if (REPO_ROOT / e).is_file()} <= present
     assert {p.split("/")[0] for p in present} <= {"functions", "shared"}
     foreign = [p for p in present if p.startswith("functions/") and p.count("/") > 1 and p.split("/")[1] != name]

@@ -10,7 +10,7 @@ from local.workers import read_fifo
 from shared.bootstrap import App
 from shared.db import Database
 from shared.domain import PaymentRequest
-from shared.services import Accepted, accept_payment
+from shared.services.intake import Accepted, accept_payment
 from tests.integration.helpers import deliver
 
 RAZORPAY = ("rzp_test_k1", "rzp_secret_s1")

@@ -10,7 +10,7 @@ from local.workers import read_fifo, settle
 from shared.bootstrap import App
 from shared.db import Database
 from shared.domain import PaymentRequest
-from shared.services import Accepted, accept_payment
+from shared.services.intake import Accepted, accept_payment
 
 
 def pending_order(db: Database, user_id: str) -> int:

@@ -12,7 +12,7 @@ from local.invariants import check, snapshot_stock
 from local.seed import SeedPlan, seed
 from shared.bootstrap import App
 from shared.domain import PaymentRequest
-from shared.services import accept_payment
+from shared.services.intake import accept_payment
 
 ROOT = Path(__file__).resolve().parents[2]
 USERS = 300

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
+
 from functions.status.handler import handler as status_handler
 from local.workers import dead_letter
 from shared.bootstrap import App
+from shared.services.intake import job_message
 from tests.integration.helpers import deliver, pay, receive
 from tests.integration.test_api_handlers import OPERATOR, call
 
@@ -62,3 +65,33 @@ def test_redrive_route_needs_the_operator_scope_and_reports_what_moved(app: App,
     status, body, _ = call(status_handler, "POST", "/v1/dlq/redrive", user="ops", scopes=[OPERATOR])
     assert (status, body) == (200, {"status": "completed", "moved": 1})
     assert app.queue.stats().dlq_depth == 0
+
+
+def test_a_dead_lettered_job_is_explained_in_the_logs_and_the_operator_view(
+    app: App, demo: dict[str, int], caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given a message naming a job that does not exist (it can never succeed)
+    ghost = "00000000-0000-4000-8000-00000000dead"
+    app.queue.send([job_message(ghost, "demo-user-1", 1, "wallet")])
+
+    # When the workers deliver it until it reaches the DLQ
+    for _ in range(app.settings.max_receive_count):
+        if app.queue.stats().dlq_depth:
+            break
+        deliver(app, receive(app, vt=0))
+
+    # Then the logs name the job, its user and order, the error and the delivery
+    assert app.queue.stats().dlq_depth == 1
+    moved = [vars(r) for r in caplog.records if r.getMessage() == "message moved to the DLQ"]
+    assert moved and moved[-1]["job_id"] == ghost and moved[-1]["user_id"] == "demo-user-1"
+    assert moved[-1]["order_id"] == 1 and moved[-1]["levelname"] == "WARNING"
+    assert "PoisonMessageError" in moved[-1]["detail"] and moved[-1]["receive_count"] >= 1
+
+    # And the operator's views list it with its last error, and count its failed deliveries
+    status, queue, _ = call(status_handler, "GET", "/v1/queue/status", scopes=[OPERATOR])
+    assert status == 200
+    assert [(j["job_id"], j["status"], j["user_id"]) for j in queue["dlq_jobs"]] == [(ghost, "unknown", None)]
+    assert "job_not_found" in queue["dlq_jobs"][0]["last_error"]
+    status, metrics, _ = call(status_handler, "GET", "/v1/metrics", scopes=[OPERATOR])
+    assert status == 200 and metrics["windows"]["1m"]["failed_deliveries"] >= 1
+    assert metrics["windows"]["1m"]["failed"] == 0  # no business failure among them

@@ -22,7 +22,7 @@ from local.lambda_shim import LocalContext, sns_event
 from local.seed import SeedPlan, seed
 from shared.bootstrap import App
 from shared.notifications import EVENT_ID_HEADER, SIGNATURE_HEADER, verify
-from shared.services import sweep
+from shared.services.outbox import sweep
 from shared.settings import Settings, get_settings
 from tests.integration.gateway_helpers import drain, gateway_settings, pay_gateway
 
@@ -159,14 +159,14 @@ class Webhook:
 
 _KILL_AFTER_COMMIT = """
 import os
-import shared.services
+import shared.services.outbox
 from functions.process_payment.handler import handler
 from local.lambda_shim import LocalContext, sqs_record
 from local.workers import read_fifo
 from shared.bootstrap import bootstrap
 
 # The process dies the moment the batch's payments are committed, before their events are published.
-shared.services.publish_events = lambda app, events: os._exit(9)
+shared.services.outbox.publish_events = lambda app, events: os._exit(9)
 app = bootstrap()
 messages = read_fifo(app.db, "payments", visibility_timeout_s=1, qty=10)
 handler({"Records": [sqs_record(m, "payments") for m in messages]}, LocalContext("killed-worker"))

@@ -11,8 +11,8 @@ from local.gateway_sim import Simulator
 from local.invariants import check
 from shared.bootstrap import App
 from shared.domain import ApiError, PaymentRequest
-from shared.gateway_payments import process_gateway_job
-from shared.services import accept_payment, parse_payment_request
+from shared.services.gateway import process_gateway_job
+from shared.services.intake import accept_payment, parse_payment_request
 from shared.settings import Settings
 from tests.integration.gateway_helpers import (
     RAZORPAY,

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from local.invariants import check, snapshot_stock
 from shared.bootstrap import App
-from shared.services import process_job
+from shared.services.wallet import process_wallet_job
 from tests.integration.helpers import pay
 
 
 def _paid(app: App) -> None:
-    process_job(app, pay(app, "demo-user-1", "k1").body["job_id"])
+    process_wallet_job(app, pay(app, "demo-user-1", "k1").body["job_id"])
 
 
 def test_clean_run_has_no_violations(app: App, demo: dict[str, int]) -> None:
@@ -55,6 +55,6 @@ def test_jobs_of_one_user_finishing_out_of_order_are_reported(app: App, demo: di
            SELECT user_id, items, total_paise FROM orders WHERE user_id = 'demo-user-1'"""
     )
     second = pay(app, "demo-user-1", "k2").body["job_id"]
-    process_job(app, second)
-    process_job(app, first)
+    process_wallet_job(app, second)
+    process_wallet_job(app, first)
     assert check(app.db)["order_violations"] == 1

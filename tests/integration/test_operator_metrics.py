@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functions.status.handler import handler as status_handler
 from shared.bootstrap import App
-from shared.services import process_job
+from shared.services.wallet import process_wallet_job
 from tests.integration.helpers import pay
 from tests.integration.test_api_handlers import OPERATOR, call
 
@@ -13,7 +13,7 @@ def test_metrics_report_wait_p50_and_p95_per_window(app: App, demo: dict[str, in
     # Given three finished jobs that waited 1 s, 2 s and 10 s from acceptance to their end
     for i, wait_s in zip((1, 2, 3), (1, 2, 10), strict=True):
         job = pay(app, f"demo-user-{i}", f"k{i}").body["job_id"]
-        process_job(app, job)
+        process_wallet_job(app, job)
         app.db.execute(
             "UPDATE payment_jobs SET created_at = finished_at - make_interval(secs => %s) WHERE id = %s",
             (wait_s, job),

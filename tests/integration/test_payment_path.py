@@ -9,7 +9,8 @@ from shared.bootstrap import App
 from shared.db import Database
 from shared.domain import ApiError, PaymentRequest, PoisonMessageError
 from shared.migrate import migrate
-from shared.services import accept_payment, process_job
+from shared.services.intake import accept_payment
+from shared.services.wallet import process_wallet_job
 from tests.integration.helpers import pay, pending_order, row_counts
 
 
@@ -82,7 +83,7 @@ def test_orders_the_caller_does_not_own_are_not_found(
 def test_paid_order_is_not_payable(app: App, demo: dict[str, int]) -> None:
     order = pending_order(app.db, "demo-user-1")
     job = pay(app, "demo-user-1", "key-1", order).body["job_id"]
-    process_job(app, job)
+    process_wallet_job(app, job)
     before = row_counts(app.db)
 
     with pytest.raises(ApiError) as err:
@@ -110,7 +111,7 @@ def test_payment_moves_money_stock_order_and_cart_in_one_round_trip(app: App, de
     job_id = pay(app, "demo-user-1", "key-1").body["job_id"]
     trips_before = app.db.round_trips
 
-    outcome = process_job(app, job_id)
+    outcome = process_wallet_job(app, job_id)
 
     assert app.db.round_trips - trips_before == 1
     assert outcome.outcome == "succeeded" and outcome.payment_id is not None
@@ -131,10 +132,10 @@ def test_payment_moves_money_stock_order_and_cart_in_one_round_trip(app: App, de
 
 def test_redelivered_job_charges_once(app: App, demo: dict[str, int]) -> None:
     job_id = pay(app, "demo-user-1", "key-1").body["job_id"]
-    first = process_job(app, job_id)
+    first = process_wallet_job(app, job_id)
     before = row_counts(app.db)
 
-    again = process_job(app, job_id)
+    again = process_wallet_job(app, job_id)
 
     assert first.outcome == "succeeded"
     assert again.outcome == "already_succeeded" and again.event is None
@@ -147,7 +148,7 @@ def test_insufficient_balance_fails_the_job_and_changes_nothing_else(app: App, d
     job_id = pay(app, "demo-user-1", "key-1").body["job_id"]
     before = row_counts(app.db)
 
-    outcome = process_job(app, job_id)
+    outcome = process_wallet_job(app, job_id)
 
     assert (outcome.outcome, outcome.reason) == ("failed", "insufficient_balance")
     assert outcome.event is not None and outcome.event["type"] == "PaymentFailed"
@@ -163,7 +164,7 @@ def test_out_of_stock_fails_cleanly(app: App, demo: dict[str, int]) -> None:
     job_id = pay(app, "demo-user-1", "key-1").body["job_id"]
     before = row_counts(app.db)
 
-    outcome = process_job(app, job_id)
+    outcome = process_wallet_job(app, job_id)
 
     assert (outcome.outcome, outcome.reason) == ("failed", "out_of_stock")
     assert row_counts(app.db) | {"events": before["events"]} == before
@@ -176,7 +177,7 @@ def test_malformed_order_items_fail_as_invalid_order(app: App, demo: dict[str, i
     )
     job_id = pay(app, "demo-user-1", "key-1").body["job_id"]
 
-    assert process_job(app, job_id).reason == "invalid_order"
+    assert process_wallet_job(app, job_id).reason == "invalid_order"
 
 
 def test_order_total_that_does_not_match_its_items_is_invalid(app: App, demo: dict[str, int]) -> None:
@@ -184,7 +185,7 @@ def test_order_total_that_does_not_match_its_items_is_invalid(app: App, demo: di
     job_id = pay(app, "demo-user-1", "key-1").body["job_id"]
     balance = app.db.fetch_one("SELECT balance_paise FROM wallets WHERE user_id = 'demo-user-1'")
 
-    assert process_job(app, job_id).reason == "invalid_order"
+    assert process_wallet_job(app, job_id).reason == "invalid_order"
     assert app.db.fetch_one("SELECT balance_paise FROM wallets WHERE user_id = 'demo-user-1'") == balance
 
 
@@ -200,14 +201,14 @@ def test_gateway_job_sent_down_the_wallet_path_is_poison_and_debits_nothing(app:
     before = row_counts(app.db)
 
     with pytest.raises(PoisonMessageError):
-        process_job(app, job["id"])
+        process_wallet_job(app, job["id"])
 
     assert row_counts(app.db) == before
 
 
 def test_message_for_a_job_that_does_not_exist_is_poison(app: App, demo: dict[str, int]) -> None:
     with pytest.raises(PoisonMessageError):
-        process_job(app, "00000000-0000-4000-8000-000000000000")
+        process_wallet_job(app, "00000000-0000-4000-8000-000000000000")
 
 
 def test_refused_validation_records_nothing(app: App, demo: dict[str, int]) -> None:

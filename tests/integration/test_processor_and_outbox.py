@@ -11,7 +11,7 @@ from functions.process_payment.handler import handler as process_handler
 from local.lambda_shim import LocalContext, sqs_record
 from shared.bootstrap import App
 from shared.ports import QueueMessage
-from shared.services import sweep
+from shared.services.outbox import sweep
 from tests.integration.helpers import deliver, pay, pending_order, receive
 
 
@@ -135,3 +135,20 @@ def test_duplicate_delivery_of_one_job_charges_once(app: App, demo: dict[str, in
     assert app.db.fetch_one("SELECT count(*) n FROM payment_transactions WHERE order_id = %s", (order,)) == {"n": 1}
     assert app.db.fetch_one("SELECT count(*) n FROM wallet_transactions WHERE kind = 'debit'") == {"n": 1}
     assert app.db.fetch_one("SELECT count(*) n FROM pgmq.q_payment_events") == {"n": 1}
+
+
+def test_records_left_without_time_are_handed_back_unpaid(app: App, demo: dict[str, int]) -> None:
+    # Given two queued payments and an invocation with less time left than a wallet record may need
+    for user in ("demo-user-1", "demo-user-2"):
+        pay(app, user, f"key-{user}")
+    messages = receive(app, vt=300)
+    assert len(messages) == 2
+    almost_over = LocalContext("test", timeout_s=app.settings.wallet_record_budget_ms / 1000 - 1)
+
+    # When the processor runs them
+    response = process_handler({"Records": [sqs_record(m, "payments") for m in messages]}, almost_over)
+
+    # Then neither is paid, both fail the batch and are visible again at once for the next invocation
+    assert len(response["batchItemFailures"]) == 2
+    assert app.db.fetch_one("SELECT count(*) AS n FROM payment_jobs WHERE status = 'queued'") == {"n": 2}
+    assert len(receive(app)) == 2

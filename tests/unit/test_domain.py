@@ -8,7 +8,9 @@ from typing import Any
 import pytest
 
 from shared.domain import ApiError, PaymentRequest, ThroughputEstimator, build_event
-from shared.services import job_view, parse_job_message, parse_payment_request, validate_idempotency_key
+from shared.services.intake import parse_payment_request, validate_idempotency_key
+from shared.services.processing import parse_job_message
+from shared.services.reads import job_view
 from shared.settings import Settings
 
 

@@ -2,7 +2,7 @@
 DB transaction, refund what was captured for an order we cannot fulfil.
 
 No DB transaction is open while a request is at the gateway: each DB step is one SQL function in
-one round trip (shared/migrations/0003_gateway_payments.sql), committed before the next request
+one round trip (shared/sql/gateway_payment.sql), committed before the next request
 leaves. Per delivery:
 
     begin (lock job, record the attempt, take the fetch token)  -> fetch the payment
@@ -20,7 +20,6 @@ Retry-After honoured) instead of sleeping.
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from dataclasses import dataclass
@@ -40,6 +39,7 @@ from shared.domain import (
     full_jitter_backoff,
 )
 from shared.observability import logger, metrics
+from shared.outcomes import GatewayBeginOutcome, GatewayEndOutcome
 from shared.ports import GatewayPayment, PaymentGateway
 from shared.settings import Settings
 
@@ -59,6 +59,7 @@ class _Job:
     amount_paise: int
     currency: str
     problem: str | None  # why the order cannot be fulfilled now (None: it can)
+    refund_ref: str  # our idempotency reference for a refund, fixed per job (pq_gateway_begin)
     refund_sent: bool
     refund_reason: str | None
 
@@ -131,7 +132,7 @@ class _Run:
         assert row is not None
         return PaymentOutcome(
             job_id=self.job.job_id,
-            outcome=row["outcome"],
+            outcome=GatewayEndOutcome(row["outcome"]),
             reason=row["reason"],
             payment_id=row["payment_id"],
             event=build_event(row["event"]) if row["event"] else None,
@@ -148,7 +149,7 @@ class _Run:
             (uuid.UUID(self.job.job_id), payment.amount_paise, payment.currency),
         )
         assert row is not None
-        if row["outcome"] == "refund_required":
+        if row["outcome"] == GatewayEndOutcome.REFUND_REQUIRED:
             return self.refund(payment, row["reason"])
         return self._outcome(row)
 
@@ -156,9 +157,9 @@ class _Run:
         job = self.job
         # A refund sent before whose answer was lost is looked up first (one more request).
         self.token("refund", n=2 if job.refund_sent else 1, reason=reason)
-        refund = self.gateway.find_refund(job.ref, self._refund_ref) if job.refund_sent else None
+        refund = self.gateway.find_refund(job.ref, job.refund_ref) if job.refund_sent else None
         if refund is None:
-            refund = self.gateway.refund(job.ref, payment.amount_paise, payment.currency, self._refund_ref)
+            refund = self.gateway.refund(job.ref, payment.amount_paise, payment.currency, job.refund_ref)
         metrics.add_metric(name="GatewayRefunds", unit=MetricUnit.Count, value=1)
         logger.warning("gateway payment refunded", job_id=job.job_id, gateway=job.gateway, reason=reason)
         return self._outcome(
@@ -168,20 +169,6 @@ class _Run:
             )
         )
 
-    @property
-    def _refund_ref(self) -> str:
-        return "pq" + self.job.job_id.replace("-", "")
-
-
-def message_method(body: str) -> str:
-    """The payment method a queue message names (messages without one are wallet payments)."""
-    try:
-        data = json.loads(body)
-    except ValueError:
-        return "wallet"
-    method = data.get("method", "wallet") if isinstance(data, dict) else "wallet"
-    return str(method)
-
 
 def process_gateway_job(
     app: App, job_id: str, method: str, *, receipt_handle: str, receive_count: int
@@ -190,10 +177,13 @@ def process_gateway_job(
     rate, burst = limits(app.settings, method)
     row = app.db.fetch_one("SELECT * FROM pq_gateway_begin(%s, %s, %s)", (uuid.UUID(job_id), rate, burst))
     assert row is not None
-    if row["outcome"] in ("job_not_found", "not_a_gateway_job"):
-        raise PoisonMessageError(f"job {job_id}: {row['outcome']}")
-    if row["outcome"] != "proceed":
-        return PaymentOutcome(job_id=job_id, outcome=row["outcome"], reason=row["reason"], payment_id=row["payment_id"])
+    begin = GatewayBeginOutcome(row["outcome"])
+    if begin in (GatewayBeginOutcome.JOB_NOT_FOUND, GatewayBeginOutcome.NOT_A_GATEWAY_JOB):
+        raise PoisonMessageError(f"job {job_id}: {begin}")
+    if begin is not GatewayBeginOutcome.PROCEED:
+        return PaymentOutcome(
+            job_id=job_id, outcome=GatewayEndOutcome(begin), reason=row["reason"], payment_id=row["payment_id"]
+        )
     gateway = app.gateways.get(row["gateway"])
     if gateway is None:  # a deployment fault, not the shopper's: retried, then dead-lettered
         raise RuntimeError(f"gateway {row['gateway']} is not configured")
@@ -204,11 +194,22 @@ def process_gateway_job(
         amount_paise=row["amount_paise"],
         currency=row["currency"],
         problem=row["problem"],
+        refund_ref=row["refund_ref"],
         refund_sent=row["refund_sent"],
         refund_reason=row["refund_reason"],
     )
     try:
-        return _Run(app, job, gateway).settle(row)
+        outcome = _Run(app, job, gateway).settle(row)
+        # A gateway payment, which called out, gets its INFO line (a wallet payment only its batch's).
+        logger.info(
+            "payment processed",
+            job_id=job_id,
+            gateway=job.gateway,
+            outcome=outcome.outcome,
+            reason=outcome.reason,
+            receive_count=receive_count,
+        )
+        return outcome
     except GatewayRetryable as exc:
         delay = full_jitter_backoff(
             receive_count,

@@ -1,0 +1,115 @@
+"""Accepting a payment request (functions/enqueue): validate, record the job, queue it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from shared.bootstrap import App
+from shared.domain import GATEWAY_METHODS, GATEWAY_REF_FIELD, ApiError, PaymentRequest
+from shared.observability import logger
+from shared.outcomes import EnqueueOutcome
+from shared.ports import QueueMessage
+from shared.services.reads import job_view
+
+IDEMPOTENCY_KEY_MAX = 255
+
+
+@dataclass(frozen=True)
+class Accepted:
+    body: dict[str, Any]
+    replayed: bool
+
+
+def parse_json_object(raw_body: str | None) -> dict[str, Any]:
+    """A request body that must be a JSON object; anything else is a 400 invalid_json."""
+    if not raw_body:
+        raise ApiError(400, "invalid_json", "request body must be a JSON object")
+    try:
+        data = json.loads(raw_body)
+    except (ValueError, RecursionError):
+        # ValueError covers JSONDecodeError and also an integer of more digits than Python converts
+        # (sys.get_int_max_str_digits, 4,300 by default), which is not a JSON syntax error.
+        raise ApiError(400, "invalid_json", "request body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "invalid_json", "request body must be a JSON object")
+    return data
+
+
+def parse_payment_request(raw_body: str | None, enabled_methods: Collection[str] = ("wallet",)) -> PaymentRequest:
+    data = parse_json_object(raw_body)
+    method = data.get("method")
+    if method in GATEWAY_METHODS:
+        if method not in enabled_methods:
+            raise ApiError(422, "method_not_supported", f"payment method {method!r} is not enabled", field="method")
+        ref_field = GATEWAY_REF_FIELD[method]
+        if data.get(ref_field) is None:
+            raise ApiError(422, "validation_error", f"{ref_field} is required with method {method}", field=ref_field)
+    try:
+        return PaymentRequest.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "body"
+        raise ApiError(422, "validation_error", f"{where}: {first['msg']}", field=where) from None
+
+
+def validate_idempotency_key(key: str | None) -> str:
+    if key is None or not key.strip():
+        raise ApiError(400, "idempotency_key_required", "the Idempotency-Key header is required")
+    if len(key) > IDEMPOTENCY_KEY_MAX or not key.isprintable():
+        raise ApiError(
+            400, "idempotency_key_invalid", f"Idempotency-Key must be 1-{IDEMPOTENCY_KEY_MAX} printable characters"
+        )
+    return key
+
+
+def job_message(job_id: str, user_id: str, order_id: int, method: str) -> QueueMessage:
+    """The queue message for a job: grouped by user (per-user order), deduplicated by job id."""
+    return QueueMessage(
+        job_id=job_id,
+        group_id=user_id,
+        body={"job_id": job_id, "user_id": user_id, "order_id": order_id, "method": method},
+    )
+
+
+def accept_payment(app: App, user_id: str, idempotency_key: str, request: PaymentRequest) -> Accepted:
+    """Record the job (one round trip), send it to the queue, mark it sent.
+
+    If the send fails or this process dies before marking, the job stays unsent and the
+    sweeper sends it again: an accepted job is never lost.
+    """
+    row = app.db.fetch_one(
+        "SELECT * FROM pq_enqueue_job(%s, %s, %s, %s, %s, %s)",
+        (user_id, idempotency_key, request.fingerprint(), request.order_id, request.method, request.gateway_ref),
+    )
+    assert row is not None
+    outcome = EnqueueOutcome(row["outcome"])
+    if outcome is EnqueueOutcome.ORDER_NOT_FOUND:
+        raise ApiError(404, "order_not_found", "no such order for this user")
+    if outcome is EnqueueOutcome.ORDER_NOT_PAYABLE:
+        raise ApiError(409, "order_not_payable", f"order is {row['reason']}", order_status=row["reason"])
+    if outcome is EnqueueOutcome.KEY_REUSED:
+        raise ApiError(409, "idempotency_key_reused", "this Idempotency-Key was used with a different request body")
+    if outcome is EnqueueOutcome.GATEWAY_REF_IN_USE:
+        raise ApiError(
+            409, "gateway_payment_in_use", "this gateway payment already pays another job", job_id=str(row["job_id"])
+        )
+    if outcome is EnqueueOutcome.PAYMENT_IN_PROGRESS:
+        raise ApiError(
+            409, "payment_in_progress", "a payment for this order is already queued", job_id=str(row["job_id"])
+        )
+
+    job_id = str(row["job_id"])
+    if outcome is EnqueueOutcome.CREATED:
+        message = job_message(job_id, user_id, request.order_id, request.method)
+        try:
+            if sent := app.queue.send([message]):
+                app.db.execute("SELECT pq_mark_jobs_sent(%s::uuid[])", (sent,))  # relaxed commit: see intake.sql
+        except Exception:  # the job is recorded; the sweeper will deliver it
+            logger.exception("queue send failed; left for the sweeper", job_id=job_id, user_id=user_id)
+    body = job_view(app, row | {"id": job_id, "user_id": user_id, "order_id": request.order_id})
+    return Accepted(body=body, replayed=outcome is EnqueueOutcome.REPLAYED)

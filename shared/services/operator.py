@@ -1,0 +1,86 @@
+"""The operator's routes (functions/status): metrics, DLQ redrive, database health."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from shared.bootstrap import App
+from shared.observability import logger
+
+_WINDOWS_MIN = (1, 5, 60)
+
+
+def metrics_summary(app: App) -> dict[str, Any]:
+    row = app.db.fetch_one(
+        " , ".join(
+            f"""count(*) FILTER (WHERE finished_at > now() - interval '{m} minutes') AS processed_{m},
+                count(*) FILTER (WHERE finished_at > now() - interval '{m} minutes' AND status = 'succeeded')
+                    AS succeeded_{m},
+                avg(extract(epoch FROM finished_at - created_at))
+                    FILTER (WHERE finished_at > now() - interval '{m} minutes') AS avg_wait_{m},
+                percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM finished_at - created_at))
+                    FILTER (WHERE finished_at > now() - interval '{m} minutes') AS p50_wait_{m},
+                percentile_cont(0.95) WITHIN GROUP (ORDER BY extract(epoch FROM finished_at - created_at))
+                    FILTER (WHERE finished_at > now() - interval '{m} minutes') AS p95_wait_{m}"""
+            for m in _WINDOWS_MIN
+        ).join(["SELECT ", " FROM payment_jobs WHERE finished_at > now() - interval '60 minutes'"])
+    )
+    # Failed deliveries (transient errors, backoffs, poison), which business failures do not count.
+    deliveries = app.db.fetch_one(
+        "SELECT "
+        + ", ".join(
+            f"count(*) FILTER (WHERE created_at > now() - interval '{m} minutes') AS d_{m}" for m in _WINDOWS_MIN
+        )
+        + " FROM delivery_failures WHERE created_at > now() - interval '60 minutes'"
+    )
+    assert row is not None and deliveries is not None
+    windows: dict[str, Any] = {}
+    for m in _WINDOWS_MIN:
+        processed, succeeded = row[f"processed_{m}"], row[f"succeeded_{m}"]
+        failed = processed - succeeded
+        windows[f"{m}m"] = {
+            "processed": processed,
+            "succeeded": succeeded,
+            "failed": failed,
+            "success_rate": round(succeeded / processed, 4) if processed else None,
+            "error_rate": round(failed / processed, 4) if processed else None,
+            "failed_deliveries": deliveries[f"d_{m}"],
+            "avg_wait_s": None if row[f"avg_wait_{m}"] is None else round(float(row[f"avg_wait_{m}"]), 3),
+            "p50_wait_s": None if row[f"p50_wait_{m}"] is None else round(float(row[f"p50_wait_{m}"]), 3),
+            "p95_wait_s": None if row[f"p95_wait_{m}"] is None else round(float(row[f"p95_wait_{m}"]), 3),
+        }
+    return {"windows": windows}
+
+
+def redrive_dlq(app: App) -> dict[str, Any]:
+    """Operator action: send dead-lettered jobs back to the queue once their cause is fixed.
+
+    Safe to repeat: a job that already reached a terminal state is acknowledged as is when
+    its message comes round again.
+    """
+    result = app.queue.redrive()
+    logger.info("dlq redrive", status=result.status, moved=result.moved, task_handle=result.task_handle)
+    body: dict[str, Any] = {"status": result.status, "moved": result.moved}
+    if result.task_handle:
+        body["task_handle"] = result.task_handle
+    return body
+
+
+def db_health(app: App) -> dict[str, Any]:
+    started = time.perf_counter()
+    try:
+        row = app.db.fetch_one(
+            """SELECT (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend') AS in_use,
+                      current_setting('max_connections')::int AS max_connections"""
+        )
+    except Exception as exc:
+        logger.warning("database health check failed", error=type(exc).__name__)
+        return {"reachable": False, "error": type(exc).__name__}
+    assert row is not None
+    return {
+        "reachable": True,
+        "latency_ms": round((time.perf_counter() - started) * 1000, 2),
+        "connections_in_use": row["in_use"],
+        "max_connections": row["max_connections"],
+    }

@@ -1,0 +1,74 @@
+"""After commit: events leave through the outbox; the sweeper repairs what a crash or an outage left.
+
+Whatever is not confirmed -- a job whose queue send was never marked, an event never marked
+published -- the sweeper (functions/sweeper) sends or publishes again: at least once, and every
+consumer dedupes (SQS on the job id, subscribers on the event id).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from shared.bootstrap import App
+from shared.domain import build_event
+from shared.observability import logger
+from shared.services.intake import job_message
+
+# psycopg2 sends parameters inside the statement text, and RDS Proxy pins the session of any statement
+# over 16 KB (AWS, "Avoiding pinning an RDS Proxy"): ids are marked at most this many per statement
+# (a uuid costs about 40 bytes of text).
+MARK_CHUNK = 200
+
+
+def _mark(app: App, function: str, ids: Sequence[str]) -> None:
+    for start in range(0, len(ids), MARK_CHUNK):
+        app.db.execute(f"SELECT {function}(%s::uuid[])", (list(ids[start : start + MARK_CHUNK]),))
+
+
+class OutboxRelay:
+    """Publishes the events of committed payments after the batch, then marks them published.
+
+    Whatever is not marked (bus down, process killed) the sweeper publishes later.
+    """
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+        self.pending: list[dict[str, Any]] = []
+
+    def add(self, event: dict[str, Any] | None) -> None:
+        if event is not None:
+            self.pending.append(event)
+
+    def flush(self) -> int:
+        events, self.pending = self.pending, []
+        return publish_events(self.app, events)
+
+
+def publish_events(app: App, events: Sequence[dict[str, Any]]) -> int:
+    if not events:
+        return 0
+    try:
+        published = app.bus.publish(events)
+    except Exception:
+        logger.exception("event publish failed; left for the sweeper", events=len(events))
+        return 0
+    if published:
+        _mark(app, "pq_mark_events_published", published)
+    return len(published)
+
+
+def sweep(app: App, limit: int = 500) -> dict[str, int]:
+    """Send jobs whose queue send was never confirmed; publish events never published."""
+    unsent = app.db.fetch_all("SELECT * FROM pq_unsent_jobs(%s, %s)", (app.settings.sweep_after_s, limit))
+    resent = 0
+    if unsent:
+        messages = [job_message(str(r["id"]), r["user_id"], r["order_id"], r["method"]) for r in unsent]
+        sent = app.queue.send(messages)
+        _mark(app, "pq_mark_jobs_sent", sent)
+        resent = len(sent)
+    rows = app.db.fetch_all("SELECT pq_unpublished_events(%s, %s) AS row", (app.settings.sweep_after_s, limit))
+    republished = publish_events(app, [build_event(r["row"]) for r in rows])
+    if resent or republished:
+        logger.info("sweep", jobs_resent=resent, events_republished=republished)
+    return {"jobs_resent": resent, "events_republished": republished}

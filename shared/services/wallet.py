@@ -1,0 +1,24 @@
+"""The wallet path: the whole payment as one transaction in one round trip (pq_process_payment)."""
+
+from __future__ import annotations
+
+import uuid
+
+from shared.bootstrap import App
+from shared.domain import PaymentOutcome, PoisonMessageError, build_event
+from shared.outcomes import WalletOutcome
+
+
+def process_wallet_job(app: App, job_id: str) -> PaymentOutcome:
+    row = app.db.fetch_one("SELECT * FROM pq_process_payment(%s)", (uuid.UUID(job_id),))
+    assert row is not None
+    outcome = WalletOutcome(row["outcome"])
+    if outcome in (WalletOutcome.JOB_NOT_FOUND, WalletOutcome.NOT_A_WALLET_JOB):
+        raise PoisonMessageError(f"job {job_id}: {outcome}")
+    return PaymentOutcome(
+        job_id=job_id,
+        outcome=outcome,
+        reason=row["reason"],
+        payment_id=row["payment_id"],
+        event=build_event(row["event"]) if row["event"] else None,
+    )

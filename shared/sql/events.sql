@@ -1,0 +1,59 @@
+-- Events leave through the outbox (table outbox_events): written in the payment's own transaction,
+-- published after commit, re-published by the sweeper until marked. The row's JSON shape is defined
+-- here once; the versioned envelope consumers receive is built from it in one place in Python
+-- (shared/domain.py build_event), where the buses add their own framing.
+
+-- An outbox row as the publisher reads it: {id, type, occurred_at, data}.
+CREATE OR REPLACE FUNCTION pq_outbox_row(p_event outbox_events) RETURNS jsonb
+LANGUAGE sql STABLE AS $$
+    SELECT jsonb_build_object('id', p_event.id, 'type', p_event.event_type,
+                              'occurred_at', p_event.created_at, 'data', p_event.payload)
+$$;
+
+-- Ends a job, in the caller's transaction: the job's terminal state, the finished-jobs counter and
+-- the outbox event, for both paths (wallet and gateway) and both ends. p_payment is the payment
+-- transaction written for a success (NULL for a failure, with p_reason set). Returns the outbox row.
+CREATE OR REPLACE FUNCTION pq_end_job(p_job payment_jobs, p_reason text, p_payment payment_transactions)
+RETURNS jsonb
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_event outbox_events%ROWTYPE;
+BEGIN
+    UPDATE payment_jobs
+       SET status = CASE WHEN p_payment.id IS NULL THEN 'failed' ELSE 'succeeded' END,
+           reason = p_reason, payment_id = p_payment.id, finished_at = now()
+     WHERE id = p_job.id;
+    PERFORM nextval('payment_finished_seq');
+    INSERT INTO outbox_events (job_id, event_type, payload)
+    VALUES (p_job.id,
+            CASE WHEN p_payment.id IS NULL THEN 'PaymentFailed' ELSE 'PaymentSucceeded' END,
+            jsonb_strip_nulls(jsonb_build_object(
+                'job_id', p_job.id, 'user_id', p_job.user_id, 'order_id', p_job.order_id,
+                'method', p_job.method, 'reason', p_reason, 'payment_id', p_payment.id,
+                'gateway_ref', p_payment.gateway_ref, 'amount_paise', p_payment.amount_paise,
+                'currency', p_payment.currency)))
+    RETURNING * INTO v_event;
+    RETURN pq_outbox_row(v_event);
+END;
+$$;
+
+-- Events committed but not yet published, oldest first, for the sweeper.
+CREATE OR REPLACE FUNCTION pq_unpublished_events(p_older_than_s double precision, p_limit integer)
+RETURNS SETOF jsonb
+LANGUAGE sql STABLE AS $$
+    SELECT pq_outbox_row(e) FROM outbox_events e
+     WHERE e.published_at IS NULL AND e.created_at < now() - make_interval(secs => p_older_than_s)
+     ORDER BY e.created_at
+     LIMIT p_limit
+$$;
+
+-- Marks events published. Relaxed commit (no wait for the WAL flush): a mark lost in a crash means
+-- one more publication, which consumers dedupe on the event id. Set inside the body, for this
+-- transaction only: a top-level SET would pin an RDS Proxy session.
+CREATE OR REPLACE FUNCTION pq_mark_events_published(p_ids uuid[]) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM set_config('synchronous_commit', 'off', true);
+    UPDATE outbox_events SET published_at = now() WHERE id = ANY(p_ids) AND published_at IS NULL;
+END;
+$$;

@@ -1,0 +1,31 @@
+-- Failed deliveries (table delivery_failures): recorded by the processor, read by operators.
+
+-- Records one failed delivery. Relaxed commit: a diagnostic row lost in a crash loses no money and
+-- no job (the message is still in the queue or the DLQ).
+CREATE OR REPLACE FUNCTION pq_record_delivery_failure(p_job_id uuid, p_message_id text, p_receive_count integer,
+                                                      p_error_class text, p_error text, p_dead_lettered boolean)
+RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM set_config('synchronous_commit', 'off', true);
+    INSERT INTO delivery_failures (job_id, message_id, receive_count, error_class, error, dead_lettered)
+    VALUES (p_job_id, p_message_id, greatest(1, p_receive_count), left(p_error_class, 100), left(p_error, 500),
+            p_dead_lettered);
+END;
+$$;
+
+-- The jobs whose messages went to the DLQ and have not ended since (a redrive that paid them takes
+-- them off), newest first: the job, the last error and deliveries, and how long ago it was dead-lettered.
+CREATE OR REPLACE FUNCTION pq_dead_lettered_jobs(p_limit integer)
+RETURNS TABLE (job_id uuid, user_id text, order_id bigint, status text, last_error text, deliveries integer,
+               age_s double precision)
+LANGUAGE sql STABLE AS $$
+    SELECT f.job_id, j.user_id, j.order_id, coalesce(j.status, 'unknown'), f.error, f.receive_count,
+           extract(epoch FROM now() - f.created_at)::double precision
+      FROM (SELECT DISTINCT ON (d.job_id, d.message_id) d.* FROM delivery_failures d
+             WHERE d.dead_lettered ORDER BY d.job_id, d.message_id, d.created_at DESC) AS f
+      LEFT JOIN payment_jobs j ON j.id = f.job_id
+     WHERE j.status IS NULL OR j.status IN ('queued', 'processing')
+     ORDER BY f.created_at DESC
+     LIMIT p_limit
+$$;

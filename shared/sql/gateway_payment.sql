@@ -1,0 +1,184 @@
+-- Gateway-funded payments (Razorpay, Cashfree): the functions the processor calls around each gateway
+-- request (shared/services/gateway.py). None is ever called while a gateway request is in flight:
+-- each is one short transaction in one round trip, before or after the call. Completion shares the
+-- wallet path's fulfilment (fulfilment.sql).
+
+-- Before a gateway request (p_step: fetch | capture | refund): takes p_n tokens and, when they are
+-- granted, records that a capture or refund is about to leave. Nothing is recorded without a token.
+DROP FUNCTION IF EXISTS pq_gateway_step(uuid, text, text, double precision, double precision, integer, text);
+CREATE FUNCTION pq_gateway_step(p_job_id uuid, p_step text, p_gateway text, p_rate double precision,
+                                p_burst double precision, p_n integer, p_refund_reason text,
+                                OUT granted boolean, OUT wait_ms integer)
+LANGUAGE plpgsql AS $$
+BEGIN
+    SELECT t.granted, t.wait_ms INTO granted, wait_ms FROM pq_take_tokens(p_gateway, p_rate, p_burst, p_n) t;
+    IF granted AND p_step IN ('capture', 'refund') THEN
+        UPDATE gateway_attempts
+           SET capture_sent_at = CASE WHEN p_step = 'capture' THEN coalesce(capture_sent_at, clock_timestamp())
+                                      ELSE capture_sent_at END,
+               refund_sent_at = CASE WHEN p_step = 'refund' THEN coalesce(refund_sent_at, clock_timestamp())
+                                     ELSE refund_sent_at END,
+               refund_reason = coalesce(refund_reason, p_refund_reason),
+               updated_at = clock_timestamp()
+         WHERE job_id = p_job_id;
+    END IF;
+END;
+$$;
+
+-- The first step of every delivery of a gateway job, in one round trip: lock the job, answer a
+-- redelivery of a finished job, mark it processing, record the attempt, say whether the order can
+-- still be fulfilled, and take the token for the first request (the fetch). Outcomes
+-- (pq_gateway_begin_outcome):
+--   proceed                            -> the job, its order's amount, its attempt and the token
+--   already_succeeded | already_failed -> a redelivery; nothing changed
+--   job_not_found | not_a_gateway_job  -> a message that can never succeed (poison)
+DROP FUNCTION IF EXISTS pq_gateway_begin(uuid, double precision, double precision);
+CREATE FUNCTION pq_gateway_begin(p_job_id uuid, p_rate double precision, p_burst double precision,
+                                 OUT outcome pq_gateway_begin_outcome, OUT reason text, OUT payment_id bigint,
+                                 OUT gateway text, OUT gateway_ref text, OUT amount_paise bigint,
+                                 OUT currency text, OUT problem text, OUT refund_ref text,
+                                 OUT refund_sent boolean, OUT refund_reason text,
+                                 OUT granted boolean, OUT wait_ms integer)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_attempt gateway_attempts%ROWTYPE;
+    v_job     payment_jobs%ROWTYPE;
+    v_order   orders%ROWTYPE;
+BEGIN
+    SELECT * INTO v_job FROM payment_jobs j WHERE j.id = p_job_id FOR UPDATE;
+    IF NOT FOUND THEN
+        outcome := 'job_not_found';
+        RETURN;
+    END IF;
+    IF v_job.gateway_ref IS NULL THEN
+        outcome := 'not_a_gateway_job';
+        RETURN;
+    END IF;
+    IF v_job.status IN ('succeeded', 'failed') THEN
+        outcome := ('already_' || v_job.status)::pq_gateway_begin_outcome;
+        reason := v_job.reason;
+        payment_id := v_job.payment_id;
+        RETURN;
+    END IF;
+    SELECT * INTO v_order FROM orders o WHERE o.id = v_job.order_id;
+    SELECT c.problem INTO problem FROM pq_order_problem(v_order, v_job) c;
+
+    IF v_job.status = 'queued' THEN
+        UPDATE payment_jobs SET status = 'processing' WHERE id = v_job.id;
+    END IF;
+    -- refund_ref: our idempotency reference for a refund of this job, fixed at the first delivery.
+    INSERT INTO gateway_attempts AS a (job_id, gateway, gateway_ref, deliveries, refund_ref)
+    VALUES (v_job.id, v_job.method, v_job.gateway_ref, 1, 'pq' || replace(v_job.id::text, '-', ''))
+    ON CONFLICT (job_id) DO UPDATE SET deliveries = a.deliveries + 1, updated_at = clock_timestamp()
+    RETURNING * INTO v_attempt;
+    SELECT t.granted, t.wait_ms INTO granted, wait_ms FROM pq_take_tokens(v_job.method, p_rate, p_burst, 1) t;
+
+    outcome := 'proceed';
+    gateway := v_job.method;
+    gateway_ref := v_job.gateway_ref;
+    amount_paise := v_order.total_paise;
+    currency := v_order.currency;
+    refund_ref := v_attempt.refund_ref;
+    refund_sent := v_attempt.refund_sent_at IS NOT NULL;
+    refund_reason := v_attempt.refund_reason;
+END;
+$$;
+
+-- Counts a 429 or an unavailable gateway against the job's attempt (for operators and metrics).
+CREATE OR REPLACE FUNCTION pq_gateway_setback(p_job_id uuid, p_kind text, p_error text) RETURNS void
+LANGUAGE sql AS $$
+    UPDATE gateway_attempts
+       SET throttled = throttled + (p_kind = 'throttled')::integer,
+           unavailable = unavailable + (p_kind <> 'throttled')::integer,
+           last_error = left(p_error, 200), updated_at = clock_timestamp()
+     WHERE job_id = p_job_id
+$$;
+
+-- How a redelivery of a gateway job that has already ended is answered: as it ended.
+CREATE OR REPLACE FUNCTION pq_gateway_ended(p_job payment_jobs, OUT outcome pq_gateway_end_outcome,
+                                            OUT reason text, OUT payment_id bigint)
+LANGUAGE sql STABLE AS $$
+    SELECT ('already_' || p_job.status)::pq_gateway_end_outcome, p_job.reason, p_job.payment_id
+$$;
+
+-- The payment the gateway captured, completed in one transaction by the shared fulfilment (no wallet
+-- is touched). Locks: job, order, products by id (the wallet path's order, minus the wallet). If the
+-- order can no longer be fulfilled or the captured amount is not the order's, nothing changes but
+-- the attempt. Outcomes (pq_gateway_end_outcome):
+--   succeeded                          -> payment_id, event
+--   refund_required (reason set)       -> the caller refunds what was captured
+--   already_succeeded | already_failed -> a redelivery; nothing changed
+DROP FUNCTION IF EXISTS pq_complete_gateway_payment(uuid, bigint, text);
+CREATE FUNCTION pq_complete_gateway_payment(p_job_id uuid, p_amount_paise bigint, p_currency text,
+                                            OUT outcome pq_gateway_end_outcome, OUT reason text,
+                                            OUT payment_id bigint, OUT event jsonb)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_job   payment_jobs%ROWTYPE;
+    v_order orders%ROWTYPE;
+    v_check record;
+BEGIN
+    SELECT * INTO v_job FROM payment_jobs j WHERE j.id = p_job_id FOR UPDATE;
+    IF v_job.status IN ('succeeded', 'failed') THEN
+        SELECT e.* INTO outcome, reason, payment_id FROM pq_gateway_ended(v_job) e;
+        RETURN;
+    END IF;
+    UPDATE gateway_attempts SET captured_amount_paise = p_amount_paise, captured_currency = p_currency,
+                                updated_at = clock_timestamp()
+     WHERE job_id = v_job.id;
+
+    SELECT * INTO v_order FROM orders o WHERE o.id = v_job.order_id FOR UPDATE;
+    IF FOUND AND (v_order.total_paise <> p_amount_paise OR v_order.currency <> p_currency) THEN
+        reason := 'amount_mismatch';
+    ELSE
+        PERFORM pq_lock_products(v_order);
+        SELECT * INTO v_check FROM pq_order_problem(v_order, v_job);
+        reason := v_check.problem;
+    END IF;
+    IF reason IS NOT NULL THEN
+        outcome := 'refund_required';
+        RETURN;
+    END IF;
+    SELECT f.payment_id, f.event INTO payment_id, event
+      FROM pq_fulfil_order(v_job, v_order, v_check.items, p_amount_paise, p_currency) f;
+    outcome := 'succeeded';
+END;
+$$;
+
+-- The gateway confirmed the refund of a payment we could not fulfil (p_gateway_refund_id set): record
+-- it and fail the job. Without a refund, the job just fails (pq_gateway_fail).
+-- Outcomes (pq_gateway_end_outcome): failed | already_succeeded | already_failed.
+DROP FUNCTION IF EXISTS pq_gateway_refunded(uuid, text, text, bigint, text);
+CREATE FUNCTION pq_gateway_refunded(p_job_id uuid, p_reason text, p_gateway_refund_id text,
+                                    p_amount_paise bigint, p_currency text,
+                                    OUT outcome pq_gateway_end_outcome, OUT reason text,
+                                    OUT payment_id bigint, OUT event jsonb)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_job payment_jobs%ROWTYPE;
+BEGIN
+    SELECT * INTO v_job FROM payment_jobs j WHERE j.id = p_job_id FOR UPDATE;
+    IF v_job.status IN ('succeeded', 'failed') THEN
+        SELECT e.* INTO outcome, reason, payment_id FROM pq_gateway_ended(v_job) e;
+        RETURN;
+    END IF;
+    reason := p_reason;
+    INSERT INTO gateway_refunds (job_id, order_id, method, gateway_ref, refund_ref, gateway_refund_id,
+                                 amount_paise, currency, reason)
+    SELECT v_job.id, v_job.order_id, v_job.method, v_job.gateway_ref, a.refund_ref, p_gateway_refund_id,
+           p_amount_paise, p_currency, p_reason
+      FROM gateway_attempts a WHERE a.job_id = v_job.id AND p_gateway_refund_id IS NOT NULL;
+    outcome := 'failed';
+    event := pq_end_job(v_job, p_reason, NULL);
+END;
+$$;
+
+-- Ends a gateway job that moved no money (declined, mismatched or unfulfillable before capture).
+-- After pq_gateway_refunded, whose body it calls (a LANGUAGE sql body is checked when created).
+-- Outcomes (pq_gateway_end_outcome): failed | already_succeeded | already_failed.
+DROP FUNCTION IF EXISTS pq_gateway_fail(uuid, text);
+CREATE FUNCTION pq_gateway_fail(p_job_id uuid, p_reason text, OUT outcome pq_gateway_end_outcome,
+                                OUT reason text, OUT payment_id bigint, OUT event jsonb)
+LANGUAGE sql AS $$
+    SELECT * FROM pq_gateway_refunded(p_job_id, p_reason, NULL, NULL, NULL)
+$$;

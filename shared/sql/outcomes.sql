@@ -1,0 +1,54 @@
+-- The outcome of each money-moving function, as a type of its own: PostgreSQL refuses to return a
+-- value the type lacks, and tests/integration/test_sql_layout.py holds each type to its Python enum
+-- (shared/outcomes.py). Values are only ever added (ADD VALUE IF NOT EXISTS): the previous release's
+-- code, still running during a deploy or after a rollback, reads them as the strings it knows.
+
+DO $$
+BEGIN
+    CREATE TYPE pq_enqueue_outcome AS ENUM ();
+EXCEPTION WHEN duplicate_object THEN NULL;
+END $$;
+ALTER TYPE pq_enqueue_outcome ADD VALUE IF NOT EXISTS 'created';
+ALTER TYPE pq_enqueue_outcome ADD VALUE IF NOT EXISTS 'replayed';
+ALTER TYPE pq_enqueue_outcome ADD VALUE IF NOT EXISTS 'key_reused';
+ALTER TYPE pq_enqueue_outcome ADD VALUE IF NOT EXISTS 'order_not_found';
+ALTER TYPE pq_enqueue_outcome ADD VALUE IF NOT EXISTS 'order_not_payable';
+ALTER TYPE pq_enqueue_outcome ADD VALUE IF NOT EXISTS 'payment_in_progress';
+ALTER TYPE pq_enqueue_outcome ADD VALUE IF NOT EXISTS 'gateway_ref_in_use';
+
+-- pq_process_payment (the wallet path).
+DO $$
+BEGIN
+    CREATE TYPE pq_wallet_outcome AS ENUM ();
+EXCEPTION WHEN duplicate_object THEN NULL;
+END $$;
+ALTER TYPE pq_wallet_outcome ADD VALUE IF NOT EXISTS 'succeeded';
+ALTER TYPE pq_wallet_outcome ADD VALUE IF NOT EXISTS 'failed';
+ALTER TYPE pq_wallet_outcome ADD VALUE IF NOT EXISTS 'already_succeeded';
+ALTER TYPE pq_wallet_outcome ADD VALUE IF NOT EXISTS 'already_failed';
+ALTER TYPE pq_wallet_outcome ADD VALUE IF NOT EXISTS 'job_not_found';
+ALTER TYPE pq_wallet_outcome ADD VALUE IF NOT EXISTS 'not_a_wallet_job';
+
+-- pq_gateway_begin: the first step of a gateway job's delivery.
+DO $$
+BEGIN
+    CREATE TYPE pq_gateway_begin_outcome AS ENUM ();
+EXCEPTION WHEN duplicate_object THEN NULL;
+END $$;
+ALTER TYPE pq_gateway_begin_outcome ADD VALUE IF NOT EXISTS 'proceed';
+ALTER TYPE pq_gateway_begin_outcome ADD VALUE IF NOT EXISTS 'already_succeeded';
+ALTER TYPE pq_gateway_begin_outcome ADD VALUE IF NOT EXISTS 'already_failed';
+ALTER TYPE pq_gateway_begin_outcome ADD VALUE IF NOT EXISTS 'job_not_found';
+ALTER TYPE pq_gateway_begin_outcome ADD VALUE IF NOT EXISTS 'not_a_gateway_job';
+
+-- pq_gateway_fail, pq_complete_gateway_payment, pq_gateway_refunded: how a gateway job ends.
+DO $$
+BEGIN
+    CREATE TYPE pq_gateway_end_outcome AS ENUM ();
+EXCEPTION WHEN duplicate_object THEN NULL;
+END $$;
+ALTER TYPE pq_gateway_end_outcome ADD VALUE IF NOT EXISTS 'succeeded';
+ALTER TYPE pq_gateway_end_outcome ADD VALUE IF NOT EXISTS 'failed';
+ALTER TYPE pq_gateway_end_outcome ADD VALUE IF NOT EXISTS 'already_succeeded';
+ALTER TYPE pq_gateway_end_outcome ADD VALUE IF NOT EXISTS 'already_failed';
+ALTER TYPE pq_gateway_end_outcome ADD VALUE IF NOT EXISTS 'refund_required';

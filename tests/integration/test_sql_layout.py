@@ -1,0 +1,158 @@
+"""The SQL layout: schema in versioned migrations, each function defined once in shared/sql/, typed
+outcomes, and an upgrade from the previous release that keeps its code working."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import tarfile
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg2
+import pytest
+
+from local.pg import install_pgmq
+from local.seed import SeedPlan, seed
+from shared.bootstrap import App, bootstrap
+from shared.db import Database
+from shared.migrate import REPEATABLE, migrate, versioned_files
+from shared.outcomes import SQL_TYPES
+from shared.services.wallet import process_wallet_job
+from shared.settings import Settings
+from tests.conftest import _admin_exec, _url
+from tests.integration.helpers import pay
+
+REPO = Path(__file__).resolve().parents[2]
+# The migrations of the release before this layout (commit 2b3608d): what deployed databases applied.
+PREVIOUS_RELEASE = Path(__file__).parent / "data" / "release-2b3608d-migrations.tar.gz"
+_DEFINITION = re.compile(r"\bCREATE\s+(?:OR\s+REPLACE\s+)?FUNCTION\s+([a-z_][a-z0-9_.]*)\s*\(", re.I)
+
+
+def _definitions() -> Counter[tuple[str, str]]:
+    found: Counter[tuple[str, str]] = Counter()
+    for path in sorted(REPO.glob("shared/**/*.sql")):
+        for name in _DEFINITION.findall(path.read_text(encoding="utf-8")):
+            found[(name.lower(), str(path.relative_to(REPO)))] += 1
+    return found
+
+
+def test_every_sql_function_is_defined_once_and_only_in_a_repeatable_file() -> None:
+    definitions = _definitions()
+    per_name = Counter(name for name, _ in definitions.elements())
+
+    assert per_name, "no function definitions found"
+    assert {name: n for name, n in per_name.items() if n > 1} == {}
+    assert {path for _, path in definitions if not path.startswith("shared/sql/")} == set()
+
+
+def test_the_runner_applies_every_repeatable_file_it_names() -> None:
+    present = {p.name for p in (REPO / "shared" / "sql").glob("*.sql")}
+
+    assert present == set(REPEATABLE)
+
+
+def test_each_outcome_type_matches_its_python_enum(db: Database) -> None:
+    # Given every function of ours that answers with an outcome column
+    rows = db.fetch_all(
+        """SELECT p.proname, t.typname
+             FROM pg_proc p
+             JOIN LATERAL unnest(p.proargnames, p.proallargtypes::oid[], p.proargmodes) AS a(name, type, mode)
+               ON a.name = 'outcome' AND a.mode IN ('o', 't')
+             JOIN pg_type t ON t.oid = a.type
+            WHERE p.proname LIKE 'pq\\_%'"""
+    )
+    assert {r["proname"] for r in rows} >= {"pq_enqueue_job", "pq_process_payment", "pq_gateway_begin"}
+
+    # Then each outcome is a type of its own whose values are exactly its enum's
+    for row in rows:
+        assert row["typname"] in SQL_TYPES, f"{row['proname']} answers an untyped outcome ({row['typname']})"
+        labels = db.fetch_all(
+            "SELECT enumlabel FROM pg_enum e JOIN pg_type t ON t.oid = e.enumtypid WHERE t.typname = %s",
+            (row["typname"],),
+        )
+        assert {r["enumlabel"] for r in labels} == {m.value for m in SQL_TYPES[row["typname"]]}, row["proname"]
+
+
+def test_a_function_cannot_answer_an_outcome_its_type_lacks(db: Database) -> None:
+    with pytest.raises(psycopg2.errors.InvalidTextRepresentation):
+        db.fetch_one("SELECT 'already_queued'::pq_wallet_outcome")
+
+
+@pytest.fixture
+def old_release_url(pg_admin_url: str) -> Iterator[str]:
+    """A database migrated by the previous release's runner, with its migrations."""
+    name = f"t_upgrade_{uuid.uuid4().hex[:10]}"
+    _admin_exec(pg_admin_url, f"CREATE DATABASE {name}")
+    url = _url(pg_admin_url, name)
+    db = Database(lambda: url, statement_timeout_ms=60_000, connect_timeout_s=10)
+    with tarfile.open(PREVIOUS_RELEASE) as archive, db.transaction() as cur:
+        cur.execute(
+            """CREATE TABLE schema_migrations (
+                   version text PRIMARY KEY, checksum text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"""
+        )
+        for member in sorted((m for m in archive.getmembers() if m.isfile()), key=lambda m: m.name):
+            extracted = archive.extractfile(member)
+            assert extracted is not None
+            sql = extracted.read().decode()
+            cur.execute(sql)
+            cur.execute(
+                "INSERT INTO schema_migrations (version, checksum) VALUES (%s, %s)",
+                (Path(member.name).name, hashlib.sha256(sql.encode()).hexdigest()),
+            )
+    db.close()
+    yield url
+    _admin_exec(pg_admin_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def test_a_database_of_the_previous_release_upgrades_and_pays(old_release_url: str) -> None:
+    # Given a database the previous release migrated, with a payment made by its functions
+    app: App = bootstrap(Settings(database_url=old_release_url, queue_backend="pgmq", event_bus_backend="pgmq"))
+    db = app.db
+    seed(db, SeedPlan(users=2))
+    old = db.fetch_one(
+        "SELECT * FROM pq_enqueue_job('demo-user-1', 'old-key', 'h', "
+        "(SELECT id FROM orders WHERE user_id = 'demo-user-1'), 'wallet', NULL)"
+    )
+    assert old is not None and old["outcome"] == "created"
+    assert db.fetch_one("SELECT outcome FROM pq_process_payment(%s)", (old["job_id"],)) == {"outcome": "succeeded"}
+
+    # When this release's runner migrates it
+    applied = migrate(db)
+
+    # Then the later migrations apply, the functions are replaced, nothing else is re-applied, and
+    # this release's code pays
+    with tarfile.open(PREVIOUS_RELEASE) as archive:
+        released = {Path(m.name).name for m in archive.getmembers() if m.isfile()}
+    later = [name for name, _ in versioned_files() if name not in released]
+    assert applied == later + [f"sql/{name}" for name in REPEATABLE]
+    assert migrate(db) == []
+    try:
+        install_pgmq(db)
+        order = app.db.fetch_one("SELECT id FROM orders WHERE user_id = 'demo-user-2'")
+        assert order is not None
+        job = pay(app, "demo-user-2", "new-key", order["id"]).body["job_id"]
+        assert process_wallet_job(app, job).outcome == "succeeded"
+    finally:
+        app.db.close()
+
+
+def test_the_previous_release_code_still_reads_what_it_read(app: App, demo: dict[str, int]) -> None:
+    # Given the calls and columns the previous release's code makes and reads (it keeps running
+    # while a deploy rolls out, and after a rollback)
+    order = app.db.fetch_one("SELECT id FROM orders WHERE user_id = 'demo-user-1'")
+    assert order is not None
+    enqueued = app.db.fetch_one(
+        "SELECT outcome, job_id, status, queue_seq, reason, finished FROM pq_enqueue_job(%s, %s, %s, %s, %s, %s)",
+        ("demo-user-1", "k", "h", order["id"], "wallet", None),
+    )
+    assert enqueued is not None and enqueued["outcome"] == "created"
+
+    # Then the payment function answers the same columns, with outcomes it knows as strings
+    paid = app.db.fetch_one(
+        "SELECT outcome, reason, payment_id, event FROM pq_process_payment(%s)", (enqueued["job_id"],)
+    )
+    assert paid is not None and paid["outcome"] == "succeeded"
+    assert set(paid["event"]) == {"id", "type", "occurred_at", "data"}
