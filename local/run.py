@@ -261,19 +261,26 @@ class Supervisor:
         self.stopped = True
         if not self.children and not self.embedded:
             return  # nothing was started
-        print("\nstopping ...", flush=True)
-        for child in self.children:
-            if child.poll() is None:
-                child.send_signal(signal.SIGTERM)
-        for child in self.children:
-            try:
-                child.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait()
-        if self.embedded:
-            stop_embedded(self.local.data_dir)
-        print("stopped; data kept in", self.local.data_dir, flush=True)
+        # A Ctrl-C while stopping must not leave half the children running.
+        main = threading.current_thread() is threading.main_thread()
+        saved = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)} if main else {}
+        try:
+            print("\nstopping ...", flush=True)
+            for child in self.children:
+                if child.poll() is None:
+                    child.send_signal(signal.SIGTERM)
+            for child in self.children:
+                try:
+                    child.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    child.kill()
+                    child.wait()
+            if self.embedded:
+                stop_embedded(self.local.data_dir)
+            print("stopped; data kept in", self.local.data_dir, flush=True)
+        finally:
+            for sig, handler in saved.items():
+                signal.signal(sig, handler)
 
 
 def _stop_on_signals() -> None:
