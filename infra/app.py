@@ -31,7 +31,13 @@ def build_app(app: App, env_name: str | None = None) -> list[PaymentQueueStack]:
 
 
 def _context(app: App) -> dict[str, Any]:
-    keys = (cfg.ENV_CONTEXT_KEY, cfg.AZS_CONTEXT_KEY, cfg.BUNDLE_CONTEXT_KEY, *cfg.OVERRIDE_KEYS)
+    keys = (
+        cfg.ENV_CONTEXT_KEY,
+        cfg.AZS_CONTEXT_KEY,
+        cfg.BUNDLE_CONTEXT_KEY,
+        cfg.FIRST_CREATE_CONTEXT_KEY,
+        *cfg.OVERRIDE_KEYS,
+    )
     return {key: app.node.try_get_context(key) for key in keys}
 
 

@@ -26,6 +26,12 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BUILD_ROOT = REPO_ROOT / ".build" / "lambda"
 REQUIREMENTS = REPO_ROOT / "requirements-lambda.lock"
+# The root CAs the functions verify RDS Proxy's certificate against (sslmode=verify-full),
+# checked in; this folder is a layer of its own (nothing to build, and a change of it does not
+# re-download the dependencies). Layers are mounted at /opt.
+ROOT_CERTS_DIR = REPO_ROOT / "infra" / "certs"
+ROOT_CERTS_FILE = "amazon-trust-services-roots.pem"
+LAYER_ROOT_CERT = f"/opt/{ROOT_CERTS_FILE}"
 
 FUNCTION_NAMES = ("enqueue", "status", "process_payment", "notify", "sweeper", "migrate")
 

@@ -24,11 +24,30 @@ OVERRIDE_KEYS = (
     "pq:webhook-secret-name",
     "pq:razorpay-secret-name",
     "pq:cashfree-secret-name",
+    "pq:cors-origins",
 )
+# Set on a stack's very first deployment only: see DatabaseConfig.deletion_protection.
+FIRST_CREATE_CONTEXT_KEY = "pq:first-create"
+# The issuer in the shipped config: no real identity provider, so it rejects every token. Fine
+# for dev (a stack you can synthesize and deploy before choosing one), refused where it matters.
+PLACEHOLDER_ISSUER = "https://auth.example.com/"
+_REAL_ISSUER_REQUIRED = ("staging", "prod")
 
 
 class ConfigError(ValueError):
     """The selected configuration cannot produce a safe deployment."""
+
+
+@dataclass(frozen=True)
+class FunctionLimits:
+    """A database function's timeout and its cap on executions at once (reserved concurrency).
+
+    Each execution holds at most one connection (psycopg2, one per thread; the handlers are
+    single-threaded), so the cap is also the function's share of the proxy's connections.
+    """
+
+    timeout_seconds: int
+    reserved_concurrency: int
 
 
 @dataclass(frozen=True)
@@ -67,6 +86,11 @@ class DatabaseConfig:
     max_connections: int = 100
     # Share of max_connections the proxy may open; the rest is for operators and migrations.
     proxy_max_connections_percent: int = 80
+    # How long a client waits for a pooled connection once the proxy has opened all it may
+    # (ConnectionBorrowTimeout, default 120 s). Far below every database function's timeout, so
+    # the function answers 503 service_busy with Retry-After instead of timing out (a 5xx with
+    # no advice). The proxy then holds the request; the payment path needs milliseconds.
+    proxy_borrow_timeout_seconds: int = 3
     # Not offered on the small burstable classes dev uses.
     performance_insights: bool = False
 
@@ -82,6 +106,14 @@ class ApiConfig:
     # Stage throttling: the flash sale is 5,000 payments arriving within seconds.
     throttle_rate_per_second: int
     throttle_burst: int
+    # The API functions' limits. Reserved concurrency is what keeps them inside the proxy's
+    # connection budget; a request beyond it is throttled by Lambda rather than left waiting
+    # for a database connection. Enqueue is one insert and one SQS send (tens of ms).
+    enqueue: FunctionLimits = FunctionLimits(timeout_seconds=10, reserved_concurrency=10)
+    status: FunctionLimits = FunctionLimits(timeout_seconds=10, reserved_concurrency=5)
+    # Origins of the progress and operator pages when they are served elsewhere than the API
+    # (docs/pages.md); none means no CORS configuration, so browsers allow same-origin pages only.
+    cors_origins: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -94,6 +126,15 @@ class AlarmThresholds:
     dlq_messages: int = 0
     proxy_connections_percent: int = 90
     throttles: int = 0
+    # Failed records of the processor's batches (its RecordsFailed metric) as a share of the
+    # records it handled. Lambda Errors stays 0 when records fail: they come back as
+    # batchItemFailures of a successful invocation, so a DB or gateway outage shows only here.
+    processor_records_failed_percent: float = 2.0
+    # No statement of ours pins a proxy session; any pinned connection is a regression (or an
+    # operator's psql session through the proxy).
+    proxy_pinned_connections: int = 0
+    # Borrowing a pooled connection takes microseconds while the pool has room.
+    proxy_borrow_latency_ms: int = 100
 
 
 @dataclass(frozen=True)
@@ -111,6 +152,12 @@ class EnvironmentConfig:
     database: DatabaseConfig
     api: ApiConfig
     alarms: AlarmThresholds = field(default_factory=AlarmThresholds)
+    # One sweep at a time, and a sweep must end before the next minute's starts.
+    sweeper: FunctionLimits = FunctionLimits(timeout_seconds=50, reserved_concurrency=1)
+    # Only the deployment's trigger invokes it; its first connection is retried (functions/migrate).
+    migrate: FunctionLimits = FunctionLimits(timeout_seconds=300, reserved_concurrency=1)
+    # True only for a stack's first deployment (context pq:first-create): see deletion protection.
+    first_create: bool = False
     # Deliveries before a payment message moves to the DLQ for an operator to look at. Gateway
     # 429/5xx backoffs (1 s doubling, capped at 300 s) consume deliveries too: ten ride out
     # about 4 minutes (8.5 at most) of gateway trouble before a payment is dead-lettered.
@@ -128,6 +175,39 @@ class EnvironmentConfig:
     def stack_name(self) -> str:
         return f"PaymentQueue-{self.name}"
 
+    @property
+    def deletion_protection(self) -> bool:
+        """The DB instance's deletion protection as deployed.
+
+        Deletion protection also refuses the delete of a rollback, so a prod stack whose first
+        create fails (a migration, a quota) would be stuck in ROLLBACK_FAILED with a named
+        instance that collides on the retry, although RetainExceptOnCreate asks CloudFormation
+        to delete what that create made. So the first deployment (`-c pq:first-create=true`)
+        creates the instance unprotected, where a failure rolls back cleanly, and the next one
+        turns protection on in place (no replacement); docs/deploy.md has the two commands.
+        """
+        return self.database.deletion_protection and not self.first_create
+
+    def database_clients(self) -> dict[str, FunctionLimits]:
+        """Every function that connects to PostgreSQL (through the proxy), with its limits.
+
+        notify is not here: it never touches the database. The processor's cap is its reserved
+        concurrency, which is at least the event source's maximum concurrency.
+        """
+        p = self.processor
+        return {
+            "enqueue": self.api.enqueue,
+            "status": self.api.status,
+            "process_payment": FunctionLimits(p.timeout_seconds, p.reserved_concurrency),
+            "sweeper": self.sweeper,
+            "migrate": self.migrate,
+        }
+
+    @property
+    def database_connections_needed(self) -> int:
+        """The most connections the database functions can hold at once (one per execution)."""
+        return sum(limits.reserved_concurrency for limits in self.database_clients().values())
+
     def validate(self) -> EnvironmentConfig:
         p = self.processor
         problems = []
@@ -137,8 +217,17 @@ class EnvironmentConfig:
             problems.append("processor max_concurrency must be 2..1000 (SQS event source limit)")
         if p.max_concurrency > p.reserved_concurrency:
             problems.append("processor max_concurrency must not exceed its reserved concurrency")
-        if p.max_concurrency > self.database.proxy_connection_budget:
-            problems.append("processor max_concurrency exceeds the proxy's connection budget")
+        problems += self._connection_budget_problems()
+        if self.name in _REAL_ISSUER_REQUIRED and self.api.jwt_issuer == PLACEHOLDER_ISSUER:
+            problems.append(
+                f"the JWT issuer is the placeholder {PLACEHOLDER_ISSUER}; pass your identity "
+                "provider's issuer with -c pq:jwt-issuer=https://..."
+            )
+        problems += [
+            f"CORS origin {origin!r} must be a scheme and host only, e.g. https://shop.example.com"
+            for origin in self.api.cors_origins
+            if not _is_origin(origin)
+        ]
         if self.max_receive_count < 5:
             problems.append("max_receive_count must be at least 5")
         if len(self.availability_zones) < 2:
@@ -149,9 +238,40 @@ class EnvironmentConfig:
             raise ConfigError(f"{self.name}: " + "; ".join(problems))
         return self
 
+    def _connection_budget_problems(self) -> list[str]:
+        db = self.database
+        problems = []
+        needed, budget = self.database_connections_needed, db.proxy_connection_budget
+        if needed > budget:
+            shares = ", ".join(f"{n} {c.reserved_concurrency}" for n, c in self.database_clients().items())
+            problems.append(
+                f"the database functions can hold {needed} connections at once ({shares}) but the "
+                f"proxy may open {budget} ({db.proxy_max_connections_percent}% of max_connections "
+                f"{db.max_connections}): lower reserved concurrency or raise max_connections"
+            )
+        for name, limits in self.database_clients().items():
+            # "Well under": half the timeout is left for the work itself and the 503 answer.
+            if 2 * db.proxy_borrow_timeout_seconds > limits.timeout_seconds:
+                problems.append(
+                    f"the proxy's borrow timeout ({db.proxy_borrow_timeout_seconds} s) must be at most "
+                    f"half of {name}'s timeout ({limits.timeout_seconds} s)"
+                )
+            if limits.reserved_concurrency < 1:
+                problems.append(f"{name} needs a reserved concurrency of at least 1 (the connection budget)")
+        return problems
+
+
+def _is_origin(value: str) -> bool:
+    scheme, sep, host = value.partition("://")
+    local = host.split(":")[0] in ("localhost", "127.0.0.1")
+    return (
+        bool(sep and host)
+        and (scheme == "https" or (scheme == "http" and local))
+        and not any(c in host for c in "/*?# ")
+    )
+
 
 _REGION = "ap-south-1"  # Razorpay and Cashfree settle in INR; keep the data in India.
-_PLACEHOLDER_ISSUER = "https://auth.example.com/"
 
 DEV = EnvironmentConfig(
     name="dev",
@@ -169,7 +289,7 @@ DEV = EnvironmentConfig(
         backup_retention_days=1,
     ),
     api=ApiConfig(
-        jwt_issuer=_PLACEHOLDER_ISSUER,
+        jwt_issuer=PLACEHOLDER_ISSUER,
         jwt_audience=("payment-queue",),
         throttle_rate_per_second=100,
         throttle_burst=200,
@@ -189,7 +309,13 @@ STAGING = replace(
         max_connections=200,
         performance_insights=True,
     ),
-    api=replace(DEV.api, throttle_rate_per_second=1_000, throttle_burst=5_000),
+    api=replace(
+        DEV.api,
+        throttle_rate_per_second=1_000,
+        throttle_burst=5_000,
+        enqueue=FunctionLimits(timeout_seconds=10, reserved_concurrency=50),
+        status=FunctionLimits(timeout_seconds=10, reserved_concurrency=20),
+    ),
 )
 
 PROD = replace(
@@ -210,7 +336,14 @@ PROD = replace(
         max_connections=400,
         performance_insights=True,
     ),
-    api=replace(STAGING.api, throttle_rate_per_second=2_000, throttle_burst=5_000),
+    # 2,000 requests a second at tens of milliseconds each is well under 150 at once.
+    api=replace(
+        STAGING.api,
+        throttle_rate_per_second=2_000,
+        throttle_burst=5_000,
+        enqueue=FunctionLimits(timeout_seconds=10, reserved_concurrency=150),
+        status=FunctionLimits(timeout_seconds=10, reserved_concurrency=50),
+    ),
     queue_retention_days=14,
 )
 
@@ -239,10 +372,13 @@ def _with_overrides(config: EnvironmentConfig, context: Mapping[str, Any]) -> En
     if issuer := text("pq:jwt-issuer"):
         api = replace(api, jwt_issuer=issuer)
     if audience := text("pq:jwt-audience"):
-        api = replace(api, jwt_audience=tuple(a.strip() for a in audience.split(",") if a.strip()))
+        api = replace(api, jwt_audience=_split(audience))
+    if origins := text("pq:cors-origins"):
+        api = replace(api, cors_origins=_split(origins))
     return replace(
         config,
         api=api,
+        first_create=_flag(context.get(FIRST_CREATE_CONTEXT_KEY), default=False),
         alarm_email=text("pq:alarm-email") or config.alarm_email,
         webhook_url=text("pq:webhook-url") or config.webhook_url,
         webhook_secret_name=text("pq:webhook-secret-name") or config.webhook_secret_name,
@@ -251,7 +387,16 @@ def _with_overrides(config: EnvironmentConfig, context: Mapping[str, Any]) -> En
     )
 
 
+def _split(value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+def _flag(value: Any, *, default: bool) -> bool:
+    if value in (None, ""):
+        return default
+    return str(value).lower() not in ("false", "0", "no")
+
+
 def bundle_dependencies(context: Mapping[str, Any]) -> bool:
     """Whether to pip-install the Lambda dependencies (off in assertion tests: slow, not needed)."""
-    value = context.get(BUNDLE_CONTEXT_KEY, True)
-    return str(value).lower() not in ("false", "0", "no")
+    return _flag(context.get(BUNDLE_CONTEXT_KEY), default=True)

@@ -92,6 +92,15 @@ def suppress_findings(
                 "deletion protection (infra/config.py).",
             )
         )
+    elif not config.deletion_protection:
+        database_findings.append(
+            NagPackSuppression(
+                id="AwsSolutions-RDS10",
+                reason="The stack's first deployment (pq:first-create) leaves deletion protection off so "
+                "that a failed create can roll back and delete the new, empty instance; the next "
+                "deployment turns it on (EnvironmentConfig.deletion_protection, docs/deploy.md).",
+            )
+        )
     NagSuppressions.add_resource_suppressions(database.instance, database_findings, apply_to_children=True)
 
     NagSuppressions.add_resource_suppressions(

@@ -53,7 +53,7 @@ class PaymentQueueStack(Stack):
             self,
             "Migrations",
             migrate=functions.migrate,
-            after=[database],
+            after=[database, network.endpoints["SecretsManager"]],
             before=[f for f in functions.all if f is not functions.migrate],
         )
         monitoring = Monitoring(

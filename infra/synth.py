@@ -8,6 +8,10 @@ unsuppressed cdk-nag finding among them).
     python -m infra.synth --env prod      # one
     python -m infra.synth --no-deps       # skip pip-installing the Lambda dependencies
     python -m infra.synth --lint          # then run cfn-lint on every template
+    python -m infra.synth -c pq:jwt-issuer=https://...   # context, as `cdk -c` takes it
+
+staging and prod refuse the placeholder JWT issuer; when no issuer is given, this offline check
+synthesizes them with an example one (and says so). `cdk deploy` gets no such default.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ from infra.app import build_app
 from infra.build_assets import REPO_ROOT
 
 CFN_LINT_CONFIG = REPO_ROOT / "infra" / "cfnlintrc.yaml"
+# Shaped like a Cognito user pool's issuer; no such pool exists, so it would accept no token.
+OFFLINE_ISSUER = "https://cognito-idp.ap-south-1.amazonaws.com/ap-south-1_OfflineSynth"
 
 
 def load_cdk_context(path: Path = REPO_ROOT / "cdk.json") -> dict[str, Any]:
@@ -74,10 +80,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "cdk.out")
     parser.add_argument("--no-deps", action="store_true", help="do not pip-install Lambda dependencies")
     parser.add_argument("--lint", action="store_true", help="run cfn-lint on the synthesized templates")
+    parser.add_argument("-c", "--context", action="append", default=[], metavar="KEY=VALUE", help="context value")
     args = parser.parse_args(argv)
+    extra = dict(item.split("=", 1) for item in args.context)
+    if not (extra.get("pq:jwt-issuer") or load_cdk_context().get("pq:jwt-issuer")):
+        extra["pq:jwt-issuer"] = OFFLINE_ISSUER
+        print(f"no pq:jwt-issuer given: synthesizing with the example issuer {OFFLINE_ISSUER}")
 
     started = time.perf_counter()
-    assembly = synth(args.env, args.out, install_dependencies=not args.no_deps)
+    assembly = synth(args.env, args.out, install_dependencies=not args.no_deps, extra_context=extra)
     elapsed = time.perf_counter() - started
     for stack in assembly.stacks:
         resources = stack.template.get("Resources", {})

@@ -26,8 +26,9 @@ from typing import Any
 
 from aiohttp import web, web_protocol
 
-from local.auth import LocalIssuer, TokenError
+from local.auth import LocalIssuer, TokenError, token_scopes
 from local.lambda_shim import LocalContext, http_api_event
+from shared.routes import ROUTES as API_ROUTES
 
 STATIC = Path(__file__).resolve().parent / "static"
 # Past this aiohttp refuses the body itself; the handlers' own, smaller limit answers below it.
@@ -70,17 +71,16 @@ class Route:
     pattern: re.Pattern[str]
     route_key: str
     function: str
-    operator: bool
+    scope: str
 
 
-ROUTES = (
-    Route("POST", re.compile(r"^/v1/payments$"), "POST /v1/payments", "enqueue", False),
-    Route("GET", re.compile(r"^/v1/payments/(?P<job_id>[^/]+)$"), "GET /v1/payments/{job_id}", "status", False),
-    Route("GET", re.compile(r"^/v1/queue/status$"), "GET /v1/queue/status", "status", True),
-    Route("GET", re.compile(r"^/v1/metrics$"), "GET /v1/metrics", "status", True),
-    Route("GET", re.compile(r"^/health/db$"), "GET /health/db", "status", True),
-    Route("POST", re.compile(r"^/v1/dlq/redrive$"), "POST /v1/dlq/redrive", "status", True),
-)
+def _pattern(path: str) -> re.Pattern[str]:
+    """API Gateway's `{name}` path parameters as named groups (one path segment each)."""
+    return re.compile("^" + re.sub(r"\\{(\w+)\\}", r"(?P<\1>[^/]+)", re.escape(path)) + "$")
+
+
+# The same table the CDK app routes from, so the scopes cannot drift apart.
+ROUTES = tuple(Route(r.method, _pattern(r.path), r.key, r.function, r.scope) for r in API_ROUTES)
 
 
 def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
@@ -101,11 +101,10 @@ def invoke(function: str, event: dict[str, Any]) -> dict[str, Any]:
 
 
 class LocalApi:
-    def __init__(self, issuer: LocalIssuer, operator_scope: str) -> None:
+    def __init__(self, issuer: LocalIssuer) -> None:
         self.issuer = issuer
-        self.operator_scope = operator_scope
 
-    def _authorize(self, request: web.Request, route: Route) -> tuple[dict[str, Any], list[str] | None]:
+    def _authorize(self, request: web.Request, route: Route) -> tuple[dict[str, Any], list[str]]:
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token:
@@ -114,12 +113,12 @@ class LocalApi:
             claims = self.issuer.verify(token.strip())
         except TokenError as exc:
             raise PermissionError(str(exc)) from None
-        scopes = str(claims.get("scope", "")).split()
-        if route.operator:
-            if self.operator_scope not in scopes:
-                raise LookupError(self.operator_scope)
-            return claims, scopes
-        return claims, None
+        # Every route requires its scope, as the HTTP API's routes do (AuthorizationScopes): a
+        # valid token without it is refused with 403 before any function runs.
+        scopes = token_scopes(claims)
+        if route.scope not in scopes:
+            raise LookupError(route.scope)
+        return claims, scopes
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         path = request.path
@@ -277,14 +276,13 @@ def main() -> None:
     import argparse
 
     from local.config import LocalSettings
-    from shared.settings import get_settings
 
     parser = argparse.ArgumentParser(description="the local API (make run starts several)")
     parser.add_argument("--fd", type=int, help="a listening socket the supervisor bound (local/run.py)")
     args = parser.parse_args()
     local = LocalSettings()
     issuer = LocalIssuer(local.data_dir / "jwt" / "signing-key.pem", local.jwt_issuer, local.jwt_audience)
-    api = LocalApi(issuer, get_settings().operator_scope)
+    api = LocalApi(issuer)
     # Import the handlers before the first request, as a warm container has them.
     for function in ("enqueue", "status"):
         importlib.import_module(f"functions.{function}.handler")

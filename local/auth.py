@@ -2,7 +2,8 @@
 
 An RSA key is made once under the data directory; tokens are RS256 with kid, iss, aud, exp;
 verification checks signature, issuer, audience and expiry and yields the claims the authorizer
-would put in requestContext.authorizer.jwt.
+would put in requestContext.authorizer.jwt. Scopes are read as the authorizer reads them
+(`token_scopes`); tokens carry the payments scope unless told otherwise, as `make token` prints.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from typing import Any
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+
+from shared.routes import PAYMENTS_SCOPE
 
 KID = "payment-queue-local-1"
 
@@ -59,7 +62,7 @@ class LocalIssuer:
         self._private = loaded
         self._public = loaded.public_key()
 
-    def issue(self, user_id: str, *, scopes: tuple[str, ...] = (), ttl_s: int = 24 * 3600) -> str:
+    def issue(self, user_id: str, *, scopes: tuple[str, ...] = (PAYMENTS_SCOPE,), ttl_s: int = 24 * 3600) -> str:
         now = int(time.time())
         claims: dict[str, Any] = {
             "sub": user_id,
@@ -92,3 +95,18 @@ class LocalIssuer:
     def jwks(self) -> dict[str, Any]:
         jwk = jwt.algorithms.RSAAlgorithm.to_jwk(self._public, as_dict=True)
         return {"keys": [jwk | {"kid": KID, "use": "sig", "alg": "RS256"}]}
+
+
+def token_scopes(claims: dict[str, Any]) -> list[str]:
+    """The token's scopes as API Gateway's JWT authorizer reads them: the `scope` claim (space-
+    separated, RFC 8693) or the `scp` claim (a string or a list, as some providers send it).
+
+    A route that requires scopes passes when the token carries at least one of them, and a
+    valid token with none gets 403 ("Control access to HTTP APIs with JWT authorizers").
+    """
+    value = claims.get("scope", claims.get("scp"))
+    if isinstance(value, str):
+        return value.split()
+    if isinstance(value, list):
+        return [str(v) for v in value]
+    return []

@@ -1,4 +1,8 @@
-"""`make token USER=<id> [OPERATOR=1]`: print a development bearer token for the local API."""
+"""`make token USER=<id> [OPERATOR=1]`: print a development bearer token for the local API.
+
+The token carries the payments scope the payment routes require (shared/routes.py), and with
+OPERATOR=1 the operator scope as well.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +11,13 @@ import sys
 
 from local.auth import LocalIssuer
 from local.config import LocalSettings
-from shared.settings import Settings
+from shared.routes import OPERATOR_SCOPE, PAYMENTS_SCOPE
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="print a development JWT for the local API")
     parser.add_argument("--user", default="demo-user-1", help="the token's subject (user id)")
-    parser.add_argument("--operator", action="store_true", help="add the operator scope")
+    parser.add_argument("--operator", action="store_true", help="add the operator scope to the payments scope")
     parser.add_argument("--ttl", type=int, default=24 * 3600, help="lifetime in seconds")
     args = parser.parse_args()
     local = LocalSettings()
@@ -22,7 +26,7 @@ def main() -> None:
         print(f"make token: no signing key at {key}: start the system once with make run", file=sys.stderr)
         raise SystemExit(1)
     issuer = LocalIssuer(key, local.jwt_issuer, local.jwt_audience)
-    scopes = (Settings().operator_scope,) if args.operator else ()
+    scopes = (PAYMENTS_SCOPE, OPERATOR_SCOPE) if args.operator else (PAYMENTS_SCOPE,)
     print(issuer.issue(args.user, scopes=scopes, ttl_s=args.ttl))
 
 

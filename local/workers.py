@@ -18,6 +18,7 @@ from typing import Any
 
 from local.config import LocalSettings
 from local.lambda_shim import LocalContext, sns_event, sqs_record
+from shared.adapters.pgmq import move_to_dlq
 from shared.bootstrap import bootstrap
 from shared.db import Database
 from shared.domain import full_jitter_backoff
@@ -83,28 +84,15 @@ def settle(
         # messages whose jobs are done, which the payment functions acknowledge without a second charge.
         db.execute("SELECT pq_local_delete(%s, %s::bigint[])", (queue, done))
     if dead:
-        # Same message and headers, plus where it came from; moved atomically.
-        with db.transaction() as cur:
-            cur.execute(
-                "SELECT pgmq.send_batch(%s, %s::jsonb[], %s::jsonb[])",
-                (
-                    dlq,
-                    [json.dumps(m["message"]) for m in dead],
-                    [
-                        json.dumps(
-                            (m.get("headers") or {}) | {"x-source-queue": queue, "x-receive-count": m["read_ct"]}
-                        )
-                        for m in dead
-                    ],
-                ),
-            )
-            cur.execute("SELECT pgmq.delete(%s, %s::bigint[])", (queue, [m["msg_id"] for m in dead]))
+        moved = move_to_dlq(db, [(m["msg_id"], m["read_ct"], None) for m in dead], queue=queue, dlq=dlq)
         # The processor logged each one's last error as it failed ("message moved to the DLQ").
         logger.warning(
             "moved to DLQ",
             queue=queue,
-            message_ids=[m["msg_id"] for m in dead],
-            job_ids=[m["message"].get("job_id") for m in dead if isinstance(m["message"], dict)],
+            message_ids=moved,
+            job_ids=[
+                m["message"].get("job_id") for m in dead if m["msg_id"] in moved and isinstance(m["message"], dict)
+            ],
         )
     if retry:
         # Only where the visibility is still the one the read set: a handler that handed a message

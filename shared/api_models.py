@@ -118,10 +118,13 @@ def error(description: str) -> OpenAPIResponse:
     return model_response(description, ErrorBody)
 
 
-# Answered before any handler runs: the JWT authorizer (401), and for any route a fault (500).
+# Answered for any route: the JWT authorizer (401, and 403 for a token without the route's scope), a
+# fault (500), no database connection to be had (503, with Retry-After).
 COMMON_ERRORS: dict[int, OpenAPIResponse] = {
-    401: error("unauthorized: missing, malformed, forged, expired or wrong-audience token"),
+    401: error("unauthorized (missing, malformed, forged, expired or wrong-audience token) or invalid_subject"),
+    403: error("forbidden: the token lacks the route's scope (payments/pay)"),
     500: error("internal_error: a fault on our side"),
+    503: error("service_busy: no database connection to be had; retry after Retry-After with the same request"),
 }
 OPERATOR_ERRORS: dict[int, OpenAPIResponse] = COMMON_ERRORS | {
     403: error("forbidden: the token lacks the operator scope"),

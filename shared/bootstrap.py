@@ -62,9 +62,10 @@ def _dsn(settings: Settings, *, refresh: bool = False) -> str:
     from aws_lambda_powertools.utilities.parameters import get_secret
 
     secret = json.loads(str(get_secret(settings.db_secret_arn, max_age=300, force_fetch=refresh)))
+    rootcert = f"&sslrootcert={quote(settings.db_sslrootcert, safe='/')}" if settings.db_sslrootcert else ""
     return (
         f"postgresql://{quote(secret['username'], safe='')}:{quote(secret['password'], safe='')}"
-        f"@{settings.db_host}:{settings.db_port}/{settings.db_name}?sslmode={settings.db_sslmode}"
+        f"@{settings.db_host}:{settings.db_port}/{settings.db_name}?sslmode={settings.db_sslmode}{rootcert}"
     )
 
 

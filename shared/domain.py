@@ -138,7 +138,8 @@ class GatewayRejected(Exception):
 
 
 class PoisonMessageError(Exception):
-    """A message that can never succeed (malformed, its job unknown, the wrong path for its job)."""
+    """A message that can never succeed (malformed, its job unknown, the wrong path for its job);
+    the processor moves it to the DLQ on its first delivery (shared/poison.py)."""
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,18 @@ class QueueMessage:
 
 
 @dataclass(frozen=True)
+class ReceivedMessage:
+    """One delivery as the consumer holds it: enough to move the message elsewhere intact."""
+
+    body: str  # as received, byte for byte
+    group_id: str
+    deduplication_id: str  # the job id; the message id where the queue did not say
+    message_id: str
+    receipt_handle: str  # this delivery's, to delete the message from the queue it came from
+    receive_count: int
+
+
+@dataclass(frozen=True)
 class QueueStats:
     depth: int  # visible, waiting for a worker
     in_flight: int  # received by a worker, not yet deleted
@@ -44,6 +56,16 @@ class JobQueue(Protocol):
 
     def redrive(self) -> RedriveResult:
         """Move every dead-lettered message back to the queue, group and job id intact."""
+        ...
+
+    def dead_letter(self, message: ReceivedMessage, reason: str) -> None:
+        """Move a message that can never succeed to the DLQ now, group and job id intact.
+
+        The copy lands in the DLQ before the original leaves the queue: a crash between the two
+        leaves a duplicate in the DLQ (a redriven one is acknowledged as a finished job), never a
+        loss. Where the receipt handle is stale (received again since), the original stays in the
+        queue and its next delivery moves it.
+        """
         ...
 
 

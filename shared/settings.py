@@ -8,6 +8,8 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.routes import OPERATOR_SCOPE
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="PQ_", frozen=True, extra="ignore")
@@ -21,6 +23,8 @@ class Settings(BaseSettings):
     db_name: str = "payments"
     db_secret_arn: str | None = None
     db_sslmode: str = "prefer"
+    # CAs for verify-full: RDS Proxy's ACM certificate chains to the Amazon Trust Services roots in the layer.
+    db_sslrootcert: str | None = None
     # A payment holds its row locks for about a millisecond; 5 s means something is wrong.
     db_statement_timeout_ms: int = 5_000
     # Fail fast on an unreachable database so the queue retries instead of the function hanging.
@@ -42,7 +46,7 @@ class Settings(BaseSettings):
     max_receive_count: int = 5
 
     # JWT scope that opens the operator routes (queue status, metrics, DB health).
-    operator_scope: str = "payments/operator"
+    operator_scope: str = OPERATOR_SCOPE
     # Request bodies are a few dozen bytes; anything past this is refused before parsing.
     max_body_bytes: int = 16_384
 

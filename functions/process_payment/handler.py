@@ -2,7 +2,8 @@
 
 A raised exception fails the record; with skip_group_on_error the rest of that user's messages
 in the batch fail too, so one user's payments are never applied out of order. Business failures
-do not raise: the job ends `failed` and the message is consumed.
+do not raise: the job ends `failed` and the message is consumed. A message that can never
+succeed goes to the DLQ on its first delivery and counts as handled (shared/poison.py).
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from shared.bootstrap import bootstrap
+from shared.domain import PoisonMessageError
 from shared.observability import logger, metrics, tracer
+from shared.poison import dead_letter_poison
 from shared.services.outbox import OutboxRelay
 from shared.services.processing import process_message, record_failure
 
@@ -46,13 +49,17 @@ def record_handler(record: SQSRecord, relay: OutboxRelay, context: LambdaContext
 def _pay(record: SQSRecord, relay: OutboxRelay, context: LambdaContext) -> None:
     # A 429/5xx at the gateway, or too little time left for this record, raises RetryLater after
     # handing the message back, which fails the record (and the rest of its group in this batch).
-    outcome = process_message(
-        relay.app,
-        record.body,
-        receipt_handle=record.receipt_handle,
-        receive_count=int(record.attributes.approximate_receive_count),
-        remaining_ms=context.get_remaining_time_in_millis(),
-    )
+    try:
+        outcome = process_message(
+            relay.app,
+            record.body,
+            receipt_handle=record.receipt_handle,
+            receive_count=int(record.attributes.approximate_receive_count),
+            remaining_ms=context.get_remaining_time_in_millis(),
+        )
+    except PoisonMessageError as exc:
+        dead_letter_poison(relay.app, record, exc)
+        return
     relay.add(outcome.event)
     metrics.add_metric(name=_OUTCOME_METRIC[outcome.outcome], unit=MetricUnit.Count, value=1)
     # A wallet payment logs at DEBUG and its batch gets one INFO line (in a flash sale a line per

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import jsii
+from aws_cdk import Duration
 from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_apigatewayv2 as apigwv2
 from aws_cdk import aws_apigatewayv2_authorizers as authorizers
@@ -14,14 +15,12 @@ from constructs import Construct
 
 from infra.components.common import log_group
 from infra.config import EnvironmentConfig
+from shared.routes import ROUTES
 
-OPERATOR_SCOPE = "payments/operator"
-_OPERATOR_ROUTES = (
-    (apigwv2.HttpMethod.GET, "/v1/queue/status"),
-    (apigwv2.HttpMethod.GET, "/v1/metrics"),
-    (apigwv2.HttpMethod.GET, "/health/db"),
-    (apigwv2.HttpMethod.POST, "/v1/dlq/redrive"),
-)
+# What the pages send and read across origins (docs/pages.md): the bearer token, the redrive's
+# Idempotency-Key, and the polling advice and throttling answers they honour.
+_CORS_ALLOW_HEADERS = ["authorization", "content-type", "idempotency-key"]
+_CORS_EXPOSE_HEADERS = ["retry-after", "location"]
 
 # HTTP API context variables; the caller is the JWT subject, the same id the handlers use.
 _ACCESS_LOG_FIELDS = {
@@ -56,8 +55,9 @@ class _AccessLogSettings:
 
 
 class PaymentsApi(Construct):
-    """Payment routes need any valid token (the caller is its `sub`); operator routes need the
-    `payments/operator` scope as well. Stage throttling caps what reaches the functions.
+    """Every route needs a valid token and its scope from `shared.routes` (payments or
+    operator; the caller is the token's `sub`). A token with neither, an ID token for example,
+    gets 403 from the authorizer. Stage throttling caps what reaches the functions.
     """
 
     def __init__(
@@ -83,6 +83,7 @@ class PaymentsApi(Construct):
             description="Payment Queue: enqueue payments, poll their status, operate the queue",
             default_authorizer=authorizer,
             create_default_stage=False,
+            cors_preflight=_cors(config),
         )
         access_logs = log_group(self, "AccessLogs", config)
         self.stage = apigwv2.HttpStage(
@@ -97,22 +98,36 @@ class PaymentsApi(Construct):
             access_log_settings=_AccessLogSettings(apigwv2.LogGroupLogDestination(access_logs)),
         )
 
-        enqueue_integration = integrations.HttpLambdaIntegration("Enqueue", enqueue)
-        status_integration = integrations.HttpLambdaIntegration("Status", status)
-        self.http_api.add_routes(
-            path="/v1/payments", methods=[apigwv2.HttpMethod.POST], integration=enqueue_integration
-        )
-        self.http_api.add_routes(
-            path="/v1/payments/{job_id}", methods=[apigwv2.HttpMethod.GET], integration=status_integration
-        )
-        for method, path in _OPERATOR_ROUTES:
+        integrations_by_function = {
+            "enqueue": integrations.HttpLambdaIntegration("Enqueue", enqueue),
+            "status": integrations.HttpLambdaIntegration("Status", status),
+        }
+        for route in ROUTES:
             self.http_api.add_routes(
-                path=path,
-                methods=[method],
-                integration=status_integration,
-                authorization_scopes=[OPERATOR_SCOPE],
+                path=route.path,
+                methods=[apigwv2.HttpMethod(route.method)],
+                integration=integrations_by_function[route.function],
+                authorization_scopes=[route.scope],
             )
 
     @property
     def url(self) -> str:
         return self.stage.url
+
+
+def _cors(config: EnvironmentConfig) -> apigwv2.CorsPreflightOptions | None:
+    """CORS for the configured page origins; API Gateway answers the preflight itself.
+
+    Tokens travel in the Authorization header, never in cookies, so credentials stay off.
+    """
+    origins = list(config.api.cors_origins)
+    if not origins:
+        return None
+    return apigwv2.CorsPreflightOptions(
+        allow_origins=origins,
+        allow_methods=[apigwv2.CorsHttpMethod.GET, apigwv2.CorsHttpMethod.POST, apigwv2.CorsHttpMethod.OPTIONS],
+        allow_headers=_CORS_ALLOW_HEADERS,
+        expose_headers=_CORS_EXPOSE_HEADERS,
+        allow_credentials=False,
+        max_age=Duration.hours(1),
+    )

@@ -26,7 +26,11 @@ def log_retention(days: int) -> logs.RetentionDays:
 
 
 def removal_policy(config: EnvironmentConfig) -> RemovalPolicy:
-    return RemovalPolicy.RETAIN if config.retain_data else RemovalPolicy.DESTROY
+    """Retained on stack deletion and on removal from the template where data must survive, but
+    deleted when the deployment that created it rolls back (CloudFormation's RetainExceptOnCreate):
+    a plain Retain keeps them through that rollback, and the named ones (instance, queues, log
+    groups) then collide with the retry while the others are orphaned."""
+    return RemovalPolicy.RETAIN_ON_UPDATE_OR_DELETE if config.retain_data else RemovalPolicy.DESTROY
 
 
 def log_group(scope: Construct, construct_id: str, config: EnvironmentConfig) -> logs.LogGroup:

@@ -94,7 +94,8 @@ class Database(Construct):
             allocated_storage=db.allocated_storage_gb,
             max_allocated_storage=db.max_allocated_storage_gb,
             backup_retention=Duration.days(db.backup_retention_days),
-            deletion_protection=db.deletion_protection,
+            # Off only on the stack's first deployment (EnvironmentConfig.deletion_protection).
+            deletion_protection=config.deletion_protection,
             removal_policy=removal_policy(config),
             delete_automated_backups=not config.retain_data,
             auto_minor_version_upgrade=True,
@@ -104,6 +105,11 @@ class Database(Construct):
         )
         for group in instance_logs:
             self.instance.node.add_dependency(group)
+        # CDK gives the subnet group it makes the instance's policy only for a plain Retain; a
+        # subnet group deleted under a retained instance fails the stack deletion (it is in use).
+        subnet_group = self.instance.node.find_child("SubnetGroup")
+        assert isinstance(subnet_group, rds.SubnetGroup)
+        subnet_group.apply_removal_policy(removal_policy(config))
         self.secret: secretsmanager.ISecret = self.instance.secret  # type: ignore[assignment]
 
         proxy_logs = logs.LogGroup(
@@ -124,8 +130,9 @@ class Database(Construct):
             iam_auth=False,
             client_password_auth_type=rds.ClientPasswordAuthType.POSTGRES_SCRAM_SHA_256,
             max_connections_percent=db.proxy_max_connections_percent,
-            # Workers wait this long for a pooled connection before the payment is retried.
-            borrow_timeout=Duration.seconds(10),
+            # Well under every database function's timeout (checked in infra/config.py): a failed
+            # borrow is answered 503 service_busy, or the payment retried, before Lambda gives up.
+            borrow_timeout=Duration.seconds(db.proxy_borrow_timeout_seconds),
             debug_logging=False,
         )
         self.proxy.node.add_dependency(proxy_logs)

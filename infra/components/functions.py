@@ -19,7 +19,7 @@ from infra.components.database import DB_NAME, DB_PORT, Database
 from infra.components.network import Network
 from infra.components.notifications import Notifications
 from infra.components.queues import PaymentQueues
-from infra.config import EnvironmentConfig
+from infra.config import EnvironmentConfig, FunctionLimits
 
 RUNTIME = lambda_.Runtime.PYTHON_3_12
 ARCHITECTURE = lambda_.Architecture.ARM_64
@@ -34,6 +34,12 @@ class _Spec:
     timeout_seconds: int
     memory_mb: int = 512
     reserved_concurrency: int | None = None
+
+    @classmethod
+    def of(cls, name: str, description: str, clients: dict[str, FunctionLimits], memory_mb: int = 512) -> _Spec:
+        """A database function's spec, its limits taken from the config's connection budget."""
+        limits = clients[name]
+        return cls(name, description, limits.timeout_seconds, memory_mb, limits.reserved_concurrency)
 
 
 class Functions(Construct):
@@ -65,6 +71,14 @@ class Functions(Construct):
             compatible_runtimes=[RUNTIME],
             compatible_architectures=[ARCHITECTURE],
         )
+        self.root_certificates = lambda_.LayerVersion(
+            self,
+            "RootCertificates",
+            description="Amazon Trust Services root CAs: TLS to RDS Proxy with sslmode=verify-full",
+            code=lambda_.Code.from_asset(str(build_assets.ROOT_CERTS_DIR)),
+            compatible_runtimes=[RUNTIME],
+            compatible_architectures=[ARCHITECTURE],
+        )
         # The functions that talk to PostgreSQL share one security group the proxy admits.
         self.db_clients = ec2.SecurityGroup(
             self,
@@ -76,32 +90,33 @@ class Functions(Construct):
         database.allow_from(self.db_clients, "PostgreSQL from the database functions")
 
         processor = config.processor
+        # Timeouts and reserved concurrency of the database functions come from one table in
+        # the config, which checks them against the proxy's connection budget and borrow timeout.
+        clients = config.database_clients()
         self.enqueue = self._function(
-            _Spec("enqueue", "POST /v1/payments: records the job, sends it to payments.fifo", 10),
+            _Spec.of("enqueue", "POST /v1/payments: records the job, sends it to payments.fifo", clients),
             subnets=network.isolated_subnets,
         )
         self.status = self._function(
-            _Spec("status", "Job status, queue status, metrics and DB health for the API", 10),
+            _Spec.of("status", "Job status, queue status, metrics and DB health for the API", clients),
             subnets=network.isolated_subnets,
         )
         self.process_payment = self._function(
-            _Spec(
+            _Spec.of(
                 "process_payment",
                 "Consumes payments.fifo: one payment transaction per message",
-                processor.timeout_seconds,
+                clients,
                 memory_mb=processor.memory_mb,
-                reserved_concurrency=processor.reserved_concurrency,
             ),
             # The only function with a route to the internet: the payment gateways.
             subnets=network.egress_subnets,
         )
         self.sweeper = self._function(
-            # One sweep at a time; a sweep must end before the next minute's starts.
-            _Spec("sweeper", "Re-sends unsent jobs and re-publishes unpublished events", 50, reserved_concurrency=1),
+            _Spec.of("sweeper", "Re-sends unsent jobs and re-publishes unpublished events", clients),
             subnets=network.isolated_subnets,
         )
         self.migrate = self._function(
-            _Spec("migrate", "Applies shared/migrations and shared/sql on deploy", 300),
+            _Spec.of("migrate", "Applies shared/migrations and shared/sql on deploy", clients),
             subnets=network.isolated_subnets,
         )
         self.notify = self._function(
@@ -136,11 +151,17 @@ class Functions(Construct):
             publisher.add_environment("PQ_EVENT_BUS_NAME", bus.event_bus_name)
             bus.grant_put_events_to(publisher)
 
+        # The redrive policy's own number: the processor marks a failed record's last allowed
+        # delivery as dead-lettered when it records the failure (the queue moves the message).
         self.process_payment.add_environment("PQ_MAX_RECEIVE_COUNT", str(config.max_receive_count))
         # Gateway backoff hands a message back with a delay (ChangeMessageVisibility, granted
         # with the event source's consume permissions).
         self.process_payment.add_environment("PQ_QUEUE_BACKEND", "sqs")
         self.process_payment.add_environment("PQ_QUEUE_URL", queue.queue_url)
+        # A poison message goes to the DLQ on its first delivery (SendMessage there, then
+        # DeleteMessage from the queue, granted with the consume permissions).
+        self.process_payment.add_environment("PQ_DLQ_URL", dlq.queue_url)
+        dlq.grant_send_messages(self.process_payment)
         self._gateway_credentials(config)
         self.process_payment.add_event_source(
             sources.SqsEventSource(
@@ -210,7 +231,10 @@ class Functions(Construct):
                 "PQ_DB_PORT": str(DB_PORT),
                 "PQ_DB_NAME": DB_NAME,
                 "PQ_DB_SECRET_ARN": self._database.secret.secret_arn,
-                "PQ_DB_SSLMODE": "require",
+                # RDS Proxy presents an ACM certificate (a wildcard for its endpoint), which chains
+                # to the Amazon Trust Services roots, not to the RDS CA bundle.
+                "PQ_DB_SSLMODE": "verify-full",
+                "PQ_DB_SSLROOTCERT": build_assets.LAYER_ROOT_CERT,
             }
             vpc_options = {
                 "vpc": self._network.vpc,
@@ -225,7 +249,7 @@ class Functions(Construct):
             architecture=ARCHITECTURE,
             handler=f"functions.{spec.name}.handler.handler",
             code=lambda_.Code.from_asset(str(build_assets.build_function_code(spec.name))),
-            layers=[self.dependencies],
+            layers=[self.dependencies, self.root_certificates] if subnets is not None else [self.dependencies],
             memory_size=spec.memory_mb,
             timeout=Duration.seconds(spec.timeout_seconds),
             reserved_concurrent_executions=spec.reserved_concurrency,

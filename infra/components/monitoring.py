@@ -91,6 +91,38 @@ class Monitoring(Construct):
             period=_MINUTE,
             statistic="Maximum",
         )
+        # RDS Proxy's own metrics (AWS/RDS, dimension set 1: ProxyName; "Monitoring RDS Proxy
+        # metrics with Amazon CloudWatch"). They are published per proxy node, so counts are
+        # summed over the nodes; the borrow latency is in microseconds.
+        proxy_pinned = cw.Metric(
+            namespace="AWS/RDS",
+            metric_name="DatabaseConnectionsCurrentlySessionPinned",
+            dimensions_map={"ProxyName": proxy.db_proxy_name},
+            period=_MINUTE,
+            statistic="Sum",
+        )
+        proxy_borrow_latency = cw.Metric(
+            namespace="AWS/RDS",
+            metric_name="DatabaseConnectionsBorrowLatency",
+            dimensions_map={"ProxyName": proxy.db_proxy_name},
+            period=_MINUTE,
+            statistic="Average",
+        )
+        # The processor's failed records (EMF, shared/observability.py) against every record it
+        # handled: each one ends in exactly one outcome metric, or fails.
+        records_failed = _app_metric("RecordsFailed")
+        outcomes = {
+            "succeeded": _app_metric("PaymentsSucceeded"),
+            "failed": _app_metric("PaymentsFailed"),
+            "redelivered": _app_metric("PaymentsRedelivered"),
+        }
+        handled = "FILL(recordsFailed, 0) + " + " + ".join(f"FILL({k}, 0)" for k in outcomes)
+        records_failed_rate = cw.MathExpression(
+            expression=f"IF(({handled}) > 0, 100 * FILL(recordsFailed, 0) / ({handled}), 0)",
+            using_metrics={"recordsFailed": records_failed, **outcomes},
+            label="Processor records failed (%)",
+            period=_MINUTE,
+        )
         proxy_connection_limit = config.database.proxy_connection_budget
         proxy_threshold = proxy_connection_limit * thresholds.proxy_connections_percent / 100
 
@@ -136,6 +168,29 @@ class Monitoring(Construct):
             periods=3,
             description=f"RDS Proxy uses more than {thresholds.proxy_connections_percent}% of its "
             f"{proxy_connection_limit} database connections",
+        )
+        self._alarm(
+            "ProcessorRecordsFailed",
+            records_failed_rate,
+            thresholds.processor_records_failed_percent,
+            periods=3,
+            description=f"More than {thresholds.processor_records_failed_percent}% of payment records failed "
+            "(database or gateway trouble; failed records do not count as Lambda errors)",
+        )
+        self._alarm(
+            "ProxyPinnedConnections",
+            proxy_pinned,
+            thresholds.proxy_pinned_connections,
+            periods=3,
+            description="RDS Proxy has pinned sessions: some client sent session state (docs/deploy.md, pinning)",
+        )
+        self._alarm(
+            "ProxyBorrowLatency",
+            proxy_borrow_latency,
+            thresholds.proxy_borrow_latency_ms * 1_000,  # the metric is in microseconds
+            periods=3,
+            description=f"Borrowing a DB connection from RDS Proxy takes over {thresholds.proxy_borrow_latency_ms} ms "
+            "on average: the connection budget is exhausted (clients get 503 service_busy)",
         )
         for function in functions.all:
             name = function.node.id
@@ -203,7 +258,25 @@ class Monitoring(Construct):
             cw.GraphWidget(
                 title="RDS Proxy connections",
                 left=[proxy_connections, proxy_client_connections],
+                right=[proxy_pinned],
                 left_annotations=[cw.HorizontalAnnotation(value=proxy_threshold, label="alarm")],
+                width=8,
+            ),
+            cw.GraphWidget(
+                title="RDS Proxy borrow latency (µs)",
+                left=[proxy_borrow_latency],
+                left_annotations=[
+                    cw.HorizontalAnnotation(value=thresholds.proxy_borrow_latency_ms * 1_000, label="alarm")
+                ],
+                width=8,
+            ),
+            cw.GraphWidget(
+                title="Processor records failed (%)",
+                left=[records_failed_rate],
+                right=[records_failed],
+                left_annotations=[
+                    cw.HorizontalAnnotation(value=thresholds.processor_records_failed_percent, label="alarm")
+                ],
                 width=8,
             ),
             cw.GraphWidget(title="DLQ depth", left=[dlq_depth], width=8),

@@ -51,12 +51,13 @@ class Network(Construct):
         self.endpoints_security_group.add_ingress_rule(
             ec2.Peer.ipv4(self.vpc.vpc_cidr_block), ec2.Port.tcp(443), "HTTPS from the VPC"
         )
+        self.endpoints: dict[str, ec2.InterfaceVpcEndpoint] = {}
         for endpoint_id, service in (
             ("Sqs", ec2.InterfaceVpcEndpointAwsService.SQS),
             ("SecretsManager", ec2.InterfaceVpcEndpointAwsService.SECRETS_MANAGER),
             ("Events", ec2.InterfaceVpcEndpointAwsService.EVENTBRIDGE),
         ):
-            self.vpc.add_interface_endpoint(
+            self.endpoints[endpoint_id] = self.vpc.add_interface_endpoint(
                 endpoint_id,
                 service=service,
                 subnets=self.isolated_subnets,

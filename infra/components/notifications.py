@@ -42,13 +42,13 @@ class Notifications(Construct):
             enable_key_rotation=True,
             removal_policy=removal_policy(config),
         )
+        # CloudWatch (alarms to the ops topic) only. EventBridge is not named here: AWS does not
+        # document aws:SourceAccount for EventBridge's use of a topic's key, and its delivery to
+        # the payment-events topic works through the statement targets.SnsTopic adds itself.
         self.key.add_to_resource_policy(
             iam.PolicyStatement(
                 actions=["kms:Decrypt", "kms:GenerateDataKey*"],
-                principals=[
-                    iam.ServicePrincipal("events.amazonaws.com"),
-                    iam.ServicePrincipal("cloudwatch.amazonaws.com"),
-                ],
+                principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
                 resources=["*"],  # in a key policy "*" means this key
                 conditions={"StringEquals": {"aws:SourceAccount": Aws.ACCOUNT_ID}},
             )

@@ -7,10 +7,12 @@ from collections.abc import Sequence
 from typing import Any, TypeVar
 
 from shared.domain import EVENT_SOURCE
-from shared.ports import QueueMessage, QueueStats, RedriveResult
+from shared.ports import QueueMessage, QueueStats, ReceivedMessage, RedriveResult
 
 # Both APIs take at most 10 entries per batch call.
 _BATCH = 10
+# SQS caps a message attribute's value with the message (256 KiB); a reason needs far less.
+_REASON_CHARS = 256
 
 T = TypeVar("T")
 
@@ -51,6 +53,33 @@ class SqsJobQueue:
             QueueUrl=self._url, ReceiptHandle=receipt_handle, VisibilityTimeout=max(0, min(delay_s, 43_200))
         )
 
+    def dead_letter(self, message: ReceivedMessage, reason: str) -> None:
+        """SendMessage to the DLQ, then DeleteMessage from payments.fifo: in that order, so a crash
+        between them leaves a duplicate in the DLQ (the same deduplication id within SQS's 5-minute
+        window drops a second copy), never a lost message.
+
+        The group and deduplication id stay the job's, so a redrive puts the job back in its
+        user's group; the attributes say where it came from and why, for the operator.
+        """
+        if not self._dlq_url:
+            raise RuntimeError("PQ_DLQ_URL is required to dead-letter a message")
+        self._sqs.send_message(
+            QueueUrl=self._dlq_url,
+            MessageBody=message.body,
+            MessageGroupId=message.group_id,
+            MessageDeduplicationId=message.deduplication_id,
+            MessageAttributes={
+                "SourceQueueUrl": {"DataType": "String", "StringValue": self._url},
+                "DeadLetterReason": {"DataType": "String", "StringValue": reason[:_REASON_CHARS] or "poison"},
+                "ReceiveCount": {"DataType": "Number", "StringValue": str(message.receive_count)},
+            },
+        )
+        self._sqs.delete_message(QueueUrl=self._url, ReceiptHandle=message.receipt_handle)
+
+    def _arn(self, url: str) -> str:
+        attrs = self._sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
+        return str(attrs["Attributes"]["QueueArn"])
+
     def _attrs(self, url: str) -> dict[str, str]:
         resp = self._sqs.get_queue_attributes(
             QueueUrl=url,
@@ -69,7 +98,7 @@ class SqsJobQueue:
         )
 
     def redrive(self) -> RedriveResult:
-        """Start an SQS message move task from the DLQ back to its source queue (payments.fifo).
+        """Start an SQS message move task from the DLQ back to payments.fifo.
 
         SQS runs one move task per queue at a time, so a running one is reported, not restarted.
         A FIFO redrive keeps each message's group; the payment function ignores a job it has
@@ -77,8 +106,7 @@ class SqsJobQueue:
         """
         if not self._dlq_url:
             raise RuntimeError("PQ_DLQ_URL is required to redrive the dead-letter queue")
-        attrs = self._sqs.get_queue_attributes(QueueUrl=self._dlq_url, AttributeNames=["QueueArn"])
-        dlq_arn = attrs["Attributes"]["QueueArn"]
+        dlq_arn = self._arn(self._dlq_url)
         latest = self._sqs.list_message_move_tasks(SourceArn=dlq_arn, MaxResults=1).get("Results", [])
         if latest and latest[0].get("Status") == "RUNNING":
             return RedriveResult(
@@ -86,8 +114,11 @@ class SqsJobQueue:
                 moved=int(latest[0].get("ApproximateNumberOfMessagesMoved", 0)),
                 task_handle=latest[0].get("TaskHandle"),
             )
-        # No DestinationArn: SQS moves each message back to the queue it was dead-lettered from.
-        started = self._sqs.start_message_move_task(SourceArn=dlq_arn)
+        # DestinationArn named: left blank, SQS sends each message back to "their respective original
+        # source queues" (API_StartMessageMoveTask), the queue SQS itself dead-lettered it from. A
+        # poison message we moved with SendMessage (dead_letter) was never dead-lettered by SQS, so it
+        # has no such source queue; every message in this DLQ belongs in payments.fifo.
+        started = self._sqs.start_message_move_task(SourceArn=dlq_arn, DestinationArn=self._arn(self._url))
         return RedriveResult(status="started", moved=None, task_handle=started["TaskHandle"])
 
 

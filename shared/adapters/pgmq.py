@@ -13,15 +13,52 @@ from typing import Any
 
 from shared.db import Database
 from shared.domain import EVENT_SOURCE
-from shared.ports import QueueMessage, QueueStats, RedriveResult
+from shared.ports import QueueMessage, QueueStats, ReceivedMessage, RedriveResult
 
-# Headers the local event source mapping adds when it dead-letters a message; a redriven message
-# starts afresh, as one moved by an SQS message move task does.
-_DEAD_LETTER_HEADERS = ("x-source-queue", "x-receive-count")
+# Headers a move to the DLQ adds; a redriven message starts afresh, as one moved by an SQS message
+# move task does.
+_DEAD_LETTER_HEADERS = ("x-source-queue", "x-receive-count", "x-dead-letter-reason")
 
 
 def _jsonb_array(items: Sequence[Any]) -> list[str]:
     return [json.dumps(i, separators=(",", ":")) for i in items]
+
+
+def move_to_dlq(db: Database, received: Sequence[tuple[int, int, str | None]], *, queue: str, dlq: str) -> list[int]:
+    """Move received messages, given as (msg_id, read_ct, reason), to the DLQ in one transaction:
+    same message and headers, plus where it came from, after how many deliveries and why.
+
+    Only the delivery that was read moves: a message received again since (another read_ct) stays,
+    as SQS ignores a stale receipt handle. Returns the msg_ids moved. (Queue names validated.)
+    """
+    if not received:
+        return []
+    with db.transaction() as cur:
+        cur.execute(
+            f"""DELETE FROM pgmq.q_{queue} q
+                 USING unnest(%s::bigint[], %s::int[], %s::text[]) AS r(msg_id, read_ct, reason)
+                 WHERE q.msg_id = r.msg_id AND q.read_ct = r.read_ct
+             RETURNING q.msg_id, q.read_ct, q.message, q.headers, r.reason""",
+            ([m for m, _, _ in received], [c for _, c, _ in received], [r for _, _, r in received]),
+        )
+        gone = sorted(cur.fetchall(), key=lambda r: r["msg_id"])
+        if gone:
+            cur.execute(
+                "SELECT pgmq.send_batch(%s, %s::jsonb[], %s::jsonb[])",
+                (
+                    dlq,
+                    _jsonb_array([g["message"] for g in gone]),
+                    _jsonb_array(
+                        [
+                            (g["headers"] or {})
+                            | {"x-source-queue": queue, "x-receive-count": g["read_ct"]}
+                            | ({"x-dead-letter-reason": g["reason"]} if g["reason"] else {})
+                            for g in gone
+                        ]
+                    ),
+                ),
+            )
+    return [g["msg_id"] for g in gone]
 
 
 class PgmqJobQueue:
@@ -59,6 +96,13 @@ class PgmqJobQueue:
                  WHERE msg_id = %s AND read_ct = %s""",
             (max(0, delay_s), int(msg_id), int(read_ct)),
         )
+
+    def dead_letter(self, message: ReceivedMessage, reason: str) -> None:
+        """The local move is one transaction, so it has no crash window between copy and delete."""
+        queue, msg_id, read_ct = message.receipt_handle.rsplit(":", 2)
+        if queue != self.queue:
+            raise ValueError("receipt handle of another queue")
+        move_to_dlq(self._db, [(int(msg_id), int(read_ct), reason)], queue=self.queue, dlq=self.dlq)
 
     def stats(self) -> QueueStats:
         row = self._db.fetch_one(

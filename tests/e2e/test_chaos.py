@@ -76,10 +76,13 @@ def test_every_message_delivered_two_or_three_times_charges_once(server: ChaosSe
     assert row.details["order_violations"] == 0 and row.dlq == 0
 
 
-def test_poison_messages_go_to_the_dlq_and_their_users_later_jobs_wait(server: ChaosServer, tmp_path: Path) -> None:
+def test_poison_messages_go_to_the_dlq_at_first_delivery_and_their_users_later_jobs_follow(
+    server: ChaosServer, tmp_path: Path
+) -> None:
     row = run(server, "poison", tmp_path)
     d = row.details
     assert row.dlq == d["poison_messages"] == d["poison_dead_lettered"]
+    assert d["deliveries_per_poison"] == 1
     # The same user's later job waited behind its poison head, then went through as usual.
     assert d["victims_waited_for_dlq"] == d["victim_jobs"] == d["victims_succeeded_or_failed"] > 0
     assert row.succeeded + row.failed == row.jobs

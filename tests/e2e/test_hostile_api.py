@@ -29,6 +29,7 @@ from local.gateway_demo import SIM_DEFAULTS
 from local.openapi import document
 from local.seed import ensure_pending_order
 from shared.db import Database
+from shared.routes import PAYMENTS_SCOPE
 from shared.settings import Settings
 from tests.conftest import TEMPLATE, _admin_exec, _url
 from tests.e2e.conftest import Runtime, launch
@@ -475,7 +476,11 @@ def test_operator_routes_open_only_with_the_operator_scope(rt: Runtime, method: 
 
 
 def test_the_operator_scope_does_not_open_a_shoppers_jobs(rt: Runtime, world: dict[str, Any]) -> None:
+    # Payment routes require the payments scope, as the deployed routes do: refused before the handler.
     status, body = send(rt, "GET", f"{P}/{world['their_job']}", rt.issuer.issue("ops", scopes=(OPERATOR,)))
+    assert (status, body["error"]["code"]) == (403, "forbidden")
+    both = rt.issuer.issue("ops", scopes=(PAYMENTS_SCOPE, OPERATOR))
+    status, body = send(rt, "GET", f"{P}/{world['their_job']}", both)
     assert (status, body["error"]["code"]) == (404, "job_not_found")
 
 
@@ -520,7 +525,7 @@ SCHEMATHESIS_CHECKS = (
 
 def test_schemathesis_finds_no_server_error_and_no_undocumented_answer(rt: Runtime, tmp_path: Path) -> None:
     # Given a token that is both a shopper with orders and an operator
-    token = rt.issuer.issue(USER, scopes=(OPERATOR,))
+    token = rt.issuer.issue(USER, scopes=(PAYMENTS_SCOPE, OPERATOR))
     # When schemathesis fuzzes every operation of the served document (valid and invalid data)
     result = subprocess.run(
         [

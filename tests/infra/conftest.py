@@ -78,6 +78,7 @@ DEPLOYER_CONTEXT = {
     "pq:webhook-secret-name": "payment-queue/webhook-hmac",
     "pq:razorpay-secret-name": "payment-queue/razorpay",
     "pq:cashfree-secret-name": "payment-queue/cashfree",
+    "pq:cors-origins": "https://shop.example.com,https://ops.example.com",
 }
 
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from aws_cdk.assertions import Match
 
+from shared.routes import ROUTES
 from tests.infra.conftest import Synthesized
 
 PAYMENT_ROUTES = {"POST /v1/payments", "GET /v1/payments/{job_id}"}
@@ -24,18 +27,44 @@ def test_api_verifies_jwts_from_the_configured_issuer_and_audience(stack: Synthe
     )
 
 
-def test_every_route_needs_a_jwt_and_operator_routes_the_operator_scope(stack: Synthesized) -> None:
+def _routes(stack: Synthesized) -> dict[str, dict[str, Any]]:
+    return {r["Properties"]["RouteKey"]: r["Properties"] for r in stack.resources("AWS::ApiGatewayV2::Route").values()}
+
+
+def test_every_route_needs_a_jwt_payment_routes_the_payments_scope_operator_routes_the_operator_scope(
+    stack: Synthesized,
+) -> None:
     authorizer_id, _ = stack.only("AWS::ApiGatewayV2::Authorizer")
-    routes = {
-        r["Properties"]["RouteKey"]: r["Properties"] for r in stack.resources("AWS::ApiGatewayV2::Route").values()
-    }
+    routes = _routes(stack)
 
     assert set(routes) == PAYMENT_ROUTES | OPERATOR_ROUTES
     for key, route in routes.items():
         assert route["AuthorizationType"] == "JWT", key
         assert route["AuthorizerId"] == {"Ref": authorizer_id}, key
-        expected_scopes = ["payments/operator"] if key in OPERATOR_ROUTES else None
+        # Without a scope an ID token of the same issuer would open the payment routes.
+        expected_scopes = ["payments/operator"] if key in OPERATOR_ROUTES else ["payments/pay"]
         assert route.get("AuthorizationScopes") == expected_scopes, key
+
+
+def test_the_routes_and_scopes_are_the_ones_the_local_api_enforces(stack: Synthesized) -> None:
+    from local.api import ROUTES as LOCAL_ROUTES
+
+    deployed = {key: route["AuthorizationScopes"] for key, route in _routes(stack).items()}
+    local = {route.route_key: [route.scope] for route in LOCAL_ROUTES}
+
+    assert deployed == local == {r.key: [r.scope] for r in ROUTES}
+
+
+def test_cors_allows_the_configured_page_origins_only(stack: Synthesized) -> None:
+    _, api = stack.only("AWS::ApiGatewayV2::Api")
+    cors = api["Properties"]["CorsConfiguration"]
+
+    assert cors["AllowOrigins"] == list(stack.config.api.cors_origins)
+    assert cors["AllowOrigins"] == ["https://shop.example.com", "https://ops.example.com"]
+    assert {"authorization", "idempotency-key"} <= set(cors["AllowHeaders"])
+    assert "retry-after" in cors["ExposeHeaders"]
+    assert set(cors["AllowMethods"]) == {"GET", "POST", "OPTIONS"}
+    assert cors.get("AllowCredentials") is False
 
 
 def test_routes_reach_the_enqueue_and_status_functions(stack: Synthesized) -> None:

@@ -9,10 +9,13 @@ import pytest
 from infra import config as cfg
 from infra.synth import load_cdk_context
 
+REAL_ISSUER = "https://cognito-idp.ap-south-1.amazonaws.com/ap-south-1_Example"
+
 
 @pytest.fixture(scope="module")
 def context() -> dict[str, object]:
-    return load_cdk_context()
+    """cdk.json's context plus the issuer a deployer must pass for staging and prod."""
+    return load_cdk_context() | {"pq:jwt-issuer": REAL_ISSUER}
 
 
 @pytest.mark.parametrize("env", list(cfg.ENVIRONMENTS))
@@ -92,3 +95,68 @@ def test_an_unknown_environment_is_refused(context: dict[str, object]) -> None:
 def test_a_region_without_zones_in_cdk_json_is_refused() -> None:
     with pytest.raises(cfg.ConfigError, match="no zones"):
         cfg.load({"pq:availability-zones": {"eu-west-1": ["eu-west-1a", "eu-west-1b"]}}, "dev")
+
+
+@pytest.mark.parametrize("env", ["staging", "prod"])
+def test_the_placeholder_issuer_is_refused_for_staging_and_prod(env: str) -> None:
+    # Given cdk.json's context, which names no issuer
+    context = load_cdk_context()
+
+    # When the environment is loaded, Then synthesis stops and says what to pass
+    with pytest.raises(cfg.ConfigError, match=r"placeholder https://auth\.example\.com/.*pq:jwt-issuer"):
+        cfg.load(context, env)
+
+
+def test_dev_may_keep_the_placeholder_issuer() -> None:
+    assert cfg.load(load_cdk_context(), "dev").api.jwt_issuer == cfg.PLACEHOLDER_ISSUER
+
+
+def test_a_connection_budget_the_proxy_cannot_hold_is_refused_with_each_functions_share(
+    context: dict[str, object],
+) -> None:
+    # Given dev, whose proxy may open 80 of 100 connections, and an enqueue allowed 70 at once
+    config = cfg.load(context, "dev")
+    greedy = replace(config, api=replace(config.api, enqueue=cfg.FunctionLimits(10, 70)))
+
+    # When it is validated, Then the error names the total, every share and the proxy's limit
+    with pytest.raises(cfg.ConfigError) as refused:
+        greedy.validate()
+    message = str(refused.value)
+    assert f"can hold {greedy.database_connections_needed} connections" in message
+    assert "enqueue 70" in message and "process_payment 5" in message and "migrate 1" in message
+    assert "proxy may open 80" in message
+
+
+def test_every_function_that_touches_the_database_is_in_the_budget(context: dict[str, object]) -> None:
+    for env in cfg.ENVIRONMENTS:
+        config = cfg.load(context, env)
+
+        assert set(config.database_clients()) == {"enqueue", "status", "process_payment", "sweeper", "migrate"}
+        assert config.database_connections_needed <= config.database.proxy_connection_budget
+        assert config.processor.max_concurrency <= config.database_clients()["process_payment"].reserved_concurrency
+
+
+def test_a_borrow_timeout_not_well_under_a_functions_timeout_is_refused(context: dict[str, object]) -> None:
+    config = cfg.load(context, "dev")
+    slow = replace(config, database=replace(config.database, proxy_borrow_timeout_seconds=6))
+
+    with pytest.raises(cfg.ConfigError, match=r"borrow timeout \(6 s\) must be at most half of enqueue's timeout"):
+        slow.validate()
+
+
+def test_the_first_create_turns_prods_deletion_protection_off_and_only_then(context: dict[str, object]) -> None:
+    assert cfg.load(context, "prod").deletion_protection
+    assert not cfg.load(context | {cfg.FIRST_CREATE_CONTEXT_KEY: "true"}, "prod").deletion_protection
+    assert cfg.load(context | {cfg.FIRST_CREATE_CONTEXT_KEY: "false"}, "prod").deletion_protection
+
+
+@pytest.mark.parametrize("origin", ["*", "https://shop.example.com/", "http://shop.example.com", "shop.example.com"])
+def test_a_cors_origin_that_is_not_a_scheme_and_host_is_refused(context: dict[str, object], origin: str) -> None:
+    with pytest.raises(cfg.ConfigError, match="CORS origin"):
+        cfg.load(context | {"pq:cors-origins": origin}, "dev")
+
+
+def test_cors_origins_come_from_context(context: dict[str, object]) -> None:
+    config = cfg.load(context | {"pq:cors-origins": "https://shop.example.com, http://localhost:8000"}, "dev")
+
+    assert config.api.cors_origins == ("https://shop.example.com", "http://localhost:8000")

@@ -2,9 +2,25 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aws_cdk import cx_api
 from aws_cdk.assertions import Match
 
-from tests.infra.conftest import Synthesized
+from infra import config as cfg
+from infra.synth import errors, synth
+from tests.infra.conftest import DEPLOYER_CONTEXT, Synthesized
+
+# What must outlive the stack in prod, and what a failed first create must not leave behind.
+DATA_STORES = (
+    "AWS::RDS::DBInstance",
+    "AWS::RDS::DBSubnetGroup",
+    "AWS::SQS::Queue",
+    "AWS::Logs::LogGroup",
+    "AWS::KMS::Key",
+)
 
 
 def test_database_is_encrypted_backed_up_and_private(stack: Synthesized) -> None:
@@ -30,7 +46,7 @@ def test_prod_database_is_multi_az_retained_and_deletion_protected(prod: Synthes
     _, dev_db = dev.only("AWS::RDS::DBInstance")
 
     assert prod_db["Properties"]["MultiAZ"] and prod_db["Properties"]["DeletionProtection"]
-    assert prod_db["DeletionPolicy"] == "Retain"
+    assert prod_db["DeletionPolicy"] == "RetainExceptOnCreate"
     assert not dev_db["Properties"]["MultiAZ"] and not dev_db["Properties"]["DeletionProtection"]
 
 
@@ -98,3 +114,59 @@ def test_vpc_endpoints_cover_every_aws_api_the_vpc_functions_call(stack: Synthes
 
 def test_nat_gateways_follow_the_config(stack: Synthesized) -> None:
     assert len(stack.resources("AWS::EC2::NatGateway")) == stack.config.nat_gateways
+
+
+def test_prod_data_stores_are_retained_except_when_their_own_create_rolls_back(prod: Synthesized) -> None:
+    for resource_type in DATA_STORES:
+        resources = prod.resources(resource_type)
+        assert resources, resource_type
+        for logical_id, resource in resources.items():
+            # RetainExceptOnCreate: kept on stack deletion and removal, deleted by the rollback
+            # of the deployment that created it, so a retried first create finds no leftovers.
+            assert resource.get("DeletionPolicy") == "RetainExceptOnCreate", logical_id
+            assert resource.get("UpdateReplacePolicy") == "Retain", logical_id
+
+
+def test_dev_and_staging_data_stores_go_with_the_stack(stacks: dict[str, Synthesized]) -> None:
+    for env in ("dev", "staging"):
+        for resource_type in DATA_STORES:
+            for logical_id, resource in stacks[env].resources(resource_type).items():
+                assert resource.get("DeletionPolicy", "Delete") == "Delete", (env, logical_id)
+
+
+def test_no_resource_keeps_a_plain_retain_that_would_survive_a_create_rollback(stack: Synthesized) -> None:
+    retained = [k for k, r in stack.json["Resources"].items() if r.get("DeletionPolicy") == "Retain"]
+
+    assert retained == []
+
+
+@pytest.fixture(scope="module")
+def first_create(tmp_path_factory: pytest.TempPathFactory) -> tuple[cx_api.CloudAssembly, dict[str, Any]]:
+    context = DEPLOYER_CONTEXT | {cfg.FIRST_CREATE_CONTEXT_KEY: "true"}
+    assembly = synth(
+        "prod", Path(tmp_path_factory.mktemp("first-create")), install_dependencies=False, extra_context=context
+    )
+    return assembly, assembly.get_stack_by_name("PaymentQueue-prod").template
+
+
+def test_prods_first_create_leaves_deletion_protection_off_so_its_rollback_can_delete(
+    first_create: tuple[cx_api.CloudAssembly, dict[str, Any]],
+) -> None:
+    assembly, template = first_create
+    instance = next(r for r in template["Resources"].values() if r["Type"] == "AWS::RDS::DBInstance")
+
+    # Deletion protection refuses the rollback's delete too; RetainExceptOnCreate alone is not enough.
+    assert instance["Properties"]["DeletionProtection"] is False
+    assert instance["DeletionPolicy"] == "RetainExceptOnCreate"
+    # cdk-nag's deletion-protection finding is suppressed for this deployment, with its reason.
+    assert errors(assembly) == []
+
+
+def test_proxy_borrow_timeout_is_well_under_every_database_functions_timeout(stack: Synthesized) -> None:
+    _, target_group = stack.only("AWS::RDS::DBProxyTargetGroup")
+    borrow = target_group["Properties"]["ConnectionPoolConfigurationInfo"]["ConnectionBorrowTimeout"]
+
+    assert borrow == stack.config.database.proxy_borrow_timeout_seconds
+    for name in stack.config.database_clients():
+        _, function = stack.function(name)
+        assert 2 * borrow <= function["Properties"]["Timeout"], name

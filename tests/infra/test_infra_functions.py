@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from aws_cdk import cx_api
 
-from infra.build_assets import FUNCTION_NAMES, REPO_ROOT
+from infra.build_assets import FUNCTION_NAMES, LAYER_ROOT_CERT, REPO_ROOT, ROOT_CERTS_DIR, ROOT_CERTS_FILE
 from tests.infra.conftest import Synthesized, asset_dir
 
 DATABASE_FUNCTIONS = ("enqueue", "status", "process_payment", "sweeper", "migrate")
@@ -37,7 +37,8 @@ def test_every_function_runs_python_312_on_arm64_with_tracing(stack: Synthesized
         assert properties["Runtime"] == "python3.12"
         assert properties["Architectures"] == ["arm64"]
         assert properties["TracingConfig"] == {"Mode": "Active"}
-        assert len(properties["Layers"]) == 1
+        # The dependencies; the database functions also get the root CAs for TLS to the proxy.
+        assert len(properties["Layers"]) == (2 if name in DATABASE_FUNCTIONS else 1), name
 
 
 def test_every_function_configures_powertools_and_its_environment(stack: Synthesized) -> None:
@@ -58,7 +59,8 @@ def test_database_functions_reach_postgres_through_the_proxy_over_tls(stack: Syn
         assert variables["PQ_DB_HOST"] == {"Fn::GetAtt": [proxy_id, "Endpoint"]}
         assert variables["PQ_DB_PORT"] == "5432"
         assert variables["PQ_DB_NAME"] == "payments"
-        assert variables["PQ_DB_SSLMODE"] == "require"
+        assert variables["PQ_DB_SSLMODE"] == "verify-full"
+        assert variables["PQ_DB_SSLROOTCERT"] == LAYER_ROOT_CERT
         assert "PQ_DB_SECRET_ARN" in variables
     assert not any(key.startswith("PQ_DB_") for key in _environment(stack, "notify"))
 
@@ -76,7 +78,6 @@ def test_senders_and_publishers_get_the_queue_and_bus_they_use(stack: Synthesize
     assert {"PQ_QUEUE_URL", "PQ_DLQ_URL"} <= set(status)
     assert status["PQ_QUEUE_BACKEND"] == "sqs"
     processor = _environment(stack, "process_payment")
-    assert processor["PQ_MAX_RECEIVE_COUNT"] == str(stack.config.max_receive_count)
     assert processor["PQ_QUEUE_BACKEND"] == "sqs"
     assert "PQ_QUEUE_URL" in processor
 
@@ -129,6 +130,14 @@ def test_status_may_read_queue_depths_and_redrive_the_dlq_only(stack: Synthesize
     assert _granted(stack, "status", "sqs:SendMessage") == {queue}
 
 
+def test_processor_may_send_to_the_dlq_and_delete_from_the_queue_it_consumes(stack: Synthesized) -> None:
+    queue, dlq = stack.queue("-payments.fifo"), stack.queue("-payments-dlq.fifo")
+
+    assert _environment(stack, "process_payment")["PQ_DLQ_URL"] == {"Ref": dlq}
+    assert _granted(stack, "process_payment", "sqs:SendMessage") == {dlq}
+    assert _granted(stack, "process_payment", "sqs:DeleteMessage") == {queue}
+
+
 def test_gateway_credentials_reach_the_processor_and_their_presence_enqueue(stack: Synthesized) -> None:
     for name in ("enqueue", "process_payment"):
         variables = _environment(stack, name)
@@ -169,6 +178,81 @@ def test_the_sweeper_runs_every_minute(stack: Synthesized) -> None:
     )
 
 
+def test_the_processor_knows_the_redrive_policys_receive_count_and_only_it_reads_it(stack: Synthesized) -> None:
+    # Given the queue's redrive policy as deployed
+    queue = stack.json["Resources"][stack.queue("-payments.fifo")]
+    max_receive_count = queue["Properties"]["RedrivePolicy"]["maxReceiveCount"]
+
+    # Then the processor, which records a failed record's last delivery as dead-lettered, has the
+    # same number, and no other function is given a setting it never reads
+    assert _environment(stack, "process_payment")["PQ_MAX_RECEIVE_COUNT"] == str(max_receive_count)
+    for name in FUNCTION_NAMES:
+        if name != "process_payment":
+            assert "PQ_MAX_RECEIVE_COUNT" not in _environment(stack, name), name
+
+
+def test_the_root_cas_for_the_proxy_ship_in_a_layer_of_the_database_functions(
+    cloud_assembly: cx_api.CloudAssembly, dev: Synthesized
+) -> None:
+    layers = dev.resources("AWS::Lambda::LayerVersion")
+    cert_layers = [k for k, r in layers.items() if (asset_dir(cloud_assembly, r) / ROOT_CERTS_FILE).is_file()]
+    assert len(cert_layers) == 1
+    staged = asset_dir(cloud_assembly, layers[cert_layers[0]]) / ROOT_CERTS_FILE
+
+    # Layers are mounted at /opt: the file is where PQ_DB_SSLROOTCERT points.
+    assert f"/opt/{ROOT_CERTS_FILE}" == LAYER_ROOT_CERT
+    assert staged.read_bytes() == (ROOT_CERTS_DIR / ROOT_CERTS_FILE).read_bytes()
+    for name in DATABASE_FUNCTIONS:
+        _, function = dev.function(name)
+        assert {"Ref": cert_layers[0]} in function["Properties"]["Layers"], name
+
+
+def test_the_template_environment_makes_a_verify_full_dsn_with_the_shipped_roots(
+    dev: Synthesized, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given the processor's environment as deployed, references replaced by plain values
+    from aws_lambda_powertools.utilities import parameters
+
+    from shared.bootstrap import _dsn
+    from shared.settings import Settings
+
+    variables = {k: v if isinstance(v, str) else "x" for k, v in _environment(dev, "process_payment").items()}
+    variables["PQ_DB_HOST"] = "payment-queue-dev.proxy-abc.ap-south-1.rds.amazonaws.com"
+    monkeypatch.setattr(parameters, "get_secret", lambda *a, **k: json.dumps({"username": "u", "password": "p"}))
+    for key, value in variables.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+
+    # When the functions' settings build the DSN
+    dsn = _dsn(Settings())
+
+    # Then libpq is told to verify the proxy's certificate and name against the shipped roots
+    assert dsn.endswith(f"?sslmode=verify-full&sslrootcert={LAYER_ROOT_CERT}")
+
+
+def test_migrations_wait_for_everything_their_first_connection_needs(stack: Synthesized) -> None:
+    _, trigger = stack.only("Custom::Trigger")
+    depends_on = set(trigger.get("DependsOn", []))
+    endpoints = stack.resources("AWS::EC2::VPCEndpoint")
+    secrets_endpoint = next(
+        k for k, r in endpoints.items() if "secretsmanager" in json.dumps(r["Properties"]["ServiceName"])
+    )
+    proxy_id, _ = stack.only("AWS::RDS::DBProxy")
+    target_group_id, _ = stack.only("AWS::RDS::DBProxyTargetGroup")
+    _, migrate = stack.function("migrate")
+    clients_sg = migrate["Properties"]["VpcConfig"]["SecurityGroupIds"][0]["Fn::GetAtt"][0]
+    proxy_ingress = [
+        k
+        for k, r in stack.resources("AWS::EC2::SecurityGroupIngress").items()
+        if r["Properties"].get("SourceSecurityGroupId") == {"Fn::GetAtt": [clients_sg, "GroupId"]}
+    ]
+
+    # The credentials are read through the Secrets Manager endpoint from the isolated subnets.
+    assert secrets_endpoint in depends_on
+    assert {proxy_id, target_group_id} <= depends_on
+    assert proxy_ingress and set(proxy_ingress) <= depends_on
+
+
 def test_migrations_run_after_the_database_and_before_the_other_functions(stack: Synthesized) -> None:
     trigger_id, trigger = stack.only("Custom::Trigger")
     migrate_id, _ = stack.function("migrate")
@@ -205,7 +289,9 @@ def test_each_asset_holds_shared_and_only_its_own_handler(
 def test_dependency_layer_is_built_from_requirements_lambda(
     cloud_assembly: cx_api.CloudAssembly, dev: Synthesized
 ) -> None:
-    _, layer = dev.only("AWS::Lambda::LayerVersion")
+    _, layer = dev.only(
+        "AWS::Lambda::LayerVersion", Description="requirements-lambda.txt installed for arm64 / CPython 3.12"
+    )
     staged = asset_dir(cloud_assembly, layer)
 
     assert layer["Properties"]["CompatibleRuntimes"] == ["python3.12"]

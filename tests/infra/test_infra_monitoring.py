@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from infra.build_assets import REPO_ROOT
+from infra.components.functions import METRICS_NAMESPACE, SERVICE_NAME
+from shared.observability import SERVICE, metrics
 from tests.infra.conftest import Synthesized
 
 
@@ -115,3 +118,71 @@ def test_cloudwatch_may_publish_to_the_ops_topic(stack: Synthesized) -> None:
         and "aws:SourceAccount" in s["Condition"]["StringEquals"]
         for s in policy["Statement"]
     )
+
+
+def _math_alarm_using(stack: Synthesized, metric_name: str) -> dict[str, Any]:
+    found = [
+        a["Properties"]
+        for a in stack.resources("AWS::CloudWatch::Alarm").values()
+        if any(
+            m.get("MetricStat", {}).get("Metric", {}).get("MetricName") == metric_name
+            for m in a["Properties"].get("Metrics", [])
+        )
+    ]
+    assert len(found) == 1, f"{len(found)} metric-math alarms read {metric_name}"
+    alarm: dict[str, Any] = found[0]
+    return alarm
+
+
+def test_failed_records_alarm_reads_the_processors_emf_metric(stack: Synthesized) -> None:
+    # Failed records are batchItemFailures of a successful invocation: Lambda Errors stays 0.
+    alarm = _math_alarm_using(stack, "RecordsFailed")
+
+    inputs = {m["Id"]: m["MetricStat"]["Metric"] for m in alarm["Metrics"] if "MetricStat" in m}
+    failed = inputs["recordsFailed"]
+    assert failed["Namespace"] == METRICS_NAMESPACE
+    assert failed["Dimensions"] == [{"Name": "service", "Value": SERVICE}]
+    assert {m["MetricName"] for m in inputs.values()} == {
+        "RecordsFailed",
+        "PaymentsSucceeded",
+        "PaymentsFailed",
+        "PaymentsRedelivered",
+    }
+    assert alarm["Threshold"] == stack.config.alarms.processor_records_failed_percent
+    assert alarm["ComparisonOperator"] == "GreaterThanThreshold"
+    assert alarm["TreatMissingData"] == "notBreaching"
+
+
+def test_the_alarms_metric_names_are_the_ones_the_code_emits() -> None:
+    # The processor's metrics are created by shared/observability.py; infra must name the same.
+    assert metrics.namespace == METRICS_NAMESPACE
+    assert SERVICE == SERVICE_NAME
+    handler = (REPO_ROOT / "functions" / "process_payment" / "handler.py").read_text()
+    assert 'name="RecordsFailed"' in handler
+
+
+def test_pinned_proxy_sessions_raise_an_alarm(stack: Synthesized) -> None:
+    proxy_id, _ = stack.only("AWS::RDS::DBProxy")
+    alarm = _single_alarm_on(stack, "DatabaseConnectionsCurrentlySessionPinned", ProxyName={"Ref": proxy_id})
+
+    assert alarm["Namespace"] == "AWS/RDS"
+    assert alarm["Statistic"] == "Sum"  # per proxy node; summed over the nodes
+    assert alarm["Threshold"] == stack.config.alarms.proxy_pinned_connections == 0
+
+
+def test_slow_connection_borrows_raise_an_alarm_in_microseconds(stack: Synthesized) -> None:
+    proxy_id, _ = stack.only("AWS::RDS::DBProxy")
+    alarm = _single_alarm_on(stack, "DatabaseConnectionsBorrowLatency", ProxyName={"Ref": proxy_id})
+
+    assert alarm["Namespace"] == "AWS/RDS"
+    assert alarm["Threshold"] == stack.config.alarms.proxy_borrow_latency_ms * 1_000
+    # Far below the borrow timeout: the alarm fires while clients still get answers.
+    assert alarm["Threshold"] < stack.config.database.proxy_borrow_timeout_seconds * 1_000_000
+
+
+def test_the_dashboard_shows_failed_records_pinning_and_borrow_latency(stack: Synthesized) -> None:
+    _, dashboard = stack.only("AWS::CloudWatch::Dashboard")
+    body = json.dumps(dashboard["Properties"]["DashboardBody"])
+
+    for metric in ("RecordsFailed", "DatabaseConnectionsCurrentlySessionPinned", "DatabaseConnectionsBorrowLatency"):
+        assert metric in body, metric

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from aws_cdk.assertions import Match
 
 from tests.infra.conftest import Synthesized
@@ -79,3 +81,20 @@ def test_topics_are_encrypted_with_a_rotating_key_and_refuse_plain_http(stack: S
     for policy in stack.resources("AWS::SNS::TopicPolicy").values():
         statements = policy["Properties"]["PolicyDocument"]["Statement"]
         assert any(s["Effect"] == "Deny" and "aws:SecureTransport" in str(s.get("Condition")) for s in statements)
+
+
+def test_the_key_policy_conditions_only_principals_that_send_the_source_account(stack: Synthesized) -> None:
+    _, key = stack.only("AWS::KMS::Key")
+    conditioned = [
+        s
+        for s in key["Properties"]["KeyPolicy"]["Statement"]
+        if "aws:SourceAccount" in json.dumps(s.get("Condition", {}))
+    ]
+
+    # aws:SourceAccount is not documented for EventBridge's use of the topic key: with it in
+    # the conditioned statement, delivery would rest on CDK's own unconditioned statement.
+    assert conditioned, "the CloudWatch statement keeps its source-account condition"
+    for statement in conditioned:
+        principals = statement["Principal"]["Service"]
+        assert "events.amazonaws.com" not in (principals if isinstance(principals, list) else [principals])
+    assert any(s["Principal"] == {"Service": "cloudwatch.amazonaws.com"} for s in conditioned)

@@ -8,7 +8,7 @@ from typing import Any
 import boto3
 
 from shared.adapters.aws import EventBridgeBus, SqsJobQueue
-from shared.ports import QueueMessage
+from shared.ports import QueueMessage, ReceivedMessage
 from tests.integration.conftest import AWS_REGION as REGION
 
 
@@ -32,6 +32,68 @@ def test_sqs_send_groups_by_user_and_deduplicates_by_job(queues: tuple[Any, str,
     assert first["Attributes"]["MessageDeduplicationId"] == body["job_id"]
     assert first["Attributes"]["MessageGroupId"] == f"user-{int(body['job_id'].split('-')[1]) % 3}"
     assert queue.stats().in_flight == len(received["Messages"])
+
+
+def test_sqs_dead_letter_moves_a_message_to_the_dlq_with_its_group_and_deduplication_id(
+    queues: tuple[Any, str, str],
+) -> None:
+    # Given a received message of user-1's, another of user-2's still queued
+    sqs, url, dlq = queues
+    queue = SqsJobQueue(sqs, url, dlq)
+    queue.send(
+        [QueueMessage("job-1", "user-1", {"job_id": "job-1"}), QueueMessage("job-2", "user-2", {"job_id": "job-2"})]
+    )
+    got = sqs.receive_message(
+        QueueUrl=url,
+        MaxNumberOfMessages=1,
+        MessageSystemAttributeNames=["MessageGroupId", "MessageDeduplicationId", "ApproximateReceiveCount"],
+    )["Messages"][0]
+    received = ReceivedMessage(
+        body=got["Body"],
+        group_id=got["Attributes"]["MessageGroupId"],
+        deduplication_id=got["Attributes"]["MessageDeduplicationId"],
+        message_id=got["MessageId"],
+        receipt_handle=got["ReceiptHandle"],
+        receive_count=int(got["Attributes"]["ApproximateReceiveCount"]),
+    )
+
+    # When the processor dead-letters it
+    queue.dead_letter(received, "job job-1 does not exist")
+
+    # Then it is gone from payments.fifo (only user-2's message is left) ...
+    stats = queue.stats()
+    assert (stats.depth, stats.in_flight, stats.dlq_depth) == (1, 0, 1)
+    # ... and in the DLQ with the same body, group and deduplication id, saying where from and why
+    moved = sqs.receive_message(
+        QueueUrl=dlq,
+        MessageSystemAttributeNames=["MessageGroupId", "MessageDeduplicationId"],
+        MessageAttributeNames=["All"],
+    )["Messages"][0]
+    assert moved["Body"] == got["Body"]
+    assert moved["Attributes"]["MessageGroupId"] == "user-1"
+    assert moved["Attributes"]["MessageDeduplicationId"] == "job-1"
+    assert {k: v["StringValue"] for k, v in moved["MessageAttributes"].items()} == {
+        "SourceQueueUrl": url,
+        "DeadLetterReason": "job job-1 does not exist",
+        "ReceiveCount": "1",
+    }
+
+
+def test_sqs_dead_letter_sent_twice_leaves_one_copy_in_the_dlq(queues: tuple[Any, str, str]) -> None:
+    # Given a poison message moved once, whose delete was lost, so it is delivered and moved again
+    sqs, url, dlq = queues
+    queue = SqsJobQueue(sqs, url, dlq)
+    queue.send([QueueMessage("job-1", "user-1", {"job_id": "job-1"})])
+    got = sqs.receive_message(QueueUrl=url)["Messages"][0]
+    received = ReceivedMessage(got["Body"], "user-1", "job-1", got["MessageId"], got["ReceiptHandle"], 1)
+    sqs.send_message(QueueUrl=dlq, MessageBody=got["Body"], MessageGroupId="user-1", MessageDeduplicationId="job-1")
+
+    # When the move runs
+    queue.dead_letter(received, "poison")
+
+    # Then the DLQ's deduplication keeps one copy and the source queue is empty
+    stats = queue.stats()
+    assert (stats.depth, stats.in_flight, stats.dlq_depth) == (0, 0, 1)
 
 
 def test_eventbridge_publish_sends_versioned_events_with_their_type(aws: None) -> None:

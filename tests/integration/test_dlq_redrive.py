@@ -7,6 +7,7 @@ import pytest
 from functions.status.handler import handler as status_handler
 from local.workers import dead_letter
 from shared.bootstrap import App
+from shared.ports import ReceivedMessage
 from shared.services.intake import job_message
 from tests.integration.helpers import deliver, pay, receive
 from tests.integration.test_api_handlers import OPERATOR, call
@@ -65,6 +66,58 @@ def test_redrive_route_needs_the_operator_scope_and_reports_what_moved(app: App,
     status, body, _ = call(status_handler, "POST", "/v1/dlq/redrive", user="ops", scopes=[OPERATOR])
     assert (status, body) == (200, {"status": "completed", "moved": 1})
     assert app.queue.stats().dlq_depth == 0
+
+
+def _received(message: dict[str, object], read_ct: int) -> ReceivedMessage:
+    return ReceivedMessage(
+        body="{}",
+        group_id="demo-user-1",
+        deduplication_id="job",
+        message_id=str(message["msg_id"]),
+        receipt_handle=f"payments:{message['msg_id']}:{read_ct}",
+        receive_count=read_ct,
+    )
+
+
+def test_a_message_dead_lettered_at_first_sight_is_redriven_without_its_dead_letter_headers(
+    app: App, demo: dict[str, int]
+) -> None:
+    # Given a job the processor moved to the DLQ on its first delivery
+    job = pay(app, "demo-user-1", "k1").body["job_id"]
+    [message] = receive(app)
+    app.queue.dead_letter(_received(message, message["read_ct"]), "job does not exist")
+    dead = app.db.fetch_one("SELECT headers FROM pgmq.q_payments_dlq")
+    assert dead is not None and dead["headers"] == {
+        "x-pgmq-group": "demo-user-1",
+        "job_id": job,
+        "x-source-queue": "payments",
+        "x-receive-count": 1,
+        "x-dead-letter-reason": "job does not exist",
+    }
+
+    # When the operator redrives it
+    assert app.queue.redrive().moved == 1
+
+    # Then it is back with only its group and job id, and gets paid
+    back = app.db.fetch_one("SELECT headers FROM pgmq.q_payments")
+    assert back == {"headers": {"x-pgmq-group": "demo-user-1", "job_id": job}}
+    assert deliver(app, receive(app)) == set()
+    assert app.db.fetch_one("SELECT status FROM payment_jobs WHERE id = %s", (job,)) == {"status": "succeeded"}
+
+
+def test_dead_letter_with_a_stale_receipt_handle_moves_nothing(app: App, demo: dict[str, int]) -> None:
+    # Given a message received twice (the first delivery's visibility ran out)
+    pay(app, "demo-user-1", "k1")
+    [first] = receive(app, vt=0)
+    [second] = receive(app)
+    assert second["read_ct"] == first["read_ct"] + 1
+
+    # When the first delivery's handler dead-letters it
+    app.queue.dead_letter(_received(first, first["read_ct"]), "poison")
+
+    # Then the message stays where it is, as SQS ignores a stale receipt handle
+    stats = app.queue.stats()
+    assert (stats.in_flight, stats.dlq_depth) == (1, 0)
 
 
 def test_a_dead_lettered_job_is_explained_in_the_logs_and_the_operator_view(

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 
 import psycopg2
 
 from functions.enqueue.handler import handler as enqueue_handler
-from shared.bootstrap import App
+from shared.bootstrap import App, bootstrap
 from shared.services.wallet import process_wallet_job
+from shared.settings import Settings
 from tests.integration.helpers import pay, pending_order, row_counts
 from tests.integration.test_api_handlers import call, post_payment
 
@@ -119,3 +121,21 @@ def test_a_request_racing_the_orders_commit_is_refused_at_once(app: App, demo: d
     status, answer = answers[0]
     assert status == 409 and answer["error"]["code"] == "order_not_payable"  # type: ignore[index]
     assert app.db.fetch_one("SELECT count(*) AS n FROM payment_jobs") == {"n": 1}
+
+
+def test_no_database_connection_answers_503_service_busy_with_retry_after(app: App) -> None:
+    # Given the functions cannot get a database connection (as when RDS Proxy's borrow times out)
+    port = socket.socket()
+    port.bind(("127.0.0.1", 0))
+    closed = port.getsockname()[1]
+    port.close()
+    bootstrap(Settings(database_url=f"postgresql://nobody@127.0.0.1:{closed}/none", db_connect_timeout_s=1))
+    try:
+        # When a shopper pays
+        status, answer, headers = post_payment(json.dumps({"order_id": 1, "method": "wallet"}))
+    finally:
+        bootstrap(app.settings)
+
+    # Then the answer says to retry the same request shortly, not that the server broke
+    assert (status, answer["error"]["code"]) == (503, "service_busy")
+    assert int(headers["Retry-After"]) >= 1

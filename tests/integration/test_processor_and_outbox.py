@@ -9,7 +9,11 @@ import pytest
 
 from functions.process_payment.handler import handler as process_handler
 from local.lambda_shim import LocalContext, sqs_record
+from local.workers import settle
 from shared.bootstrap import App
+from shared.db import Database
+from shared.domain import TransientError
+from shared.observability import metrics
 from shared.ports import QueueMessage
 from shared.services.outbox import sweep
 from tests.integration.helpers import deliver, pay, pending_order, receive
@@ -30,46 +34,167 @@ def test_batch_is_processed_deleted_and_its_events_published(app: App, demo: dic
     assert app.db.fetch_one("SELECT count(*) n FROM outbox_events WHERE published_at IS NULL") == {"n": 0}
 
 
-def test_poison_message_goes_to_the_dlq_after_max_receive_count(app: App, demo: dict[str, int]) -> None:
+def _send_raw(app: App, body: dict[str, Any], group: str) -> None:
+    """A message as some other producer (or a bug) might have put it on the queue."""
     app.db.execute(
         "SELECT pgmq.send('payments', %s::jsonb, %s::jsonb)",
-        (json.dumps({"job_id": "not-a-uuid"}), json.dumps({"x-pgmq-group": "demo-user-1"})),
+        (json.dumps(body), json.dumps({"x-pgmq-group": group, "job_id": str(body.get("job_id"))})),
     )
-    other = pay(app, "demo-user-2", "k2").body["job_id"]
-
-    for _ in range(app.settings.max_receive_count):
-        deliver(app, receive(app))
-
-    assert app.db.fetch_one("SELECT count(*) n FROM pgmq.q_payments") == {"n": 0}
-    dead = app.db.fetch_all("SELECT message, headers FROM pgmq.q_payments_dlq")
-    assert [d["message"] for d in dead] == [{"job_id": "not-a-uuid"}]
-    assert dead[0]["headers"]["x-receive-count"] == app.settings.max_receive_count
-    # Another user's job is not held up by the poison message.
-    assert app.db.fetch_one("SELECT status FROM payment_jobs WHERE id = %s", (other,)) == {"status": "succeeded"}
 
 
-def test_a_failed_record_holds_back_the_rest_of_its_group(app: App, demo: dict[str, int]) -> None:
-    # Given a poison message at the head of demo-user-1's group, followed by a real job of theirs
-    app.db.execute(
-        "SELECT pgmq.send('payments', %s::jsonb, %s::jsonb)",
-        (json.dumps({"job_id": "00000000-0000-4000-8000-000000000000"}), json.dumps({"x-pgmq-group": "demo-user-1"})),
+def _count_metrics(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names of the metrics the handler adds, in order (Powertools prints them past capsys)."""
+    names: list[str] = []
+    add = metrics.add_metric
+
+    def spy(name: str, **kwargs: Any) -> None:
+        names.append(name)
+        add(name=name, **kwargs)
+
+    monkeypatch.setattr(metrics, "add_metric", spy)
+    return names
+
+
+def _one_batch(app: App) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Every queued message in one batch, several of one group together, as SQS FIFO may deliver them."""
+    messages = app.db.fetch_all(
+        """UPDATE pgmq.q_payments SET read_ct = read_ct + 1, vt = clock_timestamp() + interval '30 seconds'
+            RETURNING *"""
     )
+    messages.sort(key=lambda m: m["msg_id"])
+    response = process_handler({"Records": [sqs_record(m, "payments") for m in messages]}, LocalContext("test"))
+    return messages, response
+
+
+def test_poison_message_goes_to_the_dlq_on_its_first_delivery_and_its_users_next_job_succeeds(
+    app: App, demo: dict[str, int], caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    counted = _count_metrics(monkeypatch)
+    # Given a malformed message at the head of demo-user-1's group, then a message for a job that
+    # does not exist, then a real job of the same user's, all delivered in one batch
+    _send_raw(app, {"job_id": "not-a-uuid"}, "demo-user-1")
+    missing = "00000000-0000-4000-8000-000000000000"
+    _send_raw(app, {"job_id": missing}, "demo-user-1")
     job = pay(app, "demo-user-1", "k1").body["job_id"]
 
-    # When the workers read, Then only the group's head is handed out, and it fails
-    first = receive(app)
-    assert [m["message"]["job_id"] for m in first] == ["00000000-0000-4000-8000-000000000000"]
-    assert deliver(app, first) == {str(first[0]["msg_id"])}
-    # And when it comes back for its retry, it is still the only message of the group handed out
-    again = receive(app)
-    assert [m["message"]["job_id"] for m in again] == ["00000000-0000-4000-8000-000000000000"]
+    # When the processor handles the batch
+    messages, response = _one_batch(app)
+    settle_failed = {f["itemIdentifier"] for f in response["batchItemFailures"]}
 
-    # When both records arrive in one batch anyway, Then the handler fails both (skip_group_on_error)
-    both = app.db.fetch_all("SELECT * FROM pgmq.q_payments ORDER BY msg_id")
-    records = [sqs_record(m, "payments") for m in both]
-    response = process_handler({"Records": records}, LocalContext("test"))
-    assert {f["itemIdentifier"] for f in response["batchItemFailures"]} == {r["messageId"] for r in records}
-    assert app.db.fetch_one("SELECT status FROM payment_jobs WHERE id = %s", (job,)) == {"status": "queued"}
+    # Then nothing in it failed: both poison messages are in the DLQ after one delivery each, with
+    # their group, job id and why, and the user's job behind them succeeded in the same batch
+    assert settle_failed == set()
+    assert app.db.fetch_one("SELECT status FROM payment_jobs WHERE id = %s", (job,)) == {"status": "succeeded"}
+    dead = app.db.fetch_all("SELECT message, headers FROM pgmq.q_payments_dlq ORDER BY msg_id")
+    assert [d["message"] for d in dead] == [{"job_id": "not-a-uuid"}, {"job_id": missing}]
+    assert [d["headers"]["x-receive-count"] for d in dead] == [1, 1]
+    assert {d["headers"]["x-pgmq-group"] for d in dead} == {"demo-user-1"}
+    assert [d["headers"]["job_id"] for d in dead] == ["not-a-uuid", missing]
+    assert "malformed message body" in dead[0]["headers"]["x-dead-letter-reason"]
+    assert dead[1]["headers"]["x-dead-letter-reason"] == f"job {missing}: job_not_found"
+    # And only the real job's message is left for the event source mapping to delete
+    remaining = app.db.fetch_all("SELECT msg_id FROM pgmq.q_payments")
+    assert [r["msg_id"] for r in remaining] == [messages[2]["msg_id"]]
+    # And each move is logged at WARNING with the job the body names, the reason and the delivery,
+    # recorded for the operator's view, and counted
+    moved = [vars(r) for r in caplog.records if r.getMessage() == "message moved to the DLQ"]
+    assert [(r["levelname"], r["job_id"], r["receive_count"]) for r in moved] == [
+        ("WARNING", "not-a-uuid", 1),
+        ("WARNING", missing, 1),
+    ]
+    assert moved[1]["detail"] == f"PoisonMessageError: job {missing}: job_not_found"
+    recorded = app.db.fetch_all("SELECT job_id::text, receive_count, dead_lettered FROM delivery_failures")
+    assert sorted(recorded, key=str) == sorted(
+        [
+            {"job_id": None, "receive_count": 1, "dead_lettered": True},
+            {"job_id": missing, "receive_count": 1, "dead_lettered": True},
+        ],
+        key=str,
+    )
+    assert counted.count("PoisonMessages") == 2
+
+
+def test_gateway_job_on_the_wallet_path_is_dead_lettered_at_once_and_debits_nothing(
+    app: App, demo: dict[str, int]
+) -> None:
+    # Given a Razorpay job whose queue message lost its method, so it arrives on the wallet path
+    order = pending_order(app.db, "demo-user-1")
+    job = app.db.fetch_one(
+        """INSERT INTO payment_jobs (user_id, idempotency_key, request_hash, order_id, method, gateway_ref)
+           VALUES ('demo-user-1', 'k', 'h', %s, 'razorpay', 'pay_abc') RETURNING id::text""",
+        (order,),
+    )
+    assert job is not None
+    _send_raw(app, {"job_id": job["id"]}, "demo-user-1")
+
+    # When it is delivered once
+    failed = deliver(app, receive(app))
+
+    # Then it is in the DLQ, not failed back to the queue, and no money moved
+    assert failed == set()
+    assert app.db.fetch_one("SELECT count(*) n FROM pgmq.q_payments") == {"n": 0}
+    dead = app.db.fetch_one("SELECT headers FROM pgmq.q_payments_dlq")
+    assert dead is not None and dead["headers"]["x-receive-count"] == 1
+    assert dead["headers"]["x-dead-letter-reason"] == f"job {job['id']}: not_a_wallet_job"
+    assert app.db.fetch_one("SELECT count(*) n FROM wallet_transactions WHERE kind = 'debit'") == {"n": 0}
+
+
+class FlakyDb:
+    """The real database, except that the payment of one job fails as a dropped connection does."""
+
+    def __init__(self, db: Database, job_id: str) -> None:
+        self._db, self._job_id = db, job_id
+
+    def fetch_one(self, sql: str, params: Any = None) -> Any:
+        if "pq_process_payment" in sql and str(params[0]) == self._job_id:
+            raise TransientError("OperationalError: server closed the connection unexpectedly")
+        return self._db.fetch_one(sql, params)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._db, name)
+
+
+def test_a_transient_failure_holds_back_the_rest_of_its_group_until_max_receive_count(
+    app: App, demo: dict[str, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given two jobs of demo-user-1's, the first of which fails transiently on every delivery
+    head = pay(app, "demo-user-1", "k1").body["job_id"]
+    order2 = app.db.fetch_one(
+        """INSERT INTO orders (user_id, items, total_paise)
+           SELECT user_id, items, total_paise FROM orders WHERE user_id = 'demo-user-1' RETURNING id"""
+    )
+    assert order2 is not None
+    behind = pay(app, "demo-user-1", "k2", order_id=order2["id"]).body["job_id"]
+    monkeypatch.setattr(app, "db", FlakyDb(app.db, head))
+
+    # When both records arrive in one batch, Then the handler fails both (skip_group_on_error)
+    messages, response = _one_batch(app)
+    assert {f["itemIdentifier"] for f in response["batchItemFailures"]} == {str(m["msg_id"]) for m in messages}
+    assert app.db.fetch_one("SELECT status FROM payment_jobs WHERE id = %s", (behind,)) == {"status": "queued"}
+    assert app.db.fetch_one("SELECT count(*) n FROM pgmq.q_payments_dlq") == {"n": 0}
+
+    # And the head keeps the retry path: the workers hand out only it, until its deliveries are used up
+    settle(
+        app.db,
+        messages,
+        {str(m["msg_id"]) for m in messages},
+        queue="payments",
+        dlq="payments_dlq",
+        max_receive_count=app.settings.max_receive_count,
+        retry_delay_s=0,
+    )
+    for _ in range(app.settings.max_receive_count - 1):
+        again = receive(app)
+        assert [m["message"]["job_id"] for m in again] == [head]
+        assert deliver(app, again) == {str(again[0]["msg_id"])}
+    dead = app.db.fetch_all("SELECT headers FROM pgmq.q_payments_dlq")
+    assert [(d["headers"]["job_id"], d["headers"]["x-receive-count"]) for d in dead] == [
+        (head, app.settings.max_receive_count)
+    ]
+    assert "x-dead-letter-reason" not in dead[0]["headers"]
+    # And the job behind it goes through once the head is out of the way
+    deliver(app, receive(app))
+    assert app.db.fetch_one("SELECT status FROM payment_jobs WHERE id = %s", (behind,)) == {"status": "succeeded"}
 
 
 class FailingBus:
