@@ -290,7 +290,7 @@ def test_dependency_layer_is_built_from_requirements_lambda(
     cloud_assembly: cx_api.CloudAssembly, dev: Synthesized
 ) -> None:
     _, layer = dev.only(
-        "AWS::Lambda::LayerVersion", Description="requirements-lambda.txt installed for arm64 / CPython 3.12"
+        "AWS::Lambda::LayerVersion", Description="requirements-lambda.lock installed for arm64 / CPython 3.12"
     )
     staged = asset_dir(cloud_assembly, layer)
 
