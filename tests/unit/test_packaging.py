@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import subprocess
 import tomllib
 from pathlib import Path
 
@@ -76,3 +77,11 @@ def test_one_package_has_one_version_across_the_locks_for_one_python() -> None:
     for lock in ("requirements.lock", "requirements-lambda.lock"):
         for name, versions in _locked(ROOT / lock).items():
             assert set(versions) <= set(dev.get(name, [])), (lock, name, versions, dev.get(name))
+
+
+def test_make_help_names_every_target() -> None:
+    makefile = (ROOT / "Makefile").read_text()
+    targets = set(re.findall(r"^([a-z][a-z-]*):(?!=)", makefile, re.M)) - {"help"}
+    shown = subprocess.run(["make", "-s", "help"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    listed = {line.split()[1] for line in shown.splitlines() if line.startswith("make ")}
+    assert targets and targets == listed, (targets - listed, listed - targets)
