@@ -4,7 +4,11 @@ Knobs (environment): USERS (5000), PRODUCTS (50), WORKERS (4), BATCH (10), API_W
 OUT (bench/results/latest.json), BASELINE (1: also run the seed's design), CEILINGS (1: also
 measure the DB-only and pgbench ceilings), PGBENCH_SECONDS (10), METHODS (wallet; mix: a share of
 the shoppers pay through Razorpay, i.e. the gateway simulator), GATEWAY_SHARE (0.1), GATEWAY_RPS
-(50: the shared limiter's rate; the simulator refuses anything past rate + burst in any second).
+(50: the shared limiter's rate; the simulator refuses anything past rate + burst in any second),
+KEEP (0: .data/bench, the benchmark's databases, is deleted after the run; 1 keeps it).
+
+Prints a short summary (each phase, the invariants, each goal met / NOT met / skipped); the full
+report is the JSON file OUT, with a PNG chart and a markdown summary beside it.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -69,6 +74,7 @@ class Knobs:
     methods: str = "wallet"
     gateway_share: float = 0.1
     gateway_rps: float = 50.0
+    keep: bool = False
 
     @classmethod
     def from_env(cls) -> Knobs:
@@ -86,6 +92,7 @@ class Knobs:
             methods=env.get("METHODS") or "wallet",
             gateway_share=float(env.get("GATEWAY_SHARE") or 0.1),
             gateway_rps=float(env.get("GATEWAY_RPS") or 50),
+            keep=(env.get("KEEP") or "0") != "0",
         )
 
     @property
@@ -303,6 +310,7 @@ def _gateway_payments(db: Database, sim_url: str, knobs: Knobs) -> dict[int, str
 
 def _gateway_env(env: dict[str, str], knobs: Knobs) -> str:
     """Point the runtime at the gateway simulator with the benchmark's limit; return its URL."""
+    env["PQ_GATEWAY_SIM_PORT"] = str(_free_port())  # beside a `make run` on the default port
     url = gateway_env(env)
     env |= {
         "PQ_RAZORPAY_RATE_PER_S": str(knobs.gateway_rps),
@@ -564,7 +572,7 @@ def pgbench_ceiling(server: Server, seconds: int) -> dict[str, float]:
             text=True,
         ).stdout
         match = re.search(r"tps = ([0-9.]+)", out)
-        tps[mode] = float(match.group(1)) if match else 0.0
+        tps[mode] = round(float(match.group(1)), 1) if match else 0.0
     return tps
 
 
@@ -581,13 +589,17 @@ def main() -> None:
         report, ours, baseline = measure(server, knobs)
     finally:  # the benchmark's own server: nothing of it keeps running afterwards
         stop_embedded(BENCH_DATA)
+        # Its databases are hundreds of MB and useless after the report; KEEP=1 keeps them.
+        if not knobs.keep:
+            shutil.rmtree(BENCH_DATA, ignore_errors=True)
     knobs.out.write_text(json.dumps(report, indent=2) + "\n")
-    from bench.report import write_chart, write_summary
+    from bench.report import summary_text, write_chart, write_summary
 
     write_chart(knobs.out.with_suffix(".png"), ours, baseline)
     write_summary(knobs.out.with_suffix(".md"), report)
-    print(json.dumps(report, indent=2))
-    print(f"wrote {knobs.out}, {knobs.out.with_suffix('.png')}, {knobs.out.with_suffix('.md')}")
+    print(summary_text(report, knobs.out), flush=True)
+    if knobs.keep:
+        print(f"kept the benchmark's databases in {BENCH_DATA} (KEEP=1)")
     if any(ours["invariants"].values()):
         raise SystemExit("an invariant was violated (see the report)")
 

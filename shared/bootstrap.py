@@ -158,7 +158,7 @@ def build_app(settings: Settings) -> App:
         db=db,
         queue=queue,
         bus=bus,
-        throughput=ThroughputEstimator(settings.assumed_payments_per_s),
+        throughput=ThroughputEstimator(),
         gateways=build_gateways(settings),
     )
 

@@ -56,7 +56,8 @@ class Settings(BaseSettings):
     # Polling advice: clients wait at least min, at most max, between status polls.
     poll_min_ms: int = 500
     poll_max_ms: int = 10_000
-    # Used for ETAs until a minute of throughput has been observed.
+    # Paces the polling advice while no throughput has been measured (just started, or
+    # stalled). Never shown as an ETA: then eta_seconds is null and the page says it is unknown.
     assumed_payments_per_s: float = 500.0
 
     # Gateway-funded payments. A gateway is enabled when its credentials are configured: in AWS a

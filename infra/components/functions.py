@@ -66,7 +66,7 @@ class Functions(Construct):
         self.dependencies = lambda_.LayerVersion(
             self,
             "Dependencies",
-            description="requirements-lambda.txt installed for arm64 / CPython 3.12",
+            description="requirements-lambda.lock installed for arm64 / CPython 3.12",
             code=lambda_.Code.from_asset(str(build_assets.build_dependencies(install=install_dependencies))),
             compatible_runtimes=[RUNTIME],
             compatible_architectures=[ARCHITECTURE],

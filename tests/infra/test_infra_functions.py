@@ -298,12 +298,12 @@ def test_dependency_layer_is_built_from_requirements_lambda(
     cloud_assembly: cx_api.CloudAssembly, dev: Synthesized
 ) -> None:
     _, layer = dev.only(
-        "AWS::Lambda::LayerVersion", Description="requirements-lambda.txt installed for arm64 / CPython 3.12"
+        "AWS::Lambda::LayerVersion", Description="requirements-lambda.lock installed for arm64 / CPython 3.12"
     )
     staged = asset_dir(cloud_assembly, layer)
 
     assert layer["Properties"]["CompatibleRuntimes"] == ["python3.12"]
     assert layer["Properties"]["CompatibleArchitectures"] == ["arm64"]
-    requirements = REPO_ROOT / "requirements-lambda.txt"
+    requirements = REPO_ROOT / "requirements-lambda.lock"
     if requirements.is_file():
-        assert (staged / "python" / "requirements-lambda.txt").read_text() == requirements.read_text()
+        assert (staged / "python" / "requirements-lambda.lock").read_text() == requirements.read_text()
