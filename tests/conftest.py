@@ -23,6 +23,16 @@ os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
 TEMPLATE = "pq_template"
 
 
+def require_tool(found: bool, reason: str) -> None:
+    """A system tool some tests need (Chromium, PgBouncer): a skip on a laptop without it, a failure
+    in CI, which installs it (.ci/run) -- a CI run must never pass by skipping what it was to check."""
+    if found:
+        return
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"CI must have it: {reason}")
+    pytest.skip(reason)
+
+
 @pytest.fixture(scope="session")
 def pg_admin_url() -> Iterator[str]:
     """An embedded PostgreSQL server for the session (or the one TEST_DATABASE_ADMIN_URL names)."""

@@ -25,6 +25,7 @@ import pytest
 from local.auth import LocalIssuer
 from local.config import LocalSettings
 from shared.db import Database
+from tests.conftest import require_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
@@ -196,12 +197,15 @@ def find_chromium() -> str | None:
     return None
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """Headless Chromium driven by Playwright; the tests skip, saying why, when there is none."""
+    """Headless Chromium driven by Playwright; the tests skip, saying why, when there is none.
+
+    Module-scoped: Playwright's sync API keeps an event loop running in this thread while it is open,
+    and every later test that calls asyncio.run() would fail on it."""
     executable = find_chromium()
-    if executable is None:
-        pytest.skip(NO_BROWSER)
+    require_tool(executable is not None, NO_BROWSER)
+    assert executable is not None
     from playwright.sync_api import sync_playwright
 
     ARTIFACTS.mkdir(exist_ok=True)
