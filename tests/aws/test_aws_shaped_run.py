@@ -378,11 +378,12 @@ def _seed(url: str) -> dict[str, list[int]]:
         db.close()
 
 
-def _gateway_orders(url: str, simulator: Simulator) -> list[tuple[str, dict[str, Any]]]:
-    """One more order for each of the first GATEWAY_USERS users, paid at the simulator's checkout
-    (Razorpay for odd users, Cashfree for even), and a second Razorpay one for the first user:
-    (user, the POST /v1/payments body)."""
-    db = Database(lambda: url, connect_timeout_s=10, application_name="pq-harness")
+def _gateway_orders(d: Deployment, simulator: Simulator) -> list[tuple[str, dict[str, Any]]]:
+    """One more order for each of the first GATEWAY_USERS users, its checkout opened through the API
+    (POST /v1/checkouts, the enqueue function) and paid at the simulator's checkout page (Razorpay for
+    odd users, Cashfree for even), and a second Razorpay one for the first user: (user, the POST
+    /v1/payments body the page then sends)."""
+    db = Database(lambda: d.database_url, connect_timeout_s=10, application_name="pq-harness")
     paid = []
     try:
         for n in (*range(1, GATEWAY_USERS + 1), 1):  # the last one meets the 429 storm
@@ -396,18 +397,14 @@ def _gateway_orders(url: str, simulator: Simulator) -> list[tuple[str, dict[str,
                 (user,),
             )
             assert row is not None
-            if n % 2:
-                made = _post(
-                    f"{simulator.url}/_sim/razorpay/payments",
-                    {"amount": row["total_paise"], "currency": row["currency"]},
-                )
-                body = {"order_id": row["id"], "method": "razorpay", "razorpay_payment_id": made["id"]}
-            else:
-                made = _post(
-                    f"{simulator.url}/_sim/cashfree/orders",
-                    {"order_amount": row["total_paise"] / 100, "order_currency": row["currency"]},
-                )
-                body = {"order_id": row["id"], "method": "cashfree", "cashfree_order_id": made["order_id"]}
+            method = "razorpay" if n % 2 else "cashfree"
+            opened = d.api("POST", "/v1/checkouts", user, body={"order_id": row["id"], "method": method})
+            assert opened["statusCode"] == 201, opened
+            gateway_order = _body(opened)[method]["order_id"]
+            handed = _post(f"{simulator.url}/_sim/{method}/checkout", {"order_id": gateway_order, "outcome": "success"})
+            body: dict[str, Any] = {"order_id": row["id"], "method": method}
+            if method == "razorpay":
+                body |= {k: handed[k] for k in ("razorpay_order_id", "razorpay_payment_id", "razorpay_signature")}
             paid.append((user, body))
         return paid
     finally:
@@ -456,7 +453,7 @@ def test_wallet_and_gateway_payments_run_end_to_end_through_pgbouncer_and_moto_a
     applied = d.containers["migrate"].invoke({"RequestType": "Create"})["applied"]
     assert "0005_role_settings.sql" in applied
     orders = _seed(d.database_url)
-    *gateway, stormed = _gateway_orders(d.database_url, simulator)
+    *gateway, stormed = _gateway_orders(d, simulator)
     log_file, log_offset = _window_start(d)
 
     # When every user pays each of their orders, oldest first (POST /v1/payments, API Gateway v2)
@@ -529,7 +526,15 @@ def test_wallet_and_gateway_payments_run_end_to_end_through_pgbouncer_and_moto_a
     for job_id, (user, order_id) in jobs.items():
         expected = "failed" if user in poor and order_id not in gateway_orders else "succeeded"
         assert statuses[job_id]["status"] == expected, (job_id, statuses[job_id])
-    assert sweep == {"jobs_resent": 0, "events_republished": 0}
+    # (its reconciliation found nothing to settle: every checkout was submitted and paid)
+    assert sweep == {
+        "jobs_resent": 0,
+        "events_republished": 0,
+        "parked_jobs_woken": 0,
+        "checkouts_reconciled": 0,
+        "refunds_settled": 0,
+        "refunds_failed": 0,
+    }
     # And no gateway payment was captured twice
     stats = json.loads(urllib.request.urlopen(f"{simulator.url}/_sim/stats", timeout=5).read())
     assert stats["double_captures"] == 0

@@ -111,7 +111,7 @@ def test_eight_workers_together_never_exceed_the_shared_gateway_limit(app: App, 
     print(f"\nlimiter: {len(calls)} calls in {span:.2f} s, peak {peak}/s")
     assert app.db.fetch_one("SELECT count(*) AS n FROM payment_jobs WHERE status = 'succeeded'") == {"n": 60}
     assert (stats["captures"], stats["double_captures"]) == (60, 0)
-    assert len(calls) == 120  # a fetch and a capture each
+    assert len(calls) >= 120  # a fetch and a capture each (more when a slow answer is settled by fetch)
     assert peak <= RATE + BURST + WORKERS
     assert len(calls) <= RATE * span + BURST + WORKERS
     assert stats["hard_limited"] == 0
