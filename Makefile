@@ -96,4 +96,4 @@ chaos: $(VENV)/.dev-deps
 	$(BIN)/python -m bench.chaos
 
 clean:
-	rm -rf $(VENV) cdk.out .build .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venvs cdk.out .build .pytest_cache .mypy_cache .ruff_cache

@@ -1,8 +1,9 @@
 """Contract tests: the official SDKs against the simulator, and our checks against the SDKs' verifiers.
 
-cashfree-pg pins urllib3 below ours, so it lives in a virtualenv of its own (PQ_CASHFREE_VENV,
-/work/venvs/cashfree by default), created and installed from PyPI here on first use (a fresh CI
-machine), reinstalled when tests/contract/requirements-cashfree.txt changes.
+cashfree-pg pins urllib3 below ours, so it lives in a virtualenv of its own (PQ_CASHFREE_VENV;
+/work/venvs/cashfree on the project's machines, .venvs/cashfree in the checkout elsewhere), created
+and installed from PyPI here on first use (a fresh CI machine), reinstalled when
+tests/contract/requirements-cashfree.txt changes.
 """
 
 from __future__ import annotations
@@ -85,7 +86,8 @@ def sim(inbox: Inbox) -> Iterator[Simulator]:
 
 def _cashfree_python() -> Path:
     """The Cashfree virtualenv's interpreter, created and installed if missing or out of date."""
-    venv = Path(os.environ.get("PQ_CASHFREE_VENV", "/work/venvs/cashfree"))
+    default = Path("/work/venvs/cashfree") if Path("/work").is_dir() else HERE.parent.parent / ".venvs" / "cashfree"
+    venv = Path(os.environ.get("PQ_CASHFREE_VENV") or default)
     python = venv / "bin" / "python"
     stamp = venv / ".pq-requirements"
     wanted = REQUIREMENTS.read_text()
