@@ -207,6 +207,12 @@ class Functions(Construct):
             for function in (self.enqueue, self.status, self.process_payment, self.sweeper):
                 function.add_environment(f"PQ_{gateway}_SECRET_ARN", secret.secret_arn)
                 secret.grant_read(function)
+        # A checkout makes at most two gateway requests (look a lost order up, then create it) inside
+        # enqueue's timeout: each gets under half of it. A slower answer is a 503 the client retries,
+        # settled by the lookup.
+        if config.razorpay_secret_name or config.cashfree_secret_name:
+            limit = config.database_clients()["enqueue"].timeout_seconds
+            self.enqueue.add_environment("PQ_GATEWAY_TIMEOUT_S", str(max(1.0, (limit - 2) / 2)))
 
     @property
     def all(self) -> list[lambda_.Function]:

@@ -311,3 +311,10 @@ def test_dependency_layer_is_built_from_requirements_lambda(
     requirements = REPO_ROOT / "requirements-lambda.lock"
     if requirements.is_file():
         assert (staged / "python" / "requirements-lambda.lock").read_text() == requirements.read_text()
+
+
+def test_a_checkout_fits_its_two_gateway_requests_in_enqueues_timeout(stack: Synthesized) -> None:
+    _, enqueue = stack.function("enqueue")
+    timeout_s = float(_environment(stack, "enqueue")["PQ_GATEWAY_TIMEOUT_S"])
+
+    assert 2 * timeout_s < enqueue["Properties"]["Timeout"]
