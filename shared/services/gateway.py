@@ -47,6 +47,7 @@ from shared.gateway_limits import Gateway, bucket
 from shared.observability import logger, metrics
 from shared.outcomes import GatewayBeginOutcome, GatewayEndOutcome
 from shared.ports import GatewayPayment, PaymentGateway, RazorpayApi, RefundState
+from shared.services.intake import job_message, send_jobs
 
 # The endpoint of each step's request, per gateway (shared/gateway_limits.py names).
 _ENDPOINTS: dict[str, dict[str, str]] = {
@@ -234,6 +235,11 @@ class _Run:
     def park(self) -> PaymentOutcome:
         row = self.app.db.fetch_one("SELECT * FROM pq_gateway_park(%s)", (uuid.UUID(self.job.job_id),))
         assert row is not None
+        if row["resend"]:  # its success webhook came while we were fetching: look again at once
+            send_jobs(
+                self.app,
+                [job_message(self.job.job_id, row["user_id"], row["order_id"], self.job.gateway, row["parks"])],
+            )
         metrics.add_metric(name="GatewayJobsParked", unit=MetricUnit.Count, value=1)
         return PaymentOutcome(
             job_id=self.job.job_id,

@@ -122,9 +122,13 @@ $$;
 -- PENDING or none, or EXPIRED within its grace): it stays processing with no queue message, its FIFO
 -- group free, until a webhook or the sweeper's reconciliation sends it again (pq_checkout_settle,
 -- pq_wake_parked_jobs). Outcomes (pq_gateway_end_outcome): parked | already_succeeded | already_failed.
+-- A success webhook that arrived while this delivery was at the gateway found the job live and left it
+-- to it (pq_checkout_settle: job_live): then the job is not left waiting but sent again at once
+-- (resend, with its user, order and parks for the message), to fetch the order that is PAID by now.
 DROP FUNCTION IF EXISTS pq_gateway_park(uuid);
 CREATE FUNCTION pq_gateway_park(p_job_id uuid, OUT outcome pq_gateway_end_outcome, OUT reason text,
-                                OUT payment_id bigint)
+                                OUT payment_id bigint, OUT resend boolean, OUT user_id text, OUT order_id bigint,
+                                OUT parks integer)
 LANGUAGE plpgsql AS $$
 DECLARE
     v_job payment_jobs%ROWTYPE;
@@ -134,7 +138,17 @@ BEGIN
         SELECT e.* INTO outcome, reason, payment_id FROM pq_gateway_ended(v_job) e;
         RETURN;
     END IF;
-    UPDATE payment_jobs SET parked_at = now(), parks = parks + 1 WHERE id = v_job.id;
+    resend := EXISTS (
+        SELECT 1 FROM gateway_webhook_events e
+          JOIN gateway_checkouts c ON c.method = e.gateway AND c.gateway_order_id = e.gateway_order_id
+          JOIN gateway_attempts a ON a.job_id = v_job.id
+         WHERE c.id = v_job.checkout_id AND e.outcome = 'job_live' AND e.received_at >= a.updated_at);
+    UPDATE payment_jobs j
+       SET parked_at = CASE WHEN resend THEN NULL ELSE now() END,
+           sent_at = CASE WHEN resend THEN NULL ELSE j.sent_at END,
+           parks = j.parks + 1
+     WHERE j.id = v_job.id
+    RETURNING j.user_id, j.order_id, j.parks INTO user_id, order_id, parks;
     outcome := 'parked';
 END;
 $$;

@@ -609,3 +609,31 @@ def test_a_refund_the_gateway_cancels_is_followed_to_failed_and_counted(
     from shared.services.reads import queue_status
 
     assert queue_status(app)["gateway_refunds_failed"] == 1
+
+
+def test_a_success_webhook_arriving_while_the_job_fetches_is_not_left_waiting(
+    app: App, sim: Simulator, demo: dict[str, int], inbox: WebhookInbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a submitted Cashfree checkout whose processor fetches the order while it is still ACTIVE,
+    # and the shopper's success (and its webhook, which finds the job live) lands right after that fetch
+    view = open_for(app, "demo-user-1", "cashfree")
+    accept_payment(app, "demo-user-1", "k1", payment_request(view))
+    assert app.cashfree is not None
+    fetch = app.cashfree.fetch_order
+
+    def fetch_then_pay(order_id: str) -> object:
+        order = fetch(order_id)
+        monkeypatch.setattr(app.cashfree, "fetch_order", fetch)
+        pay_at_gateway(sim, view)
+        assert inbox.deliver() == [200]
+        return order
+
+    monkeypatch.setattr(app.cashfree, "fetch_order", fetch_then_pay)
+
+    # When the queue runs (no sweeper: nothing else would wake a waiting job)
+    drain(app)
+
+    # Then the job was sent again at once and paid the order
+    assert [j["status"] for j in jobs(app.db)] == ["succeeded"]
+    assert order_status(app, view["order_id"]) == "paid"
+    no_violations(app)
