@@ -570,8 +570,11 @@ def test_schemathesis_finds_no_server_error_and_no_undocumented_answer(rt: Runti
 
 def test_logs_of_a_run_with_gateway_calls_hold_no_gateway_secret_and_no_jwt(rt: Runtime) -> None:
     # Given an order each for Razorpay and Cashfree, its checkout opened and paid at the simulator
-    found = re.search(r"opened at the simulator \((http://127\.0\.0\.1:\d+)/_sim/stats\)", rt.output.read_text())
-    assert found, rt.output.read_text()
+    pattern = re.compile(r"opened at the simulator \((http://127\.0\.0\.1:\d+)/_sim/stats\)")
+    deadline = time.monotonic() + 30  # printed once make run has opened the demo checkouts
+    while not (found := pattern.search(rt.output.read_text())):
+        assert time.monotonic() < deadline, rt.output.read_text()
+        time.sleep(0.2)
     sim = found.group(1)
     jobs = []
     for user, method in (("demo-user-2", "razorpay"), ("demo-user-3", "cashfree")):
@@ -595,6 +598,11 @@ def test_logs_of_a_run_with_gateway_calls_hold_no_gateway_secret_and_no_jwt(rt: 
         if all(r["status"] == "succeeded" for r in rows):
             break
         assert time.monotonic() < deadline, rows
+        time.sleep(0.2)
+    # (make run sends the simulator's signed webhooks to the local API's routes, which take no JWT)
+    deadline = time.monotonic() + 30
+    while rt.db.fetch_one("SELECT count(*) n FROM gateway_webhook_events WHERE gateway_order_id IS NOT NULL")["n"] < 2:  # type: ignore[index]
+        assert time.monotonic() < deadline, "no gateway webhook reached the local API"
         time.sleep(0.2)
     time.sleep(1.0)  # the notifier and every process have written their lines
     # Then no log line of any process holds a gateway secret, its basic-auth form, or a JWT
