@@ -25,6 +25,7 @@ import sys
 import threading
 import time
 import urllib.request
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -411,6 +412,10 @@ def run_ours(server: Server, knobs: Knobs, receiver: Receiver, hook_url: str) ->
         "failed_business": sum(j["status"] == "failed" for j in jobs),
         "failed_by_reason": reasons,
         "failed_other": sum(r.final == "error" for r in results),
+        # What those requests were answered (or the client error), the commonest first.
+        "failed_other_sample": Counter(
+            f"{r.status or '-'} {(r.error or '')[:120]}" for r in results if r.final == "error"
+        ).most_common(5),
         "dlq": int(dlq["n"]) if dlq else 0,
         "drain_s": round(drain_s, 3),
         "throughput_pps": round(len(finished) / drain_s, 1) if drain_s > 0 else 0.0,
