@@ -17,6 +17,8 @@ OPERATOR ?=
 export USERS PRODUCTS WORKERS BATCH API_WORKERS OUT METHODS BASELINE CEILINGS PGBENCH_SECONDS
 # make chaos JOBS=1000 SCENARIOS=poison,dlq_redrive OUT=chaos.json (see bench/chaos.py).
 export JOBS SCENARIOS
+# make capacity CAP_SECONDS=1 CAP_CONNECTIONS=1,8 DOC=- (see bench/capacity.py).
+export CAP_SECONDS CAP_CONNECTIONS CAP_DELAYS_MS CAP_USERS CAP_HOT_USERS CAP_LIFT_JOBS CAP_LIFT_DELAY_MS CAP_SHARDS CAP_DATA_DIR DOC
 
 $(BIN)/python:
 	@test -n "$(PYTHON)" || { echo "Python 3.11+ is required" >&2; exit 1; }
@@ -31,7 +33,7 @@ $(VENV)/.dev-deps: requirements-dev.txt requirements-bench.txt requirements.txt 
 	$(PIP) install -r requirements-dev.txt $(if $(wildcard infra/requirements.txt),-r infra/requirements.txt)
 	@touch $@ $(VENV)/.run-deps
 
-.PHONY: help run reset token test lint typecheck unit synth clean bench chaos
+.PHONY: help run reset token test lint typecheck unit synth clean bench chaos capacity
 
 help:
 	@echo "make run      run the whole system locally (embedded PostgreSQL, API on 127.0.0.1:8000)"
@@ -41,6 +43,7 @@ help:
 	@echo "make synth    synthesize the AWS CDK app offline into cdk.out/"
 	@echo "make bench    the 5,000-user flash sale beside the seed's design: make bench USERS=5000 WORKERS=8"
 	@echo "make chaos    fault scenarios at scale, a table of losses (all 0): make chaos JOBS=1000 [SCENARIOS=...]"
+	@echo "make capacity per-operation DB costs for docs/capacity.md's model, rewrites its tables (~2 min)"
 
 run: $(VENV)/.run-deps
 	$(BIN)/python -m local.run
@@ -73,6 +76,10 @@ synth: $(VENV)/.dev-deps
 # Knobs: JOBS SCENARIOS WORKERS OUT (see bench/chaos.py).
 chaos: $(VENV)/.dev-deps
 	$(BIN)/python -m bench.chaos
+
+# Knobs: CAP_SECONDS CAP_CONNECTIONS CAP_DELAYS_MS CAP_USERS ... OUT DOC (see bench/capacity.py).
+capacity: $(VENV)/.dev-deps
+	$(BIN)/python -m bench.capacity
 
 clean:
 	rm -rf $(VENV) cdk.out .build .pytest_cache .mypy_cache .ruff_cache

@@ -121,8 +121,8 @@ def _pct(values: list[float], q: float) -> float:
 class Server:
     """The embedded PostgreSQL the benchmark runs on, with pg_stat_statements loaded."""
 
-    def __init__(self) -> None:
-        dsn = start_embedded(BENCH_DATA, MAX_CONNECTIONS, {"shared_preload_libraries": "pg_stat_statements"})
+    def __init__(self, data_dir: Path = BENCH_DATA) -> None:
+        dsn = start_embedded(data_dir, MAX_CONNECTIONS, {"shared_preload_libraries": "pg_stat_statements"})
         self.admin = with_database(dsn, "postgres")
 
     def _admin(self, sql: str) -> None:
