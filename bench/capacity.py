@@ -24,7 +24,8 @@ commit record rather than in the flush. commit_delay needs fsync on; the JSON sa
 Knobs (environment): CAP_SECONDS (2.0, per level), CAP_CONNECTIONS (1,4,16), CAP_DELAYS_MS
 (0,2,5,10), CAP_USERS (30000: orders for enqueue, payment and sold-out), CAP_HOT_USERS (8000),
 CAP_LIFT_JOBS (2000, per design in the side-by-side run), CAP_LIFT_DELAY_MS (5), CAP_SHARDS (8),
-OUT (bench/results/capacity.json), DOC (docs/capacity.md; "-" leaves the document alone).
+OUT (bench/results/capacity.json), DOC (docs/capacity.md; "-" leaves the document alone),
+CAP_RENDER_ONLY=1 (no measuring: the model and the document again from OUT).
 The machine is shared: re-run when it is quiet, and compare runs from one session only.
 """
 
@@ -468,6 +469,15 @@ def measure(knobs: Knobs, log: Callable[[str], None] = print) -> dict[str, Any]:
 def main() -> None:
     knobs = Knobs.from_env()
     knobs.out.parent.mkdir(parents=True, exist_ok=True)
+    if os.environ.get("CAP_RENDER_ONLY") == "1":  # the model and the document again, from the last run's JSON
+        from bench.capacity_model import model, rewrite_doc
+
+        report = json.loads(knobs.out.read_text())
+        report["model"] = model(report)
+        knobs.out.write_text(json.dumps(report, indent=2) + "\n")
+        if knobs.doc is not None:
+            rewrite_doc(knobs.doc, report)
+        return
     started = time.monotonic()
     report = measure(knobs, log=lambda line: print(line, flush=True))
     from bench.capacity_model import model, rewrite_doc

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+import statistics
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -85,19 +86,10 @@ class Measured:
     wal: dict[str, dict[str, float | None]]
     cpu_ms: dict[str, float]
 
-    # What one 2-vCPU database instance (prod's m7g.large) can serve of each operation a second,
-    # from the server CPU each one cost here.
-    @property
-    def enqueue_capacity(self) -> float:
-        return DB_VCPUS * 1000.0 / self.cpu_ms["enqueue"]
-
-    @property
-    def poll_capacity(self) -> float:
-        return DB_VCPUS * 1000.0 / self.cpu_ms["status_poll"]
-
-    @property
-    def payment_capacity(self) -> float:
-        return DB_VCPUS * 1000.0 / self.cpu_ms["payment"]
+    def capacity(self, operation: str, vcpus: int = DB_VCPUS) -> float:
+        """What a database instance of `vcpus` can serve of an operation a second, from the server
+        CPU one cost here (one vCPU there taken to do what one core does here)."""
+        return vcpus * 1000.0 / self.cpu_ms[operation]
 
     @classmethod
     def from_report(cls, report: dict[str, Any]) -> Measured:
@@ -121,7 +113,12 @@ class Measured:
             sold_out_tps=best("sold_out")["tps"],
             hot_tps_at=hot,
             hot_ms_0=1000.0 / zero["tps"] if zero["tps"] else 1.0,
-            cpu_ms={name: max(1e-3, float(best(name)["backend_cpu_ms_per_op"])) for name in ops},
+            # The median over the connection counts: contention on this shared machine inflates the
+            # busiest level's number, the quietest one flatters it.
+            cpu_ms={
+                name: max(1e-3, statistics.median(float(lv["backend_cpu_ms_per_op"]) for lv in ops[name]["levels"]))
+                for name in ops
+            },
             wal={
                 name: {
                     "bytes": best(name)["wal_bytes_per_op"],
@@ -137,6 +134,63 @@ class Measured:
         if int(commit_ms) in self.hot_tps_at and commit_ms == int(commit_ms):
             return self.hot_tps_at[int(commit_ms)]
         return 1000.0 / (self.hot_ms_0 + commit_ms)
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A deployment the model is run for: prod as configured, or prod with some limits lifted."""
+
+    name: str
+    change: str
+    # Added monthly cost in USD over prod (docs/deploy.md's price table).
+    cost_per_month: float = 0.0
+    hot_shards: int = 1
+    api_rps: int = PROD.api.throttle_rate_per_second
+    api_account_rps: int = API_ACCOUNT_RPS
+    db_vcpus: int = DB_VCPUS
+    max_concurrency: int = PROD.processor.max_concurrency
+    poll_max_ms: int = Settings().poll_max_ms
+    commit_ms: float = ASSUMED_MULTI_AZ_COMMIT_MS
+
+
+# Monthly prices from docs/deploy.md (ap-south-1, on demand): db.m7g.large $0.168/h, Multi-AZ x2,
+# 730 h. Larger m7g classes are priced here in proportion to their vCPUs (RDS lists them that way
+# within a family; check the calculator), and RDS Proxy is $0.015 per instance vCPU-hour.
+def _db_upgrade_cost(vcpus: int) -> float:
+    instance = 0.168 / 2 * (vcpus - DB_VCPUS) * 2 * 730
+    proxy = 0.015 * (vcpus - DB_VCPUS) * 730
+    return round(instance + proxy)
+
+
+def ladder(shards: int) -> list[Variant]:
+    """Today's prod, then each lift in the order the sizes need them, each on top of the last."""
+    today = Variant("today", "prod as configured (infra/config.py)")
+    sharded = replace(
+        today, name="+ stock shards", change=f"the hot product's stock in {shards} rows (code; $0)", hot_shards=shards
+    )
+    bigger = replace(
+        sharded,
+        name="+ 8 vCPU database",
+        change="db.m7g.2xlarge Multi-AZ, processor max concurrency 40 -> 100 (reserved 110; the proxy budget fits)",
+        cost_per_month=_db_upgrade_cost(8),
+        db_vcpus=8,
+        max_concurrency=100,
+    )
+    throttle = replace(
+        bigger,
+        name="+ API throttle",
+        change="stage throttle 2,000 -> 10,000 rps, the account quota (config; $0 fixed)",
+        api_rps=API_ACCOUNT_RPS,
+    )
+    polls = replace(
+        throttle,
+        name="+ slower polls, quota",
+        change="poll_max_ms 10 s -> 30 s and the account quota 10,000 -> 20,000 rps (Service Quotas; $0 fixed)",
+        api_rps=20_000,
+        api_account_rps=20_000,
+        poll_max_ms=30_000,
+    )
+    return [today, sharded, bigger, throttle, polls]
 
 
 def polls_while_waiting(eta_s: float, settings: Settings) -> float:
@@ -166,18 +220,18 @@ class Simulation:
     throughput_pps: float
 
 
-def simulate(
-    n: int, m: Measured, *, commit_ms: float, hot_shards: int = 1, settings: Settings, api_limit: float | None = None
-) -> Simulation:
+def simulate(n: int, m: Measured, v: Variant) -> Simulation:
     """One-second steps. Shoppers arrive evenly over the window and POST; every waiting shopper polls
     as advised. The API admits at most its throttle a second, POSTs and polls alike (a throttled
     POST is retried the next second, a throttled poll at its next interval). The processors pay as
     fast as the tightest of their concurrency, the database CPU the admitted enqueues and polls
     leave, and, while the hot product has stock, its row lock."""
-    limit = float(api_limit if api_limit is not None else min(PROD.api.throttle_rate_per_second, API_ACCOUNT_RPS))
+    settings = Settings(poll_max_ms=v.poll_max_ms)
+    limit = float(min(v.api_rps, v.api_account_rps))
     arrival = n / ARRIVAL_WINDOW_S
-    processor = processor_rate(m, commit_ms)
-    hot_bound = hot_shards * m.hot_rate(commit_ms) / HOT_SHARE
+    processor = processor_rate(m, v)
+    hot_bound = v.hot_shards * m.hot_rate(v.commit_ms) / HOT_SHARE
+    enqueue_cap, poll_cap, payment_cap = (m.capacity(op, v.db_vcpus) for op in ("enqueue", "status_poll", "payment"))
     hot_until = min(n, HOT_STOCK_SHARE * n / HOT_SHARE)  # payments processed when the hot stock is gone
     come = accepted = done = 0.0
     t = 0
@@ -189,12 +243,17 @@ def simulate(
         posts = come - accepted  # new shoppers and those whose POST was throttled
         offered = posts + polls
         admit = min(1.0, limit / offered) if offered > 0 else 1.0
-        accepted += posts * admit
         admitted_polls = polls * admit
         throttled += offered * (1 - admit)
-        enq_util = posts * admit / m.enqueue_capacity
-        poll_util = admitted_polls / m.poll_capacity
-        rate = min(processor, max(0.0, 1.0 - enq_util - poll_util) * m.payment_capacity)
+        enq_util = posts * admit / enqueue_cap
+        poll_util = admitted_polls / poll_cap
+        if enq_util + poll_util > 1:  # the database is the wall: the rest wait (their functions time out, retry)
+            squeeze = 1 / (enq_util + poll_util)
+            enq_util, poll_util, admitted_polls = enq_util * squeeze, poll_util * squeeze, admitted_polls * squeeze
+            throttled += posts * admit * (1 - squeeze)
+            admit *= squeeze
+        accepted += posts * admit
+        rate = min(processor, max(0.0, 1.0 - enq_util - poll_util) * payment_cap)
         if done < hot_until:
             rate = min(rate, hot_bound)
             hot_phase += 1
@@ -202,7 +261,7 @@ def simulate(
         done += paid
         backlog = accepted - done
         total_polls += admitted_polls
-        util = enq_util + poll_util + paid / m.payment_capacity
+        util = enq_util + poll_util + paid / payment_cap
         peak_backlog, peak_util = max(peak_backlog, backlog), max(peak_util, util)
         peak_polls, peak_offered = max(peak_polls, polls), max(peak_offered, offered)
         # Next second's polls: each waiting shopper about once per its interval.
@@ -228,12 +287,12 @@ def _mean_interval(eta_s: float, settings: Settings) -> float:
     return eta_s / polls_while_waiting(eta_s, settings)
 
 
-def processor_rate(m: Measured, commit_ms: float) -> float:
+def processor_rate(m: Measured, v: Variant) -> float:
     """Payments/s the processor functions can drive: max concurrency x one payment's round trip
     (the statement, the proxy hop, the Multi-AZ commit) plus the batch's overhead per payment."""
     p = PROD.processor
-    per_payment_ms = m.payment_ms + ASSUMED_PROXY_RTT_MS + commit_ms + ASSUMED_BATCH_OVERHEAD_MS / p.batch_size
-    return p.max_concurrency * 1000.0 / per_payment_ms
+    per_payment_ms = m.payment_ms + ASSUMED_PROXY_RTT_MS + v.commit_ms + ASSUMED_BATCH_OVERHEAD_MS / p.batch_size
+    return v.max_concurrency * 1000.0 / per_payment_ms
 
 
 def enqueue_ms(m: Measured) -> float:
@@ -244,23 +303,23 @@ def poll_ms(m: Measured) -> float:
     return m.poll_ms + ASSUMED_PROXY_RTT_MS + ASSUMED_INVOKE_OVERHEAD_MS
 
 
-def size_model(n: int, m: Measured, *, commit_ms: float, hot_shards: int = 1) -> dict[str, Any]:
-    settings = Settings()
-    sim = simulate(n, m, commit_ms=commit_ms, hot_shards=hot_shards, settings=settings)
+def size_model(n: int, m: Measured, v: Variant) -> dict[str, Any]:
+    sim = simulate(n, m, v)
+    commit_ms, hot_shards = v.commit_ms, v.hot_shards
     api, proc, db = PROD.api, PROD.processor, PROD.database
     arrival = n / ARRIVAL_WINDOW_S
     requests_peak = sim.peak_offered_rps
-    api_limit = min(api.throttle_rate_per_second, API_ACCOUNT_RPS)
+    api_limit = min(v.api_rps, v.api_account_rps)
     total_requests = n + sim.total_polls
     enq_conc = arrival * enqueue_ms(m) / 1000
     status_conc = min(sim.peak_poll_rps, api_limit) * poll_ms(m) / 1000
-    pay_rate = sim.throughput_pps if sim.drain_s > ARRIVAL_WINDOW_S else min(arrival, processor_rate(m, commit_ms))
+    pay_rate = sim.throughput_pps if sim.drain_s > ARRIVAL_WINDOW_S else min(arrival, processor_rate(m, v))
     hot_rate = hot_shards * m.hot_rate(commit_ms)
     rows = [
         _row(
             "API Gateway (stage throttle)",
             requests_peak,
-            api.throttle_rate_per_second,
+            v.api_rps,
             "req/s",
             "infra/config.py prod: throttle_rate_per_second (burst 5,000)",
             total_requests,
@@ -268,7 +327,7 @@ def size_model(n: int, m: Measured, *, commit_ms: float, hot_shards: int = 1) ->
         _row(
             "API Gateway (account quota)",
             requests_peak,
-            API_ACCOUNT_RPS,
+            v.api_account_rps,
             "req/s",
             "API Gateway quotas: 10,000 rps per account and Region, burst 5,000",
             total_requests,
@@ -309,7 +368,7 @@ def size_model(n: int, m: Measured, *, commit_ms: float, hot_shards: int = 1) ->
             "RDS Proxy connections",
             min(enq_conc, api.enqueue.reserved_concurrency)
             + min(status_conc, api.status.reserved_concurrency)
-            + proc.max_concurrency
+            + v.max_concurrency
             + 2,
             db.proxy_connection_budget,
             "connections",
@@ -321,7 +380,7 @@ def size_model(n: int, m: Measured, *, commit_ms: float, hot_shards: int = 1) ->
             "PostgreSQL CPU (enqueue + polls + payments)",
             sim.peak_db_util,
             1.0,
-            "of 2 vCPU",
+            f"of {v.db_vcpus} vCPU",
             "measured server CPU per operation, scaled to 2 vCPU (m7g.large)",
             None,
         ),
@@ -352,9 +411,9 @@ def size_model(n: int, m: Measured, *, commit_ms: float, hot_shards: int = 1) ->
         _row(
             "processor Lambdas (max concurrency)",
             pay_rate,
-            processor_rate(m, commit_ms),
+            processor_rate(m, v),
             "payments/s",
-            f"infra/config.py prod: max_concurrency {proc.max_concurrency}, batch {proc.batch_size}",
+            f"max_concurrency {v.max_concurrency} (prod {proc.max_concurrency}), batch {proc.batch_size}",
             n,
         ),
         _row(
@@ -393,20 +452,25 @@ def size_model(n: int, m: Measured, *, commit_ms: float, hot_shards: int = 1) ->
     # The first limit is the one the arrivals themselves push past first: each component's load at
     # the arrival rate with no backlog (a backlog's polls are a consequence of a limit, not a cause).
     primary = {
-        "API Gateway (stage throttle)": arrival / api.throttle_rate_per_second,
-        "API Gateway (account quota)": arrival / API_ACCOUNT_RPS,
+        "API Gateway (stage throttle)": arrival / v.api_rps,
+        "API Gateway (account quota)": arrival / v.api_account_rps,
         "enqueue Lambda (reserved)": enq_conc / api.enqueue.reserved_concurrency,
-        "PostgreSQL CPU (enqueue + polls + payments)": arrival / m.enqueue_capacity + arrival / m.payment_capacity,
+        "PostgreSQL CPU (enqueue + polls + payments)": arrival / m.capacity("enqueue", v.db_vcpus)
+        + arrival / m.capacity("payment", v.db_vcpus),
         "hot product row lock": HOT_SHARE * arrival / hot_rate,
         "SQS FIFO SendMessageBatch": arrival / SQS_FIFO_HT_TPS,
-        "processor Lambdas (max concurrency)": arrival / processor_rate(m, commit_ms),
+        "processor Lambdas (max concurrency)": arrival / processor_rate(m, v),
+    }
+    # The notifications' path: past its limits events are delayed (EventBridge retries), payments are not.
+    notify = {
         "EventBridge PutEvents": arrival / 10 / EVENTBRIDGE_PUTEVENTS_PER_S,
         "EventBridge rule invocations": arrival / EVENTBRIDGE_INVOCATIONS_PER_S,
         "SNS Publish (from the rule)": arrival / SNS_PUBLISH_PER_S,
     }
     ranked = sorted(primary.items(), key=lambda kv: kv[1], reverse=True)
     for r in rows:
-        r["arrival_utilization"] = round(primary.get(r["component"], 0.0), 3)
+        r["arrival_utilization"] = round(primary.get(r["component"], notify.get(r["component"], 0.0)), 3)
+    slowest_notify = min(EVENTBRIDGE_INVOCATIONS_PER_S, SNS_PUBLISH_PER_S, 10 * EVENTBRIDGE_PUTEVENTS_PER_S)
     return {
         "shoppers": n,
         "arrival_per_s": round(arrival, 1),
@@ -415,6 +479,9 @@ def size_model(n: int, m: Measured, *, commit_ms: float, hot_shards: int = 1) ->
         "first_limit": ranked[0][0],
         "first_limit_utilization": round(ranked[0][1], 3),
         "limits_past_100": [name for name, u in ranked if u >= 1.0],
+        "notification_limits_past_100": [name for name, u in notify.items() if u >= 1.0],
+        # The last event leaves this long after the last payment when the notification path is slower.
+        "notifications_lag_s": round(max(0.0, n / slowest_notify - sim.drain_s), 1),
     }
 
 
@@ -440,6 +507,7 @@ def _row(  # noqa: PLR0917 (one table row, in the table's column order)
 def model(report: dict[str, Any]) -> dict[str, Any]:
     m = Measured.from_report(report)
     shards = int(report.get("knobs", {}).get("shards", 8))
+    variants = ladder(shards)
     return {
         "assumptions": {
             "multi_az_commit_ms": ASSUMED_MULTI_AZ_COMMIT_MS,
@@ -450,12 +518,26 @@ def model(report: dict[str, Any]) -> dict[str, Any]:
             "hot_share": HOT_SHARE,
             "hot_stock_share": HOT_STOCK_SHARE,
         },
-        "processor_pps": round(processor_rate(m, ASSUMED_MULTI_AZ_COMMIT_MS), 1),
+        "processor_pps": round(processor_rate(m, variants[0]), 1),
         "hot_row_pps": round(m.hot_rate(ASSUMED_MULTI_AZ_COMMIT_MS), 1),
-        "sizes": [size_model(n, m, commit_ms=ASSUMED_MULTI_AZ_COMMIT_MS) for n in SIZES],
-        "sizes_sharded": [size_model(n, m, commit_ms=ASSUMED_MULTI_AZ_COMMIT_MS, hot_shards=shards) for n in SIZES],
+        "capacity_2vcpu": {op: round(m.capacity(op), 1) for op in m.cpu_ms},
+        "sizes": [size_model(n, m, variants[0]) for n in SIZES],
+        "variants": [
+            {
+                "name": v.name,
+                "change": v.change,
+                "cost_per_month": v.cost_per_month,
+                "sizes": [_brief(size_model(n, m, v)) for n in SIZES],
+            }
+            for v in variants
+        ],
         "shards": shards,
     }
+
+
+def _brief(size: dict[str, Any]) -> dict[str, Any]:
+    keys = ("shoppers", "simulation", "first_limit", "first_limit_utilization", "limits_past_100")
+    return {k: size[k] for k in (*keys, "notification_limits_past_100", "notifications_lag_s")}
 
 
 # --- The document's generated block -------------------------------------------------------------
@@ -511,25 +593,27 @@ def render(report: dict[str, Any]) -> str:
         f"{PROD.processor.max_concurrency}) **{_n(mod['processor_pps'])} payments/s**.",
         "",
     ]
-    for label, sizes in (
-        ("today's design", mod["sizes"]),
-        (f"hot stock in {mod['shards']} shards", mod["sizes_sharded"]),
-    ):
-        lines += [f"#### Per size, {label}", ""]
-        lines += [
-            "| shoppers in 60 s | drained after | last shopper waits | peak backlog | peak requests/s offered | "
-            "throttled (429) | DB CPU peak | first limit (load at arrival rate / limit) | also past 100 % |",
-            "|---:|---:|---:|---:|---:|---:|---:|---|---|",
-        ]
-        for s in sizes:
+    lines += [
+        "#### Per size, today and with each lift added to the last",
+        "",
+        "| deployment | added $/month | shoppers in 60 s | drained after | last shopper waits | peak backlog | "
+        "peak requests/s offered | throttled (429) | DB CPU peak | first limit (arrival load / limit) | "
+        "also past 100 % | notifications lag the last payment by |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---:|",
+    ]
+    for v in mod["variants"]:
+        for s in v["sizes"]:
             sim = s["simulation"]
             also = ", ".join(x for x in s["limits_past_100"] if x != s["first_limit"]) or "–"
             lines.append(
-                f"| {s['shoppers']:,} | {sim['drain_s']:.0f} s | {sim['max_wait_s']:.0f} s | {sim['peak_backlog']:,} | "
-                f"{_n(sim['peak_offered_rps'])} | {sim['throttled_requests']:,} | {sim['peak_db_util']:.0%} | "
-                f"{s['first_limit']} ({s['first_limit_utilization']:.0%}) | {also} |"
+                f"| {v['name']} | {v['cost_per_month']:,.0f} | {s['shoppers']:,} | {sim['drain_s']:.0f} s | "
+                f"{sim['max_wait_s']:.0f} s | {sim['peak_backlog']:,} | {_n(sim['peak_offered_rps'])} | "
+                f"{sim['throttled_requests']:,} | {sim['peak_db_util']:.0%} | "
+                f"{s['first_limit']} ({s['first_limit_utilization']:.0%}) | {also} | {s['notifications_lag_s']:.0f} s |"
             )
-        lines.append("")
+    lines += ["", "| deployment | the change |", "|---|---|"]
+    lines += [f"| {v['name']} | {v['change']} |" for v in mod["variants"]]
+    lines.append("")
     for s in mod["sizes"]:
         lines += [
             f"#### {s['shoppers']:,} shoppers, today's design: load and limit per component",
