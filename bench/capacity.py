@@ -376,22 +376,22 @@ def measure_hot_row(server: Server, knobs: Knobs, log: Callable[[str], None]) ->
 
 
 def lift_demo(server: Server, knobs: Knobs, log: Callable[[str], None]) -> dict[str, Any]:
-    """Today's design (the hot product is one stock row) beside its stock split into shards, in one
-    run, at the same injected commit latency; every job drained and every invariant checked.
-
-    Bench-only variant: the shards are catalogue rows (one per shard, each with stock / shards
-    units), and each buyer's order line names the shard its user id falls in, so the payment
-    function is today's, unchanged. What it leaves to the real change (docs/capacity.md, "The lift")
-    is moving a buyer to another shard when theirs sells out first; `refused_with_stock_left`
-    counts the buyers who were refused while another shard still had units.
-    """
+    """Today's design (the hot product's stock in its own row) beside the same product with its
+    stock in shards (pq_shard_stock, shared/sql/stock_shards.sql), in one run, at the same injected
+    commit latency and concurrency; every job drained and every invariant checked.
+    `refused_with_stock_left` counts buyers refused while units were left (0: a buyer whose shard
+    sold out was served from another)."""
     results: dict[str, Any] = {}
     clients = max(knobs.connections)
     for label, shards in (("today", 1), ("sharded", knobs.shards)):
         name = f"capacity_lift_{label}"
-        total_stock = knobs.lift_jobs * 3 // 4  # a quarter of the buyers must be refused cleanly
+        # A quarter of the buyers must be refused cleanly.
         plan = SeedPlan(
-            users=knobs.lift_jobs, products=shards, stock=max(1, total_stock // shards), user_prefix=f"{label}-"
+            users=knobs.lift_jobs,
+            products=1,
+            stock=knobs.lift_jobs * 3 // 4,
+            user_prefix=f"{label}-",
+            hot_shards=shards,
         )
         dsn, db = server.fresh(name, plan)
         _enqueue_all(db)
@@ -409,9 +409,8 @@ def lift_demo(server: Server, knobs: Knobs, log: Callable[[str], None]) -> dict[
                       extract(epoch FROM max(finished_at) - min(finished_at)) AS span_s
                  FROM payment_jobs"""
         )
-        left = db.fetch_one("SELECT coalesce(sum(stock), 0) AS n FROM products")
-        assert row is not None and left is not None
-        sold_out_early = min(int(row["out_of_stock"]), int(left["n"]))
+        assert row is not None
+        sold_out_early = min(int(row["out_of_stock"]), sum(snapshot_stock(db).values()))
         results[label] = {
             "shards": shards,
             "jobs": level.ops,

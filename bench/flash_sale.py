@@ -4,7 +4,8 @@ Knobs (environment): USERS (5000), PRODUCTS (50), WORKERS (4), BATCH (10), API_W
 OUT (bench/results/latest.json), BASELINE (1: also run the seed's design), CEILINGS (1: also
 measure the DB-only and pgbench ceilings), PGBENCH_SECONDS (10), METHODS (wallet; mix: a share of
 the shoppers pay through Razorpay, i.e. the gateway simulator), GATEWAY_SHARE (0.1), GATEWAY_RPS
-(50: the shared limiter's rate; the simulator refuses anything past rate + burst in any second).
+(50: the shared limiter's rate; the simulator refuses anything past rate + burst in any second),
+HOT_SHARDS (0: the hot product's stock in its own row; N: split over N stock shards, docs/capacity.md).
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ class Knobs:
     methods: str = "wallet"
     gateway_share: float = 0.1
     gateway_rps: float = 50.0
+    hot_shards: int = 0
 
     @classmethod
     def from_env(cls) -> Knobs:
@@ -86,6 +88,7 @@ class Knobs:
             methods=env.get("METHODS") or "wallet",
             gateway_share=float(env.get("GATEWAY_SHARE") or 0.1),
             gateway_rps=float(env.get("GATEWAY_RPS") or 50),
+            hot_shards=int(env.get("HOT_SHARDS") or 0),
         )
 
     @property
@@ -102,6 +105,7 @@ class Knobs:
             hot_every=4,
             hot_stock=max(1, self.users // 10),
             poor_every=50,
+            hot_shards=self.hot_shards,
         )
 
 
