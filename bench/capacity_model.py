@@ -85,6 +85,10 @@ class Measured:
     hot_ms_0: float
     wal: dict[str, dict[str, float | None]]
     cpu_ms: dict[str, float]
+    # The hot product's payments/s with its stock in `shards` rows over one row, measured side by
+    # side in the same run (bench/capacity.lift_demo), at `shard_delay_ms` of commit latency.
+    shard_gain: float
+    shards: int
 
     def capacity(self, operation: str, vcpus: int = DB_VCPUS) -> float:
         """What a database instance of `vcpus` can serve of an operation a second, from the server
@@ -113,6 +117,8 @@ class Measured:
             sold_out_tps=best("sold_out")["tps"],
             hot_tps_at=hot,
             hot_ms_0=1000.0 / zero["tps"] if zero["tps"] else 1.0,
+            shard_gain=float(report["lift"]["gain"] or 1.0),
+            shards=int(report["lift"]["sharded"]["shards"]),
             # The median over the connection counts: contention on this shared machine inflates the
             # busiest level's number, the quietest one flatters it.
             cpu_ms={
@@ -134,6 +140,11 @@ class Measured:
         if int(commit_ms) in self.hot_tps_at and commit_ms == int(commit_ms):
             return self.hot_tps_at[int(commit_ms)]
         return 1000.0 / (self.hot_ms_0 + commit_ms)
+
+    def hot_rate_sharded(self, commit_ms: float, shards: int) -> float:
+        """The same with the stock in `shards` rows: the measured gain, for the shard count measured
+        (more shards than measured are not extrapolated: re-run with CAP_SHARDS)."""
+        return self.hot_rate(commit_ms) * (self.shard_gain if shards > 1 else 1.0)
 
 
 @dataclass(frozen=True)
@@ -230,7 +241,7 @@ def simulate(n: int, m: Measured, v: Variant) -> Simulation:
     limit = float(min(v.api_rps, v.api_account_rps))
     arrival = n / ARRIVAL_WINDOW_S
     processor = processor_rate(m, v)
-    hot_bound = v.hot_shards * m.hot_rate(v.commit_ms) / HOT_SHARE
+    hot_bound = m.hot_rate_sharded(v.commit_ms, v.hot_shards) / HOT_SHARE
     enqueue_cap, poll_cap, payment_cap = (m.capacity(op, v.db_vcpus) for op in ("enqueue", "status_poll", "payment"))
     hot_until = min(n, HOT_STOCK_SHARE * n / HOT_SHARE)  # payments processed when the hot stock is gone
     come = accepted = done = 0.0
@@ -314,7 +325,7 @@ def size_model(n: int, m: Measured, v: Variant) -> dict[str, Any]:
     enq_conc = arrival * enqueue_ms(m) / 1000
     status_conc = min(sim.peak_poll_rps, api_limit) * poll_ms(m) / 1000
     pay_rate = sim.throughput_pps if sim.drain_s > ARRIVAL_WINDOW_S else min(arrival, processor_rate(m, v))
-    hot_rate = hot_shards * m.hot_rate(commit_ms)
+    hot_rate = m.hot_rate_sharded(commit_ms, hot_shards)
     rows = [
         _row(
             "API Gateway (stage throttle)",
@@ -520,6 +531,7 @@ def model(report: dict[str, Any]) -> dict[str, Any]:
         },
         "processor_pps": round(processor_rate(m, variants[0]), 1),
         "hot_row_pps": round(m.hot_rate(ASSUMED_MULTI_AZ_COMMIT_MS), 1),
+        "hot_row_sharded_pps": round(m.hot_rate_sharded(ASSUMED_MULTI_AZ_COMMIT_MS, shards), 1),
         "capacity_2vcpu": {op: round(m.capacity(op), 1) for op in m.cpu_ms},
         "sizes": [size_model(n, m, variants[0]) for n in SIZES],
         "variants": [
@@ -589,8 +601,12 @@ def render(report: dict[str, Any]) -> str:
     lines += [
         "",
         f"Model inputs: Multi-AZ commit {a['multi_az_commit_ms']} ms (assumed), so the hot row allows "
-        f"**{_n(mod['hot_row_pps'])} payments/s** and the prod processors (max concurrency "
-        f"{PROD.processor.max_concurrency}) **{_n(mod['processor_pps'])} payments/s**.",
+        f"**{_n(mod['hot_row_pps'])} payments/s** ({_n(mod['hot_row_sharded_pps'])} in {mod['shards']} shards: "
+        f"the side-by-side run's gain, {report['lift']['gain']}x) and the prod processors (max concurrency "
+        f"{PROD.processor.max_concurrency}) **{_n(mod['processor_pps'])} payments/s**. Server CPU per "
+        "operation, as 2-vCPU capacity: "
+        + ", ".join(f"{op} {_n(c)}/s" for op, c in mod["capacity_2vcpu"].items())
+        + ".",
         "",
     ]
     lines += [
