@@ -14,7 +14,7 @@ export PYTHONPATH := $(CURDIR)
 TOKEN_USER := $(if $(filter command line,$(origin USER)),$(USER),demo-user-1)
 OPERATOR ?=
 # The benchmark's knobs pass through from the command line (make bench USERS=200 ...).
-export USERS PRODUCTS WORKERS BATCH API_WORKERS OUT METHODS BASELINE CEILINGS PGBENCH_SECONDS
+export USERS PRODUCTS WORKERS BATCH API_WORKERS OUT METHODS BASELINE CEILINGS PGBENCH_SECONDS HOT_SHARDS
 # make chaos JOBS=1000 SCENARIOS=poison,dlq_redrive OUT=chaos.json (see bench/chaos.py).
 export JOBS SCENARIOS
 # make capacity CAP_SECONDS=1 CAP_CONNECTIONS=1,8 DOC=- (see bench/capacity.py).
