@@ -14,7 +14,7 @@ export PYTHONPATH := $(CURDIR)
 TOKEN_USER := $(if $(filter command line,$(origin USER)),$(USER),demo-user-1)
 OPERATOR ?=
 # The benchmark's knobs pass through from the command line (make bench USERS=200 ...).
-export USERS PRODUCTS WORKERS BATCH API_WORKERS OUT METHODS BASELINE CEILINGS PGBENCH_SECONDS HOT_SHARDS
+export USERS PRODUCTS WORKERS BATCH API_WORKERS OUT METHODS BASELINE CEILINGS PGBENCH_SECONDS KEEP GATEWAY_SHARE GATEWAY_RPS HOT_SHARDS
 # make chaos JOBS=1000 SCENARIOS=poison,dlq_redrive OUT=chaos.json (see bench/chaos.py).
 export JOBS SCENARIOS
 # make capacity CAP_SECONDS=1 CAP_CONNECTIONS=1,8 DOC=- (see bench/capacity.py).
@@ -25,35 +25,56 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --upgrade pip
 
-$(VENV)/.run-deps: requirements.txt requirements-lambda.txt | $(BIN)/python
-	$(PIP) install -r requirements.txt
+# Installs come from the locks (every package pinned, with its hashes); the requirements*.txt
+# files are their inputs: edit those, then `make lock`.
+$(VENV)/.run-deps: requirements.lock | $(BIN)/python
+	$(PIP) install --require-hashes -r requirements.lock
 	@touch $@
 
-$(VENV)/.dev-deps: requirements-dev.txt requirements-bench.txt requirements.txt requirements-lambda.txt $(wildcard infra/requirements.txt) | $(BIN)/python
-	$(PIP) install -r requirements-dev.txt $(if $(wildcard infra/requirements.txt),-r infra/requirements.txt)
+$(VENV)/.dev-deps: requirements-dev.lock | $(BIN)/python
+	$(PIP) install --require-hashes -r requirements-dev.lock
 	@touch $@ $(VENV)/.run-deps
 
-.PHONY: help run reset token test lint typecheck unit synth clean bench chaos capacity
+# The locks, from the inputs, for every platform (--universal: Linux x86_64 and aarch64, macOS;
+# the Lambda layer installs requirements-lambda.lock's manylinux aarch64 wheels). The dev set is
+# resolved first and constrains the others, so a package has one version everywhere.
+UV_COMPILE = $(BIN)/uv pip compile --quiet --universal --generate-hashes --custom-compile-command "make lock"
+lock: | $(BIN)/python
+	$(PIP) install "$$(grep -E '^uv==' requirements-dev.txt)"
+	$(UV_COMPILE) --python-version 3.11 -o requirements-dev.lock requirements-dev.txt infra/requirements.txt
+	$(UV_COMPILE) --python-version 3.11 -c requirements-dev.lock -o requirements.lock requirements.txt
+	$(UV_COMPILE) --python-version 3.12 -c requirements-dev.lock -o requirements-lambda.lock infra/layer-requirements.in
+
+.PHONY: help run reset token psql test lint typecheck synth clean bench chaos capacity lock
 
 help:
-	@echo "make run      run the whole system locally (embedded PostgreSQL, API on 127.0.0.1:8000)"
-	@echo "make test     lint, type-check and run every test"
-	@echo "make token    print a dev token: make token USER=demo-user-2 [OPERATOR=1]"
-	@echo "make reset    delete local data (database, keys, logs)"
-	@echo "make synth    synthesize the AWS CDK app offline into cdk.out/"
-	@echo "make bench    the 5,000-user flash sale beside the seed's design: make bench USERS=5000 WORKERS=8"
-	@echo "make chaos    fault scenarios at scale, a table of losses (all 0): make chaos JOBS=1000 [SCENARIOS=...]"
-	@echo "make capacity per-operation DB costs for docs/capacity.md's model, rewrites its tables (~2 min)"
+	@echo "make run        run the whole system locally (embedded PostgreSQL, API on 127.0.0.1:8000, simulator on :8100)"
+	@echo "make test       lint, type-check and run every test"
+	@echo "make lint       ruff check and ruff format --check"
+	@echo "make typecheck  mypy (strict) on every package"
+	@echo "make token      print a dev token: make token USER=demo-user-2 [OPERATOR=1] (after make run)"
+	@echo "make psql       psql on the local database: make psql [SQL='SELECT ...']"
+	@echo "make reset      delete local data (database, keys, logs); refused while make run runs"
+	@echo "make synth      synthesize the AWS CDK app offline into cdk.out/"
+	@echo "make bench      the 5,000-user flash sale beside the seed's design: make bench USERS=5000 WORKERS=8 [KEEP=1]"
+	@echo "make chaos      fault scenarios at scale, a table of losses (all 0): make chaos JOBS=1000 [SCENARIOS=...]"
+	@echo "make capacity   per-operation DB costs for docs/capacity.md's model; rewrites its tables (~2 min)"
+	@echo "make lock       re-lock requirements*.lock (hashes, every platform) from the requirements*.txt inputs"
+	@echo "make clean      delete the virtualenv and every build and tool cache"
 
 run: $(VENV)/.run-deps
 	$(BIN)/python -m local.run
 
 reset: $(VENV)/.run-deps
-	$(BIN)/python -c "from local.config import LocalSettings; from local.pg import stop_embedded; stop_embedded(LocalSettings().data_dir)" || true
-	rm -rf .data
+	@$(BIN)/python -m local.admin reset
 
 token: $(VENV)/.run-deps
 	@$(BIN)/python -m local.token --user "$(TOKEN_USER)" $(if $(OPERATOR),--operator)
+
+# make psql SQL='SELECT status, count(*) FROM payment_jobs GROUP BY 1' runs one statement.
+SQL ?=
+psql: $(VENV)/.run-deps
+	@$(BIN)/python -m local.admin psql $(if $(SQL),-c "$(SQL)")
 
 lint: $(VENV)/.dev-deps
 	$(BIN)/ruff check .
@@ -65,7 +86,7 @@ typecheck: $(VENV)/.dev-deps
 test: lint typecheck
 	$(BIN)/python -m pytest
 
-# Knobs: USERS PRODUCTS WORKERS BATCH API_WORKERS OUT METHODS BASELINE CEILINGS (see bench/flash_sale.py).
+# Knobs: USERS PRODUCTS WORKERS BATCH API_WORKERS OUT METHODS BASELINE CEILINGS KEEP (see bench/flash_sale.py).
 bench: $(VENV)/.dev-deps
 	$(BIN)/python -m bench.flash_sale
 

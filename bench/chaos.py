@@ -128,7 +128,7 @@ class ChaosServer(Server):
         self._admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         self._admin(f"CREATE DATABASE {name}")
         dsn = with_database(self.admin, name)
-        db = Database(lambda: dsn, statement_timeout_ms=120_000, connect_timeout_s=10, application_name="pq-chaos")
+        db = Database(lambda: dsn, connect_timeout_s=10, application_name="pq-chaos")
         prepare(db)
         seed(db, plan)
         return dsn, db

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,78 @@ TARGETS = [
     ("speedup_vs_baseline", ">=", 2.0, "drain vs baseline (x faster)"),
     ("fraction_of_db_only", ">=", 0.10, "fraction of DB-only ceiling"),
 ]
+# Goals measured by an optional phase: (the report key the phase writes, the knob that skips it).
+PHASE_OF = {
+    "speedup_vs_baseline": ("baseline", "BASELINE=0"),
+    "fraction_of_db_only": ("db_only_pps", "CEILINGS=0"),
+}
+
+
+@dataclass(frozen=True)
+class Goal:
+    label: str
+    value: Any
+    goal: str
+    status: str  # "met", "NOT met", "skipped (<knob>)" or "not measured"
+
+
+def goals(report: dict[str, Any]) -> list[Goal]:
+    """Each target against the report; a phase that did not run is skipped, not failed."""
+    out = []
+    for key, op, target, label in TARGETS:
+        value = report.get(key)
+        phase = PHASE_OF.get(key)
+        if phase and phase[0] not in report:
+            status = f"skipped ({phase[1]})"
+        elif value is None:
+            status = "not measured"
+        else:
+            status = "met" if (value <= target if op == "<=" else value >= target) else "NOT met"
+        out.append(Goal(label, value, f"{op} {target}", status))
+    return out
+
+
+def _reasons(report: dict[str, Any]) -> str:
+    reasons = report.get("failed_by_reason") or {}
+    return " (" + ", ".join(f"{k} {v}" for k, v in sorted(reasons.items())) + ")" if reasons else ""
+
+
+def summary_text(report: dict[str, Any], out: Path) -> str:
+    """What a person reads on the terminal after a run; the JSON has everything else."""
+    knobs = report.get("knobs", {})
+    lines = [
+        f"Flash sale: {report['users']} shoppers ({knobs.get('workers')} workers, batch {knobs.get('batch')}, "
+        f"{knobs.get('api_workers')} API processes, {report['machine']['cpus']} CPUs)",
+        f"  ours       drained in {report['drain_s']} s at {report['throughput_pps']} payments/s; enqueue p50/p99 "
+        f"{report['enqueue_p50_ms']}/{report['enqueue_p99_ms']} ms; wait p50/p95 "
+        f"{report['wait_p50_s']}/{report['wait_p95_s']} s",
+        f"             {report['accepted']} accepted: {report['succeeded']} succeeded, {report['failed_business']} "
+        f"failed{_reasons(report)}, {report['failed_other']} other errors, DLQ {report['dlq']}",
+    ]
+    if base := report.get("baseline"):
+        lines.append(
+            f"  baseline   drained in {base['drain_s']} s at {base['throughput_pps']} payments/s; request p99 "
+            f"{base['request_p99_ms']} ms; up to {base['connections_peak']} DB connections"
+        )
+    else:
+        lines.append("  baseline   skipped (BASELINE=0)")
+    if "db_only_pps" in report:
+        lines.append(
+            f"  ceilings   payment function alone {report['db_only_pps']} payments/s; pgbench "
+            f"{report['pgbench_tps']} tps prepared, {report['pgbench_tps_simple']} simple"
+        )
+    else:
+        lines.append("  ceilings   skipped (CEILINGS=0)")
+    bad = {k: v for k, v in report["invariants"].items() if v}
+    violated = ", ".join(f"{k} {v}" for k, v in bad.items())
+    lines.append("  invariants " + (f"VIOLATED: {violated}" if bad else "all 0"))
+    lines.append("Goals:")
+    width = max(len(t[3]) for t in TARGETS)
+    for goal in goals(report):
+        value = "–" if goal.value is None else str(goal.value)
+        lines.append(f"  {goal.label:<{width}}  {value:>8}  {goal.goal:<8}  {goal.status}")
+    lines.append(f"Report: {out} (full JSON), {out.with_suffix('.md')}, {out.with_suffix('.png')}")
+    return "\n".join(lines)
 
 
 def write_chart(path: Path, ours: dict[str, Any], baseline: dict[str, Any] | None) -> None:
@@ -62,11 +135,7 @@ def write_chart(path: Path, ours: dict[str, Any], baseline: dict[str, Any] | Non
 
 
 def write_summary(path: Path, report: dict[str, Any]) -> None:
-    rows = []
-    for key, op, target, label in TARGETS:
-        value = report.get(key)
-        ok = value is not None and (value <= target if op == "<=" else value >= target)
-        rows.append(f"| {label} | {value} | {op} {target} | {'met' if ok else 'NOT met'} |")
+    rows = [f"| {g.label} | {'–' if g.value is None else g.value} | {g.goal} | {g.status} |" for g in goals(report)]
     inv = report["invariants"]
     base = report.get("baseline")
     lines = [

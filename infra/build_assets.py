@@ -1,8 +1,9 @@
 """Builds the Lambda assets on the local machine, without Docker.
 
 Code: one folder per function holding `shared/`, `functions/__init__.py` and
-`functions/<name>/`. Dependencies: `requirements-lambda.txt` pip-installed once, for the Lambda
-platform (arm64, CPython 3.12), into a layer every function uses.
+`functions/<name>/`. Dependencies: `requirements-lambda.lock` (requirements-lambda.txt locked with
+every hash by `make lock`) pip-installed once, for the Lambda platform (arm64, CPython 3.12),
+into a layer every function uses; pip checks each wheel against the lock's hashes.
 
 Folders are content-addressed under `.build/lambda/` so a rebuild with unchanged sources reuses
 the previous one, and two synths running at once never write into the same folder.
@@ -24,7 +25,7 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BUILD_ROOT = REPO_ROOT / ".build" / "lambda"
-REQUIREMENTS = REPO_ROOT / "requirements-lambda.txt"
+REQUIREMENTS = REPO_ROOT / "requirements-lambda.lock"
 # The root CAs the functions verify RDS Proxy's certificate against (sslmode=verify-full),
 # checked in; this folder is a layer of its own (nothing to build, and a change of it does not
 # re-download the dependencies). Layers are mounted at /opt.
@@ -148,7 +149,7 @@ def build_dependencies(
     tmp = Path(tempfile.mkdtemp(prefix=".deps-", dir=build_root))
     site = tmp / "python"
     site.mkdir()
-    (site / "requirements-lambda.txt").write_text(text)
+    (site / requirements.name).write_text(text)
     if install and text.strip():
         _pip_install(pip, site, ["-r", str(requirements)])
         botocore = _installed_version(site, "botocore")

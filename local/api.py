@@ -5,21 +5,26 @@ Lambda container does (Powertools' resolver keeps the current event on the app o
 not serve two requests at once), on the event loop itself, which parses the next requests between
 two invocations. (A handler thread, which lets parsing overlap the database waits, measured
 ~7% more CPU per request and ~10% fewer requests a second from one process.) `make run` starts
-PQ_API_WORKERS such processes on one port (SO_REUSEPORT), each with its own accept queue and its
-own database connection.
+PQ_API_WORKERS such processes on one port, each with its own database connection and its own
+listening socket (SO_REUSEPORT, so its own accept queue), which the supervisor binds and hands
+over after checking the port is free: a second run finds the port taken instead of joining it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import importlib
 import json
+import logging
 import re
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
+from aiohttp import web, web_protocol
 
 from local.auth import LocalIssuer, TokenError, token_scopes
 from local.lambda_shim import LocalContext, http_api_event
@@ -28,6 +33,36 @@ from shared.routes import ROUTES as API_ROUTES
 STATIC = Path(__file__).resolve().parent / "static"
 # Past this aiohttp refuses the body itself; the handlers' own, smaller limit answers below it.
 MAX_REQUEST_BYTES = 2 * 1024 * 1024
+# A body not fully sent by then is refused and its connection closed: a client that opens many
+# requests and trickles their bodies must not hold the API's connections (our number: our
+# bodies are a few dozen bytes, and a real client sends them in one packet).
+BODY_READ_TIMEOUT_S = 5.0
+# The same for the request line and headers of a connection's first request.
+HEADER_READ_TIMEOUT_S = 5.0
+# What `Server` says: no library or version for a scanner to look up.
+SERVER = "payment-queue-local"
+# The connection settings of every API process (aiohttp's RequestHandler arguments):
+PROTOCOL: dict[str, Any] = {
+    # API Gateway HTTP APIs pass a request body on as it came: payload compression
+    # (Content-Encoding: gzip/deflate decoded before the integration) is a REST API feature
+    # ("Payload compression for REST APIs in API Gateway", under "Optimize performance of REST
+    # APIs" in the API Gateway developer guide). So the handler sees the compressed bytes, and
+    # refuses them as it refuses any body that is not JSON.
+    "auto_decompress": False,
+    # After answering a request whose body is not all read (401, 413, a timeout), close at once
+    # instead of reading the rest for aiohttp's default 10 s.
+    "lingering_time": 0,
+}
+
+log = logging.getLogger("payment_queue.local_api")
+
+# Protocol errors by the status aiohttp's parser gives them: our code and a message that never
+# repeats what the client sent (aiohttp's own text quotes the offending header, token included).
+_PROTOCOL_ERRORS = {
+    400: ("bad_request", "the request is not valid HTTP/1.1"),
+    413: ("payload_too_large", "request body is too large"),
+    431: ("headers_too_large", "the request line or a header is too long"),
+}
 
 
 @dataclass(frozen=True)
@@ -113,9 +148,13 @@ class LocalApi:
         except LookupError as exc:
             return _error(403, "forbidden", f"this route needs the {exc.args[0]!r} scope")
         try:
-            body = await request.read()
+            async with asyncio.timeout(BODY_READ_TIMEOUT_S):
+                body = await request.read()
         except web.HTTPRequestEntityTooLarge:
-            return _error(413, "payload_too_large", "request body is too large")
+            return _closing(_error(413, "payload_too_large", "request body is too large"))
+        except TimeoutError:
+            message = f"the request body did not arrive within {BODY_READ_TIMEOUT_S:.0f} s"
+            return _closing(_error(408, "request_timeout", message))
         headers: dict[str, str] = {}
         for name, value in request.headers.items():
             key = name.lower()
@@ -139,6 +178,67 @@ class LocalApi:
         return _to_response(result)
 
 
+def _closing(response: web.Response) -> web.Response:
+    response.force_close()
+    return response
+
+
+class _Handler(web_protocol.RequestHandler):
+    """aiohttp's connection handler with our answers to what never reaches a route."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        # A client that never finishes its first request's headers loses the connection.
+        asyncio.get_running_loop().call_later(HEADER_READ_TIMEOUT_S, self._headers_deadline, transport)
+
+    def _headers_deadline(self, transport: asyncio.BaseTransport) -> None:
+        if self._request_count == 0 and not transport.is_closing():
+            transport.close()
+
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        """Protocol errors (bad request line or header, conflicting lengths) and faults: our JSON
+        error shape, without the client's bytes in the answer or in the log."""
+        if request.writer.output_size > 0:  # an answer is half sent: nothing more can be said
+            raise ConnectionError("response already started")
+        if status >= 500:
+            log.error("request failed", exc_info=exc)
+            code, text = "internal_error", "internal error"
+        else:
+            log.info("refused a malformed request: %s (%d)", type(exc).__name__, status)
+            code, text = _PROTOCOL_ERRORS.get(status, _PROTOCOL_ERRORS[400])
+        response = _closing(_error(status, code, text))
+        response.headers["Server"] = SERVER
+        return response
+
+
+class _Server(web.Server):
+    def __call__(self) -> web_protocol.RequestHandler:
+        return _Handler(self, loop=self._loop, **self._kwargs)
+
+
+class _Runner(web.AppRunner):
+    """An AppRunner whose server uses _Handler for every connection."""
+
+    async def _make_server(self) -> web.Server:
+        made = await super()._make_server()
+        return _Server(
+            made.request_handler,
+            request_factory=made.request_factory,
+            handler_cancellation=made.handler_cancellation,
+            **self._kwargs,
+        )
+
+
+async def _no_version(_request: web.Request, response: web.StreamResponse) -> None:
+    response.headers["Server"] = SERVER
+
+
 def _to_response(result: dict[str, Any]) -> web.Response:
     body = result.get("body") or ""
     if result.get("isBase64Encoded"):
@@ -151,6 +251,7 @@ def _to_response(result: dict[str, Any]) -> web.Response:
 
 def build_app(api: LocalApi) -> web.Application:
     app = web.Application(client_max_size=MAX_REQUEST_BYTES)
+    app.on_response_prepare.append(_no_version)
     if STATIC.is_dir():
         app.router.add_static("/static/", STATIC)
     # [\s\S], not `.`: a path with a (decoded) line break must reach our JSON 404 too.
@@ -159,25 +260,36 @@ def build_app(api: LocalApi) -> web.Application:
     return app
 
 
+async def serve(app: web.Application, sock: socket.socket | None, host: str, port: int) -> None:
+    """Serve until SIGINT or SIGTERM (web.run_app's loop, with _Runner's protocol handling)."""
+    runner = _Runner(app, access_log=None, handle_signals=True, **PROTOCOL)
+    await runner.setup()
+    try:
+        site = web.SockSite(runner, sock) if sock is not None else web.TCPSite(runner, host, port, backlog=4096)
+        await site.start()
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()
+
+
 def main() -> None:
+    import argparse
+
     from local.config import LocalSettings
 
+    parser = argparse.ArgumentParser(description="the local API (make run starts several)")
+    parser.add_argument("--fd", type=int, help="a listening socket the supervisor bound (local/run.py)")
+    args = parser.parse_args()
     local = LocalSettings()
     issuer = LocalIssuer(local.data_dir / "jwt" / "signing-key.pem", local.jwt_issuer, local.jwt_audience)
     api = LocalApi(issuer)
     # Import the handlers before the first request, as a warm container has them.
     for function in ("enqueue", "status"):
         importlib.import_module(f"functions.{function}.handler")
-    web.run_app(
-        build_app(api),
-        host=local.api_host,
-        port=local.api_port,
-        print=None,
-        access_log=None,
-        backlog=4096,
-        reuse_port=True,
-        handle_signals=True,
-    )
+    # Alone, it binds the port itself and, like any server, fails on a busy one.
+    sock = socket.socket(fileno=args.fd) if args.fd is not None else None
+    with contextlib.suppress(web.GracefulExit, KeyboardInterrupt):
+        asyncio.run(serve(build_app(api), sock, local.api_host, local.api_port))
 
 
 if __name__ == "__main__":

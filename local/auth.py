@@ -25,6 +25,23 @@ class TokenError(Exception):
     pass
 
 
+# What a 401 says about a refused token: words, never the library's exception class names.
+_REASONS: tuple[tuple[type[jwt.PyJWTError], str], ...] = (
+    (jwt.ExpiredSignatureError, "the token has expired"),
+    (jwt.ImmatureSignatureError, "the token is not valid yet"),
+    (jwt.InvalidAudienceError, "the token is for another audience"),
+    (jwt.InvalidIssuerError, "the token is from another issuer"),
+    (jwt.MissingRequiredClaimError, "the token lacks a required claim"),
+    (jwt.InvalidSignatureError, "the token's signature does not verify"),
+    (jwt.InvalidAlgorithmError, "the token's signing algorithm is not accepted"),
+    (jwt.DecodeError, "the token is not a well-formed JWT"),
+)
+
+
+def _reason(exc: jwt.PyJWTError) -> str:
+    return next((text for kind, text in _REASONS if isinstance(exc, kind)), "the token is not valid")
+
+
 class LocalIssuer:
     def __init__(self, key_path: Path, issuer: str, audience: str) -> None:
         self.issuer = issuer
@@ -72,7 +89,7 @@ class LocalIssuer:
                 options={"require": ["exp", "iss", "aud", "sub"]},
             )
         except jwt.PyJWTError as exc:
-            raise TokenError(type(exc).__name__) from None
+            raise TokenError(_reason(exc)) from None
         return claims
 
     def jwks(self) -> dict[str, Any]:

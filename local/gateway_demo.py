@@ -8,7 +8,6 @@ real sandbox instead; the simulator still starts, unused.
 from __future__ import annotations
 
 import json
-import socket
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -26,22 +25,12 @@ SIM_DEFAULTS = {
 DEMO = (("demo-user-2", "razorpay"), ("demo-user-3", "cashfree"))
 
 
-def _free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 def gateway_env(env: dict[str, str]) -> str:
-    """Point both gateways at the simulator (unless configured otherwise); return its base URL."""
+    """Point both gateways at the simulator (unless configured otherwise); return its base URL.
+
+    The port is PQ_GATEWAY_SIM_PORT's, never another: the supervisor refuses a busy one.
+    """
     port = int(env.get("PQ_GATEWAY_SIM_PORT", "8100"))
-    if not _free(port):  # another local run, or a test's: take any free port
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
     env["PQ_GATEWAY_SIM_PORT"] = str(port)
     url = f"http://127.0.0.1:{port}"
     env.setdefault("PQ_RAZORPAY_BASE_URL", url)

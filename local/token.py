@@ -7,6 +7,7 @@ OPERATOR=1 the operator scope as well.
 from __future__ import annotations
 
 import argparse
+import sys
 
 from local.auth import LocalIssuer
 from local.config import LocalSettings
@@ -20,7 +21,11 @@ def main() -> None:
     parser.add_argument("--ttl", type=int, default=24 * 3600, help="lifetime in seconds")
     args = parser.parse_args()
     local = LocalSettings()
-    issuer = LocalIssuer(local.data_dir / "jwt" / "signing-key.pem", local.jwt_issuer, local.jwt_audience)
+    key = local.data_dir / "jwt" / "signing-key.pem"
+    if not key.exists():  # a key made here would differ from the one a running API verifies with
+        print(f"make token: no signing key at {key}: start the system once with make run", file=sys.stderr)
+        raise SystemExit(1)
+    issuer = LocalIssuer(key, local.jwt_issuer, local.jwt_audience)
     scopes = (PAYMENTS_SCOPE, OPERATOR_SCOPE) if args.operator else (PAYMENTS_SCOPE,)
     print(issuer.issue(args.user, scopes=scopes, ttl_s=args.ttl))
 

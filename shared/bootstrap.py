@@ -118,7 +118,6 @@ def build_app(settings: Settings) -> App:
     dsn = _Dsn(settings)
     db = Database(
         dsn,
-        statement_timeout_ms=settings.db_statement_timeout_ms,
         connect_timeout_s=settings.db_connect_timeout_s,
         application_name=settings.db_application_name,
         on_connect_error=dsn.refresh,
@@ -159,7 +158,7 @@ def build_app(settings: Settings) -> App:
         db=db,
         queue=queue,
         bus=bus,
-        throughput=ThroughputEstimator(settings.assumed_payments_per_s),
+        throughput=ThroughputEstimator(),
         gateways=build_gateways(settings),
     )
 

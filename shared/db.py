@@ -29,7 +29,6 @@ class Database:
         self,
         dsn: Callable[[], str],
         *,
-        statement_timeout_ms: int,
         connect_timeout_s: int,
         application_name: str = "payment-queue",
         on_connect_error: Callable[[], None] | None = None,
@@ -37,7 +36,6 @@ class Database:
         self._dsn = dsn
         self._on_connect_error = on_connect_error
         self._application_name = application_name
-        self._statement_timeout_ms = statement_timeout_ms
         self._connect_timeout_s = connect_timeout_s
         self._local = threading.local()
         self.round_trips = 0  # statements sent by this process; the benchmark reads it
@@ -47,7 +45,8 @@ class Database:
             conn = psycopg2.connect(
                 self._dsn(),
                 connect_timeout=self._connect_timeout_s,
-                options=f"-c statement_timeout={self._statement_timeout_ms}",
+                # Nothing else at startup: RDS Proxy and PgBouncer refuse `options`, so the
+                # statement timeout is a role setting on the server (migration 0005).
                 application_name=self._application_name,
             )
         except psycopg2.OperationalError:
@@ -99,12 +98,19 @@ class Database:
             return cur.rowcount
 
     @contextmanager
-    def transaction(self) -> Iterator[psycopg2.extras.RealDictCursor]:
-        """An explicit multi-statement transaction, for the few places that need one (migrations)."""
+    def transaction(self, *, statement_timeout_ms: int | None = None) -> Iterator[psycopg2.extras.RealDictCursor]:
+        """An explicit multi-statement transaction, for the few places that need one (migrations).
+
+        statement_timeout_ms replaces the role's timeout for this transaction only (SET LOCAL):
+        for work that runs once on its own connection, such as a deploy's migrations, never on a
+        request path (a SET pins an RDS Proxy session).
+        """
         with self._cursor() as cur:
             conn = cur.connection
             conn.autocommit = False
             try:
+                if statement_timeout_ms is not None:
+                    cur.execute("SET LOCAL statement_timeout = %s", (int(statement_timeout_ms),))
                 yield cur
                 conn.commit()
             except BaseException:

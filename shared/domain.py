@@ -180,26 +180,40 @@ def full_jitter_backoff(attempt: int, retry_after_s: float | None, *, base_s: fl
 class ThroughputEstimator:
     """Payments per second from samples of the finished-jobs counter the queries already read.
 
-    Keeps status polls O(1): no query over the jobs table to estimate an ETA.
+    Keeps status polls O(1): no query over the jobs table to estimate an ETA. Knows when it does
+    not know: no rate before a second of samples shows progress, and none once the counter has
+    stood still for a while (the queue is stalled: no worker, the database away), so a shopper is
+    never promised a wait nobody measured.
     """
 
     WINDOW_S = 60.0
+    # No job finished for this long (or for three average intervals at a slow rate): stalled.
+    STALL_S = 10.0
 
-    def __init__(self, fallback_per_s: float) -> None:
-        self._fallback = fallback_per_s
+    def __init__(self) -> None:
         self._samples: deque[tuple[float, int]] = deque()
+        self._last_count: int | None = None
+        self._last_change_at = 0.0
 
     def observe(self, finished: int, now: float | None = None) -> None:
         now = time.monotonic() if now is None else now
+        if finished != self._last_count:
+            self._last_count, self._last_change_at = finished, now
         if self._samples and now - self._samples[-1][0] < 0.5:
             return
         self._samples.append((now, finished))
         while self._samples and now - self._samples[0][0] > self.WINDOW_S:
             self._samples.popleft()
 
-    def rate(self) -> float:
-        if len(self._samples) >= 2:
-            (t0, c0), (t1, c1) = self._samples[0], self._samples[-1]
-            if t1 - t0 >= 1.0 and c1 > c0:
-                return (c1 - c0) / (t1 - t0)
-        return self._fallback
+    def rate(self, now: float | None = None) -> float | None:
+        """Measured payments per second, or None when there is no measurement to go by."""
+        if len(self._samples) < 2:
+            return None
+        (t0, c0), (t1, c1) = self._samples[0], self._samples[-1]
+        if t1 - t0 < 1.0 or c1 <= c0:
+            return None
+        per_s = (c1 - c0) / (t1 - t0)
+        now = time.monotonic() if now is None else now
+        if now - self._last_change_at > max(self.STALL_S, 3 / per_s):
+            return None
+        return per_s

@@ -17,9 +17,18 @@ import hashlib
 from importlib.resources import files
 
 from shared.db import Database
+from shared.domain import TransientError
 
-# Serialises concurrent migrators (two deploys, or a deploy racing `make run`).
+# Serialises concurrent migrators (two deploys, or a deploy racing `make run`). A transaction-level
+# advisory lock: RDS Proxy pins sessions on pg_advisory_lock but, by AWS's note in "Avoiding pinning
+# an RDS Proxy" (PostgreSQL section), not on pg_advisory_xact_lock; it is released at commit. A
+# LOCK TABLE schema_migrations would need the table to exist before two first deploys race to
+# create it.
 _LOCK_KEY = 0x5051_4D49  # "PQMI"
+# Migrations may rewrite tables; the role's 5 s request timeout (0005_role_settings.sql) does not
+# apply to them. Below the migrate function's 300 s timeout, so a stuck migration fails with a
+# PostgreSQL error in its log instead of a Lambda timeout.
+MIGRATION_STATEMENT_TIMEOUT_MS = 240_000
 
 # Applied in this order: types first, then the functions that use them. plpgsql resolves the functions
 # it calls when it runs, so among functions the order only matters for LANGUAGE sql bodies.
@@ -67,7 +76,7 @@ def _checksum(sql: str) -> str:
 def migrate(db: Database) -> list[str]:
     """Apply every migration not yet applied and every repeatable file that changed; return their names."""
     applied: list[str] = []
-    with db.transaction() as cur:
+    with db.transaction(statement_timeout_ms=MIGRATION_STATEMENT_TIMEOUT_MS) as cur:
         cur.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
         cur.execute(
             """CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -98,4 +107,28 @@ def migrate(db: Database) -> list[str]:
                 (name, checksum),
             )
             applied.append(name)
+    if any(not name.startswith("sql/") for name in applied):  # a function replaced needs no new session
+        end_pooled_sessions(db)
     return applied
+
+
+def end_pooled_sessions(db: Database) -> None:
+    """End this role's idle sessions in this database, the migrator's own last.
+
+    Role settings (0005_role_settings.sql) reach only sessions the server starts after them, and a
+    pool keeps its sessions: RDS Proxy or PgBouncer would go on handing functions the server
+    connections opened before the migration -- on a first deploy, the migrator's own -- without
+    the statement timeout. Ended, they are replaced by the pool with fresh ones. Sessions running
+    a statement are left alone.
+    """
+    db.execute(
+        """SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+            WHERE usename = current_user AND datname = current_database()
+              AND state = 'idle' AND pid <> pg_backend_pid()"""
+    )
+    try:
+        db.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+    except TransientError:
+        pass  # the server ended this session, as asked
+    finally:
+        db.close()

@@ -25,8 +25,8 @@ class Settings(BaseSettings):
     db_sslmode: str = "prefer"
     # CAs for verify-full: RDS Proxy's ACM certificate chains to the Amazon Trust Services roots in the layer.
     db_sslrootcert: str | None = None
-    # A payment holds its row locks for about a millisecond; 5 s means something is wrong.
-    db_statement_timeout_ms: int = 5_000
+    # No statement timeout here: it is the role's setting in the database (migration 0005), since
+    # RDS Proxy refuses startup options and a per-session SET would pin proxy sessions.
     # Fail fast on an unreachable database so the queue retries instead of the function hanging.
     db_connect_timeout_s: int = 5
     # Shown in pg_stat_activity, so connections can be counted per role (API, processor, ...).
@@ -56,7 +56,8 @@ class Settings(BaseSettings):
     # Polling advice: clients wait at least min, at most max, between status polls.
     poll_min_ms: int = 500
     poll_max_ms: int = 10_000
-    # Used for ETAs until a minute of throughput has been observed.
+    # Paces the polling advice while no throughput has been measured (just started, or
+    # stalled). Never shown as an ETA: then eta_seconds is null and the page says it is unknown.
     assumed_payments_per_s: float = 500.0
 
     # Gateway-funded payments. A gateway is enabled when its credentials are configured: in AWS a

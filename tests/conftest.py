@@ -7,9 +7,13 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psycopg2
 import pytest
+
+if TYPE_CHECKING:
+    from aws_cdk import cx_api
 
 # Handlers run in-process in tests: no X-Ray segments to emit. (Metrics stay on: with
 # POWERTOOLS_METRICS_DISABLED, Powertools 3.37 never clears its metric set and re-prints it.)
@@ -17,6 +21,16 @@ os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
 os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
 
 TEMPLATE = "pq_template"
+
+
+def require_tool(found: bool, reason: str) -> None:
+    """A system tool some tests need (Chromium, PgBouncer): a skip on a laptop without it, a failure
+    in CI, which installs it (.ci/run) -- a CI run must never pass by skipping what it was to check."""
+    if found:
+        return
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"CI must have it: {reason}")
+    pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")
@@ -37,6 +51,16 @@ def pg_admin_url() -> Iterator[str]:
     with conn.cursor() as cur:
         # Enough for the e2e runtime, the concurrency tests and a few spare.
         cur.execute("ALTER SYSTEM SET max_connections = 200")
+        # The AWS-shaped run (tests/aws) reads what reached the server: pg_stat_statements for the
+        # kinds of statements, the CSV log (statements logged only in the databases that ask for
+        # it) for their real size, which pg_stat_statements hides by normalising constants.
+        cur.execute("ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements'")
+        cur.execute("ALTER SYSTEM SET logging_collector = on")
+        cur.execute("ALTER SYSTEM SET log_destination = 'csvlog'")
+        # Under the data directory ("log" there is the file pg_ctl's own output goes to).
+        cur.execute("ALTER SYSTEM SET log_directory = 'pg_log'")
+        cur.execute("ALTER SYSTEM SET log_filename = 'postgresql.log'")
+        cur.execute("ALTER SYSTEM SET log_rotation_age = 0")
     conn.close()
     pg_ctl(["-w", "-m", "fast", "restart"], pgdata=server.pgdata, user=server.system_user, timeout=60)
     yield admin
@@ -70,7 +94,7 @@ def template_url(pg_admin_url: str) -> str:
     _admin_exec(pg_admin_url, f"DROP DATABASE IF EXISTS {TEMPLATE} WITH (FORCE)")
     _admin_exec(pg_admin_url, f"CREATE DATABASE {TEMPLATE}")
     url = _url(pg_admin_url, TEMPLATE)
-    db = Database(lambda: url, statement_timeout_ms=60_000, connect_timeout_s=10)
+    db = Database(lambda: url, connect_timeout_s=10)
     prepare(db)
     db.close()
     return url
@@ -82,3 +106,13 @@ def database_url(pg_admin_url: str, template_url: str) -> Iterator[str]:
     _admin_exec(pg_admin_url, f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}")
     yield _url(pg_admin_url, name)
     _admin_exec(pg_admin_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture(scope="session")
+def cloud_assembly(tmp_path_factory: pytest.TempPathFactory) -> cx_api.CloudAssembly:
+    """The CDK app's three environments, synthesized once per session without pip-installing the
+    Lambda dependencies: for the template assertions (tests/infra) and the AWS-shaped run (tests/aws)."""
+    from infra.synth import synth
+    from tests.infra.conftest import DEPLOYER_CONTEXT
+
+    return synth("all", tmp_path_factory.mktemp("cdk.out"), install_dependencies=False, extra_context=DEPLOYER_CONTEXT)

@@ -66,7 +66,7 @@ class Functions(Construct):
         self.dependencies = lambda_.LayerVersion(
             self,
             "Dependencies",
-            description="requirements-lambda.txt installed for arm64 / CPython 3.12",
+            description="requirements-lambda.lock installed for arm64 / CPython 3.12",
             code=lambda_.Code.from_asset(str(build_assets.build_dependencies(install=install_dependencies))),
             compatible_runtimes=[RUNTIME],
             compatible_architectures=[ARCHITECTURE],
@@ -235,6 +235,8 @@ class Functions(Construct):
                 # to the Amazon Trust Services roots, not to the RDS CA bundle.
                 "PQ_DB_SSLMODE": "verify-full",
                 "PQ_DB_SSLROOTCERT": build_assets.LAYER_ROOT_CERT,
+                # Tells the functions' sessions apart in pg_stat_activity and the server log.
+                "PQ_DB_APPLICATION_NAME": f"pq-{spec.name}",
             }
             vpc_options = {
                 "vpc": self._network.vpc,

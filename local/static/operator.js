@@ -41,6 +41,13 @@
     const line = xy.map(([x, y]) => x.toFixed(1) + "," + y.toFixed(1)).join(" ");
     const ns = "http://www.w3.org/2000/svg";
     svg.replaceChildren();
+    // Axes (left and bottom) and a gridline at half the top value, under the data.
+    for (const [x1, y1, x2, y2, kind] of [[0, 0, 0, 60, "axis"], [0, 60, 300, 60, "axis"], [0, 31, 300, 31, "grid"]]) {
+      const rule = document.createElementNS(ns, "line");
+      Object.entries({ x1, y1, x2, y2 }).forEach(([k, v]) => rule.setAttribute(k, String(v)));
+      rule.setAttribute("class", kind);
+      svg.appendChild(rule);
+    }
     if (xy.length) {
       const area = document.createElementNS(ns, "polygon");
       area.setAttribute("points", xy[0][0].toFixed(1) + ",60 " + line + " " + xy[xy.length - 1][0].toFixed(1) + ",60");
@@ -54,8 +61,20 @@
     const fmt = (v) => (v === null ? "no data" : number.format(Math.round(v * 100) / 100) + unit);
     const summary = "now " + fmt(current) + ", peak " + fmt(peak);
     svg.setAttribute("aria-label", label + ": " + summary);
-    svg.parentElement.querySelector(".chart-values").textContent = summary;
+    const figure = svg.closest("figure");
+    figure.querySelector(".chart-values").textContent = summary;
+    // The value axis runs from 0 to the top of the line; the time axis from the span's start to now.
+    figure.querySelector(".y-max").textContent = number.format(Math.round(top * 100) / 100) + unit;
+    figure.querySelector(".y-min").textContent = "0";
+    const start = figure.querySelector(".x-start");
+    const end = figure.querySelector(".x-end");
+    start.textContent = clock(now - span);
+    start.dateTime = new Date(now - span).toISOString();
+    end.textContent = clock(now);
+    end.dateTime = new Date(now).toISOString();
   }
+
+  const clock = (t) => new Date(t).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
 
   function renderWindows(windows) {
     const body = $("windows-body");

@@ -15,6 +15,21 @@
       "Something in this order does not add up, so we could not take the payment. Nothing was charged; please contact support.",
   };
   const FALLBACK_REASON = "We could not complete the payment. Nothing was charged; please try again.";
+  // What the shopper can do next, by reason; "retry" offers a new payment of the same order.
+  const NEXT_STEPS = {
+    insufficient_balance: { text: "Add money to your wallet, then try again.", retry: true },
+    out_of_stock: { text: "Go back to your cart to change the order; this one cannot be paid as it is.", retry: false },
+    order_not_payable: { text: "Check the order's status in your account.", retry: false },
+    invalid_order: { text: "Contact support with your order number.", retry: false },
+    gateway_payment_failed: { text: "Pay again from the shop's checkout.", retry: false },
+    gateway_payment_not_found: { text: "Pay again from the shop's checkout.", retry: false },
+    amount_mismatch: { text: "Pay again from the shop's checkout; any amount taken was refunded.", retry: false },
+    gateway_payment_refunded: { text: "Pay again from the shop's checkout.", retry: false },
+  };
+  const FALLBACK_NEXT = { text: "You can try the payment again.", retry: true };
+  // Remembered per order in this browser, so the shop's link to an order already paid (or being
+  // paid) shows that payment instead of offering to pay again.
+  const jobKey = (order) => "pq.job." + order;
   const HEADLINES = {
     queued: "Waiting in line",
     processing: "Processing your payment",
@@ -26,7 +41,7 @@
   const number = new Intl.NumberFormat();
   let token = PQ.takeToken(TOKEN_KEY, ["job", "order", "api"]);
   let jobId = PQ.fragment.get("job") || "";
-  const orderId = PQ.fragment.get("order") || "";
+  let orderId = PQ.fragment.get("order") || "";
   let firstPosition = 0;
   let lastStatus = "";
   let lastAnnouncedAt = 0;
@@ -42,7 +57,9 @@
     $("problem").hidden = !text;
   }
 
+  // null: the service has no measured rate (just started, or stalled), so no wait is promised.
   function waitText(seconds) {
+    if (seconds === null || seconds === undefined) return "not known yet";
     if (seconds < 1) return "less than a second";
     if (seconds < 60) return "about " + Math.round(seconds) + (Math.round(seconds) === 1 ? " second" : " seconds");
     const minutes = Math.round(seconds / 60);
@@ -54,6 +71,7 @@
     $("tracker").hidden = false;
     $("order-line").hidden = false;
     $("order-id").textContent = "#" + job.order_id;
+    if (!orderId) orderId = String(job.order_id);
     $("state").textContent = HEADLINES[status] || status;
     $("state").dataset.status = status;
     const bar = $("bar");
@@ -66,10 +84,16 @@
       bar.value = status === "processing" ? 90 : Math.round(5 + 80 * moved);
       facts.hidden = false;
       $("position").textContent = number.format(position);
-      $("eta").textContent = waitText(job.eta_seconds || 0);
+      const known = job.eta_seconds !== null && job.eta_seconds !== undefined;
+      $("eta").textContent = known ? waitText(job.eta_seconds) : "Not known yet";
       $("detail").textContent =
-        status === "processing" ? "The payment provider is confirming your payment." : "Please keep this page open.";
-      const line = "You are number " + number.format(position) + " in line, " + waitText(job.eta_seconds || 0) + " to go.";
+        status === "processing"
+          ? "The payment provider is confirming your payment."
+          : known
+            ? "Please keep this page open."
+            : "The line is not moving right now, so we can't estimate the wait. Your place is kept; please keep this page open.";
+      const line = "You are number " + number.format(position) + " in line, " +
+        (known ? waitText(job.eta_seconds) + " to go." : "the wait is not known yet.");
       // Say the place in line when the state changes, then at most every 15 seconds.
       if (status !== lastStatus) announce(HEADLINES[status] + ". " + line);
       else if (Date.now() - lastAnnouncedAt > 15000) announce(line);
@@ -82,10 +106,35 @@
       } else {
         $("detail").textContent = REASONS[job.reason] || FALLBACK_REASON;
         $("detail").dataset.reason = job.reason || "";
+        const next = NEXT_STEPS[job.reason] || FALLBACK_NEXT;
+        $("next-step").textContent = next.text;
+        $("next-step").hidden = false;
+        $("retry").hidden = !next.retry;
+        $("retry").disabled = false;
       }
-      if (status !== lastStatus) announce(HEADLINES[status] + ". " + $("detail").textContent);
+      if (status !== lastStatus) {
+        const next = status === "failed" ? " " + $("next-step").textContent : "";
+        announce(HEADLINES[status] + ". " + $("detail").textContent + next);
+      }
     }
     lastStatus = status;
+  }
+
+  // An order the service says is not payable any more: what it is, never a Pay button.
+  function showClosed(orderStatus) {
+    $("pay-form").hidden = true;
+    $("tracker").hidden = false;
+    $("order-line").hidden = false;
+    $("order-id").textContent = "#" + orderId;
+    $("queue-facts").hidden = true;
+    $("bar").value = 100;
+    const paid = orderStatus === "paid";
+    $("state").textContent = paid ? "Paid" : "Order " + (orderStatus || "closed");
+    $("state").dataset.status = paid ? "succeeded" : "failed";
+    $("detail").textContent = paid
+      ? "Order #" + orderId + " is already paid. Nothing more was charged."
+      : "Order #" + orderId + " is " + (orderStatus || "closed") + ", so it cannot be paid. Nothing was charged.";
+    announce($("state").textContent + ". " + $("detail").textContent);
   }
 
   async function poll() {
@@ -113,6 +162,13 @@
       return;
     }
     if (answer.status === 404) {
+      if (orderId && localStorage.getItem(jobKey(orderId)) === jobId) {
+        // A remembered job this token cannot see (another shopper's, or gone): offer the order again.
+        localStorage.removeItem(jobKey(orderId));
+        jobId = "";
+        start();
+        return;
+      }
       problem("We can't find this payment. Check the link you followed.");
       return;
     }
@@ -125,17 +181,20 @@
   function follow(id) {
     jobId = id;
     PQ.setFragment({ job: id });
+    if (orderId) localStorage.setItem(jobKey(orderId), id);
     $("pay-form").hidden = true;
     $("tracker").hidden = false;
+    $("next-step").hidden = true;
+    $("retry").hidden = true;
     poll();
   }
 
-  async function pay(event) {
-    event.preventDefault();
-    const button = $("pay-button");
+  async function pay(event, button = $("pay-button")) {
+    if (event) event.preventDefault();
     button.disabled = true;
     problem("");
-    // One key per order in this tab: a retried click replays the same job instead of a second one.
+    // One key per attempt at an order in this tab: a retried click replays the same job instead
+    // of a second one; "Try again" after a failure starts a new attempt with a new key.
     const keyName = "pq.key." + orderId;
     const key = sessionStorage.getItem(keyName) || PQ.newKey("progress-page-" + orderId);
     sessionStorage.setItem(keyName, key);
@@ -156,7 +215,8 @@
     } else if (error && error.code === "payment_in_progress" && error.details && error.details.job_id) {
       follow(error.details.job_id);
     } else if (error && error.code === "order_not_payable") {
-      problem("This order is already " + ((error.details && error.details.order_status) || "closed") + ".");
+      localStorage.removeItem(jobKey(orderId));
+      showClosed(error.details && error.details.order_status);
     } else if (answer.status === 401) {
       problem("Your sign-in has expired. Sign in again to pay.");
     } else {
@@ -165,9 +225,17 @@
     }
   }
 
+  function retry() {
+    // The failed attempt's key would replay the failed job: a new attempt needs a new key.
+    sessionStorage.removeItem("pq.key." + orderId);
+    lastStatus = "";
+    pay(null, $("retry"));
+  }
+
   function start() {
-    if (jobId) {
-      follow(jobId);
+    const remembered = orderId && !jobId ? localStorage.getItem(jobKey(orderId)) : null;
+    if (jobId || remembered) {
+      follow(jobId || remembered);
     } else if (orderId) {
       $("pay-order").textContent = "#" + orderId;
       $("pay-form").hidden = false;
@@ -177,6 +245,7 @@
     }
   }
 
+  $("retry").addEventListener("click", retry);
   if (token) {
     start();
   } else {

@@ -31,11 +31,14 @@ def job_view(app: App, row: dict[str, Any]) -> dict[str, Any]:
         app.throughput.observe(row["finished"])
         # Never increases: queue_seq is fixed and the finished counter only grows.
         position = max(1, row["queue_seq"] - row["finished"])
-        eta_s = position / app.throughput.rate()
+        # No measured rate (just started, or stalled): no ETA, rather than a guess.
+        per_s = app.throughput.rate()
+        eta_s = position / (per_s or app.settings.assumed_payments_per_s)
         # Come back when the job is about due: at 5,000 waiting shoppers every extra poll is load
         # on the API and the database that the payments themselves need.
         poll_ms = int(min(app.settings.poll_max_ms, max(app.settings.poll_min_ms, eta_s * 1000 * POLL_AT_ETA)))
-        view |= {"position": position, "eta_seconds": round(eta_s, 1), "poll_after_ms": poll_ms}
+        eta = round(eta_s, 1) if per_s else None
+        view |= {"position": position, "eta_seconds": eta, "poll_after_ms": poll_ms}
     elif status == JobStatus.FAILED:
         view["reason"] = row["reason"]
     elif status == JobStatus.SUCCEEDED:

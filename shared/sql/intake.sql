@@ -30,7 +30,8 @@ BEGIN
     -- the proxy sees only the call), so every check below is exact and the insert cannot lose a race
     -- on the user's key or order. An insert that lost one would still consume a queue number
     -- (sequences never roll back) and inflate every later position.
-    PERFORM pg_advisory_xact_lock(hashtextextended(p_user_id, 0));
+    -- (The two-key form: a lock space of its own, apart from the migration runner's one-key lock.)
+    PERFORM pg_advisory_xact_lock(x'50514551'::integer, hashtext(p_user_id));  -- "PQEQ", the user
     finished := pq_finished_count();
 
     SELECT * INTO v_job FROM payment_jobs j

@@ -56,3 +56,8 @@ def test_small_flash_sale_runs_both_designs_with_every_invariant_zero(tmp_path: 
     assert gateway["peak_rps_observed"] <= gateway["limit_rps"] + gateway["burst"]
     assert out.with_suffix(".png").stat().st_size > 10_000
     assert "Flash sale: 200 shoppers" in out.with_suffix(".md").read_text()
+    # The terminal gets a short summary with every goal judged (the JSON goes to the file only),
+    # and the benchmark's databases are gone
+    assert "Goals:" in run.stdout and "invariants all 0" in run.stdout
+    assert '"invariants"' not in run.stdout and "None" not in run.stdout
+    assert not (ROOT / ".data" / "bench").exists()

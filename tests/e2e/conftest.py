@@ -3,6 +3,7 @@ headless Chromium for the page tests."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -24,6 +25,7 @@ import pytest
 from local.auth import LocalIssuer
 from local.config import LocalSettings
 from shared.db import Database
+from tests.conftest import require_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
@@ -40,6 +42,17 @@ CHROMIUM_ARGS = [
 ]
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """SIGTERM (`timeout make test`, a CI job cancelled) ends the session as Ctrl-C does: the
+    fixtures' teardown runs and stops every runtime, instead of the process dying on the spot."""
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _interrupt)
+
+
 @dataclass
 class Runtime:
     base: str
@@ -48,6 +61,7 @@ class Runtime:
     output: Path
     env: dict[str, str]
     logs: Path
+    process: subprocess.Popen[bytes]
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     def request(
@@ -70,8 +84,9 @@ class Runtime:
         with open(self.logs / f"test-processor-{len(self.workers) + 1}.log", "ab") as out:
             self.workers.append(
                 subprocess.Popen(
-                    [sys.executable, "-m", "local.workers", "processor"],
-                    env=self.env,
+                    # local.child: the worker dies with this test process, however that ends.
+                    [sys.executable, "-m", "local.child", "local.workers", "processor"],
+                    env=self.env | {"PQ_SUPERVISOR_PID": str(os.getpid())},
                     cwd=ROOT,
                     stdout=out,
                     stderr=subprocess.STDOUT,
@@ -85,35 +100,68 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@contextmanager
-def launch(database_url: str, data_dir: Path, **settings: str) -> Iterator[Runtime]:
-    """Start `python -m local.run` with PQ_* overrides; wait for its banner; stop it afterwards."""
-    port = _free_port()
+def stop(proc: subprocess.Popen[bytes], timeout_s: float = 30) -> None:
+    """Stop a runtime as an operator would, with SIGTERM (SIGINT is ignored in a background job,
+    `make test &`); if it does not stop in time, kill its whole process group, children included."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def spawn_runtime(env: dict[str, str], output: Path) -> subprocess.Popen[bytes]:
+    """`python -m local.run` in a session of its own: its children are in its process group, so
+    stop() can take them all, and a Ctrl-C at the test's terminal reaches only pytest (whose
+    teardown then stops the runtime)."""
+    with open(output, "wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "local.run"],
+            env=env,
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def runtime_env(database_url: str, data_dir: Path, **settings: str) -> dict[str, str]:
     env = os.environ | {
         "DATABASE_URL": database_url,
         "PQ_DATA_DIR": str(data_dir),
-        "PQ_API_PORT": str(port),
+        "PQ_API_PORT": str(_free_port()),
+        "PQ_GATEWAY_SIM_PORT": str(_free_port()),
         "PQ_WORKERS": "2",
         "PQ_API_WORKERS": "2",
         "PYTHONPATH": str(ROOT),
     }
-    env |= settings
+    return env | settings
+
+
+def wait_until_running(proc: subprocess.Popen[bytes], output: Path, timeout_s: float = 90) -> None:
+    deadline = time.monotonic() + timeout_s
+    while "Payment Queue is running" not in output.read_text():
+        assert proc.poll() is None, output.read_text()
+        assert time.monotonic() < deadline, output.read_text()
+        time.sleep(0.2)
+
+
+@contextmanager
+def launch(database_url: str, data_dir: Path, **settings: str) -> Iterator[Runtime]:
+    """Start `python -m local.run` with PQ_* overrides; wait for its banner; stop it afterwards."""
+    env = runtime_env(database_url, data_dir, **settings)
     output = data_dir / "run.out"
-    with open(output, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "local.run"], env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT
-        )
+    proc = spawn_runtime(env, output)
     rt: Runtime | None = None
     try:
-        deadline = time.monotonic() + 90
-        while "Payment Queue is running" not in output.read_text():
-            assert proc.poll() is None, output.read_text()
-            assert time.monotonic() < deadline, output.read_text()
-            time.sleep(0.2)
+        wait_until_running(proc, output)
         local = LocalSettings(data_dir=data_dir)
         issuer = LocalIssuer(data_dir / "jwt" / "signing-key.pem", local.jwt_issuer, local.jwt_audience)
-        db = Database(lambda: database_url, statement_timeout_ms=10_000, connect_timeout_s=5)
-        rt = Runtime(f"http://127.0.0.1:{port}", db, issuer, output, env, data_dir / "logs")
+        db = Database(lambda: database_url, connect_timeout_s=5)
+        rt = Runtime(f"http://127.0.0.1:{env['PQ_API_PORT']}", db, issuer, output, env, data_dir / "logs", proc)
         yield rt
         db.close()
     finally:
@@ -124,11 +172,7 @@ def launch(database_url: str, data_dir: Path, **settings: str) -> Iterator[Runti
                 worker.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 worker.kill()
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc)
     assert "stopped" in output.read_text()
 
 
@@ -153,12 +197,15 @@ def find_chromium() -> str | None:
     return None
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """Headless Chromium driven by Playwright; the tests skip, saying why, when there is none."""
+    """Headless Chromium driven by Playwright; the tests skip, saying why, when there is none.
+
+    Module-scoped: Playwright's sync API keeps an event loop running in this thread while it is open,
+    and every later test that calls asyncio.run() would fail on it."""
     executable = find_chromium()
-    if executable is None:
-        pytest.skip(NO_BROWSER)
+    require_tool(executable is not None, NO_BROWSER)
+    assert executable is not None
     from playwright.sync_api import sync_playwright
 
     ARTIFACTS.mkdir(exist_ok=True)

@@ -5,10 +5,12 @@ against the OpenAPI document generated from the handlers, and no secret or token
 from __future__ import annotations
 
 import base64
+import gzip
 import hashlib
 import hmac
 import json
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -602,3 +604,192 @@ def test_logs_of_a_run_with_gateway_calls_hold_no_gateway_secret_and_no_jwt(rt: 
     for secret in secrets:
         assert secret not in logs
     assert JWT_PATTERN.findall(logs) == []
+
+
+# --- the protocol's edges: what never reaches a route ----------------------------------------
+
+SECRET_LOOKING = "Bearer eyJhbGciOiJSUzI1NiJ9.c2VjcmV0LXRva2VuLXBhcnQ.c2lnbmF0dXJl"
+
+
+def _connect(rt: Runtime) -> socket.socket:
+    host, port = rt.base.removeprefix("http://").split(":")
+    return socket.create_connection((host, int(port)), timeout=15)
+
+
+def _read_all(sock: socket.socket) -> bytes:
+    """Everything the server sends until it closes the connection."""
+    chunks = []
+    while chunk := sock.recv(65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _parse(raw: bytes) -> tuple[int, dict[str, str], bytes]:
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in lines[1:])
+    return int(lines[0].split()[1]), {k.lower(): v for k, v in headers.items()}, body
+
+
+def _exchange(rt: Runtime, data: bytes) -> tuple[int, dict[str, str], bytes, float]:
+    started = time.monotonic()
+    with _connect(rt) as sock:
+        sock.sendall(data)
+        raw = _read_all(sock)
+    status, headers, body = _parse(raw)
+    return status, headers, body, time.monotonic() - started
+
+
+def _request_head(method: str, path: str, token: str, extra: str = "", length: int | None = None) -> bytes:
+    head = f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n"
+    head += "Idempotency-Key: edge-1\r\nContent-Type: application/json\r\n" + extra
+    if length is not None:
+        head += f"Content-Length: {length}\r\n"
+    return (head + "\r\n").encode()
+
+
+def test_a_half_sent_body_is_refused_and_its_connection_closed_within_seconds(rt: Runtime) -> None:
+    # Given twenty clients that each send a payment's headers and half its body, then stall
+    token = rt.issuer.issue(USER)
+    before = snapshot(rt.db)
+    started = time.monotonic()
+    socks = []
+    for _ in range(20):
+        sock = _connect(rt)
+        sock.sendall(_request_head("POST", P, token, length=40) + b'{"order_id": 1,')
+        socks.append(sock)
+    # When the server's read timeout passes
+    answers = [_parse(_read_all(sock)) for sock in socks]
+    took = time.monotonic() - started
+    for sock in socks:
+        sock.close()
+    # Then every one got our 408 and its connection closed, within seconds, and nothing changed
+    assert took < 12, took
+    for status, headers, body in answers:
+        assert status == 408 and headers["content-type"].startswith("application/json")
+        assert json.loads(body)["error"]["code"] == "request_timeout"
+    assert snapshot(rt.db) == before
+
+
+def test_headers_never_finished_lose_the_connection_within_seconds(rt: Runtime) -> None:
+    started = time.monotonic()
+    with _connect(rt) as sock:
+        sock.sendall(b"POST /v1/payments HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bear")
+        assert _read_all(sock) == b""
+    assert time.monotonic() - started < 12
+
+
+def test_an_unauthorized_half_sent_body_is_answered_and_closed_at_once(rt: Runtime) -> None:
+    status, _, body, took = _exchange(rt, _request_head("POST", P, "not.a.jwt", length=1000) + b"{")
+    assert (status, json.loads(body)["error"]["code"]) == (401, "unauthorized")
+    assert took < 2, took
+
+
+PROTOCOL_ERRORS = [
+    (
+        "header longer than the server takes",
+        f"GET /v1/metrics HTTP/1.1\r\nHost: x\r\nX-Trace: {SECRET_LOOKING}{'a' * 9000}\r\n\r\n",
+        {400, 431},
+    ),
+    (
+        "bare CR inside a header",
+        f"GET /v1/metrics HTTP/1.1\r\nHost: x\r\nAuthorization: {SECRET_LOOKING}\rX-Evil: 1\r\n\r\n",
+        {400},
+    ),
+    (
+        "bare LF between headers",
+        f"GET /v1/metrics HTTP/1.1\r\nHost: x\nAuthorization: {SECRET_LOOKING}\r\n\r\n",
+        {400},
+    ),
+    (
+        "conflicting Content-Length",
+        f"POST /v1/payments HTTP/1.1\r\nHost: x\r\nAuthorization: {SECRET_LOOKING}\r\n"
+        "Content-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
+        {400},
+    ),
+    (
+        "Content-Length and chunked together",
+        f"POST /v1/payments HTTP/1.1\r\nHost: x\r\nAuthorization: {SECRET_LOOKING}\r\n"
+        "Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        {400},
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "request_text", "statuses"), PROTOCOL_ERRORS, ids=[e[0] for e in PROTOCOL_ERRORS])
+def test_a_protocol_error_gets_our_json_error_and_echoes_nothing(
+    rt: Runtime, name: str, request_text: str, statuses: set[int]
+) -> None:
+    # When a request that is not valid HTTP/1.1 arrives
+    status, headers, body, _ = _exchange(rt, request_text.encode("latin-1"))
+    # Then it gets a 4xx in our error shape, the connection closes, and nothing it sent comes back
+    assert status in statuses, (name, status, body)
+    assert headers["content-type"].startswith("application/json"), (name, headers)
+    error = json.loads(body)
+    assert set(error) == {"error"} and error["error"]["code"] in {"bad_request", "headers_too_large"}, error
+    assert SECRET_LOOKING[7:20] not in body.decode() and "X-" not in body.decode(), body
+    assert headers["server"] == "payment-queue-local"
+
+
+def test_no_answer_names_the_server_software_or_its_version(rt: Runtime) -> None:
+    for path in ("/v1/metrics", "/static/progress.html", "/nowhere"):
+        with (
+            urllib.request.urlopen(rt.base + path, timeout=10) if path.startswith("/static") else _quiet(rt, path) as r
+        ):
+            server = r.headers["Server"]
+        assert server == "payment-queue-local", (path, server)
+
+
+def _quiet(rt: Runtime, path: str) -> Any:
+    """An answer, error or not, as a response object."""
+    try:
+        return urllib.request.urlopen(rt.base + path, timeout=10)
+    except urllib.error.HTTPError as err:
+        return err
+
+
+@pytest.mark.parametrize(
+    ("token", "words"),
+    [
+        ("expired", "the token has expired"),
+        ("wrong_audience", "the token is for another audience"),
+        ("wrong_issuer", "the token is from another issuer"),
+        ("garbage", "the token is not a well-formed JWT"),
+        ("forged", "the token's signature does not verify"),
+        ("no_subject", "the token lacks a required claim"),
+    ],
+)
+def test_a_refused_token_is_explained_in_words_not_library_class_names(
+    rt: Runtime, world: dict[str, Any], token: str, words: str
+) -> None:
+    status, body = send(rt, "GET", "/v1/metrics", world["tokens"][token])
+    assert status == 401 and words in body["error"]["message"], body
+    assert not re.search(r"[A-Z][a-z]+[A-Z][A-Za-z]*Error", body["error"]["message"]), body
+
+
+@pytest.mark.parametrize(
+    ("encoding", "body"),
+    [
+        ("gzip", b"\x1f\x8b\x08\x00broken"),
+        ("deflate", b"\x78\x9cnot deflate"),
+        ("gzip", gzip.compress(b'{"order_id": 1, "method": "wallet"}')),
+    ],
+    ids=["broken gzip", "broken deflate", "valid gzip"],
+)
+def test_a_compressed_body_reaches_the_handler_undecoded_as_api_gateway_passes_it(
+    rt: Runtime, world: dict[str, Any], encoding: str, body: bytes
+) -> None:
+    # Given a body with a Content-Encoding (HTTP APIs do not decompress request bodies)
+    before = snapshot(rt.db)
+    # When it is posted
+    status, answer = send(
+        rt,
+        "POST",
+        P,
+        world["tokens"]["user"],
+        body,
+        {"Idempotency-Key": f"enc-{uuid.uuid4()}", "Content-Encoding": encoding},
+    )
+    # Then the handler refuses the bytes as it refuses any body that is not JSON, and nothing changed
+    assert status == 400 and answer["error"]["code"] in {"invalid_body", "invalid_json"}, answer
+    assert snapshot(rt.db) == before

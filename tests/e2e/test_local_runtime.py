@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
+import signal
+import socket
 import subprocess
+import sys
 import time
+import uuid
+from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
-from tests.e2e.conftest import Runtime
+from tests.e2e.conftest import ROOT, Runtime, _free_port, runtime_env, stop, wait_until_running
 
 pytestmark = pytest.mark.e2e
 
@@ -89,3 +97,191 @@ def test_someone_elses_job_is_not_found_and_bad_tokens_are_refused(runtime: Runt
     while runtime.db.fetch_one("SELECT count(*) n FROM pgmq.q_payment_events") != {"n": 0}:
         assert time.monotonic() < deadline
         time.sleep(0.2)
+
+
+# --- starting whole or not at all, and stopping whole ------------------------------------------
+
+
+def _run_once(env: dict[str, str], timeout_s: float = 60) -> tuple[int, str, str, float]:
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "local.run"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
+    return done.returncode, done.stdout, done.stderr, time.monotonic() - started
+
+
+def _listening() -> socket.socket:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    return sock
+
+
+@pytest.mark.parametrize("setting", ["PQ_API_PORT", "PQ_GATEWAY_SIM_PORT"])
+def test_a_busy_port_fails_the_run_at_once_with_one_line_naming_it(tmp_path: Path, setting: str) -> None:
+    # Given another server listening on the port the run wants (no database is even needed)
+    with _listening() as other:
+        port = other.getsockname()[1]
+        env = runtime_env("postgresql://nobody@127.0.0.1:1/none", tmp_path) | {setting: str(port)}
+        # When the run starts
+        code, out, err, took = _run_once(env)
+    # Then it refuses in a moment, in one line naming the port and the setting, and starts nothing
+    assert code == 1 and took < 10, (out, err)
+    assert err.strip().count("\n") == 0 and "Traceback" not in err, err
+    assert f"127.0.0.1:{port} is already in use" in err and setting in err, err
+    assert "starting" not in out and not (tmp_path / "logs").exists()
+
+
+def test_an_unreachable_database_url_is_one_line_without_its_password(tmp_path: Path) -> None:
+    with _listening() as closed:
+        port = closed.getsockname()[1]
+    env = runtime_env(f"postgresql://payments:s3cret-pw@127.0.0.1:{port}/payments", tmp_path)
+    code, out, err, _ = _run_once(env)
+    assert code == 1, (out, err)
+    assert err.strip().count("\n") == 0 and "Traceback" not in err, err
+    assert f"cannot reach the database at 127.0.0.1:{port}/payments (DATABASE_URL)" in err, err
+    assert "s3cret-pw" not in out + err
+
+
+def test_a_child_that_fails_to_start_fails_the_run_with_its_log_tail(database_url: str, tmp_path: Path) -> None:
+    # Given a setting every function process refuses
+    env = runtime_env(database_url, tmp_path) | {"PQ_POLL_MIN_MS": "not-a-number"}
+    # When the run starts
+    code, out, err, took = _run_once(env, timeout_s=90)
+    # Then it fails naming the child and showing the end of that child's log, with the cause in it
+    assert code == 1 and took < 60, (out, err)
+    assert "exited with code 1 while starting" in err and "last lines of" in err, err
+    assert "poll_min_ms" in err, err
+    assert "stopped" in out and "Payment Queue is running" not in out
+
+
+def _descendants(proc: subprocess.Popen[bytes]) -> list[psutil.Process]:
+    return [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+
+
+def _all_gone(processes: list[psutil.Process], timeout_s: float = 20) -> list[str]:
+    _, alive = psutil.wait_procs(processes, timeout=timeout_s)
+    return [" ".join(p.cmdline()) for p in alive if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_run_started_with_sigint_ignored_stops_whole_on_either_signal(
+    database_url: str, tmp_path: Path, sig: signal.Signals
+) -> None:
+    # Given a run started as a background job starts it: SIGINT ignored (make test &, nohup ... &)
+    env = runtime_env(database_url, tmp_path)
+    output = tmp_path / "run.out"
+    with open(output, "wb") as out:
+        proc = subprocess.Popen(
+            ["bash", "-c", f'trap "" INT; exec "{sys.executable}" -m local.run'],
+            env=env,
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        wait_until_running(proc, output)
+        processes = _descendants(proc)
+        assert len(processes) >= 6  # supervisor, simulator, 2 API, 2 processors, notifier
+        # When the signal arrives
+        proc.send_signal(sig)
+        # Then every process of the run has ended, the run said so, and the ports are free again
+        assert _all_gone(processes) == []
+        assert proc.wait(timeout=5) == 0 and "stopped" in output.read_text()
+        for setting in ("PQ_API_PORT", "PQ_GATEWAY_SIM_PORT"):
+            with socket.socket() as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                probe.bind(("127.0.0.1", int(env[setting])))
+    finally:
+        stop(proc)
+
+
+def test_while_a_run_is_up_a_second_run_and_a_reset_are_refused(runtime: Runtime, tmp_path: Path) -> None:
+    # Given a running system, When a second run starts on the same data directory (other ports)
+    second = runtime.env | {"PQ_API_PORT": str(_free_port()), "PQ_GATEWAY_SIM_PORT": str(_free_port())}
+    code, out, err, took = _run_once(second)
+    # Then it is refused at once, naming the running supervisor
+    assert code == 1 and took < 10, (out, err)
+    assert f"already running on {runtime.env['PQ_DATA_DIR']} (process {runtime.process.pid})" in err, err
+    # When make reset runs
+    reset = subprocess.run(
+        [sys.executable, "-m", "local.admin", "reset"],
+        env=runtime.env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    # Then it is refused too, and the system still answers with the key it had
+    assert reset.returncode == 1 and "stop it first" in reset.stderr, reset.stderr
+    assert (Path(runtime.env["PQ_DATA_DIR"]) / "jwt" / "signing-key.pem").exists()
+    status, _ = runtime.request("GET", "/v1/queue/status", runtime.issuer.issue("ops", scopes=("payments/operator",)))
+    assert status == 200
+
+
+def test_make_token_on_a_system_never_started_makes_no_key(tmp_path: Path) -> None:
+    env = os.environ | {"PQ_DATA_DIR": str(tmp_path), "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-m", "local.token"], env=env, cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 1 and "start the system once with make run" in done.stderr
+    assert done.stdout == "" and not (tmp_path / "jwt").exists()
+
+
+def _marked(mark: str) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if proc.environ().get("PQ_TEST_MARK") == mark:
+                found.append(proc)
+        except psutil.Error:
+            continue
+    return found
+
+
+@pytest.mark.parametrize("how", ["completes", "is sent SIGTERM"])
+def test_a_test_run_in_the_background_leaves_no_process_behind(pg_admin_url: str, template_url: str, how: str) -> None:
+    # Given an e2e test run as `setsid make test &` would run it: no terminal, SIGINT ignored
+    mark = uuid.uuid4().hex
+    env = os.environ | {"TEST_DATABASE_ADMIN_URL": pg_admin_url, "PQ_TEST_MARK": mark, "PYTHONPATH": str(ROOT)}
+    inner = subprocess.Popen(
+        [
+            "bash",
+            "-c",
+            f'trap "" INT; exec "{sys.executable}" -m pytest -q -p no:cacheprovider '
+            "tests/e2e/test_local_runtime.py::test_printed_curl_pays_the_demo_order",
+        ],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        if how == "is sent SIGTERM":
+            # When it is stopped while its runtime is up
+            deadline = time.monotonic() + 60
+            while not any("local.child" in " ".join(p.cmdline()) for p in _marked(mark)):
+                assert inner.poll() is None and time.monotonic() < deadline
+                time.sleep(0.2)
+            inner.send_signal(signal.SIGTERM)
+        # When it ends
+        output = inner.communicate(timeout=120)[0].decode(errors="replace")
+        if how == "completes":
+            assert inner.returncode == 0, output
+        # Then nothing it started is still running
+        left = [" ".join(p.cmdline()) for p in _marked(mark) if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+        assert left == [], output[-3000:]
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(inner.pid, signal.SIGKILL)
+        for proc in _marked(mark):
+            with contextlib.suppress(psutil.Error):
+                proc.kill()

@@ -1,4 +1,4 @@
-"""Synthesizes the three environments once per session, without pip-installing dependencies.
+"""The three environments' stacks, synthesized once per session (`cloud_assembly`, tests/conftest.py).
 
 cfn-lint starts in the background as soon as the templates exist, so it runs while the
 assertion tests do; `test_infra_guards` collects its result.
@@ -16,7 +16,7 @@ import pytest
 from aws_cdk import assertions, cx_api
 
 from infra import config as cfg
-from infra.synth import cfn_lint_command, load_cdk_context, synth, template_paths
+from infra.synth import cfn_lint_command, load_cdk_context, template_paths
 
 ENVIRONMENTS = tuple(cfg.ENVIRONMENTS)
 
@@ -80,11 +80,6 @@ DEPLOYER_CONTEXT = {
     "pq:cashfree-secret-name": "payment-queue/cashfree",
     "pq:cors-origins": "https://shop.example.com,https://ops.example.com",
 }
-
-
-@pytest.fixture(scope="session")
-def cloud_assembly(tmp_path_factory: pytest.TempPathFactory) -> cx_api.CloudAssembly:
-    return synth("all", tmp_path_factory.mktemp("cdk.out"), install_dependencies=False, extra_context=DEPLOYER_CONTEXT)
 
 
 @pytest.fixture(scope="session")

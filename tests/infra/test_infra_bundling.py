@@ -16,7 +16,7 @@ import pytest
 
 from infra.build_assets import BUILD_ROOT, REQUIREMENTS, build_dependencies, build_function_code, dependencies_dir
 
-# What the layer must hold whatever else requirements-lambda.txt lists.
+# What the layer must hold whatever else requirements-lambda.lock lists.
 FALLBACK_REQUIREMENTS = "psycopg2-binary==2.9.13\n"
 
 

@@ -65,6 +65,14 @@ def test_database_functions_reach_postgres_through_the_proxy_over_tls(stack: Syn
     assert not any(key.startswith("PQ_DB_") for key in _environment(stack, "notify"))
 
 
+def test_each_database_function_names_its_sessions(stack: Synthesized) -> None:
+    # pg_stat_activity and the server log tell the functions' sessions apart (the AWS-shaped run
+    # checks the statements of each one)
+    names = [_environment(stack, name)["PQ_DB_APPLICATION_NAME"] for name in DATABASE_FUNCTIONS]
+
+    assert names == [f"pq-{name}" for name in DATABASE_FUNCTIONS]
+
+
 def test_senders_and_publishers_get_the_queue_and_bus_they_use(stack: Synthesized) -> None:
     for sender in ("enqueue", "sweeper"):
         variables = _environment(stack, sender)
@@ -290,12 +298,12 @@ def test_dependency_layer_is_built_from_requirements_lambda(
     cloud_assembly: cx_api.CloudAssembly, dev: Synthesized
 ) -> None:
     _, layer = dev.only(
-        "AWS::Lambda::LayerVersion", Description="requirements-lambda.txt installed for arm64 / CPython 3.12"
+        "AWS::Lambda::LayerVersion", Description="requirements-lambda.lock installed for arm64 / CPython 3.12"
     )
     staged = asset_dir(cloud_assembly, layer)
 
     assert layer["Properties"]["CompatibleRuntimes"] == ["python3.12"]
     assert layer["Properties"]["CompatibleArchitectures"] == ["arm64"]
-    requirements = REPO_ROOT / "requirements-lambda.txt"
+    requirements = REPO_ROOT / "requirements-lambda.lock"
     if requirements.is_file():
-        assert (staged / "python" / "requirements-lambda.txt").read_text() == requirements.read_text()
+        assert (staged / "python" / "requirements-lambda.lock").read_text() == requirements.read_text()

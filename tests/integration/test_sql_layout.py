@@ -87,7 +87,7 @@ def old_release_url(pg_admin_url: str) -> Iterator[str]:
     name = f"t_upgrade_{uuid.uuid4().hex[:10]}"
     _admin_exec(pg_admin_url, f"CREATE DATABASE {name}")
     url = _url(pg_admin_url, name)
-    db = Database(lambda: url, statement_timeout_ms=60_000, connect_timeout_s=10)
+    db = Database(lambda: url, connect_timeout_s=10)
     with tarfile.open(PREVIOUS_RELEASE) as archive, db.transaction() as cur:
         cur.execute(
             """CREATE TABLE schema_migrations (

@@ -40,24 +40,43 @@ def test_unusable_idempotency_keys_are_refused(key: str | None) -> None:
     assert err.value.status == 400
 
 
-def test_throughput_falls_back_until_a_second_of_samples_exists() -> None:
-    estimator = ThroughputEstimator(fallback_per_s=500.0)
+def test_throughput_is_unknown_until_a_second_of_samples_shows_progress() -> None:
+    estimator = ThroughputEstimator()
     estimator.observe(100, now=0.0)
-    assert estimator.rate() == 500.0
+    assert estimator.rate(now=0.0) is None
     estimator.observe(400, now=2.0)
-    assert estimator.rate() == pytest.approx(150.0)
+    assert estimator.rate(now=2.0) == pytest.approx(150.0)
 
 
 def test_throughput_forgets_samples_older_than_its_window() -> None:
-    estimator = ThroughputEstimator(fallback_per_s=1.0)
+    estimator = ThroughputEstimator()
     estimator.observe(0, now=0.0)
     estimator.observe(6000, now=60.0)
     estimator.observe(6100, now=61.0)
-    assert estimator.rate() == pytest.approx(100.0)
+    assert estimator.rate(now=61.0) == pytest.approx(100.0)
 
 
-def _app(rate: float) -> Any:
-    estimator = ThroughputEstimator(fallback_per_s=rate)
+def test_a_stalled_queue_has_no_throughput_even_with_progress_earlier_in_the_window() -> None:
+    # Given a minute that started fast, then nothing finished for longer than the stall limit
+    estimator = ThroughputEstimator()
+    estimator.observe(0, now=0.0)
+    estimator.observe(500, now=5.0)
+    for t in range(6, 5 + int(ThroughputEstimator.STALL_S) + 3):
+        estimator.observe(500, now=float(t))
+    # Then there is no rate to promise a wait with
+    assert estimator.rate(now=5.0 + ThroughputEstimator.STALL_S + 2) is None
+
+
+def test_no_samples_that_show_progress_mean_no_rate() -> None:
+    estimator = ThroughputEstimator()
+    estimator.observe(50, now=0.0)
+    estimator.observe(50, now=5.0)
+    assert estimator.rate(now=5.0) is None
+
+
+def _app(rate: float | None) -> Any:
+    """An app whose estimator measured `rate` payments per second (None: nothing measured)."""
+    estimator = SimpleNamespace(observe=lambda finished: None, rate=lambda: rate)
     return SimpleNamespace(settings=Settings(), throughput=estimator)
 
 
@@ -72,6 +91,16 @@ def test_position_never_increases_and_poll_advice_grows_with_it() -> None:
     assert far["poll_after_ms"] > near["poll_after_ms"]
     assert Settings().poll_min_ms <= near["poll_after_ms"] <= far["poll_after_ms"] <= Settings().poll_max_ms
     assert far["eta_seconds"] == pytest.approx(10.0)
+
+
+def test_a_job_waiting_without_a_measured_rate_has_no_eta_but_still_poll_advice() -> None:
+    # Given no throughput measured (a fresh API process, or a stalled queue)
+    app = _app(rate=None)
+    # When a waiting job is viewed
+    view = job_view(app, {"id": "j", "order_id": 1, "status": "queued", "queue_seq": 5_000, "finished": 0})
+    # Then it has its place but no promised wait, and is told when to come back
+    assert view["position"] == 5_000 and view["eta_seconds"] is None
+    assert Settings().poll_min_ms <= view["poll_after_ms"] <= Settings().poll_max_ms
 
 
 def test_terminal_jobs_carry_their_outcome_not_a_position() -> None:

@@ -1,0 +1,167 @@
+"""PgBouncer in transaction pooling mode: the local stand-in for RDS Proxy.
+
+Like the proxy it multiplexes client sessions over a few server connections at transaction
+boundaries, checks the client's password itself, and refuses startup parameters it does not know
+("unsupported startup parameter: options"), as RDS Proxy refuses command-line options. Used by
+the AWS-shaped run in the tests and, by hand, in front of any PostgreSQL (README, "Through
+PgBouncer"):
+
+    python -m local.pgbouncer --server postgresql://postgres@/postgres?host=/path/to/socket/dir
+
+Debian ships it as the `pgbouncer` package (PgBouncer 1.18 in bookworm).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pwd
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from urllib.parse import parse_qs, quote, urlsplit
+
+NOT_INSTALLED = "PgBouncer is not installed: apt-get install pgbouncer (Debian), or put it on PATH"
+
+
+def find_pgbouncer() -> str | None:
+    return shutil.which("pgbouncer") or next(
+        (p for p in ("/usr/sbin/pgbouncer", "/usr/local/sbin/pgbouncer") if Path(p).exists()), None
+    )
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class PgBouncer:
+    """One PgBouncer child process in front of the server `server_url` names; always stop() it."""
+
+    def __init__(self, server_url: str, workdir: Path | None = None, *, password: str | None = None) -> None:
+        parts = urlsplit(server_url)
+        query = parse_qs(parts.query)
+        self.user = parts.username or "postgres"
+        # Clients authenticate to PgBouncer with this password (as functions do to the proxy with
+        # the secret's); PgBouncer logs in to the server with the same pair.
+        self.password = password or parts.password or secrets.token_urlsafe(16)
+        self._server_host = query.get("host", [parts.hostname or "127.0.0.1"])[0]
+        self._server_port = parts.port or 5432
+        self.workdir = workdir or Path(tempfile.mkdtemp(prefix="pq-pgbouncer-"))
+        self.host = "127.0.0.1"
+        self.port = 0
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def url(self, database: str, *, password: str | None = None) -> str:
+        secret = quote(self.password if password is None else password, safe="")
+        return f"postgresql://{quote(self.user, safe='')}:{secret}@{self.host}:{self.port}/{database}?sslmode=disable"
+
+    def _run_as(self) -> str | None:
+        """PgBouncer refuses to run as root: run it as the owner of the server's socket directory."""
+        if os.geteuid() != 0:
+            return None
+        owner = Path(self._server_host).stat().st_uid if self._server_host.startswith("/") else 0
+        return pwd.getpwuid(owner).pw_name if owner != 0 else "nobody"
+
+    def _write_config(self, run_as: str | None) -> Path:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.workdir.chmod(0o755)
+        userlist = self.workdir / "userlist.txt"
+        userlist.write_text(f'"{self.user}" "{self.password}"\n')
+        config = self.workdir / "pgbouncer.ini"
+        config.write_text(
+            f"""[databases]
+* = host={self._server_host} port={self._server_port}
+
+[pgbouncer]
+listen_addr = {self.host}
+listen_port = {self.port}
+unix_socket_dir =
+auth_type = scram-sha-256
+auth_file = {userlist}
+pool_mode = transaction
+max_client_conn = 500
+default_pool_size = 20
+; Nothing is ignored: a client that sends `options` (or any parameter PgBouncer does not track)
+; is refused at startup, as RDS Proxy refuses command-line options.
+ignore_startup_parameters =
+; Its own health check on server connections idle this long; the AWS-shaped run tells it apart.
+server_check_query = select 1
+server_check_delay = 30
+"""
+        )
+        for path in (userlist, config):
+            path.chmod(0o600)
+            if run_as is not None:
+                entry = pwd.getpwnam(run_as)
+                os.chown(path, entry.pw_uid, entry.pw_gid)
+        return config
+
+    def start(self, timeout_s: float = 10.0) -> PgBouncer:
+        binary = find_pgbouncer()
+        if binary is None:
+            raise RuntimeError(NOT_INSTALLED)
+        self.port = _free_port()
+        run_as = self._run_as()
+        config = self._write_config(run_as)
+        argv = [binary, *(["-u", run_as] if run_as else []), str(config)]
+        with open(self.workdir / "pgbouncer.log", "ab") as log:
+            self._process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)  # noqa: S603
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise RuntimeError(f"pgbouncer exited: {(self.workdir / 'pgbouncer.log').read_text()[-2000:]}")
+            try:
+                socket.create_connection((self.host, self.port), timeout=0.5).close()
+                return self
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"pgbouncer did not listen on {self.host}:{self.port}")
+
+    def stop(self) -> None:
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGINT)  # "safe shutdown": lets running transactions finish
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    def __enter__(self) -> PgBouncer:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="PgBouncer in transaction mode in front of a PostgreSQL server")
+    parser.add_argument("--server", required=True, help="the server's DSN (user, host or socket dir, port)")
+    parser.add_argument("--database", default="payments", help="the database to print a DATABASE_URL for")
+    args = parser.parse_args()
+
+    def interrupt(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)  # `kill` stops PgBouncer too, as Ctrl-C does
+    with PgBouncer(args.server) as bouncer:
+        print(f"PgBouncer (transaction pooling) on {bouncer.host}:{bouncer.port}; Ctrl-C stops it", flush=True)
+        print(f"DATABASE_URL={bouncer.url(args.database)}", flush=True)
+        try:
+            while bouncer._process is not None and bouncer._process.poll() is None:
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            pass
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,83 @@
+"""Through PgBouncer in transaction mode, as through RDS Proxy: no startup options, role settings hold."""
+
+from __future__ import annotations
+
+import time
+from urllib.parse import urlsplit
+
+import psycopg2
+import pytest
+
+from local.pgbouncer import PgBouncer
+from shared.db import Database
+from shared.domain import TransientError
+from shared.migrate import MIGRATION_STATEMENT_TIMEOUT_MS, migrate
+from tests.conftest import _admin_exec
+
+
+def _database(url: str) -> Database:
+    return Database(lambda: url, connect_timeout_s=5, application_name="pq-test")
+
+
+@pytest.fixture
+def empty_database(pg_admin_url: str) -> str:
+    """A new, empty database: what the migrate function meets on the first deploy."""
+    name = f"t_empty_{time.monotonic_ns() % 10**9}"
+    _admin_exec(pg_admin_url, f"CREATE DATABASE {name}")
+    return name
+
+
+def test_pgbouncer_refuses_startup_options_as_rds_proxy_does(pgbouncer: PgBouncer, database_url: str) -> None:
+    name = urlsplit(database_url).path.lstrip("/")
+    with pytest.raises(psycopg2.OperationalError, match="unsupported startup parameter: options"):
+        psycopg2.connect(pgbouncer.url(name), options="-c statement_timeout=5000")
+
+
+def test_pgbouncer_refuses_a_wrong_password(pgbouncer: PgBouncer, database_url: str) -> None:
+    name = urlsplit(database_url).path.lstrip("/")
+    with pytest.raises(psycopg2.OperationalError, match="authentication failed"):
+        psycopg2.connect(pgbouncer.url(name, password="not-the-secret"))
+
+
+def test_first_deploy_migrates_through_pgbouncer_and_the_role_timeout_cuts_long_statements(
+    pgbouncer: PgBouncer, pg_admin_url: str, empty_database: str
+) -> None:
+    # Given an empty database reached only through PgBouncer in transaction mode
+    db = _database(pgbouncer.url(empty_database))
+    try:
+        # When the migrations run (as the migrate function does on the first deploy)
+        applied = migrate(db)
+        # Then they all apply, inside a transaction whose timeout is the migrations' own
+        assert "0005_role_settings.sql" in applied
+        with db.transaction(statement_timeout_ms=MIGRATION_STATEMENT_TIMEOUT_MS) as cur:
+            cur.execute("SHOW statement_timeout")
+            assert cur.fetchone() == {"statement_timeout": "4min"}
+    finally:
+        db.close()
+
+    # And a new session gets the role's 5 s from the server, with no startup option or SET
+    db = _database(pgbouncer.url(empty_database))
+    try:
+        assert db.fetch_one("SHOW statement_timeout") == {"statement_timeout": "5s"}
+        started = time.monotonic()
+        with pytest.raises(TransientError, match="canceling statement due to statement timeout"):
+            db.fetch_one("SELECT pg_sleep(30)")
+        assert 4.5 < time.monotonic() - started < 15
+        # And the session is still usable afterwards
+        assert db.fetch_one("SELECT 1 AS one") == {"one": 1}
+    finally:
+        db.close()
+        _admin_exec(pg_admin_url, f"DROP DATABASE IF EXISTS {empty_database} WITH (FORCE)")
+
+
+def test_a_migrate_rerun_applies_nothing_and_keeps_the_role_timeout(
+    pgbouncer: PgBouncer, pg_admin_url: str, empty_database: str
+) -> None:
+    db = _database(pgbouncer.url(empty_database))
+    try:
+        migrate(db)
+        assert migrate(db) == []
+        assert db.fetch_one("SHOW statement_timeout") == {"statement_timeout": "5s"}
+    finally:
+        db.close()
+        _admin_exec(pg_admin_url, f"DROP DATABASE IF EXISTS {empty_database} WITH (FORCE)")
