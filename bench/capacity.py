@@ -51,7 +51,7 @@ from bench.flash_sale import Server
 from local.config import ROOT
 from local.invariants import check, snapshot_stock
 from local.pg import stop_embedded
-from local.seed import SeedPlan
+from local.seed import SeedPlan, seed
 from shared.db import Database
 from shared.services.reads import JOB_QUERY
 
@@ -307,6 +307,17 @@ def _set_database(server: Server, database: str, settings: dict[str, str]) -> No
         server._admin(f"ALTER DATABASE {database} SET {name} = '{value}'")
 
 
+def _fresh(server: Server, name: str, plan: SeedPlan) -> tuple[str, Database]:
+    """A fresh database with the plan seeded. The setup connection lifts the role's 5 s statement
+    timeout (migration 0005) for itself: seeding and recording tens of thousands of jobs in one
+    statement is setup, not a request; the measuring clients keep the timeout, as the functions do."""
+    dsn, db = server.fresh(name, None)
+    db.execute("SET statement_timeout = 0")
+    seed(db, plan)
+    db.execute("VACUUM ANALYZE")
+    return dsn, db
+
+
 def _queued_jobs(db: Database) -> list[Any]:
     return [r["id"] for r in db.fetch_all("SELECT id FROM payment_jobs WHERE status = 'queued' ORDER BY queue_seq")]
 
@@ -329,7 +340,7 @@ def _fsync(db: Database) -> bool:
 
 def measure_operations(server: Server, knobs: Knobs, log: Callable[[str], None]) -> dict[str, Operation]:
     # Many products, so concurrent wallet payments rarely meet on a product row (the non-hot share of a sale).
-    dsn, db = server.fresh("capacity_ops", SeedPlan(users=knobs.users, products=500, user_prefix="shopper-"))
+    dsn, db = _fresh(server, "capacity_ops", SeedPlan(users=knobs.users, products=500, user_prefix="shopper-"))
     ops = {
         "enqueue": Operation(2, "pq_enqueue_job + pq_mark_jobs_sent (the AWS enqueue path)"),
         "status_poll": Operation(1, "GET /v1/payments/{job_id} (shared/services/reads.JOB_QUERY)"),
@@ -361,7 +372,9 @@ def measure_operations(server: Server, knobs: Knobs, log: Callable[[str], None])
 def measure_hot_row(server: Server, knobs: Knobs, log: Callable[[str], None]) -> tuple[list[Level], str]:
     """Every payment buys the same product (stock for all): the rate its row lock allows."""
     name = "capacity_hot"
-    dsn, db = server.fresh(name, SeedPlan(users=knobs.hot_users, products=1, stock=knobs.hot_users, user_prefix="hot-"))
+    dsn, db = _fresh(
+        server, name, SeedPlan(users=knobs.hot_users, products=1, stock=knobs.hot_users, user_prefix="hot-")
+    )
     _enqueue_all(db)
     method = "commit_delay" if _fsync(db) else "none (fsync is off: commit_delay does nothing)"
     jobs = Feed(_queued_jobs(db))
@@ -393,7 +406,7 @@ def lift_demo(server: Server, knobs: Knobs, log: Callable[[str], None]) -> dict[
             user_prefix=f"{label}-",
             hot_shards=shards,
         )
-        dsn, db = server.fresh(name, plan)
+        dsn, db = _fresh(server, name, plan)
         _enqueue_all(db)
         stock = snapshot_stock(db)
         _set_database(server, name, {"commit_delay": str(knobs.lift_delay_ms * 1000), "commit_siblings": "0"})
