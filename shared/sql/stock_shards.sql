@@ -20,8 +20,9 @@ $$;
 --      (releasing the lock) if the shard no longer has enough once it is ours;
 --   3. else, no one shard having enough, every shard in shard order (pq_take_stock takes from several).
 -- No cycle of waits can form: a payment waits for a shard of a product only while holding none of
--- that product's shards (2) or while taking them all in one order (3), and those holding one shard
--- (1, 2) wait for nothing of that product again. The choice is kept for pq_take_stock in a
+-- that product's shards (2; what 1 and a failed try of 2 locked is released by rolling back their
+-- subtransactions) or while taking them all in one order (3), and those holding a shard (1, 2)
+-- wait for nothing of that product again. The choice is kept for pq_take_stock in a
 -- transaction-local setting (set inside the body: the proxy sees only the call). Malformed items
 -- are skipped: pq_order_problem refuses those orders.
 CREATE OR REPLACE FUNCTION pq_lock_stock(p_order orders) RETURNS void
@@ -49,11 +50,21 @@ BEGIN
         END IF;
         v_start := (abs(hashtextextended(p_order.user_id, 0)) % v_shards)::integer;
         v_shard := NULL;
-        SELECT s.shard INTO v_shard FROM product_stock_shards s
-         WHERE s.product_id = v_item.product_id AND s.stock >= v_item.quantity
-         ORDER BY (s.shard - v_start + v_shards) % v_shards
-         LIMIT 1
-           FOR UPDATE SKIP LOCKED;
+        -- In a subtransaction: a shard this locks and then finds sold down by a commit it did not
+        -- see (the re-check of stock >= quantity fails) stays locked; rolling back releases it when
+        -- no shard was found, so that step 2 waits holding nothing of this product.
+        BEGIN
+            SELECT s.shard INTO v_shard FROM product_stock_shards s
+             WHERE s.product_id = v_item.product_id AND s.stock >= v_item.quantity
+             ORDER BY (s.shard - v_start + v_shards) % v_shards
+             LIMIT 1
+               FOR UPDATE SKIP LOCKED;
+            IF v_shard IS NULL THEN
+                RAISE EXCEPTION USING ERRCODE = 'PQS01';
+            END IF;
+        EXCEPTION WHEN SQLSTATE 'PQS01' THEN
+            v_shard := NULL;
+        END;
         IF v_shard IS NULL THEN
             FOR v_try IN
                 SELECT s.shard FROM product_stock_shards s

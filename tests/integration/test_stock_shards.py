@@ -128,25 +128,30 @@ def test_an_order_larger_than_any_shard_takes_its_units_from_several(app: App) -
     assert invariants["oversold_units"] == 0 and invariants["ledger_mismatch_paise"] == 0
 
 
-def test_sixteen_workers_racing_for_eight_shards_at_a_slow_commit_never_deadlock(app: App) -> None:
-    # Given 400 buyers for 300 units over 8 shards, and a 2 ms commit (commit_delay) so that payments
-    # pile up on the shards and take the waiting paths, not only SKIP LOCKED's first pick
-    seed(app.db, SeedPlan(users=400, products=1, stock=300, user_prefix="d", hot_shards=8))
+def test_twenty_four_workers_racing_for_eight_shards_at_a_slow_commit_never_deadlock(app: App) -> None:
+    # Given a 3 ms commit (commit_delay), so that payments pile up on the shards and take the waiting
+    # paths, not only SKIP LOCKED's first pick; and, three times over, 600 buyers for 450 units of
+    # a product over 8 shards (a deadlock needs an unlucky interleaving: three races find it sooner)
     app.db.execute(
-        "DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET commit_delay = 2000', current_database()); END $$"
+        "DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET commit_delay = 3000', current_database()); END $$"
     )
     app.db.execute(
         "DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET commit_siblings = 0', current_database()); END $$"
     )
+    for race in range(3):
+        seed(app.db, SeedPlan(users=600, products=1, stock=450, user_prefix=f"d{race}-", hot_shards=8))
     stock_before = snapshot_stock(app.db)
-    jobs = _enqueue_all(app)
+    orders = app.db.fetch_all("SELECT id, user_id FROM orders ORDER BY id")
+    jobs = [str(pay(app, o["user_id"], f"key-{o['id']}", o["id"]).body["job_id"]) for o in orders]
 
-    # When 16 workers (new connections: they get the slow commit) pay them all at once
-    with ThreadPoolExecutor(max_workers=16) as pool:
-        outcomes = list(pool.map(lambda job: process_wallet_job(app, job), jobs))
+    # When 24 workers (new connections: they get the slow commit) pay each product's buyers at once
+    outcomes = []
+    for race in range(3):
+        with ThreadPoolExecutor(max_workers=24) as pool:
+            outcomes += list(pool.map(lambda job: process_wallet_job(app, job), jobs[race * 600 : (race + 1) * 600]))
 
-    # Then every payment ended (a deadlock would have raised), 300 sold and 100 refused, no unit left
-    assert sum(o.reason is None for o in outcomes) == 300
+    # Then every payment ended (a deadlock would have raised), 3 x 450 sold and 3 x 150 refused
+    assert sum(o.reason is None for o in outcomes) == 3 * 450
     assert sorted({str(o.reason) for o in outcomes if o.reason}) == ["out_of_stock"]
     assert sum(snapshot_stock(app.db).values()) == 0
     app.db.execute("SELECT pq_mark_events_published(array_agg(id)) FROM outbox_events")
