@@ -14,9 +14,11 @@ export PYTHONPATH := $(CURDIR)
 TOKEN_USER := $(if $(filter command line,$(origin USER)),$(USER),demo-user-1)
 OPERATOR ?=
 # The benchmark's knobs pass through from the command line (make bench USERS=200 ...).
-export USERS PRODUCTS WORKERS BATCH API_WORKERS OUT METHODS BASELINE CEILINGS PGBENCH_SECONDS KEEP GATEWAY_SHARE GATEWAY_RPS
+export USERS PRODUCTS WORKERS BATCH API_WORKERS OUT METHODS BASELINE CEILINGS PGBENCH_SECONDS KEEP GATEWAY_SHARE GATEWAY_RPS HOT_SHARDS
 # make chaos JOBS=1000 SCENARIOS=poison,dlq_redrive OUT=chaos.json (see bench/chaos.py).
 export JOBS SCENARIOS
+# make capacity CAP_SECONDS=1 CAP_CONNECTIONS=1,8 DOC=- (see bench/capacity.py).
+export CAP_RENDER_ONLY CAP_SECONDS CAP_CONNECTIONS CAP_DELAYS_MS CAP_USERS CAP_HOT_USERS CAP_LIFT_JOBS CAP_LIFT_DELAY_MS CAP_SHARDS CAP_DATA_DIR DOC
 
 $(BIN)/python:
 	@test -n "$(PYTHON)" || { echo "Python 3.11+ is required" >&2; exit 1; }
@@ -43,7 +45,7 @@ lock: | $(BIN)/python
 	$(UV_COMPILE) --python-version 3.11 -c requirements-dev.lock -o requirements.lock requirements.txt
 	$(UV_COMPILE) --python-version 3.12 -c requirements-dev.lock -o requirements-lambda.lock infra/layer-requirements.in
 
-.PHONY: help run reset token psql test lint typecheck synth clean bench chaos lock
+.PHONY: help run reset token psql test lint typecheck synth clean bench chaos capacity lock
 
 help:
 	@echo "make run        run the whole system locally (embedded PostgreSQL, API on 127.0.0.1:8000, simulator on :8100)"
@@ -56,6 +58,7 @@ help:
 	@echo "make synth      synthesize the AWS CDK app offline into cdk.out/"
 	@echo "make bench      the 5,000-user flash sale beside the seed's design: make bench USERS=5000 WORKERS=8 [KEEP=1]"
 	@echo "make chaos      fault scenarios at scale, a table of losses (all 0): make chaos JOBS=1000 [SCENARIOS=...]"
+	@echo "make capacity   per-operation DB costs for docs/capacity.md's model; rewrites its tables (~2 min)"
 	@echo "make lock       re-lock requirements*.lock (hashes, every platform) from the requirements*.txt inputs"
 	@echo "make clean      delete the virtualenv and every build and tool cache"
 
@@ -94,6 +97,10 @@ synth: $(VENV)/.dev-deps
 # Knobs: JOBS SCENARIOS WORKERS OUT (see bench/chaos.py).
 chaos: $(VENV)/.dev-deps
 	$(BIN)/python -m bench.chaos
+
+# Knobs: CAP_SECONDS CAP_CONNECTIONS CAP_DELAYS_MS CAP_USERS ... OUT DOC (see bench/capacity.py).
+capacity: $(VENV)/.dev-deps
+	$(BIN)/python -m bench.capacity
 
 clean:
 	rm -rf $(VENV) .venvs cdk.out .build .pytest_cache .mypy_cache .ruff_cache

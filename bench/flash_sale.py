@@ -5,6 +5,7 @@ OUT (bench/results/latest.json), BASELINE (1: also run the seed's design), CEILI
 measure the DB-only and pgbench ceilings), PGBENCH_SECONDS (10), METHODS (wallet; mix: a share of
 the shoppers pay through Razorpay, i.e. the gateway simulator), GATEWAY_SHARE (0.1), GATEWAY_RPS
 (50: the shared limiter's rate; the simulator refuses anything past rate + burst in any second),
+HOT_SHARDS (0: the hot product's stock in its own row; N: split over N stock shards, docs/capacity.md),
 KEEP (0: .data/bench, the benchmark's databases, is deleted after the run; 1 keeps it).
 
 Prints a short summary (each phase, the invariants, each goal met / NOT met / skipped); the full
@@ -26,6 +27,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -75,6 +77,7 @@ class Knobs:
     methods: str = "wallet"
     gateway_share: float = 0.1
     gateway_rps: float = 50.0
+    hot_shards: int = 0
     keep: bool = False
 
     @classmethod
@@ -93,6 +96,7 @@ class Knobs:
             methods=env.get("METHODS") or "wallet",
             gateway_share=float(env.get("GATEWAY_SHARE") or 0.1),
             gateway_rps=float(env.get("GATEWAY_RPS") or 50),
+            hot_shards=int(env.get("HOT_SHARDS") or 0),
             keep=(env.get("KEEP") or "0") != "0",
         )
 
@@ -110,6 +114,7 @@ class Knobs:
             hot_every=4,
             hot_stock=max(1, self.users // 10),
             poor_every=50,
+            hot_shards=self.hot_shards,
         )
 
 
@@ -129,8 +134,8 @@ def _pct(values: list[float], q: float) -> float:
 class Server:
     """The embedded PostgreSQL the benchmark runs on, with pg_stat_statements loaded."""
 
-    def __init__(self) -> None:
-        dsn = start_embedded(BENCH_DATA, MAX_CONNECTIONS, {"shared_preload_libraries": "pg_stat_statements"})
+    def __init__(self, data_dir: Path = BENCH_DATA) -> None:
+        dsn = start_embedded(data_dir, MAX_CONNECTIONS, {"shared_preload_libraries": "pg_stat_statements"})
         self.admin = with_database(dsn, "postgres")
 
     def _admin(self, sql: str) -> None:
@@ -452,6 +457,10 @@ def run_ours(server: Server, knobs: Knobs, receiver: Receiver, hook_url: str) ->
         "failed_business": sum(j["status"] == "failed" for j in jobs),
         "failed_by_reason": reasons,
         "failed_other": sum(r.final == "error" for r in results),
+        # What those requests were answered (or the client error), the commonest first.
+        "failed_other_sample": Counter(
+            f"{r.status or '-'} {(r.error or '')[:120]}" for r in results if r.final == "error"
+        ).most_common(5),
         "dlq": int(dlq["n"]) if dlq else 0,
         "drain_s": round(drain_s, 3),
         "throughput_pps": round(len(finished) / drain_s, 1) if drain_s > 0 else 0.0,

@@ -37,8 +37,11 @@ MAX_REQUEST_BYTES = 2 * 1024 * 1024
 # requests and trickles their bodies must not hold the API's connections (our number: our
 # bodies are a few dozen bytes, and a real client sends them in one packet).
 BODY_READ_TIMEOUT_S = 5.0
-# The same for the request line and headers of a connection's first request.
+# The same for the request line and headers of a connection's first request, once it has begun.
 HEADER_READ_TIMEOUT_S = 5.0
+# A connection that has sent nothing at all yet: in a flash sale a client (or this machine) may be
+# seconds behind its own connect, so it gets as long as a load balancer's default idle timeout.
+IDLE_CONNECTION_TIMEOUT_S = 60.0
 # What `Server` says: no library or version for a scanner to look up.
 SERVER = "payment-queue-local"
 # The connection settings of every API process (aiohttp's RequestHandler arguments):
@@ -189,14 +192,25 @@ def _closing(response: web.Response) -> web.Response:
 class _Handler(web_protocol.RequestHandler):
     """aiohttp's connection handler with our answers to what never reaches a route."""
 
+    _pq_received = False
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        # A client that never finishes its first request's headers loses the connection.
+        # A client that begins its first request and never finishes the headers loses the connection.
         asyncio.get_running_loop().call_later(HEADER_READ_TIMEOUT_S, self._headers_deadline, transport)
 
-    def _headers_deadline(self, transport: asyncio.BaseTransport) -> None:
-        if self._request_count == 0 and not transport.is_closing():
+    def data_received(self, data: bytes) -> None:
+        self._pq_received = True
+        super().data_received(data)
+
+    def _headers_deadline(self, transport: asyncio.BaseTransport, idle: bool = False) -> None:
+        if self._request_count or transport.is_closing():
+            return
+        if self._pq_received or idle:
             transport.close()
+        else:  # nothing sent yet: a slow client, not a half-sent request
+            wait = IDLE_CONNECTION_TIMEOUT_S - HEADER_READ_TIMEOUT_S
+            asyncio.get_running_loop().call_later(wait, self._headers_deadline, transport, True)
 
     def handle_error(
         self,

@@ -63,7 +63,13 @@ def _count(db: Database, sql: str, params: tuple[object, ...] = ()) -> int:
 
 
 def snapshot_stock(db: Database) -> dict[int, int]:
-    return {r["id"]: r["stock"] for r in db.fetch_all("SELECT id, stock FROM products")}
+    """Units on hand per product: its row's stock plus its stock shards' (migration 0008)."""
+    rows = db.fetch_all(
+        """SELECT p.id, p.stock + coalesce((SELECT sum(s.stock) FROM product_stock_shards s
+                                              WHERE s.product_id = p.id), 0) AS stock
+             FROM products p"""
+    )
+    return {r["id"]: int(r["stock"]) for r in rows}
 
 
 def check(

@@ -20,6 +20,9 @@ class SeedPlan:
     hot_stock: int = 0
     # Every `poor_every`-th user has Rs 1 and fails with insufficient_balance (0: nobody).
     poor_every: int = 0
+    # The hot product's stock split over this many shard rows (shared/sql/stock_shards.sql; 0: its
+    # own row, today's design). Applies to product 1 of the plan when hot_every is set, else to all.
+    hot_shards: int = 0
 
 
 def seed(db: Database, plan: SeedPlan) -> dict[str, int]:
@@ -53,6 +56,9 @@ def seed(db: Database, plan: SeedPlan) -> dict[str, int]:
             {"k": plan.products, "stock": plan.stock, "hot": plan.hot_stock, "hot_every": plan.hot_every},
         )
         product_ids = [r["id"] for r in cur.fetchall()]
+        if plan.hot_shards > 1:
+            for pid in product_ids[:1] if plan.hot_every > 0 else product_ids:
+                cur.execute("SELECT pq_shard_stock(%s, %s)", (pid, plan.hot_shards))
         cur.execute(
             """WITH p AS (SELECT id, price_paise, ord - 1 AS idx
                             FROM products, unnest(%(ids)s::bigint[]) WITH ORDINALITY AS u(pid, ord)

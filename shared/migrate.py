@@ -37,6 +37,7 @@ REPEATABLE = (
     "events.sql",  # ending a job and its outbox event
     "intake.sql",  # accepting a request (functions/enqueue)
     "checkouts.sql",  # gateway checkouts, their webhooks and reconciliation
+    "stock_shards.sql",  # where an order's units come from: a product's row or its stock shards
     "fulfilment.sql",  # the order fulfilment both payment paths share
     "wallet_payment.sql",  # the wallet path (functions/process_payment)
     "rate_limits.sql",  # the gateway token buckets

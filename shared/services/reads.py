@@ -12,6 +12,9 @@ from shared.domain import ApiError, JobStatus
 POLL_AT_ETA = 0.75
 # The operator's queue view lists this many of the DLQ's jobs, newest first.
 DLQ_JOBS_SHOWN = 20
+# A status poll's one statement (bench/capacity.py measures its cost for docs/capacity.md).
+JOB_QUERY = """SELECT id, user_id, order_id, status, reason, payment_id, queue_seq, pq_finished_count() AS finished
+                 FROM payment_jobs WHERE id = %s AND user_id = %s"""
 
 
 def job_view(app: App, row: dict[str, Any]) -> dict[str, Any]:
@@ -48,11 +51,7 @@ def get_job(app: App, user_id: str, job_id: str) -> dict[str, Any]:
         job_uuid = uuid.UUID(job_id)
     except ValueError:
         raise ApiError(404, "job_not_found", "no such payment job") from None
-    row = app.db.fetch_one(
-        """SELECT id, user_id, order_id, status, reason, payment_id, queue_seq, pq_finished_count() AS finished
-             FROM payment_jobs WHERE id = %s AND user_id = %s""",
-        (job_uuid, user_id),
-    )
+    row = app.db.fetch_one(JOB_QUERY, (job_uuid, user_id))
     if row is None:  # someone else's job looks exactly like a missing one
         raise ApiError(404, "job_not_found", "no such payment job")
     return job_view(app, row)

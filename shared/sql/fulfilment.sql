@@ -27,7 +27,7 @@ BEGIN
         RETURN;
     END IF;
     SELECT jsonb_agg(jsonb_build_object('product_id', i.product_id, 'quantity', i.quantity,
-                                        'unit_price_paise', i.unit_price_paise, 'stock', p.stock)
+                                        'unit_price_paise', i.unit_price_paise, 'stock', pq_stock_on_hand(p.id))
                      ORDER BY i.product_id)
       INTO items
       FROM (SELECT (e->>'product_id')::bigint AS product_id,
@@ -48,16 +48,12 @@ END;
 $$;
 
 -- Locks the order's products in ascending id order, the one order every payment takes them in, so
--- concurrent payments cannot deadlock (the sort runs below the row locks). Malformed ids are skipped:
--- pq_order_problem refuses those orders.
+-- concurrent payments cannot deadlock: each product's row, or one of its stock shards
+-- (stock_shards.sql). Malformed ids are skipped: pq_order_problem refuses those orders.
 CREATE OR REPLACE FUNCTION pq_lock_products(p_order orders) RETURNS void
 LANGUAGE plpgsql AS $$
 BEGIN
-    PERFORM 1 FROM products
-      WHERE id IN (SELECT (e->>'product_id')::bigint FROM jsonb_array_elements(p_order.items) AS e
-                    WHERE coalesce(e->>'product_id', '') ~ '^[0-9]{1,18}$')
-      ORDER BY id
-        FOR UPDATE;
+    PERFORM pq_lock_stock(p_order);
 END;
 $$;
 
@@ -78,9 +74,7 @@ BEGIN
     INSERT INTO order_items (order_id, product_id, quantity, unit_price_paise)
     SELECT p_order.id, (x->>'product_id')::bigint, (x->>'quantity')::integer, (x->>'unit_price_paise')::bigint
       FROM jsonb_array_elements(p_items) AS x;
-    UPDATE products p SET stock = p.stock - (x->>'quantity')::integer
-      FROM jsonb_array_elements(p_items) AS x
-     WHERE p.id = (x->>'product_id')::bigint;
+    PERFORM pq_take_stock(p_items);  -- from each product's row or the shard locked for it
     UPDATE orders SET order_status = 'paid', paid_at = now(), payment_method = p_job.method WHERE id = p_order.id;
     DELETE FROM cart_items c
      USING jsonb_array_elements(p_items) AS x

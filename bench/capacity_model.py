@@ -1,0 +1,681 @@
+"""The capacity model of docs/capacity.md: measured database costs (bench/capacity.py) plus AWS
+quotas and the prod configuration (infra/config.py), per sale size; and the document's block.
+
+Every number is one of: a quota (cited beside it), the prod config, a measurement from
+capacity.json, or an ASSUMED_* constant (named as such in the document, to be replaced by what
+the locust run against a deployed stack shows; bench/locustfile.py says what to read).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import statistics
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from infra.config import PROD
+from shared.settings import Settings
+
+SIZES = (5_000, 50_000, 500_000)
+# vCPUs of prod's instance class (db.m7g.large, infra/config.py); the measured server CPU per
+# operation is scaled to it as if one vCPU there did what one core does here.
+DB_VCPUS = 2
+ARRIVAL_WINDOW_S = 60.0
+# The benchmark's sale (bench/flash_sale.Knobs.plan): a quarter of the shoppers also buy the hot
+# product, which has stock for a tenth of them.
+HOT_SHARE = 0.25
+HOT_STOCK_SHARE = 0.10
+# The share paying through a gateway in `make bench METHODS=mix` (GATEWAY_SHARE).
+GATEWAY_SHARE = 0.10
+# Requests one gateway payment makes at most (fetch, capture): shared/services/gateway.py.
+GATEWAY_CALLS_PER_PAYMENT = 2
+
+# --- AWS quotas (ap-south-1, defaults) -----------------------------------------------------
+# "Amazon API Gateway quotas": 10,000 requests/s per account per Region across HTTP, REST and
+# WebSocket APIs, burst bucket 5,000 (adjustable, L-8A5B8E43).
+API_ACCOUNT_RPS = 10_000
+API_ACCOUNT_BURST = 5_000
+# "Lambda scaling behavior": each function gains at most 1,000 execution environments every 10 s.
+LAMBDA_SCALE_PER_10S = 1_000
+# "Lambda quotas": 1,000 concurrent executions per account per Region by default (adjustable).
+LAMBDA_ACCOUNT_CONCURRENCY = 1_000
+# "Amazon SQS message quotas", high throughput FIFO, non-batched calls: up to 9,000 transactions/s
+# per API action in Asia Pacific (Mumbai) (70,000 in N. Virginia, Oregon, Ireland); each
+# message group (one partition's share) 300 transactions/s per action.
+SQS_FIFO_HT_TPS = 9_000
+SQS_FIFO_GROUP_TPS = 300
+# "Amazon EventBridge quotas": rule invocations (an event matched and sent to a target) 1,100/s
+# in every Region not listed (ap-south-1 is not); past it invocations are delayed, not dropped.
+EVENTBRIDGE_INVOCATIONS_PER_S = 1_100
+# PutEvents requests/s (each up to 10 entries): 10,000 in us-east-1, less elsewhere. ASSUMED 400
+# for ap-south-1 until read from Service Quotas (the quota page lists it per Region).
+EVENTBRIDGE_PUTEVENTS_PER_S = 400
+# SNS Publish (standard topics): 30,000/s in us-east-1, fewer elsewhere. ASSUMED 1,500 for
+# ap-south-1 until read from Service Quotas ("Amazon SNS endpoints and quotas").
+SNS_PUBLISH_PER_S = 1_500
+# RDS Proxy's borrow timeout and connection budget: infra/config.py (prod).
+
+# --- Assumptions (replace with the locust run's CloudWatch numbers) ------------------------
+# Multi-AZ (instance deployment) commits after the standby's storage acknowledged the write:
+# one inter-AZ round trip ("single-digit milliseconds" between AZs, AWS Regions and AZs page)
+# plus the EBS write. 5 ms is the middle of that; the table shows the measured rate at each.
+ASSUMED_MULTI_AZ_COMMIT_MS = 5
+# Lambda -> RDS Proxy -> PostgreSQL and back, per statement (same VPC, proxy hop).
+ASSUMED_PROXY_RTT_MS = 1.0
+# One SendMessageBatch from the enqueue function (in-Region HTTPS, warm connection).
+ASSUMED_SQS_SEND_MS = 8.0
+# Lambda's own time per invocation beyond our code (API Gateway integration, runtime).
+ASSUMED_INVOKE_OVERHEAD_MS = 3.0
+# The processor's per-batch work beyond the payments: PutEvents + mark published + ESM delete.
+ASSUMED_BATCH_OVERHEAD_MS = 25.0
+
+
+@dataclass(frozen=True)
+class Measured:
+    enqueue_tps: float
+    enqueue_ms: float
+    poll_tps: float
+    poll_ms: float
+    payment_tps: float
+    payment_ms: float
+    sold_out_tps: float
+    hot_tps_at: dict[int, float]
+    hot_ms_0: float
+    wal: dict[str, dict[str, float | None]]
+    cpu_ms: dict[str, float]
+    # The hot product's payments/s with its stock in `shards` rows over one row, measured side by
+    # side in the same run (bench/capacity.lift_demo), at `shard_delay_ms` of commit latency.
+    shard_gain: float
+    shards: int
+
+    def capacity(self, operation: str, vcpus: int = DB_VCPUS) -> float:
+        """What a database instance of `vcpus` can serve of an operation a second, from the server
+        CPU one cost here (one vCPU there taken to do what one core does here)."""
+        return vcpus * 1000.0 / self.cpu_ms[operation]
+
+    @classmethod
+    def from_report(cls, report: dict[str, Any]) -> Measured:
+        ops = report["operations"]
+
+        def best(name: str) -> dict[str, Any]:
+            return max(ops[name]["levels"], key=lambda lv: lv["tps"])
+
+        def single(name: str) -> dict[str, Any]:
+            return min(ops[name]["levels"], key=lambda lv: lv["connections"])
+
+        hot = {int(lv["commit_delay_ms"]): float(lv["tps"]) for lv in report["hot_row"]["levels"]}
+        zero = min(report["hot_row"]["levels"], key=lambda lv: lv["commit_delay_ms"])
+        return cls(
+            enqueue_tps=best("enqueue")["tps"],
+            enqueue_ms=single("enqueue")["p50_ms"],
+            poll_tps=best("status_poll")["tps"],
+            poll_ms=single("status_poll")["p50_ms"],
+            payment_tps=best("payment")["tps"],
+            payment_ms=single("payment")["p50_ms"],
+            sold_out_tps=best("sold_out")["tps"],
+            hot_tps_at=hot,
+            hot_ms_0=1000.0 / zero["tps"] if zero["tps"] else 1.0,
+            shard_gain=float(report["lift"]["gain"] or 1.0),
+            shards=int(report["lift"]["sharded"]["shards"]),
+            # The median over the connection counts: contention on this shared machine inflates the
+            # busiest level's number, the quietest one flatters it.
+            cpu_ms={
+                name: max(1e-3, statistics.median(float(lv["backend_cpu_ms_per_op"]) for lv in ops[name]["levels"]))
+                for name in ops
+            },
+            wal={
+                name: {
+                    "bytes": best(name)["wal_bytes_per_op"],
+                    "flushes": best(name)["wal_flushes_per_op"],
+                }
+                for name in ops
+            },
+        )
+
+    def hot_rate(self, commit_ms: float) -> float:
+        """Payments/s one product row allows at this commit latency: measured if that latency was
+        run, else 1 / (the measured no-latency time + the latency)."""
+        if int(commit_ms) in self.hot_tps_at and commit_ms == int(commit_ms):
+            return self.hot_tps_at[int(commit_ms)]
+        return 1000.0 / (self.hot_ms_0 + commit_ms)
+
+    def hot_rate_sharded(self, commit_ms: float, shards: int) -> float:
+        """The same with the stock in `shards` rows: the measured gain, for the shard count measured
+        (more shards than measured are not extrapolated: re-run with CAP_SHARDS)."""
+        return self.hot_rate(commit_ms) * (self.shard_gain if shards > 1 else 1.0)
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A deployment the model is run for: prod as configured, or prod with some limits lifted."""
+
+    name: str
+    change: str
+    # Added monthly cost in USD over prod (docs/deploy.md's price table).
+    cost_per_month: float = 0.0
+    hot_shards: int = 1
+    api_rps: int = PROD.api.throttle_rate_per_second
+    api_account_rps: int = API_ACCOUNT_RPS
+    db_vcpus: int = DB_VCPUS
+    max_concurrency: int = PROD.processor.max_concurrency
+    poll_max_ms: int = Settings().poll_max_ms
+    commit_ms: float = ASSUMED_MULTI_AZ_COMMIT_MS
+
+
+# Monthly prices from docs/deploy.md (ap-south-1, on demand): db.m7g.large $0.168/h, Multi-AZ x2,
+# 730 h. Larger m7g classes are priced here in proportion to their vCPUs (RDS lists them that way
+# within a family; check the calculator), and RDS Proxy is $0.015 per instance vCPU-hour.
+def _db_upgrade_cost(vcpus: int) -> float:
+    instance = 0.168 / 2 * (vcpus - DB_VCPUS) * 2 * 730
+    proxy = 0.015 * (vcpus - DB_VCPUS) * 730
+    return round(instance + proxy)
+
+
+def ladder(shards: int) -> list[Variant]:
+    """Today's prod, then each lift in the order the sizes need them, each on top of the last."""
+    today = Variant("today", "prod as configured (infra/config.py)")
+    sharded = replace(
+        today, name="+ stock shards", change=f"the hot product's stock in {shards} rows (code; $0)", hot_shards=shards
+    )
+    bigger = replace(
+        sharded,
+        name="+ 8 vCPU database",
+        change="db.m7g.2xlarge Multi-AZ, processor max concurrency 40 -> 100 (reserved 110; the proxy budget fits)",
+        cost_per_month=_db_upgrade_cost(8),
+        db_vcpus=8,
+        max_concurrency=100,
+    )
+    throttle = replace(
+        bigger,
+        name="+ API throttle",
+        change="stage throttle 2,000 -> 10,000 rps, the account quota (config; $0 fixed)",
+        api_rps=API_ACCOUNT_RPS,
+    )
+    polls = replace(
+        throttle,
+        name="+ slower polls, quota",
+        change="poll_max_ms 10 s -> 30 s and the account quota 10,000 -> 20,000 rps (Service Quotas; $0 fixed)",
+        api_rps=20_000,
+        api_account_rps=20_000,
+        poll_max_ms=30_000,
+    )
+    return [today, sharded, bigger, throttle, polls]
+
+
+def polls_while_waiting(eta_s: float, settings: Settings) -> float:
+    """Polls one shopper makes while its ETA runs down from eta_s to 0, following poll_after_ms
+    (shared/services/reads.py: 0.75 x ETA, clamped to [poll_min_ms, poll_max_ms])."""
+    lo, hi, k = settings.poll_min_ms / 1000, settings.poll_max_ms / 1000, 0.75
+    a, b = lo / k, hi / k  # ETAs where the clamps start to bite
+    polls = min(eta_s, a) / lo
+    if eta_s > a:
+        polls += math.log(min(eta_s, b) / a) / k
+    if eta_s > b:
+        polls += (eta_s - b) / hi
+    return polls + 1  # the enqueue answer's first advice, then at least one poll to see the end
+
+
+@dataclass
+class Simulation:
+    drain_s: float
+    max_wait_s: float
+    peak_backlog: int
+    peak_poll_rps: float
+    peak_offered_rps: float
+    throttled_requests: int
+    total_polls: float
+    peak_db_util: float
+    hot_phase_s: float
+    throughput_pps: float
+
+
+def simulate(n: int, m: Measured, v: Variant) -> Simulation:
+    """One-second steps. Shoppers arrive evenly over the window and POST; every waiting shopper polls
+    as advised. The API admits at most its throttle a second, POSTs and polls alike (a throttled
+    POST is retried the next second, a throttled poll at its next interval). The processors pay as
+    fast as the tightest of their concurrency, the database CPU the admitted enqueues and polls
+    leave, and, while the hot product has stock, its row lock."""
+    settings = Settings(poll_max_ms=v.poll_max_ms)
+    limit = float(min(v.api_rps, v.api_account_rps))
+    arrival = n / ARRIVAL_WINDOW_S
+    processor = processor_rate(m, v)
+    hot_bound = m.hot_rate_sharded(v.commit_ms, v.hot_shards) / HOT_SHARE
+    enqueue_cap, poll_cap, payment_cap = (m.capacity(op, v.db_vcpus) for op in ("enqueue", "status_poll", "payment"))
+    hot_until = min(n, HOT_STOCK_SHARE * n / HOT_SHARE)  # payments processed when the hot stock is gone
+    come = accepted = done = 0.0
+    t = 0
+    peak_backlog = peak_polls = peak_offered = peak_util = total_polls = throttled = hot_phase = 0.0
+    polls = 0.0
+    while done < n - 0.5 and t < 36_000:
+        t += 1
+        come = min(float(n), come + arrival)
+        posts = come - accepted  # new shoppers and those whose POST was throttled
+        offered = posts + polls
+        admit = min(1.0, limit / offered) if offered > 0 else 1.0
+        admitted_polls = polls * admit
+        throttled += offered * (1 - admit)
+        enq_util = posts * admit / enqueue_cap
+        poll_util = admitted_polls / poll_cap
+        if enq_util + poll_util > 1:  # the database is the wall: the rest wait (their functions time out, retry)
+            squeeze = 1 / (enq_util + poll_util)
+            enq_util, poll_util, admitted_polls = enq_util * squeeze, poll_util * squeeze, admitted_polls * squeeze
+            throttled += posts * admit * (1 - squeeze)
+            admit *= squeeze
+        accepted += posts * admit
+        rate = min(processor, max(0.0, 1.0 - enq_util - poll_util) * payment_cap)
+        if done < hot_until:
+            rate = min(rate, hot_bound)
+            hot_phase += 1
+        paid = min(rate, accepted - done)
+        done += paid
+        backlog = accepted - done
+        total_polls += admitted_polls
+        util = enq_util + poll_util + paid / payment_cap
+        peak_backlog, peak_util = max(peak_backlog, backlog), max(peak_util, util)
+        peak_polls, peak_offered = max(peak_polls, polls), max(peak_offered, offered)
+        # Next second's polls: each waiting shopper about once per its interval.
+        polls = backlog / _mean_interval(backlog / max(rate, 1.0), settings) if backlog >= 1 else 0.0
+    return Simulation(
+        drain_s=float(t),
+        max_wait_s=max(0.0, t - ARRIVAL_WINDOW_S),  # the last shopper arrived at the window's end
+        peak_backlog=int(peak_backlog),
+        peak_poll_rps=round(peak_polls, 1),
+        peak_offered_rps=round(peak_offered, 1),
+        throttled_requests=int(throttled),
+        total_polls=round(total_polls),
+        peak_db_util=round(peak_util, 3),
+        hot_phase_s=hot_phase,
+        throughput_pps=round(n / t, 1) if t else 0.0,
+    )
+
+
+def _mean_interval(eta_s: float, settings: Settings) -> float:
+    """The mean poll interval of shoppers spread evenly over ETAs 0..eta_s (their queue)."""
+    if eta_s <= 0:
+        return settings.poll_min_ms / 1000
+    return eta_s / polls_while_waiting(eta_s, settings)
+
+
+def processor_rate(m: Measured, v: Variant) -> float:
+    """Payments/s the processor functions can drive: max concurrency x one payment's round trip
+    (the statement, the proxy hop, the Multi-AZ commit) plus the batch's overhead per payment."""
+    p = PROD.processor
+    per_payment_ms = m.payment_ms + ASSUMED_PROXY_RTT_MS + v.commit_ms + ASSUMED_BATCH_OVERHEAD_MS / p.batch_size
+    return v.max_concurrency * 1000.0 / per_payment_ms
+
+
+def enqueue_ms(m: Measured) -> float:
+    return m.enqueue_ms + 2 * ASSUMED_PROXY_RTT_MS + ASSUMED_SQS_SEND_MS + ASSUMED_INVOKE_OVERHEAD_MS
+
+
+def poll_ms(m: Measured) -> float:
+    return m.poll_ms + ASSUMED_PROXY_RTT_MS + ASSUMED_INVOKE_OVERHEAD_MS
+
+
+def size_model(n: int, m: Measured, v: Variant) -> dict[str, Any]:
+    sim = simulate(n, m, v)
+    commit_ms, hot_shards = v.commit_ms, v.hot_shards
+    api, proc, db = PROD.api, PROD.processor, PROD.database
+    arrival = n / ARRIVAL_WINDOW_S
+    requests_peak = sim.peak_offered_rps
+    api_limit = min(v.api_rps, v.api_account_rps)
+    total_requests = n + sim.total_polls
+    enq_conc = arrival * enqueue_ms(m) / 1000
+    status_conc = min(sim.peak_poll_rps, api_limit) * poll_ms(m) / 1000
+    pay_rate = sim.throughput_pps if sim.drain_s > ARRIVAL_WINDOW_S else min(arrival, processor_rate(m, v))
+    hot_rate = m.hot_rate_sharded(commit_ms, hot_shards)
+    rows = [
+        _row(
+            "API Gateway (stage throttle)",
+            requests_peak,
+            v.api_rps,
+            "req/s",
+            "infra/config.py prod: throttle_rate_per_second (burst 5,000)",
+            total_requests,
+        ),
+        _row(
+            "API Gateway (account quota)",
+            requests_peak,
+            v.api_account_rps,
+            "req/s",
+            "API Gateway quotas: 10,000 rps per account and Region, burst 5,000",
+            total_requests,
+        ),
+        _row(
+            "enqueue Lambda (reserved)",
+            enq_conc,
+            api.enqueue.reserved_concurrency,
+            "concurrent",
+            f"infra/config.py prod; {enqueue_ms(m):.1f} ms per request",
+            None,
+        ),
+        _row(
+            "status Lambda (reserved)",
+            status_conc,
+            api.status.reserved_concurrency,
+            "concurrent",
+            f"infra/config.py prod; {poll_ms(m):.1f} ms per poll",
+            None,
+        ),
+        _row(
+            "Lambda burst scaling",
+            max(enq_conc, status_conc),
+            LAMBDA_SCALE_PER_10S,
+            "new in 10 s",
+            "Lambda scaling behavior: 1,000 environments per 10 s per function",
+            None,
+        ),
+        _row(
+            "Lambda account concurrency",
+            enq_conc + status_conc + proc.reserved_concurrency,
+            LAMBDA_ACCOUNT_CONCURRENCY,
+            "concurrent",
+            "Lambda quotas: 1,000 per account and Region",
+            None,
+        ),
+        _row(
+            "RDS Proxy connections",
+            min(enq_conc, api.enqueue.reserved_concurrency)
+            + min(status_conc, api.status.reserved_concurrency)
+            + v.max_concurrency
+            + 2,
+            db.proxy_connection_budget,
+            "connections",
+            f"infra/config.py prod: {db.proxy_max_connections_percent}% of max_connections {db.max_connections}; "
+            f"borrow timeout {db.proxy_borrow_timeout_seconds} s -> 503",
+            None,
+        ),
+        _row(
+            "PostgreSQL CPU (enqueue + polls + payments)",
+            sim.peak_db_util,
+            1.0,
+            f"of {v.db_vcpus} vCPU",
+            "measured server CPU per operation, scaled to 2 vCPU (m7g.large)",
+            None,
+        ),
+        _row(
+            "hot product row lock",
+            HOT_SHARE * pay_rate if sim.hot_phase_s else 0.0,
+            hot_rate,
+            "payments/s",
+            f"measured at +{commit_ms:g} ms commit ({hot_shards} stock row{'s' if hot_shards > 1 else ''})",
+            HOT_STOCK_SHARE * n,
+        ),
+        _row(
+            "SQS FIFO SendMessageBatch",
+            arrival,
+            SQS_FIFO_HT_TPS,
+            "calls/s",
+            "SQS message quotas: high throughput FIFO, Mumbai 9,000 TPS per action",
+            n,
+        ),
+        _row(
+            "SQS FIFO per message group",
+            1.0,
+            SQS_FIFO_GROUP_TPS,
+            "calls/s/group",
+            "one group per shopper, one job each; 300 TPS per group",
+            None,
+        ),
+        _row(
+            "processor Lambdas (max concurrency)",
+            pay_rate,
+            processor_rate(m, v),
+            "payments/s",
+            f"max_concurrency {v.max_concurrency} (prod {proc.max_concurrency}), batch {proc.batch_size}",
+            n,
+        ),
+        _row(
+            "EventBridge PutEvents",
+            pay_rate / 10,
+            EVENTBRIDGE_PUTEVENTS_PER_S,
+            "req/s",
+            "10 events a request; ap-south-1 quota ASSUMED 400 (check Service Quotas)",
+            n / 10,
+        ),
+        _row(
+            "EventBridge rule invocations",
+            pay_rate,
+            EVENTBRIDGE_INVOCATIONS_PER_S,
+            "invocations/s",
+            "EventBridge quotas: 1,100/s in ap-south-1 (delayed past it, not dropped)",
+            n,
+        ),
+        _row(
+            "SNS Publish (from the rule)",
+            pay_rate,
+            SNS_PUBLISH_PER_S,
+            "publishes/s",
+            "ASSUMED 1,500/s in ap-south-1 (check Service Quotas)",
+            n,
+        ),
+        _row(
+            f"gateways ({GATEWAY_SHARE:.0%} of payments, if enabled)",
+            GATEWAY_SHARE * pay_rate * GATEWAY_CALLS_PER_PAYMENT,
+            PROD_GATEWAY_RATE,
+            "req/s",
+            "shared/settings.py token bucket: 20 req/s per gateway",
+            GATEWAY_SHARE * n * GATEWAY_CALLS_PER_PAYMENT,
+        ),
+    ]
+    # The first limit is the one the arrivals themselves push past first: each component's load at
+    # the arrival rate with no backlog (a backlog's polls are a consequence of a limit, not a cause).
+    primary = {
+        "API Gateway (stage throttle)": arrival / v.api_rps,
+        "API Gateway (account quota)": arrival / v.api_account_rps,
+        "enqueue Lambda (reserved)": enq_conc / api.enqueue.reserved_concurrency,
+        "PostgreSQL CPU (enqueue + polls + payments)": arrival / m.capacity("enqueue", v.db_vcpus)
+        + arrival / m.capacity("payment", v.db_vcpus),
+        "hot product row lock": HOT_SHARE * arrival / hot_rate,
+        "SQS FIFO SendMessageBatch": arrival / SQS_FIFO_HT_TPS,
+        "processor Lambdas (max concurrency)": arrival / processor_rate(m, v),
+    }
+    # The notifications' path: past its limits events are delayed (EventBridge retries), payments are not.
+    notify = {
+        "EventBridge PutEvents": arrival / 10 / EVENTBRIDGE_PUTEVENTS_PER_S,
+        "EventBridge rule invocations": arrival / EVENTBRIDGE_INVOCATIONS_PER_S,
+        "SNS Publish (from the rule)": arrival / SNS_PUBLISH_PER_S,
+    }
+    ranked = sorted(primary.items(), key=lambda kv: kv[1], reverse=True)
+    for r in rows:
+        r["arrival_utilization"] = round(primary.get(r["component"], notify.get(r["component"], 0.0)), 3)
+    slowest_notify = min(EVENTBRIDGE_INVOCATIONS_PER_S, SNS_PUBLISH_PER_S, 10 * EVENTBRIDGE_PUTEVENTS_PER_S)
+    return {
+        "shoppers": n,
+        "arrival_per_s": round(arrival, 1),
+        "simulation": sim.__dict__,
+        "components": rows,
+        "first_limit": ranked[0][0],
+        "first_limit_utilization": round(ranked[0][1], 3),
+        "limits_past_100": [name for name, u in ranked if u >= 1.0],
+        "notification_limits_past_100": [name for name, u in notify.items() if u >= 1.0],
+        # The last event leaves this long after the last payment when the notification path is slower.
+        "notifications_lag_s": round(max(0.0, n / slowest_notify - sim.drain_s), 1),
+    }
+
+
+# Cashfree's and Razorpay's shared token buckets (shared/settings.py): 20 requests/s each.
+PROD_GATEWAY_RATE = Settings().cashfree_rate_per_s
+
+
+def _row(  # noqa: PLR0917 (one table row, in the table's column order)
+    component: str, load: float, limit: float, unit: str, source: str, work: float | None = None
+) -> dict[str, Any]:
+    return {
+        "component": component,
+        "load": round(load, 1),
+        "limit": round(limit, 1),
+        "unit": unit,
+        "utilization": round(load / limit, 3) if limit else math.inf,
+        "source": source,
+        # How long the component needs for the whole sale's work of its kind at its limit.
+        "drain_s_at_limit": None if work is None or not limit else round(work / limit, 1),
+    }
+
+
+def model(report: dict[str, Any]) -> dict[str, Any]:
+    m = Measured.from_report(report)
+    shards = int(report.get("knobs", {}).get("shards", 8))
+    variants = ladder(shards)
+    return {
+        "assumptions": {
+            "multi_az_commit_ms": ASSUMED_MULTI_AZ_COMMIT_MS,
+            "proxy_rtt_ms": ASSUMED_PROXY_RTT_MS,
+            "sqs_send_ms": ASSUMED_SQS_SEND_MS,
+            "invoke_overhead_ms": ASSUMED_INVOKE_OVERHEAD_MS,
+            "batch_overhead_ms": ASSUMED_BATCH_OVERHEAD_MS,
+            "hot_share": HOT_SHARE,
+            "hot_stock_share": HOT_STOCK_SHARE,
+        },
+        "processor_pps": round(processor_rate(m, variants[0]), 1),
+        "hot_row_pps": round(m.hot_rate(ASSUMED_MULTI_AZ_COMMIT_MS), 1),
+        "hot_row_sharded_pps": round(m.hot_rate_sharded(ASSUMED_MULTI_AZ_COMMIT_MS, shards), 1),
+        "capacity_2vcpu": {op: round(m.capacity(op), 1) for op in m.cpu_ms},
+        "sizes": [size_model(n, m, variants[0]) for n in SIZES],
+        "variants": [
+            {
+                "name": v.name,
+                "change": v.change,
+                "cost_per_month": v.cost_per_month,
+                "sizes": [_brief(size_model(n, m, v)) for n in SIZES],
+            }
+            for v in variants
+        ],
+        "shards": shards,
+    }
+
+
+def _brief(size: dict[str, Any]) -> dict[str, Any]:
+    keys = ("shoppers", "simulation", "first_limit", "first_limit_utilization", "limits_past_100")
+    return {k: size[k] for k in (*keys, "notification_limits_past_100", "notifications_lag_s")}
+
+
+# --- The document's generated block -------------------------------------------------------------
+
+BEGIN, END = "<!-- capacity:begin (make capacity rewrites this block) -->", "<!-- capacity:end -->"
+
+
+def _n(value: float | None) -> str:
+    if value is None:
+        return "–"
+    if value >= 100:
+        return f"{value:,.0f}"
+    return f"{value:,.1f}" if value >= 1 else f"{value:.2f}"
+
+
+def render(report: dict[str, Any]) -> str:
+    mod = report["model"]
+    mach = report["machine"]
+    lines = [
+        BEGIN,
+        "",
+        f"Measured {mach['measured_at']} on {mach['cpus']} cores "
+        f"(load average {mach['load_average_1m']} while it ran: "
+        f"a shared machine), PostgreSQL {mach['postgres']}, data in memory, commit latency injected with "
+        f"`{report['hot_row']['commit_latency_method']}`; `make capacity` took {report.get('run_seconds', '?')} s.",
+        "",
+        "| operation (statements) | connections | tps | p50 ms | p99 ms | server CPU ms/op "
+        "| WAL bytes/op | WAL records/op | WAL flushes/op |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, op in report["operations"].items():
+        for lv in op["levels"]:
+            lines.append(
+                f"| {name} ({op['statements']}) | {lv['connections']} | {_n(lv['tps'])} | {lv['p50_ms']:.2f} | "
+                f"{lv['p99_ms']:.2f} | {lv['backend_cpu_ms_per_op']:.3f} | {_n(lv['wal_bytes_per_op'])} | "
+                f"{lv['wal_records_per_op']} | "
+                f"{'–' if lv['wal_flushes_per_op'] is None else lv['wal_flushes_per_op']} |"
+            )
+    lines += [
+        "",
+        f"Hot product row (every payment buys it, {report['hot_row']['connections']} connections):",
+        "",
+        "| injected commit latency | payments/s | p50 ms | p99 ms |",
+        "|---:|---:|---:|---:|",
+    ]
+    for lv in report["hot_row"]["levels"]:
+        lines.append(f"| +{lv['commit_delay_ms']} ms | {_n(lv['tps'])} | {lv['p50_ms']:.2f} | {lv['p99_ms']:.2f} |")
+    a = mod["assumptions"]
+    lines += [
+        "",
+        f"Model inputs: Multi-AZ commit {a['multi_az_commit_ms']} ms (assumed), so the hot row allows "
+        f"**{_n(mod['hot_row_pps'])} payments/s** ({_n(mod['hot_row_sharded_pps'])} in {mod['shards']} shards: "
+        f"the side-by-side run's gain, {report['lift']['gain']}x) and the prod processors (max concurrency "
+        f"{PROD.processor.max_concurrency}) **{_n(mod['processor_pps'])} payments/s**. Server CPU per "
+        "operation, as 2-vCPU capacity: "
+        + ", ".join(f"{op} {_n(c)}/s" for op, c in mod["capacity_2vcpu"].items())
+        + ".",
+        "",
+    ]
+    lines += [
+        "#### Per size, today and with each lift added to the last",
+        "",
+        "| deployment | added $/month | shoppers in 60 s | drained after | last shopper waits | peak backlog | "
+        "peak requests/s offered | throttled (429) | DB CPU peak | first limit (arrival load / limit) | "
+        "also past 100 % | notifications lag the last payment by |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---:|",
+    ]
+    for v in mod["variants"]:
+        for s in v["sizes"]:
+            sim = s["simulation"]
+            also = ", ".join(x for x in s["limits_past_100"] if x != s["first_limit"]) or "–"
+            lines.append(
+                f"| {v['name']} | {v['cost_per_month']:,.0f} | {s['shoppers']:,} | {sim['drain_s']:.0f} s | "
+                f"{sim['max_wait_s']:.0f} s | {sim['peak_backlog']:,} | {_n(sim['peak_offered_rps'])} | "
+                f"{sim['throttled_requests']:,} | {sim['peak_db_util']:.0%} | "
+                f"{s['first_limit']} ({s['first_limit_utilization']:.0%}) | {also} | {s['notifications_lag_s']:.0f} s |"
+            )
+    lines += ["", "| deployment | the change |", "|---|---|"]
+    lines += [f"| {v['name']} | {v['change']} |" for v in mod["variants"]]
+    lines.append("")
+    for s in mod["sizes"]:
+        lines += [
+            f"#### {s['shoppers']:,} shoppers, today's design: load and limit per component",
+            "",
+            "| component | load at arrival rate / limit | peak load | limit | unit | peak used "
+            "| work at the limit takes | limit from |",
+            "|---|---:|---:|---:|---|---:|---:|---|",
+        ]
+        for r in s["components"]:
+            drain = "–" if r["drain_s_at_limit"] is None else f"{_n(r['drain_s_at_limit'])} s"
+            mark = "**" if r["component"] == s["first_limit"] else ""
+            lines.append(
+                f"| {mark}{r['component']}{mark} | {r['arrival_utilization']:.0%} | {_n(r['load'])} | "
+                f"{_n(r['limit'])} | {r['unit']} | "
+                f"{r['utilization']:.0%} | {drain} | {r['source']} |"
+            )
+        lines.append("")
+    lift = report["lift"]
+    lines += [
+        f"#### The lift, side by side in one run (+{lift['commit_delay_ms']} ms commit, "
+        f"{lift['connections']} connections)",
+        "",
+        "| design | stock rows | jobs | succeeded | out of stock | payments/s | drain s | p99 ms "
+        "| refused with stock left | invariants |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for label in ("today", "sharded"):
+        r = lift[label]
+        inv = (
+            "all 0"
+            if not any(r["invariants"].values())
+            else ", ".join(f"{k} {v}" for k, v in r["invariants"].items() if v)
+        )
+        lines.append(
+            f"| {label} | {r['shards']} | {r['jobs']:,} | {r['succeeded']:,} | {r['out_of_stock']:,} | "
+            f"{_n(r['payments_per_s'])} | {r['drain_s']:.1f} | {r['p99_ms']:.1f} | "
+            f"{r['refused_with_stock_left']} | {inv} |"
+        )
+    lines += ["", f"Gain: **{lift['gain']}x** payments/s of the hot product.", "", END]
+    return "\n".join(lines)
+
+
+def rewrite_doc(path: Path, report: dict[str, Any]) -> None:
+    text = path.read_text() if path.exists() else f"{BEGIN}\n{END}\n"
+    block = render(report)
+    pattern = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END), re.S)
+    if not pattern.search(text):
+        raise SystemExit(f"{path} has no generated block ({BEGIN} ... {END})")
+    path.write_text(pattern.sub(lambda _: block, text, count=1))

@@ -1,0 +1,75 @@
+"""`make capacity` at a tiny scale: it runs, writes the JSON the model reads, and every number is a
+real measurement (positive). Speed is not asserted: the machine is shared."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.e2e
+def test_tiny_capacity_run_writes_positive_costs_and_rewrites_the_doc_block(tmp_path: Path) -> None:
+    # Given a document with the generated block
+    out, doc = tmp_path / "capacity.json", tmp_path / "capacity.md"
+    doc.write_text(
+        "# Capacity\n\nprose stays\n\n<!-- capacity:begin (make capacity rewrites this block) -->\nstale numbers\n"
+        "<!-- capacity:end -->\n\nafter\n"
+    )
+    env = os.environ | {
+        "CAP_SECONDS": "0.3",
+        "CAP_CONNECTIONS": "1,2",
+        "CAP_DELAYS_MS": "0,2",
+        "CAP_USERS": "1500",
+        "CAP_HOT_USERS": "400",
+        "CAP_LIFT_JOBS": "200",
+        "CAP_SHARDS": "4",
+        # Memory-backed and readable by the server's own user (pytest's tmp dirs are root-only); the
+        # run deletes it when it stops the server.
+        "CAP_DATA_DIR": f"/dev/shm/pq-capacity-test-{os.getpid()}",
+        "OUT": str(out),
+        "DOC": str(doc),
+        "PYTHONPATH": str(ROOT),
+    }
+
+    # When the capacity run measures
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.capacity"],
+        check=False,
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+    # Then every operation has a level per connection count with positive numbers
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert set(report["operations"]) == {"enqueue", "status_poll", "payment", "sold_out"}
+    for op in report["operations"].values():
+        assert [lv["connections"] for lv in op["levels"]] == [1, 2]
+        for lv in op["levels"]:
+            assert lv["ops"] > 0 and lv["tps"] > 0 and lv["p50_ms"] > 0 and lv["backend_cpu_ms_per_op"] > 0
+    payment = report["operations"]["payment"]["levels"][0]
+    assert payment["wal_bytes_per_op"] > 0 and payment["wal_records_per_op"] > 0
+    assert [lv["commit_delay_ms"] for lv in report["hot_row"]["levels"]] == [0, 2]
+    assert all(lv["tps"] > 0 for lv in report["hot_row"]["levels"])
+    # and the side-by-side run drained both designs with every invariant 0
+    for label in ("today", "sharded"):
+        side = report["lift"][label]
+        assert side["unfinished"] == 0 and side["succeeded"] > 0 and side["out_of_stock"] > 0
+        assert side["invariants"] == dict.fromkeys(side["invariants"], 0)
+    # and the model has the three sizes, each naming its first limit
+    assert [s["shoppers"] for s in report["model"]["sizes"]] == [5_000, 50_000, 500_000]
+    assert all(s["first_limit"] for s in report["model"]["sizes"])
+    # and only the block was rewritten
+    text = doc.read_text()
+    assert text.startswith("# Capacity\n\nprose stays\n") and text.endswith("<!-- capacity:end -->\n\nafter\n")
+    assert "stale numbers" not in text and "| enqueue (2) | 1 |" in text

@@ -1,0 +1,117 @@
+"""The capacity model (bench/capacity_model.py) on a synthetic measurement: the poll schedule it
+assumes is the one reads.py advises, and each limit shows up where its numbers say it must."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from bench.capacity_model import SIZES, Measured, Variant, ladder, model, polls_while_waiting, render, simulate
+from shared.settings import Settings
+
+
+def _level(tps: float, cpu_ms: float, connections: int = 4, delay: int = 0) -> dict[str, Any]:
+    return {
+        "connections": connections,
+        "ops": 1000,
+        "seconds": 1.0,
+        "tps": tps,
+        "p50_ms": 1.0,
+        "p99_ms": 5.0,
+        "wal_bytes_per_op": 1000.0,
+        "wal_records_per_op": 10.0,
+        "wal_flushes_per_op": 1.0,
+        "backend_cpu_ms_per_op": cpu_ms,
+        "commit_delay_ms": delay,
+    }
+
+
+def _report(hot_at_5ms: float = 120.0, shard_gain: float = 4.0) -> dict[str, Any]:
+    ops = {
+        "enqueue": (2000.0, 0.7),
+        "status_poll": (10000.0, 0.1),
+        "payment": (1000.0, 1.4),
+        "sold_out": (2000.0, 0.7),
+    }
+    side = {
+        "invariants": {"oversold_units": 0},
+        "shards": 8,
+        "jobs": 100,
+        "succeeded": 75,
+        "out_of_stock": 25,
+        "unfinished": 0,
+        "payments_per_s": 1.0,
+        "drain_s": 1.0,
+        "p99_ms": 5.0,
+        "refused_with_stock_left": 0,
+    }
+    return {
+        "operations": {
+            name: {"statements": 1, "what": name, "levels": [_level(tps, cpu)]} for name, (tps, cpu) in ops.items()
+        },
+        "hot_row": {
+            "connections": 16,
+            "commit_latency_method": "commit_delay",
+            "levels": [_level(600.0, 1.0, 16, 0), _level(hot_at_5ms, 1.0, 16, 5)],
+        },
+        "lift": {
+            "gain": shard_gain,
+            "today": side | {"shards": 1},
+            "sharded": side,
+            "commit_delay_ms": 5,
+            "connections": 16,
+        },
+        "knobs": {"shards": 8},
+        "machine": {"cpus": 2, "load_average_1m": 1.0, "postgres": "18", "measured_at": "now"},
+    }
+
+
+def test_a_shopper_polls_as_reads_py_advises_while_its_eta_runs_down() -> None:
+    settings = Settings()
+
+    # 0.75 x ETA clamped to 0.5 .. 10 s: every 0.5 s below 0.67 s of ETA, every 10 s above 13.3 s
+    assert polls_while_waiting(0.5, settings) == pytest.approx(1 + 1.0)
+    assert polls_while_waiting(113.3, settings) - polls_while_waiting(13.3, settings) == pytest.approx(10.0, abs=0.05)
+    assert polls_while_waiting(30.0, Settings(poll_max_ms=30_000)) < polls_while_waiting(30.0, settings)
+
+
+def test_the_hot_row_is_the_first_limit_once_a_quarter_of_the_arrivals_exceed_what_it_allows() -> None:
+    # Given a hot row that allows 120 payments/s at the assumed 5 ms commit
+    m = Measured.from_report(_report(hot_at_5ms=120.0))
+    today = ladder(8)[0]
+
+    # When 5,000 and 50,000 shoppers arrive within a minute (a quarter want the hot product)
+    small, large = (simulate(n, m, today) for n in (5_000, 50_000))
+
+    # Then 21/s is far below it and the queue keeps pace; 208/s is past it and a backlog builds
+    assert small.max_wait_s == 0 and small.peak_backlog == 0
+    assert large.max_wait_s > 0 and large.peak_backlog > 1000 and large.throttled_requests > 0
+
+
+def test_sharding_the_hot_stock_by_the_measured_gain_lets_50000_shoppers_through_without_a_backlog() -> None:
+    m = Measured.from_report(_report(hot_at_5ms=120.0, shard_gain=4.0))
+    today, sharded = ladder(8)[:2]
+
+    assert simulate(50_000, m, today).peak_backlog > 0
+    assert simulate(50_000, m, sharded).peak_backlog == 0
+
+
+def test_a_bigger_database_drains_500000_shoppers_sooner() -> None:
+    m = Measured.from_report(_report())
+    sharded = ladder(8)[1]
+    bigger = Variant("bigger", "test", hot_shards=8, db_vcpus=8, max_concurrency=100)
+
+    assert simulate(500_000, m, bigger).drain_s < simulate(500_000, m, sharded).drain_s
+
+
+def test_the_model_names_a_first_limit_per_size_and_renders_a_block() -> None:
+    report = _report()
+    report["model"] = model(report)
+
+    sizes = report["model"]["sizes"]
+    assert [s["shoppers"] for s in sizes] == list(SIZES)
+    assert sizes[1]["first_limit"] == "hot product row lock"
+    text = render(report)
+    assert text.startswith("<!-- capacity:begin") and text.rstrip().endswith("<!-- capacity:end -->")
+    assert "| 50,000 |" in text
