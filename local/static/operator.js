@@ -83,11 +83,30 @@
       const w = windows[name];
       if (!w) continue;
       const row = document.createElement("tr");
-      const cells = [name, number.format(w.processed), number.format(w.failed), rate(w.success_rate),
+      const cells = [name, number.format(w.processed), number.format(w.failed), number.format(w.failed_deliveries),
+        rate(w.success_rate),
         seconds(w.avg_wait_s), seconds(w.p50_wait_s), seconds(w.p95_wait_s)];
       cells.forEach((text, i) => {
         const cell = document.createElement(i === 0 ? "th" : "td");
         if (i === 0) cell.scope = "row";
+        cell.textContent = text;
+        row.appendChild(cell);
+      });
+      body.appendChild(row);
+    }
+  }
+
+  // The DLQ's jobs as the processor saw them go there: what the runbook's "find the cause" reads.
+  function renderDeadLettered(jobs) {
+    const body = $("dlq-jobs");
+    body.replaceChildren();
+    $("dlq-jobs-wrap").hidden = !jobs || jobs.length === 0;
+    for (const job of jobs || []) {
+      const row = document.createElement("tr");
+      const cells = [job.job_id || "(none named)", job.user_id || "–", job.order_id === null ? "–" : String(job.order_id),
+        job.last_error, number.format(job.deliveries), duration(job.age_s)];
+      cells.forEach((text) => {
+        const cell = document.createElement("td");
         cell.textContent = text;
         row.appendChild(cell);
       });
@@ -125,6 +144,7 @@
         : number.format(queue.dlq_depth) + (queue.dlq_depth === 1 ? " job" : " jobs") +
           " ran out of deliveries. Fix the cause, then send them back to the queue.";
     $("redrive").disabled = queue.dlq_depth === 0;
+    renderDeadLettered(queue.dlq_jobs);
     if (metrics) renderWindows(metrics.windows);
 
     const now = Date.now();

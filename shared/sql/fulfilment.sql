@@ -27,7 +27,7 @@ BEGIN
         RETURN;
     END IF;
     SELECT jsonb_agg(jsonb_build_object('product_id', i.product_id, 'quantity', i.quantity,
-                                        'unit_price_paise', i.unit_price_paise, 'stock', pq_stock_on_hand(p.id))
+                                        'unit_price_paise', i.unit_price_paise, 'stock', pq_stock_on_hand(p.id, p.stock))
                      ORDER BY i.product_id)
       INTO items
       FROM (SELECT (e->>'product_id')::bigint AS product_id,

@@ -3,13 +3,13 @@
 -- itself. For a product without shards each does exactly what that inline code did, so a database
 -- where no product is sharded (the default) runs today's design unchanged.
 
--- The units a product has on hand: the sum of its shards if it has any, else its row's stock.
--- NULL when there is no such product.
-CREATE OR REPLACE FUNCTION pq_stock_on_hand(p_product_id bigint) RETURNS integer
+-- The units a product has on hand: the sum of its shards if it has any, else its row's stock
+-- (p_stock). Takes the row's stock from the caller, who has the row already: inlined into its query.
+DROP FUNCTION IF EXISTS pq_stock_on_hand(bigint);
+CREATE OR REPLACE FUNCTION pq_stock_on_hand(p_product_id bigint, p_stock integer) RETURNS integer
 LANGUAGE sql STABLE AS $$
-    SELECT coalesce((SELECT sum(s.stock)::integer FROM product_stock_shards s WHERE s.product_id = p.id), p.stock)
-      FROM products p
-     WHERE p.id = p_product_id
+    SELECT coalesce((SELECT sum(s.stock)::integer FROM product_stock_shards s WHERE s.product_id = p_product_id),
+                    p_stock)
 $$;
 
 -- Locks what an order's products are bought from, in ascending product id (the one order every

@@ -4,6 +4,7 @@ local runtime. Started with no processors (PQ_WORKERS=0) so a test decides when 
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import re
 import time
@@ -293,6 +294,31 @@ def test_operator_redrives_the_dlq_from_the_page(paused: Runtime, open_page: Any
     expect(page.locator("#throughput")).to_have_text("2")
     rows = paused.db.fetch_all("SELECT status FROM payment_jobs WHERE id = ANY(%s::uuid[])", (jobs,))
     assert [r["status"] for r in rows] == ["succeeded", "succeeded"]
+
+
+def test_operator_page_lists_a_dead_lettered_job_with_its_last_error(paused: Runtime, open_page: Any) -> None:
+    # Given a message naming a job that does not exist, which a worker sends to the DLQ at once
+    ghost = "00000000-0000-4000-8000-0000000000d1"
+    paused.db.execute(
+        "SELECT pq_local_send('payments', %s::jsonb[], %s::jsonb[])",
+        ([json.dumps({"job_id": ghost, "user_id": "demo-user-1", "order_id": 1})], ['{"x-pgmq-group": "demo-user-1"}']),
+    )
+    paused.start_worker()
+
+    # When the operator opens the page
+    page = open_page(DESKTOP)
+    page.goto(
+        f"{paused.base}/static/operator.html#every=250&token="
+        + paused.issuer.issue("ops", scopes=("payments/operator",))
+    )
+
+    # Then the DLQ section names the job, its delivery and why it can never succeed
+    expect(page.locator("#dlq-depth")).to_have_text("1", timeout=30_000)
+    row = page.locator("#dlq-jobs tr")
+    expect(row).to_have_count(1)
+    expect(row.locator("td").nth(0)).to_have_text(ghost)
+    expect(row.locator("td").nth(3)).to_contain_text("job_not_found")
+    expect(row.locator("td").nth(4)).to_have_text("1")
 
 
 def test_operator_page_without_the_operator_scope_asks_for_another_token(paused: Runtime, open_page: Any) -> None:

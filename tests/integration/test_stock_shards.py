@@ -33,7 +33,7 @@ def test_sharding_moves_every_unit_into_even_shards_and_back(db: Database) -> No
     # When its stock is split over 4 shards, then merged back
     split = db.fetch_one("SELECT pq_shard_stock(%s, 4) AS n", (product,))
     shards, row = _shards(db, product), db.fetch_one("SELECT stock FROM products WHERE id = %s", (product,))
-    on_hand = db.fetch_one("SELECT pq_stock_on_hand(%s) AS n", (product,))
+    on_hand = db.fetch_one("SELECT pq_stock_on_hand(id, stock) AS n FROM products WHERE id = %s", (product,))
     db.fetch_one("SELECT pq_shard_stock(%s, 0)", (product,))
 
     # Then no unit was created or lost either way
