@@ -6,6 +6,36 @@ LANGUAGE sql STABLE AS $$
     SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM payment_finished_seq
 $$;
 
+-- How both intakes (pq_enqueue_job, pq_enqueue_gateway_job) begin, in their transaction. One user's
+-- requests are applied one at a time (a transaction-scoped lock, released at commit; the proxy sees
+-- only the call), so every check after it is exact and an insert cannot lose a race on the user's key
+-- or order: one that lost would still consume a queue number (sequences never roll back) and inflate
+-- every later position. (The two-key lock space: apart from the migration runner's one-key lock.)
+-- Answers the job this idempotency key already made (outcome replayed, or key_reused for another
+-- body), or order_not_found, or outcome NULL with the order's status read under a share lock: a
+-- payment of the order committing right now is waited for, so a request racing it sees the order
+-- paid (409 now) instead of a job that fails later.
+CREATE OR REPLACE FUNCTION pq_intake_begin(p_user_id text, p_idempotency_key text, p_request_hash text,
+                                           p_order_id bigint, OUT outcome pq_enqueue_outcome,
+                                           OUT job payment_jobs, OUT order_status text, OUT finished bigint)
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_advisory_xact_lock(x'50514551'::integer, hashtext(p_user_id));  -- "PQEQ", the user
+    finished := pq_finished_count();
+    SELECT * INTO job FROM payment_jobs j WHERE j.user_id = p_user_id AND j.idempotency_key = p_idempotency_key;
+    IF FOUND THEN
+        outcome := CASE WHEN job.request_hash = p_request_hash THEN 'replayed' ELSE 'key_reused' END;
+        RETURN;
+    END IF;
+    SELECT o.order_status INTO order_status FROM orders o
+     WHERE o.id = p_order_id AND o.user_id = p_user_id
+       FOR SHARE;
+    IF NOT FOUND THEN
+        outcome := 'order_not_found';
+    END IF;
+END;
+$$;
+
 -- Records a payment request. Validation that needs the database happens here so that a refused
 -- request records nothing. Outcomes (pq_enqueue_outcome):
 --   created | replayed    -> job_id, status, queue_seq (and reason / payment_id once finished)
@@ -23,31 +53,19 @@ CREATE FUNCTION pq_enqueue_job(
     OUT payment_id bigint, OUT finished bigint)
 LANGUAGE plpgsql AS $$
 DECLARE
+    v_begin record;
     v_job payment_jobs%ROWTYPE;
     v_order_status text;
 BEGIN
-    -- One user's requests are applied one at a time (a transaction-scoped lock, released at commit;
-    -- the proxy sees only the call), so every check below is exact and the insert cannot lose a race
-    -- on the user's key or order. An insert that lost one would still consume a queue number
-    -- (sequences never roll back) and inflate every later position.
-    -- (The two-key form: a lock space of its own, apart from the migration runner's one-key lock.)
-    PERFORM pg_advisory_xact_lock(x'50514551'::integer, hashtext(p_user_id));  -- "PQEQ", the user
-    finished := pq_finished_count();
-
-    SELECT * INTO v_job FROM payment_jobs j
-     WHERE j.user_id = p_user_id AND j.idempotency_key = p_idempotency_key;
-    IF FOUND THEN
-        outcome := CASE WHEN v_job.request_hash = p_request_hash THEN 'replayed' ELSE 'key_reused' END;
-    ELSE
-        -- Under a share lock: a payment of this order committing right now is waited for, so a request
-        -- racing it sees the order paid (409 now) instead of a job that fails later.
-        SELECT o.order_status INTO v_order_status FROM orders o
-         WHERE o.id = p_order_id AND o.user_id = p_user_id
-           FOR SHARE;
-        IF NOT FOUND THEN
-            outcome := 'order_not_found';
-            RETURN;
-        ELSIF v_order_status <> 'pending' THEN
+    SELECT * INTO v_begin FROM pq_intake_begin(p_user_id, p_idempotency_key, p_request_hash, p_order_id);
+    outcome := v_begin.outcome;
+    finished := v_begin.finished;
+    v_job := v_begin.job;
+    IF outcome = 'order_not_found' THEN
+        RETURN;
+    ELSIF outcome IS NULL THEN
+        v_order_status := v_begin.order_status;
+        IF v_order_status <> 'pending' THEN
             outcome := 'order_not_payable';
             reason := v_order_status;
             RETURN;
@@ -129,25 +147,22 @@ CREATE FUNCTION pq_enqueue_gateway_job(
     OUT payment_id bigint, OUT finished bigint)
 LANGUAGE plpgsql AS $$
 DECLARE
+    v_begin record;
     v_job payment_jobs%ROWTYPE;
     v_checkout gateway_checkouts%ROWTYPE;
     v_order_status text;
     v_ref text;
 BEGIN
-    PERFORM pg_advisory_xact_lock(hashtextextended(p_user_id, 0));
-    finished := pq_finished_count();
-    SELECT * INTO v_job FROM payment_jobs j
-     WHERE j.user_id = p_user_id AND j.idempotency_key = p_idempotency_key;
-    IF FOUND THEN
-        outcome := CASE WHEN v_job.request_hash = p_request_hash THEN 'replayed' ELSE 'key_reused' END;
-    ELSE
-        SELECT o.order_status INTO v_order_status FROM orders o
-         WHERE o.id = p_order_id AND o.user_id = p_user_id
-           FOR SHARE;
-        IF NOT FOUND THEN
-            outcome := 'order_not_found';
-            RETURN;
-        END IF;
+    -- The same per-user lock, key and order checks as pq_enqueue_job: a wallet and a gateway request
+    -- of one user are applied one at a time too.
+    SELECT * INTO v_begin FROM pq_intake_begin(p_user_id, p_idempotency_key, p_request_hash, p_order_id);
+    v_job := v_begin.job;
+    outcome := v_begin.outcome;
+    finished := v_begin.finished;
+    IF outcome = 'order_not_found' THEN
+        RETURN;
+    ELSIF outcome IS NULL THEN
+        v_order_status := v_begin.order_status;
         -- The checkout of this order, method and shopper: Razorpay by the order it names (an expired
         -- or paid checkout still binds its own payments), Cashfree the newest one created.
         SELECT * INTO v_checkout FROM gateway_checkouts c
