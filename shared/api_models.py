@@ -11,7 +11,13 @@ from typing import Any, Literal
 from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.domain import CheckoutRequest, PaymentRequest
+from shared.domain import (
+    IDEMPOTENCY_KEY_MAX,
+    IDEMPOTENCY_KEY_PATTERN,
+    RAZORPAY_CHECKOUT_FIELDS,
+    CheckoutRequest,
+    PaymentRequest,
+)
 
 JSON = "application/json"
 
@@ -177,10 +183,41 @@ def responses(success: int, description: str, model: type[BaseModel], **errors: 
     return declared
 
 
+def _payment_bodies() -> dict[str, Any]:
+    """POST /v1/payments as the server takes it: one body per method (the fields each method allows
+    and requires), built from PaymentRequest's own field rules so the two cannot drift apart."""
+    model = PaymentRequest.model_json_schema()
+    fields = model["properties"]
+
+    def field(name: str) -> dict[str, Any]:
+        schema = dict(fields[name])
+        schema.pop("default", None)
+        # "X or null" in the model: a body either leaves a field out or gives it as the method needs it.
+        for option in schema.pop("anyOf", []):
+            if option.get("type") != "null":
+                schema |= option
+        return schema
+
+    variants = []
+    for method in fields["method"]["enum"]:
+        extra = list(RAZORPAY_CHECKOUT_FIELDS) if method == "razorpay" else []
+        variants.append(
+            {
+                "title": f"{method.capitalize()}Payment",
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["order_id", "method", *extra],
+                "properties": {"order_id": field("order_id"), "method": {"type": "string", "enum": [method]}}
+                | {name: field(name) for name in extra},
+            }
+        )
+    return {"title": model["title"], "description": model.get("description", ""), "oneOf": variants}
+
+
 PAYMENT_REQUEST_BODY = {
     "requestBody": {
         "required": True,
-        "content": {JSON: {"schema": PaymentRequest.model_json_schema()}},
+        "content": {JSON: {"schema": _payment_bodies()}},
     }
 }
 CHECKOUT_REQUEST_BODY = {
@@ -193,6 +230,6 @@ IDEMPOTENCY_KEY_HEADER = {
     "name": "Idempotency-Key",
     "in": "header",
     "required": True,
-    "description": "1-255 printable characters; the same key and body return the same job",
-    "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+    "description": "1-255 printable ASCII characters, no space at either end; the same key and body: the same job",
+    "schema": {"type": "string", "minLength": 1, "maxLength": IDEMPOTENCY_KEY_MAX, "pattern": IDEMPOTENCY_KEY_PATTERN},
 }

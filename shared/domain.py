@@ -11,13 +11,31 @@ from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, StrictStr, model_validator
 
 from shared.outcomes import GatewayEndOutcome, WalletOutcome
 
-MAX_ORDER_ID = 2**63 - 1
+# The largest order id a request may name: the largest integer a JSON number carries exactly in every
+# client (2^53 - 1; a double cannot tell 2^63 - 1 from 2^63), well inside PostgreSQL's bigint.
+MAX_ORDER_ID = 2**53 - 1
+
+
+def _whole_number(value: Any) -> Any:
+    # JSON Schema's "integer" includes 947.0 (a number with no fractional part), so the API takes it
+    # as 947; any other float, a string or a boolean is still refused.
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+# An Idempotency-Key: 1-255 printable ASCII characters, no space at either end (an HTTP header value
+# cannot carry one: parsers strip it), so the key the handler sees is the one the client chose.
+IDEMPOTENCY_KEY_MAX = 255
+IDEMPOTENCY_KEY_PATTERN = r"^[!-~]([ -~]{0,253}[!-~])?$"
+
+OrderId = Annotated[StrictInt, BeforeValidator(_whole_number), Field(gt=0, le=MAX_ORDER_ID)]
 EVENT_SOURCE = "payment-queue"
 EVENT_VERSION = "1"
 _jitter = random.SystemRandom()
@@ -68,7 +86,7 @@ class PaymentRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    order_id: StrictInt = Field(gt=0, le=MAX_ORDER_ID)
+    order_id: OrderId
     method: Literal["wallet", "razorpay", "cashfree"]
     razorpay_order_id: StrictStr | None = Field(default=None, pattern=r"^order_[A-Za-z0-9]{1,40}$")
     razorpay_payment_id: StrictStr | None = Field(default=None, pattern=r"^pay_[A-Za-z0-9]{1,40}$")
@@ -97,7 +115,7 @@ class CheckoutRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    order_id: StrictInt = Field(gt=0, le=MAX_ORDER_ID)
+    order_id: OrderId
     method: Literal["razorpay", "cashfree"]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
@@ -10,14 +11,20 @@ from typing import Any
 from pydantic import ValidationError
 
 from shared.bootstrap import App
-from shared.domain import BARE_REFERENCE_FIELDS, GATEWAY_METHODS, RAZORPAY_CHECKOUT_FIELDS, ApiError, PaymentRequest
+from shared.domain import (
+    BARE_REFERENCE_FIELDS,
+    GATEWAY_METHODS,
+    IDEMPOTENCY_KEY_MAX,
+    IDEMPOTENCY_KEY_PATTERN,
+    RAZORPAY_CHECKOUT_FIELDS,
+    ApiError,
+    PaymentRequest,
+)
 from shared.gateway_signatures import verify_razorpay_checkout
 from shared.observability import logger
 from shared.outcomes import EnqueueOutcome
 from shared.ports import QueueMessage
 from shared.services.reads import job_view
-
-IDEMPOTENCY_KEY_MAX = 255
 
 
 @dataclass(frozen=True)
@@ -71,9 +78,11 @@ def parse_payment_request(raw_body: str | None, enabled_methods: Collection[str]
 def validate_idempotency_key(key: str | None) -> str:
     if key is None or not key.strip():
         raise ApiError(400, "idempotency_key_required", "the Idempotency-Key header is required")
-    if len(key) > IDEMPOTENCY_KEY_MAX or not key.isprintable():
+    if not re.fullmatch(IDEMPOTENCY_KEY_PATTERN, key):
         raise ApiError(
-            400, "idempotency_key_invalid", f"Idempotency-Key must be 1-{IDEMPOTENCY_KEY_MAX} printable characters"
+            400,
+            "idempotency_key_invalid",
+            f"Idempotency-Key must be 1-{IDEMPOTENCY_KEY_MAX} printable ASCII characters, no space at either end",
         )
     return key
 
