@@ -55,6 +55,7 @@ class FailureReason(StrEnum):
     """Why a job failed. Business failures: the message is consumed, not retried."""
 
     INSUFFICIENT_BALANCE = "insufficient_balance"
+    CURRENCY_MISMATCH = "currency_mismatch"  # a wallet pays only orders in its own currency
     OUT_OF_STOCK = "out_of_stock"
     ORDER_NOT_PAYABLE = "order_not_payable"
     INVALID_ORDER = "invalid_order"

@@ -7,6 +7,8 @@
   const REASONS = {
     insufficient_balance:
       "Your wallet balance is lower than the order total. Nothing was charged; add money to your wallet and try again.",
+    currency_mismatch:
+      "This order is priced in another currency than your wallet holds, so the wallet cannot pay it. Nothing was charged.",
     out_of_stock:
       "An item in your order sold out before we could reserve it. Nothing was charged.",
     order_not_payable:
@@ -18,6 +20,7 @@
   // What the shopper can do next, by reason; "retry" offers a new payment of the same order.
   const NEXT_STEPS = {
     insufficient_balance: { text: "Add money to your wallet, then try again.", retry: true },
+    currency_mismatch: { text: "Pay this order at the shop's checkout instead.", retry: false },
     out_of_stock: { text: "Go back to your cart to change the order; this one cannot be paid as it is.", retry: false },
     order_not_payable: { text: "Check the order's status in your account.", retry: false },
     invalid_order: { text: "Contact support with your order number.", retry: false },

@@ -19,7 +19,7 @@ DECLARE
     v_order orders%ROWTYPE;
 BEGIN
     -- One shopper's checkouts are opened one at a time (transaction-scoped lock: see pq_enqueue_job).
-    PERFORM pg_advisory_xact_lock(hashtextextended(p_user_id, 0));
+    PERFORM pq_lock_user(p_user_id);
     inserted := false;
     SELECT * INTO v_order FROM orders o WHERE o.id = p_order_id AND o.user_id = p_user_id;
     IF NOT FOUND THEN
@@ -96,7 +96,7 @@ DECLARE
     v_job payment_jobs%ROWTYPE;
     v_n integer;
 BEGIN
-    PERFORM pg_advisory_xact_lock(hashtextextended(p_checkout.user_id, 0));
+    PERFORM pq_lock_user(p_checkout.user_id);
     SELECT * INTO v_job FROM payment_jobs j
      WHERE j.checkout_id = p_checkout.id AND j.parked_at IS NOT NULL
      FOR UPDATE;

@@ -6,6 +6,14 @@ LANGUAGE sql STABLE AS $$
     SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM payment_finished_seq
 $$;
 
+-- One user's intake, one request at a time: a transaction-scoped advisory lock (released at commit;
+-- the proxy sees only the call) in the two-key space, apart from the migration runner's one-key lock.
+-- Every path that creates a job for a user takes it: the API's intakes and the webhooks' checkouts.
+CREATE OR REPLACE FUNCTION pq_lock_user(p_user_id text) RETURNS void
+LANGUAGE sql AS $$
+    SELECT pg_advisory_xact_lock(x'50514551'::integer, hashtext(p_user_id))  -- "PQEQ", the user
+$$;
+
 -- How both intakes (pq_enqueue_job, pq_enqueue_gateway_job) begin, in their transaction. One user's
 -- requests are applied one at a time (a transaction-scoped lock, released at commit; the proxy sees
 -- only the call), so every check after it is exact and an insert cannot lose a race on the user's key
@@ -20,7 +28,7 @@ CREATE OR REPLACE FUNCTION pq_intake_begin(p_user_id text, p_idempotency_key tex
                                            OUT job payment_jobs, OUT order_status text, OUT finished bigint)
 LANGUAGE plpgsql AS $$
 BEGIN
-    PERFORM pg_advisory_xact_lock(x'50514551'::integer, hashtext(p_user_id));  -- "PQEQ", the user
+    PERFORM pq_lock_user(p_user_id);
     finished := pq_finished_count();
     SELECT * INTO job FROM payment_jobs j WHERE j.user_id = p_user_id AND j.idempotency_key = p_idempotency_key;
     IF FOUND THEN

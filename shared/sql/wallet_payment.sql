@@ -48,6 +48,9 @@ BEGIN
         SELECT * INTO v_wallet FROM wallets WHERE user_id = v_job.user_id FOR UPDATE;
         IF NOT FOUND OR v_wallet.balance_paise < v_order.total_paise THEN
             reason := 'insufficient_balance';
+        ELSIF v_wallet.currency <> v_order.currency THEN
+            -- A wallet pays only orders in its own currency: 100,000 paise are not 100,000 cents.
+            reason := 'currency_mismatch';
         ELSIF v_check.problem IS NULL THEN
             -- Not sold out when read: lock the products and read their stock again under the lock. A
             -- product already short fails its buyers above without taking its row lock.

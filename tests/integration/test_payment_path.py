@@ -159,6 +159,22 @@ def test_insufficient_balance_fails_the_job_and_changes_nothing_else(app: App, d
     assert job is not None and job["status"] == "failed" and job["reason"] == "insufficient_balance"
 
 
+def test_a_wallet_never_pays_an_order_in_another_currency(app: App, demo: dict[str, int]) -> None:
+    # Given an INR wallet with enough paise and an order of the same number of (US) cents
+    order = pending_order(app.db, "demo-user-1")
+    app.db.execute("UPDATE orders SET currency = 'USD' WHERE id = %s", (order,))
+    job_id = pay(app, "demo-user-1", "key-usd", order).body["job_id"]
+    before = row_counts(app.db)
+
+    # When the payment runs
+    outcome = process_wallet_job(app, job_id)
+
+    # Then it fails as a currency mismatch and no money or stock moves
+    assert (outcome.outcome, outcome.reason) == ("failed", "currency_mismatch")
+    after = row_counts(app.db)
+    assert after | {"events": before["events"]} == before
+
+
 def test_out_of_stock_fails_cleanly(app: App, demo: dict[str, int]) -> None:
     app.db.execute("UPDATE products SET stock = 0")
     job_id = pay(app, "demo-user-1", "key-1").body["job_id"]
