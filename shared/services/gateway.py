@@ -26,9 +26,10 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from aws_lambda_powertools.metrics import MetricUnit
 
@@ -64,6 +65,8 @@ _ENDPOINTS: dict[str, dict[str, str]] = {
         "find_refund": "get_refund",
     },
 }
+
+T = TypeVar("T")
 
 
 def first_bucket(app: App, gateway: str) -> tuple[str, float, float]:
@@ -136,16 +139,23 @@ class _Run:
             return self.settle_razorpay(first_token)
         return self.settle_cashfree(first_token)
 
+    def fetch(self, first_token: dict[str, Any], call: Callable[[], T]) -> T | None:
+        """The first request of a delivery (its token taken by pq_gateway_begin): None when the gateway
+        knows no such payment or order (400/404); other refusals and retryable errors propagate."""
+        self.token("fetch", first=first_token)
+        try:
+            return call()
+        except GatewayRejected as exc:
+            if exc.status in (400, 404):
+                return None
+            raise
+
     def settle_razorpay(self, first_token: dict[str, Any]) -> PaymentOutcome:
         job, api = self.job, self.app.razorpay
         assert api is not None
-        self.token("fetch", first=first_token)
-        try:
-            payment = api.fetch_payment(job.ref)
-        except GatewayRejected as exc:
-            if exc.status in (400, 404):
-                return self.fail(FailureReason.GATEWAY_PAYMENT_NOT_FOUND)
-            raise
+        payment = self.fetch(first_token, lambda: api.fetch_payment(job.ref))
+        if payment is None:
+            return self.fail(FailureReason.GATEWAY_PAYMENT_NOT_FOUND)
         if payment.order_id is None or payment.order_id != job.gateway_order_id:
             return self.fail(FailureReason.GATEWAY_ORDER_MISMATCH)
         if job.refund_sent:  # an earlier delivery sent a refund: finish that, whatever the order's state now
@@ -185,13 +195,9 @@ class _Run:
     def settle_cashfree(self, first_token: dict[str, Any]) -> PaymentOutcome:
         job, api = self.job, self.app.cashfree
         assert api is not None
-        self.token("fetch", first=first_token)
-        try:
-            order = api.fetch_order(job.ref)
-        except GatewayRejected as exc:
-            if exc.status in (400, 404):
-                return self.fail(FailureReason.GATEWAY_PAYMENT_NOT_FOUND)
-            raise
+        order = self.fetch(first_token, lambda: api.fetch_order(job.ref))
+        if order is None:
+            return self.fail(FailureReason.GATEWAY_PAYMENT_NOT_FOUND)
         if order.order_id != job.gateway_order_id:
             return self.fail(FailureReason.GATEWAY_ORDER_MISMATCH)
         if order.status == "PAID":
