@@ -14,7 +14,7 @@ DROP FUNCTION IF EXISTS pq_checkout_open(text, bigint, text, double precision);
 CREATE FUNCTION pq_checkout_open(p_user_id text, p_order_id bigint, p_method text, p_ttl_s double precision,
                                  OUT outcome pq_checkout_outcome, OUT reason text, OUT inserted boolean,
                                  OUT checkout gateway_checkouts)
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET enable_seqscan = off AS $$
 DECLARE
     v_order orders%ROWTYPE;
 BEGIN
@@ -63,7 +63,7 @@ DROP FUNCTION IF EXISTS pq_checkout_created(uuid, text, text, bigint, text);
 CREATE FUNCTION pq_checkout_created(p_checkout_id uuid, p_gateway_order_id text, p_payment_session_id text,
                                     p_amount_paise bigint, p_currency text,
                                     OUT outcome pq_checkout_outcome, OUT checkout gateway_checkouts)
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET enable_seqscan = off AS $$
 BEGIN
     SELECT * INTO checkout FROM gateway_checkouts c WHERE c.id = p_checkout_id FOR UPDATE;
     IF checkout.status <> 'creating' THEN
@@ -91,7 +91,7 @@ DROP FUNCTION IF EXISTS pq_checkout_settle(gateway_checkouts, text);
 CREATE FUNCTION pq_checkout_settle(p_checkout gateway_checkouts, p_gateway_ref text,
                                    OUT outcome pq_webhook_outcome, OUT job_id uuid, OUT user_id text,
                                    OUT order_id bigint, OUT parks integer)
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET enable_seqscan = off AS $$
 DECLARE
     v_job payment_jobs%ROWTYPE;
     v_n integer;
@@ -150,7 +150,7 @@ CREATE FUNCTION pq_webhook_record(p_gateway text, p_event_id text, p_event_type 
                                   p_refund_state text, p_refund_status text, p_payload jsonb,
                                   OUT outcome pq_webhook_outcome, OUT job_id uuid, OUT user_id text,
                                   OUT order_id bigint, OUT parks integer)
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET enable_seqscan = off AS $$
 DECLARE
     v_event_id bigint;
     v_checkout gateway_checkouts%ROWTYPE;
@@ -217,7 +217,7 @@ DROP FUNCTION IF EXISTS pq_checkout_reconciled(uuid, text);
 CREATE FUNCTION pq_checkout_reconciled(p_checkout_id uuid, p_gateway_ref text,
                                        OUT outcome pq_webhook_outcome, OUT job_id uuid, OUT user_id text,
                                        OUT order_id bigint, OUT parks integer)
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET enable_seqscan = off AS $$
 DECLARE
     v_checkout gateway_checkouts%ROWTYPE;
 BEGIN
@@ -264,7 +264,7 @@ $$;
 -- A refund's state as the gateway reported it (fetched by the sweeper). Returns true when it changed.
 CREATE OR REPLACE FUNCTION pq_refund_state(p_refund_id bigint, p_state text, p_gateway_status text)
 RETURNS boolean
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET enable_seqscan = off AS $$
 BEGIN
     UPDATE gateway_refunds
        SET state = p_state, gateway_status = p_gateway_status,

@@ -51,7 +51,7 @@ $$;
 -- one more publication, which consumers dedupe on the event id. Set inside the body, for this
 -- transaction only: a top-level SET would pin an RDS Proxy session.
 CREATE OR REPLACE FUNCTION pq_mark_events_published(p_ids uuid[]) RETURNS void
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET enable_seqscan = off AS $$
 BEGIN
     PERFORM set_config('synchronous_commit', 'off', true);
     UPDATE outbox_events SET published_at = now() WHERE id = ANY(p_ids) AND published_at IS NULL;

@@ -5,7 +5,7 @@
 CREATE OR REPLACE FUNCTION pq_record_delivery_failure(p_job_id uuid, p_message_id text, p_receive_count integer,
                                                       p_error_class text, p_error text, p_dead_lettered boolean)
 RETURNS void
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET enable_seqscan = off AS $$
 BEGIN
     PERFORM set_config('synchronous_commit', 'off', true);
     INSERT INTO delivery_failures (job_id, message_id, receive_count, error_class, error, dead_lettered)

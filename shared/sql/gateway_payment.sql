@@ -9,7 +9,7 @@ DROP FUNCTION IF EXISTS pq_gateway_step(uuid, text, text, double precision, doub
 CREATE FUNCTION pq_gateway_step(p_job_id uuid, p_step text, p_gateway text, p_rate double precision,
                                 p_burst double precision, p_n integer, p_refund_reason text,
                                 OUT granted boolean, OUT wait_ms integer)
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET enable_seqscan = off AS $$
 BEGIN
     SELECT t.granted, t.wait_ms INTO granted, wait_ms FROM pq_take_tokens(p_gateway, p_rate, p_burst, p_n) t;
     IF granted AND p_step IN ('capture', 'refund') THEN
@@ -46,7 +46,7 @@ CREATE FUNCTION pq_gateway_begin(p_job_id uuid, p_rate double precision, p_burst
                                  OUT granted boolean, OUT wait_ms integer,
                                  OUT checkout_id uuid, OUT gateway_order_id text, OUT checkout_amount_paise bigint,
                                  OUT checkout_currency text, OUT checkout_expires_at timestamptz)
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET enable_seqscan = off AS $$
 DECLARE
     v_job      payment_jobs%ROWTYPE;
     v_order    orders%ROWTYPE;
@@ -129,7 +129,7 @@ DROP FUNCTION IF EXISTS pq_gateway_park(uuid);
 CREATE FUNCTION pq_gateway_park(p_job_id uuid, OUT outcome pq_gateway_end_outcome, OUT reason text,
                                 OUT payment_id bigint, OUT resend boolean, OUT user_id text, OUT order_id bigint,
                                 OUT parks integer)
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET enable_seqscan = off AS $$
 DECLARE
     v_job payment_jobs%ROWTYPE;
 BEGIN
@@ -164,7 +164,7 @@ DROP FUNCTION IF EXISTS pq_complete_gateway_payment(uuid, bigint, text);
 CREATE FUNCTION pq_complete_gateway_payment(p_job_id uuid, p_amount_paise bigint, p_currency text,
                                             OUT outcome pq_gateway_end_outcome, OUT reason text,
                                             OUT payment_id bigint, OUT event jsonb)
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET enable_seqscan = off AS $$
 DECLARE
     v_job   payment_jobs%ROWTYPE;
     v_order orders%ROWTYPE;
@@ -218,7 +218,7 @@ CREATE FUNCTION pq_gateway_refunded(p_job_id uuid, p_reason text, p_gateway_refu
                                     p_checkout_status text DEFAULT NULL,
                                     OUT outcome pq_gateway_end_outcome, OUT reason text,
                                     OUT payment_id bigint, OUT event jsonb)
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET enable_seqscan = off AS $$
 DECLARE
     v_job payment_jobs%ROWTYPE;
 BEGIN

@@ -59,7 +59,7 @@ CREATE FUNCTION pq_enqueue_job(
     p_gateway_ref text,
     OUT outcome pq_enqueue_outcome, OUT job_id uuid, OUT status text, OUT queue_seq bigint, OUT reason text,
     OUT payment_id bigint, OUT finished bigint)
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET enable_seqscan = off AS $$
 DECLARE
     v_begin record;
     v_job payment_jobs%ROWTYPE;
@@ -121,7 +121,7 @@ $$;
 -- job again, and the duplicate is dropped (deduplication id) or acknowledged (the job is done).
 -- Set inside the body, for this transaction only: a top-level SET would pin an RDS Proxy session.
 CREATE OR REPLACE FUNCTION pq_mark_jobs_sent(p_ids uuid[]) RETURNS void
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET enable_seqscan = off AS $$
 BEGIN
     PERFORM set_config('synchronous_commit', 'off', true);
     UPDATE payment_jobs SET sent_at = now() WHERE id = ANY(p_ids) AND sent_at IS NULL;
@@ -153,7 +153,7 @@ CREATE FUNCTION pq_enqueue_gateway_job(
     p_gateway_order_id text, p_gateway_ref text,
     OUT outcome pq_enqueue_outcome, OUT job_id uuid, OUT status text, OUT queue_seq bigint, OUT reason text,
     OUT payment_id bigint, OUT finished bigint)
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET enable_seqscan = off AS $$
 DECLARE
     v_begin record;
     v_job payment_jobs%ROWTYPE;

@@ -11,7 +11,7 @@
 DROP FUNCTION IF EXISTS pq_process_payment(uuid);
 CREATE FUNCTION pq_process_payment(p_job_id uuid, OUT outcome pq_wallet_outcome, OUT reason text,
                                    OUT payment_id bigint, OUT event jsonb)
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET enable_seqscan = off AS $$
 DECLARE
     v_job    payment_jobs%ROWTYPE;
     v_order  orders%ROWTYPE;
