@@ -3,16 +3,20 @@
 -- and 6-9 and the job's end. Each runs inside its caller's transaction.
 
 -- Why an order cannot be fulfilled for a job right now (problem NULL: it can), and its items
--- aggregated per product with their current stock, sorted by product id. problem:
+-- aggregated per product ({product_id, quantity, unit_price_paise}, sorted by product id). problem:
 --   order_not_payable   the order is gone, not pending, or not the job's user's
 --   invalid_order       an item is malformed, names no product, or the items do not add up to the total
---   out_of_stock        a product has fewer units than the order asks for
--- The caller decides whether the product rows are locked first: read unlocked, out_of_stock is
--- still true when read (stock only goes down during a sale), which lets a sold-out product fail its
--- buyers without queueing them behind its row lock.
+--   out_of_stock        a product has fewer units on hand than the order asks for
+-- Stock is read without the product locks: out_of_stock is still true when read (stock only goes
+-- down during a sale), which lets a sold-out product fail its buyers without queueing them behind
+-- its row lock. The caller then locks what it buys from with pq_lock_stock, which reads it again.
 DROP FUNCTION IF EXISTS pq_order_problem(orders, payment_jobs);
 CREATE FUNCTION pq_order_problem(p_order orders, p_job payment_jobs, OUT problem text, OUT items jsonb)
 LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    v_missing boolean;
+    v_total   numeric;
+    v_short   boolean;
 BEGIN
     IF p_order.id IS NULL OR p_order.order_status <> 'pending' OR p_order.user_id <> p_job.user_id THEN
         problem := 'order_not_payable';
@@ -26,38 +30,31 @@ BEGIN
         problem := 'invalid_order';
         RETURN;
     END IF;
+    -- One statement: the items, whether each names a product, what they add up to, whether one is short.
     SELECT jsonb_agg(jsonb_build_object('product_id', i.product_id, 'quantity', i.quantity,
-                                        'unit_price_paise', i.unit_price_paise, 'stock', pq_stock_on_hand(p.id, p.stock))
-                     ORDER BY i.product_id)
-      INTO items
+                                        'unit_price_paise', i.unit_price_paise) ORDER BY i.product_id),
+           bool_or(p.id IS NULL), sum(i.quantity::numeric * i.unit_price_paise),
+           bool_or(pq_stock_on_hand(p.id, p.stock) < i.quantity)
+      INTO items, v_missing, v_total, v_short
       FROM (SELECT (e->>'product_id')::bigint AS product_id,
                    sum((e->>'quantity')::integer)::integer AS quantity,
                    max((e->>'unit_price_paise')::bigint) AS unit_price_paise
               FROM jsonb_array_elements(p_order.items) AS e
              GROUP BY 1) AS i
       LEFT JOIN products p ON p.id = i.product_id;
-    IF EXISTS (SELECT 1 FROM jsonb_array_elements(items) AS x WHERE x->'stock' = 'null'::jsonb)
-       OR (SELECT sum((x->>'quantity')::bigint * (x->>'unit_price_paise')::bigint)
-             FROM jsonb_array_elements(items) AS x) <> p_order.total_paise THEN
+    IF v_missing OR v_total IS DISTINCT FROM p_order.total_paise THEN
         problem := 'invalid_order';
-    ELSIF EXISTS (SELECT 1 FROM jsonb_array_elements(items) AS x
-                   WHERE (x->>'stock')::integer < (x->>'quantity')::integer) THEN
+    ELSIF v_short THEN
         problem := 'out_of_stock';
     END IF;
 END;
 $$;
 
--- Locks the order's products in ascending id order, the one order every payment takes them in, so
--- concurrent payments cannot deadlock: each product's row, or one of its stock shards
--- (stock_shards.sql). Malformed ids are skipped: pq_order_problem refuses those orders.
-CREATE OR REPLACE FUNCTION pq_lock_products(p_order orders) RETURNS void
-LANGUAGE plpgsql AS $$
-BEGIN
-    PERFORM pq_lock_stock(p_order);
-END;
-$$;
+-- What an order's products are bought from is locked, and their stock read again under the lock, by
+-- pq_lock_stock (stock_shards.sql), in the one order every payment takes them in.
+DROP FUNCTION IF EXISTS pq_lock_products(orders);
 
--- Fulfils an order that pq_order_problem passed with its products locked: the payment transaction
+-- Fulfils an order that pq_order_problem and then pq_lock_stock passed: the payment transaction
 -- (step 4; UNIQUE order_id, and UNIQUE gateway payment, are the double-charge guards), order items
 -- and stock (step 7), the order paid (step 8), the cart (step 9), then the job's end and its event
 -- (step 10 happens after commit, from the outbox). p_amount_paise / p_currency are what was charged.

@@ -111,11 +111,13 @@ LANGUAGE sql AS $$
      WHERE job_id = p_job_id
 $$;
 
--- How a redelivery of a gateway job that has already ended is answered: as it ended.
+-- How a redelivery of a gateway job that has already ended is answered: as it ended (outcome NULL
+-- while the job is live).
 CREATE OR REPLACE FUNCTION pq_gateway_ended(p_job payment_jobs, OUT outcome pq_gateway_end_outcome,
                                             OUT reason text, OUT payment_id bigint)
 LANGUAGE sql STABLE AS $$
     SELECT ('already_' || p_job.status)::pq_gateway_end_outcome, p_job.reason, p_job.payment_id
+     WHERE p_job.status IN ('succeeded', 'failed')
 $$;
 
 -- A bound job whose gateway order is not final yet (Cashfree ACTIVE with attempts FAILED, USER_DROPPED,
@@ -131,23 +133,26 @@ CREATE FUNCTION pq_gateway_park(p_job_id uuid, OUT outcome pq_gateway_end_outcom
                                 OUT parks integer)
 LANGUAGE plpgsql SET enable_seqscan = off AS $$
 DECLARE
-    v_job payment_jobs%ROWTYPE;
+    v_checkout_id uuid;
 BEGIN
-    SELECT * INTO v_job FROM payment_jobs j WHERE j.id = p_job_id FOR UPDATE;
-    IF v_job.status IN ('succeeded', 'failed') THEN
-        SELECT e.* INTO outcome, reason, payment_id FROM pq_gateway_ended(v_job) e;
+    -- The job, locked, and how it ended if another delivery ended it meanwhile.
+    SELECT j.checkout_id, e.outcome, e.reason, e.payment_id INTO v_checkout_id, outcome, reason, payment_id
+      FROM payment_jobs j LEFT JOIN LATERAL pq_gateway_ended(j) e ON true
+     WHERE j.id = p_job_id
+       FOR UPDATE OF j;
+    IF outcome IS NOT NULL THEN
         RETURN;
     END IF;
     resend := EXISTS (
         SELECT 1 FROM gateway_webhook_events e
           JOIN gateway_checkouts c ON c.method = e.gateway AND c.gateway_order_id = e.gateway_order_id
-          JOIN gateway_attempts a ON a.job_id = v_job.id
-         WHERE c.id = v_job.checkout_id AND e.outcome = 'job_live' AND e.received_at >= a.updated_at);
+          JOIN gateway_attempts a ON a.job_id = p_job_id
+         WHERE c.id = v_checkout_id AND e.outcome = 'job_live' AND e.received_at >= a.updated_at);
     UPDATE payment_jobs j
        SET parked_at = CASE WHEN resend THEN NULL ELSE now() END,
            sent_at = CASE WHEN resend THEN NULL ELSE j.sent_at END,
            parks = j.parks + 1
-     WHERE j.id = v_job.id
+     WHERE j.id = p_job_id
     RETURNING j.user_id, j.order_id, j.parks INTO user_id, order_id, parks;
     outcome := 'parked';
 END;
@@ -171,30 +176,29 @@ DECLARE
     v_check record;
 BEGIN
     SELECT * INTO v_job FROM payment_jobs j WHERE j.id = p_job_id FOR UPDATE;
-    IF v_job.status IN ('succeeded', 'failed') THEN
-        SELECT e.* INTO outcome, reason, payment_id FROM pq_gateway_ended(v_job) e;
-        RETURN;
+    SELECT e.* INTO outcome, reason, payment_id FROM pq_gateway_ended(v_job) e;
+    -- Only a live job is completed; one that ended in another delivery is answered as it ended.
+    IF outcome IS NULL THEN
+        UPDATE gateway_attempts SET captured_amount_paise = p_amount_paise, captured_currency = p_currency,
+                                    updated_at = clock_timestamp()
+         WHERE job_id = v_job.id;
+        SELECT * INTO v_order FROM orders o WHERE o.id = v_job.order_id FOR UPDATE;
+        IF FOUND AND (v_order.total_paise <> p_amount_paise OR v_order.currency <> p_currency) THEN
+            reason := 'amount_mismatch';
+        ELSE
+            SELECT * INTO v_check FROM pq_order_problem(v_order, v_job);
+            reason := coalesce(v_check.problem, pq_lock_stock(v_check.items, v_job.user_id));
+        END IF;
+        IF reason IS NOT NULL THEN
+            outcome := 'refund_required';
+        ELSE
+            SELECT f.payment_id, f.event INTO payment_id, event
+              FROM pq_fulfil_order(v_job, v_order, v_check.items, p_amount_paise, p_currency) f;
+            UPDATE gateway_checkouts SET status = 'paid', job_id = v_job.id, updated_at = now()
+             WHERE id = v_job.checkout_id;
+            outcome := 'succeeded';
+        END IF;
     END IF;
-    UPDATE gateway_attempts SET captured_amount_paise = p_amount_paise, captured_currency = p_currency,
-                                updated_at = clock_timestamp()
-     WHERE job_id = v_job.id;
-
-    SELECT * INTO v_order FROM orders o WHERE o.id = v_job.order_id FOR UPDATE;
-    IF FOUND AND (v_order.total_paise <> p_amount_paise OR v_order.currency <> p_currency) THEN
-        reason := 'amount_mismatch';
-    ELSE
-        PERFORM pq_lock_products(v_order);
-        SELECT * INTO v_check FROM pq_order_problem(v_order, v_job);
-        reason := v_check.problem;
-    END IF;
-    IF reason IS NOT NULL THEN
-        outcome := 'refund_required';
-        RETURN;
-    END IF;
-    SELECT f.payment_id, f.event INTO payment_id, event
-      FROM pq_fulfil_order(v_job, v_order, v_check.items, p_amount_paise, p_currency) f;
-    UPDATE gateway_checkouts SET status = 'paid', job_id = v_job.id, updated_at = now() WHERE id = v_job.checkout_id;
-    outcome := 'succeeded';
 END;
 $$;
 
@@ -223,9 +227,9 @@ DECLARE
     v_job payment_jobs%ROWTYPE;
 BEGIN
     SELECT * INTO v_job FROM payment_jobs j WHERE j.id = p_job_id FOR UPDATE;
-    IF v_job.status IN ('succeeded', 'failed') THEN
-        SELECT e.* INTO outcome, reason, payment_id FROM pq_gateway_ended(v_job) e;
-        RETURN;
+    SELECT e.* INTO outcome, reason, payment_id FROM pq_gateway_ended(v_job) e;
+    IF outcome IS NOT NULL THEN
+        RETURN;  -- it ended in another delivery: answered as it ended
     END IF;
     reason := p_reason;
     INSERT INTO gateway_refunds (job_id, order_id, method, gateway_ref, refund_ref, gateway_refund_id,

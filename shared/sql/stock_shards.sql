@@ -13,8 +13,12 @@ LANGUAGE sql STABLE AS $$
 $$;
 
 -- Locks what an order's products are bought from, in ascending product id (the one order every
--- payment takes them in): the product's row; or, for a sharded product, one shard with enough units
--- for the order, tried from one picked by the buyer's user id:
+-- payment takes them in), and answers whether they still have the units under the lock (NULL) or
+-- not (out_of_stock). p_items: the items as pq_order_problem aggregated them.
+-- Where none of the products is sharded (the default), one statement locks their rows in id order
+-- (the sort runs below the row locks) and reads their stock, and pq_take_stock takes it in one more:
+-- the design without shards, unchanged. Otherwise each product in turn: its row; or, for a sharded
+-- product, one shard with enough units for the order, tried from one picked by the buyer's user id:
 --   1. the first such shard no other payment holds (SKIP LOCKED: never waits);
 --   2. else each such shard in turn, waiting for it, inside a subtransaction that is rolled back
 --      (releasing the lock) if the shard no longer has enough once it is ours;
@@ -22,10 +26,10 @@ $$;
 -- No cycle of waits can form: a payment waits for a shard of a product only while holding none of
 -- that product's shards (2; what 1 and a failed try of 2 locked is released by rolling back their
 -- subtransactions) or while taking them all in one order (3), and those holding a shard (1, 2)
--- wait for nothing of that product again. The choice is kept for pq_take_stock in a
--- transaction-local setting (set inside the body: the proxy sees only the call). Malformed items
--- are skipped: pq_order_problem refuses those orders.
-CREATE OR REPLACE FUNCTION pq_lock_stock(p_order orders) RETURNS void
+-- wait for nothing of that product again. The choice is kept for pq_take_stock in transaction-local
+-- settings (set inside the body: the proxy sees only the call).
+DROP FUNCTION IF EXISTS pq_lock_stock(orders);
+CREATE OR REPLACE FUNCTION pq_lock_stock(p_items jsonb, p_user_id text) RETURNS text
 LANGUAGE plpgsql AS $$
 DECLARE
     v_item   record;
@@ -34,13 +38,29 @@ DECLARE
     v_shard  integer;
     v_try    integer;
     v_stock  integer;
+    v_short  boolean;
 BEGIN
+    IF NOT EXISTS (SELECT 1 FROM product_stock_shards s
+                    WHERE s.product_id IN (SELECT (x->>'product_id')::bigint
+                                             FROM jsonb_array_elements(p_items) AS x)) THEN
+        SELECT bool_or(l.stock < l.quantity) INTO v_short
+          FROM (SELECT p.stock, x.quantity
+                  FROM products p JOIN jsonb_to_recordset(p_items) AS x(product_id bigint, quantity integer)
+                    ON p.id = x.product_id
+                 ORDER BY p.id
+                   FOR UPDATE OF p) AS l;
+        -- A product sharded between the check and the lock has no units in its row any more (a
+        -- sale's products are sharded before it): let the delivery run again rather than fail it.
+        IF v_short AND EXISTS (SELECT 1 FROM product_stock_shards s
+                                WHERE s.product_id IN (SELECT (x->>'product_id')::bigint
+                                                         FROM jsonb_array_elements(p_items) AS x)) THEN
+            RAISE EXCEPTION 'a product of this order was sharded during its payment' USING ERRCODE = '40001';
+        END IF;
+        RETURN CASE WHEN v_short THEN 'out_of_stock' END;
+    END IF;
+    PERFORM set_config('pq.stock_sharded', 'on', true);
     FOR v_item IN
-        SELECT (e->>'product_id')::bigint AS product_id, sum((e->>'quantity')::integer)::integer AS quantity
-          FROM jsonb_array_elements(p_order.items) AS e
-         WHERE coalesce(e->>'product_id', '') ~ '^[0-9]{1,18}$'
-           AND coalesce(e->>'quantity', '') ~ '^[1-9][0-9]{0,8}$'
-         GROUP BY 1
+        SELECT x.product_id, x.quantity FROM jsonb_to_recordset(p_items) AS x(product_id bigint, quantity integer)
          ORDER BY 1
     LOOP
         SELECT count(*) INTO v_shards FROM product_stock_shards WHERE product_id = v_item.product_id;
@@ -48,7 +68,7 @@ BEGIN
             PERFORM 1 FROM products WHERE id = v_item.product_id FOR UPDATE;
             CONTINUE;
         END IF;
-        v_start := (abs(hashtextextended(p_order.user_id, 0)) % v_shards)::integer;
+        v_start := (abs(hashtextextended(p_user_id, 0)) % v_shards)::integer;
         v_shard := NULL;
         -- In a subtransaction: a shard this locks and then finds sold down by a commit it did not
         -- see (the re-check of stock >= quantity fails) stays locked; rolling back releases it when
@@ -91,14 +111,19 @@ BEGIN
         END IF;
         PERFORM set_config('pq.stock_shard_' || v_item.product_id, v_shard::text, true);
     END LOOP;
+    -- Everything is locked: the units on hand, read again (a shard's or all of them).
+    SELECT bool_or(pq_stock_on_hand(p.id, p.stock) < x.quantity) INTO v_short
+      FROM products p JOIN jsonb_to_recordset(p_items) AS x(product_id bigint, quantity integer) ON p.id = x.product_id;
+    RETURN CASE WHEN v_short THEN 'out_of_stock' END;
 END;
 $$;
 
 -- Takes an order's units (items as pq_order_problem aggregated them), with what they come from
--- locked by pq_lock_stock: from the product's row, from the shard locked for it, or, if it locked
--- every shard, from several in shard order. A product sharded after its lock was taken has no
--- recorded shard and stock 0 on its row: the row's CHECK refuses the update, the transaction rolls
--- back whole and the delivery is retried (shard before the sale, not during it).
+-- locked by pq_lock_stock: from the products' rows (one statement, where none is sharded), from the
+-- shard locked for a product, or, if it locked every shard, from several in shard order. A product
+-- sharded after its lock was taken has no recorded shard and stock 0 on its row: the row's CHECK
+-- refuses the update, the transaction rolls back whole and the delivery is retried (shard before the
+-- sale, not during it).
 CREATE OR REPLACE FUNCTION pq_take_stock(p_items jsonb) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -107,9 +132,14 @@ DECLARE
     v_left  integer;
     v_row   record;
 BEGIN
+    IF coalesce(current_setting('pq.stock_sharded', true), '') <> 'on' THEN
+        UPDATE products p SET stock = p.stock - x.quantity
+          FROM jsonb_to_recordset(p_items) AS x(product_id bigint, quantity integer)
+         WHERE p.id = x.product_id;
+        RETURN;
+    END IF;
     FOR v_item IN
-        SELECT (x->>'product_id')::bigint AS product_id, (x->>'quantity')::integer AS quantity
-          FROM jsonb_array_elements(p_items) AS x
+        SELECT x.product_id, x.quantity FROM jsonb_to_recordset(p_items) AS x(product_id bigint, quantity integer)
          ORDER BY 1
     LOOP
         v_shard := nullif(current_setting('pq.stock_shard_' || v_item.product_id, true), '')::integer;

@@ -52,12 +52,12 @@ BEGIN
             -- A wallet pays only orders in its own currency: 100,000 paise are not 100,000 cents.
             reason := 'currency_mismatch';
         ELSIF v_check.problem IS NULL THEN
-            -- Not sold out when read: lock the products and read their stock again under the lock. A
-            -- product already short fails its buyers above without taking its row lock.
-            PERFORM pq_lock_products(v_order);
-            SELECT * INTO v_check FROM pq_order_problem(v_order, v_job);
+            -- Not sold out when read: lock what the products are bought from and read their stock
+            -- again under the lock. A product already short fails its buyers above without its lock.
+            reason := pq_lock_stock(v_check.items, v_job.user_id);
+        ELSE
+            reason := v_check.problem;
         END IF;
-        reason := coalesce(reason, v_check.problem);
     END IF;
     IF reason IS NOT NULL THEN
         outcome := 'failed';
