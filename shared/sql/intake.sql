@@ -44,6 +44,17 @@ BEGIN
 END;
 $$;
 
+-- How both intakes answer for the job a request led to: its id, status and queue number, and, for
+-- a replay (p_replayed) of a finished job, its reason and payment; p_reason otherwise (order_not_payable's).
+CREATE OR REPLACE FUNCTION pq_intake_answer(p_job payment_jobs, p_replayed boolean, p_reason text,
+                                            OUT job_id uuid, OUT status text, OUT queue_seq bigint,
+                                            OUT reason text, OUT payment_id bigint)
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT p_job.id, p_job.status, p_job.queue_seq,
+           CASE WHEN p_replayed THEN p_job.reason ELSE p_reason END,
+           CASE WHEN p_replayed THEN p_job.payment_id END
+$$;
+
 -- Records a payment request. Validation that needs the database happens here so that a refused
 -- request records nothing. Outcomes (pq_enqueue_outcome):
 --   created | replayed    -> job_id, status, queue_seq (and reason / payment_id once finished)
@@ -63,21 +74,15 @@ LANGUAGE plpgsql SET enable_seqscan = off AS $$
 DECLARE
     v_begin record;
     v_job payment_jobs%ROWTYPE;
-    v_order_status text;
 BEGIN
     SELECT * INTO v_begin FROM pq_intake_begin(p_user_id, p_idempotency_key, p_request_hash, p_order_id);
     outcome := v_begin.outcome;
     finished := v_begin.finished;
     v_job := v_begin.job;
-    IF outcome = 'order_not_found' THEN
-        RETURN;
+    IF outcome IS NULL AND v_begin.order_status <> 'pending' THEN
+        outcome := 'order_not_payable';
+        reason := v_begin.order_status;
     ELSIF outcome IS NULL THEN
-        v_order_status := v_begin.order_status;
-        IF v_order_status <> 'pending' THEN
-            outcome := 'order_not_payable';
-            reason := v_order_status;
-            RETURN;
-        END IF;
         SELECT * INTO v_job FROM payment_jobs j
          WHERE j.order_id = p_order_id AND j.status IN ('queued', 'processing');
         IF FOUND THEN
@@ -107,13 +112,8 @@ BEGIN
             outcome := 'gateway_ref_in_use';
         END;
     END IF;
-    job_id := v_job.id;
-    status := v_job.status;
-    queue_seq := v_job.queue_seq;
-    IF outcome = 'replayed' THEN
-        reason := v_job.reason;
-        payment_id := v_job.payment_id;
-    END IF;
+    SELECT a.* INTO job_id, status, queue_seq, reason, payment_id
+      FROM pq_intake_answer(v_job, outcome = 'replayed', reason) a;
 END;
 $$;
 
@@ -156,9 +156,8 @@ CREATE FUNCTION pq_enqueue_gateway_job(
 LANGUAGE plpgsql SET enable_seqscan = off AS $$
 DECLARE
     v_begin record;
-    v_job payment_jobs%ROWTYPE;
     v_checkout gateway_checkouts%ROWTYPE;
-    v_order_status text;
+    v_job payment_jobs%ROWTYPE;
     v_ref text;
 BEGIN
     -- The same per-user lock, key and order checks as pq_enqueue_job: a wallet and a gateway request
@@ -167,10 +166,7 @@ BEGIN
     v_job := v_begin.job;
     outcome := v_begin.outcome;
     finished := v_begin.finished;
-    IF outcome = 'order_not_found' THEN
-        RETURN;
-    ELSIF outcome IS NULL THEN
-        v_order_status := v_begin.order_status;
+    IF outcome IS NULL THEN
         -- The checkout of this order, method and shopper: Razorpay by the order it names (an expired
         -- or paid checkout still binds its own payments), Cashfree the newest one created.
         SELECT * INTO v_checkout FROM gateway_checkouts c
@@ -200,9 +196,9 @@ BEGIN
         IF FOUND AND (v_job.status IN ('queued', 'processing', 'succeeded')
                       OR v_job.reason NOT IN ('gateway_payment_failed', 'gateway_checkout_expired')) THEN
             outcome := 'replayed';
-        ELSIF v_order_status <> 'pending' THEN
+        ELSIF v_begin.order_status <> 'pending' THEN
             outcome := 'order_not_payable';
-            reason := v_order_status;
+            reason := v_begin.order_status;
             RETURN;
         ELSE
             SELECT * INTO v_job FROM payment_jobs j
@@ -225,12 +221,7 @@ BEGIN
             END IF;
         END IF;
     END IF;
-    job_id := v_job.id;
-    status := v_job.status;
-    queue_seq := v_job.queue_seq;
-    IF outcome = 'replayed' THEN
-        reason := v_job.reason;
-        payment_id := v_job.payment_id;
-    END IF;
+    SELECT a.* INTO job_id, status, queue_seq, reason, payment_id
+      FROM pq_intake_answer(v_job, outcome = 'replayed', reason) a;
 END;
 $$;
