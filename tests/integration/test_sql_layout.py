@@ -18,7 +18,7 @@ from local.pg import install_pgmq
 from local.seed import SeedPlan, seed
 from shared.bootstrap import App, bootstrap
 from shared.db import Database
-from shared.migrate import REPEATABLE, migrate, versioned_files
+from shared.migrate import REPEATABLE, migrate, repeatable_files, versioned_files
 from shared.outcomes import SQL_TYPES
 from shared.services.wallet import process_wallet_job
 from shared.settings import Settings
@@ -28,6 +28,9 @@ from tests.integration.helpers import pay
 REPO = Path(__file__).resolve().parents[2]
 # The migrations of the release before this layout (commit 2b3608d): what deployed databases applied.
 PREVIOUS_RELEASE = Path(__file__).parent / "data" / "release-2b3608d-migrations.tar.gz"
+# The SQL of the last release on this layout (commit c493264): its migrations, then its function
+# files in the order its runner applied them.
+LAST_RELEASE = Path(__file__).parent / "data" / "release-c493264-sql.tar.gz"
 _DEFINITION = re.compile(r"\bCREATE\s+(?:OR\s+REPLACE\s+)?FUNCTION\s+([a-z_][a-z0-9_.]*)\s*\(", re.I)
 
 
@@ -135,6 +138,90 @@ def test_a_database_of_the_previous_release_upgrades_and_pays(old_release_url: s
         assert order is not None
         job = pay(app, "demo-user-2", "new-key", order["id"]).body["job_id"]
         assert process_wallet_job(app, job).outcome == "succeeded"
+    finally:
+        app.db.close()
+
+
+@pytest.fixture
+def last_release_url(pg_admin_url: str) -> Iterator[str]:
+    """A database the last release's runner migrated: its migrations, then its function files."""
+    name = f"t_upgrade_{uuid.uuid4().hex[:10]}"
+    _admin_exec(pg_admin_url, f"CREATE DATABASE {name}")
+    url = _url(pg_admin_url, name)
+    db = Database(lambda: url, connect_timeout_s=10)
+    with tarfile.open(LAST_RELEASE) as archive, db.transaction() as cur:
+        cur.execute(
+            """CREATE TABLE schema_migrations (
+                   version text PRIMARY KEY, checksum text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"""
+        )
+        for version, sql in _released(archive).items():
+            cur.execute(sql)
+            cur.execute(
+                "INSERT INTO schema_migrations (version, checksum) VALUES (%s, %s)",
+                (version, hashlib.sha256(sql.encode()).hexdigest()),
+            )
+    db.close()
+    yield url
+    _admin_exec(pg_admin_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def _released(archive: tarfile.TarFile) -> dict[str, str]:
+    """The archive's files in its order, by the names the runner records: 0001_schema.sql, sql/intake.sql."""
+    found = {}
+    for member in archive.getmembers():
+        extracted = archive.extractfile(member)
+        assert extracted is not None
+        kind, filename = member.name.split("/")
+        found[filename if kind == "migrations" else f"sql/{filename}"] = extracted.read().decode()
+    return found
+
+
+def test_a_database_of_the_last_release_upgrades_and_both_releases_calls_pay(last_release_url: str) -> None:
+    # Given a database the last release migrated, and a payment made by its functions
+    app: App = bootstrap(Settings(database_url=last_release_url, queue_backend="pgmq", event_bus_backend="pgmq"))
+    db = app.db
+    seed(db, SeedPlan(users=3))
+    install_pgmq(db)
+    old_session = psycopg2.connect(last_release_url)
+    old_session.autocommit = True
+    with old_session.cursor() as cur:
+        cur.execute(
+            "SELECT job_id FROM pq_enqueue_job('demo-user-1', 'old-key', 'h', "
+            "(SELECT id FROM orders WHERE user_id = 'demo-user-1'), 'wallet', NULL)"
+        )
+        job = cur.fetchone()
+        cur.execute("SELECT outcome FROM pq_process_payment(%s)", job)
+        assert cur.fetchone() == ("succeeded",)
+    old_session.close()
+
+    # When this release's runner migrates it
+    applied = migrate(db)
+
+    # Then only what is new or changed is applied, once; and the calls of the last release's code
+    # (which runs on during a deploy and after a rollback) pay, as this release's code does
+    with tarfile.open(LAST_RELEASE) as archive:
+        released = {version: hashlib.sha256(sql.encode()).hexdigest() for version, sql in _released(archive).items()}
+    changed = [
+        version
+        for version, sql in versioned_files() + repeatable_files()
+        if released.get(version) != hashlib.sha256(sql.encode()).hexdigest()
+    ]
+    assert applied == changed and "0009_lookup_indexes.sql" in applied
+    assert migrate(db) == []
+    try:
+        again = psycopg2.connect(last_release_url)
+        again.autocommit = True
+        with again.cursor() as cur:
+            cur.execute(
+                "SELECT outcome FROM pq_process_payment((SELECT job_id FROM pq_enqueue_job('demo-user-3', 'old-2', "
+                "'h', (SELECT id FROM orders WHERE user_id = 'demo-user-3'), 'wallet', NULL)))"
+            )
+            assert cur.fetchone() == ("succeeded",)
+        again.close()
+        order = app.db.fetch_one("SELECT id FROM orders WHERE user_id = 'demo-user-2'")
+        assert order is not None
+        new_job = pay(app, "demo-user-2", "new-key", order["id"]).body["job_id"]
+        assert process_wallet_job(app, new_job).outcome == "succeeded"
     finally:
         app.db.close()
 
