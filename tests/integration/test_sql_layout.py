@@ -84,30 +84,72 @@ def test_a_function_cannot_answer_an_outcome_its_type_lacks(db: Database) -> Non
         db.fetch_one("SELECT 'already_queued'::pq_wallet_outcome")
 
 
-@pytest.fixture
-def old_release_url(pg_admin_url: str) -> Iterator[str]:
-    """A database migrated by the previous release's runner, with its migrations."""
+def _released(archive: tarfile.TarFile) -> dict[str, str]:
+    """A release's SQL files in the order its runner applied them, by the names it recorded them
+    under: 0001_schema.sql for a migration, sql/intake.sql for a function file."""
+    found = {}
+    for member in archive.getmembers():
+        extracted = archive.extractfile(member) if member.isfile() else None
+        if extracted is not None:
+            path = Path(member.name)
+            found[f"sql/{path.name}" if path.parent.name == "sql" else path.name] = extracted.read().decode()
+    return found
+
+
+def _database_as_released(pg_admin_url: str, release: Path) -> Iterator[str]:
+    """A database migrated by a release's runner: its files applied and recorded, in its order."""
     name = f"t_upgrade_{uuid.uuid4().hex[:10]}"
     _admin_exec(pg_admin_url, f"CREATE DATABASE {name}")
     url = _url(pg_admin_url, name)
     db = Database(lambda: url, connect_timeout_s=10)
-    with tarfile.open(PREVIOUS_RELEASE) as archive, db.transaction() as cur:
+    with tarfile.open(release) as archive, db.transaction() as cur:
         cur.execute(
             """CREATE TABLE schema_migrations (
                    version text PRIMARY KEY, checksum text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"""
         )
-        for member in sorted((m for m in archive.getmembers() if m.isfile()), key=lambda m: m.name):
-            extracted = archive.extractfile(member)
-            assert extracted is not None
-            sql = extracted.read().decode()
+        for version, sql in _released(archive).items():
             cur.execute(sql)
             cur.execute(
                 "INSERT INTO schema_migrations (version, checksum) VALUES (%s, %s)",
-                (Path(member.name).name, hashlib.sha256(sql.encode()).hexdigest()),
+                (version, hashlib.sha256(sql.encode()).hexdigest()),
             )
     db.close()
     yield url
     _admin_exec(pg_admin_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def old_release_url(pg_admin_url: str) -> Iterator[str]:
+    """A database migrated by the release before this layout, with its migrations."""
+    yield from _database_as_released(pg_admin_url, PREVIOUS_RELEASE)
+
+
+@pytest.fixture
+def last_release_url(pg_admin_url: str) -> Iterator[str]:
+    """A database the last release's runner migrated: its migrations, then its function files."""
+    yield from _database_as_released(pg_admin_url, LAST_RELEASE)
+
+
+def _pays_as_this_release_does(app: App, user_id: str) -> bool:
+    order = app.db.fetch_one("SELECT id FROM orders WHERE user_id = %s", (user_id,))
+    assert order is not None
+    job = pay(app, user_id, f"new-{user_id}", order["id"]).body["job_id"]
+    return process_wallet_job(app, job).outcome == "succeeded"
+
+
+def _pays_as_the_last_release_did(url: str, user_id: str) -> bool:
+    """The calls the last release's code makes for a wallet payment, on a connection of its own."""
+    conn = psycopg2.connect(url)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT outcome FROM pq_process_payment((SELECT job_id FROM pq_enqueue_job(%s, %s, 'h', "
+            "(SELECT id FROM orders WHERE user_id = %s), 'wallet', NULL)))",
+            (user_id, f"key-{user_id}", user_id),
+        )
+        row = cur.fetchone()
+    conn.close()
+    return row == ("succeeded",)
 
 
 def test_a_database_of_the_previous_release_upgrades_and_pays(old_release_url: str) -> None:
@@ -128,71 +170,24 @@ def test_a_database_of_the_previous_release_upgrades_and_pays(old_release_url: s
     # Then the later migrations apply, the functions are replaced, nothing else is re-applied, and
     # this release's code pays
     with tarfile.open(PREVIOUS_RELEASE) as archive:
-        released = {Path(m.name).name for m in archive.getmembers() if m.isfile()}
+        released = set(_released(archive))
     later = [name for name, _ in versioned_files() if name not in released]
     assert applied == later + [f"sql/{name}" for name in REPEATABLE]
     assert migrate(db) == []
     try:
         install_pgmq(db)
-        order = app.db.fetch_one("SELECT id FROM orders WHERE user_id = 'demo-user-2'")
-        assert order is not None
-        job = pay(app, "demo-user-2", "new-key", order["id"]).body["job_id"]
-        assert process_wallet_job(app, job).outcome == "succeeded"
+        assert _pays_as_this_release_does(app, "demo-user-2")
     finally:
         app.db.close()
 
 
-@pytest.fixture
-def last_release_url(pg_admin_url: str) -> Iterator[str]:
-    """A database the last release's runner migrated: its migrations, then its function files."""
-    name = f"t_upgrade_{uuid.uuid4().hex[:10]}"
-    _admin_exec(pg_admin_url, f"CREATE DATABASE {name}")
-    url = _url(pg_admin_url, name)
-    db = Database(lambda: url, connect_timeout_s=10)
-    with tarfile.open(LAST_RELEASE) as archive, db.transaction() as cur:
-        cur.execute(
-            """CREATE TABLE schema_migrations (
-                   version text PRIMARY KEY, checksum text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"""
-        )
-        for version, sql in _released(archive).items():
-            cur.execute(sql)
-            cur.execute(
-                "INSERT INTO schema_migrations (version, checksum) VALUES (%s, %s)",
-                (version, hashlib.sha256(sql.encode()).hexdigest()),
-            )
-    db.close()
-    yield url
-    _admin_exec(pg_admin_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-
-
-def _released(archive: tarfile.TarFile) -> dict[str, str]:
-    """The archive's files in its order, by the names the runner records: 0001_schema.sql, sql/intake.sql."""
-    found = {}
-    for member in archive.getmembers():
-        extracted = archive.extractfile(member)
-        assert extracted is not None
-        kind, filename = member.name.split("/")
-        found[filename if kind == "migrations" else f"sql/{filename}"] = extracted.read().decode()
-    return found
-
-
-def test_a_database_of_the_last_release_upgrades_and_both_releases_calls_pay(last_release_url: str) -> None:
+def test_a_database_of_the_last_release_upgrades_and_both_releases_pay(last_release_url: str) -> None:
     # Given a database the last release migrated, and a payment made by its functions
     app: App = bootstrap(Settings(database_url=last_release_url, queue_backend="pgmq", event_bus_backend="pgmq"))
     db = app.db
     seed(db, SeedPlan(users=3))
     install_pgmq(db)
-    old_session = psycopg2.connect(last_release_url)
-    old_session.autocommit = True
-    with old_session.cursor() as cur:
-        cur.execute(
-            "SELECT job_id FROM pq_enqueue_job('demo-user-1', 'old-key', 'h', "
-            "(SELECT id FROM orders WHERE user_id = 'demo-user-1'), 'wallet', NULL)"
-        )
-        job = cur.fetchone()
-        cur.execute("SELECT outcome FROM pq_process_payment(%s)", job)
-        assert cur.fetchone() == ("succeeded",)
-    old_session.close()
+    assert _pays_as_the_last_release_did(last_release_url, "demo-user-1")
 
     # When this release's runner migrates it
     applied = migrate(db)
@@ -209,19 +204,8 @@ def test_a_database_of_the_last_release_upgrades_and_both_releases_calls_pay(las
     assert applied == changed and "0009_lookup_indexes.sql" in applied
     assert migrate(db) == []
     try:
-        again = psycopg2.connect(last_release_url)
-        again.autocommit = True
-        with again.cursor() as cur:
-            cur.execute(
-                "SELECT outcome FROM pq_process_payment((SELECT job_id FROM pq_enqueue_job('demo-user-3', 'old-2', "
-                "'h', (SELECT id FROM orders WHERE user_id = 'demo-user-3'), 'wallet', NULL)))"
-            )
-            assert cur.fetchone() == ("succeeded",)
-        again.close()
-        order = app.db.fetch_one("SELECT id FROM orders WHERE user_id = 'demo-user-2'")
-        assert order is not None
-        new_job = pay(app, "demo-user-2", "new-key", order["id"]).body["job_id"]
-        assert process_wallet_job(app, new_job).outcome == "succeeded"
+        assert _pays_as_the_last_release_did(last_release_url, "demo-user-3")
+        assert _pays_as_this_release_does(app, "demo-user-2")
     finally:
         app.db.close()
 
