@@ -135,11 +135,13 @@ LANGUAGE plpgsql SET enable_seqscan = off AS $$
 DECLARE
     v_checkout_id uuid;
 BEGIN
-    -- The job, locked, and how it ended if another delivery ended it meanwhile.
-    SELECT j.checkout_id, e.outcome, e.reason, e.payment_id INTO v_checkout_id, outcome, reason, payment_id
-      FROM payment_jobs j LEFT JOIN LATERAL pq_gateway_ended(j) e ON true
+    -- The job, locked, and how it ended if another delivery ended it meanwhile. In the select list, not
+    -- a LATERAL join: after waiting for the lock PostgreSQL re-reads the locked row and recomputes the
+    -- list from it, but would keep a joined function's answer from before the wait.
+    SELECT j.checkout_id, (pq_gateway_ended(j)).* INTO v_checkout_id, outcome, reason, payment_id
+      FROM payment_jobs j
      WHERE j.id = p_job_id
-       FOR UPDATE OF j;
+       FOR UPDATE;
     IF outcome IS NOT NULL THEN
         RETURN;
     END IF;

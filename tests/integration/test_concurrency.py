@@ -6,7 +6,10 @@ import os
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+import psycopg2
 
 from local.invariants import check, snapshot_stock
 from local.seed import SeedPlan, seed
@@ -77,3 +80,49 @@ def test_hot_product_with_less_stock_than_buyers_never_oversells(app: App) -> No
     violations = check(app.db, initial_stock=stock_before)
     # Events are published to the local bus by the workers; none is left behind.
     assert violations == dict.fromkeys(violations, 0)
+
+
+def test_a_gateway_job_that_ends_while_another_delivery_waits_to_park_it_is_answered_as_ended(app: App) -> None:
+    # Given a gateway job being failed by one delivery (its transaction still open, the job locked)
+    seed(app.db, SeedPlan(users=1, user_prefix="g"))
+    order = app.db.fetch_one("SELECT id FROM orders WHERE user_id = 'g1'")
+    assert order is not None
+    job = app.db.fetch_one(
+        "SELECT job_id FROM pq_enqueue_job('g1', 'k', 'h', %s, 'razorpay', 'pay_race')", (order["id"],)
+    )
+    assert job is not None
+    app.db.execute("UPDATE payment_jobs SET status = 'processing' WHERE id = %s", (job["job_id"],))
+    failing = psycopg2.connect(app.settings.database_url)
+    with failing.cursor() as cur:
+        cur.execute("SELECT outcome FROM pq_gateway_fail(%s, 'gateway_payment_failed')", (job["job_id"],))
+        assert cur.fetchone() == ("failed",)
+
+        # When a redelivery asks to park it meanwhile, and the first delivery then commits
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            parked = pool.submit(
+                lambda: app.db.fetch_one("SELECT outcome, reason FROM pq_gateway_park(%s)", (job["job_id"],))
+            )
+            _wait_for_a_lock_wait(app, "pq_gateway_park")
+            failing.commit()
+            answer = parked.result(timeout=10)
+    failing.close()
+
+    # Then the park is answered as the job ended, and the ended job is left as it is
+    assert answer == {"outcome": "already_failed", "reason": "gateway_payment_failed"}
+    row = app.db.fetch_one("SELECT status, parked_at, parks FROM payment_jobs WHERE id = %s", (job["job_id"],))
+    assert row == {"status": "failed", "parked_at": None, "parks": 0}
+
+
+def _wait_for_a_lock_wait(app: App, call: str, timeout_s: float = 10.0) -> None:
+    """Until a session running `call` waits for a lock."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        waiting = app.db.fetch_one(
+            """SELECT count(*) AS n FROM pg_stat_activity
+                WHERE wait_event_type = 'Lock' AND query LIKE %s AND pid <> pg_backend_pid()""",
+            (f"%{call}%",),
+        )
+        if waiting and waiting["n"]:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"no session running {call} came to wait for a lock")
