@@ -95,8 +95,9 @@ BEGIN
                     SELECT s.stock INTO v_stock FROM product_stock_shards s
                      WHERE s.product_id = v_item.product_id AND s.shard = v_try
                        FOR UPDATE;
-                    IF v_stock < v_item.quantity THEN
-                        RAISE EXCEPTION USING ERRCODE = 'PQS01';  -- sold down while we waited: let it go
+                    IF v_stock IS NULL OR v_stock < v_item.quantity THEN
+                        -- Sold down while we waited, or gone (the product unsharded): let it go.
+                        RAISE EXCEPTION USING ERRCODE = 'PQS01';
                     END IF;
                     v_shard := v_try;
                 EXCEPTION WHEN SQLSTATE 'PQS01' THEN
@@ -122,8 +123,9 @@ $$;
 -- locked by pq_lock_stock: from the products' rows (one statement, where none is sharded), from the
 -- shard locked for a product, or, if it locked every shard, from several in shard order. A product
 -- sharded after its lock was taken has no recorded shard and stock 0 on its row: the row's CHECK
--- refuses the update, the transaction rolls back whole and the delivery is retried (shard before the
--- sale, not during it).
+-- refuses the update; one unsharded while a payment waited for its shard has no shard left to take
+-- from (40001). Either way the transaction rolls back whole and the delivery is retried (shard
+-- before the sale, not during it).
 CREATE OR REPLACE FUNCTION pq_take_stock(p_items jsonb) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -143,11 +145,13 @@ BEGIN
          ORDER BY 1
     LOOP
         v_shard := nullif(current_setting('pq.stock_shard_' || v_item.product_id, true), '')::integer;
+        v_left := 0;
         IF v_shard IS NULL THEN
             UPDATE products SET stock = stock - v_item.quantity WHERE id = v_item.product_id;
         ELSIF v_shard >= 0 THEN
             UPDATE product_stock_shards SET stock = stock - v_item.quantity
              WHERE product_id = v_item.product_id AND shard = v_shard;
+            v_left := CASE WHEN FOUND THEN 0 ELSE v_item.quantity END;
         ELSE
             v_left := v_item.quantity;
             FOR v_row IN
@@ -160,6 +164,11 @@ BEGIN
                  WHERE product_id = v_item.product_id AND shard = v_row.shard;
                 v_left := v_left - least(v_left, v_row.stock);
             END LOOP;
+        END IF;
+        -- Units not found where the lock said they were (the product's shards merged back meanwhile):
+        -- roll the payment back and let the delivery run again, never sell them untaken.
+        IF v_left > 0 THEN
+            RAISE EXCEPTION 'stock of product % moved during its payment', v_item.product_id USING ERRCODE = '40001';
         END IF;
     END LOOP;
 END;

@@ -11,6 +11,7 @@ from local.invariants import check, snapshot_stock
 from local.seed import SeedPlan, seed
 from shared.bootstrap import App
 from shared.db import Database
+from shared.domain import TransientError
 from shared.services.wallet import process_wallet_job
 from tests.integration.helpers import pay
 
@@ -158,3 +159,21 @@ def test_twenty_four_workers_racing_for_eight_shards_at_a_slow_commit_never_dead
     invariants = check(app.db, initial_stock=stock_before)
     assert invariants.pop("lost_jobs") == 0
     assert invariants == dict.fromkeys(invariants, 0)
+
+
+def test_units_the_lock_placed_in_a_shard_that_is_gone_are_never_sold_untaken(db: Database) -> None:
+    # Given a product whose shards were merged back into its row while a payment held its choice of
+    # shard (the operator's pq_shard_stock(product, 0) during a sale)
+    seed(db, SeedPlan(users=1, products=1, stock=10, user_prefix="m"))
+    product = int(db.fetch_one("SELECT id FROM products")["id"])  # type: ignore[index]
+    items = f'[{{"product_id": {product}, "quantity": 2, "unit_price_paise": 100}}]'
+
+    # When the payment takes its units from the shard it was given
+    with pytest.raises(TransientError) as refused, db.transaction() as cur:
+        cur.execute("SELECT set_config('pq.stock_sharded', 'on', true)")
+        cur.execute("SELECT set_config(%s, '3', true)", (f"pq.stock_shard_{product}",))
+        cur.execute("SELECT pq_take_stock(%s::jsonb)", (items,))
+
+    # Then the payment is rolled back to be retried, and no unit left the product uncounted
+    assert "moved during its payment" in str(refused.value)
+    assert snapshot_stock(db) == {product: 10}
