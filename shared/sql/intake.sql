@@ -88,7 +88,8 @@ BEGIN
         IF FOUND THEN
             outcome := 'payment_in_progress';
         ELSIF p_gateway_ref IS NOT NULL THEN
-            SELECT * INTO v_job FROM payment_jobs j WHERE j.method = p_method AND j.gateway_ref = p_gateway_ref;
+            SELECT * INTO v_job FROM payment_jobs j WHERE j.method = p_method AND j.gateway_ref = p_gateway_ref
+             ORDER BY j.queue_seq DESC LIMIT 1;
             IF FOUND THEN
                 outcome := 'gateway_ref_in_use';
             END IF;
@@ -108,7 +109,8 @@ BEGIN
             outcome := 'created';
         EXCEPTION WHEN unique_violation THEN
             -- Only another user's request for the same gateway payment can still race this one.
-            SELECT * INTO v_job FROM payment_jobs j WHERE j.method = p_method AND j.gateway_ref = p_gateway_ref;
+            SELECT * INTO v_job FROM payment_jobs j WHERE j.method = p_method AND j.gateway_ref = p_gateway_ref
+             ORDER BY j.queue_seq DESC LIMIT 1;
             outcome := 'gateway_ref_in_use';
         END;
     END IF;
