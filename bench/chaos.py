@@ -46,6 +46,7 @@ from local.seed import SeedPlan, seed
 from local.workers import dead_letter, read_fifo
 from shared.db import Database
 from shared.domain import TransientError
+from shared.gateway_limits import limit_per_min
 from shared.services.processing import parse_job_message
 from shared.services.wallet import process_wallet_job
 from shared.settings import Settings
@@ -156,6 +157,21 @@ class Job:
     body: dict[str, Any]
 
 
+def cashfree_pacing_s(payments: int) -> float:
+    """The least time the Cashfree limits we plan against (shared/gateway_limits.py: the published
+    per-minute limits, of which we use gateway_limit_share) need for `payments` payments: each creates
+    an order, fetches it and lists its payments once, each endpoint a bucket of its own, so the slowest
+    bucket sets the pace. 500 Cashfree payments take minutes by design (get_payments: 100 a minute);
+    a scenario waits that much longer before it calls a job lost."""
+    settings = Settings()
+    slowest = min(limit_per_min(settings, "cashfree", name) for name in CASHFREE_PAYMENT_ENDPOINTS)
+    return payments * 60 / (settings.gateway_limit_share * slowest)
+
+
+# The Cashfree endpoints every payment of the checkout flow calls once.
+CASHFREE_PAYMENT_ENDPOINTS = ("create_order", "get_order", "get_payments")
+
+
 class Stage:
     """One scenario's world: database, runtime, webhook receiver, and the helpers to drive it."""
 
@@ -187,6 +203,8 @@ class Stage:
         self.max_receive_count = int(self.extra_env.get("PQ_MAX_RECEIVE_COUNT", "5"))
         self.processors: list[subprocess.Popen[bytes]] = []
         self.kills = 0
+        # How much longer than recover_timeout_s the gateway's rate limits may make the scenario take.
+        self.paced_s = 0.0
         self._spawned = 0
         self._watch_stop = threading.Event()
         self._watch: threading.Thread | None = None
@@ -346,7 +364,8 @@ class Stage:
         """POST /v1/checkouts as the shopper: the gateway order to pay with (retried while busy)."""
         token = self.issuer.issue(user_id, ttl_s=3600)
         body = json.dumps({"order_id": order_id, "method": method}).encode()
-        for _ in range(20):
+        deadline = time.monotonic() + self.config.recover_timeout_s + self.paced_s
+        while time.monotonic() < deadline:
             request = urllib.request.Request(  # noqa: S310 (loopback)
                 self.base + "/v1/checkouts",
                 data=body,
@@ -417,7 +436,7 @@ class Stage:
 
     def wait_settled(self, since: float) -> float | None:
         """Seconds from `since` (time.monotonic()) until settled; None if it never settles in time."""
-        deadline = since + self.config.recover_timeout_s
+        deadline = since + self.config.recover_timeout_s + self.paced_s
         while time.monotonic() < deadline:
             if self.settled():
                 return round(time.monotonic() - since, 2)
@@ -545,6 +564,7 @@ def pg_terminate_backend(stage: Stage, n: int) -> Row:
 def gateway_storms(stage: Stage, n: int) -> Row:
     """A 429 storm, then a 5xx storm, then captures applied but answered 502 or after the timeout."""
     jobs = stage.jobs_for()
+    stage.paced_s = cashfree_pacing_s(len(jobs) // 2)
     for i, job in enumerate(jobs):
         stage.pay_at_gateway(job, "razorpay" if i % 2 == 0 else "cashfree")
     stage.sim("/_sim/reset", {})
@@ -749,6 +769,7 @@ def gateway_webhooks(stage: Stage, n: int) -> Row:
     paid (or refunded) once, by the webhooks where nobody submitted."""
     stage.sim("/_sim/config", {"webhook_copies": 2})
     jobs = stage.jobs_for()
+    stage.paced_s = cashfree_pacing_s(len(jobs) // 2)
     stage.start_processors(stage.config.workers)
     submitted = []
     for i, job in enumerate(jobs):
