@@ -157,6 +157,10 @@ class Job:
     body: dict[str, Any]
 
 
+# The Cashfree endpoints every payment of the checkout flow calls once.
+CASHFREE_PAYMENT_ENDPOINTS = ("create_order", "get_order", "get_payments")
+
+
 def cashfree_pacing_s(payments: int) -> float:
     """The least time the Cashfree limits we plan against (shared/gateway_limits.py: the published
     per-minute limits, of which we use gateway_limit_share) need for `payments` payments: each creates
@@ -166,10 +170,6 @@ def cashfree_pacing_s(payments: int) -> float:
     settings = Settings()
     slowest = min(limit_per_min(settings, "cashfree", name) for name in CASHFREE_PAYMENT_ENDPOINTS)
     return payments * 60 / (settings.gateway_limit_share * slowest)
-
-
-# The Cashfree endpoints every payment of the checkout flow calls once.
-CASHFREE_PAYMENT_ENDPOINTS = ("create_order", "get_order", "get_payments")
 
 
 class Stage:

@@ -12,6 +12,13 @@ LANGUAGE sql STABLE AS $$
                     p_stock)
 $$;
 
+-- Whether any product of the items (as pq_order_problem aggregated them) keeps its stock in shards.
+CREATE OR REPLACE FUNCTION pq_any_sharded(p_items jsonb) RETURNS boolean
+LANGUAGE sql STABLE AS $$
+    SELECT EXISTS (SELECT 1 FROM product_stock_shards s
+                     JOIN jsonb_to_recordset(p_items) AS x(product_id bigint) ON x.product_id = s.product_id)
+$$;
+
 -- Locks what an order's products are bought from, in ascending product id (the one order every
 -- payment takes them in), and answers whether they still have the units under the lock (NULL) or
 -- not (out_of_stock). p_items: the items as pq_order_problem aggregated them.
@@ -40,9 +47,7 @@ DECLARE
     v_stock  integer;
     v_short  boolean;
 BEGIN
-    IF NOT EXISTS (SELECT 1 FROM product_stock_shards s
-                    WHERE s.product_id IN (SELECT (x->>'product_id')::bigint
-                                             FROM jsonb_array_elements(p_items) AS x)) THEN
+    IF NOT pq_any_sharded(p_items) THEN
         SELECT bool_or(l.stock < l.quantity) INTO v_short
           FROM (SELECT p.stock, x.quantity
                   FROM products p JOIN jsonb_to_recordset(p_items) AS x(product_id bigint, quantity integer)
@@ -51,9 +56,7 @@ BEGIN
                    FOR UPDATE OF p) AS l;
         -- A product sharded between the check and the lock has no units in its row any more (a
         -- sale's products are sharded before it): let the delivery run again rather than fail it.
-        IF v_short AND EXISTS (SELECT 1 FROM product_stock_shards s
-                                WHERE s.product_id IN (SELECT (x->>'product_id')::bigint
-                                                         FROM jsonb_array_elements(p_items) AS x)) THEN
+        IF v_short AND pq_any_sharded(p_items) THEN
             RAISE EXCEPTION 'a product of this order was sharded during its payment' USING ERRCODE = '40001';
         END IF;
         RETURN CASE WHEN v_short THEN 'out_of_stock' END;
