@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import Any
+
 from shared.db import Database
 
 _CHECKS = {
@@ -48,6 +51,10 @@ _CHECKS = {
              + (SELECT count(*) FROM outbox_events WHERE published_at IS NULL)""",
 }
 
+# 7. Gateway books close: captured money in none of applied, refunded, refunding, owed, and authorisations
+# no live job will capture that nobody released (shared/sql/books.sql).
+_CHECKS["gateway_unaccounted_paise"] = "SELECT coalesce(sum(abs(unaccounted_paise)), 0) FROM pq_gateway_books()"
+
 # 4. Nothing lost: a live job is in the queue, in flight, or in the DLQ (PGMQ's tables locally), or
 # parked waiting for its gateway's verdict (a webhook or the sweeper's reconciliation sends it again).
 _LOST_PGMQ = """
@@ -72,16 +79,37 @@ def snapshot_stock(db: Database) -> dict[int, int]:
     return {r["id"]: int(r["stock"]) for r in rows}
 
 
+def books_vs_gateway_paise(db: Database, ledger: Sequence[Mapping[str, Any]]) -> int:
+    """Our books against the gateway's own record (the simulator's ledger): per payment, the money the
+    gateway still holds (captured - refunded - refunding) must be what our books say it holds (applied +
+    owed). A payment on one side only counts in full; money the gateway took and gave back by itself
+    (an authorisation released, a duplicate refunded at once) nets to 0 on both sides."""
+    ours = {
+        (r["method"], r["gateway_ref"]): int(r["captured_paise"] - r["refunded_paise"] - r["refunding_paise"])
+        for r in db.fetch_all("SELECT * FROM pq_gateway_books()")
+    }
+    theirs: dict[tuple[str, str], int] = {}
+    for entry in ledger:
+        key = (str(entry["gateway"]), str(entry["payment_ref"]))
+        held = int(entry["captured_paise"]) - int(entry["refunded_paise"]) - int(entry["refunding_paise"])
+        theirs[key] = theirs.get(key, 0) + held
+    return sum(abs(theirs.get(key, 0) - ours.get(key, 0)) for key in set(ours) | set(theirs))
+
+
 def check(
     db: Database,
     *,
     initial_stock: dict[int, int] | None = None,
     queue: str = "payments",
     dlq: str = "payments_dlq",
+    gateway_ledger: Sequence[Mapping[str, Any]] | None = None,
 ) -> dict[str, int]:
     """Counts of violations; every value must be 0. With initial_stock, units sold must equal
-    the stock decrease exactly."""
+    the stock decrease exactly; with gateway_ledger (the simulator's GET /_sim/ledger payments), our
+    gateway books must agree with the gateway's record."""
     result = {name: _count(db, sql) for name, sql in _CHECKS.items()}
+    if gateway_ledger is not None:
+        result["gateway_books_vs_gateway_paise"] = books_vs_gateway_paise(db, gateway_ledger)
     result["lost_jobs"] = _count(db, _LOST_PGMQ.format(queue=queue, dlq=dlq))
     if initial_stock is not None:
         sold = {

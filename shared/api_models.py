@@ -38,6 +38,25 @@ class ErrorBody(BaseModel):
     error: ErrorDetail
 
 
+class JobRefund(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    status: Literal["refunding", "refunded", "refund_failed"] = Field(
+        description="refunding: on its way back; refund_failed: not returned yet, an operator is on it"
+    )
+    amount_paise: int
+
+
+class JobMoney(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    captured_paise: int
+    applied_paise: int
+    refunded_paise: int
+    refunding_paise: int
+    owed_paise: int
+
+
 class JobView(BaseModel):
     """A job as its owner sees it; position, eta and poll advice only while it waits."""
 
@@ -52,6 +71,9 @@ class JobView(BaseModel):
     poll_after_ms: int | None = None
     payment_id: int | None = None
     reason: str | None = None
+    refund: JobRefund | None = Field(default=None, description="a failed gateway job: the money on its way back")
+    dead_lettered: bool | None = Field(default=None, description="its message is in the DLQ: waits for a redrive")
+    money: JobMoney | None = Field(default=None, description="a dead-lettered gateway job: where its money is")
 
 
 class RazorpayCheckout(BaseModel):
@@ -78,7 +100,9 @@ class CheckoutView(BaseModel):
     method: Literal["razorpay", "cashfree"]
     amount_paise: int
     currency: str
-    status: Literal["created", "paid", "failed", "expired", "refunded"]
+    status: Literal["created", "paid", "failed", "expired", "refunding", "refunded", "refund_failed"] = Field(
+        description="refunding: the money is on its way back; refund_failed: not returned yet, an operator is on it"
+    )
     razorpay: RazorpayCheckout | None = None
     cashfree: CashfreeCheckout | None = None
     job_id: str | None = None
@@ -102,6 +126,40 @@ class DeadLetteredJob(BaseModel):
     age_s: float = Field(description="seconds since the message went to the DLQ")
 
 
+class OwedRefund(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    refund_id: int = Field(description="retry it with POST /v1/refunds/{refund_id}/retry")
+    job_id: str
+    order_id: int
+    gateway: str
+    amount_paise: int
+    attempts: int
+    last_error: str | None = Field(description="the gateway's refusal or its last word on the refund")
+    age_s: float | None = Field(description="seconds since it became owed")
+
+
+class RefundsOpen(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    refunding: int = Field(description="refunds pending at the gateway, or failed and due to be sent again")
+    refunding_paise: int
+    oldest_refunding_age_s: float | None
+    owed: int = Field(description="refunds whose attempts are spent: money owed to shoppers")
+    owed_paise: int
+    oldest_owed_age_s: float | None
+    owed_refunds: list[OwedRefund] = Field(description="the oldest owed refunds, at most 20")
+
+
+class RefundRetry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    refund_id: int
+    outcome: str = Field(description="scheduled (the sweeper sends it within a minute) or not_owed")
+    state: str = Field(description="the refund's state now")
+    amount_paise: int
+
+
 class QueueStatus(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -110,7 +168,8 @@ class QueueStatus(BaseModel):
     dlq_depth: int
     dlq_jobs: list[DeadLetteredJob] = Field(description="the newest jobs in the DLQ, at most 20")
     awaiting_gateway: int = Field(description="gateway jobs waiting for the gateway's verdict, no queue message")
-    gateway_refunds_failed: int = Field(description="gateway refunds that ended failed: refund by hand")
+    gateway_refunds_failed: int = Field(description="gateway refunds owed: attempts spent, an operator must retry")
+    refunds: RefundsOpen = Field(description="gateway refunds on their way back, and those owed")
     oldest_message_age_s: float
     throughput_per_minute: int
     eta_to_drain_s: float | None

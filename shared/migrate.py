@@ -36,6 +36,7 @@ REPEATABLE = (
     "outcomes.sql",  # the outcome types of the money-moving functions
     "events.sql",  # ending a job and its outbox event
     "intake.sql",  # accepting a request (functions/enqueue)
+    "books.sql",  # the gateway books: payments, refunds until the money is back, what is owed
     "checkouts.sql",  # gateway checkouts, their webhooks and reconciliation
     "stock_shards.sql",  # where an order's units come from: a product's row or its stock shards
     "fulfilment.sql",  # the order fulfilment both payment paths share

@@ -76,10 +76,19 @@ class WebhookOutcome(StrEnum):
     JOB_LIVE = "job_live"
     ALREADY_HANDLED = "already_handled"
     REFUND_UPDATED = "refund_updated"
+    REFUND_FAILED = "refund_failed"
     IGNORED = "ignored"
 
 
 # The PostgreSQL type behind each enum (shared/sql/outcomes.sql).
+class RefundRetryOutcome(StrEnum):
+    """pq_refund_operator_retry: an operator's retry of an owed refund."""
+
+    SCHEDULED = "scheduled"
+    NOT_OWED = "not_owed"
+    NOT_FOUND = "not_found"
+
+
 SQL_TYPES: dict[str, type[StrEnum]] = {
     "pq_enqueue_outcome": EnqueueOutcome,
     "pq_wallet_outcome": WalletOutcome,
@@ -87,4 +96,5 @@ SQL_TYPES: dict[str, type[StrEnum]] = {
     "pq_gateway_end_outcome": GatewayEndOutcome,
     "pq_checkout_outcome": CheckoutOutcome,
     "pq_webhook_outcome": WebhookOutcome,
+    "pq_refund_retry_outcome": RefundRetryOutcome,
 }

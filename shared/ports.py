@@ -91,6 +91,7 @@ class GatewayPayment:
     order_id: str | None = None
     amount_refunded_paise: int = 0
     gateway_status: str | None = None
+    captured: bool = False  # the money was ever captured (Razorpay "captured"; a Cashfree SUCCESS attempt)
 
 
 class RefundState(StrEnum):
@@ -147,6 +148,10 @@ class PaymentGateway(Protocol):
 
     def find_refund(self, ref: str, refund_ref: str) -> GatewayRefund | None:
         """The refund sent earlier with refund_ref, if the gateway has it (settles a lost answer)."""
+        ...
+
+    def refunds(self, ref: str) -> list[GatewayRefund]:
+        """Every refund of the payment (Cashfree: of the order) the gateway holds, whoever made it."""
         ...
 
 

@@ -41,4 +41,5 @@ ROUTES = (
     ApiRoute("GET", "/v1/metrics", "status", OPERATOR_SCOPE),
     ApiRoute("GET", "/health/db", "status", OPERATOR_SCOPE),
     ApiRoute("POST", "/v1/dlq/redrive", "status", OPERATOR_SCOPE),
+    ApiRoute("POST", "/v1/refunds/{refund_id}/retry", "status", OPERATOR_SCOPE),
 )

@@ -1,4 +1,4 @@
-"""A job's status for its owner; the operator views and the operator's DLQ redrive."""
+"""A job's status for its owner; the operator views, the DLQ redrive and the retry of an owed refund."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from shared.api_models import (
     Metrics,
     QueueStatus,
     RedriveResult,
+    RefundRetry,
     model_response,
     responses,
 )
@@ -24,7 +25,7 @@ from shared.bootstrap import bootstrap
 from shared.http import caller, install_error_handlers, json_response, require_scope
 from shared.observability import logger, metrics, tracer
 from shared.services.checkout import get_checkout
-from shared.services.operator import db_health, metrics_summary, redrive_dlq
+from shared.services.operator import db_health, metrics_summary, redrive_dlq, retry_refund
 from shared.services.reads import get_job, queue_status
 
 app = APIGatewayHttpResolver()
@@ -99,6 +100,18 @@ def dlq_redrive() -> Response[Any]:
     result = redrive_dlq(pq)
     # PGMQ moves at once (200); an SQS move task runs on after the answer (202).
     return json_response(200 if result["status"] == "completed" else 202, result)
+
+
+@app.post(
+    "/v1/refunds/<refund_id>/retry",
+    summary="Operator: try an owed gateway refund again (idempotent; the sweeper sends it within a minute)",
+    responses=OPERATOR_ERRORS
+    | responses(202, "scheduled, or not owed: answered as it stands", RefundRetry, e404="refund_not_found"),
+)
+def refund_retry(refund_id: str) -> Response[Any]:
+    pq = bootstrap()
+    require_scope(app.current_event, pq.settings.operator_scope)
+    return json_response(202, retry_refund(pq, refund_id, caller(app.current_event)))
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)

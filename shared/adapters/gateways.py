@@ -205,6 +205,7 @@ class RazorpayGateway:
             order_id=str(body["order_id"]) if body.get("order_id") else None,
             amount_refunded_paise=int(body.get("amount_refunded") or 0),
             gateway_status=str(body.get("status")),
+            captured=body.get("captured") is True,
         )
 
     @staticmethod
@@ -284,12 +285,16 @@ class RazorpayGateway:
         body = self._http.request("GET", f"/v1/payments/{_q(payment_id)}/refunds/{_q(refund_id)}", self._headers())
         return _refund_of(body, "INR", amount_paise=int(body["amount"]), merchant_ref=body.get("receipt"))
 
-    def find_refund(self, ref: str, refund_ref: str) -> GatewayRefund | None:
+    def refunds(self, ref: str) -> list[GatewayRefund]:
+        """Every refund of the payment, ours (receipt = our reference) and the dashboard's."""
         body = self._http.request("GET", f"/v1/payments/{_q(ref)}/refunds", self._headers())
-        for item in body.get("items", []):
-            if item.get("receipt") == refund_ref:
-                return _refund_of(item, "INR", amount_paise=int(item["amount"]), merchant_ref=refund_ref)
-        return None
+        return [
+            _refund_of(i, "INR", amount_paise=int(i["amount"]), merchant_ref=i.get("receipt") or None)
+            for i in body.get("items", [])
+        ]
+
+    def find_refund(self, ref: str, refund_ref: str) -> GatewayRefund | None:
+        return next((r for r in self.refunds(ref) if r.merchant_ref == refund_ref), None)
 
 
 class CashfreeGateway:
@@ -409,6 +414,13 @@ class CashfreeGateway:
     def fetch_refund(self, order_id: str, refund_id: str) -> GatewayRefund:
         body = self._http.request("GET", f"/orders/{_q(order_id)}/refunds/{_q(refund_id)}", self._headers())
         return self._refund(body, "INR")
+
+    def refunds(self, ref: str) -> list[GatewayRefund]:
+        """Every refund of the order (Get All Refunds for an Order), ours and the dashboard's."""
+        body = self._http.request("GET", f"/orders/{_q(ref)}/refunds", self._headers())
+        if not isinstance(body, list):
+            raise GatewayRetryable("unavailable", "unexpected answer to Get All Refunds for an Order")
+        return [self._refund(r, "INR") for r in body]
 
     def find_refund(self, ref: str, refund_ref: str) -> GatewayRefund | None:
         try:

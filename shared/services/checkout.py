@@ -64,6 +64,13 @@ def checkout_view(app: App, row: dict[str, Any]) -> dict[str, Any]:
         view["cashfree"] = {"order_id": row["gateway_order_id"], "payment_session_id": row["payment_session_id"]}
     if row.get("job_id"):
         view["job_id"] = str(row["job_id"])
+        if row["status"] == "refunded":  # the books say how far the money got back: refunding, refund_failed
+            refund = app.db.fetch_one(
+                "SELECT r.status FROM payment_jobs j, pq_refund_status(j.method, j.gateway_ref) r WHERE j.id = %s",
+                (row["job_id"],),
+            )
+            if refund is not None and refund["status"] is not None:
+                view["status"] = refund["status"]
     return view
 
 

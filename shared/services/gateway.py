@@ -24,6 +24,7 @@ A capture whose answer was lost is settled on the next delivery by the fetch tha
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Callable
@@ -47,7 +48,7 @@ from shared.domain import (
 from shared.gateway_limits import Gateway, bucket
 from shared.observability import logger, metrics
 from shared.outcomes import GatewayBeginOutcome, GatewayEndOutcome
-from shared.ports import GatewayPayment, PaymentGateway, RazorpayApi, RefundState
+from shared.ports import GatewayPayment, GatewayRefund, PaymentGateway, RazorpayApi, RefundState
 from shared.services.intake import job_message, send_jobs
 
 # The endpoint of each step's request, per gateway (shared/gateway_limits.py names).
@@ -57,12 +58,14 @@ _ENDPOINTS: dict[str, dict[str, str]] = {
         "capture": "capture",
         "refund": "refund",
         "find_refund": "fetch_refund",
+        "refunds": "fetch_refund",
     },
     "cashfree": {
         "fetch": "get_order",
         "payments": "get_payments",
         "refund": "create_refund",
         "find_refund": "get_refund",
+        "refunds": "get_refund",
     },
 }
 
@@ -159,9 +162,12 @@ class _Run:
         if payment.order_id is None or payment.order_id != job.gateway_order_id:
             return self.fail(FailureReason.GATEWAY_ORDER_MISMATCH)
         if job.refund_sent:  # an earlier delivery sent a refund: finish that, whatever the order's state now
-            return self.refund(payment, job.refund_reason or FailureReason.OUT_OF_STOCK)
+            return self.refund(payment, job.refund_reason or FailureReason.OUT_OF_STOCK, payment.amount_paise)
         if payment.status == "refunded" or payment.amount_refunded_paise:
-            return self.fail(FailureReason.GATEWAY_PAYMENT_REFUNDED)
+            # Refunded at the gateway (the merchant's dashboard, or Razorpay returning an authorisation
+            # never captured): amount_refunded is free to read; which refunds, only by listing them.
+            self.token("fetch", endpoint="refunds")
+            return self.refunded_at_gateway(payment, self.gateway.refunds(job.ref))
         return self.razorpay_verdict(api, payment)
 
     def razorpay_verdict(self, api: RazorpayApi, payment: GatewayPayment) -> PaymentOutcome:
@@ -169,19 +175,19 @@ class _Run:
         job = self.job
         if payment.status == "captured":
             if job.problem:
-                return self.refund(payment, job.problem)
+                return self.refund(payment, job.problem, payment.amount_paise)
             return self.complete(payment)
         if payment.status == "authorized":
             # The checkout's amount and the order's now (an order changed since its checkout): both, or
-            # nothing is captured and the authorisation lapses.
+            # nothing is captured and the authorisation lapses (booked as released).
             amount = (payment.amount_paise, payment.currency)
             if amount != (job.checkout_amount_paise, job.checkout_currency) or amount != (
                 job.amount_paise,
                 job.currency,
             ):
-                return self.fail(FailureReason.AMOUNT_MISMATCH)
+                return self.fail(FailureReason.AMOUNT_MISMATCH, release=payment)
             if job.problem:
-                return self.fail(job.problem)
+                return self.fail(job.problem, release=payment)
             self.token("capture")
             captured = api.capture(job.ref, payment.amount_paise, payment.currency)
             if captured.status != "captured":
@@ -191,6 +197,42 @@ class _Run:
         if payment.status in ("created", "pending"):
             raise GatewayRetryable("pending", "payment not final at the gateway yet")
         return self.fail(FailureReason.GATEWAY_PAYMENT_FAILED)
+
+    def refunded_at_gateway(self, payment: GatewayPayment, refunds: list[GatewayRefund]) -> PaymentOutcome:
+        """Refunds made at the gateway before we decided: booked, and the order is never fulfilled with any
+        of its money gone. What is left captured goes back to the shopper; never more than that (a refund
+        above the refundable amount is refused by both gateways)."""
+        job = self.job
+        if not payment.captured:  # an authorisation the gateway returned by itself: no money held
+            return self.fail(FailureReason.GATEWAY_PAYMENT_REFUNDED, checkout_status="refunded", release=payment)
+        self.app.db.fetch_one(
+            "SELECT pq_gateway_refunds_seen(%s, %s, %s, %s)",
+            (
+                uuid.UUID(job.job_id),
+                json.dumps(
+                    [
+                        {
+                            "gateway_refund_id": r.refund_id,
+                            "refund_ref": r.merchant_ref,
+                            "amount_paise": r.amount_paise,
+                            "currency": r.currency,
+                            "state": r.state.value,
+                            "gateway_status": r.gateway_status,
+                        }
+                        for r in refunds
+                    ]
+                ),
+                payment.currency,
+                payment.amount_paise,
+            ),
+        )
+        returned = sum(r.amount_paise for r in refunds if r.state is not RefundState.FAILED)
+        logger.warning(
+            "gateway payment refunded at the gateway", job_id=job.job_id, gateway=job.gateway, refunded_paise=returned
+        )
+        if payment.amount_paise > returned:
+            return self.refund(payment, FailureReason.GATEWAY_PAYMENT_REFUNDED, payment.amount_paise - returned)
+        return self.fail(FailureReason.GATEWAY_PAYMENT_REFUNDED, checkout_status="refunded")
 
     def settle_cashfree(self, first_token: dict[str, Any]) -> PaymentOutcome:
         job, api = self.job, self.app.cashfree
@@ -206,11 +248,19 @@ class _Run:
             if paid is None:  # PAID before its payment is listed: look again shortly
                 raise GatewayRetryable("pending", "order paid, its payment not listed yet")
             # Refunds go by order at Cashfree: the job's reference is the order.
-            payment = GatewayPayment(job.ref, "captured", paid.amount_paise, paid.currency, job.ref, 0, "SUCCESS")
+            payment = GatewayPayment(
+                job.ref, "captured", paid.amount_paise, paid.currency, job.ref, 0, "SUCCESS", captured=True
+            )
             if job.refund_sent:
-                return self.refund(payment, job.refund_reason or FailureReason.OUT_OF_STOCK)
+                return self.refund(payment, job.refund_reason or FailureReason.OUT_OF_STOCK, payment.amount_paise)
+            # Cashfree's order and payment say nothing of refunds made in its dashboard: they are read before
+            # the order is fulfilled (a Get Refund token each: the price of never fulfilling a refunded order).
+            self.token("fetch", endpoint="refunds")
+            refunds = self.gateway.refunds(job.ref)
+            if any(r.state is not RefundState.FAILED for r in refunds):
+                return self.refunded_at_gateway(payment, refunds)
             if job.problem:
-                return self.refund(payment, job.problem)
+                return self.refund(payment, job.problem, payment.amount_paise)
             return self.complete(payment)
         if order.status == "TERMINATED":
             return self.fail(FailureReason.GATEWAY_PAYMENT_FAILED, checkout_status="failed")
@@ -231,10 +281,20 @@ class _Run:
             event=build_event(row["event"]) if row["event"] else None,
         )
 
-    def fail(self, reason: str, checkout_status: str | None = None) -> PaymentOutcome:
+    def fail(
+        self, reason: str, checkout_status: str | None = None, release: GatewayPayment | None = None
+    ) -> PaymentOutcome:
+        """End the job unpaid; release: an authorisation of its checkout we will never capture."""
         return self._outcome(
             self.app.db.fetch_one(
-                "SELECT * FROM pq_gateway_fail(%s, %s, %s)", (uuid.UUID(self.job.job_id), reason, checkout_status)
+                "SELECT * FROM pq_gateway_fail(%s, %s, %s, %s, %s)",
+                (
+                    uuid.UUID(self.job.job_id),
+                    reason,
+                    checkout_status,
+                    None if release is None else release.amount_paise,
+                    None if release is None else release.currency,
+                ),
             )
         )
 
@@ -261,36 +321,62 @@ class _Run:
         )
         assert row is not None
         if row["outcome"] == GatewayEndOutcome.REFUND_REQUIRED:
-            return self.refund(payment, row["reason"])
+            return self.refund(payment, row["reason"], payment.amount_paise)
         return self._outcome(row)
 
-    def refund(self, payment: GatewayPayment, reason: str) -> PaymentOutcome:
-        """Refund a payment of the job's own checkout (the only kind this is ever called for), with the
-        gateway's idempotency: Razorpay X-Refund-Idempotency, Cashfree refund_id + x-idempotency-key."""
+    def refund(self, payment: GatewayPayment, reason: str, amount_paise: int) -> PaymentOutcome:
+        """Refund amount_paise of a payment of the job's own checkout (the only kind this is ever called for),
+        booked before it leaves (pq_refund_request), with the gateway's idempotency: Razorpay
+        X-Refund-Idempotency, Cashfree refund_id + x-idempotency-key. A refund the gateway refuses outright is
+        owed at once; one it fails later is retried by the sweeper, then owed (pq_refund_settled)."""
         job = self.job
+        request = self.app.db.fetch_one(
+            "SELECT * FROM pq_refund_request(%s, %s, %s, %s, %s)",
+            (uuid.UUID(job.job_id), amount_paise, payment.currency, reason, payment.amount_paise),
+        )
+        assert request is not None
         refund = None
         if job.refund_sent:  # a refund sent before whose answer was lost is looked up first
             self.token("fetch", endpoint="find_refund")
-            refund = self.gateway.find_refund(job.ref, job.refund_ref)
+            refund = self.gateway.find_refund(job.ref, request["refund_ref"])
         if refund is None:
             self.token("refund", reason=reason)
-            refund = self.gateway.refund(job.ref, payment.amount_paise, payment.currency, job.refund_ref)
+            try:
+                refund = self.gateway.refund(job.ref, request["amount_paise"], payment.currency, request["refund_ref"])
+            except GatewayRejected as exc:
+                self.app.db.execute("SELECT pq_refund_refused(%s, %s)", (request["refund_id"], str(exc)))
+                refund_failed(job.job_id, job.gateway, request["refund_id"], owed=True, error=str(exc))
+                return self.fail(reason, checkout_status="refunded")
         metrics.add_metric(name="GatewayRefunds", unit=MetricUnit.Count, value=1)
         logger.warning("gateway payment refunded", job_id=job.job_id, gateway=job.gateway, reason=reason)
-        return self._outcome(
-            self.app.db.fetch_one(
-                "SELECT * FROM pq_gateway_refunded(%s, %s, %s, %s, %s, %s, %s)",
-                (
-                    uuid.UUID(job.job_id),
-                    reason,
-                    refund.refund_id,
-                    refund.amount_paise,
-                    refund.currency,
-                    refund.state.value if refund.state is not RefundState.PENDING else "pending",
-                    refund.gateway_status,
-                ),
-            )
+        row = self.app.db.fetch_one(
+            "SELECT * FROM pq_gateway_refunded(%s, %s, %s, %s, %s, %s)",
+            (
+                uuid.UUID(job.job_id),
+                reason,
+                request["refund_id"],
+                refund.refund_id,
+                refund.state.value,
+                refund.gateway_status,
+            ),
         )
+        assert row is not None
+        if row["refund_failed"]:
+            refund_failed(job.job_id, job.gateway, request["refund_id"], owed=bool(row["refund_owed"]))
+        return self._outcome(row)
+
+
+def refund_failed(job_id: str, gateway: str, refund_id: int, *, owed: bool, error: str | None = None) -> None:
+    """Every path that learns a refund failed (processor, webhook, sweeper) says so the same way. Owed (its
+    attempts spent, or refused outright): the RefundsFailed metric, whose alarm calls an operator (POST
+    /v1/refunds/{id}/retry), and an error line. Else a RefundRetries count and a warning: the sweeper sends
+    it again with a fresh reference (pq_refund_policy)."""
+    if owed:
+        metrics.add_metric(name="RefundsFailed", unit=MetricUnit.Count, value=1)
+        logger.error("gateway refund owed", job_id=job_id, gateway=gateway, refund_id=refund_id, error=error)
+    else:
+        metrics.add_metric(name="RefundRetries", unit=MetricUnit.Count, value=1)
+        logger.warning("gateway refund failed; retried later", job_id=job_id, gateway=gateway, refund_id=refund_id)
 
 
 def process_gateway_job(

@@ -6,7 +6,9 @@ import time
 from typing import Any
 
 from shared.bootstrap import App
+from shared.domain import ApiError
 from shared.observability import logger
+from shared.outcomes import RefundRetryOutcome
 
 _WINDOWS_MIN = (1, 5, 60)
 
@@ -83,4 +85,22 @@ def db_health(app: App) -> dict[str, Any]:
         "latency_ms": round((time.perf_counter() - started) * 1000, 2),
         "connections_in_use": row["in_use"],
         "max_connections": row["max_connections"],
+    }
+
+
+def retry_refund(app: App, refund_id: str, operator: str) -> dict[str, Any]:
+    """Operator action: try an owed refund again (one attempt more, due at once; the sweeper sends it).
+    Idempotent: a refund that is not owed (already scheduled, pending, returned) is answered as it stands."""
+    if not refund_id.isdigit() or len(refund_id) > 18:
+        raise ApiError(404, "refund_not_found", "no such refund")
+    row = app.db.fetch_one("SELECT * FROM pq_refund_operator_retry(%s)", (int(refund_id),))
+    assert row is not None
+    if row["outcome"] == RefundRetryOutcome.NOT_FOUND:
+        raise ApiError(404, "refund_not_found", "no such refund")
+    logger.warning("refund retry asked", refund_id=int(refund_id), outcome=row["outcome"], operator=operator)
+    return {
+        "refund_id": int(refund_id),
+        "outcome": row["outcome"],
+        "state": row["state"],
+        "amount_paise": row["amount_paise"],
     }

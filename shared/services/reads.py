@@ -13,8 +13,21 @@ POLL_AT_ETA = 0.75
 # The operator's queue view lists this many of the DLQ's jobs, newest first.
 DLQ_JOBS_SHOWN = 20
 # A status poll's one statement (bench/capacity.py measures its cost for docs/capacity.md).
-JOB_QUERY = """SELECT id, user_id, order_id, status, reason, payment_id, queue_seq, pq_finished_count() AS finished
+JOB_QUERY = """SELECT id, user_id, order_id, status, reason, payment_id, queue_seq, method, gateway_ref,
+                        dead_lettered_at, pq_finished_count() AS finished
                  FROM payment_jobs WHERE id = %s AND user_id = %s"""
+# Refunds on their way back or owed, for the operator: partial indexes keep this off the books' history.
+REFUNDS_OPEN_QUERY = """
+    SELECT count(*) FILTER (WHERE owed_at IS NULL) AS refunding,
+           coalesce(sum(amount_paise) FILTER (WHERE owed_at IS NULL), 0) AS refunding_paise,
+           extract(epoch FROM now() - min(created_at) FILTER (WHERE owed_at IS NULL)) AS refunding_age_s,
+           count(*) FILTER (WHERE owed_at IS NOT NULL) AS owed,
+           coalesce(sum(amount_paise) FILTER (WHERE owed_at IS NOT NULL), 0) AS owed_paise,
+           extract(epoch FROM now() - min(owed_at)) AS owed_age_s
+      FROM gateway_refunds
+     WHERE state IN ('requested', 'pending') OR retry_at IS NOT NULL OR owed_at IS NOT NULL"""
+# The owed refunds the operator's view lists, oldest first.
+OWED_REFUNDS_SHOWN = 20
 
 
 def job_view(app: App, row: dict[str, Any]) -> dict[str, Any]:
@@ -27,7 +40,19 @@ def job_view(app: App, row: dict[str, Any]) -> dict[str, Any]:
         "order_id": row["order_id"],
         "status_url": f"/v1/payments/{job_id}",
     }
-    if status in (JobStatus.QUEUED, JobStatus.PROCESSING):
+    if status in (JobStatus.QUEUED, JobStatus.PROCESSING) and row.get("dead_lettered_at"):
+        # Its message is in the DLQ: no place in line until an operator redrives it. A gateway job says where
+        # its money is (captured and held, on its way back, owed).
+        view["dead_lettered"] = True
+        if row.get("gateway_ref"):
+            money = app.db.fetch_one(
+                """SELECT captured_paise, applied_paise, refunded_paise, refunding_paise, owed_paise
+                     FROM pq_gateway_books() WHERE method = %s AND gateway_ref = %s""",
+                (row["method"], row["gateway_ref"]),
+            )
+            if money is not None:
+                view["money"] = money
+    elif status in (JobStatus.QUEUED, JobStatus.PROCESSING):
         app.throughput.observe(row["finished"])
         # Never increases: queue_seq is fixed and the finished counter only grows.
         position = max(1, row["queue_seq"] - row["finished"])
@@ -41,6 +66,10 @@ def job_view(app: App, row: dict[str, Any]) -> dict[str, Any]:
         view |= {"position": position, "eta_seconds": eta, "poll_after_ms": poll_ms}
     elif status == JobStatus.FAILED:
         view["reason"] = row["reason"]
+        if row.get("gateway_ref"):  # money the gateway took comes back: say how far it has got
+            refund = app.db.fetch_one("SELECT * FROM pq_refund_status(%s, %s)", (row["method"], row["gateway_ref"]))
+            if refund is not None and refund["status"] is not None:
+                view["refund"] = {"status": refund["status"], "amount_paise": refund["amount_paise"]}
     elif status == JobStatus.SUCCEEDED:
         view["payment_id"] = row["payment_id"]
     return view
@@ -63,8 +92,7 @@ def queue_status(app: App) -> dict[str, Any]:
         """SELECT extract(epoch FROM now() - min(created_at) FILTER (WHERE status IN ('queued','processing')))
                       AS oldest_age_s,
                   count(*) FILTER (WHERE finished_at > now() - interval '60 seconds') AS finished_last_minute,
-                  count(*) FILTER (WHERE parked_at IS NOT NULL) AS awaiting_gateway,
-                  (SELECT count(*) FROM gateway_refunds WHERE state = 'failed') AS refunds_failed
+                  count(*) FILTER (WHERE parked_at IS NOT NULL) AS awaiting_gateway
              FROM payment_jobs
             WHERE status IN ('queued','processing') OR finished_at > now() - interval '60 seconds'"""
     )
@@ -72,14 +100,48 @@ def queue_status(app: App) -> dict[str, Any]:
     per_s = row["finished_last_minute"] / 60.0
     backlog = stats.depth + stats.in_flight
     dead = app.db.fetch_all("SELECT * FROM pq_dead_lettered_jobs(%s)", (DLQ_JOBS_SHOWN,)) if stats.dlq_depth else []
+    refunds = app.db.fetch_one(REFUNDS_OPEN_QUERY)
+    assert refunds is not None
+    owed = (
+        app.db.fetch_all(
+            """SELECT id, job_id, order_id, method, amount_paise, attempt, last_error, gateway_status,
+                      extract(epoch FROM now() - owed_at) AS age_s
+                 FROM gateway_refunds WHERE owed_at IS NOT NULL ORDER BY owed_at LIMIT %s""",
+            (OWED_REFUNDS_SHOWN,),
+        )
+        if refunds["owed"]
+        else []
+    )
     return {
         "depth": stats.depth,
         "in_flight": stats.in_flight,
         "dlq_depth": stats.dlq_depth,
         # Gateway jobs waiting for their gateway's verdict with no queue message (a Cashfree order still
-        # ACTIVE), and gateway refunds that ended failed (money to return by hand at the gateway).
+        # ACTIVE); refunds on their way back (pending at the gateway, or failed and due to be sent again)
+        # and refunds owed (attempts spent: an operator retries them, POST /v1/refunds/{id}/retry).
         "awaiting_gateway": row["awaiting_gateway"],
-        "gateway_refunds_failed": row["refunds_failed"],
+        "gateway_refunds_failed": refunds["owed"],
+        "refunds": {
+            "refunding": refunds["refunding"],
+            "refunding_paise": refunds["refunding_paise"],
+            "oldest_refunding_age_s": _age(refunds["refunding_age_s"]),
+            "owed": refunds["owed"],
+            "owed_paise": refunds["owed_paise"],
+            "oldest_owed_age_s": _age(refunds["owed_age_s"]),
+            "owed_refunds": [
+                {
+                    "refund_id": r["id"],
+                    "job_id": str(r["job_id"]),
+                    "order_id": r["order_id"],
+                    "gateway": r["method"],
+                    "amount_paise": r["amount_paise"],
+                    "attempts": r["attempt"],
+                    "last_error": r["last_error"] or r["gateway_status"],
+                    "age_s": _age(r["age_s"]),
+                }
+                for r in owed
+            ],
+        },
         # What the DLQ holds, as far as the processor saw it go there (the runbook's first step).
         "dlq_jobs": [
             {
@@ -97,3 +159,7 @@ def queue_status(app: App) -> dict[str, Any]:
         "throughput_per_minute": row["finished_last_minute"],
         "eta_to_drain_s": round(backlog / per_s, 1) if per_s > 0 else (0.0 if backlog == 0 else None),
     }
+
+
+def _age(seconds: Any) -> float | None:
+    return None if seconds is None else round(float(seconds), 1)

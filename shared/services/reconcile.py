@@ -5,8 +5,9 @@
 - Checkouts with no verdict a few minutes after creation (next_check_at, spaced out) are fetched:
   a gateway order paid or holding an authorised payment gets its job (pq_checkout_reconciled), the
   shopper having closed the tab and the webhook lost; one unpaid past expiry and grace is expired.
-- Refunds not yet final are fetched until they are; a failed refund raises RefundsFailed and an
-  error line for the operator.
+- Refunds not yet final (ours and those made at the gateway) are fetched until they are; a failed one
+  of ours is sent again with a fresh reference when pq_refund_policy says so, else it is owed:
+  RefundsFailed and an error line for the operator (shared/services/gateway.py refund_failed).
 
 Every gateway request takes a token of its endpoint's bucket first and is made with no transaction
 open; with no token left the pass stops and the next sweep continues.
@@ -17,14 +18,13 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from aws_lambda_powertools.metrics import MetricUnit
-
 from shared.bootstrap import App
 from shared.domain import ApiError, GatewayRejected, GatewayRetryable
-from shared.observability import logger, metrics
+from shared.observability import logger
 from shared.outcomes import WebhookOutcome
-from shared.ports import GatewayRefund
+from shared.ports import GatewayRefund, RefundState
 from shared.services.checkout import take_token
+from shared.services.gateway import refund_failed
 from shared.services.intake import job_message, send_jobs
 
 
@@ -82,45 +82,80 @@ def _reconcile_checkouts(app: App, limit: int) -> int:
     return settled
 
 
-def _fetch_refund(app: App, refund: dict[str, Any]) -> GatewayRefund:
+# The endpoint (shared/gateway_limits.py) of each refund request, per gateway.
+_REFUND_ENDPOINTS = {
+    "razorpay": {"send": "refund", "find": "fetch_refund"},
+    "cashfree": {"send": "create_refund", "find": "get_refund"},
+}
+
+
+def _fetch_refund(app: App, refund: dict[str, Any]) -> GatewayRefund | None:
+    """The refund as the gateway reports it now; None: a requested refund of ours the gateway does not have."""
+    _token(app, refund["method"], _REFUND_ENDPOINTS[refund["method"]]["find"])
+    if refund["state"] == "requested":
+        return app.gateways[refund["method"]].find_refund(refund["gateway_ref"], refund["refund_ref"])
     if refund["method"] == "cashfree":
         assert app.cashfree is not None
-        _token(app, "cashfree", "get_refund")
-        # Cashfree refunds are looked up by our refund_id (refund_ref), Razorpay's by theirs.
+        # Cashfree refunds are looked up by the refund_id their maker chose (refund_ref), Razorpay's by theirs.
         return app.cashfree.fetch_refund(refund["gateway_ref"], refund["refund_ref"])
     assert app.razorpay is not None
-    _token(app, "razorpay", "fetch_refund")
     return app.razorpay.fetch_refund(refund["gateway_ref"], refund["gateway_refund_id"])
 
 
-def _follow_refunds(app: App, limit: int) -> tuple[int, int]:
-    settled = failed = 0
+def _settle(app: App, refund: dict[str, Any], found: GatewayRefund) -> bool:
+    """Record the refund's state (the books' one transition); True when it became final."""
+    row = app.db.fetch_one(
+        "SELECT * FROM pq_refund_settled(%s, %s, %s, %s)",
+        (refund["id"], found.state.value, found.gateway_status, found.refund_id),
+    )
+    assert row is not None
+    if row["failed"]:
+        refund_failed(str(refund["job_id"]), refund["method"], refund["id"], owed=bool(row["owed"]))
+    return bool(row["changed"]) and found.state is not RefundState.PENDING
+
+
+def _send_refund(app: App, refund: dict[str, Any]) -> bool:
+    """Send a requested refund of ours (a retry with its fresh reference, or one the gateway never got);
+    True when it became final. A refusal (4xx) is owed at once: sending it again would be refused again."""
+    _token(app, refund["method"], _REFUND_ENDPOINTS[refund["method"]]["send"])
+    try:
+        answer = app.gateways[refund["method"]].refund(
+            refund["gateway_ref"], refund["amount_paise"], refund["currency"].strip(), refund["refund_ref"]
+        )
+    except GatewayRejected as exc:
+        app.db.execute("SELECT pq_refund_refused(%s, %s)", (refund["id"], str(exc)))
+        refund_failed(str(refund["job_id"]), refund["method"], refund["id"], owed=True, error=str(exc))
+        return True
+    return _settle(app, refund, answer)
+
+
+def _follow_refunds(app: App, limit: int) -> int:
+    """Refunds not final yet (ours and the gateway's), fetched; a requested one the gateway lacks, sent."""
+    settled = 0
     for refund in app.db.fetch_all("SELECT * FROM pq_refunds_to_check(%s)", (limit,)):
         try:
             found = _fetch_refund(app, refund)
+            settled += _send_refund(app, refund) if found is None else _settle(app, refund, found)
         except (GatewayRetryable, GatewayRejected) as exc:
             logger.info("refund fetch failed", refund_id=refund["id"], error=str(exc))
-            continue
-        row = app.db.fetch_one(
-            "SELECT pq_refund_state(%s, %s, %s) AS final", (refund["id"], found.state.value, found.gateway_status)
-        )
-        if row is not None and row["final"]:
-            settled += 1
-            if found.state.value == "failed":
-                failed += 1
-                logger.error(
-                    "gateway refund failed",
-                    refund_id=refund["id"],
-                    job_id=str(refund["job_id"]),
-                    gateway=refund["method"],
-                    gateway_status=found.gateway_status,
-                )
-    return settled, failed
+    return settled
+
+
+def _retry_refunds(app: App, limit: int) -> int:
+    """Failed refunds of ours due for another attempt, each sent with its fresh reference."""
+    retried = 0
+    for refund in app.db.fetch_all("SELECT * FROM pq_refunds_to_retry(%s)", (limit,)):
+        retried += 1
+        try:
+            _send_refund(app, refund)
+        except GatewayRetryable as exc:  # stays requested: the next passes look it up, then send it again
+            logger.info("refund retry not answered", refund_id=refund["id"], error=str(exc))
+    return retried
 
 
 def reconcile(app: App, limit: int = 100) -> dict[str, int]:
     """One reconciliation pass; the counts of what it did."""
-    result = {"parked_jobs_woken": 0, "checkouts_reconciled": 0, "refunds_settled": 0, "refunds_failed": 0}
+    result = {"parked_jobs_woken": 0, "checkouts_reconciled": 0, "refunds_settled": 0, "refunds_retried": 0}
     if not app.gateways:
         return result
     woken = app.db.fetch_all(
@@ -130,9 +165,8 @@ def reconcile(app: App, limit: int = 100) -> dict[str, int]:
     result["parked_jobs_woken"] = len(woken)
     try:
         result["checkouts_reconciled"] = _reconcile_checkouts(app, limit)
-        result["refunds_settled"], result["refunds_failed"] = _follow_refunds(app, limit)
+        result["refunds_retried"] = _retry_refunds(app, limit)
+        result["refunds_settled"] = _follow_refunds(app, limit)
     except _OutOfTokens:
         logger.info("reconciliation stopped: no gateway token; the next sweep continues")
-    if result["refunds_failed"]:
-        metrics.add_metric(name="RefundsFailed", unit=MetricUnit.Count, value=result["refunds_failed"])
     return result

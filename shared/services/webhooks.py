@@ -20,6 +20,7 @@ from shared.domain import ApiError
 from shared.gateway_signatures import verify_cashfree_webhook, verify_razorpay_webhook
 from shared.observability import logger
 from shared.outcomes import WebhookOutcome
+from shared.services.gateway import refund_failed
 from shared.services.intake import job_message, send_jobs
 
 # Razorpay events that say money was taken for a payment of the order (razorpay.com/docs/webhooks/payments).
@@ -163,6 +164,14 @@ def receive_webhook(app: App, gateway: str, raw: bytes, headers: dict[str, str])
     )
     assert row is not None
     outcome = WebhookOutcome(row["outcome"])
+    if outcome is WebhookOutcome.REFUND_FAILED:
+        refund = app.db.fetch_one(
+            "SELECT id, job_id, owed_at IS NOT NULL AS owed FROM gateway_refunds"
+            " WHERE method = %s AND gateway_refund_id = %s",
+            (gateway, event.refund_id),
+        )
+        if refund is not None:
+            refund_failed(str(refund["job_id"]), gateway, refund["id"], owed=refund["owed"])
     if outcome in (WebhookOutcome.JOB_CREATED, WebhookOutcome.JOB_WOKEN):
         send_jobs(app, [job_message(str(row["job_id"]), row["user_id"], row["order_id"], gateway, row["parks"])])
     logger.info("gateway webhook", gateway=gateway, event_type=event.event_type, outcome=outcome)

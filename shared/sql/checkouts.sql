@@ -141,7 +141,8 @@ $$;
 -- a refund's new state. Outcomes (pq_webhook_outcome):
 --   duplicate          -> seen before; nothing changed
 --   unknown_checkout   -> recorded; no checkout of ours has this gateway order
---   refund_updated     -> a refund of ours took the reported state
+--   refund_updated     -> a refund in the books took the reported state
+--   refund_failed      -> ... and that state is failed (retried later, or owed: pq_refund_settled)
 --   ignored            -> recorded; nothing to do
 --   job_created | job_woken | job_live | already_handled -> pq_checkout_settle's
 DROP FUNCTION IF EXISTS pq_webhook_record(text, text, text, text, text, boolean, boolean, text, text, text, jsonb);
@@ -154,6 +155,8 @@ LANGUAGE plpgsql SET enable_seqscan = off AS $$
 DECLARE
     v_event_id bigint;
     v_checkout gateway_checkouts%ROWTYPE;
+    v_changed boolean;
+    v_failed boolean;
 BEGIN
     INSERT INTO gateway_webhook_events (gateway, event_id, event_type, gateway_order_id, gateway_payment_id, payload)
     VALUES (p_gateway, p_event_id, p_event_type, p_gateway_order_id, p_gateway_ref, p_payload)
@@ -164,11 +167,11 @@ BEGIN
         RETURN;
     END IF;
     IF p_refund_id IS NOT NULL THEN
-        UPDATE gateway_refunds r
-           SET state = p_refund_state, gateway_status = p_refund_status,
-               settled_at = CASE WHEN p_refund_state <> 'pending' THEN coalesce(r.settled_at, now()) END
-         WHERE r.method = p_gateway AND r.gateway_refund_id = p_refund_id AND r.state = 'pending';
-        outcome := CASE WHEN FOUND THEN 'refund_updated' ELSE 'ignored' END;
+        -- A refund of ours or one the books hold from the gateway: the books' one transition.
+        SELECT s.changed, s.failed INTO v_changed, v_failed
+          FROM gateway_refunds r, pq_refund_settled(r.id, p_refund_state, p_refund_status) s
+         WHERE r.method = p_gateway AND r.gateway_refund_id = p_refund_id;
+        outcome := CASE WHEN v_failed THEN 'refund_failed' WHEN v_changed THEN 'refund_updated' ELSE 'ignored' END;
     ELSE
         SELECT * INTO v_checkout FROM gateway_checkouts c
          WHERE c.method = p_gateway AND c.gateway_order_id = p_gateway_order_id;
@@ -246,30 +249,4 @@ LANGUAGE sql AS $$
                      LIMIT p_limit
                        FOR UPDATE SKIP LOCKED)
     RETURNING j.id, j.user_id, j.order_id, j.method, j.parks
-$$;
-
--- Refunds not yet final, due for a fetch: claimed by pushing their next check out.
-DROP FUNCTION IF EXISTS pq_refunds_to_check(integer);
-CREATE FUNCTION pq_refunds_to_check(p_limit integer) RETURNS SETOF gateway_refunds
-LANGUAGE sql AS $$
-    UPDATE gateway_refunds r SET next_check_at = now() + interval '1 minute'
-     WHERE r.id IN (SELECT x.id FROM gateway_refunds x
-                     WHERE x.state = 'pending' AND x.next_check_at <= now()
-                     ORDER BY x.next_check_at
-                     LIMIT p_limit
-                       FOR UPDATE SKIP LOCKED)
-    RETURNING r.*
-$$;
-
--- A refund's state as the gateway reported it (fetched by the sweeper). Returns true when it changed.
-CREATE OR REPLACE FUNCTION pq_refund_state(p_refund_id bigint, p_state text, p_gateway_status text)
-RETURNS boolean
-LANGUAGE plpgsql SET enable_seqscan = off AS $$
-BEGIN
-    UPDATE gateway_refunds
-       SET state = p_state, gateway_status = p_gateway_status,
-           settled_at = CASE WHEN p_state <> 'pending' THEN now() END
-     WHERE id = p_refund_id AND state = 'pending' AND (p_state <> 'pending' OR gateway_status IS DISTINCT FROM p_gateway_status);
-    RETURN FOUND AND p_state <> 'pending';
-END;
 $$;

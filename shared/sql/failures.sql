@@ -11,6 +11,10 @@ BEGIN
     INSERT INTO delivery_failures (job_id, message_id, receive_count, error_class, error, dead_lettered)
     VALUES (p_job_id, p_message_id, greatest(1, p_receive_count), left(p_error_class, 100), left(p_error, 500),
             p_dead_lettered);
+    IF p_dead_lettered THEN
+        UPDATE payment_jobs SET dead_lettered_at = now()
+         WHERE id = p_job_id AND status IN ('queued', 'processing');
+    END IF;
 END;
 $$;
 

@@ -71,8 +71,8 @@ BEGIN
     SELECT * INTO v_order FROM orders o WHERE o.id = v_job.order_id;
     SELECT c.problem INTO problem FROM pq_order_problem(v_order, v_job) c;
 
-    IF v_job.status = 'queued' OR v_job.parked_at IS NOT NULL THEN
-        UPDATE payment_jobs SET status = 'processing', parked_at = NULL WHERE id = v_job.id;
+    IF v_job.status = 'queued' OR v_job.parked_at IS NOT NULL OR v_job.dead_lettered_at IS NOT NULL THEN
+        UPDATE payment_jobs SET status = 'processing', parked_at = NULL, dead_lettered_at = NULL WHERE id = v_job.id;
     END IF;
     -- refund_ref: our idempotency reference for a refund of this job, fixed at the first delivery.
     INSERT INTO gateway_attempts AS a (job_id, gateway, gateway_ref, deliveries, refund_ref)
@@ -196,6 +196,7 @@ BEGIN
         ELSE
             SELECT f.payment_id, f.event INTO payment_id, event
               FROM pq_fulfil_order(v_job, v_order, v_check.items, p_amount_paise, p_currency) f;
+            PERFORM pq_payment_seen(v_job, p_currency, 0, p_amount_paise);
             UPDATE gateway_checkouts SET status = 'paid', job_id = v_job.id, updated_at = now()
              WHERE id = v_job.checkout_id;
             outcome := 'succeeded';
@@ -204,59 +205,65 @@ BEGIN
 END;
 $$;
 
--- The gateway confirmed the refund of a payment we could not fulfil: record it and fail the job.
+-- Ends a gateway job that could not apply its payment (p_reason): the money it was handed is on its way
+-- back, or it moved none. p_refund_id: our refund (pq_refund_request) and the gateway's answer to it
+-- (p_gateway_refund_id, p_state, p_gateway_status), recorded through the books' one transition
+-- (pq_refund_settled: a failed refund is retried later or owed; refund_failed / refund_owed say so).
+-- p_checkout_status: what the job's checkout becomes (failed, expired, refunded) when its gateway order
+-- can take no payment any more; NULL leaves it payable (a failed Razorpay payment: the shopper may pay
+-- again); a refund of ours makes it refunded (what the shopper reads of it: pq_refund_status).
 -- Outcomes (pq_gateway_end_outcome): failed | already_succeeded | already_failed.
--- The gateway confirmed the refund of a payment we could not fulfil (p_gateway_refund_id set): record
--- it and fail the job. Without a refund, the job just fails (pq_gateway_fail). p_state /
--- p_gateway_status: the refund's state in the gateway's answer (followed to final by webhooks and the
--- sweeper while pending). p_checkout_status: what the job's checkout becomes (failed, expired) when
--- its gateway order can take no payment any more; NULL leaves it payable (a failed Razorpay payment:
--- the shopper may pay again); a refund makes it refunded.
--- Outcomes (pq_gateway_end_outcome): failed | already_succeeded | already_failed.
-DROP FUNCTION IF EXISTS pq_gateway_fail(uuid, text);
 DROP FUNCTION IF EXISTS pq_gateway_fail(uuid, text, text);
-DROP FUNCTION IF EXISTS pq_gateway_refunded(uuid, text, text, bigint, text);
-DROP FUNCTION IF EXISTS pq_gateway_refunded(uuid, text, text, bigint, text, text, text);
 DROP FUNCTION IF EXISTS pq_gateway_refunded(uuid, text, text, bigint, text, text, text, text);
-CREATE FUNCTION pq_gateway_refunded(p_job_id uuid, p_reason text, p_gateway_refund_id text,
-                                    p_amount_paise bigint, p_currency text,
-                                    p_state text DEFAULT 'pending', p_gateway_status text DEFAULT NULL,
-                                    p_checkout_status text DEFAULT NULL,
+DROP FUNCTION IF EXISTS pq_gateway_refunded(uuid, text, bigint, text, text, text, text);
+CREATE FUNCTION pq_gateway_refunded(p_job_id uuid, p_reason text, p_refund_id bigint, p_gateway_refund_id text,
+                                    p_state text, p_gateway_status text, p_checkout_status text DEFAULT NULL,
                                     OUT outcome pq_gateway_end_outcome, OUT reason text,
-                                    OUT payment_id bigint, OUT event jsonb)
+                                    OUT payment_id bigint, OUT event jsonb,
+                                    OUT refund_failed boolean, OUT refund_owed boolean)
 LANGUAGE plpgsql SET enable_seqscan = off AS $$
 DECLARE
     v_job payment_jobs%ROWTYPE;
 BEGIN
     SELECT * INTO v_job FROM payment_jobs j WHERE j.id = p_job_id FOR UPDATE;
+    IF p_refund_id IS NOT NULL THEN  -- the answer is the books' whether or not the job is still live
+        SELECT s.failed, s.owed INTO refund_failed, refund_owed
+          FROM pq_refund_settled(p_refund_id, p_state, p_gateway_status, p_gateway_refund_id) s;
+    END IF;
     SELECT e.* INTO outcome, reason, payment_id FROM pq_gateway_ended(v_job) e;
     IF outcome IS NOT NULL THEN
         RETURN;  -- it ended in another delivery: answered as it ended
     END IF;
     reason := p_reason;
-    INSERT INTO gateway_refunds (job_id, order_id, method, gateway_ref, refund_ref, gateway_refund_id,
-                                 amount_paise, currency, reason, state, gateway_status, settled_at)
-    SELECT v_job.id, v_job.order_id, v_job.method, v_job.gateway_ref, a.refund_ref, p_gateway_refund_id,
-           p_amount_paise, p_currency, p_reason, p_state, p_gateway_status,
-           CASE WHEN p_state <> 'pending' THEN now() END
-      FROM gateway_attempts a WHERE a.job_id = v_job.id AND p_gateway_refund_id IS NOT NULL;
     UPDATE gateway_checkouts
-       SET status = CASE WHEN p_gateway_refund_id IS NOT NULL THEN 'refunded' ELSE p_checkout_status END,
+       SET status = CASE WHEN p_refund_id IS NOT NULL THEN 'refunded' ELSE p_checkout_status END,
            job_id = v_job.id, updated_at = now()
      WHERE id = v_job.checkout_id AND status IN ('created', 'expired', 'failed')
-       AND (p_gateway_refund_id IS NOT NULL OR p_checkout_status IS NOT NULL);
+       AND (p_refund_id IS NOT NULL OR p_checkout_status IS NOT NULL);
     UPDATE payment_jobs SET parked_at = NULL WHERE id = v_job.id AND parked_at IS NOT NULL;
     outcome := 'failed';
     event := pq_end_job(v_job, p_reason, NULL);
 END;
 $$;
 
--- Ends a gateway job that moved no money (declined, mismatched or unfulfillable before capture).
--- After pq_gateway_refunded, whose body it calls (a LANGUAGE sql body is checked when created).
--- Outcomes (pq_gateway_end_outcome): failed | already_succeeded | already_failed.
+-- Ends a gateway job that moved no money of its own (declined, mismatched, unfulfillable before capture,
+-- or refunded in full at the gateway). p_release_paise: an authorisation of the job's checkout we will
+-- never capture, booked as released (the gateway returns it: Razorpay refunds an uncaptured payment by
+-- itself). Outcomes (pq_gateway_end_outcome): failed | already_succeeded | already_failed.
+DROP FUNCTION IF EXISTS pq_gateway_fail(uuid, text, text, bigint, text);
 CREATE FUNCTION pq_gateway_fail(p_job_id uuid, p_reason text, p_checkout_status text DEFAULT NULL,
+                                p_release_paise bigint DEFAULT NULL, p_currency text DEFAULT NULL,
                                 OUT outcome pq_gateway_end_outcome,
                                 OUT reason text, OUT payment_id bigint, OUT event jsonb)
-LANGUAGE sql AS $$
-    SELECT * FROM pq_gateway_refunded(p_job_id, p_reason, NULL, NULL, NULL, 'pending', NULL, p_checkout_status)
+LANGUAGE plpgsql SET enable_seqscan = off AS $$
+DECLARE
+    v_job payment_jobs%ROWTYPE;
+BEGIN
+    IF p_release_paise IS NOT NULL THEN
+        SELECT * INTO v_job FROM payment_jobs j WHERE j.id = p_job_id FOR UPDATE;
+        PERFORM pq_payment_seen(v_job, p_currency, p_release_paise, 0, true);
+    END IF;
+    SELECT r.outcome, r.reason, r.payment_id, r.event INTO outcome, reason, payment_id, event
+      FROM pq_gateway_refunded(p_job_id, p_reason, NULL, NULL, NULL, NULL, p_checkout_status) r;
+END;
 $$;

@@ -85,3 +85,16 @@ ALTER TYPE pq_webhook_outcome ADD VALUE IF NOT EXISTS 'job_live';
 ALTER TYPE pq_webhook_outcome ADD VALUE IF NOT EXISTS 'already_handled';
 ALTER TYPE pq_webhook_outcome ADD VALUE IF NOT EXISTS 'refund_updated';
 ALTER TYPE pq_webhook_outcome ADD VALUE IF NOT EXISTS 'ignored';
+
+-- pq_webhook_record: a refund webhook that reported a refund failed (retried, or owed to an operator).
+ALTER TYPE pq_webhook_outcome ADD VALUE IF NOT EXISTS 'refund_failed';
+
+-- pq_refund_operator_retry: an operator's retry of an owed refund.
+DO $$
+BEGIN
+    CREATE TYPE pq_refund_retry_outcome AS ENUM ();
+EXCEPTION WHEN duplicate_object THEN NULL;
+END $$;
+ALTER TYPE pq_refund_retry_outcome ADD VALUE IF NOT EXISTS 'scheduled';
+ALTER TYPE pq_refund_retry_outcome ADD VALUE IF NOT EXISTS 'not_owed';
+ALTER TYPE pq_refund_retry_outcome ADD VALUE IF NOT EXISTS 'not_found';

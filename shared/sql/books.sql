@@ -1,0 +1,247 @@
+-- Gateway books (tables gateway_payments and gateway_refunds, migration 0010). Per gateway payment:
+--
+--     captured = applied to our order + refunded (final) + refunding (in flight) + owed (to an operator)
+--
+-- and an authorisation we will not capture is recorded as released. The processor (gateway_payment.sql),
+-- the webhooks (checkouts.sql) and the sweeper (shared/services/reconcile.py) write through these
+-- functions; pq_gateway_books() reads the books, local/invariants.py and the operator's views check them.
+
+-- The refund policy, in one place. A refund the gateway ends failed (Razorpay refund.failed, Cashfree
+-- CANCELLED) is tried again with a fresh reference: 3 attempts spaced 1, then 4 minutes apart (long enough
+-- for a bank's passing refusal to clear, short enough that the shopper hears within minutes), then owed.
+-- An operator's retry of an owed refund allows one attempt more.
+CREATE OR REPLACE FUNCTION pq_refund_policy(p_attempt integer, p_operator_retries integer,
+                                            OUT retry boolean, OUT retry_after interval)
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT p_attempt < 3 + p_operator_retries, interval '1 minute' * power(4, least(p_attempt, 5) - 1)
+$$;
+
+-- What a job saw of its payment at the gateway, once the payment is known to be the job's checkout's:
+-- authorised or captured amounts (captured never decreases: refunds are rows of their own); p_release:
+-- we will never capture the authorisation.
+CREATE OR REPLACE FUNCTION pq_payment_seen(p_job payment_jobs, p_currency text, p_authorized_paise bigint,
+                                           p_captured_paise bigint, p_release boolean DEFAULT false)
+RETURNS void
+LANGUAGE sql AS $$
+    INSERT INTO gateway_payments AS g (method, gateway_ref, order_id, checkout_id, job_id, currency,
+                                       authorized_paise, captured_paise, released_at)
+    VALUES (p_job.method, p_job.gateway_ref, p_job.order_id, p_job.checkout_id, p_job.id, p_currency,
+            p_authorized_paise, p_captured_paise, CASE WHEN p_release THEN now() END)
+    ON CONFLICT (method, gateway_ref) DO UPDATE
+       SET job_id = excluded.job_id, currency = excluded.currency,
+           authorized_paise = excluded.authorized_paise,
+           captured_paise = greatest(g.captured_paise, excluded.captured_paise),
+           released_at = coalesce(g.released_at, excluded.released_at),
+           updated_at = now()
+$$;
+
+-- A refund's new state as the gateway reported it (its answer to our request, a webhook, the sweeper's
+-- fetch), from any path: the one transition of the books. A failed refund of ours is scheduled to be
+-- tried again or, its attempts spent, owed. changed: the state moved; failed: it moved to failed now;
+-- owed: it is owed now.
+CREATE OR REPLACE FUNCTION pq_refund_settled(p_refund_id bigint, p_state text, p_gateway_status text,
+                                             p_gateway_refund_id text DEFAULT NULL,
+                                             OUT changed boolean, OUT failed boolean, OUT owed boolean)
+LANGUAGE plpgsql SET enable_seqscan = off AS $$
+DECLARE
+    v_refund gateway_refunds%ROWTYPE;
+    v_policy record;
+BEGIN
+    SELECT * INTO v_refund FROM gateway_refunds r WHERE r.id = p_refund_id FOR UPDATE;
+    changed := false;
+    failed := false;
+    owed := v_refund.owed_at IS NOT NULL;
+    -- Final states stay final; a pending report of a pending refund only refreshes the gateway's word.
+    IF NOT FOUND OR v_refund.state IN ('succeeded', 'failed')
+       OR (v_refund.state = p_state AND v_refund.gateway_status IS NOT DISTINCT FROM p_gateway_status) THEN
+        RETURN;
+    END IF;
+    SELECT * INTO v_policy FROM pq_refund_policy(v_refund.attempt, v_refund.operator_retries);
+    failed := p_state = 'failed';
+    owed := failed AND v_refund.origin = 'ours' AND NOT v_policy.retry;
+    UPDATE gateway_refunds r
+       SET state = p_state, gateway_status = p_gateway_status,
+           gateway_refund_id = coalesce(r.gateway_refund_id, p_gateway_refund_id),
+           settled_at = CASE WHEN p_state IN ('succeeded', 'failed') THEN now() END,
+           retry_at = CASE WHEN failed AND r.origin = 'ours' AND v_policy.retry THEN now() + v_policy.retry_after END,
+           owed_at = CASE WHEN owed THEN now() END,
+           next_check_at = now() + interval '1 minute'
+     WHERE r.id = p_refund_id;
+    changed := true;
+END;
+$$;
+
+-- Before a refund of ours leaves: the request, recorded (state requested) with the reference the gateway
+-- deduplicates it by, and the captured payment it returns, booked. A requested refund of the job whose
+-- answer was lost is answered as is (same reference: the gateway returns the first refund).
+CREATE OR REPLACE FUNCTION pq_refund_request(p_job_id uuid, p_amount_paise bigint, p_currency text, p_reason text,
+                                             p_captured_paise bigint,
+                                             OUT refund_id bigint, OUT refund_ref text, OUT amount_paise bigint)
+LANGUAGE plpgsql SET enable_seqscan = off AS $$
+DECLARE
+    v_job payment_jobs%ROWTYPE;
+BEGIN
+    SELECT * INTO v_job FROM payment_jobs j WHERE j.id = p_job_id FOR UPDATE;
+    PERFORM pq_payment_seen(v_job, p_currency, 0, p_captured_paise);
+    SELECT r.id, r.refund_ref, r.amount_paise INTO refund_id, refund_ref, amount_paise
+      FROM gateway_refunds r WHERE r.job_id = p_job_id AND r.origin = 'ours' AND r.attempt = 1;
+    IF FOUND THEN
+        RETURN;
+    END IF;
+    -- The sweeper looks a requested refund up a minute on (its sender is done with it by then).
+    INSERT INTO gateway_refunds (job_id, order_id, method, gateway_ref, refund_ref, amount_paise, currency,
+                                 reason, state, next_check_at)
+    SELECT v_job.id, v_job.order_id, v_job.method, v_job.gateway_ref, a.refund_ref, p_amount_paise, p_currency,
+           p_reason, 'requested', now() + interval '1 minute'
+      FROM gateway_attempts a WHERE a.job_id = p_job_id
+    RETURNING id, gateway_refunds.refund_ref, gateway_refunds.amount_paise INTO refund_id, refund_ref, amount_paise;
+END;
+$$;
+
+-- The gateway refused a refund of ours outright (a 4xx: more than is refundable, a payment it will not
+-- refund): sending it again would be refused again, so it is owed at once, with the gateway's reason.
+CREATE OR REPLACE FUNCTION pq_refund_refused(p_refund_id bigint, p_error text) RETURNS void
+LANGUAGE sql AS $$
+    UPDATE gateway_refunds
+       SET state = 'failed', settled_at = now(), retry_at = NULL, owed_at = now(), last_error = left(p_error, 300),
+           gateway_refund_id = coalesce(gateway_refund_id, 'refused:' || refund_ref)
+     WHERE id = p_refund_id AND state = 'requested'
+$$;
+
+-- Refunds made at the gateway that are not ours (the merchant's, in its dashboard), read from the gateway
+-- before the job decides: recorded once each (p_refunds: [{"gateway_refund_id", "refund_ref", "amount_paise",
+-- "currency", "state", "gateway_status"}]), later reports moving their state. Our own are skipped (their
+-- reference is the job's). The payment's capture is booked with them.
+CREATE OR REPLACE FUNCTION pq_gateway_refunds_seen(p_job_id uuid, p_refunds jsonb, p_currency text,
+                                                   p_captured_paise bigint)
+RETURNS void
+LANGUAGE plpgsql SET enable_seqscan = off AS $$
+DECLARE
+    v_job payment_jobs%ROWTYPE;
+    v_refund jsonb;
+    v_id bigint;
+BEGIN
+    SELECT * INTO v_job FROM payment_jobs j WHERE j.id = p_job_id FOR UPDATE;
+    PERFORM pq_payment_seen(v_job, p_currency, 0, p_captured_paise);
+    FOR v_refund IN SELECT * FROM jsonb_array_elements(p_refunds) LOOP
+        CONTINUE WHEN EXISTS (SELECT 1 FROM gateway_refunds r WHERE r.method = v_job.method AND r.origin = 'ours'
+                                 AND r.refund_ref = v_refund->>'refund_ref');
+        INSERT INTO gateway_refunds (job_id, order_id, method, gateway_ref, refund_ref, gateway_refund_id,
+                                     amount_paise, currency, reason, state, gateway_status, origin)
+        VALUES (v_job.id, v_job.order_id, v_job.method, v_job.gateway_ref,
+                coalesce(v_refund->>'refund_ref', v_refund->>'gateway_refund_id'), v_refund->>'gateway_refund_id',
+                (v_refund->>'amount_paise')::bigint, v_refund->>'currency', 'refunded_at_gateway', 'pending',
+                NULL, 'gateway')
+        ON CONFLICT (method, gateway_refund_id) WHERE gateway_refund_id IS NOT NULL DO NOTHING;
+        SELECT r.id INTO v_id FROM gateway_refunds r
+         WHERE r.method = v_job.method AND r.gateway_refund_id = v_refund->>'gateway_refund_id';
+        PERFORM pq_refund_settled(v_id, v_refund->>'state', v_refund->>'gateway_status');
+    END LOOP;
+END;
+$$;
+
+-- Failed refunds of ours whose retry is due, claimed, each with its next attempt recorded (requested,
+-- a fresh reference: the gateway would answer the old one with the failed refund) for the sweeper to send.
+CREATE OR REPLACE FUNCTION pq_refunds_to_retry(p_limit integer) RETURNS SETOF gateway_refunds
+LANGUAGE sql AS $$
+    WITH due AS (
+        UPDATE gateway_refunds r SET retry_at = NULL
+         WHERE r.id IN (SELECT x.id FROM gateway_refunds x
+                         WHERE x.retry_at <= now()
+                         ORDER BY x.retry_at
+                         LIMIT p_limit
+                           FOR UPDATE SKIP LOCKED)
+        RETURNING r.*
+    )
+    INSERT INTO gateway_refunds (job_id, order_id, method, gateway_ref, refund_ref, amount_paise, currency, reason,
+                                 state, attempt, operator_retries, next_check_at)
+    SELECT d.job_id, d.order_id, d.method, d.gateway_ref, split_part(d.refund_ref, '_', 1) || '_' || (d.attempt + 1),
+           d.amount_paise, d.currency, d.reason, 'requested', d.attempt + 1, d.operator_retries,
+           now() + interval '1 minute'
+      FROM due d
+    RETURNING *
+$$;
+
+DROP FUNCTION IF EXISTS pq_refund_state(bigint, text, text);
+
+-- Refunds of ours and the gateway's not final yet, due for a look: claimed by pushing their next check out.
+-- A requested one (its answer lost) is looked up by its reference and, if the gateway has none, sent again.
+DROP FUNCTION IF EXISTS pq_refunds_to_check(integer);
+CREATE FUNCTION pq_refunds_to_check(p_limit integer) RETURNS SETOF gateway_refunds
+LANGUAGE sql AS $$
+    UPDATE gateway_refunds r SET next_check_at = now() + interval '1 minute'
+     WHERE r.id IN (SELECT x.id FROM gateway_refunds x
+                     WHERE x.state IN ('requested', 'pending') AND x.next_check_at <= now()
+                     ORDER BY x.next_check_at
+                     LIMIT p_limit
+                       FOR UPDATE SKIP LOCKED)
+    RETURNING r.*
+$$;
+
+-- An operator asks for an owed refund to be tried again (POST /v1/refunds/{id}/retry): it is due at once
+-- and has one attempt more. Idempotent: a refund that is not owed is answered as it stands.
+-- outcome: scheduled | not_owed | not_found.
+CREATE OR REPLACE FUNCTION pq_refund_operator_retry(p_refund_id bigint, OUT outcome pq_refund_retry_outcome,
+                                                    OUT state text,
+                                                    OUT amount_paise bigint)
+LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE gateway_refunds r
+       SET owed_at = NULL, retry_at = now(), operator_retries = r.operator_retries + 1
+     WHERE r.id = p_refund_id AND r.owed_at IS NOT NULL
+    RETURNING r.state, r.amount_paise INTO state, amount_paise;
+    IF FOUND THEN
+        outcome := 'scheduled';
+        RETURN;
+    END IF;
+    SELECT r.state, r.amount_paise INTO state, amount_paise FROM gateway_refunds r WHERE r.id = p_refund_id;
+    outcome := CASE WHEN FOUND THEN 'not_owed' ELSE 'not_found' END;
+END;
+$$;
+
+-- The books, per gateway payment we learned of. unaccounted_paise: captured money in none of applied,
+-- refunded, refunding, owed, plus an authorisation that no live job will capture and nobody released.
+CREATE OR REPLACE FUNCTION pq_gateway_books()
+RETURNS TABLE (method text, gateway_ref text, order_id bigint, job_id uuid, currency text,
+               authorized_paise bigint, captured_paise bigint, applied_paise bigint, refunded_paise bigint,
+               refunding_paise bigint, owed_paise bigint, released boolean, unaccounted_paise bigint,
+               refunding_since timestamptz, owed_since timestamptz)
+LANGUAGE sql STABLE AS $$
+    SELECT g.method, g.gateway_ref, g.order_id, g.job_id, g.currency::text, g.authorized_paise, g.captured_paise,
+           b.applied, b.refunded, b.refunding, b.owed, g.released_at IS NOT NULL,
+           g.captured_paise - b.applied - b.refunded - b.refunding - b.owed
+             + CASE WHEN g.captured_paise = 0 AND g.authorized_paise > 0 AND g.released_at IS NULL
+                         AND NOT EXISTS (SELECT 1 FROM payment_jobs j
+                                          WHERE j.method = g.method AND j.gateway_ref = g.gateway_ref
+                                            AND j.status IN ('queued', 'processing'))
+                    THEN g.authorized_paise ELSE 0 END,
+           b.refunding_since, b.owed_since
+      FROM gateway_payments g
+      CROSS JOIN LATERAL (
+          SELECT coalesce((SELECT sum(t.amount_paise) FROM payment_transactions t
+                            WHERE t.method = g.method AND t.gateway_ref = g.gateway_ref AND t.status = 'captured'),
+                          0)::bigint AS applied,
+                 coalesce(sum(r.amount_paise) FILTER (WHERE r.state = 'succeeded'), 0)::bigint AS refunded,
+                 coalesce(sum(r.amount_paise) FILTER (WHERE r.state IN ('requested', 'pending')
+                                                         OR r.retry_at IS NOT NULL), 0)::bigint AS refunding,
+                 coalesce(sum(r.amount_paise) FILTER (WHERE r.owed_at IS NOT NULL), 0)::bigint AS owed,
+                 min(r.created_at) FILTER (WHERE r.state IN ('requested', 'pending') OR r.retry_at IS NOT NULL)
+                     AS refunding_since,
+                 min(r.owed_at) AS owed_since
+            FROM gateway_refunds r
+           WHERE r.method = g.method AND r.gateway_ref = g.gateway_ref
+      ) b
+$$;
+
+-- What a job's refund looks like to its shopper: refunding | refunded | refund_failed (NULL: no refund).
+CREATE OR REPLACE FUNCTION pq_refund_status(p_method text, p_gateway_ref text, OUT status text,
+                                            OUT amount_paise bigint)
+LANGUAGE sql STABLE AS $$
+    SELECT CASE WHEN b.owed_paise > 0 THEN 'refund_failed'
+                WHEN b.refunding_paise > 0 THEN 'refunding'
+                ELSE 'refunded' END,
+           b.refunded_paise + b.refunding_paise + b.owed_paise
+      FROM pq_gateway_books() b
+     WHERE b.method = p_method AND b.gateway_ref = p_gateway_ref
+       AND b.refunded_paise + b.refunding_paise + b.owed_paise > 0
+$$;
