@@ -77,6 +77,9 @@ class WebhookOutcome(StrEnum):
     ALREADY_HANDLED = "already_handled"
     REFUND_UPDATED = "refund_updated"
     IGNORED = "ignored"
+    UNREADABLE = "unreadable"
+    STALE = "stale"
+    WAKE_DEFERRED = "wake_deferred"
 
 
 # The PostgreSQL type behind each enum (shared/sql/outcomes.sql).

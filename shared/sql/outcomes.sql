@@ -85,3 +85,6 @@ ALTER TYPE pq_webhook_outcome ADD VALUE IF NOT EXISTS 'job_live';
 ALTER TYPE pq_webhook_outcome ADD VALUE IF NOT EXISTS 'already_handled';
 ALTER TYPE pq_webhook_outcome ADD VALUE IF NOT EXISTS 'refund_updated';
 ALTER TYPE pq_webhook_outcome ADD VALUE IF NOT EXISTS 'ignored';
+ALTER TYPE pq_webhook_outcome ADD VALUE IF NOT EXISTS 'unreadable';
+ALTER TYPE pq_webhook_outcome ADD VALUE IF NOT EXISTS 'stale';
+ALTER TYPE pq_webhook_outcome ADD VALUE IF NOT EXISTS 'wake_deferred';
