@@ -7,7 +7,8 @@ Razorpay (two different signatures, same algorithm, different keys and inputs):
   utility.verify_payment_signature does exactly this).
 - Webhooks: X-Razorpay-Signature = hex HMAC-SHA256 of the raw request body keyed with the webhook
   secret set in the Dashboard, not the key secret (razorpay.com/docs/webhooks/validate-test). Razorpay
-  signs no timestamp, so a replay cannot be refused by age: deduplicate by X-Razorpay-Event-Id.
+  signs no timestamp, so a replay cannot be refused by age, and X-Razorpay-Event-Id is not signed: a
+  replay is told by the body's digest (shared/services/webhooks.py).
 
 Cashfree PG webhooks: x-webhook-signature = base64 HMAC-SHA256 of x-webhook-timestamp (milliseconds)
 followed by the raw body, keyed with the PG client secret (cashfree.com/docs/payments/online/webhooks/

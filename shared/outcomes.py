@@ -78,6 +78,9 @@ class WebhookOutcome(StrEnum):
     REFUND_UPDATED = "refund_updated"
     REFUND_FAILED = "refund_failed"
     IGNORED = "ignored"
+    UNREADABLE = "unreadable"
+    STALE = "stale"
+    WAKE_DEFERRED = "wake_deferred"
 
 
 # The PostgreSQL type behind each enum (shared/sql/outcomes.sql).

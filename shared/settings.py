@@ -91,6 +91,13 @@ class Settings(BaseSettings):
     checkout_settle_grace_s: int = 900
     # A parked job nothing woke, or a checkout with no verdict, is fetched again after this long.
     reconcile_after_s: int = 120
+    # A failure or drop webhook wakes a parked job at most once this long after it last fetched: the
+    # order stays payable, the next attempt's success wakes it at once, and the sweeper looks anyway.
+    webhook_wake_interval_s: int = 60
+    # A Cashfree webhook signed longer ago is recorded but does no work (reconciliation settles its
+    # checkout): past Cashfree's default retries at 2, 10 and 30 minutes, even if a retry keeps its
+    # first attempt's timestamp (cashfree.com/docs/api-reference/webhooks/reliability-and-operations).
+    webhook_fresh_for_s: int = 3_600
     # A gateway call that takes longer has an unknown outcome; the next delivery settles it by fetch.
     gateway_timeout_s: float = 10.0
     # The most one gateway record may take: fetch, then capture or refund lookup + refund (three

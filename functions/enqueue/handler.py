@@ -129,7 +129,7 @@ _WEBHOOK_RESPONSES = responses(
     200,
     "verified and recorded (a duplicate too)",
     WebhookAck,
-    e400="invalid_json or invalid_body",
+    e400="invalid_body: the base64 body API Gateway handed over does not decode",
     e401="webhook_signature_invalid",
     e413="payload_too_large",
 ) | {500: error("internal_error: the gateway retries")}

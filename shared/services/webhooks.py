@@ -1,19 +1,45 @@
 """Gateway webhooks (POST /v1/webhooks/razorpay, /v1/webhooks/cashfree): verify, record once, enqueue.
 
 The HMAC is checked first, over the raw bytes, in constant time (shared/gateway_signatures.py); a bad
-one is 401 webhook_signature_invalid and nothing is recorded. A verified event is recorded once
-(deduplicated by Razorpay's X-Razorpay-Event-Id, Cashfree's x-idempotency-key or else the payment and
-type), never refused for its age: Razorpay signs no timestamp and retries for 24 hours, Cashfree
-retries too. No money moves in the request: recording wakes the checkout's parked job or creates the
-job nobody asked for (the shopper closed the tab after paying), and the queue does the rest.
+one is 401 webhook_signature_invalid and nothing is recorded. Every verified body is recorded, once,
+and answered 200 (pq_webhook_record):
+
+- Once per signed body: the key is the SHA-256 of the raw bytes, which both gateways sign, never
+  X-Razorpay-Event-Id or x-idempotency-key, which no signature covers (a signed body replayed with a
+  fresh header would be a new event, and wake a parked job to fetch the gateway, every time). Cashfree
+  signs x-webhook-timestamp with the body, but the key leaves it out: Cashfree names an event by its
+  body ("x-idempotency-key ... hashed value will always be unique for each unique webhook payload",
+  cashfree.com/docs/payments/online/webhooks/overview, Duplicate webhook processing), and a retry signed
+  afresh must stay the same event.
+- Cashfree's signed timestamp is checked for age, and an old one is accepted but made free, not
+  refused: Cashfree retries every non-2xx answer (by default at 2, 10 and 30 minutes, custom policies
+  up to 10 times: cashfree.com/docs/api-reference/webhooks/reliability-and-operations; its dashboard
+  resends up to 24 hours back: docs.cashfree.com/docs/webhook-resend-retry), and it documents the
+  timestamp as when the webhook "was generated" (payments/subscription/webhook-signature), so a genuine
+  late delivery may carry an old one, which a 4xx would only send back again. Signed more than
+  webhook_fresh_for_s ago, a webhook is recorded (stale) and does nothing: the sweeper's reconciliation
+  settles its checkout. Replays of a body we hold are duplicates whatever their age; the window makes
+  free the signed bodies we never recorded (those recorded before migration 0011 have no digest).
+  Razorpay signs no timestamp: the digest alone stops its replays.
+- A failure or drop webhook wakes a parked job at most once per webhook_wake_interval_s after the job
+  last fetched, however many distinct signed bodies come; a success wakes it at once (money is
+  waiting). A checkout already settled has no parked job: its webhooks call nothing.
+- The raw bytes are kept (bytea); payload is their jsonb where jsonb can hold them. JSON allows
+  "\\u0000" and lone surrogates, which jsonb refuses: such a body is read and acted on, payload NULL.
+  NaN and Infinity are not JSON (RFC 8259, section 6): such a body, like any that is not a UTF-8 JSON
+  object, is recorded unreadable and nothing is done, yet answered 200: it is signed, so the gateway
+  sent it, and refusing it would only bring the same bytes back for hours.
+
+No money moves in the request: recording wakes the checkout's parked job or creates the job nobody asked
+for (the shopper closed the tab after paying), and the queue does the rest.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, NoReturn
 
 from shared.bootstrap import App
 from shared.domain import ApiError
@@ -39,13 +65,17 @@ _REFUND_STATES = {
     "PENDING": "pending",
     "ONHOLD": "pending",
 }
+# The gateway's own id of a delivery, unsigned: recorded to match its dashboard, never a key
+# ("use the x-razorpay-event-id header to check for duplicates", razorpay.com/docs/webhooks/validate-test,
+# is only safe for deliveries nobody replays).
+_EVENT_ID_HEADERS = {"razorpay": "x-razorpay-event-id", "cashfree": "x-idempotency-key"}
+_MAX_ID = 200  # gateway_webhook_events.event_id's limit too
 
 
 @dataclass(frozen=True)
 class WebhookEvent:
     """What a verified webhook says, in the terms pq_webhook_record takes."""
 
-    event_id: str
     event_type: str
     gateway_order_id: str | None = None
     gateway_ref: str | None = None  # the job's reference: Razorpay payment id, Cashfree order id
@@ -60,30 +90,40 @@ def _dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+def _storable(text: str) -> bool:
+    """PostgreSQL text can hold it: no NUL and no lone surrogate (JSON's \\u0000 and \\ud800 escapes)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return "\x00" not in text
+
+
 def _text(value: Any) -> str | None:
-    return str(value) if isinstance(value, str | int) and not isinstance(value, bool) and str(value) else None
+    """An id or status as text we can store and index, else None (then it names nothing of ours)."""
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        return None
+    text = str(value)
+    # Gateways' ids are tens of characters; a btree entry is refused past about 2.7 KB.
+    return text if 0 < len(text) <= _MAX_ID and _storable(text) else None
 
 
-def razorpay_event(body: dict[str, Any], headers: dict[str, str], raw: bytes) -> WebhookEvent:
+def razorpay_event(body: dict[str, Any]) -> WebhookEvent:
     """The Razorpay event envelope: {"event", "payload": {"payment": {"entity"}, "order": ..., "refund": ...}}."""
-    kind = str(body.get("event") or "")
+    kind = _text(body.get("event")) or ""
     payload = _dict(body.get("payload"))
     payment = _dict(_dict(payload.get("payment")).get("entity"))
     order = _dict(_dict(payload.get("order")).get("entity"))
     refund = _dict(_dict(payload.get("refund")).get("entity"))
-    # "use the x-razorpay-event-id header to check for duplicates" (razorpay.com/docs/webhooks/validate-test)
-    event_id = headers.get("x-razorpay-event-id") or "sha256:" + hashlib.sha256(raw).hexdigest()
     if kind in _RAZORPAY_REFUND and refund:
         status = _text(refund.get("status"))
         return WebhookEvent(
-            event_id,
             kind,
             refund_id=_text(refund.get("id")),
             refund_state=_REFUND_STATES.get(status or "", "pending"),
             refund_status=status,
         )
     return WebhookEvent(
-        event_id,
         kind,
         gateway_order_id=_text(payment.get("order_id")) or _text(order.get("id")),
         gateway_ref=_text(payment.get("id")),
@@ -92,29 +132,24 @@ def razorpay_event(body: dict[str, Any], headers: dict[str, str], raw: bytes) ->
     )
 
 
-def cashfree_event(body: dict[str, Any], headers: dict[str, str]) -> WebhookEvent:
+def cashfree_event(body: dict[str, Any]) -> WebhookEvent:
     """Cashfree PG webhooks: {"type", "data": {"order", "payment", ...} | {"refund"}, "event_time"}."""
-    kind = str(body.get("type") or "")
+    kind = _text(body.get("type")) or ""
     data = _dict(body.get("data"))
     order = _dict(data.get("order"))
     payment = _dict(data.get("payment"))
     refund = _dict(data.get("refund"))
     if kind == "REFUND_STATUS_WEBHOOK":
         status = _text(refund.get("refund_status"))
-        refund_id = _text(refund.get("cf_refund_id"))
-        event_id = headers.get("x-idempotency-key") or f"{kind}:{refund_id}:{status}"
         return WebhookEvent(
-            event_id,
             kind,
-            refund_id=refund_id,
+            refund_id=_text(refund.get("cf_refund_id")),
             refund_state=_REFUND_STATES.get(status or "", "pending"),
             refund_status=status,
         )
     order_id = _text(order.get("order_id"))
     status = _text(payment.get("payment_status"))
-    event_id = headers.get("x-idempotency-key") or f"{kind}:{_text(payment.get('cf_payment_id'))}:{status}"
     return WebhookEvent(
-        event_id,
         kind,
         gateway_order_id=order_id,
         gateway_ref=order_id,  # a Cashfree job is the order: its SUCCESS attempt is found by fetching it
@@ -136,21 +171,48 @@ def verify(app: App, gateway: str, raw: bytes, headers: dict[str, str]) -> None:
         raise ApiError(401, "webhook_signature_invalid", "the webhook signature does not verify")
 
 
+def _not_json(constant: str) -> NoReturn:
+    raise ValueError(f"{constant} is not JSON")
+
+
+def read_body(raw: bytes) -> dict[str, Any] | None:
+    """The body as a JSON object, or None: not UTF-8, not JSON (NaN and Infinity are not), not an object."""
+    try:
+        body = json.loads(raw.decode("utf-8"), parse_constant=_not_json)
+    except (ValueError, RecursionError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        return None
+    return body if isinstance(body, dict) else None
+
+
+def signed_at(headers: dict[str, str]) -> datetime | None:
+    """Cashfree's x-webhook-timestamp (milliseconds), verified with the body: when it was signed."""
+    stamp = headers.get("x-webhook-timestamp")
+    if stamp is None:
+        return None
+    try:
+        return datetime.fromtimestamp(int(stamp) / 1000, UTC)
+    except (ValueError, OverflowError, OSError):
+        return datetime.fromtimestamp(0, UTC)  # signed, yet no time we can hold: as old as any
+
+
 def receive_webhook(app: App, gateway: str, raw: bytes, headers: dict[str, str]) -> dict[str, Any]:
     """Verify, record once, send the job it created or woke. headers: lower-cased names."""
     verify(app, gateway, raw, headers)
-    try:
-        body = json.loads(raw)
-    except (ValueError, RecursionError):
-        raise ApiError(400, "invalid_json", "webhook body is not valid JSON") from None
-    if not isinstance(body, dict):
-        raise ApiError(400, "invalid_json", "webhook body must be a JSON object")
-    event = razorpay_event(body, headers, raw) if gateway == "razorpay" else cashfree_event(body, headers)
+    body = read_body(raw)
+    if body is None:
+        event = WebhookEvent("")
+    else:
+        event = razorpay_event(body) if gateway == "razorpay" else cashfree_event(body)
+    header_id = _text(headers.get(_EVENT_ID_HEADERS[gateway]))
+    # raw travels as bytea (twice its size as hex in the statement: a few KB for the gateways' bodies);
+    # pq_webhook_record keys on its digest and derives payload from it.
     row = app.db.fetch_one(
-        "SELECT * FROM pq_webhook_record(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb)",
+        """SELECT * FROM pq_webhook_record(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, NULL,
+                                          p_body => %s, p_signed_at => %s, p_fresh_for_s => %s,
+                                          p_wake_interval_s => %s, p_readable => %s)""",
         (
             gateway,
-            event.event_id[:200],
+            header_id,
             event.event_type[:100],
             event.gateway_order_id,
             event.gateway_ref,
@@ -159,7 +221,11 @@ def receive_webhook(app: App, gateway: str, raw: bytes, headers: dict[str, str])
             event.refund_id,
             event.refund_state,
             event.refund_status,
-            raw.decode("utf-8", errors="replace"),
+            raw,
+            signed_at(headers) if gateway == "cashfree" else None,
+            float(app.settings.webhook_fresh_for_s),
+            float(app.settings.webhook_wake_interval_s),
+            body is not None,
         ),
     )
     assert row is not None
@@ -174,5 +240,8 @@ def receive_webhook(app: App, gateway: str, raw: bytes, headers: dict[str, str])
             refund_failed(str(refund["job_id"]), gateway, refund["id"], owed=refund["owed"])
     if outcome in (WebhookOutcome.JOB_CREATED, WebhookOutcome.JOB_WOKEN):
         send_jobs(app, [job_message(str(row["job_id"]), row["user_id"], row["order_id"], gateway, row["parks"])])
-    logger.info("gateway webhook", gateway=gateway, event_type=event.event_type, outcome=outcome)
+    if outcome is WebhookOutcome.UNREADABLE:  # signed, so the gateway's: an operator reads its body
+        logger.warning("gateway webhook unreadable", gateway=gateway, outcome=outcome, body_bytes=len(raw))
+    else:
+        logger.info("gateway webhook", gateway=gateway, event_type=event.event_type, outcome=outcome)
     return {"received": True}

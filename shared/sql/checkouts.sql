@@ -134,44 +134,75 @@ BEGIN
 END;
 $$;
 
--- Records a verified gateway webhook once (UNIQUE (gateway, event_id)) and does the bookkeeping it
--- asks for; no money moves here. p_success: the event says money was taken for p_gateway_ref (Razorpay
--- payment.authorized / payment.captured / order.paid, Cashfree PAYMENT_SUCCESS_WEBHOOK); p_failure:
--- an attempt ended without money (a parked job is woken to look again). p_refund_id / p_refund_state:
--- a refund's new state. Outcomes (pq_webhook_outcome):
+-- Records a verified gateway webhook once and does the bookkeeping it asks for; no money moves here.
+-- Once: UNIQUE (gateway, body_sha256), the digest of the raw body both gateways sign, never the
+-- unsigned header id (p_event_id, kept to match the gateway's dashboard). p_body: the raw bytes, kept
+-- whole; payload is their jsonb when jsonb can hold them. p_success: the event says money was taken
+-- for p_gateway_ref (Razorpay payment.authorized / payment.captured / order.paid, Cashfree
+-- PAYMENT_SUCCESS_WEBHOOK); p_failure: an attempt ended without money (a parked job is woken to look
+-- again, at most once per p_wake_interval_s after it last looked). p_refund_id / p_refund_state: a
+-- refund's new state. p_signed_at: Cashfree's signed timestamp; older than p_fresh_for_s, the event is
+-- recorded but does no work (the sweeper's reconciliation settles its checkout). p_readable false:
+-- the body is not JSON we read (recorded, nothing done). The previous release's call (no p_body, the
+-- rest NULL) is deduplicated on its payload's text and wakes without an interval, as it did.
+-- Outcomes (pq_webhook_outcome):
 --   duplicate          -> seen before; nothing changed
+--   unreadable         -> recorded; not a JSON object we read, nothing done
+--   stale              -> recorded; signed longer ago than p_fresh_for_s, nothing done
 --   unknown_checkout   -> recorded; no checkout of ours has this gateway order
 --   refund_updated     -> a refund in the books took the reported state
 --   refund_failed      -> ... and that state is failed (retried later, or owed: pq_refund_settled)
+--   wake_deferred      -> recorded; the parked job looked less than p_wake_interval_s ago (the
+--                         sweeper wakes it after reconcile_after_s)
 --   ignored            -> recorded; nothing to do
 --   job_created | job_woken | job_live | already_handled -> pq_checkout_settle's
 DROP FUNCTION IF EXISTS pq_webhook_record(text, text, text, text, text, boolean, boolean, text, text, text, jsonb);
+DROP FUNCTION IF EXISTS pq_webhook_record(text, text, text, text, text, boolean, boolean, text, text, text, jsonb,
+                                          bytea, timestamptz, double precision, double precision, boolean);
 CREATE FUNCTION pq_webhook_record(p_gateway text, p_event_id text, p_event_type text, p_gateway_order_id text,
                                   p_gateway_ref text, p_success boolean, p_failure boolean, p_refund_id text,
                                   p_refund_state text, p_refund_status text, p_payload jsonb,
+                                  p_body bytea DEFAULT NULL, p_signed_at timestamptz DEFAULT NULL,
+                                  p_fresh_for_s double precision DEFAULT NULL,
+                                  p_wake_interval_s double precision DEFAULT NULL, p_readable boolean DEFAULT true,
                                   OUT outcome pq_webhook_outcome, OUT job_id uuid, OUT user_id text,
                                   OUT order_id bigint, OUT parks integer)
 LANGUAGE plpgsql SET enable_seqscan = off AS $$
 DECLARE
     v_event_id bigint;
     v_checkout gateway_checkouts%ROWTYPE;
-    v_changed boolean;
-    v_failed boolean;
+    v_digest   bytea := sha256(coalesce(p_body, convert_to(p_payload::text, 'UTF8')));
+    v_payload  jsonb := p_payload;
+    v_changed  boolean;
+    v_failed   boolean;
 BEGIN
-    INSERT INTO gateway_webhook_events (gateway, event_id, event_type, gateway_order_id, gateway_payment_id, payload)
-    VALUES (p_gateway, p_event_id, p_event_type, p_gateway_order_id, p_gateway_ref, p_payload)
-    ON CONFLICT (gateway, event_id) DO NOTHING
+    IF p_body IS NOT NULL THEN
+        BEGIN
+            v_payload := convert_from(p_body, 'UTF8')::jsonb;
+        EXCEPTION WHEN data_exception OR program_limit_exceeded THEN
+            v_payload := NULL;  -- not UTF-8, "\u0000", a lone surrogate, NaN, nested too deep: body keeps it
+        END;
+    END IF;
+    INSERT INTO gateway_webhook_events (gateway, event_id, event_type, gateway_order_id, gateway_payment_id, payload,
+                                        body_sha256, body, signed_at)
+    VALUES (p_gateway, coalesce(p_event_id, 'sha256:' || encode(v_digest, 'hex')), p_event_type, p_gateway_order_id,
+            p_gateway_ref, v_payload, v_digest, p_body, p_signed_at)
+    ON CONFLICT (gateway, body_sha256) DO NOTHING
     RETURNING id INTO v_event_id;
     IF v_event_id IS NULL THEN
         outcome := 'duplicate';
         RETURN;
     END IF;
-    IF p_refund_id IS NOT NULL THEN
+    IF NOT p_readable THEN
+        outcome := 'unreadable';
+    ELSIF p_refund_id IS NOT NULL THEN
         -- A refund of ours or one the books hold from the gateway: the books' one transition.
         SELECT s.changed, s.failed INTO v_changed, v_failed
           FROM gateway_refunds r, pq_refund_settled(r.id, p_refund_state, p_refund_status) s
          WHERE r.method = p_gateway AND r.gateway_refund_id = p_refund_id;
         outcome := CASE WHEN v_failed THEN 'refund_failed' WHEN v_changed THEN 'refund_updated' ELSE 'ignored' END;
+    ELSIF p_signed_at < now() - make_interval(secs => p_fresh_for_s) THEN
+        outcome := 'stale';
     ELSE
         SELECT * INTO v_checkout FROM gateway_checkouts c
          WHERE c.method = p_gateway AND c.gateway_order_id = p_gateway_order_id;
@@ -180,11 +211,20 @@ BEGIN
         ELSIF p_success AND p_gateway_ref IS NOT NULL THEN
             SELECT * INTO outcome, job_id, user_id, order_id, parks FROM pq_checkout_settle(v_checkout, p_gateway_ref);
         ELSIF p_failure THEN
-            -- A parked job looks again (its order may now be TERMINATED, or another attempt SUCCESS).
+            -- A parked job looks again (its order may now be TERMINATED, or another attempt SUCCESS), but
+            -- not sooner than p_wake_interval_s after it last looked (parked_at: when that fetch ended),
+            -- however many failure webhooks, distinct or not, arrive meanwhile.
             UPDATE payment_jobs j SET parked_at = NULL, sent_at = NULL
              WHERE j.checkout_id = v_checkout.id AND j.parked_at IS NOT NULL
+               AND (p_wake_interval_s IS NULL OR j.parked_at <= now() - make_interval(secs => p_wake_interval_s))
             RETURNING j.id, j.user_id, j.order_id, j.parks INTO job_id, user_id, order_id, parks;
-            outcome := CASE WHEN FOUND THEN 'job_woken' ELSE 'ignored' END;
+            IF FOUND THEN
+                outcome := 'job_woken';
+            ELSIF EXISTS (SELECT 1 FROM payment_jobs j WHERE j.checkout_id = v_checkout.id AND j.parked_at IS NOT NULL) THEN
+                outcome := 'wake_deferred';
+            ELSE
+                outcome := 'ignored';
+            END IF;
         ELSE
             outcome := 'ignored';
         END IF;

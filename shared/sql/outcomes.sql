@@ -85,6 +85,9 @@ ALTER TYPE pq_webhook_outcome ADD VALUE IF NOT EXISTS 'job_live';
 ALTER TYPE pq_webhook_outcome ADD VALUE IF NOT EXISTS 'already_handled';
 ALTER TYPE pq_webhook_outcome ADD VALUE IF NOT EXISTS 'refund_updated';
 ALTER TYPE pq_webhook_outcome ADD VALUE IF NOT EXISTS 'ignored';
+ALTER TYPE pq_webhook_outcome ADD VALUE IF NOT EXISTS 'unreadable';
+ALTER TYPE pq_webhook_outcome ADD VALUE IF NOT EXISTS 'stale';
+ALTER TYPE pq_webhook_outcome ADD VALUE IF NOT EXISTS 'wake_deferred';
 
 -- pq_webhook_record: a refund webhook that reported a refund failed (retried, or owed to an operator).
 ALTER TYPE pq_webhook_outcome ADD VALUE IF NOT EXISTS 'refund_failed';
