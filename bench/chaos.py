@@ -15,6 +15,7 @@ dozen jobs (tests/e2e/test_chaos.py).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -47,6 +48,7 @@ from local.workers import dead_letter, read_fifo
 from shared.db import Database
 from shared.domain import TransientError
 from shared.gateway_limits import limit_per_min
+from shared.gateway_signatures import cashfree_webhook_signature, razorpay_webhook_signature
 from shared.services.processing import parse_job_message
 from shared.services.wallet import process_wallet_job
 from shared.settings import Settings
@@ -63,9 +65,19 @@ COLUMNS = (
     ("oversold", "oversold"),
     ("ledger mismatch (paise)", "ledger_mismatch_paise"),
     ("missing notifications", "missing_notifications"),
+    ("gateway unaccounted (paise)", "gateway_unaccounted_paise"),
+    ("books vs gateway (paise)", "books_vs_gateway_paise"),
     ("time to recover (s)", "recover_s"),
 )
-LOSS_COLUMNS = ("lost", "double_charged", "oversold", "ledger_mismatch_paise", "missing_notifications")
+LOSS_COLUMNS = (
+    "lost",
+    "double_charged",
+    "oversold",
+    "ledger_mismatch_paise",
+    "missing_notifications",
+    "gateway_unaccounted_paise",
+    "books_vs_gateway_paise",
+)
 _rng = random.Random(6)  # noqa: S311 (which jobs get a fault, not security)
 
 
@@ -81,6 +93,8 @@ class Row:
     oversold: int = 0
     ledger_mismatch_paise: int = 0
     missing_notifications: int = 0
+    gateway_unaccounted_paise: int = 0
+    books_vs_gateway_paise: int = 0
     recover_s: float | None = None
     # What the scenario itself checks beyond the columns (kills done, double captures, order ...).
     details: dict[str, Any] = field(default_factory=dict)
@@ -157,15 +171,16 @@ class Job:
     body: dict[str, Any]
 
 
-# The Cashfree endpoints every payment of the checkout flow calls once.
-CASHFREE_PAYMENT_ENDPOINTS = ("create_order", "get_order", "get_payments")
+# The Cashfree endpoints every payment of the checkout flow calls once (get_refund: the order's refunds
+# made in the dashboard, read before it is fulfilled).
+CASHFREE_PAYMENT_ENDPOINTS = ("create_order", "get_order", "get_payments", "get_refund")
 
 
 def cashfree_pacing_s(payments: int) -> float:
     """The least time the Cashfree limits we plan against (shared/gateway_limits.py: the published
     per-minute limits, of which we use gateway_limit_share) need for `payments` payments: each creates
-    an order, fetches it and lists its payments once, each endpoint a bucket of its own, so the slowest
-    bucket sets the pace. 500 Cashfree payments take minutes by design (get_payments: 100 a minute);
+    an order, fetches it, lists its payments and its refunds once, each endpoint a bucket of its own, so
+    the slowest bucket sets the pace. 500 Cashfree payments take minutes by design (get_refund: 30 a minute);
     a scenario waits that much longer before it calls a job lost."""
     settings = Settings()
     slowest = min(limit_per_min(settings, "cashfree", name) for name in CASHFREE_PAYMENT_ENDPOINTS)
@@ -391,6 +406,13 @@ class Stage:
         if method == "razorpay":
             job.body |= {k: paid[k] for k in ("razorpay_order_id", "razorpay_payment_id", "razorpay_signature")}
 
+    def cashfree_order(self, order_id: int) -> str:
+        """The Cashfree order of our order's live checkout."""
+        rows = self._query(
+            "SELECT gateway_order_id FROM gateway_checkouts WHERE order_id = %s AND method = 'cashfree'", (order_id,)
+        )
+        return str(rows[0]["gateway_order_id"])
+
     def operator_post(self, path: str) -> dict[str, Any]:
         token = self.issuer.issue("chaos-operator", scopes=(Settings().operator_scope,))
         request = urllib.request.Request(  # noqa: S310 (loopback)
@@ -454,7 +476,7 @@ class Stage:
         return int(self._query(f"SELECT ({sql}) AS n", params)[0]["n"])
 
     def row(self, accepted: list[str], recover_s: float | None, **details: Any) -> Row:
-        inv = check(self.db, initial_stock=self.stock)
+        inv = check(self.db, initial_stock=self.stock, gateway_ledger=self.sim("/_sim/ledger")["payments"])
         jobs = self._query("SELECT id, status FROM payment_jobs")
         known = {str(j["id"]) for j in jobs}
         terminal = {str(j["id"]) for j in jobs if j["status"] in ("succeeded", "failed")}
@@ -478,6 +500,8 @@ class Stage:
             missing_notifications=inv["missing_notifications"]
             + len(terminal - self.receiver.job_ids)
             + self.count("SELECT count(*) FROM pgmq.q_payment_events_dlq"),
+            gateway_unaccounted_paise=inv["gateway_unaccounted_paise"],
+            books_vs_gateway_paise=inv["gateway_books_vs_gateway_paise"],
             recover_s=recover_s,
         )
         row.details = {
@@ -801,6 +825,173 @@ def gateway_webhooks(stage: Stage, n: int) -> Row:
     )
 
 
+def _warp_refund_retries(stage: Stage, stop: threading.Event) -> None:
+    """The harness's clock for refund retries: pq_refund_policy spaces them 1 and 4 minutes apart; a due
+    retry is brought forward every second so the scenario does not wait out real minutes. Everything
+    else (the sweeper's pass, the lookup of a lost answer a minute on) runs on its own time."""
+    while not stop.wait(1.0):
+        with contextlib.suppress(TransientError):
+            stage.db.execute("UPDATE gateway_refunds SET retry_at = now() WHERE retry_at > now()")
+
+
+def _refunds_open(stage: Stage) -> int:
+    return stage.count(
+        "SELECT count(*) FROM gateway_refunds WHERE state IN ('requested', 'pending') OR retry_at IS NOT NULL"
+    )
+
+
+def _replay_with_fresh_headers(stage: Stage, delivery: dict[str, Any], times: int) -> list[int]:
+    """A genuinely signed webhook body posted again and again, each time under a new unsigned id
+    (X-Razorpay-Event-Id, x-idempotency-key) and, for Cashfree, the original signed timestamp."""
+    assert stage.supervisor is not None
+    env = stage.supervisor.env
+    body = str(delivery["body"]).encode()
+    statuses = []
+    for _ in range(times):
+        headers = {"Content-Type": "application/json"}
+        if delivery["gateway"] == "razorpay":
+            headers["X-Razorpay-Signature"] = razorpay_webhook_signature(body, env["PQ_RAZORPAY_WEBHOOK_SECRET"])
+            headers["X-Razorpay-Event-Id"] = "evt_" + _uuid().replace("-", "")[:14]
+        else:
+            stamp = str(int((time.time() - 3 * 86400) * 1000))  # signed three days ago
+            headers["x-webhook-timestamp"] = stamp
+            headers["x-webhook-signature"] = cashfree_webhook_signature(stamp, body, env["PQ_CASHFREE_CLIENT_SECRET"])
+            headers["x-idempotency-key"] = _uuid()
+        request = urllib.request.Request(  # noqa: S310 (loopback)
+            f"{stage.base}/v1/webhooks/{delivery['gateway']}", data=body, method="POST", headers=headers
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+                statuses.append(response.status)
+        except urllib.error.HTTPError as err:
+            statuses.append(err.code)
+    return statuses
+
+
+def _pay_refund_cases(stage: Stage, gateway_jobs: list[Job]) -> int:
+    """Each gateway job paid at its gateway; one in two then cannot be fulfilled (its order cancelled: the
+    money goes back), one in four is a third refunded in the dashboard first. Returns the latter's count."""
+    cancelled, dashboard = [], 0
+    for i, job in enumerate(gateway_jobs):
+        method = "razorpay" if i % 2 == 0 else "cashfree"
+        stage.pay_at_gateway(job, method)
+        if i % 4 in (0, 1):
+            cancelled.append(job.order_id)
+        elif i % 4 == 2:
+            total = stage.count("SELECT total_paise FROM orders WHERE id = %s", (job.order_id,))
+            if method == "razorpay":
+                stage.sim(
+                    "/_sim/razorpay/merchant_refund",
+                    {"payment_id": job.body["razorpay_payment_id"], "amount": total // 3},
+                )
+            else:
+                stage.sim(
+                    "/_sim/cashfree/merchant_refund",
+                    {"order_id": stage.cashfree_order(job.order_id), "amount": total // 3},
+                )
+            dashboard += 1
+    stage.db.execute("UPDATE orders SET order_status = 'cancelled' WHERE id = ANY(%s)", (cancelled,))
+    return dashboard
+
+
+def _replays(stage: Stage) -> dict[str, Any]:
+    """The newest signed webhook of each gateway, posted 30 times each under fresh headers."""
+    sent: Any = stage.sim("/_sim/webhooks")
+    newest = {d["gateway"]: d for d in sent}
+    calls, rows = stage.sim("/_sim/stats")["calls"], stage.count("SELECT count(*) FROM gateway_webhook_events")
+    replayed = [s for d in newest.values() for s in _replay_with_fresh_headers(stage, d, 30)]
+    time.sleep(stage.config.sweep_after_s + 1)  # anything they woke has had time to call out
+    calls = stage.sim("/_sim/stats")["calls"] - calls
+    rows = stage.count("SELECT count(*) FROM gateway_webhook_events") - rows
+    return {
+        "replays": len(replayed),
+        "replays_answered_2xx": sum(200 <= s < 300 for s in replayed),
+        "gateway_calls_per_replay": round(calls / max(1, len(replayed)), 3),
+        "rows_per_replay": round(rows / max(1, len(replayed)), 3),
+    }
+
+
+def _dead_lettered_mid_refund(stage: Stage, late: list[Job]) -> tuple[list[str], int]:
+    """Refunds applied at Cashfree whose answers are lost, then every request failing until the jobs'
+    deliveries run out (dead-lettered mid-refund); the sweeper follows the refunds, a redrive ends the jobs."""
+    for job in late:
+        stage.pay_at_gateway(job, "cashfree")
+    stage.db.execute("UPDATE orders SET order_status = 'cancelled' WHERE id = ANY(%s)", ([j.order_id for j in late],))
+    refunds_before = stage.sim("/_sim/stats")["refunds"]
+    stage.sim("/_sim/config", {"fail_after_send": len(late), "cashfree_refund_outcomes": []})
+    accepted = stage.submit(late)
+    stage.wait_until(lambda: stage.sim("/_sim/stats")["refunds"] >= refunds_before + len(late), timeout_s=120)
+    stage.sim("/_sim/config", {"rate_5xx": 1.0})
+    stage.wait_until(
+        lambda: stage.count("SELECT count(*) FROM pgmq.q_payments_dlq") >= len(late),
+        timeout_s=stage.config.recover_timeout_s,
+    )
+    stage.sim("/_sim/config", {"rate_5xx": 0.0})
+    dead = stage.count("SELECT count(*) FROM payment_jobs WHERE dead_lettered_at IS NOT NULL")
+    stage.db.execute("UPDATE gateway_refunds SET next_check_at = now() WHERE state = 'requested'")
+    stage.wait_until(lambda: _refunds_open(stage) == 0, timeout_s=stage.config.recover_timeout_s)
+    stage.operator_post("/v1/dlq/redrive")
+    return accepted, dead
+
+
+def refund_failures(stage: Stage, n: int) -> Row:
+    """Money through the gateways that does not simply pay: refunds the gateway fails once or twice (sent
+    again with a fresh reference), refunds ONHOLD before they succeed, refunds made in the gateway's
+    dashboard before our job ran (never fulfilled; the rest refunded), signed webhooks replayed 30 times
+    under fresh headers (no gateway call, no row), and refunds whose job was dead-lettered mid-refund, then
+    redriven. Wallet payments flow beside them. Ends with the books closed against the gateway's own."""
+    jobs = stage.jobs_for()
+    gateway_jobs = jobs[: max(8, min(len(jobs) // 2, 48)) // 8 * 8]
+    late = gateway_jobs[-4:]
+    gateway_jobs = gateway_jobs[:-4]
+    wallet_jobs = jobs[len(gateway_jobs) + len(late) :]
+    stage.paced_s = cashfree_pacing_s(len(gateway_jobs))
+    # Each refund takes the next scripted outcome (then the gateway's default: it goes through).
+    stage.sim(
+        "/_sim/config",
+        {
+            "razorpay_auto_capture": True,
+            "razorpay_refund_outcomes": ["failed", "processed", "failed", "failed"] * len(gateway_jobs),
+            "cashfree_refund_outcomes": ["CANCELLED", "ONHOLD", "CANCELLED", "CANCELLED", "SUCCESS"]
+            * len(gateway_jobs),
+        },
+    )
+    dashboard = _pay_refund_cases(stage, gateway_jobs)
+    stop = threading.Event()
+    warp = threading.Thread(target=_warp_refund_retries, args=(stage, stop), daemon=True)
+    warp.start()
+    try:
+        stage.start_processors(stage.config.workers)
+        accepted = stage.submit(gateway_jobs + wallet_jobs)
+        over = time.monotonic()
+        stage.wait_settled(over)
+        stage.wait_until(lambda: _refunds_open(stage) == 0, timeout_s=stage.config.recover_timeout_s + stage.paced_s)
+        # Refunds whose attempts ran out are owed; the operator retries each once the gateway is healthy.
+        owed = [r["id"] for r in stage._query("SELECT id FROM gateway_refunds WHERE owed_at IS NOT NULL")]
+        for refund_id in owed:
+            stage.operator_post(f"/v1/refunds/{refund_id}/retry")
+        stage.wait_until(lambda: _refunds_open(stage) == 0, timeout_s=stage.config.recover_timeout_s)
+        replays = _replays(stage)
+        late_accepted, dead = _dead_lettered_mid_refund(stage, late)
+        recover = stage.wait_settled(over)
+    finally:
+        stop.set()
+        warp.join(timeout=5)
+    stats = stage.sim("/_sim/stats")
+    return stage.row(
+        accepted + late_accepted,
+        recover,
+        refunds_sent=stats["refunds"],
+        refund_attempts=stage.count("SELECT count(*) FROM gateway_refunds WHERE origin = 'ours'"),
+        refunds_failed_then_retried=stage.count("SELECT count(*) FROM gateway_refunds WHERE attempt > 1"),
+        owed_then_retried_by_operator=len(owed),
+        refunded_in_dashboard_before_the_job=dashboard,
+        dead_lettered_mid_refund_then_redriven=dead,
+        double_captures=stats["double_captures"],
+        **replays,
+    )
+
+
 SCENARIOS: dict[str, Scenario] = {
     "kill_mid_batch": Scenario(kill_mid_batch),
     "kill_before_delete": Scenario(kill_before_delete),
@@ -825,6 +1016,16 @@ SCENARIOS: dict[str, Scenario] = {
             # back for want of a token count towards the DLQ, and a batch of them outlasts 5 s of
             # visibility (a second worker would then take the same job while the first still has it).
             "PQ_MAX_RECEIVE_COUNT": "10",
+            "PQ_VISIBILITY_TIMEOUT_S": "30",
+        },
+    ),
+    "refund_failures": Scenario(
+        refund_failures,
+        env={
+            "PQ_RAZORPAY_LIMIT_PER_MIN": "9000",
+            # Few deliveries, so that a job whose every request fails is dead-lettered mid-refund quickly.
+            "PQ_MAX_RECEIVE_COUNT": "3",
+            "PQ_GATEWAY_BACKOFF_CAP_S": "2",
             "PQ_VISIBILITY_TIMEOUT_S": "30",
         },
     ),

@@ -114,6 +114,59 @@
     }
   }
 
+  const rupees = new Intl.NumberFormat("en-IN", { style: "currency", currency: "INR" });
+
+  // Refunds the gateway failed after every attempt (owed), each with its retry button; the operator's
+  // retry gives it one attempt more, sent by the sweeper within a minute (POST /v1/refunds/{id}/retry).
+  function renderRefunds(refunds) {
+    $("refunding").textContent = number.format(refunds.refunding) +
+      (refunds.refunding ? " (" + rupees.format(refunds.refunding_paise / 100) + ")" : "");
+    $("refunds-text").textContent = refunds.owed === 0
+      ? "None: every refund went through or is on its way (" + number.format(refunds.refunding) + " refunding)."
+      : number.format(refunds.owed) + (refunds.owed === 1 ? " refund" : " refunds") + ", " +
+        rupees.format(refunds.owed_paise / 100) + ", failed at the gateway after every attempt. " +
+        "Fix the cause at the gateway, then retry.";
+    const body = $("owed-refunds");
+    body.replaceChildren();
+    $("owed-wrap").hidden = refunds.owed_refunds.length === 0;
+    for (const r of refunds.owed_refunds) {
+      const row = document.createElement("tr");
+      [String(r.refund_id), String(r.order_id), r.gateway, rupees.format(r.amount_paise / 100),
+        number.format(r.attempts), r.last_error || "–", duration(r.age_s)].forEach((text, i) => {
+        const cell = document.createElement(i === 0 ? "th" : "td");
+        if (i === 0) cell.scope = "row";
+        cell.textContent = text;
+        row.appendChild(cell);
+      });
+      const action = document.createElement("td");
+      const button = document.createElement("button");
+      button.type = "button";
+      button.textContent = "Retry refund " + r.refund_id;
+      button.addEventListener("click", () => retryRefund(r.refund_id, button));
+      action.appendChild(button);
+      row.appendChild(action);
+      body.appendChild(row);
+    }
+  }
+
+  async function retryRefund(id, button) {
+    const out = $("retry-result");
+    button.disabled = true;
+    try {
+      const answer = await PQ.call("POST", "/v1/refunds/" + id + "/retry", token);
+      if (refused(answer.status)) return;
+      const r = answer.body || {};
+      out.textContent = answer.status !== 202
+        ? "Retry failed: " + ((r.error && r.error.message) || "status " + answer.status) + "."
+        : r.outcome === "scheduled"
+          ? "Refund " + id + " will be sent again within a minute."
+          : "Refund " + id + " is no longer owed (" + r.state + ").";
+    } catch (_) {
+      out.textContent = "Retry failed: the API is unreachable.";
+    }
+    refresh();
+  }
+
   function render(queue, metrics, db) {
     const minute = (metrics && metrics.windows && metrics.windows["1m"]) || {};
     $("depth").textContent = number.format(queue.depth);
@@ -145,6 +198,7 @@
           " ran out of deliveries. Fix the cause, then send them back to the queue.";
     $("redrive").disabled = queue.dlq_depth === 0;
     renderDeadLettered(queue.dlq_jobs);
+    renderRefunds(queue.refunds);
     if (metrics) renderWindows(metrics.windows);
 
     const now = Date.now();
@@ -166,7 +220,7 @@
       problem(status === 401
         ? "The token was refused (expired or not ours). Paste a new one."
         : "This token lacks the operator scope. Use make token OPERATOR=1.");
-      ["live", "charts", "dlq", "windows"].forEach((id) => ($(id).hidden = true));
+      ["live", "charts", "dlq", "refunds", "windows"].forEach((id) => ($(id).hidden = true));
       clearTimeout(timer);
       askForToken();
       return true;
@@ -185,7 +239,7 @@
       if (refused(queue.status)) return;
       if (queue.status === 200) {
         problem("");
-        ["live", "charts", "dlq", "windows"].forEach((id) => ($(id).hidden = false));
+        ["live", "charts", "dlq", "refunds", "windows"].forEach((id) => ($(id).hidden = false));
         render(queue.body, metrics.status === 200 ? metrics.body : null, db.body);
       } else {
         problem("The queue status route answered " + queue.status + "; retrying.");

@@ -30,6 +30,13 @@
     gateway_payment_refunded: { text: "Pay again from the shop's checkout.", retry: false },
   };
   const FALLBACK_NEXT = { text: "You can try the payment again.", retry: true };
+  // A failed gateway payment whose money the gateway had taken: where the refund is.
+  const REFUND_TEXT = {
+    refunding: "We could not complete this order, so the {amount} you paid is on its way back to you.",
+    refunded: "We could not complete this order, so the {amount} you paid was refunded.",
+    refund_failed: "We could not complete this order, and the refund of the {amount} you paid has not gone " +
+      "through yet. Our team has been alerted and will return it; you need do nothing.",
+  };
   // Remembered per order in this browser, so the shop's link to an order already paid (or being
   // paid) shows that payment instead of offering to pay again.
   const jobKey = (order) => "pq.job." + order;
@@ -106,6 +113,16 @@
       if (status === "succeeded") {
         $("detail").textContent =
           "Order #" + job.order_id + " is paid. Payment reference: " + job.payment_id + ".";
+      } else if (job.refund) {
+        // Money the gateway took goes back: say how far it got, never "nothing was charged".
+        const amount = new Intl.NumberFormat("en-IN", { style: "currency", currency: "INR" })
+          .format(job.refund.amount_paise / 100);
+        $("detail").textContent = REFUND_TEXT[job.refund.status].replace("{amount}", amount);
+        $("detail").dataset.reason = job.reason || "";
+        $("detail").dataset.refund = job.refund.status;
+        $("next-step").textContent = (NEXT_STEPS[job.reason] || FALLBACK_NEXT).text;
+        $("next-step").hidden = false;
+        $("retry").hidden = true;
       } else {
         $("detail").textContent = REASONS[job.reason] || FALLBACK_REASON;
         $("detail").dataset.reason = job.reason || "";
