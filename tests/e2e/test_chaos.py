@@ -70,6 +70,21 @@ def test_gateway_storms_capture_each_payment_once(server: ChaosServer, tmp_path:
     assert (row.jobs, row.dlq) == (JOBS, 0)
 
 
+def test_refunds_that_fail_are_made_at_the_gateway_or_lose_their_job_all_end_in_closed_books(
+    server: ChaosServer, tmp_path: Path
+) -> None:
+    row = run(server, "refund_failures", tmp_path)
+    details = row.details
+    assert details["refunds_failed_then_retried"] > 0 and details["refunded_in_dashboard_before_the_job"] > 0
+    assert details["dead_lettered_mid_refund_then_redriven"] == 4 and row.dlq == 0
+    assert (details["replays_answered_2xx"], details["gateway_calls_per_replay"], details["rows_per_replay"]) == (
+        details["replays"],
+        0,
+        0,
+    )
+    assert details["double_captures"] == 0
+
+
 def test_shoppers_who_close_the_tab_are_paid_once_by_duplicated_and_replayed_webhooks(
     server: ChaosServer, tmp_path: Path
 ) -> None:
