@@ -184,8 +184,9 @@ class Monitoring(Construct):
             _app_metric("RefundsFailed"),
             0,
             periods=1,
-            description="A gateway refund ended failed (Razorpay failed, Cashfree CANCELLED): the shopper's money "
-            "is still with us; refund by hand at the gateway (the sweeper's log line names the job)",
+            description="A gateway refund is owed: the gateway failed it after every attempt or refused it; the "
+            "shopper's money is still with us. Fix the cause, then POST /v1/refunds/{id}/retry (GET /v1/queue/status "
+            "lists it under refunds.owed_refunds)",
         )
         self._alarm(
             "ProxyPinnedConnections",
