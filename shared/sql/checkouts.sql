@@ -84,8 +84,9 @@ $$;
 
 -- A gateway payment of a checkout is to be applied (a webhook said so, or the reconciliation saw it):
 -- wake the checkout's parked job, or create the job nobody asked for (the shopper closed the tab),
--- unless one is already live or the payment was handled. Created and woken jobs are to be sent by
--- the caller (sent_at stays NULL until then, so the sweeper sends them if the caller cannot).
+-- unless one is already live or a job holds the payment (pq_gateway_ref_holder: a job that failed and
+-- gave it back, such as one that named it against another checkout, does not). Created and woken jobs
+-- are to be sent by the caller (sent_at stays NULL until then, so the sweeper sends them if it cannot).
 -- Outcomes (pq_webhook_outcome): job_created | job_woken | job_live | already_handled.
 DROP FUNCTION IF EXISTS pq_checkout_settle(gateway_checkouts, text);
 CREATE FUNCTION pq_checkout_settle(p_checkout gateway_checkouts, p_gateway_ref text,
@@ -111,10 +112,8 @@ BEGIN
             outcome := 'job_live';
             RETURN;
         END IF;
-        SELECT * INTO v_job FROM payment_jobs j
-         WHERE j.method = p_checkout.method AND j.gateway_ref = p_gateway_ref
-           AND (j.status <> 'failed' OR j.reason NOT IN ('gateway_payment_failed', 'gateway_checkout_expired'));
-        IF FOUND THEN
+        SELECT * INTO v_job FROM pq_gateway_ref_holder(p_checkout.method, p_gateway_ref);
+        IF v_job.id IS NOT NULL THEN
             outcome := 'already_handled';
             RETURN;
         END IF;
