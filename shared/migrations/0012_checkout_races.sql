@@ -1,15 +1,21 @@
--- A failed job gives back the gateway payment it could not use. Before, only a job that failed
--- gateway_payment_failed or gateway_checkout_expired let its payment back a new job (0006's partial index
--- spelled those reasons out); one that failed gateway_order_mismatch -- someone else's payment named
--- against my checkout -- kept it for good, so the rightful shopper's submit was 409
--- gateway_payment_in_use, their webhook already_handled, and the payment never paid their order. Now the
--- job says whether it still holds its payment (gateway_ref_released_at), decided once when it fails
--- (pq_gateway_refunded, shared/sql/gateway_payment.sql), and the unique index, the intakes
--- (shared/sql/intake.sql) and the webhooks' settling (shared/sql/checkouts.sql) all read that.
+-- Two races of the checkout flow.
 --
--- Like 0006 and 0009, this runs in the deploy's migration transaction: adding the column takes
--- payment_jobs' ACCESS EXCLUSIVE lock until the migration commits, and the backfill and the index build
--- read the table once: deploy it when the gateway path is quiet.
+-- 1. A failed job gives back the gateway payment it could not use. Before, only a job that failed
+--    gateway_payment_failed or gateway_checkout_expired let its payment back a new job (0006's partial
+--    index spelled those reasons out); one that failed gateway_order_mismatch -- someone else's payment
+--    named against my checkout -- kept it for good, so the rightful shopper's submit was 409
+--    gateway_payment_in_use, their webhook already_handled, and the payment never paid their order.
+--    Now the job says whether it still holds its payment (gateway_ref_released_at), decided once when it
+--    fails (pq_gateway_refunded, shared/sql/gateway_payment.sql), and the unique index, the intakes
+--    (shared/sql/intake.sql) and the webhooks' settling (shared/sql/checkouts.sql) all read that.
+-- 2. Concurrent requests for one checkout make one gateway order: the request that opens (or takes over)
+--    a checkout still creating claims its create call until create_claimed_until; the others wait for
+--    its answer instead of looking the order up before it landed and creating a second one
+--    (pq_checkout_open, shared/services/checkout.py).
+--
+-- Like 0006 and 0009, this runs in the deploy's migration transaction: adding the columns takes each
+-- table's ACCESS EXCLUSIVE lock until the migration commits, and the backfill and the index build read
+-- payment_jobs once: deploy it when the gateway path is quiet.
 
 ALTER TABLE payment_jobs ADD COLUMN gateway_ref_released_at timestamptz
     CHECK (gateway_ref_released_at IS NULL OR (status = 'failed' AND gateway_ref IS NOT NULL));
@@ -33,3 +39,10 @@ CREATE UNIQUE INDEX payment_jobs_one_holder_per_gateway_payment
     ON payment_jobs (method, gateway_ref)
     WHERE gateway_ref IS NOT NULL AND gateway_ref_released_at IS NULL;
 DROP INDEX payment_jobs_one_live_job_per_gateway_payment;
+
+ALTER TABLE gateway_checkouts ADD COLUMN create_claimed_until timestamptz
+    CHECK (create_claimed_until IS NULL OR status = 'creating');
+COMMENT ON COLUMN gateway_checkouts.create_claimed_until IS
+    'While creating: until when the request that opened or took over the checkout may still be making its '
+    'gateway create call. Other requests wait for its answer meanwhile; after it (or when the claimant '
+    'let go, its call unanswered) the next request takes over and settles it by lookup. NULL otherwise.';

@@ -1,8 +1,10 @@
 """Races of the checkout flow, against the strict simulator and a real PostgreSQL: a gateway payment
-named against the wrong order neither pays it nor blocks the payment's own checkout."""
+named against the wrong order neither pays it nor blocks the payment's own checkout; concurrent
+requests for one checkout make one gateway order; a refused checkout leaves nothing behind."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -10,9 +12,10 @@ import pytest
 
 from local.gateway_sim import Simulator
 from local.invariants import check
-from shared.bootstrap import App
-from shared.domain import FailureReason, PaymentRequest
+from shared.bootstrap import App, build_app
+from shared.domain import ApiError, CheckoutRequest, FailureReason, PaymentRequest
 from shared.gateway_signatures import razorpay_checkout_signature
+from shared.services.checkout import open_checkout
 from shared.services.intake import accept_payment, job_message, send_jobs
 from shared.settings import Settings
 from tests.integration.gateway_helpers import (
@@ -37,6 +40,8 @@ def settings(database_url: str, sim: Simulator) -> Settings:
         event_bus_backend="pgmq",
         sweep_after_s=0,
         max_receive_count=10,
+        # Long enough that a request waiting for another's create call sees its answer on a busy machine.
+        checkout_wait_s=10,
         **gateway_settings(sim),
     )
 
@@ -56,6 +61,16 @@ def order_status(app: App, order_id: int) -> str:
     row = app.db.fetch_one("SELECT order_status FROM orders WHERE id = %s", (order_id,))
     assert row is not None
     return str(row["order_status"])
+
+
+def refused(call: object, *args: object) -> ApiError:
+    with pytest.raises(ApiError) as caught:
+        call(*args)  # type: ignore[operator]
+    return caught.value
+
+
+def checkouts_of(app: App, order_id: int) -> list[dict[str, Any]]:
+    return app.db.fetch_all("SELECT status FROM gateway_checkouts WHERE order_id = %s", (order_id,))
 
 
 # --- 1. a failed job gives back the payment it could not use -------------------------------------
@@ -171,3 +186,107 @@ def test_only_a_failure_that_moved_no_money_and_judged_no_payment_of_its_own_giv
     assert given_back == {(r, None): r in GIVES_THE_PAYMENT_BACK for r in FailureReason} | {
         ("out_of_stock", "rfnd_1"): False
     }
+
+
+# --- 2. concurrent checkouts of one order: one gateway order -------------------------------------
+
+
+def test_two_concurrent_checkouts_of_one_order_make_one_gateway_order(
+    app: App, settings: Settings, sim: Simulator, demo: dict[str, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given Razorpay answers every request after 300 ms, and the shopper's two tabs ask for a checkout of
+    # one order: the second while the first's create call is out (held until the second has done all it
+    # would, or a second has passed)
+    sim.config.latency_ms = 300
+    request = CheckoutRequest(order_id=order_of(app.db, "demo-user-1")["id"], method="razorpay")
+    other_tab = build_app(settings)
+    answers: dict[str, tuple[int, dict[str, Any]] | ApiError] = {}
+
+    def ask(tab: str, tab_app: App) -> None:
+        try:
+            answers[tab] = open_checkout(tab_app, "demo-user-1", request)
+        except ApiError as exc:
+            answers[tab] = exc
+
+    second = threading.Thread(target=ask, args=("second", other_tab))
+    assert app.razorpay is not None
+    create_order = app.razorpay.create_order
+
+    def create_while_the_second_asks(*args: Any, **kwargs: Any) -> Any:
+        second.start()
+        second.join(timeout=1.0)
+        return create_order(*args, **kwargs)
+
+    monkeypatch.setattr(app.razorpay, "create_order", create_while_the_second_asks)
+
+    # When both run
+    try:
+        ask("first", app)
+        second.join(timeout=30)
+    finally:
+        other_tab.db.close()
+
+    # Then Razorpay made one order, the second request waited for the first's answer and got the same
+    # checkout, and neither looked an order up
+    first = answers["first"]
+    assert isinstance(first, tuple) and first[0] == 201
+    assert answers["second"] == (200, first[1])
+    assert sim.stats()["razorpay"]["orders_created"] == 1
+    assert sim.stats()["by_endpoint"] == {"POST /v1/orders": 1}
+
+
+def test_a_claimed_create_call_is_waited_for_then_503_and_taken_over_once_its_claim_lapses(
+    app: App, sim: Simulator, demo: dict[str, int]
+) -> None:
+    # Given a request that opened demo-user-1's checkout and claimed its create call, then was never heard
+    # of again (its function timed out before the call left)
+    order_id = order_of(app.db, "demo-user-1")["id"]
+    opened = app.db.fetch_one(
+        "SELECT outcome FROM pq_checkout_open('demo-user-1', %s, 'razorpay', 1800, 30)", (order_id,)
+    )
+    assert opened == {"outcome": "pending"}
+    object.__setattr__(app.settings, "checkout_wait_s", 0.3)
+    request = CheckoutRequest(order_id=order_id, method="razorpay")
+
+    # When the shopper asks while the claim lasts, then after it lapsed
+    busy = refused(open_checkout, app, "demo-user-1", request)
+    app.db.execute("UPDATE gateway_checkouts SET create_claimed_until = now() - interval '1 second'")
+    status, view = open_checkout(app, "demo-user-1", request)
+
+    # Then the first is told to retry and made no gateway call; the second settles it: looks the order up
+    # by receipt, finds none, creates one
+    assert (busy.status, busy.code, busy.retry_after_s) == (503, "service_busy", 1)
+    assert (status, view["status"]) == (201, "created")
+    assert sim.stats()["by_endpoint"] == {"GET /v1/orders": 1, "POST /v1/orders": 1}
+    assert checkouts_of(app, order_id) == [{"status": "created"}]
+
+
+# --- 3. a refused checkout records nothing -------------------------------------------------------
+
+
+@pytest.mark.parametrize("refused_by", ["our limiter", "the gateway's 429"])
+def test_a_checkout_refused_before_the_gateway_made_an_order_records_nothing(
+    app: App, sim: Simulator, demo: dict[str, int], refused_by: str
+) -> None:
+    # Given no token in the Razorpay Create Order bucket (demo-user-1 took the only one), or Razorpay
+    # answering 429 to everything
+    if refused_by == "our limiter":
+        object.__setattr__(app.settings, "gateway_limits_per_min", {"razorpay.create_order": 1.0})
+        open_for(app, "demo-user-1", "razorpay")
+    else:
+        sim.config.rate_429 = 1.0
+    order_id = order_of(app.db, "demo-user-2")["id"]
+
+    # When demo-user-2 asks for a checkout
+    busy = refused(open_for, app, "demo-user-2", "razorpay")
+
+    # Then they are told to come back, and no checkout of their order is left behind
+    assert (busy.status, busy.code) == (503, "service_busy") and busy.retry_after_s is not None
+    assert checkouts_of(app, order_id) == []
+
+    # And once the gateway takes requests again, asking again creates one order
+    if refused_by == "the gateway's 429":
+        sim.config.rate_429 = 0.0
+        status, _ = open_checkout(app, "demo-user-2", CheckoutRequest(order_id=order_id, method="razorpay"))
+        assert status == 201
+        assert sim.stats()["razorpay"]["orders_created"] == 1
