@@ -181,7 +181,9 @@ def _create_or_unclaim(app: App, row: dict[str, Any], method: str) -> GatewayOrd
         _unclaim(app, row, discard=inserted)
         raise
     except (GatewayRetryable, GatewayRejected) as exc:
-        refused = isinstance(exc, GatewayRejected) or exc.kind == "throttled"  # a 429 is refused before any work
+        # A 4xx refuses the order as sent; a 429 is the gateway's rate limiter turning the request away
+        # unprocessed, to be retried (Razorpay api/pagination "Rate Limiter"; Cashfree api-reference/rate-limits).
+        refused = isinstance(exc, GatewayRejected) or exc.kind == "throttled"
         _unclaim(app, row, discard=inserted and refused)
         logger.warning("checkout create not answered", checkout_id=str(row["id"]), gateway=method, error=str(exc))
         raise _gateway_error(exc) from None
