@@ -64,6 +64,7 @@ class CheckoutOutcome(StrEnum):
     ORDER_NOT_FOUND = "order_not_found"
     ORDER_NOT_PAYABLE = "order_not_payable"
     GATEWAY_ORDER_MISMATCH = "gateway_order_mismatch"
+    CLAIMED = "claimed"  # pq_checkout_open: another request is making the gateway create call
 
 
 class WebhookOutcome(StrEnum):

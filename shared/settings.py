@@ -100,6 +100,11 @@ class Settings(BaseSettings):
     webhook_fresh_for_s: int = 3_600
     # A gateway call that takes longer has an unknown outcome; the next delivery settles it by fetch.
     gateway_timeout_s: float = 10.0
+    # How long a checkout request waits for another request's create call of the same checkout (two
+    # tabs, a double click) before answering 503 service_busy: a create answers well within it, and a
+    # waiter that then takes a lapsed claim over still has its own two gateway calls' time in enqueue's
+    # timeout (infra/components/functions.py leaves 2 s of it beside them).
+    checkout_wait_s: float = 1.0
     # The most one gateway record may take: fetch, then capture or refund lookup + refund (three
     # requests of gateway_timeout_s), a limiter wait, and its DB steps. A record that would start with
     # less time left in the invocation is handed back at once instead of being cut off part-way.

@@ -3,17 +3,24 @@ orders, created by us for its exact amount and bound to the order and the shoppe
 
     open (one round trip: the live checkout, or a new one with our merchant_ref)
       existing -> answer it (200)
+      claimed  -> another request is making the create call: look again shortly, up to checkout_wait_s,
+                  then its answer (200) or 503 service_busy + Retry-After
       pending  -> token -> create at the gateway (no transaction open) -> bind (one round trip) -> 201
 
-A create call whose answer was lost leaves the checkout "creating": the next request settles it by
-looking the order up first (Razorpay: orders by receipt; Cashfree: the order we named), never by
-creating a second one blindly. No token from the shared limiter -> 503 service_busy + Retry-After.
+Only the request holding the claim (pq_checkout_open, for as long as its calls can take) calls the
+gateway: two concurrent requests make one gateway order. A create call whose answer was lost leaves the
+checkout "creating", its claim let go: the next request settles it by looking the order up first
+(Razorpay: orders by receipt; Cashfree: the order we named), never by creating a second one blindly. A
+request refused before the gateway could make an order (no token from the shared limiter, or the create
+refused, a 429 included) deletes the checkout it opened: 503 service_busy + Retry-After (or 502), and
+nothing recorded.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
+import time
 import uuid
 from datetime import datetime
 from typing import Any
@@ -27,6 +34,13 @@ from shared.ports import GatewayOrder
 
 # What a shopper's checkout is called when it has no gateway order yet (never answered as such).
 _VISIBLE_STATUS = {"creating": "created"}
+# Besides its two gateway calls, what a checkout request's claim on the create call allows for its DB
+# steps: the same 2 s infra/components/functions.py leaves beside them in enqueue's timeout, so that in
+# AWS a claim lapses only once its claimant can no longer be running.
+_CLAIM_DB_STEPS_S = 2.0
+# How often a request waiting for another's create call looks again: a create answers in a few hundred
+# milliseconds, and each look is one short transaction.
+_CLAIM_POLL_S = 0.1
 
 
 def take_token(app: App, gateway: Gateway, endpoint: str) -> None:
@@ -131,15 +145,66 @@ def _create_cashfree(app: App, row: dict[str, Any], inserted: bool) -> GatewayOr
     )
 
 
+def _open(app: App, user_id: str, request: CheckoutRequest) -> dict[str, Any]:
+    """pq_checkout_open, claiming the create call for as long as this request can be making it: a
+    lookup and a create of gateway_timeout_s each, and its DB steps."""
+    claim_s = 2 * app.settings.gateway_timeout_s + _CLAIM_DB_STEPS_S
+    row = app.db.fetch_one(
+        "SELECT outcome, reason, inserted, (checkout).* FROM pq_checkout_open(%s, %s, %s, %s, %s)",
+        (user_id, request.order_id, request.method, float(app.settings.checkout_ttl_s), claim_s),
+    )
+    assert row is not None
+    return row
+
+
+def _open_or_wait(app: App, user_id: str, request: CheckoutRequest) -> dict[str, Any]:
+    """The checkout as pq_checkout_open answers it, once no other request is making its create call
+    (each look its own short transaction: nothing is held while waiting)."""
+    deadline = time.monotonic() + app.settings.checkout_wait_s
+    while True:
+        row = _open(app, user_id, request)
+        if CheckoutOutcome(row["outcome"]) is not CheckoutOutcome.CLAIMED:
+            return row
+        if time.monotonic() + _CLAIM_POLL_S > deadline:
+            # The claimant is most likely about to answer; a retry that finds it still busy waits again.
+            raise ApiError(
+                503,
+                "service_busy",
+                "this checkout's gateway order is being created; retry shortly with the same request",
+                retry_after_s=1,
+            )
+        time.sleep(_CLAIM_POLL_S)
+
+
+def _create_or_unclaim(app: App, row: dict[str, Any], method: str) -> GatewayOrder:
+    """The claimed create call. Ending without an order, the claim is let go (an order may exist: the
+    next request looks it up) or, when this request opened the checkout and the gateway certainly made
+    no order, the checkout is deleted (pq_checkout_unclaimed)."""
+    create = _create_razorpay if method == "razorpay" else _create_cashfree
+    inserted = bool(row["inserted"])
+    try:
+        return create(app, row, inserted)
+    except ApiError:  # no token: nothing left for the gateway
+        _unclaim(app, row, discard=inserted)
+        raise
+    except (GatewayRetryable, GatewayRejected) as exc:
+        # A 4xx refuses the order as sent; a 429 is the gateway's rate limiter turning the request away
+        # unprocessed, to be retried (Razorpay api/pagination "Rate Limiter"; Cashfree api-reference/rate-limits).
+        refused = isinstance(exc, GatewayRejected) or exc.kind == "throttled"
+        _unclaim(app, row, discard=inserted and refused)
+        logger.warning("checkout create not answered", checkout_id=str(row["id"]), gateway=method, error=str(exc))
+        raise _gateway_error(exc) from None
+
+
+def _unclaim(app: App, row: dict[str, Any], *, discard: bool) -> None:
+    app.db.execute("SELECT pq_checkout_unclaimed(%s, %s, %s)", (row["id"], row["create_claimed_until"], discard))
+
+
 def open_checkout(app: App, user_id: str, request: CheckoutRequest) -> tuple[int, dict[str, Any]]:
     """(201, view) when this request created the gateway order, (200, view) when it existed."""
     if request.method not in app.settings.enabled_methods():
         raise ApiError(422, "method_not_supported", f"payment method {request.method!r} is not enabled", field="method")
-    row = app.db.fetch_one(
-        "SELECT outcome, reason, inserted, (checkout).* FROM pq_checkout_open(%s, %s, %s, %s)",
-        (user_id, request.order_id, request.method, float(app.settings.checkout_ttl_s)),
-    )
-    assert row is not None
+    row = _open_or_wait(app, user_id, request)
     outcome = CheckoutOutcome(row["outcome"])
     if outcome is CheckoutOutcome.ORDER_NOT_FOUND:
         raise ApiError(404, "order_not_found", "no such order for this user")
@@ -148,14 +213,7 @@ def open_checkout(app: App, user_id: str, request: CheckoutRequest) -> tuple[int
     if outcome is CheckoutOutcome.EXISTING:
         return 200, checkout_view(app, row)
 
-    create = _create_razorpay if request.method == "razorpay" else _create_cashfree
-    try:
-        order = create(app, row, bool(row["inserted"]))
-    except (GatewayRetryable, GatewayRejected) as exc:
-        logger.warning(
-            "checkout create not answered", checkout_id=str(row["id"]), gateway=request.method, error=str(exc)
-        )
-        raise _gateway_error(exc) from None
+    order = _create_or_unclaim(app, row, request.method)
     bound = app.db.fetch_one(
         "SELECT outcome, (checkout).* FROM pq_checkout_created(%s, %s, %s, %s, %s)",
         (row["id"], order.order_id, order.payment_session_id, order.amount_paise, order.currency),

@@ -4,19 +4,27 @@
 -- called while a gateway request is in flight (shared/services/checkout.py, webhooks.py).
 
 -- Opens (or finds) the shopper's live checkout of an order for a gateway. A checkout that expired
--- unpaid with no live job is marked expired and a new one is opened. Outcomes (pq_checkout_outcome):
+-- unpaid with no live job is marked expired and a new one is opened. The request that is to make the
+-- gateway create call (or settle a lost one by lookup) claims it for p_claim_s seconds
+-- (create_claimed_until): while the claim lasts, other requests wait for its answer instead of making a
+-- second gateway order. Outcomes (pq_checkout_outcome):
 --   existing           -> the live checkout, its gateway order created: nothing to call
---   pending            -> the checkout whose gateway order must be created (or its lost creation
---                         settled); inserted = true when this call opened it
+--   pending            -> the checkout whose gateway order this request must create (or whose lost
+--                         creation it must settle), claimed for it; inserted = true when this call opened it
+--   claimed            -> another request is making the create call: wait for its answer
 --   order_not_found    -> no such order for this user (another user's looks the same)
 --   order_not_payable  -> reason = the order's status
+-- p_claim_s NULL (as the previous release calls it): no claim is made or honoured.
 DROP FUNCTION IF EXISTS pq_checkout_open(text, bigint, text, double precision);
+DROP FUNCTION IF EXISTS pq_checkout_open(text, bigint, text, double precision, double precision);
 CREATE FUNCTION pq_checkout_open(p_user_id text, p_order_id bigint, p_method text, p_ttl_s double precision,
+                                 p_claim_s double precision DEFAULT NULL,
                                  OUT outcome pq_checkout_outcome, OUT reason text, OUT inserted boolean,
                                  OUT checkout gateway_checkouts)
 LANGUAGE plpgsql SET enable_seqscan = off AS $$
 DECLARE
     v_order orders%ROWTYPE;
+    v_claim timestamptz := now() + make_interval(secs => p_claim_s);
 BEGIN
     -- One shopper's checkouts are opened one at a time (transaction-scoped lock: see pq_enqueue_job).
     PERFORM pq_lock_user(p_user_id);
@@ -41,24 +49,33 @@ BEGIN
         UPDATE gateway_checkouts SET status = 'expired', updated_at = now() WHERE id = checkout.id;
         checkout := NULL;
     END IF;
-    IF checkout.id IS NOT NULL THEN
-        outcome := CASE WHEN checkout.status = 'created' THEN 'existing' ELSE 'pending' END;
-        RETURN;
+    IF checkout.status = 'created' THEN
+        outcome := 'existing';
+    ELSIF checkout.id IS NOT NULL AND p_claim_s IS NOT NULL AND checkout.create_claimed_until > now() THEN
+        outcome := 'claimed';
+    ELSIF checkout.id IS NOT NULL THEN
+        -- Its claimant is gone or let go with its call unanswered: this request settles it by lookup.
+        UPDATE gateway_checkouts c SET create_claimed_until = v_claim WHERE c.id = checkout.id
+        RETURNING * INTO checkout;
+        outcome := 'pending';
+    ELSE
+        checkout.id := gen_random_uuid();
+        INSERT INTO gateway_checkouts (id, order_id, user_id, method, merchant_ref, amount_paise, currency,
+                                       expires_at, create_claimed_until)
+        VALUES (checkout.id, v_order.id, p_user_id, p_method, 'pq' || replace(checkout.id::text, '-', ''),
+                v_order.total_paise, v_order.currency,
+                date_trunc('second', now() + make_interval(secs => p_ttl_s)), v_claim)
+        RETURNING * INTO checkout;
+        inserted := true;
+        outcome := 'pending';
     END IF;
-    checkout.id := gen_random_uuid();
-    INSERT INTO gateway_checkouts (id, order_id, user_id, method, merchant_ref, amount_paise, currency, expires_at)
-    VALUES (checkout.id, v_order.id, p_user_id, p_method, 'pq' || replace(checkout.id::text, '-', ''),
-            v_order.total_paise, v_order.currency, date_trunc('second', now() + make_interval(secs => p_ttl_s)))
-    RETURNING * INTO checkout;
-    inserted := true;
-    outcome := 'pending';
 END;
 $$;
 
 -- The gateway answered the create call (or the lookup that settles a lost answer): binds the gateway
--- order to the checkout. A gateway order whose amount or currency is not the checkout's is refused
--- and bound to nothing. Outcomes (pq_checkout_outcome): created | existing (bound before; checkout is
--- that binding) | gateway_order_mismatch.
+-- order to the checkout, whose claim ends. A gateway order whose amount or currency is not the
+-- checkout's is refused and bound to nothing. Outcomes (pq_checkout_outcome): created | existing (bound
+-- before; checkout is that binding) | gateway_order_mismatch.
 DROP FUNCTION IF EXISTS pq_checkout_created(uuid, text, text, bigint, text);
 CREATE FUNCTION pq_checkout_created(p_checkout_id uuid, p_gateway_order_id text, p_payment_session_id text,
                                     p_amount_paise bigint, p_currency text,
@@ -69,10 +86,11 @@ BEGIN
     IF checkout.status <> 'creating' THEN
         outcome := 'existing';
     ELSIF checkout.amount_paise <> p_amount_paise OR checkout.currency <> p_currency THEN
+        UPDATE gateway_checkouts SET create_claimed_until = NULL WHERE id = p_checkout_id;
         outcome := 'gateway_order_mismatch';
     ELSE
         UPDATE gateway_checkouts
-           SET status = 'created', gateway_order_id = p_gateway_order_id,
+           SET status = 'created', gateway_order_id = p_gateway_order_id, create_claimed_until = NULL,
                payment_session_id = p_payment_session_id, updated_at = now(),
                next_check_at = now() + interval '2 minutes'
          WHERE id = p_checkout_id
@@ -82,10 +100,32 @@ BEGIN
 END;
 $$;
 
+-- The request that claimed a checkout's create call ends without the gateway order (no token, or the
+-- gateway refused or did not answer). p_discard (it opened the checkout itself and the gateway certainly
+-- made no order: no call left, or the create was refused, a 429 included): the checkout is deleted, so a
+-- refused request leaves nothing behind. Otherwise (an order may exist under its merchant_ref) the
+-- checkout stays creating and the claim is let go, so that the next request settles it by lookup at
+-- once rather than waiting for the claim to lapse. Only the claimant's own claim (p_claimed_until, as
+-- pq_checkout_open gave it) is touched: a request whose claim lapsed and was taken over changes nothing.
+CREATE OR REPLACE FUNCTION pq_checkout_unclaimed(p_checkout_id uuid, p_claimed_until timestamptz, p_discard boolean)
+RETURNS void
+LANGUAGE plpgsql SET enable_seqscan = off AS $$
+BEGIN
+    IF p_discard THEN
+        DELETE FROM gateway_checkouts c
+         WHERE c.id = p_checkout_id AND c.status = 'creating' AND c.create_claimed_until = p_claimed_until;
+    ELSE
+        UPDATE gateway_checkouts c SET create_claimed_until = NULL
+         WHERE c.id = p_checkout_id AND c.status = 'creating' AND c.create_claimed_until = p_claimed_until;
+    END IF;
+END;
+$$;
+
 -- A gateway payment of a checkout is to be applied (a webhook said so, or the reconciliation saw it):
 -- wake the checkout's parked job, or create the job nobody asked for (the shopper closed the tab),
--- unless one is already live or the payment was handled. Created and woken jobs are to be sent by
--- the caller (sent_at stays NULL until then, so the sweeper sends them if the caller cannot).
+-- unless one is already live or a job holds the payment (pq_gateway_ref_holder: a job that failed and
+-- gave it back, such as one that named it against another checkout, does not). Created and woken jobs
+-- are to be sent by the caller (sent_at stays NULL until then, so the sweeper sends them if it cannot).
 -- Outcomes (pq_webhook_outcome): job_created | job_woken | job_live | already_handled.
 DROP FUNCTION IF EXISTS pq_checkout_settle(gateway_checkouts, text);
 CREATE FUNCTION pq_checkout_settle(p_checkout gateway_checkouts, p_gateway_ref text,
@@ -111,10 +151,8 @@ BEGIN
             outcome := 'job_live';
             RETURN;
         END IF;
-        SELECT * INTO v_job FROM payment_jobs j
-         WHERE j.method = p_checkout.method AND j.gateway_ref = p_gateway_ref
-           AND (j.status <> 'failed' OR j.reason NOT IN ('gateway_payment_failed', 'gateway_checkout_expired'));
-        IF FOUND THEN
+        SELECT * INTO v_job FROM pq_gateway_ref_holder(p_checkout.method, p_gateway_ref);
+        IF v_job.id IS NOT NULL THEN
             outcome := 'already_handled';
             RETURN;
         END IF;

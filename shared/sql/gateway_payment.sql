@@ -212,6 +212,16 @@ $$;
 -- p_checkout_status: what the job's checkout becomes (failed, expired, refunded) when its gateway order
 -- can take no payment any more; NULL leaves it payable (a failed Razorpay payment: the shopper may pay
 -- again); a refund of ours makes it refunded (what the shopper reads of it: pq_refund_status).
+-- A job that fails without a refund gives its gateway payment back (gateway_ref_released_at, which the
+-- unique index and every "in use" check read) when the failure says the payment was never its to use --
+-- the gateway does not know it (gateway_payment_not_found), it was made in another gateway order than
+-- the job's checkout's (gateway_order_mismatch: someone else's payment, which must not block its own
+-- checkout), nothing binds it to the job's order (gateway_payment_unbound) -- or that the gateway's
+-- verdict may still change (gateway_payment_failed: authorised late; gateway_checkout_expired: paid
+-- late). Each of these is decided on the delivery's first fetch or without a call, before any capture
+-- or refund could leave (shared/services/gateway.py), so the job moved no money with it. Every other
+-- failure keeps the payment for good: it was judged for its own order (amount_mismatch, out_of_stock,
+-- order_not_payable, invalid_order: refunded if captured) or is refunded (gateway_payment_refunded).
 -- Outcomes (pq_gateway_end_outcome): failed | already_succeeded | already_failed.
 DROP FUNCTION IF EXISTS pq_gateway_fail(uuid, text, text);
 DROP FUNCTION IF EXISTS pq_gateway_refunded(uuid, text, text, bigint, text, text, text, text);
@@ -243,6 +253,11 @@ BEGIN
     UPDATE payment_jobs SET parked_at = NULL WHERE id = v_job.id AND parked_at IS NOT NULL;
     outcome := 'failed';
     event := pq_end_job(v_job, p_reason, NULL);
+    IF p_refund_id IS NULL
+       AND p_reason IN ('gateway_payment_not_found', 'gateway_order_mismatch', 'gateway_payment_unbound',
+                        'gateway_payment_failed', 'gateway_checkout_expired') THEN
+        UPDATE payment_jobs SET gateway_ref_released_at = now() WHERE id = v_job.id;
+    END IF;
 END;
 $$;
 

@@ -55,6 +55,16 @@ LANGUAGE sql IMMUTABLE AS $$
            CASE WHEN p_replayed THEN p_job.payment_id END
 $$;
 
+-- The job that holds a gateway payment (NULL if none): the one payment_jobs_one_holder_per_gateway_payment
+-- (migration 0012) lets exist -- live, succeeded, or failed without giving it back (pq_gateway_refunded
+-- says which failures do). What "this gateway payment is in use" means, for the intakes here and the
+-- webhooks' settling (checkouts.sql).
+CREATE OR REPLACE FUNCTION pq_gateway_ref_holder(p_method text, p_gateway_ref text) RETURNS payment_jobs
+LANGUAGE sql STABLE SET enable_seqscan = off AS $$
+    SELECT * FROM payment_jobs j
+     WHERE j.method = p_method AND j.gateway_ref = p_gateway_ref AND j.gateway_ref_released_at IS NULL
+$$;
+
 -- Records a payment request. Validation that needs the database happens here so that a refused
 -- request records nothing. Outcomes (pq_enqueue_outcome):
 --   created | replayed    -> job_id, status, queue_seq (and reason / payment_id once finished)
@@ -62,7 +72,7 @@ $$;
 --   order_not_found       -> no such order for this user (another user's looks the same)
 --   order_not_payable     -> reason = the order's status
 --   payment_in_progress   -> job_id of the live job for this order
---   gateway_ref_in_use    -> job_id of the job that already used this gateway payment
+--   gateway_ref_in_use    -> job_id of the job that holds this gateway payment (pq_gateway_ref_holder)
 -- finished is always set (the position estimate needs it).
 DROP FUNCTION IF EXISTS pq_enqueue_job(text, text, text, bigint, text, text);
 CREATE FUNCTION pq_enqueue_job(
@@ -88,9 +98,8 @@ BEGIN
         IF FOUND THEN
             outcome := 'payment_in_progress';
         ELSIF p_gateway_ref IS NOT NULL THEN
-            SELECT * INTO v_job FROM payment_jobs j WHERE j.method = p_method AND j.gateway_ref = p_gateway_ref
-             ORDER BY j.queue_seq DESC LIMIT 1;
-            IF FOUND THEN
+            SELECT * INTO v_job FROM pq_gateway_ref_holder(p_method, p_gateway_ref);
+            IF v_job.id IS NOT NULL THEN
                 outcome := 'gateway_ref_in_use';
             END IF;
         END IF;
@@ -109,8 +118,7 @@ BEGIN
             outcome := 'created';
         EXCEPTION WHEN unique_violation THEN
             -- Only another user's request for the same gateway payment can still race this one.
-            SELECT * INTO v_job FROM payment_jobs j WHERE j.method = p_method AND j.gateway_ref = p_gateway_ref
-             ORDER BY j.queue_seq DESC LIMIT 1;
+            SELECT * INTO v_job FROM pq_gateway_ref_holder(p_method, p_gateway_ref);
             outcome := 'gateway_ref_in_use';
         END;
     END IF;
@@ -195,8 +203,7 @@ BEGIN
            AND j.checkout_id = v_checkout.id
          ORDER BY j.queue_seq DESC
          LIMIT 1;
-        IF FOUND AND (v_job.status IN ('queued', 'processing', 'succeeded')
-                      OR v_job.reason NOT IN ('gateway_payment_failed', 'gateway_checkout_expired')) THEN
+        IF FOUND AND v_job.gateway_ref_released_at IS NULL THEN  -- it still holds the payment
             outcome := 'replayed';
         ELSIF v_begin.order_status <> 'pending' THEN
             outcome := 'order_not_payable';
@@ -216,8 +223,7 @@ BEGIN
                     UPDATE gateway_checkouts c SET job_id = v_job.id, updated_at = now() WHERE c.id = v_checkout.id;
                     outcome := 'created';
                 EXCEPTION WHEN unique_violation THEN
-                    SELECT * INTO v_job FROM payment_jobs j WHERE j.method = p_method AND j.gateway_ref = v_ref
-                     ORDER BY j.queue_seq DESC LIMIT 1;
+                    SELECT * INTO v_job FROM pq_gateway_ref_holder(p_method, v_ref);
                     outcome := 'gateway_ref_in_use';
                 END;
             END IF;

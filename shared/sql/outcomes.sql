@@ -70,6 +70,7 @@ ALTER TYPE pq_checkout_outcome ADD VALUE IF NOT EXISTS 'created';
 ALTER TYPE pq_checkout_outcome ADD VALUE IF NOT EXISTS 'order_not_found';
 ALTER TYPE pq_checkout_outcome ADD VALUE IF NOT EXISTS 'order_not_payable';
 ALTER TYPE pq_checkout_outcome ADD VALUE IF NOT EXISTS 'gateway_order_mismatch';
+ALTER TYPE pq_checkout_outcome ADD VALUE IF NOT EXISTS 'claimed';
 
 -- pq_webhook_record, pq_checkout_settle: what a gateway's word about a checkout led to.
 DO $$

@@ -1,0 +1,283 @@
+"""The gateway books: every paisa a gateway captured ends applied, refunded, refunding or owed, and our
+books agree with the gateway's own record (the simulator's ledger). Each case the books issue found doing
+harm: refunds the gateway fails, refunds made in the gateway's dashboard before our job ran, refunds the
+gateway refuses, authorisations we never capture."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from local.gateway_sim import Simulator
+from local.invariants import check
+from shared.bootstrap import App
+from shared.services.checkout import get_checkout
+from shared.services.intake import accept_payment
+from shared.services.operator import retry_refund
+from shared.services.reads import get_job, queue_status
+from shared.services.reconcile import reconcile
+from shared.settings import Settings
+from tests.integration.gateway_helpers import (
+    WebhookInbox,
+    drain,
+    gateway_order,
+    gateway_settings,
+    jobs,
+    open_for,
+    pay_at_gateway,
+    payment_request,
+)
+
+
+@pytest.fixture
+def settings(database_url: str, sim: Simulator) -> Settings:
+    return Settings(
+        database_url=database_url,
+        queue_backend="pgmq",
+        event_bus_backend="pgmq",
+        sweep_after_s=0,
+        max_receive_count=10,
+        **gateway_settings(sim),
+    )
+
+
+@pytest.fixture
+def inbox(sim: Simulator) -> Iterator[WebhookInbox]:
+    box = WebhookInbox(sim)
+    yield box
+    box.close()
+
+
+def books_close(app: App, sim: Simulator) -> None:
+    """Every invariant 0, the books against the gateway's record included."""
+    found = check(app.db, gateway_ledger=sim.ledger()["payments"])
+    assert found == dict.fromkeys(found, 0)
+
+
+def books(app: App) -> list[dict[str, Any]]:
+    return app.db.fetch_all(
+        """SELECT method, captured_paise, applied_paise, refunded_paise, refunding_paise, owed_paise, released
+             FROM pq_gateway_books() ORDER BY method, gateway_ref"""
+    )
+
+
+def refunds(app: App) -> list[tuple[Any, ...]]:
+    rows = app.db.fetch_all("SELECT origin, attempt, state, amount_paise, refund_ref FROM gateway_refunds ORDER BY id")
+    return [(r["origin"], r["attempt"], r["state"], r["amount_paise"], r["refund_ref"]) for r in rows]
+
+
+def pay_unfulfillable(app: App, sim: Simulator, method: str, user: str = "demo-user-1") -> dict[str, Any]:
+    """A checkout paid at the gateway whose order was cancelled meanwhile: its money must go back."""
+    view = open_for(app, user, method)
+    handed = pay_at_gateway(sim, view)
+    app.db.execute("UPDATE orders SET order_status = 'cancelled' WHERE id = %s", (view["order_id"],))
+    accept_payment(app, user, f"key-{view['order_id']}", payment_request(view, handed))
+    return view | {"handed": handed}
+
+
+def follow(app: App, sim: Simulator) -> dict[str, int]:
+    """The gateway settles what is pending, then the sweeper's pass comes due and runs."""
+    time.sleep(sim.config.refund_settle_s + 0.2)
+    app.db.execute("UPDATE gateway_refunds SET next_check_at = now() WHERE state IN ('requested', 'pending')")
+    app.db.execute("UPDATE gateway_refunds SET retry_at = now() WHERE retry_at IS NOT NULL")
+    return reconcile(app)
+
+
+def test_a_refund_the_gateway_cancels_is_sent_again_with_a_fresh_reference_until_the_money_is_back(
+    app: App, sim: Simulator, demo: dict[str, int]
+) -> None:
+    # Given Cashfree will cancel the first refund, and a paid checkout whose order was cancelled meanwhile
+    sim.config.cashfree_refund_outcomes = ["CANCELLED"]
+    view = pay_unfulfillable(app, sim, "cashfree")
+    drain(app)
+    total = view["amount_paise"]
+
+    # When the sweeper finds the refund cancelled
+    follow(app, sim)
+
+    # Then it is scheduled again, the shopper reads "refunding", never "refunded", and the books hold it
+    assert get_checkout(app, "demo-user-1", view["checkout_id"])["status"] == "refunding"
+    job = get_job(app, "demo-user-1", jobs(app.db)[0]["id"])
+    assert (job["status"], job["refund"]) == ("failed", {"status": "refunding", "amount_paise": total})
+    assert [b["refunding_paise"] for b in books(app)] == [total]
+    assert check(app.db)["gateway_unaccounted_paise"] == 0
+
+    # When the retry comes due and the sweeper sends it, then follows it to the end
+    assert follow(app, sim)["refunds_retried"] == 1
+    follow(app, sim)
+
+    # Then the money is back, under a second reference, and the books close against Cashfree's record
+    first, second = refunds(app)
+    assert first[:4] == ("ours", 1, "failed", total)
+    assert second[:4] == ("ours", 2, "succeeded", total)
+    assert second[4] == first[4] + "_2"
+    assert get_checkout(app, "demo-user-1", view["checkout_id"])["status"] == "refunded"
+    assert books(app) == [
+        {
+            "method": "cashfree",
+            "captured_paise": total,
+            "applied_paise": 0,
+            "refunded_paise": total,
+            "refunding_paise": 0,
+            "owed_paise": 0,
+            "released": False,
+        }
+    ]
+    books_close(app, sim)
+
+
+def test_a_refund_that_keeps_failing_is_owed_shown_to_the_operator_and_retried_on_their_word(
+    app: App, sim: Simulator, demo: dict[str, int], inbox: WebhookInbox
+) -> None:
+    # Given Razorpay (capturing at authorisation) fails every refund, and a paid order cancelled meanwhile
+    sim.config.razorpay_auto_capture = True
+    sim.config.razorpay_refund_outcome = "failed"
+    view = pay_unfulfillable(app, sim, "razorpay")
+    drain(app)
+    total = view["amount_paise"]
+
+    # When the gateway's refund.failed webhooks arrive and every retry fails too
+    for _ in range(3):
+        time.sleep(sim.config.refund_settle_s + 0.2)
+        assert 200 in inbox.deliver()
+        follow(app, sim)
+
+    # Then after three attempts the refund is owed: the shopper reads refund_failed, the operator sees it
+    assert [r[:3] for r in refunds(app)] == [("ours", 1, "failed"), ("ours", 2, "failed"), ("ours", 3, "failed")]
+    assert get_checkout(app, "demo-user-1", view["checkout_id"])["status"] == "refund_failed"
+    job = get_job(app, "demo-user-1", jobs(app.db)[0]["id"])
+    assert job["refund"] == {"status": "refund_failed", "amount_paise": total}
+    owed = queue_status(app)["refunds"]
+    assert (owed["owed"], owed["owed_paise"], owed["refunding"]) == (1, total, 0)
+    assert [b["owed_paise"] for b in books(app)] == [total]
+    books_close(app, sim)  # owed money is still at the gateway: the books and Razorpay agree
+
+    # When the operator retries it once the cause is fixed (twice: the second asks nothing more)
+    sim.config.razorpay_refund_outcome = "processed"
+    refund_id = owed["owed_refunds"][0]["refund_id"]
+    assert retry_refund(app, str(refund_id), "ops-1")["outcome"] == "scheduled"
+    assert retry_refund(app, str(refund_id), "ops-1")["outcome"] == "not_owed"
+    assert follow(app, sim)["refunds_retried"] == 1
+    follow(app, sim)
+
+    # Then the fourth attempt returns the money and nothing is owed
+    assert [r[:3] for r in refunds(app)][-1] == ("ours", 4, "succeeded")
+    assert queue_status(app)["refunds"]["owed"] == 0
+    assert get_checkout(app, "demo-user-1", view["checkout_id"])["status"] == "refunded"
+    books_close(app, sim)
+
+
+def test_a_razorpay_payment_partly_refunded_in_the_dashboard_is_never_fulfilled_and_the_rest_goes_back(
+    app: App, sim: Simulator, demo: dict[str, int]
+) -> None:
+    # Given a captured Razorpay payment the merchant partly refunded in the dashboard before our job ran
+    sim.config.razorpay_auto_capture = True
+    view = open_for(app, "demo-user-1", "razorpay")
+    handed = pay_at_gateway(sim, view)
+    total = view["amount_paise"]
+    sim.merchant_refund("razorpay", handed["razorpay_payment_id"], 5_000)
+    accept_payment(app, "demo-user-1", "key-1", payment_request(view, handed))
+
+    # When the job runs and the refunds settle
+    drain(app)
+    follow(app, sim)
+
+    # Then the order is not paid, the merchant's refund is booked, and only the remainder is refunded
+    assert [(j["status"], j["reason"]) for j in jobs(app.db)] == [("failed", "gateway_payment_refunded")]
+    assert app.db.fetch_one("SELECT order_status FROM orders WHERE id = %s", (view["order_id"],)) == {
+        "order_status": "pending"
+    }
+    assert sorted((r[0], r[2], r[3]) for r in refunds(app)) == [
+        ("gateway", "succeeded", 5_000),
+        ("ours", "succeeded", total - 5_000),
+    ]
+    books_close(app, sim)
+
+
+def test_a_cashfree_order_partly_refunded_in_the_dashboard_is_never_fulfilled_and_the_rest_goes_back(
+    app: App, sim: Simulator, demo: dict[str, int]
+) -> None:
+    # Given a paid Cashfree order the merchant refunded ₹50 of in the dashboard before our job ran
+    view = open_for(app, "demo-user-1", "cashfree")
+    pay_at_gateway(sim, view)
+    total = view["amount_paise"]
+    sim.merchant_refund("cashfree", gateway_order(view), 5_000)
+    accept_payment(app, "demo-user-1", "key-1", payment_request(view))
+
+    # When the job runs and the refunds settle
+    drain(app)
+    follow(app, sim)
+
+    # Then the order is not marked paid, and exactly what was left is refunded (no refusal, no DLQ)
+    assert [(j["status"], j["reason"]) for j in jobs(app.db)] == [("failed", "gateway_payment_refunded")]
+    assert app.db.fetch_one("SELECT count(*) AS n FROM payment_transactions") == {"n": 0}
+    assert sorted((r[0], r[2], r[3]) for r in refunds(app)) == [
+        ("gateway", "succeeded", 5_000),
+        ("ours", "succeeded", total - 5_000),
+    ]
+    assert app.db.fetch_one("SELECT count(*) AS n FROM pgmq.q_payments_dlq") == {"n": 0}
+    books_close(app, sim)
+
+
+def test_a_payment_refunded_in_full_in_the_dashboard_fails_its_job_without_a_refund_of_ours(
+    app: App, sim: Simulator, demo: dict[str, int]
+) -> None:
+    # Given a paid Cashfree order the merchant refunded in full before our job ran
+    view = open_for(app, "demo-user-1", "cashfree")
+    pay_at_gateway(sim, view)
+    sim.merchant_refund("cashfree", gateway_order(view), view["amount_paise"])
+    accept_payment(app, "demo-user-1", "key-1", payment_request(view))
+
+    drain(app)
+    follow(app, sim)
+
+    # Then nothing of ours is sent, and the books hold the merchant's refund
+    assert [r[0] for r in refunds(app)] == ["gateway"]
+    assert [(j["status"], j["reason"]) for j in jobs(app.db)] == [("failed", "gateway_payment_refunded")]
+    books_close(app, sim)
+
+
+def test_a_refund_the_gateway_refuses_is_owed_at_once_and_the_job_ends(
+    app: App, sim: Simulator, demo: dict[str, int]
+) -> None:
+    # Given an unfulfillable paid Cashfree order whose money the merchant refunded after our job's first look
+    view = pay_unfulfillable(app, sim, "cashfree")
+    real_refunds = app.gateways["cashfree"].refunds
+    refunded_meanwhile: list[bool] = []
+
+    def refund_in_the_dashboard_right_after_our_look(ref: str) -> Any:
+        found = real_refunds(ref)
+        if not refunded_meanwhile:
+            sim.merchant_refund("cashfree", ref, view["amount_paise"])
+            refunded_meanwhile.append(True)
+        return found
+
+    app.gateways["cashfree"].refunds = refund_in_the_dashboard_right_after_our_look  # type: ignore[method-assign]
+
+    # When the job refunds more than Cashfree still can (Cashfree answers 400)
+    drain(app)
+
+    # Then the job ends failed at once (one delivery, no DLQ) and the refused refund is owed, with the reason
+    assert [(j["status"], j["reason"]) for j in jobs(app.db)] == [("failed", "order_not_payable")]
+    refused = app.db.fetch_one("SELECT state, owed_at IS NOT NULL AS owed, last_error FROM gateway_refunds")
+    assert refused is not None and (refused["state"], refused["owed"]) == ("failed", True)
+    assert "400" in refused["last_error"]
+    assert app.db.fetch_one("SELECT count(*) AS n FROM pgmq.q_payments_dlq") == {"n": 0}
+
+
+def test_an_authorisation_we_will_not_capture_is_booked_as_released(
+    app: App, sim: Simulator, demo: dict[str, int]
+) -> None:
+    # Given an authorised Razorpay payment for an order cancelled meanwhile
+    pay_unfulfillable(app, sim, "razorpay")
+
+    drain(app)
+
+    # Then nothing is captured and the authorisation is booked released: no money in no state
+    [row] = books(app)
+    assert (row["captured_paise"], row["released"]) == (0, True)
+    assert sim.stats()["captures"] == 0
+    books_close(app, sim)
