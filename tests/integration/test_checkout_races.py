@@ -163,9 +163,16 @@ def test_only_a_failure_that_moved_no_money_and_judged_no_payment_of_its_own_giv
         return row
 
     def fail(job_id: object, reason: str, refund_id: str | None = None) -> None:
+        if refund_id is None:
+            app.db.execute("SELECT pq_gateway_fail(%s, %s)", (job_id, reason))
+            return
+        # A refund of the job's payment booked (pq_refund_request), sent and answered pending
+        app.db.execute("SELECT pq_gateway_begin(%s, 100, 100)", (job_id,))
+        request = app.db.fetch_one("SELECT * FROM pq_refund_request(%s, 100, 'INR', %s, 100)", (job_id, reason))
+        assert request is not None
         app.db.execute(
-            "SELECT pq_gateway_refunded(%s, %s, %s, %s, %s)",
-            (job_id, reason, refund_id, 100 if refund_id else None, "INR" if refund_id else None),
+            "SELECT pq_gateway_refunded(%s, %s, %s, %s, 'pending', NULL)",
+            (job_id, reason, request["refund_id"], refund_id),
         )
 
     # Given, for each way a gateway job fails (and for a refund), a job that failed so with its own payment
