@@ -21,16 +21,26 @@ What the shopper does at the gateway, and what only time or the bank does, is pl
     POST /_sim/cashfree/late_success {"order_id"}       an EXPIRED / TERMINATION_REQUESTED order turns PAID
     POST /_sim/cashfree/order_status {"order_id", "order_status": "EXPIRED"|"TERMINATED"|...}
     POST /_sim/refund_status {"gateway", "refund_id", "order_id"?, "status"}   settle a refund by hand
+    POST /_sim/razorpay/merchant_refund {"payment_id", "amount": paise}   a refund made on the Dashboard
+    POST /_sim/cashfree/merchant_refund {"order_id", "amount": paise}     (refund_id "dashboard_<hex>")
+         -> the gateway's refund entity; it settles and sends webhooks like any refund
     POST /_sim/razorpay/payments {"amount"}   an order-less payment (exists at Razorpay; cannot be captured)
     POST /_sim/cashfree/orders {"order_amount", "payment_status"?}   an order created and attempted once
+    GET  /_sim/ledger     the gateways' own record, in integer paise: {"payments": [{"gateway",
+         "payment_ref" (Razorpay pay_ id | Cashfree order_id), "gateway_order_id", "currency",
+         "authorized_paise", "captured_paise", "refunded_paise" (processed | SUCCESS), "refunding_paise"
+         (pending | PENDING, ONHOLD), "released" (an authorisation Razorpay refunded uncaptured)}]}, one
+         row per payment ever authorised (Cashfree: per order with a SUCCESS payment)
     GET  /_sim/webhooks   POST /_sim/webhooks/replay {"event_id"}   the deliveries; send one again
     GET  /_sim/stats      calls, peak_rps, captures, double_captures, refunds, ... (per gateway too)
-    GET  /_sim/calls      POST /_sim/reset      POST /_sim/config {knob: value}
+    GET  /_sim/calls      POST /_sim/reset      POST /_sim/config {knob: value} (400, nothing set, on a bad one)
 
 Knobs (SimConfig; PQ_SIM_<KNOB> at start, POST /_sim/config at run time): latency, a 429 rate with
 Retry-After / x-ratelimit-retry, a 5xx rate, a hard limit in requests per second, a 429 storm, writes
 applied but answered 502 or only after the client gave up, Cashfree's published per-minute limits
-(production | sandbox | off), auto-capture, refund outcomes and delay, webhook URLs, retries and copies.
+(production | sandbox | off), auto-capture, Razorpay's capture timeout (razorpay_auth_release_s), refund
+outcomes (standing, and scripted lists consumed one per refund we request: razorpay_refund_outcomes,
+cashfree_refund_outcomes; PQ_SIM_ takes them comma-separated) and delay, webhook URLs, retries and copies.
 
 Run alone: python -m local.gateway_sim (port PQ_GATEWAY_SIM_PORT, 8100 by default; credentials from
 PQ_RAZORPAY_KEY_ID, PQ_RAZORPAY_KEY_SECRET, PQ_RAZORPAY_WEBHOOK_SECRET, PQ_CASHFREE_CLIENT_ID, ...).
@@ -50,14 +60,16 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
-from local.gateway_sim_cashfree import CashfreeSim, cf_error
+from local.gateway_sim_cashfree import LIMITS, CashfreeSim, cf_error
+from local.gateway_sim_cashfree import REFUND_OUTCOMES as CASHFREE_REFUND_OUTCOMES
 from local.gateway_sim_razorpay import ACCOUNT_ID, RazorpaySim, rzp_error
+from local.gateway_sim_razorpay import REFUND_OUTCOMES as RAZORPAY_REFUND_OUTCOMES
 from local.gateway_sim_webhooks import WebhookSender
 
 _rng = random.Random()  # noqa: S311 (fault injection, not security)
@@ -82,8 +94,18 @@ class SimConfig:
     # Razorpay's account capture setting: payments captured automatically when authorised.
     razorpay_auto_capture: bool = False
     refund_settle_s: float = 0.2  # a refund stays pending this long
+    # How refunds we request end: the next value of the list (consumed, one per new refund), else the
+    # standing outcome. Dashboard refunds take the standing outcome; gateway auto-refunds are processed.
     razorpay_refund_outcome: str = "processed"  # processed | failed
-    cashfree_refund_outcome: str = "SUCCESS"  # SUCCESS | CANCELLED | ONHOLD (not final)
+    razorpay_refund_outcomes: list[str] = field(default_factory=list)
+    # ONHOLD: listed, the refund is held for refund_settle_s, then SUCCESS; standing, it stays held until
+    # POST /_sim/refund_status settles it.
+    cashfree_refund_outcome: str = "SUCCESS"  # SUCCESS | CANCELLED | ONHOLD
+    cashfree_refund_outcomes: list[str] = field(default_factory=list)
+    # Razorpay refunds an authorised payment not captured within the capture timeout, 3 days by default
+    # (payments/refunds/auto-refunds). 0 here: never. No local run lasts 3 days, and each authorised
+    # payment would hold a sleeping timer thread that long; a scenario sets a few seconds instead.
+    razorpay_auth_release_s: float = 0.0
     # Webhook URLs as configured in each gateway's dashboard (Cashfree: order_meta.notify_url wins).
     razorpay_webhook_url: str = ""
     cashfree_webhook_url: str = ""
@@ -143,11 +165,49 @@ def _endpoint_key(method: str, path: str) -> str:
     return f"{method} {'/'.join(out)}"
 
 
+# Knobs that take one of a few values (each value of a list knob too).
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "cashfree_limits": (*LIMITS, "off"),
+    "razorpay_refund_outcome": RAZORPAY_REFUND_OUTCOMES,
+    "razorpay_refund_outcomes": RAZORPAY_REFUND_OUTCOMES,
+    "cashfree_refund_outcome": CASHFREE_REFUND_OUTCOMES,
+    "cashfree_refund_outcomes": CASHFREE_REFUND_OUTCOMES,
+}
+
+
 def _knob(current: Any, value: Any) -> Any:
-    """A knob's new value in the knob's own type ("false" is False, not a true non-empty string)."""
+    """A knob's new value in the knob's own type ("false" is False, not a true non-empty string; a list
+    from JSON, or from the environment as a JSON array or comma-separated: "failed,processed")."""
     if isinstance(current, bool):
         return value if isinstance(value, bool) else str(value).strip().lower() in ("1", "true", "yes", "on")
+    if isinstance(current, list):
+        if isinstance(value, str):
+            text = value.strip()
+            value = json.loads(text) if text.startswith("[") else [v for v in text.split(",") if v.strip()]
+        if not isinstance(value, list):
+            raise ValueError("expected a list")
+        return [str(v).strip() for v in value]
     return type(current)(value)
+
+
+def apply_knobs(config: SimConfig, values: dict[str, Any]) -> str | None:
+    """Set knobs from names and raw values; on any bad one, set none and say which."""
+    current = asdict(config)
+    parsed: dict[str, Any] = {}
+    for name, value in values.items():
+        if name not in current:
+            return f"unknown knob {name}"
+        try:
+            parsed[name] = _knob(current[name], value)
+        except (TypeError, ValueError) as err:
+            return f"{name}: {err}"
+        allowed = _CHOICES.get(name)
+        chosen = parsed[name] if isinstance(parsed[name], list) else [parsed[name]]
+        if allowed is not None and any(v not in allowed for v in chosen):
+            return f"{name}: each value one of {', '.join(allowed)}"
+    for name, value in parsed.items():
+        setattr(config, name, value)
+    return None
 
 
 class Simulator:
@@ -260,10 +320,12 @@ class Simulator:
     def create_razorpay_payment(self, amount_paise: int, currency: str = "INR", status: str = "authorized") -> str:
         """A payment made without an order (Razorpay has them; they cannot be captured)."""
         with self._lock:
+            self._sync_knobs()
             return str(self.razorpay.new_payment(amount_paise, currency, None, status)["id"])
 
     def create_razorpay_order(self, amount_paise: int, currency: str = "INR", receipt: str | None = None) -> str:
         with self._lock:
+            self._sync_knobs()
             status, body, _ = self.razorpay.create_order(
                 {"amount": amount_paise, "currency": currency, "receipt": receipt}
             )
@@ -273,6 +335,7 @@ class Simulator:
 
     def razorpay_checkout(self, order_id: str, outcome: str = "success") -> dict[str, Any]:
         with self._lock:
+            self._sync_knobs()
             status, body, _ = self.razorpay.checkout(order_id, outcome)
         if status != 200:
             raise ValueError(body)
@@ -290,6 +353,7 @@ class Simulator:
         if order_id:
             body["order_id"] = order_id
         with self._lock:
+            self._sync_knobs()
             status, order, _ = self.cashfree.create_order(body)
             if status != 200:
                 raise ValueError(order)
@@ -298,10 +362,34 @@ class Simulator:
 
     def cashfree_checkout(self, order_id: str, outcome: str = "success") -> dict[str, Any]:
         with self._lock:
+            self._sync_knobs()
             status, body, _ = self.cashfree.checkout(order_id, outcome)
         if status != 200:
             raise ValueError(body)
         return dict(body)
+
+    def merchant_refund(self, gateway: str, ref: str, amount_paise: int) -> dict[str, Any]:
+        """A partial (or full) refund the merchant makes on the gateway's dashboard, not through our API:
+        ref is the Razorpay payment id or the Cashfree order id. Returns the gateway's refund entity."""
+        with self._lock:
+            status, body, _ = self._merchant_refund(gateway, ref, amount_paise)
+        if status != 200:
+            raise ValueError(body)
+        return dict(body)
+
+    def _merchant_refund(self, gateway: str, ref: str, amount_paise: Any) -> Answer:
+        self._sync_knobs()
+        if gateway == "razorpay":
+            return self.razorpay.merchant_refund(ref, amount_paise)
+        if gateway == "cashfree":
+            return self.cashfree.merchant_refund(ref, amount_paise)
+        return 400, {"error": "gateway must be razorpay or cashfree"}, {}
+
+    def ledger(self) -> dict[str, Any]:
+        """The gateways' own record of the money, in integer paise: one row per payment ever authorised
+        (Razorpay: per pay_ id; Cashfree: per order with a SUCCESS payment, payment_ref the order id)."""
+        with self._lock:
+            return {"payments": self.razorpay.ledger() + self.cashfree.ledger()}
 
     # --- measurements -----------------------------------------------------------------------
 
@@ -406,16 +494,17 @@ class Simulator:
                     return 200, [asdict(c) for c in self.calls], {}
             if route == "/_sim/webhooks":
                 return 200, self.webhooks.log(), {}
+            if route == "/_sim/ledger":
+                return 200, self.ledger(), {}
             return 404, {"error": "unknown simulator route"}, {}
         if route == "/_sim/reset":
             self.reset()
             return 200, {"reset": True}, {}
         if route == "/_sim/config":
-            known = {f.name for f in fields(SimConfig)}
             with self._lock:
-                for name, value in body.items():
-                    if name in known:
-                        setattr(self.config, name, _knob(getattr(self.config, name), value))
+                refused = apply_knobs(self.config, body)
+                if refused is not None:
+                    return 400, {"error": refused}, {}
                 return 200, asdict(self.config), {}
         if route == "/_sim/webhooks/replay":
             found = self.webhooks.replay(str(body.get("event_id", "")))
@@ -434,6 +523,10 @@ class Simulator:
                 return self.cashfree.set_status(str(body.get("order_id", "")), str(body.get("order_status", "")))
             if route == "/_sim/refund_status":
                 return self._refund_status(body)
+            if route == "/_sim/razorpay/merchant_refund":
+                return self._merchant_refund("razorpay", str(body.get("payment_id", "")), body.get("amount"))
+            if route == "/_sim/cashfree/merchant_refund":
+                return self._merchant_refund("cashfree", str(body.get("order_id", "")), body.get("amount"))
             if route == "/_sim/razorpay/payments":
                 pid = self.create_razorpay_payment(
                     int(body["amount"]), body.get("currency", "INR"), body.get("status", "authorized")
@@ -461,9 +554,12 @@ class Simulator:
         cfg = self.config
         self.razorpay.auto_capture = cfg.razorpay_auto_capture
         self.razorpay.refund_outcome = cfg.razorpay_refund_outcome
+        self.razorpay.refund_outcomes = cfg.razorpay_refund_outcomes  # the same list: consuming updates the knob
         self.razorpay.refund_settle_s = cfg.refund_settle_s
+        self.razorpay.auth_release_s = cfg.razorpay_auth_release_s
         self.cashfree.limits = cfg.cashfree_limits
         self.cashfree.refund_outcome = cfg.cashfree_refund_outcome
+        self.cashfree.refund_outcomes = cfg.cashfree_refund_outcomes
         self.cashfree.refund_settle_s = cfg.refund_settle_s
 
     def _gateway(
@@ -591,10 +687,15 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=int(os.environ.get("PQ_GATEWAY_SIM_PORT", "8100")))
     args = parser.parse_args()
     config = SimConfig()
-    # Knobs from PQ_SIM_<NAME> (for example PQ_SIM_RATE_429=0.05, PQ_SIM_HARD_LIMIT_RPS=25).
-    for f in fields(SimConfig):
-        if (value := os.environ.get(f"PQ_SIM_{f.name.upper()}")) is not None:
-            setattr(config, f.name, _knob(getattr(config, f.name), value))
+    # Knobs from PQ_SIM_<NAME> (for example PQ_SIM_RATE_429=0.05, PQ_SIM_RAZORPAY_REFUND_OUTCOMES=failed,processed).
+    from_env = {
+        f.name: os.environ[f"PQ_SIM_{f.name.upper()}"]
+        for f in fields(SimConfig)
+        if f"PQ_SIM_{f.name.upper()}" in os.environ
+    }
+    refused = apply_knobs(config, from_env)
+    if refused is not None:
+        parser.error(f"PQ_SIM_ knob {refused}")
     sim = Simulator(
         host=args.host,
         port=args.port,

@@ -11,8 +11,15 @@ tests validate every answer with:
 - Ids are strings: cf_payment_id, cf_order_id, cf_refund_id (StrictStr in the models since API version
   2023-08-01). An order has several attempts (GET /pg/orders/{id}/payments): SUCCESS, NOT_ATTEMPTED,
   FAILED, USER_DROPPED, VOID, CANCELLED, PENDING.
-- Refunds: POST /pg/orders/{id}/refunds {refund_amount, refund_id (3-40), refund_note, refund_speed};
-  refund_status PENDING -> SUCCESS | CANCELLED, ONHOLD is not final (RefundEntity.refund_status).
+- Refunds: POST /pg/orders/{id}/refunds {refund_amount, refund_id (3-40), refund_note (3-100),
+  refund_speed}; refund_status PENDING -> SUCCESS | CANCELLED, ONHOLD is not final (RefundEntity
+  .refund_status; "ON HOLD: The refund is temporarily on hold due to insufficient funds",
+  help/end-customer/refunds). A CANCELLED refund's amount can be refunded again (under a new refund_id).
+  REFUND_STATUS_WEBHOOK is sent when a refund is processed or cancelled, not for PENDING or ONHOLD
+  (api-reference/payments/latest/refunds/webhooks: "We send refund webhooks for three different events").
+  Refunds the merchant makes on the dashboard are listed with the order's refunds like ours.
+- order_note is 3-200 characters, refund_note 3-100 (the SDK's CreateOrderRequest and
+  OrderCreateRefundRequest models); order_currency one Cashfree supports (local/gateway_sim_currencies.py).
 - Errors {"message", "code", "type"} (api-reference/payments/errors; "order_inactive": "Order is no
   longer active or has expired"), 422 idempotency_error for a reused x-idempotency-key with another body.
 - Per-endpoint, per-minute limits with x-ratelimit-limit / -remaining / -retry / -type on every answer
@@ -35,6 +42,8 @@ from decimal import Decimal
 from typing import Any
 from urllib.parse import urlsplit
 
+from local.gateway_sim_currencies import ISO_4217
+
 Answer = tuple[int, Any, dict[str, str]]
 # (webhook type, payload data, notify_url of the order or None)
 Emit = Callable[[str, dict[str, Any], str | None], None]
@@ -54,6 +63,7 @@ REFUND_ID = re.compile(r"^[A-Za-z0-9_-]{3,40}$")
 CUSTOMER_ID = re.compile(r"^[A-Za-z0-9]{3,50}$")
 PHONE = re.compile(r"^(\d{10}|\+\d{8,15})$")
 DEFAULT_EXPIRY = timedelta(days=30)  # the docs' sample order expires about 30 days after creation
+REFUND_OUTCOMES = ("SUCCESS", "CANCELLED", "ONHOLD")
 
 
 def cf_error(message: str, code: str, kind: str = "invalid_request_error") -> dict[str, Any]:
@@ -83,6 +93,14 @@ def _rupees(value: Any) -> Decimal:
     return Decimal(str(value))
 
 
+def _paise(rupees: Any) -> int:
+    return int(_rupees(rupees) * 100)
+
+
+def _note_ok(value: Any, longest: int) -> bool:
+    return value is None or (isinstance(value, str) and 3 <= len(value) <= longest)
+
+
 def _loopback_or_https(url: str) -> bool:
     parts = urlsplit(url)
     # Cashfree: "NotifyUrl should be an https URL"; plain http is accepted for loopback only, so the
@@ -93,10 +111,11 @@ def _loopback_or_https(url: str) -> bool:
 @dataclass
 class CashfreeCounters:
     orders_created: int = 0
-    refunds: int = 0
+    refunds: int = 0  # refunds requested through the API (ours)
     refunds_replayed: int = 0
     idempotency_conflicts: int = 0
     rate_limited: int = 0
+    merchant_refunds: int = 0  # refunds made on the dashboard
 
 
 class CashfreeSim:
@@ -111,7 +130,8 @@ class CashfreeSim:
         self.counters = CashfreeCounters()
         # Knobs, set by the simulator from SimConfig before each request.
         self.limits = "production"  # production | sandbox | off
-        self.refund_outcome = "SUCCESS"  # SUCCESS | CANCELLED | ONHOLD
+        self.refund_outcome = "SUCCESS"  # SUCCESS | CANCELLED | ONHOLD (held until settled by hand)
+        self.refund_outcomes: list[str] = []  # the knob's own list: consumed, one per refund we request
         self.refund_settle_s = 0.2
 
     # --- limits -----------------------------------------------------------------------------
@@ -260,8 +280,12 @@ class CashfreeSim:
         if not _amount_ok(body.get("order_amount"), Decimal(1)):
             return "order_amount : must be a number of at least 1 with at most two decimals", "order_amount_invalid"
         currency = body.get("order_currency")
-        if not isinstance(currency, str) or not re.fullmatch(r"[A-Z]{3}", currency):
+        if not isinstance(currency, str) or not currency:
             return "order_currency : is missing in the request", "order_currency_invalid"
+        if currency not in ISO_4217:
+            return "order_currency : value provided is not supported", "order_currency_invalid"  # our wording
+        if not _note_ok(body.get("order_note"), 200):
+            return "order_note : should be 3 to 200 characters", "order_note_invalid"  # our wording
         order_id = body.get("order_id")
         if order_id is not None and (not isinstance(order_id, str) or not ORDER_ID.fullmatch(order_id)):
             return "order_id : only alphanumeric, '_' and '-' characters, 3 to 45 of them", "order_id_invalid"
@@ -315,18 +339,68 @@ class CashfreeSim:
             return 400, cf_error("refund_id : 3 to 40 alphanumeric characters", "refund_id_invalid"), {}
         if not _amount_ok(body.get("refund_amount"), Decimal("0.01")):
             return 400, cf_error("refund_amount : must be a positive amount", "refund_amount_invalid"), {}
+        if not _note_ok(body.get("refund_note"), 100):
+            return 400, cf_error("refund_note : should be 3 to 100 characters", "refund_note_invalid"), {}  # ours
         if refund_id in order["_refunds"]:
             return 409, cf_error("refund with this refund_id already exists", "refund_already_exists"), {}
-        paid = next((p for p in order["_payments"] if p["payment_status"] == "SUCCESS"), None)
+        refused = self._unrefundable(order, body["refund_amount"])
+        if refused is not None:
+            return refused
+        self.counters.refunds += 1
+        outcome, hold_clears = self._next_outcome()
+        return 200, self._new_refund(order, body, outcome, hold_clears=hold_clears), {}
+
+    def _next_outcome(self) -> tuple[str, bool]:
+        """The next scripted outcome (knob cashfree_refund_outcomes), else the standing one; a scripted
+        ONHOLD clears to SUCCESS after refund_settle_s, the standing one waits to be settled by hand."""
+        if self.refund_outcomes:
+            return self.refund_outcomes.pop(0), True
+        return self.refund_outcome, False
+
+    def merchant_refund(self, order_id: str, amount_paise: Any) -> Answer:
+        """A refund the merchant makes on the dashboard, under a refund_id of its choosing."""
+        order = self.orders.get(order_id)
+        if order is None:
+            return 404, cf_error("order not found", "order_not_found"), {}
+        if not isinstance(amount_paise, int) or isinstance(amount_paise, bool) or amount_paise <= 0:
+            return 400, cf_error("refund_amount : must be a positive amount", "refund_amount_invalid"), {}
+        body = {
+            "refund_amount": float(Decimal(amount_paise) / 100),
+            "refund_id": "dashboard_" + secrets.token_hex(8),
+            "refund_note": "refund made on the dashboard",
+        }
+        refused = self._unrefundable(order, body["refund_amount"])
+        if refused is not None:
+            return refused
+        self.counters.merchant_refunds += 1
+        return 200, self._new_refund(order, body, self.refund_outcome, hold_clears=False), {}
+
+    @staticmethod
+    def _held_by_refunds(order: dict[str, Any]) -> Decimal:
+        """What the order's refunds take from its payment: all but CANCELLED ones, whose amount is
+        refundable again."""
+        held = (_rupees(r["refund_amount"]) for r in order["_refunds"].values() if r["refund_status"] != "CANCELLED")
+        return sum(held, Decimal(0))
+
+    def _unrefundable(self, order: dict[str, Any], amount: Any) -> Answer | None:
+        paid = self._paid(order)
         if order["order_status"] != "PAID" or paid is None:
             return 400, cf_error("order is not paid", "order_not_paid"), {}  # code: our wording
-        refunded = sum(
-            (_rupees(r["refund_amount"]) for r in order["_refunds"].values() if r["refund_status"] != "CANCELLED"),
-            Decimal(0),
-        )
-        if refunded + _rupees(body["refund_amount"]) > _rupees(paid["payment_amount"]):
+        if self._held_by_refunds(order) + _rupees(amount) > _rupees(paid["payment_amount"]):
             return 400, cf_error("refund_amount : greater than the amount left", "refund_amount_invalid"), {}
+        return None
+
+    @staticmethod
+    def _paid(order: dict[str, Any]) -> dict[str, Any] | None:
+        return next((p for p in order["_payments"] if p["payment_status"] == "SUCCESS"), None)
+
+    def _new_refund(
+        self, order: dict[str, Any], body: dict[str, Any], outcome: str, *, hold_clears: bool
+    ) -> dict[str, Any]:
+        paid = self._paid(order)
+        assert paid is not None
         speed = body.get("refund_speed") or "STANDARD"
+        refund_id = body["refund_id"]
         refund = {
             "cf_payment_id": paid["cf_payment_id"],
             "cf_refund_id": _digits(10),
@@ -349,14 +423,17 @@ class CashfreeSim:
             "refund_speed": {"requested": speed, "accepted": speed, "processed": None, "message": None},
         }
         order["_refunds"][refund_id] = refund
-        self.counters.refunds += 1
-        outcome = self.refund_outcome
-        oid = order["order_id"]
-        self._schedule(self.refund_settle_s, lambda: self.settle_refund(oid, refund_id, outcome))
-        return 200, copy.deepcopy(refund), {}
+        oid, settle_s = order["order_id"], self.refund_settle_s
+
+        def settle() -> None:
+            if self.settle_refund(oid, refund_id, outcome) and outcome == "ONHOLD" and hold_clears:
+                self._schedule(settle_s, lambda: self.settle_refund(oid, refund_id, "SUCCESS"))
+
+        self._schedule(settle_s, settle)
+        return copy.deepcopy(refund)
 
     def settle_refund(self, order_id: str, refund_id: str, outcome: str) -> bool:
-        """PENDING (or ONHOLD) -> SUCCESS | CANCELLED | ONHOLD, with a REFUND_STATUS_WEBHOOK."""
+        """PENDING (or ONHOLD) -> SUCCESS | CANCELLED | ONHOLD; a final status sends REFUND_STATUS_WEBHOOK."""
         order = self.orders.get(order_id)
         refund = (order or {}).get("_refunds", {}).get(refund_id)
         if refund is None or refund["refund_status"] not in ("PENDING", "ONHOLD"):
@@ -372,7 +449,8 @@ class CashfreeSim:
             refund["refund_arn"] = "ARN" + _digits(10)
             refund["refund_speed"]["processed"] = refund["refund_speed"]["accepted"]
         assert order is not None
-        self._emit("REFUND_STATUS_WEBHOOK", {"refund": copy.deepcopy(refund)}, order["order_meta"]["notify_url"])
+        if outcome != "ONHOLD":
+            self._emit("REFUND_STATUS_WEBHOOK", {"refund": copy.deepcopy(refund)}, order["order_meta"]["notify_url"])
         return True
 
     # --- what the shopper does in Cashfree's checkout ---------------------------------------
@@ -508,6 +586,33 @@ class CashfreeSim:
             self._webhook_for(order, pending)
             payment = pending
         return 200, {"order": self._public(order), "payment": copy.deepcopy(payment)}, {}
+
+    # --- the gateway's own record ------------------------------------------------------------
+
+    def ledger(self) -> list[dict[str, Any]]:
+        """One row per order with a SUCCESS payment (Cashfree captures on success), in paise."""
+        rows = []
+        for order in self.orders.values():
+            paid = self._paid(order)
+            if paid is None:
+                continue
+            done = [r for r in order["_refunds"].values() if r["refund_status"] == "SUCCESS"]
+            pending = [r for r in order["_refunds"].values() if r["refund_status"] in ("PENDING", "ONHOLD")]
+            amount = _paise(paid["payment_amount"])
+            rows.append(
+                {
+                    "gateway": "cashfree",
+                    "payment_ref": order["order_id"],
+                    "gateway_order_id": order["order_id"],
+                    "currency": order["order_currency"],
+                    "authorized_paise": amount,
+                    "captured_paise": amount,
+                    "refunded_paise": sum(_paise(r["refund_amount"]) for r in done),
+                    "refunding_paise": sum(_paise(r["refund_amount"]) for r in pending),
+                    "released": False,  # no authorisation holds at Cashfree in this simulator
+                }
+            )
+        return rows
 
     @staticmethod
     def _public(order: dict[str, Any]) -> dict[str, Any]:

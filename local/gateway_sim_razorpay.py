@@ -12,10 +12,21 @@ Shapes and rules, from razorpay.com/docs/api:
   (payments/late-authorisation), and a late payment on an order already paid is refunded at once
   (payments/refunds/auto-refunds: "Duplicate payment on an order that is already in the paid state").
 - Refunds only on captured payments; `pending` then `processed` or `failed`; amount_refunded and
-  refund_status (partial/full) on the payment. X-Refund-Idempotency (refunds/normal-refunds-idempotent):
+  refund_status (partial/full) on the payment; speed `normal` or `optimum` (api/refunds/create-normal:
+  "The selected speed is invalid."). X-Refund-Idempotency (refunds/normal-refunds-idempotent):
   at least 10 characters of letters, digits, - and _; the same key with the same body returns the same
   refund, a different body is refused: "Different request with the same idempotency key has already
   been processed."
+- Each write takes only its documented fields: anything else is refused with "<fields> is/are not
+  required and should not be sent" (the Errors of api/orders/create, api/payments/capture and
+  api/refunds/create-normal; reason extra_field_sent in the Test S2S error index). Capture needs
+  `currency` (api/payments/capture lists it as required).
+- Auto-refunds (payments/refunds/auto-refunds): "Only payments in the authorized state can be
+  auto-refunded" - a payment not captured within the capture timeout ("3 days by default"; knob
+  auth_release_s here), and a late payment on a paid order. They create a refund entity like any other,
+  always processed at normal speed, and send the refund.* webhooks with payment.captured false
+  (webhooks/refunds: "Identify Auto-Refunds"); Razorpay has no payment.refunded event.
+- Dashboard refunds (made by the merchant, not through our API) are refunds like any other to the API.
 - Errors: {"error": {"code": "BAD_REQUEST_ERROR", "description", "source", "step", "reason",
   "metadata"[, "field"]}} with HTTP 400 (orders/fetch-with-id: "The id provided does not exist").
 Descriptions the docs do not spell out are our wording and say so in a comment.
@@ -31,9 +42,10 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 from urllib.parse import parse_qs
 
+from local.gateway_sim_currencies import ISO_4217
 from shared.gateway_signatures import razorpay_checkout_signature
 
 Answer = tuple[int, Any, dict[str, str]]
@@ -45,6 +57,14 @@ MAX_NOTES = 15
 MAX_NOTE_CHARS = 256
 _IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9_-]{10,}$")
 ACCOUNT_ID = "acc_SimLocal00001"
+# The request fields each write takes (api/orders/create, api/payments/capture, api/refunds/create-normal).
+# The Orders API also documents partial_payment and first_payment_min_amount; the simulator does not model
+# them, so they are refused like any extra field rather than accepted and ignored.
+ORDER_FIELDS = frozenset({"amount", "currency", "receipt", "notes"})
+CAPTURE_FIELDS = frozenset({"amount", "currency"})
+REFUND_FIELDS = frozenset({"amount", "speed", "notes", "receipt"})
+REFUND_SPEEDS = ("normal", "optimum")
+REFUND_OUTCOMES = ("processed", "failed")
 
 
 def rzp_error(description: str, *, field: str | None = None, reason: str = "NA") -> dict[str, Any]:
@@ -68,6 +88,21 @@ def _bad(description: str, field: str | None = None) -> Answer:
 NOT_FOUND: Answer = (400, rzp_error("The id provided does not exist", reason="input_validation_failed"), {})
 
 
+def _extra_fields(body: dict[str, Any], allowed: frozenset[str]) -> Answer | None:
+    extra = [name for name in body if name not in allowed]
+    if not extra:
+        return None
+    # Documented as "{any Extra field} is/are not required and should not be sent."; the real answer names
+    # the fields joined by ", " and has no full stop ("account, amount is/are not required and should not
+    # be sent", razorpay/razorpay-php#106).
+    description = f"{', '.join(extra)} is/are not required and should not be sent"
+    return 400, rzp_error(description, reason="extra_field_sent"), {}
+
+
+def _is_int(value: Any) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _rid(prefix: str) -> str:
     alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
     return prefix + "".join(secrets.choice(alphabet) for _ in range(14))
@@ -87,7 +122,9 @@ class RazorpayCounters:
     refunds: int = 0
     refunds_replayed: int = 0
     idempotency_conflicts: int = 0
-    auto_refunds: int = 0
+    auto_refunds: int = 0  # a late payment on a paid order, refunded at once
+    auth_releases: int = 0  # an authorisation left uncaptured past the capture timeout, refunded
+    merchant_refunds: int = 0  # refunds made on the Dashboard, not through the API
 
 
 class RazorpaySim:
@@ -105,7 +142,9 @@ class RazorpaySim:
         # Knobs, set by the simulator from SimConfig before each request.
         self.auto_capture = False
         self.refund_outcome = "processed"
+        self.refund_outcomes: list[str] = []  # the knob's own list: consumed, one per refund we request
         self.refund_settle_s = 0.2
+        self.auth_release_s = 0.0  # 0: an uncaptured authorisation is never released
 
     # --- the REST API -----------------------------------------------------------------------
 
@@ -148,13 +187,19 @@ class RazorpaySim:
     def create_order(self, body: Any) -> Answer:
         if not isinstance(body, dict):
             return _bad("The request body is not valid JSON")
+        refused = _extra_fields(body, ORDER_FIELDS)
+        if refused is not None:
+            return refused
         amount, currency = body.get("amount"), body.get("currency")
-        if not isinstance(amount, int) or isinstance(amount, bool):
+        if not _is_int(amount):
             return _bad("The amount must be an integer.", "amount")
         if amount < MIN_AMOUNT:
             return _bad("The amount must be at least INR 1.00", "amount")
-        if not isinstance(currency, str) or not re.fullmatch(r"[A-Z]{3}", currency):
+        if not isinstance(currency, str) or not currency:
             return _bad("The currency field is required.", "currency")  # our wording
+        if currency not in ISO_4217:
+            # Our wording (Razorpay's for an unsupported currency elsewhere, api/settlements/instant/create).
+            return _bad("Currency is not supported.", "currency")
         receipt = body.get("receipt")
         if receipt is not None and (not isinstance(receipt, str) or len(receipt) > MAX_RECEIPT):
             return _bad("receipt may not be greater than 40 characters.", "receipt")  # our wording
@@ -211,6 +256,11 @@ class RazorpaySim:
     def _capture(self, payment: dict[str, Any], body: Any) -> Answer:
         if not isinstance(body, dict):
             return _bad("The request body is not valid JSON")
+        refused = _extra_fields(body, CAPTURE_FIELDS)
+        if refused is not None:
+            return refused
+        if body.get("currency") is None:
+            return _bad("The currency field is required.", "currency")  # required (api/payments/capture); our wording
         if payment["status"] == "captured":
             self.counters.double_captures += 1
             return _bad("This payment has already been captured")
@@ -221,7 +271,7 @@ class RazorpaySim:
             # refunded". The exact description of this refusal is not published: our wording.
             self.counters.captures_without_order += 1
             return _bad("Payments made without an order_id cannot be captured")
-        if body.get("amount") != payment["amount"] or body.get("currency", payment["currency"]) != payment["currency"]:
+        if body.get("amount") != payment["amount"] or body["currency"] != payment["currency"]:
             return _bad("Capture amount must be equal to the amount authorized", "amount")
         self._mark_captured(payment)
         return 200, self._public(payment), {}
@@ -237,6 +287,11 @@ class RazorpaySim:
     def _refund(self, payment: dict[str, Any], key: str | None, body: Any) -> Answer:
         if not isinstance(body, dict):
             return _bad("The request body is not valid JSON")
+        refused = _extra_fields(body, REFUND_FIELDS)
+        if refused is not None:
+            return refused
+        if "speed" in body and body["speed"] not in REFUND_SPEEDS:
+            return _bad("The selected speed is invalid.", "speed")  # api/refunds/create-normal, Errors
         if key is not None:
             if not _IDEMPOTENCY_KEY.fullmatch(key):
                 # Rule from refunds/normal-refunds-idempotent; the description is our wording.
@@ -249,18 +304,44 @@ class RazorpaySim:
                     return _bad("Different request with the same idempotency key has already been processed.")
                 self.counters.refunds_replayed += 1
                 return 200, self._public(self.refunds[seen[1]]), {}
-        left = payment["amount"] - payment["amount_refunded"]
-        amount = body.get("amount", left)
-        if payment["status"] not in ("captured", "refunded") or not payment["captured"]:
-            return _bad("The payment has not been captured")  # our wording (refunds: "only on captured payments")
-        if not isinstance(amount, int) or isinstance(amount, bool) or amount <= 0 or amount > left:
-            return _bad("The refund amount provided is greater than amount captured", "amount")  # our wording
-        refund = self._new_refund(payment, amount, body)
+        amount = body.get("amount", payment["amount"] - payment["amount_refunded"])
+        refused = self._unrefundable(payment, amount)
+        if refused is not None:
+            return refused
+        self.counters.refunds += 1
+        refund = self._new_refund(payment, amount, body, self._next_outcome())
         if key is not None:
             self._idempotency[key] = (_fingerprint({"payment": payment["id"], **body}), refund["id"])
         return 200, self._public(refund), {}
 
-    def _new_refund(self, payment: dict[str, Any], amount: int, body: dict[str, Any]) -> dict[str, Any]:
+    @staticmethod
+    def _unrefundable(payment: dict[str, Any], amount: Any) -> Answer | None:
+        left = payment["amount"] - payment["amount_refunded"]
+        if payment["status"] not in ("captured", "refunded") or not payment["captured"]:
+            return _bad("The payment has not been captured")  # our wording (refunds: "only on captured payments")
+        if left == 0:
+            return _bad("The payment has been fully refunded already.")  # api/refunds/create-normal, Errors
+        if not _is_int(amount) or amount <= 0 or amount > left:
+            return _bad("The refund amount provided is greater than amount captured", "amount")  # our wording
+        return None
+
+    def _next_outcome(self) -> str:
+        """The next scripted outcome (knob razorpay_refund_outcomes), else the standing one."""
+        return self.refund_outcomes.pop(0) if self.refund_outcomes else self.refund_outcome
+
+    def merchant_refund(self, payment_id: str, amount: Any) -> Answer:
+        """A refund the merchant makes on the Dashboard: the API then reports it like one of ours."""
+        payment = self.payments.get(payment_id)
+        if payment is None:
+            return NOT_FOUND
+        refused = self._unrefundable(payment, amount)
+        if refused is not None:
+            return refused
+        self.counters.merchant_refunds += 1
+        refund = self._new_refund(payment, amount, {}, self.refund_outcome)
+        return 200, self._public(refund), {}
+
+    def _new_refund(self, payment: dict[str, Any], amount: int, body: dict[str, Any], outcome: str) -> dict[str, Any]:
         refund: dict[str, Any] = {
             "id": _rid("rfnd_"),
             "entity": "refund",
@@ -279,9 +360,7 @@ class RazorpaySim:
         self.refunds[refund["id"]] = refund
         payment["amount_refunded"] += amount
         self._refund_state(payment)
-        self.counters.refunds += 1
         self._emit("refund.created", {"refund": self._public(refund), "payment": self._public(payment)})
-        outcome = self.refund_outcome
         self._schedule(self.refund_settle_s, lambda: self.settle_refund(refund["id"], outcome))
         return refund
 
@@ -292,6 +371,8 @@ class RazorpaySim:
         payment["refund_status"] = None if refunded == 0 else ("full" if full else "partial")
         if payment["captured"]:
             payment["status"] = "refunded" if full else "captured"
+        elif full:
+            payment["status"] = "refunded"  # an auto-refund of an authorisation never captured
 
     def settle_refund(self, refund_id: str, outcome: str) -> bool:
         """pending -> processed | failed (a failed refund gives its amount back to the payment)."""
@@ -345,7 +426,28 @@ class RazorpaySim:
         if status == "failed":
             payment.update(self._failure())
         self.payments[payment["id"]] = payment
+        if status == "authorized":
+            self._start_capture_timeout(payment)
         return payment
+
+    def _start_capture_timeout(self, payment: dict[str, Any]) -> None:
+        if self.auth_release_s > 0:
+            payment_id = payment["id"]
+            self._schedule(self.auth_release_s, lambda: self.release_authorization(payment_id))
+
+    def release_authorization(self, payment_id: str) -> bool:
+        """Past the capture timeout an authorized payment is auto-refunded; a captured one never is."""
+        payment = self.payments.get(payment_id)
+        if payment is None or payment["status"] != "authorized" or payment["captured"]:
+            return False
+        self.counters.auth_releases += 1
+        self._auto_refund(payment)
+        return True
+
+    def _auto_refund(self, payment: dict[str, Any]) -> dict[str, Any]:
+        # Auto-refunds are always processed at normal speed (payments/refunds/auto-refunds); the simulator
+        # does not fail them, whatever the refund outcome knobs say (those script refunds we request).
+        return self._new_refund(payment, payment["amount"] - payment["amount_refunded"], {}, "processed")
 
     @staticmethod
     def _failure() -> dict[str, Any]:
@@ -401,11 +503,39 @@ class RazorpaySim:
         if order is not None and order["status"] == "paid":
             self._emit("payment.authorized", {"payment": self._public(payment)})
             self.counters.auto_refunds += 1
-            refund = self._new_refund(payment, payment["amount"], {"notes": {"reason": "auto_refund"}})
-            payment.update(status="refunded", refund_status="full")
+            refund = self._auto_refund(payment)
             return 200, {"payment": self._public(payment), "auto_refund": self._public(refund)}, {}
+        self._start_capture_timeout(payment)
         self._authorized(payment)
         return 200, {"payment": self._public(payment)}, {}
+
+    # --- the gateway's own record ------------------------------------------------------------
+
+    def ledger(self) -> list[dict[str, Any]]:
+        """One row per payment ever authorized (failed and created ones moved no money), in paise."""
+        by_payment: dict[str, list[dict[str, Any]]] = {}
+        for refund in self.refunds.values():
+            by_payment.setdefault(refund["payment_id"], []).append(refund)
+        rows = []
+        for payment in self.payments.values():
+            if payment["status"] in ("created", "failed"):
+                continue
+            refunds = by_payment.get(payment["id"], [])
+            rows.append(
+                {
+                    "gateway": "razorpay",
+                    "payment_ref": payment["id"],
+                    "gateway_order_id": payment["order_id"],
+                    "currency": payment["currency"],
+                    "authorized_paise": payment["amount"],
+                    "captured_paise": payment["amount"] if payment["captured"] else 0,
+                    "refunded_paise": sum(r["amount"] for r in refunds if r["status"] == "processed"),
+                    "refunding_paise": sum(r["amount"] for r in refunds if r["status"] == "pending"),
+                    # Only an auto-refund refunds a payment never captured (the API refuses to).
+                    "released": not payment["captured"] and any(r["status"] != "failed" for r in refunds),
+                }
+            )
+        return rows
 
     @staticmethod
     def _public(entity: dict[str, Any]) -> dict[str, Any]:

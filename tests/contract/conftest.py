@@ -13,7 +13,8 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -47,6 +48,14 @@ class Inbox:
 
     def of(self, path: str) -> list[Received]:
         return [r for r in self.received if r.path == path]
+
+
+def eventually(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    """Wait for what the simulator does later (a refund settling, a release); fails only at the deadline."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "the simulator did not get there in time"
+        time.sleep(0.02)
 
 
 @pytest.fixture

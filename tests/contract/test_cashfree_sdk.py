@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.error
+import urllib.request
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from local.gateway_sim import Simulator
 from shared.gateway_signatures import cashfree_webhook_signature, verify_cashfree_webhook
-from tests.contract.conftest import CASHFREE, CashfreeSdk, Inbox
+from tests.contract.conftest import API_VERSION, CASHFREE, CashfreeSdk, Inbox, eventually
 
 RATE_HEADERS = ("x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-retry", "x-ratelimit-type")
 
@@ -193,3 +195,106 @@ def test_the_orders_notify_url_receives_its_webhooks(cashfree_sdk: CashfreeSdk, 
     assert sim.wait_webhooks()
     assert [json.loads(r.body)["type"] for r in inbox.of("/notify")] == ["PAYMENT_USER_DROPPED_WEBHOOK"]
     assert inbox.of("/cashfree") == []
+
+
+def _raw_post(sim: Simulator, path: str, body: dict[str, Any]) -> tuple[int, Any]:
+    """What the SDK cannot send (its request models refuse it first), sent as Cashfree would receive it."""
+    request = urllib.request.Request(
+        sim.url + "/pg" + path,
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={
+            "Content-Type": "application/json",
+            "x-client-id": CASHFREE[0],
+            "x-client-secret": CASHFREE[1],
+            "x-api-version": API_VERSION,
+        },
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def _paid(cashfree_sdk: CashfreeSdk, sim: Simulator, order_id: str) -> None:
+    assert cashfree_sdk.call("PGCreateOrder", create_order_request=_order_request(order_id))["status"] == 200
+    sim.cashfree_checkout(order_id, "success")
+
+
+def test_a_currency_cashfree_does_not_take_and_notes_under_three_characters_are_refused(
+    cashfree_sdk: CashfreeSdk, sim: Simulator
+) -> None:
+    # A currency code: the SDK sends any string, the API refuses one it does not know
+    answer = cashfree_sdk.call(
+        "PGCreateOrder", create_order_request={**_order_request("pq-80"), "order_currency": "XYZ"}
+    )
+    assert (answer["status"], answer["error"]["code"], answer["error_valid"]) == (400, "order_currency_invalid", True)
+    # Notes: the SDK's models require 3 characters or more, so they go raw; the answer is still Cashfree's
+    status, refused = _raw_post(sim, "/orders", {**_order_request("pq-81"), "order_note": "ok"})
+    assert (status, refused["code"], refused["type"]) == (400, "order_note_invalid", "invalid_request_error")
+    assert cashfree_sdk.validate("BadRequestError", json.dumps(refused))["ok"]
+    _paid(cashfree_sdk, sim, "pq-82")
+    status, refused = _raw_post(
+        sim, "/orders/pq-82/refunds", {"refund_amount": 1, "refund_id": "pqr82", "refund_note": "no"}
+    )
+    assert (status, refused["code"]) == (400, "refund_note_invalid")
+    # And none of them made anything
+    assert cashfree_sdk.call("PGFetchOrder", order_id="pq-80")["status"] == 404
+    assert cashfree_sdk.call("PGFetchOrder", order_id="pq-81")["status"] == 404
+    assert cashfree_sdk.call("PGOrderFetchRefunds", order_id="pq-82")["data"] == []
+
+
+def test_a_merchant_refund_is_listed_by_the_official_sdk_and_announced(
+    cashfree_sdk: CashfreeSdk, sim: Simulator, inbox: Inbox
+) -> None:
+    # Given a paid order
+    _paid(cashfree_sdk, sim, "pq-90")
+    # When the merchant refunds part of it on the dashboard
+    refund = sim.merchant_refund("cashfree", "pq-90", 2_500)
+    # Then the SDK's models read it among the order's refunds, under the id the merchant's dashboard chose
+    assert refund["refund_id"].startswith("dashboard_")
+    listed = cashfree_sdk.call("PGOrderFetchRefunds", order_id="pq-90")["data"]
+    assert [(r["refund_id"], r["refund_amount"]) for r in listed] == [(refund["refund_id"], 25.0)]
+    fetch = {"order_id": "pq-90", "refund_id": refund["refund_id"]}
+    eventually(lambda: cashfree_sdk.call("PGOrderFetchRefund", **fetch)["data"]["refund_status"] == "SUCCESS")
+    # And what is left to refund is less by its amount
+    over = cashfree_sdk.call(
+        "PGOrderCreateRefund",
+        order_id="pq-90",
+        order_create_refund_request={"refund_amount": 124.51, "refund_id": "pqr90"},
+    )
+    assert (over["status"], over["error"]["code"]) == (400, "refund_amount_invalid")
+    # And its REFUND_STATUS_WEBHOOK passes the SDK's model
+    assert sim.wait_webhooks()
+    (hook,) = [r for r in inbox.of("/cashfree") if b"REFUND_STATUS_WEBHOOK" in r.body]
+    assert cashfree_sdk.validate("RefundWebhook", hook.body.decode())["ok"]
+
+
+def test_scripted_cashfree_refunds_cancel_then_hold_and_clear_with_a_webhook_at_each_final_status(
+    cashfree_sdk: CashfreeSdk, sim: Simulator, inbox: Inbox
+) -> None:
+    # Given refunds scripted to be cancelled, then held (clearing to SUCCESS after refund_settle_s)
+    _paid(cashfree_sdk, sim, "pq-95")
+    sim.config.cashfree_refund_outcomes = ["CANCELLED", "ONHOLD"]
+
+    def refund(refund_id: str) -> dict[str, Any]:
+        request = {"refund_amount": 149.5, "refund_id": refund_id, "refund_note": "unfulfillable"}
+        return cashfree_sdk.call("PGOrderCreateRefund", order_id="pq-95", order_create_refund_request=request)
+
+    def status(refund_id: str) -> str:
+        answer = cashfree_sdk.call("PGOrderFetchRefund", order_id="pq-95", refund_id=refund_id)
+        return str(answer["data"]["refund_status"])
+
+    # When the first refund is cancelled, then the whole amount is refunded again under a new refund_id
+    assert refund("pqr95a")["status"] == 200
+    eventually(lambda: status("pqr95a") == "CANCELLED")
+    assert refund("pqr95b")["status"] == 200
+    # Then the held one ends SUCCESS, and the script is used up
+    eventually(lambda: status("pqr95b") == "SUCCESS")
+    assert sim.config.cashfree_refund_outcomes == []
+    # And Cashfree announced the two final statuses only (no webhook for ONHOLD), each valid for the SDK
+    assert sim.wait_webhooks()
+    hooks = [r for r in inbox.of("/cashfree") if b"REFUND_STATUS_WEBHOOK" in r.body]
+    assert [json.loads(h.body)["data"]["refund"]["refund_status"] for h in hooks] == ["CANCELLED", "SUCCESS"]
+    assert all(cashfree_sdk.validate("RefundWebhook", h.body.decode())["ok"] for h in hooks)

@@ -3,8 +3,12 @@ signature checks agreeing with the SDK's verifiers on real and forged inputs."""
 
 from __future__ import annotations
 
+import base64
 import json
 import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -13,7 +17,7 @@ from razorpay.errors import BadRequestError, SignatureVerificationError
 
 from local.gateway_sim import Simulator
 from shared.gateway_signatures import verify_razorpay_checkout, verify_razorpay_webhook
-from tests.contract.conftest import RAZORPAY, RAZORPAY_WEBHOOK_SECRET, Inbox
+from tests.contract.conftest import RAZORPAY, RAZORPAY_WEBHOOK_SECRET, Inbox, eventually
 
 
 @pytest.fixture
@@ -174,3 +178,115 @@ def test_a_replayed_webhook_keeps_its_event_id(client: Any, sim: Simulator, inbo
     again = inbox.of("/razorpay")[1]
     assert again.body == first.body
     assert again.headers["x-razorpay-event-id"] == first.headers["x-razorpay-event-id"]
+
+
+def _authorized(client: Any, sim: Simulator, receipt: str, amount: int = 10_000) -> str:
+    order = client.order.create({"amount": amount, "currency": "INR", "receipt": receipt})
+    return str(sim.razorpay_checkout(order["id"])["razorpay_payment_id"])
+
+
+def test_what_razorpay_refuses_is_refused_through_the_official_client(client: Any, sim: Simulator) -> None:
+    # Given an authorised payment and a captured one
+    authorized = _authorized(client, sim, "pq-order-20")
+    captured = _authorized(client, sim, "pq-order-21")
+    client.payment.capture(captured, 10_000, {"currency": "INR"})
+    refusals: dict[str, tuple[Callable[[], Any], str]] = {
+        "a currency Razorpay does not take": (
+            lambda: client.order.create({"amount": 10_000, "currency": "XYZ", "receipt": "pq-order-22"}),
+            "Currency is not supported",
+        ),
+        "an order field Razorpay does not take": (
+            lambda: client.order.create({"amount": 10_000, "currency": "INR", "pq_order": "22"}),
+            "pq_order is/are not required and should not be sent",
+        ),
+        "a capture without currency": (
+            lambda: client.payment.capture(authorized, 10_000, {}),
+            "The currency field is required",
+        ),
+        "a capture field Razorpay does not take": (
+            lambda: client.payment.capture(authorized, 10_000, {"currency": "INR", "receipt": "r"}),
+            "receipt is/are not required and should not be sent",
+        ),
+        "a refund field Razorpay does not take": (
+            lambda: client.payment.refund(captured, {"amount": 100, "reason": "damaged"}),
+            "reason is/are not required and should not be sent",
+        ),
+        "a refund speed Razorpay does not offer": (
+            lambda: client.payment.refund(captured, {"amount": 100, "speed": "instant"}),
+            "The selected speed is invalid",
+        ),
+    }
+    # When each is sent, then the official client raises Razorpay's BadRequestError with its description
+    for call, description in refusals.values():
+        with pytest.raises(BadRequestError, match=description):
+            call()
+    # And on the wire a refusal is HTTP 400 in Razorpay's error shape
+    request = urllib.request.Request(
+        sim.url + "/v1/orders",
+        data=json.dumps({"amount": 10_000, "currency": "XYZ"}).encode(),
+        method="POST",
+        headers={
+            "Content-Type": "application/json",
+            "Authorization": "Basic " + base64.b64encode(":".join(RAZORPAY).encode()).decode(),
+        },
+    )
+    with pytest.raises(urllib.error.HTTPError) as raw:
+        urllib.request.urlopen(request, timeout=5)
+    error = json.loads(raw.value.read())["error"]
+    assert raw.value.code == 400
+    assert (error["code"], error["field"]) == ("BAD_REQUEST_ERROR", "currency")
+    assert set(error) >= {"description", "source", "step", "reason", "metadata"}
+    # And nothing was made: no new order, the authorised payment still authorised, no refund
+    assert sorted(o["receipt"] for o in client.order.all({"count": 100})["items"]) == ["pq-order-20", "pq-order-21"]
+    assert client.payment.fetch(authorized)["status"] == "authorized"
+    assert client.payment.fetch_multiple_refund(captured)["count"] == 0
+
+
+def test_a_merchant_refund_is_reported_by_the_official_client_and_announced(
+    client: Any, sim: Simulator, inbox: Inbox
+) -> None:
+    # Given a captured payment
+    payment_id = _authorized(client, sim, "pq-order-30")
+    client.payment.capture(payment_id, 10_000, {"currency": "INR"})
+    # When the merchant refunds part of it on the Dashboard
+    refund = sim.merchant_refund("razorpay", payment_id, 2_500)
+    # Then the API reports it: the payment partly refunded, the refund listed, then processed
+    payment = client.payment.fetch(payment_id)
+    assert (payment["status"], payment["amount_refunded"], payment["refund_status"]) == ("captured", 2_500, "partial")
+    listed = client.payment.fetch_multiple_refund(payment_id)["items"]
+    assert [(r["id"], r["amount"], r["payment_id"]) for r in listed] == [(refund["id"], 2_500, payment_id)]
+    eventually(lambda: client.refund.fetch(refund["id"])["status"] == "processed")
+    # And it sent the refund webhooks, as any refund does; it is not one of ours in the stats
+    assert sim.wait_webhooks()
+    events = [json.loads(r.body) for r in inbox.of("/razorpay")]
+    assert [e["event"] for e in events if e["event"].startswith("refund.")] == ["refund.created", "refund.processed"]
+    assert (sim.stats()["refunds"], sim.stats()["razorpay"]["merchant_refunds"]) == (0, 1)
+
+
+def test_an_authorisation_left_uncaptured_is_released_by_razorpay_with_refund_webhooks(
+    client: Any, sim: Simulator, inbox: Inbox
+) -> None:
+    # Given a short capture timeout, a payment left authorised and one captured at once
+    sim.config.razorpay_auth_release_s = 0.1
+    left = _authorized(client, sim, "pq-order-40")
+    captured = _authorized(client, sim, "pq-order-41")
+    client.payment.capture(captured, 10_000, {"currency": "INR"})
+    # When the timeout passes, then the uncaptured payment is refunded in full (captured false) and settles
+    eventually(lambda: client.payment.fetch(left)["status"] == "refunded")
+    (refund,) = client.payment.fetch_multiple_refund(left)["items"]
+    eventually(lambda: client.refund.fetch(refund["id"])["status"] == "processed")
+    payment = client.payment.fetch(left)
+    assert (payment["captured"], payment["amount_refunded"], payment["refund_status"]) == (False, 10_000, "full")
+    with pytest.raises(BadRequestError, match="Only payments which have been authorized"):
+        client.payment.capture(left, 10_000, {"currency": "INR"})
+    # And the captured one is never released
+    assert (client.payment.fetch(captured)["status"], client.payment.fetch(captured)["amount_refunded"]) == (
+        "captured",
+        0,
+    )
+    # And Razorpay's refund webhooks announced it, with the payment not captured
+    assert sim.wait_webhooks()
+    refund_events = [json.loads(r.body) for r in inbox.of("/razorpay") if b'"refund.' in r.body]
+    assert [e["event"] for e in refund_events] == ["refund.created", "refund.processed"]
+    assert all(e["payload"]["payment"]["entity"]["id"] == left for e in refund_events)
+    assert refund_events[0]["payload"]["payment"]["entity"]["captured"] is False

@@ -8,10 +8,11 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from local.gateway_sim import SimConfig, Simulator, _knob
+from local.gateway_sim import SimConfig, Simulator, _knob, apply_knobs
 from shared.adapters.gateways import CashfreeGateway, RazorpayGateway
 from shared.gateway_signatures import verify_razorpay_checkout
-from tests.contract.conftest import CASHFREE, RAZORPAY, Inbox
+from shared.ports import RefundState
+from tests.contract.conftest import CASHFREE, RAZORPAY, Inbox, eventually
 
 
 def _post(sim: Simulator, path: str, body: dict[str, Any]) -> tuple[int, Any]:
@@ -36,6 +37,25 @@ def test_knobs_keep_their_types_and_false_means_false() -> None:
     assert _knob(config.razorpay_auto_capture, "true") is True
     assert _knob(config.refund_settle_s, "0.5") == 0.5
     assert _knob(config.webhook_copies, "2") == 2
+    # Lists: JSON from POST /_sim/config, a JSON array or comma-separated from PQ_SIM_<KNOB>
+    assert _knob(config.razorpay_refund_outcomes, ["failed", "processed"]) == ["failed", "processed"]
+    assert _knob(config.razorpay_refund_outcomes, "failed, processed") == ["failed", "processed"]
+    assert _knob(config.cashfree_refund_outcomes, '["ONHOLD"]') == ["ONHOLD"]
+    assert _knob(config.cashfree_refund_outcomes, "") == []
+
+
+def test_a_bad_knob_is_refused_and_sets_nothing(sim: Simulator) -> None:
+    for body in (
+        {"razorpay_refund_outcomes": ["failed", "Processed"]},
+        {"cashfree_refund_outcome": "FAILED"},
+        {"razorpay_refund_outcome": "failed", "cashfree_limits": "unlimited"},
+        {"razorpay_refund_outcome": "failed", "razorpay_refund_outcomez": ["failed"]},
+        {"refund_settle_s": "soon"},
+    ):
+        status, answer = _post(sim, "/_sim/config", body)
+        assert status == 400 and answer["error"], body
+    assert (sim.config.razorpay_refund_outcome, sim.config.razorpay_refund_outcomes) == ("processed", [])
+    assert apply_knobs(SimConfig(), {"razorpay_auth_release_s": "2.5", "cashfree_refund_outcomes": "ONHOLD"}) is None
 
 
 def test_checkouts_late_successes_and_refund_settling_are_played_over_http(sim: Simulator, inbox: Inbox) -> None:
@@ -84,3 +104,53 @@ def test_a_webhook_endpoint_that_fails_is_retried_then_counted(sim: Simulator) -
     (delivery,) = sim.webhooks.log()
     assert (delivery["attempts"], delivery["delivered"]) == (2, False)
     assert sim.stats()["webhooks_failed"] == 1
+
+
+def test_the_ledger_holds_each_payments_money_in_paise_after_captures_and_refunds_of_every_kind(
+    sim: Simulator,
+) -> None:
+    rzp = RazorpayGateway(sim.url, lambda: RAZORPAY, timeout_s=2.0)
+    cf = CashfreeGateway(sim.url + "/pg", lambda: CASHFREE, "2025-01-01", timeout_s=2.0)
+    # Given a captured Razorpay payment, one left authorised, one failed; and a paid Cashfree order
+    order = rzp.create_order(10_000, "INR", "pq-ledger-1", {})
+    paid = _post(sim, "/_sim/razorpay/checkout", {"order_id": order.order_id})[1]["razorpay_payment_id"]
+    rzp.capture(paid, 10_000, "INR")
+    other = rzp.create_order(5_000, "INR", "pq-ledger-2", {})
+    authorized = _post(sim, "/_sim/razorpay/checkout", {"order_id": other.order_id})[1]["razorpay_payment_id"]
+    _post(sim, "/_sim/razorpay/checkout", {"order_id": other.order_id, "outcome": "failed"})
+    cf_order = sim.create_cashfree_order(10_000)
+    # When the merchant refunds part of each on the dashboard, our first refund fails (is cancelled), and
+    # our retry of it under a new reference goes through
+    rzp_merchant = _post(sim, "/_sim/razorpay/merchant_refund", {"payment_id": paid, "amount": 2_500})
+    cf_merchant = _post(sim, "/_sim/cashfree/merchant_refund", {"order_id": cf_order, "amount": 2_500})
+    assert (rzp_merchant[0], cf_merchant[0]) == (200, 200)
+    scripted = {"razorpay_refund_outcomes": ["failed"], "cashfree_refund_outcomes": ["CANCELLED"]}
+    assert _post(sim, "/_sim/config", scripted)[0] == 200
+    failed = rzp.refund(paid, 3_000, "INR", "pqledgerrefund1")
+    cf.refund(cf_order, 3_000, "INR", "pqledgerrefund1")
+    eventually(lambda: rzp.fetch_refund(paid, failed.refund_id).state is RefundState.FAILED)
+    eventually(lambda: cf.fetch_refund(cf_order, "pqledgerrefund1").state is RefundState.FAILED)
+    rzp.refund(paid, 3_000, "INR", "pqledgerrefund2")
+    cf.refund(cf_order, 3_000, "INR", "pqledgerrefund2")
+
+    # Then, once every refund has settled, the ledger is exact, in paise, one row per payment authorised
+    def settled() -> dict[str, Any]:
+        ledger = _get(sim, "/_sim/ledger")
+        return {row["payment_ref"]: row for row in ledger["payments"]}
+
+    eventually(lambda: all(row["refunding_paise"] == 0 for row in settled().values()))
+    rows = settled()
+    assert set(rows) == {paid, authorized, cf_order}
+    figures = ("authorized_paise", "captured_paise", "refunded_paise", "refunding_paise", "released")
+    assert {ref: tuple(row[f] for f in figures) for ref, row in rows.items()} == {
+        paid: (10_000, 10_000, 5_500, 0, False),
+        authorized: (5_000, 0, 0, 0, False),
+        cf_order: (10_000, 10_000, 5_500, 0, False),
+    }
+    assert (rows[paid]["gateway"], rows[paid]["gateway_order_id"], rows[paid]["currency"]) == (
+        "razorpay",
+        order.order_id,
+        "INR",
+    )
+    assert (rows[cf_order]["gateway"], rows[cf_order]["gateway_order_id"]) == ("cashfree", cf_order)
+    assert sim.ledger() == _get(sim, "/_sim/ledger")
