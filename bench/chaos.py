@@ -868,30 +868,25 @@ def _replay_with_fresh_headers(stage: Stage, delivery: dict[str, Any], times: in
     return statuses
 
 
-def _pay_refund_cases(stage: Stage, gateway_jobs: list[Job]) -> int:
-    """Each gateway job paid at its gateway; one in two then cannot be fulfilled (its order cancelled: the
-    money goes back), one in four is a third refunded in the dashboard first. Returns the latter's count."""
-    cancelled, dashboard = [], 0
+def _pay_refund_cases(stage: Stage, gateway_jobs: list[Job]) -> tuple[list[int], int]:
+    """Each gateway job paid at its gateway; one in two cannot be fulfilled (its order is to be cancelled
+    once submitted: the money goes back), one in four is a third refunded in the dashboard first. Returns
+    the orders to cancel and the count refunded in the dashboard."""
+    cancel, dashboard = [], 0
     for i, job in enumerate(gateway_jobs):
         method = "razorpay" if i % 2 == 0 else "cashfree"
         stage.pay_at_gateway(job, method)
         if i % 4 in (0, 1):
-            cancelled.append(job.order_id)
+            cancel.append(job.order_id)
         elif i % 4 == 2:
             total = stage.count("SELECT total_paise FROM orders WHERE id = %s", (job.order_id,))
             if method == "razorpay":
-                stage.sim(
-                    "/_sim/razorpay/merchant_refund",
-                    {"payment_id": job.body["razorpay_payment_id"], "amount": total // 3},
-                )
+                body = {"payment_id": job.body["razorpay_payment_id"], "amount": total // 3}
             else:
-                stage.sim(
-                    "/_sim/cashfree/merchant_refund",
-                    {"order_id": stage.cashfree_order(job.order_id), "amount": total // 3},
-                )
+                body = {"order_id": stage.cashfree_order(job.order_id), "amount": total // 3}
+            stage.sim(f"/_sim/{method}/merchant_refund", body)
             dashboard += 1
-    stage.db.execute("UPDATE orders SET order_status = 'cancelled' WHERE id = ANY(%s)", (cancelled,))
-    return dashboard
+    return cancel, dashboard
 
 
 def _replays(stage: Stage) -> dict[str, Any]:
@@ -912,15 +907,33 @@ def _replays(stage: Stage) -> dict[str, Any]:
 
 
 def _dead_lettered_mid_refund(stage: Stage, late: list[Job]) -> tuple[list[str], int]:
-    """Refunds applied at Cashfree whose answers are lost, then every request failing until the jobs'
-    deliveries run out (dead-lettered mid-refund); the sweeper follows the refunds, a redrive ends the jobs."""
+    """Cashfree jobs submitted before their shoppers pay (they wait for the gateway's verdict), their orders
+    then cancelled; once paid, each refund is applied at Cashfree but its answer lost, then every request
+    fails until the jobs' deliveries run out (dead-lettered mid-refund). The sweeper follows the refunds,
+    a redrive ends the jobs."""
+    orders = {}
     for job in late:
-        stage.pay_at_gateway(job, "cashfree")
-    stage.db.execute("UPDATE orders SET order_status = 'cancelled' WHERE id = ANY(%s)", ([j.order_id for j in late],))
+        orders[job.order_id] = stage.checkout(job.user_id, job.order_id, "cashfree")["cashfree"]["order_id"]
+        job.body = {"order_id": job.order_id, "method": "cashfree"}
+    accepted = stage.submit(late)
+    stage.wait_until(
+        lambda: (
+            stage.count(
+                "SELECT count(*) FROM payment_jobs WHERE id = ANY(%s::uuid[]) AND parked_at IS NOT NULL", (accepted,)
+            )
+            == len(late)
+        ),
+        timeout_s=stage.config.recover_timeout_s,
+    )
+    stage.db.execute("UPDATE orders SET order_status = 'cancelled' WHERE id = ANY(%s)", (list(orders),))
     refunds_before = stage.sim("/_sim/stats")["refunds"]
     stage.sim("/_sim/config", {"fail_after_send": len(late), "cashfree_refund_outcomes": []})
-    accepted = stage.submit(late)
-    stage.wait_until(lambda: stage.sim("/_sim/stats")["refunds"] >= refunds_before + len(late), timeout_s=120)
+    for gateway_order in orders.values():
+        stage.sim("/_sim/cashfree/checkout", {"order_id": gateway_order, "outcome": "success"})
+    stage.wait_until(
+        lambda: stage.sim("/_sim/stats")["refunds"] >= refunds_before + len(late),
+        timeout_s=stage.config.recover_timeout_s + stage.paced_s,
+    )
     stage.sim("/_sim/config", {"rate_5xx": 1.0})
     stage.wait_until(
         lambda: stage.count("SELECT count(*) FROM pgmq.q_payments_dlq") >= len(late),
@@ -956,13 +969,15 @@ def refund_failures(stage: Stage, n: int) -> Row:
             * len(gateway_jobs),
         },
     )
-    dashboard = _pay_refund_cases(stage, gateway_jobs)
+    cancel, dashboard = _pay_refund_cases(stage, gateway_jobs)
     stop = threading.Event()
     warp = threading.Thread(target=_warp_refund_retries, args=(stage, stop), daemon=True)
     warp.start()
     try:
-        stage.start_processors(stage.config.workers)
+        # Accepted first, then the orders cancelled (the API refuses to take a cancelled order's payment).
         accepted = stage.submit(gateway_jobs + wallet_jobs)
+        stage.db.execute("UPDATE orders SET order_status = 'cancelled' WHERE id = ANY(%s)", (cancel,))
+        stage.start_processors(stage.config.workers)
         over = time.monotonic()
         stage.wait_settled(over)
         stage.wait_until(lambda: _refunds_open(stage) == 0, timeout_s=stage.config.recover_timeout_s + stage.paced_s)

@@ -91,7 +91,12 @@ def books_vs_gateway_paise(db: Database, ledger: Sequence[Mapping[str, Any]]) ->
     theirs: dict[tuple[str, str], int] = {}
     for entry in ledger:
         key = (str(entry["gateway"]), str(entry["payment_ref"]))
-        held = int(entry["captured_paise"]) - int(entry["refunded_paise"]) - int(entry["refunding_paise"])
+        # An authorisation the gateway released by itself was never captured: it holds nothing of ours.
+        held = (
+            0
+            if entry.get("released")
+            else int(entry["captured_paise"]) - int(entry["refunded_paise"]) - int(entry["refunding_paise"])
+        )
         theirs[key] = theirs.get(key, 0) + held
     return sum(abs(theirs.get(key, 0) - ours.get(key, 0)) for key in set(ours) | set(theirs))
 

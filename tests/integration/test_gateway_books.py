@@ -73,8 +73,8 @@ def pay_unfulfillable(app: App, sim: Simulator, method: str, user: str = "demo-u
     """A checkout paid at the gateway whose order was cancelled meanwhile: its money must go back."""
     view = open_for(app, user, method)
     handed = pay_at_gateway(sim, view)
-    app.db.execute("UPDATE orders SET order_status = 'cancelled' WHERE id = %s", (view["order_id"],))
     accept_payment(app, user, f"key-{view['order_id']}", payment_request(view, handed))
+    app.db.execute("UPDATE orders SET order_status = 'cancelled' WHERE id = %s", (view["order_id"],))
     return view | {"handed": handed}
 
 
