@@ -33,6 +33,11 @@ What the shopper does at the gateway, and what only time or the bank does, is pl
          row per payment ever authorised (Cashfree: per order with a SUCCESS payment)
     GET  /_sim/webhooks   POST /_sim/webhooks/replay {"event_id"}   the deliveries; send one again
     GET  /_sim/stats      calls, peak_rps, captures, double_captures, refunds, ... (per gateway too)
+    GET  /_sim/js/razorpay-checkout.js, /_sim/js/cashfree.js   stand-ins for Razorpay's checkout.js and
+         Cashfree's JS SDK, with their calling shapes: they open /_sim/checkout.html (the gateway's own
+         checkout page) in a frame, where the person running the demo chooses success or failure
+    GET  /_sim/checkout-summary?gateway=razorpay&order_id=&key= | gateway=cashfree&payment_session_id=
+         what that page shows: {"order_id", "amount_paise", "currency"} (400/404 as the gateway refuses)
     GET  /_sim/calls      POST /_sim/reset      POST /_sim/config {knob: value} (400, nothing set, on a bad one)
 
 Knobs (SimConfig; PQ_SIM_<KNOB> at start, POST /_sim/config at run time): latency, a 429 rate with
@@ -41,6 +46,10 @@ applied but answered 502 or only after the client gave up, Cashfree's published 
 (production | sandbox | off), auto-capture, Razorpay's capture timeout (razorpay_auth_release_s), refund
 outcomes (standing, and scripted lists consumed one per refund we request: razorpay_refund_outcomes,
 cashfree_refund_outcomes; PQ_SIM_ takes them comma-separated) and delay, webhook URLs, retries and copies.
+
+With PQ_GATEWAY_SIM_STATE naming a file (`make run`: .data/gateway-sim.json), the gateways' orders,
+payments and refunds are written there (within a second of a change, and when stopped) and read back
+at start: a checkout opened before a restart is still payable after it.
 
 Run alone: python -m local.gateway_sim (port PQ_GATEWAY_SIM_PORT, 8100 by default; credentials from
 PQ_RAZORPAY_KEY_ID, PQ_RAZORPAY_KEY_SECRET, PQ_RAZORPAY_WEBHOOK_SECRET, PQ_CASHFREE_CLIENT_ID, ...).
@@ -63,13 +72,16 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
+from local.gateway_sim_browser import asset, asset_headers, checkout_summary
 from local.gateway_sim_cashfree import LIMITS, CashfreeSim, cf_error
 from local.gateway_sim_cashfree import REFUND_OUTCOMES as CASHFREE_REFUND_OUTCOMES
 from local.gateway_sim_razorpay import ACCOUNT_ID, RazorpaySim, rzp_error
 from local.gateway_sim_razorpay import REFUND_OUTCOMES as RAZORPAY_REFUND_OUTCOMES
+from local.gateway_sim_state import StateFile, restore, snapshot
 from local.gateway_sim_webhooks import WebhookSender
 
 _rng = random.Random()  # noqa: S311 (fault injection, not security)
@@ -220,6 +232,7 @@ class Simulator:
         cashfree: tuple[str, str] = ("cf_test_local", "local_cashfree_secret"),
         razorpay_webhook_secret: str = "local_razorpay_webhook_secret",  # noqa: S107 (loopback only)
         config: SimConfig | None = None,
+        state_path: Path | None = None,
     ) -> None:
         self.config = config or SimConfig()
         self.razorpay_credentials = razorpay
@@ -241,6 +254,15 @@ class Simulator:
         )
         self.razorpay = RazorpaySim(razorpay[1], self._emit_razorpay, self._schedule)
         self.cashfree = CashfreeSim(self._emit_cashfree, self._schedule)
+        # Kept across restarts when a file is named (make run): see local/gateway_sim_state.py.
+        self._state: StateFile | None = None
+        if state_path is not None:
+            self._state = StateFile(state_path, lambda: snapshot(self.razorpay, self.cashfree), self._lock)
+            saved = self._state.load()
+            if saved is not None:
+                with self._lock:
+                    self._sync_knobs()
+                    restore(self.razorpay, self.cashfree, saved)
         self._server = ThreadingHTTPServer((host, port), self._handler_class())
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
@@ -251,6 +273,8 @@ class Simulator:
         return f"http://{host!s}:{port}"
 
     def start(self) -> Simulator:
+        if self._state is not None:
+            self._state.start()
         self._thread = threading.Thread(target=self._server.serve_forever, name="gateway-sim", daemon=True)
         self._thread.start()
         return self
@@ -263,8 +287,12 @@ class Simulator:
         self.webhooks.stop()
         self._server.shutdown()
         self._server.server_close()
+        if self._state is not None:
+            self._state.stop()
 
     def serve_forever(self) -> None:
+        if self._state is not None:
+            self._state.start()
         self._server.serve_forever()
 
     # --- time and webhooks ------------------------------------------------------------------
@@ -461,7 +489,23 @@ class Simulator:
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up (a timeout-after-send scenario)
 
+            def _send_asset(self, route: str) -> bool:
+                found = asset(route)
+                if found is None:
+                    return False
+                data, content_type = found
+                self.send_response(200)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(data)))
+                for name, value in asset_headers(route).items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(data)
+                return True
+
             def _dispatch(self, method: str) -> None:
+                if method == "GET" and self._send_asset(urlsplit(self.path).path):
+                    return
                 body = self._body() if method in ("POST", "PATCH") else {}
                 if self.path.startswith("/_sim/"):
                     self._send(*sim._admin(method, self.path, body))
@@ -496,6 +540,10 @@ class Simulator:
                 return 200, self.webhooks.log(), {}
             if route == "/_sim/ledger":
                 return 200, self.ledger(), {}
+            if route == "/_sim/checkout-summary":
+                query = dict(parse_qsl(urlsplit(path).query))
+                with self._lock:
+                    return *checkout_summary(self.razorpay, self.cashfree, self.razorpay_credentials[0], query), {}
             return 404, {"error": "unknown simulator route"}, {}
         if route == "/_sim/reset":
             self.reset()
@@ -514,7 +562,12 @@ class Simulator:
             if route == "/_sim/razorpay/checkout":
                 return self.razorpay.checkout(str(body.get("order_id", "")), str(body.get("outcome", "success")))
             if route == "/_sim/cashfree/checkout":
-                return self.cashfree.checkout(str(body.get("order_id", "")), str(body.get("outcome", "success")))
+                # By order id, or as Cashfree's checkout is opened: by the order's payment_session_id.
+                order_id = str(body.get("order_id", ""))
+                if "payment_session_id" in body:
+                    by_session = self.cashfree.order_by_session(str(body["payment_session_id"]))
+                    order_id = by_session["order_id"] if by_session is not None else ""
+                return self.cashfree.checkout(order_id, str(body.get("outcome", "success")))
             if route == "/_sim/razorpay/late_authorize":
                 return self.razorpay.late_authorize(str(body.get("payment_id", "")))
             if route == "/_sim/cashfree/late_success":
@@ -703,6 +756,7 @@ def main() -> None:
         cashfree=(os.environ.get("PQ_CASHFREE_CLIENT_ID", ""), os.environ.get("PQ_CASHFREE_CLIENT_SECRET", "")),
         razorpay_webhook_secret=os.environ.get("PQ_RAZORPAY_WEBHOOK_SECRET", ""),
         config=config,
+        state_path=Path(os.environ["PQ_GATEWAY_SIM_STATE"]) if os.environ.get("PQ_GATEWAY_SIM_STATE") else None,
     )
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=sim.stop, daemon=True).start())
     print(f"gateway simulator on {sim.url}", flush=True)

@@ -39,6 +39,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
+from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -482,6 +483,13 @@ class CashfreeSim:
         payment = self._attempt(order, status)
         return 200, {"order_id": order_id, "cf_payment_id": payment["cf_payment_id"], "payment_status": status}, {}
 
+    def order_by_session(self, payment_session_id: str) -> dict[str, Any] | None:
+        """The order a payment_session_id opens (what Cashfree's checkout is opened with), as it stands."""
+        order = next((o for o in self.orders.values() if o["payment_session_id"] == payment_session_id), None)
+        if order is not None:
+            self._expire(order)
+        return order
+
     def _attempt(self, order: dict[str, Any], status: str) -> dict[str, Any]:
         now = _now_ist()
         payment: dict[str, Any] = {
@@ -586,6 +594,27 @@ class CashfreeSim:
             self._webhook_for(order, pending)
             payment = pending
         return 200, {"order": self._public(order), "payment": copy.deepcopy(payment)}, {}
+
+    # --- what a restart keeps (local/gateway_sim_state.py) -------------------------------------
+
+    def state(self) -> dict[str, Any]:
+        # Idempotency entries are keyed by (endpoint key, idempotency key): a list, JSON having no tuple keys.
+        entries = [[list(key), fingerprint, list(answer)] for key, (fingerprint, answer) in self._idempotency.items()]
+        return {"orders": self.orders, "idempotency": entries}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """The gateway's records as saved; a refund PENDING then settles as the standing outcome says."""
+        self.orders = state["orders"]
+        self._idempotency = {
+            (key[0], key[1]): (fingerprint, (answer[0], answer[1], answer[2]))
+            for key, fingerprint, answer in state["idempotency"]
+        }
+        for order_id, order in self.orders.items():
+            for refund_id, refund in order["_refunds"].items():
+                if refund["refund_status"] == "PENDING":
+                    outcome = self.refund_outcome
+                    settle = partial(self.settle_refund, order_id, refund_id, outcome)
+                    self._schedule(self.refund_settle_s, settle)
 
     # --- the gateway's own record ------------------------------------------------------------
 

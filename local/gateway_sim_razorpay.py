@@ -42,6 +42,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, TypeGuard
 from urllib.parse import parse_qs
 
@@ -508,6 +509,25 @@ class RazorpaySim:
         self._start_capture_timeout(payment)
         self._authorized(payment)
         return 200, {"payment": self._public(payment)}, {}
+
+    # --- what a restart keeps (local/gateway_sim_state.py) -------------------------------------
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "orders": self.orders,
+            "payments": self.payments,
+            "refunds": self.refunds,
+            "idempotency": {key: list(value) for key, value in self._idempotency.items()},
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """The gateway's records as saved; a refund pending then settles as the standing outcome says."""
+        self.orders, self.payments, self.refunds = state["orders"], state["payments"], state["refunds"]
+        self._idempotency = {key: (value[0], value[1]) for key, value in state["idempotency"].items()}
+        for refund_id, refund in self.refunds.items():
+            if refund["status"] == "pending":
+                outcome = self.refund_outcome
+                self._schedule(self.refund_settle_s, partial(self.settle_refund, refund_id, outcome))
 
     # --- the gateway's own record ------------------------------------------------------------
 
