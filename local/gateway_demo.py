@@ -14,6 +14,7 @@ import urllib.request
 from dataclasses import dataclass
 
 from local.auth import LocalIssuer
+from local.gateway_sim_browser import CASHFREE_SCRIPT, RAZORPAY_SCRIPT
 from local.seed import ensure_pending_order
 from shared.db import Database
 
@@ -38,6 +39,11 @@ def gateway_env(env: dict[str, str], api_url: str | None = None) -> str:
     url = f"http://127.0.0.1:{port}"
     env.setdefault("PQ_RAZORPAY_BASE_URL", url)
     env.setdefault("PQ_CASHFREE_BASE_URL", url + "/pg")
+    # The browser's side of each checkout: the simulator's stand-in scripts, unless a real gateway is named.
+    if env["PQ_RAZORPAY_BASE_URL"] == url:
+        env.setdefault("PQ_RAZORPAY_CHECKOUT_SCRIPT_URL", url + RAZORPAY_SCRIPT)
+    if env["PQ_CASHFREE_BASE_URL"] == url + "/pg":
+        env.setdefault("PQ_CASHFREE_SDK_URL", url + CASHFREE_SCRIPT)
     if api_url:  # what each gateway's dashboard would hold: our webhook URLs
         env.setdefault("PQ_SIM_RAZORPAY_WEBHOOK_URL", f"{api_url}/v1/webhooks/razorpay")
         env.setdefault("PQ_SIM_CASHFREE_WEBHOOK_URL", f"{api_url}/v1/webhooks/cashfree")

@@ -77,17 +77,24 @@ class JobView(BaseModel):
 
 
 class RazorpayCheckout(BaseModel):
+    """new Razorpay({key: key_id, order_id, amount, currency, handler}).open(), script_url loaded first."""
+
     model_config = ConfigDict(extra="forbid")
 
     key_id: str
     order_id: str
+    script_url: str = Field(description="Razorpay Standard Checkout's checkout.js (locally the simulator's)")
 
 
 class CashfreeCheckout(BaseModel):
+    """Cashfree({mode}).checkout({paymentSessionId: payment_session_id, redirectTarget}), script_url loaded first."""
+
     model_config = ConfigDict(extra="forbid")
 
     order_id: str
     payment_session_id: str | None
+    mode: Literal["sandbox", "production"]
+    script_url: str = Field(description="Cashfree's JS SDK v3 (locally the simulator's)")
 
 
 class CheckoutView(BaseModel):
@@ -106,6 +113,135 @@ class CheckoutView(BaseModel):
     razorpay: RazorpayCheckout | None = None
     cashfree: CashfreeCheckout | None = None
     job_id: str | None = None
+
+
+class OrderJob(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    job_id: str
+    status: Literal["queued", "processing", "succeeded", "failed"]
+
+
+class OrderView(BaseModel):
+    """An order: what it costs, its items as the order lists them (with each product's name), its latest job."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    order_id: int
+    user_id: str
+    status: Literal["pending", "paid", "cancelled"]
+    total_paise: int
+    currency: str
+    items: list[dict[str, Any]] = Field(description='[{"product_id", "quantity", "unit_price_paise", "name"}]')
+    payment_method: str | None
+    created_at: str
+    paid_at: str | None
+    job: OrderJob | None = Field(description="the order's latest payment job, to follow instead of paying again")
+
+
+class ShopperOrderView(OrderView):
+    payment_methods: list[Literal["wallet", "razorpay", "cashfree"]] = Field(
+        description="the methods this deployment takes (a gateway's only with its credentials)"
+    )
+
+
+class OrderList(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: str
+    orders: list[OrderView] = Field(description="newest first")
+
+
+class MerchantJobView(JobView):
+    user_id: str
+    requested_by: str | None = Field(description="the merchant client that started it; null: the shopper did")
+
+
+class PaymentRecord(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    job_id: str
+    order_id: int
+    method: str
+    status: Literal["queued", "processing", "succeeded", "failed"]
+    reason: str | None
+    payment_id: int | None
+    amount_paise: int | None = Field(description="what the payment transaction took (succeeded jobs)")
+    currency: str | None
+    gateway_ref: str | None
+    requested_by: str | None
+    created_at: str
+    finished_at: str | None
+
+
+class PaymentList(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: str
+    payments: list[PaymentRecord] = Field(description="newest first")
+
+
+class WalletAdjustment(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: str
+    wallet_transaction_id: int
+    kind: Literal["credit", "debit"]
+    amount_paise: int
+    reason: str
+    balance_paise: int = Field(description="the balance right after this entry")
+    currency: str
+
+
+class WalletEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    wallet_transaction_id: int
+    kind: Literal["credit", "debit"]
+    amount_paise: int
+    balance_after_paise: int
+    reason: str | None
+    order_id: int | None
+    created_at: str
+
+
+class WalletView(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: str
+    balance_paise: int
+    currency: str
+    entries: list[WalletEntry] = Field(description="the latest ledger entries, newest first")
+
+
+class EventDelivery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    state: Literal["pending", "published"] = Field(description="published: handed to the bus (SNS, the webhook)")
+    published_at: str | None
+    redeliveries: int
+    redelivery_requested_at: str | None
+
+
+class PaymentEvent(BaseModel):
+    """PaymentSucceeded / PaymentFailed as consumers receive it, with its delivery state."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    version: str
+    id: str
+    type: Literal["PaymentSucceeded", "PaymentFailed"]
+    source: str
+    occurred_at: str
+    data: dict[str, Any]
+    delivery: EventDelivery
+
+
+class EventList(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    events: list[PaymentEvent] = Field(description="oldest first")
+    next_since: str | None = Field(description="ask again with since=next_since for more (dedupe on id)")
 
 
 class WebhookAck(BaseModel):
@@ -232,6 +368,9 @@ COMMON_ERRORS: dict[int, OpenAPIResponse] = {
 OPERATOR_ERRORS: dict[int, OpenAPIResponse] = COMMON_ERRORS | {
     403: error("forbidden: the token lacks the operator scope"),
 }
+MERCHANT_ERRORS: dict[int, OpenAPIResponse] = COMMON_ERRORS | {
+    403: error("forbidden: the token lacks the merchant scope (payments/merchant)"),
+}
 
 
 def responses(success: int, description: str, model: type[BaseModel], **errors: str) -> dict[int, OpenAPIResponse]:
@@ -279,6 +418,12 @@ PAYMENT_REQUEST_BODY = {
         "content": {JSON: {"schema": _payment_bodies()}},
     }
 }
+
+
+def request_body(model: type[BaseModel]) -> dict[str, Any]:
+    return {"requestBody": {"required": True, "content": {JSON: {"schema": model.model_json_schema()}}}}
+
+
 CHECKOUT_REQUEST_BODY = {
     "requestBody": {
         "required": True,

@@ -13,7 +13,17 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt, StrictStr, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    model_validator,
+)
 
 from shared.outcomes import GatewayEndOutcome, WalletOutcome
 
@@ -118,6 +128,97 @@ class CheckoutRequest(BaseModel):
 
     order_id: OrderId
     method: Literal["razorpay", "cashfree"]
+
+
+def _printable(value: str) -> str:
+    if not value.isprintable() or value != value.strip():
+        raise ValueError("must be printable characters with no space at either end")
+    return value
+
+
+# A shopper as the identity provider names them: the JWT subject a shopper's own token carries (what
+# orders.user_id and users.id hold). The same bounds as a token's subject (shared/http.py caller()).
+UserId = Annotated[StrictStr, Field(min_length=1, max_length=255), AfterValidator(_printable)]
+# A line of an order as a shop's backend asks for it: the product and how many; the price is the catalogue's.
+MAX_ORDER_LINES = 100
+MAX_LINE_QUANTITY = 10_000
+
+
+class OrderLine(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    product_id: Annotated[StrictInt, BeforeValidator(_whole_number), Field(gt=0, le=MAX_ORDER_ID)]
+    quantity: Annotated[StrictInt, BeforeValidator(_whole_number), Field(gt=0, le=MAX_LINE_QUANTITY)]
+
+
+class _Fingerprinted(BaseModel):
+    def fingerprint(self) -> str:
+        """SHA-256 of the canonical body: equal for equal requests, whatever the key order."""
+        canonical = json.dumps(self.model_dump(exclude_none=True), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class MerchantOrderRequest(_Fingerprinted):
+    """Body of POST /v1/merchant/orders: the shopper and what they buy (prices and stock are ours)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    user_id: UserId
+    items: Annotated[list[OrderLine], Field(min_length=1, max_length=MAX_ORDER_LINES)]
+
+    @model_validator(mode="after")
+    def _each_product_once(self) -> MerchantOrderRequest:
+        ids = [line.product_id for line in self.items]
+        if len(set(ids)) != len(ids):
+            raise ValueError("name each product once, with its whole quantity")
+        return self
+
+
+class MerchantPaymentRequest(_Fingerprinted):
+    """Body of POST /v1/merchant/payments: a wallet payment started on the named shopper's behalf."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    user_id: UserId
+    order_id: OrderId
+    method: Literal["wallet"]
+
+    def payment(self) -> PaymentRequest:
+        """The shopper's own payment request: what their job is keyed and fingerprinted by."""
+        return PaymentRequest(order_id=self.order_id, method=self.method)
+
+
+class WalletAdjustmentRequest(_Fingerprinted):
+    """Body of POST /v1/merchant/wallet-adjustments: a credit (> 0) or a debit (< 0) with its reason."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    user_id: UserId
+    amount_paise: Annotated[StrictInt, BeforeValidator(_whole_number), Field(ge=-MAX_ORDER_ID, le=MAX_ORDER_ID)]
+    reason: Annotated[StrictStr, Field(min_length=3, max_length=200), AfterValidator(_printable)]
+    currency: Annotated[StrictStr, Field(pattern=r"^[A-Z]{3}$")] | None = None
+
+    @model_validator(mode="after")
+    def _not_zero(self) -> WalletAdjustmentRequest:
+        if self.amount_paise == 0:
+            raise ValueError("amount_paise must not be 0")
+        return self
+
+
+# A field name as an error may repeat it: JSON lets a client choose any key, of any length.
+_FIELD_SHOWN_CHARS = 64
+
+
+def validation_error(exc: ValidationError) -> ApiError:
+    """422 validation_error for the first problem pydantic found, naming its field -- cut short, and
+    never the value: an unknown key is the client's own text."""
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "body"
+    if not where.isprintable():
+        where = where.encode("unicode_escape").decode()
+    if len(where) > _FIELD_SHOWN_CHARS:
+        where = where[:_FIELD_SHOWN_CHARS] + "…"
+    return ApiError(422, "validation_error", f"{where}: {first['msg']}", field=where)
 
 
 class ApiError(Exception):

@@ -45,6 +45,7 @@ REPEATABLE = (
     "gateway_payment.sql",  # the gateway path (functions/process_payment)
     "failures.sql",  # failed deliveries, for operators
     "local_queue.sql",  # PGMQ writes of the local stand-ins for SQS and EventBridge
+    "merchant.sql",  # the shop backend's orders, wallet adjustments and payments on a shopper's behalf
 )
 
 # Migrations whose function definitions moved to shared/sql/ (the schema they create is unchanged):

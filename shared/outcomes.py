@@ -93,6 +93,28 @@ class RefundRetryOutcome(StrEnum):
     NOT_FOUND = "not_found"
 
 
+class MerchantOrderOutcome(StrEnum):
+    """pq_merchant_create_order: an order a merchant client creates for a shopper."""
+
+    CREATED = "created"
+    REPLAYED = "replayed"
+    KEY_REUSED = "key_reused"
+    PRODUCT_NOT_FOUND = "product_not_found"
+    OUT_OF_STOCK = "out_of_stock"
+    TOTAL_TOO_LARGE = "total_too_large"
+
+
+class WalletAdjustOutcome(StrEnum):
+    """pq_merchant_adjust_wallet: a top-up or adjustment of a shopper's wallet."""
+
+    ADJUSTED = "adjusted"
+    REPLAYED = "replayed"
+    KEY_REUSED = "key_reused"
+    INSUFFICIENT_BALANCE = "insufficient_balance"
+    CURRENCY_MISMATCH = "currency_mismatch"
+    BALANCE_TOO_LARGE = "balance_too_large"
+
+
 SQL_TYPES: dict[str, type[StrEnum]] = {
     "pq_enqueue_outcome": EnqueueOutcome,
     "pq_wallet_outcome": WalletOutcome,
@@ -101,4 +123,6 @@ SQL_TYPES: dict[str, type[StrEnum]] = {
     "pq_checkout_outcome": CheckoutOutcome,
     "pq_webhook_outcome": WebhookOutcome,
     "pq_refund_retry_outcome": RefundRetryOutcome,
+    "pq_merchant_order_outcome": MerchantOrderOutcome,
+    "pq_wallet_adjust_outcome": WalletAdjustOutcome,
 }

@@ -12,6 +12,9 @@ from dataclasses import dataclass
 
 PAYMENTS_SCOPE = "payments/pay"
 OPERATOR_SCOPE = "payments/operator"
+# The shop's backend: a client-credentials token (its subject is the client), which names the shopper
+# in each request. Never given to a shopper: it creates orders and moves money in any shopper's wallet.
+MERCHANT_SCOPE = "payments/merchant"
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,7 @@ ROUTES = (
     ApiRoute("GET", "/v1/payments/{job_id}", "status", PAYMENTS_SCOPE),
     ApiRoute("POST", "/v1/checkouts", "enqueue", PAYMENTS_SCOPE),
     ApiRoute("GET", "/v1/checkouts/{checkout_id}", "status", PAYMENTS_SCOPE),
+    ApiRoute("GET", "/v1/orders/{order_id}", "status", PAYMENTS_SCOPE),
     ApiRoute("POST", "/v1/webhooks/razorpay", "enqueue", None),
     ApiRoute("POST", "/v1/webhooks/cashfree", "enqueue", None),
     ApiRoute("GET", "/v1/queue/status", "status", OPERATOR_SCOPE),
@@ -42,4 +46,12 @@ ROUTES = (
     ApiRoute("GET", "/health/db", "status", OPERATOR_SCOPE),
     ApiRoute("POST", "/v1/dlq/redrive", "status", OPERATOR_SCOPE),
     ApiRoute("POST", "/v1/refunds/{refund_id}/retry", "status", OPERATOR_SCOPE),
+    ApiRoute("POST", "/v1/merchant/orders", "enqueue", MERCHANT_SCOPE),
+    ApiRoute("GET", "/v1/merchant/orders", "status", MERCHANT_SCOPE),
+    ApiRoute("POST", "/v1/merchant/payments", "enqueue", MERCHANT_SCOPE),
+    ApiRoute("GET", "/v1/merchant/payments", "status", MERCHANT_SCOPE),
+    ApiRoute("POST", "/v1/merchant/wallet-adjustments", "enqueue", MERCHANT_SCOPE),
+    ApiRoute("GET", "/v1/merchant/wallet", "status", MERCHANT_SCOPE),
+    ApiRoute("GET", "/v1/merchant/events", "status", MERCHANT_SCOPE),
+    ApiRoute("POST", "/v1/merchant/events/{event_id}/redeliver", "status", MERCHANT_SCOPE),
 )

@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from shared.routes import OPERATOR_SCOPE
+from shared.routes import MERCHANT_SCOPE, OPERATOR_SCOPE
 
 
 class Settings(BaseSettings):
@@ -47,6 +47,8 @@ class Settings(BaseSettings):
 
     # JWT scope that opens the operator routes (queue status, metrics, DB health).
     operator_scope: str = OPERATOR_SCOPE
+    # JWT scope of the shop's backend (the /v1/merchant routes): a client-credentials token.
+    merchant_scope: str = MERCHANT_SCOPE
     # Request bodies are a few dozen bytes; anything past this is refused before parsing.
     max_body_bytes: int = 16_384
     # Gateway webhooks carry whole payment entities; Razorpay's and Cashfree's samples are a few KB.
@@ -79,6 +81,12 @@ class Settings(BaseSettings):
     cashfree_api_version: str = "2025-01-01"
     # Cashfree order_meta.notify_url (webhooks are otherwise configured in its dashboard).
     cashfree_notify_url: str | None = None
+    # What the shopper's page loads to open each gateway's checkout (docs/pages.md), handed to it with the
+    # checkout: Razorpay Standard Checkout's script (razorpay.com/docs/payments/payment-gateway/web-
+    # integration/standard/integration-steps) and Cashfree's JS SDK v3 (cashfree.com/docs/payments/online/
+    # web/redirect); locally the simulator's stand-ins, which have the same calling shape.
+    razorpay_checkout_script_url: str = "https://checkout.razorpay.com/v1/checkout.js"
+    cashfree_sdk_url: str = "https://sdk.cashfree.com/js/v3/cashfree.js"
     # Customer phone sent with every Cashfree order: customer_details.customer_phone is required and we
     # do not collect phones; a placeholder is what Cashfree's integration guides use.
     cashfree_customer_phone: str = "9999999999"

@@ -1,33 +1,46 @@
 """POST /v1/payments: accept a payment request, queue it, answer 202 at once. POST /v1/checkouts: the
 gateway order a gateway payment is made in. POST /v1/webhooks/{razorpay,cashfree}: the gateways' word,
-verified, recorded and queued (no JWT on those two routes: the gateway's HMAC is checked instead)."""
+verified, recorded and queued (no JWT on those two routes: the gateway's HMAC is checked instead).
+POST /v1/merchant/{orders,payments,wallet-adjustments}: the shop's backend, for a shopper it names."""
 
 # No `from __future__ import annotations`: the route is wrapped by the tracer, whose module globals
 # cannot resolve a string annotation when Powertools builds the OpenAPI document.
-from typing import Any
+from typing import Any, TypeVar
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from shared.api_models import (
     CHECKOUT_REQUEST_BODY,
     COMMON_ERRORS,
     IDEMPOTENCY_KEY_HEADER,
+    MERCHANT_ERRORS,
     PAYMENT_REQUEST_BODY,
     CheckoutView,
     JobView,
+    MerchantJobView,
+    OrderView,
+    WalletAdjustment,
     WebhookAck,
     error,
     model_response,
+    request_body,
     responses,
 )
 from shared.bootstrap import bootstrap
-from shared.domain import ApiError, CheckoutRequest
-from shared.http import caller, install_error_handlers, json_response, read_body, read_raw_body
+from shared.domain import (
+    CheckoutRequest,
+    MerchantOrderRequest,
+    MerchantPaymentRequest,
+    WalletAdjustmentRequest,
+    validation_error,
+)
+from shared.http import caller, install_error_handlers, json_response, read_body, read_raw_body, require_scope
 from shared.observability import logger, metrics, tracer
+from shared.services import merchant
 from shared.services.checkout import open_checkout
 from shared.services.intake import accept_payment, parse_json_object, parse_payment_request, validate_idempotency_key
 from shared.services.webhooks import receive_webhook
@@ -104,13 +117,7 @@ def create_checkout() -> Response[Any]:
     pq = bootstrap()
     event = app.current_event
     user_id = caller(event)
-    data = parse_json_object(read_body(event, pq.settings.max_body_bytes))
-    try:
-        request = CheckoutRequest.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "body"
-        raise ApiError(422, "validation_error", f"{where}: {first['msg']}", field=where) from None
+    request = _body(CheckoutRequest)
     status, view = open_checkout(pq, user_id, request)
     metrics.add_metric(name="CheckoutsCreated" if status == 201 else "CheckoutsReused", unit=MetricUnit.Count, value=1)
     return json_response(status, view, {"Location": f"/v1/checkouts/{view['checkout_id']}"})
@@ -153,6 +160,120 @@ def razorpay_webhook() -> Response[Any]:
 @tracer.capture_method
 def cashfree_webhook() -> Response[Any]:
     return _webhook("cashfree")
+
+
+Body = TypeVar("Body", bound=BaseModel)
+
+
+def _body(model: type[Body]) -> Body:
+    """The request body as the model takes it: 400 for what is not a JSON object, 422 naming the field."""
+    event = app.current_event
+    data = parse_json_object(read_body(event, bootstrap().settings.max_body_bytes))
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise validation_error(exc) from None
+
+
+def _merchant() -> tuple[str, str]:
+    """The merchant client (its token's subject, with the merchant scope) and the request's key."""
+    event = app.current_event
+    require_scope(event, bootstrap().settings.merchant_scope)
+    return caller(event), validate_idempotency_key(event.headers.get("idempotency-key"))
+
+
+_MERCHANT_WRITE = {"parameters": [IDEMPOTENCY_KEY_HEADER]}
+
+
+@app.post(
+    "/v1/merchant/orders",
+    summary="Merchant: create an order for a shopper from product ids and quantities (prices and stock are ours)",
+    status_code=201,
+    responses=MERCHANT_ERRORS
+    | responses(
+        201,
+        "created",
+        OrderView,
+        e400="idempotency_key_required, idempotency_key_invalid, invalid_json or invalid_body",
+        e404="product_not_found (details.product_id)",
+        e409="idempotency_key_reused, or out_of_stock (details.product_id, details.available)",
+        e413="payload_too_large",
+        e422="validation_error",
+    )
+    | {200: model_response("the same key and body again: the order it made", OrderView)},
+    openapi_extensions=request_body(MerchantOrderRequest) | _MERCHANT_WRITE,
+)
+@tracer.capture_method
+def merchant_create_order() -> Response[Any]:
+    client_id, key = _merchant()
+    written = merchant.create_order(bootstrap(), client_id, key, _body(MerchantOrderRequest))
+    logger.info("merchant order", client_id=client_id, order_id=written.body["order_id"], status=written.status)
+    return json_response(written.status, written.body)
+
+
+@app.post(
+    "/v1/merchant/payments",
+    summary="Merchant: start a wallet payment of a shopper's order on their behalf (recorded as yours)",
+    status_code=202,
+    responses=MERCHANT_ERRORS
+    | responses(
+        202,
+        "accepted: the shopper's job, requested_by the client",
+        MerchantJobView,
+        e400="idempotency_key_required, idempotency_key_invalid, invalid_json or invalid_body",
+        e404="order_not_found (no such order for this shopper)",
+        e409="idempotency_key_reused, order_not_payable or payment_in_progress",
+        e413="payload_too_large",
+        e422="validation_error (method: wallet only; a gateway payment needs the shopper at its checkout)",
+    )
+    | {200: model_response("the same key and body again: the job it made", MerchantJobView)},
+    openapi_extensions=request_body(MerchantPaymentRequest) | _MERCHANT_WRITE,
+)
+@tracer.capture_method
+def merchant_payment() -> Response[Any]:
+    client_id, key = _merchant()
+    request = _body(MerchantPaymentRequest)
+    written = merchant.pay_on_behalf(bootstrap(), client_id, key, request)
+    logger.info(
+        "payment accepted on behalf",
+        job_id=written.body["job_id"],
+        user_id=request.user_id,
+        order_id=request.order_id,
+        requested_by=client_id,
+    )
+    return json_response(written.status, written.body, {"Location": written.body["status_url"]})
+
+
+@app.post(
+    "/v1/merchant/wallet-adjustments",
+    summary="Merchant: top up (amount_paise > 0) or debit (< 0) a shopper's wallet, with a reason",
+    status_code=201,
+    responses=MERCHANT_ERRORS
+    | responses(
+        201,
+        "adjusted: the ledger entry and the balance after it",
+        WalletAdjustment,
+        e400="idempotency_key_required, idempotency_key_invalid, invalid_json or invalid_body",
+        e409="idempotency_key_reused, insufficient_balance (details.balance_paise) or currency_mismatch",
+        e413="payload_too_large",
+        e422="validation_error",
+    )
+    | {200: model_response("the same key and body again: the entry it made", WalletAdjustment)},
+    openapi_extensions=request_body(WalletAdjustmentRequest) | _MERCHANT_WRITE,
+)
+@tracer.capture_method
+def merchant_wallet_adjustment() -> Response[Any]:
+    client_id, key = _merchant()
+    request = _body(WalletAdjustmentRequest)
+    written = merchant.adjust_wallet(bootstrap(), client_id, key, request)
+    logger.info(
+        "wallet adjusted",
+        client_id=client_id,
+        user_id=request.user_id,
+        amount_paise=request.amount_paise,
+        wallet_transaction_id=written.body["wallet_transaction_id"],
+    )
+    return json_response(written.status, written.body)
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)

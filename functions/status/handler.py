@@ -1,4 +1,5 @@
-"""A job's status for its owner; the operator views, the DLQ redrive and the retry of an owed refund."""
+"""A job's status and an order for their owner; the operator views, the DLQ redrive and the retry of an
+owed refund; the shop backend's reads (a shopper's orders, payments and wallet) and our events."""
 
 from __future__ import annotations
 
@@ -10,22 +11,31 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from shared.api_models import (
     COMMON_ERRORS,
+    MERCHANT_ERRORS,
     OPERATOR_ERRORS,
     CheckoutView,
     DbHealth,
+    EventList,
     JobView,
     Metrics,
+    OrderList,
+    PaymentEvent,
+    PaymentList,
     QueueStatus,
     RedriveResult,
     RefundRetry,
+    ShopperOrderView,
+    WalletView,
     model_response,
     responses,
 )
 from shared.bootstrap import bootstrap
 from shared.http import caller, install_error_handlers, json_response, require_scope
 from shared.observability import logger, metrics, tracer
+from shared.services import merchant
 from shared.services.checkout import get_checkout
 from shared.services.operator import db_health, metrics_summary, redrive_dlq, retry_refund
+from shared.services.orders import get_order, list_orders
 from shared.services.reads import get_job, queue_status
 
 app = APIGatewayHttpResolver()
@@ -51,6 +61,17 @@ def payment_status(job_id: str) -> Response[Any]:
 def checkout_status(checkout_id: str) -> Response[Any]:
     pq = bootstrap()
     return json_response(200, get_checkout(pq, caller(app.current_event), checkout_id))
+
+
+@app.get(
+    "/v1/orders/<order_id>",
+    summary="An order of the caller's: its items, total, latest job and the ways it can be paid",
+    responses=COMMON_ERRORS
+    | responses(200, "the order", ShopperOrderView, e404="order_not_found (or someone else's order)"),
+)
+def order(order_id: str) -> Response[Any]:
+    pq = bootstrap()
+    return json_response(200, get_order(pq, caller(app.current_event), order_id))
 
 
 @app.get(
@@ -112,6 +133,86 @@ def refund_retry(refund_id: str) -> Response[Any]:
     pq = bootstrap()
     require_scope(app.current_event, pq.settings.operator_scope)
     return json_response(202, retry_refund(pq, refund_id, caller(app.current_event)))
+
+
+def _merchant_query() -> dict[str, str]:
+    """The query of a merchant route, once its scope is checked (the authorizer did; this checks again)."""
+    event = app.current_event
+    require_scope(event, bootstrap().settings.merchant_scope)
+    return dict(event.query_string_parameters or {})
+
+
+_USER_QUERY = {
+    "parameters": [
+        {"name": "user_id", "in": "query", "required": True, "schema": {"type": "string", "maxLength": 255}},
+        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": merchant.MAX_PAGE}},
+    ]
+}
+
+
+@app.get(
+    "/v1/merchant/orders",
+    summary="Merchant: a shopper's orders, newest first",
+    responses=MERCHANT_ERRORS | responses(200, "the orders", OrderList, e422="validation_error (user_id, limit)"),
+    openapi_extensions=_USER_QUERY,
+)
+def merchant_orders() -> Response[Any]:
+    query = _merchant_query()
+    user_id, limit = merchant.query_user(query.get("user_id")), merchant.query_limit(query.get("limit"))
+    return json_response(200, list_orders(bootstrap(), user_id, limit))
+
+
+@app.get(
+    "/v1/merchant/payments",
+    summary="Merchant: a shopper's payment jobs, newest first, with what each paid and who asked for it",
+    responses=MERCHANT_ERRORS | responses(200, "the payments", PaymentList, e422="validation_error (user_id, limit)"),
+    openapi_extensions=_USER_QUERY,
+)
+def merchant_payments() -> Response[Any]:
+    query = _merchant_query()
+    user_id, limit = merchant.query_user(query.get("user_id")), merchant.query_limit(query.get("limit"))
+    return json_response(200, merchant.list_payments(bootstrap(), user_id, limit))
+
+
+@app.get(
+    "/v1/merchant/wallet",
+    summary="Merchant: a shopper's wallet balance and latest ledger entries",
+    responses=MERCHANT_ERRORS
+    | responses(200, "the wallet", WalletView, e404="wallet_not_found", e422="validation_error (user_id)"),
+    openapi_extensions={"parameters": _USER_QUERY["parameters"][:1]},
+)
+def merchant_wallet() -> Response[Any]:
+    query = _merchant_query()
+    return json_response(200, merchant.get_wallet(bootstrap(), merchant.query_user(query.get("user_id"))))
+
+
+@app.get(
+    "/v1/merchant/events",
+    summary="Merchant: our PaymentSucceeded / PaymentFailed events since a time, with their delivery state",
+    responses=MERCHANT_ERRORS | responses(200, "the events", EventList, e422="validation_error (since, limit)"),
+    openapi_extensions={
+        "parameters": [
+            {"name": "since", "in": "query", "required": True, "schema": {"type": "string", "format": "date-time"}},
+            _USER_QUERY["parameters"][1],
+        ]
+    },
+)
+def merchant_events() -> Response[Any]:
+    query = _merchant_query()
+    since, limit = merchant.query_since(query.get("since")), merchant.query_limit(query.get("limit"))
+    return json_response(200, merchant.list_events(bootstrap(), since, limit))
+
+
+@app.post(
+    "/v1/merchant/events/<event_id>/redeliver",
+    summary="Merchant: publish an event again (the sweeper sends it within a minute, under the same id)",
+    responses=MERCHANT_ERRORS | responses(202, "scheduled", PaymentEvent, e404="event_not_found"),
+)
+def merchant_redeliver(event_id: str) -> Response[Any]:
+    _merchant_query()
+    redelivered = merchant.redeliver_event(bootstrap(), event_id)
+    logger.info("event redelivery asked", event_id=event_id, client_id=caller(app.current_event))
+    return json_response(202, redelivered)
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)

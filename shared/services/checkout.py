@@ -27,7 +27,7 @@ from typing import Any
 
 from shared.bootstrap import App
 from shared.domain import ApiError, CheckoutRequest, GatewayRejected, GatewayRetryable
-from shared.gateway_limits import Gateway, bucket
+from shared.gateway_limits import Gateway, bucket, cashfree_environment
 from shared.observability import logger
 from shared.outcomes import CheckoutOutcome
 from shared.ports import GatewayOrder
@@ -71,11 +71,22 @@ def checkout_view(app: App, row: dict[str, Any]) -> dict[str, Any]:
         "currency": row["currency"].strip(),
         "status": _VISIBLE_STATUS.get(row["status"], row["status"]),
     }
+    settings = app.settings
     if row["method"] == "razorpay":
         assert app.secrets.razorpay is not None
-        view["razorpay"] = {"key_id": app.secrets.razorpay()[0], "order_id": row["gateway_order_id"]}
+        view["razorpay"] = {
+            "key_id": app.secrets.razorpay()[0],
+            "order_id": row["gateway_order_id"],
+            "script_url": settings.razorpay_checkout_script_url,
+        }
     else:
-        view["cashfree"] = {"order_id": row["gateway_order_id"], "payment_session_id": row["payment_session_id"]}
+        view["cashfree"] = {
+            "order_id": row["gateway_order_id"],
+            "payment_session_id": row["payment_session_id"],
+            # Cashfree({mode}) must name the environment the order was created in.
+            "mode": cashfree_environment(settings),
+            "script_url": settings.cashfree_sdk_url,
+        }
     if row.get("job_id"):
         view["job_id"] = str(row["job_id"])
         if row["status"] == "refunded":  # the books say how far the money got back: refunding, refund_failed

@@ -31,7 +31,7 @@ BEGIN
                 'job_id', p_job.id, 'user_id', p_job.user_id, 'order_id', p_job.order_id,
                 'method', p_job.method, 'reason', p_reason, 'payment_id', p_payment.id,
                 'gateway_ref', p_payment.gateway_ref, 'amount_paise', p_payment.amount_paise,
-                'currency', p_payment.currency)))
+                'currency', p_payment.currency, 'requested_by', p_job.requested_by)))
     RETURNING * INTO v_event;
     RETURN pq_outbox_row(v_event);
 END;

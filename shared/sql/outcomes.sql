@@ -102,3 +102,29 @@ END $$;
 ALTER TYPE pq_refund_retry_outcome ADD VALUE IF NOT EXISTS 'scheduled';
 ALTER TYPE pq_refund_retry_outcome ADD VALUE IF NOT EXISTS 'not_owed';
 ALTER TYPE pq_refund_retry_outcome ADD VALUE IF NOT EXISTS 'not_found';
+
+-- pq_merchant_create_order: an order a merchant client creates for a shopper.
+DO $$
+BEGIN
+    CREATE TYPE pq_merchant_order_outcome AS ENUM ();
+EXCEPTION WHEN duplicate_object THEN NULL;
+END $$;
+ALTER TYPE pq_merchant_order_outcome ADD VALUE IF NOT EXISTS 'created';
+ALTER TYPE pq_merchant_order_outcome ADD VALUE IF NOT EXISTS 'replayed';
+ALTER TYPE pq_merchant_order_outcome ADD VALUE IF NOT EXISTS 'key_reused';
+ALTER TYPE pq_merchant_order_outcome ADD VALUE IF NOT EXISTS 'product_not_found';
+ALTER TYPE pq_merchant_order_outcome ADD VALUE IF NOT EXISTS 'out_of_stock';
+ALTER TYPE pq_merchant_order_outcome ADD VALUE IF NOT EXISTS 'total_too_large';
+
+-- pq_merchant_adjust_wallet: a top-up or adjustment of a shopper's wallet by a merchant client.
+DO $$
+BEGIN
+    CREATE TYPE pq_wallet_adjust_outcome AS ENUM ();
+EXCEPTION WHEN duplicate_object THEN NULL;
+END $$;
+ALTER TYPE pq_wallet_adjust_outcome ADD VALUE IF NOT EXISTS 'adjusted';
+ALTER TYPE pq_wallet_adjust_outcome ADD VALUE IF NOT EXISTS 'replayed';
+ALTER TYPE pq_wallet_adjust_outcome ADD VALUE IF NOT EXISTS 'key_reused';
+ALTER TYPE pq_wallet_adjust_outcome ADD VALUE IF NOT EXISTS 'insufficient_balance';
+ALTER TYPE pq_wallet_adjust_outcome ADD VALUE IF NOT EXISTS 'currency_mismatch';
+ALTER TYPE pq_wallet_adjust_outcome ADD VALUE IF NOT EXISTS 'balance_too_large';

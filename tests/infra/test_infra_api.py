@@ -14,9 +14,26 @@ PAYMENT_ROUTES = {
     "GET /v1/payments/{job_id}",
     "POST /v1/checkouts",
     "GET /v1/checkouts/{checkout_id}",
+    "GET /v1/orders/{order_id}",
 }
 WEBHOOK_ROUTES = {"POST /v1/webhooks/razorpay", "POST /v1/webhooks/cashfree"}
-OPERATOR_ROUTES = {"GET /v1/queue/status", "GET /v1/metrics", "GET /health/db", "POST /v1/dlq/redrive"}
+OPERATOR_ROUTES = {
+    "GET /v1/queue/status",
+    "GET /v1/metrics",
+    "GET /health/db",
+    "POST /v1/dlq/redrive",
+    "POST /v1/refunds/{refund_id}/retry",
+}
+MERCHANT_ROUTES = {
+    "POST /v1/merchant/orders",
+    "GET /v1/merchant/orders",
+    "POST /v1/merchant/payments",
+    "GET /v1/merchant/payments",
+    "POST /v1/merchant/wallet-adjustments",
+    "GET /v1/merchant/wallet",
+    "GET /v1/merchant/events",
+    "POST /v1/merchant/events/{event_id}/redeliver",
+}
 
 
 def test_api_verifies_jwts_from_the_configured_issuer_and_audience(stack: Synthesized) -> None:
@@ -43,7 +60,7 @@ def test_every_route_needs_a_jwt_payment_routes_the_payments_scope_operator_rout
     authorizer_id, _ = stack.only("AWS::ApiGatewayV2::Authorizer")
     routes = _routes(stack)
 
-    assert set(routes) == PAYMENT_ROUTES | OPERATOR_ROUTES | WEBHOOK_ROUTES
+    assert set(routes) == PAYMENT_ROUTES | OPERATOR_ROUTES | WEBHOOK_ROUTES | MERCHANT_ROUTES
     for key, route in routes.items():
         if key in WEBHOOK_ROUTES:  # the gateways send no JWT: the handler checks their HMAC
             assert route.get("AuthorizationType", "NONE") == "NONE", key
@@ -52,7 +69,13 @@ def test_every_route_needs_a_jwt_payment_routes_the_payments_scope_operator_rout
         assert route["AuthorizationType"] == "JWT", key
         assert route["AuthorizerId"] == {"Ref": authorizer_id}, key
         # Without a scope an ID token of the same issuer would open the payment routes.
-        expected_scopes = ["payments/operator"] if key in OPERATOR_ROUTES else ["payments/pay"]
+        expected_scopes = (
+            ["payments/operator"]
+            if key in OPERATOR_ROUTES
+            else ["payments/merchant"]
+            if key in MERCHANT_ROUTES
+            else ["payments/pay"]
+        )
         assert route.get("AuthorizationScopes") == expected_scopes, key
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from aiohttp.test_utils import make_mocked_request
 from local.api import ROUTES as LOCAL_ROUTES
 from local.api import LocalApi
 from local.auth import KID, LocalIssuer, token_scopes
-from shared.routes import OPERATOR_SCOPE, PAYMENTS_SCOPE, ROUTES
+from shared.routes import MERCHANT_SCOPE, OPERATOR_SCOPE, PAYMENTS_SCOPE, ROUTES
 
 
 @pytest.fixture
@@ -42,7 +43,7 @@ def _call(api: LocalApi, method: str, path: str, token: str) -> tuple[int, dict[
 def test_a_valid_token_without_the_payments_scope_is_refused_on_payment_routes(issuer: LocalIssuer, route: Any) -> None:
     # Given a token of the right issuer and audience but no scope, as an ID token would be
     token = issuer.issue("user-1", scopes=())
-    path = route.path.replace("{job_id}", "00000000-0000-0000-0000-000000000000")
+    path = re.sub(r"\{\w+\}", "00000000-0000-0000-0000-000000000000", route.path)
 
     # When it calls a payment route
     status, body = _call(LocalApi(issuer), route.method, path, token)
@@ -56,6 +57,17 @@ def test_an_operator_token_does_not_open_the_payment_routes(issuer: LocalIssuer)
     status, _ = _call(LocalApi(issuer), "POST", "/v1/payments", issuer.issue("ops", scopes=(OPERATOR_SCOPE,)))
 
     assert status == 403
+
+
+@pytest.mark.parametrize("route", [r for r in ROUTES if r.scope == MERCHANT_SCOPE], ids=lambda r: r.key)
+def test_a_shoppers_token_does_not_open_the_merchant_routes(issuer: LocalIssuer, route: Any) -> None:
+    # Given a shopper's token (the payments scope): it must never create orders or move wallet money
+    path = re.sub(r"\{\w+\}", "00000000-0000-0000-0000-000000000000", route.path)
+
+    status, body = _call(LocalApi(issuer), route.method, path, issuer.issue("user-1"))
+
+    assert (status, body["error"]["code"]) == (403, "forbidden")
+    assert MERCHANT_SCOPE in body["error"]["message"]
 
 
 def test_a_payments_token_does_not_open_the_operator_routes(issuer: LocalIssuer) -> None:

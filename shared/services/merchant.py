@@ -1,0 +1,289 @@
+"""The shop's backend (the /v1/merchant routes, scope payments/merchant): a merchant client -- a
+client-credentials token whose subject is the client, never a shopper -- names the shopper in every
+request. It creates orders (prices and stock from products), adjusts wallets (a ledger entry with a
+reason), starts wallet payments on a shopper's behalf (recorded as requested by the client), reads a
+shopper's orders, payments and wallet, and lists and re-delivers our events. Writes are one round trip
+each (shared/sql/merchant.sql) and idempotent on the client's Idempotency-Key.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
+
+from shared.bootstrap import App
+from shared.domain import (
+    ApiError,
+    MerchantOrderRequest,
+    MerchantPaymentRequest,
+    UserId,
+    WalletAdjustmentRequest,
+    build_event,
+)
+from shared.outcomes import EnqueueOutcome, MerchantOrderOutcome, WalletAdjustOutcome
+from shared.services.intake import job_message, send_jobs
+from shared.services.orders import SHOPPER_ORDER_QUERY, iso, order_view
+from shared.services.reads import job_view
+
+# How much one page of a list holds at most (and by default).
+MAX_PAGE = 500
+DEFAULT_PAGE = 100
+WALLET_ENTRIES_SHOWN = 50
+_USER: TypeAdapter[str] = TypeAdapter(UserId)
+
+
+@dataclass(frozen=True)
+class Written:
+    status: int  # 201 created, 200 the same request replayed
+    body: dict[str, Any]
+
+
+def _key_reused() -> ApiError:
+    return ApiError(409, "idempotency_key_reused", "this Idempotency-Key was used with a different request body")
+
+
+def create_order(app: App, client_id: str, key: str, request: MerchantOrderRequest) -> Written:
+    items = [line.model_dump() for line in request.items]
+    row = app.db.fetch_one(
+        "SELECT * FROM pq_merchant_create_order(%s, %s, %s, %s, %s::jsonb)",
+        (client_id, key, request.fingerprint(), request.user_id, _json(items)),
+    )
+    assert row is not None
+    outcome = MerchantOrderOutcome(row["outcome"])
+    if outcome is MerchantOrderOutcome.KEY_REUSED:
+        raise _key_reused()
+    if outcome is MerchantOrderOutcome.PRODUCT_NOT_FOUND:
+        raise ApiError(404, "product_not_found", "no such product", product_id=row["product_id"])
+    if outcome is MerchantOrderOutcome.OUT_OF_STOCK:
+        raise ApiError(
+            409,
+            "out_of_stock",
+            "a product has fewer units on hand than ordered",
+            product_id=row["product_id"],
+            available=row["available"],
+        )
+    if outcome is MerchantOrderOutcome.TOTAL_TOO_LARGE:
+        raise ApiError(422, "validation_error", "items: the order's total is too large", field="items")
+    order = app.db.fetch_one(SHOPPER_ORDER_QUERY, (row["order_id"], request.user_id))
+    assert order is not None
+    return Written(201 if outcome is MerchantOrderOutcome.CREATED else 200, order_view(order))
+
+
+def adjust_wallet(app: App, client_id: str, key: str, request: WalletAdjustmentRequest) -> Written:
+    row = app.db.fetch_one(
+        "SELECT * FROM pq_merchant_adjust_wallet(%s, %s, %s, %s, %s, %s, %s)",
+        (
+            client_id,
+            key,
+            request.fingerprint(),
+            request.user_id,
+            request.amount_paise,
+            request.currency,
+            request.reason,
+        ),
+    )
+    assert row is not None
+    outcome = WalletAdjustOutcome(row["outcome"])
+    if outcome is WalletAdjustOutcome.KEY_REUSED:
+        raise _key_reused()
+    if outcome is WalletAdjustOutcome.INSUFFICIENT_BALANCE:
+        raise ApiError(
+            409, "insufficient_balance", "the wallet holds less than the debit", balance_paise=row["balance_paise"]
+        )
+    if outcome is WalletAdjustOutcome.CURRENCY_MISMATCH:
+        raise ApiError(
+            409, "currency_mismatch", "the wallet is in another currency", wallet_currency=row["currency"].strip()
+        )
+    if outcome is WalletAdjustOutcome.BALANCE_TOO_LARGE:
+        raise ApiError(422, "validation_error", "amount_paise: the balance would be too large", field="amount_paise")
+    body = {
+        "user_id": request.user_id,
+        "wallet_transaction_id": row["wallet_transaction_id"],
+        "kind": "credit" if request.amount_paise > 0 else "debit",
+        "amount_paise": abs(request.amount_paise),
+        "reason": request.reason,
+        "balance_paise": row["balance_paise"],
+        "currency": row["currency"].strip(),
+    }
+    return Written(201 if outcome is WalletAdjustOutcome.ADJUSTED else 200, body)
+
+
+def pay_on_behalf(app: App, client_id: str, key: str, request: MerchantPaymentRequest) -> Written:
+    """A wallet payment of the shopper's order, as if the shopper had asked (their intake, their line,
+    their key namespace), recorded as requested by the client. 202 when made, 200 when replayed."""
+    payment = request.payment()
+    row = app.db.fetch_one(
+        "SELECT * FROM pq_merchant_enqueue(%s, %s, %s, %s, %s)",
+        (client_id, request.user_id, key, payment.fingerprint(), request.order_id),
+    )
+    assert row is not None
+    outcome = EnqueueOutcome(row["outcome"])
+    if outcome is EnqueueOutcome.ORDER_NOT_FOUND:
+        raise ApiError(404, "order_not_found", "no such order for this shopper")
+    if outcome is EnqueueOutcome.ORDER_NOT_PAYABLE:
+        raise ApiError(409, "order_not_payable", f"order is {row['reason']}", order_status=row["reason"])
+    if outcome is EnqueueOutcome.KEY_REUSED:
+        raise _key_reused()
+    if outcome is EnqueueOutcome.PAYMENT_IN_PROGRESS:
+        raise ApiError(
+            409, "payment_in_progress", "a payment for this order is already queued", job_id=str(row["job_id"])
+        )
+    job_id = str(row["job_id"])
+    if outcome is EnqueueOutcome.CREATED:
+        send_jobs(app, [job_message(job_id, request.user_id, request.order_id, payment.method)])
+    view = job_view(app, row | {"id": job_id, "user_id": request.user_id, "order_id": request.order_id})
+    body = view | {"user_id": request.user_id, "requested_by": row["requested_by"]}
+    return Written(202 if outcome is EnqueueOutcome.CREATED else 200, body)
+
+
+_PAYMENTS_QUERY = """
+SELECT j.id, j.order_id, j.method, j.status, j.reason, j.payment_id, j.gateway_ref, j.requested_by,
+       j.created_at, j.finished_at, t.amount_paise, t.currency
+  FROM payment_jobs j
+  LEFT JOIN payment_transactions t ON t.job_id = j.id
+ WHERE j.user_id = %s
+ ORDER BY j.queue_seq DESC
+ LIMIT %s"""
+
+
+def list_payments(app: App, user_id: str, limit: int) -> dict[str, Any]:
+    """A shopper's payment jobs, newest first, with what each paid."""
+    rows = app.db.fetch_all(_PAYMENTS_QUERY, (user_id, limit))
+    return {
+        "user_id": user_id,
+        "payments": [
+            {
+                "job_id": str(r["id"]),
+                "order_id": r["order_id"],
+                "method": r["method"],
+                "status": r["status"],
+                "reason": r["reason"],
+                "payment_id": r["payment_id"],
+                "amount_paise": r["amount_paise"],
+                "currency": None if r["currency"] is None else r["currency"].strip(),
+                "gateway_ref": r["gateway_ref"],
+                "requested_by": r["requested_by"],
+                "created_at": iso(r["created_at"]),
+                "finished_at": iso(r["finished_at"]),
+            }
+            for r in rows
+        ],
+    }
+
+
+def get_wallet(app: App, user_id: str, limit: int = WALLET_ENTRIES_SHOWN) -> dict[str, Any]:
+    """A shopper's wallet: its balance and its latest ledger entries."""
+    wallet = app.db.fetch_one("SELECT id, balance_paise, currency FROM wallets WHERE user_id = %s", (user_id,))
+    if wallet is None:
+        raise ApiError(404, "wallet_not_found", "this shopper has no wallet")
+    entries = app.db.fetch_all(
+        """SELECT id, kind, amount_paise, balance_after_paise, note, order_id, created_at
+             FROM wallet_transactions WHERE wallet_id = %s ORDER BY id DESC LIMIT %s""",
+        (wallet["id"], limit),
+    )
+    return {
+        "user_id": user_id,
+        "balance_paise": wallet["balance_paise"],
+        "currency": wallet["currency"].strip(),
+        "entries": [
+            {
+                "wallet_transaction_id": e["id"],
+                "kind": e["kind"],
+                "amount_paise": e["amount_paise"],
+                "balance_after_paise": e["balance_after_paise"],
+                "reason": e["note"],
+                "order_id": e["order_id"],
+                "created_at": iso(e["created_at"]),
+            }
+            for e in entries
+        ],
+    }
+
+
+_EVENTS_QUERY = """
+SELECT e.id, e.event_type AS type, e.created_at AS occurred_at, e.payload AS data, e.published_at,
+       e.redeliveries, e.redelivery_requested_at
+  FROM outbox_events e
+ WHERE e.created_at >= %s
+ ORDER BY e.created_at, e.id
+ LIMIT %s"""
+
+
+def _delivery(row: dict[str, Any]) -> dict[str, Any]:
+    # What we know: whether the event was handed to the bus (EventBridge -> SNS -> the notifier and any
+    # subscriber; each delivers at least once). Delivery to the webhook is the notifier's, after that.
+    return {
+        "state": "published" if row["published_at"] is not None else "pending",
+        "published_at": iso(row["published_at"]),
+        "redeliveries": row["redeliveries"],
+        "redelivery_requested_at": iso(row["redelivery_requested_at"]),
+    }
+
+
+def list_events(app: App, since: datetime, limit: int) -> dict[str, Any]:
+    """Our PaymentSucceeded / PaymentFailed events from `since` on, oldest first, each as consumers
+    receive it and with its delivery state. next_since pages on (events at that instant come again:
+    consumers dedupe on id, as they do for every delivery)."""
+    rows = app.db.fetch_all(_EVENTS_QUERY, (since, limit))
+    events = [build_event(r) | {"delivery": _delivery(r)} for r in rows]
+    return {"events": events, "next_since": iso(rows[-1]["occurred_at"]) if len(rows) == limit else None}
+
+
+def redeliver_event(app: App, event_id: str) -> dict[str, Any]:
+    """Publish an event again: it is marked unpublished, and the sweeper publishes it within its period
+    (a minute on AWS), under its own id."""
+    try:
+        event_uuid = uuid.UUID(event_id)
+    except ValueError:
+        raise ApiError(404, "event_not_found", "no such event") from None
+    row = app.db.fetch_one(
+        """UPDATE outbox_events
+              SET published_at = NULL, redeliveries = redeliveries + 1, redelivery_requested_at = now()
+            WHERE id = %s
+        RETURNING id, event_type AS type, created_at AS occurred_at, payload AS data, published_at, redeliveries,
+                  redelivery_requested_at""",
+        (event_uuid,),
+    )
+    if row is None:
+        raise ApiError(404, "event_not_found", "no such event")
+    return build_event(row) | {"delivery": _delivery(row)}
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+def query_user(value: str | None) -> str:
+    """The shopper a merchant read names (?user_id=): the same bounds as in a body."""
+    try:
+        return _USER.validate_python(value)
+    except ValidationError:
+        raise ApiError(
+            422, "validation_error", "user_id: a shopper's id (1-255 printable characters)", field="user_id"
+        ) from None
+
+
+def query_limit(value: str | None) -> int:
+    if value is None:
+        return DEFAULT_PAGE
+    if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= MAX_PAGE:
+        raise ApiError(422, "validation_error", f"limit: a whole number from 1 to {MAX_PAGE}", field="limit")
+    return int(value)
+
+
+def query_since(value: str | None) -> datetime:
+    """?since=: an ISO 8601 time with its offset (2026-01-31T10:00:00Z)."""
+    try:
+        since = datetime.fromisoformat(value or "")
+    except ValueError:
+        since = None
+    if since is None or since.tzinfo is None:
+        raise ApiError(
+            422, "validation_error", "since: an ISO 8601 time with its offset, e.g. 2026-01-31T10:00:00Z", field="since"
+        )
+    return since
