@@ -23,6 +23,7 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from aiohttp import web, web_protocol
 
@@ -58,6 +59,55 @@ PROTOCOL: dict[str, Any] = {
 }
 
 log = logging.getLogger("payment_queue.local_api")
+
+# The pages' Content-Security-Policy (docs/pages.md): our own files, plus what each gateway's checkout
+# script needs. Cashfree publishes its list (npm @cashfreepayments/cashfree-js, "Content Security
+# Policy": script-src sdk.cashfree.com; frame-src sdk, api, sandbox, payments and payments-test
+# .cashfree.com; connect-src api.cashfree.com). Razorpay publishes none; its Checkout opens its page from
+# api.razorpay.com in a frame. A script from any other origin (the simulator's stand-ins) may frame its
+# own origin only.
+GATEWAY_PAGE_SOURCES: dict[str, dict[str, tuple[str, ...]]] = {
+    "https://checkout.razorpay.com": {
+        "frame-src": ("https://api.razorpay.com", "https://checkout.razorpay.com"),
+        "connect-src": ("https://api.razorpay.com",),
+    },
+    "https://sdk.cashfree.com": {
+        "frame-src": (
+            "https://sdk.cashfree.com",
+            "https://api.cashfree.com",
+            "https://sandbox.cashfree.com",
+            "https://payments.cashfree.com",
+            "https://payments-test.cashfree.com",
+        ),
+        "connect-src": ("https://api.cashfree.com",),
+    },
+}
+
+
+def page_policy(script_urls: tuple[str, ...]) -> str:
+    """The pages' CSP for the gateways' checkout scripts at these URLs."""
+    sources: dict[str, list[str]] = {"script-src": ["'self'"], "frame-src": [], "connect-src": ["'self'"]}
+    for url in script_urls:
+        parts = urlsplit(url)
+        origin = f"{parts.scheme}://{parts.netloc}"
+        sources["script-src"].append(origin)
+        known = GATEWAY_PAGE_SOURCES.get(origin, {"frame-src": (origin,)})
+        for directive, allowed in known.items():
+            sources[directive] += [a for a in allowed if a not in sources[directive]]
+    frames = " ".join(sources["frame-src"]) or "'none'"
+    return "; ".join(
+        [
+            "default-src 'none'",
+            "script-src " + " ".join(dict.fromkeys(sources["script-src"])),
+            "style-src 'self'",
+            "connect-src " + " ".join(sources["connect-src"]),
+            "img-src 'self' data:",
+            "frame-src " + frames,
+            "base-uri 'none'",
+            "form-action 'none'",
+        ]
+    )
+
 
 # Protocol errors by the status aiohttp's parser gives them: our code and a message that never
 # repeats what the client sent (aiohttp's own text quotes the offending header, token included).
@@ -104,8 +154,9 @@ def invoke(function: str, event: dict[str, Any]) -> dict[str, Any]:
 
 
 class LocalApi:
-    def __init__(self, issuer: LocalIssuer) -> None:
+    def __init__(self, issuer: LocalIssuer, page_csp: str = page_policy(())) -> None:
         self.issuer = issuer
+        self.page_csp = page_csp
 
     def _authorize(self, request: web.Request, route: Route) -> tuple[dict[str, Any], list[str]]:
         header = request.headers.get("Authorization", "")
@@ -256,6 +307,15 @@ async def _no_version(_request: web.Request, response: web.StreamResponse) -> No
     response.headers["Server"] = SERVER
 
 
+def _page_headers(api: LocalApi) -> Any:
+    async def add(request: web.Request, response: web.StreamResponse) -> None:
+        if request.path.startswith("/static/"):
+            response.headers["Content-Security-Policy"] = api.page_csp
+            response.headers["X-Content-Type-Options"] = "nosniff"
+
+    return add
+
+
 def _to_response(result: dict[str, Any]) -> web.Response:
     body = result.get("body") or ""
     if result.get("isBase64Encoded"):
@@ -269,6 +329,7 @@ def _to_response(result: dict[str, Any]) -> web.Response:
 def build_app(api: LocalApi) -> web.Application:
     app = web.Application(client_max_size=MAX_REQUEST_BYTES)
     app.on_response_prepare.append(_no_version)
+    app.on_response_prepare.append(_page_headers(api))
     if STATIC.is_dir():
         app.router.add_static("/static/", STATIC)
     # [\s\S], not `.`: a path with a (decoded) line break must reach our JSON 404 too.
@@ -293,13 +354,15 @@ def main() -> None:
     import argparse
 
     from local.config import LocalSettings
+    from shared.settings import Settings
 
     parser = argparse.ArgumentParser(description="the local API (make run starts several)")
     parser.add_argument("--fd", type=int, help="a listening socket the supervisor bound (local/run.py)")
     args = parser.parse_args()
     local = LocalSettings()
     issuer = LocalIssuer(local.data_dir / "jwt" / "signing-key.pem", local.jwt_issuer, local.jwt_audience)
-    api = LocalApi(issuer)
+    settings = Settings()
+    api = LocalApi(issuer, page_policy((settings.razorpay_checkout_script_url, settings.cashfree_sdk_url)))
     # Import the handlers before the first request, as a warm container has them.
     for function in ("enqueue", "status"):
         importlib.import_module(f"functions.{function}.handler")

@@ -56,6 +56,42 @@ const PQ = (() => {
     return prefix + "-" + random;
   }
 
+  // A gateway's checkout script (Razorpay's checkout.js, Cashfree's SDK), once: resolves when ready()
+  // finds its API. The page's Content-Security-Policy decides which origins may serve one.
+  function loadScript(url, ready) {
+    if (ready()) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      let parsed = null;
+      try {
+        parsed = new URL(url);
+      } catch (_) {
+        parsed = null;
+      }
+      if (!parsed || (parsed.protocol !== "https:" && parsed.protocol !== "http:")) {
+        reject(new Error("not a script address"));
+        return;
+      }
+      const script = document.createElement("script");
+      script.src = parsed.href;
+      script.async = true;
+      script.onload = () => (ready() ? resolve() : reject(new Error("the script did not load its API")));
+      script.onerror = () => reject(new Error("the script did not load"));
+      document.head.appendChild(script);
+    });
+  }
+
+  // Whether a bearer token has expired, from its own exp claim (read, never verified: only the API
+  // decides). null when the token cannot be read at all: it is not a sign-in token.
+  function tokenExpired(token) {
+    try {
+      const part = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+      const claims = JSON.parse(atob(part + "===".slice((part.length + 3) % 4)));
+      return typeof claims.exp === "number" ? claims.exp * 1000 <= Date.now() : false;
+    } catch (_) {
+      return null;
+    }
+  }
+
   function showTokenForm(form, onToken, storageKey) {
     form.hidden = false;
     // A property, not a listener: asking again must not stack handlers.
@@ -69,5 +105,5 @@ const PQ = (() => {
     };
   }
 
-  return { fragment, takeToken, setFragment, call, newKey, showTokenForm };
+  return { fragment, takeToken, setFragment, call, newKey, loadScript, tokenExpired, showTokenForm };
 })();

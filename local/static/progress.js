@@ -1,4 +1,6 @@
-// The shopper's progress page: follows one payment job by polling GET /v1/payments/{job_id},
+// The shopper's progress page: shows an order and its amount, pays it from the wallet or through a
+// gateway's own checkout (Razorpay Checkout, Cashfree's SDK: POST /v1/checkouts, then the gateway's
+// script, then POST /v1/payments), and follows the payment job by polling GET /v1/payments/{job_id},
 // waiting poll_after_ms between polls as the API advises, until the job is paid or failed.
 "use strict";
 
@@ -15,21 +17,31 @@
       "This order was already paid or cancelled, so nothing was charged this time.",
     invalid_order:
       "Something in this order does not add up, so we could not take the payment. Nothing was charged; please contact support.",
+    gateway_payment_failed: "The payment provider declined the payment. Nothing was charged.",
+    gateway_payment_not_found: "The payment provider has no record of this payment. Nothing was charged.",
+    gateway_order_mismatch: "This payment was made for another order, so it could not pay this one.",
+    gateway_checkout_expired: "The payment window expired before a payment was made. Nothing was charged.",
+    amount_mismatch: "The amount paid did not match the order, so the payment was not used.",
+    gateway_payment_refunded: "The payment was refunded at the payment provider, so it could not pay this order.",
   };
   const FALLBACK_REASON = "We could not complete the payment. Nothing was charged; please try again.";
-  // What the shopper can do next, by reason; "retry" offers a new payment of the same order.
+  // What the shopper can do next, by reason. retry "wallet" pays the same order from the wallet again;
+  // "choose" offers every way to pay it again; false offers nothing.
   const NEXT_STEPS = {
-    insufficient_balance: { text: "Add money to your wallet, then try again.", retry: true },
-    currency_mismatch: { text: "Pay this order at the shop's checkout instead.", retry: false },
+    insufficient_balance: { text: "Add money to your wallet, then try again.", retry: "wallet" },
+    currency_mismatch: { text: "Pay this order another way.", retry: "choose" },
     out_of_stock: { text: "Go back to your cart to change the order; this one cannot be paid as it is.", retry: false },
     order_not_payable: { text: "Check the order's status in your account.", retry: false },
     invalid_order: { text: "Contact support with your order number.", retry: false },
-    gateway_payment_failed: { text: "Pay again from the shop's checkout.", retry: false },
-    gateway_payment_not_found: { text: "Pay again from the shop's checkout.", retry: false },
-    amount_mismatch: { text: "Pay again from the shop's checkout; any amount taken was refunded.", retry: false },
-    gateway_payment_refunded: { text: "Pay again from the shop's checkout.", retry: false },
+    gateway_payment_failed: { text: "You can pay again, the same way or another.", retry: "choose" },
+    gateway_payment_not_found: { text: "You can pay again, the same way or another.", retry: "choose" },
+    gateway_order_mismatch: { text: "You can pay this order again.", retry: "choose" },
+    gateway_checkout_expired: { text: "You can pay again, the same way or another.", retry: "choose" },
+    amount_mismatch: { text: "You can pay again; any amount taken was refunded.", retry: "choose" },
+    gateway_payment_refunded: { text: "You can pay again, the same way or another.", retry: "choose" },
   };
-  const FALLBACK_NEXT = { text: "You can try the payment again.", retry: true };
+  const FALLBACK_NEXT = { text: "You can try the payment again.", retry: "choose" };
+  const RETRY_LABELS = { wallet: "Try the payment again", choose: "Pay again" };
   // A failed gateway payment whose money the gateway had taken: where the refund is.
   const REFUND_TEXT = {
     refunding: "We could not complete this order, so the {amount} you paid is on its way back to you.",
@@ -56,6 +68,9 @@
   let lastStatus = "";
   let lastAnnouncedAt = 0;
   let retryMs = 1000;
+  let order = null; // GET /v1/orders/{id}: the order, its amount and the ways it can be paid
+  let orderAsked = false;
+  let retryWith = "choose";
 
   function announce(text) {
     $("announce").textContent = text;
@@ -65,6 +80,29 @@
   function problem(text) {
     $("problem").textContent = text;
     $("problem").hidden = !text;
+  }
+
+  function money(paise, currency) {
+    return new Intl.NumberFormat("en-IN", { style: "currency", currency: currency || "INR" }).format(paise / 100);
+  }
+
+  // A 401: an expired token, or one that is no sign-in token at all (never "expired" for that).
+  function signInProblem(doing) {
+    sessionStorage.removeItem(TOKEN_KEY);
+    const expired = PQ.tokenExpired(token);
+    problem(
+      expired
+        ? "Your sign-in has expired. Sign in again to " + doing + "."
+        : "This sign-in is not valid here. Sign in again to " + doing + ".",
+    );
+  }
+
+  function showOrderLine(id) {
+    $("order-line").hidden = false;
+    $("order-id").textContent = "#" + id;
+    if (order && String(order.order_id) === String(id)) {
+      $("order-amount").textContent = " · " + money(order.total_paise, order.currency);
+    }
   }
 
   // null: the service has no measured rate (just started, or stalled), so no wait is promised.
@@ -79,9 +117,9 @@
   function render(job) {
     const status = job.status;
     $("tracker").hidden = false;
-    $("order-line").hidden = false;
-    $("order-id").textContent = "#" + job.order_id;
     if (!orderId) orderId = String(job.order_id);
+    if (!orderAsked) loadOrder(false);
+    showOrderLine(job.order_id);
     $("state").textContent = HEADLINES[status] || status;
     $("state").dataset.status = status;
     const bar = $("bar");
@@ -115,8 +153,7 @@
           "Order #" + job.order_id + " is paid. Payment reference: " + job.payment_id + ".";
       } else if (job.refund) {
         // Money the gateway took goes back: say how far it got, never "nothing was charged".
-        const amount = new Intl.NumberFormat("en-IN", { style: "currency", currency: "INR" })
-          .format(job.refund.amount_paise / 100);
+        const amount = money(job.refund.amount_paise, order && order.currency);
         $("detail").textContent = REFUND_TEXT[job.refund.status].replace("{amount}", amount);
         $("detail").dataset.reason = job.reason || "";
         $("detail").dataset.refund = job.refund.status;
@@ -129,6 +166,8 @@
         const next = NEXT_STEPS[job.reason] || FALLBACK_NEXT;
         $("next-step").textContent = next.text;
         $("next-step").hidden = false;
+        retryWith = next.retry || "choose";
+        $("retry").textContent = RETRY_LABELS[retryWith];
         $("retry").hidden = !next.retry;
         $("retry").disabled = false;
       }
@@ -140,19 +179,19 @@
     lastStatus = status;
   }
 
-  // An order the service says is not payable any more: what it is, never a Pay button.
-  function showClosed(orderStatus) {
+  // An order the service says is not payable any more: what it is, never a Pay button. attempted: the
+  // shopper just tried to pay it (so say nothing more was charged).
+  function showClosed(orderStatus, attempted = true) {
     $("pay-form").hidden = true;
     $("tracker").hidden = false;
-    $("order-line").hidden = false;
-    $("order-id").textContent = "#" + orderId;
+    showOrderLine(orderId);
     $("queue-facts").hidden = true;
     $("bar").value = 100;
     const paid = orderStatus === "paid";
     $("state").textContent = paid ? "Paid" : "Order " + (orderStatus || "closed");
     $("state").dataset.status = paid ? "succeeded" : "failed";
     $("detail").textContent = paid
-      ? "Order #" + orderId + " is already paid. Nothing more was charged."
+      ? "Order #" + orderId + (attempted ? " is already paid. Nothing more was charged." : " is paid.")
       : "Order #" + orderId + " is " + (orderStatus || "closed") + ", so it cannot be paid. Nothing was charged.";
     announce($("state").textContent + ". " + $("detail").textContent);
   }
@@ -177,8 +216,7 @@
       return;
     }
     if (answer.status === 401) {
-      sessionStorage.removeItem(TOKEN_KEY);
-      problem("Your sign-in has expired. Sign in again to see this payment.");
+      signInProblem("see this payment");
       return;
     }
     if (answer.status === 404) {
@@ -209,8 +247,27 @@
     poll();
   }
 
-  async function pay(event, button = $("pay-button")) {
-    if (event) event.preventDefault();
+  // What the API answered a payment or a checkout that it refused, in words; the button comes back
+  // where trying again can help.
+  function refused(answer, button, doing) {
+    const error = answer.body && answer.body.error;
+    if (error && error.code === "payment_in_progress" && error.details && error.details.job_id) {
+      follow(error.details.job_id);
+    } else if (error && error.code === "order_not_payable") {
+      localStorage.removeItem(jobKey(orderId));
+      showClosed(error.details && error.details.order_status);
+    } else if (answer.status === 401) {
+      signInProblem(doing);
+    } else if (answer.status === 503) {
+      button.disabled = false;
+      problem("The payment service is busy right now. Nothing was charged; please try again in a moment.");
+    } else {
+      button.disabled = false;
+      problem((error && error.message) || "The payment could not be started. Please try again.");
+    }
+  }
+
+  async function payFromWallet(button) {
     button.disabled = true;
     problem("");
     // One key per attempt at an order in this tab: a retried click replays the same job instead
@@ -229,27 +286,200 @@
       problem("We could not reach the payment service. Check your connection and try again.");
       return;
     }
-    const error = answer.body && answer.body.error;
-    if (answer.status === 202 || answer.status === 200) {
-      follow(answer.body.job_id);
-    } else if (error && error.code === "payment_in_progress" && error.details && error.details.job_id) {
-      follow(error.details.job_id);
-    } else if (error && error.code === "order_not_payable") {
-      localStorage.removeItem(jobKey(orderId));
-      showClosed(error.details && error.details.order_status);
-    } else if (answer.status === 401) {
-      problem("Your sign-in has expired. Sign in again to pay.");
-    } else {
+    if (answer.status === 202 || answer.status === 200) follow(answer.body.job_id);
+    else refused(answer, button, "pay");
+  }
+
+  // What the gateway's checkout handed back, sent as the payment of this order: Razorpay's signed
+  // order, payment and signature; for Cashfree only the method (we know the checkout's order).
+  async function submitGatewayPayment(body, key) {
+    const button = $("pay-button");
+    problem("");
+    announce("Payment made. Checking it with the payment service…");
+    let answer;
+    try {
+      answer = await PQ.call("POST", "/v1/payments", token, { body, headers: { "Idempotency-Key": key } });
+    } catch (_) {
+      // The gateway has the payment, and its webhook pays the order without us: reloading shows it.
       button.disabled = false;
-      problem((error && error.message) || "The payment could not be started. Please try again.");
+      problem("We could not reach the payment service to confirm your payment. Do not pay again: reload this page in a moment to see it.");
+      return;
     }
+    if (answer.status === 202 || answer.status === 200) follow(answer.body.job_id);
+    else refused(answer, button, "pay");
+  }
+
+  function openRazorpay(checkout) {
+    const button = $("pay-button");
+    let failed = false;
+    // Razorpay Standard Checkout (razorpay.com/docs/payments/payment-gateway/web-integration/standard/
+    // integration-steps): the order we created, its amount, and a handler for what Checkout returns.
+    const rzp = new window.Razorpay({
+      key: checkout.razorpay.key_id,
+      amount: checkout.amount_paise,
+      currency: checkout.currency,
+      order_id: checkout.razorpay.order_id,
+      name: "Order #" + orderId,
+      description: "Payment for order #" + orderId,
+      handler: (response) =>
+        submitGatewayPayment(
+          {
+            order_id: Number(orderId),
+            method: "razorpay",
+            razorpay_order_id: response.razorpay_order_id,
+            razorpay_payment_id: response.razorpay_payment_id,
+            razorpay_signature: response.razorpay_signature,
+          },
+          "razorpay-" + response.razorpay_payment_id,
+        ),
+      modal: {
+        ondismiss: () => {
+          button.disabled = false;
+          problem(
+            failed
+              ? "The payment did not go through, and nothing was charged. You can pay again, the same way or another."
+              : "The payment window was closed before paying. Nothing was charged.",
+          );
+        },
+      },
+    });
+    // A declined attempt: Checkout stays open for another try, and says why itself.
+    rzp.on("payment.failed", (response) => {
+      failed = true;
+      const why = response && response.error && response.error.description;
+      announce("The payment did not go through" + (why ? ": " + why : ".") + " You can try again in the payment window.");
+    });
+    rzp.open();
+  }
+
+  async function openCashfree(checkout) {
+    const button = $("pay-button");
+    // Cashfree's JS SDK (cashfree.com/docs/payments/online/web/redirect): the checkout opens over this
+    // page ("_modal"); the promise says whether a payment was made (paymentDetails) or not (error).
+    const cashfree = window.Cashfree({ mode: checkout.cashfree.mode });
+    const result = await cashfree.checkout({
+      paymentSessionId: checkout.cashfree.payment_session_id,
+      redirectTarget: "_modal",
+    });
+    if (result && result.paymentDetails) {
+      submitGatewayPayment({ order_id: Number(orderId), method: "cashfree" }, PQ.newKey("cashfree-" + checkout.checkout_id));
+      return;
+    }
+    button.disabled = false;
+    problem("The payment window was closed before a payment was made. Nothing was charged.");
+  }
+
+  async function payAtGateway(method) {
+    const button = $("pay-button");
+    button.disabled = true;
+    problem("");
+    let answer;
+    try {
+      answer = await PQ.call("POST", "/v1/checkouts", token, { body: { order_id: Number(orderId), method } });
+    } catch (_) {
+      button.disabled = false;
+      problem("We could not reach the payment service. Check your connection and try again.");
+      return;
+    }
+    if (answer.status !== 200 && answer.status !== 201) {
+      refused(answer, button, "pay");
+      return;
+    }
+    const checkout = answer.body;
+    if (checkout.job_id && checkout.status !== "created") {
+      follow(checkout.job_id); // paid at the gateway already: its job says how it ended
+      return;
+    }
+    const script = method === "razorpay" ? checkout.razorpay.script_url : checkout.cashfree.script_url;
+    try {
+      await PQ.loadScript(script, () => (method === "razorpay" ? window.Razorpay : window.Cashfree));
+    } catch (_) {
+      button.disabled = false;
+      problem("The payment window could not be opened. Check your connection and try again; nothing was charged.");
+      return;
+    }
+    if (method === "razorpay") openRazorpay(checkout);
+    else await openCashfree(checkout);
+  }
+
+  function pay(event) {
+    event.preventDefault();
+    const chosen = $("pay-form").querySelector("input[name=method]:checked");
+    const method = chosen ? chosen.value : "wallet";
+    if (method === "wallet") payFromWallet($("pay-button"));
+    else payAtGateway(method);
   }
 
   function retry() {
-    // The failed attempt's key would replay the failed job: a new attempt needs a new key.
-    sessionStorage.removeItem("pq.key." + orderId);
     lastStatus = "";
-    pay(null, $("retry"));
+    if (retryWith === "wallet") {
+      // The failed attempt's key would replay the failed job: a new attempt needs a new key.
+      sessionStorage.removeItem("pq.key." + orderId);
+      payFromWallet($("retry"));
+      return;
+    }
+    jobId = "";
+    $("tracker").hidden = true;
+    PQ.setFragment({ order: orderId, job: "" });
+    loadOrder(true);
+  }
+
+  // The order, what it costs and how it can be paid. show: offer to pay it (or follow its live job);
+  // otherwise only remember it for the amount the tracker shows.
+  async function loadOrder(show) {
+    orderAsked = true;
+    let answer;
+    try {
+      answer = await PQ.call("GET", "/v1/orders/" + encodeURIComponent(orderId), token);
+    } catch (_) {
+      if (show) problem("We could not reach the payment service. Check your connection and reload the page.");
+      return;
+    }
+    if (answer.status !== 200) {
+      if (!show) return;
+      if (answer.status === 401) signInProblem("pay");
+      else if (answer.status === 404) problem("We can't find this order. Check the link you followed.");
+      else problem("The payment service is busy; please reload the page in a moment.");
+      return;
+    }
+    order = answer.body;
+    if ($("order-line").hidden === false) showOrderLine(orderId);
+    if (show) offer(order);
+  }
+
+  function offer(view) {
+    const job = view.job;
+    if (job && (job.status === "queued" || job.status === "processing" || job.status === "succeeded")) {
+      follow(job.job_id);
+      return;
+    }
+    if (view.status !== "pending") {
+      showClosed(view.status, false);
+      return;
+    }
+    $("order-total").textContent = money(view.total_paise, view.currency);
+    const items = $("order-items");
+    items.replaceChildren(
+      ...view.items.map((item) => {
+        const li = document.createElement("li");
+        const name = item.name || "Product " + item.product_id;
+        li.textContent = item.quantity + " × " + name + ", " + money(item.unit_price_paise * item.quantity, view.currency);
+        return li;
+      }),
+    );
+    const methods = new Set(view.payment_methods || ["wallet"]);
+    let first = null;
+    for (const label of $("pay-form").querySelectorAll(".method")) {
+      const offered = methods.has(label.dataset.method);
+      label.hidden = !offered;
+      label.querySelector("input").disabled = !offered;
+      if (offered && !first) first = label.querySelector("input");
+    }
+    if (first && !$("pay-form").querySelector("input[name=method]:checked:not(:disabled)")) first.checked = true;
+    $("pay-order").textContent = "#" + view.order_id + " · " + money(view.total_paise, view.currency);
+    $("pay-button").disabled = false;
+    $("pay-form").hidden = false;
+    showOrderLine(view.order_id);
   }
 
   function start() {
@@ -257,15 +487,14 @@
     if (jobId || remembered) {
       follow(jobId || remembered);
     } else if (orderId) {
-      $("pay-order").textContent = "#" + orderId;
-      $("pay-form").hidden = false;
-      $("pay-form").addEventListener("submit", pay);
+      loadOrder(true);
     } else {
       problem("No payment to show. Open this page from your shop's link.");
     }
   }
 
   $("retry").addEventListener("click", retry);
+  $("pay-form").addEventListener("submit", pay);
   if (token) {
     start();
   } else {

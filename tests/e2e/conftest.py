@@ -24,6 +24,7 @@ import pytest
 
 from local.auth import LocalIssuer
 from local.config import LocalSettings
+from local.gateway_demo import gateway_env
 from shared.db import Database
 from tests.conftest import require_tool
 
@@ -80,13 +81,16 @@ class Runtime:
             return err.code, json.loads(err.read())
 
     def start_worker(self) -> None:
-        """One more processor, as `make run` starts them (for a runtime started with PQ_WORKERS=0)."""
+        """One more processor, as `make run` starts them (for a runtime started with PQ_WORKERS=0): with
+        the simulator's gateway settings `make run` gives its own processors."""
+        env = dict(self.env)
+        gateway_env(env, self.base)
         with open(self.logs / f"test-processor-{len(self.workers) + 1}.log", "ab") as out:
             self.workers.append(
                 subprocess.Popen(
                     # local.child: the worker dies with this test process, however that ends.
                     [sys.executable, "-m", "local.child", "local.workers", "processor"],
-                    env=self.env | {"PQ_SUPERVISOR_PID": str(os.getpid())},
+                    env=env | {"PQ_SUPERVISOR_PID": str(os.getpid())},
                     cwd=ROOT,
                     stdout=out,
                     stderr=subprocess.STDOUT,
