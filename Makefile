@@ -13,6 +13,7 @@ export PYTHONPATH := $(CURDIR)
 # USER is also the login name in the environment: only a USER given on the command line counts.
 TOKEN_USER := $(if $(filter command line,$(origin USER)),$(USER),demo-user-1)
 OPERATOR ?=
+MERCHANT ?=
 # The benchmark's knobs pass through from the command line (make bench USERS=200 ...).
 export USERS PRODUCTS WORKERS BATCH API_WORKERS OUT METHODS BASELINE CEILINGS PGBENCH_SECONDS KEEP GATEWAY_SHARE GATEWAY_RPS HOT_SHARDS
 # make chaos JOBS=1000 SCENARIOS=poison,dlq_redrive OUT=chaos.json (see bench/chaos.py).
@@ -45,14 +46,16 @@ lock: | $(BIN)/python
 	$(UV_COMPILE) --python-version 3.11 -c requirements-dev.lock -o requirements.lock requirements.txt
 	$(UV_COMPILE) --python-version 3.12 -c requirements-dev.lock -o requirements-lambda.lock infra/layer-requirements.in
 
-.PHONY: help run reset token psql test lint typecheck synth clean bench chaos capacity lock
+.PHONY: help run reset token orders topup psql test lint typecheck synth clean bench chaos capacity lock
 
 help:
 	@echo "make run        run the whole system locally (embedded PostgreSQL, API on 127.0.0.1:8000, simulator on :8100)"
 	@echo "make test       lint, type-check and run every test"
 	@echo "make lint       ruff check and ruff format --check"
 	@echo "make typecheck  mypy (strict) on every package"
-	@echo "make token      print a dev token: make token USER=demo-user-2 [OPERATOR=1] (after make run)"
+	@echo "make token      print a dev token: make token USER=demo-user-2 [OPERATOR=1 | MERCHANT=1] (after make run)"
+	@echo "make orders     new pending orders for a shopper, one id a line: make orders [USER=demo-user-1] [N=1]"
+	@echo "make topup      credit a shopper's wallet, in paise: make topup [USER=demo-user-1] AMOUNT=100000"
 	@echo "make psql       psql on the local database: make psql [SQL='SELECT ...']"
 	@echo "make reset      delete local data (database, keys, logs); refused while make run runs"
 	@echo "make synth      synthesize the AWS CDK app offline into cdk.out/"
@@ -69,12 +72,25 @@ reset: $(VENV)/.run-deps
 	@$(BIN)/python -m local.admin reset
 
 token: $(VENV)/.run-deps
-	@$(BIN)/python -m local.token --user "$(TOKEN_USER)" $(if $(OPERATOR),--operator)
+	@$(BIN)/python -m local.token $(if $(filter command line,$(origin USER)),--user "$(USER)") \
+		$(if $(OPERATOR),--operator) $(if $(MERCHANT),--merchant)
 
-# make psql SQL='SELECT status, count(*) FROM payment_jobs GROUP BY 1' runs one statement.
+# ORDER=$$(make -s orders) gives each example an order of its own, whatever ran before.
+N ?= 1
+orders: $(VENV)/.run-deps
+	@$(BIN)/python -m local.admin orders --user "$(TOKEN_USER)" --count "$(N)"
+
+AMOUNT ?=
+topup: $(VENV)/.run-deps
+	@test -n "$(AMOUNT)" || { echo "make topup: AMOUNT=<paise> is required (100000 is Rs 1,000)" >&2; exit 1; }
+	@$(BIN)/python -m local.admin topup --user "$(TOKEN_USER)" --amount "$(AMOUNT)"
+
+# make psql SQL='SELECT status, count(*) FROM payment_jobs GROUP BY 1' runs one statement. The statement
+# reaches psql through the environment (make exports command-line variables), never through a quoted
+# argument here: double quotes in it ("quantity") stay what they are.
 SQL ?=
 psql: $(VENV)/.run-deps
-	@$(BIN)/python -m local.admin psql $(if $(SQL),-c "$(SQL)")
+	@$(BIN)/python -m local.admin psql $(if $(SQL),-c "$$SQL")
 
 lint: $(VENV)/.dev-deps
 	$(BIN)/ruff check .

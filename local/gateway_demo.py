@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from local.auth import LocalIssuer
 from local.gateway_sim_browser import CASHFREE_SCRIPT, RAZORPAY_SCRIPT
-from local.seed import ensure_pending_order
+from local.seed import demo_orders
 from shared.db import Database
 
 SIM_DEFAULTS = {
@@ -92,7 +92,7 @@ def open_demo_checkouts(
     _wait_for(sim_url, timeout_s)
     checkouts = []
     for user_id, method in DEMO:
-        order_id = ensure_pending_order(db, user_id)
+        (order_id,) = demo_orders(db, user_id, 1)
         checkout = _post(
             api_url + "/v1/checkouts",
             {"order_id": order_id, "method": method},
@@ -105,25 +105,41 @@ def open_demo_checkouts(
 
 
 def banner(base: str, sim_url: str, issuer: LocalIssuer, checkouts: list[DemoCheckout]) -> str:
+    """Each gateway demo as one command that pays its own order at the simulated gateway, then sends
+    what the gateway's checkout hands the page to POST /v1/payments, as the shop's page would."""
     lines = [
-        f"Gateway checkouts opened at the simulator ({sim_url}/_sim/stats). 1) Pay one as the shopper would",
-        "in the gateway's checkout page; its webhook then pays the order by itself, as when a shopper closes",
-        "the tab. 2) Or also submit it as the shop page would (Razorpay: with the three razorpay_* fields",
-        "step 1 answered):",
+        f"Gateway checkouts opened at the simulator ({sim_url}/_sim/stats). Each command pays its order in the",
+        "simulated gateway checkout, then sends the payment as the shop's page would (paying at the gateway alone",
+        "also pays the order: its webhook makes the job, as when a shopper closes the tab). The progress page",
+        "pays through the same checkouts in a browser.",
         "",
     ]
     for c in checkouts:
-        body: dict[str, object] = {"order_id": c.order_id, "method": c.method}
-        if c.method == "razorpay":
-            body |= {"razorpay_order_id": c.gateway_order_id, "razorpay_payment_id": "…", "razorpay_signature": "…"}
-        lines += [
-            f"curl -sS -X POST {sim_url}/_sim/{c.method}/checkout -H 'Content-Type: application/json' \\",
-            f"  -d '{json.dumps({'order_id': c.gateway_order_id, 'outcome': 'success'})}'",
+        pay = json.dumps({"order_id": c.gateway_order_id, "outcome": "success"})
+        at_gateway = f"curl -sS{'f' if c.method == 'cashfree' else ''} -X POST {sim_url}/_sim/{c.method}/checkout"
+        to_api = [
             f"curl -sS -X POST {base}/v1/payments \\",
             f"  -H 'Authorization: Bearer {issuer.issue(c.user_id)}' \\",
             f"  -H 'Idempotency-Key: demo-{c.method}-{c.order_id}' \\",
-            "  -H 'Content-Type: application/json' \\",
-            f"  -d '{json.dumps(body, ensure_ascii=False)}'",
-            "",
         ]
+        lines.append(f"# {c.user_id}'s order {c.order_id} by {c.method.capitalize()}")
+        if c.method == "razorpay":
+            # What Checkout's handler receives -- the signed order, payment and signature -- with our order.
+            merge = f"{{'order_id': {c.order_id}, 'method': 'razorpay'}} | json.load(sys.stdin)"
+            lines += [
+                f"{at_gateway} -H 'Content-Type: application/json' -d '{pay}' \\",
+                f"| python3 -c \"import json, sys; print(json.dumps({merge}))\" \\",
+                f"| {to_api[0]}",
+                *to_api[1:],
+                "  -H 'Content-Type: application/json' -d @-",
+                "",
+            ]
+        else:  # Cashfree: we know the checkout's order, so the page sends only the order and the method
+            body = json.dumps({"order_id": c.order_id, "method": "cashfree"})
+            lines += [
+                f"{at_gateway} -H 'Content-Type: application/json' -d '{pay}' && echo && \\",
+                *to_api,
+                f"  -H 'Content-Type: application/json' -d '{body}'",
+                "",
+            ]
     return "\n".join(lines)

@@ -28,7 +28,7 @@ from local.gateway_demo import banner as gateway_banner
 from local.gateway_demo import gateway_env, open_demo_checkouts
 from local.lock import LOCK_NAME, AlreadyRunning, RunLock
 from local.pg import prepare, start_embedded, stop_embedded
-from local.seed import SeedPlan, ensure_pending_order, seed
+from local.seed import SeedPlan, demo_orders, seed
 from shared.db import Database
 from shared.domain import TransientError
 from shared.settings import Settings
@@ -86,11 +86,21 @@ def listen_sockets(host: str, port: int, count: int) -> list[socket.socket]:
     return sockets
 
 
-def banner(local: LocalSettings, issuer: LocalIssuer, user_id: str, order_id: int, operator_scope: str) -> str:
+@dataclass(frozen=True)
+class DemoOrders:
+    """The pending orders the start-up message's examples pay, each its own (local/seed.py demo_orders)."""
+
+    curl: int
+    page: int
+
+
+def banner(local: LocalSettings, issuer: LocalIssuer, user_id: str, orders: DemoOrders, operator_scope: str) -> str:
     base = f"http://{local.api_host}:{local.api_port}"
     token = issuer.issue(user_id)
     operator = issuer.issue("operator", scopes=(operator_scope,))
+    order_id = orders.curl
     key = f"demo-{order_id}"
+    pay_page = f"pay order {orders.page} (wallet, Razorpay, Cashfree)"
     return f"""
 Payment Queue is running at {base}
   {local.workers} processor workers, 1 notifier; logs in {local.data_dir / "logs"}
@@ -113,11 +123,13 @@ curl -sS {base}/v1/queue/status -H 'Authorization: Bearer {operator}'
 
 In a browser (the token rides in the URL fragment, which never reaches a server or its logs):
 
-  pay the order, watch its progress   {base}/static/progress.html#order={order_id}&token={token}
-  follow a job (put in its job_id)    {base}/static/progress.html#job=JOB_ID&token={token}
-  live operator page                  {base}/static/operator.html#token={operator}
+  {pay_page:<44}{base}/static/progress.html#order={orders.page}&token={token}
+  {"follow a job (put in its job_id)":<44}{base}/static/progress.html#job=JOB_ID&token={token}
+  {"live operator page":<44}{base}/static/operator.html#token={operator}
 
-Other tokens: make token USER=<id> [OPERATOR=1].  Ctrl-C stops everything; data stays in {local.data_dir}.
+More orders: make orders [USER=<id>] [N=<count>]; wallet money: make topup [USER=<id>] AMOUNT=<paise>.
+Other tokens: make token USER=<id> [OPERATOR=1]; the shop backend's: make token MERCHANT=1.
+Ctrl-C stops everything; data stays in {local.data_dir}.
 """
 
 
@@ -130,8 +142,8 @@ def _where(dsn: str) -> str:
     return f"{parts.get('host', 'localhost')}:{parts.get('port', '5432')}/{parts.get('dbname', '')}"
 
 
-def prepare_database(local: LocalSettings, env: dict[str, str]) -> int:
-    """Start the embedded server unless DATABASE_URL names one; migrate; seed; a pending demo order."""
+def prepare_database(local: LocalSettings, env: dict[str, str]) -> DemoOrders:
+    """Start the embedded server unless DATABASE_URL names one; migrate; seed; the demo's pending orders."""
     if not env.get("DATABASE_URL"):
         print("starting embedded PostgreSQL ...", flush=True)
         env["DATABASE_URL"] = start_embedded(local.data_dir, local.pg_max_connections)
@@ -147,7 +159,7 @@ def prepare_database(local: LocalSettings, env: dict[str, str]) -> int:
             raise StartupError(f"cannot reach the database at {_where(dsn)} (DATABASE_URL): {reason}") from None
         print(f"database ready ({len(applied)} migrations applied)", flush=True)
         seed(db, SeedPlan(users=local.demo_users))
-        return ensure_pending_order(db, DEMO_USER)
+        return DemoOrders(*demo_orders(db, DEMO_USER, 2))
     finally:
         db.close()
 
@@ -314,17 +326,19 @@ def run(local: LocalSettings) -> None:
     env.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     sim_url = gateway_env(env, f"http://{local.api_host}:{local.api_port}")
+    # The gateways keep their orders across restarts, as the real ones do (local/gateway_sim_state.py).
+    env.setdefault("PQ_GATEWAY_SIM_STATE", str(local.data_dir / "gateway-sim.json"))
     # Before anything starts: a busy port fails the run in a moment, not after the database.
     claim_port(local.api_host, local.api_port, "PQ_API_PORT")
     claim_port("127.0.0.1", int(env["PQ_GATEWAY_SIM_PORT"]), "PQ_GATEWAY_SIM_PORT")
     supervisor = Supervisor(local, env, embedded=not env.get("DATABASE_URL"))
     try:
-        order_id = prepare_database(local, env)
+        orders = prepare_database(local, env)
         issuer = LocalIssuer(local.data_dir / "jwt" / "signing-key.pem", local.jwt_issuer, local.jwt_audience)
         base = f"http://{local.api_host}:{local.api_port}"
         supervisor.start_all()
         supervisor.wait_ready([f"{base}/.well-known/jwks.json", f"{sim_url}/_sim/stats"])
-        print(banner(local, issuer, DEMO_USER, order_id, Settings().operator_scope), flush=True)
+        print(banner(local, issuer, DEMO_USER, orders, Settings().operator_scope), flush=True)
         db = Database(lambda: env["DATABASE_URL"], connect_timeout_s=10)
         try:
             checkouts = open_demo_checkouts(db, sim_url, base, issuer)

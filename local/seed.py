@@ -96,8 +96,28 @@ def ensure_pending_order(db: Database, user_id: str) -> int:
     row = db.fetch_one(
         "SELECT id FROM orders WHERE user_id = %s AND order_status = 'pending' ORDER BY id LIMIT 1", (user_id,)
     )
-    if row is not None:
-        return int(row["id"])
+    return int(row["id"]) if row is not None else _new_order(db, user_id)
+
+
+def demo_orders(db: Database, user_id: str, count: int) -> list[int]:
+    """`count` pending orders of the user that no payment job has touched yet, oldest first, new ones made
+    where the user has fewer: each example `make run` prints pays an order of its own, whichever ran
+    before it or before a restart."""
+    rows = db.fetch_all(
+        """SELECT o.id FROM orders o
+            WHERE o.user_id = %s AND o.order_status = 'pending'
+              AND NOT EXISTS (SELECT 1 FROM payment_jobs j WHERE j.user_id = o.user_id AND j.order_id = o.id)
+            ORDER BY o.id LIMIT %s""",
+        (user_id, count),
+    )
+    ids = [int(r["id"]) for r in rows]
+    while len(ids) < count:
+        ids.append(_new_order(db, user_id))
+    return ids
+
+
+def _new_order(db: Database, user_id: str) -> int:
+    """A new pending order of one unit of the first product in stock."""
     row = db.fetch_one(
         """WITH p AS (SELECT id, price_paise FROM products WHERE stock > 0 ORDER BY id LIMIT 1),
                 o AS (INSERT INTO orders (user_id, items, total_paise)
