@@ -33,7 +33,8 @@ def document() -> dict[str, Any]:
         if not merged:
             merged = schema
             continue
-        merged["paths"] |= schema.get("paths", {})
+        for path, operations in schema.get("paths", {}).items():  # one path, methods on both functions
+            merged["paths"].setdefault(path, {}).update(operations)
         merged.setdefault("components", {}).setdefault("schemas", {}).update(
             schema.get("components", {}).get("schemas", {})
         )

@@ -498,6 +498,16 @@ ROUTES = {
     ("get", "/v1/metrics"),
     ("get", "/health/db"),
     ("post", "/v1/dlq/redrive"),
+    ("post", "/v1/refunds/{refund_id}/retry"),
+    ("get", "/v1/orders/{order_id}"),
+    ("post", "/v1/merchant/orders"),
+    ("get", "/v1/merchant/orders"),
+    ("post", "/v1/merchant/payments"),
+    ("get", "/v1/merchant/payments"),
+    ("post", "/v1/merchant/wallet-adjustments"),
+    ("get", "/v1/merchant/wallet"),
+    ("get", "/v1/merchant/events"),
+    ("post", "/v1/merchant/events/{event_id}/redeliver"),
 }
 
 
