@@ -318,7 +318,10 @@ class MetricsWindow(BaseModel):
     succeeded: int
     failed: int
     success_rate: float | None
-    error_rate: float | None
+    decline_rate: float | None = Field(description="jobs that failed for a business reason, of those processed")
+    error_rate: float | None = Field(
+        description="deliveries that failed (faults, gateway or database away), of all deliveries: not declines"
+    )
     failed_deliveries: int = Field(description="deliveries that failed (transient included), not business failures")
     avg_wait_s: float | None
     p50_wait_s: float | None

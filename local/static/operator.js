@@ -89,6 +89,7 @@
       cells.forEach((text, i) => {
         const cell = document.createElement(i === 0 ? "th" : "td");
         if (i === 0) cell.scope = "row";
+        if (i === 5) cell.className = "wide-only"; // the average: p50 and p95 say more, and a phone lacks room
         cell.textContent = text;
         row.appendChild(cell);
       });
@@ -175,6 +176,7 @@
     $("eta-drain").textContent = queue.eta_to_drain_s === null ? "stalled" : duration(queue.eta_to_drain_s);
     $("oldest").textContent = duration(queue.oldest_message_age_s);
     $("success-rate").textContent = rate(minute.success_rate);
+    $("decline-rate").textContent = rate(minute.decline_rate);
     $("error-rate").textContent = rate(minute.error_rate);
     $("wait").textContent = seconds(minute.p50_wait_s) + " / " + seconds(minute.p95_wait_s);
     $("dlq-depth").textContent = number.format(queue.dlq_depth);

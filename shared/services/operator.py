@@ -40,14 +40,19 @@ def metrics_summary(app: App) -> dict[str, Any]:
     windows: dict[str, Any] = {}
     for m in _WINDOWS_MIN:
         processed, succeeded = row[f"processed_{m}"], row[f"succeeded_{m}"]
-        failed = processed - succeeded
+        failed, failed_deliveries = processed - succeeded, deliveries[f"d_{m}"]
+        # Errors are ours: deliveries that failed (a fault, the gateway or the database away), out of every
+        # delivery (each processed job's last, and each failed one). A declined payment (no money, sold out)
+        # is the system working: its share is decline_rate, and it never raises the error rate.
+        attempts = processed + failed_deliveries
         windows[f"{m}m"] = {
             "processed": processed,
             "succeeded": succeeded,
             "failed": failed,
             "success_rate": round(succeeded / processed, 4) if processed else None,
-            "error_rate": round(failed / processed, 4) if processed else None,
-            "failed_deliveries": deliveries[f"d_{m}"],
+            "decline_rate": round(failed / processed, 4) if processed else None,
+            "error_rate": round(failed_deliveries / attempts, 4) if attempts else None,
+            "failed_deliveries": failed_deliveries,
             "avg_wait_s": None if row[f"avg_wait_{m}"] is None else round(float(row[f"avg_wait_{m}"]), 3),
             "p50_wait_s": None if row[f"p50_wait_{m}"] is None else round(float(row[f"p50_wait_{m}"]), 3),
             "p95_wait_s": None if row[f"p95_wait_{m}"] is None else round(float(row[f"p95_wait_{m}"]), 3),

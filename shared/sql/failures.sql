@@ -20,14 +20,18 @@ $$;
 
 -- The jobs whose messages went to the DLQ and have not ended since (a redrive that paid them takes
 -- them off), newest first: the job, the last error and deliveries, and how long ago it was dead-lettered.
+-- One row per job, its latest dead-lettering: a redrive sends a job's message again under a new message
+-- id, and a job dead-lettered again must not be listed once per message it ever had (a message naming
+-- no job is listed by its own id).
 CREATE OR REPLACE FUNCTION pq_dead_lettered_jobs(p_limit integer)
 RETURNS TABLE (job_id uuid, user_id text, order_id bigint, status text, last_error text, deliveries integer,
                age_s double precision)
 LANGUAGE sql STABLE AS $$
     SELECT f.job_id, j.user_id, j.order_id, coalesce(j.status, 'unknown'), f.error, f.receive_count,
            extract(epoch FROM now() - f.created_at)::double precision
-      FROM (SELECT DISTINCT ON (d.job_id, d.message_id) d.* FROM delivery_failures d
-             WHERE d.dead_lettered ORDER BY d.job_id, d.message_id, d.created_at DESC) AS f
+      FROM (SELECT DISTINCT ON (coalesce(d.job_id::text, 'message ' || d.message_id)) d.* FROM delivery_failures d
+             WHERE d.dead_lettered
+             ORDER BY coalesce(d.job_id::text, 'message ' || d.message_id), d.created_at DESC) AS f
       LEFT JOIN payment_jobs j ON j.id = f.job_id
      WHERE j.status IS NULL OR j.status IN ('queued', 'processing')
      ORDER BY f.created_at DESC
