@@ -45,7 +45,9 @@ def _whole_number(value: Any) -> Any:
 IDEMPOTENCY_KEY_MAX = 255
 IDEMPOTENCY_KEY_PATTERN = r"^[!-~]([ -~]{0,253}[!-~])?$"
 
-OrderId = Annotated[StrictInt, BeforeValidator(_whole_number), Field(gt=0, le=MAX_ORDER_ID)]
+# The bounds sit inside the whole-number step: placed after it, pydantic keeps them out of the integer's
+# schema, and the OpenAPI document showed its own "gt"/"le" instead of JSON Schema's keywords.
+OrderId = Annotated[StrictInt, Field(gt=0, le=MAX_ORDER_ID), BeforeValidator(_whole_number)]
 EVENT_SOURCE = "payment-queue"
 EVENT_VERSION = "1"
 _jitter = random.SystemRandom()
@@ -147,8 +149,8 @@ MAX_LINE_QUANTITY = 10_000
 class OrderLine(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    product_id: Annotated[StrictInt, BeforeValidator(_whole_number), Field(gt=0, le=MAX_ORDER_ID)]
-    quantity: Annotated[StrictInt, BeforeValidator(_whole_number), Field(gt=0, le=MAX_LINE_QUANTITY)]
+    product_id: Annotated[StrictInt, Field(gt=0, le=MAX_ORDER_ID), BeforeValidator(_whole_number)]
+    quantity: Annotated[StrictInt, Field(gt=0, le=MAX_LINE_QUANTITY), BeforeValidator(_whole_number)]
 
 
 class _Fingerprinted(BaseModel):
@@ -194,7 +196,7 @@ class WalletAdjustmentRequest(_Fingerprinted):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     user_id: UserId
-    amount_paise: Annotated[StrictInt, BeforeValidator(_whole_number), Field(ge=-MAX_ORDER_ID, le=MAX_ORDER_ID)]
+    amount_paise: Annotated[StrictInt, Field(ge=-MAX_ORDER_ID, le=MAX_ORDER_ID), BeforeValidator(_whole_number)]
     reason: Annotated[StrictStr, Field(min_length=3, max_length=200), AfterValidator(_printable)]
     currency: Annotated[StrictStr, Field(pattern=r"^[A-Z]{3}$")] | None = None
 

@@ -30,6 +30,7 @@ from shared.api_models import (
     request_body,
     responses,
 )
+from shared.api_models import JSON as JSON_TYPE
 from shared.bootstrap import bootstrap
 from shared.domain import (
     CheckoutRequest,
@@ -132,6 +133,28 @@ def _webhook(gateway: str) -> Response[Any]:
     return json_response(200, body)
 
 
+def _webhook_openapi(signature_headers: dict[str, str]) -> dict[str, Any]:
+    """A webhook takes no bearer token: the gateway signs the raw body, and its headers say how."""
+    return {
+        "security": [],
+        "parameters": [
+            {"name": name, "in": "header", "required": True, "description": text, "schema": {"type": "string"}}
+            for name, text in signature_headers.items()
+        ],
+        "requestBody": {
+            "required": True,
+            "content": {
+                JSON_TYPE: {
+                    "schema": {
+                        "type": "object",
+                        "description": "the gateway's event, verified over its raw bytes before it is read",
+                    }
+                }
+            },
+        },
+    }
+
+
 _WEBHOOK_RESPONSES = responses(
     200,
     "verified and recorded (a duplicate too)",
@@ -146,6 +169,12 @@ _WEBHOOK_RESPONSES = responses(
     "/v1/webhooks/razorpay",
     summary="Razorpay webhooks (X-Razorpay-Signature over the raw body; no JWT)",
     responses=_WEBHOOK_RESPONSES,
+    openapi_extensions=_webhook_openapi(
+        {
+            "X-Razorpay-Signature": "hex HMAC-SHA256 of the raw body with the webhook secret",
+            "X-Razorpay-Event-Id": "the event's id (not signed: never the deduplication key)",
+        }
+    ),
 )
 @tracer.capture_method
 def razorpay_webhook() -> Response[Any]:
@@ -156,6 +185,12 @@ def razorpay_webhook() -> Response[Any]:
     "/v1/webhooks/cashfree",
     summary="Cashfree PG webhooks (x-webhook-signature over x-webhook-timestamp + raw body; no JWT)",
     responses=_WEBHOOK_RESPONSES,
+    openapi_extensions=_webhook_openapi(
+        {
+            "x-webhook-signature": "base64 HMAC-SHA256 of x-webhook-timestamp + the raw body with the client secret",
+            "x-webhook-timestamp": "milliseconds since the epoch, signed with the body",
+        }
+    ),
 )
 @tracer.capture_method
 def cashfree_webhook() -> Response[Any]:

@@ -525,6 +525,16 @@ def test_generated_document_lists_every_route_with_its_success_and_error_answers
     assert post["responses"]["422"]["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorBody")
     assert post["requestBody"]["content"]["application/json"]["schema"]["title"] == "PaymentRequest"
     assert doc["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+    # Bounds in JSON Schema's own keywords, never pydantic's names for them
+    order_id = post["requestBody"]["content"]["application/json"]["schema"]["oneOf"][0]["properties"]["order_id"]
+    assert (order_id["exclusiveMinimum"], order_id["maximum"]) == (0, 2**53 - 1)
+    assert '"gt"' not in json.dumps(doc) and '"le"' not in json.dumps(doc)
+    # The webhooks: no bearer token, the gateway's signature headers and a body
+    for gateway, header in (("razorpay", "X-Razorpay-Signature"), ("cashfree", "x-webhook-signature")):
+        webhook = doc["paths"][f"/v1/webhooks/{gateway}"]["post"]
+        assert webhook["security"] == []
+        assert header in {p["name"] for p in webhook["parameters"] if p["in"] == "header" and p["required"]}
+        assert webhook["requestBody"]["required"] is True
 
 
 def test_local_api_serves_the_generated_document(rt: Runtime) -> None:
