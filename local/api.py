@@ -26,6 +26,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from aiohttp import web, web_protocol
+from aiohttp.http_exceptions import LineTooLong
 
 from local.auth import LocalIssuer, TokenError, token_scopes
 from local.lambda_shim import LocalContext, http_api_event
@@ -244,6 +245,7 @@ class _Handler(web_protocol.RequestHandler):
     """aiohttp's connection handler with our answers to what never reaches a route."""
 
     _pq_received = False
+    _pq_next_head_deadline = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -252,7 +254,21 @@ class _Handler(web_protocol.RequestHandler):
 
     def data_received(self, data: bytes) -> None:
         self._pq_received = True
+        # Bytes while no request is being handled begin a keep-alive connection's next request: its
+        # headers get the same time as the first one's, or a client trickling them would hold the
+        # connection for ever (aiohttp's keep-alive timeout only covers a connection that sends nothing).
+        between = self._request_count > 0 and not self._request_in_progress and not self._messages
+        before = self._request_count
         super().data_received(data)
+        if between and self._request_count == before and not self._pq_next_head_deadline:
+            self._pq_next_head_deadline = True
+            asyncio.get_running_loop().call_later(HEADER_READ_TIMEOUT_S, self._next_head_deadline, before)
+
+    def _next_head_deadline(self, count: int) -> None:
+        self._pq_next_head_deadline = False
+        transport = self.transport
+        if self._request_count == count and transport is not None and not transport.is_closing():
+            transport.close()
 
     def _headers_deadline(self, transport: asyncio.BaseTransport, idle: bool = False) -> None:
         if self._request_count or transport.is_closing():
@@ -274,6 +290,8 @@ class _Handler(web_protocol.RequestHandler):
         error shape, without the client's bytes in the answer or in the log."""
         if request.writer.output_size > 0:  # an answer is half sent: nothing more can be said
             raise ConnectionError("response already started")
+        if isinstance(exc, LineTooLong):  # aiohttp says 400; RFC 6585 has a status of its own for it
+            status = 431
         if status >= 500:
             log.error("request failed", exc_info=exc)
             code, text = "internal_error", "internal error"
@@ -307,6 +325,45 @@ async def _no_version(_request: web.Request, response: web.StreamResponse) -> No
     response.headers["Server"] = SERVER
 
 
+# What aiohttp itself answers (its static files, a target no route can match) in our error shape: the
+# code for its status, and a message that repeats nothing the client sent.
+_HTTP_ERRORS = {
+    403: ("forbidden", "not allowed"),
+    404: ("route_not_found", "no such route"),
+    405: ("method_not_allowed", "method not allowed"),
+}
+
+
+def _http_error(status: int) -> web.Response:
+    code, text = _HTTP_ERRORS.get(status, ("bad_request", "the request cannot be served"))
+    return _error(status, code, text)
+
+
+@web.middleware
+async def _json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
+    try:
+        response: web.StreamResponse = await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return _http_error(exc.status)
+    return response
+
+
+def _static_files() -> Any:
+    """GET /static/<name>: the pages' files, by name, nothing else (no directory, no listing); what is
+    not one of them is our JSON 404 (aiohttp's static route answered a bare 403 or an empty 404)."""
+    files = {path.name: path for path in STATIC.iterdir() if path.is_file()} if STATIC.is_dir() else {}
+
+    async def serve_file(request: web.Request) -> web.StreamResponse:
+        found = files.get(request.match_info["name"])
+        if found is None:
+            return _http_error(404)
+        return web.FileResponse(found)
+
+    return serve_file
+
+
 def _page_headers(api: LocalApi) -> Any:
     async def add(request: web.Request, response: web.StreamResponse) -> None:
         if request.path.startswith("/static/"):
@@ -327,11 +384,10 @@ def _to_response(result: dict[str, Any]) -> web.Response:
 
 
 def build_app(api: LocalApi) -> web.Application:
-    app = web.Application(client_max_size=MAX_REQUEST_BYTES)
+    app = web.Application(client_max_size=MAX_REQUEST_BYTES, middlewares=[_json_errors])
     app.on_response_prepare.append(_no_version)
     app.on_response_prepare.append(_page_headers(api))
-    if STATIC.is_dir():
-        app.router.add_static("/static/", STATIC)
+    app.router.add_get(r"/static/{name:[\s\S]*}", _static_files())
     # [\s\S], not `.`: a path with a (decoded) line break must reach our JSON 404 too.
     app.router.add_route("*", r"/{tail:[\s\S]*}", api.handle)
 
