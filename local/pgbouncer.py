@@ -44,7 +44,9 @@ def _free_port() -> int:
 class PgBouncer:
     """One PgBouncer child process in front of the server `server_url` names; always stop() it."""
 
-    def __init__(self, server_url: str, workdir: Path | None = None, *, password: str | None = None) -> None:
+    def __init__(
+        self, server_url: str, workdir: Path | None = None, *, password: str | None = None, port: int = 0
+    ) -> None:
         parts = urlsplit(server_url)
         query = parse_qs(parts.query)
         self.user = parts.username or "postgres"
@@ -55,6 +57,7 @@ class PgBouncer:
         self._server_port = parts.port or 5432
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="pq-pgbouncer-"))
         self.host = "127.0.0.1"
+        self._requested_port = port  # 0: any free port
         self.port = 0
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -107,7 +110,7 @@ server_check_delay = 30
         binary = find_pgbouncer()
         if binary is None:
             raise RuntimeError(NOT_INSTALLED)
-        self.port = _free_port()
+        self.port = self._requested_port or _free_port()
         run_as = self._run_as()
         config = self._write_config(run_as)
         argv = [binary, *(["-u", run_as] if run_as else []), str(config)]
@@ -147,13 +150,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="PgBouncer in transaction mode in front of a PostgreSQL server")
     parser.add_argument("--server", required=True, help="the server's DSN (user, host or socket dir, port)")
     parser.add_argument("--database", default="payments", help="the database to print a DATABASE_URL for")
+    parser.add_argument("--port", type=int, default=0, help="the port to listen on (default: a free one)")
     args = parser.parse_args()
+    if not 0 <= args.port <= 65535:
+        parser.error("--port must be 0 to 65535")
 
     def interrupt(*_: object) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, interrupt)  # `kill` stops PgBouncer too, as Ctrl-C does
-    with PgBouncer(args.server) as bouncer:
+    with PgBouncer(args.server, port=args.port) as bouncer:
         print(f"PgBouncer (transaction pooling) on {bouncer.host}:{bouncer.port}; Ctrl-C stops it", flush=True)
         print(f"DATABASE_URL={bouncer.url(args.database)}", flush=True)
         try:

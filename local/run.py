@@ -148,6 +148,13 @@ def prepare_database(local: LocalSettings, env: dict[str, str]) -> DemoOrders:
         print("starting embedded PostgreSQL ...", flush=True)
         env["DATABASE_URL"] = start_embedded(local.data_dir, local.pg_max_connections)
     dsn = env["DATABASE_URL"]
+    try:
+        psycopg2.extensions.parse_dsn(dsn)
+    except psycopg2.ProgrammingError:  # its message quotes the string, which may hold a password
+        raise StartupError(
+            "DATABASE_URL is not a PostgreSQL connection string: "
+            "postgresql://<user>:<password>@<host>:<port>/<database>, or key=value pairs"
+        ) from None
     db = Database(lambda: dsn, connect_timeout_s=10)
     try:
         try:

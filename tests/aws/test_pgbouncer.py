@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 from urllib.parse import urlsplit
 
@@ -81,3 +82,22 @@ def test_a_migrate_rerun_applies_nothing_and_keeps_the_role_timeout(
     finally:
         db.close()
         _admin_exec(pg_admin_url, f"DROP DATABASE IF EXISTS {empty_database} WITH (FORCE)")
+
+
+def test_pgbouncer_listens_on_the_port_asked_for(
+    pg_admin_url: str, database_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    # Given a free port chosen by the operator (python -m local.pgbouncer --port N)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+
+    # When PgBouncer starts on it, Then a DATABASE_URL of that port reaches the database
+    with PgBouncer(pg_admin_url, tmp_path_factory.mktemp("pgbouncer-port"), port=port) as bouncer:
+        assert bouncer.port == port
+        name = urlsplit(database_url).path.lstrip("/")
+        conn = psycopg2.connect(bouncer.url(name))
+        with conn.cursor() as cur:
+            cur.execute("SELECT 1")
+            assert cur.fetchone() == (1,)
+        conn.close()

@@ -149,6 +149,15 @@ def test_an_unreachable_database_url_is_one_line_without_its_password(tmp_path: 
     assert "s3cret-pw" not in out + err
 
 
+def test_a_database_url_that_is_no_connection_string_is_one_line_without_it(tmp_path: Path) -> None:
+    env = runtime_env("not a url s3cret-pw", tmp_path)
+    code, out, err, _ = _run_once(env)
+    assert code == 1, (out, err)
+    assert err.strip().count("\n") == 0 and "Traceback" not in err, err
+    assert "DATABASE_URL is not a PostgreSQL connection string" in err, err
+    assert "s3cret-pw" not in out + err
+
+
 def test_a_child_that_fails_to_start_fails_the_run_with_its_log_tail(database_url: str, tmp_path: Path) -> None:
     # Given a setting every function process refuses
     env = runtime_env(database_url, tmp_path) | {"PQ_POLL_MIN_MS": "not-a-number"}
