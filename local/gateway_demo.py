@@ -128,7 +128,7 @@ def banner(base: str, sim_url: str, issuer: LocalIssuer, checkouts: list[DemoChe
             merge = f"{{'order_id': {c.order_id}, 'method': 'razorpay'}} | json.load(sys.stdin)"
             lines += [
                 f"{at_gateway} -H 'Content-Type: application/json' -d '{pay}' \\",
-                f"| python3 -c \"import json, sys; print(json.dumps({merge}))\" \\",
+                f'| python3 -c "import json, sys; print(json.dumps({merge}))" \\',
                 f"| {to_api[0]}",
                 *to_api[1:],
                 "  -H 'Content-Type: application/json' -d @-",

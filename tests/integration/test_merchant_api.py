@@ -278,13 +278,14 @@ def test_events_since_a_time_show_their_delivery_and_a_redelivery_publishes_agai
 ) -> None:
     # Given a paid order whose event the relay published
     start = datetime.now(UTC) - timedelta(seconds=5)
-    status, job = call(
+    accepted, job = call(
         enqueue_handler,
         "POST",
         "/v1/merchant/payments",
         body={"user_id": "demo-user-1", "order_id": pending_order(app.db, "demo-user-1"), "method": "wallet"},
         key="evt-1",
     )
+    assert accepted == 202, job
     deliver(app, receive(app))
     since = "since=" + start.isoformat().replace("+00:00", "Z")
 
