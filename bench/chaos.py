@@ -830,6 +830,10 @@ SCENARIOS: dict[str, Scenario] = {
             "PQ_MAX_RECEIVE_COUNT": "10",
             "PQ_GATEWAY_TIMEOUT_S": "1",
             "PQ_GATEWAY_BACKOFF_CAP_S": "4",
+            # A batch of records that time out at the gateway and sleep short token waits outlasts 5 s
+            # of visibility: a second worker would take a message still being paid, and capture it
+            # again. On AWS the visibility is six times the function's timeout (infra/config.py).
+            "PQ_VISIBILITY_TIMEOUT_S": "30",
             # Per endpoint (shared/gateway_limits.py); Cashfree keeps its published production limits,
             # which the simulator enforces too.
             "PQ_RAZORPAY_LIMIT_PER_MIN": "9000",
