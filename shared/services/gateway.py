@@ -400,7 +400,8 @@ def _wait_for_token(
             receive_count=receive_count,
         )
         return PaymentOutcome(job_id=job.job_id, outcome=GatewayEndOutcome.PARKED)
-    delay = math.ceil(exc.retry_after_s or 0)
+    # At most SQS's 12-hour visibility (ChangeMessageVisibility), also where the queue is PGMQ.
+    delay = min(43_200, math.ceil(exc.retry_after_s or 0))
     app.queue.change_visibility(receipt_handle, delay)
     metrics.add_metric(name="LimiterHandBacks", unit=MetricUnit.Count, value=1)
     metrics.add_metric(name="LimiterHandBackSeconds", unit=MetricUnit.Seconds, value=delay)
