@@ -164,6 +164,9 @@ class Functions(Construct):
         # DeleteMessage from the queue, granted with the consume permissions).
         self.process_payment.add_environment("PQ_DLQ_URL", dlq.queue_url)
         dlq.grant_send_messages(self.process_payment)
+        # A gateway job it sends again itself: one whose success webhook came while it fetched
+        # (pq_gateway_park's resend), one whose every receive only waited for a limiter slot.
+        queue.grant_send_messages(self.process_payment)
         self._gateway_credentials(config)
         self.process_payment.add_event_source(
             sources.SqsEventSource(

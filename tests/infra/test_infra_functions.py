@@ -142,11 +142,15 @@ def test_status_may_read_queue_depths_and_redrive_the_dlq_only(stack: Synthesize
     assert _granted(stack, "status", "sqs:SendMessage") == {queue}
 
 
-def test_processor_may_send_to_the_dlq_and_delete_from_the_queue_it_consumes(stack: Synthesized) -> None:
+def test_processor_may_send_to_the_dlq_and_to_its_queue_and_delete_from_the_queue_it_consumes(
+    stack: Synthesized,
+) -> None:
     queue, dlq = stack.queue("-payments.fifo"), stack.queue("-payments-dlq.fifo")
 
     assert _environment(stack, "process_payment")["PQ_DLQ_URL"] == {"Ref": dlq}
-    assert _granted(stack, "process_payment", "sqs:SendMessage") == {dlq}
+    # the DLQ for poison; its own queue for the gateway jobs it sends again (a resend after a park, a
+    # job whose receives only waited for a limiter slot)
+    assert _granted(stack, "process_payment", "sqs:SendMessage") == {queue, dlq}
     assert _granted(stack, "process_payment", "sqs:DeleteMessage") == {queue}
 
 
