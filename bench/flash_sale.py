@@ -59,6 +59,8 @@ INVARIANTS = (
     "lost_jobs",
     "order_violations",
     "missing_notifications",
+    "gateway_unaccounted_paise",
+    "gateway_books_vs_gateway_paise",  # METHODS=mix: our books against the simulator's ledger
 )
 
 
@@ -428,6 +430,7 @@ def run_ours(server: Server, knobs: Knobs, receiver: Receiver, hook_url: str) ->
         cpu_after = cpu_by_role(supervisor, "bench_ours")
         calls = _statement_calls(db)
         gateway = _sim(sim_url, "/_sim/stats?gateway=razorpay") if sim_url else None
+        ledger = _sim(sim_url, "/_sim/ledger")["payments"] if sim_url else None
     finally:
         supervisor.stop()
     jobs = db.fetch_all(
@@ -440,7 +443,7 @@ def run_ours(server: Server, knobs: Knobs, receiver: Receiver, hook_url: str) ->
     waits = [float(j["finished"]) - float(j["created"]) for j in finished]
     enqueue_ms = [(r.answered_at - r.sent_at) * 1000 for r in results if r.answered_at]
     polls = [p for r in results for p in r.polls]
-    invariants = check(db, initial_stock=stock)
+    invariants = check(db, initial_stock=stock, gateway_ledger=ledger)
     # Notifications: every terminal job's event reached the webhook.
     invariants["missing_notifications"] += len(terminal - receiver.job_ids)
     dlq = db.fetch_one("SELECT count(*) n FROM pgmq.q_payments_dlq")
