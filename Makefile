@@ -48,7 +48,7 @@ lock: | $(BIN)/python
 	$(UV_COMPILE) --python-version 3.11 -c requirements-dev.lock -o requirements.lock requirements.txt
 	$(UV_COMPILE) --python-version 3.12 -c requirements-dev.lock -o requirements-lambda.lock infra/layer-requirements.in
 
-.PHONY: help run reset token psql test test-tools lint typecheck synth clean bench chaos capacity lock
+.PHONY: help run reset token psql test test-tools lint typecheck synth preflight clean bench chaos capacity lock
 
 help:
 	@echo "make run        run the whole system locally (embedded PostgreSQL, API on 127.0.0.1:8000, simulator on :8100)"
@@ -58,6 +58,7 @@ help:
 	@echo "make token      print a dev token: make token USER=demo-user-2 [OPERATOR=1] (after make run)"
 	@echo "make psql       psql on the local database: make psql [SQL='SELECT ...']"
 	@echo "make reset      delete local data (database, keys, logs); refused while make run runs"
+	@echo "make preflight  before a first deploy: does this AWS account fit the environment? make preflight ENV=dev"
 	@echo "make synth      synthesize the AWS CDK app offline into cdk.out/"
 	@echo "make bench      the 5,000-user flash sale beside the seed's design: make bench USERS=5000 WORKERS=8 [KEEP=1]"
 	@echo "make chaos      fault scenarios at scale, a table of losses (all 0): make chaos JOBS=1000 [SCENARIOS=...]"
@@ -101,6 +102,12 @@ bench: $(VENV)/.dev-deps
 # Offline: no Docker, no AWS credentials (availability zones come from cdk.json). Needs Node.js >= 20.
 synth: $(VENV)/.dev-deps
 	$(BIN)/python -m infra.synth --lint
+
+# Reads the account's Lambda concurrency and RDS quotas with your AWS credentials (read-only) and says
+# whether the environment fits and what to request (infra/preflight.py). Exit status 1 when it does not.
+preflight: $(VENV)/.dev-deps
+	@test -n "$(ENV)" || { echo "make preflight ENV=dev|staging|prod" >&2; exit 2; }
+	$(BIN)/python -m infra.preflight --env "$(ENV)"
 
 # Knobs: JOBS SCENARIOS WORKERS OUT (see bench/chaos.py).
 chaos: $(VENV)/.dev-deps

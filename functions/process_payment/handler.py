@@ -19,7 +19,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from shared.bootstrap import bootstrap
 from shared.domain import PoisonMessageError
-from shared.observability import logger, metrics, tracer
+from shared.observability import log_metrics, logger, metrics, tracer
 from shared.poison import dead_letter_poison
 from shared.services.outbox import OutboxRelay
 from shared.services.processing import process_message, record_failure
@@ -76,7 +76,7 @@ def _pay(record: SQSRecord, relay: OutboxRelay, context: LambdaContext) -> None:
 
 @logger.inject_lambda_context
 @tracer.capture_lambda_handler
-@metrics.log_metrics
+@log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
     relay = OutboxRelay(bootstrap())
     errors: dict[str, Exception] = {}

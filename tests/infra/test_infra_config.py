@@ -57,7 +57,7 @@ def test_visibility_timeout_is_six_processor_timeouts() -> None:
 
 
 def test_max_concurrency_above_reserved_concurrency_is_refused(context: dict[str, object]) -> None:
-    config = cfg.load(context, "dev")
+    config = cfg.load(context, "staging")
     unsafe = replace(config, processor=replace(config.processor, max_concurrency=6, reserved_concurrency=5))
 
     with pytest.raises(cfg.ConfigError, match="reserved concurrency"):
@@ -134,6 +134,15 @@ def test_every_function_that_touches_the_database_is_in_the_budget(context: dict
         assert set(config.database_clients()) == {"enqueue", "status", "process_payment", "sweeper", "migrate"}
         assert config.database_connections_needed <= config.database.proxy_connection_budget
         assert config.processor.max_concurrency <= config.database_clients()["process_payment"].reserved_concurrency
+
+
+def test_dev_reserves_no_concurrency_so_any_account_can_deploy_it(context: dict[str, object]) -> None:
+    # Lambda keeps 100 of an account's concurrency unreserved: an account with a limit of 100 or less
+    # can reserve nothing, and staging and prod need an account that can.
+    reserved = {env: cfg.load(context, env).reserved_concurrency() for env in cfg.ENVIRONMENTS}
+
+    assert reserved["dev"] == {}
+    assert sum(reserved["staging"].values()) == 84 and sum(reserved["prod"].values()) == 252
 
 
 def test_a_borrow_timeout_not_well_under_a_functions_timeout_is_refused(context: dict[str, object]) -> None:
