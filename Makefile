@@ -48,7 +48,7 @@ lock: | $(BIN)/python
 	$(UV_COMPILE) --python-version 3.11 -c requirements-dev.lock -o requirements.lock requirements.txt
 	$(UV_COMPILE) --python-version 3.12 -c requirements-dev.lock -o requirements-lambda.lock infra/layer-requirements.in
 
-.PHONY: help run reset token psql test test-tools lint typecheck synth preflight clean bench chaos capacity lock
+.PHONY: help run reset token psql test lint typecheck synth preflight clean bench chaos capacity lock
 
 help:
 	@echo "make run        run the whole system locally (embedded PostgreSQL, API on 127.0.0.1:8000, simulator on :8100)"
@@ -87,12 +87,10 @@ lint: $(VENV)/.dev-deps
 typecheck: $(VENV)/.dev-deps
 	$(BIN)/mypy shared functions local bench infra tests
 
-# Chromium, Node.js >= 20 and PgBouncer: installed from Debian's packages when it can (root, apt-get),
-# else the run stops here naming what is missing; no kind of test is skipped for want of one.
-test-tools:
+# Chromium, Node.js >= 20 and PgBouncer first: installed from Debian's packages when it can (root,
+# apt-get), else the run stops naming what is missing; no kind of test is skipped for want of one.
+test: lint typecheck
 	@bash tests/system-tools.sh
-
-test: test-tools lint typecheck
 	$(BIN)/python -m pytest
 
 # Knobs: USERS PRODUCTS WORKERS BATCH API_WORKERS OUT METHODS BASELINE CEILINGS KEEP (see bench/flash_sale.py).
