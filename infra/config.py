@@ -31,6 +31,7 @@ FIRST_CREATE_CONTEXT_KEY = "pq:first-create"
 # The issuer in the shipped config: no real identity provider, so it rejects every token. Fine
 # for dev (a stack you can synthesize and deploy before choosing one), refused where it matters.
 PLACEHOLDER_ISSUER = "https://auth.example.com/"
+PLACEHOLDER_AUDIENCE = ("payment-queue",)
 _REAL_ISSUER_REQUIRED = ("staging", "prod")
 
 
@@ -241,6 +242,13 @@ class EnvironmentConfig:
                 f"the JWT issuer is the placeholder {PLACEHOLDER_ISSUER}; pass your identity "
                 "provider's issuer with -c pq:jwt-issuer=https://..."
             )
+        # The audience like the issuer: the authorizer checks a token's aud (client_id for Cognito access
+        # tokens) against this list, so the placeholder would answer 401 to every real token.
+        if self.name in _REAL_ISSUER_REQUIRED and self.api.jwt_audience == PLACEHOLDER_AUDIENCE:
+            problems.append(
+                f"the JWT audience is the placeholder {PLACEHOLDER_AUDIENCE[0]!r}; pass your app clients' ids "
+                "with -c pq:jwt-audience=<client id>[,<client id>...]"
+            )
         problems += [
             f"CORS origin {origin!r} must be a scheme and host only, e.g. https://shop.example.com"
             for origin in self.api.cors_origins
@@ -311,7 +319,7 @@ DEV = EnvironmentConfig(
     ),
     api=ApiConfig(
         jwt_issuer=PLACEHOLDER_ISSUER,
-        jwt_audience=("payment-queue",),
+        jwt_audience=PLACEHOLDER_AUDIENCE,
         throttle_rate_per_second=100,
         throttle_burst=200,
     ),

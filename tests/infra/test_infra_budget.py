@@ -68,7 +68,10 @@ def _number(cell: str) -> int:
 
 def test_the_budget_table_in_deploy_md_matches_the_config() -> None:
     table = _budget_table()
-    context = load_cdk_context() | {"pq:jwt-issuer": "https://cognito-idp.ap-south-1.amazonaws.com/x"}
+    context = load_cdk_context() | {
+        "pq:jwt-issuer": "https://cognito-idp.ap-south-1.amazonaws.com/x",
+        "pq:jwt-audience": "client-id",
+    }
     for env in cfg.ENVIRONMENTS:
         config = cfg.load(context, env)
         for name, limits in config.database_clients().items():

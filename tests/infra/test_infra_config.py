@@ -10,12 +10,13 @@ from infra import config as cfg
 from infra.synth import load_cdk_context
 
 REAL_ISSUER = "https://cognito-idp.ap-south-1.amazonaws.com/ap-south-1_Example"
+REAL_AUDIENCE = "4example0client0id"
 
 
 @pytest.fixture(scope="module")
 def context() -> dict[str, object]:
-    """cdk.json's context plus the issuer a deployer must pass for staging and prod."""
-    return load_cdk_context() | {"pq:jwt-issuer": REAL_ISSUER}
+    """cdk.json's context plus the issuer and audience a deployer must pass for staging and prod."""
+    return load_cdk_context() | {"pq:jwt-issuer": REAL_ISSUER, "pq:jwt-audience": REAL_AUDIENCE}
 
 
 @pytest.mark.parametrize("env", list(cfg.ENVIRONMENTS))
@@ -104,6 +105,16 @@ def test_the_placeholder_issuer_is_refused_for_staging_and_prod(env: str) -> Non
 
     # When the environment is loaded, Then synthesis stops and says what to pass
     with pytest.raises(cfg.ConfigError, match=r"placeholder https://auth\.example\.com/.*pq:jwt-issuer"):
+        cfg.load(context, env)
+
+
+@pytest.mark.parametrize("env", ["staging", "prod"])
+def test_the_placeholder_audience_is_refused_for_staging_and_prod(env: str) -> None:
+    # Given a real issuer but no audience: the authorizer would answer 401 to every token of the pool
+    context = load_cdk_context() | {"pq:jwt-issuer": REAL_ISSUER}
+
+    # When the environment is loaded, Then synthesis stops and says what to pass
+    with pytest.raises(cfg.ConfigError, match=r"audience is the placeholder 'payment-queue'.*pq:jwt-audience"):
         cfg.load(context, env)
 
 
