@@ -50,6 +50,7 @@ import psycopg2.extensions
 from bench.flash_sale import Server
 from local.config import ROOT
 from local.invariants import check, snapshot_stock
+from local.lock import one_run_at_a_time
 from local.pg import stop_embedded
 from local.seed import SeedPlan, seed
 from shared.db import Database
@@ -491,7 +492,8 @@ def main() -> None:
             rewrite_doc(knobs.doc, report)
         return
     started = time.monotonic()
-    report = measure(knobs, log=lambda line: print(line, flush=True))
+    with one_run_at_a_time(knobs.data_dir, "make capacity"):
+        report = measure(knobs, log=lambda line: print(line, flush=True))
     from bench.capacity_model import model, rewrite_doc
 
     report["model"] = model(report)

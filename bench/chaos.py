@@ -41,6 +41,7 @@ from local.auth import LocalIssuer
 from local.config import ROOT, LocalSettings
 from local.gateway_demo import gateway_env
 from local.invariants import check, snapshot_stock
+from local.lock import one_run_at_a_time
 from local.pg import pg_ctl, prepare, start_embedded, stop_embedded, with_database
 from local.run import Supervisor, _wait_for_api
 from local.seed import SeedPlan, seed
@@ -1112,17 +1113,18 @@ def main() -> None:
     config = ChaosConfig(jobs=jobs, workers=int(env.get("WORKERS") or 4))
     out = Path(env.get("OUT") or ROOT / "bench" / "results" / "chaos.json")
     out.parent.mkdir(parents=True, exist_ok=True)
-    server = ChaosServer.embedded(CHAOS_DATA)
     rows: list[Row] = []
-    try:
-        for name in names:
-            print(f"chaos: {name} with {jobs} jobs ...", flush=True)
-            started = time.monotonic()
-            row = run_scenario(server, name, jobs, config, CHAOS_DATA)
-            rows.append(row)
-            print(f"  done in {time.monotonic() - started:.1f} s: {json.dumps(row.public())}", flush=True)
-    finally:  # nothing of the scenarios' server keeps running afterwards
-        stop_embedded(CHAOS_DATA)
+    with one_run_at_a_time(CHAOS_DATA, "make chaos"):
+        server = ChaosServer.embedded(CHAOS_DATA)
+        try:
+            for name in names:
+                print(f"chaos: {name} with {jobs} jobs ...", flush=True)
+                started = time.monotonic()
+                row = run_scenario(server, name, jobs, config, CHAOS_DATA)
+                rows.append(row)
+                print(f"  done in {time.monotonic() - started:.1f} s: {json.dumps(row.public())}", flush=True)
+        finally:  # nothing of the scenarios' server keeps running afterwards
+            stop_embedded(CHAOS_DATA)
     out.write_text(json.dumps({"scenarios": [r.public() for r in rows]}, indent=2) + "\n")
     print()
     print(table(rows))

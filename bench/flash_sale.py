@@ -43,6 +43,7 @@ from local.auth import LocalIssuer
 from local.config import ROOT, LocalSettings
 from local.gateway_demo import gateway_env
 from local.invariants import check, snapshot_stock
+from local.lock import LOCK_NAME, one_run_at_a_time
 from local.pg import pg_bin, prepare, start_embedded, stop_embedded, with_database
 from local.run import Supervisor, _wait_for_api
 from local.seed import SeedPlan, seed
@@ -637,14 +638,20 @@ def main() -> None:
         f"batch {knobs.batch}, {knobs.api_workers} API processes",
         flush=True,
     )
-    server = Server()
-    try:
-        report, ours, baseline = measure(server, knobs)
-    finally:  # the benchmark's own server: nothing of it keeps running afterwards
-        stop_embedded(BENCH_DATA)
-        # Its databases are hundreds of MB and useless after the report; KEEP=1 keeps them.
-        if not knobs.keep:
-            shutil.rmtree(BENCH_DATA, ignore_errors=True)
+    with one_run_at_a_time(BENCH_DATA, "make bench"):
+        server = Server(BENCH_DATA)
+        try:
+            report, ours, baseline = measure(server, knobs)
+        finally:  # the benchmark's own server: nothing of it keeps running afterwards
+            stop_embedded(BENCH_DATA)
+            # Its databases are hundreds of MB and useless after the report; KEEP=1 keeps them. The lock
+            # file stays while held: a run starting now would otherwise lock a file this is deleting.
+            if not knobs.keep:
+                for child in BENCH_DATA.iterdir():
+                    if child.is_dir():
+                        shutil.rmtree(child, ignore_errors=True)
+                    elif child.name != LOCK_NAME:
+                        child.unlink(missing_ok=True)
     knobs.out.write_text(json.dumps(report, indent=2) + "\n")
     from bench.report import summary_text, write_chart, write_summary
 

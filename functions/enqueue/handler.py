@@ -27,7 +27,7 @@ from shared.api_models import (
 from shared.bootstrap import bootstrap
 from shared.domain import ApiError, CheckoutRequest
 from shared.http import caller, install_error_handlers, json_response, read_body, read_raw_body
-from shared.observability import logger, metrics, tracer
+from shared.observability import log_metrics, logger, metrics, tracer
 from shared.services.checkout import open_checkout
 from shared.services.intake import accept_payment, parse_json_object, parse_payment_request, validate_idempotency_key
 from shared.services.webhooks import receive_webhook
@@ -157,6 +157,6 @@ def cashfree_webhook() -> Response[Any]:
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
 @tracer.capture_lambda_handler
-@metrics.log_metrics
+@log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return app.resolve(event, context)

@@ -23,7 +23,7 @@ from shared.api_models import (
 )
 from shared.bootstrap import bootstrap
 from shared.http import caller, install_error_handlers, json_response, require_scope
-from shared.observability import logger, metrics, tracer
+from shared.observability import log_metrics, logger, tracer
 from shared.services.checkout import get_checkout
 from shared.services.operator import db_health, metrics_summary, redrive_dlq, retry_refund
 from shared.services.reads import get_job, queue_status
@@ -116,6 +116,6 @@ def refund_retry(refund_id: str) -> Response[Any]:
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
 @tracer.capture_lambda_handler
-@metrics.log_metrics
+@log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return app.resolve(event, context)

@@ -80,7 +80,8 @@ def get_job(app: App, user_id: str, job_id: str) -> dict[str, Any]:
         job_uuid = uuid.UUID(job_id)
     except ValueError:
         raise ApiError(404, "job_not_found", "no such payment job") from None
-    row = app.db.fetch_one(JOB_QUERY, (job_uuid, user_id))
+    # A read: sent again on a fresh connection if the one it went out on had been dropped while idle.
+    row = app.db.fetch_one(JOB_QUERY, (job_uuid, user_id), idempotent=True)
     if row is None:  # someone else's job looks exactly like a missing one
         raise ApiError(404, "job_not_found", "no such payment job")
     return job_view(app, row)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import re
 import time
 from collections.abc import Iterator
@@ -16,14 +15,9 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from local.workers import dead_letter
-from tests.e2e.conftest import ARTIFACTS, NO_BROWSER, Runtime, find_chromium, launch
+from tests.e2e.conftest import ARTIFACTS, Runtime, launch
 
-# Skipped before any runtime starts when there is no browser (the summary, -ra, prints why); in CI,
-# which installs Chromium, the browser fixture fails instead.
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.skipif(find_chromium() is None and os.environ.get("CI") != "true", reason=NO_BROWSER),
-]
+pytestmark = pytest.mark.e2e
 
 PHONE = {"width": 390, "height": 844}
 DESKTOP = {"width": 1100, "height": 900}
