@@ -16,7 +16,13 @@ PAYMENT_ROUTES = {
     "GET /v1/checkouts/{checkout_id}",
 }
 WEBHOOK_ROUTES = {"POST /v1/webhooks/razorpay", "POST /v1/webhooks/cashfree"}
-OPERATOR_ROUTES = {"GET /v1/queue/status", "GET /v1/metrics", "GET /health/db", "POST /v1/dlq/redrive"}
+OPERATOR_ROUTES = {
+    "GET /v1/queue/status",
+    "GET /v1/metrics",
+    "GET /health/db",
+    "POST /v1/dlq/redrive",
+    "POST /v1/refunds/{refund_id}/retry",
+}
 
 
 def test_api_verifies_jwts_from_the_configured_issuer_and_audience(stack: Synthesized) -> None:
