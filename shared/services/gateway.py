@@ -351,9 +351,15 @@ class _Run:
             try:
                 refund = self.gateway.refund(job.ref, request["amount_paise"], payment.currency, request["refund_ref"])
             except GatewayRejected as exc:
-                self.app.db.execute("SELECT pq_refund_refused(%s, %s)", (request["refund_id"], str(exc)))
-                refund_failed(job.job_id, job.gateway, request["refund_id"], owed=True, error=str(exc))
-                return self.fail(reason, checkout_status="refunded")
+                # Refused -- unless an earlier send under this reference went through (its answer lost): the
+                # gateway's word for that is a refusal too, so the reference is looked up before owing it.
+                self.token("fetch", endpoint="find_refund")
+                found = self.gateway.find_refund(job.ref, request["refund_ref"])
+                if found is None:
+                    self.app.db.execute("SELECT pq_refund_refused(%s, %s)", (request["refund_id"], str(exc)))
+                    refund_failed(job.job_id, job.gateway, request["refund_id"], owed=True, error=str(exc))
+                    return self.fail(reason, checkout_status="refunded")
+                refund = found
         metrics.add_metric(name="GatewayRefunds", unit=MetricUnit.Count, value=1)
         logger.warning("gateway payment refunded", job_id=job.job_id, gateway=job.gateway, reason=reason)
         row = self.app.db.fetch_one(

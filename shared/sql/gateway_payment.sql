@@ -146,8 +146,12 @@ BEGIN
     amount_paise := v_order.total_paise;
     currency := v_order.currency;
     refund_ref := v_attempt.refund_ref;
-    refund_sent := v_attempt.refund_sent_at IS NOT NULL;
-    refund_reason := v_attempt.refund_reason;
+    -- A refund once decided is finished, whatever the order's state now: its row of ours (pq_refund_request,
+    -- committed before any token or request) is the decision, even if no request has left yet.
+    SELECT true, r.reason INTO refund_sent, refund_reason
+      FROM gateway_refunds r WHERE r.job_id = v_job.id AND r.origin = 'ours' AND r.attempt = 1;
+    refund_sent := coalesce(refund_sent, v_attempt.refund_sent_at IS NOT NULL);
+    refund_reason := coalesce(refund_reason, v_attempt.refund_reason);
 END;
 $$;
 
@@ -262,6 +266,15 @@ DECLARE
 BEGIN
     SELECT * INTO v_job FROM payment_jobs j WHERE j.id = p_job_id FOR UPDATE;
     SELECT e.* INTO outcome, reason, payment_id FROM pq_gateway_ended(v_job) e;
+    -- A job whose refund was decided (its row of ours) is never fulfilled: the refund is finished instead.
+    IF outcome IS NULL THEN
+        SELECT r.reason INTO reason FROM gateway_refunds r
+         WHERE r.job_id = v_job.id AND r.origin = 'ours' AND r.attempt = 1;
+        IF FOUND THEN
+            outcome := 'refund_required';
+            RETURN;
+        END IF;
+    END IF;
     -- Only a live job is completed; one that ended in another delivery is answered as it ended.
     IF outcome IS NULL THEN
         UPDATE gateway_attempts SET captured_amount_paise = p_amount_paise, captured_currency = p_currency,
@@ -363,5 +376,12 @@ BEGIN
     END IF;
     SELECT r.outcome, r.reason, r.payment_id, r.event INTO outcome, reason, payment_id, event
       FROM pq_gateway_refunded(p_job_id, p_reason, NULL, NULL, NULL, NULL, p_checkout_status) r;
+    -- A released authorisation is still the checkout's payment, and the gateway may capture it after all
+    -- (Razorpay's account capture settings, a late authorisation): its success webhook or the sweeper's
+    -- reconciliation then gets a job of its own, which refunds (or pays) what was captured.
+    IF p_release_paise IS NOT NULL AND outcome = 'failed' THEN
+        UPDATE payment_jobs SET gateway_ref_released_at = coalesce(gateway_ref_released_at, now())
+         WHERE id = p_job_id;
+    END IF;
 END;
 $$;
