@@ -505,8 +505,16 @@ class Stage:
             books_vs_gateway_paise=inv["gateway_books_vs_gateway_paise"],
             recover_s=recover_s,
         )
+        books = self._query(
+            """SELECT count(*) AS payments, coalesce(sum(captured_paise), 0) AS captured,
+                      coalesce(sum(applied_paise), 0) AS applied, coalesce(sum(refunded_paise), 0) AS refunded,
+                      coalesce(sum(refunding_paise), 0) AS refunding, coalesce(sum(owed_paise), 0) AS owed,
+                      count(*) FILTER (WHERE released) AS released_authorisations
+                 FROM pq_gateway_books()"""
+        )[0]
         row.details = {
             "order_violations": inv["order_violations"],
+            "gateway_books_paise": {k: int(v) for k, v in books.items()},
             "negative_balances": inv["negative_balances"],
             "refused_requests": len(self.refused),
             "webhook_deliveries": self.receiver.deliveries,
