@@ -476,6 +476,19 @@ def test_operator_routes_open_only_with_the_operator_scope(rt: Runtime, method: 
     assert status == 200 and "error" not in answer
 
 
+def test_the_refund_retry_route_opens_only_with_the_operator_scope_and_names_no_refund_it_does_not_hold(
+    rt: Runtime,
+) -> None:
+    path = "/v1/refunds/123/retry"
+    refused = send(rt, "POST", path, rt.issuer.issue(USER, scopes=("payments/read",)), b"")
+    assert (refused[0], refused[1]["error"]["code"]) == (403, "forbidden")
+    for refund_id in ("123", "not-a-number", "9" * 30):
+        status, answer = send(
+            rt, "POST", f"/v1/refunds/{refund_id}/retry", rt.issuer.issue("ops", scopes=(OPERATOR,)), b""
+        )
+        assert (status, answer["error"]["code"]) == (404, "refund_not_found")
+
+
 def test_the_operator_scope_does_not_open_a_shoppers_jobs(rt: Runtime, world: dict[str, Any]) -> None:
     # Payment routes require the payments scope, as the deployed routes do: refused before the handler.
     status, body = send(rt, "GET", f"{P}/{world['their_job']}", rt.issuer.issue("ops", scopes=(OPERATOR,)))
@@ -498,6 +511,7 @@ ROUTES = {
     ("get", "/v1/metrics"),
     ("get", "/health/db"),
     ("post", "/v1/dlq/redrive"),
+    ("post", "/v1/refunds/{refund_id}/retry"),
 }
 
 
