@@ -57,6 +57,8 @@ class FailureReason(StrEnum):
     INSUFFICIENT_BALANCE = "insufficient_balance"
     CURRENCY_MISMATCH = "currency_mismatch"  # a wallet pays only orders in its own currency
     OUT_OF_STOCK = "out_of_stock"
+    # The shopper left the line (DELETE /v1/payments/{job_id}) before a processor took the job.
+    CANCELLED = "cancelled"
     ORDER_NOT_PAYABLE = "order_not_payable"
     INVALID_ORDER = "invalid_order"
     # Gateway payments (Razorpay, Cashfree).

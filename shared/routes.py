@@ -33,6 +33,7 @@ class ApiRoute:
 ROUTES = (
     ApiRoute("POST", "/v1/payments", "enqueue", PAYMENTS_SCOPE),
     ApiRoute("GET", "/v1/payments/{job_id}", "status", PAYMENTS_SCOPE),
+    ApiRoute("DELETE", "/v1/payments/{job_id}", "status", PAYMENTS_SCOPE),
     ApiRoute("POST", "/v1/checkouts", "enqueue", PAYMENTS_SCOPE),
     ApiRoute("GET", "/v1/checkouts/{checkout_id}", "status", PAYMENTS_SCOPE),
     ApiRoute("POST", "/v1/webhooks/razorpay", "enqueue", None),

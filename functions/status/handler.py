@@ -25,6 +25,7 @@ from shared.bootstrap import bootstrap
 from shared.http import caller, install_error_handlers, json_response, require_scope
 from shared.observability import logger, metrics, tracer
 from shared.services.checkout import get_checkout
+from shared.services.line import cancel_job
 from shared.services.operator import db_health, metrics_summary, redrive_dlq, retry_refund
 from shared.services.reads import get_job, queue_status
 
@@ -40,6 +41,24 @@ install_error_handlers(app)
 def payment_status(job_id: str) -> Response[Any]:
     pq = bootstrap()
     return json_response(200, get_job(pq, caller(app.current_event), job_id))
+
+
+@app.delete(
+    "/v1/payments/<job_id>",
+    summary="Leave the line: end a job of the caller's that no processor has taken (idempotent)",
+    responses=COMMON_ERRORS
+    | responses(
+        200,
+        "the job, cancelled (by this call or an earlier one): failed with reason cancelled",
+        JobView,
+        e404="job_not_found (or someone else's job)",
+        e409="job_processing (a processor has it), job_finished (it ended otherwise) or paid_at_gateway "
+        "(its money is at the gateway: applied or refunded in its turn); details.job_status is the job's",
+    ),
+)
+def leave_line(job_id: str) -> Response[Any]:
+    pq = bootstrap()
+    return json_response(200, cancel_job(pq, caller(app.current_event), job_id))
 
 
 @app.get(

@@ -143,7 +143,12 @@ def _cors(config: EnvironmentConfig) -> apigwv2.CorsPreflightOptions | None:
         return None
     return apigwv2.CorsPreflightOptions(
         allow_origins=origins,
-        allow_methods=[apigwv2.CorsHttpMethod.GET, apigwv2.CorsHttpMethod.POST, apigwv2.CorsHttpMethod.OPTIONS],
+        allow_methods=[
+            apigwv2.CorsHttpMethod.GET,
+            apigwv2.CorsHttpMethod.POST,
+            apigwv2.CorsHttpMethod.DELETE,  # leaving the line (DELETE /v1/payments/{job_id})
+            apigwv2.CorsHttpMethod.OPTIONS,
+        ],
         allow_headers=_CORS_ALLOW_HEADERS,
         expose_headers=_CORS_EXPOSE_HEADERS,
         allow_credentials=False,

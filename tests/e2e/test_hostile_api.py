@@ -490,6 +490,7 @@ def test_the_operator_scope_does_not_open_a_shoppers_jobs(rt: Runtime, world: di
 ROUTES = {
     ("post", "/v1/payments"),
     ("get", "/v1/payments/{job_id}"),
+    ("delete", "/v1/payments/{job_id}"),
     ("post", "/v1/checkouts"),
     ("get", "/v1/checkouts/{checkout_id}"),
     ("post", "/v1/webhooks/razorpay"),

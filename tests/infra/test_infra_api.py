@@ -12,6 +12,7 @@ from tests.infra.conftest import Synthesized
 PAYMENT_ROUTES = {
     "POST /v1/payments",
     "GET /v1/payments/{job_id}",
+    "DELETE /v1/payments/{job_id}",
     "POST /v1/checkouts",
     "GET /v1/checkouts/{checkout_id}",
 }
@@ -73,7 +74,7 @@ def test_cors_allows_the_configured_page_origins_only(stack: Synthesized) -> Non
     assert cors["AllowOrigins"] == ["https://shop.example.com", "https://ops.example.com"]
     assert {"authorization", "idempotency-key"} <= set(cors["AllowHeaders"])
     assert "retry-after" in cors["ExposeHeaders"]
-    assert set(cors["AllowMethods"]) == {"GET", "POST", "OPTIONS"}
+    assert set(cors["AllowMethods"]) == {"GET", "POST", "DELETE", "OPTIONS"}
     assert cors.get("AllowCredentials") is False
 
 
