@@ -88,6 +88,10 @@ async def _pay_and_poll(
             result.status = resp.status
             body = await resp.json()
         result.answered_at = time.time()
+        if resp.status == 409 and body.get("error", {}).get("code") == "sold_out":
+            # Told at once, with no job: an answer, not an error (shared/sql/line.sql).
+            result.final, result.reason, result.done_at = "failed", "sold_out", result.answered_at
+            return result
         if resp.status != 202:
             result.final, result.error = "error", str(body)
             return result

@@ -456,6 +456,8 @@ def run_ours(server: Server, knobs: Knobs, receiver: Receiver, hook_url: str) ->
         "succeeded": sum(j["status"] == "succeeded" for j in jobs),
         "failed_business": sum(j["status"] == "failed" for j in jobs),
         "failed_by_reason": reasons,
+        # Told at once at enqueue that a product of the order had sold out (no job was made).
+        "refused_sold_out": sum(r.reason == "sold_out" for r in results),
         "failed_other": sum(r.final == "error" for r in results),
         # What those requests were answered (or the client error), the commonest first.
         "failed_other_sample": Counter(

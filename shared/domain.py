@@ -193,6 +193,9 @@ class PaymentOutcome:
     reason: str | None = None
     payment_id: int | None = None
     event: dict[str, Any] | None = field(default=None, compare=False)
+    # Products with no unit left that this payment took the last of, or failed for: the line of everyone
+    # else waiting for them ends after the batch (shared/services/line.py).
+    sold_out: tuple[int, ...] = field(default=(), compare=False)
 
 
 def _iso(value: Any) -> str:

@@ -181,6 +181,10 @@ def accept_payment(app: App, user_id: str, idempotency_key: str, request: Paymen
         raise ApiError(
             409, "payment_in_progress", "a payment for this order is already queued", job_id=str(row["job_id"])
         )
+    if outcome is EnqueueOutcome.SOLD_OUT:
+        raise ApiError(
+            409, "sold_out", "a product of this order is sold out", product_ids=[int(p) for p in row["sold_out"]]
+        )
 
     job_id = str(row["job_id"])
     if outcome is EnqueueOutcome.CREATED:

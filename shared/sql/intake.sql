@@ -73,13 +73,15 @@ $$;
 --   order_not_payable     -> reason = the order's status
 --   payment_in_progress   -> job_id of the live job for this order
 --   gateway_ref_in_use    -> job_id of the job that holds this gateway payment (pq_gateway_ref_holder)
+--   sold_out              -> sold_out = the order's products with no unit left (line.sql): a job could
+--                            only fail out_of_stock, so none is made and the shopper is told at once
 -- finished is always set (the position estimate needs it).
 DROP FUNCTION IF EXISTS pq_enqueue_job(text, text, text, bigint, text, text);
 CREATE FUNCTION pq_enqueue_job(
     p_user_id text, p_idempotency_key text, p_request_hash text, p_order_id bigint, p_method text,
     p_gateway_ref text,
     OUT outcome pq_enqueue_outcome, OUT job_id uuid, OUT status text, OUT queue_seq bigint, OUT reason text,
-    OUT payment_id bigint, OUT finished bigint)
+    OUT payment_id bigint, OUT finished bigint, OUT sold_out bigint[])
 LANGUAGE plpgsql SET enable_seqscan = off AS $$
 DECLARE
     v_begin record;
@@ -101,6 +103,12 @@ BEGIN
             SELECT * INTO v_job FROM pq_gateway_ref_holder(p_method, p_gateway_ref);
             IF v_job.id IS NOT NULL THEN
                 outcome := 'gateway_ref_in_use';
+            END IF;
+        ELSE
+            -- Read without the products' locks, as pq_order_problem does: during a sale stock only goes down.
+            sold_out := pq_sold_out_products((SELECT o.items FROM orders o WHERE o.id = p_order_id));
+            IF cardinality(sold_out) > 0 THEN
+                outcome := 'sold_out';
             END IF;
         END IF;
     END IF;

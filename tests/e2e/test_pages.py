@@ -140,12 +140,13 @@ def test_failed_job_shows_its_reason_in_plain_words(paused: Runtime, open_page: 
     # Given a shopper whose wallet holds less than the order total, and one whose item sold out
     paused.db.execute("UPDATE wallets SET balance_paise = 100 WHERE user_id = 'demo-user-1'")
     sold_out = pending_order(paused, "demo-user-2")
+    poor_job, sold_out_job = enqueue(paused, "demo-user-1"), enqueue(paused, "demo-user-2")
+    # Sold out once in line (an order holding a product already sold out is refused at once).
     paused.db.execute(
         "UPDATE products SET stock = 0 WHERE id IN (SELECT (i->>'product_id')::bigint FROM orders, "
         "jsonb_array_elements(items) i WHERE orders.id = %s)",
         (sold_out,),
     )
-    poor_job, sold_out_job = enqueue(paused, "demo-user-1"), enqueue(paused, "demo-user-2")
     paused.start_worker()
     expected = {
         ("demo-user-1", poor_job): "Your wallet balance is lower than the order total. Nothing was charged",
