@@ -112,7 +112,7 @@ async def _pay_and_poll(
 
 # Read the own job anyway after this long without reading it (something other than the line moving may
 # have ended it: a sold-out product, a cancellation elsewhere).
-JOB_CHECK_S = 30.0
+JOB_CHECK_S = 60.0
 # The advice a waiting client follows between two reads of the figure, as the job view gives it
 # (shared/services/reads.py): 0.75 of the wait, at least 0.5 s, at most 10 s.
 POLL_AT_ETA, POLL_MIN_S, POLL_MAX_S = 0.75, 0.5, 10.0

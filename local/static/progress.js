@@ -62,7 +62,7 @@
   let retryMs = 1000;
   // Waiting in line: the shared figure's serving never goes back, so neither does the place shown (a
   // cache a second older than the last answer must not move the shopper back).
-  const JOB_CHECK_MS = 30000;
+  const JOB_CHECK_MS = 60000;
   let servingSeen = 0;
   let lastPosition = Infinity;
   let jobCheckedAt = 0;

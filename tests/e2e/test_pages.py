@@ -159,9 +159,9 @@ def test_a_waiting_shopper_follows_the_shared_figure_and_can_leave_the_line(paus
     while len(reads["figure"]) < 3 and time.monotonic() < deadline:
         page.wait_for_timeout(250)
 
-    # Then it read the shared figure, and its own job only once a JOB_CHECK_MS (30 s) at most
+    # Then it read the shared figure, and its own job only once a JOB_CHECK_MS (60 s) at most
     assert len(reads["figure"]) >= 3
-    assert reads["job"] and all(b - a >= 29_000 for a, b in itertools.pairwise(sorted(reads["job"])))
+    assert reads["job"] and all(b - a >= 59_000 for a, b in itertools.pairwise(sorted(reads["job"])))
     expect(page.locator("#position")).to_have_text("3")
 
     # And when the shopper leaves the line, the job ends cancelled and the page says so
