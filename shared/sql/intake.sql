@@ -173,7 +173,8 @@ $$;
 -- The jobs the sweeper sends (again), oldest first (parks: part of the deduplication id of a job sent
 -- again after it waited for its gateway). sent_at NULL says a job's send is not known to have happened
 -- (migration 0015); of those it takes, once older than p_older_than_s (N):
---   parks > 0: a gateway path asked for the job to be sent again, and marks it when its send goes.
+--   parks > 0, not parked: a gateway path woke the job (or found it must go again at once) and asked
+--     for it to be sent again; it marks it when its send goes. (Parked, it waits with no message.)
 --   queued (parks 0): sent at intake, or not if the enqueue died or SQS failed between commit and send --
 --     on SQS the intake confirms nothing per job, so the two look alike. Such a job is sent once the line
 --     has passed it (a job accepted N seconds after it ended in the last N seconds) or the line has
@@ -190,7 +191,8 @@ RETURNS TABLE (id uuid, user_id text, order_id bigint, method text, parks intege
 LANGUAGE sql STABLE SET enable_seqscan = off AS $$
     WITH resend AS (  -- payment_jobs_resend
         SELECT j.* FROM payment_jobs j
-         WHERE j.sent_at IS NULL AND j.parks > 0 AND j.created_at < now() - make_interval(secs => p_older_than_s)
+         WHERE j.sent_at IS NULL AND j.parks > 0 AND j.parked_at IS NULL
+           AND j.created_at < now() - make_interval(secs => p_older_than_s)
          ORDER BY j.created_at
          LIMIT p_limit),
     passed AS (  -- payment_jobs_unsent, up to the line's front (or now, if it stalled), less N

@@ -118,3 +118,18 @@ def test_a_job_a_processor_received_or_the_dlq_holds_is_never_sent_again(app: Ap
     app.db.execute("UPDATE payment_jobs SET finished_at = now() - interval '1 hour' WHERE id = %s", (ended,))
 
     assert _swept(app.db) == set()
+
+
+def test_a_parked_gateway_job_waits_with_no_message_and_goes_again_once_woken(app: App, demo: dict[str, int]) -> None:
+    # Given a job an SQS intake left unconfirmed, taken by a gateway processor and parked for its verdict
+    parked = _unconfirmed(app.db, "demo-user-1", "k1", 100)
+    app.db.execute(
+        "UPDATE payment_jobs SET status = 'processing', parks = 1, parked_at = now() WHERE id = %s", (parked,)
+    )
+    assert _swept(app.db) == set()
+
+    # When a webhook wakes it (pq_checkout_settle: parked_at and sent_at cleared) and its send fails
+    app.db.execute("UPDATE payment_jobs SET parked_at = NULL, sent_at = NULL WHERE id = %s", (parked,))
+
+    # Then the sweeper sends it
+    assert _swept(app.db) == {parked}
