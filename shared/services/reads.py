@@ -28,10 +28,10 @@ NOW_SERVING_URL = "/v1/queue/now-serving"
 # Refunds on their way back or owed, for the operator: partial indexes keep this off the books' history.
 REFUNDS_OPEN_QUERY = """
     SELECT count(*) FILTER (WHERE owed_at IS NULL) AS refunding,
-           coalesce(sum(amount_paise) FILTER (WHERE owed_at IS NULL), 0) AS refunding_paise,
+           coalesce(sum(amount_paise) FILTER (WHERE owed_at IS NULL), 0)::bigint AS refunding_paise,
            extract(epoch FROM now() - min(created_at) FILTER (WHERE owed_at IS NULL)) AS refunding_age_s,
            count(*) FILTER (WHERE owed_at IS NOT NULL) AS owed,
-           coalesce(sum(amount_paise) FILTER (WHERE owed_at IS NOT NULL), 0) AS owed_paise,
+           coalesce(sum(amount_paise) FILTER (WHERE owed_at IS NOT NULL), 0)::bigint AS owed_paise,
            extract(epoch FROM now() - min(owed_at)) AS owed_age_s
       FROM gateway_refunds
      WHERE state IN ('requested', 'pending') OR retry_at IS NOT NULL OR owed_at IS NOT NULL"""
