@@ -444,6 +444,9 @@ def run_ours(server: Server, knobs: Knobs, receiver: Receiver, hook_url: str) ->
     waits = [float(j["finished"]) - float(j["created"]) for j in finished]
     enqueue_ms = [(r.answered_at - r.sent_at) * 1000 for r in results if r.answered_at]
     polls = [p for r in results for p in r.polls]
+    # ETA error: when a shopper was told (the first shared figure with a measured rate) against when the
+    # job actually ended, in seconds either way.
+    eta_errors = [abs(r.done_at - r.predicted_done_at) for r in results if r.done_at and r.predicted_done_at]
     invariants = check(db, initial_stock=stock, gateway_ledger=ledger)
     # Notifications: every terminal job's event reached the webhook.
     invariants["missing_notifications"] += len(terminal - receiver.job_ids)
@@ -460,6 +463,8 @@ def run_ours(server: Server, knobs: Knobs, receiver: Receiver, hook_url: str) ->
         "succeeded": sum(j["status"] == "succeeded" for j in jobs),
         "failed_business": sum(j["status"] == "failed" for j in jobs),
         "failed_by_reason": reasons,
+        # Told at once at enqueue that a product of the order had sold out (no job was made).
+        "refused_sold_out": sum(r.reason == "sold_out" for r in results),
         "failed_other": sum(r.final == "error" for r in results),
         # What those requests were answered (or the client error), the commonest first.
         "failed_other_sample": Counter(
@@ -488,7 +493,12 @@ def run_ours(server: Server, knobs: Knobs, receiver: Receiver, hook_url: str) ->
             for role in sorted(cpu_after)
         },
         "status_polls": len(polls),
+        # Of those, reads of a shopper's own job; the rest read the one shared figure (cached: no DB read).
+        "job_polls": sum(r.job_polls for r in results),
         "status_poll_p99_ms": round(_pct(polls, 0.99) * 1000, 1),
+        "eta_predictions": len(eta_errors),
+        "eta_error_p50_s": round(_pct(eta_errors, 0.50), 3),
+        "eta_error_p95_s": round(_pct(eta_errors, 0.95), 3),
         "invariants": {k: invariants.get(k, 0) for k in INVARIANTS},
         **(
             {

@@ -46,6 +46,7 @@ REPEATABLE = (
     "stock_shards.sql",  # where an order's units come from: a product's row or its stock shards
     "fulfilment.sql",  # the order fulfilment both payment paths share
     "wallet_payment.sql",  # the wallet path (functions/process_payment)
+    "line.sql",  # leaving the line: a cancelled job, the jobs of a sold-out product
     "rate_limits.sql",  # the gateway token buckets
     "gateway_payment.sql",  # the gateway path (functions/process_payment)
     "failures.sql",  # failed deliveries, for operators

@@ -12,6 +12,9 @@ from dataclasses import dataclass
 
 PAYMENTS_SCOPE = "payments/pay"
 OPERATOR_SCOPE = "payments/operator"
+# How long the "now serving" figure may be answered from a shared cache: a second of staleness costs a
+# waiting shopper nothing, and makes the figure one read a second for everyone, however many wait.
+NOW_SERVING_CACHE_S = 1
 
 
 @dataclass(frozen=True)
@@ -21,8 +24,13 @@ class ApiRoute:
     path: str
     # The function behind it: functions/<function>/handler.py.
     function: str
-    # None: no JWT at all (the gateways' webhooks, whose handler verifies the gateway's HMAC instead).
+    # None: no JWT at all (the gateways' webhooks, whose handler verifies the gateway's HMAC instead; and
+    # the shared figure below, the same for everyone).
     scope: str | None
+    # Seconds every client may be answered from a shared cache, the route's Cache-Control max-age:
+    # CloudFront in front of it on AWS (an HTTP API caches nothing itself), the local API's own cache
+    # locally. 0: never cached. Only for an answer with nothing of any one caller in it.
+    shared_cache_s: int = 0
 
     @property
     def key(self) -> str:
@@ -33,10 +41,12 @@ class ApiRoute:
 ROUTES = (
     ApiRoute("POST", "/v1/payments", "enqueue", PAYMENTS_SCOPE),
     ApiRoute("GET", "/v1/payments/{job_id}", "status", PAYMENTS_SCOPE),
+    ApiRoute("DELETE", "/v1/payments/{job_id}", "status", PAYMENTS_SCOPE),
     ApiRoute("POST", "/v1/checkouts", "enqueue", PAYMENTS_SCOPE),
     ApiRoute("GET", "/v1/checkouts/{checkout_id}", "status", PAYMENTS_SCOPE),
     ApiRoute("POST", "/v1/webhooks/razorpay", "enqueue", None),
     ApiRoute("POST", "/v1/webhooks/cashfree", "enqueue", None),
+    ApiRoute("GET", "/v1/queue/now-serving", "status", None, shared_cache_s=NOW_SERVING_CACHE_S),
     ApiRoute("GET", "/v1/queue/status", "status", OPERATOR_SCOPE),
     ApiRoute("GET", "/v1/metrics", "status", OPERATOR_SCOPE),
     ApiRoute("GET", "/health/db", "status", OPERATOR_SCOPE),

@@ -21,6 +21,7 @@ from shared.bootstrap import bootstrap
 from shared.domain import PoisonMessageError
 from shared.observability import log_metrics, logger, metrics, tracer
 from shared.poison import dead_letter_poison
+from shared.services.line import end_sold_out_jobs
 from shared.services.outbox import OutboxRelay
 from shared.services.processing import process_message, record_failure
 
@@ -61,7 +62,7 @@ def _pay(record: SQSRecord, relay: OutboxRelay, context: LambdaContext) -> None:
     except PoisonMessageError as exc:
         dead_letter_poison(relay.app, record, exc)
         return
-    relay.add(outcome.event)
+    relay.add(outcome.event, outcome.sold_out)
     metrics.add_metric(name=_OUTCOME_METRIC[outcome.outcome], unit=MetricUnit.Count, value=1)
     # A wallet payment logs at DEBUG and its batch gets one INFO line (in a flash sale a line per
     # wallet payment was a large share of this function's CPU, and of its CloudWatch Logs bill).
@@ -90,6 +91,8 @@ def handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailure
     finally:
         # After every commit of the batch: publish its events in one call, mark them published.
         relay.flush()
+        if relay.sold_out:
+            _end_line_of(relay)
     records = event.get("Records", [])
     failed = {f["itemIdentifier"] for f in response.get("batchItemFailures", [])}
     if failed:
@@ -114,6 +117,20 @@ def _hand_back_held_back(relay: OutboxRelay, held_back: list[SQSRecord]) -> None
             relay.app.queue.change_visibility(record.receipt_handle, 0)
         except Exception:  # the visibility timeout hands it back anyway, later
             logger.exception("could not hand a held-back record back", message_id=record.message_id)
+
+
+def _end_line_of(relay: OutboxRelay) -> None:
+    """The batch took the last units of some products (or failed for want of them): everyone else
+    waiting for them leaves the line now, in one statement after the batch's commits, never inside a
+    payment's transaction. What this misses (it failed, another batch held a job) the sweeper ends."""
+    try:
+        ended = end_sold_out_jobs(relay.app, relay.sold_out)
+    except Exception:
+        logger.exception("ending the line of sold-out products failed; left for the sweeper")
+        return
+    if ended:
+        metrics.add_metric(name="SoldOutJobsEnded", unit=MetricUnit.Count, value=ended)
+        logger.info("sold out: queued jobs ended", products=sorted(relay.sold_out), jobs=ended)
 
 
 def _explain(relay: OutboxRelay, failed: list[SQSRecord], errors: dict[str, Exception]) -> None:

@@ -147,7 +147,8 @@ class Functions(Construct):
         queue.grant_send_messages(self.status)
 
         bus = notifications.bus
-        for publisher in (self.process_payment, self.sweeper):
+        # status: a shopper leaving the line ends their job, and its PaymentFailed event goes out at once.
+        for publisher in (self.process_payment, self.sweeper, self.status):
             publisher.add_environment("PQ_EVENT_BUS_BACKEND", "eventbridge")
             publisher.add_environment("PQ_EVENT_BUS_NAME", bus.event_bus_name)
             bus.grant_put_events_to(publisher)

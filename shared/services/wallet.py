@@ -24,4 +24,5 @@ def process_wallet_job(app: App, job_id: str) -> PaymentOutcome:
         reason=row["reason"],
         payment_id=row["payment_id"],
         event=build_event(row["event"]) if row["event"] else None,
+        sold_out=tuple(row["sold_out"] or ()),
     )

@@ -102,3 +102,19 @@ END $$;
 ALTER TYPE pq_refund_retry_outcome ADD VALUE IF NOT EXISTS 'scheduled';
 ALTER TYPE pq_refund_retry_outcome ADD VALUE IF NOT EXISTS 'not_owed';
 ALTER TYPE pq_refund_retry_outcome ADD VALUE IF NOT EXISTS 'not_found';
+
+-- pq_enqueue_job, pq_enqueue_gateway_job: a product of the order is sold out (line.sql).
+ALTER TYPE pq_enqueue_outcome ADD VALUE IF NOT EXISTS 'sold_out';
+
+-- pq_cancel_job: a shopper leaving the line (line.sql).
+DO $$
+BEGIN
+    CREATE TYPE pq_cancel_outcome AS ENUM ();
+EXCEPTION WHEN duplicate_object THEN NULL;
+END $$;
+ALTER TYPE pq_cancel_outcome ADD VALUE IF NOT EXISTS 'cancelled';
+ALTER TYPE pq_cancel_outcome ADD VALUE IF NOT EXISTS 'already_cancelled';
+ALTER TYPE pq_cancel_outcome ADD VALUE IF NOT EXISTS 'job_not_found';
+ALTER TYPE pq_cancel_outcome ADD VALUE IF NOT EXISTS 'job_taken';
+ALTER TYPE pq_cancel_outcome ADD VALUE IF NOT EXISTS 'job_finished';
+ALTER TYPE pq_cancel_outcome ADD VALUE IF NOT EXISTS 'paid_at_gateway';

@@ -130,16 +130,54 @@ def test_progress_page_follows_a_job_from_queued_to_paid(paused: Runtime, open_p
     assert len(starts) >= 2 and min(gaps) >= 450, gaps
 
 
+def test_a_waiting_shopper_follows_the_shared_figure_and_can_leave_the_line(paused: Runtime, open_page: Any) -> None:
+    # Given two shoppers ahead, and a third's job page open while the line does not move
+    for user in ("demo-user-2", "demo-user-3"):
+        enqueue(paused, user)
+    job = enqueue(paused, "demo-user-1")
+    page = open_page(PHONE)
+    reads: dict[str, list[float]] = {"figure": [], "job": []}
+
+    def on_request(request: Any) -> None:
+        if request.url.endswith("/v1/queue/now-serving"):
+            reads["figure"].append(request.timing["startTime"])
+        elif request.url.endswith(f"/v1/payments/{job}") and request.method == "GET":
+            reads["job"].append(request.timing["startTime"])
+
+    page.on("requestfinished", on_request)
+    page.goto(f"{paused.base}/static/progress.html#job={job}&token={paused.issuer.issue('demo-user-1')}")
+    expect(page.locator("#position")).to_have_text("3")
+
+    # When it has waited a few of the figure's seconds
+    deadline = time.monotonic() + 20
+    while len(reads["figure"]) < 3 and time.monotonic() < deadline:
+        page.wait_for_timeout(250)
+
+    # Then it read the shared figure, and its own job only once a JOB_CHECK_MS (60 s) at most
+    assert len(reads["figure"]) >= 3
+    assert reads["job"] and all(b - a >= 59_000 for a, b in itertools.pairwise(sorted(reads["job"])))
+    expect(page.locator("#position")).to_have_text("3")
+
+    # And when the shopper leaves the line, the job ends cancelled and the page says so
+    page.get_by_role("button", name="Leave the line").click()
+    expect(page.locator("#state")).to_have_text("Payment failed")
+    expect(page.locator("#detail")).to_have_text("You left the line. Nothing was charged.")
+    expect(page.get_by_role("button", name="Leave the line")).to_be_hidden()
+    row = paused.db.fetch_one("SELECT status, reason FROM payment_jobs WHERE id = %s", (job,))
+    assert row == {"status": "failed", "reason": "cancelled"}
+
+
 def test_failed_job_shows_its_reason_in_plain_words(paused: Runtime, open_page: Any) -> None:
     # Given a shopper whose wallet holds less than the order total, and one whose item sold out
     paused.db.execute("UPDATE wallets SET balance_paise = 100 WHERE user_id = 'demo-user-1'")
     sold_out = pending_order(paused, "demo-user-2")
+    poor_job, sold_out_job = enqueue(paused, "demo-user-1"), enqueue(paused, "demo-user-2")
+    # Sold out once in line (an order holding a product already sold out is refused at once).
     paused.db.execute(
         "UPDATE products SET stock = 0 WHERE id IN (SELECT (i->>'product_id')::bigint FROM orders, "
         "jsonb_array_elements(items) i WHERE orders.id = %s)",
         (sold_out,),
     )
-    poor_job, sold_out_job = enqueue(paused, "demo-user-1"), enqueue(paused, "demo-user-2")
     paused.start_worker()
     expected = {
         ("demo-user-1", poor_job): "Your wallet balance is lower than the order total. Nothing was charged",

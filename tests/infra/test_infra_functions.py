@@ -78,7 +78,7 @@ def test_senders_and_publishers_get_the_queue_and_bus_they_use(stack: Synthesize
         variables = _environment(stack, sender)
         assert variables["PQ_QUEUE_BACKEND"] == "sqs"
         assert "PQ_QUEUE_URL" in variables
-    for publisher in ("process_payment", "sweeper"):
+    for publisher in ("process_payment", "sweeper", "status"):  # status: a shopper leaving the line
         variables = _environment(stack, publisher)
         assert variables["PQ_EVENT_BUS_BACKEND"] == "eventbridge"
         assert "PQ_EVENT_BUS_NAME" in variables

@@ -209,8 +209,13 @@ class FailingBus:
 
 
 class FailingQueue:
+    """A queue outside the database (as SQS is) that is down."""
+
     def send(self, messages: list[QueueMessage]) -> list[str]:
         raise ConnectionError("queue down")
+
+    def in_transaction(self, message: QueueMessage) -> None:
+        return None
 
     def stats(self) -> Any:
         raise ConnectionError("queue down")
