@@ -1015,7 +1015,8 @@ def refund_failures(stage: Stage, n: int) -> Row:
         stage.wait_until(lambda: _refunds_open(stage) == 0, timeout_s=stage.config.recover_timeout_s)
         replays = _replays(stage)
         late_accepted, dead = _dead_lettered_mid_refund(stage, late)
-        recover = stage.wait_settled(over)
+        # Recovery counts from the redrive, the end of the last fault (as in dlq_redrive).
+        recover = stage.wait_settled(time.monotonic())
     finally:
         stop.set()
         warp.join(timeout=5)
