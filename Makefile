@@ -18,6 +18,9 @@ MERCHANT ?=
 export USERS PRODUCTS WORKERS BATCH API_WORKERS OUT METHODS BASELINE CEILINGS PGBENCH_SECONDS KEEP GATEWAY_SHARE GATEWAY_RPS HOT_SHARDS
 # make chaos JOBS=1000 SCENARIOS=poison,dlq_redrive OUT=chaos.json (see bench/chaos.py).
 export JOBS SCENARIOS
+# The CDK's jsii runtime prints an end-of-life banner on Node.js 20 (supported, and what Debian-based
+# machines here have); it says nothing a test or a synth needs.
+export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION ?= 20
 # make capacity CAP_SECONDS=1 CAP_CONNECTIONS=1,8 DOC=- (see bench/capacity.py).
 export CAP_RENDER_ONLY CAP_SECONDS CAP_CONNECTIONS CAP_DELAYS_MS CAP_USERS CAP_HOT_USERS CAP_LIFT_JOBS CAP_LIFT_DELAY_MS CAP_SHARDS CAP_DATA_DIR DOC
 
@@ -46,11 +49,11 @@ lock: | $(BIN)/python
 	$(UV_COMPILE) --python-version 3.11 -c requirements-dev.lock -o requirements.lock requirements.txt
 	$(UV_COMPILE) --python-version 3.12 -c requirements-dev.lock -o requirements-lambda.lock infra/layer-requirements.in
 
-.PHONY: help run reset token orders topup psql test lint typecheck synth clean bench chaos capacity lock
+.PHONY: help run reset token orders topup psql test lint typecheck synth preflight clean bench chaos capacity lock
 
 help:
 	@echo "make run        run the whole system locally (embedded PostgreSQL, API on 127.0.0.1:8000, simulator on :8100)"
-	@echo "make test       lint, type-check and run every test"
+	@echo "make test       install what the tests need (Chromium, Node.js, PgBouncer), lint, type-check, run every test"
 	@echo "make lint       ruff check and ruff format --check"
 	@echo "make typecheck  mypy (strict) on every package"
 	@echo "make token      print a dev token: make token USER=demo-user-2 [OPERATOR=1 | MERCHANT=1] (after make run)"
@@ -58,6 +61,7 @@ help:
 	@echo "make topup      credit a shopper's wallet, in paise: make topup [USER=demo-user-1] AMOUNT=100000"
 	@echo "make psql       psql on the local database: make psql [SQL='SELECT ...']"
 	@echo "make reset      delete local data (database, keys, logs); refused while make run runs"
+	@echo "make preflight  before a first deploy: does this AWS account fit the environment? make preflight ENV=dev"
 	@echo "make synth      synthesize the AWS CDK app offline into cdk.out/"
 	@echo "make bench      the 5,000-user flash sale beside the seed's design: make bench USERS=5000 WORKERS=8 [KEEP=1]"
 	@echo "make chaos      fault scenarios at scale, a table of losses (all 0): make chaos JOBS=1000 [SCENARIOS=...]"
@@ -99,7 +103,10 @@ lint: $(VENV)/.dev-deps
 typecheck: $(VENV)/.dev-deps
 	$(BIN)/mypy shared functions local bench infra tests
 
+# Chromium, Node.js >= 20 and PgBouncer first: installed from Debian's packages when it can (root,
+# apt-get), else the run stops naming what is missing; no kind of test is skipped for want of one.
 test: lint typecheck
+	@bash tests/system-tools.sh
 	$(BIN)/python -m pytest
 
 # Knobs: USERS PRODUCTS WORKERS BATCH API_WORKERS OUT METHODS BASELINE CEILINGS KEEP (see bench/flash_sale.py).
@@ -109,6 +116,12 @@ bench: $(VENV)/.dev-deps
 # Offline: no Docker, no AWS credentials (availability zones come from cdk.json). Needs Node.js >= 20.
 synth: $(VENV)/.dev-deps
 	$(BIN)/python -m infra.synth --lint
+
+# Reads the account's Lambda concurrency and RDS quotas with your AWS credentials (read-only) and says
+# whether the environment fits and what to request (infra/preflight.py). Exit status 1 when it does not.
+preflight: $(VENV)/.dev-deps
+	@test -n "$(ENV)" || { echo "make preflight ENV=dev|staging|prod" >&2; exit 2; }
+	$(BIN)/python -m infra.preflight --env "$(ENV)"
 
 # Knobs: JOBS SCENARIOS WORKERS OUT (see bench/chaos.py).
 chaos: $(VENV)/.dev-deps

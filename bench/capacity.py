@@ -5,8 +5,8 @@ Runs against an embedded PostgreSQL of its own (bench/flash_sale.py's Server, da
 docs/capacity.md (the tables; bench/capacity_model.py turns the measurements into the model).
 
 What is measured, each at a few connection counts (one thread and connection per client):
-- enqueue: what functions/enqueue sends on AWS, pq_enqueue_job then pq_mark_jobs_sent (the SQS
-  send in between is not a database call; locally pq_local_send stands in for it and is left out);
+- enqueue: what functions/enqueue sends on AWS, pq_enqueue_job alone (the SQS send after it is not a
+  database call and confirms nothing back: shared/sql/intake.sql, pq_unsent_jobs);
 - payment: pq_process_payment of a wallet order whose products no other client is buying;
 - status_poll: the GET /v1/payments/{job_id} statement (shared/services/reads.JOB_QUERY);
 - sold_out: pq_process_payment of an order whose product is sold out (read without its row lock);
@@ -50,6 +50,7 @@ import psycopg2.extensions
 from bench.flash_sale import Server
 from local.config import ROOT
 from local.invariants import check, snapshot_stock
+from local.lock import one_run_at_a_time
 from local.pg import stop_embedded
 from local.seed import SeedPlan, seed
 from shared.db import Database
@@ -276,7 +277,6 @@ def enqueue_step(cur: Cursor, item: tuple[str, int]) -> None:
     )
     row = cur.fetchone()
     assert row is not None and row[0] == "created", row
-    cur.execute("SELECT pq_mark_jobs_sent(%s::uuid[])", ([row[1]],))
 
 
 def poll_step(cur: Cursor, item: tuple[Any, str]) -> None:
@@ -342,7 +342,7 @@ def measure_operations(server: Server, knobs: Knobs, log: Callable[[str], None])
     # Many products, so concurrent wallet payments rarely meet on a product row (the non-hot share of a sale).
     dsn, db = _fresh(server, "capacity_ops", SeedPlan(users=knobs.users, products=500, user_prefix="shopper-"))
     ops = {
-        "enqueue": Operation(2, "pq_enqueue_job + pq_mark_jobs_sent (the AWS enqueue path)"),
+        "enqueue": Operation(1, "pq_enqueue_job (the AWS enqueue path: the SQS send writes nothing back)"),
         "status_poll": Operation(1, "GET /v1/payments/{job_id} (shared/services/reads.JOB_QUERY)"),
         "payment": Operation(1, "pq_process_payment, wallet, products not contended"),
         "sold_out": Operation(1, "pq_process_payment of a sold-out product (no row lock)"),
@@ -491,7 +491,8 @@ def main() -> None:
             rewrite_doc(knobs.doc, report)
         return
     started = time.monotonic()
-    report = measure(knobs, log=lambda line: print(line, flush=True))
+    with one_run_at_a_time(knobs.data_dir, "make capacity"):
+        report = measure(knobs, log=lambda line: print(line, flush=True))
     from bench.capacity_model import model, rewrite_doc
 
     report["model"] = model(report)

@@ -57,6 +57,12 @@ EVENTBRIDGE_PUTEVENTS_PER_S = 400
 # ap-south-1 until read from Service Quotas ("Amazon SNS endpoints and quotas").
 SNS_PUBLISH_PER_S = 1_500
 # RDS Proxy's borrow timeout and connection budget: infra/config.py (prod).
+# "Amazon CloudFront quotas": 250,000 requests/s per distribution (adjustable): the now-serving figure
+# every waiting shopper reads (infra/components/waiting.py).
+CLOUDFRONT_RPS = 250_000
+# A waiting shopper reads its own job when its number comes up, and anyway after this long without
+# reading it (bench/client.py JOB_CHECK_S, local/static/progress.js JOB_CHECK_MS).
+JOB_CHECK_S = 60.0
 
 # --- Assumptions (replace with the locust run's CloudWatch numbers) ------------------------
 # Multi-AZ (instance deployment) commits after the standby's storage acknowledged the write:
@@ -163,6 +169,14 @@ class Variant:
     max_concurrency: int = PROD.processor.max_concurrency
     poll_max_ms: int = Settings().poll_max_ms
     commit_ms: float = ASSUMED_MULTI_AZ_COMMIT_MS
+    # Waiting shoppers read the shared now-serving figure through CloudFront and their own job only when
+    # its number comes up or every JOB_CHECK_S; off: every poll is a status Lambda and a database read.
+    shared_figure: bool = True
+    # When the hot stock is gone its queued buyers leave at once and later ones are refused at enqueue;
+    # off: each waits its turn to be told out_of_stock by a processor.
+    sold_out_at_once: bool = True
+    # Database statements per enqueue on AWS: 1 (the job and its idempotency), 2 with the sent mark.
+    enqueue_statements: int = 1
 
 
 # Monthly prices from docs/deploy.md (ap-south-1, on demand): db.m7g.large $0.168/h, Multi-AZ x2,
@@ -175,8 +189,18 @@ def _db_upgrade_cost(vcpus: int) -> float:
 
 
 def ladder(shards: int) -> list[Variant]:
-    """Today's prod, then each lift in the order the sizes need them, each on top of the last."""
-    today = Variant("today", "prod as configured (infra/config.py)")
+    """The release before the shared figure, today's prod, then each lift in the order the sizes need
+    them, each on top of the last."""
+    before = Variant(
+        "before the line's lifts",
+        "every poll a status Lambda and a database read, sold-out buyers wait their turn, enqueue 2 statements",
+        shared_figure=False,
+        sold_out_at_once=False,
+        enqueue_statements=2,
+    )
+    today = Variant(
+        "today", "prod as configured (infra/config.py): the shared figure on CloudFront, sold out at once, enqueue 1"
+    )
     sharded = replace(
         today, name="+ stock shards", change=f"the hot product's stock in {shards} rows (code; $0)", hot_shards=shards
     )
@@ -202,7 +226,7 @@ def ladder(shards: int) -> list[Variant]:
         api_account_rps=20_000,
         poll_max_ms=30_000,
     )
-    return [today, sharded, bigger, throttle, polls]
+    return [before, today, sharded, bigger, throttle, polls]
 
 
 def polls_while_waiting(eta_s: float, settings: Settings) -> float:
@@ -230,25 +254,30 @@ class Simulation:
     peak_db_util: float
     hot_phase_s: float
     throughput_pps: float
+    peak_figure_rps: float  # reads of the shared figure a second (CloudFront's; 0 without it)
 
 
 def simulate(n: int, m: Measured, v: Variant) -> Simulation:
     """One-second steps. Shoppers arrive evenly over the window and POST; every waiting shopper polls
-    as advised. The API admits at most its throttle a second, POSTs and polls alike (a throttled
-    POST is retried the next second, a throttled poll at its next interval). The processors pay as
-    fast as the tightest of their concurrency, the database CPU the admitted enqueues and polls
-    leave, and, while the hot product has stock, its row lock."""
+    as advised (the shared figure at CloudFront, its own job when due: _next_polls). The API admits at
+    most its throttle a second, POSTs and polls alike (a throttled POST is retried the next second, a
+    throttled poll at its next interval). The processors pay as fast as the tightest of their
+    concurrency, the database CPU the admitted enqueues and polls leave, and, while the hot product
+    has stock, its row lock; once it is gone its queued buyers end in bulk and later ones are refused
+    at enqueue (sold_out_at_once)."""
     settings = Settings(poll_max_ms=v.poll_max_ms)
     limit = float(min(v.api_rps, v.api_account_rps))
     arrival = n / ARRIVAL_WINDOW_S
     processor = processor_rate(m, v)
     hot_bound = m.hot_rate_sharded(v.commit_ms, v.hot_shards) / HOT_SHARE
     enqueue_cap, poll_cap, payment_cap = (m.capacity(op, v.db_vcpus) for op in ("enqueue", "status_poll", "payment"))
+    ending_cap = m.capacity("sold_out", v.db_vcpus)  # ending a job without a payment (pq_end_job)
     hot_until = min(n, HOT_STOCK_SHARE * n / HOT_SHARE)  # payments processed when the hot stock is gone
     come = accepted = done = 0.0
     t = 0
     peak_backlog = peak_polls = peak_offered = peak_util = total_polls = throttled = hot_phase = 0.0
-    polls = 0.0
+    polls = peak_figure = to_end = 0.0
+    sold_out = False
     while done < n - 0.5 and t < 36_000:
         t += 1
         come = min(float(n), come + arrival)
@@ -265,19 +294,27 @@ def simulate(n: int, m: Measured, v: Variant) -> Simulation:
             throttled += posts * admit * (1 - squeeze)
             admit *= squeeze
         accepted += posts * admit
-        rate = min(processor, max(0.0, 1.0 - enq_util - poll_util) * payment_cap)
+        if sold_out:  # the hot product's buyers among the new arrivals are refused at enqueue: no job
+            done += HOT_SHARE * posts * admit
+        elif v.sold_out_at_once and done >= hot_until:  # its queued buyers leave the line, in bulk
+            sold_out, to_end = True, HOT_SHARE * (accepted - done)
+        # Ending them costs the database what a job's end does; what a second's CPU cannot end, the next does.
+        ended = min(to_end, max(0.0, 1.0 - enq_util - poll_util) * ending_cap)
+        to_end, done = to_end - ended, done + ended
+        end_util = ended / ending_cap
+        rate = min(processor, max(0.0, 1.0 - enq_util - poll_util - end_util) * payment_cap)
         if done < hot_until:
             rate = min(rate, hot_bound)
             hot_phase += 1
-        paid = min(rate, accepted - done)
+        paid = min(rate, accepted - done - to_end)
         done += paid
         backlog = accepted - done
         total_polls += admitted_polls
-        util = enq_util + poll_util + paid / payment_cap
+        util = enq_util + poll_util + end_util + paid / payment_cap
         peak_backlog, peak_util = max(peak_backlog, backlog), max(peak_util, util)
         peak_polls, peak_offered = max(peak_polls, polls), max(peak_offered, offered)
-        # Next second's polls: each waiting shopper about once per its interval.
-        polls = backlog / _mean_interval(backlog / max(rate, 1.0), settings) if backlog >= 1 else 0.0
+        polls, figure = _next_polls(backlog, rate, settings, v)
+        peak_figure = max(peak_figure, figure)
     return Simulation(
         drain_s=float(t),
         max_wait_s=max(0.0, t - ARRIVAL_WINDOW_S),  # the last shopper arrived at the window's end
@@ -289,7 +326,21 @@ def simulate(n: int, m: Measured, v: Variant) -> Simulation:
         peak_db_util=round(peak_util, 3),
         hot_phase_s=hot_phase,
         throughput_pps=round(n / t, 1) if t else 0.0,
+        peak_figure_rps=round(peak_figure, 1),
     )
+
+
+def _next_polls(backlog: float, rate: float, settings: Settings, v: Variant) -> tuple[float, float]:
+    """Next second's reads through the API (polls) and of the shared figure at CloudFront: each waiting
+    shopper about once per its interval -- of the figure, or, without it, of its own job. With it, own
+    jobs are read by those whose number comes up (about the paid rate), the rest once a JOB_CHECK_S,
+    and CloudFront asks the API for the figure about once a second."""
+    if backlog < 1:
+        return 0.0, 0.0
+    reads = backlog / _mean_interval(backlog / max(rate, 1.0), settings)
+    if not v.shared_figure:
+        return reads, 0.0
+    return min(backlog, rate) + backlog / JOB_CHECK_S + 1, reads
 
 
 def _mean_interval(eta_s: float, settings: Settings) -> float:
@@ -307,8 +358,8 @@ def processor_rate(m: Measured, v: Variant) -> float:
     return v.max_concurrency * 1000.0 / per_payment_ms
 
 
-def enqueue_ms(m: Measured) -> float:
-    return m.enqueue_ms + 2 * ASSUMED_PROXY_RTT_MS + ASSUMED_SQS_SEND_MS + ASSUMED_INVOKE_OVERHEAD_MS
+def enqueue_ms(m: Measured, v: Variant) -> float:
+    return m.enqueue_ms + v.enqueue_statements * ASSUMED_PROXY_RTT_MS + ASSUMED_SQS_SEND_MS + ASSUMED_INVOKE_OVERHEAD_MS
 
 
 def poll_ms(m: Measured) -> float:
@@ -323,7 +374,7 @@ def size_model(n: int, m: Measured, v: Variant) -> dict[str, Any]:
     requests_peak = sim.peak_offered_rps
     api_limit = min(v.api_rps, v.api_account_rps)
     total_requests = n + sim.total_polls
-    enq_conc = arrival * enqueue_ms(m) / 1000
+    enq_conc = arrival * enqueue_ms(m, v) / 1000
     status_conc = min(sim.peak_poll_rps, api_limit) * poll_ms(m) / 1000
     pay_rate = sim.throughput_pps if sim.drain_s > ARRIVAL_WINDOW_S else min(arrival, processor_rate(m, v))
     hot_rate = m.hot_rate_sharded(commit_ms, hot_shards)
@@ -349,7 +400,7 @@ def size_model(n: int, m: Measured, v: Variant) -> dict[str, Any]:
             enq_conc,
             api.enqueue.reserved_concurrency,
             "concurrent",
-            f"infra/config.py prod; {enqueue_ms(m):.1f} ms per request",
+            f"infra/config.py prod; {enqueue_ms(m, v):.1f} ms per request",
             None,
         ),
         _row(
@@ -403,6 +454,14 @@ def size_model(n: int, m: Measured, v: Variant) -> dict[str, Any]:
             "payments/s",
             f"measured at +{commit_ms:g} ms commit ({hot_shards} stock row{'s' if hot_shards > 1 else ''})",
             HOT_STOCK_SHARE * n,
+        ),
+        _row(
+            "CloudFront (now-serving figure)",
+            sim.peak_figure_rps,
+            CLOUDFRONT_RPS,
+            "req/s",
+            "CloudFront quotas: 250,000 requests/s per distribution; the API sees ~1/s (Origin Shield)",
+            None,
         ),
         _row(
             "SQS FIFO SendMessageBatch",

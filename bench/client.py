@@ -33,7 +33,10 @@ class Result:
     sent_at: float = 0.0
     answered_at: float = 0.0
     done_at: float = 0.0
-    polls: list[float] = field(default_factory=list)  # latency of each status poll (s)
+    polls: list[float] = field(default_factory=list)  # latency of each poll, the shared figure's or the job's (s)
+    job_polls: int = 0  # of those, reads of the shopper's own job (the rest: the shared now-serving figure)
+    # When the first figure with a measured rate said the job would be done (its ETA), for the ETA error.
+    predicted_done_at: float | None = None
     error: str | None = None
 
 
@@ -88,24 +91,16 @@ async def _pay_and_poll(
             result.status = resp.status
             body = await resp.json()
         result.answered_at = time.time()
+        if resp.status == 409 and body.get("error", {}).get("code") == "sold_out":
+            # Told at once, with no job: an answer, not an error (shared/sql/line.sql).
+            result.final, result.reason, result.done_at = "failed", "sold_out", result.answered_at
+            return result
         if resp.status != 202:
             result.final, result.error = "error", str(body)
             return result
         progress.accepted += 1
         result.job_id = body["job_id"]
-        wait_ms = body.get("poll_after_ms", 500)
-        while time.monotonic() < deadline:
-            await asyncio.sleep(wait_ms / 1000)
-            polled = time.monotonic()
-            async with session.get(f"{base}{body['status_url']}", headers=headers) as resp:
-                state = await resp.json()
-            result.polls.append(time.monotonic() - polled)
-            if state["status"] in ("succeeded", "failed"):
-                result.final, result.reason = state["status"], state.get("reason")
-                result.done_at = time.time()
-                return result
-            wait_ms = state.get("poll_after_ms", 500)
-        result.final, result.error = "error", "timed out polling"
+        await _wait_in_line(session, base, body, headers=headers, result=result, deadline=deadline)
         return result
     except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
         result.final, result.error = "error", f"{type(exc).__name__}: {exc}"
@@ -113,6 +108,54 @@ async def _pay_and_poll(
     finally:
         progress.done += result.final is not None
         progress.tick()
+
+
+# Read the own job anyway after this long without reading it (something other than the line moving may
+# have ended it: a sold-out product, a cancellation elsewhere).
+JOB_CHECK_S = 60.0
+# The advice a waiting client follows between two reads of the figure, as the job view gives it
+# (shared/services/reads.py): 0.75 of the wait, at least 0.5 s, at most 10 s.
+POLL_AT_ETA, POLL_MIN_S, POLL_MAX_S = 0.75, 0.5, 10.0
+
+
+async def _wait_in_line(
+    session: aiohttp.ClientSession,
+    base: str,
+    accepted: dict[str, Any],
+    *,
+    headers: dict[str, str],
+    result: Result,
+    deadline: float,
+) -> None:
+    """Wait as the progress page does: read the shared now-serving figure (no token, cacheable) and the
+    own job only when its number comes up (within a second's worth of the line's rate) or every
+    JOB_CHECK_S; the place in line is the job's number less the figure's serving, never rising."""
+    number, served = accepted["queue_number"], 0
+    wait_s = accepted.get("poll_after_ms", 500) / 1000
+    checked_at = time.monotonic()
+    while time.monotonic() < deadline:
+        await asyncio.sleep(wait_s)
+        polled = time.monotonic()
+        async with session.get(f"{base}{accepted['now_serving_url']}") as resp:
+            figure = await resp.json()
+        result.polls.append(time.monotonic() - polled)
+        served = max(served, figure["serving"])
+        position, per_s = max(1, number - served), figure["per_s"]
+        if per_s and result.predicted_done_at is None:
+            result.predicted_done_at = time.time() + position / per_s
+        if position <= max(1.0, per_s or 0.0) or time.monotonic() - checked_at >= JOB_CHECK_S:
+            checked_at = polled = time.monotonic()
+            async with session.get(f"{base}{accepted['status_url']}", headers=headers) as resp:
+                state = await resp.json()
+            result.polls.append(time.monotonic() - polled)
+            result.job_polls += 1
+            if state["status"] in ("succeeded", "failed"):
+                result.final, result.reason = state["status"], state.get("reason")
+                result.done_at = time.time()
+                return
+        eta_s = position / per_s if per_s else None
+        wait_s = min(POLL_MAX_S, max(POLL_MIN_S, POLL_AT_ETA * eta_s)) if eta_s is not None else 1.0
+    result.final, result.error = "error", "timed out polling"
 
 
 async def run_queue_clients(

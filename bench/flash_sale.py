@@ -43,6 +43,7 @@ from local.auth import LocalIssuer
 from local.config import ROOT, LocalSettings
 from local.gateway_demo import gateway_env
 from local.invariants import check, snapshot_stock
+from local.lock import LOCK_NAME, one_run_at_a_time
 from local.pg import pg_bin, prepare, start_embedded, stop_embedded, with_database
 from local.run import Supervisor, _wait_for_api
 from local.seed import SeedPlan, seed
@@ -59,6 +60,8 @@ INVARIANTS = (
     "lost_jobs",
     "order_violations",
     "missing_notifications",
+    "gateway_unaccounted_paise",
+    "gateway_books_vs_gateway_paise",  # METHODS=mix: our books against the simulator's ledger
 )
 
 
@@ -428,6 +431,7 @@ def run_ours(server: Server, knobs: Knobs, receiver: Receiver, hook_url: str) ->
         cpu_after = cpu_by_role(supervisor, "bench_ours")
         calls = _statement_calls(db)
         gateway = _sim(sim_url, "/_sim/stats?gateway=razorpay") if sim_url else None
+        ledger = _sim(sim_url, "/_sim/ledger")["payments"] if sim_url else None
     finally:
         supervisor.stop()
     jobs = db.fetch_all(
@@ -440,7 +444,10 @@ def run_ours(server: Server, knobs: Knobs, receiver: Receiver, hook_url: str) ->
     waits = [float(j["finished"]) - float(j["created"]) for j in finished]
     enqueue_ms = [(r.answered_at - r.sent_at) * 1000 for r in results if r.answered_at]
     polls = [p for r in results for p in r.polls]
-    invariants = check(db, initial_stock=stock)
+    # ETA error: when a shopper was told (the first shared figure with a measured rate) against when the
+    # job actually ended, in seconds either way.
+    eta_errors = [abs(r.done_at - r.predicted_done_at) for r in results if r.done_at and r.predicted_done_at]
+    invariants = check(db, initial_stock=stock, gateway_ledger=ledger)
     # Notifications: every terminal job's event reached the webhook.
     invariants["missing_notifications"] += len(terminal - receiver.job_ids)
     dlq = db.fetch_one("SELECT count(*) n FROM pgmq.q_payments_dlq")
@@ -456,6 +463,8 @@ def run_ours(server: Server, knobs: Knobs, receiver: Receiver, hook_url: str) ->
         "succeeded": sum(j["status"] == "succeeded" for j in jobs),
         "failed_business": sum(j["status"] == "failed" for j in jobs),
         "failed_by_reason": reasons,
+        # Told at once at enqueue that a product of the order had sold out (no job was made).
+        "refused_sold_out": sum(r.reason == "sold_out" for r in results),
         "failed_other": sum(r.final == "error" for r in results),
         # What those requests were answered (or the client error), the commonest first.
         "failed_other_sample": Counter(
@@ -484,7 +493,12 @@ def run_ours(server: Server, knobs: Knobs, receiver: Receiver, hook_url: str) ->
             for role in sorted(cpu_after)
         },
         "status_polls": len(polls),
+        # Of those, reads of a shopper's own job; the rest read the one shared figure (cached: no DB read).
+        "job_polls": sum(r.job_polls for r in results),
         "status_poll_p99_ms": round(_pct(polls, 0.99) * 1000, 1),
+        "eta_predictions": len(eta_errors),
+        "eta_error_p50_s": round(_pct(eta_errors, 0.50), 3),
+        "eta_error_p95_s": round(_pct(eta_errors, 0.95), 3),
         "invariants": {k: invariants.get(k, 0) for k in INVARIANTS},
         **(
             {
@@ -634,14 +648,20 @@ def main() -> None:
         f"batch {knobs.batch}, {knobs.api_workers} API processes",
         flush=True,
     )
-    server = Server()
-    try:
-        report, ours, baseline = measure(server, knobs)
-    finally:  # the benchmark's own server: nothing of it keeps running afterwards
-        stop_embedded(BENCH_DATA)
-        # Its databases are hundreds of MB and useless after the report; KEEP=1 keeps them.
-        if not knobs.keep:
-            shutil.rmtree(BENCH_DATA, ignore_errors=True)
+    with one_run_at_a_time(BENCH_DATA, "make bench"):
+        server = Server(BENCH_DATA)
+        try:
+            report, ours, baseline = measure(server, knobs)
+        finally:  # the benchmark's own server: nothing of it keeps running afterwards
+            stop_embedded(BENCH_DATA)
+            # Its databases are hundreds of MB and useless after the report; KEEP=1 keeps them. The lock
+            # file stays while held: a run starting now would otherwise lock a file this is deleting.
+            if not knobs.keep:
+                for child in BENCH_DATA.iterdir():
+                    if child.is_dir():
+                        shutil.rmtree(child, ignore_errors=True)
+                    elif child.name != LOCK_NAME:
+                        child.unlink(missing_ok=True)
     knobs.out.write_text(json.dumps(report, indent=2) + "\n")
     from bench.report import summary_text, write_chart, write_summary
 

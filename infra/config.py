@@ -31,6 +31,7 @@ FIRST_CREATE_CONTEXT_KEY = "pq:first-create"
 # The issuer in the shipped config: no real identity provider, so it rejects every token. Fine
 # for dev (a stack you can synthesize and deploy before choosing one), refused where it matters.
 PLACEHOLDER_ISSUER = "https://auth.example.com/"
+PLACEHOLDER_AUDIENCE = ("payment-queue",)
 _REAL_ISSUER_REQUIRED = ("staging", "prod")
 
 
@@ -93,6 +94,11 @@ class DatabaseConfig:
     proxy_borrow_timeout_seconds: int = 3
     # Not offered on the small burstable classes dev uses.
     performance_insights: bool = False
+    # Enhanced Monitoring: the OS's own CPU, memory, swap and per-process figures every N seconds (0 =
+    # off), which the hypervisor-level CloudWatch metrics do not show; they land in CloudWatch Logs
+    # (log group RDSOSMetrics). CreateDBInstance MonitoringInterval: "Valid Values: 0 | 1 | 5 | 10 |
+    # 15 | 30 | 60".
+    enhanced_monitoring_interval_seconds: int = 0
 
     @property
     def proxy_connection_budget(self) -> int:
@@ -158,6 +164,13 @@ class EnvironmentConfig:
     migrate: FunctionLimits = FunctionLimits(timeout_seconds=300, reserved_concurrency=1)
     # True only for a stack's first deployment (context pq:first-create): see deletion protection.
     first_create: bool = False
+    # Reserve each database function's concurrency: its cap, which makes the connection budget a
+    # guarantee. Off in dev so that any account can deploy it: Lambda keeps 100 of an account's
+    # concurrency unreserved (PutFunctionConcurrency: "as long as you leave at least 100 simultaneous
+    # executions unreserved"), and new accounts start with a limit of 10 or 50, where nothing can be
+    # reserved. Dev's processor stays capped by its event source's maximum concurrency; `make preflight`
+    # says what an account lacks for the environments that reserve.
+    reserve_concurrency: bool = True
     # Deliveries before a payment message moves to the DLQ for an operator to look at. Gateway
     # 429/5xx backoffs (1 s doubling, capped at 300 s) consume deliveries too: ten ride out
     # about 4 minutes (8.5 at most) of gateway trouble before a payment is dead-lettered.
@@ -203,6 +216,12 @@ class EnvironmentConfig:
             "migrate": self.migrate,
         }
 
+    def reserved_concurrency(self) -> dict[str, int]:
+        """What the stack reserves, per function (nothing when reserve_concurrency is off)."""
+        if not self.reserve_concurrency:
+            return {}
+        return {name: limits.reserved_concurrency for name, limits in self.database_clients().items()}
+
     @property
     def database_connections_needed(self) -> int:
         """The most connections the database functions can hold at once (one per execution)."""
@@ -215,7 +234,7 @@ class EnvironmentConfig:
             problems.append("processor batch_size must be 1..10 for a FIFO event source")
         if not 2 <= p.max_concurrency <= 1000:
             problems.append("processor max_concurrency must be 2..1000 (SQS event source limit)")
-        if p.max_concurrency > p.reserved_concurrency:
+        if self.reserve_concurrency and p.max_concurrency > p.reserved_concurrency:
             problems.append("processor max_concurrency must not exceed its reserved concurrency")
         problems += self._connection_budget_problems()
         if self.name in _REAL_ISSUER_REQUIRED and self.api.jwt_issuer == PLACEHOLDER_ISSUER:
@@ -223,11 +242,20 @@ class EnvironmentConfig:
                 f"the JWT issuer is the placeholder {PLACEHOLDER_ISSUER}; pass your identity "
                 "provider's issuer with -c pq:jwt-issuer=https://..."
             )
+        # The audience like the issuer: the authorizer checks a token's aud (client_id for Cognito access
+        # tokens) against this list, so the placeholder would answer 401 to every real token.
+        if self.name in _REAL_ISSUER_REQUIRED and self.api.jwt_audience == PLACEHOLDER_AUDIENCE:
+            problems.append(
+                f"the JWT audience is the placeholder {PLACEHOLDER_AUDIENCE[0]!r}; pass your app clients' ids "
+                "with -c pq:jwt-audience=<client id>[,<client id>...]"
+            )
         problems += [
             f"CORS origin {origin!r} must be a scheme and host only, e.g. https://shop.example.com"
             for origin in self.api.cors_origins
             if not _is_origin(origin)
         ]
+        if self.database.enhanced_monitoring_interval_seconds not in (0, 1, 5, 10, 15, 30, 60):
+            problems.append("enhanced_monitoring_interval_seconds must be 0 (off), 1, 5, 10, 15, 30 or 60")
         if self.max_receive_count < 5:
             problems.append("max_receive_count must be at least 5")
         if len(self.availability_zones) < 2:
@@ -282,6 +310,7 @@ DEV = EnvironmentConfig(
     log_retention_days=7,
     retain_data=False,
     processor=ProcessorConfig(batch_size=10, max_concurrency=5, reserved_concurrency=5),
+    reserve_concurrency=False,
     database=DatabaseConfig(
         instance_class="t4g.small",
         multi_az=False,
@@ -290,7 +319,7 @@ DEV = EnvironmentConfig(
     ),
     api=ApiConfig(
         jwt_issuer=PLACEHOLDER_ISSUER,
-        jwt_audience=("payment-queue",),
+        jwt_audience=PLACEHOLDER_AUDIENCE,
         throttle_rate_per_second=100,
         throttle_burst=200,
     ),
@@ -299,6 +328,7 @@ DEV = EnvironmentConfig(
 STAGING = replace(
     DEV,
     name="staging",
+    reserve_concurrency=True,
     log_level="INFO",
     log_retention_days=30,
     processor=ProcessorConfig(batch_size=10, max_concurrency=10, reserved_concurrency=12),
@@ -335,6 +365,7 @@ PROD = replace(
         max_allocated_storage_gb=500,
         max_connections=400,
         performance_insights=True,
+        enhanced_monitoring_interval_seconds=60,
     ),
     # 2,000 requests a second at tens of milliseconds each is well under 150 at once.
     api=replace(

@@ -77,6 +77,15 @@ def suppress_findings(
             "non-default port would hide nothing.",
         )
     ]
+    if config.database.enhanced_monitoring_interval_seconds:
+        database_findings.append(
+            NagPackSuppression(
+                id="AwsSolutions-IAM4",
+                reason="The role RDS Enhanced Monitoring assumes to write the OS metrics to CloudWatch Logs: "
+                "AWS's own policy for it, whose log actions are limited to log groups named RDS* (RDSOSMetrics).",
+                applies_to=[_MANAGED_POLICY.format("AmazonRDSEnhancedMonitoringRole")],
+            )
+        )
     if not config.database.multi_az:
         database_findings.append(
             NagPackSuppression(

@@ -13,6 +13,7 @@ from infra.components.monitoring import Monitoring
 from infra.components.network import Network
 from infra.components.notifications import Notifications
 from infra.components.queues import PaymentQueues
+from infra.components.waiting import NowServingCdn
 from infra.config import EnvironmentConfig
 from infra.nag import suppress_findings
 
@@ -49,6 +50,7 @@ class PaymentQueueStack(Stack):
         )
         notifications.subscribe(functions.notify)
         api = PaymentsApi(self, "Api", config=config, enqueue=functions.enqueue, status=functions.status)
+        waiting = NowServingCdn(self, "NowServing", config=config, api=api)
         Migrations(
             self,
             "Migrations",
@@ -71,6 +73,7 @@ class PaymentQueueStack(Stack):
         self.functions = functions
         outputs = {
             "ApiUrl": (api.url, "Base URL of the HTTP API"),
+            "NowServingUrl": (waiting.url, "Base URL of GET /v1/queue/now-serving for waiting shoppers (CloudFront)"),
             "QueueUrl": (queues.queue.queue_url, "payments.fifo"),
             "DeadLetterQueueUrl": (queues.dlq.queue_url, "payments DLQ: redrive from the SQS console"),
             "NotificationsDeadLetterQueueUrl": (notifications.dlq.queue_url, "Undelivered payment events"),

@@ -34,6 +34,8 @@ from infra.build_assets import REPO_ROOT
 CFN_LINT_CONFIG = REPO_ROOT / "infra" / "cfnlintrc.yaml"
 # Shaped like a Cognito user pool's issuer; no such pool exists, so it would accept no token.
 OFFLINE_ISSUER = "https://cognito-idp.ap-south-1.amazonaws.com/ap-south-1_OfflineSynth"
+# And an app client id of that example pool (staging and prod refuse the placeholder audience).
+OFFLINE_AUDIENCE = "example-app-client"
 
 
 def load_cdk_context(path: Path = REPO_ROOT / "cdk.json") -> dict[str, Any]:
@@ -86,6 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     if not (extra.get("pq:jwt-issuer") or load_cdk_context().get("pq:jwt-issuer")):
         extra["pq:jwt-issuer"] = OFFLINE_ISSUER
         print(f"no pq:jwt-issuer given: synthesizing with the example issuer {OFFLINE_ISSUER}")
+    if not (extra.get("pq:jwt-audience") or load_cdk_context().get("pq:jwt-audience")):
+        extra["pq:jwt-audience"] = OFFLINE_AUDIENCE
+        print(f"no pq:jwt-audience given: synthesizing with the example audience {OFFLINE_AUDIENCE}")
 
     started = time.perf_counter()
     assembly = synth(args.env, args.out, install_dependencies=not args.no_deps, extra_context=extra)

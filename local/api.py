@@ -20,6 +20,8 @@ import json
 import logging
 import re
 import socket
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -126,6 +128,29 @@ class Route:
     route_key: str
     function: str
     scope: str | None  # None: no bearer token (a gateway's webhook, verified by its HMAC in the handler)
+    shared_cache_s: int = 0  # answered from the shared cache for up to this long (shared.routes)
+
+
+@dataclass(frozen=True)
+class _Cached:
+    expires_at: float
+    stored_at: float
+    status: int
+    body: bytes
+    headers: dict[str, str]
+
+
+_MAX_AGE = re.compile(r"(?:^|,)\s*max-age=(\d+)\s*(?:,|$)")
+
+
+def _shared_max_age(headers: dict[str, str], ceiling_s: int) -> int:
+    """Seconds a shared cache may keep an answer, as CloudFront reads it: the origin's Cache-Control
+    max-age if it says public, capped by the behaviour's maximum TTL; 0 for anything else."""
+    control = next((v for k, v in headers.items() if k.lower() == "cache-control"), "").lower()
+    if "public" not in control or "no-store" in control or "private" in control:
+        return 0
+    found = _MAX_AGE.search(control)
+    return min(ceiling_s, int(found.group(1))) if found else 0
 
 
 def _pattern(path: str) -> re.Pattern[str]:
@@ -134,7 +159,7 @@ def _pattern(path: str) -> re.Pattern[str]:
 
 
 # The same table the CDK app routes from, so the scopes cannot drift apart.
-ROUTES = tuple(Route(r.method, _pattern(r.path), r.key, r.function, r.scope) for r in API_ROUTES)
+ROUTES = tuple(Route(r.method, _pattern(r.path), r.key, r.function, r.scope, r.shared_cache_s) for r in API_ROUTES)
 
 
 def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
@@ -155,9 +180,19 @@ def invoke(function: str, event: dict[str, Any]) -> dict[str, Any]:
 
 
 class LocalApi:
-    def __init__(self, issuer: LocalIssuer, page_csp: str = page_policy(())) -> None:
+    """page_csp: the pages' Content-Security-Policy (page_policy); clock: for the shared cache's ages
+    (tests hold it still)."""
+
+    def __init__(
+        self, issuer: LocalIssuer, page_csp: str = page_policy(()), clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.issuer = issuer
         self.page_csp = page_csp
+        # The stand-in for CloudFront in front of the shared routes (GET /v1/queue/now-serving): one
+        # answer per path and query string, kept as long as its Cache-Control allows, so that however
+        # many shoppers poll, the function and the database see one request a second per API process.
+        self._shared: dict[tuple[str, str], _Cached] = {}
+        self._clock = clock
 
     def _authorize(self, request: web.Request, route: Route) -> tuple[dict[str, Any], list[str]]:
         header = request.headers.get("Authorization", "")
@@ -229,11 +264,33 @@ class LocalApi:
             path_parameters=match.groupdict() or None,
             source_ip=request.remote or "127.0.0.1",
         )
-        try:
-            result = invoke(route.function, event)
-        except Exception:  # what API Gateway answers when the function itself fails
-            return _error(500, "internal_error", "internal error")
-        return _to_response(result)
+        if route.shared_cache_s and request.method == "GET":
+            return self._from_shared_cache(route, request, event)
+        return _invoke(route, event)
+
+    def _from_shared_cache(self, route: Route, request: web.Request, event: dict[str, Any]) -> web.Response:
+        """A fresh stored answer (with its Age, as CloudFront sends it), or the function's, stored."""
+        key = (request.path, request.query_string)
+        now = self._clock()
+        cached = self._shared.get(key)
+        if cached is None or now >= cached.expires_at:
+            response = _invoke(route, event)
+            keep_s = _shared_max_age(dict(response.headers), route.shared_cache_s) if response.status == 200 else 0
+            if not keep_s:
+                return response
+            assert response.body is None or isinstance(response.body, bytes)
+            cached = _Cached(now + keep_s, now, response.status, response.body or b"", dict(response.headers))
+            self._shared[key] = cached
+        age = {"Age": str(int(now - cached.stored_at))}
+        return web.Response(status=cached.status, body=cached.body, headers=cached.headers | age)
+
+
+def _invoke(route: Route, event: dict[str, Any]) -> web.Response:
+    try:
+        result = invoke(route.function, event)
+    except Exception:  # what API Gateway answers when the function itself fails
+        return _error(500, "internal_error", "internal error")
+    return _to_response(result)
 
 
 def _closing(response: web.Response) -> web.Response:

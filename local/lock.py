@@ -1,4 +1,5 @@
-"""One local run per data directory: `make run` holds an exclusive lock on `<data dir>/run.lock`.
+"""One local run per data directory: `make run` holds an exclusive lock on `<data dir>/run.lock`, and so do
+`make bench`, `make chaos` and `make capacity` on theirs (one_run_at_a_time).
 
 The lock is an flock(2) on an open file, so the kernel drops it when the holder dies however it
 dies (no stale lock after a SIGKILL); the file only says who held it last. `make reset`,
@@ -9,6 +10,8 @@ from __future__ import annotations
 
 import fcntl
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
@@ -56,6 +59,22 @@ class RunLock:
 
     def __exit__(self, *_: object) -> None:
         self.release()
+
+
+@contextmanager
+def one_run_at_a_time(data_dir: Path, command: str) -> Iterator[None]:
+    """The data directory for one run of `command` (make bench, make chaos): a second run on the same
+    directory would share the first's server and stop it under it, so it is refused, naming the holder."""
+    lock = RunLock(data_dir)
+    try:
+        lock.acquire()
+    except AlreadyRunning as exc:
+        hint = f"kill -TERM {exc.pid}" if exc.pid else "Ctrl-C in its terminal"
+        raise SystemExit(f"{command}: {exc}; wait for it to finish or stop it ({hint})") from None
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def holder(data_dir: Path) -> int | None:

@@ -45,7 +45,14 @@ class PgBouncer:
     """One PgBouncer child process in front of the server `server_url` names; always stop() it."""
 
     def __init__(
-        self, server_url: str, workdir: Path | None = None, *, password: str | None = None, port: int = 0
+        self,
+        server_url: str,
+        workdir: Path | None = None,
+        *,
+        password: str | None = None,
+        client_idle_timeout_s: int = 0,
+        server_idle_timeout_s: int = 600,
+        port: int = 0,
     ) -> None:
         parts = urlsplit(server_url)
         query = parse_qs(parts.query)
@@ -56,6 +63,10 @@ class PgBouncer:
         self._server_host = query.get("host", [parts.hostname or "127.0.0.1"])[0]
         self._server_port = parts.port or 5432
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="pq-pgbouncer-"))
+        # As RDS Proxy's IdleClientTimeout (0: never; PgBouncer's default) and the pool's own closing of
+        # server connections idle this long (PgBouncer's default 600 s).
+        self.client_idle_timeout_s = client_idle_timeout_s
+        self.server_idle_timeout_s = server_idle_timeout_s
         self.host = "127.0.0.1"
         self._requested_port = port  # 0: any free port
         self.port = 0
@@ -97,6 +108,8 @@ ignore_startup_parameters =
 ; Its own health check on server connections idle this long; the AWS-shaped run tells it apart.
 server_check_query = select 1
 server_check_delay = 30
+client_idle_timeout = {self.client_idle_timeout_s}
+server_idle_timeout = {self.server_idle_timeout_s}
 """
         )
         for path in (userlist, config):

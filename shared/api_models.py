@@ -74,6 +74,20 @@ class JobView(BaseModel):
     refund: JobRefund | None = Field(default=None, description="a failed gateway job: the money on its way back")
     dead_lettered: bool | None = Field(default=None, description="its message is in the DLQ: waits for a redrive")
     money: JobMoney | None = Field(default=None, description="a dead-lettered gateway job: where its money is")
+    queue_number: int | None = Field(
+        default=None, description="while waiting: position = queue_number - serving of GET /v1/queue/now-serving"
+    )
+    now_serving_url: str | None = Field(default=None, description="the shared figure to wait on, not this job")
+
+
+class NowServing(BaseModel):
+    """How far the line has moved and how fast: the same for every waiting shopper, cached for a second."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    serving: int = Field(description="jobs that have left the line; never decreases")
+    per_s: float | None = Field(description="jobs leaving per second lately; null while nothing moves")
+    as_of: str = Field(description="when the figure was read (ISO 8601)")
 
 
 class RazorpayCheckout(BaseModel):

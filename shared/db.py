@@ -8,6 +8,7 @@ prepared statements.
 
 from __future__ import annotations
 
+import select
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -22,6 +23,21 @@ from shared.domain import TransientError
 Row = dict[str, Any]
 
 psycopg2.extras.register_uuid()  # type: ignore[no-untyped-call]
+
+
+class ConnectionLost(TransientError):
+    """The connection was gone when a statement was sent on it: the server may or may not have run it."""
+
+
+def _dropped_while_idle(conn: psycopg2.extensions.connection) -> bool:
+    """Whether the server side closed an idle connection (RDS Proxy's idle client timeout, PgBouncer's
+    client_idle_timeout, a restart). Between statements the server sends nothing unasked: a readable
+    socket holds its goodbye (an error message, then EOF). A zero-timeout select; no round trip."""
+    try:
+        readable, _, _ = select.select([conn.fileno()], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(readable)
 
 
 class Database:
@@ -58,10 +74,17 @@ class Database:
 
     def _connection(self) -> psycopg2.extensions.connection:
         conn: psycopg2.extensions.connection | None = getattr(self._local, "conn", None)
+        if conn is not None and not conn.closed and _dropped_while_idle(conn):
+            # Nothing was sent on it since it went: a fresh connection serves the statement, whatever it is.
+            conn.close()
         if conn is None or conn.closed:
             conn = self._connect()
             self._local.conn = conn
         return conn
+
+    def _has_connection(self) -> bool:
+        conn: psycopg2.extensions.connection | None = getattr(self._local, "conn", None)
+        return conn is not None and not conn.closed
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)
@@ -71,46 +94,77 @@ class Database:
 
     @contextmanager
     def _cursor(self) -> Iterator[psycopg2.extras.RealDictCursor]:
+        conn: psycopg2.extensions.connection | None = None
         try:
             conn = self._connection()
             with conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
                 yield cur
         except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
             # Lost connection, serialization failure, deadlock, timeout, server shutdown: the
-            # statement's transaction is gone, so it is safe to retry on a fresh connection.
+            # statement's transaction is gone, so it is safe to retry on a fresh connection. A
+            # server's error carries a SQLSTATE; a connection that died under the statement does not.
+            lost = conn is not None and bool(conn.closed) and getattr(exc, "pgcode", None) is None
             self.close()
-            raise TransientError(f"{type(exc).__name__}: {str(exc).strip()}") from exc
+            error = ConnectionLost if lost else TransientError
+            raise error(f"{type(exc).__name__}: {str(exc).strip()}") from exc
 
-    def fetch_all(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[Row]:
+    def _run(
+        self,
+        sql: str,
+        params: Sequence[Any] | dict[str, Any],
+        answer: Callable[[psycopg2.extras.RealDictCursor], Any],
+        idempotent: bool,
+    ) -> Any:
+        """One statement; if it was `idempotent` and the connection it went out on, open since an earlier
+        call, turns out to have been dropped (the goodbye not yet arrived when it was sent), sent once
+        more on a fresh connection. A statement that is not idempotent is never sent twice: its caller
+        gets the TransientError, and the queue or the client retries the whole request."""
+        reused = self._has_connection()
+        try:
+            return self._once(sql, params, answer)
+        except ConnectionLost:
+            if not (idempotent and reused):
+                raise
+        return self._once(sql, params, answer)
+
+    def _once(
+        self,
+        sql: str,
+        params: Sequence[Any] | dict[str, Any],
+        answer: Callable[[psycopg2.extras.RealDictCursor], Any],
+    ) -> Any:
         with self._cursor() as cur:
             self.round_trips += 1
             cur.execute(sql, params or None)
-            return [dict(r) for r in cur.fetchall()]
+            return answer(cur)
 
-    def fetch_one(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> Row | None:
-        rows = self.fetch_all(sql, params)
+    def fetch_all(
+        self, sql: str, params: Sequence[Any] | dict[str, Any] = (), *, idempotent: bool = False
+    ) -> list[Row]:
+        rows: list[Row] = self._run(sql, params, lambda cur: [dict(r) for r in cur.fetchall()], idempotent)
+        return rows
+
+    def fetch_one(
+        self, sql: str, params: Sequence[Any] | dict[str, Any] = (), *, idempotent: bool = False
+    ) -> Row | None:
+        rows = self.fetch_all(sql, params, idempotent=idempotent)
         return rows[0] if rows else None
 
-    def execute(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> int:
-        with self._cursor() as cur:
-            self.round_trips += 1
-            cur.execute(sql, params or None)
-            return cur.rowcount
+    def execute(self, sql: str, params: Sequence[Any] | dict[str, Any] = (), *, idempotent: bool = False) -> int:
+        count: int = self._run(sql, params, lambda cur: cur.rowcount, idempotent)
+        return count
 
     @contextmanager
-    def transaction(self, *, statement_timeout_ms: int | None = None) -> Iterator[psycopg2.extras.RealDictCursor]:
+    def transaction(self) -> Iterator[psycopg2.extras.RealDictCursor]:
         """An explicit multi-statement transaction, for the few places that need one (migrations).
 
-        statement_timeout_ms replaces the role's timeout for this transaction only (SET LOCAL):
-        for work that runs once on its own connection, such as a deploy's migrations, never on a
-        request path (a SET pins an RDS Proxy session).
+        A setting for the transaction only is made inside a SQL function (set_config(..., true)), as on
+        the request paths: a top-level SET or set_config would pin an RDS Proxy session.
         """
         with self._cursor() as cur:
             conn = cur.connection
             conn.autocommit = False
             try:
-                if statement_timeout_ms is not None:
-                    cur.execute("SET LOCAL statement_timeout = %s", (int(statement_timeout_ms),))
                 yield cur
                 conn.commit()
             except BaseException:

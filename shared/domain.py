@@ -69,6 +69,8 @@ class FailureReason(StrEnum):
     INSUFFICIENT_BALANCE = "insufficient_balance"
     CURRENCY_MISMATCH = "currency_mismatch"  # a wallet pays only orders in its own currency
     OUT_OF_STOCK = "out_of_stock"
+    # The shopper left the line (DELETE /v1/payments/{job_id}) before a processor took the job.
+    CANCELLED = "cancelled"
     ORDER_NOT_PAYABLE = "order_not_payable"
     INVALID_ORDER = "invalid_order"
     # Gateway payments (Razorpay, Cashfree).
@@ -294,6 +296,9 @@ class PaymentOutcome:
     reason: str | None = None
     payment_id: int | None = None
     event: dict[str, Any] | None = field(default=None, compare=False)
+    # Products with no unit left that this payment took the last of, or failed for: the line of everyone
+    # else waiting for them ends after the batch (shared/services/line.py).
+    sold_out: tuple[int, ...] = field(default=(), compare=False)
 
 
 def _iso(value: Any) -> str:

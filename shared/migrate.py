@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 from importlib.resources import files
+from typing import Any
 
 from shared.db import Database
 from shared.domain import TransientError
@@ -26,13 +27,17 @@ from shared.domain import TransientError
 # create it.
 _LOCK_KEY = 0x5051_4D49  # "PQMI"
 # Migrations may rewrite tables; the role's 5 s request timeout (0005_role_settings.sql) does not
-# apply to them. Below the migrate function's 300 s timeout, so a stuck migration fails with a
-# PostgreSQL error in its log instead of a Lambda timeout.
+# apply to them. The most they get: the migrate function passes what is left of its own timeout, less a
+# margin (functions/migrate/handler.py), so a stuck migration fails with a PostgreSQL error in its log
+# instead of a Lambda timeout.
 MIGRATION_STATEMENT_TIMEOUT_MS = 240_000
+# The function that sets it (inside a function: no session state the proxy could pin on).
+SETTINGS_FILE = "migration_settings.sql"
 
 # Applied in this order: types first, then the functions that use them. plpgsql resolves the functions
 # it calls when it runs, so among functions the order only matters for LANGUAGE sql bodies.
 REPEATABLE = (
+    SETTINGS_FILE,  # the migrator's own statement timeout
     "outcomes.sql",  # the outcome types of the money-moving functions
     "events.sql",  # ending a job and its outbox event
     "intake.sql",  # accepting a request (functions/enqueue)
@@ -41,6 +46,7 @@ REPEATABLE = (
     "stock_shards.sql",  # where an order's units come from: a product's row or its stock shards
     "fulfilment.sql",  # the order fulfilment both payment paths share
     "wallet_payment.sql",  # the wallet path (functions/process_payment)
+    "line.sql",  # leaving the line: a cancelled job, the jobs of a sold-out product
     "rate_limits.sql",  # the gateway token buckets
     "gateway_payment.sql",  # the gateway path (functions/process_payment)
     "failures.sql",  # failed deliveries, for operators
@@ -76,10 +82,14 @@ def _checksum(sql: str) -> str:
     return hashlib.sha256(sql.encode()).hexdigest()
 
 
-def migrate(db: Database) -> list[str]:
-    """Apply every migration not yet applied and every repeatable file that changed; return their names."""
+def migrate(db: Database, *, statement_timeout_ms: int = MIGRATION_STATEMENT_TIMEOUT_MS) -> list[str]:
+    """Apply every migration not yet applied and every repeatable file that changed; return their names.
+
+    Each statement may run for statement_timeout_ms (the transaction's own setting, made inside a SQL
+    function); the waits for another migrator's lock included."""
     applied: list[str] = []
-    with db.transaction(statement_timeout_ms=MIGRATION_STATEMENT_TIMEOUT_MS) as cur:
+    with db.transaction() as cur:
+        _set_timeout(cur, statement_timeout_ms)
         cur.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
         cur.execute(
             """CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -113,6 +123,15 @@ def migrate(db: Database) -> list[str]:
     if any(not name.startswith("sql/") for name in applied):  # a function replaced needs no new session
         end_pooled_sessions(db)
     return applied
+
+
+def _set_timeout(cur: Any, timeout_ms: int) -> None:
+    """The transaction's statement timeout, through pq_set_migration_timeout; on a database that does not
+    have the function yet (a first deploy) its file goes first, and is recorded with the others below."""
+    cur.execute("SELECT to_regprocedure('pq_set_migration_timeout(integer)') IS NOT NULL AS present")
+    if not cur.fetchone()["present"]:
+        cur.execute(_read("shared.sql", SETTINGS_FILE))
+    cur.execute("SELECT pq_set_migration_timeout(%s)", (int(timeout_ms),))
 
 
 def end_pooled_sessions(db: Database) -> None:

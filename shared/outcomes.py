@@ -21,6 +21,7 @@ class EnqueueOutcome(StrEnum):
     GATEWAY_REF_IN_USE = "gateway_ref_in_use"
     CHECKOUT_REQUIRED = "checkout_required"  # pq_enqueue_gateway_job only
     GATEWAY_ORDER_MISMATCH = "gateway_order_mismatch"  # pq_enqueue_gateway_job only
+    SOLD_OUT = "sold_out"  # a product of the order has no unit left: no job, nothing recorded
 
 
 class WalletOutcome(StrEnum):
@@ -84,6 +85,17 @@ class WebhookOutcome(StrEnum):
     WAKE_DEFERRED = "wake_deferred"
 
 
+class CancelOutcome(StrEnum):
+    """pq_cancel_job: a shopper leaving the line (DELETE /v1/payments/{job_id})."""
+
+    CANCELLED = "cancelled"
+    ALREADY_CANCELLED = "already_cancelled"
+    JOB_NOT_FOUND = "job_not_found"
+    JOB_TAKEN = "job_taken"  # a processor has it (processing): too late to leave
+    JOB_FINISHED = "job_finished"  # it ended otherwise (succeeded, or failed for another reason)
+    PAID_AT_GATEWAY = "paid_at_gateway"  # a gateway job: its money is at the gateway, the job applies or refunds it
+
+
 # The PostgreSQL type behind each enum (shared/sql/outcomes.sql).
 class RefundRetryOutcome(StrEnum):
     """pq_refund_operator_retry: an operator's retry of an owed refund."""
@@ -125,4 +137,5 @@ SQL_TYPES: dict[str, type[StrEnum]] = {
     "pq_refund_retry_outcome": RefundRetryOutcome,
     "pq_merchant_order_outcome": MerchantOrderOutcome,
     "pq_wallet_adjust_outcome": WalletAdjustOutcome,
+    "pq_cancel_outcome": CancelOutcome,
 }

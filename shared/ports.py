@@ -20,6 +20,17 @@ class QueueMessage:
 
 
 @dataclass(frozen=True)
+class SendInTransaction:
+    """A job's message as the intake statement sends it itself, in the transaction that records the
+    job: for a queue that lives in that same database (PGMQ), so that enqueue is one round trip and
+    the job cannot be recorded unsent. body and headers are JSON text."""
+
+    queue: str
+    body: str
+    headers: str
+
+
+@dataclass(frozen=True)
 class ReceivedMessage:
     """One delivery as the consumer holds it: enough to move the message elsewhere intact."""
 
@@ -51,6 +62,11 @@ class RedriveResult:
 class JobQueue(Protocol):
     def send(self, messages: Sequence[QueueMessage]) -> list[str]:
         """Send messages (deduplicated by job id); return the job ids the queue accepted."""
+        ...
+
+    def in_transaction(self, message: QueueMessage) -> SendInTransaction | None:
+        """How the intake statement sends the message itself, when the queue lives in the jobs'
+        database; None for a queue elsewhere (SQS), which the intake sends to after commit."""
         ...
 
     def stats(self) -> QueueStats: ...

@@ -15,6 +15,9 @@ OPERATOR_SCOPE = "payments/operator"
 # The shop's backend: a client-credentials token (its subject is the client), which names the shopper
 # in each request. Never given to a shopper: it creates orders and moves money in any shopper's wallet.
 MERCHANT_SCOPE = "payments/merchant"
+# How long the "now serving" figure may be answered from a shared cache: a second of staleness costs a
+# waiting shopper nothing, and makes the figure one read a second for everyone, however many wait.
+NOW_SERVING_CACHE_S = 1
 
 
 @dataclass(frozen=True)
@@ -24,8 +27,13 @@ class ApiRoute:
     path: str
     # The function behind it: functions/<function>/handler.py.
     function: str
-    # None: no JWT at all (the gateways' webhooks, whose handler verifies the gateway's HMAC instead).
+    # None: no JWT at all (the gateways' webhooks, whose handler verifies the gateway's HMAC instead; and
+    # the shared figure below, the same for everyone).
     scope: str | None
+    # Seconds every client may be answered from a shared cache, the route's Cache-Control max-age:
+    # CloudFront in front of it on AWS (an HTTP API caches nothing itself), the local API's own cache
+    # locally. 0: never cached. Only for an answer with nothing of any one caller in it.
+    shared_cache_s: int = 0
 
     @property
     def key(self) -> str:
@@ -36,11 +44,13 @@ class ApiRoute:
 ROUTES = (
     ApiRoute("POST", "/v1/payments", "enqueue", PAYMENTS_SCOPE),
     ApiRoute("GET", "/v1/payments/{job_id}", "status", PAYMENTS_SCOPE),
+    ApiRoute("DELETE", "/v1/payments/{job_id}", "status", PAYMENTS_SCOPE),
     ApiRoute("POST", "/v1/checkouts", "enqueue", PAYMENTS_SCOPE),
     ApiRoute("GET", "/v1/checkouts/{checkout_id}", "status", PAYMENTS_SCOPE),
     ApiRoute("GET", "/v1/orders/{order_id}", "status", PAYMENTS_SCOPE),
     ApiRoute("POST", "/v1/webhooks/razorpay", "enqueue", None),
     ApiRoute("POST", "/v1/webhooks/cashfree", "enqueue", None),
+    ApiRoute("GET", "/v1/queue/now-serving", "status", None, shared_cache_s=NOW_SERVING_CACHE_S),
     ApiRoute("GET", "/v1/queue/status", "status", OPERATOR_SCOPE),
     ApiRoute("GET", "/v1/metrics", "status", OPERATOR_SCOPE),
     ApiRoute("GET", "/health/db", "status", OPERATOR_SCOPE),

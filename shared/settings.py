@@ -135,6 +135,12 @@ class Settings(BaseSettings):
     gateway_burst_share: float = 0.1
     # A worker waits this long at most for a token; a longer wait hands the message back instead.
     limiter_max_wait_ms: int = 1_000
+    # A job that finds no token takes one up to this far in its bucket's future and comes back for it
+    # then, once (each hand-back is a receive maxReceiveCount counts). Deep enough for a backlog of
+    # minutes at the published limits (500 Cashfree payments at 80 Get Payments a minute: ~6 min);
+    # short enough that the calls which never reserve (checkouts, the sweeper's reconciliation) are
+    # not shut out of a bucket they share for long. At most SQS's 12-hour visibility timeout.
+    limiter_max_reserve_s: int = Field(default=900, ge=0, le=43_200)
     # Backoff after a 429 / 5xx: full jitter on base * 2^(delivery-1), capped (seconds, as SQS takes them).
     gateway_backoff_base_s: float = 1.0
     gateway_backoff_cap_s: int = 300

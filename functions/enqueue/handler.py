@@ -40,7 +40,7 @@ from shared.domain import (
     validation_error,
 )
 from shared.http import caller, install_error_handlers, json_response, read_body, read_raw_body, require_scope
-from shared.observability import logger, metrics, tracer
+from shared.observability import log_metrics, logger, metrics, tracer
 from shared.services import merchant
 from shared.services.checkout import open_checkout
 from shared.services.intake import accept_payment, parse_json_object, parse_payment_request, validate_idempotency_key
@@ -313,6 +313,6 @@ def merchant_wallet_adjustment() -> Response[Any]:
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
 @tracer.capture_lambda_handler
-@metrics.log_metrics
+@log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return app.resolve(event, context)

@@ -18,13 +18,17 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from shared.bootstrap import App, bootstrap
 from shared.domain import TransientError
-from shared.migrate import migrate
+from shared.migrate import MIGRATION_STATEMENT_TIMEOUT_MS, migrate
 from shared.observability import logger
 
 # Well inside the function's 300 s timeout, leaving the migrations themselves most of it.
 CONNECT_DEADLINE_S = 90.0
 FIRST_DELAY_S = 1.0
 MAX_DELAY_S = 10.0
+# Kept from the migrations' timeout for what follows them: the commit, ending the pooled sessions, the
+# answer to the deployment's trigger. A stuck migration then fails with PostgreSQL's error in the log,
+# and the deployment rolls back, instead of a Lambda timeout.
+FINISH_MARGIN_MS = 15_000
 
 
 def connect_with_retry(
@@ -51,10 +55,22 @@ def connect_with_retry(
             delay = min(2 * delay, MAX_DELAY_S)
 
 
+def migration_timeout_ms(remaining_ms: int) -> int:
+    """The migrations' statement and transaction timeout: what the function has left after connecting
+    (up to CONNECT_DEADLINE_S of it), less the margin, and never more than MIGRATION_STATEMENT_TIMEOUT_MS."""
+    return max(1_000, min(MIGRATION_STATEMENT_TIMEOUT_MS, remaining_ms - FINISH_MARGIN_MS))
+
+
 @logger.inject_lambda_context
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     app = bootstrap()
-    attempts = connect_with_retry(app)
-    applied = migrate(app.db)
-    logger.info("migrations applied", applied=applied, connect_attempts=attempts)
+    try:
+        attempts = connect_with_retry(app)
+        timeout_ms = migration_timeout_ms(context.get_remaining_time_in_millis())
+        applied = migrate(app.db, statement_timeout_ms=timeout_ms)
+    finally:
+        # No client connection outlives the deployment's run: RDS Proxy would keep it until its idle
+        # client timeout, and the next deployment's container needs none of it.
+        app.db.close()
+    logger.info("migrations applied", applied=applied, connect_attempts=attempts, statement_timeout_ms=timeout_ms)
     return {"applied": applied}

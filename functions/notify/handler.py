@@ -13,7 +13,7 @@ from aws_lambda_powertools.utilities.data_classes import SNSEvent
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from shared.notifications import deliver, unwrap
-from shared.observability import logger, metrics, tracer
+from shared.observability import log_metrics, logger, metrics, tracer
 from shared.settings import get_settings
 
 
@@ -28,7 +28,7 @@ def _webhook_secret() -> str | None:
 
 @logger.inject_lambda_context
 @tracer.capture_lambda_handler
-@metrics.log_metrics
+@log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     settings = get_settings()
     delivered = 0

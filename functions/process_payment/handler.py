@@ -19,8 +19,9 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from shared.bootstrap import bootstrap
 from shared.domain import PoisonMessageError
-from shared.observability import logger, metrics, tracer
+from shared.observability import log_metrics, logger, metrics, tracer
 from shared.poison import dead_letter_poison
+from shared.services.line import end_sold_out_jobs
 from shared.services.outbox import OutboxRelay
 from shared.services.processing import process_message, record_failure
 
@@ -61,7 +62,7 @@ def _pay(record: SQSRecord, relay: OutboxRelay, context: LambdaContext) -> None:
     except PoisonMessageError as exc:
         dead_letter_poison(relay.app, record, exc)
         return
-    relay.add(outcome.event)
+    relay.add(outcome.event, outcome.sold_out)
     metrics.add_metric(name=_OUTCOME_METRIC[outcome.outcome], unit=MetricUnit.Count, value=1)
     # A wallet payment logs at DEBUG and its batch gets one INFO line (in a flash sale a line per
     # wallet payment was a large share of this function's CPU, and of its CloudWatch Logs bill).
@@ -76,7 +77,7 @@ def _pay(record: SQSRecord, relay: OutboxRelay, context: LambdaContext) -> None:
 
 @logger.inject_lambda_context
 @tracer.capture_lambda_handler
-@metrics.log_metrics
+@log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
     relay = OutboxRelay(bootstrap())
     errors: dict[str, Exception] = {}
@@ -90,13 +91,46 @@ def handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailure
     finally:
         # After every commit of the batch: publish its events in one call, mark them published.
         relay.flush()
+        if relay.sold_out:
+            _end_line_of(relay)
     records = event.get("Records", [])
     failed = {f["itemIdentifier"] for f in response.get("batchItemFailures", [])}
     if failed:
         metrics.add_metric(name="RecordsFailed", unit=MetricUnit.Count, value=len(failed))
-        _explain(relay, [SQSRecord(r) for r in records if r["messageId"] in failed], errors)
+        failed_records = [SQSRecord(r) for r in records if r["messageId"] in failed]
+        _hand_back_held_back(relay, [r for r in failed_records if r.message_id not in errors])
+        _explain(relay, failed_records, errors)
     logger.info("batch processed", records=len(records), failed=len(failed))
     return response
+
+
+def _hand_back_held_back(relay: OutboxRelay, held_back: list[SQSRecord]) -> None:
+    """Records that never ran, held back behind a failed record of their group, visible again at once.
+
+    Failed as they are, they would stay in flight for the whole visibility timeout (6 x the function's
+    timeout, 720 s), and a FIFO group with a message in flight delivers none of its messages: the
+    failed record's own backoff (1-300 s, set by the gateway path) would be waited out 12 minutes
+    later. Visible now, they follow the failed record as soon as its backoff ends, in order: FIFO
+    hands out no message of a group before the older ones. The failed record keeps its visibility."""
+    for record in held_back:
+        try:
+            relay.app.queue.change_visibility(record.receipt_handle, 0)
+        except Exception:  # the visibility timeout hands it back anyway, later
+            logger.exception("could not hand a held-back record back", message_id=record.message_id)
+
+
+def _end_line_of(relay: OutboxRelay) -> None:
+    """The batch took the last units of some products (or failed for want of them): everyone else
+    waiting for them leaves the line now, in one statement after the batch's commits, never inside a
+    payment's transaction. What this misses (it failed, another batch held a job) the sweeper ends."""
+    try:
+        ended = end_sold_out_jobs(relay.app, relay.sold_out)
+    except Exception:
+        logger.exception("ending the line of sold-out products failed; left for the sweeper")
+        return
+    if ended:
+        metrics.add_metric(name="SoldOutJobsEnded", unit=MetricUnit.Count, value=ended)
+        logger.info("sold out: queued jobs ended", products=sorted(relay.sold_out), jobs=ended)
 
 
 def _explain(relay: OutboxRelay, failed: list[SQSRecord], errors: dict[str, Exception]) -> None:

@@ -18,6 +18,7 @@ from shared.api_models import (
     EventList,
     JobView,
     Metrics,
+    NowServing,
     OrderList,
     PaymentEvent,
     PaymentList,
@@ -26,17 +27,20 @@ from shared.api_models import (
     RefundRetry,
     ShopperOrderView,
     WalletView,
+    error,
     model_response,
     responses,
 )
 from shared.bootstrap import bootstrap
 from shared.http import caller, install_error_handlers, json_response, require_scope
-from shared.observability import logger, metrics, tracer
+from shared.observability import log_metrics, logger, tracer
+from shared.routes import NOW_SERVING_CACHE_S
 from shared.services import merchant
 from shared.services.checkout import get_checkout
+from shared.services.line import cancel_job
 from shared.services.operator import db_health, metrics_summary, redrive_dlq, retry_refund
 from shared.services.orders import get_order, list_orders
-from shared.services.reads import get_job, queue_status
+from shared.services.reads import get_job, now_serving, queue_status
 
 app = APIGatewayHttpResolver()
 install_error_handlers(app)
@@ -50,6 +54,24 @@ install_error_handlers(app)
 def payment_status(job_id: str) -> Response[Any]:
     pq = bootstrap()
     return json_response(200, get_job(pq, caller(app.current_event), job_id))
+
+
+@app.delete(
+    "/v1/payments/<job_id>",
+    summary="Leave the line: end a job of the caller's that no processor has taken (idempotent)",
+    responses=COMMON_ERRORS
+    | responses(
+        200,
+        "the job, cancelled (by this call or an earlier one): failed with reason cancelled",
+        JobView,
+        e404="job_not_found (or someone else's job)",
+        e409="job_processing (a processor has it), job_finished (it ended otherwise) or paid_at_gateway "
+        "(its money is at the gateway: applied or refunded in its turn); details.job_status is the job's",
+    ),
+)
+def leave_line(job_id: str) -> Response[Any]:
+    pq = bootstrap()
+    return json_response(200, cancel_job(pq, caller(app.current_event), job_id))
 
 
 @app.get(
@@ -72,6 +94,25 @@ def checkout_status(checkout_id: str) -> Response[Any]:
 def order(order_id: str) -> Response[Any]:
     pq = bootstrap()
     return json_response(200, get_order(pq, caller(app.current_event), order_id))
+
+
+@app.get(
+    "/v1/queue/now-serving",
+    summary="How far the line has moved and how fast: one figure for every waiting shopper (no JWT, cached)",
+    responses={
+        200: model_response(
+            f"the figure; Cache-Control: public, max-age={NOW_SERVING_CACHE_S} (CloudFront on AWS)", NowServing
+        ),
+        500: error("internal_error"),
+        503: error("service_busy (Retry-After)"),
+    },
+    security=[{}],  # no token: the figure is the same for everyone (OpenAPI's empty requirement)
+)
+def queue_now_serving() -> Response[Any]:
+    pq = bootstrap()
+    # The same for everyone, so a shared cache answers nearly every poll: CloudFront in front of this
+    # route on AWS (infra/components/waiting.py), the local API's own cache locally (local/api.py).
+    return json_response(200, now_serving(pq), {"Cache-Control": f"public, max-age={NOW_SERVING_CACHE_S}"})
 
 
 @app.get(
@@ -217,6 +258,6 @@ def merchant_redeliver(event_id: str) -> Response[Any]:
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
 @tracer.capture_lambda_handler
-@metrics.log_metrics
+@log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return app.resolve(event, context)

@@ -101,6 +101,12 @@ class Database(Construct):
             auto_minor_version_upgrade=True,
             iam_authentication=True,
             enable_performance_insights=db.performance_insights,
+            # CDK makes the role RDS publishes the OS metrics with (AmazonRDSEnhancedMonitoringRole).
+            monitoring_interval=(
+                Duration.seconds(db.enhanced_monitoring_interval_seconds)
+                if db.enhanced_monitoring_interval_seconds
+                else None
+            ),
             cloudwatch_logs_exports=list(_EXPORTED_LOGS),
         )
         for group in instance_logs:

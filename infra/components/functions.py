@@ -19,12 +19,11 @@ from infra.components.database import DB_NAME, DB_PORT, Database
 from infra.components.network import Network
 from infra.components.notifications import Notifications
 from infra.components.queues import PaymentQueues
-from infra.config import EnvironmentConfig, FunctionLimits
+from infra.config import EnvironmentConfig
+from shared.observability import NAMESPACE, SERVICE
 
 RUNTIME = lambda_.Runtime.PYTHON_3_12
 ARCHITECTURE = lambda_.Architecture.ARM_64
-SERVICE_NAME = "payment-queue"
-METRICS_NAMESPACE = "PaymentQueue"
 
 
 @dataclass(frozen=True)
@@ -36,10 +35,11 @@ class _Spec:
     reserved_concurrency: int | None = None
 
     @classmethod
-    def of(cls, name: str, description: str, clients: dict[str, FunctionLimits], memory_mb: int = 512) -> _Spec:
-        """A database function's spec, its limits taken from the config's connection budget."""
-        limits = clients[name]
-        return cls(name, description, limits.timeout_seconds, memory_mb, limits.reserved_concurrency)
+    def of(cls, name: str, description: str, config: EnvironmentConfig, memory_mb: int = 512) -> _Spec:
+        """A database function's spec: its timeout from the config's connection budget, its reserved
+        concurrency where the environment reserves."""
+        limits = config.database_clients()[name]
+        return cls(name, description, limits.timeout_seconds, memory_mb, config.reserved_concurrency().get(name))
 
 
 class Functions(Construct):
@@ -92,33 +92,32 @@ class Functions(Construct):
         processor = config.processor
         # Timeouts and reserved concurrency of the database functions come from one table in
         # the config, which checks them against the proxy's connection budget and borrow timeout.
-        clients = config.database_clients()
         self.enqueue = self._function(
-            _Spec.of("enqueue", "POST /v1/payments: records the job, sends it to payments.fifo", clients),
+            _Spec.of("enqueue", "POST /v1/payments: records the job, sends it to payments.fifo", config),
             # POST /v1/checkouts creates the gateway order at Razorpay / Cashfree.
             subnets=network.egress_subnets,
         )
         self.status = self._function(
-            _Spec.of("status", "Job status, queue status, metrics and DB health for the API", clients),
+            _Spec.of("status", "Job status, queue status, metrics and DB health for the API", config),
             subnets=network.isolated_subnets,
         )
         self.process_payment = self._function(
             _Spec.of(
                 "process_payment",
                 "Consumes payments.fifo: one payment transaction per message",
-                clients,
+                config,
                 memory_mb=processor.memory_mb,
             ),
             # A route to the internet: the payment gateways.
             subnets=network.egress_subnets,
         )
         self.sweeper = self._function(
-            _Spec.of("sweeper", "Re-sends unsent jobs and re-publishes unpublished events", clients),
+            _Spec.of("sweeper", "Re-sends unsent jobs and re-publishes unpublished events", config),
             # The reconciliation fetches checkouts and refunds at the gateways.
             subnets=network.egress_subnets,
         )
         self.migrate = self._function(
-            _Spec.of("migrate", "Applies shared/migrations and shared/sql on deploy", clients),
+            _Spec.of("migrate", "Applies shared/migrations and shared/sql on deploy", config),
             subnets=network.isolated_subnets,
         )
         self.notify = self._function(
@@ -148,7 +147,8 @@ class Functions(Construct):
         queue.grant_send_messages(self.status)
 
         bus = notifications.bus
-        for publisher in (self.process_payment, self.sweeper):
+        # status: a shopper leaving the line ends their job, and its PaymentFailed event goes out at once.
+        for publisher in (self.process_payment, self.sweeper, self.status):
             publisher.add_environment("PQ_EVENT_BUS_BACKEND", "eventbridge")
             publisher.add_environment("PQ_EVENT_BUS_NAME", bus.event_bus_name)
             bus.grant_put_events_to(publisher)
@@ -164,6 +164,9 @@ class Functions(Construct):
         # DeleteMessage from the queue, granted with the consume permissions).
         self.process_payment.add_environment("PQ_DLQ_URL", dlq.queue_url)
         dlq.grant_send_messages(self.process_payment)
+        # A gateway job it sends again itself: one whose success webhook came while it fetched
+        # (pq_gateway_park's resend), one whose every receive only waited for a limiter slot.
+        queue.grant_send_messages(self.process_payment)
         self._gateway_credentials(config)
         self.process_payment.add_event_source(
             sources.SqsEventSource(
@@ -226,8 +229,8 @@ class Functions(Construct):
         config = self._config
         construct_id = "".join(part.title() for part in spec.name.split("_"))
         environment = {
-            "POWERTOOLS_SERVICE_NAME": SERVICE_NAME,
-            "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
+            "POWERTOOLS_SERVICE_NAME": SERVICE,
+            "POWERTOOLS_METRICS_NAMESPACE": NAMESPACE,
             "POWERTOOLS_LOG_LEVEL": config.log_level,
             # Responses carry payment details; keep them out of X-Ray.
             "POWERTOOLS_TRACER_CAPTURE_RESPONSE": "false",

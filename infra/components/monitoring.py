@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from aws_cdk import Aws, Duration, Stack
 from aws_cdk import aws_cloudwatch as cw
 from aws_cdk import aws_cloudwatch_actions as cw_actions
@@ -13,10 +15,11 @@ from aws_cdk import aws_sns_subscriptions as subscriptions
 from constructs import Construct
 
 from infra.components.api import PaymentsApi
-from infra.components.functions import METRICS_NAMESPACE, SERVICE_NAME, Functions
+from infra.components.functions import Functions
 from infra.components.notifications import DETAIL_TYPES, Notifications
 from infra.components.queues import PaymentQueues
 from infra.config import EnvironmentConfig
+from shared.observability import ENVIRONMENT_DIMENSION, NAMESPACE, SERVICE
 
 _MINUTE = Duration.minutes(1)
 
@@ -77,39 +80,22 @@ class Monitoring(Construct):
             label="Processor error rate (%)",
             period=_MINUTE,
         )
-        proxy_connections = cw.Metric(
-            namespace="AWS/RDS",
-            metric_name="DatabaseConnections",
-            dimensions_map={"ProxyName": proxy.db_proxy_name},
-            period=_MINUTE,
-            statistic="Maximum",
-        )
-        proxy_client_connections = cw.Metric(
-            namespace="AWS/RDS",
-            metric_name="ClientConnections",
-            dimensions_map={"ProxyName": proxy.db_proxy_name},
-            period=_MINUTE,
-            statistic="Maximum",
-        )
         # RDS Proxy's own metrics (AWS/RDS, dimension set 1: ProxyName; "Monitoring RDS Proxy
-        # metrics with Amazon CloudWatch"). They are published per proxy node, so counts are
-        # summed over the nodes; the borrow latency is in microseconds.
-        proxy_pinned = cw.Metric(
-            namespace="AWS/RDS",
-            metric_name="DatabaseConnectionsCurrentlySessionPinned",
-            dimensions_map={"ProxyName": proxy.db_proxy_name},
-            period=_MINUTE,
-            statistic="Sum",
-        )
-        proxy_borrow_latency = cw.Metric(
-            namespace="AWS/RDS",
-            metric_name="DatabaseConnectionsBorrowLatency",
-            dimensions_map={"ProxyName": proxy.db_proxy_name},
-            period=_MINUTE,
-            statistic="Average",
-        )
-        # The processor's failed records (EMF, shared/observability.py) against every record it
-        # handled: each one ends in exactly one outcome metric, or fails.
+        # metrics with Amazon CloudWatch": "RDS publishes these metrics for each underlying Amazon
+        # EC2 instance associated with a proxy ... Use CloudWatch statistics to aggregate the values
+        # for a proxy across all the associated instances"). A proxy served by two nodes reports two
+        # data points a minute, so connection counts are summed (Maximum would read one node's
+        # count); the borrow latency is averaged, in microseconds.
+        proxy_connections = _proxy_metric(proxy, "DatabaseConnections", "Sum")
+        proxy_client_connections = _proxy_metric(proxy, "ClientConnections", "Sum")
+        proxy_pinned = _proxy_metric(proxy, "DatabaseConnectionsCurrentlySessionPinned", "Sum")
+        proxy_borrow_latency = _proxy_metric(proxy, "DatabaseConnectionsBorrowLatency", "Average")
+
+        # The functions' own EMF metrics (shared/observability.py): this environment's only.
+        _app_metric = partial(app_metric, config.name)
+
+        # The processor's failed records against every record it handled: each one ends in exactly
+        # one outcome metric, or fails.
         records_failed = _app_metric("RecordsFailed")
         outcomes = {
             "succeeded": _app_metric("PaymentsSucceeded"),
@@ -214,7 +200,6 @@ class Monitoring(Construct):
             )
 
         self.dashboard = cw.Dashboard(self, "Dashboard", dashboard_name=prefix, default_interval=Duration.hours(3))
-        # The functions' own EMF metrics (Powertools; dimension "service").
         accepted, succeeded, failed = (
             _app_metric(n) for n in ("PaymentsAccepted", "PaymentsSucceeded", "PaymentsFailed")
         )
@@ -331,11 +316,22 @@ class Monitoring(Construct):
         self.alarms.append(alarm)
 
 
-def _app_metric(name: str, statistic: str = "Sum") -> cw.Metric:
+def app_metric(environment: str, name: str, statistic: str = "Sum") -> cw.Metric:
+    """One of the functions' EMF metrics, as Powertools emits it: namespace, service and environment."""
     return cw.Metric(
-        namespace=METRICS_NAMESPACE,
+        namespace=NAMESPACE,
         metric_name=name,
-        dimensions_map={"service": SERVICE_NAME},
+        dimensions_map={"service": SERVICE, ENVIRONMENT_DIMENSION: environment},
+        period=_MINUTE,
+        statistic=statistic,
+    )
+
+
+def _proxy_metric(proxy: rds.DatabaseProxy, name: str, statistic: str) -> cw.Metric:
+    return cw.Metric(
+        namespace="AWS/RDS",
+        metric_name=name,
+        dimensions_map={"ProxyName": proxy.db_proxy_name},
         period=_MINUTE,
         statistic=statistic,
     )

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import jsii
 from aws_cdk import Aws, Duration
 from aws_cdk import aws_events as events
-from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
@@ -12,6 +12,7 @@ from aws_cdk import aws_lambda_destinations as destinations
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
 from aws_cdk import aws_sqs as sqs
+from aws_cdk.interfaces import aws_events as events_refs
 from constructs import Construct
 
 from infra.components.common import removal_policy
@@ -80,7 +81,7 @@ class Notifications(Construct):
                 event_bus=self.bus,
                 description=f"{detail_type} events to the payment-events topic",
                 event_pattern=events.EventPattern(source=[EVENT_SOURCE], detail_type=[detail_type]),
-                targets=[targets.SnsTopic(self.topic, dead_letter_queue=self.dlq, retry_attempts=185)],
+                targets=[_PublishFromThisRule(self.topic, self.dlq)],
             )
 
     def subscribe(self, notify: lambda_.Function) -> None:
@@ -91,3 +92,48 @@ class Notifications(Construct):
             on_failure=destinations.SqsDestination(self.dlq),
         )
         self.topic.add_subscription(subscriptions.LambdaSubscription(notify, dead_letter_queue=self.dlq))
+
+
+@jsii.implements(events.IRuleTarget)
+class _PublishFromThisRule:
+    """A rule's SNS target whose topic policy lets EventBridge publish for this rule only.
+
+    CDK's targets.SnsTopic grants events.amazonaws.com sns:Publish with no condition: any rule in any
+    account could then publish to the topic through EventBridge. Here each rule's statement carries
+    aws:SourceArn, the rule's ARN, as EventBridge's own policy for an SNS target does ("Using
+    resource-based policies for Amazon EventBridge", Amazon SNS permissions); so does the statement
+    letting it send what it could not deliver to the DLQ. No role: for SNS targets with KMS encryption
+    a RoleArn can make delivery fail (same page), so the resource policy it is.
+    """
+
+    # EventBridge's maximum; with its 24 h maximum event age, an event is retried for a day.
+    RETRY_ATTEMPTS = 185
+
+    def __init__(self, topic: sns.Topic, dlq: sqs.Queue) -> None:
+        self.topic, self.dlq = topic, dlq
+
+    def bind(self, rule: events_refs.IRuleRef, id: str | None = None) -> events.RuleTargetConfig:
+        from_this_rule = {"ArnEquals": {"aws:SourceArn": rule.rule_ref.rule_arn}}
+        events_principal = iam.ServicePrincipal("events.amazonaws.com")
+        self.topic.add_to_resource_policy(
+            iam.PolicyStatement(
+                actions=["sns:Publish"],
+                principals=[events_principal],
+                resources=[self.topic.topic_arn],
+                conditions=from_this_rule,
+            )
+        )
+        self.dlq.add_to_resource_policy(
+            iam.PolicyStatement(
+                actions=["sqs:SendMessage"],
+                principals=[events_principal],
+                resources=[self.dlq.queue_arn],
+                conditions=from_this_rule,
+            )
+        )
+        return events.RuleTargetConfig(
+            arn=self.topic.topic_arn,
+            target_resource=self.topic,
+            dead_letter_config=events.CfnRule.DeadLetterConfigProperty(arn=self.dlq.queue_arn),
+            retry_policy=events.CfnRule.RetryPolicyProperty(maximum_retry_attempts=self.RETRY_ATTEMPTS),
+        )

@@ -1,7 +1,9 @@
 // The shopper's progress page: shows an order and its amount, pays it from the wallet or through a
 // gateway's own checkout (Razorpay Checkout, Cashfree's SDK: POST /v1/checkouts, then the gateway's
-// script, then POST /v1/payments), and follows the payment job by polling GET /v1/payments/{job_id},
-// waiting poll_after_ms between polls as the API advises, until the job is paid or failed.
+// script, then POST /v1/payments), and follows the payment job until it is paid or failed. While it
+// waits in line the page reads the shared "now serving" figure (one cached answer for every shopper)
+// and asks about its own job, GET /v1/payments/{job_id}, only when its number comes up or every
+// JOB_CHECK_MS; otherwise it polls the job, waiting poll_after_ms as the API advises.
 "use strict";
 
 (() => {
@@ -23,6 +25,7 @@
     gateway_checkout_expired: "The payment window expired before a payment was made. Nothing was charged.",
     amount_mismatch: "The amount paid did not match the order, so the payment was not used.",
     gateway_payment_refunded: "The payment was refunded at the payment provider, so it could not pay this order.",
+    cancelled: "You left the line. Nothing was charged.",
   };
   const FALLBACK_REASON = "We could not complete the payment. Nothing was charged; please try again.";
   // What the shopper can do next, by reason. retry "wallet" pays the same order from the wallet again;
@@ -39,6 +42,7 @@
     gateway_checkout_expired: { text: "You can pay again, the same way or another.", retry: "choose" },
     amount_mismatch: { text: "You can pay again; any amount taken was refunded.", retry: "choose" },
     gateway_payment_refunded: { text: "You can pay again, the same way or another.", retry: "choose" },
+    cancelled: { text: "You can pay this order again whenever you are ready.", retry: "choose" },
   };
   const FALLBACK_NEXT = { text: "You can try the payment again.", retry: "choose" };
   const RETRY_LABELS = { wallet: "Try the payment again", choose: "Pay again" };
@@ -71,6 +75,12 @@
   let order = null; // GET /v1/orders/{id}: the order, its amount and the ways it can be paid
   let orderAsked = false;
   let retryWith = "choose";
+  // Waiting in line: the shared figure's serving never goes back, so neither does the place shown (a
+  // cache a second older than the last answer must not move the shopper back).
+  const JOB_CHECK_MS = 60000;
+  let servingSeen = 0;
+  let lastPosition = Infinity;
+  let jobCheckedAt = 0;
 
   function announce(text) {
     $("announce").textContent = text;
@@ -124,8 +134,10 @@
     $("state").dataset.status = status;
     const bar = $("bar");
     const facts = $("queue-facts");
+    $("leave").hidden = status !== "queued";
     if (status === "queued" || status === "processing") {
-      const position = job.position || 1;
+      const position = Math.min(job.position || 1, lastPosition);
+      lastPosition = position;
       firstPosition = Math.max(firstPosition, position);
       // How far along the line this job has moved since the page first saw it.
       const moved = firstPosition > 1 ? (firstPosition - position) / firstPosition : 0;
@@ -196,7 +208,46 @@
     announce($("state").textContent + ". " + $("detail").textContent);
   }
 
+  // The shared figure's URL: the API's own route, or the CDN in front of it (the fragment's "line":
+  // the stack's NowServingUrl output).
+  function lineUrl(path) {
+    try {
+      const line = PQ.fragment.get("line");
+      if (line) return new URL(path, line).href;
+    } catch (_) {
+      // fall through: the API's route
+    }
+    return (PQ.fragment.get("api") ? new URL(path, PQ.fragment.get("api")).href : path);
+  }
+
+  // One read of the shared figure: the place in line and the wait from the job's number, no read of
+  // the job. Asks about the job itself once it is about due (within a second's worth of the line's
+  // rate), every JOB_CHECK_MS anyway, or when the figure cannot be had.
+  async function waitInLine(job) {
+    let figure = null;
+    try {
+      const response = await fetch(lineUrl(job.now_serving_url));
+      if (response.ok) figure = await response.json();
+    } catch (_) {
+      figure = null;
+    }
+    if (lastStatus !== "queued") return;  // left the line meanwhile, or already on its way
+    if (!figure) {
+      poll();
+      return;
+    }
+    servingSeen = Math.max(servingSeen, figure.serving);
+    const position = Math.max(1, job.queue_number - servingSeen);
+    render({ ...job, position, eta_seconds: figure.per_s ? position / figure.per_s : null });
+    if (position <= Math.max(1, figure.per_s || 0) || Date.now() - jobCheckedAt >= JOB_CHECK_MS) {
+      poll();
+      return;
+    }
+    setTimeout(() => waitInLine(job), 1000);
+  }
+
   async function poll() {
+    jobCheckedAt = Date.now();
     let answer;
     try {
       answer = await PQ.call("GET", "/v1/payments/" + encodeURIComponent(jobId), token);
@@ -210,7 +261,9 @@
     if (answer.status === 200) {
       retryMs = 1000;
       render(answer.body);
-      if (answer.body.status === "queued" || answer.body.status === "processing") {
+      if (answer.body.status === "queued" && answer.body.queue_number && answer.body.now_serving_url) {
+        setTimeout(() => waitInLine(answer.body), 1000);
+      } else if (answer.body.status === "queued" || answer.body.status === "processing") {
         setTimeout(poll, answer.body.poll_after_ms || 1000);
       }
       return;
@@ -253,6 +306,8 @@
     const error = answer.body && answer.body.error;
     if (error && error.code === "payment_in_progress" && error.details && error.details.job_id) {
       follow(error.details.job_id);
+    } else if (error && error.code === "sold_out") {
+      problem("An item in your order has sold out, so this order cannot be paid. Nothing was charged.");
     } else if (error && error.code === "order_not_payable") {
       localStorage.removeItem(jobKey(orderId));
       showClosed(error.details && error.details.order_status);
@@ -410,8 +465,32 @@
     else payAtGateway(method);
   }
 
+  // Leave the line: the job ends cancelled if no processor has taken it yet.
+  async function leave() {
+    $("leave").disabled = true;
+    let answer;
+    try {
+      answer = await PQ.call("DELETE", "/v1/payments/" + encodeURIComponent(jobId), token);
+    } catch (_) {
+      $("leave").disabled = false;
+      problem("We could not reach the payment service. Check your connection and try again.");
+      return;
+    }
+    if (answer.status === 200) {
+      render(answer.body);
+      return;
+    }
+    const error = answer.body && answer.body.error;
+    $("leave").hidden = true;
+    problem(error && error.code === "job_processing"
+      ? "Your payment is already being processed, so it can no longer be stopped."
+      : (error && error.message) || "The payment could not be stopped.");
+  }
+
   function retry() {
     lastStatus = "";
+    lastPosition = Infinity;
+    servingSeen = 0;
     if (retryWith === "wallet") {
       // The failed attempt's key would replay the failed job: a new attempt needs a new key.
       sessionStorage.removeItem("pq.key." + orderId);
@@ -495,6 +574,7 @@
 
   $("retry").addEventListener("click", retry);
   $("pay-form").addEventListener("submit", pay);
+  $("leave").addEventListener("click", leave);
   if (token) {
     start();
   } else {

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any, TypeVar
 
 from shared.domain import EVENT_SOURCE
-from shared.ports import QueueMessage, QueueStats, ReceivedMessage, RedriveResult
+from shared.ports import QueueMessage, QueueStats, ReceivedMessage, RedriveResult, SendInTransaction
 
 # Both APIs take at most 10 entries per batch call.
 _BATCH = 10
@@ -46,6 +46,10 @@ class SqsJobQueue:
             resp = self._sqs.send_message_batch(QueueUrl=self._url, Entries=entries)
             sent.extend(chunk[int(ok["Id"])].job_id for ok in resp.get("Successful", []))
         return sent
+
+    def in_transaction(self, message: QueueMessage) -> SendInTransaction | None:
+        """SQS is not in the database: the intake sends after its commit (shared/services/intake.py)."""
+        return None
 
     def change_visibility(self, receipt_handle: str, delay_s: int) -> None:
         # SQS counts the visibility from now; 12 hours is its maximum.

@@ -272,13 +272,25 @@ class RazorpayGateway:
 
     def refund(self, ref: str, amount_paise: int, currency: str, refund_ref: str) -> GatewayRefund:
         # X-Refund-Idempotency (refunds/normal-refunds-idempotent): a retry with the same key and body
-        # returns the same refund; refund_ref ("pq" + job id) fits its 10+ letters, digits, - and _.
-        body = self._http.request(
-            "POST",
-            f"/v1/payments/{_q(ref)}/refund",
-            self._headers({"X-Refund-Idempotency": refund_ref}),
-            {"amount": amount_paise, "speed": "normal", "receipt": refund_ref, "notes": {"pq_refund_ref": refund_ref}},
-        )
+        # returns the same refund; refund_ref ("pq" + job id) fits its 10+ letters, digits, - and _. A retry
+        # while the first request is still being processed is answered 409 Conflict, to be retried: the
+        # outcome is unknown, never a refusal.
+        try:
+            body = self._http.request(
+                "POST",
+                f"/v1/payments/{_q(ref)}/refund",
+                self._headers({"X-Refund-Idempotency": refund_ref}),
+                {
+                    "amount": amount_paise,
+                    "speed": "normal",
+                    "receipt": refund_ref,
+                    "notes": {"pq_refund_ref": refund_ref},
+                },
+            )
+        except GatewayRejected as exc:
+            if exc.status == 409:
+                raise GatewayRetryable("unknown_outcome", "refund with this key still being processed", 1) from None
+            raise
         return _refund_of(body, currency, amount_paise=int(body["amount"]), merchant_ref=body.get("receipt"))
 
     def fetch_refund(self, payment_id: str, refund_id: str) -> GatewayRefund:
@@ -286,8 +298,9 @@ class RazorpayGateway:
         return _refund_of(body, "INR", amount_paise=int(body["amount"]), merchant_ref=body.get("receipt"))
 
     def refunds(self, ref: str) -> list[GatewayRefund]:
-        """Every refund of the payment, ours (receipt = our reference) and the dashboard's."""
-        body = self._http.request("GET", f"/v1/payments/{_q(ref)}/refunds", self._headers())
+        """Every refund of the payment, ours (receipt = our reference) and the dashboard's (count: the list is
+        paginated, 10 by default, at most 100 a page: api/refunds/fetch-multiple-refund-payment)."""
+        body = self._http.request("GET", f"/v1/payments/{_q(ref)}/refunds?count=100", self._headers())
         return [
             _refund_of(i, "INR", amount_paise=int(i["amount"]), merchant_ref=i.get("receipt") or None)
             for i in body.get("items", [])

@@ -13,15 +13,24 @@ from typing import Any
 
 from shared.db import Database
 from shared.domain import EVENT_SOURCE
-from shared.ports import QueueMessage, QueueStats, ReceivedMessage, RedriveResult
+from shared.ports import QueueMessage, QueueStats, ReceivedMessage, RedriveResult, SendInTransaction
 
 # Headers a move to the DLQ adds; a redriven message starts afresh, as one moved by an SQS message
 # move task does.
 _DEAD_LETTER_HEADERS = ("x-source-queue", "x-receive-count", "x-dead-letter-reason")
 
 
+def _json(item: Any) -> str:
+    return json.dumps(item, separators=(",", ":"))
+
+
 def _jsonb_array(items: Sequence[Any]) -> list[str]:
-    return [json.dumps(i, separators=(",", ":")) for i in items]
+    return [_json(i) for i in items]
+
+
+def _headers(message: QueueMessage) -> dict[str, str]:
+    """The FIFO group (which the local FIFO read honours) and the job, as SQS's attributes carry them."""
+    return {"x-pgmq-group": message.group_id, "job_id": message.job_id}
 
 
 def move_to_dlq(db: Database, received: Sequence[tuple[int, int, str | None]], *, queue: str, dlq: str) -> list[int]:
@@ -78,10 +87,14 @@ class PgmqJobQueue:
             (
                 self.queue,
                 _jsonb_array([m.body for m in messages]),
-                _jsonb_array([{"x-pgmq-group": m.group_id, "job_id": m.job_id} for m in messages]),
+                _jsonb_array([_headers(m) for m in messages]),
             ),
         )
         return [m.job_id for m in messages]
+
+    def in_transaction(self, message: QueueMessage) -> SendInTransaction:
+        """The queue is a table of the jobs' own database: the intake inserts the message with the job."""
+        return SendInTransaction(queue=self.queue, body=_json(message.body), headers=_json(_headers(message)))
 
     def change_visibility(self, receipt_handle: str, delay_s: int) -> None:
         """The local receipt handle is "<queue>:<msg_id>:<read_ct>" (local/lambda_shim.sqs_record).

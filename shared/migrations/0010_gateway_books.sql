@@ -42,6 +42,7 @@ ALTER TABLE gateway_refunds ADD COLUMN retry_at timestamptz;
 ALTER TABLE gateway_refunds ADD COLUMN owed_at timestamptz;
 ALTER TABLE gateway_refunds ADD COLUMN last_error text CHECK (length(last_error) <= 300);
 ALTER TABLE gateway_refunds ADD COLUMN operator_retries integer NOT NULL DEFAULT 0;
+ALTER TABLE gateway_refunds ADD COLUMN checks integer NOT NULL DEFAULT 0;
 ALTER TABLE gateway_refunds ADD CONSTRAINT gateway_refunds_answered_has_gateway_id
     CHECK (state = 'requested' OR gateway_refund_id IS NOT NULL);
 ALTER TABLE gateway_refunds ADD CONSTRAINT gateway_refunds_retry_or_owed_only_when_failed
@@ -59,6 +60,7 @@ COMMENT ON COLUMN gateway_refunds.owed_at IS
     'operator page, POST /v1/refunds/{id}/retry).';
 COMMENT ON COLUMN gateway_refunds.last_error IS 'Why the gateway refused it, when it did (never a secret).';
 COMMENT ON COLUMN gateway_refunds.operator_retries IS 'Times an operator asked to try an owed refund again.';
+COMMENT ON COLUMN gateway_refunds.checks IS 'Fetches of a refund not final yet (spaces the next one out).';
 COMMENT ON COLUMN gateway_refunds.gateway_refund_id IS
     'The gateway''s id for the refund (Razorpay rfnd_..., Cashfree cf_refund_id); NULL while requested.';
 
@@ -74,6 +76,9 @@ CREATE INDEX gateway_refunds_due ON gateway_refunds (retry_at) WHERE retry_at IS
 CREATE INDEX gateway_refunds_owed ON gateway_refunds (owed_at) WHERE owed_at IS NOT NULL;
 DROP INDEX gateway_refunds_pending;
 CREATE INDEX gateway_refunds_to_follow ON gateway_refunds (next_check_at) WHERE state IN ('requested', 'pending');
+
+-- Refunds that ended failed before this release were money to return by hand: owed, in front of an operator.
+UPDATE gateway_refunds SET owed_at = coalesce(settled_at, now()) WHERE state = 'failed';
 
 -- The books of the payments made before this release: captured money we refunded or applied.
 INSERT INTO gateway_payments (method, gateway_ref, order_id, checkout_id, job_id, currency, captured_paise)

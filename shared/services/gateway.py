@@ -19,12 +19,15 @@ request takes a token of its endpoint's shared bucket first (shared/gateway_limi
 
 A job without a checkout (the old flow's bare reference) fails gateway_payment_unbound without a call.
 A capture whose answer was lost is settled on the next delivery by the fetch that starts it. A 429 or
-5xx hands the message back to the queue with a later visibility instead of sleeping.
+5xx hands the message back to the queue with a later visibility instead of sleeping. So does a token
+not there within limiter_max_wait_ms: the job reserves the bucket's next free slot and its message
+comes back then, once, to use it (_wait_for_token).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
 import uuid
 from collections.abc import Callable
@@ -108,17 +111,21 @@ class _Run:
     def token(
         self, step: str, endpoint: str | None = None, reason: str | None = None, first: dict[str, Any] | None = None
     ) -> None:
-        """Wait (briefly) for a token of the endpoint's shared bucket; a long wait hands the message back.
-        step capture / refund also records that the request is about to leave (pq_gateway_step)."""
+        """A token of the endpoint's shared bucket, or the one this job reserved once its slot has come.
+        A short wait is slept (limiter_max_wait_ms); a longer one reserves the slot, and the message is
+        handed back until then (GatewayRetryable limited). step capture / refund also records that the
+        request is about to leave (pq_gateway_step)."""
         name: Gateway = "cashfree" if self.job.gateway == "cashfree" else "razorpay"
         bucket_name, rate, burst = bucket(self.app.settings, name, _ENDPOINTS[name][endpoint or step])
+        reserve_ms = self.app.settings.limiter_max_reserve_s * 1000
         waited_ms = 0
-        row = first
+        # pq_gateway_begin never reserves: without its token, pq_gateway_step is asked, which does.
+        row = first if first is not None and first["granted"] else None
         while True:
             if row is None:
                 row = self.app.db.fetch_one(
-                    "SELECT * FROM pq_gateway_step(%s, %s, %s, %s, %s, %s, %s)",
-                    (uuid.UUID(self.job.job_id), step, bucket_name, rate, burst, 1, reason),
+                    "SELECT * FROM pq_gateway_step(%s, %s, %s, %s, %s, %s, %s, %s)",
+                    (uuid.UUID(self.job.job_id), step, bucket_name, rate, burst, 1, reason, reserve_ms),
                 )
                 assert row is not None
             if row["granted"]:
@@ -344,9 +351,15 @@ class _Run:
             try:
                 refund = self.gateway.refund(job.ref, request["amount_paise"], payment.currency, request["refund_ref"])
             except GatewayRejected as exc:
-                self.app.db.execute("SELECT pq_refund_refused(%s, %s)", (request["refund_id"], str(exc)))
-                refund_failed(job.job_id, job.gateway, request["refund_id"], owed=True, error=str(exc))
-                return self.fail(reason, checkout_status="refunded")
+                # Refused -- unless an earlier send under this reference went through (its answer lost): the
+                # gateway's word for that is a refusal too, so the reference is looked up before owing it.
+                self.token("fetch", endpoint="find_refund")
+                found = self.gateway.find_refund(job.ref, request["refund_ref"])
+                if found is None:
+                    self.app.db.execute("SELECT pq_refund_refused(%s, %s)", (request["refund_id"], str(exc)))
+                    refund_failed(job.job_id, job.gateway, request["refund_id"], owed=True, error=str(exc))
+                    return self.fail(reason, checkout_status="refunded")
+                refund = found
         metrics.add_metric(name="GatewayRefunds", unit=MetricUnit.Count, value=1)
         logger.warning("gateway payment refunded", job_id=job.job_id, gateway=job.gateway, reason=reason)
         row = self.app.db.fetch_one(
@@ -427,6 +440,8 @@ def process_gateway_job(
         )
         return outcome
     except GatewayRetryable as exc:
+        if exc.kind == "limited":
+            return _wait_for_token(app, job, exc, receipt_handle=receipt_handle, receive_count=receive_count)
         delay = full_jitter_backoff(
             receive_count,
             exc.retry_after_s,
@@ -452,3 +467,41 @@ def process_gateway_job(
             receive_count=receive_count,
         )
         raise RetryLater(str(exc), delay) from exc
+
+
+def _wait_for_token(
+    app: App, job: _Job, exc: GatewayRetryable, *, receipt_handle: str, receive_count: int
+) -> PaymentOutcome:
+    """Hand the message back until the job's reserved slot (past limiter_max_reserve_s, until the bucket
+    has a token): exactly then, no backoff or jitter, since the slot is the job's alone and each
+    hand-back costs a receive. On the last receive maxReceiveCount allows, a message that only ever
+    waited is consumed and the job sent again instead of going to the DLQ (pq_gateway_limited).
+    Raises RetryLater after handing the message back."""
+    row = app.db.fetch_one(
+        "SELECT * FROM pq_gateway_limited(%s, %s, %s)",
+        (uuid.UUID(job.job_id), receive_count, app.settings.max_receive_count),
+    )
+    assert row is not None
+    if row["requeued"]:
+        send_jobs(app, [job_message(job.job_id, row["user_id"], row["order_id"], job.gateway, row["parks"])])
+        metrics.add_metric(name="LimiterRequeues", unit=MetricUnit.Count, value=1)
+        logger.info(
+            "gateway job sent again: its receives went to waiting for tokens",
+            job_id=job.job_id,
+            gateway=job.gateway,
+            receive_count=receive_count,
+        )
+        return PaymentOutcome(job_id=job.job_id, outcome=GatewayEndOutcome.PARKED)
+    # At most SQS's 12-hour visibility (ChangeMessageVisibility), also where the queue is PGMQ.
+    delay = min(43_200, math.ceil(exc.retry_after_s or 0))
+    app.queue.change_visibility(receipt_handle, delay)
+    metrics.add_metric(name="LimiterHandBacks", unit=MetricUnit.Count, value=1)
+    metrics.add_metric(name="LimiterHandBackSeconds", unit=MetricUnit.Seconds, value=delay)
+    logger.info(
+        "no gateway token yet; message back at its slot",
+        job_id=job.job_id,
+        gateway=job.gateway,
+        delay_s=delay,
+        receive_count=receive_count,
+    )
+    raise RetryLater(str(exc), delay) from exc

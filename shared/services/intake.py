@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
 from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
@@ -113,17 +114,27 @@ def _verify_checkout_signature(app: App, request: PaymentRequest) -> None:
         )
 
 
-def _record(app: App, user_id: str, idempotency_key: str, request: PaymentRequest) -> dict[str, Any]:
+def _record(
+    app: App, user_id: str, idempotency_key: str, request: PaymentRequest, message: QueueMessage
+) -> tuple[dict[str, Any], bool]:
+    """The intake's one statement; and whether it sent the job's message itself, in its transaction
+    (a queue in the jobs' database), should it create the job (message names the id it gets)."""
+    in_transaction = app.queue.in_transaction(message)
+    send = (
+        (uuid.UUID(message.job_id), in_transaction.queue, in_transaction.body, in_transaction.headers)
+        if in_transaction is not None
+        else (uuid.UUID(message.job_id), None, None, None)
+    )
     if request.method == "wallet":
         row = app.db.fetch_one(
-            "SELECT * FROM pq_enqueue_job(%s, %s, %s, %s, %s, %s)",
-            (user_id, idempotency_key, request.fingerprint(), request.order_id, request.method, None),
+            "SELECT * FROM pq_enqueue_job(%s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s::jsonb)",
+            (user_id, idempotency_key, request.fingerprint(), request.order_id, request.method, None, *send),
         )
     else:
         if request.method == "razorpay":
             _verify_checkout_signature(app, request)
         row = app.db.fetch_one(
-            "SELECT * FROM pq_enqueue_gateway_job(%s, %s, %s, %s, %s, %s, %s)",
+            "SELECT * FROM pq_enqueue_gateway_job(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s::jsonb)",
             (
                 user_id,
                 idempotency_key,
@@ -132,10 +143,11 @@ def _record(app: App, user_id: str, idempotency_key: str, request: PaymentReques
                 request.method,
                 request.razorpay_order_id,
                 request.razorpay_payment_id,
+                *send,
             ),
         )
     assert row is not None
-    return row
+    return row, in_transaction is not None
 
 
 def send_jobs(app: App, messages: list[QueueMessage]) -> int:
@@ -152,12 +164,16 @@ def send_jobs(app: App, messages: list[QueueMessage]) -> int:
 
 
 def accept_payment(app: App, user_id: str, idempotency_key: str, request: PaymentRequest) -> Accepted:
-    """Record the job (one round trip), send it to the queue, mark it sent.
+    """Record the job and its send in one round trip; on SQS, send it after commit.
 
-    If the send fails or this process dies before marking, the job stays unsent and the
-    sweeper sends it again: an accepted job is never lost.
+    A queue in the jobs' database (PGMQ) gets the message in the recording transaction itself. SQS gets
+    it after commit, and nothing is written back: if the send fails or this process dies first, the job
+    stays unconfirmed and the sweeper sends it once the line has passed it or stalled (pq_unsent_jobs in
+    shared/sql/intake.sql says why no job is lost and why a sent one is not sent twice).
     """
-    row = _record(app, user_id, idempotency_key, request)
+    job_id = str(uuid.uuid4())
+    message = job_message(job_id, user_id, request.order_id, request.method)
+    row, sent_in_transaction = _record(app, user_id, idempotency_key, request, message)
     outcome = EnqueueOutcome(row["outcome"])
     if outcome is EnqueueOutcome.CHECKOUT_REQUIRED:
         raise ApiError(
@@ -181,9 +197,16 @@ def accept_payment(app: App, user_id: str, idempotency_key: str, request: Paymen
         raise ApiError(
             409, "payment_in_progress", "a payment for this order is already queued", job_id=str(row["job_id"])
         )
+    if outcome is EnqueueOutcome.SOLD_OUT:
+        raise ApiError(
+            409, "sold_out", "a product of this order is sold out", product_ids=[int(p) for p in row["sold_out"]]
+        )
 
     job_id = str(row["job_id"])
-    if outcome is EnqueueOutcome.CREATED:
-        send_jobs(app, [job_message(job_id, user_id, request.order_id, request.method)])
+    if outcome is EnqueueOutcome.CREATED and not sent_in_transaction:
+        try:
+            app.queue.send([message])
+        except Exception:  # the job is recorded; the sweeper will deliver it
+            logger.exception("queue send failed; left for the sweeper", job_id=job_id)
     body = job_view(app, row | {"id": job_id, "user_id": user_id, "order_id": request.order_id})
     return Accepted(body=body, replayed=outcome is EnqueueOutcome.REPLAYED)

@@ -25,8 +25,9 @@ from shared.domain import (
     WalletAdjustmentRequest,
     build_event,
 )
+from shared.observability import logger
 from shared.outcomes import EnqueueOutcome, MerchantOrderOutcome, WalletAdjustOutcome
-from shared.services.intake import job_message, send_jobs
+from shared.services.intake import job_message
 from shared.services.orders import SHOPPER_ORDER_QUERY, iso, order_view
 from shared.services.reads import job_view
 
@@ -115,11 +116,23 @@ def adjust_wallet(app: App, client_id: str, key: str, request: WalletAdjustmentR
 
 def pay_on_behalf(app: App, client_id: str, key: str, request: MerchantPaymentRequest) -> Written:
     """A wallet payment of the shopper's order, as if the shopper had asked (their intake, their line,
-    their key namespace), recorded as requested by the client. 202 when made, 200 when replayed."""
+    their key namespace), recorded as requested by the client. 202 when made, 200 when replayed. The
+    message is sent as the shopper's intake sends it: in the recording transaction when the queue lives
+    in the database (PGMQ), after commit otherwise (SQS; the sweeper sends what a crash left unsent)."""
     payment = request.payment()
+    message = job_message(str(uuid.uuid4()), request.user_id, request.order_id, payment.method)
+    here = app.queue.in_transaction(message)
     row = app.db.fetch_one(
-        "SELECT * FROM pq_merchant_enqueue(%s, %s, %s, %s, %s)",
-        (client_id, request.user_id, key, payment.fingerprint(), request.order_id),
+        "SELECT * FROM pq_merchant_enqueue(%s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s::jsonb)",
+        (
+            client_id,
+            request.user_id,
+            key,
+            payment.fingerprint(),
+            request.order_id,
+            uuid.UUID(message.job_id),
+            *((here.queue, here.body, here.headers) if here is not None else (None, None, None)),
+        ),
     )
     assert row is not None
     outcome = EnqueueOutcome(row["outcome"])
@@ -133,9 +146,16 @@ def pay_on_behalf(app: App, client_id: str, key: str, request: MerchantPaymentRe
         raise ApiError(
             409, "payment_in_progress", "a payment for this order is already queued", job_id=str(row["job_id"])
         )
+    if outcome is EnqueueOutcome.SOLD_OUT:
+        raise ApiError(
+            409, "sold_out", "a product of this order is sold out", product_ids=[int(p) for p in row["sold_out"]]
+        )
     job_id = str(row["job_id"])
-    if outcome is EnqueueOutcome.CREATED:
-        send_jobs(app, [job_message(job_id, request.user_id, request.order_id, payment.method)])
+    if outcome is EnqueueOutcome.CREATED and here is None:
+        try:
+            app.queue.send([message])
+        except Exception:  # the job is recorded; the sweeper will deliver it
+            logger.exception("queue send failed; left for the sweeper", job_id=job_id)
     view = job_view(app, row | {"id": job_id, "user_id": request.user_id, "order_id": request.order_id})
     body = view | {"user_id": request.user_id, "requested_by": row["requested_by"]}
     return Written(202 if outcome is EnqueueOutcome.CREATED else 200, body)

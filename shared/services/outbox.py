@@ -35,10 +35,13 @@ class OutboxRelay:
     def __init__(self, app: App) -> None:
         self.app = app
         self.pending: list[dict[str, Any]] = []
+        # Products the batch sold out: the processor ends their line after it (shared/services/line.py).
+        self.sold_out: set[int] = set()
 
-    def add(self, event: dict[str, Any] | None) -> None:
+    def add(self, event: dict[str, Any] | None, sold_out: Sequence[int] = ()) -> None:
         if event is not None:
             self.pending.append(event)
+        self.sold_out.update(sold_out)
 
     def flush(self) -> int:
         events, self.pending = self.pending, []

@@ -16,13 +16,22 @@ DLQ_JOBS_SHOWN = 20
 JOB_QUERY = """SELECT id, user_id, order_id, status, reason, payment_id, queue_seq, method, gateway_ref,
                         dead_lettered_at, pq_finished_count() AS finished
                  FROM payment_jobs WHERE id = %s AND user_id = %s"""
+# The "now serving" figure's one statement: the finished-jobs counter every position is measured
+# against, and the jobs that ended in the last RATE_WINDOW_S (the partial index on finished_at): the
+# rate the line moves at. Nothing of any one shopper's, so one answer serves everyone.
+NOW_SERVING_QUERY = """SELECT pq_finished_count() AS serving, now() AS as_of,
+                              (SELECT count(*) FROM payment_jobs
+                                WHERE finished_at > now() - make_interval(secs => %s)) AS recent"""
+# Long enough to smooth a batch's commits, short enough that a stalled line shows within seconds.
+RATE_WINDOW_S = 10
+NOW_SERVING_URL = "/v1/queue/now-serving"
 # Refunds on their way back or owed, for the operator: partial indexes keep this off the books' history.
 REFUNDS_OPEN_QUERY = """
     SELECT count(*) FILTER (WHERE owed_at IS NULL) AS refunding,
-           coalesce(sum(amount_paise) FILTER (WHERE owed_at IS NULL), 0) AS refunding_paise,
+           coalesce(sum(amount_paise) FILTER (WHERE owed_at IS NULL), 0)::bigint AS refunding_paise,
            extract(epoch FROM now() - min(created_at) FILTER (WHERE owed_at IS NULL)) AS refunding_age_s,
            count(*) FILTER (WHERE owed_at IS NOT NULL) AS owed,
-           coalesce(sum(amount_paise) FILTER (WHERE owed_at IS NOT NULL), 0) AS owed_paise,
+           coalesce(sum(amount_paise) FILTER (WHERE owed_at IS NOT NULL), 0)::bigint AS owed_paise,
            extract(epoch FROM now() - min(owed_at)) AS owed_age_s
       FROM gateway_refunds
      WHERE state IN ('requested', 'pending') OR retry_at IS NOT NULL OR owed_at IS NOT NULL"""
@@ -63,7 +72,15 @@ def job_view(app: App, row: dict[str, Any]) -> dict[str, Any]:
         # on the API and the database that the payments themselves need.
         poll_ms = int(min(app.settings.poll_max_ms, max(app.settings.poll_min_ms, eta_s * 1000 * POLL_AT_ETA)))
         eta = round(eta_s, 1) if per_s else None
-        view |= {"position": position, "eta_seconds": eta, "poll_after_ms": poll_ms}
+        # queue_number against the shared figure (NOW_SERVING_URL) gives the same position with no read
+        # of this job: a waiting client asks about its own job only when its number comes up.
+        view |= {
+            "position": position,
+            "eta_seconds": eta,
+            "poll_after_ms": poll_ms,
+            "queue_number": row["queue_seq"],
+            "now_serving_url": NOW_SERVING_URL,
+        }
     elif status == JobStatus.FAILED:
         view["reason"] = row["reason"]
         if row.get("gateway_ref"):  # money the gateway took comes back: say how far it has got
@@ -80,10 +97,21 @@ def get_job(app: App, user_id: str, job_id: str) -> dict[str, Any]:
         job_uuid = uuid.UUID(job_id)
     except ValueError:
         raise ApiError(404, "job_not_found", "no such payment job") from None
-    row = app.db.fetch_one(JOB_QUERY, (job_uuid, user_id))
+    # A read: sent again on a fresh connection if the one it went out on had been dropped while idle.
+    row = app.db.fetch_one(JOB_QUERY, (job_uuid, user_id), idempotent=True)
     if row is None:  # someone else's job looks exactly like a missing one
         raise ApiError(404, "job_not_found", "no such payment job")
     return job_view(app, row)
+
+
+def now_serving(app: App) -> dict[str, Any]:
+    """How far the line has moved and how fast, the same for everyone: a waiting shopper's position is
+    their queue_number less serving (never rising: serving only grows), their wait position / per_s."""
+    row = app.db.fetch_one(NOW_SERVING_QUERY, (RATE_WINDOW_S,))
+    assert row is not None
+    # None while nothing ended in the window (just started, or stalled): no wait is promised then.
+    per_s = round(row["recent"] / RATE_WINDOW_S, 1) if row["recent"] else None
+    return {"serving": row["serving"], "per_s": per_s, "as_of": row["as_of"].isoformat()}
 
 
 def queue_status(app: App) -> dict[str, Any]:

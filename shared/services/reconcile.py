@@ -123,6 +123,11 @@ def _send_refund(app: App, refund: dict[str, Any]) -> bool:
             refund["gateway_ref"], refund["amount_paise"], refund["currency"].strip(), refund["refund_ref"]
         )
     except GatewayRejected as exc:
+        # Refused -- unless an earlier send under this reference went through (its answer lost).
+        _token(app, refund["method"], _REFUND_ENDPOINTS[refund["method"]]["find"])
+        found = app.gateways[refund["method"]].find_refund(refund["gateway_ref"], refund["refund_ref"])
+        if found is not None:
+            return _settle(app, refund, found)
         app.db.execute("SELECT pq_refund_refused(%s, %s)", (refund["id"], str(exc)))
         refund_failed(str(refund["job_id"]), refund["method"], refund["id"], owed=True, error=str(exc))
         return True

@@ -10,7 +10,10 @@ from shared.outcomes import WalletOutcome
 
 
 def process_wallet_job(app: App, job_id: str) -> PaymentOutcome:
-    row = app.db.fetch_one("SELECT * FROM pq_process_payment(%s)", (uuid.UUID(job_id),))
+    # Idempotent, so sent again on a fresh connection if the one it went out on had been dropped: the
+    # function locks the job and pays it only while it is queued; a second call for a job the first one
+    # finished answers already_succeeded / already_failed with the same event, and charges nothing.
+    row = app.db.fetch_one("SELECT * FROM pq_process_payment(%s)", (uuid.UUID(job_id),), idempotent=True)
     assert row is not None
     outcome = WalletOutcome(row["outcome"])
     if outcome in (WalletOutcome.JOB_NOT_FOUND, WalletOutcome.NOT_A_WALLET_JOB):
@@ -21,4 +24,5 @@ def process_wallet_job(app: App, job_id: str) -> PaymentOutcome:
         reason=row["reason"],
         payment_id=row["payment_id"],
         event=build_event(row["event"]) if row["event"] else None,
+        sold_out=tuple(row["sold_out"] or ()),
     )

@@ -59,13 +59,14 @@ BEGIN
     SELECT * INTO v_policy FROM pq_refund_policy(v_refund.attempt, v_refund.operator_retries);
     failed := p_state = 'failed';
     owed := failed AND v_refund.origin = 'ours' AND NOT v_policy.retry;
+    -- A refund made at the gateway that fails leaves the money with us: a refund of ours takes over at once.
     UPDATE gateway_refunds r
        SET state = p_state, gateway_status = p_gateway_status,
            gateway_refund_id = coalesce(r.gateway_refund_id, p_gateway_refund_id),
            settled_at = CASE WHEN p_state IN ('succeeded', 'failed') THEN now() END,
-           retry_at = CASE WHEN failed AND r.origin = 'ours' AND v_policy.retry THEN now() + v_policy.retry_after END,
-           owed_at = CASE WHEN owed THEN now() END,
-           next_check_at = now() + interval '1 minute'
+           retry_at = CASE WHEN failed AND r.origin = 'gateway' THEN now()
+                           WHEN failed AND v_policy.retry THEN now() + v_policy.retry_after END,
+           owed_at = CASE WHEN owed THEN now() END
      WHERE r.id = p_refund_id;
     changed := true;
 END;
@@ -153,12 +154,19 @@ LANGUAGE sql AS $$
                            FOR UPDATE SKIP LOCKED)
         RETURNING r.*
     )
+    -- The job's next attempt of ours: its reference the job's (gateway_attempts.refund_ref), suffixed
+    -- from the second attempt on. A failed refund made at the gateway is taken over by attempt 1 of ours
+    -- if the job sent none before.
     INSERT INTO gateway_refunds (job_id, order_id, method, gateway_ref, refund_ref, amount_paise, currency, reason,
                                  state, attempt, operator_retries, next_check_at)
-    SELECT d.job_id, d.order_id, d.method, d.gateway_ref, split_part(d.refund_ref, '_', 1) || '_' || (d.attempt + 1),
-           d.amount_paise, d.currency, d.reason, 'requested', d.attempt + 1, d.operator_retries,
+    SELECT d.job_id, d.order_id, d.method, d.gateway_ref,
+           a.refund_ref || CASE WHEN n.attempt > 1 THEN '_' || n.attempt ELSE '' END,
+           d.amount_paise, d.currency, d.reason, 'requested', n.attempt, d.operator_retries,
            now() + interval '1 minute'
       FROM due d
+      JOIN gateway_attempts a ON a.job_id = d.job_id
+      CROSS JOIN LATERAL (SELECT coalesce(max(r.attempt), 0) + 1 AS attempt FROM gateway_refunds r
+                           WHERE r.job_id = d.job_id AND r.origin = 'ours') n
     RETURNING *
 $$;
 
@@ -169,7 +177,11 @@ DROP FUNCTION IF EXISTS pq_refund_state(bigint, text, text);
 DROP FUNCTION IF EXISTS pq_refunds_to_check(integer);
 CREATE FUNCTION pq_refunds_to_check(p_limit integer) RETURNS SETOF gateway_refunds
 LANGUAGE sql AS $$
-    UPDATE gateway_refunds r SET next_check_at = now() + interval '1 minute'
+    -- Spaced out (1, 2, 4 ... minutes, at most 6 hours): a refund pending for days at the bank must not spend
+    -- the refund-read budget (Cashfree Get Refund: 30 a minute) that payments need; webhooks settle most.
+    UPDATE gateway_refunds r
+       SET next_check_at = now() + least(interval '6 hours', interval '1 minute' * power(2, least(r.checks, 10))),
+           checks = r.checks + 1
      WHERE r.id IN (SELECT x.id FROM gateway_refunds x
                      WHERE x.state IN ('requested', 'pending') AND x.next_check_at <= now()
                      ORDER BY x.next_check_at

@@ -13,6 +13,8 @@ $$;
 -- Ends a job, in the caller's transaction: the job's terminal state, the finished-jobs counter and
 -- the outbox event, for both paths (wallet and gateway) and both ends. p_payment is the payment
 -- transaction written for a success (NULL for a failure, with p_reason set). Returns the outbox row.
+-- A job that ends needs no send any more: sent_at is set if its send was never confirmed (an SQS
+-- intake confirms nothing per job; migration 0015), in the same row update.
 CREATE OR REPLACE FUNCTION pq_end_job(p_job payment_jobs, p_reason text, p_payment payment_transactions)
 RETURNS jsonb
 LANGUAGE plpgsql AS $$
@@ -21,7 +23,7 @@ DECLARE
 BEGIN
     UPDATE payment_jobs
        SET status = CASE WHEN p_payment.id IS NULL THEN 'failed' ELSE 'succeeded' END,
-           reason = p_reason, payment_id = p_payment.id, finished_at = now()
+           reason = p_reason, payment_id = p_payment.id, finished_at = now(), sent_at = coalesce(sent_at, now())
      WHERE id = p_job.id;
     PERFORM nextval('payment_finished_seq');
     INSERT INTO outbox_events (job_id, event_type, payload)

@@ -1,7 +1,9 @@
 -- Failed deliveries (table delivery_failures): recorded by the processor, read by operators.
 
 -- Records one failed delivery. Relaxed commit: a diagnostic row lost in a crash loses no money and
--- no job (the message is still in the queue or the DLQ).
+-- no job (the message is still in the queue or the DLQ). A delivery shows the job's send happened:
+-- sent_at is set if nothing had confirmed it (an SQS intake; migration 0015), so that the sweeper
+-- leaves to the queue a job that fails its deliveries on its way to the DLQ.
 CREATE OR REPLACE FUNCTION pq_record_delivery_failure(p_job_id uuid, p_message_id text, p_receive_count integer,
                                                       p_error_class text, p_error text, p_dead_lettered boolean)
 RETURNS void
@@ -11,10 +13,10 @@ BEGIN
     INSERT INTO delivery_failures (job_id, message_id, receive_count, error_class, error, dead_lettered)
     VALUES (p_job_id, p_message_id, greatest(1, p_receive_count), left(p_error_class, 100), left(p_error, 500),
             p_dead_lettered);
-    IF p_dead_lettered THEN
-        UPDATE payment_jobs SET dead_lettered_at = now()
-         WHERE id = p_job_id AND status IN ('queued', 'processing');
-    END IF;
+    UPDATE payment_jobs
+       SET dead_lettered_at = CASE WHEN p_dead_lettered THEN now() ELSE dead_lettered_at END,
+           sent_at = coalesce(sent_at, now())
+     WHERE id = p_job_id AND status IN ('queued', 'processing') AND (p_dead_lettered OR sent_at IS NULL);
 END;
 $$;
 

@@ -58,9 +58,11 @@ DROP FUNCTION IF EXISTS pq_lock_products(orders);
 -- (step 4; UNIQUE order_id, and UNIQUE gateway payment, are the double-charge guards), order items
 -- and stock (step 7), the order paid (step 8), the cart (step 9), then the job's end and its event
 -- (step 10 happens after commit, from the outbox). p_amount_paise / p_currency are what was charged.
+-- sold_out: the products whose last units this took (pq_take_stock), for the caller to end the line of
+-- everyone else waiting for them after commit (line.sql).
 DROP FUNCTION IF EXISTS pq_fulfil_order(payment_jobs, orders, jsonb, bigint, text);
 CREATE FUNCTION pq_fulfil_order(p_job payment_jobs, p_order orders, p_items jsonb, p_amount_paise bigint,
-                                p_currency text, OUT payment_id bigint, OUT event jsonb)
+                                p_currency text, OUT payment_id bigint, OUT event jsonb, OUT sold_out bigint[])
 LANGUAGE plpgsql AS $$
 DECLARE
     v_payment payment_transactions%ROWTYPE;
@@ -71,7 +73,7 @@ BEGIN
     INSERT INTO order_items (order_id, product_id, quantity, unit_price_paise)
     SELECT p_order.id, (x->>'product_id')::bigint, (x->>'quantity')::integer, (x->>'unit_price_paise')::bigint
       FROM jsonb_array_elements(p_items) AS x;
-    PERFORM pq_take_stock(p_items);  -- from each product's row or the shard locked for it
+    sold_out := pq_take_stock(p_items);  -- from each product's row or the shard locked for it
     UPDATE orders SET order_status = 'paid', paid_at = now(), payment_method = p_job.method WHERE id = p_order.id;
     DELETE FROM cart_items c
      USING jsonb_array_elements(p_items) AS x

@@ -3,15 +3,64 @@
 -- each is one short transaction in one round trip, before or after the call. Completion shares the
 -- wallet path's fulfilment (fulfilment.sql).
 
--- Before a gateway request (p_step: fetch | capture | refund): takes p_n tokens and, when they are
--- granted, records that a capture or refund is about to leave. Nothing is recorded without a token.
+-- A token of p_bucket for the job's next request (granted): the one the job reserved, once its slot
+-- has come, or one the bucket has now. Otherwise wait_ms says how long until the job's slot (reserved:
+-- it holds one already, or takes it now when the slot is within p_reserve_ms) or until the bucket has
+-- a token (reserved = false: past p_reserve_ms nothing is taken). A reservation used more than
+-- p_burst / p_rate seconds after its slot is forfeited and a token taken anew: the bucket counted it at
+-- its slot, and a token sent that late can add one burst to a window it was not counted in
+-- (shared/gateway_limits.py keeps a burst more than the bucket's minute under the published limit).
+DROP FUNCTION IF EXISTS pq_gateway_token(uuid, text, double precision, double precision, integer, integer);
+CREATE FUNCTION pq_gateway_token(p_job_id uuid, p_bucket text, p_rate double precision, p_burst double precision,
+                                 p_n integer, p_reserve_ms integer,
+                                 OUT granted boolean, OUT wait_ms integer, OUT reserved boolean)
+LANGUAGE plpgsql SET enable_seqscan = off AS $$
+DECLARE
+    v_slot timestamptz;
+    v_now  timestamptz;
+BEGIN
+    SELECT (a.reservations ->> p_bucket)::timestamptz INTO v_slot
+      FROM gateway_attempts a WHERE a.job_id = p_job_id FOR UPDATE;
+    v_now := clock_timestamp();
+    IF v_slot > v_now THEN  -- early (a duplicate message, a job sent again): the slot is still ahead
+        granted := false;
+        reserved := true;
+        wait_ms := ceil(extract(epoch FROM v_slot - v_now) * 1000)::integer;
+        RETURN;
+    END IF;
+    IF v_slot IS NOT NULL THEN
+        UPDATE gateway_attempts a SET reservations = a.reservations - p_bucket WHERE a.job_id = p_job_id;
+        IF p_rate > 0 AND v_now <= v_slot + make_interval(secs => p_burst / p_rate) THEN
+            granted := true;
+            reserved := false;
+            wait_ms := 0;
+            RETURN;
+        END IF;
+    END IF;
+    SELECT t.granted, t.wait_ms, t.reserved INTO granted, wait_ms, reserved
+      FROM pq_take_tokens(p_bucket, p_rate, p_burst, p_n, p_reserve_ms) t;
+    IF reserved THEN
+        UPDATE gateway_attempts a
+           SET reservations = a.reservations
+                              || jsonb_build_object(p_bucket, clock_timestamp() + make_interval(secs => wait_ms / 1000.0))
+         WHERE a.job_id = p_job_id;
+    END IF;
+END;
+$$;
+
+-- Before a gateway request (p_step: fetch | capture | refund): a token (pq_gateway_token, reserving
+-- within p_reserve_ms) and, when it is granted, records that a capture or refund is about to leave.
+-- Nothing is recorded without a token.
 DROP FUNCTION IF EXISTS pq_gateway_step(uuid, text, text, double precision, double precision, integer, text);
+DROP FUNCTION IF EXISTS pq_gateway_step(uuid, text, text, double precision, double precision, integer, text, integer);
 CREATE FUNCTION pq_gateway_step(p_job_id uuid, p_step text, p_gateway text, p_rate double precision,
                                 p_burst double precision, p_n integer, p_refund_reason text,
-                                OUT granted boolean, OUT wait_ms integer)
+                                p_reserve_ms integer DEFAULT 0,
+                                OUT granted boolean, OUT wait_ms integer, OUT reserved boolean)
 LANGUAGE plpgsql SET enable_seqscan = off AS $$
 BEGIN
-    SELECT t.granted, t.wait_ms INTO granted, wait_ms FROM pq_take_tokens(p_gateway, p_rate, p_burst, p_n) t;
+    SELECT t.granted, t.wait_ms, t.reserved INTO granted, wait_ms, reserved
+      FROM pq_gateway_token(p_job_id, p_gateway, p_rate, p_burst, p_n, p_reserve_ms) t;
     IF granted AND p_step IN ('capture', 'refund') THEN
         UPDATE gateway_attempts
            SET capture_sent_at = CASE WHEN p_step = 'capture' THEN coalesce(capture_sent_at, clock_timestamp())
@@ -27,7 +76,8 @@ $$;
 
 -- The first step of every delivery of a gateway job, in one round trip: lock the job, answer a
 -- redelivery of a finished job, mark it processing, record the attempt, say whether the order can
--- still be fulfilled, and take the token for the first request (the fetch). Outcomes
+-- still be fulfilled, and take the token for the first request (the fetch), or use the one the job
+-- reserved for it once its slot has come (it never reserves: pq_gateway_step does). Outcomes
 -- (pq_gateway_begin_outcome):
 --   proceed                            -> the job, its order's amount, its attempt and the token
 --   already_succeeded | already_failed -> a redelivery; nothing changed
@@ -80,7 +130,7 @@ BEGIN
     ON CONFLICT (job_id) DO UPDATE SET deliveries = a.deliveries + 1, updated_at = clock_timestamp()
     RETURNING * INTO v_attempt;
     SELECT t.granted, t.wait_ms INTO granted, wait_ms
-      FROM pq_take_tokens(coalesce(p_bucket, v_job.method), p_rate, p_burst, 1) t;
+      FROM pq_gateway_token(v_job.id, coalesce(p_bucket, v_job.method), p_rate, p_burst, 1, 0) t;
     IF v_job.checkout_id IS NOT NULL THEN
         SELECT * INTO v_checkout FROM gateway_checkouts c WHERE c.id = v_job.checkout_id;
         checkout_id := v_checkout.id;
@@ -96,8 +146,12 @@ BEGIN
     amount_paise := v_order.total_paise;
     currency := v_order.currency;
     refund_ref := v_attempt.refund_ref;
-    refund_sent := v_attempt.refund_sent_at IS NOT NULL;
-    refund_reason := v_attempt.refund_reason;
+    -- A refund once decided is finished, whatever the order's state now: its row of ours (pq_refund_request,
+    -- committed before any token or request) is the decision, even if no request has left yet.
+    SELECT true, r.reason INTO refund_sent, refund_reason
+      FROM gateway_refunds r WHERE r.job_id = v_job.id AND r.origin = 'ours' AND r.attempt = 1;
+    refund_sent := coalesce(refund_sent, v_attempt.refund_sent_at IS NOT NULL);
+    refund_reason := coalesce(refund_reason, v_attempt.refund_reason);
 END;
 $$;
 
@@ -109,6 +163,39 @@ LANGUAGE sql AS $$
            unavailable = unavailable + (p_kind <> 'throttled')::integer,
            last_error = left(p_error, 200), updated_at = clock_timestamp()
      WHERE job_id = p_job_id
+$$;
+
+-- A delivery handed back because no token came soon enough (what it reserved stays with the job):
+-- counted, and the run of such deliveries extended. On the last receive maxReceiveCount allows, a
+-- message every receive of which was such a wait would go to the DLQ for being paced, not for failing:
+-- the job is sent again instead (requeued), and the caller consumes this message. The new message gets
+-- a deduplication id of its own (parks + 1: SQS FIFO drops a second message with the same id for 5
+-- minutes), and the job gives up its place in its user's line as a parked job does. sent_at cleared:
+-- the sweeper sends it if the caller cannot.
+DROP FUNCTION IF EXISTS pq_gateway_limited(uuid, integer, integer);
+CREATE FUNCTION pq_gateway_limited(p_job_id uuid, p_receive_count integer, p_max_receive_count integer,
+                                   OUT requeued boolean, OUT user_id text, OUT order_id bigint, OUT parks integer)
+LANGUAGE plpgsql SET enable_seqscan = off AS $$
+DECLARE
+    v_status text;
+    v_streak integer;
+BEGIN
+    -- Job, then attempt: the order pq_gateway_begin locks them in.
+    SELECT j.status INTO v_status FROM payment_jobs j WHERE j.id = p_job_id FOR UPDATE;
+    UPDATE gateway_attempts a
+       SET limited = a.limited + 1,
+           limited_streak = CASE WHEN a.limited_delivery = a.deliveries - 1 THEN a.limited_streak + 1 ELSE 1 END,
+           limited_delivery = a.deliveries
+     WHERE a.job_id = p_job_id
+    RETURNING a.limited_streak INTO v_streak;
+    requeued := coalesce(v_status = 'processing' AND p_receive_count >= p_max_receive_count
+                         AND v_streak >= p_receive_count, false);
+    IF requeued THEN
+        UPDATE payment_jobs j SET sent_at = NULL, parks = j.parks + 1
+         WHERE j.id = p_job_id
+        RETURNING j.user_id, j.order_id, j.parks INTO user_id, order_id, parks;
+    END IF;
+END;
 $$;
 
 -- How a redelivery of a gateway job that has already ended is answered: as it ended (outcome NULL
@@ -179,6 +266,15 @@ DECLARE
 BEGIN
     SELECT * INTO v_job FROM payment_jobs j WHERE j.id = p_job_id FOR UPDATE;
     SELECT e.* INTO outcome, reason, payment_id FROM pq_gateway_ended(v_job) e;
+    -- A job whose refund was decided (its row of ours) is never fulfilled: the refund is finished instead.
+    IF outcome IS NULL THEN
+        SELECT r.reason INTO reason FROM gateway_refunds r
+         WHERE r.job_id = v_job.id AND r.origin = 'ours' AND r.attempt = 1;
+        IF FOUND THEN
+            outcome := 'refund_required';
+            RETURN;
+        END IF;
+    END IF;
     -- Only a live job is completed; one that ended in another delivery is answered as it ended.
     IF outcome IS NULL THEN
         UPDATE gateway_attempts SET captured_amount_paise = p_amount_paise, captured_currency = p_currency,
@@ -280,5 +376,12 @@ BEGIN
     END IF;
     SELECT r.outcome, r.reason, r.payment_id, r.event INTO outcome, reason, payment_id, event
       FROM pq_gateway_refunded(p_job_id, p_reason, NULL, NULL, NULL, NULL, p_checkout_status) r;
+    -- A released authorisation is still the checkout's payment, and the gateway may capture it after all
+    -- (Razorpay's account capture settings, a late authorisation): its success webhook or the sweeper's
+    -- reconciliation then gets a job of its own, which refunds (or pays) what was captured.
+    IF p_release_paise IS NOT NULL AND outcome = 'failed' THEN
+        UPDATE payment_jobs SET gateway_ref_released_at = coalesce(gateway_ref_released_at, now())
+         WHERE id = p_job_id;
+    END IF;
 END;
 $$;

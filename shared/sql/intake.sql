@@ -73,13 +73,21 @@ $$;
 --   order_not_payable     -> reason = the order's status
 --   payment_in_progress   -> job_id of the live job for this order
 --   gateway_ref_in_use    -> job_id of the job that holds this gateway payment (pq_gateway_ref_holder)
+--   sold_out              -> sold_out = the order's products with no unit left (line.sql): a job could
+--                            only fail out_of_stock, so none is made and the shopper is told at once
 -- finished is always set (the position estimate needs it).
+-- A created job gets the id p_job_id (a new one when NULL). Its queue message (which names that id) is
+-- sent by pq_intake_send in this same transaction when the queue lives in this database (p_queue: PGMQ
+-- locally), so enqueue is one round trip and no job is ever recorded unsent; otherwise (SQS) the
+-- caller sends it after commit and sent_at stays NULL (pq_unsent_jobs says when the sweeper sends it).
 DROP FUNCTION IF EXISTS pq_enqueue_job(text, text, text, bigint, text, text);
+DROP FUNCTION IF EXISTS pq_enqueue_job(text, text, text, bigint, text, text, uuid, text, jsonb, jsonb);
 CREATE FUNCTION pq_enqueue_job(
     p_user_id text, p_idempotency_key text, p_request_hash text, p_order_id bigint, p_method text,
-    p_gateway_ref text,
+    p_gateway_ref text, p_job_id uuid DEFAULT NULL, p_queue text DEFAULT NULL, p_message jsonb DEFAULT NULL,
+    p_headers jsonb DEFAULT NULL,
     OUT outcome pq_enqueue_outcome, OUT job_id uuid, OUT status text, OUT queue_seq bigint, OUT reason text,
-    OUT payment_id bigint, OUT finished bigint)
+    OUT payment_id bigint, OUT finished bigint, OUT sold_out bigint[])
 LANGUAGE plpgsql SET enable_seqscan = off AS $$
 DECLARE
     v_begin record;
@@ -102,18 +110,27 @@ BEGIN
             IF v_job.id IS NOT NULL THEN
                 outcome := 'gateway_ref_in_use';
             END IF;
+        ELSE
+            -- Read without the products' locks, as pq_order_problem does: during a sale stock only goes down.
+            sold_out := pq_sold_out_products((SELECT o.items FROM orders o WHERE o.id = p_order_id));
+            IF cardinality(sold_out) > 0 THEN
+                outcome := 'sold_out';
+            END IF;
         END IF;
     END IF;
 
     IF outcome IS NULL AND p_gateway_ref IS NULL THEN
-        INSERT INTO payment_jobs (user_id, idempotency_key, request_hash, order_id, method)
-        VALUES (p_user_id, p_idempotency_key, p_request_hash, p_order_id, p_method)
+        INSERT INTO payment_jobs (id, user_id, idempotency_key, request_hash, order_id, method, sent_at)
+        VALUES (coalesce(p_job_id, gen_random_uuid()), p_user_id, p_idempotency_key, p_request_hash, p_order_id,
+                p_method, pq_intake_send(p_queue, p_message, p_headers))
         RETURNING * INTO v_job;
         outcome := 'created';
     ELSIF outcome IS NULL THEN
         BEGIN
-            INSERT INTO payment_jobs (user_id, idempotency_key, request_hash, order_id, method, gateway_ref)
-            VALUES (p_user_id, p_idempotency_key, p_request_hash, p_order_id, p_method, p_gateway_ref)
+            INSERT INTO payment_jobs (id, user_id, idempotency_key, request_hash, order_id, method, gateway_ref,
+                                      sent_at)
+            VALUES (coalesce(p_job_id, gen_random_uuid()), p_user_id, p_idempotency_key, p_request_hash,
+                    p_order_id, p_method, p_gateway_ref, pq_intake_send(p_queue, p_message, p_headers))
             RETURNING * INTO v_job;
             outcome := 'created';
         EXCEPTION WHEN unique_violation THEN
@@ -124,6 +141,21 @@ BEGIN
     END IF;
     SELECT a.* INTO job_id, status, queue_seq, reason, payment_id
       FROM pq_intake_answer(v_job, outcome = 'replayed', reason) a;
+END;
+$$;
+
+-- Sends a new job's message in the intake's own transaction when the queue is a PGMQ queue of this
+-- database (p_queue), and answers the job's sent_at: now, or NULL when the queue is elsewhere (SQS) and
+-- the caller sends after commit. Synchronous commit, unlike pq_local_send: the message is as durable
+-- as the job it carries. Called only on an insert that creates the job, so a replay sends nothing.
+CREATE OR REPLACE FUNCTION pq_intake_send(p_queue text, p_message jsonb, p_headers jsonb) RETURNS timestamptz
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF p_queue IS NULL THEN
+        RETURN NULL;
+    END IF;
+    PERFORM pgmq.send(p_queue, p_message, p_headers);
+    RETURN now();
 END;
 $$;
 
@@ -138,15 +170,42 @@ BEGIN
 END;
 $$;
 
--- Jobs whose queue send was never confirmed, oldest first, for the sweeper (parks: part of the
--- deduplication id of a job sent again after it waited for its gateway).
+-- The jobs the sweeper sends (again), oldest first (parks: part of the deduplication id of a job sent
+-- again after it waited for its gateway). sent_at NULL says a job's send is not known to have happened
+-- (migration 0015); of those it takes, once older than p_older_than_s (N):
+--   parks > 0, not parked: a gateway path woke the job (or found it must go again at once) and asked
+--     for it to be sent again; it marks it when its send goes. (Parked, it waits with no message.)
+--   queued (parks 0): sent at intake, or not if the enqueue died or SQS failed between commit and send --
+--     on SQS the intake confirms nothing per job, so the two look alike. Such a job is sent once the line
+--     has passed it (a job accepted N seconds after it ended in the last N seconds) or the line has
+--     stalled (no job ended in the last N seconds). A sent job caught so is one SQS is about to hand
+--     over, or one waiting behind a failing message of its own user: its copy is dropped by SQS FIFO's
+--     5-minute deduplication on the job id ("Amazon SQS FIFO queue key terms": the id is tracked even
+--     after the message was received and deleted) or, later, acknowledged as a finished job. No job is
+--     lost: an unsent job never ends, so either the jobs accepted after it end (the line passes it) or
+--     nothing ends (it stalls). And a long line of sent jobs is never re-sent wholesale.
+--   Never a job a processor received (it ended, failed a delivery or is processing) or dead-lettered.
 DROP FUNCTION IF EXISTS pq_unsent_jobs(double precision, integer);
 CREATE FUNCTION pq_unsent_jobs(p_older_than_s double precision, p_limit integer)
 RETURNS TABLE (id uuid, user_id text, order_id bigint, method text, parks integer)
-LANGUAGE sql STABLE AS $$
-    SELECT j.id, j.user_id, j.order_id, j.method, j.parks FROM payment_jobs j
-     WHERE j.sent_at IS NULL AND j.created_at < now() - make_interval(secs => p_older_than_s)
-     ORDER BY j.created_at
+LANGUAGE sql STABLE SET enable_seqscan = off AS $$
+    WITH resend AS (  -- payment_jobs_resend
+        SELECT j.* FROM payment_jobs j
+         WHERE j.sent_at IS NULL AND j.parks > 0 AND j.parked_at IS NULL
+           AND j.created_at < now() - make_interval(secs => p_older_than_s)
+         ORDER BY j.created_at
+         LIMIT p_limit),
+    passed AS (  -- payment_jobs_unsent, up to the line's front (or now, if it stalled), less N
+        SELECT j.* FROM payment_jobs j
+         WHERE j.sent_at IS NULL AND j.parks = 0 AND j.status = 'queued' AND j.dead_lettered_at IS NULL
+           AND j.created_at < (SELECT coalesce(max(f.created_at), now()) FROM payment_jobs f
+                                WHERE f.finished_at > now() - make_interval(secs => p_older_than_s))
+                              - make_interval(secs => p_older_than_s)
+         ORDER BY j.created_at
+         LIMIT p_limit)
+    SELECT u.id, u.user_id, u.order_id, u.method, u.parks
+      FROM (SELECT * FROM resend UNION ALL SELECT * FROM passed) AS u
+     ORDER BY u.created_at
      LIMIT p_limit
 $$;
 
@@ -157,10 +216,13 @@ $$;
 --   checkout_required       -> no live or paid checkout of this order for this method and user
 --   gateway_order_mismatch  -> the gateway order is not the one created for this order and shopper
 -- A request that names the payment a webhook already made a job for gets that job (replayed).
+-- A created job's id and message as for pq_enqueue_job (p_job_id, p_queue, p_message, p_headers).
 DROP FUNCTION IF EXISTS pq_enqueue_gateway_job(text, text, text, bigint, text, text, text);
+DROP FUNCTION IF EXISTS pq_enqueue_gateway_job(text, text, text, bigint, text, text, text, uuid, text, jsonb, jsonb);
 CREATE FUNCTION pq_enqueue_gateway_job(
     p_user_id text, p_idempotency_key text, p_request_hash text, p_order_id bigint, p_method text,
-    p_gateway_order_id text, p_gateway_ref text,
+    p_gateway_order_id text, p_gateway_ref text, p_job_id uuid DEFAULT NULL, p_queue text DEFAULT NULL,
+    p_message jsonb DEFAULT NULL, p_headers jsonb DEFAULT NULL,
     OUT outcome pq_enqueue_outcome, OUT job_id uuid, OUT status text, OUT queue_seq bigint, OUT reason text,
     OUT payment_id bigint, OUT finished bigint)
 LANGUAGE plpgsql SET enable_seqscan = off AS $$
@@ -216,9 +278,10 @@ BEGIN
                 outcome := 'payment_in_progress';
             ELSE
                 BEGIN
-                    INSERT INTO payment_jobs (user_id, idempotency_key, request_hash, order_id, method, gateway_ref,
-                                              checkout_id)
-                    VALUES (p_user_id, p_idempotency_key, p_request_hash, p_order_id, p_method, v_ref, v_checkout.id)
+                    INSERT INTO payment_jobs (id, user_id, idempotency_key, request_hash, order_id, method,
+                                              gateway_ref, checkout_id, sent_at)
+                    VALUES (coalesce(p_job_id, gen_random_uuid()), p_user_id, p_idempotency_key, p_request_hash,
+                            p_order_id, p_method, v_ref, v_checkout.id, pq_intake_send(p_queue, p_message, p_headers))
                     RETURNING * INTO v_job;
                     UPDATE gateway_checkouts c SET job_id = v_job.id, updated_at = now() WHERE c.id = v_checkout.id;
                     outcome := 'created';

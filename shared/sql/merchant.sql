@@ -154,17 +154,20 @@ END;
 $$;
 
 -- A wallet payment a merchant client starts on a shopper's behalf: the shopper's own intake
--- (pq_enqueue_job, with its per-user lock, key and order checks), and the job recorded as requested by
--- the client, in the same transaction. Answers pq_enqueue_job's columns and the job's requested_by.
+-- (pq_enqueue_job, with its per-user lock, key, order and sold-out checks, and its send of the queue
+-- message in this transaction when the queue is here), and the job recorded as requested by the client,
+-- in the same transaction. Answers pq_enqueue_job's columns and the job's requested_by.
 CREATE OR REPLACE FUNCTION pq_merchant_enqueue(
     p_client_id text, p_user_id text, p_idempotency_key text, p_request_hash text, p_order_id bigint,
+    p_job_id uuid, p_queue text, p_message jsonb, p_headers jsonb,
     OUT outcome pq_enqueue_outcome, OUT job_id uuid, OUT status text, OUT queue_seq bigint, OUT reason text,
-    OUT payment_id bigint, OUT finished bigint, OUT requested_by text)
+    OUT payment_id bigint, OUT finished bigint, OUT sold_out bigint[], OUT requested_by text)
 LANGUAGE plpgsql SET enable_seqscan = off AS $$
 BEGIN
-    SELECT e.outcome, e.job_id, e.status, e.queue_seq, e.reason, e.payment_id, e.finished
-      INTO outcome, job_id, status, queue_seq, reason, payment_id, finished
-      FROM pq_enqueue_job(p_user_id, p_idempotency_key, p_request_hash, p_order_id, 'wallet', NULL) e;
+    SELECT e.outcome, e.job_id, e.status, e.queue_seq, e.reason, e.payment_id, e.finished, e.sold_out
+      INTO outcome, job_id, status, queue_seq, reason, payment_id, finished, sold_out
+      FROM pq_enqueue_job(p_user_id, p_idempotency_key, p_request_hash, p_order_id, 'wallet', NULL,
+                          p_job_id, p_queue, p_message, p_headers) e;
     IF outcome = 'created' THEN
         UPDATE payment_jobs j SET requested_by = p_client_id WHERE j.id = pq_merchant_enqueue.job_id;
     END IF;

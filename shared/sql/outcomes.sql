@@ -128,3 +128,19 @@ ALTER TYPE pq_wallet_adjust_outcome ADD VALUE IF NOT EXISTS 'key_reused';
 ALTER TYPE pq_wallet_adjust_outcome ADD VALUE IF NOT EXISTS 'insufficient_balance';
 ALTER TYPE pq_wallet_adjust_outcome ADD VALUE IF NOT EXISTS 'currency_mismatch';
 ALTER TYPE pq_wallet_adjust_outcome ADD VALUE IF NOT EXISTS 'balance_too_large';
+
+-- pq_enqueue_job, pq_enqueue_gateway_job: a product of the order is sold out (line.sql).
+ALTER TYPE pq_enqueue_outcome ADD VALUE IF NOT EXISTS 'sold_out';
+
+-- pq_cancel_job: a shopper leaving the line (line.sql).
+DO $$
+BEGIN
+    CREATE TYPE pq_cancel_outcome AS ENUM ();
+EXCEPTION WHEN duplicate_object THEN NULL;
+END $$;
+ALTER TYPE pq_cancel_outcome ADD VALUE IF NOT EXISTS 'cancelled';
+ALTER TYPE pq_cancel_outcome ADD VALUE IF NOT EXISTS 'already_cancelled';
+ALTER TYPE pq_cancel_outcome ADD VALUE IF NOT EXISTS 'job_not_found';
+ALTER TYPE pq_cancel_outcome ADD VALUE IF NOT EXISTS 'job_taken';
+ALTER TYPE pq_cancel_outcome ADD VALUE IF NOT EXISTS 'job_finished';
+ALTER TYPE pq_cancel_outcome ADD VALUE IF NOT EXISTS 'paid_at_gateway';

@@ -129,19 +129,30 @@ $$;
 -- refuses the update; one unsharded while a payment waited for its shard has no shard left to take
 -- from (40001). Either way the transaction rolls back whole and the delivery is retried (shard
 -- before the sale, not during it).
-CREATE OR REPLACE FUNCTION pq_take_stock(p_items jsonb) RETURNS void
+-- Returns the products this took the last units of, so that the caller can end the line of everyone
+-- else waiting for them after its commit (shared/sql/line.sql). A row's is read from its own update;
+-- a sharded product's only when the shard taken from is empty, by reading its other shards without
+-- their locks (two payments emptying its last two shards at once may each see the other's still
+-- full: the sweeper then finds it sold out).
+DROP FUNCTION IF EXISTS pq_take_stock(jsonb);
+CREATE FUNCTION pq_take_stock(p_items jsonb) RETURNS bigint[]
 LANGUAGE plpgsql AS $$
 DECLARE
-    v_item  record;
-    v_shard integer;
-    v_left  integer;
-    v_row   record;
+    v_item     record;
+    v_shard    integer;
+    v_left     integer;
+    v_row      record;
+    v_emptied  boolean;
+    v_sold_out bigint[] := '{}';
 BEGIN
     IF coalesce(current_setting('pq.stock_sharded', true), '') <> 'on' THEN
-        UPDATE products p SET stock = p.stock - x.quantity
-          FROM jsonb_to_recordset(p_items) AS x(product_id bigint, quantity integer)
-         WHERE p.id = x.product_id;
-        RETURN;
+        WITH taken AS (
+            UPDATE products p SET stock = p.stock - x.quantity
+              FROM jsonb_to_recordset(p_items) AS x(product_id bigint, quantity integer)
+             WHERE p.id = x.product_id
+            RETURNING p.id, p.stock)
+        SELECT coalesce(array_agg(t.id) FILTER (WHERE t.stock = 0), '{}') INTO v_sold_out FROM taken t;
+        RETURN v_sold_out;
     END IF;
     FOR v_item IN
         SELECT x.product_id, x.quantity FROM jsonb_to_recordset(p_items) AS x(product_id bigint, quantity integer)
@@ -149,11 +160,17 @@ BEGIN
     LOOP
         v_shard := nullif(current_setting('pq.stock_shard_' || v_item.product_id, true), '')::integer;
         v_left := 0;
+        v_emptied := false;
         IF v_shard IS NULL THEN
-            UPDATE products SET stock = stock - v_item.quantity WHERE id = v_item.product_id;
+            UPDATE products SET stock = stock - v_item.quantity WHERE id = v_item.product_id
+            RETURNING stock = 0 INTO v_emptied;
+            IF v_emptied THEN
+                v_sold_out := v_sold_out || v_item.product_id;
+            END IF;
         ELSIF v_shard >= 0 THEN
             UPDATE product_stock_shards SET stock = stock - v_item.quantity
-             WHERE product_id = v_item.product_id AND shard = v_shard;
+             WHERE product_id = v_item.product_id AND shard = v_shard
+            RETURNING stock = 0 INTO v_emptied;
             v_left := CASE WHEN FOUND THEN 0 ELSE v_item.quantity END;
         ELSE
             v_left := v_item.quantity;
@@ -167,13 +184,20 @@ BEGIN
                  WHERE product_id = v_item.product_id AND shard = v_row.shard;
                 v_left := v_left - least(v_left, v_row.stock);
             END LOOP;
+            v_emptied := true;
         END IF;
         -- Units not found where the lock said they were (the product's shards merged back meanwhile):
         -- roll the payment back and let the delivery run again, never sell them untaken.
         IF v_left > 0 THEN
             RAISE EXCEPTION 'stock of product % moved during its payment', v_item.product_id USING ERRCODE = '40001';
         END IF;
+        IF v_shard IS NOT NULL AND v_emptied
+           AND NOT EXISTS (SELECT 1 FROM product_stock_shards s
+                            WHERE s.product_id = v_item.product_id AND s.stock > 0) THEN
+            v_sold_out := v_sold_out || v_item.product_id;
+        END IF;
     END LOOP;
+    RETURN v_sold_out;
 END;
 $$;
 

@@ -8,9 +8,12 @@
 --   already_succeeded | already_failed -> a redelivery; nothing changed, no event
 --   job_not_found                      -> a message whose job does not exist (poison)
 --   not_a_wallet_job                   -> a gateway job sent down the wallet path (poison)
+-- sold_out: the order's products that have no unit left, when this payment took their last units or
+-- failed out_of_stock -- the processor then ends the line of everyone else waiting for them, after
+-- commit and off this transaction (line.sql). Empty otherwise.
 DROP FUNCTION IF EXISTS pq_process_payment(uuid);
 CREATE FUNCTION pq_process_payment(p_job_id uuid, OUT outcome pq_wallet_outcome, OUT reason text,
-                                   OUT payment_id bigint, OUT event jsonb)
+                                   OUT payment_id bigint, OUT event jsonb, OUT sold_out bigint[])
 LANGUAGE plpgsql SET enable_seqscan = off AS $$
 DECLARE
     v_job    payment_jobs%ROWTYPE;
@@ -62,6 +65,9 @@ BEGIN
     IF reason IS NOT NULL THEN
         outcome := 'failed';
         event := pq_end_job(v_job, reason, NULL);
+        IF reason = 'out_of_stock' THEN
+            sold_out := pq_sold_out_products(v_order.items);
+        END IF;
         RETURN;
     END IF;
 
@@ -72,7 +78,7 @@ BEGIN
     VALUES (v_wallet.id, v_order.id, v_job.id, 'debit', v_order.total_paise,
             v_wallet.balance_paise - v_order.total_paise, 'order payment');
     -- Steps 4 and 6-9, the job and its event: shared with the gateway path.
-    SELECT f.payment_id, f.event INTO payment_id, event
+    SELECT f.payment_id, f.event, f.sold_out INTO payment_id, event, sold_out
       FROM pq_fulfil_order(v_job, v_order, v_check.items, v_order.total_paise, v_order.currency) f;
     outcome := 'succeeded';
 END;

@@ -12,7 +12,7 @@ from tests.conftest import require_tool
 
 @pytest.fixture(scope="session")
 def pgbouncer(pg_admin_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgBouncer]:
-    """A PgBouncer child process for the session; the tests skip, saying why, when there is none."""
+    """A PgBouncer child process for the session; the tests fail, naming it, when there is none."""
     require_tool(find_pgbouncer() is not None, NOT_INSTALLED)
     bouncer = PgBouncer(pg_admin_url, tmp_path_factory.mktemp("pgbouncer")).start()
     yield bouncer

@@ -13,6 +13,7 @@ from local.pgbouncer import PgBouncer
 from shared.db import Database
 from shared.domain import TransientError
 from shared.migrate import MIGRATION_STATEMENT_TIMEOUT_MS, migrate
+from tests.aws.pinning import PGBOUNCER_OWN
 from tests.conftest import _admin_exec
 
 
@@ -26,6 +27,23 @@ def empty_database(pg_admin_url: str) -> str:
     name = f"t_empty_{time.monotonic_ns() % 10**9}"
     _admin_exec(pg_admin_url, f"CREATE DATABASE {name}")
     return name
+
+
+def _top_level_sets(admin_url: str, database: str) -> list[str]:
+    """SET / RESET statements pg_stat_statements saw at top level in `database`, but PgBouncer's own."""
+    conn = psycopg2.connect(admin_url)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+            cur.execute(
+                """SELECT query FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid
+                    WHERE d.datname = %s AND s.toplevel AND query ~* '^[[:space:]]*(SET|RESET)[[:space:]]'""",
+                (database,),
+            )
+            return [q for (q,) in cur.fetchall() if not PGBOUNCER_OWN.match(q)]
+    finally:
+        conn.close()
 
 
 def test_pgbouncer_refuses_startup_options_as_rds_proxy_does(pgbouncer: PgBouncer, database_url: str) -> None:
@@ -48,11 +66,15 @@ def test_first_deploy_migrates_through_pgbouncer_and_the_role_timeout_cuts_long_
     try:
         # When the migrations run (as the migrate function does on the first deploy)
         applied = migrate(db)
-        # Then they all apply, inside a transaction whose timeout is the migrations' own
-        assert "0005_role_settings.sql" in applied
-        with db.transaction(statement_timeout_ms=MIGRATION_STATEMENT_TIMEOUT_MS) as cur:
-            cur.execute("SHOW statement_timeout")
-            assert cur.fetchone() == {"statement_timeout": "4min"}
+        # Then they all apply, inside a transaction whose timeout is the migrations' own, set inside a
+        # SQL function: the migrator sends no SET of its own, which would pin its RDS Proxy session
+        assert "0005_role_settings.sql" in applied and "sql/migration_settings.sql" in applied
+        with db.transaction() as cur:
+            cur.execute("SELECT pq_set_migration_timeout(%s)", (MIGRATION_STATEMENT_TIMEOUT_MS,))
+            cur.execute("SELECT current_setting('statement_timeout') AS s, current_setting('transaction_timeout') AS t")
+            assert cur.fetchone() == {"s": "4min", "t": "4min"}
+        assert db.fetch_one("SHOW statement_timeout") == {"statement_timeout": "5s"}  # after it, the role's
+        assert _top_level_sets(pg_admin_url, empty_database) == []
     finally:
         db.close()
 

@@ -30,6 +30,9 @@ class AcceptingQueue:
     def send(self, messages: Sequence[QueueMessage]) -> list[str]:
         return [m.job_id for m in messages]
 
+    def in_transaction(self, message: QueueMessage) -> None:
+        return None
+
 
 class AcceptingBus:
     def publish(self, events: Sequence[dict[str, Any]]) -> list[str]:

@@ -1,5 +1,8 @@
-"""`make capacity` at a tiny scale: it runs, writes the JSON the model reads, and every number is a
-real measurement (positive). Speed is not asserted: the machine is shared."""
+"""`make capacity` at a tiny scale: it runs, writes the JSON the model reads, and rewrites the doc block.
+
+Only what does not depend on the machine's speed is asserted: a 0.3 s window on a busy machine may
+finish no operation at all, and a backend's CPU time is read in clock ticks (10 ms), so a short window
+can read 0. The side-by-side run drains a fixed number of jobs whatever the speed, so its counts are exact."""
 
 from __future__ import annotations
 
@@ -49,22 +52,25 @@ def test_tiny_capacity_run_writes_positive_costs_and_rewrites_the_doc_block(tmp_
         timeout=600,
     )
 
-    # Then every operation has a level per connection count with positive numbers
+    # Then every operation has a level per connection count, each a measurement (never negative), and
+    # any level that finished an operation measured its latency
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     report = json.loads(out.read_text())
     assert set(report["operations"]) == {"enqueue", "status_poll", "payment", "sold_out"}
+    measured = ("ops", "tps", "p50_ms", "p99_ms", "wal_bytes_per_op", "wal_records_per_op", "backend_cpu_ms_per_op")
     for op in report["operations"].values():
         assert [lv["connections"] for lv in op["levels"]] == [1, 2]
         for lv in op["levels"]:
-            assert lv["ops"] > 0 and lv["tps"] > 0 and lv["p50_ms"] > 0 and lv["backend_cpu_ms_per_op"] > 0
-    payment = report["operations"]["payment"]["levels"][0]
-    assert payment["wal_bytes_per_op"] > 0 and payment["wal_records_per_op"] > 0
-    assert [lv["commit_delay_ms"] for lv in report["hot_row"]["levels"]] == [0, 2]
-    assert all(lv["tps"] > 0 for lv in report["hot_row"]["levels"])
-    # and the side-by-side run drained both designs with every invariant 0
+            assert all(lv[key] >= 0 for key in measured), lv
+            assert (lv["p50_ms"] > 0) == (lv["ops"] > 0), lv
+    hot = report["hot_row"]["levels"]
+    assert [lv["commit_delay_ms"] for lv in hot] == [0, 2]
+    assert all(lv["tps"] >= 0 for lv in hot)
+    # and the side-by-side run drained both designs exactly: 200 buyers for 150 units (a quarter refused),
+    # every invariant 0
     for label in ("today", "sharded"):
         side = report["lift"][label]
-        assert side["unfinished"] == 0 and side["succeeded"] > 0 and side["out_of_stock"] > 0
+        assert (side["jobs"], side["succeeded"], side["out_of_stock"], side["unfinished"]) == (200, 150, 50, 0)
         assert side["invariants"] == dict.fromkeys(side["invariants"], 0)
     # and the model has the three sizes, each naming its first limit
     assert [s["shoppers"] for s in report["model"]["sizes"]] == [5_000, 50_000, 500_000]

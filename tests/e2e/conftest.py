@@ -203,7 +203,7 @@ def find_chromium() -> str | None:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """Headless Chromium driven by Playwright; the tests skip, saying why, when there is none.
+    """Headless Chromium driven by Playwright; the tests fail, naming it, when there is none.
 
     Module-scoped: Playwright's sync API keeps an event loop running in this thread while it is open,
     and every later test that calls asyncio.run() would fail on it."""

@@ -67,6 +67,7 @@ def test_gateway_storms_capture_each_payment_once(server: ChaosServer, tmp_path:
     row = run(server, "gateway_storms", tmp_path)
     assert row.details["double_captures"] == 0
     assert row.details["responses_429"] > 0
+    assert row.details["dead_lettered_only_waiting"] == 0
     assert (row.jobs, row.dlq) == (JOBS, 0)
 
 
@@ -91,6 +92,7 @@ def test_shoppers_who_close_the_tab_are_paid_once_by_duplicated_and_replayed_web
     row = run(server, "gateway_webhooks", tmp_path)
     assert row.details["closed_tabs"] > 0 and row.details["orders_without_a_job"] == 0
     assert row.details["double_captures"] == 0 and row.details["order_violations"] == 0
+    assert row.details["dead_lettered_only_waiting"] == 0
     assert row.succeeded + row.failed == JOBS and row.dlq == 0  # every order, submitted or not
 
 

@@ -476,6 +476,19 @@ def test_operator_routes_open_only_with_the_operator_scope(rt: Runtime, method: 
     assert status == 200 and "error" not in answer
 
 
+def test_the_refund_retry_route_opens_only_with_the_operator_scope_and_names_no_refund_it_does_not_hold(
+    rt: Runtime,
+) -> None:
+    path = "/v1/refunds/123/retry"
+    refused = send(rt, "POST", path, rt.issuer.issue(USER, scopes=("payments/read",)), b"")
+    assert (refused[0], refused[1]["error"]["code"]) == (403, "forbidden")
+    for refund_id in ("123", "not-a-number", "9" * 30):
+        status, answer = send(
+            rt, "POST", f"/v1/refunds/{refund_id}/retry", rt.issuer.issue("ops", scopes=(OPERATOR,)), b""
+        )
+        assert (status, answer["error"]["code"]) == (404, "refund_not_found")
+
+
 def test_the_operator_scope_does_not_open_a_shoppers_jobs(rt: Runtime, world: dict[str, Any]) -> None:
     # Payment routes require the payments scope, as the deployed routes do: refused before the handler.
     status, body = send(rt, "GET", f"{P}/{world['their_job']}", rt.issuer.issue("ops", scopes=(OPERATOR,)))
@@ -490,10 +503,12 @@ def test_the_operator_scope_does_not_open_a_shoppers_jobs(rt: Runtime, world: di
 ROUTES = {
     ("post", "/v1/payments"),
     ("get", "/v1/payments/{job_id}"),
+    ("delete", "/v1/payments/{job_id}"),
     ("post", "/v1/checkouts"),
     ("get", "/v1/checkouts/{checkout_id}"),
     ("post", "/v1/webhooks/razorpay"),
     ("post", "/v1/webhooks/cashfree"),
+    ("get", "/v1/queue/now-serving"),
     ("get", "/v1/queue/status"),
     ("get", "/v1/metrics"),
     ("get", "/health/db"),
@@ -519,7 +534,8 @@ def test_generated_document_lists_every_route_with_its_success_and_error_answers
             codes = set(op["responses"])
             # Declaring error responses must not drop the success one (a Powertools pitfall).
             assert codes & {"200", "201", "202"}, (method, path)
-            assert {"401", "500"} <= codes, (method, path)
+            # The shared figure takes no token: nothing to refuse one for.
+            assert {"401", "500"} - ({"401"} if path == "/v1/queue/now-serving" else set()) <= codes, (method, path)
     post = doc["paths"]["/v1/payments"]["post"]
     # Our 422 is the error envelope, not Powertools' HTTPValidationError (whose items need `msg`).
     assert post["responses"]["422"]["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorBody")

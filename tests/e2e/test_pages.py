@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import re
 import time
 from collections.abc import Iterator
@@ -16,14 +15,9 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from local.workers import dead_letter
-from tests.e2e.conftest import ARTIFACTS, NO_BROWSER, Runtime, find_chromium, launch
+from tests.e2e.conftest import ARTIFACTS, Runtime, launch
 
-# Skipped before any runtime starts when there is no browser (the summary, -ra, prints why); in CI,
-# which installs Chromium, the browser fixture fails instead.
-pytestmark = [
-    pytest.mark.e2e,
-    pytest.mark.skipif(find_chromium() is None and os.environ.get("CI") != "true", reason=NO_BROWSER),
-]
+pytestmark = pytest.mark.e2e
 
 PHONE = {"width": 390, "height": 844}
 DESKTOP = {"width": 1100, "height": 900}
@@ -139,16 +133,54 @@ def test_progress_page_follows_a_job_from_queued_to_paid(paused: Runtime, open_p
     assert len(starts) >= 2 and min(gaps) >= 450, gaps
 
 
+def test_a_waiting_shopper_follows_the_shared_figure_and_can_leave_the_line(paused: Runtime, open_page: Any) -> None:
+    # Given two shoppers ahead, and a third's job page open while the line does not move
+    for user in ("demo-user-2", "demo-user-3"):
+        enqueue(paused, user)
+    job = enqueue(paused, "demo-user-1")
+    page = open_page(PHONE)
+    reads: dict[str, list[float]] = {"figure": [], "job": []}
+
+    def on_request(request: Any) -> None:
+        if request.url.endswith("/v1/queue/now-serving"):
+            reads["figure"].append(request.timing["startTime"])
+        elif request.url.endswith(f"/v1/payments/{job}") and request.method == "GET":
+            reads["job"].append(request.timing["startTime"])
+
+    page.on("requestfinished", on_request)
+    page.goto(f"{paused.base}/static/progress.html#job={job}&token={paused.issuer.issue('demo-user-1')}")
+    expect(page.locator("#position")).to_have_text("3")
+
+    # When it has waited a few of the figure's seconds
+    deadline = time.monotonic() + 20
+    while len(reads["figure"]) < 3 and time.monotonic() < deadline:
+        page.wait_for_timeout(250)
+
+    # Then it read the shared figure, and its own job only once a JOB_CHECK_MS (60 s) at most
+    assert len(reads["figure"]) >= 3
+    assert reads["job"] and all(b - a >= 59_000 for a, b in itertools.pairwise(sorted(reads["job"])))
+    expect(page.locator("#position")).to_have_text("3")
+
+    # And when the shopper leaves the line, the job ends cancelled and the page says so
+    page.get_by_role("button", name="Leave the line").click()
+    expect(page.locator("#state")).to_have_text("Payment failed")
+    expect(page.locator("#detail")).to_have_text("You left the line. Nothing was charged.")
+    expect(page.get_by_role("button", name="Leave the line")).to_be_hidden()
+    row = paused.db.fetch_one("SELECT status, reason FROM payment_jobs WHERE id = %s", (job,))
+    assert row == {"status": "failed", "reason": "cancelled"}
+
+
 def test_failed_job_shows_its_reason_in_plain_words(paused: Runtime, open_page: Any) -> None:
     # Given a shopper whose wallet holds less than the order total, and one whose item sold out
     paused.db.execute("UPDATE wallets SET balance_paise = 100 WHERE user_id = 'demo-user-1'")
     sold_out = pending_order(paused, "demo-user-2")
+    poor_job, sold_out_job = enqueue(paused, "demo-user-1"), enqueue(paused, "demo-user-2")
+    # Sold out once in line (an order holding a product already sold out is refused at once).
     paused.db.execute(
         "UPDATE products SET stock = 0 WHERE id IN (SELECT (i->>'product_id')::bigint FROM orders, "
         "jsonb_array_elements(items) i WHERE orders.id = %s)",
         (sold_out,),
     )
-    poor_job, sold_out_job = enqueue(paused, "demo-user-1"), enqueue(paused, "demo-user-2")
     paused.start_worker()
     expected = {
         ("demo-user-1", poor_job): "Your wallet balance is lower than the order total. Nothing was charged",

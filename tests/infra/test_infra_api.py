@@ -6,17 +6,20 @@ from typing import Any
 
 from aws_cdk.assertions import Match
 
-from shared.routes import ROUTES
+from shared.routes import NOW_SERVING_CACHE_S, ROUTES
 from tests.infra.conftest import Synthesized
 
 PAYMENT_ROUTES = {
     "POST /v1/payments",
     "GET /v1/payments/{job_id}",
+    "DELETE /v1/payments/{job_id}",
     "POST /v1/checkouts",
     "GET /v1/checkouts/{checkout_id}",
     "GET /v1/orders/{order_id}",
 }
 WEBHOOK_ROUTES = {"POST /v1/webhooks/razorpay", "POST /v1/webhooks/cashfree"}
+# The same figure for every shopper, served through CloudFront's cache: no JWT.
+SHARED_ROUTES = {"GET /v1/queue/now-serving"}
 OPERATOR_ROUTES = {
     "GET /v1/queue/status",
     "GET /v1/metrics",
@@ -60,9 +63,10 @@ def test_every_route_needs_a_jwt_payment_routes_the_payments_scope_operator_rout
     authorizer_id, _ = stack.only("AWS::ApiGatewayV2::Authorizer")
     routes = _routes(stack)
 
-    assert set(routes) == PAYMENT_ROUTES | OPERATOR_ROUTES | WEBHOOK_ROUTES | MERCHANT_ROUTES
+    assert set(routes) == PAYMENT_ROUTES | OPERATOR_ROUTES | WEBHOOK_ROUTES | SHARED_ROUTES | MERCHANT_ROUTES
     for key, route in routes.items():
-        if key in WEBHOOK_ROUTES:  # the gateways send no JWT: the handler checks their HMAC
+        # The gateways send no JWT (the handler checks their HMAC); the shared figure needs none.
+        if key in WEBHOOK_ROUTES | SHARED_ROUTES:
             assert route.get("AuthorizationType", "NONE") == "NONE", key
             assert "AuthorizerId" not in route and "AuthorizationScopes" not in route, key
             continue
@@ -96,7 +100,7 @@ def test_cors_allows_the_configured_page_origins_only(stack: Synthesized) -> Non
     assert cors["AllowOrigins"] == ["https://shop.example.com", "https://ops.example.com"]
     assert {"authorization", "idempotency-key"} <= set(cors["AllowHeaders"])
     assert "retry-after" in cors["ExposeHeaders"]
-    assert set(cors["AllowMethods"]) == {"GET", "POST", "OPTIONS"}
+    assert set(cors["AllowMethods"]) == {"GET", "POST", "DELETE", "OPTIONS"}
     assert cors.get("AllowCredentials") is False
 
 
@@ -125,3 +129,28 @@ def test_stage_throttles_and_writes_access_logs(stack: Synthesized) -> None:
             },
         },
     )
+
+
+def test_the_now_serving_figure_is_cached_by_cloudfront_and_nothing_else_is(stack: Synthesized) -> None:
+    _, distribution = stack.only("AWS::CloudFront::Distribution")
+    config = distribution["Properties"]["DistributionConfig"]
+    behaviours = {b["PathPattern"]: b for b in config["CacheBehaviors"]}
+    policies = stack.resources("AWS::CloudFront::CachePolicy")
+
+    # Only the shared figure's path is cached, for at most its max-age, keyed on nothing of the viewer
+    assert set(behaviours) == {"/v1/queue/now-serving"}
+    figure = behaviours["/v1/queue/now-serving"]
+    policy = policies[figure["CachePolicyId"]["Ref"]]["Properties"]["CachePolicyConfig"]
+    assert (policy["MinTTL"], policy["DefaultTTL"], policy["MaxTTL"]) == (0, NOW_SERVING_CACHE_S, NOW_SERVING_CACHE_S)
+    key = policy["ParametersInCacheKeyAndForwardedToOrigin"]
+    assert key["HeadersConfig"]["HeaderBehavior"] == "none"
+    assert key["CookiesConfig"]["CookieBehavior"] == "none"
+    assert key["QueryStringsConfig"]["QueryStringBehavior"] == "none"
+    assert figure["AllowedMethods"] == ["GET", "HEAD"] and figure["ViewerProtocolPolicy"] == "https-only"
+    # The rest reaches the API uncached, read-only, without the viewer's Authorization (the JWT routes refuse)
+    default = config["DefaultCacheBehavior"]
+    assert default["AllowedMethods"] == ["GET", "HEAD"] and "OriginRequestPolicyId" not in default
+    # One shared cache in the API's region in front of the origin, over TLS
+    (origin,) = config["Origins"]
+    assert origin["OriginShield"] == {"Enabled": True, "OriginShieldRegion": stack.config.region}
+    assert origin["CustomOriginConfig"]["OriginProtocolPolicy"] == "https-only"

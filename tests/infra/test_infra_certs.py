@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 
+import certifi
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
@@ -51,7 +52,6 @@ def test_each_shipped_root_is_a_valid_self_signed_ca(shipped: list[x509.Certific
 
 
 def test_each_shipped_root_is_still_in_certifis_store(shipped: list[x509.Certificate]) -> None:
-    certifi = pytest.importorskip("certifi")
     with open(certifi.where(), "rb") as store:
         trusted = {c.fingerprint(hashes.SHA256()) for c in _certificates(store.read())}
 

@@ -10,12 +10,13 @@ from infra import config as cfg
 from infra.synth import load_cdk_context
 
 REAL_ISSUER = "https://cognito-idp.ap-south-1.amazonaws.com/ap-south-1_Example"
+REAL_AUDIENCE = "4example0client0id"
 
 
 @pytest.fixture(scope="module")
 def context() -> dict[str, object]:
-    """cdk.json's context plus the issuer a deployer must pass for staging and prod."""
-    return load_cdk_context() | {"pq:jwt-issuer": REAL_ISSUER}
+    """cdk.json's context plus the issuer and audience a deployer must pass for staging and prod."""
+    return load_cdk_context() | {"pq:jwt-issuer": REAL_ISSUER, "pq:jwt-audience": REAL_AUDIENCE}
 
 
 @pytest.mark.parametrize("env", list(cfg.ENVIRONMENTS))
@@ -57,7 +58,7 @@ def test_visibility_timeout_is_six_processor_timeouts() -> None:
 
 
 def test_max_concurrency_above_reserved_concurrency_is_refused(context: dict[str, object]) -> None:
-    config = cfg.load(context, "dev")
+    config = cfg.load(context, "staging")
     unsafe = replace(config, processor=replace(config.processor, max_concurrency=6, reserved_concurrency=5))
 
     with pytest.raises(cfg.ConfigError, match="reserved concurrency"):
@@ -107,6 +108,16 @@ def test_the_placeholder_issuer_is_refused_for_staging_and_prod(env: str) -> Non
         cfg.load(context, env)
 
 
+@pytest.mark.parametrize("env", ["staging", "prod"])
+def test_the_placeholder_audience_is_refused_for_staging_and_prod(env: str) -> None:
+    # Given a real issuer but no audience: the authorizer would answer 401 to every token of the pool
+    context = load_cdk_context() | {"pq:jwt-issuer": REAL_ISSUER}
+
+    # When the environment is loaded, Then synthesis stops and says what to pass
+    with pytest.raises(cfg.ConfigError, match=r"audience is the placeholder 'payment-queue'.*pq:jwt-audience"):
+        cfg.load(context, env)
+
+
 def test_dev_may_keep_the_placeholder_issuer() -> None:
     assert cfg.load(load_cdk_context(), "dev").api.jwt_issuer == cfg.PLACEHOLDER_ISSUER
 
@@ -134,6 +145,15 @@ def test_every_function_that_touches_the_database_is_in_the_budget(context: dict
         assert set(config.database_clients()) == {"enqueue", "status", "process_payment", "sweeper", "migrate"}
         assert config.database_connections_needed <= config.database.proxy_connection_budget
         assert config.processor.max_concurrency <= config.database_clients()["process_payment"].reserved_concurrency
+
+
+def test_dev_reserves_no_concurrency_so_any_account_can_deploy_it(context: dict[str, object]) -> None:
+    # Lambda keeps 100 of an account's concurrency unreserved: an account with a limit of 100 or less
+    # can reserve nothing, and staging and prod need an account that can.
+    reserved = {env: cfg.load(context, env).reserved_concurrency() for env in cfg.ENVIRONMENTS}
+
+    assert reserved["dev"] == {}
+    assert sum(reserved["staging"].values()) == 84 and sum(reserved["prod"].values()) == 252
 
 
 def test_a_borrow_timeout_not_well_under_a_functions_timeout_is_refused(context: dict[str, object]) -> None:

@@ -170,3 +170,18 @@ def test_proxy_borrow_timeout_is_well_under_every_database_functions_timeout(sta
     for name in stack.config.database_clients():
         _, function = stack.function(name)
         assert 2 * borrow <= function["Properties"]["Timeout"], name
+
+
+def test_prod_database_sends_enhanced_monitoring_os_metrics_every_minute(stacks: dict[str, Synthesized]) -> None:
+    for name, stack in stacks.items():
+        _, instance = stack.only("AWS::RDS::DBInstance")
+        properties = instance["Properties"]
+
+        if name == "prod":
+            # The OS's view (memory, swap, processes) for the one environment that is paged on
+            assert properties["MonitoringInterval"] == 60
+            role = properties["MonitoringRoleArn"]["Fn::GetAtt"][0]
+            trust = stack.json["Resources"][role]["Properties"]["AssumeRolePolicyDocument"]["Statement"]
+            assert [s["Principal"] for s in trust] == [{"Service": "monitoring.rds.amazonaws.com"}]
+        else:
+            assert "MonitoringInterval" not in properties, name

@@ -78,7 +78,7 @@ def test_senders_and_publishers_get_the_queue_and_bus_they_use(stack: Synthesize
         variables = _environment(stack, sender)
         assert variables["PQ_QUEUE_BACKEND"] == "sqs"
         assert "PQ_QUEUE_URL" in variables
-    for publisher in ("process_payment", "sweeper"):
+    for publisher in ("process_payment", "sweeper", "status"):  # status: a shopper leaving the line
         variables = _environment(stack, publisher)
         assert variables["PQ_EVENT_BUS_BACKEND"] == "eventbridge"
         assert "PQ_EVENT_BUS_NAME" in variables
@@ -142,11 +142,15 @@ def test_status_may_read_queue_depths_and_redrive_the_dlq_only(stack: Synthesize
     assert _granted(stack, "status", "sqs:SendMessage") == {queue}
 
 
-def test_processor_may_send_to_the_dlq_and_delete_from_the_queue_it_consumes(stack: Synthesized) -> None:
+def test_processor_may_send_to_the_dlq_and_to_its_queue_and_delete_from_the_queue_it_consumes(
+    stack: Synthesized,
+) -> None:
     queue, dlq = stack.queue("-payments.fifo"), stack.queue("-payments-dlq.fifo")
 
     assert _environment(stack, "process_payment")["PQ_DLQ_URL"] == {"Ref": dlq}
-    assert _granted(stack, "process_payment", "sqs:SendMessage") == {dlq}
+    # the DLQ for poison; its own queue for the gateway jobs it sends again (a resend after a park, a
+    # job whose receives only waited for a limiter slot)
+    assert _granted(stack, "process_payment", "sqs:SendMessage") == {queue, dlq}
     assert _granted(stack, "process_payment", "sqs:DeleteMessage") == {queue}
 
 

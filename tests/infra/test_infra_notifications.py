@@ -98,3 +98,25 @@ def test_the_key_policy_conditions_only_principals_that_send_the_source_account(
         principals = statement["Principal"]["Service"]
         assert "events.amazonaws.com" not in (principals if isinstance(principals, list) else [principals])
     assert any(s["Principal"] == {"Service": "cloudwatch.amazonaws.com"} for s in conditioned)
+
+
+def test_eventbridge_may_publish_to_the_topic_and_its_dlq_for_this_stacks_rules_only(stack: Synthesized) -> None:
+    rules = {f"{k}.Arn" for k, r in stack.resources("AWS::Events::Rule").items() if "EventPattern" in r["Properties"]}
+    topic = {"Ref": stack.topic("-payment-events")}
+    (topic_policy,) = [
+        p["Properties"]["PolicyDocument"]["Statement"]
+        for p in stack.resources("AWS::SNS::TopicPolicy").values()
+        if p["Properties"]["Topics"] == [topic]
+    ]
+    dlq = {"Ref": stack.queue("-notifications-dlq")}
+    (dlq_policy,) = [
+        p["Properties"]["PolicyDocument"]["Statement"]
+        for p in stack.resources("AWS::SQS::QueuePolicy").values()
+        if p["Properties"]["Queues"] == [dlq]
+    ]
+
+    for statements, action in ((topic_policy, "sns:Publish"), (dlq_policy, "sqs:SendMessage")):
+        from_events = [s for s in statements if s.get("Principal") == {"Service": "events.amazonaws.com"}]
+        # One statement per rule, each for that rule's ARN: never an unconditioned grant to the service
+        assert {".".join(s["Condition"]["ArnEquals"]["aws:SourceArn"]["Fn::GetAtt"]) for s in from_events} == rules
+        assert all(s["Action"] == action and s["Effect"] == "Allow" for s in from_events)

@@ -281,3 +281,79 @@ def test_an_authorisation_we_will_not_capture_is_booked_as_released(
     assert (row["captured_paise"], row["released"]) == (0, True)
     assert sim.stats()["captures"] == 0
     books_close(app, sim)
+
+
+def test_a_refund_once_decided_is_finished_even_if_the_order_could_be_fulfilled_by_the_next_delivery(
+    app: App, sim: Simulator, demo: dict[str, int]
+) -> None:
+    # Given a paid Cashfree checkout whose job decided to refund (its order sold out) and then lost its
+    # delivery before the refund left (a crash, or no refund token in time)
+    view = open_for(app, "demo-user-1", "cashfree")
+    pay_at_gateway(sim, view)
+    accepted = accept_payment(app, "demo-user-1", "key-1", payment_request(view))
+    job_id = accepted.body["job_id"]
+    app.db.execute("SELECT pq_gateway_begin(%s, 100, 100)", (job_id,))
+    app.db.execute(
+        "SELECT pq_refund_request(%s, %s, 'INR', 'out_of_stock', %s)",
+        (job_id, view["amount_paise"], view["amount_paise"]),
+    )
+
+    # When the product is back in stock before the job's next delivery
+    drain(app)
+    follow(app, sim)
+
+    # Then the job finishes the refund it decided on: the order is not fulfilled with money that goes back
+    assert [(j["status"], j["reason"]) for j in jobs(app.db)] == [("failed", "out_of_stock")]
+    assert app.db.fetch_one("SELECT count(*) AS n FROM payment_transactions") == {"n": 0}
+    assert [r[:3] for r in refunds(app)] == [("ours", 1, "succeeded")]
+    books_close(app, sim)
+
+
+def test_a_dashboard_refund_that_fails_later_is_taken_over_by_a_refund_of_ours(
+    app: App, sim: Simulator, demo: dict[str, int]
+) -> None:
+    # Given a paid Cashfree order refunded in full in the dashboard, a refund Cashfree will cancel, before
+    # our job ran (which then fails the job, nothing of ours sent)
+    sim.config.cashfree_refund_outcome = "CANCELLED"
+    sim.config.cashfree_refund_outcomes = ["SUCCESS"]  # ours go through
+    view = open_for(app, "demo-user-1", "cashfree")
+    pay_at_gateway(sim, view)
+    sim.merchant_refund("cashfree", gateway_order(view), view["amount_paise"])
+    accept_payment(app, "demo-user-1", "key-1", payment_request(view))
+    drain(app)
+    assert [r[0] for r in refunds(app)] == ["gateway"]
+
+    # When the dashboard's refund is cancelled and the sweeper follows it, then its due takeover
+    follow(app, sim)
+    assert follow(app, sim)["refunds_retried"] == 1
+    follow(app, sim)
+
+    # Then a refund of ours returned the money, and the books close against Cashfree's record
+    assert [(r[0], r[2]) for r in refunds(app)] == [("gateway", "failed"), ("ours", "succeeded")]
+    assert get_checkout(app, "demo-user-1", view["checkout_id"])["status"] == "refunded"
+    books_close(app, sim)
+
+
+def test_a_released_authorisation_the_gateway_captures_after_all_is_refunded_by_a_job_of_its_own(
+    app: App, sim: Simulator, demo: dict[str, int], inbox: WebhookInbox
+) -> None:
+    # Given an authorisation booked released (its order cancelled before the job ran)
+    view = pay_unfulfillable(app, sim, "razorpay")
+    inbox.deliver()
+    drain(app)
+    assert [b["released"] for b in books(app)] == [True]
+
+    # When Razorpay captures it after all (the account's capture settings) and says so
+    payment_id = view["handed"]["razorpay_payment_id"]
+    app.gateways["razorpay"].capture(payment_id, view["amount_paise"], "INR")
+    assert 200 in inbox.deliver()
+    drain(app)
+    follow(app, sim)
+
+    # Then a second job for the payment refunds the captured money: nothing is held for nothing
+    assert [(j["status"], j["reason"]) for j in jobs(app.db)] == [
+        ("failed", "order_not_payable"),
+        ("failed", "order_not_payable"),
+    ]
+    assert [r[:3] for r in refunds(app)] == [("ours", 1, "succeeded")]
+    books_close(app, sim)

@@ -176,8 +176,9 @@ def test_a_wallet_never_pays_an_order_in_another_currency(app: App, demo: dict[s
 
 
 def test_out_of_stock_fails_cleanly(app: App, demo: dict[str, int]) -> None:
-    app.db.execute("UPDATE products SET stock = 0")
+    # Sold out after the job was accepted (an order already holding a sold-out product is refused at once).
     job_id = pay(app, "demo-user-1", "key-1").body["job_id"]
+    app.db.execute("UPDATE products SET stock = 0")
     before = row_counts(app.db)
 
     outcome = process_wallet_job(app, job_id)

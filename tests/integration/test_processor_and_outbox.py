@@ -145,10 +145,10 @@ class FlakyDb:
     def __init__(self, db: Database, job_id: str) -> None:
         self._db, self._job_id = db, job_id
 
-    def fetch_one(self, sql: str, params: Any = None) -> Any:
+    def fetch_one(self, sql: str, params: Any = None, **options: Any) -> Any:
         if "pq_process_payment" in sql and str(params[0]) == self._job_id:
             raise TransientError("OperationalError: server closed the connection unexpectedly")
-        return self._db.fetch_one(sql, params)
+        return self._db.fetch_one(sql, params, **options)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._db, name)
@@ -172,6 +172,12 @@ def test_a_transient_failure_holds_back_the_rest_of_its_group_until_max_receive_
     assert {f["itemIdentifier"] for f in response["batchItemFailures"]} == {str(m["msg_id"]) for m in messages}
     assert app.db.fetch_one("SELECT status FROM payment_jobs WHERE id = %s", (behind,)) == {"status": "queued"}
     assert app.db.fetch_one("SELECT count(*) n FROM pgmq.q_payments_dlq") == {"n": 0}
+    # And the record held back is visible again at once (ChangeMessageVisibility 0), not after the
+    # visibility timeout, while the failed head keeps the visibility its delivery set
+    visible = app.db.fetch_all(
+        "SELECT message->>'job_id' AS job_id, vt <= clock_timestamp() AS visible FROM pgmq.q_payments ORDER BY msg_id"
+    )
+    assert visible == [{"job_id": head, "visible": False}, {"job_id": behind, "visible": True}]
 
     # And the head keeps the retry path: the workers hand out only it, until its deliveries are used up
     settle(
@@ -203,8 +209,13 @@ class FailingBus:
 
 
 class FailingQueue:
+    """A queue outside the database (as SQS is) that is down."""
+
     def send(self, messages: list[QueueMessage]) -> list[str]:
         raise ConnectionError("queue down")
+
+    def in_transaction(self, message: QueueMessage) -> None:
+        return None
 
     def stats(self) -> Any:
         raise ConnectionError("queue down")

@@ -76,10 +76,14 @@ def test_a_shopper_polls_as_reads_py_advises_while_its_eta_runs_down() -> None:
     assert polls_while_waiting(30.0, Settings(poll_max_ms=30_000)) < polls_while_waiting(30.0, settings)
 
 
+def _variants() -> dict[str, Variant]:
+    return {v.name: v for v in ladder(8)}
+
+
 def test_the_hot_row_is_the_first_limit_once_a_quarter_of_the_arrivals_exceed_what_it_allows() -> None:
     # Given a hot row that allows 120 payments/s at the assumed 5 ms commit
     m = Measured.from_report(_report(hot_at_5ms=120.0))
-    today = ladder(8)[0]
+    today = _variants()["today"]
 
     # When 5,000 and 50,000 shoppers arrive within a minute (a quarter want the hot product)
     small, large = (simulate(n, m, today) for n in (5_000, 50_000))
@@ -91,7 +95,7 @@ def test_the_hot_row_is_the_first_limit_once_a_quarter_of_the_arrivals_exceed_wh
 
 def test_sharding_the_hot_stock_by_the_measured_gain_lets_50000_shoppers_through_without_a_backlog() -> None:
     m = Measured.from_report(_report(hot_at_5ms=120.0, shard_gain=4.0))
-    today, sharded = ladder(8)[:2]
+    today, sharded = _variants()["today"], _variants()["+ stock shards"]
 
     assert simulate(50_000, m, today).peak_backlog > 0
     assert simulate(50_000, m, sharded).peak_backlog == 0
@@ -99,7 +103,7 @@ def test_sharding_the_hot_stock_by_the_measured_gain_lets_50000_shoppers_through
 
 def test_a_bigger_database_drains_500000_shoppers_sooner() -> None:
     m = Measured.from_report(_report())
-    sharded = ladder(8)[1]
+    sharded = _variants()["+ stock shards"]
     bigger = Variant("bigger", "test", hot_shards=8, db_vcpus=8, max_concurrency=100)
 
     assert simulate(500_000, m, bigger).drain_s < simulate(500_000, m, sharded).drain_s
@@ -115,3 +119,19 @@ def test_the_model_names_a_first_limit_per_size_and_renders_a_block() -> None:
     text = render(report)
     assert text.startswith("<!-- capacity:begin") and text.rstrip().endswith("<!-- capacity:end -->")
     assert "| 50,000 |" in text
+
+
+def test_the_shared_figure_and_sold_out_at_once_take_the_waiting_off_the_api_and_the_database() -> None:
+    # Given the same sale before the line's lifts and today (the figure on CloudFront, sold out at once)
+    m = Measured.from_report(_report(hot_at_5ms=120.0))
+    before, today = _variants()["before the line's lifts"], _variants()["today"]
+
+    # When 50,000 shoppers arrive within a minute
+    old, new = simulate(50_000, m, before), simulate(50_000, m, today)
+
+    # Then the waiting reads reach the API and the database a fraction as often, CloudFront serves the
+    # rest, fewer requests are throttled, and the sale drains no later
+    assert new.peak_poll_rps < old.peak_poll_rps / 3
+    assert new.peak_figure_rps > new.peak_poll_rps and old.peak_figure_rps == 0
+    assert new.throttled_requests < old.throttled_requests / 10
+    assert new.drain_s <= old.drain_s

@@ -22,6 +22,19 @@ def test_every_cashfree_bucket_keeps_any_minute_under_its_published_limit(enviro
         assert _most_in_any_minute(rate, burst) <= limit * settings.gateway_limit_share + 1e-9
 
 
+@pytest.mark.parametrize("environment", ["production", "sandbox"])
+def test_a_reserved_token_used_late_still_keeps_every_minute_under_the_published_limit(environment: str) -> None:
+    # A reservation is honoured up to burst / rate seconds after its slot (pq_gateway_token): a token
+    # sent that late lands in a window the bucket did not count it in, at most one burst's worth more.
+    settings = Settings(cashfree_environment=environment)  # type: ignore[arg-type]
+    published = {f"cashfree.{e}": limit for e, limit in CASHFREE_LIMITS_PER_MIN[environment].items()}
+    published |= {f"razorpay.{e}": settings.razorpay_limit_per_min for e in RAZORPAY_ENDPOINTS}
+    for name, limit in published.items():
+        gateway, endpoint = name.split(".")
+        _, rate, burst = bucket(settings, gateway, endpoint)  # type: ignore[arg-type]
+        assert _most_in_any_minute(rate, burst) + burst <= limit, name
+
+
 def test_the_cashfree_environment_follows_the_base_url() -> None:
     sandbox = Settings(cashfree_base_url="https://sandbox.cashfree.com/pg")
     production = Settings(cashfree_base_url="https://api.cashfree.com/pg")

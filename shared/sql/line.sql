@@ -1,0 +1,112 @@
+-- Leaving the line: a shopper who cancels (DELETE /v1/payments/{job_id}), and the shoppers whose order
+-- holds a product that has sold out, whose place in line can no longer buy anything.
+--
+-- Either way the job ends as a failure (status failed; reason cancelled or out_of_stock) through
+-- pq_end_job, like any other end: the finished-jobs counter moves (so every later position moves up,
+-- never down), and the PaymentFailed event goes out through the outbox. The job's queue message stays
+-- where it is and is acknowledged without work when its turn comes: both payment paths answer
+-- already_failed for a finished job. Only wallet jobs leave this way: a gateway job's money is at the
+-- gateway already, and its processor is what applies it or gives it back.
+
+-- The products of an order's items (orders.items as the shop wrote it) with no unit on hand: the row's
+-- stock, or the sum of its shards for a sharded product (whose row stock is 0). Malformed items name no
+-- product here (the processor fails such an order as invalid_order).
+CREATE OR REPLACE FUNCTION pq_sold_out_products(p_items jsonb) RETURNS bigint[]
+LANGUAGE sql STABLE SET enable_seqscan = off AS $$
+    SELECT coalesce(array_agg(DISTINCT p.id), '{}')
+      FROM jsonb_array_elements(p_items) AS e
+      JOIN products p
+        ON p.id = CASE WHEN jsonb_typeof(e) = 'object' AND coalesce(e->>'product_id', '') ~ '^[0-9]{1,18}$'
+                       THEN (e->>'product_id')::bigint END
+     WHERE p.stock = 0 AND pq_stock_on_hand(p.id, p.stock) = 0
+$$;
+
+-- A shopper leaves the line: their job ends as cancelled if no processor has taken it. Someone else's
+-- job is job_not_found, as a missing one. Outcomes (pq_cancel_outcome):
+--   cancelled          -> this call ended it; event is the outbox row to publish after commit
+--   already_cancelled  -> an earlier call did (the same answer, nothing changed)
+--   job_taken          -> a processor has it (processing): too late to leave
+--   job_finished       -> it ended otherwise (status, reason say how)
+--   paid_at_gateway    -> a gateway job: the shopper has paid at the gateway, the job applies or refunds it
+-- A wallet payment of this very job running right now holds its row: the call waits for it (one
+-- payment transaction) and then answers job_finished.
+CREATE OR REPLACE FUNCTION pq_cancel_job(p_user_id text, p_job_id uuid,
+                                         OUT outcome pq_cancel_outcome, OUT status text, OUT reason text,
+                                         OUT order_id bigint, OUT payment_id bigint, OUT queue_seq bigint,
+                                         OUT method text, OUT event jsonb, OUT finished bigint)
+LANGUAGE plpgsql SET enable_seqscan = off AS $$
+DECLARE
+    v_job payment_jobs%ROWTYPE;
+BEGIN
+    SELECT * INTO v_job FROM payment_jobs j WHERE j.id = p_job_id AND j.user_id = p_user_id FOR UPDATE;
+    IF NOT FOUND THEN
+        outcome := 'job_not_found';
+        finished := pq_finished_count();
+        RETURN;
+    END IF;
+    IF v_job.status = 'failed' AND v_job.reason = 'cancelled' THEN
+        outcome := 'already_cancelled';
+    ELSIF v_job.status IN ('succeeded', 'failed') THEN
+        outcome := 'job_finished';
+    ELSIF v_job.status = 'processing' THEN
+        outcome := 'job_taken';
+    ELSIF v_job.method <> 'wallet' THEN
+        outcome := 'paid_at_gateway';
+    ELSE
+        event := pq_end_job(v_job, 'cancelled', NULL);
+        outcome := 'cancelled';
+        SELECT * INTO v_job FROM payment_jobs j WHERE j.id = p_job_id;
+    END IF;
+    status := v_job.status;
+    reason := v_job.reason;
+    order_id := v_job.order_id;
+    payment_id := v_job.payment_id;
+    queue_seq := v_job.queue_seq;
+    method := v_job.method;
+    finished := pq_finished_count();
+END;
+$$;
+
+-- Ends, in one transaction, the queued wallet jobs whose order holds a product of p_products that is
+-- sold out (p_products NULL: every sold-out product), at most p_limit of them, oldest first; returns
+-- each ended job's outbox row to publish after commit. Run off the payment path: by the processor
+-- after the batch whose payment took a product's last unit commits, and by the sweeper for what that
+-- missed (the gateway path sold the last unit, two shards emptied at once). Never a job a processor
+-- holds right now (SKIP LOCKED: it ends that one itself), and only a job with no earlier live job of
+-- its user, so that one user's jobs still end in the order they were accepted; a job behind one is
+-- ended in a later run, or by the processor in its turn.
+CREATE OR REPLACE FUNCTION pq_end_sold_out_jobs(p_products bigint[], p_limit integer)
+RETURNS TABLE (job_id uuid, event jsonb)
+LANGUAGE plpgsql SET enable_seqscan = off AS $$
+DECLARE
+    v_products bigint[];
+    v_job      payment_jobs%ROWTYPE;
+    v_locked   payment_jobs%ROWTYPE;
+    v_ended    integer := 0;
+BEGIN
+    SELECT array_agg(p.id) INTO v_products FROM products p
+     WHERE (p_products IS NULL OR p.id = ANY (p_products))
+       AND p.stock = 0 AND pq_stock_on_hand(p.id, p.stock) = 0;
+    IF v_products IS NULL THEN
+        RETURN;
+    END IF;
+    FOR v_job IN
+        SELECT j.* FROM payment_jobs j JOIN orders o ON o.id = j.order_id
+         WHERE j.status = 'queued' AND j.method = 'wallet'
+           AND pq_sold_out_products(o.items) && v_products
+         ORDER BY j.queue_seq
+    LOOP
+        CONTINUE WHEN EXISTS (SELECT 1 FROM payment_jobs e
+                               WHERE e.user_id = v_job.user_id AND e.queue_seq < v_job.queue_seq
+                                 AND e.status IN ('queued', 'processing'));
+        SELECT * INTO v_locked FROM payment_jobs j WHERE j.id = v_job.id AND j.status = 'queued'
+           FOR UPDATE SKIP LOCKED;
+        CONTINUE WHEN NOT FOUND;
+        job_id := v_locked.id;
+        event := pq_end_job(v_locked, 'out_of_stock', NULL);
+        RETURN NEXT;
+        v_ended := v_ended + 1;
+        EXIT WHEN v_ended >= p_limit;
+    END LOOP;
+END;
+$$;
