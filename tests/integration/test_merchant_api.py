@@ -331,3 +331,27 @@ def test_a_shopper_reads_their_order_with_its_amount_and_the_ways_to_pay(app: Ap
     assert view["items"][0]["name"].startswith("Product ")
     assert "wallet" in view["payment_methods"]
     assert (other, hidden["error"]["code"], junk) == (404, "order_not_found", 404)
+
+
+def test_a_payment_on_behalf_of_an_order_whose_product_sold_out_is_refused_at_once(
+    app: App, demo: dict[str, int]
+) -> None:
+    # Given a shopper's order of a product with no unit left
+    order = pending_order(app.db, "demo-user-1")
+    app.db.execute(
+        "UPDATE products SET stock = 0 WHERE id IN (SELECT (i->>'product_id')::bigint FROM orders, "
+        "jsonb_array_elements(items) i WHERE orders.id = %s)",
+        (order,),
+    )
+    before = row_counts(app.db)
+
+    # When the backend starts its payment, Then it is refused as the shopper's own would be, and nothing is made
+    status, answer = call(
+        enqueue_handler,
+        "POST",
+        "/v1/merchant/payments",
+        body={"user_id": "demo-user-1", "order_id": order, "method": "wallet"},
+        key="sold-out",
+    )
+    assert (status, answer["error"]["code"]) == (409, "sold_out")
+    assert row_counts(app.db) == before
