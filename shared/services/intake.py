@@ -20,6 +20,7 @@ from shared.domain import (
     RAZORPAY_CHECKOUT_FIELDS,
     ApiError,
     PaymentRequest,
+    validation_error,
 )
 from shared.gateway_signatures import verify_razorpay_checkout
 from shared.observability import logger
@@ -71,9 +72,7 @@ def parse_payment_request(raw_body: str | None, enabled_methods: Collection[str]
     try:
         return PaymentRequest.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "body"
-        raise ApiError(422, "validation_error", f"{where}: {first['msg']}", field=where) from None
+        raise validation_error(exc) from None
 
 
 def validate_idempotency_key(key: str | None) -> str:

@@ -206,3 +206,16 @@ def test_queue_status_and_metrics_report_the_work(app: App, demo: dict[str, int]
 def test_unknown_route_is_a_404_with_an_error_code(app: App) -> None:
     status, body, _ = call(status_handler, "GET", "/v1/nothing-here")
     assert (status, body["error"]["code"]) == (404, "route_not_found")
+
+
+def test_a_validation_error_names_a_client_chosen_field_cut_short(app: App, demo: dict[str, int]) -> None:
+    # Given a payment body with an unknown field whose name is 10 KB of the client's choosing
+    order = pending_order(app.db, "demo-user-1")
+    body = json.dumps({"order_id": order, "method": "wallet", "x" * 10_000: 1})
+
+    # When it is posted
+    status, answer, _ = post_payment(body)
+
+    # Then it is a 422 naming the field, cut short: the answer does not carry the client's 10 KB back
+    assert (status, answer["error"]["code"]) == (422, "validation_error")
+    assert answer["error"]["details"]["field"].startswith("x" * 64) and len(json.dumps(answer)) < 400
