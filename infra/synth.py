@@ -18,18 +18,22 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
-
-from aws_cdk import App, cx_api
+from typing import TYPE_CHECKING, Any
 
 from infra import config as cfg
-from infra.app import build_app
 from infra.build_assets import REPO_ROOT
+
+if TYPE_CHECKING:  # the CDK itself is imported on use: importing it starts Node.js, which may be missing
+    from aws_cdk import cx_api
+
+# The AWS CDK's own requirement (its libraries run on Node.js, through jsii): the oldest release we use.
+NODE_MAJOR = 20
 
 CFN_LINT_CONFIG = REPO_ROOT / "infra" / "cfnlintrc.yaml"
 # Shaped like a Cognito user pool's issuer; no such pool exists, so it would accept no token.
@@ -49,6 +53,10 @@ def synth(
     install_dependencies: bool = True,
     extra_context: dict[str, Any] | None = None,
 ) -> cx_api.CloudAssembly:
+    from aws_cdk import App
+
+    from infra.app import build_app
+
     context = load_cdk_context() | (extra_context or {})
     context[cfg.ENV_CONTEXT_KEY] = env_name
     context[cfg.BUNDLE_CONTEXT_KEY] = install_dependencies
@@ -58,6 +66,8 @@ def synth(
 
 
 def errors(assembly: cx_api.CloudAssembly) -> list[str]:
+    from aws_cdk import cx_api
+
     return [
         f"{stack.stack_name} {message.id}: {message.entry.data}"
         for stack in assembly.stacks
@@ -76,6 +86,22 @@ def template_paths(assembly: cx_api.CloudAssembly) -> list[Path]:
     return [Path(assembly.directory) / stack.template_file for stack in assembly.stacks]
 
 
+def node_problem() -> str | None:
+    """Why the CDK cannot run here, in one line (None: Node.js NODE_MAJOR or newer is on PATH)."""
+    node = shutil.which("node")
+    if node is None:
+        return f"make synth: the AWS CDK runs on Node.js {NODE_MAJOR} or newer, and there is no node on PATH"
+    # node from PATH, our one argument.
+    version = subprocess.run([node, "--version"], capture_output=True, text=True, check=False).stdout.strip()  # noqa: S603
+    try:
+        major = int(version.lstrip("v").split(".")[0])
+    except ValueError:
+        return f"make synth: could not read the version of {node} ({version!r}); Node.js {NODE_MAJOR}+ is needed"
+    if major < NODE_MAJOR:
+        return f"make synth: the AWS CDK needs Node.js {NODE_MAJOR} or newer; {node} is {version}"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--env", default="all", choices=["all", *cfg.ENVIRONMENTS])
@@ -84,6 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lint", action="store_true", help="run cfn-lint on the synthesized templates")
     parser.add_argument("-c", "--context", action="append", default=[], metavar="KEY=VALUE", help="context value")
     args = parser.parse_args(argv)
+    if problem := node_problem():
+        print(problem, file=sys.stderr)
+        return 2
     extra = dict(item.split("=", 1) for item in args.context)
     if not (extra.get("pq:jwt-issuer") or load_cdk_context().get("pq:jwt-issuer")):
         extra["pq:jwt-issuer"] = OFFLINE_ISSUER
