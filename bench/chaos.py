@@ -517,6 +517,10 @@ class Stage:
             "gateway_books_paise": {k: int(v) for k, v in books.items()},
             "negative_balances": inv["negative_balances"],
             "refused_requests": len(self.refused),
+            # Orders holding a product already sold out are refused at once (409 sold_out), never queued.
+            "refused_sold_out": sum(
+                1 for r in self.refused if isinstance(r["body"], dict) and r["body"].get("error", {}).get("code") == "sold_out"
+            ),
             "webhook_deliveries": self.receiver.deliveries,
         } | details
         return row
