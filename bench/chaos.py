@@ -518,9 +518,7 @@ class Stage:
             "negative_balances": inv["negative_balances"],
             "refused_requests": len(self.refused),
             # Orders holding a product already sold out are refused at once (409 sold_out), never queued.
-            "refused_sold_out": sum(
-                1 for r in self.refused if isinstance(r["body"], dict) and r["body"].get("error", {}).get("code") == "sold_out"
-            ),
+            "refused_sold_out": sum(_error_code(r["body"]) == "sold_out" for r in self.refused),
             "webhook_deliveries": self.receiver.deliveries,
         } | details
         return row
@@ -543,6 +541,11 @@ class Stage:
     def close(self) -> None:
         self.db.close()
         self.server.drop(self.db_name)
+
+
+def _error_code(body: Any) -> str | None:
+    error = body.get("error") if isinstance(body, dict) else None
+    return error.get("code") if isinstance(error, dict) else None
 
 
 # --- the scenarios ------------------------------------------------------------------------------
