@@ -78,4 +78,4 @@ def test_tiny_capacity_run_writes_positive_costs_and_rewrites_the_doc_block(tmp_
     # and only the block was rewritten
     text = doc.read_text()
     assert text.startswith("# Capacity\n\nprose stays\n") and text.endswith("<!-- capacity:end -->\n\nafter\n")
-    assert "stale numbers" not in text and "| enqueue (2) | 1 |" in text
+    assert "stale numbers" not in text and "| enqueue (1) | 1 |" in text
