@@ -534,6 +534,7 @@ def test_wallet_and_gateway_payments_run_end_to_end_through_pgbouncer_and_moto_a
         "checkouts_reconciled": 0,
         "refunds_settled": 0,
         "refunds_retried": 0,
+        "sold_out_jobs_ended": 0,
     }
     # And no gateway payment was captured twice
     stats = json.loads(urllib.request.urlopen(f"{simulator.url}/_sim/stats", timeout=5).read())
