@@ -12,7 +12,7 @@ from local.seed import SeedPlan, seed
 from shared.bootstrap import App, bootstrap
 from shared.db import Database
 from shared.settings import Settings
-from tests.integration.gateway_helpers import CASHFREE, RAZORPAY, RAZORPAY_WEBHOOK_SECRET
+from tests.integration.gateway_helpers import CASHFREE, RAZORPAY, RAZORPAY_WEBHOOK_SECRET, WebhookInbox
 
 
 @pytest.fixture
@@ -69,3 +69,11 @@ def sim() -> Iterator[Simulator]:
     simulator = Simulator(razorpay=RAZORPAY, cashfree=CASHFREE, razorpay_webhook_secret=RAZORPAY_WEBHOOK_SECRET).start()
     yield simulator
     simulator.stop()
+
+
+@pytest.fixture
+def inbox(sim: Simulator) -> Iterator[WebhookInbox]:
+    """Where the simulator's signed webhooks land, each handed to our real handler by the test."""
+    box = WebhookInbox(sim)
+    yield box
+    box.close()

@@ -9,15 +9,19 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import pytest
+
 from functions.enqueue.handler import handler as enqueue_handler
 from local.gateway_sim import Simulator
+from local.invariants import check
 from local.lambda_shim import LocalContext, http_api_event
 from local.workers import read_fifo
 from shared.bootstrap import App
 from shared.db import Database
-from shared.domain import CheckoutRequest, PaymentRequest
+from shared.domain import ApiError, CheckoutRequest, PaymentRequest
 from shared.services.checkout import open_checkout
 from shared.services.intake import Accepted, accept_payment
+from shared.settings import Settings
 from tests.integration.helpers import deliver
 
 RAZORPAY = ("rzp_test_k1", "rzp_secret_s1")
@@ -40,6 +44,36 @@ def gateway_settings(sim: Simulator) -> dict[str, Any]:
         "gateway_backoff_base_s": 0.5,
         "gateway_backoff_cap_s": 2,
     }
+
+
+def pgmq_gateway_settings(database_url: str, sim: Simulator, **overrides: Any) -> Settings:
+    """The local stand-ins (PGMQ for SQS and the bus), both gateways at the simulator, sweeps due at once,
+    ten deliveries a job: the settings of the gateway tests, with each file's own overrides."""
+    fields: dict[str, Any] = {
+        "queue_backend": "pgmq",
+        "event_bus_backend": "pgmq",
+        "sweep_after_s": 0,
+        "max_receive_count": 10,
+        **gateway_settings(sim),
+    }
+    return Settings(database_url=database_url, **(fields | overrides))
+
+
+def no_violations(app: App) -> None:
+    found = check(app.db)
+    assert found == dict.fromkeys(found, 0)
+
+
+def order_status(app: App, order_id: int) -> str:
+    row = app.db.fetch_one("SELECT order_status FROM orders WHERE id = %s", (order_id,))
+    assert row is not None
+    return str(row["order_status"])
+
+
+def refused(call: object, *args: object) -> ApiError:
+    with pytest.raises(ApiError) as caught:
+        call(*args)  # type: ignore[operator]
+    return caught.value
 
 
 def order_of(db: Database, user_id: str) -> dict[str, Any]:

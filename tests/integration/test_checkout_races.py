@@ -5,13 +5,11 @@ requests for one checkout make one gateway order; a refused checkout leaves noth
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from local.gateway_sim import Simulator
-from local.invariants import check
 from shared.bootstrap import App, build_app
 from shared.domain import ApiError, CheckoutRequest, FailureReason, PaymentRequest
 from shared.gateway_signatures import razorpay_checkout_signature
@@ -23,50 +21,26 @@ from tests.integration.gateway_helpers import (
     WebhookInbox,
     drain,
     gateway_order,
-    gateway_settings,
     jobs,
+    no_violations,
     open_for,
     order_of,
+    order_status,
     pay_at_gateway,
     payment_request,
+    pgmq_gateway_settings,
+    refused,
 )
 
 
 @pytest.fixture
 def settings(database_url: str, sim: Simulator) -> Settings:
-    return Settings(
-        database_url=database_url,
-        queue_backend="pgmq",
-        event_bus_backend="pgmq",
-        sweep_after_s=0,
-        max_receive_count=10,
+    return pgmq_gateway_settings(
+        database_url,
+        sim,
         # Long enough that a request waiting for another's create call sees its answer on a busy machine.
         checkout_wait_s=10,
-        **gateway_settings(sim),
     )
-
-
-@pytest.fixture
-def inbox(sim: Simulator) -> Iterator[WebhookInbox]:
-    box = WebhookInbox(sim)
-    yield box
-    box.close()
-
-
-def no_violations(app: App) -> None:
-    assert check(app.db) == dict.fromkeys(check(app.db), 0)
-
-
-def order_status(app: App, order_id: int) -> str:
-    row = app.db.fetch_one("SELECT order_status FROM orders WHERE id = %s", (order_id,))
-    assert row is not None
-    return str(row["order_status"])
-
-
-def refused(call: object, *args: object) -> ApiError:
-    with pytest.raises(ApiError) as caught:
-        call(*args)  # type: ignore[operator]
-    return caught.value
 
 
 def checkouts_of(app: App, order_id: int) -> list[dict[str, Any]]:

@@ -6,7 +6,6 @@ gateway refuses, authorisations we never capture."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -24,31 +23,17 @@ from tests.integration.gateway_helpers import (
     WebhookInbox,
     drain,
     gateway_order,
-    gateway_settings,
     jobs,
     open_for,
     pay_at_gateway,
     payment_request,
+    pgmq_gateway_settings,
 )
 
 
 @pytest.fixture
 def settings(database_url: str, sim: Simulator) -> Settings:
-    return Settings(
-        database_url=database_url,
-        queue_backend="pgmq",
-        event_bus_backend="pgmq",
-        sweep_after_s=0,
-        max_receive_count=10,
-        **gateway_settings(sim),
-    )
-
-
-@pytest.fixture
-def inbox(sim: Simulator) -> Iterator[WebhookInbox]:
-    box = WebhookInbox(sim)
-    yield box
-    box.close()
+    return pgmq_gateway_settings(database_url, sim)
 
 
 def books_close(app: App, sim: Simulator) -> None:

@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 
 import pytest
 
 from local.gateway_sim import Simulator
-from local.invariants import check
 from shared.bootstrap import App
-from shared.domain import ApiError, CheckoutRequest, PaymentRequest
+from shared.domain import CheckoutRequest, PaymentRequest
 from shared.gateway_signatures import razorpay_checkout_signature
 from shared.services.checkout import get_checkout, open_checkout
 from shared.services.intake import accept_payment, parse_payment_request
@@ -26,52 +24,27 @@ from tests.integration.gateway_helpers import (
     drain,
     gateway_order,
     jobs,
+    no_violations,
     open_for,
     order_of,
+    order_status,
     pay_at_gateway,
     pay_gateway,
     payment_request,
+    pgmq_gateway_settings,
     post_webhook,
+    refused,
 )
 from tests.integration.helpers import row_counts
 
 
 @pytest.fixture
 def settings(database_url: str, sim: Simulator) -> Settings:
-    from tests.integration.gateway_helpers import gateway_settings
-
-    return Settings(
-        database_url=database_url,
-        queue_backend="pgmq",
-        event_bus_backend="pgmq",
-        sweep_after_s=0,
-        max_receive_count=10,
+    return pgmq_gateway_settings(
+        database_url,
+        sim,
         reconcile_after_s=0,
-        **gateway_settings(sim),
     )
-
-
-@pytest.fixture
-def inbox(sim: Simulator) -> Iterator[WebhookInbox]:
-    box = WebhookInbox(sim)
-    yield box
-    box.close()
-
-
-def no_violations(app: App) -> None:
-    assert check(app.db) == dict.fromkeys(check(app.db), 0)
-
-
-def order_status(app: App, order_id: int) -> str:
-    row = app.db.fetch_one("SELECT order_status FROM orders WHERE id = %s", (order_id,))
-    assert row is not None
-    return str(row["order_status"])
-
-
-def refused(call: object, *args: object) -> ApiError:
-    with pytest.raises(ApiError) as caught:
-        call(*args)  # type: ignore[operator]
-    return caught.value
 
 
 # --- 1. checkout ---------------------------------------------------------------------------------

@@ -8,7 +8,6 @@ import time
 import pytest
 
 from local.gateway_sim import Simulator
-from local.invariants import check
 from shared.bootstrap import App
 from shared.domain import ApiError, PaymentRequest
 from shared.gateway_signatures import verify_razorpay_checkout
@@ -18,30 +17,20 @@ from shared.settings import Settings
 from tests.integration.gateway_helpers import (
     RAZORPAY,
     drain,
-    gateway_settings,
     jobs,
+    no_violations,
     open_for,
     order_of,
     pay_at_gateway,
     pay_gateway,
     payment_request,
+    pgmq_gateway_settings,
 )
 
 
 @pytest.fixture
 def settings(database_url: str, sim: Simulator) -> Settings:
-    return Settings(
-        database_url=database_url,
-        queue_backend="pgmq",
-        event_bus_backend="pgmq",
-        sweep_after_s=0,
-        max_receive_count=10,
-        **gateway_settings(sim),
-    )
-
-
-def no_violations(app: App) -> None:
-    assert check(app.db) == dict.fromkeys(check(app.db), 0)
+    return pgmq_gateway_settings(database_url, sim)
 
 
 def test_razorpay_payment_is_captured_once_and_completes_the_order(

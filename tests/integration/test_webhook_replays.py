@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -23,11 +22,11 @@ from tests.integration.gateway_helpers import (
     WebhookInbox,
     drain,
     gateway_order,
-    gateway_settings,
     jobs,
     open_for,
     pay_at_gateway,
     payment_request,
+    pgmq_gateway_settings,
     post_webhook,
 )
 
@@ -36,23 +35,12 @@ DAY_MS = 86_400_000
 
 @pytest.fixture
 def settings(database_url: str, sim: Simulator) -> Settings:
-    return Settings(
-        database_url=database_url,
-        queue_backend="pgmq",
-        event_bus_backend="pgmq",
-        sweep_after_s=0,
-        max_receive_count=10,
+    return pgmq_gateway_settings(
+        database_url,
+        sim,
         # An hour, so that a slow machine cannot stretch a test's burst past the interval.
         webhook_wake_interval_s=3_600,
-        **gateway_settings(sim),
     )
-
-
-@pytest.fixture
-def inbox(sim: Simulator) -> Iterator[WebhookInbox]:
-    box = WebhookInbox(sim)
-    yield box
-    box.close()
 
 
 def order_fetches(sim: Simulator) -> int:
