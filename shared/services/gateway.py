@@ -54,8 +54,9 @@ from shared.outcomes import GatewayBeginOutcome, GatewayEndOutcome
 from shared.ports import GatewayPayment, GatewayRefund, PaymentGateway, RazorpayApi, RefundState
 from shared.services.intake import job_message, send_jobs
 
-# The endpoint of each step's request, per gateway (shared/gateway_limits.py names).
-_ENDPOINTS: dict[str, dict[str, str]] = {
+# The endpoint of each step's request, per gateway (shared/gateway_limits.py names); the sweeper's refund
+# requests use the same (shared/services/reconcile.py).
+ENDPOINTS: dict[str, dict[str, str]] = {
     "razorpay": {
         "fetch": "fetch_payment",
         "capture": "capture",
@@ -78,7 +79,7 @@ T = TypeVar("T")
 def first_bucket(app: App, gateway: str) -> tuple[str, float, float]:
     """The bucket of a delivery's first request (taken by pq_gateway_begin)."""
     name: Gateway = "cashfree" if gateway == "cashfree" else "razorpay"
-    return bucket(app.settings, name, _ENDPOINTS[name]["fetch"])
+    return bucket(app.settings, name, ENDPOINTS[name]["fetch"])
 
 
 @dataclass(frozen=True)
@@ -116,7 +117,7 @@ class _Run:
         handed back until then (GatewayRetryable limited). step capture / refund also records that the
         request is about to leave (pq_gateway_step)."""
         name: Gateway = "cashfree" if self.job.gateway == "cashfree" else "razorpay"
-        bucket_name, rate, burst = bucket(self.app.settings, name, _ENDPOINTS[name][endpoint or step])
+        bucket_name, rate, burst = bucket(self.app.settings, name, ENDPOINTS[name][endpoint or step])
         reserve_ms = self.app.settings.limiter_max_reserve_s * 1000
         waited_ms = 0
         # pq_gateway_begin never reserves: without its token, pq_gateway_step is asked, which does.

@@ -24,7 +24,7 @@ from shared.observability import logger
 from shared.outcomes import WebhookOutcome
 from shared.ports import GatewayRefund, RefundState
 from shared.services.checkout import take_token
-from shared.services.gateway import refund_failed
+from shared.services.gateway import ENDPOINTS, refund_failed
 from shared.services.intake import job_message, send_jobs
 
 
@@ -82,16 +82,9 @@ def _reconcile_checkouts(app: App, limit: int) -> int:
     return settled
 
 
-# The endpoint (shared/gateway_limits.py) of each refund request, per gateway.
-_REFUND_ENDPOINTS = {
-    "razorpay": {"send": "refund", "find": "fetch_refund"},
-    "cashfree": {"send": "create_refund", "find": "get_refund"},
-}
-
-
 def _fetch_refund(app: App, refund: dict[str, Any]) -> GatewayRefund | None:
     """The refund as the gateway reports it now; None: a requested refund of ours the gateway does not have."""
-    _token(app, refund["method"], _REFUND_ENDPOINTS[refund["method"]]["find"])
+    _token(app, refund["method"], ENDPOINTS[refund["method"]]["find_refund"])
     if refund["state"] == "requested":
         return app.gateways[refund["method"]].find_refund(refund["gateway_ref"], refund["refund_ref"])
     if refund["method"] == "cashfree":
@@ -117,14 +110,14 @@ def _settle(app: App, refund: dict[str, Any], found: GatewayRefund) -> bool:
 def _send_refund(app: App, refund: dict[str, Any]) -> bool:
     """Send a requested refund of ours (a retry with its fresh reference, or one the gateway never got);
     True when it became final. A refusal (4xx) is owed at once: sending it again would be refused again."""
-    _token(app, refund["method"], _REFUND_ENDPOINTS[refund["method"]]["send"])
+    _token(app, refund["method"], ENDPOINTS[refund["method"]]["refund"])
     try:
         answer = app.gateways[refund["method"]].refund(
             refund["gateway_ref"], refund["amount_paise"], refund["currency"].strip(), refund["refund_ref"]
         )
     except GatewayRejected as exc:
         # Refused -- unless an earlier send under this reference went through (its answer lost).
-        _token(app, refund["method"], _REFUND_ENDPOINTS[refund["method"]]["find"])
+        _token(app, refund["method"], ENDPOINTS[refund["method"]]["find_refund"])
         found = app.gateways[refund["method"]].find_refund(refund["gateway_ref"], refund["refund_ref"])
         if found is not None:
             return _settle(app, refund, found)

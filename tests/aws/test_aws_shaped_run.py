@@ -582,7 +582,6 @@ def test_wallet_and_gateway_payments_run_end_to_end_through_pgbouncer_and_moto_a
     )
     assert not findings
     assert largest.size <= STATEMENT_PIN_BYTES
-    assert seconds < 60
 
 
 def _window_start(d: Deployment) -> tuple[Path, int]:
