@@ -172,19 +172,21 @@ class Job:
     body: dict[str, Any]
 
 
-# The Cashfree endpoints every payment of the checkout flow calls once (get_refund: the order's refunds
-# made in the dashboard, read before it is fulfilled).
-CASHFREE_PAYMENT_ENDPOINTS = ("create_order", "get_order", "get_payments", "get_refund")
+# The Cashfree endpoints every payment of the checkout flow calls once. get_refund (the order's refunds
+# made in the dashboard) is read only for a payment completed longer ago than
+# cashfree_refunds_read_after_s, which a flash sale's fresh payments are not.
+CASHFREE_PAYMENT_ENDPOINTS = ("create_order", "get_order", "get_payments")
 
 
-def cashfree_pacing_s(payments: int) -> float:
+def cashfree_pacing_s(payments: int, *, refunds_read: bool = False) -> float:
     """The least time the Cashfree limits we plan against (shared/gateway_limits.py: the published
     per-minute limits, of which we use gateway_limit_share) need for `payments` payments: each creates
-    an order, fetches it, lists its payments and its refunds once, each endpoint a bucket of its own, so
-    the slowest bucket sets the pace. 500 Cashfree payments take minutes by design (get_refund: 30 a minute);
+    an order, fetches it and lists its payments once (refunds_read: and lists its refunds), each endpoint a
+    bucket of its own, so the slowest bucket sets the pace (get_refund: 30 a minute, minutes for hundreds);
     a scenario waits that much longer before it calls a job lost."""
     settings = Settings()
-    slowest = min(limit_per_min(settings, "cashfree", name) for name in CASHFREE_PAYMENT_ENDPOINTS)
+    endpoints = CASHFREE_PAYMENT_ENDPOINTS + (("get_refund",) if refunds_read else ())
+    slowest = min(limit_per_min(settings, "cashfree", name) for name in endpoints)
     return payments * 60 / (settings.gateway_limit_share * slowest)
 
 
@@ -992,7 +994,7 @@ def refund_failures(stage: Stage, n: int) -> Row:
     late = gateway_jobs[-4:]
     gateway_jobs = gateway_jobs[:-4]
     wallet_jobs = jobs[len(gateway_jobs) + len(late) :]
-    stage.paced_s = cashfree_pacing_s(len(gateway_jobs))
+    stage.paced_s = cashfree_pacing_s(len(gateway_jobs), refunds_read=True)
     # Each refund takes the next scripted outcome (then the gateway's default: it goes through).
     stage.sim(
         "/_sim/config",
@@ -1081,6 +1083,9 @@ SCENARIOS: dict[str, Scenario] = {
             "PQ_MAX_RECEIVE_COUNT": "3",
             "PQ_GATEWAY_BACKOFF_CAP_S": "2",
             "PQ_VISIBILITY_TIMEOUT_S": "30",
+            # Every job reads its payment's refunds, as one that runs minutes after the payment does: the
+            # dashboard's refunds made just before it are caught before fulfilment, never after.
+            "PQ_CASHFREE_REFUNDS_READ_AFTER_S": "0",
         },
     ),
     "duplicate_delivery": Scenario(duplicate_delivery, second_orders=True),

@@ -289,6 +289,18 @@ class OwedRefund(BaseModel):
     age_s: float | None = Field(description="seconds since it became owed")
 
 
+class RefundAfterFulfilment(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    refund_id: int
+    job_id: str
+    order_id: int = Field(description="the order, still paid, whose money was partly or wholly given back")
+    gateway: str
+    amount_paise: int
+    state: str = Field(description="pending or succeeded at the gateway")
+    age_s: float | None = Field(description="seconds since we learned of it")
+
+
 class RefundsOpen(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -299,6 +311,12 @@ class RefundsOpen(BaseModel):
     owed_paise: int
     oldest_owed_age_s: float | None
     owed_refunds: list[OwedRefund] = Field(description="the oldest owed refunds, at most 20")
+    after_fulfilment: int = Field(
+        description="refunds made at the gateway (e.g. in its dashboard) for orders already fulfilled, last 30 days:"
+        " the orders stay paid; the shop decides what they mean"
+    )
+    after_fulfilment_paise: int
+    refunds_after_fulfilment: list[RefundAfterFulfilment] = Field(description="the newest of them, at most 20")
 
 
 class RefundRetry(BaseModel):

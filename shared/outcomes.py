@@ -79,6 +79,7 @@ class WebhookOutcome(StrEnum):
     ALREADY_HANDLED = "already_handled"
     REFUND_UPDATED = "refund_updated"
     REFUND_FAILED = "refund_failed"
+    REFUND_AFTER_FULFILMENT = "refund_after_fulfilment"  # the merchant's refund of a fulfilled order
     IGNORED = "ignored"
     UNREADABLE = "unreadable"
     STALE = "stale"

@@ -108,6 +108,7 @@ class GatewayPayment:
     amount_refunded_paise: int = 0
     gateway_status: str | None = None
     captured: bool = False  # the money was ever captured (Razorpay "captured"; a Cashfree SUCCESS attempt)
+    completed_at: datetime | None = None  # when the gateway says it ended (Cashfree payment_completion_time)
 
 
 class RefundState(StrEnum):

@@ -127,6 +127,11 @@
       : number.format(refunds.owed) + (refunds.owed === 1 ? " refund" : " refunds") + ", " +
         rupees.format(refunds.owed_paise / 100) + ", failed at the gateway after every attempt. " +
         "Fix the cause at the gateway, then retry.";
+    // Refunds the merchant made at the gateway for orders we fulfilled: not owed, but the shop must know.
+    $("after-fulfilment-text").textContent = refunds.after_fulfilment === 0 ? "" :
+      number.format(refunds.after_fulfilment) + " refunded at the gateway after fulfilment in 30 days (" +
+      rupees.format(refunds.after_fulfilment_paise / 100) + "): orders " +
+      refunds.refunds_after_fulfilment.map((r) => r.order_id).join(", ") + " stay paid.";
     const body = $("owed-refunds");
     body.replaceChildren();
     $("owed-wrap").hidden = refunds.owed_refunds.length === 0;

@@ -159,6 +159,17 @@ def _to_paise(amount: Any) -> int:
     return int(paise)
 
 
+def _instant(value: Any) -> datetime | None:
+    """Cashfree's ISO 8601 times with their offset ("2024-01-15T11:45:56+05:30"); None if absent or unreadable."""
+    if not isinstance(value, str):
+        return None
+    try:
+        instant = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return instant if instant.tzinfo is not None else None
+
+
 def _to_rupees(paise: int) -> float:
     return float(Decimal(paise) / 100)
 
@@ -355,6 +366,7 @@ class CashfreeGateway:
             currency=str(body.get("payment_currency") or "INR"),
             order_id=str(body["order_id"]) if body.get("order_id") else None,
             gateway_status=status,
+            completed_at=_instant(body.get("payment_completion_time")),
         )
 
     def create_order(

@@ -213,10 +213,21 @@ class _Run:
         job = self.job
         if not payment.captured:  # an authorisation the gateway returned by itself: no money held
             return self.fail(FailureReason.GATEWAY_PAYMENT_REFUNDED, checkout_status="refunded", release=payment)
+        self.book_refunds(payment, refunds)
+        returned = sum(r.amount_paise for r in refunds if r.state is not RefundState.FAILED)
+        logger.warning(
+            "gateway payment refunded at the gateway", job_id=job.job_id, gateway=job.gateway, refunded_paise=returned
+        )
+        if payment.amount_paise > returned:
+            return self.refund(payment, FailureReason.GATEWAY_PAYMENT_REFUNDED, payment.amount_paise - returned)
+        return self.fail(FailureReason.GATEWAY_PAYMENT_REFUNDED, checkout_status="refunded")
+
+    def book_refunds(self, payment: GatewayPayment, refunds: list[GatewayRefund]) -> None:
+        """The payment's refunds as the gateway listed them, each reported to the books (pq_refund_reported)."""
         self.app.db.fetch_one(
             "SELECT pq_gateway_refunds_seen(%s, %s, %s, %s)",
             (
-                uuid.UUID(job.job_id),
+                uuid.UUID(self.job.job_id),
                 json.dumps(
                     [
                         {
@@ -234,13 +245,6 @@ class _Run:
                 payment.amount_paise,
             ),
         )
-        returned = sum(r.amount_paise for r in refunds if r.state is not RefundState.FAILED)
-        logger.warning(
-            "gateway payment refunded at the gateway", job_id=job.job_id, gateway=job.gateway, refunded_paise=returned
-        )
-        if payment.amount_paise > returned:
-            return self.refund(payment, FailureReason.GATEWAY_PAYMENT_REFUNDED, payment.amount_paise - returned)
-        return self.fail(FailureReason.GATEWAY_PAYMENT_REFUNDED, checkout_status="refunded")
 
     def settle_cashfree(self, first_token: dict[str, Any]) -> PaymentOutcome:
         job, api = self.job, self.app.cashfree
@@ -261,12 +265,17 @@ class _Run:
             )
             if job.refund_sent:
                 return self.refund(payment, job.refund_reason or FailureReason.OUT_OF_STOCK, payment.amount_paise)
-            # Cashfree's order and payment say nothing of refunds made in its dashboard: they are read before
-            # the order is fulfilled (a Get Refund token each: the price of never fulfilling a refunded order).
-            self.token("fetch", endpoint="refunds")
-            refunds = self.gateway.refunds(job.ref)
-            if any(r.state is not RefundState.FAILED for r in refunds):
-                return self.refunded_at_gateway(payment, refunds)
+            # Cashfree's order and payment say nothing of refunds made in its dashboard. Cashfree reports
+            # every refund by REFUND_STATUS_WEBHOOK, which the books record (pq_refund_reported) and the
+            # fulfilment then refuses; the webhook is sent when the refund is processed, so a payment completed
+            # longer ago than cashfree_refunds_read_after_s may have one pending that nothing reported yet:
+            # its refunds are read first (a Get Refund token each, 30 a minute published, which a flash sale
+            # of fresh payments does not spend).
+            if not self.fresh(paid, self.app.settings.cashfree_refunds_read_after_s):
+                self.token("fetch", endpoint="refunds")
+                refunds = self.gateway.refunds(job.ref)
+                if any(r.state is not RefundState.FAILED for r in refunds):
+                    return self.refunded_at_gateway(payment, refunds)
             if job.problem:
                 return self.refund(payment, job.problem, payment.amount_paise)
             return self.complete(payment)
@@ -322,13 +331,32 @@ class _Run:
             payment_id=row["payment_id"],
         )
 
-    def complete(self, payment: GatewayPayment) -> PaymentOutcome:
+    @staticmethod
+    def fresh(payment: GatewayPayment, within_s: float) -> bool:
+        """The gateway says the payment completed less than within_s ago (unknown: not fresh)."""
+        if payment.completed_at is None:
+            return False
+        return datetime.now(UTC) - payment.completed_at < timedelta(seconds=within_s)
+
+    def complete(self, payment: GatewayPayment, *, looked: bool = False) -> PaymentOutcome:
         row = self.app.db.fetch_one(
             "SELECT * FROM pq_complete_gateway_payment(%s, %s, %s)",
             (uuid.UUID(self.job.job_id), payment.amount_paise, payment.currency),
         )
         assert row is not None
-        if row["outcome"] == GatewayEndOutcome.REFUND_REQUIRED:
+        refund_required = row["outcome"] == GatewayEndOutcome.REFUND_REQUIRED
+        if refund_required and row["reason"] == FailureReason.GATEWAY_PAYMENT_REFUNDED:
+            # A refund made at the gateway, reported by webhook after the job read the payment: what is left
+            # of the payment goes back (the refunds are read for the amounts, as before fulfilling).
+            self.token("fetch", endpoint="refunds")
+            refunds = self.gateway.refunds(self.job.ref)
+            if any(r.state is not RefundState.FAILED for r in refunds):
+                return self.refunded_at_gateway(payment, refunds)
+            if looked:  # the gateway does not list the refund the webhook reported yet: look again later
+                raise GatewayRetryable("pending", "a refund reported by webhook is not listed yet")
+            self.book_refunds(payment, refunds)  # it failed since: the payment is whole again
+            return self.complete(payment, looked=True)
+        if refund_required:
             return self.refund(payment, row["reason"], payment.amount_paise)
         return self._outcome(row)
 

@@ -37,6 +37,17 @@ REFUNDS_OPEN_QUERY = """
      WHERE state IN ('requested', 'pending') OR retry_at IS NOT NULL OR owed_at IS NOT NULL"""
 # The owed refunds the operator's view lists, oldest first.
 OWED_REFUNDS_SHOWN = 20
+# Refunds made at the gateway for orders we had fulfilled (the merchant's, e.g. from its dashboard), newest
+# first: the order stays paid, so only the operator can tell the shop (migration 0018).
+AFTER_FULFILMENT_QUERY = """
+    SELECT id, job_id, order_id, method, amount_paise, state, gateway_status,
+           extract(epoch FROM now() - after_applied_at) AS age_s,
+           count(*) OVER () AS total, sum(amount_paise) OVER ()::bigint AS total_paise
+      FROM gateway_refunds
+     WHERE after_applied_at > now() - make_interval(days => %s) AND state <> 'failed'
+     ORDER BY after_applied_at DESC
+     LIMIT %s"""
+AFTER_FULFILMENT_DAYS = 30
 
 
 def job_view(app: App, row: dict[str, Any]) -> dict[str, Any]:
@@ -140,6 +151,7 @@ def queue_status(app: App) -> dict[str, Any]:
         if refunds["owed"]
         else []
     )
+    after = app.db.fetch_all(AFTER_FULFILMENT_QUERY, (AFTER_FULFILMENT_DAYS, OWED_REFUNDS_SHOWN))
     return {
         "depth": stats.depth,
         "in_flight": stats.in_flight,
@@ -168,6 +180,21 @@ def queue_status(app: App) -> dict[str, Any]:
                     "age_s": _age(r["age_s"]),
                 }
                 for r in owed
+            ],
+            # Not owed by us: money the merchant gave back at the gateway after we fulfilled its order.
+            "after_fulfilment": int(after[0]["total"]) if after else 0,
+            "after_fulfilment_paise": int(after[0]["total_paise"]) if after else 0,
+            "refunds_after_fulfilment": [
+                {
+                    "refund_id": r["id"],
+                    "job_id": str(r["job_id"]),
+                    "order_id": r["order_id"],
+                    "gateway": r["method"],
+                    "amount_paise": r["amount_paise"],
+                    "state": r["state"],
+                    "age_s": _age(r["age_s"]),
+                }
+                for r in after
             ],
         },
         # What the DLQ holds, as far as the processor saw it go there (the runbook's first step).

@@ -39,12 +39,15 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
 from typing import Any, NoReturn
+
+from aws_lambda_powertools.metrics import MetricUnit
 
 from shared.bootstrap import App
 from shared.domain import ApiError
 from shared.gateway_signatures import verify_cashfree_webhook, verify_razorpay_webhook
-from shared.observability import logger
+from shared.observability import logger, metrics
 from shared.outcomes import WebhookOutcome
 from shared.services.gateway import refund_failed
 from shared.services.intake import job_message, send_jobs
@@ -70,6 +73,7 @@ _REFUND_STATES = {
 # is only safe for deliveries nobody replays).
 _EVENT_ID_HEADERS = {"razorpay": "x-razorpay-event-id", "cashfree": "x-idempotency-key"}
 _MAX_ID = 200  # gateway_webhook_events.event_id's limit too
+_MAX_PAISE = 2**63 - 1  # bigint
 
 
 @dataclass(frozen=True)
@@ -84,6 +88,9 @@ class WebhookEvent:
     refund_id: str | None = None
     refund_state: str | None = None
     refund_status: str | None = None
+    refund_ref: str | None = None  # the merchant's reference: ours (receipt / refund_id) or the dashboard's
+    refund_amount_paise: int | None = None
+    refund_currency: str | None = None
 
 
 def _dict(value: Any) -> dict[str, Any]:
@@ -108,6 +115,20 @@ def _text(value: Any) -> str | None:
     return text if 0 < len(text) <= _MAX_ID and _storable(text) else None
 
 
+def _paise(value: Any, *, rupees: bool) -> int | None:
+    """An amount the gateway states (Razorpay: integer paise; Cashfree: rupees as a JSON number) as
+    positive integer paise, else None (then no refund is recorded from it)."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None
+    try:
+        paise = Decimal(str(value)) * (100 if rupees else 1)
+    except InvalidOperation:
+        return None
+    if not paise.is_finite() or paise <= 0 or paise != paise.to_integral_value() or paise > _MAX_PAISE:
+        return None
+    return int(paise)
+
+
 def razorpay_event(body: dict[str, Any]) -> WebhookEvent:
     """The Razorpay event envelope: {"event", "payload": {"payment": {"entity"}, "order": ..., "refund": ...}}."""
     kind = _text(body.get("event")) or ""
@@ -119,9 +140,13 @@ def razorpay_event(body: dict[str, Any]) -> WebhookEvent:
         status = _text(refund.get("status"))
         return WebhookEvent(
             kind,
+            gateway_ref=_text(refund.get("payment_id")),
             refund_id=_text(refund.get("id")),
             refund_state=_REFUND_STATES.get(status or "", "pending"),
             refund_status=status,
+            refund_ref=_text(refund.get("receipt")),
+            refund_amount_paise=_paise(refund.get("amount"), rupees=False),
+            refund_currency=_text(refund.get("currency")),
         )
     return WebhookEvent(
         kind,
@@ -143,9 +168,13 @@ def cashfree_event(body: dict[str, Any]) -> WebhookEvent:
         status = _text(refund.get("refund_status"))
         return WebhookEvent(
             kind,
+            gateway_ref=_text(refund.get("order_id")),  # Cashfree refunds go by order: the job's reference
             refund_id=_text(refund.get("cf_refund_id")),
             refund_state=_REFUND_STATES.get(status or "", "pending"),
             refund_status=status,
+            refund_ref=_text(refund.get("refund_id")),
+            refund_amount_paise=_paise(refund.get("refund_amount"), rupees=True),
+            refund_currency=_text(refund.get("refund_currency")),
         )
     order_id = _text(order.get("order_id"))
     status = _text(payment.get("payment_status"))
@@ -209,7 +238,9 @@ def receive_webhook(app: App, gateway: str, raw: bytes, headers: dict[str, str])
     row = app.db.fetch_one(
         """SELECT * FROM pq_webhook_record(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, NULL,
                                           p_body => %s, p_signed_at => %s, p_fresh_for_s => %s,
-                                          p_wake_interval_s => %s, p_readable => %s)""",
+                                          p_wake_interval_s => %s, p_readable => %s,
+                                          p_refund_ref => %s, p_refund_amount_paise => %s,
+                                          p_refund_currency => %s)""",
         (
             gateway,
             header_id,
@@ -226,6 +257,9 @@ def receive_webhook(app: App, gateway: str, raw: bytes, headers: dict[str, str])
             float(app.settings.webhook_fresh_for_s),
             float(app.settings.webhook_wake_interval_s),
             body is not None,
+            event.refund_ref,
+            event.refund_amount_paise,
+            event.refund_currency,
         ),
     )
     assert row is not None
@@ -240,6 +274,16 @@ def receive_webhook(app: App, gateway: str, raw: bytes, headers: dict[str, str])
             refund_failed(str(refund["job_id"]), gateway, refund["id"], owed=refund["owed"])
     if outcome in (WebhookOutcome.JOB_CREATED, WebhookOutcome.JOB_WOKEN):
         send_jobs(app, [job_message(str(row["job_id"]), row["user_id"], row["order_id"], gateway, row["parks"])])
+    if outcome is WebhookOutcome.REFUND_AFTER_FULFILMENT:
+        # The merchant gave money back at the gateway for an order we fulfilled: the order stays paid, the
+        # books take it out of applied, and an operator decides (refunds.after_fulfilment).
+        metrics.add_metric(name="GatewayRefundsAfterFulfilment", unit=MetricUnit.Count, value=1)
+        logger.warning(
+            "gateway refund after fulfilment",
+            gateway=gateway,
+            refund_id=event.refund_id,
+            amount_paise=event.refund_amount_paise,
+        )
     if outcome is WebhookOutcome.UNREADABLE:  # signed, so the gateway's: an operator reads its body
         logger.warning("gateway webhook unreadable", gateway=gateway, outcome=outcome, body_bytes=len(raw))
     else:

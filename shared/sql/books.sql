@@ -59,12 +59,17 @@ BEGIN
     SELECT * INTO v_policy FROM pq_refund_policy(v_refund.attempt, v_refund.operator_retries);
     failed := p_state = 'failed';
     owed := failed AND v_refund.origin = 'ours' AND NOT v_policy.retry;
-    -- A refund made at the gateway that fails leaves the money with us: a refund of ours takes over at once.
+    -- A refund made at the gateway that fails after its job ended unpaid (the job returned only what that
+    -- refund left) leaves the money with us: a refund of ours takes over at once. While the job is live it
+    -- reads the refunds itself and returns all that is left; a payment applied to its order keeps its
+    -- money (the merchant's failed refund of a fulfilled order is the merchant's to act on).
     UPDATE gateway_refunds r
        SET state = p_state, gateway_status = p_gateway_status,
            gateway_refund_id = coalesce(r.gateway_refund_id, p_gateway_refund_id),
            settled_at = CASE WHEN p_state IN ('succeeded', 'failed') THEN now() END,
-           retry_at = CASE WHEN failed AND r.origin = 'gateway' THEN now()
+           retry_at = CASE WHEN failed AND r.origin = 'gateway' AND r.after_applied_at IS NULL
+                                AND EXISTS (SELECT 1 FROM payment_jobs j WHERE j.id = r.job_id AND j.status = 'failed')
+                           THEN now()
                            WHEN failed AND v_policy.retry THEN now() + v_policy.retry_after END,
            owed_at = CASE WHEN owed THEN now() END
      WHERE r.id = p_refund_id;
@@ -109,10 +114,72 @@ LANGUAGE sql AS $$
      WHERE id = p_refund_id AND state = 'requested'
 $$;
 
--- Refunds made at the gateway that are not ours (the merchant's, in its dashboard), read from the gateway
--- before the job decides: recorded once each (p_refunds: [{"gateway_refund_id", "refund_ref", "amount_paise",
--- "currency", "state", "gateway_status"}]), later reports moving their state. Our own are skipped (their
--- reference is the job's). The payment's capture is booked with them.
+-- A refund as the gateway reports it (a webhook, or its list of a payment's refunds), from any path: the
+-- books' row for it takes the reported state (pq_refund_settled). The row is found by the gateway's id,
+-- else by our reference (a refund of ours whose answer is not recorded yet: Razorpay's receipt, Cashfree's
+-- refund_id); else the refund was made at the gateway (the merchant's, in its dashboard) and is recorded
+-- once, origin gateway, for the payment's job: p_job_id, else the job that last looked at the payment (the
+-- books), else the payment's live job. A payment applied to its order before marks the refund
+-- after_applied_at (the books take it out of applied; the operator sees it; after_applied says so).
+-- known false: no job of ours holds the payment, nothing recorded.
+CREATE OR REPLACE FUNCTION pq_refund_reported(p_method text, p_gateway_ref text, p_gateway_refund_id text,
+                                              p_refund_ref text, p_amount_paise bigint, p_currency text,
+                                              p_state text, p_gateway_status text, p_job_id uuid DEFAULT NULL,
+                                              OUT known boolean, OUT changed boolean, OUT failed boolean,
+                                              OUT owed boolean, OUT after_applied boolean)
+LANGUAGE plpgsql SET enable_seqscan = off AS $$
+DECLARE
+    v_id bigint;
+    v_job payment_jobs%ROWTYPE;
+    v_applied boolean;
+BEGIN
+    known := true;
+    after_applied := false;
+    SELECT r.id INTO v_id FROM gateway_refunds r WHERE r.method = p_method AND r.gateway_refund_id = p_gateway_refund_id;
+    IF NOT FOUND THEN
+        SELECT r.id INTO v_id FROM gateway_refunds r
+         WHERE r.method = p_method AND r.origin = 'ours' AND r.refund_ref = p_refund_ref;
+    END IF;
+    IF v_id IS NULL THEN
+        SELECT j.* INTO v_job FROM payment_jobs j
+         WHERE j.id = coalesce(p_job_id, (SELECT g.job_id FROM gateway_payments g
+                                           WHERE g.method = p_method AND g.gateway_ref = p_gateway_ref),
+                               (SELECT x.id FROM payment_jobs x
+                                 WHERE x.method = p_method AND x.gateway_ref = p_gateway_ref
+                                   AND x.gateway_ref_released_at IS NULL
+                                 ORDER BY x.created_at DESC LIMIT 1))
+           FOR UPDATE;
+        IF NOT FOUND OR p_amount_paise IS NULL OR p_amount_paise <= 0 THEN
+            known := false;
+            changed := false;
+            failed := false;
+            owed := false;
+            RETURN;
+        END IF;
+        v_applied := EXISTS (SELECT 1 FROM payment_transactions t
+                              WHERE t.method = p_method AND t.gateway_ref = p_gateway_ref AND t.status = 'captured');
+        INSERT INTO gateway_refunds (job_id, order_id, method, gateway_ref, refund_ref, gateway_refund_id,
+                                     amount_paise, currency, reason, state, gateway_status, origin, after_applied_at)
+        VALUES (v_job.id, v_job.order_id, p_method, p_gateway_ref, coalesce(p_refund_ref, p_gateway_refund_id),
+                p_gateway_refund_id, p_amount_paise, coalesce(p_currency, 'INR'), 'refunded_at_gateway', 'pending',
+                NULL, 'gateway', CASE WHEN v_applied THEN now() END)
+        ON CONFLICT (method, gateway_refund_id) WHERE gateway_refund_id IS NOT NULL DO NOTHING
+        RETURNING id INTO v_id;
+        IF v_id IS NULL THEN  -- a concurrent report recorded it first
+            SELECT r.id INTO v_id FROM gateway_refunds r
+             WHERE r.method = p_method AND r.gateway_refund_id = p_gateway_refund_id;
+        END IF;
+        after_applied := v_applied;
+    END IF;
+    SELECT s.changed, s.failed, s.owed INTO changed, failed, owed
+      FROM pq_refund_settled(v_id, p_state, p_gateway_status, p_gateway_refund_id) s;
+    changed := changed OR after_applied;
+END;
+$$;
+
+-- What the job read of its payment's refunds at the gateway before deciding (p_refunds:
+-- [{"gateway_refund_id", "refund_ref", "amount_paise", "currency", "state", "gateway_status"}]), each
+-- reported as above, and the payment's capture booked with them.
 CREATE OR REPLACE FUNCTION pq_gateway_refunds_seen(p_job_id uuid, p_refunds jsonb, p_currency text,
                                                    p_captured_paise bigint)
 RETURNS void
@@ -120,23 +187,14 @@ LANGUAGE plpgsql SET enable_seqscan = off AS $$
 DECLARE
     v_job payment_jobs%ROWTYPE;
     v_refund jsonb;
-    v_id bigint;
 BEGIN
     SELECT * INTO v_job FROM payment_jobs j WHERE j.id = p_job_id FOR UPDATE;
     PERFORM pq_payment_seen(v_job, p_currency, 0, p_captured_paise);
     FOR v_refund IN SELECT * FROM jsonb_array_elements(p_refunds) LOOP
-        CONTINUE WHEN EXISTS (SELECT 1 FROM gateway_refunds r WHERE r.method = v_job.method AND r.origin = 'ours'
-                                 AND r.refund_ref = v_refund->>'refund_ref');
-        INSERT INTO gateway_refunds (job_id, order_id, method, gateway_ref, refund_ref, gateway_refund_id,
-                                     amount_paise, currency, reason, state, gateway_status, origin)
-        VALUES (v_job.id, v_job.order_id, v_job.method, v_job.gateway_ref,
-                coalesce(v_refund->>'refund_ref', v_refund->>'gateway_refund_id'), v_refund->>'gateway_refund_id',
-                (v_refund->>'amount_paise')::bigint, v_refund->>'currency', 'refunded_at_gateway', 'pending',
-                NULL, 'gateway')
-        ON CONFLICT (method, gateway_refund_id) WHERE gateway_refund_id IS NOT NULL DO NOTHING;
-        SELECT r.id INTO v_id FROM gateway_refunds r
-         WHERE r.method = v_job.method AND r.gateway_refund_id = v_refund->>'gateway_refund_id';
-        PERFORM pq_refund_settled(v_id, v_refund->>'state', v_refund->>'gateway_status');
+        PERFORM pq_refund_reported(v_job.method, v_job.gateway_ref, v_refund->>'gateway_refund_id',
+                                   v_refund->>'refund_ref', (v_refund->>'amount_paise')::bigint,
+                                   v_refund->>'currency', v_refund->>'state', v_refund->>'gateway_status',
+                                   v_job.id);
     END LOOP;
 END;
 $$;
@@ -213,21 +271,24 @@ $$;
 
 -- The books, per gateway payment we learned of. unaccounted_paise: captured money in none of applied,
 -- refunded, refunding, owed, plus an authorisation that no live job will capture and nobody released.
-CREATE OR REPLACE FUNCTION pq_gateway_books()
+-- applied_paise is net of refunds made at the gateway after the payment was applied to its order
+-- (returned_after_applied_paise: the merchant gave that back for a fulfilled order; the operator sees it).
+DROP FUNCTION IF EXISTS pq_gateway_books();
+CREATE FUNCTION pq_gateway_books()
 RETURNS TABLE (method text, gateway_ref text, order_id bigint, job_id uuid, currency text,
                authorized_paise bigint, captured_paise bigint, applied_paise bigint, refunded_paise bigint,
                refunding_paise bigint, owed_paise bigint, released boolean, unaccounted_paise bigint,
-               refunding_since timestamptz, owed_since timestamptz)
+               refunding_since timestamptz, owed_since timestamptz, returned_after_applied_paise bigint)
 LANGUAGE sql STABLE AS $$
     SELECT g.method, g.gateway_ref, g.order_id, g.job_id, g.currency::text, g.authorized_paise, g.captured_paise,
-           b.applied, b.refunded, b.refunding, b.owed, g.released_at IS NOT NULL,
-           g.captured_paise - b.applied - b.refunded - b.refunding - b.owed
+           b.applied - b.returned, b.refunded, b.refunding, b.owed, g.released_at IS NOT NULL,
+           g.captured_paise - (b.applied - b.returned) - b.refunded - b.refunding - b.owed
              + CASE WHEN g.captured_paise = 0 AND g.authorized_paise > 0 AND g.released_at IS NULL
                          AND NOT EXISTS (SELECT 1 FROM payment_jobs j
                                           WHERE j.method = g.method AND j.gateway_ref = g.gateway_ref
                                             AND j.status IN ('queued', 'processing'))
                     THEN g.authorized_paise ELSE 0 END,
-           b.refunding_since, b.owed_since
+           b.refunding_since, b.owed_since, b.returned
       FROM gateway_payments g
       CROSS JOIN LATERAL (
           SELECT coalesce((SELECT sum(t.amount_paise) FROM payment_transactions t
@@ -237,6 +298,9 @@ LANGUAGE sql STABLE AS $$
                  coalesce(sum(r.amount_paise) FILTER (WHERE r.state IN ('requested', 'pending')
                                                          OR r.retry_at IS NOT NULL), 0)::bigint AS refunding,
                  coalesce(sum(r.amount_paise) FILTER (WHERE r.owed_at IS NOT NULL), 0)::bigint AS owed,
+                 coalesce(sum(r.amount_paise) FILTER (WHERE r.after_applied_at IS NOT NULL
+                                                         AND r.state IN ('requested', 'pending', 'succeeded')),
+                          0)::bigint AS returned,
                  min(r.created_at) FILTER (WHERE r.state IN ('requested', 'pending') OR r.retry_at IS NOT NULL)
                      AS refunding_since,
                  min(r.owed_at) AS owed_since
@@ -246,14 +310,17 @@ LANGUAGE sql STABLE AS $$
 $$;
 
 -- What a job's refund looks like to its shopper: refunding | refunded | refund_failed (NULL: no refund).
+-- A refund the merchant made at the gateway after the order was fulfilled is not the job's: its order
+-- stays paid (the operator sees that refund under refunds.after_fulfilment).
 CREATE OR REPLACE FUNCTION pq_refund_status(p_method text, p_gateway_ref text, OUT status text,
                                             OUT amount_paise bigint)
 LANGUAGE sql STABLE AS $$
-    SELECT CASE WHEN b.owed_paise > 0 THEN 'refund_failed'
-                WHEN b.refunding_paise > 0 THEN 'refunding'
+    SELECT CASE WHEN bool_or(r.owed_at IS NOT NULL) THEN 'refund_failed'
+                WHEN bool_or(r.state IN ('requested', 'pending') OR r.retry_at IS NOT NULL) THEN 'refunding'
                 ELSE 'refunded' END,
-           b.refunded_paise + b.refunding_paise + b.owed_paise
-      FROM pq_gateway_books() b
-     WHERE b.method = p_method AND b.gateway_ref = p_gateway_ref
-       AND b.refunded_paise + b.refunding_paise + b.owed_paise > 0
+           sum(r.amount_paise)::bigint
+      FROM gateway_refunds r
+     WHERE r.method = p_method AND r.gateway_ref = p_gateway_ref AND r.after_applied_at IS NULL
+       AND (r.state IN ('requested', 'pending', 'succeeded') OR r.retry_at IS NOT NULL OR r.owed_at IS NOT NULL)
+    HAVING sum(r.amount_paise) > 0
 $$;

@@ -179,8 +179,10 @@ $$;
 -- for p_gateway_ref (Razorpay payment.authorized / payment.captured / order.paid, Cashfree
 -- PAYMENT_SUCCESS_WEBHOOK); p_failure: an attempt ended without money (a parked job is woken to look
 -- again, at most once per p_wake_interval_s after it last looked). p_refund_id / p_refund_state: a
--- refund's new state. p_signed_at: Cashfree's signed timestamp; older than p_fresh_for_s, the event is
--- recorded but does no work (the sweeper's reconciliation settles its checkout). p_readable false:
+-- refund's new state, p_refund_ref / p_refund_amount_paise / p_refund_currency what the gateway says of
+-- it (a refund made at the gateway is recorded from them). p_signed_at: Cashfree's signed timestamp;
+-- older than p_fresh_for_s, the event is recorded but does no work (the sweeper's reconciliation settles
+-- its checkout). p_readable false:
 -- the body is not JSON we read (recorded, nothing done). The previous release's call (no p_body, the
 -- rest NULL) is deduplicated on its payload's text and wakes without an interval, as it did.
 -- Outcomes (pq_webhook_outcome):
@@ -190,6 +192,8 @@ $$;
 --   unknown_checkout   -> recorded; no checkout of ours has this gateway order
 --   refund_updated     -> a refund in the books took the reported state
 --   refund_failed      -> ... and that state is failed (retried later, or owed: pq_refund_settled)
+--   refund_after_fulfilment -> a refund made at the gateway of a payment already applied to its order:
+--                         recorded (pq_refund_reported), in front of the operator, the order stays paid
 --   wake_deferred      -> recorded; the parked job looked less than p_wake_interval_s ago (the
 --                         sweeper wakes it after reconcile_after_s)
 --   ignored            -> recorded; nothing to do
@@ -197,12 +201,17 @@ $$;
 DROP FUNCTION IF EXISTS pq_webhook_record(text, text, text, text, text, boolean, boolean, text, text, text, jsonb);
 DROP FUNCTION IF EXISTS pq_webhook_record(text, text, text, text, text, boolean, boolean, text, text, text, jsonb,
                                           bytea, timestamptz, double precision, double precision, boolean);
+DROP FUNCTION IF EXISTS pq_webhook_record(text, text, text, text, text, boolean, boolean, text, text, text, jsonb,
+                                          bytea, timestamptz, double precision, double precision, boolean,
+                                          text, bigint, text);
 CREATE FUNCTION pq_webhook_record(p_gateway text, p_event_id text, p_event_type text, p_gateway_order_id text,
                                   p_gateway_ref text, p_success boolean, p_failure boolean, p_refund_id text,
                                   p_refund_state text, p_refund_status text, p_payload jsonb,
                                   p_body bytea DEFAULT NULL, p_signed_at timestamptz DEFAULT NULL,
                                   p_fresh_for_s double precision DEFAULT NULL,
                                   p_wake_interval_s double precision DEFAULT NULL, p_readable boolean DEFAULT true,
+                                  p_refund_ref text DEFAULT NULL, p_refund_amount_paise bigint DEFAULT NULL,
+                                  p_refund_currency text DEFAULT NULL,
                                   OUT outcome pq_webhook_outcome, OUT job_id uuid, OUT user_id text,
                                   OUT order_id bigint, OUT parks integer)
 LANGUAGE plpgsql SET enable_seqscan = off AS $$
@@ -213,6 +222,7 @@ DECLARE
     v_payload  jsonb := p_payload;
     v_changed  boolean;
     v_failed   boolean;
+    v_after_applied boolean;
 BEGIN
     IF p_body IS NOT NULL THEN
         BEGIN
@@ -234,11 +244,13 @@ BEGIN
     IF NOT p_readable THEN
         outcome := 'unreadable';
     ELSIF p_refund_id IS NOT NULL THEN
-        -- A refund of ours or one the books hold from the gateway: the books' one transition.
-        SELECT s.changed, s.failed INTO v_changed, v_failed
-          FROM gateway_refunds r, pq_refund_settled(r.id, p_refund_state, p_refund_status) s
-         WHERE r.method = p_gateway AND r.gateway_refund_id = p_refund_id;
-        outcome := CASE WHEN v_failed THEN 'refund_failed' WHEN v_changed THEN 'refund_updated' ELSE 'ignored' END;
+        -- A refund of ours, or one made at the gateway of a payment we hold (recorded once): the books'
+        -- one transition. p_gateway_ref: the refund's payment (Razorpay payment_id, Cashfree order_id).
+        SELECT s.changed, s.failed, s.after_applied INTO v_changed, v_failed, v_after_applied
+          FROM pq_refund_reported(p_gateway, p_gateway_ref, p_refund_id, p_refund_ref, p_refund_amount_paise,
+                                  p_refund_currency, p_refund_state, p_refund_status) s;
+        outcome := CASE WHEN v_after_applied THEN 'refund_after_fulfilment' WHEN v_failed THEN 'refund_failed'
+                        WHEN v_changed THEN 'refund_updated' ELSE 'ignored' END;
     ELSIF p_signed_at < now() - make_interval(secs => p_fresh_for_s) THEN
         outcome := 'stale';
     ELSE

@@ -274,6 +274,16 @@ BEGIN
             outcome := 'refund_required';
             RETURN;
         END IF;
+        -- Nor one whose payment was partly refunded at the gateway (a refund webhook recorded it, origin
+        -- gateway, not failed): the caller reads the payment's refunds and returns what is left
+        -- (gateway_payment_refunded).
+        IF EXISTS (SELECT 1 FROM gateway_refunds r
+                    WHERE r.method = v_job.method AND r.gateway_ref = v_job.gateway_ref AND r.origin = 'gateway'
+                      AND r.after_applied_at IS NULL AND r.state <> 'failed') THEN
+            outcome := 'refund_required';
+            reason := 'gateway_payment_refunded';
+            RETURN;
+        END IF;
     END IF;
     -- Only a live job is completed; one that ended in another delivery is answered as it ended.
     IF outcome IS NULL THEN

@@ -92,6 +92,8 @@ ALTER TYPE pq_webhook_outcome ADD VALUE IF NOT EXISTS 'wake_deferred';
 
 -- pq_webhook_record: a refund webhook that reported a refund failed (retried, or owed to an operator).
 ALTER TYPE pq_webhook_outcome ADD VALUE IF NOT EXISTS 'refund_failed';
+-- pq_webhook_record: a refund made at the gateway after its payment was applied to the order (the operator's).
+ALTER TYPE pq_webhook_outcome ADD VALUE IF NOT EXISTS 'refund_after_fulfilment';
 
 -- pq_refund_operator_retry: an operator's retry of an owed refund.
 DO $$

@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -213,3 +214,14 @@ def post_webhook(gateway: str, body: bytes, headers: dict[str, str]) -> dict[str
     )
     result: dict[str, Any] = enqueue_handler(event, LocalContext("payment-queue-enqueue"))
     return result
+
+
+def paid_long_ago(sim: Simulator, view: dict[str, Any], minutes: int = 60) -> None:
+    """Cashfree says the checkout's payment completed `minutes` ago, as it does for a job that runs long
+    after the shopper paid (a redrive, a webhook-created job): its refunds are read before fulfilment
+    (cashfree_refunds_read_after_s)."""
+    order = sim.cashfree.orders[gateway_order(view)]
+    then = datetime.now(UTC) - timedelta(minutes=minutes)
+    for payment in order["_payments"]:
+        if payment.get("payment_completion_time"):
+            payment["payment_completion_time"] = then.isoformat(timespec="seconds")

@@ -25,6 +25,7 @@ from tests.integration.gateway_helpers import (
     gateway_order,
     jobs,
     open_for,
+    paid_long_ago,
     pay_at_gateway,
     payment_request,
     pgmq_gateway_settings,
@@ -185,9 +186,10 @@ def test_a_razorpay_payment_partly_refunded_in_the_dashboard_is_never_fulfilled_
 def test_a_cashfree_order_partly_refunded_in_the_dashboard_is_never_fulfilled_and_the_rest_goes_back(
     app: App, sim: Simulator, demo: dict[str, int]
 ) -> None:
-    # Given a paid Cashfree order the merchant refunded ₹50 of in the dashboard before our job ran
+    # Given a Cashfree order paid long ago, ₹50 of it refunded in the dashboard before our job ran
     view = open_for(app, "demo-user-1", "cashfree")
     pay_at_gateway(sim, view)
+    paid_long_ago(sim, view)
     total = view["amount_paise"]
     sim.merchant_refund("cashfree", gateway_order(view), 5_000)
     accept_payment(app, "demo-user-1", "key-1", payment_request(view))
@@ -210,9 +212,10 @@ def test_a_cashfree_order_partly_refunded_in_the_dashboard_is_never_fulfilled_an
 def test_a_payment_refunded_in_full_in_the_dashboard_fails_its_job_without_a_refund_of_ours(
     app: App, sim: Simulator, demo: dict[str, int]
 ) -> None:
-    # Given a paid Cashfree order the merchant refunded in full before our job ran
+    # Given a Cashfree order paid long ago the merchant refunded in full before our job ran
     view = open_for(app, "demo-user-1", "cashfree")
     pay_at_gateway(sim, view)
+    paid_long_ago(sim, view)
     sim.merchant_refund("cashfree", gateway_order(view), view["amount_paise"])
     accept_payment(app, "demo-user-1", "key-1", payment_request(view))
 
@@ -228,8 +231,10 @@ def test_a_payment_refunded_in_full_in_the_dashboard_fails_its_job_without_a_ref
 def test_a_refund_the_gateway_refuses_is_owed_at_once_and_the_job_ends(
     app: App, sim: Simulator, demo: dict[str, int]
 ) -> None:
-    # Given an unfulfillable paid Cashfree order whose money the merchant refunded after our job's first look
+    # Given an unfulfillable Cashfree order paid long ago whose money the merchant refunded after our job's
+    # first look at its refunds
     view = pay_unfulfillable(app, sim, "cashfree")
+    paid_long_ago(sim, view)
     real_refunds = app.gateways["cashfree"].refunds
     refunded_meanwhile: list[bool] = []
 
@@ -303,6 +308,7 @@ def test_a_dashboard_refund_that_fails_later_is_taken_over_by_a_refund_of_ours(
     sim.config.cashfree_refund_outcomes = ["SUCCESS"]  # ours go through
     view = open_for(app, "demo-user-1", "cashfree")
     pay_at_gateway(sim, view)
+    paid_long_ago(sim, view)
     sim.merchant_refund("cashfree", gateway_order(view), view["amount_paise"])
     accept_payment(app, "demo-user-1", "key-1", payment_request(view))
     drain(app)
@@ -341,4 +347,88 @@ def test_a_released_authorisation_the_gateway_captures_after_all_is_refunded_by_
         ("failed", "order_not_payable"),
     ]
     assert [r[:3] for r in refunds(app)] == [("ours", 1, "succeeded")]
+    books_close(app, sim)
+
+
+def test_a_fresh_cashfree_payment_is_fulfilled_without_reading_refunds_and_a_later_dashboard_refund_is_reported(
+    app: App, sim: Simulator, demo: dict[str, int], inbox: WebhookInbox
+) -> None:
+    # Given a Cashfree order paid a moment ago (its refunds are not read: cashfree_refunds_read_after_s)
+    view = open_for(app, "demo-user-1", "cashfree")
+    pay_at_gateway(sim, view)
+    accept_payment(app, "demo-user-1", "key-1", payment_request(view))
+    drain(app)
+    assert [(j["status"], j["reason"]) for j in jobs(app.db)] == [("succeeded", None)]
+    assert not [k for k in sim.stats("cashfree")["by_endpoint"] if "refunds" in k]
+
+    # When the merchant refunds ₹50 of it in Cashfree's dashboard and Cashfree reports it processed
+    sim.merchant_refund("cashfree", gateway_order(view), 5_000)
+    time.sleep(sim.config.refund_settle_s + 0.2)
+    assert inbox.deliver()
+
+    # Then the order stays paid, the refund is booked out of what was applied, the operator sees it
+    # (with the metric the webhook raised), and the books close against Cashfree's own record
+    assert app.db.fetch_one("SELECT order_status FROM orders WHERE id = %s", (view["order_id"],)) == {
+        "order_status": "paid"
+    }
+    assert [(r[0], r[2], r[3]) for r in refunds(app)] == [("gateway", "succeeded", 5_000)]
+    assert [(b["captured_paise"], b["applied_paise"], b["refunded_paise"]) for b in books(app)] == [
+        (view["amount_paise"], view["amount_paise"] - 5_000, 5_000)
+    ]
+    shown = queue_status(app)["refunds"]
+    assert (shown["after_fulfilment"], shown["after_fulfilment_paise"]) == (1, 5_000)
+    assert [r["order_id"] for r in shown["refunds_after_fulfilment"]] == [view["order_id"]]
+    assert get_checkout(app, "demo-user-1", view["checkout_id"])["status"] == "paid"
+    books_close(app, sim)
+
+
+def test_a_dashboard_refund_reported_by_webhook_before_the_job_runs_stops_the_fulfilment(
+    app: App, sim: Simulator, demo: dict[str, int], inbox: WebhookInbox
+) -> None:
+    # Given a Cashfree order paid a moment ago, ₹50 of it refunded in the dashboard and reported processed
+    # by Cashfree's webhook before the shopper's job runs
+    view = open_for(app, "demo-user-1", "cashfree")
+    pay_at_gateway(sim, view)
+    total = view["amount_paise"]
+    sim.merchant_refund("cashfree", gateway_order(view), 5_000)
+    time.sleep(sim.config.refund_settle_s + 0.2)
+    accept_payment(app, "demo-user-1", "key-1", payment_request(view))
+    inbox.deliver()
+    assert [(r[0], r[2]) for r in refunds(app)] == [("gateway", "succeeded")]
+
+    # When the job runs, although the payment is too fresh for it to read the refunds first
+    drain(app)
+    follow(app, sim)
+
+    # Then the order is never fulfilled and exactly what was left goes back
+    assert [(j["status"], j["reason"]) for j in jobs(app.db)] == [("failed", "gateway_payment_refunded")]
+    assert app.db.fetch_one("SELECT count(*) AS n FROM payment_transactions") == {"n": 0}
+    assert sorted((r[0], r[2], r[3]) for r in refunds(app)) == [
+        ("gateway", "succeeded", 5_000),
+        ("ours", "succeeded", total - 5_000),
+    ]
+    books_close(app, sim)
+
+
+def test_a_refund_webhook_replayed_records_one_refund_and_one_for_a_payment_we_never_saw_records_none(
+    app: App, sim: Simulator, demo: dict[str, int], inbox: WebhookInbox
+) -> None:
+    # Given a paid Razorpay order, fulfilled, then refunded in part in the dashboard (refund.created and
+    # refund.processed come), and a dashboard refund of a payment no checkout of ours made
+    sim.config.razorpay_auto_capture = True
+    view = open_for(app, "demo-user-1", "razorpay")
+    handed = pay_at_gateway(sim, view)
+    accept_payment(app, "demo-user-1", "key-1", payment_request(view, handed))
+    inbox.deliver()
+    drain(app)
+    sim.merchant_refund("razorpay", handed["razorpay_payment_id"], 2_500)
+    time.sleep(sim.config.refund_settle_s + 0.2)
+
+    # When every webhook is delivered, and then all of them again
+    inbox.deliver()
+    inbox.deliver(list(inbox.received))
+
+    # Then the dashboard's refund is recorded once, after fulfilment, and the books close
+    assert [(r[0], r[2], r[3]) for r in refunds(app)] == [("gateway", "succeeded", 2_500)]
+    assert queue_status(app)["refunds"]["after_fulfilment"] == 1
     books_close(app, sim)
