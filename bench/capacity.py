@@ -7,10 +7,15 @@ docs/capacity.md (the tables; bench/capacity_model.py turns the measurements int
 What is measured, each at a few connection counts (one thread and connection per client):
 - enqueue: what functions/enqueue sends on AWS, pq_enqueue_job alone (the SQS send after it is not a
   database call and confirms nothing back: shared/sql/intake.sql, pq_unsent_jobs);
+- enqueue_sent_mark: the previous release's AWS enqueue, pq_enqueue_job then pq_mark_jobs_sent (the
+  model's "before" row: what one-round-trip enqueue saved);
 - payment: pq_process_payment of a wallet order whose products no other client is buying;
 - status_poll: the GET /v1/payments/{job_id} statement (shared/services/reads.JOB_QUERY);
 - sold_out: pq_process_payment of an order whose product is sold out (read without its row lock);
-- hot_row: payments that all buy the same product, at injected commit latencies.
+- hot_row: payments that all buy the same product, at injected commit latencies;
+- sold_out_line: a line whose every fourth job holds the hot product, which then sells out, ended as
+  the processor ends it (shared/services/line.end_sold_out_jobs: pq_end_sold_out_jobs, SOLD_OUT_BATCH a
+  statement), per job ended.
 For each: transactions/s, latency, and WAL bytes, records and flushes per operation (pg_stat_wal).
 
 The commit latency of a Multi-AZ instance is injected with `commit_delay` (and
@@ -22,7 +27,8 @@ hold the locks as long but also a snapshot and a connection doing nothing, and s
 commit record rather than in the flush. commit_delay needs fsync on; the JSON says which was used.
 
 Knobs (environment): CAP_SECONDS (2.0, per level), CAP_CONNECTIONS (1,4,16), CAP_DELAYS_MS
-(0,2,5,10), CAP_USERS (30000: orders for enqueue, payment and sold-out), CAP_HOT_USERS (8000),
+(0,2,5,10), CAP_USERS (30000: orders for enqueue, payment and sold-out; jobs in the sold-out line),
+CAP_HOT_USERS (8000),
 CAP_LIFT_JOBS (2000, per design in the side-by-side run), CAP_LIFT_DELAY_MS (5), CAP_SHARDS (8),
 OUT (bench/results/capacity.json), DOC (docs/capacity.md; "-" leaves the document alone),
 CAP_RENDER_ONLY=1 (no measuring: the model and the document again from OUT).
@@ -47,6 +53,7 @@ import psutil
 import psycopg2
 import psycopg2.extensions
 
+from bench.capacity_model import HOT_SHARE, model, rewrite_doc
 from bench.flash_sale import Server
 from local.config import ROOT
 from local.invariants import check, snapshot_stock
@@ -54,10 +61,12 @@ from local.lock import one_run_at_a_time
 from local.pg import stop_embedded
 from local.seed import SeedPlan, seed
 from shared.db import Database
+from shared.services.line import SOLD_OUT_BATCH
 from shared.services.reads import JOB_QUERY
 
 Cursor = psycopg2.extensions.cursor
-Step = Callable[[Cursor, Any], None]
+# One client request; returns how many operations it did when that is not one (a bulk statement).
+Step = Callable[[Cursor, Any], int | None]
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -200,8 +209,9 @@ class WalMeter:
 
 def drive(dsn: str, feed: Feed, connections: int, seconds: float, step: Step, *, delay_ms: int = 0) -> Level:
     """`connections` clients, each on its own connection, run `step` on items from `feed` until
-    `seconds` have passed or the feed is empty."""
+    `seconds` have passed or the feed is empty. Latencies are per step; the rest per operation."""
     latencies: list[list[float]] = [[] for _ in range(connections)]
+    done = [0] * connections
     ready = threading.Barrier(connections + 1)
     deadline = [0.0]
     errors: list[BaseException] = []
@@ -225,8 +235,9 @@ def drive(dsn: str, feed: Feed, connections: int, seconds: float, step: Step, *,
                     if item is None:
                         break
                     started = time.perf_counter()
-                    step(cur, item)
+                    units = step(cur, item)
                     mine.append(time.perf_counter() - started)
+                    done[index] += 1 if units is None else units
                 after = backend.cpu_times()
                 cpu[index] = (after.user - before.user) + (after.system - before.system)
         except BaseException as exc:  # reported below, after every client stopped
@@ -250,12 +261,12 @@ def drive(dsn: str, feed: Feed, connections: int, seconds: float, step: Step, *,
     if errors:
         raise errors[0]
     every = [x for per in latencies for x in per]
-    ops = max(1, len(every))
+    ops = max(1, sum(done))
     return Level(
         connections=connections,
-        ops=len(every),
+        ops=sum(done),
         seconds=round(elapsed, 3),
-        tps=round(len(every) / elapsed, 1) if elapsed > 0 else 0.0,
+        tps=round(sum(done) / elapsed, 1) if elapsed > 0 else 0.0,
         p50_ms=round(_pct(every, 0.50) * 1000, 3),
         p99_ms=round(_pct(every, 0.99) * 1000, 3),
         wal_bytes_per_op=round(wal_bytes / ops, 1),
@@ -279,6 +290,18 @@ def enqueue_step(cur: Cursor, item: tuple[str, int]) -> None:
     assert row is not None and row[0] == "created", row
 
 
+def enqueue_sent_mark_step(cur: Cursor, item: tuple[str, int]) -> None:
+    """The previous release's enqueue: the job, then (after the SQS send) a second statement marking it sent."""
+    user_id, order_id = item
+    cur.execute(
+        "SELECT outcome, job_id FROM pq_enqueue_job(%s, %s, %s, %s, %s, %s)",
+        (user_id, f"capacity-{order_id}", "capacity", order_id, "wallet", None),
+    )
+    row = cur.fetchone()
+    assert row is not None and row[0] == "created", row
+    cur.execute("SELECT pq_mark_jobs_sent(%s::uuid[])", ([row[1]],))
+
+
 def poll_step(cur: Cursor, item: tuple[Any, str]) -> None:
     cur.execute(JOB_QUERY, item)
     assert cur.fetchone() is not None
@@ -288,6 +311,14 @@ def payment_step(cur: Cursor, job_id: Any) -> None:
     cur.execute("SELECT outcome, reason FROM pq_process_payment(%s)", (job_id,))
     row = cur.fetchone()
     assert row is not None and row[0] in ("succeeded", "failed"), row
+
+
+def end_sold_out_step(cur: Cursor, product_id: int) -> int:
+    """One statement of the processor's bulk end (shared/services/line.py): the jobs it ended."""
+    cur.execute("SELECT count(*) FROM pq_end_sold_out_jobs(ARRAY[%s]::bigint[], %s)", (product_id, SOLD_OUT_BATCH))
+    row = cur.fetchone()
+    assert row is not None
+    return int(row[0])
 
 
 @dataclass
@@ -343,14 +374,20 @@ def measure_operations(server: Server, knobs: Knobs, log: Callable[[str], None])
     dsn, db = _fresh(server, "capacity_ops", SeedPlan(users=knobs.users, products=500, user_prefix="shopper-"))
     ops = {
         "enqueue": Operation(1, "pq_enqueue_job (the AWS enqueue path: the SQS send writes nothing back)"),
+        "enqueue_sent_mark": Operation(2, "pq_enqueue_job + pq_mark_jobs_sent (the previous release's enqueue)"),
         "status_poll": Operation(1, "GET /v1/payments/{job_id} (shared/services/reads.JOB_QUERY)"),
         "payment": Operation(1, "pq_process_payment, wallet, products not contended"),
         "sold_out": Operation(1, "pq_process_payment of a sold-out product (no row lock)"),
     }
-    orders = Feed([(r["user_id"], r["id"]) for r in db.fetch_all("SELECT id, user_id FROM orders ORDER BY id")])
+    every = [(r["user_id"], r["id"]) for r in db.fetch_all("SELECT id, user_id FROM orders ORDER BY id")]
+    # Half the orders each, so that a fast first design cannot leave the second none.
+    orders, marked_orders = Feed(every[: len(every) // 2]), Feed(every[len(every) // 2 :])
     for n in knobs.connections:
         ops["enqueue"].levels.append(drive(dsn, orders, n, knobs.seconds, enqueue_step))
         log(f"enqueue x{n}: {ops['enqueue'].levels[-1].tps} requests/s")
+    for n in knobs.connections:
+        ops["enqueue_sent_mark"].levels.append(drive(dsn, marked_orders, n, knobs.seconds, enqueue_sent_mark_step))
+        log(f"enqueue + sent mark x{n}: {ops['enqueue_sent_mark'].levels[-1].tps} requests/s")
     _enqueue_all(db)
     polls = Feed([(r["id"], r["user_id"]) for r in db.fetch_all("SELECT id, user_id FROM payment_jobs")], cycle=True)
     for n in knobs.connections:
@@ -386,6 +423,45 @@ def measure_hot_row(server: Server, knobs: Knobs, log: Callable[[str], None]) ->
         levels.append(drive(dsn, jobs, clients, knobs.seconds, payment_step, delay_ms=delay))
         log(f"hot row, commit +{delay} ms, x{clients}: {levels[-1].tps} payments/s ({jobs.left} jobs left)")
     return levels, method
+
+
+def measure_sold_out_line(server: Server, knobs: Knobs, log: Callable[[str], None]) -> dict[str, Any]:
+    """A line of `users` jobs, every fourth holding the hot product (the sale's mix), which then sells out:
+    its jobs ended as the processor ends them, SOLD_OUT_BATCH a statement until none is left, on one
+    connection. Each statement reads the line from its head, the other buyers' jobs included."""
+    hot_every = round(1 / HOT_SHARE)
+    dsn, db = _fresh(
+        server,
+        "capacity_line",
+        SeedPlan(users=knobs.users, products=500, user_prefix="line-", hot_every=hot_every, hot_stock=knobs.users),
+    )
+    _enqueue_all(db)  # in stock when they were accepted
+    db.execute("UPDATE products SET stock = 0 WHERE id = (SELECT min(id) FROM products)")
+    hot = db.fetch_one(
+        """SELECT min(p.id) AS product, count(j.id) AS jobs FROM products p
+             JOIN orders o ON o.items @> jsonb_build_array(jsonb_build_object('product_id', p.id))
+             JOIN payment_jobs j ON j.order_id = o.id AND j.status = 'queued'
+            WHERE p.id = (SELECT min(id) FROM products)"""
+    )
+    line = db.fetch_one("SELECT count(*) AS jobs FROM payment_jobs WHERE status = 'queued'")
+    assert hot is not None and line is not None
+    statements = Feed([hot["product"]] * -(-int(hot["jobs"]) // SOLD_OUT_BATCH))
+    level = drive(dsn, statements, 1, 3600, end_sold_out_step)
+    left = db.fetch_one(
+        "SELECT count(*) AS n FROM payment_jobs WHERE status = 'queued' AND reason IS NULL AND order_id IN "
+        "(SELECT id FROM orders WHERE items @> jsonb_build_array(jsonb_build_object('product_id', %s::bigint)))",
+        (hot["product"],),
+    )
+    db.close()
+    log(f"sold-out line: {level.ops} of {line['jobs']} jobs ended in {level.seconds} s")
+    return {
+        "line_jobs": int(line["jobs"]),
+        "hot_jobs": int(hot["jobs"]),
+        "left_queued": int(left["n"]) if left else None,
+        "batch": SOLD_OUT_BATCH,
+        "statements": len(statements.items),
+        "level": asdict(level),
+    }
 
 
 def lift_demo(server: Server, knobs: Knobs, log: Callable[[str], None]) -> dict[str, Any]:
@@ -450,6 +526,7 @@ def measure(knobs: Knobs, log: Callable[[str], None] = print) -> dict[str, Any]:
     try:
         ops = measure_operations(server, knobs, log)
         hot, method = measure_hot_row(server, knobs, log)
+        sold_out_line = measure_sold_out_line(server, knobs, log)
         lift = lift_demo(server, knobs, log)
         version = server.version()
     finally:  # the benchmark's own server: nothing of it keeps running afterwards
@@ -466,6 +543,7 @@ def measure(knobs: Knobs, log: Callable[[str], None] = print) -> dict[str, Any]:
             "commit_latency_method": method,
             "levels": [asdict(lv) for lv in hot],
         },
+        "sold_out_line": sold_out_line,
         "lift": lift,
         "knobs": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(knobs).items()},
         "machine": {
@@ -482,8 +560,6 @@ def main() -> None:
     knobs = Knobs.from_env()
     knobs.out.parent.mkdir(parents=True, exist_ok=True)
     if os.environ.get("CAP_RENDER_ONLY") == "1":  # the model and the document again, from the last run's JSON
-        from bench.capacity_model import model, rewrite_doc
-
         report = json.loads(knobs.out.read_text())
         report["model"] = model(report)
         knobs.out.write_text(json.dumps(report, indent=2) + "\n")
@@ -493,8 +569,6 @@ def main() -> None:
     started = time.monotonic()
     with one_run_at_a_time(knobs.data_dir, "make capacity"):
         report = measure(knobs, log=lambda line: print(line, flush=True))
-    from bench.capacity_model import model, rewrite_doc
-
     report["model"] = model(report)
     report["run_seconds"] = round(time.monotonic() - started, 1)
     knobs.out.write_text(json.dumps(report, indent=2) + "\n")
