@@ -15,7 +15,7 @@ What is measured, each at a few connection counts (one thread and connection per
 - hot_row: payments that all buy the same product, at injected commit latencies;
 - sold_out_line: a line whose every fourth job holds the hot product, which then sells out, ended as
   the processor ends it (shared/services/line.end_sold_out_jobs: pq_end_sold_out_jobs, SOLD_OUT_BATCH a
-  statement), per job ended.
+  statement): each statement's time and CPU, split into a cost per queued job read and per job ended.
 For each: transactions/s, latency, and WAL bytes, records and flushes per operation (pg_stat_wal).
 
 The commit latency of a Multi-AZ instance is injected with `commit_delay` (and
@@ -65,8 +65,7 @@ from shared.services.line import SOLD_OUT_BATCH
 from shared.services.reads import JOB_QUERY
 
 Cursor = psycopg2.extensions.cursor
-# One client request; returns how many operations it did when that is not one (a bulk statement).
-Step = Callable[[Cursor, Any], int | None]
+Step = Callable[[Cursor, Any], None]
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -209,9 +208,8 @@ class WalMeter:
 
 def drive(dsn: str, feed: Feed, connections: int, seconds: float, step: Step, *, delay_ms: int = 0) -> Level:
     """`connections` clients, each on its own connection, run `step` on items from `feed` until
-    `seconds` have passed or the feed is empty. Latencies are per step; the rest per operation."""
+    `seconds` have passed or the feed is empty."""
     latencies: list[list[float]] = [[] for _ in range(connections)]
-    done = [0] * connections
     ready = threading.Barrier(connections + 1)
     deadline = [0.0]
     errors: list[BaseException] = []
@@ -235,9 +233,8 @@ def drive(dsn: str, feed: Feed, connections: int, seconds: float, step: Step, *,
                     if item is None:
                         break
                     started = time.perf_counter()
-                    units = step(cur, item)
+                    step(cur, item)
                     mine.append(time.perf_counter() - started)
-                    done[index] += 1 if units is None else units
                 after = backend.cpu_times()
                 cpu[index] = (after.user - before.user) + (after.system - before.system)
         except BaseException as exc:  # reported below, after every client stopped
@@ -261,12 +258,12 @@ def drive(dsn: str, feed: Feed, connections: int, seconds: float, step: Step, *,
     if errors:
         raise errors[0]
     every = [x for per in latencies for x in per]
-    ops = max(1, sum(done))
+    ops = max(1, len(every))
     return Level(
         connections=connections,
-        ops=sum(done),
+        ops=len(every),
         seconds=round(elapsed, 3),
-        tps=round(sum(done) / elapsed, 1) if elapsed > 0 else 0.0,
+        tps=round(len(every) / elapsed, 1) if elapsed > 0 else 0.0,
         p50_ms=round(_pct(every, 0.50) * 1000, 3),
         p99_ms=round(_pct(every, 0.99) * 1000, 3),
         wal_bytes_per_op=round(wal_bytes / ops, 1),
@@ -426,41 +423,63 @@ def measure_hot_row(server: Server, knobs: Knobs, log: Callable[[str], None]) ->
 
 
 def measure_sold_out_line(server: Server, knobs: Knobs, log: Callable[[str], None]) -> dict[str, Any]:
-    """A line of `users` jobs, every fourth holding the hot product (the sale's mix), which then sells out:
-    its jobs ended as the processor ends them, SOLD_OUT_BATCH a statement until none is left, on one
-    connection. Each statement reads the line from its head, the other buyers' jobs included."""
-    hot_every = round(1 / HOT_SHARE)
+    """A line of `users` jobs, every fourth holding the hot product (the sale's mix), which then sells out,
+    ended as the processor ends it: SOLD_OUT_BATCH a statement on one connection until one ends none.
+    A statement reads the whole line's queued jobs (every product's) and ends at most a batch, so its
+    time is a cost per queued job plus one per job ended; the last, which ends none, gives the first.
+    The statement timeout is the functions' role's (migration 0005): a statement past it ends nothing."""
     dsn, db = _fresh(
         server,
         "capacity_line",
-        SeedPlan(users=knobs.users, products=500, user_prefix="line-", hot_every=hot_every, hot_stock=knobs.users),
+        SeedPlan(
+            users=knobs.users, products=500, user_prefix="line-", hot_every=round(1 / HOT_SHARE), hot_stock=knobs.users
+        ),
     )
     _enqueue_all(db)  # in stock when they were accepted
-    db.execute("UPDATE products SET stock = 0 WHERE id = (SELECT min(id) FROM products)")
-    hot = db.fetch_one(
-        """SELECT min(p.id) AS product, count(j.id) AS jobs FROM products p
-             JOIN orders o ON o.items @> jsonb_build_array(jsonb_build_object('product_id', p.id))
-             JOIN payment_jobs j ON j.order_id = o.id AND j.status = 'queued'
-            WHERE p.id = (SELECT min(id) FROM products)"""
-    )
-    line = db.fetch_one("SELECT count(*) AS jobs FROM payment_jobs WHERE status = 'queued'")
-    assert hot is not None and line is not None
-    statements = Feed([hot["product"]] * -(-int(hot["jobs"]) // SOLD_OUT_BATCH))
-    level = drive(dsn, statements, 1, 3600, end_sold_out_step)
-    left = db.fetch_one(
-        "SELECT count(*) AS n FROM payment_jobs WHERE status = 'queued' AND reason IS NULL AND order_id IN "
-        "(SELECT id FROM orders WHERE items @> jsonb_build_array(jsonb_build_object('product_id', %s::bigint)))",
-        (hot["product"],),
-    )
+    product = db.fetch_one("SELECT min(id) AS id FROM products")
+    assert product is not None
+    db.execute("UPDATE products SET stock = 0 WHERE id = %s", (product["id"],))
     db.close()
-    log(f"sold-out line: {level.ops} of {line['jobs']} jobs ended in {level.seconds} s")
+    meter = WalMeter(dsn)
+    lsn0, records0, flushes0 = meter.read()
+    statements: list[dict[str, float]] = []
+    conn = psycopg2.connect(dsn, application_name="pq-capacity")
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_backend_pid(), setting::int FROM pg_settings WHERE name = 'statement_timeout'")
+            row = cur.fetchone()
+            assert row is not None
+            backend, timeout_ms = psutil.Process(int(row[0])), int(row[1])
+            while True:
+                cur.execute("SELECT count(*) FROM payment_jobs WHERE status = 'queued'")
+                queued = cur.fetchone()
+                assert queued is not None
+                before, started = backend.cpu_times(), time.perf_counter()
+                ended = end_sold_out_step(cur, product["id"])
+                seconds, after = time.perf_counter() - started, backend.cpu_times()
+                cpu_ms = ((after.user - before.user) + (after.system - before.system)) * 1000
+                statements.append({"queued": int(queued[0]), "ended": ended, "seconds": seconds, "cpu_ms": cpu_ms})
+                if ended == 0:
+                    break
+    finally:
+        conn.close()
+    wal_bytes, _, _ = meter.since(lsn0, records0, flushes0, failed=False)
+    *ending, reading = statements
+    ended = sum(int(st["ended"]) for st in ending)
+    scan_ms = reading["cpu_ms"] / max(1, reading["queued"])
+    end_ms = (sum(st["cpu_ms"] for st in ending) - scan_ms * sum(st["queued"] for st in ending)) / max(1, ended)
+    log(f"sold-out line: {ended} of {statements[0]['queued']} jobs ended by {len(ending)} statement(s)")
     return {
-        "line_jobs": int(line["jobs"]),
-        "hot_jobs": int(hot["jobs"]),
-        "left_queued": int(left["n"]) if left else None,
+        "line_jobs": int(statements[0]["queued"]),
+        "ended": ended,
         "batch": SOLD_OUT_BATCH,
-        "statements": len(statements.items),
-        "level": asdict(level),
+        "statement_timeout_ms": timeout_ms,
+        "statements": [{k: round(v, 4) for k, v in st.items()} for st in statements],
+        # Server CPU: per queued job a statement reads, and per job it ends (what is left of the rest).
+        "scan_cpu_ms_per_queued_job": round(scan_ms, 5),
+        "end_cpu_ms_per_job": round(max(0.0, end_ms), 4),
+        "wal_bytes_per_job": round(wal_bytes / max(1, ended), 1),
     }
 
 

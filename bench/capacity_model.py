@@ -123,12 +123,23 @@ class Measured:
     hot_tps_at: dict[int, float]
     hot_ms_0: float
     wal: dict[str, dict[str, float | None]]
-    # Server CPU per operation; "sold_out_line" is per job the bulk end ended (bench/capacity.py).
     cpu_ms: dict[str, float]
     # The hot product's payments/s with its stock in `shards` rows over one row, measured side by
     # side in the same run (bench/capacity.lift_demo), at `shard_delay_ms` of commit latency.
     shard_gain: float
     shards: int
+    # The bulk end of a sold-out product's line (bench/capacity.measure_sold_out_line): server CPU per
+    # queued job a statement reads and per job it ends, jobs a statement ends at most, and the
+    # statement timeout past which it ends none.
+    line_scan_ms: float = 0.0
+    line_end_ms: float = 0.0
+    line_batch: int = 1
+    statement_timeout_ms: int = 0
+
+    def bulk_end_ms(self, queued: float, to_end: float) -> float:
+        """One bulk-end statement's server CPU over a line of `queued` jobs with `to_end` to end: it reads
+        them all and ends at most a batch. One statement runs on one core, however many the instance has."""
+        return queued * self.line_scan_ms + min(to_end, self.line_batch) * self.line_end_ms
 
     def capacity(self, operation: str, vcpus: int = DB_VCPUS) -> float:
         """What a database instance of `vcpus` can serve of an operation a second, from the server
@@ -149,7 +160,7 @@ class Measured:
 
         hot = {int(lv["commit_delay_ms"]): float(lv["tps"]) for lv in report["hot_row"]["levels"]}
         zero = min(report["hot_row"]["levels"], key=lambda lv: lv["commit_delay_ms"])
-        line = report["sold_out_line"]["level"]
+        line = report["sold_out_line"]
         return cls(
             enqueue_tps=best("enqueue")["tps"],
             poll_tps=best("status_poll")["tps"],
@@ -161,13 +172,16 @@ class Measured:
             hot_ms_0=1000.0 / zero["tps"] if zero["tps"] else 1.0,
             shard_gain=float(report["lift"]["gain"] or 1.0),
             shards=int(report["lift"]["sharded"]["shards"]),
+            line_scan_ms=float(line["scan_cpu_ms_per_queued_job"]),
+            line_end_ms=max(1e-3, float(line["end_cpu_ms_per_job"])),
+            line_batch=int(line["batch"]),
+            statement_timeout_ms=int(line["statement_timeout_ms"]),
             # The median over the connection counts: contention on this shared machine inflates the
             # busiest level's number, the quietest one flatters it.
             cpu_ms={
                 name: max(1e-3, statistics.median(float(lv["backend_cpu_ms_per_op"]) for lv in ops[name]["levels"]))
                 for name in ops
-            }
-            | {"sold_out_line": max(1e-3, float(line["backend_cpu_ms_per_op"]))},
+            },
             wal={
                 name: {
                     "bytes": best(name)["wal_bytes_per_op"],
@@ -299,6 +313,9 @@ class Simulation:
     total_figure_reads: float
     refused_sold_out: float  # shoppers answered 409 sold_out at enqueue: no job
     ended_sold_out: float  # queued jobs ended in bulk when the hot product sold out
+    # The line when the hot stock ran out, and its buyers in it (what the first bulk end must read and end).
+    line_at_sell_out: float
+    stranded_at_sell_out: float
 
 
 def simulate(n: int, m: Measured, v: Variant) -> Simulation:
@@ -316,12 +333,11 @@ def simulate(n: int, m: Measured, v: Variant) -> Simulation:
     hot_bound = m.hot_rate_sharded(v.commit_ms, v.hot_shards) / HOT_SHARE
     enqueue_cap = m.capacity(v.enqueue_op, v.db_vcpus)
     poll_cap, payment_cap, sold_out_cap = (m.capacity(op, v.db_vcpus) for op in ("status_poll", "payment", "sold_out"))
-    ending_cap = m.capacity("sold_out_line", v.db_vcpus)  # a queued job ended in bulk (pq_end_sold_out_jobs)
     hot_until = min(n, HOT_STOCK_SHARE * n / HOT_SHARE)  # payments processed when the hot stock is gone
     come = accepted = done = 0.0
     t = 0
     peak_backlog = peak_polls = peak_offered = peak_util = total_polls = throttled = hot_phase = 0.0
-    polls = peak_figure = figure_reads = to_end = refused = ended_total = 0.0
+    polls = peak_figure = figure_reads = stranded = refused = ended_total = line_at_sell_out = 0.0
     sold_out = False
     while done < n - 0.5 and t < 36_000:
         t += 1
@@ -332,30 +348,32 @@ def simulate(n: int, m: Measured, v: Variant) -> Simulation:
         enq_util, poll_util = admitted_posts / enqueue_cap, admitted_polls / poll_cap
         throttled += offered - admitted_posts - admitted_polls
         accepted += admitted_posts
-        if sold_out:  # the hot product's buyers among the new arrivals are refused at enqueue: no job
+        if sold_out and v.sold_out_at_once:  # the hot product's new buyers are refused at enqueue: no job
             refused += HOT_SHARE * admitted_posts
             done += HOT_SHARE * admitted_posts
-        elif v.sold_out_at_once and done >= hot_until:  # its queued buyers leave the line, in bulk
-            sold_out, to_end = True, HOT_SHARE * (accepted - done)
-            ended_total = to_end
-        # Ending them costs the database what the bulk end measured; what a second's CPU cannot end, the next does.
-        ended = min(to_end, max(0.0, 1.0 - enq_util - poll_util) * ending_cap)
-        to_end, done = to_end - ended, done + ended
-        end_util = ended / ending_cap
-        # A job in its turn costs a payment, or, once the hot stock is gone and its buyers still wait for
-        # their turn (before the lift), a quarter of them cost an out_of_stock answer.
-        per_job = 1 / payment_cap
-        if not v.sold_out_at_once and done >= hot_until:
-            per_job = (1 - HOT_SHARE) / payment_cap + HOT_SHARE / sold_out_cap
-        rate = min(processor, max(0.0, 1.0 - enq_util - poll_util - end_util) / per_job)
+        elif sold_out:  # before the lift they join the line, to be told out_of_stock in their turn
+            stranded += HOT_SHARE * admitted_posts
+        elif done >= hot_until:  # the hot stock is gone: its buyers in line can buy nothing
+            sold_out, stranded, line_at_sell_out = True, HOT_SHARE * (accepted - done), accepted - done
+        ended, end_util, tries_per_job = _end_in_bulk(m, v, accepted - done, stranded, 1.0 - enq_util - poll_util)
+        stranded, done, ended_total = stranded - ended, done + ended, ended_total + ended
+        # A job in its turn costs a payment, or a stranded buyer's an out_of_stock answer. A batch that met
+        # one tries the bulk end again, which, past the timeout, holds its processor that long, and soaks
+        # up the database's spare CPU meanwhile (PostgreSQL shares it among the backends).
+        share = stranded / max(accepted - done, 1.0)
+        retry_ms = tries_per_job * m.statement_timeout_ms
+        per_job = (1 - share) / payment_cap + share / sold_out_cap
+        turn_rate = v.max_concurrency * 1000.0 / (_payment_ms(m, v) + retry_ms)
+        rate = min(processor, turn_rate, max(0.0, 1.0 - enq_util - poll_util - end_util) / per_job)
         if done < hot_until:
             rate = min(rate, hot_bound)
             hot_phase += 1
-        paid = min(rate, accepted - done - to_end)
-        done += paid
+        paid = min(rate, accepted - done)
+        done, stranded = done + paid, stranded - paid * share
         backlog = accepted - done
         total_polls += admitted_polls
         util = enq_util + poll_util + end_util + paid * per_job
+        util += min(max(0.0, 1.0 - util), paid * retry_ms / (v.db_vcpus * 1000.0))
         peak_backlog, peak_util = max(peak_backlog, backlog), max(peak_util, util)
         peak_polls, peak_offered = max(peak_polls, polls), max(peak_offered, offered)
         polls, figure = _next_polls(backlog, rate, settings, v)
@@ -375,7 +393,28 @@ def simulate(n: int, m: Measured, v: Variant) -> Simulation:
         total_figure_reads=round(figure_reads),
         refused_sold_out=round(refused),
         ended_sold_out=round(ended_total),
+        line_at_sell_out=round(line_at_sell_out),
+        stranded_at_sell_out=round(HOT_SHARE * line_at_sell_out),
     )
+
+
+def _end_in_bulk(m: Measured, v: Variant, queued: float, stranded: float, free: float) -> tuple[float, float, float]:
+    """A second of the bulk end, with `stranded` buyers of the sold-out product among `queued` jobs: the
+    jobs it ends, the database's share it takes, and the bulk-end tries per job paid in turn. Statement
+    after statement on one core, each reading the whole line and ending at most a batch, while one
+    fits in the statement timeout. Past it a statement is cut off having ended none, and each
+    processor batch that meets a stranded buyer (out_of_stock in its turn) tries again after its
+    commit (functions/process_payment/handler.py, _end_line_of), for as long as the timeout."""
+    if not v.sold_out_at_once or stranded < 1:
+        return 0.0, 0.0, 0.0
+    cpu_ms = v.db_vcpus * 1000.0
+    statement_ms = m.bulk_end_ms(queued, stranded)
+    if statement_ms > m.statement_timeout_ms:
+        batch = PROD.processor.batch_size
+        return 0.0, 0.0, (1 - (1 - min(1.0, stranded / max(queued, 1.0))) ** batch) / batch
+    per_job_ms = statement_ms / min(stranded, m.line_batch)
+    ended = min(stranded, 1000.0 / per_job_ms, max(0.0, free) * cpu_ms / per_job_ms)
+    return ended, ended * per_job_ms / cpu_ms, 0.0
 
 
 def _admit(posts: float, polls: float, limit: float, enqueue_cap: float, poll_cap: float) -> tuple[float, float]:
@@ -539,6 +578,15 @@ def size_model(n: int, m: Measured, v: Variant) -> dict[str, Any]:
             "payments/s",
             f"measured at +{commit_ms:g} ms commit ({hot_shards} stock row{'s' if hot_shards > 1 else ''})",
             HOT_STOCK_SHARE * n,
+        ),
+        _row(
+            "sold-out bulk end (first statement)",
+            m.bulk_end_ms(sim.line_at_sell_out, sim.stranded_at_sell_out) / 1000,
+            m.statement_timeout_ms / 1000,
+            "s of a core",
+            f"measured CPU per job read ({sim.line_at_sell_out:,.0f} in line) and ended (at most "
+            f"{m.line_batch:,}); past the functions' statement timeout (migration 0005) it ends none",
+            None,
         ),
         _row(
             "CloudFront (now-serving figure)",
@@ -750,14 +798,15 @@ def render(report: dict[str, Any]) -> str:
     for lv in report["hot_row"]["levels"]:
         lines.append(f"| +{lv['commit_delay_ms']} ms | {_n(lv['tps'])} | {lv['p50_ms']:.2f} | {lv['p99_ms']:.2f} |")
     line = report["sold_out_line"]
-    lv = line["level"]
+    ran = ", ".join(f"{st['seconds']:.2f} s ({st['ended']:,.0f} of {st['queued']:,.0f})" for st in line["statements"])
     lines += [
         "",
-        f"Sold-out line: {line['line_jobs']:,} queued jobs, {line['hot_jobs']:,} of them holding the hot product "
-        f"when it sold out, ended {lv['ops']:,} in {lv['seconds']:.2f} s by {line['statements']} "
-        f"statement(s) of at most {line['batch']:,} (`pq_end_sold_out_jobs`, one connection): "
-        f"**{lv['backend_cpu_ms_per_op']:.3f} ms of server CPU per job ended**, {_n(lv['wal_bytes_per_op'])} WAL bytes "
-        f"per job; {line['left_queued']} left queued.",
+        f"Sold-out line: {line['line_jobs']:,} queued jobs, every fourth holding the hot product when it sold out, "
+        f"ended {line['batch']:,} a statement at most (`pq_end_sold_out_jobs`, one connection; each statement's "
+        f"time, jobs ended of jobs queued: {ran}): server CPU **{line['scan_cpu_ms_per_queued_job']:.4f} ms per "
+        f"queued job read** and **{line['end_cpu_ms_per_job']:.3f} ms per job ended**, "
+        f"{_n(line['wal_bytes_per_job'])} WAL bytes per job ended; statement timeout "
+        f"{line['statement_timeout_ms'] / 1000:g} s (the functions' role, migration 0005).",
     ]
     a = mod["assumptions"]
     lines += [

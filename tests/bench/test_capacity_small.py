@@ -72,9 +72,12 @@ def test_tiny_capacity_run_writes_positive_costs_and_rewrites_the_doc_block(tmp_
         side = report["lift"][label]
         assert (side["jobs"], side["succeeded"], side["out_of_stock"], side["unfinished"]) == (200, 150, 50, 0)
         assert side["invariants"] == dict.fromkeys(side["invariants"], 0)
-    # and the sold-out line ended exactly the queued jobs holding the hot product (every fourth of 1,500), no other
+    # and the sold-out line's bulk end ended exactly the queued jobs holding the hot product (every fourth of
+    # 1,500) in one statement, and the next statement, reading the rest of the line, ended none
     line = report["sold_out_line"]
-    assert (line["line_jobs"], line["hot_jobs"], line["level"]["ops"], line["left_queued"]) == (1500, 375, 375, 0)
+    assert (line["line_jobs"], line["ended"]) == (1500, 375)
+    assert [(st["queued"], st["ended"]) for st in line["statements"]] == [(1500, 375), (1125, 0)]
+    assert line["scan_cpu_ms_per_queued_job"] >= 0 and line["end_cpu_ms_per_job"] >= 0
     # and the model has the three sizes, each naming its first limit
     assert [s["shoppers"] for s in report["model"]["sizes"]] == [5_000, 50_000, 500_000]
     assert all(s["first_limit"] for s in report["model"]["sizes"])

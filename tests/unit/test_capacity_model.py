@@ -40,7 +40,9 @@ def _level(tps: float, cpu_ms: float, connections: int = 4, delay: int = 0) -> d
     }
 
 
-def _report(hot_at_5ms: float = 120.0, shard_gain: float = 4.0, sent_mark_cpu_ms: float = 0.9) -> dict[str, Any]:
+def _report(
+    hot_at_5ms: float = 120.0, shard_gain: float = 4.0, sent_mark_cpu_ms: float = 0.9, scan_ms: float = 0.01
+) -> dict[str, Any]:
     ops = {
         "enqueue": (2000.0, 0.7),
         "enqueue_sent_mark": (1500.0, sent_mark_cpu_ms),
@@ -67,11 +69,16 @@ def _report(hot_at_5ms: float = 120.0, shard_gain: float = 4.0, sent_mark_cpu_ms
         },
         "sold_out_line": {
             "line_jobs": 4000,
-            "hot_jobs": 1000,
-            "left_queued": 0,
+            "ended": 1000,
             "batch": 5000,
-            "statements": 1,
-            "level": _level(5000.0, 0.3, connections=1),
+            "statement_timeout_ms": 5000,
+            "statements": [
+                {"queued": 4000, "ended": 1000, "seconds": 0.5, "cpu_ms": 440.0},
+                {"queued": 3000, "ended": 0, "seconds": 0.03, "cpu_ms": 30.0},
+            ],
+            "scan_cpu_ms_per_queued_job": scan_ms,
+            "end_cpu_ms_per_job": 0.4,
+            "wal_bytes_per_job": 1200.0,
         },
         "hot_row": {
             "connections": 16,
@@ -208,3 +215,24 @@ def test_the_block_sets_the_largest_sale_under_the_previous_release_beside_today
     table = text.split("#### 500,000 shoppers: the previous release beside today's, then each lift")[1].split("####")[0]
     rows = [line.split(" | ")[0] for line in table.splitlines() if line.startswith("| ") and "---" not in line]
     assert rows[1:3] == ["| before the line's lifts", "| today"]
+
+
+def test_a_bulk_end_past_the_statement_timeout_ends_no_one_and_its_retries_slow_the_line() -> None:
+    # Given a bulk end that reads the line at 0.01 ms of CPU a job, and one that reads it at 1 ms (a
+    # statement over a line of 5,000 jobs or more then runs past the 5 s statement timeout)
+    cheap, dear = Measured.from_report(_report(scan_ms=0.01)), Measured.from_report(_report(scan_ms=1.0))
+    today = _variants()["today"]
+
+    # When 50,000 shoppers arrive
+    fits, cut_off = simulate(50_000, cheap, today), simulate(50_000, dear, today)
+
+    # Then the first ends the stranded buyers in bulk; the second ends none until the line has shrunk (the
+    # rest are told in their turn), and the batches' failing retries hold the processors
+    assert (
+        cheap.bulk_end_ms(fits.line_at_sell_out, fits.stranded_at_sell_out)
+        < 5000
+        < dear.bulk_end_ms(cut_off.line_at_sell_out, cut_off.stranded_at_sell_out)
+    )
+    assert fits.ended_sold_out > 0.9 * fits.stranded_at_sell_out
+    assert cut_off.ended_sold_out < 0.25 * cut_off.stranded_at_sell_out
+    assert cut_off.drain_s > fits.drain_s
