@@ -7,10 +7,15 @@ docs/capacity.md (the tables; bench/capacity_model.py turns the measurements int
 What is measured, each at a few connection counts (one thread and connection per client):
 - enqueue: what functions/enqueue sends on AWS, pq_enqueue_job alone (the SQS send after it is not a
   database call and confirms nothing back: shared/sql/intake.sql, pq_unsent_jobs);
+- enqueue_sent_mark: the previous release's AWS enqueue, pq_enqueue_job then pq_mark_jobs_sent (the
+  model's "before" row: what one-round-trip enqueue saved);
 - payment: pq_process_payment of a wallet order whose products no other client is buying;
 - status_poll: the GET /v1/payments/{job_id} statement (shared/services/reads.JOB_QUERY);
 - sold_out: pq_process_payment of an order whose product is sold out (read without its row lock);
-- hot_row: payments that all buy the same product, at injected commit latencies.
+- hot_row: payments that all buy the same product, at injected commit latencies;
+- sold_out_line: a line whose every fourth job holds the hot product, which then sells out, ended as
+  the processor ends it (shared/services/line.end_sold_out_jobs: pq_end_sold_out_jobs, SOLD_OUT_BATCH a
+  statement): each statement's time and CPU, split into a cost per queued job read and per job ended.
 For each: transactions/s, latency, and WAL bytes, records and flushes per operation (pg_stat_wal).
 
 The commit latency of a Multi-AZ instance is injected with `commit_delay` (and
@@ -22,7 +27,8 @@ hold the locks as long but also a snapshot and a connection doing nothing, and s
 commit record rather than in the flush. commit_delay needs fsync on; the JSON says which was used.
 
 Knobs (environment): CAP_SECONDS (2.0, per level), CAP_CONNECTIONS (1,4,16), CAP_DELAYS_MS
-(0,2,5,10), CAP_USERS (30000: orders for enqueue, payment and sold-out), CAP_HOT_USERS (8000),
+(0,2,5,10), CAP_USERS (30000: orders for enqueue, payment and sold-out; jobs in the sold-out line),
+CAP_HOT_USERS (8000),
 CAP_LIFT_JOBS (2000, per design in the side-by-side run), CAP_LIFT_DELAY_MS (5), CAP_SHARDS (8),
 OUT (bench/results/capacity.json), DOC (docs/capacity.md; "-" leaves the document alone),
 CAP_RENDER_ONLY=1 (no measuring: the model and the document again from OUT).
@@ -47,6 +53,7 @@ import psutil
 import psycopg2
 import psycopg2.extensions
 
+from bench.capacity_model import HOT_SHARE, model, rewrite_doc
 from bench.flash_sale import Server
 from local.config import ROOT
 from local.invariants import check, snapshot_stock
@@ -54,6 +61,7 @@ from local.lock import one_run_at_a_time
 from local.pg import stop_embedded
 from local.seed import SeedPlan, seed
 from shared.db import Database
+from shared.services.line import SOLD_OUT_BATCH
 from shared.services.reads import JOB_QUERY
 
 Cursor = psycopg2.extensions.cursor
@@ -279,6 +287,18 @@ def enqueue_step(cur: Cursor, item: tuple[str, int]) -> None:
     assert row is not None and row[0] == "created", row
 
 
+def enqueue_sent_mark_step(cur: Cursor, item: tuple[str, int]) -> None:
+    """The previous release's enqueue: the job, then (after the SQS send) a second statement marking it sent."""
+    user_id, order_id = item
+    cur.execute(
+        "SELECT outcome, job_id FROM pq_enqueue_job(%s, %s, %s, %s, %s, %s)",
+        (user_id, f"capacity-{order_id}", "capacity", order_id, "wallet", None),
+    )
+    row = cur.fetchone()
+    assert row is not None and row[0] == "created", row
+    cur.execute("SELECT pq_mark_jobs_sent(%s::uuid[])", ([row[1]],))
+
+
 def poll_step(cur: Cursor, item: tuple[Any, str]) -> None:
     cur.execute(JOB_QUERY, item)
     assert cur.fetchone() is not None
@@ -288,6 +308,14 @@ def payment_step(cur: Cursor, job_id: Any) -> None:
     cur.execute("SELECT outcome, reason FROM pq_process_payment(%s)", (job_id,))
     row = cur.fetchone()
     assert row is not None and row[0] in ("succeeded", "failed"), row
+
+
+def end_sold_out_step(cur: Cursor, product_id: int) -> int:
+    """One statement of the processor's bulk end (shared/services/line.py): the jobs it ended."""
+    cur.execute("SELECT count(*) FROM pq_end_sold_out_jobs(ARRAY[%s]::bigint[], %s)", (product_id, SOLD_OUT_BATCH))
+    row = cur.fetchone()
+    assert row is not None
+    return int(row[0])
 
 
 @dataclass
@@ -343,14 +371,20 @@ def measure_operations(server: Server, knobs: Knobs, log: Callable[[str], None])
     dsn, db = _fresh(server, "capacity_ops", SeedPlan(users=knobs.users, products=500, user_prefix="shopper-"))
     ops = {
         "enqueue": Operation(1, "pq_enqueue_job (the AWS enqueue path: the SQS send writes nothing back)"),
+        "enqueue_sent_mark": Operation(2, "pq_enqueue_job + pq_mark_jobs_sent (the previous release's enqueue)"),
         "status_poll": Operation(1, "GET /v1/payments/{job_id} (shared/services/reads.JOB_QUERY)"),
         "payment": Operation(1, "pq_process_payment, wallet, products not contended"),
         "sold_out": Operation(1, "pq_process_payment of a sold-out product (no row lock)"),
     }
-    orders = Feed([(r["user_id"], r["id"]) for r in db.fetch_all("SELECT id, user_id FROM orders ORDER BY id")])
+    every = [(r["user_id"], r["id"]) for r in db.fetch_all("SELECT id, user_id FROM orders ORDER BY id")]
+    # Half the orders each, so that a fast first design cannot leave the second none.
+    orders, marked_orders = Feed(every[: len(every) // 2]), Feed(every[len(every) // 2 :])
     for n in knobs.connections:
         ops["enqueue"].levels.append(drive(dsn, orders, n, knobs.seconds, enqueue_step))
         log(f"enqueue x{n}: {ops['enqueue'].levels[-1].tps} requests/s")
+    for n in knobs.connections:
+        ops["enqueue_sent_mark"].levels.append(drive(dsn, marked_orders, n, knobs.seconds, enqueue_sent_mark_step))
+        log(f"enqueue + sent mark x{n}: {ops['enqueue_sent_mark'].levels[-1].tps} requests/s")
     _enqueue_all(db)
     polls = Feed([(r["id"], r["user_id"]) for r in db.fetch_all("SELECT id, user_id FROM payment_jobs")], cycle=True)
     for n in knobs.connections:
@@ -386,6 +420,67 @@ def measure_hot_row(server: Server, knobs: Knobs, log: Callable[[str], None]) ->
         levels.append(drive(dsn, jobs, clients, knobs.seconds, payment_step, delay_ms=delay))
         log(f"hot row, commit +{delay} ms, x{clients}: {levels[-1].tps} payments/s ({jobs.left} jobs left)")
     return levels, method
+
+
+def measure_sold_out_line(server: Server, knobs: Knobs, log: Callable[[str], None]) -> dict[str, Any]:
+    """A line of `users` jobs, every fourth holding the hot product (the sale's mix), which then sells out,
+    ended as the processor ends it: SOLD_OUT_BATCH a statement on one connection until one ends none.
+    A statement reads the whole line's queued jobs (every product's) and ends at most a batch, so its
+    time is a cost per queued job plus one per job ended; the last, which ends none, gives the first.
+    The statement timeout is the functions' role's (migration 0005): a statement past it ends nothing."""
+    dsn, db = _fresh(
+        server,
+        "capacity_line",
+        SeedPlan(
+            users=knobs.users, products=500, user_prefix="line-", hot_every=round(1 / HOT_SHARE), hot_stock=knobs.users
+        ),
+    )
+    _enqueue_all(db)  # in stock when they were accepted
+    product = db.fetch_one("SELECT min(id) AS id FROM products")
+    assert product is not None
+    db.execute("UPDATE products SET stock = 0 WHERE id = %s", (product["id"],))
+    db.close()
+    meter = WalMeter(dsn)
+    lsn0, records0, flushes0 = meter.read()
+    statements: list[dict[str, float]] = []
+    conn = psycopg2.connect(dsn, application_name="pq-capacity")
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_backend_pid(), setting::int FROM pg_settings WHERE name = 'statement_timeout'")
+            row = cur.fetchone()
+            assert row is not None
+            backend, timeout_ms = psutil.Process(int(row[0])), int(row[1])
+            while True:
+                cur.execute("SELECT count(*) FROM payment_jobs WHERE status = 'queued'")
+                queued = cur.fetchone()
+                assert queued is not None
+                before, started = backend.cpu_times(), time.perf_counter()
+                ended = end_sold_out_step(cur, product["id"])
+                seconds, after = time.perf_counter() - started, backend.cpu_times()
+                cpu_ms = ((after.user - before.user) + (after.system - before.system)) * 1000
+                statements.append({"queued": int(queued[0]), "ended": ended, "seconds": seconds, "cpu_ms": cpu_ms})
+                if ended == 0:
+                    break
+    finally:
+        conn.close()
+    wal_bytes, _, _ = meter.since(lsn0, records0, flushes0, failed=False)
+    *ending, reading = statements
+    ended = sum(int(st["ended"]) for st in ending)
+    scan_ms = reading["cpu_ms"] / max(1, reading["queued"])
+    end_ms = (sum(st["cpu_ms"] for st in ending) - scan_ms * sum(st["queued"] for st in ending)) / max(1, ended)
+    log(f"sold-out line: {ended} of {statements[0]['queued']} jobs ended by {len(ending)} statement(s)")
+    return {
+        "line_jobs": int(statements[0]["queued"]),
+        "ended": ended,
+        "batch": SOLD_OUT_BATCH,
+        "statement_timeout_ms": timeout_ms,
+        "statements": [{k: round(v, 4) for k, v in st.items()} for st in statements],
+        # Server CPU: per queued job a statement reads, and per job it ends (what is left of the rest).
+        "scan_cpu_ms_per_queued_job": round(scan_ms, 5),
+        "end_cpu_ms_per_job": round(max(0.0, end_ms), 4),
+        "wal_bytes_per_job": round(wal_bytes / max(1, ended), 1),
+    }
 
 
 def lift_demo(server: Server, knobs: Knobs, log: Callable[[str], None]) -> dict[str, Any]:
@@ -450,6 +545,7 @@ def measure(knobs: Knobs, log: Callable[[str], None] = print) -> dict[str, Any]:
     try:
         ops = measure_operations(server, knobs, log)
         hot, method = measure_hot_row(server, knobs, log)
+        sold_out_line = measure_sold_out_line(server, knobs, log)
         lift = lift_demo(server, knobs, log)
         version = server.version()
     finally:  # the benchmark's own server: nothing of it keeps running afterwards
@@ -466,6 +562,7 @@ def measure(knobs: Knobs, log: Callable[[str], None] = print) -> dict[str, Any]:
             "commit_latency_method": method,
             "levels": [asdict(lv) for lv in hot],
         },
+        "sold_out_line": sold_out_line,
         "lift": lift,
         "knobs": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(knobs).items()},
         "machine": {
@@ -482,8 +579,6 @@ def main() -> None:
     knobs = Knobs.from_env()
     knobs.out.parent.mkdir(parents=True, exist_ok=True)
     if os.environ.get("CAP_RENDER_ONLY") == "1":  # the model and the document again, from the last run's JSON
-        from bench.capacity_model import model, rewrite_doc
-
         report = json.loads(knobs.out.read_text())
         report["model"] = model(report)
         knobs.out.write_text(json.dumps(report, indent=2) + "\n")
@@ -493,8 +588,6 @@ def main() -> None:
     started = time.monotonic()
     with one_run_at_a_time(knobs.data_dir, "make capacity"):
         report = measure(knobs, log=lambda line: print(line, flush=True))
-    from bench.capacity_model import model, rewrite_doc
-
     report["model"] = model(report)
     report["run_seconds"] = round(time.monotonic() - started, 1)
     knobs.out.write_text(json.dumps(report, indent=2) + "\n")

@@ -34,8 +34,10 @@ GATEWAY_SHARE = 0.10
 GATEWAY_CALLS_PER_PAYMENT = 2
 
 # --- AWS quotas (ap-south-1, defaults) -----------------------------------------------------
-# "Amazon API Gateway quotas": 10,000 requests/s per account per Region across HTTP, REST and
-# WebSocket APIs, burst bucket 5,000 (adjustable, L-8A5B8E43).
+# "Amazon API Gateway quotas" (docs.aws.amazon.com/apigateway/latest/developerguide/limits.html):
+# 10,000 requests/s per account per Region across HTTP, REST and WebSocket APIs, burst bucket 5,000
+# (adjustable, L-8A5B8E43; Asia Pacific (Mumbai) is not among the Regions whose default is 2,500).
+# Our own stage throttle is below it: PROD.api.throttle_rate_per_second (infra/config.py).
 API_ACCOUNT_RPS = 10_000
 API_ACCOUNT_BURST = 5_000
 # "Lambda scaling behavior": each function gains at most 1,000 execution environments every 10 s.
@@ -64,6 +66,35 @@ CLOUDFRONT_RPS = 250_000
 # reading it (bench/client.py JOB_CHECK_S, local/static/progress.js JOB_CHECK_MS).
 JOB_CHECK_S = 60.0
 
+# --- Prices (USD, ap-south-1, on demand, free tiers ignored as docs/deploy.md does) ---------------
+# docs/deploy.md's always-on floor for prod (database, proxy, NAT gateways, endpoints, KMS, alarms):
+# a month with no sale at all.
+PROD_FLOOR_PER_MONTH = 418
+# "Amazon API Gateway pricing" (aws.amazon.com/api-gateway/pricing): HTTP APIs, $1.00 per million
+# requests up to 300 million a month. Counted here for every request the stage receives, the 429s
+# included (the page bills "the API calls you receive"; a throttled call is received).
+API_PER_MILLION = 1.00
+# "AWS Lambda pricing" (aws.amazon.com/lambda/pricing): $0.20 per million requests and, Arm, $0.0000133334
+# per GB-second in the first tier; docs/deploy.md assumes ap-south-1 charges the same.
+LAMBDA_PER_MILLION = 0.20
+LAMBDA_ARM_PER_GB_S = 0.0000133334
+# The enqueue and status functions' memory (infra/components/functions.py, _Spec's default memory_mb).
+API_FUNCTION_GB = 0.5
+# The rest of a payment's traffic, per payment, as docs/deploy.md prices it: SQS FIFO $0.50 per million
+# requests (one send, and a receive and a delete per batch), EventBridge $1.00 per million events, SNS
+# $0.50 per million publishes, the notify function 0.3 s at 256 MB.
+PAYMENT_TAIL_USD = (
+    0.50e-6 * (1 + 2 / PROD.processor.batch_size) + 1.00e-6 + 0.50e-6 + LAMBDA_PER_MILLION / 1e6
+) + 0.3 * 0.25 * LAMBDA_ARM_PER_GB_S
+# "Amazon CloudFront pricing" (aws.amazon.com/cloudfront/pricing): data transfer out to the internet from
+# edge locations in India $0.109 per GB (first 10 TB a month); origin fetches from an AWS origin free.
+# HTTPS requests ASSUMED $0.0120 per 10,000 in India (the page's request table by geography; not in the
+# copy read here: check it). The figure's origin requests (~1 a second, Origin Shield) are left out.
+CLOUDFRONT_INDIA_PER_GB = 0.109
+ASSUMED_CLOUDFRONT_HTTPS_PER_10K = 0.0120
+# One now-serving answer as sent: its small JSON body and the response headers.
+ASSUMED_FIGURE_BYTES = 600
+
 # --- Assumptions (replace with the locust run's CloudWatch numbers) ------------------------
 # Multi-AZ (instance deployment) commits after the standby's storage acknowledged the write:
 # one inter-AZ round trip ("single-digit milliseconds" between AZs, AWS Regions and AZs page)
@@ -82,12 +113,13 @@ ASSUMED_BATCH_OVERHEAD_MS = 25.0
 @dataclass(frozen=True)
 class Measured:
     enqueue_tps: float
-    enqueue_ms: float
     poll_tps: float
-    poll_ms: float
     payment_tps: float
-    payment_ms: float
     sold_out_tps: float
+    # Each operation's median latency on one connection (the statements as a Lambda would wait for them)
+    # and its statements (round trips).
+    p50_ms: dict[str, float]
+    statements: dict[str, int]
     hot_tps_at: dict[int, float]
     hot_ms_0: float
     wal: dict[str, dict[str, float | None]]
@@ -96,6 +128,18 @@ class Measured:
     # side in the same run (bench/capacity.lift_demo), at `shard_delay_ms` of commit latency.
     shard_gain: float
     shards: int
+    # The bulk end of a sold-out product's line (bench/capacity.measure_sold_out_line): server CPU per
+    # queued job a statement reads and per job it ends, jobs a statement ends at most, and the
+    # statement timeout past which it ends none.
+    line_scan_ms: float = 0.0
+    line_end_ms: float = 0.0
+    line_batch: int = 1
+    statement_timeout_ms: int = 0
+
+    def bulk_end_ms(self, queued: float, to_end: float) -> float:
+        """One bulk-end statement's server CPU over a line of `queued` jobs with `to_end` to end: it reads
+        them all and ends at most a batch. One statement runs on one core, however many the instance has."""
+        return queued * self.line_scan_ms + min(to_end, self.line_batch) * self.line_end_ms
 
     def capacity(self, operation: str, vcpus: int = DB_VCPUS) -> float:
         """What a database instance of `vcpus` can serve of an operation a second, from the server
@@ -105,6 +149,8 @@ class Measured:
     @classmethod
     def from_report(cls, report: dict[str, Any]) -> Measured:
         ops = report["operations"]
+        if "enqueue_sent_mark" not in ops or "sold_out_line" not in report:
+            raise SystemExit("the measurements predate the model's before/after rows: run make capacity again")
 
         def best(name: str) -> dict[str, Any]:
             return max(ops[name]["levels"], key=lambda lv: lv["tps"])
@@ -114,18 +160,22 @@ class Measured:
 
         hot = {int(lv["commit_delay_ms"]): float(lv["tps"]) for lv in report["hot_row"]["levels"]}
         zero = min(report["hot_row"]["levels"], key=lambda lv: lv["commit_delay_ms"])
+        line = report["sold_out_line"]
         return cls(
             enqueue_tps=best("enqueue")["tps"],
-            enqueue_ms=single("enqueue")["p50_ms"],
             poll_tps=best("status_poll")["tps"],
-            poll_ms=single("status_poll")["p50_ms"],
             payment_tps=best("payment")["tps"],
-            payment_ms=single("payment")["p50_ms"],
             sold_out_tps=best("sold_out")["tps"],
+            p50_ms={name: float(single(name)["p50_ms"]) for name in ops},
+            statements={name: int(ops[name]["statements"]) for name in ops},
             hot_tps_at=hot,
             hot_ms_0=1000.0 / zero["tps"] if zero["tps"] else 1.0,
             shard_gain=float(report["lift"]["gain"] or 1.0),
             shards=int(report["lift"]["sharded"]["shards"]),
+            line_scan_ms=float(line["scan_cpu_ms_per_queued_job"]),
+            line_end_ms=max(1e-3, float(line["end_cpu_ms_per_job"])),
+            line_batch=int(line["batch"]),
+            statement_timeout_ms=int(line["statement_timeout_ms"]),
             # The median over the connection counts: contention on this shared machine inflates the
             # busiest level's number, the quietest one flatters it.
             cpu_ms={
@@ -175,8 +225,9 @@ class Variant:
     # When the hot stock is gone its queued buyers leave at once and later ones are refused at enqueue;
     # off: each waits its turn to be told out_of_stock by a processor.
     sold_out_at_once: bool = True
-    # Database statements per enqueue on AWS: 1 (the job and its idempotency), 2 with the sent mark.
-    enqueue_statements: int = 1
+    # What enqueue costs the database on AWS (a measured operation): "enqueue", one statement; or
+    # "enqueue_sent_mark", the previous release's two (the job, then the mark after the SQS send).
+    enqueue_op: str = "enqueue"
 
 
 # Monthly prices from docs/deploy.md (ap-south-1, on demand): db.m7g.large $0.168/h, Multi-AZ x2,
@@ -188,18 +239,22 @@ def _db_upgrade_cost(vcpus: int) -> float:
     return round(instance + proxy)
 
 
+TODAY = "today"
+
+
 def ladder(shards: int) -> list[Variant]:
     """The release before the shared figure, today's prod, then each lift in the order the sizes need
     them, each on top of the last."""
     before = Variant(
         "before the line's lifts",
-        "every poll a status Lambda and a database read, sold-out buyers wait their turn, enqueue 2 statements",
+        "the previous release: every poll a status Lambda and a database read, sold-out buyers wait their "
+        "turn, enqueue 2 statements",
         shared_figure=False,
         sold_out_at_once=False,
-        enqueue_statements=2,
+        enqueue_op="enqueue_sent_mark",
     )
     today = Variant(
-        "today", "prod as configured (infra/config.py): the shared figure on CloudFront, sold out at once, enqueue 1"
+        TODAY, "prod as configured (infra/config.py): the shared figure on CloudFront, sold out at once, enqueue 1"
     )
     sharded = replace(
         today, name="+ stock shards", change=f"the hot product's stock in {shards} rows (code; $0)", hot_shards=shards
@@ -255,6 +310,12 @@ class Simulation:
     hot_phase_s: float
     throughput_pps: float
     peak_figure_rps: float  # reads of the shared figure a second (CloudFront's; 0 without it)
+    total_figure_reads: float
+    refused_sold_out: float  # shoppers answered 409 sold_out at enqueue: no job
+    ended_sold_out: float  # queued jobs ended in bulk when the hot product sold out
+    # The line when the hot stock ran out, and its buyers in it (what the first bulk end must read and end).
+    line_at_sell_out: float
+    stranded_at_sell_out: float
 
 
 def simulate(n: int, m: Measured, v: Variant) -> Simulation:
@@ -264,57 +325,59 @@ def simulate(n: int, m: Measured, v: Variant) -> Simulation:
     throttled poll at its next interval). The processors pay as fast as the tightest of their
     concurrency, the database CPU the admitted enqueues and polls leave, and, while the hot product
     has stock, its row lock; once it is gone its queued buyers end in bulk and later ones are refused
-    at enqueue (sold_out_at_once)."""
+    at enqueue (sold_out_at_once), or, before that lift, each is told out_of_stock in its turn."""
     settings = Settings(poll_max_ms=v.poll_max_ms)
     limit = float(min(v.api_rps, v.api_account_rps))
     arrival = n / ARRIVAL_WINDOW_S
     processor = processor_rate(m, v)
     hot_bound = m.hot_rate_sharded(v.commit_ms, v.hot_shards) / HOT_SHARE
-    enqueue_cap, poll_cap, payment_cap = (m.capacity(op, v.db_vcpus) for op in ("enqueue", "status_poll", "payment"))
-    ending_cap = m.capacity("sold_out", v.db_vcpus)  # ending a job without a payment (pq_end_job)
+    enqueue_cap = m.capacity(v.enqueue_op, v.db_vcpus)
+    poll_cap, payment_cap, sold_out_cap = (m.capacity(op, v.db_vcpus) for op in ("status_poll", "payment", "sold_out"))
     hot_until = min(n, HOT_STOCK_SHARE * n / HOT_SHARE)  # payments processed when the hot stock is gone
     come = accepted = done = 0.0
     t = 0
     peak_backlog = peak_polls = peak_offered = peak_util = total_polls = throttled = hot_phase = 0.0
-    polls = peak_figure = to_end = 0.0
+    polls = peak_figure = figure_reads = stranded = refused = ended_total = line_at_sell_out = 0.0
     sold_out = False
     while done < n - 0.5 and t < 36_000:
         t += 1
         come = min(float(n), come + arrival)
         posts = come - accepted  # new shoppers and those whose POST was throttled
         offered = posts + polls
-        admit = min(1.0, limit / offered) if offered > 0 else 1.0
-        admitted_polls = polls * admit
-        throttled += offered * (1 - admit)
-        enq_util = posts * admit / enqueue_cap
-        poll_util = admitted_polls / poll_cap
-        if enq_util + poll_util > 1:  # the database is the wall: the rest wait (their functions time out, retry)
-            squeeze = 1 / (enq_util + poll_util)
-            enq_util, poll_util, admitted_polls = enq_util * squeeze, poll_util * squeeze, admitted_polls * squeeze
-            throttled += posts * admit * (1 - squeeze)
-            admit *= squeeze
-        accepted += posts * admit
-        if sold_out:  # the hot product's buyers among the new arrivals are refused at enqueue: no job
-            done += HOT_SHARE * posts * admit
-        elif v.sold_out_at_once and done >= hot_until:  # its queued buyers leave the line, in bulk
-            sold_out, to_end = True, HOT_SHARE * (accepted - done)
-        # Ending them costs the database what a job's end does; what a second's CPU cannot end, the next does.
-        ended = min(to_end, max(0.0, 1.0 - enq_util - poll_util) * ending_cap)
-        to_end, done = to_end - ended, done + ended
-        end_util = ended / ending_cap
-        rate = min(processor, max(0.0, 1.0 - enq_util - poll_util - end_util) * payment_cap)
+        admitted_posts, admitted_polls = _admit(posts, polls, limit, enqueue_cap, poll_cap)
+        enq_util, poll_util = admitted_posts / enqueue_cap, admitted_polls / poll_cap
+        throttled += offered - admitted_posts - admitted_polls
+        accepted += admitted_posts
+        if sold_out and v.sold_out_at_once:  # the hot product's new buyers are refused at enqueue: no job
+            refused += HOT_SHARE * admitted_posts
+            done += HOT_SHARE * admitted_posts
+        elif sold_out:  # before the lift they join the line, to be told out_of_stock in their turn
+            stranded += HOT_SHARE * admitted_posts
+        elif done >= hot_until:  # the hot stock is gone: its buyers in line can buy nothing
+            sold_out, stranded, line_at_sell_out = True, HOT_SHARE * (accepted - done), accepted - done
+        ended, end_util, tries_per_job = _end_in_bulk(m, v, accepted - done, stranded, 1.0 - enq_util - poll_util)
+        stranded, done, ended_total = stranded - ended, done + ended, ended_total + ended
+        # A job in its turn costs a payment, or a stranded buyer's an out_of_stock answer. A batch that met
+        # one tries the bulk end again, which, past the timeout, holds its processor that long, and soaks
+        # up the database's spare CPU meanwhile (PostgreSQL shares it among the backends).
+        share = stranded / max(accepted - done, 1.0)
+        retry_ms = tries_per_job * m.statement_timeout_ms
+        per_job = (1 - share) / payment_cap + share / sold_out_cap
+        turn_rate = v.max_concurrency * 1000.0 / (_payment_ms(m, v) + retry_ms)
+        rate = min(processor, turn_rate, max(0.0, 1.0 - enq_util - poll_util - end_util) / per_job)
         if done < hot_until:
             rate = min(rate, hot_bound)
             hot_phase += 1
-        paid = min(rate, accepted - done - to_end)
-        done += paid
+        paid = min(rate, accepted - done)
+        done, stranded = done + paid, stranded - paid * share
         backlog = accepted - done
         total_polls += admitted_polls
-        util = enq_util + poll_util + end_util + paid / payment_cap
+        util = enq_util + poll_util + end_util + paid * per_job
+        util += min(max(0.0, 1.0 - util), paid * retry_ms / (v.db_vcpus * 1000.0))
         peak_backlog, peak_util = max(peak_backlog, backlog), max(peak_util, util)
         peak_polls, peak_offered = max(peak_polls, polls), max(peak_offered, offered)
         polls, figure = _next_polls(backlog, rate, settings, v)
-        peak_figure = max(peak_figure, figure)
+        peak_figure, figure_reads = max(peak_figure, figure), figure_reads + figure
     return Simulation(
         drain_s=float(t),
         max_wait_s=max(0.0, t - ARRIVAL_WINDOW_S),  # the last shopper arrived at the window's end
@@ -327,20 +390,57 @@ def simulate(n: int, m: Measured, v: Variant) -> Simulation:
         hot_phase_s=hot_phase,
         throughput_pps=round(n / t, 1) if t else 0.0,
         peak_figure_rps=round(peak_figure, 1),
+        total_figure_reads=round(figure_reads),
+        refused_sold_out=round(refused),
+        ended_sold_out=round(ended_total),
+        line_at_sell_out=round(line_at_sell_out),
+        stranded_at_sell_out=round(HOT_SHARE * line_at_sell_out),
     )
+
+
+def _end_in_bulk(m: Measured, v: Variant, queued: float, stranded: float, free: float) -> tuple[float, float, float]:
+    """A second of the bulk end, with `stranded` buyers of the sold-out product among `queued` jobs: the
+    jobs it ends, the database's share it takes, and the bulk-end tries per job paid in turn. Statement
+    after statement on one core, each reading the whole line and ending at most a batch, while one
+    fits in the statement timeout. Past it a statement is cut off having ended none, and each
+    processor batch that meets a stranded buyer (out_of_stock in its turn) tries again after its
+    commit (functions/process_payment/handler.py, _end_line_of), for as long as the timeout."""
+    if not v.sold_out_at_once or stranded < 1:
+        return 0.0, 0.0, 0.0
+    cpu_ms = v.db_vcpus * 1000.0
+    statement_ms = m.bulk_end_ms(queued, stranded)
+    if statement_ms > m.statement_timeout_ms:
+        batch = PROD.processor.batch_size
+        return 0.0, 0.0, (1 - (1 - min(1.0, stranded / max(queued, 1.0))) ** batch) / batch
+    per_job_ms = statement_ms / min(stranded, m.line_batch)
+    ended = min(stranded, 1000.0 / per_job_ms, max(0.0, free) * cpu_ms / per_job_ms)
+    return ended, ended * per_job_ms / cpu_ms, 0.0
+
+
+def _admit(posts: float, polls: float, limit: float, enqueue_cap: float, poll_cap: float) -> tuple[float, float]:
+    """The POSTs and polls the API admits in a second: at most `limit` requests, POSTs and polls alike,
+    and no more than the database's CPU serves (the rest wait: their functions time out, retry)."""
+    offered = posts + polls
+    admit = min(1.0, limit / offered) if offered > 0 else 1.0
+    util = (posts / enqueue_cap + polls / poll_cap) * admit
+    if util > 1:
+        admit /= util
+    return posts * admit, polls * admit
 
 
 def _next_polls(backlog: float, rate: float, settings: Settings, v: Variant) -> tuple[float, float]:
     """Next second's reads through the API (polls) and of the shared figure at CloudFront: each waiting
     shopper about once per its interval -- of the figure, or, without it, of its own job. With it, own
-    jobs are read by those whose number comes up (about the paid rate), the rest once a JOB_CHECK_S,
-    and CloudFront asks the API for the figure about once a second."""
+    jobs are read by those whose number has come up (about the paid rate), at each read of the figure in
+    their last second (bench/client.py: within a second's worth of the line's rate), the rest once a
+    JOB_CHECK_S, and CloudFront asks the API for the figure about once a second (Origin Shield)."""
     if backlog < 1:
         return 0.0, 0.0
     reads = backlog / _mean_interval(backlog / max(rate, 1.0), settings)
     if not v.shared_figure:
         return reads, 0.0
-    return min(backlog, rate) + backlog / JOB_CHECK_S + 1, reads
+    at_turn = polls_while_waiting(1.0, settings) - 1  # the reads while the ETA runs down its last second
+    return min(backlog, rate) * at_turn + backlog / JOB_CHECK_S + 1, reads
 
 
 def _mean_interval(eta_s: float, settings: Settings) -> float:
@@ -350,20 +450,44 @@ def _mean_interval(eta_s: float, settings: Settings) -> float:
     return eta_s / polls_while_waiting(eta_s, settings)
 
 
+def _payment_ms(m: Measured, v: Variant) -> float:
+    """A processor's time per payment: the statement, the proxy hop, the Multi-AZ commit, and its share
+    of the batch's overhead."""
+    batch_share = ASSUMED_BATCH_OVERHEAD_MS / PROD.processor.batch_size
+    return m.p50_ms["payment"] + ASSUMED_PROXY_RTT_MS + v.commit_ms + batch_share
+
+
 def processor_rate(m: Measured, v: Variant) -> float:
-    """Payments/s the processor functions can drive: max concurrency x one payment's round trip
-    (the statement, the proxy hop, the Multi-AZ commit) plus the batch's overhead per payment."""
-    p = PROD.processor
-    per_payment_ms = m.payment_ms + ASSUMED_PROXY_RTT_MS + v.commit_ms + ASSUMED_BATCH_OVERHEAD_MS / p.batch_size
-    return v.max_concurrency * 1000.0 / per_payment_ms
+    """Payments/s the processor functions can drive: max concurrency x one payment's time."""
+    return v.max_concurrency * 1000.0 / _payment_ms(m, v)
 
 
 def enqueue_ms(m: Measured, v: Variant) -> float:
-    return m.enqueue_ms + v.enqueue_statements * ASSUMED_PROXY_RTT_MS + ASSUMED_SQS_SEND_MS + ASSUMED_INVOKE_OVERHEAD_MS
+    op = v.enqueue_op
+    return m.p50_ms[op] + m.statements[op] * ASSUMED_PROXY_RTT_MS + ASSUMED_SQS_SEND_MS + ASSUMED_INVOKE_OVERHEAD_MS
 
 
 def poll_ms(m: Measured) -> float:
-    return m.poll_ms + ASSUMED_PROXY_RTT_MS + ASSUMED_INVOKE_OVERHEAD_MS
+    return m.p50_ms["status_poll"] + ASSUMED_PROXY_RTT_MS + ASSUMED_INVOKE_OVERHEAD_MS
+
+
+def sale_cost(n: int, m: Measured, v: Variant, sim: Simulation) -> dict[str, float]:
+    """What one sale's traffic costs, USD: every request the stage receives, the API functions'
+    invocations and time, the processors', each job's queue and event traffic, and the figure's reads
+    at CloudFront. Shoppers refused at enqueue make no job."""
+    jobs = n - sim.refused_sold_out
+    api_invocations = n + sim.total_polls
+    api_gb_s = (n * enqueue_ms(m, v) + sim.total_polls * poll_ms(m)) / 1000 * API_FUNCTION_GB
+    processor_gb_s = jobs * _payment_ms(m, v) / 1000 * PROD.processor.memory_mb / 1024
+    costs = {
+        "api_gateway": (api_invocations + sim.throttled_requests) * API_PER_MILLION / 1e6,
+        "lambda": (api_invocations + jobs / PROD.processor.batch_size) * LAMBDA_PER_MILLION / 1e6
+        + (api_gb_s + processor_gb_s) * LAMBDA_ARM_PER_GB_S,
+        "cloudfront": sim.total_figure_reads
+        * (ASSUMED_CLOUDFRONT_HTTPS_PER_10K / 1e4 + ASSUMED_FIGURE_BYTES / 1e9 * CLOUDFRONT_INDIA_PER_GB),
+        "queue_and_events": jobs * PAYMENT_TAIL_USD,
+    }
+    return {k: round(c, 2) for k, c in costs.items()} | {"total": round(sum(costs.values()), 2)}
 
 
 def size_model(n: int, m: Measured, v: Variant) -> dict[str, Any]:
@@ -444,7 +568,7 @@ def size_model(n: int, m: Measured, v: Variant) -> dict[str, Any]:
             sim.peak_db_util,
             1.0,
             f"of {v.db_vcpus} vCPU",
-            "measured server CPU per operation, scaled to 2 vCPU (m7g.large)",
+            f"measured server CPU per operation, scaled to {v.db_vcpus} vCPU",
             None,
         ),
         _row(
@@ -454,6 +578,15 @@ def size_model(n: int, m: Measured, v: Variant) -> dict[str, Any]:
             "payments/s",
             f"measured at +{commit_ms:g} ms commit ({hot_shards} stock row{'s' if hot_shards > 1 else ''})",
             HOT_STOCK_SHARE * n,
+        ),
+        _row(
+            "sold-out bulk end (first statement)",
+            m.bulk_end_ms(sim.line_at_sell_out, sim.stranded_at_sell_out) / 1000,
+            m.statement_timeout_ms / 1000,
+            "s of a core",
+            f"measured CPU per job read ({sim.line_at_sell_out:,.0f} in line) and ended (at most "
+            f"{m.line_batch:,}); past the functions' statement timeout (migration 0005) it ends none",
+            None,
         ),
         _row(
             "CloudFront (now-serving figure)",
@@ -526,7 +659,7 @@ def size_model(n: int, m: Measured, v: Variant) -> dict[str, Any]:
         "API Gateway (stage throttle)": arrival / v.api_rps,
         "API Gateway (account quota)": arrival / v.api_account_rps,
         "enqueue Lambda (reserved)": enq_conc / api.enqueue.reserved_concurrency,
-        "PostgreSQL CPU (enqueue + polls + payments)": arrival / m.capacity("enqueue", v.db_vcpus)
+        "PostgreSQL CPU (enqueue + polls + payments)": arrival / m.capacity(v.enqueue_op, v.db_vcpus)
         + arrival / m.capacity("payment", v.db_vcpus),
         "hot product row lock": HOT_SHARE * arrival / hot_rate,
         "SQS FIFO SendMessageBatch": arrival / SQS_FIFO_HT_TPS,
@@ -546,6 +679,7 @@ def size_model(n: int, m: Measured, v: Variant) -> dict[str, Any]:
         "shoppers": n,
         "arrival_per_s": round(arrival, 1),
         "simulation": sim.__dict__,
+        "sale_usd": sale_cost(n, m, v, sim),
         "components": rows,
         "first_limit": ranked[0][0],
         "first_limit_utilization": round(ranked[0][1], 3),
@@ -583,6 +717,7 @@ def model(report: dict[str, Any]) -> dict[str, Any]:
     m = Measured.from_report(report)
     shards = int(report.get("knobs", {}).get("shards", 8))
     variants = ladder(shards)
+    today = next(v for v in variants if v.name == TODAY)
     return {
         "assumptions": {
             "multi_az_commit_ms": ASSUMED_MULTI_AZ_COMMIT_MS,
@@ -593,11 +728,11 @@ def model(report: dict[str, Any]) -> dict[str, Any]:
             "hot_share": HOT_SHARE,
             "hot_stock_share": HOT_STOCK_SHARE,
         },
-        "processor_pps": round(processor_rate(m, variants[0]), 1),
+        "processor_pps": round(processor_rate(m, today), 1),
         "hot_row_pps": round(m.hot_rate(ASSUMED_MULTI_AZ_COMMIT_MS), 1),
         "hot_row_sharded_pps": round(m.hot_rate_sharded(ASSUMED_MULTI_AZ_COMMIT_MS, shards), 1),
         "capacity_2vcpu": {op: round(m.capacity(op), 1) for op in m.cpu_ms},
-        "sizes": [size_model(n, m, variants[0]) for n in SIZES],
+        "sizes": [size_model(n, m, today) for n in SIZES],
         "variants": [
             {
                 "name": v.name,
@@ -607,12 +742,13 @@ def model(report: dict[str, Any]) -> dict[str, Any]:
             }
             for v in variants
         ],
+        "floor_per_month": PROD_FLOOR_PER_MONTH,
         "shards": shards,
     }
 
 
 def _brief(size: dict[str, Any]) -> dict[str, Any]:
-    keys = ("shoppers", "simulation", "first_limit", "first_limit_utilization", "limits_past_100")
+    keys = ("shoppers", "simulation", "sale_usd", "first_limit", "first_limit_utilization", "limits_past_100")
     return {k: size[k] for k in (*keys, "notification_limits_past_100", "notifications_lag_s")}
 
 
@@ -661,6 +797,17 @@ def render(report: dict[str, Any]) -> str:
     ]
     for lv in report["hot_row"]["levels"]:
         lines.append(f"| +{lv['commit_delay_ms']} ms | {_n(lv['tps'])} | {lv['p50_ms']:.2f} | {lv['p99_ms']:.2f} |")
+    line = report["sold_out_line"]
+    ran = ", ".join(f"{st['seconds']:.2f} s ({st['ended']:,.0f} of {st['queued']:,.0f})" for st in line["statements"])
+    lines += [
+        "",
+        f"Sold-out line: {line['line_jobs']:,} queued jobs, every fourth holding the hot product when it sold out, "
+        f"ended {line['batch']:,} a statement at most (`pq_end_sold_out_jobs`, one connection; each statement's "
+        f"time, jobs ended of jobs queued: {ran}): server CPU **{line['scan_cpu_ms_per_queued_job']:.4f} ms per "
+        f"queued job read** and **{line['end_cpu_ms_per_job']:.3f} ms per job ended**, "
+        f"{_n(line['wal_bytes_per_job'])} WAL bytes per job ended; statement timeout "
+        f"{line['statement_timeout_ms'] / 1000:g} s (the functions' role, migration 0005).",
+    ]
     a = mod["assumptions"]
     lines += [
         "",
@@ -673,13 +820,14 @@ def render(report: dict[str, Any]) -> str:
         + ".",
         "",
     ]
+    lines += _before_after(mod, max(SIZES))
     lines += [
-        "#### Per size, today and with each lift added to the last",
+        "#### Per size, the previous release, today, and with each lift added to the last",
         "",
         "| deployment | added $/month | shoppers in 60 s | drained after | last shopper waits | peak backlog | "
-        "peak requests/s offered | throttled (429) | DB CPU peak | first limit (arrival load / limit) | "
-        "also past 100 % | notifications lag the last payment by |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---:|",
+        "peak requests/s offered to the API | throttled (429) | DB CPU peak | the sale's traffic | "
+        "first limit (arrival load / limit) | also past 100 % | notifications lag the last payment by |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---:|",
     ]
     for v in mod["variants"]:
         for s in v["sizes"]:
@@ -688,7 +836,7 @@ def render(report: dict[str, Any]) -> str:
             lines.append(
                 f"| {v['name']} | {v['cost_per_month']:,.0f} | {s['shoppers']:,} | {sim['drain_s']:.0f} s | "
                 f"{sim['max_wait_s']:.0f} s | {sim['peak_backlog']:,} | {_n(sim['peak_offered_rps'])} | "
-                f"{sim['throttled_requests']:,} | {sim['peak_db_util']:.0%} | "
+                f"{sim['throttled_requests']:,} | {sim['peak_db_util']:.0%} | ${s['sale_usd']['total']:,.2f} | "
                 f"{s['first_limit']} ({s['first_limit_utilization']:.0%}) | {also} | {s['notifications_lag_s']:.0f} s |"
             )
     lines += ["", "| deployment | the change |", "|---|---|"]
@@ -734,6 +882,31 @@ def render(report: dict[str, Any]) -> str:
         )
     lines += ["", f"Gain: **{lift['gain']}x** payments/s of the hot product.", "", END]
     return "\n".join(lines)
+
+
+def _before_after(mod: dict[str, Any], n: int) -> list[str]:
+    """The largest sale under each deployment of the ladder, the previous release first: what the line's
+    lifts changed, then what each further lift adds, with what a month with that sale costs."""
+    lines = [
+        f"#### {n:,} shoppers: the previous release beside today's, then each lift",
+        "",
+        "| deployment | drained after | last shopper waits | peak requests/s offered to the API "
+        "| peak figure reads/s at CloudFront | throttled (429) | DB CPU peak | shoppers refused or ended as sold out "
+        "| the sale's traffic: API, Lambda, CloudFront, queue + events | a month: floor + added + this sale |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|",
+    ]
+    for v in mod["variants"]:
+        s = next(size for size in v["sizes"] if size["shoppers"] == n)
+        sim, usd = s["simulation"], s["sale_usd"]
+        month = mod["floor_per_month"] + v["cost_per_month"] + usd["total"]
+        lines.append(
+            f"| {v['name']} | {sim['drain_s']:.0f} s | {sim['max_wait_s']:.0f} s | {_n(sim['peak_offered_rps'])} | "
+            f"{_n(sim['peak_figure_rps'])} | {sim['throttled_requests']:,} | {sim['peak_db_util']:.0%} | "
+            f"{sim['refused_sold_out'] + sim['ended_sold_out']:,.0f} | "
+            f"${usd['total']:,.2f}: {usd['api_gateway']:,.2f} + {usd['lambda']:,.2f} + {usd['cloudfront']:,.2f} "
+            f"+ {usd['queue_and_events']:,.2f} | ${month:,.0f} |"
+        )
+    return [*lines, ""]
 
 
 def rewrite_doc(path: Path, report: dict[str, Any]) -> None:

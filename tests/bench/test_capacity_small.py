@@ -56,7 +56,7 @@ def test_tiny_capacity_run_writes_positive_costs_and_rewrites_the_doc_block(tmp_
     # any level that finished an operation measured its latency
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     report = json.loads(out.read_text())
-    assert set(report["operations"]) == {"enqueue", "status_poll", "payment", "sold_out"}
+    assert set(report["operations"]) == {"enqueue", "enqueue_sent_mark", "status_poll", "payment", "sold_out"}
     measured = ("ops", "tps", "p50_ms", "p99_ms", "wal_bytes_per_op", "wal_records_per_op", "backend_cpu_ms_per_op")
     for op in report["operations"].values():
         assert [lv["connections"] for lv in op["levels"]] == [1, 2]
@@ -72,10 +72,17 @@ def test_tiny_capacity_run_writes_positive_costs_and_rewrites_the_doc_block(tmp_
         side = report["lift"][label]
         assert (side["jobs"], side["succeeded"], side["out_of_stock"], side["unfinished"]) == (200, 150, 50, 0)
         assert side["invariants"] == dict.fromkeys(side["invariants"], 0)
+    # and the sold-out line's bulk end ended exactly the queued jobs holding the hot product (every fourth of
+    # 1,500) in one statement, and the next statement, reading the rest of the line, ended none
+    line = report["sold_out_line"]
+    assert (line["line_jobs"], line["ended"]) == (1500, 375)
+    assert [(st["queued"], st["ended"]) for st in line["statements"]] == [(1500, 375), (1125, 0)]
+    assert line["scan_cpu_ms_per_queued_job"] >= 0 and line["end_cpu_ms_per_job"] >= 0
     # and the model has the three sizes, each naming its first limit
     assert [s["shoppers"] for s in report["model"]["sizes"]] == [5_000, 50_000, 500_000]
     assert all(s["first_limit"] for s in report["model"]["sizes"])
     # and only the block was rewritten
     text = doc.read_text()
     assert text.startswith("# Capacity\n\nprose stays\n") and text.endswith("<!-- capacity:end -->\n\nafter\n")
-    assert "stale numbers" not in text and "| enqueue (1) | 1 |" in text
+    assert "stale numbers" not in text and "| enqueue (1) | 1 |" in text and "| enqueue_sent_mark (2) | 1 |" in text
+    assert "#### 500,000 shoppers: the previous release beside today's" in text
