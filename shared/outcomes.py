@@ -128,6 +128,18 @@ class WalletAdjustOutcome(StrEnum):
     BALANCE_TOO_LARGE = "balance_too_large"
 
 
+class DlqDropOutcome(StrEnum):
+    """pq_drop_dead_letter: an operator drops a job's message from the DLQ (POST /v1/dlq/jobs/{job_id}/drop)."""
+
+    DROPPED = "dropped"
+    ALREADY_DROPPED = "already_dropped"  # an earlier call did: the same record, nothing changed
+    JOB_NOT_FOUND = "job_not_found"  # no such job, and no message of it in the DLQ
+    NOT_DEAD_LETTERED = "not_dead_lettered"  # waiting in line, taken by a processor, or finished
+    # A gateway job whose money at the gateway our books do not show settled (captured and neither applied
+    # nor on its way back, an authorisation nobody released, or its payment never read): a redrive settles it.
+    GATEWAY_MONEY_UNSETTLED = "gateway_money_unsettled"
+
+
 SQL_TYPES: dict[str, type[StrEnum]] = {
     "pq_enqueue_outcome": EnqueueOutcome,
     "pq_wallet_outcome": WalletOutcome,
@@ -139,4 +151,5 @@ SQL_TYPES: dict[str, type[StrEnum]] = {
     "pq_merchant_order_outcome": MerchantOrderOutcome,
     "pq_wallet_adjust_outcome": WalletAdjustOutcome,
     "pq_cancel_outcome": CancelOutcome,
+    "pq_dlq_drop_outcome": DlqDropOutcome,
 }

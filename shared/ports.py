@@ -79,6 +79,21 @@ class JobQueue(Protocol):
         """Move every dead-lettered message back to the queue, group and job id intact."""
         ...
 
+    def hold_dead_letters(self, job_id: str) -> list[str]:
+        """The DLQ's messages naming the job, kept from other readers until deleted or released: the
+        handles to do either by. SQS receives them hidden for a while (a drop that dies leaves them to
+        reappear); PGMQ needs no hold (nothing but a redrive reads its DLQ, and a message it moves
+        first is a finished job's, acknowledged without work)."""
+        ...
+
+    def delete_dead_letters(self, handles: Sequence[str]) -> None:
+        """Delete held DLQ messages for good (an operator dropped their job)."""
+        ...
+
+    def release_dead_letters(self, handles: Sequence[str]) -> None:
+        """Give held DLQ messages back, as they were (the drop was refused)."""
+        ...
+
     def dead_letter(self, message: ReceivedMessage, reason: str) -> None:
         """Move a message that can never succeed to the DLQ now, group and job id intact.
 

@@ -55,6 +55,7 @@ ROUTES = (
     ApiRoute("GET", "/v1/metrics", "status", OPERATOR_SCOPE),
     ApiRoute("GET", "/health/db", "status", OPERATOR_SCOPE),
     ApiRoute("POST", "/v1/dlq/redrive", "status", OPERATOR_SCOPE),
+    ApiRoute("POST", "/v1/dlq/jobs/{job_id}/drop", "status", OPERATOR_SCOPE),
     ApiRoute("POST", "/v1/refunds/{refund_id}/retry", "status", OPERATOR_SCOPE),
     ApiRoute("POST", "/v1/merchant/orders", "enqueue", MERCHANT_SCOPE),
     ApiRoute("GET", "/v1/merchant/orders", "status", MERCHANT_SCOPE),

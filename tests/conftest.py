@@ -12,6 +12,10 @@ from typing import TYPE_CHECKING
 import psycopg2
 import pytest
 
+# Before any test module imports aws_cdk (which starts jsii's node): the infra package points jsii at the
+# dev lock's Node.js LTS (infra/node.py), so the infra tests and the AWS-shaped run need no system node.
+import infra  # noqa: F401
+
 if TYPE_CHECKING:
     from aws_cdk import cx_api
 

@@ -1,5 +1,6 @@
-"""A job's status and an order for their owner; the operator views, the DLQ redrive and the retry of an
-owed refund; the shop backend's reads (a shopper's orders, payments and wallet) and our events."""
+"""A job's status and an order for their owner; the operator views, the DLQ redrive, the drop of a poison
+message and the retry of an owed refund; the shop backend's reads (a shopper's orders, payments and wallet)
+and our events."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from shared.api_models import (
     OPERATOR_ERRORS,
     CheckoutView,
     DbHealth,
+    DlqDrop,
     EventList,
     JobView,
     Metrics,
@@ -38,7 +40,7 @@ from shared.routes import NOW_SERVING_CACHE_S
 from shared.services import merchant
 from shared.services.checkout import get_checkout
 from shared.services.line import cancel_job
-from shared.services.operator import db_health, metrics_summary, redrive_dlq, retry_refund
+from shared.services.operator import db_health, drop_dead_letter, metrics_summary, redrive_dlq, retry_refund
 from shared.services.orders import get_order, list_orders
 from shared.services.reads import get_job, now_serving, queue_status
 
@@ -162,6 +164,27 @@ def dlq_redrive() -> Response[Any]:
     result = redrive_dlq(pq)
     # PGMQ moves at once (200); an SQS move task runs on after the answer (202).
     return json_response(200 if result["status"] == "completed" else 202, result)
+
+
+@app.post(
+    "/v1/dlq/jobs/<job_id>/drop",
+    summary="Operator: drop a job's message from the DLQ for good; the job ends failed, dropped_by_operator "
+    "(idempotent: a second call answers the first drop)",
+    responses=OPERATOR_ERRORS
+    | responses(
+        200,
+        "dropped, by this call or an earlier one: who and when",
+        DlqDrop,
+        e404="job_not_found (no such job, and no message of it in the DLQ)",
+        e409="job_not_dead_lettered (it waits in line, a processor has it, or it ended; details.job_status) or "
+        "gateway_money_unsettled (a gateway job whose captured money is not applied or refunded in our books, "
+        "or never read: redrive it; details.money)",
+    ),
+)
+def dlq_drop(job_id: str) -> Response[Any]:
+    pq = bootstrap()
+    require_scope(app.current_event, pq.settings.operator_scope)
+    return json_response(200, drop_dead_letter(pq, job_id, caller(app.current_event)))
 
 
 @app.post(

@@ -135,7 +135,9 @@ class Functions(Construct):
         self.status.add_environment("PQ_QUEUE_URL", queue.queue_url)
         self.status.add_environment("PQ_DLQ_URL", dlq.queue_url)
         queue.grant(self.status, "sqs:GetQueueAttributes")
-        # POST /v1/dlq/redrive: an SQS message move task from the DLQ back to payments.fifo.
+        # POST /v1/dlq/redrive: an SQS message move task from the DLQ back to payments.fifo (which needs
+        # ReceiveMessage and DeleteMessage on the DLQ too). POST /v1/dlq/jobs/{job_id}/drop: receive the
+        # DLQ's messages, delete the job's, give the rest back (ChangeMessageVisibility).
         dlq.grant(
             self.status,
             "sqs:GetQueueAttributes",
@@ -143,6 +145,7 @@ class Functions(Construct):
             "sqs:ListMessageMoveTasks",
             "sqs:ReceiveMessage",
             "sqs:DeleteMessage",
+            "sqs:ChangeMessageVisibility",
         )
         queue.grant_send_messages(self.status)
 

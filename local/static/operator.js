@@ -1,5 +1,6 @@
 // The live operator page: polls the operator routes, keeps a few minutes of history in memory for
-// the charts, and offers the DLQ redrive. Every call needs a token with the operator scope.
+// the charts, and offers the DLQ redrive and the drop of a poison message. Every call needs a token with
+// the operator scope.
 "use strict";
 
 (() => {
@@ -97,7 +98,10 @@
     }
   }
 
-  // The DLQ's jobs as the processor saw them go there: what the runbook's "find the cause" reads.
+  const DLQ_COLUMNS = ["Job", "User", "Order", "Last error", "Deliveries", "In the DLQ for"];
+
+  // The DLQ's jobs as the processor saw them go there: what the runbook's "find the cause" reads. Each
+  // job's message can be dropped for good (POST /v1/dlq/jobs/{job_id}/drop) when it can never succeed.
   function renderDeadLettered(jobs) {
     const body = $("dlq-jobs");
     body.replaceChildren();
@@ -106,13 +110,44 @@
       const row = document.createElement("tr");
       const cells = [job.job_id || "(none named)", job.user_id || "–", job.order_id === null ? "–" : String(job.order_id),
         job.last_error, number.format(job.deliveries), duration(job.age_s)];
-      cells.forEach((text) => {
+      cells.forEach((text, i) => {
         const cell = document.createElement("td");
+        if (i === 0 || i === 3) cell.className = "wraps"; // a job id and an error: long, so they wrap
+        cell.dataset.label = DLQ_COLUMNS[i]; // the row's heading when it stacks on a phone (pq.css)
         cell.textContent = text;
         row.appendChild(cell);
       });
+      const action = document.createElement("td");
+      if (job.job_id) {
+        const button = document.createElement("button");
+        button.type = "button";
+        button.textContent = "Drop";
+        button.setAttribute("aria-label", "Drop job " + job.job_id);
+        button.addEventListener("click", () => dropJob(job.job_id, button));
+        action.appendChild(button);
+      }
+      row.appendChild(action);
       body.appendChild(row);
     }
+  }
+
+  // Irreversible, so asked once more: the job ends failed and its message leaves the DLQ for good.
+  async function dropJob(id, button) {
+    if (!window.confirm("Drop job " + id + "? It ends failed (dropped_by_operator) and its message leaves " +
+      "the DLQ for good; a redrive can no longer pay it.")) return;
+    const out = $("drop-result");
+    button.disabled = true;
+    try {
+      const answer = await PQ.call("POST", "/v1/dlq/jobs/" + encodeURIComponent(id) + "/drop", token);
+      if (refused(answer.status)) return;
+      const r = answer.body || {};
+      out.textContent = answer.status === 200
+        ? "Dropped job " + id + " (by " + r.dropped_by + "): it has ended " + r.status + "."
+        : "Not dropped: " + ((r.error && r.error.message) || "status " + answer.status) + ".";
+    } catch (_) {
+      out.textContent = "Drop failed: the API is unreachable.";
+    }
+    refresh();
   }
 
   const rupees = new Intl.NumberFormat("en-IN", { style: "currency", currency: "INR" });

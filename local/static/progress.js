@@ -26,6 +26,7 @@
     amount_mismatch: "The amount paid did not match the order, so the payment was not used.",
     gateway_payment_refunded: "The payment was refunded at the payment provider, so it could not pay this order.",
     cancelled: "You left the line. Nothing was charged.",
+    dropped_by_operator: "We could not process this payment, so our team stopped it. Nothing was charged.",
   };
   const FALLBACK_REASON = "We could not complete the payment. Nothing was charged; please try again.";
   // What the shopper can do next, by reason. retry "wallet" pays the same order from the wallet again;
@@ -43,6 +44,7 @@
     amount_mismatch: { text: "You can pay again; any amount taken was refunded.", retry: "choose" },
     gateway_payment_refunded: { text: "You can pay again, the same way or another.", retry: "choose" },
     cancelled: { text: "You can pay this order again whenever you are ready.", retry: "choose" },
+    dropped_by_operator: { text: "You can pay this order again.", retry: "choose" },
   };
   const FALLBACK_NEXT = { text: "You can try the payment again.", retry: "choose" };
   const RETRY_LABELS = { wallet: "Try the payment again", choose: "Pay again" };

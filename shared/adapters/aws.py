@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
@@ -13,6 +14,15 @@ from shared.ports import QueueMessage, QueueStats, ReceivedMessage, RedriveResul
 _BATCH = 10
 # SQS caps a message attribute's value with the message (256 KiB); a reason needs far less.
 _REASON_CHARS = 256
+
+# A drop holds the DLQ messages it receives this long: the drop's one database call and its delete take
+# far less, and the messages of a drop that died are visible again within it.
+DEAD_LETTER_HOLD_S = 30
+# The receives a drop spends looking through the DLQ for a job's messages, 10 messages each. A FIFO queue
+# returns no more of a message group while one of its messages is held (the DLQ of a job whose user has
+# more than 10 messages there is seen only in part): the job is ended all the same, on the processor's
+# record, and a message the look missed is acknowledged without work when a redrive delivers it.
+DEAD_LETTER_RECEIVES = 10
 
 T = TypeVar("T")
 
@@ -65,10 +75,8 @@ class SqsJobQueue:
         The group and deduplication id stay the job's, so a redrive puts the job back in its
         user's group; the attributes say where it came from and why, for the operator.
         """
-        if not self._dlq_url:
-            raise RuntimeError("PQ_DLQ_URL is required to dead-letter a message")
         self._sqs.send_message(
-            QueueUrl=self._dlq_url,
+            QueueUrl=self._require_dlq("dead-letter a message"),
             MessageBody=message.body,
             MessageGroupId=message.group_id,
             MessageDeduplicationId=message.deduplication_id,
@@ -79,6 +87,45 @@ class SqsJobQueue:
             },
         )
         self._sqs.delete_message(QueueUrl=self._url, ReceiptHandle=message.receipt_handle)
+
+    def hold_dead_letters(self, job_id: str) -> list[str]:
+        """Receive the DLQ's messages, keep those naming the job hidden for DEAD_LETTER_HOLD_S and give
+        the rest back at once. Long polls of 1 s: a short poll samples a subset of SQS's servers and may
+        answer empty while messages wait ("Setting-up long polling in Amazon SQS"); the look ends at the
+        first empty answer."""
+        dlq = self._require_dlq("drop a dead-lettered message")
+        held: list[str] = []
+        others: list[str] = []
+        for _ in range(DEAD_LETTER_RECEIVES):
+            received = self._sqs.receive_message(
+                QueueUrl=dlq, MaxNumberOfMessages=_BATCH, VisibilityTimeout=DEAD_LETTER_HOLD_S, WaitTimeSeconds=1
+            ).get("Messages", [])
+            if not received:
+                break
+            for message in received:
+                (held if _names_job(message["Body"], job_id) else others).append(message["ReceiptHandle"])
+        self.release_dead_letters(others)
+        return held
+
+    def delete_dead_letters(self, handles: Sequence[str]) -> None:
+        dlq = self._require_dlq("drop a dead-lettered message")
+        for chunk in _chunks(handles):
+            self._sqs.delete_message_batch(
+                QueueUrl=dlq, Entries=[{"Id": str(i), "ReceiptHandle": h} for i, h in enumerate(chunk)]
+            )
+
+    def release_dead_letters(self, handles: Sequence[str]) -> None:
+        dlq = self._require_dlq("release a dead-lettered message")
+        for chunk in _chunks(handles):
+            self._sqs.change_message_visibility_batch(
+                QueueUrl=dlq,
+                Entries=[{"Id": str(i), "ReceiptHandle": h, "VisibilityTimeout": 0} for i, h in enumerate(chunk)],
+            )
+
+    def _require_dlq(self, action: str) -> str:
+        if not self._dlq_url:
+            raise RuntimeError(f"PQ_DLQ_URL is required to {action}")
+        return self._dlq_url
 
     def _arn(self, url: str) -> str:
         attrs = self._sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])
@@ -108,9 +155,7 @@ class SqsJobQueue:
         A FIFO redrive keeps each message's group; the payment function ignores a job it has
         already finished, so a redriven duplicate charges nothing.
         """
-        if not self._dlq_url:
-            raise RuntimeError("PQ_DLQ_URL is required to redrive the dead-letter queue")
-        dlq_arn = self._arn(self._dlq_url)
+        dlq_arn = self._arn(self._require_dlq("redrive the dead-letter queue"))
         latest = self._sqs.list_message_move_tasks(SourceArn=dlq_arn, MaxResults=1).get("Results", [])
         if latest and latest[0].get("Status") == "RUNNING":
             return RedriveResult(
@@ -124,6 +169,16 @@ class SqsJobQueue:
         # has no such source queue; every message in this DLQ belongs in payments.fifo.
         started = self._sqs.start_message_move_task(SourceArn=dlq_arn, DestinationArn=self._arn(self._url))
         return RedriveResult(status="started", moved=None, task_handle=started["TaskHandle"])
+
+
+def _names_job(body: str, job_id: str) -> bool:
+    """Whether a message's body names the job (shared/services/intake.job_message wrote it; a poison body
+    may name none, or not be JSON at all)."""
+    try:
+        data = json.loads(body)
+        return isinstance(data, dict) and str(uuid.UUID(str(data.get("job_id")))) == job_id
+    except (ValueError, RecursionError):
+        return False
 
 
 class EventBridgeBus:

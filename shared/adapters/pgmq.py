@@ -117,6 +117,32 @@ class PgmqJobQueue:
             raise ValueError("receipt handle of another queue")
         move_to_dlq(self._db, [(int(msg_id), int(read_ct), reason)], queue=self.queue, dlq=self.dlq)
 
+    def hold_dead_letters(self, job_id: str) -> list[str]:
+        """The DLQ's messages naming the job (its job_id header, or the body's, for a message that came
+        without one), as "<dlq>:<msg_id>". The DLQ is small: read whole, never on the payment path."""
+        rows = self._db.fetch_all(
+            f"""SELECT msg_id FROM pgmq.q_{self.dlq}
+                 WHERE headers->>'job_id' = %s OR lower(message->>'job_id') = %s ORDER BY msg_id""",
+            (job_id, job_id.lower()),
+        )
+        return [f"{self.dlq}:{r['msg_id']}" for r in rows]
+
+    def delete_dead_letters(self, handles: Sequence[str]) -> None:
+        if handles:
+            self._db.execute(
+                f"DELETE FROM pgmq.q_{self.dlq} WHERE msg_id = ANY(%s::bigint[])",
+                ([self._dlq_msg_id(h) for h in handles],),
+            )
+
+    def release_dead_letters(self, handles: Sequence[str]) -> None:
+        """Nothing was held (hold_dead_letters)."""
+
+    def _dlq_msg_id(self, handle: str) -> int:
+        queue, msg_id = handle.rsplit(":", 1)
+        if queue != self.dlq:
+            raise ValueError("handle of another queue")
+        return int(msg_id)
+
     def stats(self) -> QueueStats:
         row = self._db.fetch_one(
             f"""SELECT (SELECT count(*) FILTER (WHERE vt <= clock_timestamp()) FROM pgmq.q_{self.queue}) AS depth,

@@ -1,14 +1,16 @@
-"""The operator's routes (functions/status): metrics, DLQ redrive, database health."""
+"""The operator's routes (functions/status): metrics, DLQ redrive and drop, database health, refund retry."""
 
 from __future__ import annotations
 
 import time
+import uuid
 from typing import Any
 
 from shared.bootstrap import App
-from shared.domain import ApiError
+from shared.domain import ApiError, build_event
 from shared.observability import logger
-from shared.outcomes import RefundRetryOutcome
+from shared.outcomes import DlqDropOutcome, RefundRetryOutcome
+from shared.services.outbox import publish_events
 
 _WINDOWS_MIN = (1, 5, 60)
 
@@ -108,4 +110,66 @@ def retry_refund(app: App, refund_id: str, operator: str) -> dict[str, Any]:
         "outcome": row["outcome"],
         "state": row["state"],
         "amount_paise": row["amount_paise"],
+    }
+
+
+def drop_dead_letter(app: App, job_id: str, operator: str) -> dict[str, Any]:
+    """Operator action: drop a job's message from the DLQ for good (a poison message a redrive would only
+    send back there). The job ends failed, reason dropped_by_operator, and the drop is recorded with who
+    made it and when (shared/sql/failures.sql, pq_drop_dead_letter). Idempotent: a job dropped already is
+    answered with that drop, and any message of it still in the DLQ is deleted.
+
+    The job's messages are held first, the job ended in one transaction, then the messages deleted: a
+    crash between leaves a message of a finished job (acknowledged without work by a redrive's delivery),
+    never a live job with no message."""
+    try:
+        job_uuid = uuid.UUID(job_id)
+    except ValueError:
+        raise ApiError(404, "job_not_found", "no such payment job") from None
+    held = app.queue.hold_dead_letters(str(job_uuid))
+    outcome: DlqDropOutcome | None = None
+    try:
+        row = app.db.fetch_one("SELECT * FROM pq_drop_dead_letter(%s, %s, %s)", (job_uuid, operator, bool(held)))
+        assert row is not None
+        outcome = DlqDropOutcome(row["outcome"])
+    finally:
+        if outcome not in (DlqDropOutcome.DROPPED, DlqDropOutcome.ALREADY_DROPPED):
+            app.queue.release_dead_letters(held)
+    if outcome is DlqDropOutcome.JOB_NOT_FOUND:
+        raise ApiError(404, "job_not_found", "no such payment job")
+    if outcome is DlqDropOutcome.NOT_DEAD_LETTERED:
+        raise ApiError(
+            409,
+            "job_not_dead_lettered",
+            "this job has no message in the DLQ: it waits in line, a processor has it, or it has ended",
+            job_status=row["status"],
+            reason=row["reason"],
+        )
+    if outcome is DlqDropOutcome.GATEWAY_MONEY_UNSETTLED:
+        raise ApiError(
+            409,
+            "gateway_money_unsettled",
+            "this gateway job's money is not settled in our books (captured and not applied or refunded, or "
+            "never read from the gateway): fix the cause and redrive it, and its processor applies or refunds it",
+            job_status=row["status"],
+            money=row["money"],
+        )
+    app.queue.delete_dead_letters(held)
+    if outcome is DlqDropOutcome.DROPPED and row["event"] is not None:
+        publish_events(app, [build_event(row["event"])])  # if the bus is down, the sweeper publishes it
+    logger.warning(
+        "dead-lettered job dropped",
+        job_id=str(job_uuid),
+        operator=operator,
+        outcome=outcome.value,
+        job_status=row["job_status"],
+        messages_deleted=len(held),
+    )
+    return {
+        "job_id": str(job_uuid),
+        "status": row["status"],
+        "reason": row["reason"],
+        "status_when_dropped": row["job_status"],
+        "dropped_by": row["dropped_by"],
+        "dropped_at": row["dropped_at"].isoformat(),
     }

@@ -39,3 +39,88 @@ LANGUAGE sql STABLE AS $$
      ORDER BY f.created_at DESC
      LIMIT p_limit
 $$;
+
+-- An operator drops a job's message from the DLQ (POST /v1/dlq/jobs/{job_id}/drop): a message that can never
+-- succeed, which a redrive would only send back there. The job ends failed, reason dropped_by_operator,
+-- through pq_end_job like any other end (the finished-jobs counter, the PaymentFailed event), and the drop
+-- is recorded: who, when, and the status the job had. p_in_dlq: the caller holds a message of the job it
+-- found in the DLQ; without one, the processor's record that it sent the job there (dead_lettered_at, or a
+-- dead-lettered delivery of a job we never recorded) will do. The caller deletes the message after commit:
+-- a delete lost leaves a message of a finished job, which a redrive's delivery acknowledges (both payment
+-- paths answer already_failed) and the same call again deletes. Outcomes (pq_dlq_drop_outcome):
+--   dropped                  -> this call ended the job; event is the outbox row to publish after commit
+--                               (none for a message naming a job we never recorded: job_status unknown)
+--   already_dropped          -> an earlier call did: its record, nothing changed
+--   job_not_found            -> no such job and no message of it seen in the DLQ
+--   not_dead_lettered        -> the job is not in the DLQ: waiting in line, taken by a processor, or finished
+--   gateway_money_unsettled  -> a gateway job whose money would leave the books: captured and neither
+--                               applied, refunded, on its way back nor owed; an authorisation nobody
+--                               released; or a payment never read (money holds the books' figures, NULL
+--                               then). A redrive's delivery settles it; the job stays in the DLQ meanwhile.
+-- A delivery of the job in progress holds the job's row (and clears dead_lettered_at as it starts): the
+-- call waits for it and answers by what it left.
+CREATE OR REPLACE FUNCTION pq_drop_dead_letter(p_job_id uuid, p_operator text, p_in_dlq boolean,
+                                               OUT outcome pq_dlq_drop_outcome, OUT job_status text,
+                                               OUT status text, OUT reason text, OUT dropped_by text,
+                                               OUT dropped_at timestamptz, OUT event jsonb, OUT money jsonb)
+LANGUAGE plpgsql SET enable_seqscan = off AS $$
+DECLARE
+    v_job   payment_jobs%ROWTYPE;
+    v_drop  dead_letter_drops%ROWTYPE;
+    v_books record;
+BEGIN
+    SELECT * INTO v_job FROM payment_jobs j WHERE j.id = p_job_id FOR UPDATE;
+    IF NOT FOUND THEN
+        -- A message naming a job we never recorded (poison from the start): dropped as such, once.
+        IF p_in_dlq OR EXISTS (SELECT 1 FROM delivery_failures d WHERE d.job_id = p_job_id AND d.dead_lettered)
+           OR EXISTS (SELECT 1 FROM dead_letter_drops x WHERE x.job_id = p_job_id) THEN
+            INSERT INTO dead_letter_drops (job_id, dropped_by, job_status) VALUES (p_job_id, p_operator, 'unknown')
+            ON CONFLICT (job_id) DO NOTHING;
+            outcome := CASE WHEN FOUND THEN 'dropped' ELSE 'already_dropped' END;
+            SELECT * INTO v_drop FROM dead_letter_drops x WHERE x.job_id = p_job_id;
+            job_status := v_drop.job_status;
+            status := 'unknown';
+            dropped_by := v_drop.dropped_by;
+            dropped_at := v_drop.dropped_at;
+        ELSE
+            outcome := 'job_not_found';
+        END IF;
+        RETURN;
+    END IF;
+    SELECT * INTO v_drop FROM dead_letter_drops x WHERE x.job_id = p_job_id;
+    IF FOUND THEN
+        outcome := 'already_dropped';
+    ELSIF v_job.status NOT IN ('queued', 'processing') OR NOT (p_in_dlq OR v_job.dead_lettered_at IS NOT NULL) THEN
+        outcome := 'not_dead_lettered';
+    ELSE
+        IF v_job.method <> 'wallet' AND v_job.gateway_ref IS NOT NULL THEN
+            SELECT b.* INTO v_books FROM pq_gateway_books() b
+             WHERE b.method = v_job.method AND b.gateway_ref = v_job.gateway_ref;
+            IF NOT FOUND
+               OR v_books.captured_paise - v_books.applied_paise - v_books.refunded_paise - v_books.refunding_paise
+                  - v_books.owed_paise <> 0
+               OR (v_books.captured_paise = 0 AND v_books.authorized_paise > 0 AND NOT v_books.released) THEN
+                outcome := 'gateway_money_unsettled';
+                IF FOUND THEN
+                    money := jsonb_build_object(
+                        'authorized_paise', v_books.authorized_paise, 'captured_paise', v_books.captured_paise,
+                        'applied_paise', v_books.applied_paise, 'refunded_paise', v_books.refunded_paise,
+                        'refunding_paise', v_books.refunding_paise, 'owed_paise', v_books.owed_paise);
+                END IF;
+                status := v_job.status;
+                RETURN;
+            END IF;
+        END IF;
+        INSERT INTO dead_letter_drops (job_id, dropped_by, job_status) VALUES (p_job_id, p_operator, v_job.status)
+        RETURNING * INTO v_drop;
+        event := pq_end_job(v_job, 'dropped_by_operator', NULL);
+        outcome := 'dropped';
+        SELECT * INTO v_job FROM payment_jobs j WHERE j.id = p_job_id;
+    END IF;
+    status := v_job.status;
+    reason := v_job.reason;
+    job_status := v_drop.job_status;
+    dropped_by := v_drop.dropped_by;
+    dropped_at := v_drop.dropped_at;
+END;
+$$;

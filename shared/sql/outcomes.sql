@@ -146,3 +146,15 @@ ALTER TYPE pq_cancel_outcome ADD VALUE IF NOT EXISTS 'job_not_found';
 ALTER TYPE pq_cancel_outcome ADD VALUE IF NOT EXISTS 'job_taken';
 ALTER TYPE pq_cancel_outcome ADD VALUE IF NOT EXISTS 'job_finished';
 ALTER TYPE pq_cancel_outcome ADD VALUE IF NOT EXISTS 'paid_at_gateway';
+
+-- pq_drop_dead_letter: an operator drops a job's message from the DLQ (failures.sql).
+DO $$
+BEGIN
+    CREATE TYPE pq_dlq_drop_outcome AS ENUM ();
+EXCEPTION WHEN duplicate_object THEN NULL;
+END $$;
+ALTER TYPE pq_dlq_drop_outcome ADD VALUE IF NOT EXISTS 'dropped';
+ALTER TYPE pq_dlq_drop_outcome ADD VALUE IF NOT EXISTS 'already_dropped';
+ALTER TYPE pq_dlq_drop_outcome ADD VALUE IF NOT EXISTS 'job_not_found';
+ALTER TYPE pq_dlq_drop_outcome ADD VALUE IF NOT EXISTS 'not_dead_lettered';
+ALTER TYPE pq_dlq_drop_outcome ADD VALUE IF NOT EXISTS 'gateway_money_unsettled';

@@ -489,6 +489,21 @@ def test_the_refund_retry_route_opens_only_with_the_operator_scope_and_names_no_
         assert (status, answer["error"]["code"]) == (404, "refund_not_found")
 
 
+def test_the_dlq_drop_route_opens_only_with_the_operator_scope_and_drops_no_job_it_does_not_hold(
+    rt: Runtime, world: dict[str, Any]
+) -> None:
+    refused = send(rt, "POST", f"/v1/dlq/jobs/{world['their_job']}/drop", rt.issuer.issue(USER), b"")
+    assert (refused[0], refused[1]["error"]["code"]) == (403, "forbidden")
+    operator = rt.issuer.issue("ops", scopes=(OPERATOR,))
+    for job_id in ("not-a-uuid", "9" * 300, "00000000-0000-4000-8000-000000000000"):
+        status, answer = send(rt, "POST", f"/v1/dlq/jobs/{job_id}/drop", operator, b"")
+        assert (status, answer["error"]["code"]) == (404, "job_not_found")
+    # A job that has ended is no poison message: refused, and it stays as it ended
+    status, answer = send(rt, "POST", f"/v1/dlq/jobs/{world['their_job']}/drop", operator, b"")
+    assert (status, answer["error"]["code"]) == (409, "job_not_dead_lettered")
+    assert answer["error"]["details"]["job_status"] == "succeeded"
+
+
 def test_the_operator_scope_does_not_open_a_shoppers_jobs(rt: Runtime, world: dict[str, Any]) -> None:
     # Payment routes require the payments scope, as the deployed routes do: refused before the handler.
     status, body = send(rt, "GET", f"{P}/{world['their_job']}", rt.issuer.issue("ops", scopes=(OPERATOR,)))
@@ -513,6 +528,7 @@ ROUTES = {
     ("get", "/v1/metrics"),
     ("get", "/health/db"),
     ("post", "/v1/dlq/redrive"),
+    ("post", "/v1/dlq/jobs/{job_id}/drop"),
     ("post", "/v1/refunds/{refund_id}/retry"),
     ("get", "/v1/orders/{order_id}"),
     ("post", "/v1/merchant/orders"),

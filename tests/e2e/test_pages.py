@@ -467,3 +467,46 @@ def test_operator_page_without_the_operator_scope_asks_for_another_token(paused:
     page.get_by_label("Operator bearer token").fill(paused.issuer.issue("ops", scopes=("payments/operator",)))
     page.get_by_role("button", name="Open the operator view").click()
     expect(page.locator("#depth")).to_have_text("0")
+
+
+def test_operator_drops_a_poison_job_from_the_page(paused: Runtime, open_page: Any) -> None:
+    # Given a job whose message can never succeed (it says Razorpay of a wallet payment), which a worker
+    # sends to the DLQ at first sight
+    job = enqueue(paused, "demo-user-1")
+    paused.db.execute(
+        "UPDATE pgmq.q_payments SET message = message || '{\"method\": \"razorpay\"}' WHERE headers->>'job_id' = %s",
+        (job,),
+    )
+    paused.start_worker()
+    page = open_page(PHONE)
+    page.goto(
+        f"{paused.base}/static/operator.html#every=250&token="
+        + paused.issuer.issue("ops", scopes=("payments/operator",))
+    )
+    expect(page.locator("#dlq-depth")).to_have_text("1", timeout=30_000)
+    expect(page.locator("#dlq-jobs tr")).to_have_count(1)
+    drop = page.get_by_role("button", name=f"Drop job {job}")
+
+    # And on a phone the DLQ's table keeps every column in view
+    page.screenshot(path=ARTIFACTS / "operator-dlq-phone.png", full_page=True)
+    assert fits_the_screen(page)
+    assert page.evaluate("(w => w.scrollWidth <= w.clientWidth)(document.getElementById('dlq-jobs-wrap'))")
+
+    # When the operator clicks Drop but does not confirm, Then nothing is sent
+    page.once("dialog", lambda dialog: dialog.dismiss())
+    drop.click()
+    expect(drop).to_be_enabled()
+    expect(page.locator("#drop-result")).to_have_text("")
+
+    # When the operator clicks Drop and confirms
+    page.once("dialog", lambda dialog: dialog.accept())
+    drop.click()
+
+    # Then the page says so, the DLQ is empty, and the job has ended failed, recorded as the operator's drop
+    expect(page.locator("#drop-result")).to_have_text(f"Dropped job {job} (by ops): it has ended failed.")
+    expect(page.locator("#dlq-depth")).to_have_text("0")
+    expect(page.locator("#dlq-jobs-wrap")).to_be_hidden()
+    ended = paused.db.fetch_one("SELECT status, reason FROM payment_jobs WHERE id = %s", (job,))
+    assert ended == {"status": "failed", "reason": "dropped_by_operator"}
+    recorded = paused.db.fetch_one("SELECT dropped_by FROM dead_letter_drops WHERE job_id = %s", (job,))
+    assert recorded == {"dropped_by": "ops"}

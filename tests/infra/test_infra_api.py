@@ -25,6 +25,7 @@ OPERATOR_ROUTES = {
     "GET /v1/metrics",
     "GET /health/db",
     "POST /v1/dlq/redrive",
+    "POST /v1/dlq/jobs/{job_id}/drop",
     "POST /v1/refunds/{refund_id}/retry",
 }
 MERCHANT_ROUTES = {

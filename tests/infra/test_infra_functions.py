@@ -133,12 +133,15 @@ def _granted(stack: Synthesized, function_name: str, action: str) -> set[str]:
     return granted
 
 
-def test_status_may_read_queue_depths_and_redrive_the_dlq_only(stack: Synthesized) -> None:
+def test_status_may_read_queue_depths_and_redrive_and_drop_from_the_dlq_only(stack: Synthesized) -> None:
     queue, dlq = stack.queue("-payments.fifo"), stack.queue("-payments-dlq.fifo")
 
     assert _granted(stack, "status", "sqs:GetQueueAttributes") == {queue, dlq}
     assert _granted(stack, "status", "sqs:StartMessageMoveTask") == {dlq}
     assert _granted(stack, "status", "sqs:ReceiveMessage") == {dlq}
+    # A drop deletes the job's DLQ messages and gives the others back (shared/adapters/aws.py).
+    assert _granted(stack, "status", "sqs:DeleteMessage") == {dlq}
+    assert _granted(stack, "status", "sqs:ChangeMessageVisibility") == {dlq}
     assert _granted(stack, "status", "sqs:SendMessage") == {queue}
 
 

@@ -135,3 +135,55 @@ def test_eventbridge_publish_sends_versioned_events_with_their_type(aws: None) -
         )
     assert sorted(d["detail"]["id"] for d in delivered) == sorted(str(e["id"]) for e in batch)
     assert all(d["detail-type"] == d["detail"]["type"] and d["source"] == "payment-queue" for d in delivered)
+
+
+def _dlq_message(sqs: Any, dlq: str, job_id: str, group: str, dedup: str) -> None:
+    sqs.send_message(
+        QueueUrl=dlq,
+        MessageBody=json.dumps({"job_id": job_id}),
+        MessageGroupId=group,
+        MessageDeduplicationId=dedup,
+    )
+
+
+def test_sqs_holds_a_jobs_dlq_messages_and_gives_every_other_back(queues: tuple[Any, str, str]) -> None:
+    # Given a DLQ with a job's message twice (a crash between the copy and the delete), the same user's
+    # other job, another user's job, and a message naming no job
+    sqs, url, dlq = queues
+    queue = SqsJobQueue(sqs, url, dlq)
+    job = "6f1c0a56-3b9e-4f39-9d53-0d3c2a3c5c11"
+    _dlq_message(sqs, dlq, job, "user-1", job)
+    _dlq_message(sqs, dlq, "7a2d1b67-4c0f-4a4a-8e64-1e4d3b4d6d22", "user-1", "other-job")
+    _dlq_message(sqs, dlq, job.upper(), "user-1", f"{job}.1")
+    _dlq_message(sqs, dlq, "8b3e2c78-5d1a-4b5b-9f75-2f5e4c5e7e33", "user-2", "third-job")
+    sqs.send_message(QueueUrl=dlq, MessageBody="not json", MessageGroupId="user-3", MessageDeduplicationId="junk")
+
+    # When a drop holds the job's messages
+    held = queue.hold_dead_letters(job)
+
+    # Then it holds both of the job's, and every other message is visible again at once
+    assert len(held) == 2
+    assert queue.stats().dlq_depth == 3
+
+    # And a release gives the job's back, a delete removes them for good
+    queue.release_dead_letters(held)
+    assert queue.stats().dlq_depth == 5
+    queue.delete_dead_letters(queue.hold_dead_letters(job))
+    attributes = sqs.get_queue_attributes(
+        QueueUrl=dlq, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+    )["Attributes"]
+    assert (attributes["ApproximateNumberOfMessages"], attributes["ApproximateNumberOfMessagesNotVisible"]) == (
+        "3",
+        "0",
+    )
+    bodies = [m["Body"] for m in sqs.receive_message(QueueUrl=dlq, MaxNumberOfMessages=10)["Messages"]]
+    assert job not in " ".join(bodies).lower()
+
+
+def test_sqs_holds_nothing_of_a_job_with_no_message_in_the_dlq(queues: tuple[Any, str, str]) -> None:
+    sqs, url, dlq = queues
+    queue = SqsJobQueue(sqs, url, dlq)
+    _dlq_message(sqs, dlq, "8b3e2c78-5d1a-4b5b-9f75-2f5e4c5e7e33", "user-2", "third-job")
+
+    assert queue.hold_dead_letters("6f1c0a56-3b9e-4f39-9d53-0d3c2a3c5c11") == []
+    assert queue.stats().dlq_depth == 1
