@@ -4,8 +4,10 @@ What stands in for what:
 
 - Lambda: one process per function (tests/aws/lambda_container.py) with the function's environment
   from the synthesized template; the harness invokes it with the events AWS would send.
-- RDS Proxy: PgBouncer in transaction pooling mode (local/pgbouncer.py); the DB credentials are
-  read from a Secrets Manager secret in RDS's format.
+- RDS Proxy: PgBouncer in transaction pooling mode (local/pgbouncer.py). The functions log in as
+  their own roles with an IAM token, which PgBouncer takes unchecked; migrate with the credentials of
+  a Secrets Manager secret in RDS's format. ConnectionRelay below stands for the network in between
+  where a test needs the pool's goodbyes lost.
 - SQS FIFO + DLQ, EventBridge, SNS, Secrets Manager: moto's server over HTTP (AWS_ENDPOINT_URL).
 - The SQS event source mapping: `EventSourceMapping` below.
 - EventBridge -> SNS -> notify: moto 5.2.5 matches events against the rules but does not deliver to
