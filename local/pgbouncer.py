@@ -23,6 +23,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from urllib.parse import parse_qs, quote, urlsplit
 
@@ -53,6 +54,7 @@ class PgBouncer:
         client_idle_timeout_s: int = 0,
         server_idle_timeout_s: int = 600,
         port: int = 0,
+        iam_users: Iterable[str] = (),
     ) -> None:
         parts = urlsplit(server_url)
         query = parse_qs(parts.query)
@@ -67,6 +69,10 @@ class PgBouncer:
         # server connections idle this long (PgBouncer's default 600 s).
         self.client_idle_timeout_s = client_idle_timeout_s
         self.server_idle_timeout_s = server_idle_timeout_s
+        # Users RDS Proxy would log in with an IAM token (end-to-end IAM authentication): PgBouncer cannot
+        # check a SigV4 signature, so it lets them in whatever their password, and logs in to the server as
+        # them (a server that trusts local connections, as the tests' does).
+        self.iam_users = tuple(iam_users)
         self.host = "127.0.0.1"
         self._requested_port = port  # 0: any free port
         self.port = 0
@@ -75,6 +81,9 @@ class PgBouncer:
     def url(self, database: str, *, password: str | None = None) -> str:
         secret = quote(self.password if password is None else password, safe="")
         return f"postgresql://{quote(self.user, safe='')}:{secret}@{self.host}:{self.port}/{database}?sslmode=disable"
+
+    def _users(self) -> list[tuple[str, str]]:
+        return [(self.user, self.password), *((user, "") for user in self.iam_users)]
 
     def _run_as(self) -> str | None:
         """PgBouncer refuses to run as root: run it as the owner of the server's socket directory."""
@@ -87,7 +96,11 @@ class PgBouncer:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.workdir.chmod(0o755)
         userlist = self.workdir / "userlist.txt"
-        userlist.write_text(f'"{self.user}" "{self.password}"\n')
+        # (a trusted user must still be one PgBouncer knows: in the auth file, with no password)
+        userlist.write_text("".join(f'"{user}" "{password}"\n' for user, password in self._users()))
+        hba = self.workdir / "hba.conf"
+        trusted = f"host all {','.join(self.iam_users)} {self.host}/32 trust\n" if self.iam_users else ""
+        hba.write_text(f"{trusted}host all all {self.host}/32 scram-sha-256\n")
         config = self.workdir / "pgbouncer.ini"
         config.write_text(
             f"""[databases]
@@ -97,7 +110,8 @@ class PgBouncer:
 listen_addr = {self.host}
 listen_port = {self.port}
 unix_socket_dir =
-auth_type = scram-sha-256
+auth_type = hba
+auth_hba_file = {hba}
 auth_file = {userlist}
 pool_mode = transaction
 max_client_conn = 500
@@ -112,7 +126,7 @@ client_idle_timeout = {self.client_idle_timeout_s}
 server_idle_timeout = {self.server_idle_timeout_s}
 """
         )
-        for path in (userlist, config):
+        for path in (userlist, hba, config):
             path.chmod(0o600)
             if run_as is not None:
                 entry = pwd.getpwnam(run_as)

@@ -11,6 +11,8 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
 from urllib.parse import quote
 
 from shared.db import Database
@@ -49,7 +51,8 @@ _app: App | None = None
 
 
 class _Dsn:
-    """The database DSN: DATABASE_URL, or the RDS Proxy endpoint with Secrets Manager credentials.
+    """The database DSN: DATABASE_URL, or the RDS Proxy endpoint with the function's role and an IAM
+    token (shared/db_roles.py), or with the Secrets Manager credentials (the migrate function's).
 
     The secret is cached by Powertools for 5 minutes; after a failed connection it is fetched
     afresh, so a rotated password is picked up at the next attempt rather than minutes later.
@@ -70,16 +73,37 @@ class _Dsn:
 def _dsn(settings: Settings, *, refresh: bool = False) -> str:
     if settings.database_url:
         return settings.database_url
-    if not (settings.db_host and settings.db_secret_arn):
-        raise RuntimeError("set DATABASE_URL, or PQ_DB_HOST and PQ_DB_SECRET_ARN")
-    from aws_lambda_powertools.utilities.parameters import get_secret
+    if not (settings.db_host and (settings.db_user or settings.db_secret_arn)):
+        raise RuntimeError("set DATABASE_URL, or PQ_DB_HOST and PQ_DB_USER or PQ_DB_SECRET_ARN")
+    if settings.db_user:
+        user, password = settings.db_user, _iam_token(settings.db_host, settings.db_port, settings.db_user)
+    else:
+        from aws_lambda_powertools.utilities.parameters import get_secret
 
-    secret = json.loads(str(get_secret(settings.db_secret_arn, max_age=300, force_fetch=refresh)))
+        secret = json.loads(str(get_secret(str(settings.db_secret_arn), max_age=300, force_fetch=refresh)))
+        user, password = secret["username"], secret["password"]
     rootcert = f"&sslrootcert={quote(settings.db_sslrootcert, safe='/')}" if settings.db_sslrootcert else ""
     return (
-        f"postgresql://{quote(secret['username'], safe='')}:{quote(secret['password'], safe='')}"
+        f"postgresql://{quote(user, safe='')}:{quote(password, safe='')}"
         f"@{settings.db_host}:{settings.db_port}/{settings.db_name}?sslmode={settings.db_sslmode}{rootcert}"
     )
+
+
+def _iam_token(host: str, port: int, user: str) -> str:
+    """An IAM authentication token for RDS Proxy, the password of one connection: signed here with the
+    function's own credentials (a SigV4 presigned URL, no request sent), valid for 15 minutes, so one is
+    made for every connection (Amazon RDS User Guide, "Connecting to your DB instance using IAM
+    authentication and the AWS SDK for Python (Boto3)"; "Connecting to a database through RDS Proxy",
+    IAM authentication)."""
+    return str(_rds_client().generate_db_auth_token(DBHostname=host, Port=port, DBUsername=user))
+
+
+@lru_cache(maxsize=1)
+def _rds_client() -> Any:
+    """Made once per process (a client loads the service's model): the token is signed, never sent."""
+    import boto3
+
+    return boto3.client("rds")
 
 
 def _credentials(arn: str | None, values: tuple[str | None, str | None], keys: tuple[str, str]) -> Credentials:

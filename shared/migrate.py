@@ -5,6 +5,10 @@
 - Repeatable files (shared/sql/*.sql) hold the functions, each defined once with CREATE OR REPLACE
   (DROP FUNCTION IF EXISTS first where a signature or OUT columns change). A file is applied again
   whenever its checksum changes, in the order of REPEATABLE below, after every versioned migration.
+- The grants (shared/sql/grants.sql) go last, and again whenever anything else was applied: a function
+  dropped and created again has lost its grants, one replaced has lost SECURITY DEFINER.
+- Versions apply by name, and a name not yet applied applies whatever its number: a migration numbered
+  below one already applied (written in parallel with it, merged after it) applies in the next run.
 
 Both kinds are recorded in schema_migrations (repeatables under "sql/<name>"), all in one
 transaction: a failed run changes nothing. What is applied must stay callable by the previous
@@ -34,6 +38,9 @@ MIGRATION_STATEMENT_TIMEOUT_MS = 240_000
 # The function that sets it (inside a function: no session state the proxy could pin on).
 SETTINGS_FILE = "migration_settings.sql"
 
+# Who may do what (0014_function_roles.sql's roles): applied after everything else, see the docstring.
+GRANTS_FILE = "grants.sql"
+
 # Applied in this order: types first, then the functions that use them. plpgsql resolves the functions
 # it calls when it runs, so among functions the order only matters for LANGUAGE sql bodies.
 REPEATABLE = (
@@ -52,6 +59,7 @@ REPEATABLE = (
     "failures.sql",  # failed deliveries, for operators
     "local_queue.sql",  # PGMQ writes of the local stand-ins for SQS and EventBridge
     "merchant.sql",  # the shop backend's orders, wallet adjustments and payments on a shopper's behalf
+    GRANTS_FILE,  # last: the grants on all of the above
 )
 
 # Migrations whose function definitions moved to shared/sql/ (the schema they create is unchanged):
@@ -111,7 +119,7 @@ def migrate(db: Database, *, statement_timeout_ms: int = MIGRATION_STATEMENT_TIM
                 raise RuntimeError(f"migration {name} changed after it was applied; add a new file instead")
         for name, sql in repeatable_files():
             checksum = _checksum(sql)
-            if done.get(name) == checksum:
+            if done.get(name) == checksum and not (name == f"sql/{GRANTS_FILE}" and applied):
                 continue
             cur.execute(sql)
             cur.execute(

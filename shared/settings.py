@@ -22,6 +22,9 @@ class Settings(BaseSettings):
     db_port: int = 5432
     db_name: str = "payments"
     db_secret_arn: str | None = None
+    # The function's own database role (shared/db_roles.py), which logs in through RDS Proxy with an IAM
+    # token instead of the secret's password: every function but migrate (issue 21, least privilege).
+    db_user: str | None = None
     db_sslmode: str = "prefer"
     # CAs for verify-full: RDS Proxy's ACM certificate chains to the Amazon Trust Services roots in the layer.
     db_sslrootcert: str | None = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aws_cdk import Duration
 from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_rds as rds
 from aws_cdk import aws_secretsmanager as secretsmanager
@@ -12,6 +13,7 @@ from constructs import Construct
 from infra.components.common import log_retention, removal_policy
 from infra.components.network import Network
 from infra.config import EnvironmentConfig
+from shared.db_roles import LOGIN_ROLES
 
 DB_NAME = "payments"
 DB_PORT = 5432
@@ -23,7 +25,10 @@ class Database(Construct):
     """An encrypted, backed-up instance in isolated subnets and a TLS-only proxy in front of it.
 
     RDS manages the master password in Secrets Manager and rotates it itself, so no rotation
-    function has to run inside the VPC; the proxy and the functions read the same secret.
+    function has to run inside the VPC. Only the migrate function logs in with it (the master user owns
+    the schema); every other function logs in as its own role (shared/db_roles.py) with an IAM token,
+    and the proxy logs in to the instance as that role with IAM too: end-to-end IAM authentication,
+    no password for them anywhere.
     """
 
     def __init__(self, scope: Construct, construct_id: str, *, config: EnvironmentConfig, network: Network) -> None:
@@ -125,9 +130,25 @@ class Database(Construct):
             retention=log_retention(config.log_retention_days),
             removal_policy=removal_policy(config),
         )
+        # End-to-end IAM authentication (DefaultAuthScheme IAM_AUTH): a client presenting an IAM token
+        # for a database user is logged in to the instance as that user with the proxy's own IAM role,
+        # which needs rds-db:connect on the instance's user ("Configuring IAM authentication for RDS
+        # Proxy", end-to-end; the users hold rds_iam, migration 0014). Secrets stay optional with it
+        # ("Creating a proxy": Secrets Manager secrets); the master user's keeps the migrate function's
+        # password login (IAMAuth DISABLED for that secret).
+        proxy_role = iam.Role(
+            self,
+            "ProxyRole",
+            assumed_by=iam.ServicePrincipal("rds.amazonaws.com"),
+            description="RDS Proxy: reads the master secret, logs in to the instance as the functions' roles",
+        )
+        for user in LOGIN_ROLES.values():
+            self.instance.grant_connect(proxy_role, user)
         self.proxy = self.instance.add_proxy(
             "Proxy",
             db_proxy_name=identifier,
+            role=proxy_role,
+            default_auth_scheme=rds.DefaultAuthScheme.IAM_AUTH,
             secrets=[self.secret],
             vpc=network.vpc,
             vpc_subnets=network.isolated_subnets,

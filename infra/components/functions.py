@@ -20,6 +20,7 @@ from infra.components.network import Network
 from infra.components.notifications import Notifications
 from infra.components.queues import PaymentQueues
 from infra.config import EnvironmentConfig
+from shared.db_roles import LOGIN_ROLES
 from shared.observability import NAMESPACE, SERVICE
 
 RUNTIME = lambda_.Runtime.PYTHON_3_12
@@ -240,12 +241,15 @@ class Functions(Construct):
             "PQ_ENV": config.name,
         }
         vpc_options: dict[str, object] = {}
+        login = LOGIN_ROLES.get(spec.name)
         if subnets is not None:
             environment |= {
                 "PQ_DB_HOST": self._database.proxy.endpoint,
                 "PQ_DB_PORT": str(DB_PORT),
                 "PQ_DB_NAME": DB_NAME,
-                "PQ_DB_SECRET_ARN": self._database.secret.secret_arn,
+                # Its own role with an IAM token (least privilege, shared/sql/grants.sql); the migrate
+                # function, which owns the schema, with the master user's secret.
+                **({"PQ_DB_USER": login} if login else {"PQ_DB_SECRET_ARN": self._database.secret.secret_arn}),
                 # RDS Proxy presents an ACM certificate (a wildcard for its endpoint), which chains
                 # to the Amazon Trust Services roots, not to the RDS CA bundle.
                 "PQ_DB_SSLMODE": "verify-full",
@@ -275,6 +279,8 @@ class Functions(Construct):
             environment=environment,
             **vpc_options,  # type: ignore[arg-type]
         )
-        if subnets is not None:
+        if subnets is not None and login:
+            self._database.proxy.grant_connect(function, login)
+        elif subnets is not None:
             self._database.secret.grant_read(function)
         return function

@@ -4,8 +4,10 @@ What stands in for what:
 
 - Lambda: one process per function (tests/aws/lambda_container.py) with the function's environment
   from the synthesized template; the harness invokes it with the events AWS would send.
-- RDS Proxy: PgBouncer in transaction pooling mode (local/pgbouncer.py); the DB credentials are
-  read from a Secrets Manager secret in RDS's format.
+- RDS Proxy: PgBouncer in transaction pooling mode (local/pgbouncer.py). The functions log in as
+  their own roles with an IAM token, which PgBouncer takes unchecked; migrate with the credentials of
+  a Secrets Manager secret in RDS's format. ConnectionRelay below stands for the network in between
+  where a test needs the pool's goodbyes lost.
 - SQS FIFO + DLQ, EventBridge, SNS, Secrets Manager: moto's server over HTTP (AWS_ENDPOINT_URL).
 - The SQS event source mapping: `EventSourceMapping` below.
 - EventBridge -> SNS -> notify: moto 5.2.5 matches events against the rules but does not deliver to
@@ -20,6 +22,7 @@ import hashlib
 import json
 import os
 import select
+import socket
 import subprocess
 import sys
 import threading
@@ -113,6 +116,90 @@ class LambdaContainer:
             process.wait()
         if process.stdout is not None:
             process.stdout.close()
+
+
+class ConnectionRelay:
+    """A TCP relay between the functions and the pool, standing for the network between a Lambda container
+    and RDS Proxy. The pool's goodbye to a client it closes while idle (an error message, then EOF) reaches
+    the function, or, with `lose_goodbyes` set, does not: the connection then looks open to the function,
+    which learns that it is gone only from the statement it sends on it (closed then, unanswered). That
+    is the race a container meets when RDS Proxy closes its connection a moment before it sends.
+
+    Between a response's ReadyForQuery and the client's next message nothing is owed to the client: what
+    the pool sends then is its goodbye, and is what a lost goodbye loses."""
+
+    def __init__(self, upstream_host: str, upstream_port: int) -> None:
+        self._upstream = (upstream_host, upstream_port)
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.host, self.port = self._listener.getsockname()[:2]
+        self.lose_goodbyes = False
+        self._lock = threading.Lock()
+        self._pool_open = 0  # connections whose pool side is open
+        self.opened = 0
+        # statements a function sent on a connection the pool had closed, its goodbye lost
+        self.sent_on_closed = 0
+        self._stopped = threading.Event()
+
+    def start(self) -> ConnectionRelay:
+        threading.Thread(target=self._accept, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._listener.close()
+
+    def all_dropped_by_the_pool(self) -> bool:
+        """Whether the pool has closed every connection the functions left open (once they have used one)."""
+        with self._lock:
+            return self.opened > 0 and self._pool_open == 0
+
+    def _accept(self) -> None:
+        while not self._stopped.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self._upstream)
+            with self._lock:
+                self.opened += 1
+                self._pool_open += 1
+            threading.Thread(target=self._pipe, args=(client, upstream), daemon=True).start()
+
+    def _pipe(self, client: socket.socket, upstream: socket.socket) -> None:
+        pool_open, owed, tail = True, False, b""
+        try:
+            while not self._stopped.is_set():
+                readable, _, _ = select.select([client, upstream] if pool_open else [client], [], [], 0.5)
+                if client in readable:
+                    data = client.recv(65536)
+                    if data and not pool_open:
+                        with self._lock:
+                            self.sent_on_closed += 1
+                    if not data or not pool_open:
+                        return  # the function left, or spoke on a connection the pool had closed
+                    owed = True
+                    upstream.sendall(data)
+                if pool_open and upstream in readable:
+                    data = upstream.recv(65536)
+                    if not data:
+                        pool_open = False
+                        with self._lock:
+                            self._pool_open -= 1
+                        if not self.lose_goodbyes:
+                            return
+                    elif owed or not self.lose_goodbyes:
+                        client.sendall(data)
+                        tail = (tail + data)[-6:]
+                        # ReadyForQuery ('Z', length 5, status): the answer is complete
+                        owed = tail[:5] != b"Z\x00\x00\x00\x05"
+        except OSError:
+            return
+        finally:
+            if pool_open:
+                with self._lock:
+                    self._pool_open -= 1
+            client.close()
+            upstream.close()
 
 
 def sqs_event_record(message: dict[str, Any], queue_arn: str, region: str) -> dict[str, Any]:
@@ -401,6 +488,7 @@ def wait_until(condition: Callable[[], bool], step: Callable[[], int], timeout_s
 
 
 __all__ = [
+    "ConnectionRelay",
     "EventDelivery",
     "EventSourceMapping",
     "FunctionError",

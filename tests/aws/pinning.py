@@ -63,6 +63,7 @@ class Logged:
 
     application_name: str
     text: str
+    user_name: str = ""
 
     @property
     def size(self) -> int:
@@ -75,9 +76,9 @@ def logged_statements(log_file: Path, offset: int, database: str) -> list[Logged
     with open(log_file, newline="", encoding="utf-8") as f:
         f.seek(offset)
         for row in csv.reader(f):
-            # csvlog columns: 2 database_name, 13 message, 22 application_name
+            # csvlog columns: 1 user_name, 2 database_name, 13 message, 22 application_name
             if len(row) > 22 and row[2] == database and row[13].startswith("statement: "):
-                found.append(Logged(row[22], row[13].removeprefix("statement: ")))
+                found.append(Logged(row[22], row[13].removeprefix("statement: "), row[1]))
     return found
 
 

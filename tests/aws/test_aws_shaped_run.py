@@ -1,9 +1,10 @@
 """The AWS-shaped run: wallet and gateway payments end to end through the Lambda handlers and their AWS adapters.
 
 Each function runs in its own process with its environment from the synthesized dev template,
-talks to PostgreSQL through PgBouncer in transaction mode (the RDS Proxy stand-in) with the
-credentials from a Secrets Manager secret, and to SQS FIFO + DLQ, EventBridge, SNS and Secrets
-Manager on moto's server. How each AWS part is played: tests/aws/harness.py.
+talks to PostgreSQL through PgBouncer in transaction mode (the RDS Proxy stand-in) as its own
+database role with an IAM token (PgBouncer lets those roles in unchecked; the migrate function logs
+in with the master credentials from a Secrets Manager secret), and to SQS FIFO + DLQ, EventBridge,
+SNS and Secrets Manager on moto's server. How each AWS part is played: tests/aws/harness.py.
 
 What the harness changes from the template, and why:
 - PQ_DB_HOST / PQ_DB_PORT / PQ_DB_NAME / PQ_DB_SSLMODE (and no PQ_DB_SSLROOTCERT): PgBouncer on
@@ -14,6 +15,9 @@ What the harness changes from the template, and why:
 - PQ_WEBHOOK_URL: a receiver on loopback; PQ_RAZORPAY_BASE_URL / PQ_CASHFREE_BASE_URL: the
   gateway simulator (local/gateway_sim.py), whose credentials the gateways' secrets in moto hold.
 - KMS keys are not created: moto's queues and topics need none.
+Two runs change less or more (Setup): the held-back records' visibility keeps the template's timing
+(AS_TEMPLATED), and the dropped connections get a PgBouncer of their own that closes idle clients,
+reached through a ConnectionRelay that can lose the pool's goodbyes.
 
 Redrive: moto 5.2.5 answers StartMessageMoveTask with HTTP 500, so the move task is not run here.
 The run covers both ways into the DLQ -- SQS's own maxReceiveCount move (the template's redrive
@@ -52,10 +56,13 @@ from local.lambda_shim import http_api_event
 from local.pgbouncer import PgBouncer
 from local.seed import SeedPlan, seed
 from shared.db import Database
+from shared.db_roles import LOGIN_ROLES
 from shared.notifications import EVENT_ID_HEADER, SIGNATURE_HEADER, verify
 from tests.aws.harness import (
+    ConnectionRelay,
     EventDelivery,
     EventSourceMapping,
+    FunctionError,
     LambdaContainer,
     WebhookReceiver,
     lambda_runtime_env,
@@ -145,6 +152,7 @@ class Deployment:
     delivery: EventDelivery
     routes: dict[str, tuple[str, list[str]]]
     env: dict[str, dict[str, str]] = field(default_factory=dict)
+    relay: ConnectionRelay | None = None
 
     def api(self, method: str, path: str, user: str, *, body: dict[str, Any] | None = None, **headers: str) -> Any:
         """A request as API Gateway hands it to the route's function after the JWT authorizer."""
@@ -170,14 +178,14 @@ class Deployment:
         return self.containers[function].invoke(event)
 
 
-def _create_queues(template: Template, sqs: Any, resolve: Resolver) -> None:
+def _create_queues(template: Template, sqs: Any, resolve: Resolver, visibility_s: int | None) -> None:
     queues = template.of_type("AWS::SQS::Queue")
     # Dead-letter queues first: the others' redrive policies name them.
     for logical_id, queue in sorted(queues.items(), key=lambda kv: "RedrivePolicy" in kv[1]["Properties"]):
         properties = queue["Properties"]
         attributes = queue_attributes(properties, resolve)
-        if "RedrivePolicy" in properties:
-            attributes["VisibilityTimeout"] = str(VISIBILITY_S)
+        if "RedrivePolicy" in properties and visibility_s is not None:
+            attributes["VisibilityTimeout"] = str(visibility_s)
         url = sqs.create_queue(QueueName=properties["QueueName"], Attributes=attributes)["QueueUrl"]
         arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
         resolve.refs[logical_id] = url
@@ -199,27 +207,60 @@ def _secret_value(variable: str) -> str:
     return secrets.token_hex(32)
 
 
+@dataclass(frozen=True)
+class Setup:
+    """What a test's deployment changes from the template (the module docstring says why)."""
+
+    # the payments queue's VisibilityTimeout and the processor's PQ_GATEWAY_BACKOFF_CAP_S (None: the template's)
+    visibility_s: int | None = VISIBILITY_S
+    backoff_cap_s: int | None = 1
+    # PgBouncer of its own closing clients and server connections idle this long, behind a ConnectionRelay
+    # (None: the session's PgBouncer, which closes nothing)
+    idle_timeout_s: int | None = None
+
+
+AS_TEMPLATED = Setup(visibility_s=None, backoff_cap_s=None)
+
+
 @pytest.fixture
 def deployment(
+    request: pytest.FixtureRequest,
     dev_template: Template,
     moto_endpoint: str,
-    pgbouncer: PgBouncer,
     pg_admin_url: str,
     simulator: Simulator,
     tmp_path: Path,
 ) -> Iterator[Deployment]:
     template = dev_template
+    setup: Setup = getattr(request, "param", Setup())
+    pool: PgBouncer
+    relay: ConnectionRelay | None = None
+    if setup.idle_timeout_s is None:
+        pool = request.getfixturevalue("pgbouncer")
+        host, port = pool.host, pool.port
+    else:
+        pool = PgBouncer(
+            pg_admin_url,
+            tmp_path / "pgbouncer",
+            client_idle_timeout_s=setup.idle_timeout_s,
+            server_idle_timeout_s=setup.idle_timeout_s,
+            iam_users=LOGIN_ROLES.values(),
+        ).start()
+        relay = ConnectionRelay(pool.host, pool.port).start()
+        host, port = relay.host, relay.port
     name = f"aws_run_{uuid.uuid4().hex[:10]}"
     _admin_exec(pg_admin_url, f"CREATE DATABASE {name}")
     # Every statement in this database reaches the CSV log with its full text and session's name.
     _admin_exec(pg_admin_url, f"ALTER DATABASE {name} SET log_statement = 'all'")
     _admin_exec(pg_admin_url, "CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+    # Each test's deployment starts from an empty AWS account: the module's moto server forgets the last one's.
+    urllib.request.urlopen(urllib.request.Request(f"{moto_endpoint}/moto-api/reset", method="POST"), timeout=10)
     sqs, sns, events, secretsmanager = (_client(s, moto_endpoint) for s in ("sqs", "sns", "events", "secretsmanager"))
     resolve = Resolver(region=REGION, account=ACCOUNT)
     webhook = WebhookReceiver().start()
     containers: dict[str, LambdaContainer] = {}
     try:
-        _create_queues(template, sqs, resolve)
+        _create_queues(template, sqs, resolve, setup.visibility_s)
         # The DB credentials as RDS keeps them in Secrets Manager; the proxy endpoint is PgBouncer.
         instance_id, _ = next(iter(template.of_type("AWS::RDS::DBInstance").items()))
         proxy_id, _ = next(iter(template.of_type("AWS::RDS::DBProxy").items()))
@@ -227,17 +268,17 @@ def deployment(
             Name=f"rds!db-{uuid.uuid4()}",
             SecretString=json.dumps(
                 {
-                    "username": pgbouncer.user,
-                    "password": pgbouncer.password,
+                    "username": pool.user,
+                    "password": pool.password,
                     "engine": "postgres",
-                    "host": pgbouncer.host,
-                    "port": pgbouncer.port,
+                    "host": host,
+                    "port": port,
                     "dbname": name,
                 }
             ),
         )["ARN"]
         resolve.attributes[(instance_id, "MasterUserSecret.SecretArn")] = db_secret
-        resolve.attributes[(proxy_id, "Endpoint")] = pgbouncer.host
+        resolve.attributes[(proxy_id, "Endpoint")] = host
 
         for bus_id, bus in template.of_type("AWS::Events::EventBus").items():
             events.create_event_bus(Name=bus["Properties"]["Name"])
@@ -258,13 +299,13 @@ def deployment(
                 if value in created:
                     variables[key] = created[value]
             if "PQ_DB_HOST" in variables:
-                variables |= {"PQ_DB_PORT": str(pgbouncer.port), "PQ_DB_NAME": name, "PQ_DB_SSLMODE": "disable"}
+                variables |= {"PQ_DB_PORT": str(port), "PQ_DB_NAME": name, "PQ_DB_SSLMODE": "disable"}
                 variables.pop("PQ_DB_SSLROOTCERT", None)  # the layer's CA bundle: no TLS locally
             if "PQ_WEBHOOK_URL" in variables:
                 variables["PQ_WEBHOOK_URL"] = webhook.url
             variables |= {"PQ_RAZORPAY_BASE_URL": simulator.url, "PQ_CASHFREE_BASE_URL": simulator.url + "/pg"}
-            if function == "process_payment":
-                variables["PQ_GATEWAY_BACKOFF_CAP_S"] = "1"
+            if function == "process_payment" and setup.backoff_cap_s is not None:
+                variables["PQ_GATEWAY_BACKOFF_CAP_S"] = str(setup.backoff_cap_s)
             _, resource = template.function(function)
             env[function] = variables | lambda_runtime_env(
                 f"payment-queue-{ENV}-{function}",
@@ -347,6 +388,7 @@ def deployment(
             delivery=delivery,
             routes=template.routes(),
             env=env,
+            relay=relay,
         )
     finally:
         for container in containers.values():
@@ -354,6 +396,9 @@ def deployment(
         for container in containers.values():
             container.stop()
         webhook.stop()
+        if relay is not None:
+            relay.stop()
+            pool.stop()
         _admin_exec(pg_admin_url, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
@@ -378,15 +423,17 @@ def _seed(url: str) -> dict[str, list[int]]:
         db.close()
 
 
-def _gateway_orders(d: Deployment, simulator: Simulator) -> list[tuple[str, dict[str, Any]]]:
-    """One more order for each of the first GATEWAY_USERS users, its checkout opened through the API
-    (POST /v1/checkouts, the enqueue function) and paid at the simulator's checkout page (Razorpay for
-    odd users, Cashfree for even), and a second Razorpay one for the first user: (user, the POST
-    /v1/payments body the page then sends)."""
+def _gateway_orders(
+    d: Deployment, simulator: Simulator, users: tuple[int, ...] = (*range(1, GATEWAY_USERS + 1), 1)
+) -> list[tuple[str, dict[str, Any]]]:
+    """One more order for each of the users (by number: the first GATEWAY_USERS, and the first again), its
+    checkout opened through the API (POST /v1/checkouts, the enqueue function) and paid at the simulator's
+    checkout page (Razorpay for odd users, Cashfree for even): (user, the POST /v1/payments body the page
+    then sends)."""
     db = Database(lambda: d.database_url, connect_timeout_s=10, application_name="pq-harness")
     paid = []
     try:
-        for n in (*range(1, GATEWAY_USERS + 1), 1):  # the last one meets the 429 storm
+        for n in users:  # by default the last one meets the 429 storm
             user = f"demo-user-{n}"
             row = db.fetch_one(
                 """INSERT INTO orders (user_id, items, total_paise)
@@ -554,6 +601,14 @@ def test_wallet_and_gateway_payments_run_end_to_end_through_pgbouncer_and_moto_a
     # And the invariants hold
     assert _invariants(d.database_url) == dict.fromkeys(_CHECKS, 0)
 
+    # And each function did all of that logged in as its own database role (shared/db_roles.py), through
+    # PgBouncer as through RDS Proxy with an IAM token: what its grants allow was enough
+    users: dict[str, set[str]] = {}
+    for s in logged:
+        if s.application_name in REQUEST_ROLES:
+            users.setdefault(s.application_name, set()).add(s.user_name)
+    assert users == {f"pq-{name}": {login} for name, login in LOGIN_ROLES.items()}
+
     # And no statement the per-request roles sent would pin an RDS Proxy session
     by_role = Counter(s.application_name for s in logged)
     assert all(by_role[role] > 0 for role in REQUEST_ROLES), by_role
@@ -620,3 +675,137 @@ def _invariants(url: str) -> dict[str, int]:
 def _shape(sql: str) -> str:
     """A statement without its literals, shortened: what a finding is reported as."""
     return re.sub(r"'[^']*'", "'…'", " ".join(sql.split()))[:100]
+
+
+def _sqs_visibility(d: Deployment) -> dict[str, float]:
+    """Seconds until each message of the payments queue is visible (0: visible now), by its job, read from
+    moto's own record of the queue (its server runs in this process; the API gives only counts)."""
+    from moto.sqs.models import sqs_backends
+
+    queue = sqs_backends[ACCOUNT][REGION].queues[d.queue_url.rsplit("/", 1)[-1]]
+    now_ms = time.time() * 1000
+    return {json.loads(m.body)["job_id"]: max(0.0, (m.visible_at - now_ms) / 1000) for m in queue._messages}
+
+
+@pytest.mark.parametrize("deployment", [AS_TEMPLATED], indirect=True)
+def test_records_held_back_behind_a_failed_record_are_visible_at_once_and_the_failed_one_keeps_its_backoff(
+    deployment: Deployment, simulator: Simulator
+) -> None:
+    d = deployment
+    # Given the template's own timing (a 720 s visibility timeout, backoff up to 300 s), and a shopper with
+    # a Razorpay payment and then a wallet payment queued, in one message group
+    d.containers["migrate"].invoke({"RequestType": "Create"})
+    orders = _seed(d.database_url)
+    ((user, gateway_body),) = _gateway_orders(d, simulator, users=(1,))
+    jobs = []
+    for body, key in (
+        (gateway_body, "held-gateway"),
+        ({"order_id": orders[user][0], "method": "wallet"}, "held-wallet"),
+    ):
+        response = d.api("POST", "/v1/payments", user, body=body, idempotency_key=key)
+        assert response["statusCode"] == 202, response
+        jobs.append(_body(response)["job_id"])
+    gateway_job, wallet_job = jobs
+    assert d.template.queue("payments.fifo")[1]["Properties"]["VisibilityTimeout"] == 720
+
+    # When Razorpay answers 429 with Retry-After: 120, and the processor gets both records in one batch
+    _post(f"{simulator.url}/_sim/config", {"storm_until": time.time() + 600, "retry_after_s": 120})
+    d.mapping.poll()
+
+    # Then both records failed (the wallet one held back behind the gateway one: skip_group_on_error)
+    assert (d.mapping.figures.invocations, d.mapping.figures.failed) == (1, 2)
+    # And the held-back record is visible again at once, the failed one waits out its backoff (what
+    # Retry-After asked), neither the queue's 720 s
+    visibility = _sqs_visibility(d)
+    assert visibility[wallet_job] == 0
+    assert 60 < visibility[gateway_job] <= 120
+    counts = d.sqs.get_queue_attributes(
+        QueueUrl=d.queue_url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+    )["Attributes"]
+    assert (counts["ApproximateNumberOfMessages"], counts["ApproximateNumberOfMessagesNotVisible"]) == ("1", "1")
+    # And it is not paid ahead of the failed one: FIFO hands out nothing of a group whose head is in flight
+    assert d.mapping.poll() == 0
+    statuses = [_body(d.api("GET", f"/v1/payments/{job}", user))["status"] for job in jobs]
+    assert statuses == ["processing", "queued"]
+    # (each failure recorded for the operator, the held-back one as held back)
+    failures = _admin_rows(d.database_url, "SELECT job_id::text, error FROM delivery_failures ORDER BY id", ())
+    assert [job for job, _ in failures] == [gateway_job, wallet_job]
+    assert "held back" in failures[1][1]
+
+
+@pytest.mark.parametrize("deployment", [Setup(idle_timeout_s=2)], indirect=True)
+def test_functions_whose_connections_the_pool_dropped_while_idle_carry_on_and_charge_once(
+    deployment: Deployment,
+) -> None:
+    d = deployment
+    relay = d.relay
+    assert relay is not None
+    d.containers["migrate"].invoke({"RequestType": "Create"})
+    orders = _seed(d.database_url)
+    users = list(orders)[:3]
+    scheduled = {"source": "aws.events", "detail-type": "Scheduled Event", "detail": {}}
+
+    def pay(user: str, key: str) -> dict[str, Any]:
+        body = {"order_id": orders[user][0], "method": "wallet"}
+        response: dict[str, Any] = d.api("POST", "/v1/payments", user, body=body, idempotency_key=key)
+        return response
+
+    def settle() -> None:
+        wait_until(lambda: d.mapping.idle() and _queue_counts(d.sqs, d.queue_url) == 0, d.mapping.poll, 60)
+
+    def dropped() -> None:
+        """Until PgBouncer has closed every function's idle connection (client_idle_timeout): the event itself."""
+        wait_until(relay.all_dropped_by_the_pool, lambda: 0, 60)
+
+    # Given each function served once, and PgBouncer then closed their idle connections (as RDS Proxy does
+    # past its IdleClientTimeout, while a container sits frozen between invocations)
+    first = pay(users[0], "drop-1")
+    assert first["statusCode"] == 202, first
+    settle()
+    assert d.api("GET", f"/v1/payments/{_body(first)['job_id']}", users[0])["statusCode"] == 200
+    d.containers["sweeper"].invoke(scheduled)
+    dropped()
+    opened = relay.opened
+
+    # When each serves again, the pool's goodbye waiting in its socket
+    second = pay(users[1], "drop-2")
+    settle()
+    read = d.api("GET", f"/v1/payments/{_body(second)['job_id']}", users[1])
+    d.containers["sweeper"].invoke(scheduled)
+
+    # Then each saw it before sending and sent on a fresh connection: no error, no failed record
+    assert (second["statusCode"], read["statusCode"], _body(read)["status"]) == (202, 200, "succeeded")
+    assert d.mapping.figures.failed == 0 and relay.opened > opened and relay.sent_on_closed == 0
+
+    # Given the pool closed their idle connections again, its goodbyes lost on the way (a statement sent
+    # a moment before the goodbye arrives)
+    relay.lose_goodbyes = True
+    dropped()
+    relay.lose_goodbyes = False
+
+    # When a shopper pays: the intake's statement, not safe to send twice, fails (503, the client retries
+    # with its key)
+    refused = pay(users[2], "drop-3")
+    retried = pay(users[2], "drop-3")
+    # and the processor pays it: the payment function, safe to send twice (it pays a job only while it is
+    # queued), went out again on a fresh connection
+    settle()
+    # and the shopper's status read, a read, likewise
+    job = _body(retried)["job_id"]
+    status = d.api("GET", f"/v1/payments/{job}", users[2])
+    # and the sweep, whose first read is not marked safe to send twice, fails this minute's run; the next
+    # minute's does the work
+    with pytest.raises(FunctionError):
+        d.containers["sweeper"].invoke(scheduled)
+    d.containers["sweeper"].invoke(scheduled)
+
+    # Then each function met its dropped connection with a statement (enqueue, processor, status, sweeper)
+    assert relay.sent_on_closed == 4
+    assert (refused["statusCode"], _body(refused)["error"]["code"]) == (503, "service_busy")
+    assert (retried["statusCode"], status["statusCode"]) == (202, 200)
+    assert _body(status)["status"] == "succeeded"
+    # And no record failed, and each shopper was charged once
+    assert d.mapping.figures.failed == 0
+    debits = _admin_rows(d.database_url, "SELECT count(*) FROM wallet_transactions WHERE kind = 'debit'")
+    assert debits == [(3,)]
+    assert _invariants(d.database_url) == dict.fromkeys(_CHECKS, 0)

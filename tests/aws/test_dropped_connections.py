@@ -7,6 +7,9 @@ keeps its connection and meets it closed when it thaws).
 - Noticed only after it went out (the goodbye not arrived yet): an idempotent statement is sent once more
   on a fresh connection (the payment function, a status read); any other fails as before, and the
   queue or the client retries the whole request.
+
+Here in-process, one statement at a time; the Lambda containers of the AWS-shaped run meet both cases
+too (tests/aws/test_aws_shaped_run.py, test_functions_whose_connections_the_pool_dropped_while_idle_...).
 """
 
 from __future__ import annotations

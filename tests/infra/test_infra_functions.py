@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
 from aws_cdk import cx_api
 
 from infra.build_assets import FUNCTION_NAMES, LAYER_ROOT_CERT, REPO_ROOT, ROOT_CERTS_DIR, ROOT_CERTS_FILE
+from shared.db_roles import LOGIN_ROLES
 from tests.infra.conftest import Synthesized, asset_dir
 
 DATABASE_FUNCTIONS = ("enqueue", "status", "process_payment", "sweeper", "migrate")
@@ -61,8 +63,50 @@ def test_database_functions_reach_postgres_through_the_proxy_over_tls(stack: Syn
         assert variables["PQ_DB_NAME"] == "payments"
         assert variables["PQ_DB_SSLMODE"] == "verify-full"
         assert variables["PQ_DB_SSLROOTCERT"] == LAYER_ROOT_CERT
-        assert "PQ_DB_SECRET_ARN" in variables
     assert not any(key.startswith("PQ_DB_") for key in _environment(stack, "notify"))
+
+
+def _connect_users(stack: Synthesized, role_policy: dict[str, Any]) -> set[str]:
+    """The database users a role may log in as (rds-db:connect): the resource ARNs' last part."""
+    return {
+        json.dumps(resource).rsplit("/", 1)[-1].rstrip('"]}')
+        for statement in role_policy["Statement"]
+        if "rds-db:connect" in json.dumps(statement["Action"])
+        for resource in (statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]])
+    }
+
+
+def test_each_function_logs_in_as_its_own_role_with_iam_and_only_migrate_with_the_master_secret(
+    stack: Synthesized,
+) -> None:
+    proxy_id, proxy = stack.only("AWS::RDS::DBProxy")
+    instance_id, _ = stack.only("AWS::RDS::DBInstance")
+    master_secret = {"Fn::GetAtt": [instance_id, "MasterUserSecret.SecretArn"]}
+
+    # The functions present an IAM token for their own role, to the proxy only
+    assert set(LOGIN_ROLES) == set(DATABASE_FUNCTIONS) - {"migrate"}
+    for name, login in LOGIN_ROLES.items():
+        variables = _environment(stack, name)
+        assert variables["PQ_DB_USER"] == login and "PQ_DB_SECRET_ARN" not in variables, name
+        assert _connect_users(stack, stack.role_policy(name)) == {login}, name
+        assert proxy_id in json.dumps(stack.role_policy(name)), name
+        assert json.dumps(master_secret) not in json.dumps(stack.role_policy(name)), name
+    # and the migrate function, which owns the schema, logs in with the master user's secret
+    migrate = _environment(stack, "migrate")
+    assert migrate["PQ_DB_SECRET_ARN"] == master_secret and "PQ_DB_USER" not in migrate
+    assert _granted(stack, "migrate", "secretsmanager:GetSecretValue") == {instance_id}
+    # The proxy logs in to the instance as those roles with IAM too (end-to-end), as the master user with
+    # its secret
+    assert proxy["Properties"]["DefaultAuthScheme"] == "IAM_AUTH"
+    assert [a["SecretArn"] for a in proxy["Properties"]["Auth"]] == [master_secret]
+    proxy_role = proxy["Properties"]["RoleArn"]["Fn::GetAtt"][0]
+    proxy_policies = [
+        p["Properties"]["PolicyDocument"]
+        for p in stack.resources("AWS::IAM::Policy").values()
+        if {"Ref": proxy_role} in p["Properties"]["Roles"]
+    ]
+    assert set().union(*(_connect_users(stack, d) for d in proxy_policies)) == set(LOGIN_ROLES.values())
+    assert all(instance_id in json.dumps(d) for d in proxy_policies)
 
 
 def test_each_database_function_names_its_sessions(stack: Synthesized) -> None:
@@ -229,24 +273,48 @@ def test_the_root_cas_for_the_proxy_ship_in_a_layer_of_the_database_functions(
 def test_the_template_environment_makes_a_verify_full_dsn_with_the_shipped_roots(
     dev: Synthesized, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Given the processor's environment as deployed, references replaced by plain values
+    # Given the processor's and the migrate function's environments as deployed, references replaced by
+    # plain values
     from aws_lambda_powertools.utilities import parameters
 
     from shared.bootstrap import _dsn
     from shared.settings import Settings
 
-    variables = {k: v if isinstance(v, str) else "x" for k, v in _environment(dev, "process_payment").items()}
-    variables["PQ_DB_HOST"] = "payment-queue-dev.proxy-abc.ap-south-1.rds.amazonaws.com"
+    host = "payment-queue-dev.proxy-abc.ap-south-1.rds.amazonaws.com"
     monkeypatch.setattr(parameters, "get_secret", lambda *a, **k: json.dumps({"username": "u", "password": "p"}))
-    for key, value in variables.items():
-        monkeypatch.setenv(key, value)
     monkeypatch.delenv("DATABASE_URL", raising=False)
+    # (and what Lambda puts in every environment: the region and the function's credentials)
+    lambda_runtime = {
+        "AWS_REGION": dev.config.region,
+        "AWS_DEFAULT_REGION": dev.config.region,
+        "AWS_ACCESS_KEY_ID": "AKIDEXAMPLE",
+        "AWS_SECRET_ACCESS_KEY": "example",
+    }
+    for key, value in lambda_runtime.items():
+        monkeypatch.setenv(key, value)
+    for name in ("process_payment", "migrate"):
+        variables = {k: v if isinstance(v, str) else "x" for k, v in _environment(dev, name).items()}
+        for key in ("PQ_DB_USER", "PQ_DB_SECRET_ARN"):
+            monkeypatch.delenv(key, raising=False)
+        for key, value in (variables | {"PQ_DB_HOST": host}).items():
+            monkeypatch.setenv(key, value)
 
-    # When the functions' settings build the DSN
-    dsn = _dsn(Settings())
+        # When the function's settings build the DSN
+        dsn = urlsplit(_dsn(Settings()))
 
-    # Then libpq is told to verify the proxy's certificate and name against the shipped roots
-    assert dsn.endswith(f"?sslmode=verify-full&sslrootcert={LAYER_ROOT_CERT}")
+        # Then libpq is told to verify the proxy's certificate and name against the shipped roots
+        assert dsn.query == f"sslmode=verify-full&sslrootcert={LAYER_ROOT_CERT}", name
+        assert (dsn.hostname, dsn.port) == (host, 5432), name
+        # with the processor's own role and an IAM token for it at the proxy (a presigned connect
+        # request, valid 15 minutes); the migrate function with the master secret's user
+        if name == "process_payment":
+            token = parse_qs(urlsplit("https://" + unquote(dsn.password or "")).query)
+            assert dsn.username == LOGIN_ROLES["process_payment"]
+            assert token["Action"] == ["connect"] and token["DBUser"] == [LOGIN_ROLES["process_payment"]]
+            assert token["X-Amz-Expires"] == ["900"]
+            assert f"/{dev.config.region}/rds-db/aws4_request" in token["X-Amz-Credential"][0]
+        else:
+            assert (dsn.username, dsn.password) == ("u", "p")
 
 
 def test_migrations_wait_for_everything_their_first_connection_needs(stack: Synthesized) -> None:
