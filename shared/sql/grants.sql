@@ -60,8 +60,9 @@ BEGIN
         -- the shop backend's writes (shared/services/merchant.py), each answered with the order or the job
         ('pq_merchant', ARRAY['pq_merchant_create_order', 'pq_merchant_adjust_wallet', 'pq_merchant_enqueue',
                               'pq_refund_status', 'pq_gateway_books']),
-        -- an owed refund tried again (shared/services/operator.py retry_refund)
-        ('pq_operator', ARRAY['pq_refund_operator_retry']),
+        -- an owed refund tried again, a poison message dropped (shared/services/operator.py retry_refund,
+        -- drop_dead_letter)
+        ('pq_operator', ARRAY['pq_refund_operator_retry', 'pq_drop_dead_letter']),
         -- payments.fifo's consumer (shared/services/processing.py, wallet.py, gateway.py; the handler's
         -- failures, sold-out line and outbox relay)
         ('pq_processor', ARRAY['pq_process_payment', 'pq_gateway_begin', 'pq_gateway_step', 'pq_gateway_setback',

@@ -458,6 +458,7 @@ def test_each_function_logged_in_as_its_own_role_serves_every_route_and_does_its
     api("GET", "/v1/metrics", **operator)
     api("GET", "/health/db", **operator)
     api("POST", "/v1/refunds/1/retry", **operator)
+    api("POST", f"/v1/dlq/jobs/{uuid.uuid4()}/drop", **operator)
     for path in ("orders", "payments", "wallet"):
         api("GET", f"/v1/merchant/{path}", **shop, query="user_id=shopper-9")
     since = quote((datetime.now(UTC) - timedelta(hours=1)).isoformat())
