@@ -81,9 +81,11 @@ $$;
 -- payment took a product's last unit commits, and by the sweeper for what that missed (the gateway path
 -- sold the last unit, two shards emptied at once).
 --
--- What it reads follows the jobs it ends, not the line: the products' queued jobs come from their index
--- (payment_jobs_queued_products, migration 0019; a job leaves it when it leaves 'queued'), each checked
--- against its order's items as they are now, and the walk stops at p_limit ended. Every job it ends moves
+-- What it reads follows the jobs it ends, not the line: the products' jobs in line come from their index
+-- (payment_jobs_live_products, migration 0019; a job leaves it when it ends), each checked against its
+-- order's items as they are now, and the walk stops at p_limit ended. The scan names no status (the loop
+-- checks it, and the lock re-reads it): with one, the planner could serve it from payment_jobs_live, every
+-- live job, and a plan made while the table was small would keep doing so. Every job it ends moves
 -- the finished counter, so no position rises, whichever order the index hands the jobs over in; and only a
 -- job with no earlier live job of its user is ended, so that one user's jobs still end in the order they
 -- were accepted (a job behind one is ended in a later run, or by the processor in its turn). Never a job a
@@ -119,11 +121,13 @@ BEGIN
         RETURN;
     END IF;
     FOR v_job IN
-        SELECT j.* FROM payment_jobs j JOIN orders o ON o.id = j.order_id
-         WHERE j.product_ids && v_products AND j.product_ids IS NOT NULL
-           AND j.status = 'queued' AND j.method = 'wallet'
-           AND pq_item_products(o.items) && v_products
+        SELECT j.* FROM payment_jobs j
+         WHERE j.product_ids && v_products AND j.product_ids IS NOT NULL AND j.finished_at IS NULL
+           AND j.method = 'wallet'
     LOOP
+        CONTINUE WHEN v_job.status <> 'queued'
+                   OR NOT (pq_item_products((SELECT o.items FROM orders o WHERE o.id = v_job.order_id))
+                           && v_products);
         CONTINUE WHEN EXISTS (SELECT 1 FROM payment_jobs e
                                WHERE e.user_id = v_job.user_id AND e.queue_seq < v_job.queue_seq
                                  AND e.status IN ('queued', 'processing'));

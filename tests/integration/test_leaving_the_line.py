@@ -313,7 +313,8 @@ def _bulk_end(cur: psycopg2.extras.RealDictCursor, products: list[int]) -> tuple
 
 
 def test_ending_a_sold_out_products_line_reads_in_proportion_to_the_jobs_it_ends_not_the_line(db: Database) -> None:
-    # Given a long line in which each product is held by a fortieth of the shoppers
+    # Given a long line in which each product is held by a fortieth of the shoppers (on a table never
+    # analyzed, as in a new environment's first sale: the plan must not depend on statistics)
     seed(db, SeedPlan(users=LINE, products=PRODUCTS, user_prefix="line-"))
     db.execute(
         """SELECT e.outcome FROM orders o
