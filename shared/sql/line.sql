@@ -15,7 +15,7 @@
 -- plan to keep and no enable_seqscan setting (shared/sql/__init__.py).
 CREATE OR REPLACE FUNCTION pq_item_products(p_items jsonb) RETURNS bigint[]
 LANGUAGE sql IMMUTABLE AS $$
-    SELECT coalesce(array_agg(DISTINCT (e->>'product_id')::bigint), '{}')
+    SELECT coalesce(array_agg(DISTINCT (e->>'product_id')::bigint ORDER BY (e->>'product_id')::bigint), '{}')
       FROM jsonb_array_elements(p_items) AS e
      WHERE jsonb_typeof(e) = 'object' AND coalesce(e->>'product_id', '') ~ '^[0-9]{1,18}$'
 $$;
