@@ -15,7 +15,8 @@ What is measured, each at a few connection counts (one thread and connection per
 - hot_row: payments that all buy the same product, at injected commit latencies;
 - sold_out_line: a line whose every fourth job holds the hot product, which then sells out, ended as
   the processor ends it (shared/services/line.end_sold_out_jobs: pq_end_sold_out_jobs, SOLD_OUT_BATCH a
-  statement): each statement's time and CPU, split into a cost per queued job read and per job ended.
+  statement): each statement's time, CPU and rows read, the CPU split into a cost per queued job in
+  line and per job ended.
 For each: transactions/s, latency, and WAL bytes, records and flushes per operation (pg_stat_wal).
 
 The commit latency of a Multi-AZ instance is injected with `commit_delay` (and
@@ -310,12 +311,25 @@ def payment_step(cur: Cursor, job_id: Any) -> None:
     assert row is not None and row[0] in ("succeeded", "failed"), row
 
 
-def end_sold_out_step(cur: Cursor, product_id: int) -> int:
-    """One statement of the processor's bulk end (shared/services/line.py): the jobs it ended."""
+# The rows of payment_jobs and orders this backend's scans fetched: read before and after a statement in one
+# transaction (nothing is flushed meanwhile), the rows that statement read.
+ROWS_READ = """SELECT coalesce(sum(seq_tup_read + idx_tup_fetch), 0) FROM pg_stat_xact_user_tables
+                WHERE relname IN ('payment_jobs', 'orders')"""
+
+
+def end_sold_out_step(cur: Cursor, product_id: int) -> tuple[int, int]:
+    """One statement of the processor's bulk end (shared/services/line.py), in a transaction of its own
+    (autocommit cursor): the jobs it ended and the rows of payment_jobs and orders it read."""
+    cur.execute("BEGIN")
+    cur.execute(ROWS_READ)
+    before = cur.fetchone()
     cur.execute("SELECT count(*) FROM pq_end_sold_out_jobs(ARRAY[%s]::bigint[], %s)", (product_id, SOLD_OUT_BATCH))
     row = cur.fetchone()
-    assert row is not None
-    return int(row[0])
+    cur.execute(ROWS_READ)
+    after = cur.fetchone()
+    cur.execute("COMMIT")
+    assert row is not None and before is not None and after is not None
+    return int(row[0]), int(after[0]) - int(before[0])
 
 
 @dataclass
@@ -425,9 +439,10 @@ def measure_hot_row(server: Server, knobs: Knobs, log: Callable[[str], None]) ->
 def measure_sold_out_line(server: Server, knobs: Knobs, log: Callable[[str], None]) -> dict[str, Any]:
     """A line of `users` jobs, every fourth holding the hot product (the sale's mix), which then sells out,
     ended as the processor ends it: SOLD_OUT_BATCH a statement on one connection until one ends none.
-    A statement reads the whole line's queued jobs (every product's) and ends at most a batch, so its
-    time is a cost per queued job plus one per job ended; the last, which ends none, gives the first.
-    The statement timeout is the functions' role's (migration 0005): a statement past it ends nothing."""
+    A statement's time is taken as a cost per queued job in line plus one per job ended; the last, which
+    ends none, gives the first (near nothing since a statement reads only the product's queued jobs,
+    through payment_jobs_live_products: its rows read say so). The statement timeout is the functions'
+    role's (migration 0005): a statement past it ends nothing."""
     dsn, db = _fresh(
         server,
         "capacity_line",
@@ -456,10 +471,18 @@ def measure_sold_out_line(server: Server, knobs: Knobs, log: Callable[[str], Non
                 queued = cur.fetchone()
                 assert queued is not None
                 before, started = backend.cpu_times(), time.perf_counter()
-                ended = end_sold_out_step(cur, product["id"])
+                ended, rows_read = end_sold_out_step(cur, product["id"])
                 seconds, after = time.perf_counter() - started, backend.cpu_times()
                 cpu_ms = ((after.user - before.user) + (after.system - before.system)) * 1000
-                statements.append({"queued": int(queued[0]), "ended": ended, "seconds": seconds, "cpu_ms": cpu_ms})
+                statements.append(
+                    {
+                        "queued": int(queued[0]),
+                        "ended": ended,
+                        "rows_read": rows_read,
+                        "seconds": seconds,
+                        "cpu_ms": cpu_ms,
+                    }
+                )
                 if ended == 0:
                     break
     finally:
@@ -476,9 +499,11 @@ def measure_sold_out_line(server: Server, knobs: Knobs, log: Callable[[str], Non
         "batch": SOLD_OUT_BATCH,
         "statement_timeout_ms": timeout_ms,
         "statements": [{k: round(v, 4) for k, v in st.items()} for st in statements],
-        # Server CPU: per queued job a statement reads, and per job it ends (what is left of the rest).
+        # Server CPU: per queued job in line (what a statement that ends none costs), and per job ended
+        # (what is left of the rest); rows of payment_jobs and orders read per job ended.
         "scan_cpu_ms_per_queued_job": round(scan_ms, 5),
         "end_cpu_ms_per_job": round(max(0.0, end_ms), 4),
+        "rows_read_per_job_ended": round(sum(int(st["rows_read"]) for st in statements) / max(1, ended), 2),
         "wal_bytes_per_job": round(wal_bytes / max(1, ended), 1),
     }
 

@@ -129,7 +129,8 @@ class Measured:
     shard_gain: float
     shards: int
     # The bulk end of a sold-out product's line (bench/capacity.measure_sold_out_line): server CPU per
-    # queued job a statement reads and per job it ends, jobs a statement ends at most, and the
+    # queued job in line (what a statement that ends none costs: near nothing since it reads only the
+    # product's jobs, through an index) and per job it ends, jobs a statement ends at most, and the
     # statement timeout past which it ends none.
     line_scan_ms: float = 0.0
     line_end_ms: float = 0.0
@@ -137,8 +138,9 @@ class Measured:
     statement_timeout_ms: int = 0
 
     def bulk_end_ms(self, queued: float, to_end: float) -> float:
-        """One bulk-end statement's server CPU over a line of `queued` jobs with `to_end` to end: it reads
-        them all and ends at most a batch. One statement runs on one core, however many the instance has."""
+        """One bulk-end statement's server CPU over a line of `queued` jobs with `to_end` to end: the line's
+        measured share, and at most a batch ended. One statement runs on one core, however many the
+        instance has."""
         return queued * self.line_scan_ms + min(to_end, self.line_batch) * self.line_end_ms
 
     def capacity(self, operation: str, vcpus: int = DB_VCPUS) -> float:
@@ -401,8 +403,8 @@ def simulate(n: int, m: Measured, v: Variant) -> Simulation:
 def _end_in_bulk(m: Measured, v: Variant, queued: float, stranded: float, free: float) -> tuple[float, float, float]:
     """A second of the bulk end, with `stranded` buyers of the sold-out product among `queued` jobs: the
     jobs it ends, the database's share it takes, and the bulk-end tries per job paid in turn. Statement
-    after statement on one core, each reading the whole line and ending at most a batch, while one
-    fits in the statement timeout. Past it a statement is cut off having ended none, and each
+    after statement on one core, each ending at most a batch (and costing the line's measured share), while
+    one fits in the statement timeout. Past it a statement is cut off having ended none, and each
     processor batch that meets a stranded buyer (out_of_stock in its turn) tries again after its
     commit (functions/process_payment/handler.py, _end_line_of), for as long as the timeout."""
     if not v.sold_out_at_once or stranded < 1:
@@ -804,7 +806,8 @@ def render(report: dict[str, Any]) -> str:
         f"Sold-out line: {line['line_jobs']:,} queued jobs, every fourth holding the hot product when it sold out, "
         f"ended {line['batch']:,} a statement at most (`pq_end_sold_out_jobs`, one connection; each statement's "
         f"time, jobs ended of jobs queued: {ran}): server CPU **{line['scan_cpu_ms_per_queued_job']:.4f} ms per "
-        f"queued job read** and **{line['end_cpu_ms_per_job']:.3f} ms per job ended**, "
+        f"queued job in line** and **{line['end_cpu_ms_per_job']:.3f} ms per job ended** "
+        f"({line.get('rows_read_per_job_ended', '–')} rows of payment_jobs and orders read per job ended), "
         f"{_n(line['wal_bytes_per_job'])} WAL bytes per job ended; statement timeout "
         f"{line['statement_timeout_ms'] / 1000:g} s (the functions' role, migration 0005).",
     ]

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urljoin
 
 import aiohttp
 
@@ -136,7 +137,8 @@ async def _wait_in_line(
     while time.monotonic() < deadline:
         await asyncio.sleep(wait_s)
         polled = time.monotonic()
-        async with session.get(f"{base}{accepted['now_serving_url']}") as resp:
+        # Relative to the API locally, CloudFront's absolute URL on AWS (as the progress page reads it).
+        async with session.get(urljoin(base, accepted["now_serving_url"])) as resp:
             figure = await resp.json()
         result.polls.append(time.monotonic() - polled)
         served = max(served, figure["serving"])

@@ -51,6 +51,7 @@ class PaymentQueueStack(Stack):
         notifications.subscribe(functions.notify)
         api = PaymentsApi(self, "Api", config=config, enqueue=functions.enqueue, status=functions.status)
         waiting = NowServingCdn(self, "NowServing", config=config, api=api)
+        functions.send_waiting_clients_to(waiting.now_serving_url)
         Migrations(
             self,
             "Migrations",

@@ -77,7 +77,11 @@ class JobView(BaseModel):
     queue_number: int | None = Field(
         default=None, description="while waiting: position = queue_number - serving of GET /v1/queue/now-serving"
     )
-    now_serving_url: str | None = Field(default=None, description="the shared figure to wait on, not this job")
+    now_serving_url: str | None = Field(
+        default=None,
+        description="the shared figure to wait on, not this job: relative to the API locally, CloudFront's "
+        "absolute URL of it on AWS",
+    )
 
 
 class NowServing(BaseModel):

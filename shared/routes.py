@@ -18,6 +18,9 @@ MERCHANT_SCOPE = "payments/merchant"
 # How long the "now serving" figure may be answered from a shared cache: a second of staleness costs a
 # waiting shopper nothing, and makes the figure one read a second for everyone, however many wait.
 NOW_SERVING_CACHE_S = 1
+# The route of that figure. A waiting client is told where to read it (the 202's now_serving_url, from the
+# now_serving_url setting): this path of the API locally, CloudFront's URL of it on AWS.
+NOW_SERVING_PATH = "/v1/queue/now-serving"
 
 
 @dataclass(frozen=True)
@@ -50,7 +53,7 @@ ROUTES = (
     ApiRoute("GET", "/v1/orders/{order_id}", "status", PAYMENTS_SCOPE),
     ApiRoute("POST", "/v1/webhooks/razorpay", "enqueue", None),
     ApiRoute("POST", "/v1/webhooks/cashfree", "enqueue", None),
-    ApiRoute("GET", "/v1/queue/now-serving", "status", None, shared_cache_s=NOW_SERVING_CACHE_S),
+    ApiRoute("GET", NOW_SERVING_PATH, "status", None, shared_cache_s=NOW_SERVING_CACHE_S),
     ApiRoute("GET", "/v1/queue/status", "status", OPERATOR_SCOPE),
     ApiRoute("GET", "/v1/metrics", "status", OPERATOR_SCOPE),
     ApiRoute("GET", "/health/db", "status", OPERATOR_SCOPE),

@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from shared.routes import MERCHANT_SCOPE, OPERATOR_SCOPE
+from shared.routes import MERCHANT_SCOPE, NOW_SERVING_PATH, OPERATOR_SCOPE
 
 
 class Settings(BaseSettings):
@@ -63,6 +63,10 @@ class Settings(BaseSettings):
     # Polling advice: clients wait at least min, at most max, between status polls.
     poll_min_ms: int = 500
     poll_max_ms: int = 10_000
+    # Where a waiting client reads the shared now-serving figure (a job's now_serving_url): the API's own
+    # route, relative to the API, locally; on AWS the absolute URL of the route behind CloudFront's cache
+    # (infra/components/waiting.py), so that no poll of it reaches the API, its Lambda or the database.
+    now_serving_url: str = NOW_SERVING_PATH
     # Paces the polling advice while no throughput has been measured (just started, or
     # stalled). Never shown as an ETA: then eta_seconds is null and the page says it is unknown.
     assumed_payments_per_s: float = 500.0

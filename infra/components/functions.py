@@ -221,6 +221,13 @@ class Functions(Construct):
             limit = config.database_clients()["enqueue"].timeout_seconds
             self.enqueue.add_environment("PQ_GATEWAY_TIMEOUT_S", str(max(1.0, (limit - 2) / 2)))
 
+    def send_waiting_clients_to(self, now_serving_url: str) -> None:
+        """The functions that answer a job in line (enqueue's 202, status's job and leave answers) name
+        the cached figure's URL as its now_serving_url: a relative path would send every waiting
+        client's reads through the API, a Lambda and the database each."""
+        for function in (self.enqueue, self.status):
+            function.add_environment("PQ_NOW_SERVING_URL", now_serving_url)
+
     @property
     def all(self) -> list[lambda_.Function]:
         return [self.enqueue, self.status, self.process_payment, self.notify, self.sweeper, self.migrate]

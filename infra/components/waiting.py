@@ -20,7 +20,7 @@ from constructs import Construct
 
 from infra.components.api import PaymentsApi
 from infra.config import EnvironmentConfig
-from shared.routes import ROUTES
+from shared.routes import NOW_SERVING_PATH, ROUTES
 
 _SUPPRESSIONS = [
     NagPackSuppression(
@@ -102,3 +102,8 @@ class NowServingCdn(Construct):
     @property
     def url(self) -> str:
         return f"https://{self.distribution.distribution_domain_name}"
+
+    @property
+    def now_serving_url(self) -> str:
+        """The figure's route through the cache: what the API tells a waiting client to read."""
+        return f"{self.url}{NOW_SERVING_PATH}"

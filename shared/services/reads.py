@@ -24,7 +24,6 @@ NOW_SERVING_QUERY = """SELECT pq_finished_count() AS serving, now() AS as_of,
                                 WHERE finished_at > now() - make_interval(secs => %s)) AS recent"""
 # Long enough to smooth a batch's commits, short enough that a stalled line shows within seconds.
 RATE_WINDOW_S = 10
-NOW_SERVING_URL = "/v1/queue/now-serving"
 # Refunds on their way back or owed, for the operator: partial indexes keep this off the books' history.
 REFUNDS_OPEN_QUERY = """
     SELECT count(*) FILTER (WHERE owed_at IS NULL) AS refunding,
@@ -83,14 +82,14 @@ def job_view(app: App, row: dict[str, Any]) -> dict[str, Any]:
         # on the API and the database that the payments themselves need.
         poll_ms = int(min(app.settings.poll_max_ms, max(app.settings.poll_min_ms, eta_s * 1000 * POLL_AT_ETA)))
         eta = round(eta_s, 1) if per_s else None
-        # queue_number against the shared figure (NOW_SERVING_URL) gives the same position with no read
+        # queue_number against the shared figure (now_serving_url) gives the same position with no read
         # of this job: a waiting client asks about its own job only when its number comes up.
         view |= {
             "position": position,
             "eta_seconds": eta,
             "poll_after_ms": poll_ms,
             "queue_number": row["queue_seq"],
-            "now_serving_url": NOW_SERVING_URL,
+            "now_serving_url": app.settings.now_serving_url,
         }
     elif status == JobStatus.FAILED:
         view["reason"] = row["reason"]

@@ -92,6 +92,7 @@ LANGUAGE plpgsql SET enable_seqscan = off AS $$
 DECLARE
     v_begin record;
     v_job payment_jobs%ROWTYPE;
+    v_items jsonb;
 BEGIN
     SELECT * INTO v_begin FROM pq_intake_begin(p_user_id, p_idempotency_key, p_request_hash, p_order_id);
     outcome := v_begin.outcome;
@@ -112,7 +113,8 @@ BEGIN
             END IF;
         ELSE
             -- Read without the products' locks, as pq_order_problem does: during a sale stock only goes down.
-            sold_out := pq_sold_out_products((SELECT o.items FROM orders o WHERE o.id = p_order_id));
+            v_items := (SELECT o.items FROM orders o WHERE o.id = p_order_id);
+            sold_out := pq_sold_out_products(v_items);
             IF cardinality(sold_out) > 0 THEN
                 outcome := 'sold_out';
             END IF;
@@ -120,9 +122,10 @@ BEGIN
     END IF;
 
     IF outcome IS NULL AND p_gateway_ref IS NULL THEN
-        INSERT INTO payment_jobs (id, user_id, idempotency_key, request_hash, order_id, method, sent_at)
+        -- With its order's products, by which a bulk end finds it if one sells out (line.sql).
+        INSERT INTO payment_jobs (id, user_id, idempotency_key, request_hash, order_id, method, sent_at, product_ids)
         VALUES (coalesce(p_job_id, gen_random_uuid()), p_user_id, p_idempotency_key, p_request_hash, p_order_id,
-                p_method, pq_intake_send(p_queue, p_message, p_headers))
+                p_method, pq_intake_send(p_queue, p_message, p_headers), pq_item_products(v_items))
         RETURNING * INTO v_job;
         outcome := 'created';
     ELSIF outcome IS NULL THEN

@@ -8,17 +8,25 @@
 -- already_failed for a finished job. Only wallet jobs leave this way: a gateway job's money is at the
 -- gateway already, and its processor is what applies it or gives it back.
 
--- The products of an order's items (orders.items as the shop wrote it) with no unit on hand: the row's
--- stock, or the sum of its shards for a sharded product (whose row stock is 0). Malformed items name no
--- product here (the processor fails such an order as invalid_order).
+-- The products an order's items name (orders.items as the shop wrote it; the id as a JSON number or a string
+-- of digits, as the payment reads it), each once, ascending. Malformed items name no product here (the
+-- processor fails such an order as invalid_order). What a wallet job records at enqueue (payment_jobs
+-- .product_ids, migration 0019) for the bulk end below to find it by. It reads no table, so it has no
+-- plan to keep and no enable_seqscan setting (shared/sql/__init__.py).
+CREATE OR REPLACE FUNCTION pq_item_products(p_items jsonb) RETURNS bigint[]
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT coalesce(array_agg(DISTINCT (e->>'product_id')::bigint ORDER BY (e->>'product_id')::bigint), '{}')
+      FROM jsonb_array_elements(p_items) AS e
+     WHERE jsonb_typeof(e) = 'object' AND coalesce(e->>'product_id', '') ~ '^[0-9]{1,18}$'
+$$;
+
+-- The products of an order's items with no unit on hand: the row's stock, or the sum of its shards for a
+-- sharded product (whose row stock is 0).
 CREATE OR REPLACE FUNCTION pq_sold_out_products(p_items jsonb) RETURNS bigint[]
 LANGUAGE sql STABLE SET enable_seqscan = off AS $$
-    SELECT coalesce(array_agg(DISTINCT p.id), '{}')
-      FROM jsonb_array_elements(p_items) AS e
-      JOIN products p
-        ON p.id = CASE WHEN jsonb_typeof(e) = 'object' AND coalesce(e->>'product_id', '') ~ '^[0-9]{1,18}$'
-                       THEN (e->>'product_id')::bigint END
-     WHERE p.stock = 0 AND pq_stock_on_hand(p.id, p.stock) = 0
+    SELECT coalesce(array_agg(p.id ORDER BY p.id), '{}')
+      FROM products p
+     WHERE p.id = ANY (pq_item_products(p_items)) AND p.stock = 0 AND pq_stock_on_hand(p.id, p.stock) = 0
 $$;
 
 -- A shopper leaves the line: their job ends as cancelled if no processor has taken it. Someone else's
@@ -68,34 +76,58 @@ END;
 $$;
 
 -- Ends, in one transaction, the queued wallet jobs whose order holds a product of p_products that is
--- sold out (p_products NULL: every sold-out product), at most p_limit of them, oldest first; returns
--- each ended job's outbox row to publish after commit. Run off the payment path: by the processor
--- after the batch whose payment took a product's last unit commits, and by the sweeper for what that
--- missed (the gateway path sold the last unit, two shards emptied at once). Never a job a processor
--- holds right now (SKIP LOCKED: it ends that one itself), and only a job with no earlier live job of
--- its user, so that one user's jobs still end in the order they were accepted; a job behind one is
--- ended in a later run, or by the processor in its turn.
+-- sold out (p_products NULL: every sold-out product), at most p_limit of them; returns each ended job's
+-- outbox row to publish after commit. Run off the payment path: by the processor after the batch whose
+-- payment took a product's last unit commits, and by the sweeper for what that missed (the gateway path
+-- sold the last unit, two shards emptied at once).
+--
+-- What it reads follows the jobs it ends, not the line: the products' jobs in line come from their index
+-- (payment_jobs_live_products, migration 0019; a job leaves it when it ends), each checked against its
+-- order's items as they are now, and the walk stops at p_limit ended. The scan names no status (the loop
+-- checks it, and the lock re-reads it): with one, the planner could serve it from payment_jobs_live, every
+-- live job, and a plan made while the table was small would keep doing so. Every job it ends moves
+-- the finished counter, so no position rises, whichever order the index hands the jobs over in; and only a
+-- job with no earlier live job of its user is ended, so that one user's jobs still end in the order they
+-- were accepted (a job behind one is ended in a later run, or by the processor in its turn). Never a job a
+-- processor holds right now (SKIP LOCKED, status re-read under the lock: it ends that one itself).
+--
+-- One bulk end per product at a time: a call skips each product another call is ending right now (a
+-- transaction-level advisory lock, released at commit; RDS Proxy does not pin a session on
+-- pg_try_advisory_xact_lock, by AWS's "Avoiding pinning an RDS Proxy"), so the processor batches that
+-- meet its stranded buyers while one runs return at once instead of reading the same jobs and waiting on
+-- their row locks. The skipped product's rest is ended by the next call that finds it free. (The two-key
+-- space, apart from the migration runner's one-key lock; a hash collision of two products only defers one.)
 CREATE OR REPLACE FUNCTION pq_end_sold_out_jobs(p_products bigint[], p_limit integer)
 RETURNS TABLE (job_id uuid, event jsonb)
 LANGUAGE plpgsql SET enable_seqscan = off AS $$
 DECLARE
-    v_products bigint[];
+    v_products bigint[] := '{}';
+    v_product  bigint;
     v_job      payment_jobs%ROWTYPE;
     v_locked   payment_jobs%ROWTYPE;
     v_ended    integer := 0;
 BEGIN
-    SELECT array_agg(p.id) INTO v_products FROM products p
-     WHERE (p_products IS NULL OR p.id = ANY (p_products))
-       AND p.stock = 0 AND pq_stock_on_hand(p.id, p.stock) = 0;
-    IF v_products IS NULL THEN
+    FOR v_product IN
+        SELECT p.id FROM products p
+         WHERE (p_products IS NULL OR p.id = ANY (p_products))
+           AND p.stock = 0 AND pq_stock_on_hand(p.id, p.stock) = 0
+         ORDER BY p.id
+    LOOP
+        IF pg_try_advisory_xact_lock(x'5051534F'::integer, hashint8(v_product)) THEN  -- "PQSO", the product
+            v_products := v_products || v_product;
+        END IF;
+    END LOOP;
+    IF cardinality(v_products) = 0 THEN
         RETURN;
     END IF;
     FOR v_job IN
-        SELECT j.* FROM payment_jobs j JOIN orders o ON o.id = j.order_id
-         WHERE j.status = 'queued' AND j.method = 'wallet'
-           AND pq_sold_out_products(o.items) && v_products
-         ORDER BY j.queue_seq
+        SELECT j.* FROM payment_jobs j
+         WHERE j.product_ids && v_products AND j.product_ids IS NOT NULL AND j.finished_at IS NULL
+           AND j.method = 'wallet'
     LOOP
+        CONTINUE WHEN v_job.status <> 'queued'
+                   OR NOT (pq_item_products((SELECT o.items FROM orders o WHERE o.id = v_job.order_id))
+                           && v_products);
         CONTINUE WHEN EXISTS (SELECT 1 FROM payment_jobs e
                                WHERE e.user_id = v_job.user_id AND e.queue_seq < v_job.queue_seq
                                  AND e.status IN ('queued', 'processing'));

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from aws_cdk.assertions import Match
 
-from shared.routes import NOW_SERVING_CACHE_S, ROUTES
+from infra.build_assets import FUNCTION_NAMES
+from shared.routes import NOW_SERVING_CACHE_S, NOW_SERVING_PATH, ROUTES
+from shared.settings import Settings
 from tests.infra.conftest import Synthesized
 
 PAYMENT_ROUTES = {
@@ -155,3 +158,28 @@ def test_the_now_serving_figure_is_cached_by_cloudfront_and_nothing_else_is(stac
     (origin,) = config["Origins"]
     assert origin["OriginShield"] == {"Enabled": True, "OriginShieldRegion": stack.config.region}
     assert origin["CustomOriginConfig"]["OriginProtocolPolicy"] == "https-only"
+
+
+def test_a_waiting_client_is_sent_to_the_figure_through_cloudfront_not_the_api(
+    stack: Synthesized, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given the distribution in front of the figure and the stack's NowServingUrl output (its base URL)
+    distribution_id, _ = stack.only("AWS::CloudFront::Distribution")
+    domain = {"Fn::GetAtt": [distribution_id, "DomainName"]}
+    assert stack.json["Outputs"]["NowServingUrl"]["Value"] == {"Fn::Join": ["", ["https://", domain]]}
+
+    # Then the functions that answer a job in line (enqueue's 202, status's job) are told the figure's
+    # absolute URL through the cache, and no other function is given the setting
+    cached = {"Fn::Join": ["", ["https://", domain, NOW_SERVING_PATH]]}
+    for name in FUNCTION_NAMES:
+        variables = stack.function(name)[1]["Properties"]["Environment"]["Variables"]
+        if name in ("enqueue", "status"):
+            assert variables["PQ_NOW_SERVING_URL"] == cached, name
+        else:
+            assert "PQ_NOW_SERVING_URL" not in variables, name
+
+    # And that variable is the setting the answers read (the relative route when it is unset, locally)
+    monkeypatch.delenv("PQ_NOW_SERVING_URL", raising=False)
+    assert Settings().now_serving_url == NOW_SERVING_PATH
+    monkeypatch.setenv("PQ_NOW_SERVING_URL", "https://d111111abcdef8.cloudfront.net/v1/queue/now-serving")
+    assert Settings().now_serving_url == "https://d111111abcdef8.cloudfront.net/v1/queue/now-serving"

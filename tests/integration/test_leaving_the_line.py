@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import psycopg2
+import psycopg2.extras
 import pytest
 
 from functions.status.handler import handler as status_handler
@@ -285,3 +286,105 @@ def test_the_sweeper_ends_the_line_of_a_product_sold_out_elsewhere(app: App, sal
     assert result["sold_out_jobs_ended"] == len(HOLDERS)
     assert set(_statuses(app.db).values()) == {("failed", "out_of_stock")}
     assert app.db.fetch_one("SELECT count(*) n FROM outbox_events WHERE published_at IS NULL") == {"n": 0}
+
+
+# --- the bulk end's cost follows the jobs it ends -----------------------------------------------
+
+# A line of 2,000 shoppers over 40 products, each held by 50 of them (local/seed.py: shopper g buys product g % 40).
+LINE, PRODUCTS = 2_000, 40
+
+# What a bulk end read: the rows of payment_jobs and orders fetched by scans, by this transaction so far.
+ROWS_READ = """SELECT coalesce(sum(seq_tup_read + idx_tup_fetch), 0) AS n FROM pg_stat_xact_user_tables
+                WHERE relname IN ('payment_jobs', 'orders')"""
+
+
+def _bulk_end(cur: psycopg2.extras.RealDictCursor, products: list[int]) -> tuple[int, int]:
+    """One bulk end, in the caller's transaction: (jobs it ended, rows it read). The counters are this
+    backend's own, read before and after within one transaction (none is flushed meanwhile): the same
+    count however busy the machine is."""
+    cur.execute(ROWS_READ)
+    before = cur.fetchone()
+    cur.execute("SELECT count(*) AS n FROM pq_end_sold_out_jobs(%s::bigint[], %s)", (products, LINE))
+    ended = cur.fetchone()
+    cur.execute(ROWS_READ)
+    after = cur.fetchone()
+    assert before is not None and ended is not None and after is not None
+    return int(ended["n"]), int(after["n"]) - int(before["n"])
+
+
+def test_ending_a_sold_out_products_line_reads_in_proportion_to_the_jobs_it_ends_not_the_line(db: Database) -> None:
+    # Given a long line in which each product is held by a fortieth of the shoppers (on a table never
+    # analyzed, as in a new environment's first sale: the plan must not depend on statistics)
+    seed(db, SeedPlan(users=LINE, products=PRODUCTS, user_prefix="line-"))
+    db.execute(
+        """SELECT e.outcome FROM orders o
+                CROSS JOIN LATERAL pq_enqueue_job(o.user_id, 'k' || o.id, 'h', o.id, 'wallet', NULL) e"""
+    )
+    products = [int(r["id"]) for r in db.fetch_all("SELECT id FROM products ORDER BY id")]
+    db.execute("UPDATE products SET stock = 0 WHERE id = ANY (%s)", (products[:3],))
+
+    # When one product's line is ended, then two others' at once
+    with db.transaction() as cur:
+        one = _bulk_end(cur, products[:1])
+    with db.transaction() as cur:
+        two = _bulk_end(cur, products[1:3])
+
+    # Then each ended exactly its products' buyers, and read rows in proportion to them: twice the jobs,
+    # twice the rows, a few rows per job, nothing of the rest of the line
+    assert (one[0], two[0]) == (LINE // PRODUCTS, 2 * LINE // PRODUCTS)
+    assert two[1] == 2 * one[1]
+    assert one[1] <= 6 * one[0] < LINE
+    queued = db.fetch_one("SELECT count(*) AS n FROM payment_jobs WHERE status = 'queued'")
+    assert queued == {"n": LINE - 3 * LINE // PRODUCTS}
+
+
+def test_a_second_bulk_end_of_a_product_returns_at_once_while_one_is_running(
+    app: App, sale: int, database_url: str
+) -> None:
+    # Given the product sold out with its buyers in line, and a bulk end of it running (not yet committed)
+    for user in HOLDERS:
+        pay(app, user, f"k-{user}")
+    app.db.execute("UPDATE products SET stock = 0 WHERE id = %s", (sale,))
+    running = psycopg2.connect(database_url)
+    try:
+        with running.cursor() as cur:
+            cur.execute("SELECT count(*) FROM pq_end_sold_out_jobs(ARRAY[%s]::bigint[], 1000)", (sale,))
+            assert cur.fetchone() == (len(HOLDERS),)
+
+            # When another processor batch tries to end the same line meanwhile
+            with app.db.transaction() as other:
+                ended, read = _bulk_end(other, [sale])
+
+            # Then it returns at once, having read none of the line and waited on none of its rows
+            assert (ended, read) == (0, 0)
+        running.commit()
+    finally:
+        running.close()
+
+    # And the running one's ends stand, each once, notified as any failure (its events published by the
+    # sweeper, as a processor's are after its commit)
+    sweeper_handler({}, LocalContext("sweeper"))
+    assert set(_statuses(app.db).values()) == {("failed", "out_of_stock")}
+    assert app.db.fetch_one("SELECT count(*) AS n FROM outbox_events WHERE published_at IS NOT NULL") == {
+        "n": len(HOLDERS)
+    }
+    violations = check(app.db)
+    assert violations == dict.fromkeys(violations, 0)
+
+
+def test_an_order_naming_its_product_as_a_string_of_digits_leaves_the_line_too(app: App, sale: int) -> None:
+    # Given a buyer whose order names the hot product as the string "<id>" (the payment reads it so too)
+    app.db.execute(
+        """UPDATE orders SET items = (SELECT jsonb_agg(CASE WHEN (e->>'product_id')::bigint = %s
+                                                          THEN e || jsonb_build_object('product_id', %s::text)
+                                                          ELSE e END)
+                                       FROM jsonb_array_elements(items) AS e)
+            WHERE user_id = 'demo-user-4'""",
+        (sale, sale),
+    )
+    pay(app, "demo-user-4", "k4")
+    app.db.execute("UPDATE products SET stock = 0 WHERE id = %s", (sale,))
+
+    ended = end_sold_out_jobs(app, [sale])
+
+    assert ended == 1 and _statuses(app.db)["demo-user-4"] == ("failed", "out_of_stock")

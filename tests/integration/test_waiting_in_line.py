@@ -14,9 +14,11 @@ from functions.status.handler import handler as status_handler
 from local.api import LocalApi, build_app
 from local.auth import LocalIssuer
 from local.seed import SeedPlan, seed
-from shared.bootstrap import App
+from shared.bootstrap import App, bootstrap
 from shared.routes import NOW_SERVING_CACHE_S
+from shared.services.reads import JOB_QUERY, job_view
 from shared.services.wallet import process_wallet_job
+from shared.settings import Settings
 from tests.integration.helpers import pay
 from tests.integration.test_api_handlers import call
 
@@ -110,3 +112,22 @@ def test_the_line_moving_never_moves_a_place_back(app: App, demo: dict[str, int]
 
     positions = [max(1, accepted["queue_number"] - s) for s in seen]
     assert seen == sorted(seen) and positions == sorted(positions, reverse=True)
+
+
+def test_a_job_in_line_names_the_figure_where_the_setting_says_it_is_served(settings: Settings) -> None:
+    # Given the API told where the figure is cached (on AWS, CloudFront's URL of its route: PQ_NOW_SERVING_URL)
+    cdn = "https://d111111abcdef8.cloudfront.net/v1/queue/now-serving"
+    app = bootstrap(settings.model_copy(update={"now_serving_url": cdn}))
+    try:
+        seed(app.db, SeedPlan(users=1))
+
+        # When a shopper's payment is accepted, and they read their job
+        accepted = pay(app, "demo-user-1", "k1").body
+        row = app.db.fetch_one(JOB_QUERY, (accepted["job_id"], "demo-user-1"))
+        assert row is not None
+        job = job_view(app, row)
+    finally:
+        app.db.close()
+
+    # Then both answers send the shopper's waiting to that URL, not through the API
+    assert accepted["now_serving_url"] == job["now_serving_url"] == cdn
