@@ -75,9 +75,11 @@ class _Delivery:
         bucket_name, rate, burst = bucket(self.app.settings, self.gateway.name, endpoint)
         reserve_ms = self.app.settings.limiter_max_reserve_s * 1000
         waited_ms = 0
-        # pq_gateway_begin never reserves: without its token, pq_gateway_step is asked, which does.
+        # The first request's token is pq_gateway_begin's, taken from the gateway's fetch bucket; begin never
+        # reserves: without its token, pq_gateway_step is asked, which does.
         begin, self._begin = self._begin, None
-        row = begin if begin is not None and begin["granted"] else None
+        first = begin is not None and begin["granted"] and endpoint == self.gateway.endpoints["fetch"]
+        row = begin if first else None
         while True:
             if row is None:
                 row = self.app.db.fetch_one(
