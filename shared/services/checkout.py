@@ -27,10 +27,11 @@ from typing import Any
 from shared.bootstrap import App
 from shared.domain import ApiError, CheckoutRequest, GatewayRejected, GatewayRetryable
 from shared.gateway_limits import bucket
-from shared.gateways.port import CheckoutOrder, PaymentGateway
+from shared.gateways.port import CheckoutOrder
 from shared.observability import logger
 from shared.outcomes import CheckoutOutcome
 from shared.ports import GatewayOrder
+from shared.services.intake import enabled_gateway
 
 # What a shopper's checkout is called when it has no gateway order yet (never answered as such).
 _VISIBLE_STATUS = {"creating": "created"}
@@ -43,17 +44,23 @@ _CLAIM_DB_STEPS_S = 2.0
 _CLAIM_POLL_S = 0.1
 
 
-def take_token(app: App, gateway: str, endpoint: str) -> None:
-    """One token of the gateway endpoint's shared bucket, or 503 service_busy with Retry-After."""
+def token_wait_ms(app: App, gateway: str, endpoint: str) -> int | None:
+    """A token of the gateway endpoint's shared bucket taken (None), or how long until one is (ms)."""
     name, rate, burst = bucket(app.settings, gateway, endpoint)
     row = app.db.fetch_one("SELECT * FROM pq_take_tokens(%s, %s, %s, 1)", (name, rate, burst))
     assert row is not None
-    if not row["granted"]:
+    return None if row["granted"] else int(row["wait_ms"])
+
+
+def take_token(app: App, gateway: str, endpoint: str) -> None:
+    """One token of the gateway endpoint's shared bucket, or 503 service_busy with Retry-After."""
+    wait_ms = token_wait_ms(app, gateway, endpoint)
+    if wait_ms is not None:
         raise ApiError(
             503,
             "service_busy",
             "the payment gateway is busy; retry shortly with the same request",
-            retry_after_s=max(1, math.ceil(int(row["wait_ms"]) / 1000)),
+            retry_after_s=max(1, math.ceil(wait_ms / 1000)),
         )
 
 
@@ -72,7 +79,9 @@ def checkout_view(app: App, row: dict[str, Any]) -> dict[str, Any]:
         "currency": row["currency"].strip(),
         "status": _VISIBLE_STATUS.get(row["status"], row["status"]),
     }
-    view[row["method"]] = _gateway(app, row["method"]).page(row["gateway_order_id"], row["payment_session_id"])
+    gateway = app.gateways.get(row["method"])
+    if gateway is not None:  # what the page opens the gateway's checkout with (none once it is disabled)
+        view[row["method"]] = gateway.page(row["gateway_order_id"], row["payment_session_id"])
     if row.get("job_id"):
         view["job_id"] = str(row["job_id"])
         if row["status"] == "refunded":  # the books say how far the money got back: refunding, refund_failed
@@ -95,13 +104,6 @@ def _gateway_error(exc: GatewayRetryable | GatewayRejected) -> ApiError:
             retry_after_s=max(1, math.ceil(wait)),
         )
     return ApiError(502, "gateway_error", "the payment gateway refused to create the order")
-
-
-def _gateway(app: App, method: str) -> PaymentGateway:
-    gateway = app.gateways.get(method)
-    if gateway is None:
-        raise ApiError(422, "method_not_supported", f"payment method {method!r} is not enabled", field="method")
-    return gateway
 
 
 def _open(app: App, user_id: str, request: CheckoutRequest) -> dict[str, Any]:
@@ -150,7 +152,7 @@ def _create_or_unclaim(app: App, row: dict[str, Any], method: str) -> GatewayOrd
         expires_at=row["expires_at"],
     )
     try:
-        return _gateway(app, method).create_order(
+        return enabled_gateway(app, method).create_order(
             checkout, not inserted, lambda endpoint: take_token(app, method, endpoint)
         )
     except ApiError:  # no token: nothing left for the gateway
@@ -171,7 +173,7 @@ def _unclaim(app: App, row: dict[str, Any], *, discard: bool) -> None:
 
 def open_checkout(app: App, user_id: str, request: CheckoutRequest) -> tuple[int, dict[str, Any]]:
     """(201, view) when this request created the gateway order, (200, view) when it existed."""
-    _gateway(app, request.method)
+    enabled_gateway(app, request.method)
     row = _open_or_wait(app, user_id, request)
     outcome = CheckoutOutcome(row["outcome"])
     if outcome is CheckoutOutcome.ORDER_NOT_FOUND:

@@ -23,6 +23,7 @@ from shared.domain import (
     validation_error,
 )
 from shared.gateways import GATEWAY_NAMES
+from shared.gateways.port import PaymentGateway
 from shared.observability import logger
 from shared.outcomes import EnqueueOutcome
 from shared.ports import QueueMessage
@@ -55,7 +56,7 @@ def parse_payment_request(raw_body: str | None, enabled_methods: Collection[str]
     method = data.get("method")
     if method in GATEWAY_NAMES:
         if method not in enabled_methods:
-            raise ApiError(422, "method_not_supported", f"payment method {method!r} is not enabled", field="method")
+            raise _not_supported(method)
         # The old flow named a gateway payment with nothing binding it to the order or the shopper.
         bare = [f for f in BARE_REFERENCE_FIELDS if f in data]
         if PAYMENT_REF_FIELDS.get(method) in data:
@@ -98,11 +99,21 @@ def job_message(job_id: str, user_id: str, order_id: int, method: str, parks: in
     )
 
 
+def _not_supported(method: object) -> ApiError:
+    return ApiError(422, "method_not_supported", f"payment method {method!r} is not enabled", field="method")
+
+
+def enabled_gateway(app: App, method: str) -> PaymentGateway:
+    """The method's gateway, or 422 method_not_supported: it is not enabled in this deployment."""
+    gateway = app.gateways.get(method)
+    if gateway is None:
+        raise _not_supported(method)
+    return gateway
+
+
 def _verified_checkout_payment(app: App, request: PaymentRequest) -> tuple[str | None, str | None]:
     """(gateway order id, payment reference) the page sent, once its gateway's signature over them verifies."""
-    gateway = app.gateways.get(request.method)
-    if gateway is None:
-        raise ApiError(422, "method_not_supported", f"payment method {request.method!r} is not enabled", field="method")
+    gateway = enabled_gateway(app, request.method)
     if not gateway.checkout_signature_valid(request):
         signed = CHECKOUT_FIELDS.get(request.method, ())
         raise ApiError(

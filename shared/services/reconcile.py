@@ -19,11 +19,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from shared.bootstrap import App
-from shared.domain import ApiError, GatewayRejected, GatewayRetryable
+from shared.domain import GatewayRejected, GatewayRetryable
 from shared.observability import logger
 from shared.outcomes import WebhookOutcome
 from shared.ports import GatewayRefund, RefundState
-from shared.services.checkout import take_token
+from shared.services.checkout import token_wait_ms
 from shared.services.gateway import refund_failed
 from shared.services.intake import job_message, send_jobs
 
@@ -33,10 +33,9 @@ class _OutOfTokens(Exception):
 
 
 def _token(app: App, gateway: str, endpoint: str) -> None:
-    try:
-        take_token(app, gateway, endpoint)
-    except ApiError:
-        raise _OutOfTokens from None
+    """A token of the endpoint's bucket, or the pass stops (it never waits: the next sweep continues)."""
+    if token_wait_ms(app, gateway, endpoint) is not None:
+        raise _OutOfTokens
 
 
 def _paid_ref(app: App, checkout: dict[str, Any]) -> str | None:

@@ -18,7 +18,7 @@ from local.seed import SeedPlan, seed
 from shared.bootstrap import App, bootstrap
 from shared.domain import ApiError, CheckoutRequest, PaymentRequest
 from shared.gateways.registry import GATEWAYS
-from shared.services.checkout import open_checkout
+from shared.services.checkout import open_checkout, take_token
 from shared.services.intake import accept_payment
 from shared.services.reconcile import reconcile
 from shared.services.webhooks import receive_webhook
@@ -114,3 +114,27 @@ def test_a_forged_webhook_of_a_registered_gateway_is_refused(tp_app: App) -> Non
         receive_webhook(tp_app, testpay.NAME, raw + b" ", headers)
     assert (refused.value.status, refused.value.code) == (401, "webhook_signature_invalid")
     assert tp_app.db.fetch_one("SELECT count(*) AS n FROM gateway_webhook_events") == {"n": 0}
+
+
+def test_the_sweeper_settles_a_checkout_only_the_gateway_knows_is_paid_once_it_has_a_token(tp_app: App) -> None:
+    # Given a TestPay checkout paid at the gateway with no payment request and no webhook, due for a look,
+    # and TestPay's read bucket empty (one request a minute planned, that one spent)
+    app, tp = tp_app, gateway(tp_app)
+    view = checkout(app, "demo-user-1")
+    tp.pay(view["testpay"]["order_id"])
+    object.__setattr__(app.settings, "gateway_limits_per_min", {"testpay.read": 1.0})
+    take_token(app, testpay.NAME, "read")
+    app.db.execute("UPDATE gateway_checkouts SET next_check_at = now()")
+
+    # When the sweeper runs, then its pass stops at the empty bucket: nothing settled, nothing raised
+    assert reconcile(app)["checkouts_reconciled"] == 0
+    assert jobs(app.db) == []
+
+    # And when the bucket has tokens again, the next pass creates the job that pays the order
+    object.__setattr__(app.settings, "gateway_limits_per_min", {})
+    app.db.execute("UPDATE gateway_rate_limits SET tokens = 10 WHERE gateway = 'testpay.read'")
+    app.db.execute("UPDATE gateway_checkouts SET next_check_at = now()")
+    assert reconcile(app)["checkouts_reconciled"] == 1
+    drain(app)
+    assert [(j["status"], j["method"]) for j in jobs(app.db)] == [("succeeded", testpay.NAME)]
+    assert order_status(app, int(view["order_id"])) == "paid"
