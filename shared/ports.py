@@ -137,7 +137,6 @@ class GatewayOrder:
     is ours. Cashfree: order_id is ours, status ACTIVE | PAID | EXPIRED | TERMINATED |
     TERMINATION_REQUESTED, payment_session_id opens its checkout."""
 
-    gateway: str
     order_id: str
     status: str
     amount_paise: int

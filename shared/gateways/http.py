@@ -122,6 +122,12 @@ def refund_of(
     )
 
 
+def string_map(value: Any) -> dict[str, str]:
+    """An object of string values (Razorpay notes, Cashfree order_tags) as such; anything else (Razorpay answers
+    [] when there are none) as empty."""
+    return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else {}
+
+
 def q(value: str) -> str:
     """A path segment: every reserved character escaped."""
     return quote(value, safe="")

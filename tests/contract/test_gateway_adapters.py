@@ -10,8 +10,8 @@ import pytest
 
 from local.gateway_sim import Simulator
 from shared.domain import GatewayRejected, GatewayRetryable
-from shared.gateways.cashfree import CashfreeApi, CashfreeGateway
-from shared.gateways.razorpay import RazorpayApi, RazorpayGateway
+from shared.gateways.cashfree.client import CashfreeApi, CashfreeGateway
+from shared.gateways.razorpay.client import RazorpayApi, RazorpayGateway
 from shared.ports import RefundState
 from tests.contract.conftest import CASHFREE, RAZORPAY, Inbox
 

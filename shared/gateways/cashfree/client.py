@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from shared.domain import GatewayRejected, GatewayRetryable
 from shared.gateways.base import RefundApi
-from shared.gateways.http import Credentials, Http, q, refund_of
+from shared.gateways.http import Credentials, Http, q, refund_of, string_map
 from shared.ports import GatewayOrder, GatewayPayment, GatewayRefund, RefundState
 
 # Payment (attempt) statuses in our terms; VOID and CANCELLED attempts took no money.
@@ -109,15 +109,13 @@ class CashfreeGateway:
 
     @staticmethod
     def _order(body: dict[str, Any]) -> GatewayOrder:
-        tags = body.get("order_tags")
         customer = body.get("customer_details") or {}
         return GatewayOrder(
-            gateway="cashfree",
             order_id=str(body["order_id"]),
             status=str(body["order_status"]),
             amount_paise=_to_paise(body["order_amount"]),
             currency=str(body["order_currency"]),
-            notes={str(k): str(v) for k, v in tags.items()} if isinstance(tags, dict) else {},
+            notes=string_map(body.get("order_tags")),
             payment_session_id=body.get("payment_session_id"),
             customer_id=customer.get("customer_id"),
         )

@@ -16,7 +16,7 @@ from urllib.parse import urlencode
 
 from shared.domain import GatewayRejected, GatewayRetryable
 from shared.gateways.base import RefundApi
-from shared.gateways.http import Credentials, Http, q, refund_of
+from shared.gateways.http import Credentials, Http, q, refund_of, string_map
 from shared.ports import GatewayOrder, GatewayPayment, GatewayRefund, RefundState
 
 _STATUS = {
@@ -86,15 +86,13 @@ class RazorpayGateway:
 
     @staticmethod
     def _order(body: dict[str, Any]) -> GatewayOrder:
-        notes = body.get("notes")  # Razorpay answers [] when there are none
         return GatewayOrder(
-            gateway="razorpay",
             order_id=str(body["id"]),
             status=str(body["status"]),
             amount_paise=int(body["amount"]),
             currency=str(body["currency"]),
             receipt=str(body["receipt"]) if body.get("receipt") is not None else None,
-            notes={str(k): str(v) for k, v in notes.items()} if isinstance(notes, dict) else {},
+            notes=string_map(body.get("notes")),
             attempts=int(body.get("attempts") or 0),
         )
 

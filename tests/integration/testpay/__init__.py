@@ -64,7 +64,7 @@ class TestPay:
     def create_order(self, checkout: CheckoutOrder, retried: bool, token: Token) -> GatewayOrder:
         token("write")
         order = self.orders.setdefault(checkout.merchant_ref, _Order(checkout.amount_paise, checkout.currency))
-        return GatewayOrder(NAME, checkout.merchant_ref, "open", order.amount_paise, order.currency)
+        return GatewayOrder(checkout.merchant_ref, "open", order.amount_paise, order.currency)
 
     def page(self, gateway_order_id: str | None, payment_session_id: str | None) -> dict[str, Any]:
         return {"order_id": gateway_order_id}
