@@ -12,12 +12,13 @@ from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.domain import (
+    CHECKOUT_FIELDS,
     IDEMPOTENCY_KEY_MAX,
     IDEMPOTENCY_KEY_PATTERN,
-    RAZORPAY_CHECKOUT_FIELDS,
     CheckoutRequest,
     PaymentRequest,
 )
+from shared.gateways import GatewayName, PaymentMethod
 
 JSON = "application/json"
 
@@ -122,7 +123,7 @@ class CheckoutView(BaseModel):
 
     checkout_id: str
     order_id: int
-    method: Literal["razorpay", "cashfree"]
+    method: GatewayName
     amount_paise: int
     currency: str
     status: Literal["created", "paid", "failed", "expired", "refunding", "refunded", "refund_failed"] = Field(
@@ -158,7 +159,7 @@ class OrderView(BaseModel):
 
 
 class ShopperOrderView(OrderView):
-    payment_methods: list[Literal["wallet", "razorpay", "cashfree"]] = Field(
+    payment_methods: list[PaymentMethod] = Field(
         description="the methods this deployment takes (a gateway's only with its credentials)"
     )
 
@@ -450,7 +451,7 @@ def _payment_bodies() -> dict[str, Any]:
 
     variants = []
     for method in fields["method"]["enum"]:
-        extra = list(RAZORPAY_CHECKOUT_FIELDS) if method == "razorpay" else []
+        extra = list(CHECKOUT_FIELDS.get(method, ()))
         variants.append(
             {
                 "title": f"{method.capitalize()}Payment",

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -17,20 +16,12 @@ from urllib.parse import quote
 
 from shared.db import Database
 from shared.domain import ThroughputEstimator
-from shared.ports import CashfreeApi, EventBus, JobQueue, PaymentGateway, RazorpayApi
+from shared.gateways.port import PaymentGateway
+from shared.gateways.registry import build_gateways
+from shared.ports import EventBus, JobQueue
 from shared.settings import Settings, get_settings
 
-Credentials = Callable[[], tuple[str, str]]
 _QUEUE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,47}$")
-
-
-@dataclass(frozen=True)
-class GatewaySecrets:
-    """What our own checks of the gateways' signatures need, read on use (never logged)."""
-
-    razorpay: Credentials | None = None  # (key_id, key_secret): checkout signatures, Checkout's key_id
-    razorpay_webhook: Callable[[], str] | None = None  # the Dashboard's webhook secret
-    cashfree: Credentials | None = None  # (client_id, client_secret): webhook signatures
 
 
 @dataclass
@@ -40,11 +31,12 @@ class App:
     queue: JobQueue
     bus: EventBus
     throughput: ThroughputEstimator
+    # The enabled gateways by name (shared/gateways/registry.py): the services dispatch through it.
     gateways: dict[str, PaymentGateway] = field(default_factory=dict)
-    # The same adapters, as the checkout flow calls them (None: that gateway is not enabled).
-    razorpay: RazorpayApi | None = None
-    cashfree: CashfreeApi | None = None
-    secrets: GatewaySecrets = field(default_factory=GatewaySecrets)
+
+    def methods(self) -> tuple[str, ...]:
+        """The payment methods this deployment accepts: wallet, and each enabled gateway."""
+        return ("wallet", *self.gateways)
 
 
 _app: App | None = None
@@ -106,87 +98,6 @@ def _rds_client() -> Any:
     return boto3.client("rds")
 
 
-def _credentials(arn: str | None, values: tuple[str | None, str | None], keys: tuple[str, str]) -> Credentials:
-    """A gateway's credential pair: from Secrets Manager when an ARN is set (Powertools caches it
-    for 5 minutes, so rotation needs no redeploy), else the configured values. Never logged."""
-
-    def read() -> tuple[str, str]:
-        if arn:
-            from aws_lambda_powertools.utilities.parameters import get_secret
-
-            secret = json.loads(str(get_secret(arn, max_age=300)))
-            return str(secret[keys[0]]), str(secret[keys[1]])
-        return str(values[0]), str(values[1])
-
-    return read
-
-
-def _secret_field(arn: str | None, value: str | None, key: str) -> Callable[[], str]:
-    """One field of a gateway's secret (or the configured value); "" when it is not set."""
-
-    def read() -> str:
-        if arn:
-            from aws_lambda_powertools.utilities.parameters import get_secret
-
-            return str(json.loads(str(get_secret(arn, max_age=300))).get(key) or "")
-        return value or ""
-
-    return read
-
-
-def build_secrets(settings: Settings) -> GatewaySecrets:
-    enabled = settings.enabled_methods()
-    return GatewaySecrets(
-        razorpay=_credentials(
-            settings.razorpay_secret_arn,
-            (settings.razorpay_key_id, settings.razorpay_key_secret),
-            ("key_id", "key_secret"),
-        )
-        if "razorpay" in enabled
-        else None,
-        razorpay_webhook=_secret_field(settings.razorpay_secret_arn, settings.razorpay_webhook_secret, "webhook_secret")
-        if "razorpay" in enabled
-        else None,
-        cashfree=_credentials(
-            settings.cashfree_secret_arn,
-            (settings.cashfree_client_id, settings.cashfree_client_secret),
-            ("client_id", "client_secret"),
-        )
-        if "cashfree" in enabled
-        else None,
-    )
-
-
-def build_gateways(settings: Settings) -> dict[str, PaymentGateway]:
-    """The enabled gateways; credentials are read on first use, not here."""
-    from shared.adapters.gateways import CashfreeGateway, RazorpayGateway
-
-    gateways: dict[str, PaymentGateway] = {}
-    enabled = settings.enabled_methods()
-    if "razorpay" in enabled:
-        gateways["razorpay"] = RazorpayGateway(
-            settings.razorpay_base_url,
-            _credentials(
-                settings.razorpay_secret_arn,
-                (settings.razorpay_key_id, settings.razorpay_key_secret),
-                ("key_id", "key_secret"),
-            ),
-            settings.gateway_timeout_s,
-        )
-    if "cashfree" in enabled:
-        gateways["cashfree"] = CashfreeGateway(
-            settings.cashfree_base_url,
-            _credentials(
-                settings.cashfree_secret_arn,
-                (settings.cashfree_client_id, settings.cashfree_client_secret),
-                ("client_id", "client_secret"),
-            ),
-            settings.cashfree_api_version,
-            settings.gateway_timeout_s,
-        )
-    return gateways
-
-
 def build_app(settings: Settings) -> App:
     dsn = _Dsn(settings)
     db = Database(
@@ -226,20 +137,13 @@ def build_app(settings: Settings) -> App:
         if not _QUEUE_NAME.match(settings.events_queue_name):
             raise RuntimeError(f"invalid PGMQ queue name {settings.events_queue_name!r}")
         bus = PgmqEventBus(db, settings.events_queue_name)
-    gateways = build_gateways(settings)
-    from shared.adapters.gateways import CashfreeGateway, RazorpayGateway
-
-    razorpay, cashfree = gateways.get("razorpay"), gateways.get("cashfree")
     return App(
         settings=settings,
         db=db,
         queue=queue,
         bus=bus,
         throughput=ThroughputEstimator(),
-        gateways=gateways,
-        razorpay=razorpay if isinstance(razorpay, RazorpayGateway) else None,
-        cashfree=cashfree if isinstance(cashfree, CashfreeGateway) else None,
-        secrets=build_secrets(settings),
+        gateways=build_gateways(settings),
     )
 
 

@@ -25,6 +25,7 @@ from pydantic import (
     model_validator,
 )
 
+from shared.gateways import GatewayName, PaymentMethod
 from shared.outcomes import GatewayEndOutcome, WalletOutcome
 
 # The largest order id a request may name: the largest integer a JSON number carries exactly in every
@@ -88,10 +89,14 @@ class FailureReason(StrEnum):
     GATEWAY_CHECKOUT_EXPIRED = "gateway_checkout_expired"
 
 
-GATEWAY_METHODS = ("razorpay", "cashfree")
 # The fields of the old flow, which named a gateway payment with nothing binding it to the order.
 BARE_REFERENCE_FIELDS = ("cashfree_order_id",)
 RAZORPAY_CHECKOUT_FIELDS = ("razorpay_order_id", "razorpay_payment_id", "razorpay_signature")
+# What each gateway's checkout hands the page, sent on in POST /v1/payments, its signature last (none: the
+# server knows the checkout's payment), and the one of them that names the payment: sent without the
+# others, it is the old flow's bare reference.
+CHECKOUT_FIELDS: dict[str, tuple[str, ...]] = {"razorpay": RAZORPAY_CHECKOUT_FIELDS}
+PAYMENT_REF_FIELDS: dict[str, str] = {"razorpay": "razorpay_payment_id"}
 
 
 class PaymentRequest(BaseModel):
@@ -104,7 +109,7 @@ class PaymentRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     order_id: OrderId
-    method: Literal["wallet", "razorpay", "cashfree"]
+    method: PaymentMethod
     razorpay_order_id: StrictStr | None = Field(default=None, pattern=r"^order_[A-Za-z0-9]{1,40}$")
     razorpay_payment_id: StrictStr | None = Field(default=None, pattern=r"^pay_[A-Za-z0-9]{1,40}$")
     razorpay_signature: StrictStr | None = Field(default=None, min_length=1, max_length=128)
@@ -116,10 +121,6 @@ class PaymentRequest(BaseModel):
             if given != (self.method == "razorpay"):
                 raise ValueError(f"{name} is {'required' if not given else 'not allowed'} with method {self.method}")
         return self
-
-    @property
-    def gateway_ref(self) -> str | None:
-        return self.razorpay_payment_id
 
     def fingerprint(self) -> str:
         """SHA-256 of the canonical body: equal for equal requests, whatever the key order."""
@@ -133,7 +134,7 @@ class CheckoutRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     order_id: OrderId
-    method: Literal["razorpay", "cashfree"]
+    method: GatewayName
 
 
 def _printable(value: str) -> str:

@@ -1,4 +1,5 @@
-"""The ports the services talk to. Adapters: shared/adapters (SQS, EventBridge, PGMQ)."""
+"""The ports the services talk to. Adapters: shared/adapters (SQS, EventBridge, PGMQ). The gateways' port,
+and what it speaks in besides the gateway entities below: shared/gateways/port.py."""
 
 from __future__ import annotations
 
@@ -151,7 +152,6 @@ class GatewayOrder:
     is ours. Cashfree: order_id is ours, status ACTIVE | PAID | EXPIRED | TERMINATED |
     TERMINATION_REQUESTED, payment_session_id opens its checkout."""
 
-    gateway: str
     order_id: str
     status: str
     amount_paise: int
@@ -161,96 +161,6 @@ class GatewayOrder:
     payment_session_id: str | None = None
     customer_id: str | None = None
     attempts: int = 0
-
-
-class PaymentGateway(Protocol):
-    """Razorpay or Cashfree. Raises GatewayRetryable (429, 5xx, timeouts) or GatewayRejected (4xx)."""
-
-    name: str
-
-    def fetch(self, ref: str) -> GatewayPayment: ...
-
-    def capture(self, ref: str, amount_paise: int, currency: str) -> GatewayPayment:
-        """Capture an authorized payment (Razorpay); never called for a payment fetched as captured."""
-        ...
-
-    def refund(self, ref: str, amount_paise: int, currency: str, refund_ref: str) -> GatewayRefund:
-        """Refund in full; refund_ref is our idempotency reference, the same on every retry."""
-        ...
-
-    def find_refund(self, ref: str, refund_ref: str) -> GatewayRefund | None:
-        """The refund sent earlier with refund_ref, if the gateway has it (settles a lost answer)."""
-        ...
-
-    def refunds(self, ref: str) -> list[GatewayRefund]:
-        """Every refund of the payment (Cashfree: of the order) the gateway holds, whoever made it."""
-        ...
-
-
-class RazorpayApi(Protocol):
-    """The Razorpay calls of the checkout flow (Orders API, payments bound to orders, refunds).
-
-    Raises GatewayRetryable (429, 5xx, timeouts; a write whose answer was lost is "unknown_outcome")
-    or GatewayRejected (other 4xx: Razorpay answers 400 BAD_REQUEST_ERROR for unknown ids too).
-    """
-
-    def create_order(self, amount_paise: int, currency: str, receipt: str, notes: dict[str, str]) -> GatewayOrder:
-        """POST /v1/orders. receipt is ours, at most 40 characters; a lost answer is settled by
-        find_order_by_receipt, never by creating again blindly."""
-        ...
-
-    def fetch_order(self, order_id: str) -> GatewayOrder: ...
-
-    def find_order_by_receipt(self, receipt: str) -> GatewayOrder | None: ...
-
-    def order_payments(self, order_id: str) -> list[GatewayPayment]: ...
-
-    def fetch_payment(self, payment_id: str) -> GatewayPayment: ...
-
-    def capture(self, ref: str, amount_paise: int, currency: str) -> GatewayPayment:
-        """Capture an authorized payment; a refusal is reported as unknown_outcome (settle by fetch)."""
-        ...
-
-    def refund(self, ref: str, amount_paise: int, currency: str, refund_ref: str) -> GatewayRefund:
-        """Refund with X-Refund-Idempotency = refund_ref (10+ of letters, digits, - and _)."""
-        ...
-
-    def fetch_refund(self, payment_id: str, refund_id: str) -> GatewayRefund: ...
-
-
-class CashfreeApi(Protocol):
-    """The Cashfree PG calls of the checkout flow (orders we name, their attempts, refunds).
-
-    Raises GatewayRetryable or GatewayRejected like RazorpayApi.
-    """
-
-    def create_order(
-        self,
-        order_id: str,
-        amount_paise: int,
-        currency: str,
-        *,
-        customer_id: str,
-        customer_phone: str,
-        expires_at: datetime,
-        notify_url: str | None,
-        tags: dict[str, str],
-        idempotency_key: str,
-    ) -> GatewayOrder:
-        """POST /pg/orders with our order_id; an order that exists already (our lost answer) is fetched."""
-        ...
-
-    def fetch_order(self, order_id: str) -> GatewayOrder: ...
-
-    def order_payments(self, order_id: str) -> list[GatewayPayment]:
-        """Every attempt at the order (SUCCESS, FAILED, USER_DROPPED, PENDING, NOT_ATTEMPTED, ...)."""
-        ...
-
-    def refund(self, ref: str, amount_paise: int, currency: str, refund_ref: str) -> GatewayRefund:
-        """Refund order ref with refund_id = x-idempotency-key = refund_ref."""
-        ...
-
-    def fetch_refund(self, order_id: str, refund_id: str) -> GatewayRefund: ...
 
 
 class EventBus(Protocol):

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from shared.gateways import GATEWAY_NAMES
+
 PAYMENTS_SCOPE = "payments/pay"
 OPERATOR_SCOPE = "payments/operator"
 # The shop's backend: a client-credentials token (its subject is the client), which names the shopper
@@ -51,8 +53,7 @@ ROUTES = (
     ApiRoute("POST", "/v1/checkouts", "enqueue", PAYMENTS_SCOPE),
     ApiRoute("GET", "/v1/checkouts/{checkout_id}", "status", PAYMENTS_SCOPE),
     ApiRoute("GET", "/v1/orders/{order_id}", "status", PAYMENTS_SCOPE),
-    ApiRoute("POST", "/v1/webhooks/razorpay", "enqueue", None),
-    ApiRoute("POST", "/v1/webhooks/cashfree", "enqueue", None),
+    *(ApiRoute("POST", f"/v1/webhooks/{name}", "enqueue", None) for name in GATEWAY_NAMES),
     ApiRoute("GET", NOW_SERVING_PATH, "status", None, shared_cache_s=NOW_SERVING_CACHE_S),
     ApiRoute("GET", "/v1/queue/status", "status", OPERATOR_SCOPE),
     ApiRoute("GET", "/v1/metrics", "status", OPERATOR_SCOPE),

@@ -71,7 +71,8 @@ class Settings(BaseSettings):
     # stalled). Never shown as an ETA: then eta_seconds is null and the page says it is unknown.
     assumed_payments_per_s: float = 500.0
 
-    # Gateway-funded payments. A gateway is enabled when its credentials are configured: in AWS a
+    # Gateway-funded payments (shared/gateways/<name>/). A gateway is enabled when its credentials are
+    # configured (its package's configured()): in AWS a
     # Secrets Manager secret ({"key_id", "key_secret"} / {"client_id", "client_secret"}), locally
     # the values themselves. Base URLs are settings so the local simulator can stand in.
     razorpay_base_url: str = "https://api.razorpay.com"
@@ -166,15 +167,6 @@ class Settings(BaseSettings):
     webhook_secret: str | None = Field(default=None, repr=False)
     webhook_secret_arn: str | None = None
     webhook_timeout_s: float = 5.0
-
-    def enabled_methods(self) -> tuple[str, ...]:
-        """The payment methods this deployment accepts: wallet, plus each gateway with credentials."""
-        methods = ["wallet"]
-        if self.razorpay_secret_arn or (self.razorpay_key_id and self.razorpay_key_secret):
-            methods.append("razorpay")
-        if self.cashfree_secret_arn or (self.cashfree_client_id and self.cashfree_client_secret):
-            methods.append("cashfree")
-        return tuple(methods)
 
 
 @lru_cache(maxsize=1)

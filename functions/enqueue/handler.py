@@ -1,6 +1,7 @@
 """POST /v1/payments: accept a payment request, queue it, answer 202 at once. POST /v1/checkouts: the
-gateway order a gateway payment is made in. POST /v1/webhooks/{razorpay,cashfree}: the gateways' word,
-verified, recorded and queued (no JWT on those two routes: the gateway's HMAC is checked instead).
+gateway order a gateway payment is made in. POST /v1/webhooks/<gateway>, one route per gateway package:
+the gateways' word, verified, recorded and queued (no JWT on those routes: the gateway's HMAC is checked
+instead).
 POST /v1/merchant/{orders,payments,wallet-adjustments}: the shop's backend, for a shopper it names."""
 
 # No `from __future__ import annotations`: the route is wrapped by the tracer, whose module globals
@@ -39,6 +40,8 @@ from shared.domain import (
     WalletAdjustmentRequest,
     validation_error,
 )
+from shared.gateways.port import GatewayPackage
+from shared.gateways.registry import GATEWAYS
 from shared.http import caller, install_error_handlers, json_response, read_body, read_raw_body, require_scope
 from shared.observability import log_metrics, logger, metrics, tracer
 from shared.services import merchant
@@ -75,7 +78,7 @@ def create_payment() -> Response[Any]:
     event = app.current_event
     user_id = caller(event)
     key = validate_idempotency_key(event.headers.get("idempotency-key"))
-    request = parse_payment_request(read_body(event, pq.settings.max_body_bytes), pq.settings.enabled_methods())
+    request = parse_payment_request(read_body(event, pq.settings.max_body_bytes), pq.methods())
     accepted = accept_payment(pq, user_id, key, request)
     logger.info(
         "payment accepted",
@@ -165,36 +168,23 @@ _WEBHOOK_RESPONSES = responses(
 ) | {500: error("internal_error: the gateway retries")}
 
 
-@app.post(
-    "/v1/webhooks/razorpay",
-    summary="Razorpay webhooks (X-Razorpay-Signature over the raw body; no JWT)",
-    responses=_WEBHOOK_RESPONSES,
-    openapi_extensions=_webhook_openapi(
-        {
-            "X-Razorpay-Signature": "hex HMAC-SHA256 of the raw body with the webhook secret",
-            "X-Razorpay-Event-Id": "the event's id (not signed: never the deduplication key)",
-        }
-    ),
-)
-@tracer.capture_method
-def razorpay_webhook() -> Response[Any]:
-    return _webhook("razorpay")
+def _webhook_route(package: GatewayPackage) -> None:
+    """POST /v1/webhooks/<name>, documented by the gateway's package."""
+
+    def receive() -> Response[Any]:
+        return _webhook(package.name)
+
+    receive.__name__ = receive.__qualname__ = f"{package.name}_webhook"
+    app.post(
+        f"/v1/webhooks/{package.name}",
+        summary=package.webhook.summary,
+        responses=_WEBHOOK_RESPONSES,
+        openapi_extensions=_webhook_openapi(dict(package.webhook.headers)),
+    )(tracer.capture_method(receive))
 
 
-@app.post(
-    "/v1/webhooks/cashfree",
-    summary="Cashfree PG webhooks (x-webhook-signature over x-webhook-timestamp + raw body; no JWT)",
-    responses=_WEBHOOK_RESPONSES,
-    openapi_extensions=_webhook_openapi(
-        {
-            "x-webhook-signature": "base64 HMAC-SHA256 of x-webhook-timestamp + the raw body with the client secret",
-            "x-webhook-timestamp": "milliseconds since the epoch, signed with the body",
-        }
-    ),
-)
-@tracer.capture_method
-def cashfree_webhook() -> Response[Any]:
-    return _webhook("cashfree")
+for _package in GATEWAYS.values():
+    _webhook_route(_package)
 
 
 Body = TypeVar("Body", bound=BaseModel)

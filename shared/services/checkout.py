@@ -10,7 +10,7 @@ orders, created by us for its exact amount and bound to the order and the shoppe
 Only the request holding the claim (pq_checkout_open, for as long as its calls can take) calls the
 gateway: two concurrent requests make one gateway order. A create call whose answer was lost leaves the
 checkout "creating", its claim let go: the next request settles it by looking the order up first
-(Razorpay: orders by receipt; Cashfree: the order we named), never by creating a second one blindly. A
+(the gateway package's create_order, told the call is retried), never by creating a second one blindly. A
 request refused before the gateway could make an order (no token from the shared limiter, or the create
 refused, a 429 included) deletes the checkout it opened: 503 service_busy + Retry-After (or 502), and
 nothing recorded.
@@ -22,15 +22,16 @@ import hashlib
 import math
 import time
 import uuid
-from datetime import datetime
 from typing import Any
 
 from shared.bootstrap import App
 from shared.domain import ApiError, CheckoutRequest, GatewayRejected, GatewayRetryable
-from shared.gateway_limits import Gateway, bucket, cashfree_environment
+from shared.gateway_limits import bucket
+from shared.gateways.port import CheckoutOrder
 from shared.observability import logger
 from shared.outcomes import CheckoutOutcome
 from shared.ports import GatewayOrder
+from shared.services.intake import enabled_gateway
 
 # What a shopper's checkout is called when it has no gateway order yet (never answered as such).
 _VISIBLE_STATUS = {"creating": "created"}
@@ -43,22 +44,29 @@ _CLAIM_DB_STEPS_S = 2.0
 _CLAIM_POLL_S = 0.1
 
 
-def take_token(app: App, gateway: Gateway, endpoint: str) -> None:
-    """One token of the gateway endpoint's shared bucket, or 503 service_busy with Retry-After."""
+def token_wait_ms(app: App, gateway: str, endpoint: str) -> int | None:
+    """A token of the gateway endpoint's shared bucket taken (None), or how long until one is (ms)."""
     name, rate, burst = bucket(app.settings, gateway, endpoint)
     row = app.db.fetch_one("SELECT * FROM pq_take_tokens(%s, %s, %s, 1)", (name, rate, burst))
     assert row is not None
-    if not row["granted"]:
+    return None if row["granted"] else int(row["wait_ms"])
+
+
+def take_token(app: App, gateway: str, endpoint: str) -> None:
+    """One token of the gateway endpoint's shared bucket, or 503 service_busy with Retry-After."""
+    wait_ms = token_wait_ms(app, gateway, endpoint)
+    if wait_ms is not None:
         raise ApiError(
             503,
             "service_busy",
             "the payment gateway is busy; retry shortly with the same request",
-            retry_after_s=max(1, math.ceil(int(row["wait_ms"]) / 1000)),
+            retry_after_s=max(1, math.ceil(wait_ms / 1000)),
         )
 
 
 def customer_id(user_id: str) -> str:
-    """Cashfree's customer_id (3-50 alphanumerics) for a user: stable, and no user id leaves us as is."""
+    """The shopper at the gateway (3-50 alphanumerics, Cashfree's customer_id): stable, and no user id
+    leaves us as is."""
     return "pq" + hashlib.sha256(user_id.encode()).hexdigest()[:40]
 
 
@@ -71,22 +79,9 @@ def checkout_view(app: App, row: dict[str, Any]) -> dict[str, Any]:
         "currency": row["currency"].strip(),
         "status": _VISIBLE_STATUS.get(row["status"], row["status"]),
     }
-    settings = app.settings
-    if row["method"] == "razorpay":
-        assert app.secrets.razorpay is not None
-        view["razorpay"] = {
-            "key_id": app.secrets.razorpay()[0],
-            "order_id": row["gateway_order_id"],
-            "script_url": settings.razorpay_checkout_script_url,
-        }
-    else:
-        view["cashfree"] = {
-            "order_id": row["gateway_order_id"],
-            "payment_session_id": row["payment_session_id"],
-            # Cashfree({mode}) must name the environment the order was created in.
-            "mode": cashfree_environment(settings),
-            "script_url": settings.cashfree_sdk_url,
-        }
+    gateway = app.gateways.get(row["method"])
+    if gateway is not None:  # what the page opens the gateway's checkout with (none once it is disabled)
+        view[row["method"]] = gateway.page(row["gateway_order_id"], row["payment_session_id"])
     if row.get("job_id"):
         view["job_id"] = str(row["job_id"])
         if row["status"] == "refunded":  # the books say how far the money got back: refunding, refund_failed
@@ -109,51 +104,6 @@ def _gateway_error(exc: GatewayRetryable | GatewayRejected) -> ApiError:
             retry_after_s=max(1, math.ceil(wait)),
         )
     return ApiError(502, "gateway_error", "the payment gateway refused to create the order")
-
-
-def _create_razorpay(app: App, row: dict[str, Any], inserted: bool) -> GatewayOrder:
-    api = app.razorpay
-    assert api is not None
-    receipt = row["merchant_ref"]
-    if not inserted:  # an earlier create may have gone through: look for it first
-        take_token(app, "razorpay", "find_orders")
-        found = api.find_order_by_receipt(receipt)
-        if found is not None:
-            return found
-    take_token(app, "razorpay", "create_order")
-    # notes carry our order and the shopper (as Cashfree's customer id: no raw user id at the gateway).
-    notes = {
-        "pq_order_id": str(row["order_id"]),
-        "pq_customer_id": customer_id(row["user_id"]),
-        "pq_checkout_id": str(row["id"]),
-    }
-    return api.create_order(row["amount_paise"], row["currency"].strip(), receipt, notes)
-
-
-def _create_cashfree(app: App, row: dict[str, Any], inserted: bool) -> GatewayOrder:
-    api = app.cashfree
-    assert api is not None
-    order_id = row["merchant_ref"]
-    if not inserted:
-        take_token(app, "cashfree", "get_order")
-        try:
-            return api.fetch_order(order_id)
-        except GatewayRejected as exc:
-            if exc.status != 404:
-                raise
-    take_token(app, "cashfree", "create_order")
-    expires_at: datetime = row["expires_at"]  # whole seconds: the same body on every retry
-    return api.create_order(
-        order_id,
-        row["amount_paise"],
-        row["currency"].strip(),
-        customer_id=customer_id(row["user_id"]),
-        customer_phone=app.settings.cashfree_customer_phone,
-        expires_at=expires_at,
-        notify_url=app.settings.cashfree_notify_url,
-        tags={"pq_order_id": str(row["order_id"]), "pq_checkout_id": str(row["id"])},
-        idempotency_key=order_id,
-    )
 
 
 def _open(app: App, user_id: str, request: CheckoutRequest) -> dict[str, Any]:
@@ -191,10 +141,20 @@ def _create_or_unclaim(app: App, row: dict[str, Any], method: str) -> GatewayOrd
     """The claimed create call. Ending without an order, the claim is let go (an order may exist: the
     next request looks it up) or, when this request opened the checkout and the gateway certainly made
     no order, the checkout is deleted (pq_checkout_unclaimed)."""
-    create = _create_razorpay if method == "razorpay" else _create_cashfree
     inserted = bool(row["inserted"])
+    checkout = CheckoutOrder(
+        checkout_id=str(row["id"]),
+        order_id=row["order_id"],
+        merchant_ref=row["merchant_ref"],
+        amount_paise=row["amount_paise"],
+        currency=row["currency"].strip(),
+        customer_id=customer_id(row["user_id"]),
+        expires_at=row["expires_at"],
+    )
     try:
-        return create(app, row, inserted)
+        return enabled_gateway(app, method).create_order(
+            checkout, not inserted, lambda endpoint: take_token(app, method, endpoint)
+        )
     except ApiError:  # no token: nothing left for the gateway
         _unclaim(app, row, discard=inserted)
         raise
@@ -213,8 +173,7 @@ def _unclaim(app: App, row: dict[str, Any], *, discard: bool) -> None:
 
 def open_checkout(app: App, user_id: str, request: CheckoutRequest) -> tuple[int, dict[str, Any]]:
     """(201, view) when this request created the gateway order, (200, view) when it existed."""
-    if request.method not in app.settings.enabled_methods():
-        raise ApiError(422, "method_not_supported", f"payment method {request.method!r} is not enabled", field="method")
+    enabled_gateway(app, request.method)
     row = _open_or_wait(app, user_id, request)
     outcome = CheckoutOutcome(row["outcome"])
     if outcome is CheckoutOutcome.ORDER_NOT_FOUND:

@@ -14,15 +14,16 @@ from pydantic import ValidationError
 from shared.bootstrap import App
 from shared.domain import (
     BARE_REFERENCE_FIELDS,
-    GATEWAY_METHODS,
+    CHECKOUT_FIELDS,
     IDEMPOTENCY_KEY_MAX,
     IDEMPOTENCY_KEY_PATTERN,
-    RAZORPAY_CHECKOUT_FIELDS,
+    PAYMENT_REF_FIELDS,
     ApiError,
     PaymentRequest,
     validation_error,
 )
-from shared.gateway_signatures import verify_razorpay_checkout
+from shared.gateways import GATEWAY_NAMES
+from shared.gateways.port import PaymentGateway
 from shared.observability import logger
 from shared.outcomes import EnqueueOutcome
 from shared.ports import QueueMessage
@@ -53,20 +54,20 @@ def parse_json_object(raw_body: str | None) -> dict[str, Any]:
 def parse_payment_request(raw_body: str | None, enabled_methods: Collection[str] = ("wallet",)) -> PaymentRequest:
     data = parse_json_object(raw_body)
     method = data.get("method")
-    if method in GATEWAY_METHODS:
+    if method in GATEWAY_NAMES:
         if method not in enabled_methods:
-            raise ApiError(422, "method_not_supported", f"payment method {method!r} is not enabled", field="method")
+            raise _not_supported(method)
         # The old flow named a gateway payment with nothing binding it to the order or the shopper.
         bare = [f for f in BARE_REFERENCE_FIELDS if f in data]
-        if method == "razorpay" and "razorpay_payment_id" in data:
-            bare += [f for f in RAZORPAY_CHECKOUT_FIELDS if f not in data]
+        if PAYMENT_REF_FIELDS.get(method) in data:
+            bare += [f for f in CHECKOUT_FIELDS[method] if f not in data]
         if bare:
+            handed = "; ".join(f"{m}: {', '.join(CHECKOUT_FIELDS.get(m, ())) or '-'}" for m in GATEWAY_NAMES)
             raise ApiError(
                 422,
                 "bare_gateway_reference",
-                "a gateway payment is accepted only through its checkout: POST /v1/checkouts first, then "
-                "send Razorpay Checkout's razorpay_order_id, razorpay_payment_id and razorpay_signature "
-                "(Cashfree: only order_id and method)",
+                "a gateway payment is accepted only through its checkout: POST /v1/checkouts first, then send "
+                f"order_id, method and what the gateway's checkout handed the page ({handed})",
                 field=bare[0],
             )
     try:
@@ -98,19 +99,30 @@ def job_message(job_id: str, user_id: str, order_id: int, method: str, parks: in
     )
 
 
-def _verify_checkout_signature(app: App, request: PaymentRequest) -> None:
-    """Razorpay Checkout's signature over order_id|payment_id with the key secret, in constant time."""
-    if app.secrets.razorpay is None:
-        raise ApiError(422, "method_not_supported", "payment method 'razorpay' is not enabled", field="method")
-    if not verify_razorpay_checkout(
-        request.razorpay_order_id, request.razorpay_payment_id, request.razorpay_signature, app.secrets.razorpay()[1]
-    ):
+def _not_supported(method: object) -> ApiError:
+    return ApiError(422, "method_not_supported", f"payment method {method!r} is not enabled", field="method")
+
+
+def enabled_gateway(app: App, method: str) -> PaymentGateway:
+    """The method's gateway, or 422 method_not_supported: it is not enabled in this deployment."""
+    gateway = app.gateways.get(method)
+    if gateway is None:
+        raise _not_supported(method)
+    return gateway
+
+
+def _verified_checkout_payment(app: App, request: PaymentRequest) -> tuple[str | None, str | None]:
+    """(gateway order id, payment reference) the page sent, once its gateway's signature over them verifies."""
+    gateway = enabled_gateway(app, request.method)
+    if not gateway.checkout_signature_valid(request):
+        signed = CHECKOUT_FIELDS.get(request.method, ())
         raise ApiError(
             422,
             "gateway_signature_invalid",
-            "razorpay_signature is not Razorpay's signature of this order and payment",
-            field="razorpay_signature",
+            "the signature is not the gateway's signature of this order and payment",
+            field=signed[-1] if signed else "method",
         )
+    return gateway.handed(request)
 
 
 def _record(
@@ -130,8 +142,7 @@ def _record(
             (user_id, idempotency_key, request.fingerprint(), request.order_id, request.method, None, *send),
         )
     else:
-        if request.method == "razorpay":
-            _verify_checkout_signature(app, request)
+        gateway_order_id, payment_ref = _verified_checkout_payment(app, request)
         row = app.db.fetch_one(
             "SELECT * FROM pq_enqueue_gateway_job(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s::jsonb)",
             (
@@ -140,8 +151,8 @@ def _record(
                 request.fingerprint(),
                 request.order_id,
                 request.method,
-                request.razorpay_order_id,
-                request.razorpay_payment_id,
+                gateway_order_id,
+                payment_ref,
                 *send,
             ),
         )

@@ -57,7 +57,7 @@ def get_order(app: App, user_id: str, order_id: str) -> dict[str, Any]:
     row = app.db.fetch_one(SHOPPER_ORDER_QUERY, (int(order_id), user_id))
     if row is None:  # someone else's order looks exactly like a missing one
         raise ApiError(404, "order_not_found", "no such order for this user")
-    return order_view(row) | {"payment_methods": list(app.settings.enabled_methods())}
+    return order_view(row) | {"payment_methods": list(app.methods())}
 
 
 def list_orders(app: App, user_id: str, limit: int) -> dict[str, Any]:

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared.bootstrap import App
-from shared.domain import GATEWAY_METHODS, PaymentOutcome, PoisonMessageError, RetryLater
+from shared.domain import PaymentOutcome, PoisonMessageError, RetryLater
+from shared.gateways import GATEWAY_NAMES
 from shared.observability import logger
 from shared.services.gateway import process_gateway_job
 from shared.services.wallet import process_wallet_job
@@ -41,7 +42,8 @@ def process_message(
     the record: remaining_ms), TransientError for the rest worth a retry.
     """
     message = parse_job_message(body)
-    gateway = message.method in GATEWAY_METHODS
+    # A gateway known to this release (enabled here or not: its path says which) or registered at bootstrap.
+    gateway = message.method in GATEWAY_NAMES or message.method in app.gateways
     budget_ms = app.settings.gateway_record_budget_ms if gateway else app.settings.wallet_record_budget_ms
     if remaining_ms is not None and remaining_ms < budget_ms:
         # Visible again at once, for the next invocation: no delivery is spent waiting out a timeout.

@@ -1,6 +1,6 @@
 """The sweeper's reconciliation (functions/sweeper): what no webhook settled, settled by fetching.
 
-- Parked jobs (a Cashfree order still ACTIVE when last looked at) nothing woke for a while are sent
+- Parked jobs (a gateway order not final when last looked at) nothing woke for a while are sent
   again: the processor fetches the order once more.
 - Checkouts with no verdict a few minutes after creation (next_check_at, spaced out) are fetched:
   a gateway order paid or holding an authorised payment gets its job (pq_checkout_reconciled), the
@@ -19,12 +19,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from shared.bootstrap import App
-from shared.domain import ApiError, GatewayRejected, GatewayRetryable
+from shared.domain import GatewayRejected, GatewayRetryable
 from shared.observability import logger
 from shared.outcomes import WebhookOutcome
 from shared.ports import GatewayRefund, RefundState
-from shared.services.checkout import take_token
-from shared.services.gateway import ENDPOINTS, refund_failed
+from shared.services.checkout import token_wait_ms
+from shared.services.gateway import refund_failed
 from shared.services.intake import job_message, send_jobs
 
 
@@ -33,30 +33,15 @@ class _OutOfTokens(Exception):
 
 
 def _token(app: App, gateway: str, endpoint: str) -> None:
-    try:
-        take_token(app, "cashfree" if gateway == "cashfree" else "razorpay", endpoint)
-    except ApiError:
-        raise _OutOfTokens from None
+    """A token of the endpoint's bucket, or the pass stops (it never waits: the next sweep continues)."""
+    if token_wait_ms(app, gateway, endpoint) is not None:
+        raise _OutOfTokens
 
 
 def _paid_ref(app: App, checkout: dict[str, Any]) -> str | None:
-    """The checkout's payment to apply, if its gateway order holds one (Cashfree: the order itself)."""
-    order_id = checkout["gateway_order_id"]
-    if checkout["method"] == "cashfree":
-        assert app.cashfree is not None
-        _token(app, "cashfree", "get_order")
-        return order_id if app.cashfree.fetch_order(order_id).status == "PAID" else None
-    assert app.razorpay is not None
-    _token(app, "razorpay", "fetch_order")
-    if app.razorpay.fetch_order(order_id).status not in ("paid", "attempted"):
-        return None
-    _token(app, "razorpay", "order_payments")
-    payments = app.razorpay.order_payments(order_id)
-    for status in ("captured", "authorized"):
-        found = next((p for p in payments if p.status == status and p.order_id == order_id), None)
-        if found is not None:
-            return found.ref
-    return None
+    """The checkout's payment to apply, if its gateway order holds one."""
+    method = checkout["method"]
+    return app.gateways[method].paid_ref(checkout["gateway_order_id"], lambda endpoint: _token(app, method, endpoint))
 
 
 def _reconcile_checkouts(app: App, limit: int) -> int:
@@ -84,15 +69,11 @@ def _reconcile_checkouts(app: App, limit: int) -> int:
 
 def _fetch_refund(app: App, refund: dict[str, Any]) -> GatewayRefund | None:
     """The refund as the gateway reports it now; None: a requested refund of ours the gateway does not have."""
-    _token(app, refund["method"], ENDPOINTS[refund["method"]]["find_refund"])
+    gateway = app.gateways[refund["method"]]
+    _token(app, gateway.name, gateway.endpoints["find_refund"])
     if refund["state"] == "requested":
-        return app.gateways[refund["method"]].find_refund(refund["gateway_ref"], refund["refund_ref"])
-    if refund["method"] == "cashfree":
-        assert app.cashfree is not None
-        # Cashfree refunds are looked up by the refund_id their maker chose (refund_ref), Razorpay's by theirs.
-        return app.cashfree.fetch_refund(refund["gateway_ref"], refund["refund_ref"])
-    assert app.razorpay is not None
-    return app.razorpay.fetch_refund(refund["gateway_ref"], refund["gateway_refund_id"])
+        return gateway.find_refund(refund["gateway_ref"], refund["refund_ref"])
+    return gateway.follow_refund(refund["gateway_ref"], refund["refund_ref"], refund["gateway_refund_id"])
 
 
 def _settle(app: App, refund: dict[str, Any], found: GatewayRefund) -> bool:
@@ -110,15 +91,16 @@ def _settle(app: App, refund: dict[str, Any], found: GatewayRefund) -> bool:
 def _send_refund(app: App, refund: dict[str, Any]) -> bool:
     """Send a requested refund of ours (a retry with its fresh reference, or one the gateway never got);
     True when it became final. A refusal (4xx) is owed at once: sending it again would be refused again."""
-    _token(app, refund["method"], ENDPOINTS[refund["method"]]["refund"])
+    gateway = app.gateways[refund["method"]]
+    _token(app, gateway.name, gateway.endpoints["refund"])
     try:
-        answer = app.gateways[refund["method"]].refund(
+        answer = gateway.refund(
             refund["gateway_ref"], refund["amount_paise"], refund["currency"].strip(), refund["refund_ref"]
         )
     except GatewayRejected as exc:
         # Refused -- unless an earlier send under this reference went through (its answer lost).
-        _token(app, refund["method"], ENDPOINTS[refund["method"]]["find_refund"])
-        found = app.gateways[refund["method"]].find_refund(refund["gateway_ref"], refund["refund_ref"])
+        _token(app, gateway.name, gateway.endpoints["find_refund"])
+        found = gateway.find_refund(refund["gateway_ref"], refund["refund_ref"])
         if found is not None:
             return _settle(app, refund, found)
         app.db.execute("SELECT pq_refund_refused(%s, %s)", (refund["id"], str(exc)))

@@ -228,8 +228,6 @@ LANGUAGE sql AS $$
     RETURNING *
 $$;
 
-DROP FUNCTION IF EXISTS pq_refund_state(bigint, text, text);
-
 -- Refunds of ours and the gateway's not final yet, due for a look: claimed by pushing their next check out.
 -- A requested one (its answer lost) is looked up by its reference and, if the gateway has none, sent again.
 DROP FUNCTION IF EXISTS pq_refunds_to_check(integer);

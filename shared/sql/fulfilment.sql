@@ -50,10 +50,6 @@ BEGIN
 END;
 $$;
 
--- What an order's products are bought from is locked, and their stock read again under the lock, by
--- pq_lock_stock (stock_shards.sql), in the one order every payment takes them in.
-DROP FUNCTION IF EXISTS pq_lock_products(orders);
-
 -- Fulfils an order that pq_order_problem and then pq_lock_stock passed: the payment transaction
 -- (step 4; UNIQUE order_id, and UNIQUE gateway payment, are the double-charge guards), order items
 -- and stock (step 7), the order paid (step 8), the cart (step 9), then the job's end and its event

@@ -85,7 +85,6 @@ $$;
 -- p_bucket names the token bucket of the first request (shared/gateway_limits.py; the gateway's single
 -- bucket when NULL, as the previous release calls it). The checkout columns are the job's binding:
 -- the gateway order its payment must belong to, and that order's amount (NULL: an old-flow job).
-DROP FUNCTION IF EXISTS pq_gateway_begin(uuid, double precision, double precision);
 DROP FUNCTION IF EXISTS pq_gateway_begin(uuid, double precision, double precision, text);
 CREATE FUNCTION pq_gateway_begin(p_job_id uuid, p_rate double precision, p_burst double precision,
                                  p_bucket text DEFAULT NULL,
@@ -329,8 +328,6 @@ $$;
 -- failure keeps the payment for good: it was judged for its own order (amount_mismatch, out_of_stock,
 -- order_not_payable, invalid_order: refunded if captured) or is refunded (gateway_payment_refunded).
 -- Outcomes (pq_gateway_end_outcome): failed | already_succeeded | already_failed.
-DROP FUNCTION IF EXISTS pq_gateway_fail(uuid, text, text);
-DROP FUNCTION IF EXISTS pq_gateway_refunded(uuid, text, text, bigint, text, text, text, text);
 DROP FUNCTION IF EXISTS pq_gateway_refunded(uuid, text, bigint, text, text, text, text);
 CREATE FUNCTION pq_gateway_refunded(p_job_id uuid, p_reason text, p_refund_id bigint, p_gateway_refund_id text,
                                     p_state text, p_gateway_status text, p_checkout_status text DEFAULT NULL,

@@ -5,7 +5,6 @@
 
 -- The units a product has on hand: the sum of its shards if it has any, else its row's stock
 -- (p_stock). Takes the row's stock from the caller, who has the row already: inlined into its query.
-DROP FUNCTION IF EXISTS pq_stock_on_hand(bigint);
 CREATE OR REPLACE FUNCTION pq_stock_on_hand(p_product_id bigint, p_stock integer) RETURNS integer
 LANGUAGE sql STABLE AS $$
     SELECT coalesce((SELECT sum(s.stock)::integer FROM product_stock_shards s WHERE s.product_id = p_product_id),
@@ -35,7 +34,6 @@ $$;
 -- subtransactions) or while taking them all in one order (3), and those holding a shard (1, 2)
 -- wait for nothing of that product again. The choice is kept for pq_take_stock in transaction-local
 -- settings (set inside the body: the proxy sees only the call).
-DROP FUNCTION IF EXISTS pq_lock_stock(orders);
 CREATE OR REPLACE FUNCTION pq_lock_stock(p_items jsonb, p_user_id text) RETURNS text
 LANGUAGE plpgsql AS $$
 DECLARE

@@ -9,9 +9,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from local.gateway_sim import Simulator
-from shared.adapters.gateways import CashfreeGateway, RazorpayGateway
 from shared.domain import GatewayRejected, GatewayRetryable
-from shared.ports import CashfreeApi, RazorpayApi, RefundState
+from shared.gateways.cashfree.client import CashfreeApi, CashfreeGateway
+from shared.gateways.razorpay.client import RazorpayApi, RazorpayGateway
+from shared.ports import RefundState
 from tests.contract.conftest import CASHFREE, RAZORPAY, Inbox
 
 

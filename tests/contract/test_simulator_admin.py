@@ -9,8 +9,9 @@ import urllib.request
 from typing import Any
 
 from local.gateway_sim import SimConfig, Simulator, _knob, apply_knobs
-from shared.adapters.gateways import CashfreeGateway, RazorpayGateway
 from shared.gateway_signatures import verify_razorpay_checkout
+from shared.gateways.cashfree.client import CashfreeGateway
+from shared.gateways.razorpay.client import RazorpayGateway
 from shared.ports import RefundState
 from tests.contract.conftest import CASHFREE, RAZORPAY, Inbox, eventually
 

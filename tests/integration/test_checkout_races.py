@@ -13,6 +13,7 @@ from local.gateway_sim import Simulator
 from shared.bootstrap import App, build_app
 from shared.domain import ApiError, CheckoutRequest, FailureReason, PaymentRequest
 from shared.gateway_signatures import razorpay_checkout_signature
+from shared.gateways.razorpay import Razorpay
 from shared.services.checkout import open_checkout
 from shared.services.intake import accept_payment, job_message, send_jobs
 from shared.settings import Settings
@@ -190,15 +191,16 @@ def test_two_concurrent_checkouts_of_one_order_make_one_gateway_order(
             answers[tab] = exc
 
     second = threading.Thread(target=ask, args=("second", other_tab))
-    assert app.razorpay is not None
-    create_order = app.razorpay.create_order
+    razorpay = app.gateways["razorpay"]
+    assert isinstance(razorpay, Razorpay)
+    create_order = razorpay.api.create_order
 
     def create_while_the_second_asks(*args: Any, **kwargs: Any) -> Any:
         second.start()
         second.join(timeout=1.0)
         return create_order(*args, **kwargs)
 
-    monkeypatch.setattr(app.razorpay, "create_order", create_while_the_second_asks)
+    monkeypatch.setattr(razorpay.api, "create_order", create_while_the_second_asks)
 
     # When both run
     try:

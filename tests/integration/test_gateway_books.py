@@ -13,6 +13,7 @@ import pytest
 from local.gateway_sim import Simulator
 from local.invariants import check
 from shared.bootstrap import App
+from shared.gateways.razorpay import Razorpay
 from shared.services.checkout import get_checkout
 from shared.services.intake import accept_payment
 from shared.services.operator import retry_refund
@@ -336,7 +337,9 @@ def test_a_released_authorisation_the_gateway_captures_after_all_is_refunded_by_
 
     # When Razorpay captures it after all (the account's capture settings) and says so
     payment_id = view["handed"]["razorpay_payment_id"]
-    app.gateways["razorpay"].capture(payment_id, view["amount_paise"], "INR")
+    razorpay = app.gateways["razorpay"]
+    assert isinstance(razorpay, Razorpay)
+    razorpay.api.capture(payment_id, view["amount_paise"], "INR")
     assert 200 in inbox.deliver()
     drain(app)
     follow(app, sim)

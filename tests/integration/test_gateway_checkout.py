@@ -13,6 +13,7 @@ from local.gateway_sim import Simulator
 from shared.bootstrap import App
 from shared.domain import CheckoutRequest, PaymentRequest
 from shared.gateway_signatures import razorpay_checkout_signature
+from shared.gateways.cashfree import Cashfree
 from shared.services.checkout import get_checkout, open_checkout
 from shared.services.intake import accept_payment, parse_payment_request
 from shared.services.outbox import sweep
@@ -598,17 +599,18 @@ def test_a_success_webhook_arriving_while_the_job_fetches_is_not_left_waiting(
     # and the shopper's success (and its webhook, which finds the job live) lands right after that fetch
     view = open_for(app, "demo-user-1", "cashfree")
     accept_payment(app, "demo-user-1", "k1", payment_request(view))
-    assert app.cashfree is not None
-    fetch = app.cashfree.fetch_order
+    cashfree = app.gateways["cashfree"]
+    assert isinstance(cashfree, Cashfree)
+    fetch = cashfree.api.fetch_order
 
     def fetch_then_pay(order_id: str) -> object:
         order = fetch(order_id)
-        monkeypatch.setattr(app.cashfree, "fetch_order", fetch)
+        monkeypatch.setattr(cashfree.api, "fetch_order", fetch)
         pay_at_gateway(sim, view)
         assert inbox.deliver() == [200]
         return order
 
-    monkeypatch.setattr(app.cashfree, "fetch_order", fetch_then_pay)
+    monkeypatch.setattr(cashfree.api, "fetch_order", fetch_then_pay)
 
     # When the queue runs (no sweeper: nothing else would wake a waiting job)
     drain(app)
