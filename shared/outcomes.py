@@ -80,6 +80,7 @@ class WebhookOutcome(StrEnum):
     REFUND_UPDATED = "refund_updated"
     REFUND_FAILED = "refund_failed"
     REFUND_AFTER_FULFILMENT = "refund_after_fulfilment"  # the merchant's refund of a fulfilled order
+    REFUND_UNMATCHED = "refund_unmatched"  # a refund of a payment no job holds yet, kept for the job to come
     IGNORED = "ignored"
     UNREADABLE = "unreadable"
     STALE = "stale"

@@ -66,6 +66,7 @@ class _Delivery:
         self.gateway = gateway
         # pq_gateway_begin's row: its token (when granted) is the first request's.
         self._begin: dict[str, Any] | None = begin
+        self.refunds_listed = False  # the payment's refunds were read in this delivery
 
     def token(self, step: str, endpoint: str, reason: str | None = None) -> None:
         """A token of the endpoint's shared bucket, or the one this job reserved once its slot has come.
@@ -100,8 +101,10 @@ class _Delivery:
             row = None
 
     def read(self, endpoint: str) -> None:
-        """The token of one of the gateway's reads."""
+        """The token of one of the gateway's reads (the verdict's too: a read of the refunds is noted)."""
         self.token("fetch", endpoint)
+        if endpoint == self.gateway.endpoints["refunds"]:
+            self.refunds_listed = True
 
     def settle(self) -> PaymentOutcome:
         verdict = self.gateway.verdict(self.job, self.read)
@@ -136,6 +139,7 @@ class _Delivery:
         job = self.job
         if not payment.captured:  # an authorisation the gateway returned by itself: no money held
             return self.fail(FailureReason.GATEWAY_PAYMENT_REFUNDED, checkout_status="refunded", release=payment)
+        self.refunds_listed = True
         self.book_refunds(payment, refunds)
         returned = sum(r.amount_paise for r in refunds if r.state is not RefundState.FAILED)
         logger.warning(
@@ -223,6 +227,13 @@ class _Delivery:
         on every retry: shared/gateways/<name>/client.py). A refund the gateway refuses outright is
         owed at once; one it fails later is retried by the sweeper, then owed (pq_refund_settled)."""
         job = self.job
+        if not (job.refund_sent or self.refunds_listed or self.gateway.payment_states_refunds):
+            # The first refund of ours for a payment whose refunds nobody read in this delivery (a fresh
+            # Cashfree payment): a refund made at the gateway meanwhile would make ours ask for more than
+            # is left, which the gateway refuses. Read first; only payments we cannot fulfil pay for it.
+            refunds = self.listed_refunds()
+            if any(r.state is not RefundState.FAILED for r in refunds):
+                return self.refunded_at_gateway(payment, refunds)
         request = self.app.db.fetch_one(
             "SELECT * FROM pq_refund_request(%s, %s, %s, %s, %s)",
             (uuid.UUID(job.job_id), amount_paise, payment.currency, reason, payment.amount_paise),

@@ -59,18 +59,24 @@ BEGIN
     SELECT * INTO v_policy FROM pq_refund_policy(v_refund.attempt, v_refund.operator_retries);
     failed := p_state = 'failed';
     owed := failed AND v_refund.origin = 'ours' AND NOT v_policy.retry;
-    -- A refund made at the gateway that fails after its job ended unpaid (the job returned only what that
-    -- refund left) leaves the money with us: a refund of ours takes over at once. While the job is live it
-    -- reads the refunds itself and returns all that is left; a payment applied to its order keeps its
-    -- money (the merchant's failed refund of a fulfilled order is the merchant's to act on).
+    -- A refund made at the gateway that fails after its payment's job ended unpaid (the job returned only
+    -- what that refund left) leaves the money with us: a refund of ours takes over at once. While a job
+    -- holds the payment live it reads the refunds itself and returns all that is left; a payment applied
+    -- to its order keeps its money (the merchant's failed refund of a fulfilled order is the merchant's).
     UPDATE gateway_refunds r
        SET state = p_state, gateway_status = p_gateway_status,
            gateway_refund_id = coalesce(r.gateway_refund_id, p_gateway_refund_id),
            settled_at = CASE WHEN p_state IN ('succeeded', 'failed') THEN now() END,
            retry_at = CASE WHEN failed AND r.origin = 'gateway' AND r.after_applied_at IS NULL
-                                AND EXISTS (SELECT 1 FROM payment_jobs j WHERE j.id = r.job_id AND j.status = 'failed')
+                                AND NOT EXISTS (SELECT 1 FROM payment_transactions t
+                                                 WHERE t.method = r.method AND t.gateway_ref = r.gateway_ref
+                                                   AND t.status = 'captured')
+                                AND NOT EXISTS (SELECT 1 FROM payment_jobs j
+                                                 WHERE j.method = r.method AND j.gateway_ref = r.gateway_ref
+                                                   AND j.gateway_ref_released_at IS NULL
+                                                   AND j.status IN ('queued', 'processing', 'succeeded'))
                            THEN now()
-                           WHEN failed AND v_policy.retry THEN now() + v_policy.retry_after END,
+                           WHEN failed AND r.origin = 'ours' AND v_policy.retry THEN now() + v_policy.retry_after END,
            owed_at = CASE WHEN owed THEN now() END
      WHERE r.id = p_refund_id;
     changed := true;
@@ -116,12 +122,15 @@ $$;
 
 -- A refund as the gateway reports it (a webhook, or its list of a payment's refunds), from any path: the
 -- books' row for it takes the reported state (pq_refund_settled). The row is found by the gateway's id,
--- else by our reference (a refund of ours whose answer is not recorded yet: Razorpay's receipt, Cashfree's
--- refund_id); else the refund was made at the gateway (the merchant's, in its dashboard) and is recorded
--- once, origin gateway, for the payment's job: p_job_id, else the job that last looked at the payment (the
--- books), else the payment's live job. A payment applied to its order before marks the refund
--- after_applied_at (the books take it out of applied; the operator sees it; after_applied says so).
--- known false: no job of ours holds the payment, nothing recorded.
+-- else by our reference for this payment (a refund of ours whose answer is not recorded yet: Razorpay's
+-- receipt, Cashfree's refund_id); else the refund was made at the gateway (the merchant's, in its
+-- dashboard) and is recorded once, origin gateway, for the job that holds the payment (p_job_id, else
+-- pq_gateway_ref_holder, else the job that last looked at it). The payment's order is locked before its
+-- fulfilment is read, as pq_complete_gateway_payment locks it before it fulfils and before it reads the
+-- refunds: of the two, whichever takes the order second sees the other's work. A refund of a payment
+-- already applied to its order is marked after_applied_at (the books take it out of applied; the operator
+-- sees it; after_applied says so). A payment no job of ours holds yet: the report is kept in
+-- gateway_refund_reports for the job to come (known false).
 CREATE OR REPLACE FUNCTION pq_refund_reported(p_method text, p_gateway_ref text, p_gateway_refund_id text,
                                               p_refund_ref text, p_amount_paise bigint, p_currency text,
                                               p_state text, p_gateway_status text, p_job_id uuid DEFAULT NULL,
@@ -134,28 +143,36 @@ DECLARE
     v_applied boolean;
 BEGIN
     known := true;
+    changed := false;
+    failed := false;
+    owed := false;
     after_applied := false;
     SELECT r.id INTO v_id FROM gateway_refunds r WHERE r.method = p_method AND r.gateway_refund_id = p_gateway_refund_id;
     IF NOT FOUND THEN
         SELECT r.id INTO v_id FROM gateway_refunds r
-         WHERE r.method = p_method AND r.origin = 'ours' AND r.refund_ref = p_refund_ref;
+         WHERE r.method = p_method AND r.origin = 'ours' AND r.refund_ref = p_refund_ref
+           AND r.gateway_ref = p_gateway_ref;
     END IF;
     IF v_id IS NULL THEN
         SELECT j.* INTO v_job FROM payment_jobs j
-         WHERE j.id = coalesce(p_job_id, (SELECT g.job_id FROM gateway_payments g
-                                           WHERE g.method = p_method AND g.gateway_ref = p_gateway_ref),
-                               (SELECT x.id FROM payment_jobs x
-                                 WHERE x.method = p_method AND x.gateway_ref = p_gateway_ref
-                                   AND x.gateway_ref_released_at IS NULL
-                                 ORDER BY x.created_at DESC LIMIT 1))
+         WHERE j.id = coalesce(p_job_id, (SELECT h.id FROM pq_gateway_ref_holder(p_method, p_gateway_ref) h),
+                               (SELECT g.job_id FROM gateway_payments g
+                                 WHERE g.method = p_method AND g.gateway_ref = p_gateway_ref))
            FOR UPDATE;
         IF NOT FOUND OR p_amount_paise IS NULL OR p_amount_paise <= 0 THEN
             known := false;
-            changed := false;
-            failed := false;
-            owed := false;
+            IF p_gateway_refund_id IS NOT NULL AND p_gateway_ref IS NOT NULL THEN
+                INSERT INTO gateway_refund_reports AS x (method, gateway_refund_id, gateway_ref, refund_ref,
+                                                         amount_paise, currency, state, gateway_status)
+                VALUES (p_method, p_gateway_refund_id, p_gateway_ref, p_refund_ref,
+                        CASE WHEN p_amount_paise > 0 THEN p_amount_paise END, p_currency, p_state, p_gateway_status)
+                ON CONFLICT (method, gateway_refund_id) DO UPDATE
+                   SET state = excluded.state, gateway_status = excluded.gateway_status, reported_at = now()
+                 WHERE x.state NOT IN ('succeeded', 'failed');
+            END IF;
             RETURN;
         END IF;
+        PERFORM 1 FROM orders o WHERE o.id = v_job.order_id FOR UPDATE;
         v_applied := EXISTS (SELECT 1 FROM payment_transactions t
                               WHERE t.method = p_method AND t.gateway_ref = p_gateway_ref AND t.status = 'captured');
         INSERT INTO gateway_refunds (job_id, order_id, method, gateway_ref, refund_ref, gateway_refund_id,
@@ -168,8 +185,9 @@ BEGIN
         IF v_id IS NULL THEN  -- a concurrent report recorded it first
             SELECT r.id INTO v_id FROM gateway_refunds r
              WHERE r.method = p_method AND r.gateway_refund_id = p_gateway_refund_id;
+        ELSE
+            after_applied := v_applied;
         END IF;
-        after_applied := v_applied;
     END IF;
     SELECT s.changed, s.failed, s.owed INTO changed, failed, owed
       FROM pq_refund_settled(v_id, p_state, p_gateway_status, p_gateway_refund_id) s;

@@ -194,6 +194,8 @@ $$;
 --   refund_failed      -> ... and that state is failed (retried later, or owed: pq_refund_settled)
 --   refund_after_fulfilment -> a refund made at the gateway of a payment already applied to its order:
 --                         recorded (pq_refund_reported), in front of the operator, the order stays paid
+--   refund_unmatched   -> a refund of a payment no job of ours holds (yet): kept in gateway_refund_reports,
+--                         which the fulfilment of a later job for it reads
 --   wake_deferred      -> recorded; the parked job looked less than p_wake_interval_s ago (the
 --                         sweeper wakes it after reconcile_after_s)
 --   ignored            -> recorded; nothing to do
@@ -223,6 +225,7 @@ DECLARE
     v_changed  boolean;
     v_failed   boolean;
     v_after_applied boolean;
+    v_known    boolean;
 BEGIN
     IF p_body IS NOT NULL THEN
         BEGIN
@@ -246,10 +249,11 @@ BEGIN
     ELSIF p_refund_id IS NOT NULL THEN
         -- A refund of ours, or one made at the gateway of a payment we hold (recorded once): the books'
         -- one transition. p_gateway_ref: the refund's payment (Razorpay payment_id, Cashfree order_id).
-        SELECT s.changed, s.failed, s.after_applied INTO v_changed, v_failed, v_after_applied
+        SELECT s.known, s.changed, s.failed, s.after_applied INTO v_known, v_changed, v_failed, v_after_applied
           FROM pq_refund_reported(p_gateway, p_gateway_ref, p_refund_id, p_refund_ref, p_refund_amount_paise,
                                   p_refund_currency, p_refund_state, p_refund_status) s;
-        outcome := CASE WHEN v_after_applied THEN 'refund_after_fulfilment' WHEN v_failed THEN 'refund_failed'
+        outcome := CASE WHEN NOT v_known THEN 'refund_unmatched'
+                        WHEN v_after_applied THEN 'refund_after_fulfilment' WHEN v_failed THEN 'refund_failed'
                         WHEN v_changed THEN 'refund_updated' ELSE 'ignored' END;
     ELSIF p_signed_at < now() - make_interval(secs => p_fresh_for_s) THEN
         outcome := 'stale';

@@ -273,16 +273,6 @@ BEGIN
             outcome := 'refund_required';
             RETURN;
         END IF;
-        -- Nor one whose payment was partly refunded at the gateway (a refund webhook recorded it, origin
-        -- gateway, not failed): the caller reads the payment's refunds and returns what is left
-        -- (gateway_payment_refunded).
-        IF EXISTS (SELECT 1 FROM gateway_refunds r
-                    WHERE r.method = v_job.method AND r.gateway_ref = v_job.gateway_ref AND r.origin = 'gateway'
-                      AND r.after_applied_at IS NULL AND r.state <> 'failed') THEN
-            outcome := 'refund_required';
-            reason := 'gateway_payment_refunded';
-            RETURN;
-        END IF;
     END IF;
     -- Only a live job is completed; one that ended in another delivery is answered as it ended.
     IF outcome IS NULL THEN
@@ -290,6 +280,19 @@ BEGIN
                                     updated_at = clock_timestamp()
          WHERE job_id = v_job.id;
         SELECT * INTO v_order FROM orders o WHERE o.id = v_job.order_id FOR UPDATE;
+        -- Nor one whose payment was partly refunded at the gateway (a refund webhook recorded it, origin
+        -- gateway, or kept its report before the job existed; not failed): the caller reads the payment's
+        -- refunds and returns what is left (gateway_payment_refunded). Read under the order's lock, which
+        -- pq_refund_reported takes before it books a refund: one of the two sees the other's work.
+        IF EXISTS (SELECT 1 FROM gateway_refunds r
+                    WHERE r.method = v_job.method AND r.gateway_ref = v_job.gateway_ref AND r.origin = 'gateway'
+                      AND r.after_applied_at IS NULL AND r.state <> 'failed')
+           OR EXISTS (SELECT 1 FROM gateway_refund_reports x
+                       WHERE x.method = v_job.method AND x.gateway_ref = v_job.gateway_ref AND x.state <> 'failed') THEN
+            outcome := 'refund_required';
+            reason := 'gateway_payment_refunded';
+            RETURN;
+        END IF;
         IF FOUND AND (v_order.total_paise <> p_amount_paise OR v_order.currency <> p_currency) THEN
             reason := 'amount_mismatch';
         ELSE

@@ -94,6 +94,8 @@ ALTER TYPE pq_webhook_outcome ADD VALUE IF NOT EXISTS 'wake_deferred';
 ALTER TYPE pq_webhook_outcome ADD VALUE IF NOT EXISTS 'refund_failed';
 -- pq_webhook_record: a refund made at the gateway after its payment was applied to the order (the operator's).
 ALTER TYPE pq_webhook_outcome ADD VALUE IF NOT EXISTS 'refund_after_fulfilment';
+-- pq_webhook_record: a refund of a payment no job of ours holds yet (gateway_refund_reports).
+ALTER TYPE pq_webhook_outcome ADD VALUE IF NOT EXISTS 'refund_unmatched';
 
 -- pq_refund_operator_retry: an operator's retry of an owed refund.
 DO $$

@@ -48,6 +48,7 @@ class Cashfree(RefundsThroughApi):
     name = "cashfree"
     api: CashfreeApi
     endpoints: Mapping[str, str] = STEP_ENDPOINTS
+    payment_states_refunds = False  # its order and payment entities say nothing of refunds
     # Cashfree names an event by its body ("x-idempotency-key ... hashed value will always be unique for
     # each unique webhook payload", cashfree.com/docs/payments/online/webhooks/overview): not signed.
     webhook_event_id_header = "x-idempotency-key"

@@ -42,6 +42,7 @@ class Razorpay(RefundsThroughApi):
     name = "razorpay"
     api: RazorpayApi
     endpoints: Mapping[str, str] = STEP_ENDPOINTS
+    payment_states_refunds = True  # amount_refunded
     # "use the x-razorpay-event-id header to check for duplicates" (razorpay.com/docs/webhooks/validate-test)
     # is only safe for deliveries nobody replays: it is not signed.
     webhook_event_id_header = "x-razorpay-event-id"
@@ -147,6 +148,11 @@ class Razorpay(RefundsThroughApi):
         order = member(member(payload.get("order")).get("entity"))
         refund = member(member(payload.get("refund")).get("entity"))
         if kind in _REFUND and refund:
+            if payment.get("captured") is False:
+                # An auto-refund: Razorpay returning an authorisation nobody captured ("check
+                # payload.payment.entity.captured ... false for an auto-refund", razorpay.com/docs/webhooks/
+                # refunds). No money was ours to book: the books hold the authorisation as released.
+                return WebhookEvent(kind)
             return refund_event(kind, refund, _REFUND_FIELDS, REFUND_STATE)
         return WebhookEvent(
             kind,

@@ -1,0 +1,209 @@
+"""Refunds the gateways report by webhook, in the orders and races a gateway and a merchant produce: a
+refund of a payment whose first job gave it back, a refund reported before any job of ours holds the
+payment, Razorpay's auto-refund of an authorisation, a refund racing the fulfilment, a refund of ours
+after one made in the dashboard. Each ends with the books closed against the gateway's own record."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from typing import Any
+
+import psycopg2
+import pytest
+
+from local.gateway_sim import Simulator
+from local.invariants import check
+from shared.bootstrap import App
+from shared.db import Database
+from shared.services.intake import accept_payment
+from shared.settings import Settings
+from tests.integration.gateway_helpers import (
+    WebhookInbox,
+    drain,
+    gateway_order,
+    jobs,
+    open_for,
+    pay_at_gateway,
+    payment_request,
+    pgmq_gateway_settings,
+)
+from tests.integration.test_gateway_books import follow
+
+
+@pytest.fixture
+def settings(database_url: str, sim: Simulator) -> Settings:
+    return pgmq_gateway_settings(database_url, sim)
+
+
+def violations(app: App, sim: Simulator) -> dict[str, int]:
+    found = check(app.db, gateway_ledger=sim.ledger()["payments"])
+    return {k: v for k, v in found.items() if v}
+
+
+def refunds(app: App) -> list[tuple[Any, ...]]:
+    rows = app.db.fetch_all(
+        "SELECT origin, attempt, state, amount_paise, after_applied_at IS NOT NULL AS after FROM gateway_refunds"
+        " ORDER BY id"
+    )
+    return [(r["origin"], r["attempt"], r["state"], r["amount_paise"], r["after"]) for r in rows]
+
+
+def order_status(db: Database, order_id: int) -> str:
+    row = db.fetch_one("SELECT order_status FROM orders WHERE id = %s", (order_id,))
+    assert row is not None
+    return str(row["order_status"])
+
+
+def sell_out(app: App, order_id: int) -> None:
+    app.db.execute(
+        """UPDATE products SET stock = 0
+            WHERE id IN (SELECT (e->>'product_id')::bigint FROM orders, jsonb_array_elements(items) e
+                          WHERE orders.id = %s)""",
+        (order_id,),
+    )
+
+
+def released_then_captured(app: App, sim: Simulator, inbox: WebhookInbox) -> tuple[dict[str, Any], str]:
+    """A Razorpay authorisation whose first job failed out_of_stock and gave the payment back; stock came
+    back and Razorpay captured it after all, so a second job (queued) now holds it."""
+    view = open_for(app, "demo-user-1", "razorpay")
+    handed = pay_at_gateway(sim, view)
+    accept_payment(app, "demo-user-1", "key-1", payment_request(view, handed))
+    sell_out(app, view["order_id"])
+    inbox.deliver()
+    drain(app)
+    assert [(j["status"], j["reason"]) for j in jobs(app.db)] == [("failed", "out_of_stock")]
+    app.db.execute("UPDATE products SET stock = 100")
+    payment_id = str(handed["razorpay_payment_id"])
+    app.gateways["razorpay"].api.capture(payment_id, view["amount_paise"], "INR")  # type: ignore[attr-defined]
+    inbox.deliver()
+    return view, payment_id
+
+
+def deliver_for(app: App, seconds: float) -> None:
+    """The processor delivering the queue for a while; a job the gateway keeps answering "not yet" is
+    still there at the end (its message comes back later)."""
+    with contextlib.suppress(AssertionError):
+        drain(app, timeout_s=seconds)
+
+
+def test_a_failed_dashboard_refund_of_a_payment_a_second_job_holds_is_never_taken_over_by_a_refund_of_ours(
+    app: App, sim: Simulator, demo: dict[str, int], inbox: WebhookInbox
+) -> None:
+    # Given a payment the second job holds, ₹50 of it refunded in the dashboard, a refund Razorpay fails
+    view, payment_id = released_then_captured(app, sim, inbox)
+    sim.config.razorpay_refund_outcome = "failed"
+    sim.merchant_refund("razorpay", payment_id, 5_000)
+    inbox.deliver()
+    time.sleep(sim.config.refund_settle_s + 0.3)
+    inbox.deliver()
+
+    # When the second job runs (the payment is whole again) and the sweeper passes twice
+    drain(app)
+    follow(app, sim)
+    follow(app, sim)
+
+    # Then the order is paid with the whole payment, nothing of ours is refunded, and the books close
+    assert order_status(app.db, view["order_id"]) == "paid"
+    assert refunds(app) == [("gateway", 1, "failed", 5_000, False)]
+    assert violations(app, sim) == {}
+
+
+def test_a_refund_reported_before_any_job_holds_the_payment_stops_its_later_fulfilment(
+    app: App, sim: Simulator, demo: dict[str, int], inbox: WebhookInbox
+) -> None:
+    # Given a fresh Cashfree payment refunded in full in the dashboard, whose REFUND_STATUS_WEBHOOK comes
+    # before the payment's own webhook (Cashfree retries that one at 2, 10 and 30 minutes)
+    view = open_for(app, "demo-user-1", "cashfree")
+    pay_at_gateway(sim, view)
+    sim.merchant_refund("cashfree", gateway_order(view), view["amount_paise"])
+    time.sleep(sim.config.refund_settle_s + 0.3)
+    sent = inbox.pending()
+    refund_hooks = [r for r in sent if b"REFUND_STATUS_WEBHOOK" in r.body]
+    assert refund_hooks
+    inbox.deliver(refund_hooks)
+    assert app.db.fetch_one("SELECT count(*) AS n FROM gateway_refund_reports") == {"n": 1}
+
+    # When the payment's webhook comes at last and its job runs
+    inbox.deliver([r for r in sent if r not in refund_hooks])
+    drain(app)
+
+    # Then the order is never fulfilled, nothing of ours is sent, and the books close
+    assert order_status(app.db, view["order_id"]) != "paid"
+    assert [(j["status"], j["reason"]) for j in jobs(app.db)] == [("failed", "gateway_payment_refunded")]
+    assert [r[0] for r in refunds(app)] == ["gateway"]
+    assert violations(app, sim) == {}
+
+
+def test_razorpays_auto_refund_of_an_authorisation_we_released_is_not_booked_as_a_refund(
+    app: App, sim: Simulator, demo: dict[str, int], inbox: WebhookInbox
+) -> None:
+    # Given an authorisation we will not capture (its order cancelled), booked released
+    sim.config.razorpay_auth_release_s = 1.0
+    view = open_for(app, "demo-user-1", "razorpay")
+    handed = pay_at_gateway(sim, view)
+    accept_payment(app, "demo-user-1", "key-1", payment_request(view, handed))
+    app.db.execute("UPDATE orders SET order_status = 'cancelled' WHERE id = %s", (view["order_id"],))
+    inbox.deliver()
+    drain(app)
+
+    # When Razorpay's capture window passes and it auto-refunds the authorisation (payment.captured false)
+    time.sleep(1.0 + sim.config.refund_settle_s + 0.5)
+    inbox.deliver()
+
+    # Then no refund is booked against money we never captured, and the books close
+    assert refunds(app) == []
+    assert violations(app, sim) == {}
+
+
+def test_a_refund_report_holding_the_order_keeps_the_racing_fulfilment_from_paying_the_order(
+    app: App, sim: Simulator, demo: dict[str, int], inbox: WebhookInbox, database_url: str
+) -> None:
+    # Given the second job's payment, and a refund webhook in the middle of booking a dashboard refund of it
+    # (its transaction open, the order locked)
+    view, payment_id = released_then_captured(app, sim, inbox)
+    hook = psycopg2.connect(database_url)
+    try:
+        hook.cursor().execute(
+            "SELECT * FROM pq_refund_reported('razorpay', %s, 'rfnd_race1', NULL, 5000, 'INR', 'pending', 'pending')",
+            (payment_id,),
+        )
+        # When the job runs meanwhile, and the webhook commits
+        runner = threading.Thread(target=deliver_for, args=(app, 4.0), daemon=True)
+        runner.start()
+        runner.join(2)
+        hook.commit()
+    finally:
+        hook.close()
+    runner.join(10)
+
+    # Then the job saw the refund under the order's lock: the order is not fulfilled with it, the refund is
+    # not taken for one made after fulfilment, and the job is still live (it reads the gateway's refunds)
+    assert order_status(app.db, view["order_id"]) != "paid"
+    assert refunds(app) == [("gateway", 1, "pending", 5_000, False)]
+    assert [j["status"] for j in jobs(app.db)] == ["failed", "processing"]
+
+
+def test_a_fresh_cashfree_payment_we_cannot_fulfil_returns_only_what_a_dashboard_refund_left(
+    app: App, sim: Simulator, demo: dict[str, int], inbox: WebhookInbox
+) -> None:
+    # Given a fresh Cashfree payment whose product sold out, ₹50 of it refunded in the dashboard before the
+    # job ran (its webhook not delivered yet)
+    view = open_for(app, "demo-user-1", "cashfree")
+    pay_at_gateway(sim, view)
+    accept_payment(app, "demo-user-1", "key-1", payment_request(view))
+    sell_out(app, view["order_id"])
+    inbox.deliver()
+    sim.merchant_refund("cashfree", gateway_order(view), 5_000)
+
+    # When the job runs, the dashboard refund's webhook comes and the sweeper follows the refunds
+    drain(app)
+    time.sleep(sim.config.refund_settle_s + 0.3)
+    inbox.deliver()
+    follow(app, sim)
+
+    # Then ours returns the ₹100 left (never refused for asking too much), and the books close
+    assert [r[:4] for r in refunds(app) if r[0] == "ours"] == [("ours", 1, "succeeded", view["amount_paise"] - 5_000)]
+    assert violations(app, sim) == {}
