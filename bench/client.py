@@ -155,8 +155,11 @@ async def _wait_in_line(
                 result.final, result.reason = state["status"], state.get("reason")
                 result.done_at = time.time()
                 return
+        # With no measured rate yet (the sale's first seconds), the last wait grows by half from the 202's
+        # advice instead of a fixed second: thousands of shoppers reading the figure every second would be
+        # the API's (or CloudFront's) whole load while the line has not moved.
         eta_s = position / per_s if per_s else None
-        wait_s = min(POLL_MAX_S, max(POLL_MIN_S, POLL_AT_ETA * eta_s)) if eta_s is not None else 1.0
+        wait_s = min(POLL_MAX_S, max(POLL_MIN_S, POLL_AT_ETA * eta_s if eta_s is not None else wait_s * 1.5))
     result.final, result.error = "error", "timed out polling"
 
 

@@ -83,6 +83,7 @@
   let servingSeen = 0;
   let lastPosition = Infinity;
   let jobCheckedAt = 0;
+  let lineWaitMs = 1000;  // between two reads of the shared figure (waitInLine)
 
   function announce(text) {
     $("announce").textContent = text;
@@ -245,7 +246,13 @@
       poll();
       return;
     }
-    setTimeout(() => waitInLine(job), 1000);
+    // The next read when about three quarters of the wait have passed (between 0.5 and 10 s); with no
+    // measured rate yet, the last wait grown by half: every waiting shopper reading the figure each
+    // second would be the whole load while the line has not moved.
+    lineWaitMs = figure.per_s
+      ? Math.min(10000, Math.max(500, 750 * position / figure.per_s))
+      : Math.min(10000, Math.max(500, lineWaitMs * 1.5));
+    setTimeout(() => waitInLine(job), lineWaitMs);
   }
 
   async function poll() {
@@ -264,7 +271,8 @@
       retryMs = 1000;
       render(answer.body);
       if (answer.body.status === "queued" && answer.body.queue_number && answer.body.now_serving_url) {
-        setTimeout(() => waitInLine(answer.body), 1000);
+        lineWaitMs = answer.body.poll_after_ms || 1000;
+        setTimeout(() => waitInLine(answer.body), lineWaitMs);
       } else if (answer.body.status === "queued" || answer.body.status === "processing") {
         setTimeout(poll, answer.body.poll_after_ms || 1000);
       }
