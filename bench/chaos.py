@@ -173,9 +173,12 @@ class Job:
 
 
 # The Cashfree endpoints every payment of the checkout flow calls once. get_refund (the order's refunds
-# made in the dashboard) is read only for a payment completed longer ago than
-# cashfree_refunds_read_after_s, which a flash sale's fresh payments are not.
+# made in the dashboard) is read too unless the payment completed less than cashfree_refunds_read_after_s
+# ago: the sale scenarios set it (SALE_ENV), as a deployment configured for a sale would.
 CASHFREE_PAYMENT_ENDPOINTS = ("create_order", "get_order", "get_payments")
+# How a deployment is configured for a sale of gateway payments: fresh Cashfree payments' refunds are not
+# read before fulfilment (shared/settings.py cashfree_refunds_read_after_s).
+SALE_ENV = {"PQ_CASHFREE_REFUNDS_READ_AFTER_S": "900"}
 
 
 def cashfree_pacing_s(payments: int, *, refunds_read: bool = False) -> float:
@@ -1051,7 +1054,8 @@ SCENARIOS: dict[str, Scenario] = {
     "pg_terminate_backend": Scenario(pg_terminate_backend),
     "gateway_storms": Scenario(
         gateway_storms,
-        env={
+        env=SALE_ENV
+        | {
             "PQ_MAX_RECEIVE_COUNT": "10",
             "PQ_GATEWAY_TIMEOUT_S": "1",
             "PQ_GATEWAY_BACKOFF_CAP_S": "4",
@@ -1066,7 +1070,8 @@ SCENARIOS: dict[str, Scenario] = {
     ),
     "gateway_webhooks": Scenario(
         gateway_webhooks,
-        env={
+        env=SALE_ENV
+        | {
             "PQ_RAZORPAY_LIMIT_PER_MIN": "9000",
             # Cashfree's published Get Payments limit (100 a minute) paces its jobs. Each wait for a token
             # costs a job one receive (it reserves its slot), so the default 5 receives hold; a batch
@@ -1083,9 +1088,6 @@ SCENARIOS: dict[str, Scenario] = {
             "PQ_MAX_RECEIVE_COUNT": "3",
             "PQ_GATEWAY_BACKOFF_CAP_S": "2",
             "PQ_VISIBILITY_TIMEOUT_S": "30",
-            # Every job reads its payment's refunds, as one that runs minutes after the payment does: the
-            # dashboard's refunds made just before it are caught before fulfilment, never after.
-            "PQ_CASHFREE_REFUNDS_READ_AFTER_S": "0",
         },
     ),
     "duplicate_delivery": Scenario(duplicate_delivery, second_orders=True),

@@ -114,16 +114,18 @@ class Settings(BaseSettings):
     # checkout): past Cashfree's default retries at 2, 10 and 30 minutes, even if a retry keeps its
     # first attempt's timestamp (cashfree.com/docs/api-reference/webhooks/reliability-and-operations).
     webhook_fresh_for_s: int = 3_600
-    # A Cashfree payment completed longer ago than this has its order's refunds read before it is fulfilled
-    # (Get All Refunds for an Order: Cashfree's order and payment entities say nothing of refunds made in
-    # its dashboard). A fresher one skips the read, which would pace every Cashfree payment of a sale at
-    # Get Refund's 30 a minute (cashfree.com/docs/payments/online/resources/rate-limits); its pacing is
-    # then Get Payments' 100 a minute, so a backlog of about a thousand Cashfree jobs drains inside this
-    # window. A dashboard refund made inside it is caught by the REFUND_STATUS_WEBHOOK Cashfree sends
-    # once the refund is processed or cancelled (cashfree.com/docs/api-reference/payments/latest/refunds/
-    # webhooks): before our job runs, the books refuse the fulfilment; after, the refund is booked out of
-    # the order's applied money and put in front of the operator (refunds.after_fulfilment).
-    cashfree_refunds_read_after_s: int = 900
+    # Cashfree's order and payment entities say nothing of refunds made in its dashboard, so a Cashfree
+    # payment's refunds are read (Get All Refunds for an Order) before it is fulfilled: by default (0)
+    # every payment's, and none is ever fulfilled with a refund made at the gateway. That read paces every
+    # Cashfree payment at Get Refund's 30 a minute (cashfree.com/docs/payments/online/resources/
+    # rate-limits). For a sale, set this to skip it for payments completed less than this long ago (e.g.
+    # 900: Get Payments' 100 a minute then sets the pace, and a backlog of about a thousand Cashfree jobs
+    # drains inside the window). A dashboard refund made inside the window is caught by the
+    # REFUND_STATUS_WEBHOOK Cashfree sends once the refund is processed or cancelled (cashfree.com/docs/
+    # api-reference/payments/latest/refunds/webhooks): before our job runs, the books refuse the
+    # fulfilment; after, the refund is booked out of the order's applied money and put in front of the
+    # operator (refunds.after_fulfilment). Or ask Cashfree for a higher Get Refund limit.
+    cashfree_refunds_read_after_s: int = 0
     # A gateway call that takes longer has an unknown outcome; the next delivery settles it by fetch.
     gateway_timeout_s: float = 10.0
     # How long a checkout request waits for another request's create call of the same checkout (two

@@ -17,7 +17,9 @@ from local.gateway_sim import Simulator
 from local.invariants import check
 from shared.bootstrap import App
 from shared.db import Database
+from shared.services.checkout import get_checkout
 from shared.services.intake import accept_payment
+from shared.services.reads import queue_status
 from shared.settings import Settings
 from tests.integration.gateway_helpers import (
     WebhookInbox,
@@ -29,12 +31,14 @@ from tests.integration.gateway_helpers import (
     payment_request,
     pgmq_gateway_settings,
 )
-from tests.integration.test_gateway_books import follow
+from tests.integration.test_gateway_books import books, books_close, follow
 
 
 @pytest.fixture
 def settings(database_url: str, sim: Simulator) -> Settings:
-    return pgmq_gateway_settings(database_url, sim)
+    """Configured for a sale: a fresh Cashfree payment's refunds are not read before fulfilment, so the
+    reports alone must keep the books (cashfree_refunds_read_after_s)."""
+    return pgmq_gateway_settings(database_url, sim, cashfree_refunds_read_after_s=900)
 
 
 def violations(app: App, sim: Simulator) -> dict[str, int]:
@@ -207,3 +211,63 @@ def test_a_fresh_cashfree_payment_we_cannot_fulfil_returns_only_what_a_dashboard
     # Then ours returns the ₹100 left (never refused for asking too much), and the books close
     assert [r[:4] for r in refunds(app) if r[0] == "ours"] == [("ours", 1, "succeeded", view["amount_paise"] - 5_000)]
     assert violations(app, sim) == {}
+
+
+def test_a_fresh_cashfree_payment_is_fulfilled_without_reading_refunds_and_a_later_dashboard_refund_is_reported(
+    app: App, sim: Simulator, demo: dict[str, int], inbox: WebhookInbox
+) -> None:
+    # Given a Cashfree order paid a moment ago (its refunds are not read: cashfree_refunds_read_after_s)
+    view = open_for(app, "demo-user-1", "cashfree")
+    pay_at_gateway(sim, view)
+    accept_payment(app, "demo-user-1", "key-1", payment_request(view))
+    drain(app)
+    assert [(j["status"], j["reason"]) for j in jobs(app.db)] == [("succeeded", None)]
+    assert not [k for k in sim.stats("cashfree")["by_endpoint"] if "refunds" in k]
+
+    # When the merchant refunds ₹50 of it in Cashfree's dashboard and Cashfree reports it processed
+    sim.merchant_refund("cashfree", gateway_order(view), 5_000)
+    time.sleep(sim.config.refund_settle_s + 0.2)
+    assert inbox.deliver()
+
+    # Then the order stays paid, the refund is booked out of what was applied, the operator sees it
+    # (with the metric the webhook raised), and the books close against Cashfree's own record
+    assert app.db.fetch_one("SELECT order_status FROM orders WHERE id = %s", (view["order_id"],)) == {
+        "order_status": "paid"
+    }
+    assert [(r[0], r[2], r[3]) for r in refunds(app)] == [("gateway", "succeeded", 5_000)]
+    assert [(b["captured_paise"], b["applied_paise"], b["refunded_paise"]) for b in books(app)] == [
+        (view["amount_paise"], view["amount_paise"] - 5_000, 5_000)
+    ]
+    shown = queue_status(app)["refunds"]
+    assert (shown["after_fulfilment"], shown["after_fulfilment_paise"]) == (1, 5_000)
+    assert [r["order_id"] for r in shown["refunds_after_fulfilment"]] == [view["order_id"]]
+    assert get_checkout(app, "demo-user-1", view["checkout_id"])["status"] == "paid"
+    books_close(app, sim)
+
+
+def test_a_dashboard_refund_reported_by_webhook_before_the_job_runs_stops_the_fulfilment(
+    app: App, sim: Simulator, demo: dict[str, int], inbox: WebhookInbox
+) -> None:
+    # Given a Cashfree order paid a moment ago, ₹50 of it refunded in the dashboard and reported processed
+    # by Cashfree's webhook before the shopper's job runs
+    view = open_for(app, "demo-user-1", "cashfree")
+    pay_at_gateway(sim, view)
+    total = view["amount_paise"]
+    sim.merchant_refund("cashfree", gateway_order(view), 5_000)
+    time.sleep(sim.config.refund_settle_s + 0.2)
+    accept_payment(app, "demo-user-1", "key-1", payment_request(view))
+    inbox.deliver()
+    assert [(r[0], r[2]) for r in refunds(app)] == [("gateway", "succeeded")]
+
+    # When the job runs, although the payment is too fresh for it to read the refunds first
+    drain(app)
+    follow(app, sim)
+
+    # Then the order is never fulfilled and exactly what was left goes back
+    assert [(j["status"], j["reason"]) for j in jobs(app.db)] == [("failed", "gateway_payment_refunded")]
+    assert app.db.fetch_one("SELECT count(*) AS n FROM payment_transactions") == {"n": 0}
+    assert sorted((r[0], r[2], r[3]) for r in refunds(app)) == [
+        ("gateway", "succeeded", 5_000),
+        ("ours", "succeeded", total - 5_000),
+    ]
+    books_close(app, sim)
