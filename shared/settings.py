@@ -119,8 +119,8 @@ class Settings(BaseSettings):
     # every payment's, and none is ever fulfilled with a refund made at the gateway. That read paces every
     # Cashfree payment at Get Refund's 30 a minute (cashfree.com/docs/payments/online/resources/
     # rate-limits). For a sale, set this to skip it for payments completed less than this long ago (e.g.
-    # 900: Get Payments' 100 a minute then sets the pace, and a backlog of about a thousand Cashfree jobs
-    # drains inside the window). A dashboard refund made inside the window is caught by the
+    # 1800: Get Payments' 100 a minute then sets the pace, and a backlog of a thousand Cashfree jobs, 750 s
+    # at 80 % of it, drains well inside the window; a refund of ours still reads first, at Get Refund's). A dashboard refund made inside the window is caught by the
     # REFUND_STATUS_WEBHOOK Cashfree sends once the refund is processed or cancelled (cashfree.com/docs/
     # api-reference/payments/latest/refunds/webhooks): before our job runs, the books refuse the
     # fulfilment; after, the refund is booked out of the order's applied money and put in front of the
