@@ -120,8 +120,9 @@ class Settings(BaseSettings):
     # Cashfree payment at Get Refund's 30 a minute (cashfree.com/docs/payments/online/resources/
     # rate-limits). For a sale, set this to skip it for payments completed less than this long ago (e.g.
     # 1800: Get Payments' 100 a minute then sets the pace, and a backlog of a thousand Cashfree jobs, 750 s
-    # at 80 % of it, drains well inside the window; a refund of ours still reads first, at Get Refund's). A dashboard refund made inside the window is caught by the
-    # REFUND_STATUS_WEBHOOK Cashfree sends once the refund is processed or cancelled (cashfree.com/docs/
+    # at 80 % of it, drains well inside the window; a refund of ours still reads first, at Get Refund's).
+    # A dashboard refund made inside the window is caught by the REFUND_STATUS_WEBHOOK Cashfree sends
+    # once the refund is processed or cancelled (cashfree.com/docs/
     # api-reference/payments/latest/refunds/webhooks): before our job runs, the books refuse the
     # fulfilment; after, the refund is booked out of the order's applied money and put in front of the
     # operator (refunds.after_fulfilment). Or ask Cashfree for a higher Get Refund limit.
