@@ -54,7 +54,7 @@ class CashfreeApi(RefundApi, Protocol):
         tags: dict[str, str],
         idempotency_key: str,
     ) -> GatewayOrder:
-        """POST /pg/orders with our order_id; an order that exists already (our lost answer) is fetched."""
+        """POST /pg/orders with our order_id; the same idempotency key and body replay the first answer."""
         ...
 
     def fetch_order(self, order_id: str) -> GatewayOrder: ...
