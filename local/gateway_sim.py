@@ -244,6 +244,8 @@ class Simulator:
         self._admitted: dict[str, deque[float]] = {"razorpay": deque(), "cashfree": deque()}
         self._lock = threading.RLock()
         self._timers: set[threading.Timer] = set()
+        self._stopping = threading.Lock()
+        self._stopped = False
         cfg = self.config
         self.webhooks = WebhookSender(
             razorpay_secret=razorpay_webhook_secret,
@@ -280,15 +282,20 @@ class Simulator:
         return self
 
     def stop(self) -> None:
-        with self._lock:
-            for timer in self._timers:
-                timer.cancel()
-            self._timers.clear()
-        self.webhooks.stop()
-        self._server.shutdown()
-        self._server.server_close()
-        if self._state is not None:
-            self._state.stop()
+        """Stop serving and save the state; a second call returns once the first one has finished."""
+        with self._stopping:
+            if self._stopped:
+                return
+            with self._lock:
+                for timer in self._timers:
+                    timer.cancel()
+                self._timers.clear()
+            self.webhooks.stop()
+            self._server.shutdown()
+            self._server.server_close()
+            if self._state is not None:
+                self._state.stop()
+            self._stopped = True
 
     def serve_forever(self) -> None:
         if self._state is not None:
@@ -758,10 +765,16 @@ def main() -> None:
         config=config,
         state_path=Path(os.environ["PQ_GATEWAY_SIM_STATE"]) if os.environ.get("PQ_GATEWAY_SIM_STATE") else None,
     )
+    # shutdown() must not run in the thread that serves, so SIGTERM stops from a thread of its own; the
+    # process then waits for that stop (a daemon thread dies with the interpreter, and the state it was
+    # saving with it), and Ctrl-C, which stops serving by itself, saves the state the same way.
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=sim.stop, daemon=True).start())
     print(f"gateway simulator on {sim.url}", flush=True)
-    with contextlib.suppress(KeyboardInterrupt):
-        sim.serve_forever()
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            sim.serve_forever()
+    finally:
+        sim.stop()
 
 
 if __name__ == "__main__":

@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import socket
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import Any
+
+import pytest
+import razorpay
 
 from local.gateway_sim import SimConfig, Simulator, _knob, apply_knobs
 from shared.gateway_signatures import verify_razorpay_checkout
@@ -17,8 +26,12 @@ from tests.contract.conftest import CASHFREE, RAZORPAY, Inbox, eventually
 
 
 def _post(sim: Simulator, path: str, body: dict[str, Any]) -> tuple[int, Any]:
+    return _post_to(sim.url, path, body)
+
+
+def _post_to(url: str, path: str, body: dict[str, Any]) -> tuple[int, Any]:
     request = urllib.request.Request(
-        sim.url + path, data=json.dumps(body).encode(), method="POST", headers={"Content-Type": "application/json"}
+        url + path, data=json.dumps(body).encode(), method="POST", headers={"Content-Type": "application/json"}
     )
     try:
         with urllib.request.urlopen(request, timeout=5) as response:
@@ -155,3 +168,49 @@ def test_the_ledger_holds_each_payments_money_in_paise_after_captures_and_refund
     )
     assert (rows[cf_order]["gateway"], rows[cf_order]["gateway_order_id"]) == ("cashfree", cf_order)
     assert sim.ledger() == _get(sim, "/_sim/ledger")
+
+
+def _simulator_process(state: Path, port: int) -> subprocess.Popen[bytes]:
+    """`python -m local.gateway_sim` as `make run` starts it: its own process, its state in a file."""
+    env = os.environ | {
+        "PQ_GATEWAY_SIM_PORT": str(port),
+        "PQ_GATEWAY_SIM_STATE": str(state),
+        "PQ_RAZORPAY_KEY_ID": RAZORPAY[0],
+        "PQ_RAZORPAY_KEY_SECRET": RAZORPAY[1],
+    }
+    process = subprocess.Popen([sys.executable, "-m", "local.gateway_sim"], env=env, stdout=subprocess.PIPE)
+    assert process.stdout is not None and b"gateway simulator on" in process.stdout.readline()
+    return process
+
+
+@pytest.mark.parametrize("stop_with", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_simulator_stopped_right_after_a_change_still_knows_it_when_started_again(
+    tmp_path: Path, stop_with: signal.Signals
+) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    state = tmp_path / "gateway-sim.json"
+    client = razorpay.Client(auth=RAZORPAY, base_url=f"http://127.0.0.1:{port}")
+
+    # Given a simulator that has just opened an order and had it paid (sooner than its periodic save)
+    first = _simulator_process(state, port)
+    try:
+        order = client.order.create({"amount": 14_950, "currency": "INR", "receipt": "pq-order-7"})
+        status, paid = _post_to(
+            f"http://127.0.0.1:{port}", "/_sim/razorpay/checkout", {"order_id": order["id"], "outcome": "success"}
+        )
+        assert status == 200, paid
+    finally:
+        # When it is stopped at once, as `make run` stops it (SIGTERM) or as Ctrl-C does
+        first.send_signal(stop_with)
+        assert first.wait(timeout=15) == 0
+
+    # Then, started again on the same file, it still knows the order and its payment
+    second = _simulator_process(state, port)
+    try:
+        assert client.order.fetch(order["id"])["status"] == "attempted"  # authorised, not yet captured
+        assert client.payment.fetch(paid["razorpay_payment_id"])["order_id"] == order["id"]
+    finally:
+        second.terminate()
+        second.wait(timeout=15)
