@@ -184,8 +184,9 @@ SALE_ENV = {"PQ_CASHFREE_REFUNDS_READ_AFTER_S": "1800"}
 
 def sale_pacing_s(jobs: int) -> float:
     """A sale scenario's Cashfree half (every other job): its payments at Get Payments' pace, and the
-    refunds of those it cannot fulfil (at most a fifth), each first reading the payment's refunds at Get
-    Refund's (a fresh payment's were not read before: SALE_ENV)."""
+    refunds of those it cannot fulfil (at most a fifth), each of which the sweeper may have to read at Get
+    Refund's pace to see it settled when its webhook was lost (no refunds are read before: SALE_ENV, and a
+    refund of ours reads them only when Cashfree refuses it)."""
     cashfree = jobs // 2
     return cashfree_pacing_s(cashfree) + cashfree_pacing_s(cashfree // 5, refunds_read=True)
 

@@ -120,7 +120,8 @@ class Settings(BaseSettings):
     # Cashfree payment at Get Refund's 30 a minute (cashfree.com/docs/payments/online/resources/
     # rate-limits). For a sale, set this to skip it for payments completed less than this long ago (e.g.
     # 1800: Get Payments' 100 a minute then sets the pace, and a backlog of a thousand Cashfree jobs, 750 s
-    # at 80 % of it, drains well inside the window; a refund of ours still reads first, at Get Refund's).
+    # at 80 % of it, drains well inside the window). A payment we refund instead is never read first: a
+    # refund of ours asking for more than a dashboard refund left is refused, and the refusal reads them.
     # A dashboard refund made inside the window is caught by the REFUND_STATUS_WEBHOOK Cashfree sends
     # once the refund is processed or cancelled (cashfree.com/docs/
     # api-reference/payments/latest/refunds/webhooks): before our job runs, the books refuse the

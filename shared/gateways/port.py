@@ -71,9 +71,6 @@ class PaymentGateway(Protocol):
     endpoints: Mapping[str, str]
     # The gateway's own, unsigned id of a webhook delivery: recorded to match its dashboard, never a key.
     webhook_event_id_header: str
-    # Its payment states what was refunded of it (Razorpay amount_refunded); else a refund of ours is
-    # preceded by a listing of the payment's refunds, so that it never asks for more than is left.
-    payment_states_refunds: bool
 
     def create_order(self, checkout: CheckoutOrder, retried: bool, token: Token) -> GatewayOrder:
         """The gateway order for the checkout. retried: an earlier create may have gone through, so it is

@@ -66,7 +66,6 @@ class _Delivery:
         self.gateway = gateway
         # pq_gateway_begin's row: its token (when granted) is the first request's.
         self._begin: dict[str, Any] | None = begin
-        self.refunds_listed = False  # the payment's refunds were read in this delivery
 
     def token(self, step: str, endpoint: str, reason: str | None = None) -> None:
         """A token of the endpoint's shared bucket, or the one this job reserved once its slot has come.
@@ -101,10 +100,8 @@ class _Delivery:
             row = None
 
     def read(self, endpoint: str) -> None:
-        """The token of one of the gateway's reads (the verdict's too: a read of the refunds is noted)."""
+        """The token of one of the gateway's reads (the verdict's too)."""
         self.token("fetch", endpoint)
-        if endpoint == self.gateway.endpoints["refunds"]:
-            self.refunds_listed = True
 
     def settle(self) -> PaymentOutcome:
         verdict = self.gateway.verdict(self.job, self.read)
@@ -139,7 +136,6 @@ class _Delivery:
         job = self.job
         if not payment.captured:  # an authorisation the gateway returned by itself: no money held
             return self.fail(FailureReason.GATEWAY_PAYMENT_REFUNDED, checkout_status="refunded", release=payment)
-        self.refunds_listed = True
         self.book_refunds(payment, refunds)
         returned = sum(r.amount_paise for r in refunds if r.state is not RefundState.FAILED)
         logger.warning(
@@ -225,15 +221,11 @@ class _Delivery:
         """Refund amount_paise of a payment of the job's own checkout (the only kind this is ever called for),
         booked before it leaves (pq_refund_request), with the gateway's idempotency (our refund_ref, the same
         on every retry: shared/gateways/<name>/client.py). A refund the gateway refuses outright is
-        owed at once; one it fails later is retried by the sweeper, then owed (pq_refund_settled)."""
+        owed at once; one it fails later is retried by the sweeper, then owed (pq_refund_settled).
+
+        Sent without reading the payment's refunds first (Cashfree's payment says nothing of them, and a read
+        costs a Get Refund token, 30 a minute): a refusal is explained by the refunds, read then."""
         job = self.job
-        if not (job.refund_sent or self.refunds_listed or self.gateway.payment_states_refunds):
-            # The first refund of ours for a payment whose refunds nobody read in this delivery (a fresh
-            # Cashfree payment): a refund made at the gateway meanwhile would make ours ask for more than
-            # is left, which the gateway refuses. Read first; only payments we cannot fulfil pay for it.
-            refunds = self.listed_refunds()
-            if any(r.state is not RefundState.FAILED for r in refunds):
-                return self.refunded_at_gateway(payment, refunds)
         request = self.app.db.fetch_one(
             "SELECT * FROM pq_refund_request(%s, %s, %s, %s, %s)",
             (uuid.UUID(job.job_id), amount_paise, payment.currency, reason, payment.amount_paise),
@@ -248,15 +240,20 @@ class _Delivery:
             try:
                 refund = self.gateway.refund(job.ref, request["amount_paise"], payment.currency, request["refund_ref"])
             except GatewayRejected as exc:
-                # Refused -- unless an earlier send under this reference went through (its answer lost): the
-                # gateway's word for that is a refusal too, so the reference is looked up before owing it.
-                self.read(self.gateway.endpoints["find_refund"])
-                found = self.gateway.find_refund(job.ref, request["refund_ref"])
-                if found is None:
+                # Refused: the payment's refunds say why. An earlier send under this reference went through
+                # (its answer lost: the gateway's word for that is a refusal too); or refunds made at the
+                # gateway (the merchant's dashboard) left less than ours asks for: ours is withdrawn, theirs
+                # booked, and what is left goes back under the next attempt's reference. Else it is owed.
+                refunds = self.listed_refunds()
+                refund = next((r for r in refunds if r.merchant_ref == request["refund_ref"]), None)
+                if refund is None:
+                    returned = sum(r.amount_paise for r in refunds if r.state is not RefundState.FAILED)
+                    if returned and request["amount_paise"] > payment.amount_paise - returned:
+                        self.app.db.execute("SELECT pq_refund_withdrawn(%s, %s)", (request["refund_id"], str(exc)))
+                        return self.refunded_at_gateway(payment, refunds)
                     self.app.db.execute("SELECT pq_refund_refused(%s, %s)", (request["refund_id"], str(exc)))
                     refund_failed(job.job_id, self.gateway.name, request["refund_id"], owed=True, error=str(exc))
                     return self.fail(reason, checkout_status="refunded")
-                refund = found
         metrics.add_metric(name="GatewayRefunds", unit=MetricUnit.Count, value=1)
         logger.warning("gateway payment refunded", job_id=job.job_id, gateway=self.gateway.name, reason=reason)
         row = self.app.db.fetch_one(

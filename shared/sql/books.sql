@@ -95,17 +95,24 @@ DECLARE
 BEGIN
     SELECT * INTO v_job FROM payment_jobs j WHERE j.id = p_job_id FOR UPDATE;
     PERFORM pq_payment_seen(v_job, p_currency, 0, p_captured_paise);
+    -- The job's refund of ours: its first attempt not withdrawn (pq_refund_withdrawn).
     SELECT r.id, r.refund_ref, r.amount_paise INTO refund_id, refund_ref, amount_paise
-      FROM gateway_refunds r WHERE r.job_id = p_job_id AND r.origin = 'ours' AND r.attempt = 1;
+      FROM gateway_refunds r WHERE r.job_id = p_job_id AND r.origin = 'ours' AND r.withdrawn_at IS NULL
+     ORDER BY r.attempt LIMIT 1;
     IF FOUND THEN
         RETURN;
     END IF;
-    -- The sweeper looks a requested refund up a minute on (its sender is done with it by then).
+    -- The sweeper looks a requested refund up a minute on (its sender is done with it by then). After a
+    -- withdrawn attempt, the next one, under a fresh reference as pq_refunds_to_retry names it.
     INSERT INTO gateway_refunds (job_id, order_id, method, gateway_ref, refund_ref, amount_paise, currency,
-                                 reason, state, next_check_at)
-    SELECT v_job.id, v_job.order_id, v_job.method, v_job.gateway_ref, a.refund_ref, p_amount_paise, p_currency,
-           p_reason, 'requested', now() + interval '1 minute'
-      FROM gateway_attempts a WHERE a.job_id = p_job_id
+                                 reason, state, attempt, next_check_at)
+    SELECT v_job.id, v_job.order_id, v_job.method, v_job.gateway_ref,
+           a.refund_ref || CASE WHEN n.attempt > 1 THEN '_' || n.attempt ELSE '' END, p_amount_paise, p_currency,
+           p_reason, 'requested', n.attempt, now() + interval '1 minute'
+      FROM gateway_attempts a
+      CROSS JOIN LATERAL (SELECT coalesce(max(r.attempt), 0) + 1 AS attempt FROM gateway_refunds r
+                           WHERE r.job_id = p_job_id AND r.origin = 'ours') n
+     WHERE a.job_id = p_job_id
     RETURNING id, gateway_refunds.refund_ref, gateway_refunds.amount_paise INTO refund_id, refund_ref, amount_paise;
 END;
 $$;
@@ -118,6 +125,18 @@ LANGUAGE sql AS $$
        SET state = 'failed', settled_at = now(), retry_at = NULL, owed_at = now(), last_error = left(p_error, 300),
            gateway_refund_id = coalesce(gateway_refund_id, 'refused:' || refund_ref)
      WHERE id = p_refund_id AND state = 'requested'
+$$;
+
+-- A refund of ours the gateway refused because refunds made at the gateway left less than it asked for
+-- (migration 0020): no money moved for it, so it is neither owed nor retried; the job books those refunds
+-- and asks for what is left in its next attempt (pq_refund_request).
+CREATE OR REPLACE FUNCTION pq_refund_withdrawn(p_refund_id bigint, p_error text) RETURNS void
+LANGUAGE sql AS $$
+    UPDATE gateway_refunds
+       SET state = 'failed', settled_at = now(), retry_at = NULL, withdrawn_at = now(),
+           last_error = left('withdrawn: ' || p_error, 300),
+           gateway_refund_id = coalesce(gateway_refund_id, 'refused:' || refund_ref)
+     WHERE id = p_refund_id AND state = 'requested' AND origin = 'ours'
 $$;
 
 -- A refund as the gateway reports it (a webhook, or its list of a payment's refunds), from any path: the

@@ -68,7 +68,8 @@ BEGIN
         ('pq_processor', ARRAY['pq_process_payment', 'pq_gateway_begin', 'pq_gateway_step', 'pq_gateway_setback',
                                'pq_gateway_limited', 'pq_gateway_fail', 'pq_gateway_park',
                                'pq_complete_gateway_payment', 'pq_refund_request', 'pq_refund_refused',
-                               'pq_gateway_refunded', 'pq_gateway_refunds_seen', 'pq_record_delivery_failure',
+                               'pq_refund_withdrawn', 'pq_gateway_refunded', 'pq_gateway_refunds_seen',
+                               'pq_record_delivery_failure',
                                'pq_end_sold_out_jobs', 'pq_mark_events_published', 'pq_mark_jobs_sent']),
         -- the minute's sweep (shared/services/outbox.py sweep, line.py, reconcile.py)
         ('pq_sweeper', ARRAY['pq_unsent_jobs', 'pq_mark_jobs_sent', 'pq_unpublished_events', 'pq_outbox_row',

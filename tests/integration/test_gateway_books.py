@@ -234,32 +234,36 @@ def test_a_payment_refunded_in_full_in_the_dashboard_fails_its_job_without_a_ref
     books_close(app, sim)
 
 
-def test_a_refund_the_gateway_refuses_is_owed_at_once_and_the_job_ends(
+def test_a_refund_the_gateway_refuses_and_its_refunds_do_not_explain_is_owed_at_once_and_the_job_ends(
     app: App, sim: Simulator, demo: dict[str, int]
 ) -> None:
-    # Given an unfulfillable Cashfree order paid long ago whose money the merchant refunded after our job's
-    # first look at its refunds
+    # Given an unfulfillable Cashfree order whose money the merchant refunds in the dashboard just before ours
+    # leaves, and whose list of refunds does not show that refund yet when the job reads it
     view = pay_unfulfillable(app, sim, "cashfree")
-    paid_long_ago(sim, view)
-    real_refunds = app.gateways["cashfree"].refunds
-    refunded_meanwhile: list[bool] = []
+    cashfree = app.gateways["cashfree"]
+    real_refund = cashfree.refund
 
-    def refund_in_the_dashboard_right_after_our_look(ref: str) -> Any:
-        found = real_refunds(ref)
-        if not refunded_meanwhile:
-            sim.merchant_refund("cashfree", ref, view["amount_paise"])
-            refunded_meanwhile.append(True)
-        return found
+    def refunded_in_the_dashboard_first(ref: str, amount_paise: int, currency: str, refund_ref: str) -> Any:
+        sim.merchant_refund("cashfree", ref, view["amount_paise"])
+        return real_refund(ref, amount_paise, currency, refund_ref)
 
-    app.gateways["cashfree"].refunds = refund_in_the_dashboard_right_after_our_look  # type: ignore[method-assign]
+    cashfree.refund = refunded_in_the_dashboard_first  # type: ignore[method-assign]
+    cashfree.refunds = lambda ref: []  # type: ignore[method-assign]
 
     # When the job refunds more than Cashfree still can (Cashfree answers 400)
     drain(app)
 
-    # Then the job ends failed at once (one delivery, no DLQ) and the refused refund is owed, with the reason
+    # Then the job ends failed at once (one delivery, no DLQ) and the refused refund is owed, with the reason:
+    # nothing the job can read says the money went back, so an operator looks
     assert [(j["status"], j["reason"]) for j in jobs(app.db)] == [("failed", "order_not_payable")]
-    refused = app.db.fetch_one("SELECT state, owed_at IS NOT NULL AS owed, last_error FROM gateway_refunds")
-    assert refused is not None and (refused["state"], refused["owed"]) == ("failed", True)
+    refused = app.db.fetch_one(
+        "SELECT state, owed_at IS NOT NULL AS owed, withdrawn_at, last_error FROM gateway_refunds"
+    )
+    assert refused is not None and (refused["state"], refused["owed"], refused["withdrawn_at"]) == (
+        "failed",
+        True,
+        None,
+    )
     assert "400" in refused["last_error"]
     assert app.db.fetch_one("SELECT count(*) AS n FROM pgmq.q_payments_dlq") == {"n": 0}
 

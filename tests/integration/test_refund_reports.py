@@ -35,10 +35,10 @@ from tests.integration.test_gateway_books import books, books_close, follow, onl
 
 
 @pytest.fixture
-def settings(database_url: str, sim: Simulator) -> Settings:
+def settings(database_url: str, sim: Simulator, request: pytest.FixtureRequest) -> Settings:
     """Configured for a sale: a fresh Cashfree payment's refunds are not read before fulfilment, so the
-    reports alone must keep the books (cashfree_refunds_read_after_s)."""
-    return pgmq_gateway_settings(database_url, sim, cashfree_refunds_read_after_s=900)
+    reports alone must keep the books (cashfree_refunds_read_after_s; a test may name its own)."""
+    return pgmq_gateway_settings(database_url, sim, cashfree_refunds_read_after_s=getattr(request, "param", 900))
 
 
 def violations(app: App, sim: Simulator) -> dict[str, int]:
@@ -208,9 +208,42 @@ def test_a_fresh_cashfree_payment_we_cannot_fulfil_returns_only_what_a_dashboard
     inbox.deliver()
     follow(app, sim)
 
-    # Then ours returns the ₹100 left (never refused for asking too much), and the books close
-    assert [r[:4] for r in refunds(app) if r[0] == "ours"] == [("ours", 1, "succeeded", view["amount_paise"] - 5_000)]
+    # Then ours, sent without a read first, asked for all ₹150 and was refused; the refusal read the refunds,
+    # withdrew ours (failed, never owed nor retried: nothing was created at Cashfree) and sent the ₹100 left
+    # under the next attempt's reference; the shopper sees it refunded and the books close
+    ours = app.db.fetch_all(
+        "SELECT attempt, state, amount_paise, withdrawn_at IS NOT NULL AS withdrawn, owed_at, retry_at, refund_ref"
+        " FROM gateway_refunds WHERE origin = 'ours' ORDER BY attempt"
+    )
+    assert [(r["attempt"], r["state"], r["amount_paise"], r["withdrawn"]) for r in ours] == [
+        (1, "failed", view["amount_paise"], True),
+        (2, "succeeded", view["amount_paise"] - 5_000, False),
+    ]
+    assert all(r["owed_at"] is None and r["retry_at"] is None for r in ours)
+    assert ours[1]["refund_ref"] == ours[0]["refund_ref"] + "_2"
+    status = app.db.fetch_one("SELECT * FROM pq_refund_status('cashfree', %s)", (gateway_order(view),))
+    assert status == {"status": "refunded", "amount_paise": view["amount_paise"]}
     assert violations(app, sim) == {}
+
+
+@pytest.mark.parametrize("settings", [0], indirect=True)  # every payment's refunds read before fulfilment
+def test_a_cashfree_payment_we_cannot_fulfil_is_refunded_without_reading_its_refunds(
+    app: App, sim: Simulator, demo: dict[str, int], inbox: WebhookInbox
+) -> None:
+    # Given a Cashfree payment whose product sold out, under settings that read refunds before any fulfilment
+    view = open_for(app, "demo-user-1", "cashfree")
+    pay_at_gateway(sim, view)
+    accept_payment(app, "demo-user-1", "key-1", payment_request(view))
+    sell_out(app, view["order_id"])
+    inbox.deliver()
+
+    # When the job runs
+    drain(app)
+
+    # Then all of it goes back at once, and no Get Refund token was spent on reading refunds first (a sale's
+    # refunds are paced by Create Refund, not by Get Refund's 30 a minute)
+    assert [r[:4] for r in refunds(app)] == [("ours", 1, "pending", view["amount_paise"])]
+    assert not [k for k in sim.stats("cashfree")["by_endpoint"] if "refunds" in k and k.startswith("GET")]
 
 
 def test_a_fresh_cashfree_payment_is_fulfilled_without_reading_refunds_and_a_later_dashboard_refund_is_reported(

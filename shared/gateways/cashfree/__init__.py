@@ -48,7 +48,6 @@ class Cashfree(RefundsThroughApi):
     name = "cashfree"
     api: CashfreeApi
     endpoints: Mapping[str, str] = STEP_ENDPOINTS
-    payment_states_refunds = False  # its order and payment entities say nothing of refunds
     # Cashfree names an event by its body ("x-idempotency-key ... hashed value will always be unique for
     # each unique webhook payload", cashfree.com/docs/payments/online/webhooks/overview): not signed.
     webhook_event_id_header = "x-idempotency-key"
@@ -120,8 +119,9 @@ class Cashfree(RefundsThroughApi):
             # fulfilment then refuses; the webhook is sent when the refund is processed, so a payment completed
             # longer ago than cashfree_refunds_read_after_s may have one pending that nothing reported yet:
             # its refunds are read first (a Get Refund token each, 30 a minute published, which a flash sale
-            # of fresh payments does not spend).
-            if not _completed_within(paid, self._settings.cashfree_refunds_read_after_s):
+            # of fresh payments does not spend). Not for a payment that goes back anyway: a refund of ours that
+            # asks for more than is left is refused, and the refusal reads them (shared/services/gateway.py).
+            if not job.unfulfillable and not _completed_within(paid, self._settings.cashfree_refunds_read_after_s):
                 token("get_refund")
                 refunds = self.refunds(job.ref)
                 if any(r.state is not RefundState.FAILED for r in refunds):

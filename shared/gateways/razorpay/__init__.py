@@ -42,7 +42,6 @@ class Razorpay(RefundsThroughApi):
     name = "razorpay"
     api: RazorpayApi
     endpoints: Mapping[str, str] = STEP_ENDPOINTS
-    payment_states_refunds = True  # amount_refunded
     # "use the x-razorpay-event-id header to check for duplicates" (razorpay.com/docs/webhooks/validate-test)
     # is only safe for deliveries nobody replays: it is not signed.
     webhook_event_id_header = "x-razorpay-event-id"

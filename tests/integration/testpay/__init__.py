@@ -40,7 +40,6 @@ class TestPay:
     name = NAME
     endpoints: Mapping[str, str] = {"fetch": "read", "refund": "write", "find_refund": "read", "refunds": "read"}
     webhook_event_id_header = "x-testpay-delivery"
-    payment_states_refunds = True  # its payment says what was refunded of it
 
     def __init__(self) -> None:
         self.orders: dict[str, _Order] = {}
