@@ -243,14 +243,18 @@ class _Delivery:
                 # Refused: the payment's refunds say why. An earlier send under this reference went through
                 # (its answer lost: the gateway's word for that is a refusal too); or refunds made at the
                 # gateway (the merchant's dashboard) left less than ours asks for: ours is withdrawn, theirs
-                # booked, and what is left goes back under the next attempt's reference. Else it is owed.
+                # booked, and what is left goes back under the next attempt's reference. Else it is owed; so
+                # is one the books cannot withdraw, which the next attempt would only ask for again.
                 refunds = self.listed_refunds()
                 refund = next((r for r in refunds if r.merchant_ref == request["refund_ref"]), None)
                 if refund is None:
                     returned = sum(r.amount_paise for r in refunds if r.state is not RefundState.FAILED)
                     if returned and request["amount_paise"] > payment.amount_paise - returned:
-                        self.app.db.execute("SELECT pq_refund_withdrawn(%s, %s)", (request["refund_id"], str(exc)))
-                        return self.refunded_at_gateway(payment, refunds)
+                        withdrawn = self.app.db.fetch_one(
+                            "SELECT * FROM pq_refund_withdrawn(%s, %s)", (request["refund_id"], str(exc))
+                        )
+                        if withdrawn is not None and withdrawn["withdrawn"]:
+                            return self.refunded_at_gateway(payment, refunds)
                     self.app.db.execute("SELECT pq_refund_refused(%s, %s)", (request["refund_id"], str(exc)))
                     refund_failed(job.job_id, self.gateway.name, request["refund_id"], owed=True, error=str(exc))
                     return self.fail(reason, checkout_status="refunded")

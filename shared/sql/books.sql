@@ -129,14 +129,23 @@ $$;
 
 -- A refund of ours the gateway refused because refunds made at the gateway left less than it asked for
 -- (migration 0020): no money moved for it, so it is neither owed nor retried; the job books those refunds
--- and asks for what is left in its next attempt (pq_refund_request).
-CREATE OR REPLACE FUNCTION pq_refund_withdrawn(p_refund_id bigint, p_error text) RETURNS void
-LANGUAGE sql AS $$
+-- and asks for what is left in its next attempt (pq_refund_request). The job's attempt is requested, or
+-- was already refused outright and owed (the sweeper sent the requested refund while the job's delivery
+-- waited for its answer or a token: pq_refund_refused): nothing was created at the gateway for either.
+-- withdrawn false: any other (one the gateway holds), which the job does not ask for again, or it would
+-- be refused again and again (it owes it instead).
+DROP FUNCTION IF EXISTS pq_refund_withdrawn(bigint, text);
+CREATE FUNCTION pq_refund_withdrawn(p_refund_id bigint, p_error text, OUT withdrawn boolean)
+LANGUAGE plpgsql SET enable_seqscan = off AS $$
+BEGIN
     UPDATE gateway_refunds
-       SET state = 'failed', settled_at = now(), retry_at = NULL, withdrawn_at = now(),
-           last_error = left('withdrawn: ' || p_error, 300),
+       SET state = 'failed', settled_at = coalesce(settled_at, now()), retry_at = NULL, owed_at = NULL,
+           withdrawn_at = now(), last_error = left('withdrawn: ' || p_error, 300),
            gateway_refund_id = coalesce(gateway_refund_id, 'refused:' || refund_ref)
-     WHERE id = p_refund_id AND state = 'requested' AND origin = 'ours'
+     WHERE id = p_refund_id AND origin = 'ours' AND withdrawn_at IS NULL
+       AND (state = 'requested' OR (state = 'failed' AND gateway_refund_id = 'refused:' || refund_ref));
+    withdrawn := FOUND;
+END;
 $$;
 
 -- A refund as the gateway reports it (a webhook, or its list of a payment's refunds), from any path: the
