@@ -18,7 +18,7 @@ from local.invariants import check
 from local.workers import read_fifo
 from shared.bootstrap import App
 from shared.db import Database
-from shared.domain import GatewayRetryable
+from shared.domain import GatewayRejected, GatewayRetryable
 from shared.services.checkout import get_checkout
 from shared.services.intake import accept_payment
 from shared.services.reads import queue_status
@@ -352,8 +352,61 @@ def test_a_refund_of_ours_the_sweeper_owed_after_a_dashboard_refund_is_withdrawn
         (1, "failed", view["amount_paise"], True, False),
         (2, "succeeded", view["amount_paise"] - 5_000, False, False),
     ]
-    assert len(sends) == 4  # the job's unanswered send, the sweeper's, the job's again (refused), the rest
+    assert len(sends) == 3  # the job's unanswered send, the sweeper's (refused), the rest: never resent
     assert [(j["status"], j["reason"]) for j in jobs(app.db)] == [("failed", "gateway_payment_refunded")]
     status = app.db.fetch_one("SELECT * FROM pq_refund_status('cashfree', %s)", (gateway_order(view),))
     assert status == {"status": "refunded", "amount_paise": view["amount_paise"]}
+    assert violations(app, sim) == {}
+
+
+def test_a_refused_refund_whose_refunds_could_not_be_read_at_once_is_not_sent_again_by_the_next_delivery(
+    app: App, sim: Simulator, demo: dict[str, int], inbox: WebhookInbox
+) -> None:
+    # Given a fresh Cashfree payment whose product sold out, ₹50 of it refunded in the dashboard before the
+    # job ran, and no Get Refund token left when Cashfree refuses ours (the sweeper spent the minute's)
+    view = open_for(app, "demo-user-1", "cashfree")
+    pay_at_gateway(sim, view)
+    accept_payment(app, "demo-user-1", "key-1", payment_request(view))
+    sell_out(app, view["order_id"])
+    inbox.deliver()
+    sim.merchant_refund("cashfree", gateway_order(view), 5_000)
+    cashfree = app.gateways["cashfree"]
+    real_refund = cashfree.refund
+    sends: list[int] = []
+
+    def refused_with_get_refund_spent(ref: str, amount_paise: int, currency: str, refund_ref: str) -> Any:
+        sends.append(amount_paise)
+        if len(sends) > 6:  # the same refused refund sent by every delivery: stop the test's loop
+            raise RecursionError("the refused refund sent again and again")
+        try:
+            return real_refund(ref, amount_paise, currency, refund_ref)
+        except GatewayRejected:
+            if len(sends) == 1:
+                app.db.execute(
+                    """INSERT INTO gateway_rate_limits (gateway, tokens, updated_at)
+                       VALUES ('cashfree.get_refund', 0, clock_timestamp())
+                       ON CONFLICT (gateway) DO UPDATE SET tokens = 0, updated_at = clock_timestamp()"""
+                )
+            raise
+
+    cashfree.refund = refused_with_get_refund_spent  # type: ignore[method-assign]
+
+    # When the job runs, reading the refunds only once a reserved token comes
+    drain(app)
+    time.sleep(sim.config.refund_settle_s + 0.3)
+    inbox.deliver()
+    follow(app, sim)
+
+    # Then the refused refund was sent once: the next delivery read the refunds before sending anything,
+    # withdrew it and returned the ₹100 left; the books close
+    assert sends == [view["amount_paise"], view["amount_paise"] - 5_000]
+    ours = app.db.fetch_all(
+        "SELECT attempt, state, amount_paise, withdrawn_at IS NOT NULL AS withdrawn FROM gateway_refunds"
+        " WHERE origin = 'ours' ORDER BY attempt"
+    )
+    assert [tuple(r.values()) for r in ours] == [
+        (1, "failed", view["amount_paise"], True),
+        (2, "succeeded", view["amount_paise"] - 5_000, False),
+    ]
+    assert [(j["status"], j["reason"]) for j in jobs(app.db)] == [("failed", "gateway_payment_refunded")]
     assert violations(app, sim) == {}
