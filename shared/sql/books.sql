@@ -56,7 +56,15 @@ BEGIN
        OR (v_refund.state = p_state AND v_refund.gateway_status IS NOT DISTINCT FROM p_gateway_status) THEN
         RETURN;
     END IF;
-    SELECT * INTO v_policy FROM pq_refund_policy(v_refund.attempt, v_refund.operator_retries);
+    -- The policy counts the attempts that reached the gateway: not the job's withdrawn ones before this one
+    -- (pq_refund_withdrawn: refused for asking more than refunds made at the gateway had left).
+    SELECT * INTO v_policy
+      FROM pq_refund_policy(v_refund.attempt
+                            - (SELECT count(*) FROM gateway_refunds w
+                                WHERE w.method = v_refund.method AND w.gateway_ref = v_refund.gateway_ref
+                                  AND w.job_id = v_refund.job_id AND w.origin = 'ours'
+                                  AND w.withdrawn_at IS NOT NULL AND w.attempt < v_refund.attempt)::integer,
+                            v_refund.operator_retries);
     failed := p_state = 'failed';
     owed := failed AND v_refund.origin = 'ours' AND NOT v_policy.retry;
     -- A refund made at the gateway that fails after its payment's job ended unpaid (the job returned only

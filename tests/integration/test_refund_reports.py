@@ -410,3 +410,39 @@ def test_a_refused_refund_whose_refunds_could_not_be_read_at_once_is_not_sent_ag
     ]
     assert [(j["status"], j["reason"]) for j in jobs(app.db)] == [("failed", "gateway_payment_refunded")]
     assert violations(app, sim) == {}
+
+
+def test_a_withdrawn_refund_is_not_counted_among_the_attempts_the_rest_is_sent_in(
+    app: App, sim: Simulator, demo: dict[str, int], inbox: WebhookInbox
+) -> None:
+    # Given a fresh Cashfree payment whose product sold out, ₹50 of it refunded in the dashboard before the
+    # job ran, and Cashfree cancelling the next two refunds of ours
+    view = open_for(app, "demo-user-1", "cashfree")
+    pay_at_gateway(sim, view)
+    accept_payment(app, "demo-user-1", "key-1", payment_request(view))
+    sell_out(app, view["order_id"])
+    inbox.deliver()
+    sim.merchant_refund("cashfree", gateway_order(view), 5_000)
+    sim.config.cashfree_refund_outcomes = ["CANCELLED", "CANCELLED"]
+
+    # When the job runs (ours for all ₹150 is refused and withdrawn; the ₹100 left is sent), Cashfree cancels
+    # that, the sweeper sends it again, and Cashfree cancels that too
+    drain(app)
+    follow(app, sim)
+    assert follow(app, sim)["refunds_retried"] == 1
+    app.db.execute("UPDATE gateway_rate_limits SET tokens = 10 WHERE gateway LIKE 'cashfree.%'")  # the pass reads
+    follow(app, sim)
+
+    # Then two of the policy's three attempts were spent on the rest (the withdrawn one never reached
+    # Cashfree's books): a third is scheduled, nothing is owed, and the shopper reads refunding
+    ours = app.db.fetch_all(
+        "SELECT attempt, state, withdrawn_at IS NOT NULL AS withdrawn, retry_at IS NOT NULL AS scheduled,"
+        " owed_at IS NOT NULL AS owed FROM gateway_refunds WHERE origin = 'ours' ORDER BY attempt"
+    )
+    assert [tuple(r.values()) for r in ours] == [
+        (1, "failed", True, False, False),
+        (2, "failed", False, False, False),
+        (3, "failed", False, True, False),
+    ]
+    status = app.db.fetch_one("SELECT * FROM pq_refund_status('cashfree', %s)", (gateway_order(view),))
+    assert status is not None and status["status"] == "refunding"
