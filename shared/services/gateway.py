@@ -51,6 +51,9 @@ from shared.outcomes import GatewayBeginOutcome, GatewayEndOutcome
 from shared.ports import GatewayPayment, GatewayRefund, RefundState
 from shared.services.intake import job_message, send_jobs
 
+# Recorded for a refund of ours withdrawn before it is sent again: the refunds read first leave no room for it.
+LEFT_LESS = "refunds made at the gateway leave less than it asks for"
+
 
 def first_bucket(app: App, gateway: PaymentGateway) -> tuple[str, float, float]:
     """The bucket of a delivery's first request (taken by pq_gateway_begin)."""
@@ -145,7 +148,9 @@ class _Delivery:
             refunded_paise=returned,
         )
         if payment.amount_paise > returned:
-            return self.refund(payment, FailureReason.GATEWAY_PAYMENT_REFUNDED, payment.amount_paise - returned)
+            return self.refund(
+                payment, FailureReason.GATEWAY_PAYMENT_REFUNDED, payment.amount_paise - returned, listed=refunds
+            )
         return self.fail(FailureReason.GATEWAY_PAYMENT_REFUNDED, checkout_status="refunded")
 
     def book_refunds(self, payment: GatewayPayment, refunds: list[GatewayRefund]) -> None:
@@ -217,39 +222,59 @@ class _Delivery:
             return self.refund(payment, row["reason"], payment.amount_paise)
         return self._outcome(row)
 
-    def refund(self, payment: GatewayPayment, reason: str, amount_paise: int) -> PaymentOutcome:
+    def withdrawn(
+        self, payment: GatewayPayment, request: dict[str, Any], refunds: list[GatewayRefund], error: str
+    ) -> bool:
+        """Refunds made at the gateway left less than our request asks for, so the gateway holds nothing of
+        it (it would not fit beside them): withdrawn (pq_refund_withdrawn), unless the books cannot -- one
+        the gateway holds is owed, never asked for again and again."""
+        returned = sum(r.amount_paise for r in refunds if r.state is not RefundState.FAILED)
+        if not returned or request["amount_paise"] <= payment.amount_paise - returned:
+            return False
+        row = self.app.db.fetch_one("SELECT * FROM pq_refund_withdrawn(%s, %s)", (request["refund_id"], error))
+        return row is not None and bool(row["withdrawn"])
+
+    def refund(
+        self, payment: GatewayPayment, reason: str, amount_paise: int, listed: list[GatewayRefund] | None = None
+    ) -> PaymentOutcome:
         """Refund amount_paise of a payment of the job's own checkout (the only kind this is ever called for),
         booked before it leaves (pq_refund_request), with the gateway's idempotency (our refund_ref, the same
         on every retry: shared/gateways/<name>/client.py). A refund the gateway refuses outright is
         owed at once; one it fails later is retried by the sweeper, then owed (pq_refund_settled).
 
         Sent without reading the payment's refunds first (Cashfree's payment says nothing of them, and a read
-        costs a Get Refund token, 30 a minute): a refusal is explained by the refunds, read then."""
+        costs a Get Refund token, 30 a minute): a refusal is explained by the refunds, read then. listed: the
+        refunds this delivery has just read (refunded_at_gateway)."""
         job = self.job
         request = self.app.db.fetch_one(
             "SELECT * FROM pq_refund_request(%s, %s, %s, %s, %s)",
             (uuid.UUID(job.job_id), amount_paise, payment.currency, reason, payment.amount_paise),
         )
         assert request is not None
-        refund = None
-        if job.refund_sent:  # a refund sent before whose answer was lost is looked up first
-            self.read(self.gateway.endpoints["find_refund"])
-            refund = self.gateway.find_refund(job.ref, request["refund_ref"])
+        read_first = listed is None and job.refund_sent
+        if read_first:
+            # An earlier delivery sent this refund (its answer lost), or it was refused and the refunds that
+            # say why were not read then (no token: the message came back for one): one read answers both,
+            # before anything is sent again -- a refused refund sent by every delivery whose second Get
+            # Refund token is not there at once would never be explained.
+            listed = self.listed_refunds()
+        refund = None if listed is None else _ours(listed, request["refund_ref"])
+        if refund is None and listed is not None and self.withdrawn(payment, request, listed, LEFT_LESS):
+            return self.refunded_at_gateway(payment, listed)
         if refund is None:
             self.token("refund", self.gateway.endpoints["refund"], reason=reason)
             try:
                 refund = self.gateway.refund(job.ref, request["amount_paise"], payment.currency, request["refund_ref"])
             except GatewayRejected as exc:
-                # Refused: the payment's refunds say why. An earlier send under this reference went through
-                # (its answer lost: the gateway's word for that is a refusal too); or refunds made at the
-                # gateway (the merchant's dashboard) left less than ours asks for: ours is withdrawn, theirs
-                # booked, and what is left goes back under the next attempt's reference. Else it is owed.
-                refunds = self.listed_refunds()
-                refund = next((r for r in refunds if r.merchant_ref == request["refund_ref"]), None)
+                # Refused: the payment's refunds say why (read again, unless just before this send). An
+                # earlier send under this reference went through (its answer lost: the gateway's word for
+                # that is a refusal too); or refunds made at the gateway (the merchant's dashboard) left less
+                # than ours asks for: ours is withdrawn, theirs booked, and what is left goes back under the
+                # next attempt's reference. Else it is owed.
+                refunds = listed if read_first and listed is not None else self.listed_refunds()
+                refund = _ours(refunds, request["refund_ref"])
                 if refund is None:
-                    returned = sum(r.amount_paise for r in refunds if r.state is not RefundState.FAILED)
-                    if returned and request["amount_paise"] > payment.amount_paise - returned:
-                        self.app.db.execute("SELECT pq_refund_withdrawn(%s, %s)", (request["refund_id"], str(exc)))
+                    if self.withdrawn(payment, request, refunds, str(exc)):
                         return self.refunded_at_gateway(payment, refunds)
                     self.app.db.execute("SELECT pq_refund_refused(%s, %s)", (request["refund_id"], str(exc)))
                     refund_failed(job.job_id, self.gateway.name, request["refund_id"], owed=True, error=str(exc))
@@ -271,6 +296,11 @@ class _Delivery:
         if row["refund_failed"]:
             refund_failed(job.job_id, self.gateway.name, request["refund_id"], owed=bool(row["refund_owed"]))
         return self._outcome(row)
+
+
+def _ours(refunds: list[GatewayRefund], refund_ref: str) -> GatewayRefund | None:
+    """Our refund under this reference, if the gateway lists it."""
+    return next((r for r in refunds if r.merchant_ref == refund_ref), None)
 
 
 def _outcome(job_id: str, row: dict[str, Any] | None) -> PaymentOutcome:

@@ -56,7 +56,15 @@ BEGIN
        OR (v_refund.state = p_state AND v_refund.gateway_status IS NOT DISTINCT FROM p_gateway_status) THEN
         RETURN;
     END IF;
-    SELECT * INTO v_policy FROM pq_refund_policy(v_refund.attempt, v_refund.operator_retries);
+    -- The policy counts the attempts that reached the gateway: not the job's withdrawn ones before this one
+    -- (pq_refund_withdrawn: refused for asking more than refunds made at the gateway had left).
+    SELECT * INTO v_policy
+      FROM pq_refund_policy(v_refund.attempt
+                            - (SELECT count(*) FROM gateway_refunds w
+                                WHERE w.method = v_refund.method AND w.gateway_ref = v_refund.gateway_ref
+                                  AND w.job_id = v_refund.job_id AND w.origin = 'ours'
+                                  AND w.withdrawn_at IS NOT NULL AND w.attempt < v_refund.attempt)::integer,
+                            v_refund.operator_retries);
     failed := p_state = 'failed';
     owed := failed AND v_refund.origin = 'ours' AND NOT v_policy.retry;
     -- A refund made at the gateway that fails after its payment's job ended unpaid (the job returned only
@@ -129,14 +137,23 @@ $$;
 
 -- A refund of ours the gateway refused because refunds made at the gateway left less than it asked for
 -- (migration 0020): no money moved for it, so it is neither owed nor retried; the job books those refunds
--- and asks for what is left in its next attempt (pq_refund_request).
-CREATE OR REPLACE FUNCTION pq_refund_withdrawn(p_refund_id bigint, p_error text) RETURNS void
-LANGUAGE sql AS $$
+-- and asks for what is left in its next attempt (pq_refund_request). The job's attempt is requested, or
+-- was already refused outright and owed (the sweeper sent the requested refund while the job's delivery
+-- waited for its answer or a token: pq_refund_refused): nothing was created at the gateway for either.
+-- withdrawn false: any other (one the gateway holds), which the job does not ask for again, or it would
+-- be refused again and again (it owes it instead).
+DROP FUNCTION IF EXISTS pq_refund_withdrawn(bigint, text);
+CREATE FUNCTION pq_refund_withdrawn(p_refund_id bigint, p_error text, OUT withdrawn boolean)
+LANGUAGE plpgsql SET enable_seqscan = off AS $$
+BEGIN
     UPDATE gateway_refunds
-       SET state = 'failed', settled_at = now(), retry_at = NULL, withdrawn_at = now(),
-           last_error = left('withdrawn: ' || p_error, 300),
+       SET state = 'failed', settled_at = coalesce(settled_at, now()), retry_at = NULL, owed_at = NULL,
+           withdrawn_at = now(), last_error = left('withdrawn: ' || p_error, 300),
            gateway_refund_id = coalesce(gateway_refund_id, 'refused:' || refund_ref)
-     WHERE id = p_refund_id AND state = 'requested' AND origin = 'ours'
+     WHERE id = p_refund_id AND origin = 'ours' AND withdrawn_at IS NULL
+       AND (state = 'requested' OR (state = 'failed' AND gateway_refund_id = 'refused:' || refund_ref));
+    withdrawn := FOUND;
+END;
 $$;
 
 -- A refund as the gateway reports it (a webhook, or its list of a payment's refunds), from any path: the

@@ -15,8 +15,10 @@ import pytest
 
 from local.gateway_sim import Simulator
 from local.invariants import check
+from local.workers import read_fifo
 from shared.bootstrap import App
 from shared.db import Database
+from shared.domain import GatewayRejected, GatewayRetryable
 from shared.services.checkout import get_checkout
 from shared.services.intake import accept_payment
 from shared.services.reads import queue_status
@@ -31,6 +33,7 @@ from tests.integration.gateway_helpers import (
     payment_request,
     pgmq_gateway_settings,
 )
+from tests.integration.helpers import deliver
 from tests.integration.test_gateway_books import books, books_close, follow, only_the_rest_went_back
 
 
@@ -299,3 +302,147 @@ def test_a_dashboard_refund_reported_by_webhook_before_the_job_runs_stops_the_fu
     # Then the order is never fulfilled and exactly what was left goes back
     only_the_rest_went_back(app, total)
     books_close(app, sim)
+
+
+def test_a_refund_of_ours_the_sweeper_owed_after_a_dashboard_refund_is_withdrawn_by_the_jobs_next_delivery(
+    app: App, sim: Simulator, demo: dict[str, int], inbox: WebhookInbox
+) -> None:
+    # Given a fresh Cashfree payment whose product sold out, ₹50 of it refunded in the dashboard before the
+    # job ran, and Cashfree unavailable when the job sends its refund (the message comes back later)
+    view = open_for(app, "demo-user-1", "cashfree")
+    pay_at_gateway(sim, view)
+    accept_payment(app, "demo-user-1", "key-1", payment_request(view))
+    sell_out(app, view["order_id"])
+    inbox.deliver()
+    sim.merchant_refund("cashfree", gateway_order(view), 5_000)
+    cashfree = app.gateways["cashfree"]
+    real_refund = cashfree.refund
+    sends: list[str] = []
+
+    def unavailable_once(ref: str, amount_paise: int, currency: str, refund_ref: str) -> Any:
+        sends.append(refund_ref)
+        if len(sends) == 1:
+            raise GatewayRetryable("unavailable", "Cashfree answered 503")
+        if len(sends) > 6:  # the job asking again and again for what was refused: stop the loop
+            raise RecursionError("the same refund sent again and again")
+        return real_refund(ref, amount_paise, currency, refund_ref)
+
+    cashfree.refund = unavailable_once  # type: ignore[method-assign]
+    deliver(app, read_fifo(app.db, "payments", visibility_timeout_s=30, qty=10))
+
+    # When the sweeper sends the job's requested refund first (Cashfree refuses all ₹150: it is owed), and
+    # then the job's message comes back
+    follow(app, sim)
+    assert app.db.fetch_one("SELECT owed_at IS NOT NULL AS owed FROM gateway_refunds WHERE origin = 'ours'") == {
+        "owed": True
+    }
+    app.db.execute("UPDATE gateway_rate_limits SET tokens = 10 WHERE gateway LIKE 'cashfree.%'")
+    drain(app)
+    time.sleep(sim.config.refund_settle_s + 0.3)
+    inbox.deliver()
+    follow(app, sim)
+
+    # Then the job withdrew the refused refund (no longer owed: nothing was created at Cashfree) and returned
+    # the ₹100 left under its next reference, once; the shopper reads refunded and the books close
+    ours = app.db.fetch_all(
+        "SELECT attempt, state, amount_paise, withdrawn_at IS NOT NULL AS withdrawn, owed_at IS NOT NULL AS owed"
+        " FROM gateway_refunds WHERE origin = 'ours' ORDER BY attempt"
+    )
+    assert [tuple(r.values()) for r in ours] == [
+        (1, "failed", view["amount_paise"], True, False),
+        (2, "succeeded", view["amount_paise"] - 5_000, False, False),
+    ]
+    assert len(sends) == 3  # the job's unanswered send, the sweeper's (refused), the rest: never resent
+    assert [(j["status"], j["reason"]) for j in jobs(app.db)] == [("failed", "gateway_payment_refunded")]
+    status = app.db.fetch_one("SELECT * FROM pq_refund_status('cashfree', %s)", (gateway_order(view),))
+    assert status == {"status": "refunded", "amount_paise": view["amount_paise"]}
+    assert violations(app, sim) == {}
+
+
+def test_a_refused_refund_whose_refunds_could_not_be_read_at_once_is_not_sent_again_by_the_next_delivery(
+    app: App, sim: Simulator, demo: dict[str, int], inbox: WebhookInbox
+) -> None:
+    # Given a fresh Cashfree payment whose product sold out, ₹50 of it refunded in the dashboard before the
+    # job ran, and no Get Refund token left when Cashfree refuses ours (the sweeper spent the minute's)
+    view = open_for(app, "demo-user-1", "cashfree")
+    pay_at_gateway(sim, view)
+    accept_payment(app, "demo-user-1", "key-1", payment_request(view))
+    sell_out(app, view["order_id"])
+    inbox.deliver()
+    sim.merchant_refund("cashfree", gateway_order(view), 5_000)
+    cashfree = app.gateways["cashfree"]
+    real_refund = cashfree.refund
+    sends: list[int] = []
+
+    def refused_with_get_refund_spent(ref: str, amount_paise: int, currency: str, refund_ref: str) -> Any:
+        sends.append(amount_paise)
+        if len(sends) > 6:  # the same refused refund sent by every delivery: stop the test's loop
+            raise RecursionError("the refused refund sent again and again")
+        try:
+            return real_refund(ref, amount_paise, currency, refund_ref)
+        except GatewayRejected:
+            if len(sends) == 1:
+                app.db.execute(
+                    """INSERT INTO gateway_rate_limits (gateway, tokens, updated_at)
+                       VALUES ('cashfree.get_refund', 0, clock_timestamp())
+                       ON CONFLICT (gateway) DO UPDATE SET tokens = 0, updated_at = clock_timestamp()"""
+                )
+            raise
+
+    cashfree.refund = refused_with_get_refund_spent  # type: ignore[method-assign]
+
+    # When the job runs, reading the refunds only once a reserved token comes
+    drain(app)
+    time.sleep(sim.config.refund_settle_s + 0.3)
+    inbox.deliver()
+    follow(app, sim)
+
+    # Then the refused refund was sent once: the next delivery read the refunds before sending anything,
+    # withdrew it and returned the ₹100 left; the books close
+    assert sends == [view["amount_paise"], view["amount_paise"] - 5_000]
+    ours = app.db.fetch_all(
+        "SELECT attempt, state, amount_paise, withdrawn_at IS NOT NULL AS withdrawn FROM gateway_refunds"
+        " WHERE origin = 'ours' ORDER BY attempt"
+    )
+    assert [tuple(r.values()) for r in ours] == [
+        (1, "failed", view["amount_paise"], True),
+        (2, "succeeded", view["amount_paise"] - 5_000, False),
+    ]
+    assert [(j["status"], j["reason"]) for j in jobs(app.db)] == [("failed", "gateway_payment_refunded")]
+    assert violations(app, sim) == {}
+
+
+def test_a_withdrawn_refund_is_not_counted_among_the_attempts_the_rest_is_sent_in(
+    app: App, sim: Simulator, demo: dict[str, int], inbox: WebhookInbox
+) -> None:
+    # Given a fresh Cashfree payment whose product sold out, ₹50 of it refunded in the dashboard before the
+    # job ran, and Cashfree cancelling the next two refunds of ours
+    view = open_for(app, "demo-user-1", "cashfree")
+    pay_at_gateway(sim, view)
+    accept_payment(app, "demo-user-1", "key-1", payment_request(view))
+    sell_out(app, view["order_id"])
+    inbox.deliver()
+    sim.merchant_refund("cashfree", gateway_order(view), 5_000)
+    sim.config.cashfree_refund_outcomes = ["CANCELLED", "CANCELLED"]
+
+    # When the job runs (ours for all ₹150 is refused and withdrawn; the ₹100 left is sent), Cashfree cancels
+    # that, the sweeper sends it again, and Cashfree cancels that too
+    drain(app)
+    follow(app, sim)
+    assert follow(app, sim)["refunds_retried"] == 1
+    app.db.execute("UPDATE gateway_rate_limits SET tokens = 10 WHERE gateway LIKE 'cashfree.%'")  # the pass reads
+    follow(app, sim)
+
+    # Then two of the policy's three attempts were spent on the rest (the withdrawn one never reached
+    # Cashfree's books): a third is scheduled, nothing is owed, and the shopper reads refunding
+    ours = app.db.fetch_all(
+        "SELECT attempt, state, withdrawn_at IS NOT NULL AS withdrawn, retry_at IS NOT NULL AS scheduled,"
+        " owed_at IS NOT NULL AS owed FROM gateway_refunds WHERE origin = 'ours' ORDER BY attempt"
+    )
+    assert [tuple(r.values()) for r in ours] == [
+        (1, "failed", True, False, False),
+        (2, "failed", False, False, False),
+        (3, "failed", False, True, False),
+    ]
+    status = app.db.fetch_one("SELECT * FROM pq_refund_status('cashfree', %s)", (gateway_order(view),))
+    assert status is not None and status["status"] == "refunding"
