@@ -11,3 +11,9 @@ ALTER TABLE gateway_refunds ADD CONSTRAINT gateway_refunds_withdrawn_failed
 COMMENT ON COLUMN gateway_refunds.withdrawn_at IS
     'Set for a refund of ours the gateway refused because refunds made at the gateway had left less than it '
     'asked for: nothing was created at the gateway, and a later attempt of ours returns what is left.';
+
+-- A job's refunds are looked up by job (pq_refund_request, pq_gateway_begin, pq_complete_gateway_payment,
+-- pq_refunds_to_retry's next attempt): without an index each lookup read every refund ever booked, a cost
+-- that grows with a sale's refunds (the request functions run with enable_seqscan off, which only moved the
+-- full read to another index).
+CREATE INDEX gateway_refunds_job ON gateway_refunds (job_id);
