@@ -157,24 +157,7 @@ class _Delivery:
         """The payment's refunds as the gateway listed them, each reported to the books (pq_refund_reported)."""
         self.app.db.fetch_one(
             "SELECT pq_gateway_refunds_seen(%s, %s, %s, %s)",
-            (
-                uuid.UUID(self.job.job_id),
-                json.dumps(
-                    [
-                        {
-                            "gateway_refund_id": r.refund_id,
-                            "refund_ref": r.merchant_ref,
-                            "amount_paise": r.amount_paise,
-                            "currency": r.currency,
-                            "state": r.state.value,
-                            "gateway_status": r.gateway_status,
-                        }
-                        for r in refunds
-                    ]
-                ),
-                payment.currency,
-                payment.amount_paise,
-            ),
+            (uuid.UUID(self.job.job_id), refunds_json(refunds), payment.currency, payment.amount_paise),
         )
 
     def _outcome(self, row: dict[str, Any] | None) -> PaymentOutcome:
@@ -258,7 +241,7 @@ class _Delivery:
             # before anything is sent again -- a refused refund sent by every delivery whose second Get
             # Refund token is not there at once would never be explained.
             listed = self.listed_refunds()
-        refund = None if listed is None else _ours(listed, request["refund_ref"])
+        refund = None if listed is None else ours_listed(listed, request["refund_ref"])
         if refund is None and listed is not None and self.withdrawn(payment, request, listed, LEFT_LESS):
             return self.refunded_at_gateway(payment, listed)
         if refund is None:
@@ -272,7 +255,7 @@ class _Delivery:
                 # than ours asks for: ours is withdrawn, theirs booked, and what is left goes back under the
                 # next attempt's reference. Else it is owed.
                 refunds = listed if read_first and listed is not None else self.listed_refunds()
-                refund = _ours(refunds, request["refund_ref"])
+                refund = ours_listed(refunds, request["refund_ref"])
                 if refund is None:
                     if self.withdrawn(payment, request, refunds, str(exc)):
                         return self.refunded_at_gateway(payment, refunds)
@@ -298,9 +281,28 @@ class _Delivery:
         return self._outcome(row)
 
 
-def _ours(refunds: list[GatewayRefund], refund_ref: str) -> GatewayRefund | None:
-    """Our refund under this reference, if the gateway lists it."""
+def ours_listed(refunds: list[GatewayRefund], refund_ref: str) -> GatewayRefund | None:
+    """Our refund under this reference, if the gateway lists it (a refusal of a send whose answer was lost:
+    the processor's and the sweeper's)."""
     return next((r for r in refunds if r.merchant_ref == refund_ref), None)
+
+
+def refunds_json(refunds: list[GatewayRefund]) -> str:
+    """A payment's refunds as the gateway listed them, as the books take them (pq_gateway_refunds_seen,
+    pq_refund_refusal_explained)."""
+    return json.dumps(
+        [
+            {
+                "gateway_refund_id": r.refund_id,
+                "refund_ref": r.merchant_ref,
+                "amount_paise": r.amount_paise,
+                "currency": r.currency,
+                "state": r.state.value,
+                "gateway_status": r.gateway_status,
+            }
+            for r in refunds
+        ]
+    )
 
 
 def _outcome(job_id: str, row: dict[str, Any] | None) -> PaymentOutcome:

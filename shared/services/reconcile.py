@@ -7,7 +7,8 @@
   shopper having closed the tab and the webhook lost; one unpaid past expiry and grace is expired.
 - Refunds not yet final (ours and those made at the gateway) are fetched until they are; a failed one
   of ours is sent again with a fresh reference when pq_refund_policy says so, else it is owed:
-  RefundsFailed and an error line for the operator (shared/services/gateway.py refund_failed).
+  RefundsFailed and an error line for the operator (shared/services/gateway.py refund_failed). One the
+  gateway refuses is explained by the payment's refunds, as the processor explains its own (_refused).
 
 Every gateway request takes a token of its endpoint's bucket first and is made with no transaction
 open; with no token left the pass stops and the next sweep continues.
@@ -24,7 +25,7 @@ from shared.observability import logger
 from shared.outcomes import WebhookOutcome
 from shared.ports import GatewayRefund, RefundState
 from shared.services.checkout import token_wait_ms
-from shared.services.gateway import refund_failed
+from shared.services.gateway import ours_listed, refund_failed, refunds_json
 from shared.services.intake import job_message, send_jobs
 
 
@@ -90,7 +91,7 @@ def _settle(app: App, refund: dict[str, Any], found: GatewayRefund) -> bool:
 
 def _send_refund(app: App, refund: dict[str, Any]) -> bool:
     """Send a requested refund of ours (a retry with its fresh reference, or one the gateway never got);
-    True when it became final. A refusal (4xx) is owed at once: sending it again would be refused again."""
+    True when it became final. A refusal (4xx) is explained by the payment's refunds (_refused)."""
     gateway = app.gateways[refund["method"]]
     _token(app, gateway.name, gateway.endpoints["refund"])
     try:
@@ -98,15 +99,48 @@ def _send_refund(app: App, refund: dict[str, Any]) -> bool:
             refund["gateway_ref"], refund["amount_paise"], refund["currency"].strip(), refund["refund_ref"]
         )
     except GatewayRejected as exc:
-        # Refused -- unless an earlier send under this reference went through (its answer lost).
-        _token(app, gateway.name, gateway.endpoints["find_refund"])
-        found = gateway.find_refund(refund["gateway_ref"], refund["refund_ref"])
-        if found is not None:
-            return _settle(app, refund, found)
-        app.db.execute("SELECT pq_refund_refused(%s, %s)", (refund["id"], str(exc)))
-        refund_failed(str(refund["job_id"]), refund["method"], refund["id"], owed=True, error=str(exc))
-        return True
+        return _refused(app, refund, str(exc))
     return _settle(app, refund, answer)
+
+
+def _refused(app: App, refund: dict[str, Any], error: str) -> bool:
+    """A refusal, explained by the payment's refunds as the processor explains its own (shared/services/
+    gateway.py _Delivery.refund): an earlier send under this reference went through (its answer lost: ours
+    is listed); or refunds made at the gateway (the merchant's dashboard, while this attempt waited its
+    turn) left less than it asks for: theirs booked, it withdrawn and the rest requested as the next
+    attempt, sent at once (pq_refund_refusal_explained); else it is owed, as sending it again would be
+    refused again. With no token for the read the pass stops; the refund stays requested, and a later
+    pass finds the gateway without it, sends it again and reads then."""
+    gateway = app.gateways[refund["method"]]
+    _token(app, gateway.name, gateway.endpoints["refunds"])
+    listed = gateway.refunds(refund["gateway_ref"])
+    ours = ours_listed(listed, refund["refund_ref"])
+    if ours is not None:
+        return _settle(app, refund, ours)
+    row = app.db.fetch_one(
+        "SELECT * FROM pq_refund_refusal_explained(%s, %s, %s)", (refund["id"], refunds_json(listed), error)
+    )
+    assert row is not None
+    if not row["withdrawn"]:
+        if row["owed"]:
+            refund_failed(str(refund["job_id"]), refund["method"], refund["id"], owed=True, error=error)
+        return True
+    logger.warning(
+        "refund withdrawn: refunds made at the gateway left less",
+        job_id=str(refund["job_id"]),
+        gateway=refund["method"],
+        refund_id=refund["id"],
+        rest_paise=row["next_amount_paise"] or 0,
+    )
+    if row["next_refund_id"] is None:  # they returned all of it: nothing more goes back
+        return True
+    rest = refund | {
+        "id": row["next_refund_id"],
+        "refund_ref": row["next_refund_ref"],
+        "amount_paise": row["next_amount_paise"],
+        "state": "requested",
+    }
+    return _send_refund(app, rest)
 
 
 def _follow_refunds(app: App, limit: int) -> int:

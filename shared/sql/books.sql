@@ -156,6 +156,59 @@ BEGIN
 END;
 $$;
 
+-- The sweeper's refund of ours the gateway refused, explained by the payment's refunds it read then (p_refunds,
+-- as pq_gateway_refunds_seen takes them; ours not among them), as the processor explains its own
+-- (shared/services/gateway.py _Delivery.refund): refunds made at the gateway (the merchant's dashboard) that
+-- leave less than it asks for are booked, it is withdrawn (pq_refund_withdrawn: nothing was created at the
+-- gateway) and what they left is requested as the job's next attempt (next_*: NULL when nothing is left),
+-- for the sweeper to send; else it is owed (pq_refund_refused). The payment's captured amount is the
+-- books' (pq_refund_request booked it before the first refund of ours left). One transaction, so the
+-- refusal never stands owed beside the refunds that explain it, nor withdrawn with no rest requested.
+CREATE OR REPLACE FUNCTION pq_refund_refusal_explained(p_refund_id bigint, p_refunds jsonb, p_error text,
+                                                       OUT withdrawn boolean, OUT owed boolean,
+                                                       OUT next_refund_id bigint, OUT next_refund_ref text,
+                                                       OUT next_amount_paise bigint)
+LANGUAGE plpgsql SET enable_seqscan = off AS $$
+DECLARE
+    v_refund gateway_refunds%ROWTYPE;
+    v_payment gateway_payments%ROWTYPE;
+    v_left bigint;
+BEGIN
+    withdrawn := false;
+    owed := false;
+    SELECT * INTO v_refund FROM gateway_refunds r WHERE r.id = p_refund_id;
+    SELECT * INTO v_payment FROM gateway_payments g
+     WHERE g.method = v_refund.method AND g.gateway_ref = v_refund.gateway_ref;
+    v_left := v_payment.captured_paise
+              - (SELECT coalesce(sum((x->>'amount_paise')::bigint), 0) FROM jsonb_array_elements(p_refunds) x
+                  WHERE x->>'state' <> 'failed');
+    IF v_left < v_payment.captured_paise AND v_refund.amount_paise > v_left THEN
+        PERFORM pq_gateway_refunds_seen(v_refund.job_id, p_refunds, v_payment.currency, v_payment.captured_paise);
+        SELECT w.withdrawn INTO withdrawn FROM pq_refund_withdrawn(p_refund_id, p_error) w;
+    END IF;
+    IF NOT withdrawn THEN
+        PERFORM pq_refund_refused(p_refund_id, p_error);
+        owed := EXISTS (SELECT 1 FROM gateway_refunds r WHERE r.id = p_refund_id AND r.owed_at IS NOT NULL);
+        RETURN;
+    END IF;
+    IF v_left <= 0 THEN
+        RETURN;
+    END IF;
+    -- The job's next attempt, named as pq_refunds_to_retry names one (the reference suffixed _N); looked up
+    -- a minute on, by when the sweeper that requests it has sent it.
+    INSERT INTO gateway_refunds (job_id, order_id, method, gateway_ref, refund_ref, amount_paise, currency, reason,
+                                 state, attempt, operator_retries, next_check_at)
+    SELECT v_refund.job_id, v_refund.order_id, v_refund.method, v_refund.gateway_ref,
+           a.refund_ref || '_' || n.attempt, v_left, v_refund.currency, v_refund.reason, 'requested', n.attempt,
+           v_refund.operator_retries, now() + interval '1 minute'
+      FROM gateway_attempts a
+      CROSS JOIN LATERAL (SELECT max(r.attempt) + 1 AS attempt FROM gateway_refunds r
+                           WHERE r.job_id = v_refund.job_id AND r.origin = 'ours') n
+     WHERE a.job_id = v_refund.job_id
+    RETURNING id, refund_ref, amount_paise INTO next_refund_id, next_refund_ref, next_amount_paise;
+END;
+$$;
+
 -- A refund as the gateway reports it (a webhook, or its list of a payment's refunds), from any path: the
 -- books' row for it takes the reported state (pq_refund_settled). The row is found by the gateway's id,
 -- else by our reference for this payment (a refund of ours whose answer is not recorded yet: Razorpay's

@@ -34,7 +34,13 @@ from tests.integration.gateway_helpers import (
     pgmq_gateway_settings,
 )
 from tests.integration.helpers import deliver
-from tests.integration.test_gateway_books import books, books_close, follow, only_the_rest_went_back
+from tests.integration.test_gateway_books import (
+    books,
+    books_close,
+    follow,
+    only_the_rest_went_back,
+    pay_unfulfillable,
+)
 
 
 @pytest.fixture
@@ -304,7 +310,7 @@ def test_a_dashboard_refund_reported_by_webhook_before_the_job_runs_stops_the_fu
     books_close(app, sim)
 
 
-def test_a_refund_of_ours_the_sweeper_owed_after_a_dashboard_refund_is_withdrawn_by_the_jobs_next_delivery(
+def test_a_live_jobs_refund_the_sweeper_finds_refused_after_a_dashboard_refund_is_withdrawn_and_the_rest_sent_once(
     app: App, sim: Simulator, demo: dict[str, int], inbox: WebhookInbox
 ) -> None:
     # Given a fresh Cashfree payment whose product sold out, ₹50 of it refunded in the dashboard before the
@@ -330,20 +336,22 @@ def test_a_refund_of_ours_the_sweeper_owed_after_a_dashboard_refund_is_withdrawn
     cashfree.refund = unavailable_once  # type: ignore[method-assign]
     deliver(app, read_fifo(app.db, "payments", visibility_timeout_s=30, qty=10))
 
-    # When the sweeper sends the job's requested refund first (Cashfree refuses all ₹150: it is owed), and
-    # then the job's message comes back
+    # When the sweeper sends the job's requested refund first (Cashfree refuses all ₹150, and the refunds it
+    # reads then say why: it withdraws it and sends the rest), and then the job's message comes back
     follow(app, sim)
-    assert app.db.fetch_one("SELECT owed_at IS NOT NULL AS owed FROM gateway_refunds WHERE origin = 'ours'") == {
-        "owed": True
-    }
+    assert app.db.fetch_all(
+        "SELECT attempt, withdrawn_at IS NOT NULL AS withdrawn, owed_at IS NOT NULL AS owed FROM gateway_refunds"
+        " WHERE origin = 'ours' ORDER BY attempt"
+    ) == [{"attempt": 1, "withdrawn": True, "owed": False}, {"attempt": 2, "withdrawn": False, "owed": False}]
     app.db.execute("UPDATE gateway_rate_limits SET tokens = 10 WHERE gateway LIKE 'cashfree.%'")
     drain(app)
     time.sleep(sim.config.refund_settle_s + 0.3)
     inbox.deliver()
     follow(app, sim)
 
-    # Then the job withdrew the refused refund (no longer owed: nothing was created at Cashfree) and returned
-    # the ₹100 left under its next reference, once; the shopper reads refunded and the books close
+    # Then the refused refund stays withdrawn (never owed: nothing was created at Cashfree) and the ₹100 left
+    # went back under the next reference, once: the job's delivery found it sent; the shopper reads refunded
+    # and the books close
     ours = app.db.fetch_all(
         "SELECT attempt, state, amount_paise, withdrawn_at IS NOT NULL AS withdrawn, owed_at IS NOT NULL AS owed"
         " FROM gateway_refunds WHERE origin = 'ours' ORDER BY attempt"
@@ -352,8 +360,9 @@ def test_a_refund_of_ours_the_sweeper_owed_after_a_dashboard_refund_is_withdrawn
         (1, "failed", view["amount_paise"], True, False),
         (2, "succeeded", view["amount_paise"] - 5_000, False, False),
     ]
-    assert len(sends) == 3  # the job's unanswered send, the sweeper's (refused), the rest: never resent
-    assert [(j["status"], j["reason"]) for j in jobs(app.db)] == [("failed", "gateway_payment_refunded")]
+    assert len(sends) == 3  # the job's unanswered send, the sweeper's (refused), the sweeper's rest: never resent
+    # the job ends for its own reason: its refund (the rest) was the sweeper's to explain, not the job's
+    assert [(j["status"], j["reason"]) for j in jobs(app.db)] == [("failed", "out_of_stock")]
     status = app.db.fetch_one("SELECT * FROM pq_refund_status('cashfree', %s)", (gateway_order(view),))
     assert status == {"status": "refunded", "amount_paise": view["amount_paise"]}
     assert violations(app, sim) == {}
@@ -446,3 +455,147 @@ def test_a_withdrawn_refund_is_not_counted_among_the_attempts_the_rest_is_sent_i
     ]
     status = app.db.fetch_one("SELECT * FROM pq_refund_status('cashfree', %s)", (gateway_order(view),))
     assert status is not None and status["status"] == "refunding"
+
+
+def bank_failed_our_refund_and_the_merchant_refunded_in_the_dashboard(
+    app: App, sim: Simulator, inbox: WebhookInbox, method: str, failed: str, dashboard_paise: int | None
+) -> tuple[int, str]:
+    """A paid order cancelled meanwhile: our refund of all of it (attempt 1) fails at the bank, the sweeper
+    schedules attempt 2 of all of it, and before that is due the merchant refunds dashboard_paise in the
+    gateway's dashboard (None: all of it; its webhook booked). Returns the payment's amount and reference."""
+    sim.config.razorpay_auto_capture = True
+    setattr(sim.config, f"{method}_refund_outcomes", [failed])
+    view = pay_unfulfillable(app, sim, method)
+    drain(app)
+    inbox.deliver()
+    follow(app, sim)
+    scheduled = app.db.fetch_all(
+        "SELECT attempt, state, retry_at IS NOT NULL AS scheduled FROM gateway_refunds WHERE origin = 'ours'"
+    )
+    assert [tuple(r.values()) for r in scheduled] == [(1, "failed", True)]
+    payment = app.db.fetch_one("SELECT gateway_ref FROM gateway_payments")
+    assert payment is not None
+    dashboard_paise = view["amount_paise"] if dashboard_paise is None else dashboard_paise
+    sim.merchant_refund(method, payment["gateway_ref"], dashboard_paise)
+    time.sleep(sim.config.refund_settle_s + 0.3)
+    inbox.deliver()
+    assert [(r[0], r[3]) for r in refunds(app) if r[0] == "gateway"] == [("gateway", dashboard_paise)]
+    return int(view["amount_paise"]), str(payment["gateway_ref"])
+
+
+@pytest.mark.parametrize(("method", "failed"), [("cashfree", "CANCELLED"), ("razorpay", "failed")])
+def test_a_retry_the_gateway_refuses_after_a_dashboard_refund_returns_only_the_rest_and_nothing_is_owed(
+    app: App, sim: Simulator, demo: dict[str, int], inbox: WebhookInbox, method: str, failed: str
+) -> None:
+    # Given our refund of a cancelled order failed at the bank, its retry of all of it due, and ₹50 of the
+    # payment refunded in the dashboard meanwhile
+    total, ref = bank_failed_our_refund_and_the_merchant_refunded_in_the_dashboard(
+        app, sim, inbox, method, failed, 5_000
+    )
+
+    # When the sweeper sends the retry (refused: it asks for more than is left) and its passes follow
+    follow(app, sim)
+    follow(app, sim)
+    inbox.deliver()
+
+    # Then the refused retry is withdrawn (never owed: nothing was created at the gateway) and the ₹100 left
+    # went back under the next reference; the shopper reads refunded, no alarm is owed, the books close
+    ours = app.db.fetch_all(
+        "SELECT attempt, state, amount_paise, withdrawn_at IS NOT NULL AS withdrawn, owed_at IS NOT NULL AS owed,"
+        " retry_at IS NOT NULL AS scheduled, refund_ref FROM gateway_refunds WHERE origin = 'ours' ORDER BY attempt"
+    )
+    assert [tuple(r.values())[:6] for r in ours] == [
+        (1, "failed", total, False, False, False),
+        (2, "failed", total, True, False, False),
+        (3, "succeeded", total - 5_000, False, False, False),
+    ]
+    assert ours[2]["refund_ref"] == ours[0]["refund_ref"] + "_3"
+    status = app.db.fetch_one("SELECT * FROM pq_refund_status(%s, %s)", (method, ref))
+    assert status == {"status": "refunded", "amount_paise": total}
+    assert queue_status(app)["refunds"]["owed"] == 0
+    assert violations(app, sim) == {}
+
+
+def test_a_retry_refused_after_the_dashboard_refunded_all_of_it_is_withdrawn_with_nothing_more_sent(
+    app: App, sim: Simulator, demo: dict[str, int], inbox: WebhookInbox
+) -> None:
+    # Given our refund of a cancelled order failed at the bank, its retry due, and all of the payment
+    # refunded in Cashfree's dashboard meanwhile
+    total, ref = bank_failed_our_refund_and_the_merchant_refunded_in_the_dashboard(
+        app, sim, inbox, "cashfree", "CANCELLED", None
+    )
+
+    # When the sweeper sends the retry (refused: nothing is left) and its next pass follows
+    follow(app, sim)
+    follow(app, sim)
+
+    # Then the refused retry is withdrawn and nothing more is asked for: the dashboard refund returned it
+    # all, the shopper reads refunded, nothing is owed or refunding, and the books close
+    ours = app.db.fetch_all(
+        "SELECT attempt, state, withdrawn_at IS NOT NULL AS withdrawn, owed_at IS NOT NULL AS owed,"
+        " retry_at IS NOT NULL AS scheduled FROM gateway_refunds WHERE origin = 'ours' ORDER BY attempt"
+    )
+    assert [tuple(r.values()) for r in ours] == [(1, "failed", False, False, False), (2, "failed", True, False, False)]
+    status = app.db.fetch_one("SELECT * FROM pq_refund_status('cashfree', %s)", (ref,))
+    assert status == {"status": "refunded", "amount_paise": total}
+    assert [(b["refunded_paise"], b["refunding_paise"], b["owed_paise"]) for b in books(app)] == [(total, 0, 0)]
+    assert violations(app, sim) == {}
+
+
+def test_a_retry_refused_with_no_token_to_read_the_refunds_stays_requested_and_a_later_pass_explains_it(
+    app: App, sim: Simulator, demo: dict[str, int], inbox: WebhookInbox
+) -> None:
+    # Given our refund of a cancelled order failed at Cashfree's bank, its retry due, ₹50 refunded in the
+    # dashboard meanwhile, and no Get Refund token left once Cashfree refuses the retry
+    total, ref = bank_failed_our_refund_and_the_merchant_refunded_in_the_dashboard(
+        app, sim, inbox, "cashfree", "CANCELLED", 5_000
+    )
+    cashfree = app.gateways["cashfree"]
+    real_refund = cashfree.refund
+    refusals: list[str] = []
+
+    def refused_with_get_refund_spent(ref: str, amount_paise: int, currency: str, refund_ref: str) -> Any:
+        try:
+            return real_refund(ref, amount_paise, currency, refund_ref)
+        except GatewayRejected:
+            refusals.append(refund_ref)
+            if len(refusals) > 1:  # a later pass: its tokens are there
+                raise
+            app.db.execute(
+                """INSERT INTO gateway_rate_limits (gateway, tokens, updated_at)
+                   VALUES ('cashfree.get_refund', 0, clock_timestamp())
+                   ON CONFLICT (gateway) DO UPDATE SET tokens = 0, updated_at = clock_timestamp()"""
+            )
+            raise
+
+    cashfree.refund = refused_with_get_refund_spent  # type: ignore[method-assign]
+
+    # When the sweeper's pass sends the retry and stops short of reading why it was refused
+    follow(app, sim)
+
+    # Then the retry stays requested, neither owed nor withdrawn, for a later pass
+    retry = app.db.fetch_one(
+        "SELECT state, owed_at IS NOT NULL AS owed, withdrawn_at IS NOT NULL AS withdrawn FROM gateway_refunds"
+        " WHERE origin = 'ours' AND attempt = 2"
+    )
+    assert retry == {"state": "requested", "owed": False, "withdrawn": False}
+
+    # When a later pass has tokens: it finds the gateway without the retry, sends it again, reads the refunds
+    app.db.execute("UPDATE gateway_rate_limits SET tokens = 10 WHERE gateway LIKE 'cashfree.%'")
+    follow(app, sim)
+    follow(app, sim)
+
+    # Then it is withdrawn, the ₹100 left went back, nothing is owed and the books close
+    assert len(refusals) == 2
+    ours = app.db.fetch_all(
+        "SELECT attempt, state, amount_paise, withdrawn_at IS NOT NULL AS withdrawn, owed_at IS NOT NULL AS owed"
+        " FROM gateway_refunds WHERE origin = 'ours' ORDER BY attempt"
+    )
+    assert [tuple(r.values()) for r in ours] == [
+        (1, "failed", total, False, False),
+        (2, "failed", total, True, False),
+        (3, "succeeded", total - 5_000, False, False),
+    ]
+    status = app.db.fetch_one("SELECT * FROM pq_refund_status('cashfree', %s)", (ref,))
+    assert status == {"status": "refunded", "amount_paise": total}
+    assert violations(app, sim) == {}
