@@ -66,7 +66,6 @@ class CheckoutOutcome(StrEnum):
     ORDER_NOT_PAYABLE = "order_not_payable"
     GATEWAY_ORDER_MISMATCH = "gateway_order_mismatch"
     CLAIMED = "claimed"  # pq_checkout_route: another request is making the gateway create call
-    OTHER_GATEWAY = "other_gateway"  # pq_checkout_route: the order's live checkout is at a gateway not asked for
     UNAVAILABLE = "unavailable"  # pq_checkout_route: no gateway asked for can be called now
 
 

@@ -108,14 +108,14 @@ def create_payment() -> Response[Any]:
         CheckoutView,
         e400="invalid_json or invalid_body",
         e404="order_not_found",
-        e409="order_not_payable, or checkout_at_another_gateway (details: the order's live checkout_id and method)",
+        e409="order_not_payable",
         e413="payload_too_large",
         e422="validation_error or method_not_supported",
         e502="gateway_error",
         e503='service_busy, gateway_unavailable (the gateway named is down: ask again with "auto") or '
         "gateways_unavailable (every gateway allowed is down or busy), with Retry-After",
     )
-    | {200: model_response("the order's live checkout, created before at a gateway allowed", CheckoutView)},
+    | {200: model_response("a live checkout of this order at a gateway allowed, created before", CheckoutView)},
     openapi_extensions=CHECKOUT_REQUEST_BODY,
 )
 @tracer.capture_method

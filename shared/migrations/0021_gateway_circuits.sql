@@ -4,13 +4,9 @@
 -- token buckets of gateway_rate_limits. The functions: shared/sql/circuits.sql, shared/sql/checkouts.sql
 -- (pq_checkout_route).
 --
--- And one live checkout per order, whatever its gateway: a shopper routed to a second gateway while a checkout
--- at the first one is live would hold two payable gateway orders for one order, and a Razorpay order cannot be
--- cancelled (its states are created, attempted and paid: razorpay.com/docs/payments/orders). The index below
--- replaces 0006's one live checkout per (order, method).
---
--- Like 0006 and 0012, this runs in the deploy's migration transaction; building the index reads the live
--- checkouts once: deploy it when the gateway path is quiet.
+-- An order may still hold one live checkout per gateway (0006's index): a shopper who closes one gateway's
+-- window and picks another is not made to wait out the first checkout, and a second payment to reach the
+-- order is refunded in full (shared/services/gateway.py).
 
 CREATE TABLE gateway_circuits (
     gateway      text PRIMARY KEY,
@@ -38,27 +34,3 @@ COMMENT ON COLUMN gateway_circuits.trial_until IS
     'half_open: until when the request that claimed the trial call may still be making it; after that, '
     'another request may claim a trial of its own.';
 COMMENT ON COLUMN gateway_circuits.updated_at IS 'Last change.';
-
--- Orders that hold live checkouts at two gateways (the previous release let a shopper open one at each): the
--- newest stays live; an older one the page was given becomes expired (a payment made to it anyway is still
--- settled by its webhook: paid once, or refunded), one never given to a page (creating, no gateway order bound)
--- and no longer claimed is deleted. One still claimed by a request in flight fails this migration: the deploy's
--- next run applies it.
-WITH ranked AS (
-    SELECT c.id, c.status, c.create_claimed_until,
-           row_number() OVER (PARTITION BY c.order_id ORDER BY c.created_at DESC, c.id) AS rank
-      FROM gateway_checkouts c
-     WHERE c.status IN ('creating', 'created')
-), expired AS (
-    UPDATE gateway_checkouts c SET status = 'expired', updated_at = now()
-      FROM ranked r
-     WHERE c.id = r.id AND r.rank > 1 AND r.status = 'created'
-)
-DELETE FROM gateway_checkouts c
- USING ranked r
- WHERE c.id = r.id AND r.rank > 1 AND r.status = 'creating'
-   AND (r.create_claimed_until IS NULL OR r.create_claimed_until < now());
-
-CREATE UNIQUE INDEX gateway_checkouts_one_live_per_order
-    ON gateway_checkouts (order_id) WHERE status IN ('creating', 'created');
-DROP INDEX gateway_checkouts_one_live_per_order_method;

@@ -3,10 +3,10 @@ orders, created by us for its exact amount and bound to the order and the shoppe
 request names, or, routed ("method": "auto", or a list in order of preference), at the first one that is up
 and has a token.
 
-    route (one round trip, pq_checkout_route: the order's live checkout, or a new one with our merchant_ref
-           at the first allowed gateway whose circuit lets a call through, its create token taken)
+    route (one round trip, pq_checkout_route: the order's live checkout at the first allowed gateway that is
+           up, or a new one with our merchant_ref at the first allowed gateway holding none whose circuit lets
+           a call through, its create token taken)
       existing       -> answer it (200)
-      other_gateway  -> the order's live checkout is at a gateway not asked for: 409 (one per order)
       unavailable    -> 503 with Retry-After: service_busy (no token), gateway_unavailable (the one gateway
                         asked for is down), gateways_unavailable (every gateway asked for is down or busy)
       claimed        -> another request is making the create call: look again shortly, up to checkout_wait_s,
@@ -21,12 +21,16 @@ before the gateway could make an order (no token from the shared limiter, or the
 included) deletes the checkout it opened: 503 service_busy + Retry-After (or 502), and nothing recorded.
 
 A gateway that does not answer (a 5xx or a timeout) counts against its circuit (shared/sql/circuits.sql:
-gateway_circuit_failures in a row open it; after gateway_circuit_cooldown_s one trial call goes, and an
-answer closes it). A routed request whose gateway did not answer lets its checkout go -- no page was given
-its gateway order, so nobody can pay it -- and moves on to the next gateway it allows, in the same request.
-One that named its gateway is answered 503 gateway_unavailable at once while the circuit is open: the page
-may ask again with "auto". A checkout the page was given is never moved: at most one checkout per order is
-live, and a Razorpay order cannot be cancelled (razorpay.com/docs/payments/orders, order states).
+gateway_circuit_failures in a row open it; after gateway_circuit_cooldown_s one trial call goes, and an answer
+closes it). A routed request whose gateway did not answer lets its checkout go -- no page was given its
+gateway order, so nobody can pay it -- and moves on to the next gateway it allows, in the same request. One
+that named its gateway is answered 503 gateway_unavailable at once while the circuit is open (but for a
+checkout there its page was given, answered as it is): the page may ask again with "auto". A checkout the page
+was given is never moved or cancelled (a Razorpay order cannot be: razorpay.com/docs/payments/orders, order
+states); an order may hold a live one at each gateway, as a shopper who closes one gateway's window and picks
+another does, and the second payment to reach the order is refunded in full (shared/services/gateway.py). A
+routed request answers the live checkout at a gateway that is up; while that gateway's circuit is open it
+opens one at the next gateway allowed.
 """
 
 from __future__ import annotations
@@ -284,14 +288,6 @@ def open_checkout(app: App, user_id: str, request: CheckoutRequest) -> tuple[int
             raise ApiError(409, "order_not_payable", f"order is {row['reason']}", order_status=row["reason"])
         if outcome is CheckoutOutcome.EXISTING:
             return 200, checkout_view(app, row)
-        if outcome is CheckoutOutcome.OTHER_GATEWAY:
-            raise ApiError(
-                409,
-                "checkout_at_another_gateway",
-                "this order's checkout is open at another gateway: pay it there",
-                checkout_id=str(row["id"]),
-                method=row["method"],
-            )
         if outcome is CheckoutOutcome.UNAVAILABLE:
             raise _unavailable(row, methods)
         order = _create_or_unclaim(app, row, may_move_on=len(methods) > 1)

@@ -3,29 +3,32 @@
 -- it, and the jobs that follow. Every function is one short transaction in one round trip; none is
 -- called while a gateway request is in flight (shared/services/checkout.py, webhooks.py).
 
--- Opens (or finds) the shopper's live checkout of an order -- one per order, whatever its gateway (migration
--- 0021) -- at one of the gateways p_methods allows, in its order of preference. A checkout that expired unpaid
--- with no live job is marked expired and a new one is opened. The request that is to make the gateway create
--- call (or settle a lost one by lookup) claims it for p_claim_s seconds (create_claimed_until): while the claim
--- lasts, other requests wait for its answer instead of making a second gateway order.
+-- Opens (or finds) the shopper's checkout of an order at one of the gateways p_methods allows, in its order
+-- of preference. An order holds at most one live checkout per gateway (migration 0006's index): a shopper who
+-- closed one gateway's window may pick another at once, and the second payment to reach the order is refunded
+-- in full (shared/services/gateway.py). A checkout that expired unpaid with no live job is marked expired and a
+-- new one may be opened. The request that is to make the gateway create call (or settle a lost one by lookup)
+-- claims it for p_claim_s seconds (create_claimed_until): while the claim lasts, other requests wait for its
+-- answer instead of making a second gateway order.
 --
--- The live checkout, if any, comes first: one the page was given ('created') is answered as it is when its
--- gateway is allowed, refused otherwise (other_gateway); one never given to a page ('creating': its create
--- answer was lost) is settled at its gateway by lookup when that gateway is allowed and its circuit lets a call
--- through, and otherwise let go of (deleted: no page holds its gateway order, so nobody can pay it).
+-- The order's live checkouts at the gateways allowed come first, in the request's order of preference: one the
+-- page was given ('created') is answered as it is when its gateway's circuit is closed, or whatever the circuit
+-- when the request names that one gateway (nothing is called: the page may still pay it); one never given to a
+-- page ('creating': its create answer was lost) is waited for while another request's claim on it lasts, and
+-- otherwise settled at its gateway by lookup when that gateway's circuit lets a call through. A live checkout
+-- at a gateway that is down is left as it is (a lookup settles it once the gateway is back).
 --
--- With no live checkout, a new one goes to the first gateway of p_methods whose circuit lets a call through
--- (pq_gateway_circuit_wait; the trial of a circuit past its cool-down is claimed for this request) and whose
--- create bucket (p_buckets[i], p_rates[i], p_bursts[i]: shared/gateway_limits.py) gives a token: that token is
--- the create call's. p_buckets NULL (pq_checkout_open, the previous release's call): no circuit is consulted
--- and no token taken (its caller takes them).
+-- Then a new one goes to the first gateway of p_methods that holds no live checkout of the order, whose circuit
+-- lets a call through (pq_gateway_circuit_wait; the trial of a circuit past its cool-down is claimed for this
+-- request) and whose create bucket (p_buckets[i], p_rates[i], p_bursts[i]: shared/gateway_limits.py) gives a
+-- token: that token is the create call's. p_buckets NULL (pq_checkout_open, the previous release's call): no
+-- circuit is consulted and no token taken (its caller takes them).
 -- Outcomes (pq_checkout_outcome):
---   existing           -> the live checkout, its gateway order created: nothing to call
+--   existing           -> a live checkout, its gateway order created: nothing to call
 --   pending            -> the checkout whose gateway order this request must create (or whose lost
 --                         creation it must settle), claimed for it; inserted = true when this call opened it
 --                         (and took its create token)
 --   claimed            -> another request is making the create call: wait for its answer
---   other_gateway      -> the order's live checkout is at a gateway p_methods does not allow (checkout: it)
 --   unavailable        -> no gateway allowed can be called now: retry_ms says when the first may, circuits
 --                         how many were refused by their circuit (the others had no token)
 --   order_not_found    -> no such order for this user (another user's looks the same)
@@ -44,10 +47,11 @@ LANGUAGE plpgsql SET enable_seqscan = off AS $$
 DECLARE
     v_order orders%ROWTYPE;
     v_claim timestamptz := now() + make_interval(secs => p_claim_s);
+    v_live gateway_checkouts%ROWTYPE;
+    v_held text[] := '{}';  -- the gateways allowed that hold a live checkout of the order: no new one there
     v_circuit record;
     v_token record;
     v_method text;
-    v_admitted boolean;
 BEGIN
     -- One shopper's checkouts are opened one at a time (transaction-scoped lock: see pq_enqueue_job).
     PERFORM pq_lock_user(p_user_id);
@@ -63,41 +67,48 @@ BEGIN
         reason := v_order.order_status;
         RETURN;
     END IF;
-    SELECT * INTO checkout FROM gateway_checkouts c
-     WHERE c.order_id = p_order_id AND c.status IN ('creating', 'created')
-       FOR UPDATE;
-    IF FOUND AND checkout.status = 'created' AND checkout.expires_at <= now()
-       AND NOT EXISTS (SELECT 1 FROM payment_jobs j
-                        WHERE j.checkout_id = checkout.id AND j.status IN ('queued', 'processing')) THEN
-        -- Unpaid past its expiry: a late payment to it is still settled (webhook, reconciliation).
-        UPDATE gateway_checkouts SET status = 'expired', updated_at = now() WHERE id = checkout.id;
-        checkout := NULL;
-    END IF;
-    IF checkout.status = 'created' THEN
-        outcome := CASE WHEN checkout.method = ANY (p_methods) THEN 'existing' ELSE 'other_gateway' END;
-        RETURN;
-    ELSIF checkout.id IS NOT NULL AND p_claim_s IS NOT NULL AND checkout.create_claimed_until > now() THEN
-        outcome := 'claimed';
-        RETURN;
-    ELSIF checkout.id IS NOT NULL THEN
-        IF checkout.method <> ALL (p_methods) THEN
-            v_admitted := false;
-        ELSIF p_buckets IS NULL THEN
-            v_admitted := true;
-        ELSE
-            v_admitted := pq_gateway_circuit_admits(checkout.method, p_cooldown_s, v_claim);
+    FOR v_live IN SELECT * FROM gateway_checkouts c
+                   WHERE c.order_id = p_order_id AND c.method = ANY (p_methods)
+                     AND c.status IN ('creating', 'created')
+                   ORDER BY array_position(p_methods, c.method)
+                     FOR UPDATE LOOP
+        IF v_live.status = 'created' AND v_live.expires_at <= now()
+           AND NOT EXISTS (SELECT 1 FROM payment_jobs j
+                            WHERE j.checkout_id = v_live.id AND j.status IN ('queued', 'processing')) THEN
+            -- Unpaid past its expiry: a late payment to it is still settled (webhook, reconciliation).
+            UPDATE gateway_checkouts SET status = 'expired', updated_at = now() WHERE id = v_live.id;
+            CONTINUE;
         END IF;
-        IF v_admitted THEN
+        v_held := v_held || v_live.method;
+        IF v_live.status = 'created' THEN
+            IF p_buckets IS NOT NULL AND cardinality(p_methods) > 1 THEN
+                SELECT * INTO v_circuit FROM pq_gateway_circuit_wait(v_live.method, p_cooldown_s);
+                IF v_circuit.trial THEN  -- not closed: the next gateway allowed may take the order
+                    circuits := circuits + 1;
+                    retry_ms := least(retry_ms, v_circuit.wait_ms);
+                    CONTINUE;
+                END IF;
+            END IF;
+            checkout := v_live;
+            outcome := 'existing';
+            RETURN;
+        ELSIF p_claim_s IS NOT NULL AND v_live.create_claimed_until > now() THEN
+            checkout := v_live;
+            outcome := 'claimed';
+            RETURN;
+        ELSIF p_buckets IS NULL OR pq_gateway_circuit_admits(v_live.method, p_cooldown_s, v_claim) THEN
             -- Its claimant is gone or let go with its call unanswered: this request settles it by lookup.
-            UPDATE gateway_checkouts c SET create_claimed_until = v_claim WHERE c.id = checkout.id
+            UPDATE gateway_checkouts c SET create_claimed_until = v_claim WHERE c.id = v_live.id
             RETURNING * INTO checkout;
             outcome := 'pending';
             RETURN;
         END IF;
-        DELETE FROM gateway_checkouts c WHERE c.id = checkout.id;
-    END IF;
+        circuits := circuits + 1;
+        retry_ms := least(retry_ms, (SELECT w.wait_ms FROM pq_gateway_circuit_wait(v_live.method, p_cooldown_s) w));
+    END LOOP;
     FOR i IN 1 .. coalesce(array_length(p_methods, 1), 0) LOOP
         v_method := p_methods[i];
+        CONTINUE WHEN v_method = ANY (v_held);
         IF p_buckets IS NOT NULL THEN
             SELECT * INTO v_circuit FROM pq_gateway_circuit_wait(v_method, p_cooldown_s);
             IF v_circuit.wait_ms > 0 THEN
@@ -139,8 +150,8 @@ END;
 $$;
 
 -- The previous release's call, for the one method it names (no circuit consulted, no token taken: its code
--- takes the create call's tokens itself). Outcomes as pq_checkout_route's; of the new ones only other_gateway
--- can come, which that code answers 500, nothing changed (a shopper switching gateways during the deploy).
+-- takes the create call's tokens itself). Outcomes as pq_checkout_route's; none of the new one (unavailable)
+-- can come: with no circuit or token consulted, a gateway is always available.
 DROP FUNCTION IF EXISTS pq_checkout_open(text, bigint, text, double precision);
 DROP FUNCTION IF EXISTS pq_checkout_open(text, bigint, text, double precision, double precision);
 CREATE FUNCTION pq_checkout_open(p_user_id text, p_order_id bigint, p_method text, p_ttl_s double precision,

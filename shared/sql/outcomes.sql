@@ -71,9 +71,7 @@ ALTER TYPE pq_checkout_outcome ADD VALUE IF NOT EXISTS 'order_not_found';
 ALTER TYPE pq_checkout_outcome ADD VALUE IF NOT EXISTS 'order_not_payable';
 ALTER TYPE pq_checkout_outcome ADD VALUE IF NOT EXISTS 'gateway_order_mismatch';
 ALTER TYPE pq_checkout_outcome ADD VALUE IF NOT EXISTS 'claimed';
--- pq_checkout_route: the order's live checkout is at a gateway the request does not allow; no gateway it
--- allows can be called now (circuit open, or no token).
-ALTER TYPE pq_checkout_outcome ADD VALUE IF NOT EXISTS 'other_gateway';
+-- pq_checkout_route: no gateway the request allows can be called now (circuit open, or no token).
 ALTER TYPE pq_checkout_outcome ADD VALUE IF NOT EXISTS 'unavailable';
 
 -- pq_webhook_record, pq_checkout_settle: what a gateway's word about a checkout led to.

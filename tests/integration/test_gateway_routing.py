@@ -1,8 +1,8 @@
 """Routing (issue 19): a checkout asked for with "method": "auto" (or a preference list) goes to the first
 gateway that is up and has a token; a gateway that stops answering opens its circuit, shared by every
-container through the database, and half-opens after a cool-down; an order has at most one live checkout,
-whatever its gateway. Against the strict simulator (its outage knob: Razorpay answers 503 to everything) and
-a real PostgreSQL."""
+container through the database, and half-opens after a cool-down; an order may hold a live checkout at each
+gateway, and a routed request answers the one at a gateway that is up. Against the strict simulator (its
+outage knob: Razorpay answers 503 to everything) and a real PostgreSQL."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import json
 import time
 from typing import Any
 
-import psycopg2.errors
 import pytest
 
 from functions.enqueue.handler import handler as enqueue_handler
@@ -23,6 +22,7 @@ from shared.services.checkout import open_checkout
 from shared.services.intake import accept_payment
 from shared.settings import Settings
 from tests.integration.gateway_helpers import (
+    WebhookInbox,
     drain,
     no_violations,
     order_of,
@@ -143,7 +143,7 @@ def test_a_razorpay_outage_opens_its_circuit_after_n_failures_and_auto_checkouts
     # And only the first N tried Razorpay: their failures opened its circuit, the rest went straight on
     assert razorpay_order_calls(sim) == FAILURES_TO_OPEN
     assert circuit(app, "razorpay") == {"state": "open", "failures": FAILURES_TO_OPEN}
-    # And no checkout is left at Razorpay: one live checkout per order, each at Cashfree
+    # And no checkout is left at Razorpay: the ones whose create failed were let go (no page was given them)
     assert [c["method"] for c in live_checkouts(app)] == ["cashfree"] * (FAILURES_TO_OPEN + 2)
 
 
@@ -235,38 +235,61 @@ def test_with_every_gateway_down_a_routed_checkout_is_503_gateways_unavailable_a
     assert sim.calls == [] and live_checkouts(app) == []
 
 
-def test_an_order_has_one_live_checkout_whatever_the_gateway_and_a_second_gateway_is_refused(
+def test_a_shopper_who_opened_razorpay_then_asks_for_cashfree_gets_a_cashfree_checkout_and_both_stay_live(
+    app: App, sim: Simulator, shoppers: list[str]
+) -> None:
+    # Given a shopper's checkout at Razorpay, given to their page (they closed its window)
+    _, at_razorpay = ask(app, shoppers[0], "razorpay")
+
+    # When they pick Cashfree, then ask for each again
+    created = ask(app, shoppers[0], "cashfree")
+    cashfree_again = ask(app, shoppers[0], ["cashfree"])
+    razorpay_again = ask(app, shoppers[0], "razorpay")
+
+    # Then Cashfree's checkout is created at once, and each gateway answers its own live checkout after
+    assert (created[0], created[1]["method"]) == (201, "cashfree")
+    assert cashfree_again == (200, created[1]) and razorpay_again == (200, at_razorpay)
+    assert list(sim.cashfree.orders) == [created[1]["cashfree"]["order_id"]]
+    assert sorted((c["method"], c["status"]) for c in live_checkouts(app)) == [
+        ("cashfree", "created"),
+        ("razorpay", "created"),
+    ]
+
+
+def test_auto_answers_the_live_razorpay_checkout_while_razorpay_is_up_and_routes_to_cashfree_while_it_is_down(
     app: App, sim: Simulator, shoppers: list[str]
 ) -> None:
     # Given a shopper's checkout at Razorpay, given to their page
     _, at_razorpay = ask(app, shoppers[0], "razorpay")
 
-    # When they ask for Cashfree, for Cashfree first, and for any gateway -- the last also once Razorpay's
-    # circuit has opened
-    named = refused(ask, app, shoppers[0], "cashfree")
-    only = refused(ask, app, shoppers[0], ["cashfree"])
-    preferred = ask(app, shoppers[0], ["cashfree", "razorpay"])
+    # When they ask for any gateway while Razorpay is up
+    up = ask(app, shoppers[0], "auto")
+
+    # Then it is that checkout: nothing is called
+    assert up == (200, at_razorpay) and sim.cashfree.orders == {}
+
+    # When Razorpay's circuit opens and they ask for any gateway, twice, and for Razorpay by name
     opened(app, "razorpay")
-    auto = ask(app, shoppers[0], "auto")
+    routed = ask(app, shoppers[0], "auto")
+    again = ask(app, shoppers[0], "auto")
+    named = ask(app, shoppers[0], "razorpay")
 
-    # Then a request that does not allow Razorpay is refused, naming the live checkout; the others get it
-    for refusal in (named, only):
-        assert (refusal.status, refusal.code) == (409, "checkout_at_another_gateway")
-        assert refusal.details == {"checkout_id": at_razorpay["checkout_id"], "method": "razorpay"}
-    assert preferred == (200, at_razorpay) and auto == (200, at_razorpay)
-    # And no order was made at Cashfree; the database itself refuses a second live checkout of the order
-    assert sim.cashfree.orders == {}
-    with pytest.raises(psycopg2.errors.UniqueViolation):
-        app.db.execute(
-            """INSERT INTO gateway_checkouts (order_id, user_id, method, merchant_ref, amount_paise, currency,
-                                              expires_at)
-               SELECT order_id, user_id, 'cashfree', 'pqsecond', amount_paise, currency, expires_at
-                 FROM gateway_checkouts WHERE id = %s""",
-            (at_razorpay["checkout_id"],),
-        )
+    # Then a new checkout is created at Cashfree and answered after; the one named is still answered (its page
+    # may still pay it), and no call reached Razorpay
+    assert (routed[0], routed[1]["method"]) == (201, "cashfree")
+    assert again == (200, routed[1]) and named == (200, at_razorpay)
+    assert razorpay_order_calls(sim) == 1  # the first checkout's create, before the outage
+
+    # When Cashfree's circuit opens too
+    opened(app, "cashfree")
+    down = refused(ask, app, shoppers[0], "auto")
+
+    # Then no gateway allowed is up: 503 with when to come back, nothing new recorded
+    assert (down.status, down.code) == (503, "gateways_unavailable") and down.retry_after_s
+    assert len(live_checkouts(app)) == 2
 
 
-def test_a_checkout_whose_create_answer_was_lost_at_a_gateway_now_down_is_let_go_and_routed_on(
+def test_a_checkout_whose_create_answer_was_lost_at_a_gateway_now_down_is_kept_for_a_lookup_and_routed_on(
     app: App, sim: Simulator, shoppers: list[str]
 ) -> None:
     # Given a shopper whose Razorpay checkout's create answer was lost (no page was given its order), then
@@ -276,13 +299,42 @@ def test_a_checkout_whose_create_answer_was_lost_at_a_gateway_now_down_is_let_go
     assert (busy.status, busy.code) == (503, "service_busy")
     razorpay_down(sim)
     opened(app, "razorpay")
+    calls = razorpay_order_calls(sim)
 
     # When the shopper asks for any gateway
     status, view = ask(app, shoppers[0], "auto")
 
-    # Then the checkout is created at Cashfree and the one at Razorpay is gone: one live checkout
-    assert (status, view["method"]) == (201, "cashfree")
-    assert live_checkouts(app) == [{"user_id": shoppers[0], "method": "cashfree", "status": "created"}]
+    # Then the checkout is created at Cashfree without calling Razorpay; the one at Razorpay waits, creating,
+    # for a lookup once Razorpay is back
+    assert (status, view["method"], razorpay_order_calls(sim)) == (201, "cashfree", calls)
+    assert sorted((c["method"], c["status"]) for c in live_checkouts(app)) == [
+        ("cashfree", "created"),
+        ("razorpay", "creating"),
+    ]
+
+
+def test_paying_both_live_checkouts_of_an_order_pays_it_once_and_refunds_the_other_in_full(
+    app: App, sim: Simulator, shoppers: list[str], inbox: WebhookInbox
+) -> None:
+    # Given a shopper who opened Razorpay, then Cashfree, and paid at both
+    order = order_of(app.db, shoppers[0])
+    _, at_razorpay = ask(app, shoppers[0], "razorpay")
+    _, at_cashfree = ask(app, shoppers[0], "cashfree")
+    handed = pay_at_gateway(sim, at_razorpay)
+    pay_at_gateway(sim, at_cashfree)
+
+    # When the Razorpay payment is submitted, then every webhook arrives, and the queue drains
+    accept_payment(app, shoppers[0], "key-both", payment_request(at_razorpay, handed))
+    drain(app)
+    inbox.deliver()
+    drain(app)
+
+    # Then the order is paid once, by Razorpay; Cashfree's payment is refunded in full
+    assert order_status(app, order["id"]) == "paid"
+    assert sim.stats()["captures"] == 1
+    refunds = app.db.fetch_all("SELECT method, amount_paise FROM gateway_refunds")
+    assert refunds == [{"method": "cashfree", "amount_paise": order["total_paise"]}]
+    no_violations(app)
 
 
 def test_a_payment_at_the_gateway_chosen_by_auto_pays_the_order_once(
