@@ -413,14 +413,16 @@ class Stage:
                 time.sleep(float(err.headers.get("Retry-After") or 1))
         raise RuntimeError(f"no checkout for order {order_id}")
 
-    def pay_at_gateway(self, job: Job, method: str) -> None:
-        """The shopper's checkout, paid in the simulator's checkout page; job.body is what the page
-        then sends to POST /v1/payments."""
+    def pay_at_gateway(self, job: Job, method: str) -> str:
+        """The shopper's checkout (method: a gateway, or "auto"), paid in the simulator's checkout page of the
+        gateway chosen, which is returned; job.body is what the page then sends to POST /v1/payments."""
         checkout = self.checkout(job.user_id, job.order_id, method)
-        paid = self.sim(f"/_sim/{method}/checkout", {"order_id": checkout[method]["order_id"], "outcome": "success"})
-        job.body = {"order_id": job.order_id, "method": method}
-        if method == "razorpay":
+        chosen = str(checkout["method"])
+        paid = self.sim(f"/_sim/{chosen}/checkout", {"order_id": checkout[chosen]["order_id"], "outcome": "success"})
+        job.body = {"order_id": job.order_id, "method": chosen}
+        if chosen == "razorpay":
             job.body |= {k: paid[k] for k in ("razorpay_order_id", "razorpay_payment_id", "razorpay_signature")}
+        return chosen
 
     def cashfree_order(self, order_id: int) -> str:
         """The Cashfree order of our order's live checkout."""
@@ -828,6 +830,61 @@ def notify_down(stage: Stage, n: int) -> Row:
     return stage.row(accepted, recover, deliveries_refused_while_down=stage.receiver.refused)
 
 
+def gateway_outage(stage: Stage, n: int) -> Row:
+    """Razorpay answers 503 to everything for a minute in the middle of a sale (a few seconds at small scale),
+    while shoppers ask for checkouts with "method": "auto". A third paid at Razorpay just before it went down
+    and submit while it is down: their jobs wait it out and are paid when it returns. A third ask during it:
+    the first few checkouts fail at Razorpay and move on to Cashfree in the same request, then Razorpay's
+    circuit is open and they go straight to Cashfree. The last third ask once it is back and its cool-down has
+    passed: the trial call closes the circuit and they are at Razorpay again. Each order is paid once."""
+    jobs = stage.jobs_for()
+    before, during, after = jobs[: n // 3], jobs[n // 3 : 2 * n // 3], jobs[2 * n // 3 :]
+    outage_s = 60.0 if n >= 200 else 8.0
+    cooldown_s = float(stage.extra_env["PQ_GATEWAY_CIRCUIT_COOLDOWN_S"])
+    # The Cashfree third at Get Payments' pace, and the Razorpay jobs waiting out the outage.
+    stage.paced_s = cashfree_pacing_s(len(during)) + outage_s
+    stage.start_processors(stage.config.workers)
+    chosen: dict[str, dict[str, int]] = {"before": {}, "during": {}, "after": {}}
+
+    def pay(phase: str, job: Job) -> str:
+        gateway = stage.pay_at_gateway(job, "auto")
+        chosen[phase][gateway] = chosen[phase].get(gateway, 0) + 1
+        return gateway
+
+    for job in before:
+        pay("before", job)
+    down_until = time.time() + outage_s
+    stage.sim("/_sim/config", {"outage_gateways": ["razorpay"], "outage_until": down_until})
+    accepted = stage.submit(before)
+    # Checkouts answered while Razorpay was down, by the gateway they were created at.
+    while_down: dict[str, int] = {}
+    for job in during:
+        gateway = pay("during", job)
+        if time.time() < down_until:
+            while_down[gateway] = while_down.get(gateway, 0) + 1
+    circuit = stage._query("SELECT state FROM gateway_circuits WHERE gateway = 'razorpay'")
+    accepted += stage.submit(during)
+    time.sleep(max(0.0, down_until - time.time()))
+    over = time.monotonic()
+    time.sleep(cooldown_s + 1)  # the circuit's cool-down, after which one trial call goes to Razorpay
+    for job in after:
+        pay("after", job)
+    accepted += stage.submit(after)
+    recover = stage.wait_settled(over)
+    stats = stage.sim("/_sim/stats")
+    return stage.row(
+        accepted,
+        recover,
+        outage_s=outage_s,
+        checkouts_by_phase=chosen,
+        checkouts_answered_while_down=while_down,
+        razorpay_circuit_while_down=circuit[0]["state"] if circuit else "closed",
+        responses_5xx=stats["responses_5xx"],  # Razorpay's, while it was down
+        double_captures=stats["double_captures"],
+        **stage.limiter_details(),
+    )
+
+
 @dataclass(frozen=True)
 class Scenario:
     run: Callable[[Stage, int], Row]
@@ -1098,6 +1155,21 @@ SCENARIOS: dict[str, Scenario] = {
             "PQ_MAX_RECEIVE_COUNT": "3",
             "PQ_GATEWAY_BACKOFF_CAP_S": "2",
             "PQ_VISIBILITY_TIMEOUT_S": "30",
+        },
+    ),
+    "gateway_outage": Scenario(
+        gateway_outage,
+        env=SALE_ENV
+        | {
+            "PQ_RAZORPAY_LIMIT_PER_MIN": "9000",
+            # The Razorpay jobs retry through the outage: backoffs of up to 15 s (full jitter, 7.5 s on average
+            # once capped) over 20 deliveries outlast a minute many times over, so none is dead-lettered.
+            "PQ_MAX_RECEIVE_COUNT": "20",
+            "PQ_GATEWAY_BACKOFF_CAP_S": "15",
+            "PQ_VISIBILITY_TIMEOUT_S": "30",
+            # A short cool-down, so that the last third of the scenario finds the circuit closed again soon
+            # after Razorpay is back (the default is shared/settings.py's).
+            "PQ_GATEWAY_CIRCUIT_COOLDOWN_S": "5",
         },
     ),
     "duplicate_delivery": Scenario(duplicate_delivery, second_orders=True),

@@ -41,7 +41,8 @@ What the shopper does at the gateway, and what only time or the bank does, is pl
     GET  /_sim/calls      POST /_sim/reset      POST /_sim/config {knob: value} (400, nothing set, on a bad one)
 
 Knobs (SimConfig; PQ_SIM_<KNOB> at start, POST /_sim/config at run time): latency, a 429 rate with
-Retry-After / x-ratelimit-retry, a 5xx rate, a hard limit in requests per second, a 429 storm, writes
+Retry-After / x-ratelimit-retry, a 5xx rate, a gateway's outage (503 to everything), a hard limit in requests
+per second, a 429 storm, writes
 applied but answered 502 or only after the client gave up, Cashfree's published per-minute limits
 (production | sandbox | off), auto-capture, Razorpay's capture timeout (razorpay_auth_release_s), refund
 outcomes (standing, and scripted lists consumed one per refund we request: razorpay_refund_outcomes,
@@ -98,6 +99,11 @@ class SimConfig:
     rate_5xx: float = 0.0  # share of requests answered 503 before doing anything
     hard_limit_rps: float = 0.0  # server-side limit over any 1 s window (0: none); beyond it, 429
     storm_until: float = 0.0  # unix time until which every request is answered 429
+    # An outage: until outage_until (unix time), every request to a gateway named in outage_gateways is
+    # answered 503 in that gateway's error shape before anything is done, credentials unread (its front door
+    # is down). The shopper's side (/_sim) stays up: a checkout paid before it settles once it is over.
+    outage_until: float = 0.0
+    outage_gateways: list[str] = field(default_factory=list)
     fail_after_send: int = 0  # the next N writes are applied, then answered 502
     timeout_after_send: int = 0  # the next N writes are applied, then answered only after hang_s
     hang_s: float = 3.0
@@ -165,6 +171,14 @@ def _rupees(paise: int) -> float:
     return float(Decimal(paise) / 100)
 
 
+def _unavailable(gateway: str) -> Answer:
+    """503 as each gateway answers a server-side failure: Razorpay's error object with code SERVER_ERROR (the
+    official client raises ServerError for it: razorpay/constants/error_code.py), Cashfree's api_error."""
+    if gateway == "razorpay":
+        return 503, rzp_error("Service temporarily unavailable", code="SERVER_ERROR"), {}
+    return 503, cf_error("Service temporarily unavailable", "internal_error", "api_error"), {}
+
+
 def _endpoint_key(method: str, path: str) -> str:
     """ "GET /v1/payments/{id}/refunds" for "GET /v1/payments/pay_X/refunds": ids folded for the stats."""
     parts = path.split("/")
@@ -184,6 +198,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "razorpay_refund_outcomes": RAZORPAY_REFUND_OUTCOMES,
     "cashfree_refund_outcome": CASHFREE_REFUND_OUTCOMES,
     "cashfree_refund_outcomes": CASHFREE_REFUND_OUTCOMES,
+    "outage_gateways": ("razorpay", "cashfree"),
 }
 
 
@@ -668,14 +683,14 @@ class Simulator:
             return 429, too_many[0], {"Retry-After": "1"} if gateway == "razorpay" else {"x-ratelimit-retry": "1"}
         admitted.append(now)
         if cfg.rate_5xx and _rng.random() < cfg.rate_5xx:
-            if gateway == "razorpay":
-                return 503, rzp_error("Service temporarily unavailable"), {}
-            return 503, cf_error("Service temporarily unavailable", "internal_error", "api_error"), {}
+            return _unavailable(gateway)
         return None
 
     def _answer(
         self, gateway: str, method: str, route: str, *, query: str, headers: dict[str, str], body: Any, now: float
     ) -> tuple[int, Any, dict[str, str], float]:
+        if gateway in self.config.outage_gateways and now < self.config.outage_until:
+            return *_unavailable(gateway), 0.0
         lower = {k.lower(): v for k, v in headers.items()}
         refused = self._authenticate(gateway, lower)
         if refused is not None:

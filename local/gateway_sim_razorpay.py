@@ -68,9 +68,11 @@ REFUND_SPEEDS = ("normal", "optimum")
 REFUND_OUTCOMES = ("processed", "failed")
 
 
-def rzp_error(description: str, *, field: str | None = None, reason: str = "NA") -> dict[str, Any]:
+def rzp_error(
+    description: str, *, field: str | None = None, reason: str = "NA", code: str = "BAD_REQUEST_ERROR"
+) -> dict[str, Any]:
     error: dict[str, Any] = {
-        "code": "BAD_REQUEST_ERROR",
+        "code": code,
         "description": description,
         "source": "business" if reason != "NA" else "NA",
         "step": "payment_initiation" if reason != "NA" else "NA",

@@ -11,7 +11,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     AfterValidator,
@@ -25,7 +25,7 @@ from pydantic import (
     model_validator,
 )
 
-from shared.gateways import GatewayName, PaymentMethod
+from shared.gateways import GATEWAY_NAMES, GatewayName, PaymentMethod
 from shared.outcomes import GatewayEndOutcome, WalletOutcome
 
 # The largest order id a request may name: the largest integer a JSON number carries exactly in every
@@ -128,13 +128,36 @@ class PaymentRequest(BaseModel):
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+# A checkout's method that lets the server choose: the first enabled gateway (in the registry's order) that is
+# up and has a token (shared/services/checkout.py).
+AnyGateway = Literal["auto"]
+ANY_GATEWAY: str = get_args(AnyGateway)[0]
+
+
+def _distinct(methods: tuple[str, ...]) -> tuple[str, ...]:
+    if len(set(methods)) != len(methods):
+        raise ValueError("must name each gateway once")
+    return methods
+
+
+# The shopper's own order of preference among the gateways.
+GatewayPreference = Annotated[
+    tuple[GatewayName, ...],
+    Field(min_length=1, max_length=len(GATEWAY_NAMES), json_schema_extra={"uniqueItems": True}),
+    AfterValidator(_distinct),
+]
+
+
 class CheckoutRequest(BaseModel):
     """Body of POST /v1/checkouts."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     order_id: OrderId
-    method: GatewayName
+    method: GatewayName | AnyGateway | GatewayPreference = Field(
+        description='a gateway; "auto": the first enabled gateway that is up and not busy; or a list of gateways '
+        "in order of preference (the enabled ones are tried in that order)"
+    )
 
 
 def _printable(value: str) -> str:

@@ -55,6 +55,7 @@ REPEATABLE = (
     "wallet_payment.sql",  # the wallet path (functions/process_payment)
     "line.sql",  # leaving the line: a cancelled job, the jobs of a sold-out product
     "rate_limits.sql",  # the gateway token buckets
+    "circuits.sql",  # the gateways' circuit breakers, which route checkouts around an outage
     "gateway_payment.sql",  # the gateway path (functions/process_payment)
     "failures.sql",  # failed deliveries, for operators
     "local_queue.sql",  # PGMQ writes of the local stand-ins for SQS and EventBridge

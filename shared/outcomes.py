@@ -57,7 +57,7 @@ class GatewayEndOutcome(StrEnum):
 
 
 class CheckoutOutcome(StrEnum):
-    """pq_checkout_open, pq_checkout_created."""
+    """pq_checkout_route (pq_checkout_open), pq_checkout_created."""
 
     EXISTING = "existing"
     PENDING = "pending"
@@ -65,7 +65,8 @@ class CheckoutOutcome(StrEnum):
     ORDER_NOT_FOUND = "order_not_found"
     ORDER_NOT_PAYABLE = "order_not_payable"
     GATEWAY_ORDER_MISMATCH = "gateway_order_mismatch"
-    CLAIMED = "claimed"  # pq_checkout_open: another request is making the gateway create call
+    CLAIMED = "claimed"  # pq_checkout_route: another request is making the gateway create call
+    UNAVAILABLE = "unavailable"  # pq_checkout_route: no gateway asked for can be called now
 
 
 class WebhookOutcome(StrEnum):

@@ -163,6 +163,15 @@ class Settings(BaseSettings):
     # short enough that the calls which never reserve (checkouts, the sweeper's reconciliation) are
     # not shut out of a bucket they share for long. At most SQS's 12-hour visibility timeout.
     limiter_max_reserve_s: int = Field(default=900, ge=0, le=43_200)
+    # A gateway's circuit (shared/sql/circuits.sql) opens after this many checkout calls in a row failed with a
+    # 5xx or a timeout; checkouts that may go elsewhere ("method": "auto") then do. Enough that the odd 5xx of a
+    # healthy gateway never opens it, few enough that a sale stops sending shoppers into an outage at once
+    # (each of those few is routed on to the next gateway itself).
+    gateway_circuit_failures: int = Field(default=5, ge=1)
+    # How long an open circuit sends nothing before one trial call goes (half-open; its success closes the
+    # circuit). A failed trial costs its shopper nothing but a detour to the next gateway, so the wait is short:
+    # a shopper who named the gateway is told to come back after it (Retry-After).
+    gateway_circuit_cooldown_s: float = Field(default=15.0, gt=0)
     # Backoff after a 429 / 5xx: full jitter on base * 2^(delivery-1), capped (seconds, as SQS takes them).
     gateway_backoff_base_s: float = 1.0
     gateway_backoff_cap_s: int = 300

@@ -98,7 +98,8 @@ def create_payment() -> Response[Any]:
 
 @app.post(
     "/v1/checkouts",
-    summary="Create (or find) the gateway order to pay one of the caller's orders with",
+    summary="Create (or find) the gateway order to pay one of the caller's orders with, at the gateway named or "
+    'the first one up ("auto", or a list in order of preference)',
     status_code=201,
     responses=COMMON_ERRORS
     | responses(
@@ -111,9 +112,10 @@ def create_payment() -> Response[Any]:
         e413="payload_too_large",
         e422="validation_error or method_not_supported",
         e502="gateway_error",
-        e503="service_busy (Retry-After)",
+        e503='service_busy, gateway_unavailable (the gateway named is down: ask again with "auto") or '
+        "gateways_unavailable (every gateway allowed is down or busy), with Retry-After",
     )
-    | {200: model_response("the live checkout of this order and method, created before", CheckoutView)},
+    | {200: model_response("a live checkout of this order at a gateway allowed, created before", CheckoutView)},
     openapi_extensions=CHECKOUT_REQUEST_BODY,
 )
 @tracer.capture_method

@@ -66,8 +66,9 @@ class PaymentGateway(Protocol):
     """One gateway, as the services use it. Built by its package's build() from the settings."""
 
     name: str
-    # The published limit each kind of request takes its token from: fetch (the first request of a
-    # delivery, its token taken by pq_gateway_begin), refund, find_refund, refunds.
+    # The published limit each kind of request takes its token from: create (a checkout's create call, its
+    # token taken by pq_checkout_route), fetch (the first request of a delivery, its token taken by
+    # pq_gateway_begin), refund, find_refund, refunds.
     endpoints: Mapping[str, str]
     # The gateway's own, unsigned id of a webhook delivery: recorded to match its dashboard, never a key.
     webhook_event_id_header: str

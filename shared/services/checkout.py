@@ -1,19 +1,36 @@
 """Gateway checkouts (POST /v1/checkouts, GET /v1/checkouts/{id}): the gateway order for one of our
-orders, created by us for its exact amount and bound to the order and the shopper.
+orders, created by us for its exact amount and bound to the order and the shopper -- at the gateway the
+request names, or, routed ("method": "auto", or a list in order of preference), at the first one that is up
+and has a token.
 
-    open (one round trip: the live checkout, or a new one with our merchant_ref)
-      existing -> answer it (200)
-      claimed  -> another request is making the create call: look again shortly, up to checkout_wait_s,
-                  then its answer (200) or 503 service_busy + Retry-After
-      pending  -> token -> create at the gateway (no transaction open) -> bind (one round trip) -> 201
+    route (one round trip, pq_checkout_route: the order's live checkout at the first allowed gateway that is
+           up, or a new one with our merchant_ref at the first allowed gateway holding none whose circuit lets
+           a call through, its create token taken)
+      existing       -> answer it (200)
+      unavailable    -> 503 with Retry-After: service_busy (no token), gateway_unavailable (the one gateway
+                        asked for is down), gateways_unavailable (every gateway asked for is down or busy)
+      claimed        -> another request is making the create call: look again shortly, up to checkout_wait_s,
+                        then its answer (200) or 503 service_busy + Retry-After
+      pending        -> create at the gateway (no transaction open) -> bind (one round trip) -> 201
 
-Only the request holding the claim (pq_checkout_open, for as long as its calls can take) calls the
-gateway: two concurrent requests make one gateway order. A create call whose answer was lost leaves the
-checkout "creating", its claim let go: the next request settles it by looking the order up first
-(the gateway package's create_order, told the call is retried), never by creating a second one blindly. A
-request refused before the gateway could make an order (no token from the shared limiter, or the create
-refused, a 429 included) deletes the checkout it opened: 503 service_busy + Retry-After (or 502), and
-nothing recorded.
+Only the request holding the claim (pq_checkout_route, for as long as its calls can take) calls the gateway:
+two concurrent requests make one gateway order. A create call whose answer was lost leaves the checkout
+"creating", its claim let go: the next request settles it by looking the order up first (the gateway
+package's create_order, told the call is retried), never by creating a second one blindly. A request refused
+before the gateway could make an order (no token from the shared limiter, or the create refused, a 429
+included) deletes the checkout it opened: 503 service_busy + Retry-After (or 502), and nothing recorded.
+
+A gateway that does not answer (a 5xx or a timeout) counts against its circuit (shared/sql/circuits.sql:
+gateway_circuit_failures in a row open it; after gateway_circuit_cooldown_s one trial call goes, and an answer
+closes it). A routed request whose gateway did not answer lets its checkout go -- no page was given its
+gateway order, so nobody can pay it -- and moves on to the next gateway it allows, in the same request. One
+that named its gateway is answered 503 gateway_unavailable at once while the circuit is open (but for a
+checkout there its page was given, answered as it is): the page may ask again with "auto". A checkout the page
+was given is never moved or cancelled (a Razorpay order cannot be: razorpay.com/docs/payments/orders, order
+states); an order may hold a live one at each gateway, as a shopper who closes one gateway's window and picks
+another does, and the second payment to reach the order is refunded in full (shared/services/gateway.py). A
+routed request answers the live checkout at a gateway that is up; while that gateway's circuit is open it
+opens one at the next gateway allowed.
 """
 
 from __future__ import annotations
@@ -25,9 +42,9 @@ import uuid
 from typing import Any
 
 from shared.bootstrap import App
-from shared.domain import ApiError, CheckoutRequest, GatewayRejected, GatewayRetryable
+from shared.domain import ANY_GATEWAY, ApiError, CheckoutRequest, GatewayRejected, GatewayRetryable
 from shared.gateway_limits import bucket
-from shared.gateways.port import CheckoutOrder
+from shared.gateways.port import CheckoutOrder, Token
 from shared.observability import logger
 from shared.outcomes import CheckoutOutcome
 from shared.ports import GatewayOrder
@@ -106,24 +123,51 @@ def _gateway_error(exc: GatewayRetryable | GatewayRejected) -> ApiError:
     return ApiError(502, "gateway_error", "the payment gateway refused to create the order")
 
 
-def _open(app: App, user_id: str, request: CheckoutRequest) -> dict[str, Any]:
-    """pq_checkout_open, claiming the create call for as long as this request can be making it: a
-    lookup and a create of gateway_timeout_s each, and its DB steps."""
-    claim_s = 2 * app.settings.gateway_timeout_s + _CLAIM_DB_STEPS_S
+def _methods(app: App, method: str | tuple[str, ...]) -> tuple[str, ...]:
+    """The enabled gateways the request allows, in its order of preference ("auto": the registry's), or 422
+    method_not_supported when it allows none."""
+    if method == ANY_GATEWAY:
+        wanted: tuple[str, ...] = tuple(app.gateways)
+    else:
+        wanted = (method,) if isinstance(method, str) else method
+    enabled = tuple(name for name in wanted if name in app.gateways)
+    if not enabled:
+        enabled_gateway(app, wanted[0] if wanted else ANY_GATEWAY)  # raises: none of them is enabled
+    return enabled
+
+
+def _route(app: App, user_id: str, order_id: int, methods: tuple[str, ...]) -> dict[str, Any]:
+    """pq_checkout_route, claiming the create call for as long as this request can be making it: a lookup and
+    a create of gateway_timeout_s each, and its DB steps. Each gateway comes with its create bucket, whose
+    token a new checkout takes there, in the same round trip."""
+    settings = app.settings
+    claim_s = 2 * settings.gateway_timeout_s + _CLAIM_DB_STEPS_S
+    buckets = [bucket(settings, name, app.gateways[name].endpoints["create"]) for name in methods]
     row = app.db.fetch_one(
-        "SELECT outcome, reason, inserted, (checkout).* FROM pq_checkout_open(%s, %s, %s, %s, %s)",
-        (user_id, request.order_id, request.method, float(app.settings.checkout_ttl_s), claim_s),
+        """SELECT outcome, reason, inserted, retry_ms, circuits, (checkout).*
+             FROM pq_checkout_route(%s, %s, %s, %s, %s, %s, %s, %s, %s)""",
+        (
+            user_id,
+            order_id,
+            list(methods),
+            float(settings.checkout_ttl_s),
+            claim_s,
+            [name for name, _, _ in buckets],
+            [rate for _, rate, _ in buckets],
+            [burst for _, _, burst in buckets],
+            settings.gateway_circuit_cooldown_s,
+        ),
     )
     assert row is not None
     return row
 
 
-def _open_or_wait(app: App, user_id: str, request: CheckoutRequest) -> dict[str, Any]:
-    """The checkout as pq_checkout_open answers it, once no other request is making its create call
+def _route_or_wait(app: App, user_id: str, order_id: int, methods: tuple[str, ...]) -> dict[str, Any]:
+    """The checkout as pq_checkout_route answers it, once no other request is making its create call
     (each look its own short transaction: nothing is held while waiting)."""
     deadline = time.monotonic() + app.settings.checkout_wait_s
     while True:
-        row = _open(app, user_id, request)
+        row = _route(app, user_id, order_id, methods)
         if CheckoutOutcome(row["outcome"]) is not CheckoutOutcome.CLAIMED:
             return row
         if time.monotonic() + _CLAIM_POLL_S > deadline:
@@ -137,11 +181,56 @@ def _open_or_wait(app: App, user_id: str, request: CheckoutRequest) -> dict[str,
         time.sleep(_CLAIM_POLL_S)
 
 
-def _create_or_unclaim(app: App, row: dict[str, Any], method: str) -> GatewayOrder:
+def _unavailable(row: dict[str, Any], methods: tuple[str, ...]) -> ApiError:
+    """503 for a request none of whose gateways can be called now, with when the first one may be."""
+    retry_after_s = max(1, math.ceil((row["retry_ms"] or 0) / 1000))
+    if not row["circuits"]:  # each one only out of tokens: busy, as a single gateway always was
+        return ApiError(
+            503,
+            "service_busy",
+            "the payment gateway is busy; retry shortly with the same request",
+            retry_after_s=retry_after_s,
+        )
+    if len(methods) == 1:
+        return ApiError(
+            503,
+            "gateway_unavailable",
+            'the payment gateway is not answering; retry later, or ask for another ("method": "auto")',
+            retry_after_s=retry_after_s,
+            method=methods[0],
+        )
+    return ApiError(
+        503,
+        "gateways_unavailable",
+        "no payment gateway can take the order now; retry shortly",
+        retry_after_s=retry_after_s,
+    )
+
+
+def _token(app: App, method: str, taken: str | None) -> Token:
+    """take_token for each request of the create call, but the first one from the endpoint whose token
+    pq_checkout_route took already (taken)."""
+    spare = [taken]
+
+    def token(endpoint: str) -> None:
+        if endpoint == spare[0]:
+            spare[0] = None
+            return
+        take_token(app, method, endpoint)
+
+    return token
+
+
+def _create_or_unclaim(app: App, row: dict[str, Any], *, may_move_on: bool) -> GatewayOrder | None:
     """The claimed create call. Ending without an order, the claim is let go (an order may exist: the
     next request looks it up) or, when this request opened the checkout and the gateway certainly made
-    no order, the checkout is deleted (pq_checkout_unclaimed)."""
+    no order, the checkout is deleted (pq_checkout_unclaimed), which also tells the gateway's circuit how
+    the call went. None: the gateway did not answer and the request may move on to another gateway
+    (may_move_on): the checkout is deleted -- its gateway order, if the gateway made one, was never given
+    to a page."""
     inserted = bool(row["inserted"])
+    method = row["method"]
+    gateway = enabled_gateway(app, method)
     checkout = CheckoutOrder(
         checkout_id=str(row["id"]),
         order_id=row["order_id"],
@@ -152,38 +241,62 @@ def _create_or_unclaim(app: App, row: dict[str, Any], method: str) -> GatewayOrd
         expires_at=row["expires_at"],
     )
     try:
-        return enabled_gateway(app, method).create_order(
-            checkout, not inserted, lambda endpoint: take_token(app, method, endpoint)
+        return gateway.create_order(
+            checkout, not inserted, _token(app, method, gateway.endpoints["create"] if inserted else None)
         )
-    except ApiError:  # no token: nothing left for the gateway
-        _unclaim(app, row, discard=inserted)
+    except ApiError:  # no token for the lookup: nothing left for the gateway
+        _unclaim(app, row, discard=inserted, gateway_failed=None)
         raise
-    except (GatewayRetryable, GatewayRejected) as exc:
-        # A 4xx refuses the order as sent; a 429 is the gateway's rate limiter turning the request away
-        # unprocessed, to be retried (Razorpay api/pagination "Rate Limiter"; Cashfree api-reference/rate-limits).
-        refused = isinstance(exc, GatewayRejected) or exc.kind == "throttled"
-        _unclaim(app, row, discard=inserted and refused)
-        logger.warning("checkout create not answered", checkout_id=str(row["id"]), gateway=method, error=str(exc))
+    except GatewayRejected as exc:  # the gateway answered: it is up, and refuses the order as sent
+        _unclaim(app, row, discard=inserted, gateway_failed=False)
+        logger.warning("checkout create refused", checkout_id=str(row["id"]), gateway=method, error=str(exc))
+        raise _gateway_error(exc) from None
+    except GatewayRetryable as exc:
+        # A 429 is the gateway's rate limiter turning the request away unprocessed, to be retried (Razorpay
+        # api/pagination "Rate Limiter"; Cashfree api-reference/rate-limits): it says nothing of an outage.
+        throttled = exc.kind == "throttled"
+        _unclaim(app, row, discard=may_move_on or (inserted and throttled), gateway_failed=None if throttled else True)
+        logger.warning(
+            "checkout create not answered",
+            checkout_id=str(row["id"]),
+            gateway=method,
+            error=str(exc),
+            moving_on=may_move_on,
+        )
+        if may_move_on:
+            return None
         raise _gateway_error(exc) from None
 
 
-def _unclaim(app: App, row: dict[str, Any], *, discard: bool) -> None:
-    app.db.execute("SELECT pq_checkout_unclaimed(%s, %s, %s)", (row["id"], row["create_claimed_until"], discard))
+def _unclaim(app: App, row: dict[str, Any], *, discard: bool, gateway_failed: bool | None) -> None:
+    app.db.execute(
+        "SELECT pq_checkout_unclaimed(%s, %s, %s, %s, %s)",
+        (row["id"], row["create_claimed_until"], discard, gateway_failed, app.settings.gateway_circuit_failures),
+    )
 
 
 def open_checkout(app: App, user_id: str, request: CheckoutRequest) -> tuple[int, dict[str, Any]]:
-    """(201, view) when this request created the gateway order, (200, view) when it existed."""
-    enabled_gateway(app, request.method)
-    row = _open_or_wait(app, user_id, request)
-    outcome = CheckoutOutcome(row["outcome"])
-    if outcome is CheckoutOutcome.ORDER_NOT_FOUND:
-        raise ApiError(404, "order_not_found", "no such order for this user")
-    if outcome is CheckoutOutcome.ORDER_NOT_PAYABLE:
-        raise ApiError(409, "order_not_payable", f"order is {row['reason']}", order_status=row["reason"])
-    if outcome is CheckoutOutcome.EXISTING:
-        return 200, checkout_view(app, row)
+    """(201, view) when this request created the gateway order, (200, view) when it existed. The view's
+    method is the gateway chosen."""
+    methods = _methods(app, request.method)
+    while True:
+        row = _route_or_wait(app, user_id, request.order_id, methods)
+        outcome = CheckoutOutcome(row["outcome"])
+        if outcome is CheckoutOutcome.ORDER_NOT_FOUND:
+            raise ApiError(404, "order_not_found", "no such order for this user")
+        if outcome is CheckoutOutcome.ORDER_NOT_PAYABLE:
+            raise ApiError(409, "order_not_payable", f"order is {row['reason']}", order_status=row["reason"])
+        if outcome is CheckoutOutcome.EXISTING:
+            return 200, checkout_view(app, row)
+        if outcome is CheckoutOutcome.UNAVAILABLE:
+            raise _unavailable(row, methods)
+        order = _create_or_unclaim(app, row, may_move_on=len(methods) > 1)
+        if order is not None:
+            return _bind(app, row, order)
+        methods = tuple(name for name in methods if name != row["method"])
 
-    order = _create_or_unclaim(app, row, request.method)
+
+def _bind(app: App, row: dict[str, Any], order: GatewayOrder) -> tuple[int, dict[str, Any]]:
     bound = app.db.fetch_one(
         "SELECT outcome, (checkout).* FROM pq_checkout_created(%s, %s, %s, %s, %s)",
         (row["id"], order.order_id, order.payment_session_id, order.amount_paise, order.currency),
@@ -191,9 +304,9 @@ def open_checkout(app: App, user_id: str, request: CheckoutRequest) -> tuple[int
     assert bound is not None
     bound_outcome = CheckoutOutcome(bound["outcome"])
     if bound_outcome is CheckoutOutcome.GATEWAY_ORDER_MISMATCH:
-        logger.error("gateway order does not match its checkout", checkout_id=str(row["id"]), gateway=request.method)
+        logger.error("gateway order does not match its checkout", checkout_id=str(row["id"]), gateway=row["method"])
         raise ApiError(502, "gateway_error", "the payment gateway answered an order that is not ours")
-    logger.info("checkout created", checkout_id=str(row["id"]), gateway=request.method, order_id=request.order_id)
+    logger.info("checkout created", checkout_id=str(row["id"]), gateway=row["method"], order_id=row["order_id"])
     return (201 if bound_outcome is CheckoutOutcome.CREATED else 200), checkout_view(app, bound)
 
 

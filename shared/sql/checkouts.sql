@@ -3,32 +3,60 @@
 -- it, and the jobs that follow. Every function is one short transaction in one round trip; none is
 -- called while a gateway request is in flight (shared/services/checkout.py, webhooks.py).
 
--- Opens (or finds) the shopper's live checkout of an order for a gateway. A checkout that expired
--- unpaid with no live job is marked expired and a new one is opened. The request that is to make the
--- gateway create call (or settle a lost one by lookup) claims it for p_claim_s seconds
--- (create_claimed_until): while the claim lasts, other requests wait for its answer instead of making a
--- second gateway order. Outcomes (pq_checkout_outcome):
---   existing           -> the live checkout, its gateway order created: nothing to call
+-- Opens (or finds) the shopper's checkout of an order at one of the gateways p_methods allows, in its order
+-- of preference. An order holds at most one live checkout per gateway (migration 0006's index): a shopper who
+-- closed one gateway's window may pick another at once, and the second payment to reach the order is refunded
+-- in full (shared/services/gateway.py). A checkout that expired unpaid with no live job is marked expired and a
+-- new one may be opened. The request that is to make the gateway create call (or settle a lost one by lookup)
+-- claims it for p_claim_s seconds (create_claimed_until): while the claim lasts, other requests wait for its
+-- answer instead of making a second gateway order.
+--
+-- The order's live checkouts at the gateways allowed come first, in the request's order of preference: one the
+-- page was given ('created') is answered as it is when its gateway's circuit is closed, or whatever the circuit
+-- when the request names that one gateway (nothing is called: the page may still pay it); one never given to a
+-- page ('creating': its create answer was lost) is waited for while another request's claim on it lasts, and
+-- otherwise settled at its gateway by lookup when that gateway's circuit lets a call through. A live checkout
+-- at a gateway that is down is left as it is (a lookup settles it once the gateway is back).
+--
+-- Then a new one goes to the first gateway of p_methods that holds no live checkout of the order, whose circuit
+-- lets a call through (pq_gateway_circuit_wait; the trial of a circuit past its cool-down is claimed for this
+-- request) and whose create bucket (p_buckets[i], p_rates[i], p_bursts[i]: shared/gateway_limits.py) gives a
+-- token: that token is the create call's. p_buckets NULL (pq_checkout_open, the previous release's call): no
+-- circuit is consulted and no token taken (its caller takes them).
+-- Outcomes (pq_checkout_outcome):
+--   existing           -> a live checkout, its gateway order created: nothing to call
 --   pending            -> the checkout whose gateway order this request must create (or whose lost
 --                         creation it must settle), claimed for it; inserted = true when this call opened it
+--                         (and took its create token)
 --   claimed            -> another request is making the create call: wait for its answer
+--   unavailable        -> no gateway allowed can be called now: retry_ms says when the first may, circuits
+--                         how many were refused by their circuit (the others had no token)
 --   order_not_found    -> no such order for this user (another user's looks the same)
 --   order_not_payable  -> reason = the order's status
--- p_claim_s NULL (as the previous release calls it): no claim is made or honoured.
-DROP FUNCTION IF EXISTS pq_checkout_open(text, bigint, text, double precision);
-DROP FUNCTION IF EXISTS pq_checkout_open(text, bigint, text, double precision, double precision);
-CREATE FUNCTION pq_checkout_open(p_user_id text, p_order_id bigint, p_method text, p_ttl_s double precision,
-                                 p_claim_s double precision DEFAULT NULL,
-                                 OUT outcome pq_checkout_outcome, OUT reason text, OUT inserted boolean,
-                                 OUT checkout gateway_checkouts)
+-- p_claim_s NULL: no claim is made or honoured.
+CREATE OR REPLACE FUNCTION pq_checkout_route(p_user_id text, p_order_id bigint, p_methods text[],
+                                             p_ttl_s double precision, p_claim_s double precision,
+                                             p_buckets text[] DEFAULT NULL,
+                                             p_rates double precision[] DEFAULT NULL,
+                                             p_bursts double precision[] DEFAULT NULL,
+                                             p_cooldown_s double precision DEFAULT NULL,
+                                             OUT outcome pq_checkout_outcome, OUT reason text, OUT inserted boolean,
+                                             OUT retry_ms integer, OUT circuits integer,
+                                             OUT checkout gateway_checkouts)
 LANGUAGE plpgsql SET enable_seqscan = off AS $$
 DECLARE
     v_order orders%ROWTYPE;
     v_claim timestamptz := now() + make_interval(secs => p_claim_s);
+    v_live gateway_checkouts%ROWTYPE;
+    v_held text[] := '{}';  -- the gateways allowed that hold a live checkout of the order: no new one there
+    v_circuit record;
+    v_token record;
+    v_method text;
 BEGIN
     -- One shopper's checkouts are opened one at a time (transaction-scoped lock: see pq_enqueue_job).
     PERFORM pq_lock_user(p_user_id);
     inserted := false;
+    circuits := 0;
     SELECT * INTO v_order FROM orders o WHERE o.id = p_order_id AND o.user_id = p_user_id;
     IF NOT FOUND THEN
         outcome := 'order_not_found';
@@ -39,43 +67,107 @@ BEGIN
         reason := v_order.order_status;
         RETURN;
     END IF;
-    SELECT * INTO checkout FROM gateway_checkouts c
-     WHERE c.order_id = p_order_id AND c.method = p_method AND c.status IN ('creating', 'created')
-       FOR UPDATE;
-    IF FOUND AND checkout.status = 'created' AND checkout.expires_at <= now()
-       AND NOT EXISTS (SELECT 1 FROM payment_jobs j
-                        WHERE j.checkout_id = checkout.id AND j.status IN ('queued', 'processing')) THEN
-        -- Unpaid past its expiry: a late payment to it is still settled (webhook, reconciliation).
-        UPDATE gateway_checkouts SET status = 'expired', updated_at = now() WHERE id = checkout.id;
+    FOR v_live IN SELECT * FROM gateway_checkouts c
+                   WHERE c.order_id = p_order_id AND c.method = ANY (p_methods)
+                     AND c.status IN ('creating', 'created')
+                   ORDER BY array_position(p_methods, c.method)
+                     FOR UPDATE LOOP
+        IF v_live.status = 'created' AND v_live.expires_at <= now()
+           AND NOT EXISTS (SELECT 1 FROM payment_jobs j
+                            WHERE j.checkout_id = v_live.id AND j.status IN ('queued', 'processing')) THEN
+            -- Unpaid past its expiry: a late payment to it is still settled (webhook, reconciliation).
+            UPDATE gateway_checkouts SET status = 'expired', updated_at = now() WHERE id = v_live.id;
+            CONTINUE;
+        END IF;
+        v_held := v_held || v_live.method;
+        IF v_live.status = 'created' THEN
+            IF p_buckets IS NOT NULL AND cardinality(p_methods) > 1 THEN
+                SELECT * INTO v_circuit FROM pq_gateway_circuit_wait(v_live.method, p_cooldown_s);
+                IF v_circuit.trial THEN  -- not closed: the next gateway allowed may take the order
+                    circuits := circuits + 1;
+                    retry_ms := least(retry_ms, v_circuit.wait_ms);
+                    CONTINUE;
+                END IF;
+            END IF;
+            checkout := v_live;
+            outcome := 'existing';
+            RETURN;
+        ELSIF p_claim_s IS NOT NULL AND v_live.create_claimed_until > now() THEN
+            checkout := v_live;
+            outcome := 'claimed';
+            RETURN;
+        ELSIF p_buckets IS NULL OR pq_gateway_circuit_admits(v_live.method, p_cooldown_s, v_claim) THEN
+            -- Its claimant is gone or let go with its call unanswered: this request settles it by lookup.
+            UPDATE gateway_checkouts c SET create_claimed_until = v_claim WHERE c.id = v_live.id
+            RETURNING * INTO checkout;
+            outcome := 'pending';
+            RETURN;
+        END IF;
+        circuits := circuits + 1;
+        retry_ms := least(retry_ms, (SELECT w.wait_ms FROM pq_gateway_circuit_wait(v_live.method, p_cooldown_s) w));
+    END LOOP;
+    FOR i IN 1 .. coalesce(array_length(p_methods, 1), 0) LOOP
+        v_method := p_methods[i];
+        CONTINUE WHEN v_method = ANY (v_held);
+        IF p_buckets IS NOT NULL THEN
+            SELECT * INTO v_circuit FROM pq_gateway_circuit_wait(v_method, p_cooldown_s);
+            IF v_circuit.wait_ms > 0 THEN
+                circuits := circuits + 1;
+                retry_ms := least(retry_ms, v_circuit.wait_ms);
+                CONTINUE;
+            END IF;
+            SELECT * INTO v_token FROM pq_take_tokens(p_buckets[i], p_rates[i], p_bursts[i], 1);
+            IF NOT v_token.granted THEN
+                retry_ms := least(retry_ms, v_token.wait_ms);
+                CONTINUE;
+            END IF;
+            -- The token first: a circuit's trial is claimed only by a request that can make the call (one
+            -- that loses the race for it to another container leaves its token unused).
+            IF v_circuit.trial THEN
+                IF NOT pq_gateway_circuit_trial(v_method, p_cooldown_s, v_claim) THEN
+                    circuits := circuits + 1;
+                    retry_ms := least(retry_ms, ceil(p_claim_s * 1000)::integer);
+                    CONTINUE;
+                END IF;
+            END IF;
+        END IF;
         checkout := NULL;
-    END IF;
-    IF checkout.status = 'created' THEN
-        outcome := 'existing';
-    ELSIF checkout.id IS NOT NULL AND p_claim_s IS NOT NULL AND checkout.create_claimed_until > now() THEN
-        outcome := 'claimed';
-    ELSIF checkout.id IS NOT NULL THEN
-        -- Its claimant is gone or let go with its call unanswered: this request settles it by lookup.
-        UPDATE gateway_checkouts c SET create_claimed_until = v_claim WHERE c.id = checkout.id
-        RETURNING * INTO checkout;
-        outcome := 'pending';
-    ELSE
         checkout.id := gen_random_uuid();
         INSERT INTO gateway_checkouts (id, order_id, user_id, method, merchant_ref, amount_paise, currency,
                                        expires_at, create_claimed_until)
-        VALUES (checkout.id, v_order.id, p_user_id, p_method, 'pq' || replace(checkout.id::text, '-', ''),
+        VALUES (checkout.id, v_order.id, p_user_id, v_method, 'pq' || replace(checkout.id::text, '-', ''),
                 v_order.total_paise, v_order.currency,
                 date_trunc('second', now() + make_interval(secs => p_ttl_s)), v_claim)
         RETURNING * INTO checkout;
         inserted := true;
         outcome := 'pending';
-    END IF;
+        retry_ms := NULL;
+        RETURN;
+    END LOOP;
+    checkout := NULL;
+    outcome := 'unavailable';
 END;
+$$;
+
+-- The previous release's call, for the one method it names (no circuit consulted, no token taken: its code
+-- takes the create call's tokens itself). Outcomes as pq_checkout_route's; none of the new one (unavailable)
+-- can come: with no circuit or token consulted, a gateway is always available.
+DROP FUNCTION IF EXISTS pq_checkout_open(text, bigint, text, double precision);
+DROP FUNCTION IF EXISTS pq_checkout_open(text, bigint, text, double precision, double precision);
+CREATE FUNCTION pq_checkout_open(p_user_id text, p_order_id bigint, p_method text, p_ttl_s double precision,
+                                 p_claim_s double precision DEFAULT NULL,
+                                 OUT outcome pq_checkout_outcome, OUT reason text, OUT inserted boolean,
+                                 OUT checkout gateway_checkouts)
+LANGUAGE sql SET enable_seqscan = off AS $$
+    SELECT r.outcome, r.reason, r.inserted, r.checkout
+      FROM pq_checkout_route(p_user_id, p_order_id, ARRAY[p_method], p_ttl_s, p_claim_s) r
 $$;
 
 -- The gateway answered the create call (or the lookup that settles a lost answer): binds the gateway
 -- order to the checkout, whose claim ends. A gateway order whose amount or currency is not the
--- checkout's is refused and bound to nothing. Outcomes (pq_checkout_outcome): created | existing (bound
--- before; checkout is that binding) | gateway_order_mismatch.
+-- checkout's is refused and bound to nothing. Either way the gateway answered: its circuit closes
+-- (pq_gateway_circuit_record). Outcomes (pq_checkout_outcome): created | existing (bound before;
+-- checkout is that binding) | gateway_order_mismatch.
 DROP FUNCTION IF EXISTS pq_checkout_created(uuid, text, text, bigint, text);
 CREATE FUNCTION pq_checkout_created(p_checkout_id uuid, p_gateway_order_id text, p_payment_session_id text,
                                     p_amount_paise bigint, p_currency text,
@@ -97,20 +189,30 @@ BEGIN
         RETURNING * INTO checkout;
         outcome := 'created';
     END IF;
+    PERFORM pq_gateway_circuit_record(checkout.method, false, NULL);
 END;
 $$;
 
 -- The request that claimed a checkout's create call ends without the gateway order (no token, or the
 -- gateway refused or did not answer). p_discard (it opened the checkout itself and the gateway certainly
--- made no order: no call left, or the create was refused, a 429 included): the checkout is deleted, so a
+-- made no order: no call left, or the create was refused, a 429 included; or the request moves on to
+-- another gateway, and no page was ever given this checkout's gateway order): the checkout is deleted, so a
 -- refused request leaves nothing behind. Otherwise (an order may exist under its merchant_ref) the
 -- checkout stays creating and the claim is let go, so that the next request settles it by lookup at
 -- once rather than waiting for the claim to lapse. Only the claimant's own claim (p_claimed_until, as
--- pq_checkout_open gave it) is touched: a request whose claim lapsed and was taken over changes nothing.
-CREATE OR REPLACE FUNCTION pq_checkout_unclaimed(p_checkout_id uuid, p_claimed_until timestamptz, p_discard boolean)
+-- pq_checkout_route gave it) is touched: a request whose claim lapsed and was taken over changes nothing.
+-- p_gateway_failed: what the call says of the gateway, for its circuit (pq_gateway_circuit_record: true a
+-- 5xx or a timeout, false a refusal, NULL no call or a 429), whoever holds the checkout now.
+DROP FUNCTION IF EXISTS pq_checkout_unclaimed(uuid, timestamptz, boolean);
+CREATE OR REPLACE FUNCTION pq_checkout_unclaimed(p_checkout_id uuid, p_claimed_until timestamptz, p_discard boolean,
+                                                 p_gateway_failed boolean DEFAULT NULL,
+                                                 p_failures_to_open integer DEFAULT NULL)
 RETURNS void
 LANGUAGE plpgsql SET enable_seqscan = off AS $$
+DECLARE
+    v_method text;
 BEGIN
+    SELECT c.method INTO v_method FROM gateway_checkouts c WHERE c.id = p_checkout_id;
     IF p_discard THEN
         DELETE FROM gateway_checkouts c
          WHERE c.id = p_checkout_id AND c.status = 'creating' AND c.create_claimed_until = p_claimed_until;
@@ -118,6 +220,7 @@ BEGIN
         UPDATE gateway_checkouts c SET create_claimed_until = NULL
          WHERE c.id = p_checkout_id AND c.status = 'creating' AND c.create_claimed_until = p_claimed_until;
     END IF;
+    PERFORM pq_gateway_circuit_record(v_method, p_gateway_failed, p_failures_to_open);
 END;
 $$;
 

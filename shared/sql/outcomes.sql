@@ -58,7 +58,7 @@ ALTER TYPE pq_gateway_end_outcome ADD VALUE IF NOT EXISTS 'parked';
 ALTER TYPE pq_enqueue_outcome ADD VALUE IF NOT EXISTS 'checkout_required';
 ALTER TYPE pq_enqueue_outcome ADD VALUE IF NOT EXISTS 'gateway_order_mismatch';
 
--- pq_checkout_open, pq_checkout_created: creating the gateway order of a checkout.
+-- pq_checkout_route (pq_checkout_open), pq_checkout_created: creating the gateway order of a checkout.
 DO $$
 BEGIN
     CREATE TYPE pq_checkout_outcome AS ENUM ();
@@ -71,6 +71,8 @@ ALTER TYPE pq_checkout_outcome ADD VALUE IF NOT EXISTS 'order_not_found';
 ALTER TYPE pq_checkout_outcome ADD VALUE IF NOT EXISTS 'order_not_payable';
 ALTER TYPE pq_checkout_outcome ADD VALUE IF NOT EXISTS 'gateway_order_mismatch';
 ALTER TYPE pq_checkout_outcome ADD VALUE IF NOT EXISTS 'claimed';
+-- pq_checkout_route: no gateway the request allows can be called now (circuit open, or no token).
+ALTER TYPE pq_checkout_outcome ADD VALUE IF NOT EXISTS 'unavailable';
 
 -- pq_webhook_record, pq_checkout_settle: what a gateway's word about a checkout led to.
 DO $$

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import razorpay
-from razorpay.errors import BadRequestError, SignatureVerificationError
+from razorpay.errors import BadRequestError, ServerError, SignatureVerificationError
 
 from local.gateway_sim import Simulator
 from shared.gateway_signatures import verify_razorpay_checkout, verify_razorpay_webhook
@@ -106,6 +106,40 @@ def test_unknown_ids_and_wrong_keys_are_refused_as_razorpay_refuses_them(client:
         client.order.create({"amount": 50, "currency": "INR"})
     with pytest.raises(BadRequestError, match="api key provided is invalid"):
         razorpay.Client(auth=(RAZORPAY[0], "wrong"), base_url=sim.url).order.all({})
+
+
+def test_an_outage_answers_every_razorpay_call_503_as_razorpay_fails_and_leaves_the_shoppers_side_up(
+    client: Any, sim: Simulator
+) -> None:
+    # Given an order made before Razorpay goes down for a minute (the other gateway stays up)
+    order = client.order.create({"amount": 10_000, "currency": "INR", "receipt": "pq-order-9"})
+    status, _ = _post_config(sim, {"outage_gateways": ["razorpay"], "outage_until": time.time() + 60})
+    assert status == 200
+
+    # When the official client calls, with good keys and with bad ones
+    # Then each call is refused as a server failure (SERVER_ERROR: the client's ServerError), keys unread
+    calls: list[Callable[[], Any]] = [
+        lambda: client.order.fetch(order["id"]),
+        lambda: client.order.create({"amount": 10_000, "currency": "INR", "receipt": "pq-order-10"}),
+        lambda: razorpay.Client(auth=(RAZORPAY[0], "wrong"), base_url=sim.url).order.all({}),
+    ]
+    for call in calls:
+        with pytest.raises(ServerError, match="Service temporarily unavailable"):
+            call()
+    # And nothing was made, the shopper's checkout page still pays the order made before, and once the
+    # outage is over the payment is there
+    assert sim.stats()["responses_5xx"] == 3 and sim.stats()["razorpay"]["orders_created"] == 1
+    paid = sim.razorpay_checkout(order["id"])
+    sim.config.outage_until = 0.0
+    assert client.payment.fetch(paid["razorpay_payment_id"])["status"] == "authorized"
+
+
+def _post_config(sim: Simulator, knobs: dict[str, Any]) -> tuple[int, Any]:
+    request = urllib.request.Request(  # POST /_sim/config, as the chaos suite sets a knob
+        sim.url + "/_sim/config", data=json.dumps(knobs).encode(), method="POST"
+    )
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return response.status, json.loads(response.read())
 
 
 def test_our_checkout_check_agrees_with_the_sdk_on_real_and_forged_signatures(client: Any, sim: Simulator) -> None:

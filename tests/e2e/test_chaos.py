@@ -103,6 +103,23 @@ def test_shoppers_who_close_the_tab_are_paid_once_by_duplicated_and_replayed_web
     assert row.succeeded + row.failed == JOBS and row.dlq == 0  # every order, submitted or not
 
 
+def test_a_razorpay_outage_mid_sale_sends_new_checkouts_to_cashfree_and_pays_every_order_once(
+    server: ChaosServer, tmp_path: Path
+) -> None:
+    row = run(server, "gateway_outage", tmp_path)
+    d = row.details
+    # Before the outage every checkout was at Razorpay; while it was down, none was created there (the
+    # first few failed there and moved on in the same request), and after it they are at Razorpay again
+    assert d["checkouts_by_phase"]["before"] == {"razorpay": JOBS // 3}
+    assert d["checkouts_answered_while_down"].get("razorpay", 0) == 0
+    assert d["checkouts_answered_while_down"]["cashfree"] > 0
+    assert d["razorpay_circuit_while_down"] in ("open", "half_open")
+    assert d["checkouts_by_phase"]["after"].get("razorpay", 0) > 0
+    # Those paid at Razorpay before it went down waited it out: every job ended, none in the DLQ
+    assert d["responses_5xx"] > 0 and d["double_captures"] == 0
+    assert (taken_or_sold_out(row), row.dlq) == (JOBS, 0)
+
+
 def test_every_message_delivered_two_or_three_times_charges_once(server: ChaosServer, tmp_path: Path) -> None:
     row = run(server, "duplicate_delivery", tmp_path)
     assert row.details["duplicates"] >= row.jobs

@@ -227,3 +227,46 @@ def test_the_previous_release_code_still_reads_what_it_read(app: App, demo: dict
     )
     assert paid is not None and paid["outcome"] == "succeeded"
     assert set(paid["event"]) == {"id", "type", "occurred_at", "data"}
+
+
+def _checkout(db: Database, user_id: str, method: str, status: str, minutes_ago: int) -> None:
+    """A checkout as the last release recorded it (a live one per order and method)."""
+    db.execute(
+        """INSERT INTO gateway_checkouts (order_id, user_id, method, merchant_ref, gateway_order_id, amount_paise,
+                                          currency, status, expires_at, created_at)
+           SELECT o.id, o.user_id, %s, 'pq' || md5(random()::text),
+                  CASE WHEN %s = 'created' THEN md5(random()::text) END, o.total_paise, o.currency, %s,
+                  now() + interval '30 minutes',
+                  now() - make_interval(mins => %s)
+             FROM orders o WHERE o.user_id = %s""",
+        (method, status, status, minutes_ago, user_id),
+    )
+
+
+def test_an_order_with_live_checkouts_at_two_gateways_keeps_both_live_when_upgraded(
+    last_release_url: str,
+) -> None:
+    # Given a database the last release migrated, where two shoppers each opened a checkout at both gateways
+    # (that release let them, and this one does too): one given to the page at each; one whose create answer
+    # was lost, then one given
+    db = Database(lambda: last_release_url, connect_timeout_s=10)
+    try:
+        seed(db, SeedPlan(users=2))
+        _checkout(db, "demo-user-1", "razorpay", "created", 10)
+        _checkout(db, "demo-user-1", "cashfree", "created", 5)
+        _checkout(db, "demo-user-2", "razorpay", "creating", 10)
+        _checkout(db, "demo-user-2", "cashfree", "created", 5)
+
+        # When this release's runner migrates it
+        migrate(db)
+
+        # Then every checkout is as it was: the migration rewrites no data
+        rows = db.fetch_all("SELECT user_id, method, status FROM gateway_checkouts ORDER BY user_id, method")
+        assert rows == [
+            {"user_id": "demo-user-1", "method": "cashfree", "status": "created"},
+            {"user_id": "demo-user-1", "method": "razorpay", "status": "created"},
+            {"user_id": "demo-user-2", "method": "cashfree", "status": "created"},
+            {"user_id": "demo-user-2", "method": "razorpay", "status": "creating"},
+        ]
+    finally:
+        db.close()

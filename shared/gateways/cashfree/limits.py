@@ -29,7 +29,13 @@ LIMITS_PER_MIN: dict[str, dict[str, float]] = {
 
 
 # The published limit each kind of the flow's requests takes its token from (PaymentGateway.endpoints).
-STEP_ENDPOINTS = {"fetch": "get_order", "refund": "create_refund", "find_refund": "get_refund", "refunds": "get_refund"}
+STEP_ENDPOINTS = {
+    "create": "create_order",
+    "fetch": "get_order",
+    "refund": "create_refund",
+    "find_refund": "get_refund",
+    "refunds": "get_refund",
+}
 
 
 def environment(settings: Settings) -> Literal["production", "sandbox"]:

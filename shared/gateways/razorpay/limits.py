@@ -18,6 +18,7 @@ ENDPOINTS = (
 
 # The published limit each kind of the flow's requests takes its token from (PaymentGateway.endpoints).
 STEP_ENDPOINTS = {
+    "create": "create_order",
     "fetch": "fetch_payment",
     "refund": "refund",
     "find_refund": "fetch_refund",

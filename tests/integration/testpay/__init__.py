@@ -38,7 +38,13 @@ class _Order:
 
 class TestPay:
     name = NAME
-    endpoints: Mapping[str, str] = {"fetch": "read", "refund": "write", "find_refund": "read", "refunds": "read"}
+    endpoints: Mapping[str, str] = {
+        "create": "write",
+        "fetch": "read",
+        "refund": "write",
+        "find_refund": "read",
+        "refunds": "read",
+    }
     webhook_event_id_header = "x-testpay-delivery"
 
     def __init__(self) -> None:
