@@ -3,6 +3,7 @@ and draining."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ from typing import Any
 import pytest
 
 from functions.enqueue.handler import handler as enqueue_handler
+from functions.status.handler import handler as status_handler
 from local.gateway_sim import Simulator
 from local.invariants import check
 from local.lambda_shim import LocalContext, http_api_event
@@ -196,6 +198,28 @@ class WebhookInbox:
             post_webhook(r.gateway, r.body, r.headers)["statusCode"]
             for r in (self.pending() if items is None else items)
         ]
+
+
+def call_api(function: str, method: str, path: str, user: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A checkout route as API Gateway hands it to its function (enqueue or status), with the shopper's JWT
+    claims: POST /v1/checkouts, or GET /v1/checkouts/{checkout_id}."""
+    event = http_api_event(
+        method=method,
+        path=path,
+        route_key=f"{method} {path}",
+        query="",
+        headers={"content-type": "application/json"},
+        body=json.dumps(body).encode() if body is not None else b"",
+        claims={"sub": user, "scope": "payments/pay"},
+        scopes=["payments/pay"],
+        path_parameters={"checkout_id": path.rsplit("/", 1)[-1]} if method == "GET" else None,
+        source_ip="127.0.0.1",
+    )
+    if method == "GET":
+        event["routeKey"] = "GET /v1/checkouts/{checkout_id}"
+    handler = enqueue_handler if function == "enqueue" else status_handler
+    result: dict[str, Any] = handler(event, LocalContext(f"payment-queue-{function}"))
+    return result
 
 
 def post_webhook(gateway: str, body: bytes, headers: dict[str, str]) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from shared.settings import Settings
 from tests.integration.gateway_helpers import (
     RAZORPAY,
     WebhookInbox,
+    call_api,
     drain,
     gateway_order,
     jobs,
@@ -482,45 +483,21 @@ def test_a_late_success_on_an_expired_cashfree_order_is_refunded_when_the_order_
 # --- over HTTP -----------------------------------------------------------------------------------
 
 
-def _api(function: str, method: str, path: str, user: str, body: dict[str, object] | None = None) -> dict[str, object]:
-    from functions.enqueue.handler import handler as enqueue
-    from functions.status.handler import handler as status
-    from local.lambda_shim import LocalContext, http_api_event
-
-    event = http_api_event(
-        method=method,
-        path=path,
-        route_key=f"{method} {path}",
-        query="",
-        headers={"content-type": "application/json"},
-        body=json.dumps(body).encode() if body is not None else b"",
-        claims={"sub": user, "scope": "payments/pay"},
-        scopes=["payments/pay"],
-        path_parameters={"checkout_id": path.rsplit("/", 1)[-1]} if method == "GET" else None,
-        source_ip="127.0.0.1",
-    )
-    if method == "GET":
-        event["routeKey"] = "GET /v1/checkouts/{checkout_id}"
-    handler = enqueue if function == "enqueue" else status
-    result: dict[str, object] = handler(event, LocalContext(f"payment-queue-{function}"))
-    return result
-
-
 def test_post_checkouts_answers_201_then_200_and_get_shows_it_to_its_owner_only(
     app: App, sim: Simulator, demo: dict[str, int]
 ) -> None:
     order = order_of(app.db, "demo-user-1")["id"]
 
-    first = _api("enqueue", "POST", "/v1/checkouts", "demo-user-1", {"order_id": order, "method": "cashfree"})
-    again = _api("enqueue", "POST", "/v1/checkouts", "demo-user-1", {"order_id": order, "method": "cashfree"})
-    bad = _api("enqueue", "POST", "/v1/checkouts", "demo-user-1", {"order_id": order, "method": "wallet"})
+    first = call_api("enqueue", "POST", "/v1/checkouts", "demo-user-1", {"order_id": order, "method": "cashfree"})
+    again = call_api("enqueue", "POST", "/v1/checkouts", "demo-user-1", {"order_id": order, "method": "cashfree"})
+    bad = call_api("enqueue", "POST", "/v1/checkouts", "demo-user-1", {"order_id": order, "method": "wallet"})
 
     assert (first["statusCode"], again["statusCode"], bad["statusCode"]) == (201, 200, 422)
     view = json.loads(str(first["body"]))
     assert set(view) == {"checkout_id", "order_id", "method", "amount_paise", "currency", "status", "cashfree"}
     path = f"/v1/checkouts/{view['checkout_id']}"
-    mine = _api("status", "GET", path, "demo-user-1")
-    theirs = _api("status", "GET", path, "demo-user-2")
+    mine = call_api("status", "GET", path, "demo-user-1")
+    theirs = call_api("status", "GET", path, "demo-user-2")
     assert (mine["statusCode"], json.loads(str(mine["body"]))) == (200, view)
     assert theirs["statusCode"] == 404
 
@@ -529,7 +506,7 @@ def test_post_checkouts_without_a_gateway_token_is_503_with_retry_after(
     app: App, sim: Simulator, demo: dict[str, int]
 ) -> None:
     object.__setattr__(app.settings, "gateway_limits_per_min", {"razorpay.create_order": 1.0})
-    _api(
+    call_api(
         "enqueue",
         "POST",
         "/v1/checkouts",
@@ -537,7 +514,7 @@ def test_post_checkouts_without_a_gateway_token_is_503_with_retry_after(
         {"order_id": order_of(app.db, "demo-user-1")["id"], "method": "razorpay"},
     )
 
-    busy = _api(
+    busy = call_api(
         "enqueue",
         "POST",
         "/v1/checkouts",
@@ -547,7 +524,7 @@ def test_post_checkouts_without_a_gateway_token_is_503_with_retry_after(
 
     assert busy["statusCode"] == 503
     assert json.loads(str(busy["body"]))["error"]["code"] == "service_busy"
-    assert int(dict(busy["headers"])["Retry-After"]) >= 1  # type: ignore[call-overload]
+    assert int(dict(busy["headers"])["Retry-After"]) >= 1
 
 
 def test_a_checkout_of_an_order_paid_meanwhile_is_409_order_not_payable(

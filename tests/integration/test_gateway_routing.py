@@ -12,9 +12,7 @@ from typing import Any
 
 import pytest
 
-from functions.enqueue.handler import handler as enqueue_handler
 from local.gateway_sim import Simulator
-from local.lambda_shim import LocalContext, http_api_event
 from local.seed import SeedPlan, seed
 from shared.bootstrap import App
 from shared.domain import CheckoutRequest
@@ -23,6 +21,7 @@ from shared.services.intake import accept_payment
 from shared.settings import Settings
 from tests.integration.gateway_helpers import (
     WebhookInbox,
+    call_api,
     drain,
     no_violations,
     order_of,
@@ -51,24 +50,6 @@ def ask(app: App, user_id: str, method: Any) -> tuple[int, dict[str, Any]]:
     """POST /v1/checkouts for the shopper's pending order, as the service takes it."""
     request = CheckoutRequest.model_validate({"order_id": order_of(app.db, user_id)["id"], "method": method})
     return open_checkout(app, user_id, request)
-
-
-def post_checkout(user_id: str, body: dict[str, Any]) -> dict[str, Any]:
-    """POST /v1/checkouts as API Gateway hands it to the enqueue function."""
-    event = http_api_event(
-        method="POST",
-        path="/v1/checkouts",
-        route_key="POST /v1/checkouts",
-        query="",
-        headers={"content-type": "application/json"},
-        body=json.dumps(body).encode(),
-        claims={"sub": user_id, "scope": "payments/pay"},
-        scopes=["payments/pay"],
-        path_parameters=None,
-        source_ip="127.0.0.1",
-    )
-    result: dict[str, Any] = enqueue_handler(event, LocalContext("payment-queue-enqueue"))
-    return result
 
 
 def razorpay_down(sim: Simulator, seconds: float = 600) -> None:
@@ -154,7 +135,13 @@ def test_a_shopper_who_names_a_gateway_whose_circuit_is_open_is_told_at_once_and
     opened(app, "razorpay")
 
     # When a shopper asks for Razorpay by name, through the API
-    answer = post_checkout(shoppers[0], {"order_id": order_of(app.db, shoppers[0])["id"], "method": "razorpay"})
+    answer = call_api(
+        "enqueue",
+        "POST",
+        "/v1/checkouts",
+        shoppers[0],
+        {"order_id": order_of(app.db, shoppers[0])["id"], "method": "razorpay"},
+    )
 
     # Then it is 503 gateway_unavailable with when to come back, no call reached Razorpay, no checkout exists
     assert answer["statusCode"] == 503

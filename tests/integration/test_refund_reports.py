@@ -95,6 +95,23 @@ def released_then_captured(app: App, sim: Simulator, inbox: WebhookInbox) -> tup
     return view, payment_id
 
 
+def sold_out_after_a_dashboard_refund(app: App, sim: Simulator, inbox: WebhookInbox) -> dict[str, Any]:
+    """A fresh Cashfree payment of demo-user-1 whose product sold out, ₹50 of it refunded in the dashboard
+    before its job ran (the refund's webhook not delivered yet): the checkout's view."""
+    view = open_for(app, "demo-user-1", "cashfree")
+    pay_at_gateway(sim, view)
+    accept_payment(app, "demo-user-1", "key-1", payment_request(view))
+    sell_out(app, view["order_id"])
+    inbox.deliver()
+    sim.merchant_refund("cashfree", gateway_order(view), 5_000)
+    return view
+
+
+def refund_status(app: App, view: dict[str, Any]) -> dict[str, Any] | None:
+    """What the shopper reads of the Cashfree checkout's refund (pq_refund_status)."""
+    return app.db.fetch_one("SELECT * FROM pq_refund_status('cashfree', %s)", (gateway_order(view),))
+
+
 def deliver_for(app: App, seconds: float) -> None:
     """The processor delivering the queue for a while; a job the gateway keeps answering "not yet" is
     still there at the end (its message comes back later)."""
@@ -204,12 +221,7 @@ def test_a_fresh_cashfree_payment_we_cannot_fulfil_returns_only_what_a_dashboard
 ) -> None:
     # Given a fresh Cashfree payment whose product sold out, ₹50 of it refunded in the dashboard before the
     # job ran (its webhook not delivered yet)
-    view = open_for(app, "demo-user-1", "cashfree")
-    pay_at_gateway(sim, view)
-    accept_payment(app, "demo-user-1", "key-1", payment_request(view))
-    sell_out(app, view["order_id"])
-    inbox.deliver()
-    sim.merchant_refund("cashfree", gateway_order(view), 5_000)
+    view = sold_out_after_a_dashboard_refund(app, sim, inbox)
 
     # When the job runs, the dashboard refund's webhook comes and the sweeper follows the refunds
     drain(app)
@@ -230,7 +242,7 @@ def test_a_fresh_cashfree_payment_we_cannot_fulfil_returns_only_what_a_dashboard
     ]
     assert all(r["owed_at"] is None and r["retry_at"] is None for r in ours)
     assert ours[1]["refund_ref"] == ours[0]["refund_ref"] + "_2"
-    status = app.db.fetch_one("SELECT * FROM pq_refund_status('cashfree', %s)", (gateway_order(view),))
+    status = refund_status(app, view)
     assert status == {"status": "refunded", "amount_paise": view["amount_paise"]}
     assert violations(app, sim) == {}
 
@@ -315,12 +327,7 @@ def test_a_live_jobs_refund_the_sweeper_finds_refused_after_a_dashboard_refund_i
 ) -> None:
     # Given a fresh Cashfree payment whose product sold out, ₹50 of it refunded in the dashboard before the
     # job ran, and Cashfree unavailable when the job sends its refund (the message comes back later)
-    view = open_for(app, "demo-user-1", "cashfree")
-    pay_at_gateway(sim, view)
-    accept_payment(app, "demo-user-1", "key-1", payment_request(view))
-    sell_out(app, view["order_id"])
-    inbox.deliver()
-    sim.merchant_refund("cashfree", gateway_order(view), 5_000)
+    view = sold_out_after_a_dashboard_refund(app, sim, inbox)
     cashfree = app.gateways["cashfree"]
     real_refund = cashfree.refund
     sends: list[str] = []
@@ -363,7 +370,7 @@ def test_a_live_jobs_refund_the_sweeper_finds_refused_after_a_dashboard_refund_i
     assert len(sends) == 3  # the job's unanswered send, the sweeper's (refused), the sweeper's rest: never resent
     # the job ends for its own reason: its refund (the rest) was the sweeper's to explain, not the job's
     assert [(j["status"], j["reason"]) for j in jobs(app.db)] == [("failed", "out_of_stock")]
-    status = app.db.fetch_one("SELECT * FROM pq_refund_status('cashfree', %s)", (gateway_order(view),))
+    status = refund_status(app, view)
     assert status == {"status": "refunded", "amount_paise": view["amount_paise"]}
     assert violations(app, sim) == {}
 
@@ -373,12 +380,7 @@ def test_a_refused_refund_whose_refunds_could_not_be_read_at_once_is_not_sent_ag
 ) -> None:
     # Given a fresh Cashfree payment whose product sold out, ₹50 of it refunded in the dashboard before the
     # job ran, and no Get Refund token left when Cashfree refuses ours (the sweeper spent the minute's)
-    view = open_for(app, "demo-user-1", "cashfree")
-    pay_at_gateway(sim, view)
-    accept_payment(app, "demo-user-1", "key-1", payment_request(view))
-    sell_out(app, view["order_id"])
-    inbox.deliver()
-    sim.merchant_refund("cashfree", gateway_order(view), 5_000)
+    view = sold_out_after_a_dashboard_refund(app, sim, inbox)
     cashfree = app.gateways["cashfree"]
     real_refund = cashfree.refund
     sends: list[int] = []
@@ -426,12 +428,7 @@ def test_a_withdrawn_refund_is_not_counted_among_the_attempts_the_rest_is_sent_i
 ) -> None:
     # Given a fresh Cashfree payment whose product sold out, ₹50 of it refunded in the dashboard before the
     # job ran, and Cashfree cancelling the next two refunds of ours
-    view = open_for(app, "demo-user-1", "cashfree")
-    pay_at_gateway(sim, view)
-    accept_payment(app, "demo-user-1", "key-1", payment_request(view))
-    sell_out(app, view["order_id"])
-    inbox.deliver()
-    sim.merchant_refund("cashfree", gateway_order(view), 5_000)
+    view = sold_out_after_a_dashboard_refund(app, sim, inbox)
     sim.config.cashfree_refund_outcomes = ["CANCELLED", "CANCELLED"]
 
     # When the job runs (ours for all ₹150 is refused and withdrawn; the ₹100 left is sent), Cashfree cancels
@@ -453,7 +450,7 @@ def test_a_withdrawn_refund_is_not_counted_among_the_attempts_the_rest_is_sent_i
         (2, "failed", False, False, False),
         (3, "failed", False, True, False),
     ]
-    status = app.db.fetch_one("SELECT * FROM pq_refund_status('cashfree', %s)", (gateway_order(view),))
+    status = refund_status(app, view)
     assert status is not None and status["status"] == "refunding"
 
 
