@@ -205,16 +205,14 @@ class _Delivery:
             return self.refund(payment, row["reason"], payment.amount_paise)
         return self._outcome(row)
 
-    def withdrawn(
-        self, payment: GatewayPayment, request: dict[str, Any], refunds: list[GatewayRefund], error: str
-    ) -> bool:
+    def withdrawn(self, request: dict[str, Any], refunds: list[GatewayRefund], error: str) -> bool:
         """Refunds made at the gateway left less than our request asks for, so the gateway holds nothing of
-        it (it would not fit beside them): withdrawn (pq_refund_withdrawn), unless the books cannot -- one
-        the gateway holds is owed, never asked for again and again."""
-        returned = sum(r.amount_paise for r in refunds if r.state is not RefundState.FAILED)
-        if not returned or request["amount_paise"] <= payment.amount_paise - returned:
-            return False
-        row = self.app.db.fetch_one("SELECT * FROM pq_refund_withdrawn(%s, %s)", (request["refund_id"], error))
+        it (it would not fit beside them): withdrawn, unless the books cannot -- one the gateway holds is
+        owed, never asked for again and again. pq_refund_withdrawn decides, as it does for the sweeper."""
+        row = self.app.db.fetch_one(
+            "SELECT withdrawn FROM pq_refund_withdrawn(%s, %s, %s)",
+            (request["refund_id"], refunds_json(refunds), error),
+        )
         return row is not None and bool(row["withdrawn"])
 
     def refund(
@@ -242,7 +240,7 @@ class _Delivery:
             # Refund token is not there at once would never be explained.
             listed = self.listed_refunds()
         refund = None if listed is None else ours_listed(listed, request["refund_ref"])
-        if refund is None and listed is not None and self.withdrawn(payment, request, listed, LEFT_LESS):
+        if refund is None and listed is not None and self.withdrawn(request, listed, LEFT_LESS):
             return self.refunded_at_gateway(payment, listed)
         if refund is None:
             self.token("refund", self.gateway.endpoints["refund"], reason=reason)
@@ -257,7 +255,7 @@ class _Delivery:
                 refunds = listed if read_first and listed is not None else self.listed_refunds()
                 refund = ours_listed(refunds, request["refund_ref"])
                 if refund is None:
-                    if self.withdrawn(payment, request, refunds, str(exc)):
+                    if self.withdrawn(request, refunds, str(exc)):
                         return self.refunded_at_gateway(payment, refunds)
                     self.app.db.execute("SELECT pq_refund_refused(%s, %s)", (request["refund_id"], str(exc)))
                     refund_failed(job.job_id, self.gateway.name, request["refund_id"], owed=True, error=str(exc))

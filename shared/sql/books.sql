@@ -91,6 +91,19 @@ BEGIN
 END;
 $$;
 
+-- A job's next refund attempt of ours, and its reference: the job's (gateway_attempts.refund_ref), suffixed
+-- _N from the second attempt on (the gateway would answer an old reference with its failed or refused
+-- refund). The one place attempts are named: pq_refund_request, pq_refunds_to_retry,
+-- pq_refund_refusal_explained.
+CREATE OR REPLACE FUNCTION pq_refund_next_attempt(p_job_id uuid, OUT attempt integer, OUT refund_ref text)
+LANGUAGE sql STABLE SET enable_seqscan = off AS $$
+    SELECT n.attempt, a.refund_ref || CASE WHEN n.attempt > 1 THEN '_' || n.attempt ELSE '' END
+      FROM gateway_attempts a
+      CROSS JOIN LATERAL (SELECT coalesce(max(r.attempt), 0) + 1 AS attempt FROM gateway_refunds r
+                           WHERE r.job_id = p_job_id AND r.origin = 'ours') n
+     WHERE a.job_id = p_job_id
+$$;
+
 -- Before a refund of ours leaves: the request, recorded (state requested) with the reference the gateway
 -- deduplicates it by, and the captured payment it returns, booked. A requested refund of the job whose
 -- answer was lost is answered as is (same reference: the gateway returns the first refund).
@@ -111,16 +124,12 @@ BEGIN
         RETURN;
     END IF;
     -- The sweeper looks a requested refund up a minute on (its sender is done with it by then). After a
-    -- withdrawn attempt, the next one, under a fresh reference as pq_refunds_to_retry names it.
+    -- withdrawn attempt, the next one, under a fresh reference (pq_refund_next_attempt).
     INSERT INTO gateway_refunds (job_id, order_id, method, gateway_ref, refund_ref, amount_paise, currency,
                                  reason, state, attempt, next_check_at)
-    SELECT v_job.id, v_job.order_id, v_job.method, v_job.gateway_ref,
-           a.refund_ref || CASE WHEN n.attempt > 1 THEN '_' || n.attempt ELSE '' END, p_amount_paise, p_currency,
+    SELECT v_job.id, v_job.order_id, v_job.method, v_job.gateway_ref, n.refund_ref, p_amount_paise, p_currency,
            p_reason, 'requested', n.attempt, now() + interval '1 minute'
-      FROM gateway_attempts a
-      CROSS JOIN LATERAL (SELECT coalesce(max(r.attempt), 0) + 1 AS attempt FROM gateway_refunds r
-                           WHERE r.job_id = p_job_id AND r.origin = 'ours') n
-     WHERE a.job_id = p_job_id
+      FROM pq_refund_next_attempt(p_job_id) n
     RETURNING id, gateway_refunds.refund_ref, gateway_refunds.amount_paise INTO refund_id, refund_ref, amount_paise;
 END;
 $$;
@@ -135,17 +144,33 @@ LANGUAGE sql AS $$
      WHERE id = p_refund_id AND state = 'requested'
 $$;
 
--- A refund of ours the gateway refused because refunds made at the gateway left less than it asked for
--- (migration 0020): no money moved for it, so it is neither owed nor retried; the job books those refunds
--- and asks for what is left in its next attempt (pq_refund_request). The job's attempt is requested, or
--- was already refused outright and owed (the sweeper sent the requested refund while the job's delivery
--- waited for its answer or a token: pq_refund_refused): nothing was created at the gateway for either.
--- withdrawn false: any other (one the gateway holds), which the job does not ask for again, or it would
--- be refused again and again (it owes it instead).
+-- A refund of ours the gateway refused, or that the processor is about to send again, withdrawn when the
+-- payment's refunds as the gateway lists them (p_refunds, as pq_gateway_refunds_seen takes them; ours not
+-- among them) explain it: refunds made at the gateway (the merchant's dashboard) left less than it asks for
+-- (migration 0020). It would not fit beside them, so the gateway holds nothing of it: neither owed nor
+-- retried, and the job asks for what is left (left_paise, of the captured amount the books hold) in its next
+-- attempt (pq_refund_request, pq_refund_refusal_explained). The one place this rule is decided. The attempt is
+-- requested, or was already refused outright and owed (the sweeper sent the requested refund while the job's
+-- delivery waited for its answer or a token: pq_refund_refused). withdrawn false: not explained, or any other
+-- state (one the gateway holds), which the caller does not ask for again, or it would be refused again and
+-- again (it owes it instead).
 DROP FUNCTION IF EXISTS pq_refund_withdrawn(bigint, text);
-CREATE FUNCTION pq_refund_withdrawn(p_refund_id bigint, p_error text, OUT withdrawn boolean)
+CREATE OR REPLACE FUNCTION pq_refund_withdrawn(p_refund_id bigint, p_refunds jsonb, p_error text,
+                                               OUT withdrawn boolean, OUT left_paise bigint)
 LANGUAGE plpgsql SET enable_seqscan = off AS $$
+DECLARE
+    v_refund gateway_refunds%ROWTYPE;
+    v_captured bigint;
 BEGIN
+    withdrawn := false;
+    SELECT * INTO v_refund FROM gateway_refunds r WHERE r.id = p_refund_id;
+    SELECT g.captured_paise INTO v_captured FROM gateway_payments g
+     WHERE g.method = v_refund.method AND g.gateway_ref = v_refund.gateway_ref;
+    left_paise := v_captured - (SELECT coalesce(sum((x->>'amount_paise')::bigint), 0)
+                                  FROM jsonb_array_elements(p_refunds) x WHERE x->>'state' <> 'failed');
+    IF NOT (left_paise < v_captured AND v_refund.amount_paise > left_paise) THEN
+        RETURN;
+    END IF;
     UPDATE gateway_refunds
        SET state = 'failed', settled_at = coalesce(settled_at, now()), retry_at = NULL, owed_at = NULL,
            withdrawn_at = now(), last_error = left('withdrawn: ' || p_error, 300),
@@ -179,32 +204,25 @@ BEGIN
     SELECT * INTO v_refund FROM gateway_refunds r WHERE r.id = p_refund_id;
     SELECT * INTO v_payment FROM gateway_payments g
      WHERE g.method = v_refund.method AND g.gateway_ref = v_refund.gateway_ref;
-    v_left := v_payment.captured_paise
-              - (SELECT coalesce(sum((x->>'amount_paise')::bigint), 0) FROM jsonb_array_elements(p_refunds) x
-                  WHERE x->>'state' <> 'failed');
-    IF v_left < v_payment.captured_paise AND v_refund.amount_paise > v_left THEN
-        PERFORM pq_gateway_refunds_seen(v_refund.job_id, p_refunds, v_payment.currency, v_payment.captured_paise);
-        SELECT w.withdrawn INTO withdrawn FROM pq_refund_withdrawn(p_refund_id, p_error) w;
-    END IF;
+    SELECT w.withdrawn, w.left_paise INTO withdrawn, v_left
+      FROM pq_refund_withdrawn(p_refund_id, p_refunds, p_error) w;
     IF NOT withdrawn THEN
         PERFORM pq_refund_refused(p_refund_id, p_error);
         owed := EXISTS (SELECT 1 FROM gateway_refunds r WHERE r.id = p_refund_id AND r.owed_at IS NOT NULL);
         RETURN;
     END IF;
+    PERFORM pq_gateway_refunds_seen(v_refund.job_id, p_refunds, v_payment.currency, v_payment.captured_paise);
     IF v_left <= 0 THEN
         RETURN;
     END IF;
-    -- The job's next attempt, named as pq_refunds_to_retry names one (the reference suffixed _N); looked up
-    -- a minute on, by when the sweeper that requests it has sent it.
+    -- The job's next attempt (pq_refund_next_attempt), looked up a minute on, by when the sweeper that
+    -- requests it has sent it.
     INSERT INTO gateway_refunds (job_id, order_id, method, gateway_ref, refund_ref, amount_paise, currency, reason,
                                  state, attempt, operator_retries, next_check_at)
-    SELECT v_refund.job_id, v_refund.order_id, v_refund.method, v_refund.gateway_ref,
-           a.refund_ref || '_' || n.attempt, v_left, v_refund.currency, v_refund.reason, 'requested', n.attempt,
-           v_refund.operator_retries, now() + interval '1 minute'
-      FROM gateway_attempts a
-      CROSS JOIN LATERAL (SELECT max(r.attempt) + 1 AS attempt FROM gateway_refunds r
-                           WHERE r.job_id = v_refund.job_id AND r.origin = 'ours') n
-     WHERE a.job_id = v_refund.job_id
+    SELECT v_refund.job_id, v_refund.order_id, v_refund.method, v_refund.gateway_ref, n.refund_ref, v_left,
+           v_refund.currency, v_refund.reason, 'requested', n.attempt, v_refund.operator_retries,
+           now() + interval '1 minute'
+      FROM pq_refund_next_attempt(v_refund.job_id) n
     RETURNING id, refund_ref, amount_paise INTO next_refund_id, next_refund_ref, next_amount_paise;
 END;
 $$;
@@ -319,19 +337,15 @@ LANGUAGE sql AS $$
                            FOR UPDATE SKIP LOCKED)
         RETURNING r.*
     )
-    -- The job's next attempt of ours: its reference the job's (gateway_attempts.refund_ref), suffixed
-    -- from the second attempt on. A failed refund made at the gateway is taken over by attempt 1 of ours
-    -- if the job sent none before.
+    -- The job's next attempt of ours (pq_refund_next_attempt). A failed refund made at the gateway is taken
+    -- over by attempt 1 of ours if the job sent none before.
     INSERT INTO gateway_refunds (job_id, order_id, method, gateway_ref, refund_ref, amount_paise, currency, reason,
                                  state, attempt, operator_retries, next_check_at)
-    SELECT d.job_id, d.order_id, d.method, d.gateway_ref,
-           a.refund_ref || CASE WHEN n.attempt > 1 THEN '_' || n.attempt ELSE '' END,
+    SELECT d.job_id, d.order_id, d.method, d.gateway_ref, n.refund_ref,
            d.amount_paise, d.currency, d.reason, 'requested', n.attempt, d.operator_retries,
            now() + interval '1 minute'
       FROM due d
-      JOIN gateway_attempts a ON a.job_id = d.job_id
-      CROSS JOIN LATERAL (SELECT coalesce(max(r.attempt), 0) + 1 AS attempt FROM gateway_refunds r
-                           WHERE r.job_id = d.job_id AND r.origin = 'ours') n
+      CROSS JOIN LATERAL pq_refund_next_attempt(d.job_id) n
     RETURNING *
 $$;
 
