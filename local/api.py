@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import uvloop
 from aiohttp import web, web_protocol
 from aiohttp.http_exceptions import LineTooLong
 
@@ -240,41 +241,42 @@ class LocalApi:
             )
         except LookupError as exc:
             return _error(403, "forbidden", f"this route needs the {exc.args[0]!r} scope")
-        try:
-            async with asyncio.timeout(BODY_READ_TIMEOUT_S):
-                body = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            return _closing(_error(413, "payload_too_large", "request body is too large"))
-        except TimeoutError:
-            message = f"the request body did not arrive within {BODY_READ_TIMEOUT_S:.0f} s"
-            return _closing(_error(408, "request_timeout", message))
+        body = await _read_body(request)
+        if isinstance(body, web.Response):
+            return body
         headers: dict[str, str] = {}
         for name, value in request.headers.items():
             key = name.lower()
             headers[key] = f"{headers[key]},{value}" if key in headers else value
-        event = http_api_event(
-            method=request.method,
-            path=path,
-            route_key=route.route_key,
-            query=request.query_string,
-            headers=headers,
-            body=body,
-            claims=claims,
-            scopes=scopes,
-            path_parameters=match.groupdict() or None,
-            source_ip=request.remote or "127.0.0.1",
-        )
+
+        def event() -> dict[str, Any]:
+            return http_api_event(
+                method=request.method,
+                path=path,
+                route_key=route.route_key,
+                query=request.query_string,
+                headers=headers,
+                body=body,
+                claims=claims,
+                scopes=scopes,
+                path_parameters=match.groupdict() or None,
+                source_ip=request.remote or "127.0.0.1",
+            )
+
         if route.shared_cache_s and request.method == "GET":
             return self._from_shared_cache(route, request, event)
-        return _invoke(route, event)
+        return _invoke(route, event())
 
-    def _from_shared_cache(self, route: Route, request: web.Request, event: dict[str, Any]) -> web.Response:
-        """A fresh stored answer (with its Age, as CloudFront sends it), or the function's, stored."""
+    def _from_shared_cache(
+        self, route: Route, request: web.Request, event: Callable[[], dict[str, Any]]
+    ) -> web.Response:
+        """A fresh stored answer (with its Age, as CloudFront sends it), or the function's, stored: the
+        function's event is built only then."""
         key = (request.path, request.query_string)
         now = self._clock()
         cached = self._shared.get(key)
         if cached is None or now >= cached.expires_at:
-            response = _invoke(route, event)
+            response = _invoke(route, event())
             keep_s = _shared_max_age(dict(response.headers), route.shared_cache_s) if response.status == 200 else 0
             if not keep_s:
                 return response
@@ -291,6 +293,20 @@ def _invoke(route: Route, event: dict[str, Any]) -> web.Response:
     except Exception:  # what API Gateway answers when the function itself fails
         return _error(500, "internal_error", "internal error")
     return _to_response(result)
+
+
+async def _read_body(request: web.Request) -> bytes | web.Response:
+    """The request's body, or the answer refusing it (too large, or too slow to arrive)."""
+    try:
+        if request.content.is_eof():  # it came whole with the headers (ours are a few dozen bytes)
+            return await request.read()
+        async with asyncio.timeout(BODY_READ_TIMEOUT_S):
+            return await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        return _closing(_error(413, "payload_too_large", "request body is too large"))
+    except TimeoutError:
+        message = f"the request body did not arrive within {BODY_READ_TIMEOUT_S:.0f} s"
+        return _closing(_error(408, "request_timeout", message))
 
 
 def _closing(response: web.Response) -> web.Response:
@@ -482,7 +498,7 @@ def main() -> None:
     # Alone, it binds the port itself and, like any server, fails on a busy one.
     sock = socket.socket(fileno=args.fd) if args.fd is not None else None
     with contextlib.suppress(web.GracefulExit, KeyboardInterrupt):
-        asyncio.run(serve(build_app(api), sock, local.api_host, local.api_port))
+        asyncio.run(serve(build_app(api), sock, local.api_host, local.api_port), loop_factory=uvloop.new_event_loop)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import jwt
@@ -53,3 +54,25 @@ def test_forged_tokens_are_refused(tmp_path: Path, issuer: LocalIssuer) -> None:
 def test_jwks_publishes_the_public_key(issuer: LocalIssuer) -> None:
     keys = issuer.jwks()["keys"]
     assert [k["kid"] for k in keys] == ["payment-queue-local-1"] and "d" not in keys[0]
+
+
+def test_a_token_verified_before_is_refused_once_it_has_expired(
+    issuer: LocalIssuer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a token verified once (kept, so its next request skips the signature check)
+    token = issuer.issue("user-1", ttl_s=60)
+    assert issuer.verify(token)["sub"] == "user-1"
+    # When it comes back after its expiry
+    later = time.time() + 61
+    monkeypatch.setattr("local.auth.time.time", lambda: later)
+    # Then it is refused as expired, as the first check would have refused it
+    with pytest.raises(TokenError, match="expired"):
+        issuer.verify(token)
+
+
+def test_a_kept_token_answers_a_copy_of_its_claims(issuer: LocalIssuer) -> None:
+    # Given a verified token whose claims a caller then changes
+    token = issuer.issue("user-1")
+    issuer.verify(token)["sub"] = "someone-else"
+    # Then the next request with it is still the token's own subject
+    assert issuer.verify(token)["sub"] == "user-1"
