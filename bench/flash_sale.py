@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg2
+import uvloop
 from aiohttp import web
 
 from bench.client import Shopper, run_queue_clients, run_sync_clients
@@ -243,11 +244,28 @@ def _shoppers(db: Database, issuer: LocalIssuer) -> list[Shopper]:
     return [Shopper(o["user_id"], o["id"], issuer.issue(o["user_id"], ttl_s=3600)) for o in orders]
 
 
-def _statement_calls(db: Database) -> dict[str, int]:
-    rows = db.fetch_all(
-        "SELECT query, calls FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database "
-        "WHERE datname = current_database())"
+def _statements(db: Database) -> list[dict[str, Any]]:
+    return db.fetch_all(
+        "SELECT query, calls, total_exec_time AS exec_ms FROM pg_stat_statements WHERE dbid = "
+        "(SELECT oid FROM pg_database WHERE datname = current_database())"
     )
+
+
+def _server_time(rows: list[dict[str, Any]], payments: int, top: int = 8) -> list[dict[str, Any]]:
+    """The statements the server spent the most time executing, per payment: where PostgreSQL's share
+    of the CPU goes (execution time, lock waits included)."""
+    ranked = sorted(rows, key=lambda r: -float(r["exec_ms"]))[:top]
+    return [
+        {
+            "statement": " ".join(str(r["query"]).split())[:90],
+            "calls_per_payment": round(int(r["calls"]) / payments, 3),
+            "ms_per_payment": round(float(r["exec_ms"]) / payments, 4),
+        }
+        for r in ranked
+    ]
+
+
+def _statement_calls(rows: list[dict[str, Any]]) -> dict[str, int]:
 
     def calls(pattern: str) -> int:
         return sum(int(r["calls"]) for r in rows if re.search(pattern, r["query"], re.I | re.S))
@@ -425,11 +443,15 @@ def run_ours(server: Server, knobs: Knobs, receiver: Receiver, hook_url: str) ->
         db.execute("SELECT pg_stat_statements_reset()")
         cpu_before = cpu_by_role(supervisor, "bench_ours")
         with Sampler(dsn, with_queue=True) as sampler:
-            t0, results = asyncio.run(run_queue_clients(f"http://127.0.0.1:{port}", shoppers, method_body=body))
+            t0, results = asyncio.run(
+                run_queue_clients(f"http://127.0.0.1:{port}", shoppers, method_body=body),
+                loop_factory=uvloop.new_event_loop,
+            )
             accepted = [r for r in results if r.job_id]
             terminal = _wait_until_terminal_and_notified(db, receiver, timeout_s=120)
         cpu_after = cpu_by_role(supervisor, "bench_ours")
-        calls = _statement_calls(db)
+        statements = _statements(db)
+        calls = _statement_calls(statements)
         gateway = _sim(sim_url, "/_sim/stats?gateway=razorpay") if sim_url else None
         ledger = _sim(sim_url, "/_sim/ledger")["payments"] if sim_url else None
     finally:
@@ -456,6 +478,10 @@ def run_ours(server: Server, knobs: Knobs, receiver: Receiver, hook_url: str) ->
     for j in jobs:
         if j["status"] == "failed":
             reasons[j["reason"]] = reasons.get(j["reason"], 0) + 1
+    cpu_ms = {
+        role: round((cpu_after[role] - cpu_before.get(role, 0.0)) * 1000 / max(1, len(finished)), 2)
+        for role in sorted(cpu_after)
+    }
     db.close()
     return {
         "users": knobs.users,
@@ -488,10 +514,11 @@ def run_ours(server: Server, knobs: Knobs, receiver: Receiver, hook_url: str) ->
         "enqueue_round_trips_per_request": round(
             (calls["enqueue"] + calls["enqueue_send"] + calls["enqueue_mark"]) / max(1, calls["enqueue"]), 3
         ),
-        "cpu_ms_per_payment": {
-            role: round((cpu_after[role] - cpu_before.get(role, 0.0)) * 1000 / max(1, len(finished)), 2)
-            for role in sorted(cpu_after)
-        },
+        "cpu_ms_per_payment": cpu_ms,
+        # The client (the shoppers' 5,000 browsers, the sampler and the webhook receiver) included: it shares
+        # the cores with everything else.
+        "cpu_ms_per_payment_total": round(sum(cpu_ms.values()), 2),
+        "server_time_by_statement": _server_time(statements, max(1, len(finished))),
         "status_polls": len(polls),
         # Of those, reads of a shopper's own job; the rest read the one shared figure (cached: no DB read).
         "job_polls": sum(r.job_polls for r in results),

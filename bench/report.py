@@ -13,13 +13,15 @@ import itertools
 
 import matplotlib.pyplot as plt
 
+# The 5,000-shopper wallet sale's targets (drain, CPU and the seed's design: the line issue's own).
 TARGETS = [
-    ("drain_s", "<=", 20.0, "drain (s)"),
+    ("drain_s", "<=", 10.0, "drain (s)"),
     ("enqueue_p99_ms", "<=", 500.0, "enqueue p99 (ms)"),
     ("processor_connections_peak", "<=", 20, "processor DB connections"),
     ("round_trips_per_payment", "<=", 1.0, "DB round trips per payment"),
     ("enqueue_round_trips_per_request", "<=", 1.0, "DB round trips per enqueue"),
-    ("speedup_vs_baseline", ">=", 2.0, "drain vs baseline (x faster)"),
+    ("cpu_ms_per_payment_total", "<=", 3.5, "CPU per payment, all roles (ms)"),
+    ("speedup_vs_baseline", ">=", 5.0, "drain vs baseline (x faster)"),
     ("fraction_of_db_only", ">=", 0.10, "fraction of DB-only ceiling"),
 ]
 # Goals measured by an optional phase: (the report key the phase writes, the knob that skips it).
