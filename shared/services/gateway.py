@@ -23,8 +23,9 @@ Every request takes a token of its endpoint's shared bucket first (shared/gatewa
                            job again                                                     -> end
 
 Whether the order can be fulfilled is pq_gateway_unfulfillable's answer alone: BEGIN's early answer
-steers only what happens before money moves (release an authorisation instead of capturing it), and
-COMPLETE's, under the locks, is the one every captured payment follows. Python never decides it.
+steers only what happens before money moves (an authorisation released instead of captured, no refunds
+read for a payment that goes back anyway), and COMPLETE's, under the locks, is the one every captured
+payment follows. Python only acts on its answers.
 
 A redelivery resumes at the phase the job recorded: a refund decided (pq_gateway_begin refund_sent) is
 finished; a capture whose answer was lost is settled by the VERDICT's fetch, which reads it captured.
@@ -94,33 +95,29 @@ class _Delivery:
         self._begun: dict[str, Any] | None = begun
 
     def drive(self) -> PaymentOutcome:
-        """The whole path, from the gateway's verdict (VERDICT) to the phase that ends the delivery."""
-        step: Step = self.gateway.verdict(self.job, self.read)
-        while True:
+        """The whole path: from the gateway's verdict (VERDICT), each phase's step names the next, until one
+        ends the delivery with the job's outcome."""
+        step: Step | PaymentOutcome = self.gateway.verdict(self.job, self.read)
+        while not isinstance(step, PaymentOutcome):
             logger.debug("gateway payment phase", job_id=self.job.job_id, phase=step.phase)
             match step:
                 case Capture():
                     step = self.capture(step)
                 case Complete():
-                    after = self.complete(step)
-                    if isinstance(after, PaymentOutcome):
-                        return after
-                    step = after
+                    step = self.complete(step)
                 case CheckRefunds():
                     step = self.check_refunds(step)
                 case RefundedAtGateway():
                     step = self.refunded_at_gateway(step)
                 case Refund():
-                    refunded = self.refund(step)
-                    if isinstance(refunded, PaymentOutcome):
-                        return refunded
-                    step = refunded
+                    step = self.refund(step)
                 case Fail():
-                    return self.fail(step)
+                    step = self.fail(step)
                 case Park():
-                    return self.park()
+                    step = self.park()
                 case _:
                     assert_never(step)
+        return step
 
     def token(self, request: str, endpoint: str, reason: str | None = None) -> None:
         """A token of the endpoint's shared bucket, or the one this job reserved once its slot has come.
