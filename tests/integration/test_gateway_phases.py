@@ -4,13 +4,14 @@ the job recorded."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 
 from local.gateway_sim import Simulator
 from local.invariants import check
 from shared.bootstrap import App
+from shared.gateways.verdicts import Phase, Step
 from shared.services.gateway import process_gateway_job
 from shared.services.intake import accept_payment
 from shared.settings import Settings
@@ -112,3 +113,12 @@ def test_a_delivery_lost_after_its_refund_left_resumes_at_the_refund_and_never_s
     assert [(j["status"], j["reason"]) for j in jobs(app.db)] == [("failed", "order_not_payable")]
     assert app.db.fetch_one("SELECT count(*) AS n FROM payment_transactions") == {"n": 0}
     assert check(app.db)["gateway_unaccounted_paise"] == 0
+
+
+def test_every_phase_after_the_verdict_is_the_step_of_exactly_one_kind() -> None:
+    # Given the steps the driver takes (a gateway's verdict, or one only the driver takes)
+    phases = [kind.phase for kind in get_args(Step)]
+
+    # Then each names its own phase, and every phase but BEGIN and VERDICT (before any step) has one
+    assert len(phases) == len(set(phases))
+    assert set(phases) == set(Phase) - {Phase.BEGIN, Phase.VERDICT}
