@@ -51,7 +51,7 @@ class WebhookEvent:
 
     event_type: str
     gateway_order_id: str | None = None
-    gateway_ref: str | None = None  # the job's reference (Job.ref)
+    gateway_ref: str | None = None  # the job's reference (Job.gateway_ref)
     success: bool = False
     failure: bool = False
     refund_id: str | None = None

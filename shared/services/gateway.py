@@ -1,24 +1,37 @@
-"""Gateway-funded payments: the job's gateway reads its payment and gives a verdict (shared/gateways/
-port.py); this driver acts on it -- capture, complete in one DB transaction, refund what was captured for
-an order we cannot fulfil, fail, or park.
+"""Gateway-funded payments, as named phases (shared/gateways/verdicts.py Phase) driven from one place:
+_Delivery.drive. No DB transaction is open while a request is at the gateway: each phase's DB work is one
+SQL function in one round trip (shared/sql/gateway_payment.sql), committed before the next request leaves.
+Every request takes a token of its endpoint's shared bucket first (shared/gateway_limits.py). Per delivery:
 
-No DB transaction is open while a request is at the gateway: each DB step is one SQL function in
-one round trip (shared/sql/gateway_payment.sql), committed before the next request leaves. Every
-request takes a token of its endpoint's shared bucket first (shared/gateway_limits.py). Per delivery:
+    BEGIN                pq_gateway_begin: lock the job, count the delivery, the early answer, a token
+    VERDICT              the gateway's reads (its package says what it fetches) name the next step:
+                           Complete | Capture | Refund (a refund decided earlier) | RefundedAtGateway
+                           | Fail | Park
+    CAPTURE              pq_gateway_step (token, capture_sent_at) -> capture request     -> COMPLETE
+    COMPLETE             pq_complete_gateway_payment decides whether the order is fulfilled:
+                           succeeded                                                     -> end
+                           refund_required, the refund booked with the decision          -> REFUND
+                           refund_required, a refund made at the gateway on record       -> CHECK_REFUNDS
+    CHECK_REFUNDS        the gateway's refunds: some hold money                          -> REFUNDED_AT_GATEWAY
+                           none (all failed): booked, the payment whole again            -> COMPLETE (once)
+    REFUNDED_AT_GATEWAY  pq_gateway_refunds_seen: what is left captured                  -> REFUND, or FAIL
+    REFUND               pq_refund_request (unless COMPLETE booked it), refund request,
+                           pq_gateway_refunded                                           -> end
+                           refused, and the gateway's refunds explain it                 -> REFUNDED_AT_GATEWAY
+    FAIL                 pq_gateway_fail (an authorisation never captured booked released) -> end
+    PARK                 pq_gateway_park: no message, the group free; a webhook or the sweeper sends the
+                           job again                                                     -> end
 
-    begin (lock job, record the attempt, take the first request's token)
-    verdict (the gateway's reads: its package says what it fetches and decides)
-      Complete          -> complete (payment, order, stock, job, event)  [or refund if unfulfillable]
-      Capture           -> step (token, capture_sent_at) -> capture -> complete
-      Refund            -> book (pq_refund_request) -> refund -> pq_gateway_refunded
-      RefundedAtGateway -> book the gateway's refunds -> refund what is left captured, or fail
-      Fail              -> fail (release: an authorisation we will never capture)
-      Park              -> no message, the group free: a webhook or the sweeper sends the job again
+Whether the order can be fulfilled is pq_gateway_unfulfillable's answer alone: BEGIN's early answer
+steers only what happens before money moves (an authorisation released instead of captured, no refunds
+read for a payment that goes back anyway), and COMPLETE's, under the locks, is the one every captured
+payment follows. Python only acts on its answers.
 
+A redelivery resumes at the phase the job recorded: a refund decided (pq_gateway_begin refund_sent) is
+finished; a capture whose answer was lost is settled by the VERDICT's fetch, which reads it captured.
 A job without a checkout (the old flow's bare reference) fails gateway_payment_unbound without a call.
-A capture whose answer was lost is settled on the next delivery by the fetch that starts it. A 429 or
-5xx hands the message back to the queue with a later visibility instead of sleeping. So does a token
-not there within limiter_max_wait_ms: the job reserves the bucket's next free slot and its message
+A 429 or 5xx hands the message back to the queue with a later visibility instead of sleeping. So does a
+token not there within limiter_max_wait_ms: the job reserves the bucket's next free slot and its message
 comes back then, once, to use it (_wait_for_token).
 """
 
@@ -28,7 +41,7 @@ import json
 import math
 import time
 import uuid
-from typing import Any
+from typing import Any, assert_never
 
 from aws_lambda_powertools.metrics import MetricUnit
 
@@ -45,7 +58,18 @@ from shared.domain import (
 )
 from shared.gateway_limits import bucket
 from shared.gateways.port import PaymentGateway
-from shared.gateways.verdicts import Capture, Complete, Fail, Job, Refund, RefundedAtGateway
+from shared.gateways.verdicts import (
+    Capture,
+    CheckRefunds,
+    Complete,
+    Fail,
+    Job,
+    Park,
+    Refund,
+    RefundBooked,
+    RefundedAtGateway,
+    Step,
+)
 from shared.observability import logger, metrics
 from shared.outcomes import GatewayBeginOutcome, GatewayEndOutcome
 from shared.ports import GatewayPayment, GatewayRefund, RefundState
@@ -55,39 +79,64 @@ from shared.services.intake import job_message, send_jobs
 LEFT_LESS = "refunds made at the gateway leave less than it asks for"
 
 
-def first_bucket(app: App, gateway: PaymentGateway) -> tuple[str, float, float]:
-    """The bucket of a delivery's first request (taken by pq_gateway_begin)."""
+def fetch_bucket(app: App, gateway: PaymentGateway) -> tuple[str, float, float]:
+    """The bucket of a delivery's first request, the VERDICT's fetch (its token taken by pq_gateway_begin)."""
     return bucket(app.settings, gateway.name, gateway.endpoints["fetch"])
 
 
 class _Delivery:
-    """One delivery of one gateway job: the gateway's verdict, acted on."""
+    """One delivery of one gateway job, past BEGIN: the phases, each its step (drive)."""
 
-    def __init__(self, app: App, job: Job, gateway: PaymentGateway, begin: dict[str, Any]) -> None:
+    def __init__(self, app: App, job: Job, gateway: PaymentGateway, begun: dict[str, Any]) -> None:
         self.app = app
         self.job = job
         self.gateway = gateway
-        # pq_gateway_begin's row: its token (when granted) is the first request's.
-        self._begin: dict[str, Any] | None = begin
+        # pq_gateway_begin's row, until the first request: its token (when granted) is that request's.
+        self._begun: dict[str, Any] | None = begun
 
-    def token(self, step: str, endpoint: str, reason: str | None = None) -> None:
+    def drive(self) -> PaymentOutcome:
+        """The whole path: from the gateway's verdict (VERDICT), each phase's step names the next, until one
+        ends the delivery with the job's outcome."""
+        step: Step | PaymentOutcome = self.gateway.verdict(self.job, self.read)
+        while not isinstance(step, PaymentOutcome):
+            logger.debug("gateway payment phase", job_id=self.job.job_id, phase=step.phase)
+            match step:
+                case Capture():
+                    step = self.capture(step)
+                case Complete():
+                    step = self.complete(step)
+                case CheckRefunds():
+                    step = self.check_refunds(step)
+                case RefundedAtGateway():
+                    step = self.refunded_at_gateway(step)
+                case Refund():
+                    step = self.refund(step)
+                case Fail():
+                    step = self.fail(step)
+                case Park():
+                    step = self.park()
+                case _:
+                    assert_never(step)
+        return step
+
+    def token(self, request: str, endpoint: str, reason: str | None = None) -> None:
         """A token of the endpoint's shared bucket, or the one this job reserved once its slot has come.
         A short wait is slept (limiter_max_wait_ms); a longer one reserves the slot, and the message is
-        handed back until then (GatewayRetryable limited). step capture / refund also records that the
+        handed back until then (GatewayRetryable limited). request capture / refund also records that the
         request is about to leave (pq_gateway_step)."""
         bucket_name, rate, burst = bucket(self.app.settings, self.gateway.name, endpoint)
         reserve_ms = self.app.settings.limiter_max_reserve_s * 1000
         waited_ms = 0
         # The first request's token is pq_gateway_begin's, taken from the gateway's fetch bucket; begin never
         # reserves: without its token, pq_gateway_step is asked, which does.
-        begin, self._begin = self._begin, None
-        first = begin is not None and begin["granted"] and endpoint == self.gateway.endpoints["fetch"]
-        row = begin if first else None
+        begun, self._begun = self._begun, None
+        first = begun is not None and begun["granted"] and endpoint == self.gateway.endpoints["fetch"]
+        row = begun if first else None
         while True:
             if row is None:
                 row = self.app.db.fetch_one(
                     "SELECT * FROM pq_gateway_step(%s, %s, %s, %s, %s, %s, %s, %s)",
-                    (uuid.UUID(self.job.job_id), step, bucket_name, rate, burst, 1, reason, reserve_ms),
+                    (uuid.UUID(self.job.job_id), request, bucket_name, rate, burst, 1, reason, reserve_ms),
                 )
                 assert row is not None
             if row["granted"]:
@@ -106,52 +155,67 @@ class _Delivery:
         """The token of one of the gateway's reads (the verdict's too)."""
         self.token("fetch", endpoint)
 
-    def settle(self) -> PaymentOutcome:
-        verdict = self.gateway.verdict(self.job, self.read)
-        if isinstance(verdict, Complete):
-            return self.complete(verdict.payment)
-        if isinstance(verdict, Capture):
-            return self.capture(verdict)
-        if isinstance(verdict, Refund):
-            return self.refund(verdict.payment, verdict.reason, verdict.amount_paise)
-        if isinstance(verdict, RefundedAtGateway):
-            return self.refunded_at_gateway(verdict.payment, verdict.refunds)
-        if isinstance(verdict, Fail):
-            return self.fail(verdict.reason, verdict.checkout_status, verdict.release)
-        return self.park()
-
-    def capture(self, verdict: Capture) -> PaymentOutcome:
-        self.token("capture", verdict.endpoint)
-        captured = verdict.capture()
+    def capture(self, step: Capture) -> Complete:
+        """CAPTURE: the capture marked sent with its token, then the request; a lost answer is settled by the
+        next delivery's fetch."""
+        self.token("capture", step.endpoint)
+        captured = step.capture()
         if captured.status != "captured":
             raise GatewayRetryable("unknown_outcome", f"capture answered {captured.status}", 0)
         metrics.add_metric(name="GatewayCaptures", unit=MetricUnit.Count, value=1)
-        return self.complete(captured)
+        return Complete(captured)
+
+    def complete(self, step: Complete) -> PaymentOutcome | Refund | CheckRefunds:
+        """COMPLETE: the order fulfilled, or the refund booked with the decision (REFUND), or a refund made
+        at the gateway on record, whose amounts the gateway's list gives (CHECK_REFUNDS)."""
+        payment = step.payment
+        row = self.app.db.fetch_one(
+            "SELECT * FROM pq_complete_gateway_payment(%s, %s, %s)",
+            (uuid.UUID(self.job.job_id), payment.amount_paise, payment.currency),
+        )
+        assert row is not None
+        if row["outcome"] != GatewayEndOutcome.REFUND_REQUIRED:
+            return _outcome(self.job.job_id, row)
+        if row["refund_id"] is None:  # nothing booked: a refund made at the gateway (gateway_payment_refunded)
+            return CheckRefunds(payment, again=step.refunds_checked)
+        booked = RefundBooked(row["refund_id"], row["refund_ref"], row["refund_amount_paise"])
+        return Refund(payment, row["reason"], booked.amount_paise, booked=booked)
+
+    def check_refunds(self, step: CheckRefunds) -> RefundedAtGateway | Complete:
+        """CHECK_REFUNDS: a refund reported at the gateway (by webhook, after the VERDICT read the payment):
+        the gateway's list says how much of the payment is gone. One that failed since leaves the payment
+        whole: booked, and COMPLETE asked once more."""
+        refunds = self.listed_refunds()
+        if any(r.state is not RefundState.FAILED for r in refunds):
+            return RefundedAtGateway(step.payment, refunds)
+        if step.again:  # the gateway does not list the refund the webhook reported yet: look again later
+            raise GatewayRetryable("pending", "a refund reported by webhook is not listed yet")
+        self.book_refunds(step.payment, refunds)
+        return Complete(step.payment, refunds_checked=True)
 
     def listed_refunds(self) -> list[GatewayRefund]:
         self.read(self.gateway.endpoints["refunds"])
-        return self.gateway.refunds(self.job.ref)
+        return self.gateway.refunds(self.job.gateway_ref)
 
-    def refunded_at_gateway(self, payment: GatewayPayment, refunds: list[GatewayRefund]) -> PaymentOutcome:
-        """Refunds made at the gateway before we decided: booked, and the order is never fulfilled with any
-        of its money gone. What is left captured goes back to the shopper; never more than that (a refund
-        above the refundable amount is refused by the gateways)."""
-        job = self.job
+    def refunded_at_gateway(self, step: RefundedAtGateway) -> Refund | Fail:
+        """REFUNDED_AT_GATEWAY: refunds made at the gateway before we decided, booked, and the order never
+        fulfilled with any of its money gone. What is left captured goes back to the shopper; never more
+        than that (a refund above the refundable amount is refused by the gateways)."""
+        payment, refunds = step.payment, step.refunds
         if not payment.captured:  # an authorisation the gateway returned by itself: no money held
-            return self.fail(FailureReason.GATEWAY_PAYMENT_REFUNDED, checkout_status="refunded", release=payment)
+            return Fail(FailureReason.GATEWAY_PAYMENT_REFUNDED, checkout_status="refunded", release=payment)
         self.book_refunds(payment, refunds)
         returned = sum(r.amount_paise for r in refunds if r.state is not RefundState.FAILED)
         logger.warning(
             "gateway payment refunded at the gateway",
-            job_id=job.job_id,
+            job_id=self.job.job_id,
             gateway=self.gateway.name,
             refunded_paise=returned,
         )
         if payment.amount_paise > returned:
-            return self.refund(
-                payment, FailureReason.GATEWAY_PAYMENT_REFUNDED, payment.amount_paise - returned, listed=refunds
-            )
-        return self.fail(FailureReason.GATEWAY_PAYMENT_REFUNDED, checkout_status="refunded")
+            left = payment.amount_paise - returned
+            return Refund(payment, FailureReason.GATEWAY_PAYMENT_REFUNDED, left, listed=refunds)
+        return Fail(FailureReason.GATEWAY_PAYMENT_REFUNDED, checkout_status="refunded")
 
     def book_refunds(self, payment: GatewayPayment, refunds: list[GatewayRefund]) -> None:
         """The payment's refunds as the gateway listed them, each reported to the books (pq_refund_reported)."""
@@ -160,15 +224,12 @@ class _Delivery:
             (uuid.UUID(self.job.job_id), refunds_json(refunds), payment.currency, payment.amount_paise),
         )
 
-    def _outcome(self, row: dict[str, Any] | None) -> PaymentOutcome:
-        return _outcome(self.job.job_id, row)
-
-    def fail(
-        self, reason: str, checkout_status: str | None = None, release: GatewayPayment | None = None
-    ) -> PaymentOutcome:
-        return _fail(self.app, self.job.job_id, reason, checkout_status, release)
+    def fail(self, step: Fail) -> PaymentOutcome:
+        """FAIL: the job ends unpaid."""
+        return _fail(self.app, self.job.job_id, step.reason, step.checkout_status, step.release)
 
     def park(self) -> PaymentOutcome:
+        """PARK: not final at the gateway; the job waits without a message."""
         row = self.app.db.fetch_one("SELECT * FROM pq_gateway_park(%s)", (uuid.UUID(self.job.job_id),))
         assert row is not None
         if row["resend"]:  # its success webhook came while we were fetching: look again at once
@@ -184,54 +245,39 @@ class _Delivery:
             payment_id=row["payment_id"],
         )
 
-    def complete(self, payment: GatewayPayment, *, looked: bool = False) -> PaymentOutcome:
-        row = self.app.db.fetch_one(
-            "SELECT * FROM pq_complete_gateway_payment(%s, %s, %s)",
-            (uuid.UUID(self.job.job_id), payment.amount_paise, payment.currency),
-        )
-        assert row is not None
-        refund_required = row["outcome"] == GatewayEndOutcome.REFUND_REQUIRED
-        if refund_required and row["reason"] == FailureReason.GATEWAY_PAYMENT_REFUNDED:
-            # A refund made at the gateway, reported by webhook after the job read the payment: what is left
-            # of the payment goes back (the refunds are read for the amounts, as before fulfilling).
-            refunds = self.listed_refunds()
-            if any(r.state is not RefundState.FAILED for r in refunds):
-                return self.refunded_at_gateway(payment, refunds)
-            if looked:  # the gateway does not list the refund the webhook reported yet: look again later
-                raise GatewayRetryable("pending", "a refund reported by webhook is not listed yet")
-            self.book_refunds(payment, refunds)  # it failed since: the payment is whole again
-            return self.complete(payment, looked=True)
-        if refund_required:
-            return self.refund(payment, row["reason"], payment.amount_paise)
-        return self._outcome(row)
-
-    def withdrawn(self, request: dict[str, Any], refunds: list[GatewayRefund], error: str) -> bool:
+    def withdrawn(self, booked: RefundBooked, refunds: list[GatewayRefund], error: str) -> bool:
         """Refunds made at the gateway left less than our request asks for, so the gateway holds nothing of
         it (it would not fit beside them): withdrawn, unless the books cannot -- one the gateway holds is
         owed, never asked for again and again. pq_refund_withdrawn decides, as it does for the sweeper."""
         row = self.app.db.fetch_one(
             "SELECT withdrawn FROM pq_refund_withdrawn(%s, %s, %s)",
-            (request["refund_id"], refunds_json(refunds), error),
+            (booked.refund_id, refunds_json(refunds), error),
         )
         return row is not None and bool(row["withdrawn"])
 
-    def refund(
-        self, payment: GatewayPayment, reason: str, amount_paise: int, listed: list[GatewayRefund] | None = None
-    ) -> PaymentOutcome:
-        """Refund amount_paise of a payment of the job's own checkout (the only kind this is ever called for),
-        booked before it leaves (pq_refund_request), with the gateway's idempotency (our refund_ref, the same
-        on every retry: shared/gateways/<name>/client.py). A refund the gateway refuses outright is
-        owed at once; one it fails later is retried by the sweeper, then owed (pq_refund_settled).
+    def book_refund(self, step: Refund) -> RefundBooked:
+        """The refund of ours on the books before it leaves: COMPLETE's, or booked now (pq_refund_request)."""
+        if step.booked is not None:
+            return step.booked
+        payment = step.payment
+        row = self.app.db.fetch_one(
+            "SELECT * FROM pq_refund_request(%s, %s, %s, %s, %s)",
+            (uuid.UUID(self.job.job_id), step.amount_paise, payment.currency, step.reason, payment.amount_paise),
+        )
+        assert row is not None
+        return RefundBooked(row["refund_id"], row["refund_ref"], row["amount_paise"])
+
+    def refund(self, step: Refund) -> PaymentOutcome | RefundedAtGateway:
+        """REFUND: amount_paise of a payment of the job's own checkout (the only kind this is ever called for)
+        goes back, booked before it leaves, with the gateway's idempotency (our refund_ref, the same on every
+        retry: shared/gateways/<name>/client.py). A refund the gateway refuses outright is owed at once; one
+        it fails later is retried by the sweeper, then owed (pq_refund_settled).
 
         Sent without reading the payment's refunds first (Cashfree's payment says nothing of them, and a read
-        costs a Get Refund token, 30 a minute): a refusal is explained by the refunds, read then. listed: the
-        refunds this delivery has just read (refunded_at_gateway)."""
-        job = self.job
-        request = self.app.db.fetch_one(
-            "SELECT * FROM pq_refund_request(%s, %s, %s, %s, %s)",
-            (uuid.UUID(job.job_id), amount_paise, payment.currency, reason, payment.amount_paise),
-        )
-        assert request is not None
+        costs a Get Refund token, 30 a minute): a refusal is explained by the refunds, read then. step.listed:
+        the refunds this delivery has just read (REFUNDED_AT_GATEWAY)."""
+        job, payment, reason, listed = self.job, step.payment, step.reason, step.listed
+        booked = self.book_refund(step)
         read_first = listed is None and job.refund_sent
         if read_first:
             # An earlier delivery sent this refund (its answer lost), or it was refused and the refunds that
@@ -239,13 +285,13 @@ class _Delivery:
             # before anything is sent again -- a refused refund sent by every delivery whose second Get
             # Refund token is not there at once would never be explained.
             listed = self.listed_refunds()
-        refund = None if listed is None else ours_listed(listed, request["refund_ref"])
-        if refund is None and listed is not None and self.withdrawn(request, listed, LEFT_LESS):
-            return self.refunded_at_gateway(payment, listed)
+        refund = None if listed is None else ours_listed(listed, booked.refund_ref)
+        if refund is None and listed is not None and self.withdrawn(booked, listed, LEFT_LESS):
+            return RefundedAtGateway(payment, listed)
         if refund is None:
             self.token("refund", self.gateway.endpoints["refund"], reason=reason)
             try:
-                refund = self.gateway.refund(job.ref, request["amount_paise"], payment.currency, request["refund_ref"])
+                refund = self.gateway.refund(job.gateway_ref, booked.amount_paise, payment.currency, booked.refund_ref)
             except GatewayRejected as exc:
                 # Refused: the payment's refunds say why (read again, unless just before this send). An
                 # earlier send under this reference went through (its answer lost: the gateway's word for
@@ -253,13 +299,13 @@ class _Delivery:
                 # than ours asks for: ours is withdrawn, theirs booked, and what is left goes back under the
                 # next attempt's reference. Else it is owed.
                 refunds = listed if read_first and listed is not None else self.listed_refunds()
-                refund = ours_listed(refunds, request["refund_ref"])
+                refund = ours_listed(refunds, booked.refund_ref)
                 if refund is None:
-                    if self.withdrawn(request, refunds, str(exc)):
-                        return self.refunded_at_gateway(payment, refunds)
-                    self.app.db.execute("SELECT pq_refund_refused(%s, %s)", (request["refund_id"], str(exc)))
-                    refund_failed(job.job_id, self.gateway.name, request["refund_id"], owed=True, error=str(exc))
-                    return self.fail(reason, checkout_status="refunded")
+                    if self.withdrawn(booked, refunds, str(exc)):
+                        return RefundedAtGateway(payment, refunds)
+                    self.app.db.execute("SELECT pq_refund_refused(%s, %s)", (booked.refund_id, str(exc)))
+                    refund_failed(job.job_id, self.gateway.name, booked.refund_id, owed=True, error=str(exc))
+                    return self.fail(Fail(reason, checkout_status="refunded"))
         metrics.add_metric(name="GatewayRefunds", unit=MetricUnit.Count, value=1)
         logger.warning("gateway payment refunded", job_id=job.job_id, gateway=self.gateway.name, reason=reason)
         row = self.app.db.fetch_one(
@@ -267,7 +313,7 @@ class _Delivery:
             (
                 uuid.UUID(job.job_id),
                 reason,
-                request["refund_id"],
+                booked.refund_id,
                 refund.refund_id,
                 refund.state.value,
                 refund.gateway_status,
@@ -275,8 +321,8 @@ class _Delivery:
         )
         assert row is not None
         if row["refund_failed"]:
-            refund_failed(job.job_id, self.gateway.name, request["refund_id"], owed=bool(row["refund_owed"]))
-        return self._outcome(row)
+            refund_failed(job.job_id, self.gateway.name, booked.refund_id, owed=bool(row["refund_owed"]))
+        return _outcome(job.job_id, row)
 
 
 def ours_listed(refunds: list[GatewayRefund], refund_ref: str) -> GatewayRefund | None:
@@ -337,10 +383,8 @@ def _job(job_id: str, begun: dict[str, Any]) -> Job:
     """The job as pq_gateway_begin read it, bound to its checkout."""
     return Job(
         job_id=job_id,
-        ref=begun["gateway_ref"],
-        amount_paise=begun["amount_paise"],
-        currency=begun["currency"],
-        unfulfillable=begun["problem"],
+        gateway_ref=begun["gateway_ref"],
+        unfulfillable=begun["unfulfillable"],
         refund_sent=begun["refund_sent"],
         refund_reason=begun["refund_reason"],
         gateway_order_id=begun["gateway_order_id"],
@@ -366,32 +410,33 @@ def refund_failed(job_id: str, gateway: str, refund_id: int, *, owed: bool, erro
 def process_gateway_job(
     app: App, job_id: str, method: str, *, receipt_handle: str, receive_count: int
 ) -> PaymentOutcome:
-    """One delivery of a gateway job. Raises RetryLater after handing the message back."""
+    """One delivery of a gateway job: BEGIN, then the phases its verdict leads to (_Delivery.drive). Raises
+    RetryLater after handing the message back."""
     named = app.gateways.get(method)
     if named is None:  # a deployment fault, not the shopper's: retried, then dead-lettered
         raise RuntimeError(f"gateway {method} is not configured")
-    bucket_name, rate, burst = first_bucket(app, named)
-    row = app.db.fetch_one(
+    bucket_name, rate, burst = fetch_bucket(app, named)
+    begun = app.db.fetch_one(
         "SELECT * FROM pq_gateway_begin(%s, %s, %s, %s)", (uuid.UUID(job_id), rate, burst, bucket_name)
     )
-    assert row is not None
-    begin = GatewayBeginOutcome(row["outcome"])
+    assert begun is not None
+    begin = GatewayBeginOutcome(begun["outcome"])
     if begin in (GatewayBeginOutcome.JOB_NOT_FOUND, GatewayBeginOutcome.NOT_A_GATEWAY_JOB):
         raise PoisonMessageError(f"job {job_id}: {begin}")
     if begin is not GatewayBeginOutcome.PROCEED:
         return PaymentOutcome(
-            job_id=job_id, outcome=GatewayEndOutcome(begin), reason=row["reason"], payment_id=row["payment_id"]
+            job_id=job_id, outcome=GatewayEndOutcome(begin), reason=begun["reason"], payment_id=begun["payment_id"]
         )
-    gateway = app.gateways.get(row["gateway"])
+    gateway = app.gateways.get(begun["gateway"])
     if gateway is None:  # a deployment fault, not the shopper's: retried, then dead-lettered
-        raise RuntimeError(f"gateway {row['gateway']} is not configured")
+        raise RuntimeError(f"gateway {begun['gateway']} is not configured")
     try:
-        if row["checkout_id"] is None:
+        if begun["checkout_id"] is None:
             # The old flow's bare reference: nothing binds it to this order or shopper. Never captured,
             # never refunded by us (the gateway returns an authorisation nobody captures).
             outcome = _fail(app, job_id, FailureReason.GATEWAY_PAYMENT_UNBOUND)
         else:
-            outcome = _Delivery(app, _job(job_id, row), gateway, row).settle()
+            outcome = _Delivery(app, _job(job_id, begun), gateway, begun).drive()
         # A gateway payment, which called out, gets its INFO line (a wallet payment only its batch's).
         logger.info(
             "payment processed",

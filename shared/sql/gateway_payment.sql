@@ -74,12 +74,37 @@ BEGIN
 END;
 $$;
 
--- The first step of every delivery of a gateway job, in one round trip: lock the job, answer a
--- redelivery of a finished job, mark it processing, record the attempt, say whether the order can
--- still be fulfilled, and take the token for the first request (the fetch), or use the one the job
--- reserved for it once its slot has come (it never reserves: pq_gateway_step does). Outcomes
+-- Why a gateway job's order cannot be fulfilled with a payment of p_amount_paise p_currency (reason NULL:
+-- it can), and its items as pq_order_problem aggregates them. The one rule for a gateway payment, asked by
+-- two steps (shared/services/gateway.py, Phase):
+--   pq_gateway_begin, before any money moves: the amount the job's checkout asks for, without locks. A
+--     "no" decides what the gateway package does before anything is captured: an authorisation is not
+--     captured but released, and a payment that goes back anyway is not read for refunds first.
+--   pq_complete_gateway_payment, for every captured payment: the payment's amount, under the order's lock
+--     and then the products' (pq_lock_stock), which is the answer the money follows: fulfilled, or its
+--     refund booked in the same transaction.
+-- reason: amount_mismatch (the order's total is not the payment's), else pq_order_problem's.
+DROP FUNCTION IF EXISTS pq_gateway_unfulfillable(payment_jobs, orders, bigint, text);
+CREATE FUNCTION pq_gateway_unfulfillable(p_job payment_jobs, p_order orders, p_amount_paise bigint,
+                                         p_currency text, OUT reason text, OUT items jsonb)
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    IF p_order.id IS NOT NULL AND (p_order.total_paise <> p_amount_paise OR p_order.currency <> p_currency) THEN
+        reason := 'amount_mismatch';
+        RETURN;
+    END IF;
+    SELECT c.problem, c.items INTO reason, items FROM pq_order_problem(p_order, p_job) c;
+END;
+$$;
+
+-- The first step of every delivery of a gateway job (Phase.BEGIN), in one round trip: lock the job,
+-- answer a redelivery of a finished job, mark it processing, record the attempt, give the early answer
+-- of pq_gateway_unfulfillable (unfulfillable: why not, for the checkout's amount; NULL: it can be, as far
+-- as can be known before the payment is fulfilled), say whether a refund of ours was decided (refund_sent:
+-- a redelivery resumes at Phase.REFUND), and take the token for the first request (the fetch), or use the
+-- one the job reserved for it once its slot has come (it never reserves: pq_gateway_step does). Outcomes
 -- (pq_gateway_begin_outcome):
---   proceed                            -> the job, its order's amount, its attempt and the token
+--   proceed                            -> the job, its attempt, the early answer and the token
 --   already_succeeded | already_failed -> a redelivery; nothing changed
 --   job_not_found | not_a_gateway_job  -> a message that can never succeed (poison)
 -- p_bucket names the token bucket of the first request (shared/gateway_limits.py; the gateway's single
@@ -89,8 +114,7 @@ DROP FUNCTION IF EXISTS pq_gateway_begin(uuid, double precision, double precisio
 CREATE FUNCTION pq_gateway_begin(p_job_id uuid, p_rate double precision, p_burst double precision,
                                  p_bucket text DEFAULT NULL,
                                  OUT outcome pq_gateway_begin_outcome, OUT reason text, OUT payment_id bigint,
-                                 OUT gateway text, OUT gateway_ref text, OUT amount_paise bigint,
-                                 OUT currency text, OUT problem text, OUT refund_ref text,
+                                 OUT gateway text, OUT gateway_ref text, OUT unfulfillable text,
                                  OUT refund_sent boolean, OUT refund_reason text,
                                  OUT granted boolean, OUT wait_ms integer,
                                  OUT checkout_id uuid, OUT gateway_order_id text, OUT checkout_amount_paise bigint,
@@ -117,8 +141,17 @@ BEGIN
         payment_id := v_job.payment_id;
         RETURN;
     END IF;
+    IF v_job.checkout_id IS NOT NULL THEN
+        SELECT * INTO v_checkout FROM gateway_checkouts c WHERE c.id = v_job.checkout_id;
+        checkout_id := v_checkout.id;
+        gateway_order_id := v_checkout.gateway_order_id;
+        checkout_amount_paise := v_checkout.amount_paise;
+        checkout_currency := v_checkout.currency;
+        checkout_expires_at := v_checkout.expires_at;
+    END IF;
     SELECT * INTO v_order FROM orders o WHERE o.id = v_job.order_id;
-    SELECT c.problem INTO problem FROM pq_order_problem(v_order, v_job) c;
+    SELECT u.reason INTO unfulfillable
+      FROM pq_gateway_unfulfillable(v_job, v_order, v_checkout.amount_paise, v_checkout.currency) u;
 
     IF v_job.status = 'queued' OR v_job.parked_at IS NOT NULL OR v_job.dead_lettered_at IS NOT NULL THEN
         UPDATE payment_jobs SET status = 'processing', parked_at = NULL, dead_lettered_at = NULL WHERE id = v_job.id;
@@ -130,23 +163,13 @@ BEGIN
     RETURNING * INTO v_attempt;
     SELECT t.granted, t.wait_ms INTO granted, wait_ms
       FROM pq_gateway_token(v_job.id, coalesce(p_bucket, v_job.method), p_rate, p_burst, 1, 0) t;
-    IF v_job.checkout_id IS NOT NULL THEN
-        SELECT * INTO v_checkout FROM gateway_checkouts c WHERE c.id = v_job.checkout_id;
-        checkout_id := v_checkout.id;
-        gateway_order_id := v_checkout.gateway_order_id;
-        checkout_amount_paise := v_checkout.amount_paise;
-        checkout_currency := v_checkout.currency;
-        checkout_expires_at := v_checkout.expires_at;
-    END IF;
 
     outcome := 'proceed';
     gateway := v_job.method;
     gateway_ref := v_job.gateway_ref;
-    amount_paise := v_order.total_paise;
-    currency := v_order.currency;
-    refund_ref := v_attempt.refund_ref;
-    -- A refund once decided is finished, whatever the order's state now: its row of ours (pq_refund_request,
-    -- committed before any token or request) is the decision, even if no request has left yet.
+    -- A refund once decided is finished, whatever the order's state now: its row of ours (booked by
+    -- pq_complete_gateway_payment or pq_refund_request before any token or request) is the decision,
+    -- even if no request has left yet.
     SELECT true, r.reason INTO refund_sent, refund_reason
       FROM gateway_refunds r WHERE r.job_id = v_job.id AND r.origin = 'ours' AND r.attempt = 1;
     refund_sent := coalesce(refund_sent, v_attempt.refund_sent_at IS NOT NULL);
@@ -246,17 +269,26 @@ BEGIN
 END;
 $$;
 
--- The payment the gateway captured, completed in one transaction by the shared fulfilment (no wallet
--- is touched). Locks: job, order, products by id (the wallet path's order, minus the wallet). If the
--- order can no longer be fulfilled or the captured amount is not the order's, nothing changes but
--- the attempt. Outcomes (pq_gateway_end_outcome):
---   succeeded                          -> payment_id, event
---   refund_required (reason set)       -> the caller refunds what was captured
---   already_succeeded | already_failed -> a redelivery; nothing changed
+-- A captured payment (Phase.COMPLETE), in one transaction: the one answer to whether its order is
+-- fulfilled (pq_gateway_unfulfillable, under the locks), acted on at once. Locks: job, order, products by
+-- id (the wallet path's order, minus the wallet). Outcomes (pq_gateway_end_outcome):
+--   succeeded                            -> fulfilled by the shared fulfilment (no wallet is touched):
+--                                           payment_id, event
+--   refund_required, reason set          -> the order is not fulfilled: the refund of the whole payment is
+--                                           booked here (pq_refund_request: refund_id, refund_ref,
+--                                           refund_amount_paise), or was by an earlier delivery (a refund
+--                                           once decided is finished); the caller sends it (Phase.REFUND)
+--   refund_required, gateway_payment_refunded, no refund_id
+--                                        -> a refund made at the gateway is on record (its webhook, or a
+--                                           report kept before the job existed; not failed): nothing is
+--                                           booked, the caller reads the payment's refunds for the amounts
+--                                           (Phase.CHECK_REFUNDS)
+--   already_succeeded | already_failed   -> a redelivery; nothing changed
 DROP FUNCTION IF EXISTS pq_complete_gateway_payment(uuid, bigint, text);
 CREATE FUNCTION pq_complete_gateway_payment(p_job_id uuid, p_amount_paise bigint, p_currency text,
                                             OUT outcome pq_gateway_end_outcome, OUT reason text,
-                                            OUT payment_id bigint, OUT event jsonb)
+                                            OUT payment_id bigint, OUT event jsonb, OUT refund_id bigint,
+                                            OUT refund_ref text, OUT refund_amount_paise bigint)
 LANGUAGE plpgsql SET enable_seqscan = off AS $$
 DECLARE
     v_job   payment_jobs%ROWTYPE;
@@ -264,52 +296,52 @@ DECLARE
     v_check record;
 BEGIN
     SELECT * INTO v_job FROM payment_jobs j WHERE j.id = p_job_id FOR UPDATE;
-    SELECT e.* INTO outcome, reason, payment_id FROM pq_gateway_ended(v_job) e;
-    -- A job whose refund was decided (its row of ours) is never fulfilled: the refund is finished instead.
-    IF outcome IS NULL THEN
-        SELECT r.reason INTO reason FROM gateway_refunds r
-         WHERE r.job_id = v_job.id AND r.origin = 'ours' AND r.attempt = 1;
-        IF FOUND THEN
-            outcome := 'refund_required';
-            RETURN;
-        END IF;
-    END IF;
     -- Only a live job is completed; one that ended in another delivery is answered as it ended.
-    IF outcome IS NULL THEN
+    SELECT e.* INTO outcome, reason, payment_id FROM pq_gateway_ended(v_job) e;
+    IF outcome IS NOT NULL THEN
+        RETURN;
+    END IF;
+    -- A job whose refund was decided (its row of ours) is never fulfilled: the refund is finished instead.
+    SELECT r.reason INTO reason FROM gateway_refunds r
+     WHERE r.job_id = v_job.id AND r.origin = 'ours' AND r.attempt = 1;
+    IF NOT FOUND THEN
         UPDATE gateway_attempts SET captured_amount_paise = p_amount_paise, captured_currency = p_currency,
                                     updated_at = clock_timestamp()
          WHERE job_id = v_job.id;
         SELECT * INTO v_order FROM orders o WHERE o.id = v_job.order_id FOR UPDATE;
+        SELECT * INTO v_check FROM pq_gateway_unfulfillable(v_job, v_order, p_amount_paise, p_currency);
+        reason := v_check.reason;
         -- Nor one whose payment was partly refunded at the gateway (a refund webhook recorded it, origin
         -- gateway, or kept its report before the job existed; not failed): the caller reads the payment's
         -- refunds and returns what is left (gateway_payment_refunded). Read under the order's lock, which
         -- pq_refund_reported takes before it books a refund: one of the two sees the other's work.
-        IF EXISTS (SELECT 1 FROM gateway_refunds r
-                    WHERE r.method = v_job.method AND r.gateway_ref = v_job.gateway_ref AND r.origin = 'gateway'
-                      AND r.after_applied_at IS NULL AND r.state <> 'failed')
-           OR EXISTS (SELECT 1 FROM gateway_refund_reports x
-                       WHERE x.method = v_job.method AND x.gateway_ref = v_job.gateway_ref AND x.state <> 'failed') THEN
+        IF reason IS NULL
+           AND (EXISTS (SELECT 1 FROM gateway_refunds r
+                         WHERE r.method = v_job.method AND r.gateway_ref = v_job.gateway_ref AND r.origin = 'gateway'
+                           AND r.after_applied_at IS NULL AND r.state <> 'failed')
+                OR EXISTS (SELECT 1 FROM gateway_refund_reports x
+                            WHERE x.method = v_job.method AND x.gateway_ref = v_job.gateway_ref
+                              AND x.state <> 'failed')) THEN
             outcome := 'refund_required';
             reason := 'gateway_payment_refunded';
             RETURN;
         END IF;
-        IF FOUND AND (v_order.total_paise <> p_amount_paise OR v_order.currency <> p_currency) THEN
-            reason := 'amount_mismatch';
-        ELSE
-            SELECT * INTO v_check FROM pq_order_problem(v_order, v_job);
-            reason := coalesce(v_check.problem, pq_lock_stock(v_check.items, v_job.user_id));
-        END IF;
-        IF reason IS NOT NULL THEN
-            outcome := 'refund_required';
-        ELSE
+        reason := coalesce(reason, pq_lock_stock(v_check.items, v_job.user_id));
+        IF reason IS NULL THEN
             SELECT f.payment_id, f.event INTO payment_id, event
               FROM pq_fulfil_order(v_job, v_order, v_check.items, p_amount_paise, p_currency) f;
             PERFORM pq_payment_seen(v_job, p_currency, 0, p_amount_paise);
             UPDATE gateway_checkouts SET status = 'paid', job_id = v_job.id, updated_at = now()
              WHERE id = v_job.checkout_id;
             outcome := 'succeeded';
+            RETURN;
         END IF;
     END IF;
+    -- Not fulfilled: the whole payment goes back, its refund booked with the decision (the job's first
+    -- attempt, or the one it has: pq_refund_request answers a booked refund as is).
+    SELECT q.refund_id, q.refund_ref, q.amount_paise INTO refund_id, refund_ref, refund_amount_paise
+      FROM pq_refund_request(v_job.id, p_amount_paise, p_currency, reason, p_amount_paise) q;
+    outcome := 'refund_required';
 END;
 $$;
 

@@ -98,19 +98,26 @@ class Cashfree(RefundsThroughApi):
 
     def verdict(self, job: Job, token: Token) -> Verdict:
         token("get_order")
-        order = unless_unknown(lambda: self.api.fetch_order(job.ref))
+        order = unless_unknown(lambda: self.api.fetch_order(job.gateway_ref))
         if order is None:
             return Fail(FailureReason.GATEWAY_PAYMENT_NOT_FOUND)
         if order.order_id != job.gateway_order_id:
             return Fail(FailureReason.GATEWAY_ORDER_MISMATCH)
         if order.status == "PAID":
             token("get_payments")
-            paid = next((p for p in self.api.order_payments(job.ref) if p.gateway_status == "SUCCESS"), None)
+            paid = next((p for p in self.api.order_payments(job.gateway_ref) if p.gateway_status == "SUCCESS"), None)
             if paid is None:  # PAID before its payment is listed: look again shortly
                 raise GatewayRetryable("pending", "order paid, its payment not listed yet")
             # Refunds go by order at Cashfree: the job's reference is the order.
             payment = GatewayPayment(
-                job.ref, "captured", paid.amount_paise, paid.currency, job.ref, 0, "SUCCESS", captured=True
+                job.gateway_ref,
+                "captured",
+                paid.amount_paise,
+                paid.currency,
+                job.gateway_ref,
+                0,
+                "SUCCESS",
+                captured=True,
             )
             if job.refund_sent:
                 return job.resumed_refund(payment)
@@ -123,7 +130,7 @@ class Cashfree(RefundsThroughApi):
             # asks for more than is left is refused, and the refusal reads them (shared/services/gateway.py).
             if not job.unfulfillable and not _completed_within(paid, self._settings.cashfree_refunds_read_after_s):
                 token("get_refund")
-                refunds = self.refunds(job.ref)
+                refunds = self.refunds(job.gateway_ref)
                 if any(r.state is not RefundState.FAILED for r in refunds):
                     return RefundedAtGateway(payment, refunds)
             return job.settled(payment)

@@ -90,7 +90,7 @@ class Razorpay(RefundsThroughApi):
 
     def verdict(self, job: Job, token: Token) -> Verdict:
         token("fetch_payment")
-        payment = unless_unknown(lambda: self.api.fetch_payment(job.ref))
+        payment = unless_unknown(lambda: self.api.fetch_payment(job.gateway_ref))
         if payment is None:
             return Fail(FailureReason.GATEWAY_PAYMENT_NOT_FOUND)
         if payment.order_id is None or payment.order_id != job.gateway_order_id:
@@ -101,21 +101,19 @@ class Razorpay(RefundsThroughApi):
             # Refunded at the gateway (the merchant's dashboard, or Razorpay returning an authorisation
             # never captured): amount_refunded is free to read; which refunds, only by listing them.
             token("fetch_refund")
-            return RefundedAtGateway(payment, self.refunds(job.ref))
+            return RefundedAtGateway(payment, self.refunds(job.gateway_ref))
         if payment.status == "captured":
             return job.settled(payment)
         if payment.status == "authorized":
-            # The checkout's amount and the order's now (an order changed since its checkout): both, or
-            # nothing is captured and the authorisation lapses (booked as released).
+            # The checkout's amount, and an order that can still be fulfilled for it (pq_gateway_begin's
+            # early answer: an order whose total changed since its checkout is amount_mismatch), or nothing
+            # is captured and the authorisation lapses (booked as released).
             amount = (payment.amount_paise, payment.currency)
-            if amount != (job.checkout_amount_paise, job.checkout_currency) or amount != (
-                job.amount_paise,
-                job.currency,
-            ):
+            if amount != (job.checkout_amount_paise, job.checkout_currency):
                 return Fail(FailureReason.AMOUNT_MISMATCH, release=payment)
             if job.unfulfillable:
                 return Fail(job.unfulfillable, release=payment)
-            return Capture(payment, "capture", lambda: self.api.capture(job.ref, *amount))
+            return Capture(payment, "capture", lambda: self.api.capture(job.gateway_ref, *amount))
         if payment.status in ("created", "pending"):
             raise GatewayRetryable("pending", "payment not final at the gateway yet")
         return Fail(FailureReason.GATEWAY_PAYMENT_FAILED)

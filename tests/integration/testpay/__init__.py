@@ -83,12 +83,14 @@ class TestPay:
 
     def verdict(self, job: Job, token: Token) -> Verdict:
         token("read")
-        order = self.orders.get(job.ref)
+        order = self.orders.get(job.gateway_ref)
         if order is None:
             return Fail(FailureReason.GATEWAY_PAYMENT_NOT_FOUND)
         if not order.paid:
             return Park()
-        payment = GatewayPayment(job.ref, "captured", order.amount_paise, order.currency, job.ref, captured=True)
+        payment = GatewayPayment(
+            job.gateway_ref, "captured", order.amount_paise, order.currency, job.gateway_ref, captured=True
+        )
         return job.resumed_refund(payment) if job.refund_sent else job.settled(payment)
 
     def refund(self, ref: str, amount_paise: int, currency: str, refund_ref: str) -> GatewayRefund:
