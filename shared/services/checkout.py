@@ -42,7 +42,17 @@ import uuid
 from typing import Any
 
 from shared.bootstrap import App
-from shared.domain import ANY_GATEWAY, ApiError, CheckoutRequest, GatewayRejected, GatewayRetryable
+from shared.domain import ANY_GATEWAY, CheckoutRequest, GatewayRejected, GatewayRetryable
+from shared.errors import (
+    DomainError,
+    GatewayFailed,
+    NoGatewayToken,
+    NotFound,
+    Unavailable,
+    gateway_busy,
+    order_not_found,
+    order_not_payable,
+)
 from shared.gateway_limits import bucket
 from shared.gateways.port import CheckoutOrder, Token
 from shared.observability import logger
@@ -70,15 +80,10 @@ def token_wait_ms(app: App, gateway: str, endpoint: str) -> int | None:
 
 
 def take_token(app: App, gateway: str, endpoint: str) -> None:
-    """One token of the gateway endpoint's shared bucket, or 503 service_busy with Retry-After."""
+    """One token of the gateway endpoint's shared bucket, or NoGatewayToken: service_busy, with when to retry."""
     wait_ms = token_wait_ms(app, gateway, endpoint)
     if wait_ms is not None:
-        raise ApiError(
-            503,
-            "service_busy",
-            "the payment gateway is busy; retry shortly with the same request",
-            retry_after_s=max(1, math.ceil(wait_ms / 1000)),
-        )
+        raise gateway_busy(max(1, math.ceil(wait_ms / 1000)))
 
 
 def customer_id(user_id: str) -> str:
@@ -111,20 +116,19 @@ def checkout_view(app: App, row: dict[str, Any]) -> dict[str, Any]:
     return view
 
 
-def _gateway_error(exc: GatewayRetryable | GatewayRejected) -> ApiError:
+def _gateway_error(exc: GatewayRetryable | GatewayRejected) -> DomainError:
     if isinstance(exc, GatewayRetryable):
         wait = exc.retry_after_s if exc.retry_after_s else 1
-        return ApiError(
-            503,
+        return Unavailable(
             "service_busy",
             "the payment gateway did not answer; retry shortly with the same request",
             retry_after_s=max(1, math.ceil(wait)),
         )
-    return ApiError(502, "gateway_error", "the payment gateway refused to create the order")
+    return GatewayFailed("gateway_error", "the payment gateway refused to create the order")
 
 
 def _methods(app: App, method: str | tuple[str, ...]) -> tuple[str, ...]:
-    """The enabled gateways the request allows, in its order of preference ("auto": the registry's), or 422
+    """The enabled gateways the request allows, in its order of preference ("auto": the registry's), or
     method_not_supported when it allows none."""
     if method == ANY_GATEWAY:
         wanted: tuple[str, ...] = tuple(app.gateways)
@@ -172,8 +176,7 @@ def _route_or_wait(app: App, user_id: str, order_id: int, methods: tuple[str, ..
             return row
         if time.monotonic() + _CLAIM_POLL_S > deadline:
             # The claimant is most likely about to answer; a retry that finds it still busy waits again.
-            raise ApiError(
-                503,
+            raise Unavailable(
                 "service_busy",
                 "this checkout's gateway order is being created; retry shortly with the same request",
                 retry_after_s=1,
@@ -181,26 +184,19 @@ def _route_or_wait(app: App, user_id: str, order_id: int, methods: tuple[str, ..
         time.sleep(_CLAIM_POLL_S)
 
 
-def _unavailable(row: dict[str, Any], methods: tuple[str, ...]) -> ApiError:
-    """503 for a request none of whose gateways can be called now, with when the first one may be."""
+def _unavailable(row: dict[str, Any], methods: tuple[str, ...]) -> Unavailable:
+    """A request none of whose gateways can be called now, with when the first one may be."""
     retry_after_s = max(1, math.ceil((row["retry_ms"] or 0) / 1000))
     if not row["circuits"]:  # each one only out of tokens: busy, as a single gateway always was
-        return ApiError(
-            503,
-            "service_busy",
-            "the payment gateway is busy; retry shortly with the same request",
-            retry_after_s=retry_after_s,
-        )
+        return gateway_busy(retry_after_s)
     if len(methods) == 1:
-        return ApiError(
-            503,
+        return Unavailable(
             "gateway_unavailable",
             'the payment gateway is not answering; retry later, or ask for another ("method": "auto")',
             retry_after_s=retry_after_s,
             method=methods[0],
         )
-    return ApiError(
-        503,
+    return Unavailable(
         "gateways_unavailable",
         "no payment gateway can take the order now; retry shortly",
         retry_after_s=retry_after_s,
@@ -244,7 +240,7 @@ def _create_or_unclaim(app: App, row: dict[str, Any], *, may_move_on: bool) -> G
         return gateway.create_order(
             checkout, not inserted, _token(app, method, gateway.endpoints["create"] if inserted else None)
         )
-    except ApiError:  # no token for the lookup: nothing left for the gateway
+    except NoGatewayToken:  # no token for the lookup: nothing left for the gateway
         _unclaim(app, row, discard=inserted, gateway_failed=None)
         raise
     except GatewayRejected as exc:  # the gateway answered: it is up, and refuses the order as sent
@@ -283,9 +279,9 @@ def open_checkout(app: App, user_id: str, request: CheckoutRequest) -> tuple[int
         row = _route_or_wait(app, user_id, request.order_id, methods)
         outcome = CheckoutOutcome(row["outcome"])
         if outcome is CheckoutOutcome.ORDER_NOT_FOUND:
-            raise ApiError(404, "order_not_found", "no such order for this user")
+            raise order_not_found()
         if outcome is CheckoutOutcome.ORDER_NOT_PAYABLE:
-            raise ApiError(409, "order_not_payable", f"order is {row['reason']}", order_status=row["reason"])
+            raise order_not_payable(row["reason"])
         if outcome is CheckoutOutcome.EXISTING:
             return 200, checkout_view(app, row)
         if outcome is CheckoutOutcome.UNAVAILABLE:
@@ -305,7 +301,7 @@ def _bind(app: App, row: dict[str, Any], order: GatewayOrder) -> tuple[int, dict
     bound_outcome = CheckoutOutcome(bound["outcome"])
     if bound_outcome is CheckoutOutcome.GATEWAY_ORDER_MISMATCH:
         logger.error("gateway order does not match its checkout", checkout_id=str(row["id"]), gateway=row["method"])
-        raise ApiError(502, "gateway_error", "the payment gateway answered an order that is not ours")
+        raise GatewayFailed("gateway_error", "the payment gateway answered an order that is not ours")
     logger.info("checkout created", checkout_id=str(row["id"]), gateway=row["method"], order_id=row["order_id"])
     return (201 if bound_outcome is CheckoutOutcome.CREATED else 200), checkout_view(app, bound)
 
@@ -314,8 +310,12 @@ def get_checkout(app: App, user_id: str, checkout_id: str) -> dict[str, Any]:
     try:
         checkout_uuid = uuid.UUID(checkout_id)
     except ValueError:
-        raise ApiError(404, "checkout_not_found", "no such checkout") from None
+        raise _checkout_not_found() from None
     row = app.db.fetch_one("SELECT * FROM gateway_checkouts WHERE id = %s AND user_id = %s", (checkout_uuid, user_id))
     if row is None:  # someone else's checkout looks exactly like a missing one
-        raise ApiError(404, "checkout_not_found", "no such checkout")
+        raise _checkout_not_found()
     return checkout_view(app, row)
+
+
+def _checkout_not_found() -> NotFound:
+    return NotFound("checkout_not_found", "no such checkout")

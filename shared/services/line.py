@@ -7,7 +7,8 @@ from collections.abc import Collection
 from typing import Any
 
 from shared.bootstrap import App
-from shared.domain import ApiError, build_event
+from shared.domain import build_event
+from shared.errors import Conflict, job_not_found
 from shared.outcomes import CancelOutcome
 from shared.services.outbox import publish_events
 from shared.services.reads import job_view
@@ -25,21 +26,20 @@ def cancel_job(app: App, user_id: str, job_id: str) -> dict[str, Any]:
     try:
         job_uuid = uuid.UUID(job_id)
     except ValueError:
-        raise ApiError(404, "job_not_found", "no such payment job") from None
+        raise job_not_found() from None
     row = app.db.fetch_one("SELECT * FROM pq_cancel_job(%s, %s)", (user_id, job_uuid))
     assert row is not None
     outcome = CancelOutcome(row["outcome"])
     if outcome is CancelOutcome.JOB_NOT_FOUND:  # someone else's job looks exactly like a missing one
-        raise ApiError(404, "job_not_found", "no such payment job")
+        raise job_not_found()
     if outcome is CancelOutcome.JOB_TAKEN:
-        raise ApiError(409, "job_processing", "a processor has this job already", job_status=row["status"])
+        raise Conflict("job_processing", "a processor has this job already", job_status=row["status"])
     if outcome is CancelOutcome.JOB_FINISHED:
-        raise ApiError(
-            409, "job_finished", f"this job has {row['status']} already", job_status=row["status"], reason=row["reason"]
+        raise Conflict(
+            "job_finished", f"this job has {row['status']} already", job_status=row["status"], reason=row["reason"]
         )
     if outcome is CancelOutcome.PAID_AT_GATEWAY:
-        raise ApiError(
-            409,
+        raise Conflict(
             "paid_at_gateway",
             "this job carries a payment made at the gateway: it is applied, or refunded, in its turn",
             job_status=row["status"],

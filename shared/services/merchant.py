@@ -18,16 +18,16 @@ from pydantic import TypeAdapter, ValidationError
 
 from shared.bootstrap import App
 from shared.domain import (
-    ApiError,
     MerchantOrderRequest,
     MerchantPaymentRequest,
     UserId,
     WalletAdjustmentRequest,
     build_event,
 )
+from shared.errors import Conflict, Invalid, NotFound, key_reused
 from shared.observability import logger
 from shared.outcomes import EnqueueOutcome, MerchantOrderOutcome, WalletAdjustOutcome
-from shared.services.intake import job_message
+from shared.services.intake import enqueue_refusal, job_message
 from shared.services.orders import SHOPPER_ORDER_QUERY, iso, order_view
 from shared.services.reads import job_view
 
@@ -44,10 +44,6 @@ class Written:
     body: dict[str, Any]
 
 
-def _key_reused() -> ApiError:
-    return ApiError(409, "idempotency_key_reused", "this Idempotency-Key was used with a different request body")
-
-
 def create_order(app: App, client_id: str, key: str, request: MerchantOrderRequest) -> Written:
     items = [line.model_dump() for line in request.items]
     row = app.db.fetch_one(
@@ -57,19 +53,18 @@ def create_order(app: App, client_id: str, key: str, request: MerchantOrderReque
     assert row is not None
     outcome = MerchantOrderOutcome(row["outcome"])
     if outcome is MerchantOrderOutcome.KEY_REUSED:
-        raise _key_reused()
+        raise key_reused()
     if outcome is MerchantOrderOutcome.PRODUCT_NOT_FOUND:
-        raise ApiError(404, "product_not_found", "no such product", product_id=row["product_id"])
+        raise NotFound("product_not_found", "no such product", product_id=row["product_id"])
     if outcome is MerchantOrderOutcome.OUT_OF_STOCK:
-        raise ApiError(
-            409,
+        raise Conflict(
             "out_of_stock",
             "a product has fewer units on hand than ordered",
             product_id=row["product_id"],
             available=row["available"],
         )
     if outcome is MerchantOrderOutcome.TOTAL_TOO_LARGE:
-        raise ApiError(422, "validation_error", "items: the order's total is too large", field="items")
+        raise Invalid("validation_error", "items: the order's total is too large", field="items")
     order = app.db.fetch_one(SHOPPER_ORDER_QUERY, (row["order_id"], request.user_id))
     assert order is not None
     return Written(201 if outcome is MerchantOrderOutcome.CREATED else 200, order_view(order))
@@ -91,17 +86,17 @@ def adjust_wallet(app: App, client_id: str, key: str, request: WalletAdjustmentR
     assert row is not None
     outcome = WalletAdjustOutcome(row["outcome"])
     if outcome is WalletAdjustOutcome.KEY_REUSED:
-        raise _key_reused()
+        raise key_reused()
     if outcome is WalletAdjustOutcome.INSUFFICIENT_BALANCE:
-        raise ApiError(
-            409, "insufficient_balance", "the wallet holds less than the debit", balance_paise=row["balance_paise"]
+        raise Conflict(
+            "insufficient_balance", "the wallet holds less than the debit", balance_paise=row["balance_paise"]
         )
     if outcome is WalletAdjustOutcome.CURRENCY_MISMATCH:
-        raise ApiError(
-            409, "currency_mismatch", "the wallet is in another currency", wallet_currency=row["currency"].strip()
+        raise Conflict(
+            "currency_mismatch", "the wallet is in another currency", wallet_currency=row["currency"].strip()
         )
     if outcome is WalletAdjustOutcome.BALANCE_TOO_LARGE:
-        raise ApiError(422, "validation_error", "amount_paise: the balance would be too large", field="amount_paise")
+        raise Invalid("validation_error", "amount_paise: the balance would be too large", field="amount_paise")
     body = {
         "user_id": request.user_id,
         "wallet_transaction_id": row["wallet_transaction_id"],
@@ -136,20 +131,8 @@ def pay_on_behalf(app: App, client_id: str, key: str, request: MerchantPaymentRe
     )
     assert row is not None
     outcome = EnqueueOutcome(row["outcome"])
-    if outcome is EnqueueOutcome.ORDER_NOT_FOUND:
-        raise ApiError(404, "order_not_found", "no such order for this shopper")
-    if outcome is EnqueueOutcome.ORDER_NOT_PAYABLE:
-        raise ApiError(409, "order_not_payable", f"order is {row['reason']}", order_status=row["reason"])
-    if outcome is EnqueueOutcome.KEY_REUSED:
-        raise _key_reused()
-    if outcome is EnqueueOutcome.PAYMENT_IN_PROGRESS:
-        raise ApiError(
-            409, "payment_in_progress", "a payment for this order is already queued", job_id=str(row["job_id"])
-        )
-    if outcome is EnqueueOutcome.SOLD_OUT:
-        raise ApiError(
-            409, "sold_out", "a product of this order is sold out", product_ids=[int(p) for p in row["sold_out"]]
-        )
+    if refusal := enqueue_refusal(outcome, row, payment.method, whose="shopper"):
+        raise refusal
     job_id = str(row["job_id"])
     if outcome is EnqueueOutcome.CREATED and here is None:
         try:
@@ -200,7 +183,7 @@ def get_wallet(app: App, user_id: str, limit: int = WALLET_ENTRIES_SHOWN) -> dic
     """A shopper's wallet: its balance and its latest ledger entries."""
     wallet = app.db.fetch_one("SELECT id, balance_paise, currency FROM wallets WHERE user_id = %s", (user_id,))
     if wallet is None:
-        raise ApiError(404, "wallet_not_found", "this shopper has no wallet")
+        raise NotFound("wallet_not_found", "this shopper has no wallet")
     entries = app.db.fetch_all(
         """SELECT id, kind, amount_paise, balance_after_paise, note, order_id, created_at
              FROM wallet_transactions WHERE wallet_id = %s ORDER BY id DESC LIMIT %s""",
@@ -260,7 +243,7 @@ def redeliver_event(app: App, event_id: str) -> dict[str, Any]:
     try:
         event_uuid = uuid.UUID(event_id)
     except ValueError:
-        raise ApiError(404, "event_not_found", "no such event") from None
+        raise _event_not_found() from None
     row = app.db.fetch_one(
         """UPDATE outbox_events
               SET published_at = NULL, redeliveries = redeliveries + 1, redelivery_requested_at = now()
@@ -270,8 +253,12 @@ def redeliver_event(app: App, event_id: str) -> dict[str, Any]:
         (event_uuid,),
     )
     if row is None:
-        raise ApiError(404, "event_not_found", "no such event")
+        raise _event_not_found()
     return build_event(row) | {"delivery": _delivery(row)}
+
+
+def _event_not_found() -> NotFound:
+    return NotFound("event_not_found", "no such event")
 
 
 def _json(value: Any) -> str:
@@ -283,8 +270,8 @@ def query_user(value: str | None) -> str:
     try:
         return _USER.validate_python(value)
     except ValidationError:
-        raise ApiError(
-            422, "validation_error", "user_id: a shopper's id (1-255 printable characters)", field="user_id"
+        raise Invalid(
+            "validation_error", "user_id: a shopper's id (1-255 printable characters)", field="user_id"
         ) from None
 
 
@@ -292,7 +279,7 @@ def query_limit(value: str | None) -> int:
     if value is None:
         return DEFAULT_PAGE
     if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= MAX_PAGE:
-        raise ApiError(422, "validation_error", f"limit: a whole number from 1 to {MAX_PAGE}", field="limit")
+        raise Invalid("validation_error", f"limit: a whole number from 1 to {MAX_PAGE}", field="limit")
     return int(value)
 
 
@@ -303,7 +290,7 @@ def query_since(value: str | None) -> datetime:
     except ValueError:
         since = None
     if since is None or since.tzinfo is None:
-        raise ApiError(
-            422, "validation_error", "since: an ISO 8601 time with its offset, e.g. 2026-01-31T10:00:00Z", field="since"
+        raise Invalid(
+            "validation_error", "since: an ISO 8601 time with its offset, e.g. 2026-01-31T10:00:00Z", field="since"
         )
     return since

@@ -7,7 +7,8 @@ import uuid
 from typing import Any
 
 from shared.bootstrap import App
-from shared.domain import ApiError, build_event
+from shared.domain import build_event
+from shared.errors import Conflict, NotFound, job_not_found
 from shared.observability import logger
 from shared.outcomes import DlqDropOutcome, RefundRetryOutcome
 from shared.services.outbox import publish_events
@@ -99,11 +100,11 @@ def retry_refund(app: App, refund_id: str, operator: str) -> dict[str, Any]:
     """Operator action: try an owed refund again (one attempt more, due at once; the sweeper sends it).
     Idempotent: a refund that is not owed (already scheduled, pending, returned) is answered as it stands."""
     if not refund_id.isdigit() or len(refund_id) > 18:
-        raise ApiError(404, "refund_not_found", "no such refund")
+        raise _refund_not_found()
     row = app.db.fetch_one("SELECT * FROM pq_refund_operator_retry(%s)", (int(refund_id),))
     assert row is not None
     if row["outcome"] == RefundRetryOutcome.NOT_FOUND:
-        raise ApiError(404, "refund_not_found", "no such refund")
+        raise _refund_not_found()
     logger.warning("refund retry asked", refund_id=int(refund_id), outcome=row["outcome"], operator=operator)
     return {
         "refund_id": int(refund_id),
@@ -111,6 +112,10 @@ def retry_refund(app: App, refund_id: str, operator: str) -> dict[str, Any]:
         "state": row["state"],
         "amount_paise": row["amount_paise"],
     }
+
+
+def _refund_not_found() -> NotFound:
+    return NotFound("refund_not_found", "no such refund")
 
 
 def drop_dead_letter(app: App, job_id: str, operator: str) -> dict[str, Any]:
@@ -125,7 +130,7 @@ def drop_dead_letter(app: App, job_id: str, operator: str) -> dict[str, Any]:
     try:
         job_uuid = uuid.UUID(job_id)
     except ValueError:
-        raise ApiError(404, "job_not_found", "no such payment job") from None
+        raise job_not_found() from None
     held = app.queue.hold_dead_letters(str(job_uuid))
     outcome: DlqDropOutcome | None = None
     try:
@@ -136,18 +141,16 @@ def drop_dead_letter(app: App, job_id: str, operator: str) -> dict[str, Any]:
         if outcome not in (DlqDropOutcome.DROPPED, DlqDropOutcome.ALREADY_DROPPED):
             app.queue.release_dead_letters(held)
     if outcome is DlqDropOutcome.JOB_NOT_FOUND:
-        raise ApiError(404, "job_not_found", "no such payment job")
+        raise job_not_found()
     if outcome is DlqDropOutcome.NOT_DEAD_LETTERED:
-        raise ApiError(
-            409,
+        raise Conflict(
             "job_not_dead_lettered",
             "this job has no message in the DLQ: it waits in line, a processor has it, or it has ended",
             job_status=row["status"],
             reason=row["reason"],
         )
     if outcome is DlqDropOutcome.GATEWAY_MONEY_UNSETTLED:
-        raise ApiError(
-            409,
+        raise Conflict(
             "gateway_money_unsettled",
             "this gateway job's money is not settled in our books (captured and not applied or refunded, or "
             "never read from the gateway): fix the cause and redrive it, and its processor applies or refunds it",

@@ -7,7 +7,8 @@ from datetime import datetime
 from typing import Any
 
 from shared.bootstrap import App
-from shared.domain import MAX_ORDER_ID, ApiError
+from shared.domain import MAX_ORDER_ID
+from shared.errors import order_not_found
 
 # An order with its items (each with the product's name, in the order the order lists them) and its
 # latest job. An item that names no product keeps its JSON as written (the payment fails it invalid_order).
@@ -53,10 +54,10 @@ def order_view(row: dict[str, Any]) -> dict[str, Any]:
 def get_order(app: App, user_id: str, order_id: str) -> dict[str, Any]:
     """GET /v1/orders/{order_id}: the caller's order, what it costs and the ways it can be paid."""
     if not (order_id.isascii() and order_id.isdigit()) or not 0 < int(order_id) <= MAX_ORDER_ID:
-        raise ApiError(404, "order_not_found", "no such order for this user")
+        raise order_not_found()
     row = app.db.fetch_one(SHOPPER_ORDER_QUERY, (int(order_id), user_id))
     if row is None:  # someone else's order looks exactly like a missing one
-        raise ApiError(404, "order_not_found", "no such order for this user")
+        raise order_not_found()
     return order_view(row) | {"payment_methods": list(app.methods())}
 
 

@@ -6,7 +6,8 @@ import uuid
 from typing import Any
 
 from shared.bootstrap import App
-from shared.domain import ApiError, JobStatus
+from shared.domain import JobStatus
+from shared.errors import job_not_found
 
 # Fraction of the ETA a client is told to wait before its next poll.
 POLL_AT_ETA = 0.75
@@ -106,11 +107,11 @@ def get_job(app: App, user_id: str, job_id: str) -> dict[str, Any]:
     try:
         job_uuid = uuid.UUID(job_id)
     except ValueError:
-        raise ApiError(404, "job_not_found", "no such payment job") from None
+        raise job_not_found() from None
     # A read: sent again on a fresh connection if the one it went out on had been dropped while idle.
     row = app.db.fetch_one(JOB_QUERY, (job_uuid, user_id), idempotent=True)
     if row is None:  # someone else's job looks exactly like a missing one
-        raise ApiError(404, "job_not_found", "no such payment job")
+        raise job_not_found()
     return job_view(app, row)
 
 

@@ -42,7 +42,7 @@ from typing import Any, NoReturn
 from aws_lambda_powertools.metrics import MetricUnit
 
 from shared.bootstrap import App
-from shared.domain import ApiError
+from shared.errors import Unauthorized
 from shared.gateways.fields import text
 from shared.gateways.port import PaymentGateway, WebhookEvent
 from shared.observability import logger, metrics
@@ -56,7 +56,7 @@ def verify(app: App, name: str, raw: bytes, headers: dict[str, str]) -> PaymentG
     (a gateway that is not enabled verifies nothing)."""
     gateway = app.gateways.get(name)
     if gateway is None or not gateway.webhook_signature_valid(raw, headers):
-        raise ApiError(401, "webhook_signature_invalid", "the webhook signature does not verify")
+        raise Unauthorized("webhook_signature_invalid", "the webhook signature does not verify")
     return gateway
 
 
