@@ -7,9 +7,8 @@ import re
 import uuid
 from collections.abc import Collection
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-from shared.bootstrap import App
 from shared.domain import (
     BARE_REFERENCE_FIELDS,
     CHECKOUT_FIELDS,
@@ -35,8 +34,17 @@ from shared.gateways import GATEWAY_NAMES
 from shared.gateways.port import PaymentGateway
 from shared.observability import logger
 from shared.outcomes import EnqueueOutcome
-from shared.ports import QueueMessage
-from shared.services.reads import job_view
+from shared.ports import HasDb, HasGateways, HasQueue, QueueMessage
+from shared.services.reads import JobViewDeps, job_view
+
+
+class SendDeps(HasDb, HasQueue, Protocol):
+    """What sending recorded jobs uses: the queue, and the books to mark them sent."""
+
+
+class IntakeDeps(JobViewDeps, HasQueue, HasGateways, Protocol):
+    """What accepting a payment uses: the books, the queue, the gateways that verify a checkout's payment,
+    and what a job's view needs."""
 
 
 @dataclass(frozen=True)
@@ -103,17 +111,17 @@ def job_message(job_id: str, user_id: str, order_id: int, method: str, parks: in
     )
 
 
-def enabled_gateway(app: App, method: str) -> PaymentGateway:
+def enabled_gateway(deps: HasGateways, method: str) -> PaymentGateway:
     """The method's gateway, or method_not_supported: it is not enabled in this deployment."""
-    gateway = app.gateways.get(method)
+    gateway = deps.gateways.get(method)
     if gateway is None:
         raise method_not_supported(method)
     return gateway
 
 
-def _verified_checkout_payment(app: App, request: PaymentRequest) -> tuple[str | None, str | None]:
+def _verified_checkout_payment(deps: HasGateways, request: PaymentRequest) -> tuple[str | None, str | None]:
     """(gateway order id, payment reference) the page sent, once its gateway's signature over them verifies."""
-    gateway = enabled_gateway(app, request.method)
+    gateway = enabled_gateway(deps, request.method)
     if not gateway.checkout_signature_valid(request):
         signed = CHECKOUT_FIELDS.get(request.method, ())
         raise Invalid(
@@ -125,24 +133,24 @@ def _verified_checkout_payment(app: App, request: PaymentRequest) -> tuple[str |
 
 
 def _record(
-    app: App, user_id: str, idempotency_key: str, request: PaymentRequest, message: QueueMessage
+    deps: IntakeDeps, user_id: str, idempotency_key: str, request: PaymentRequest, message: QueueMessage
 ) -> tuple[dict[str, Any], bool]:
     """The intake's one statement; and whether it sent the job's message itself, in its transaction
     (a queue in the jobs' database), should it create the job (message names the id it gets)."""
-    in_transaction = app.queue.in_transaction(message)
+    in_transaction = deps.queue.in_transaction(message)
     send = (
         (uuid.UUID(message.job_id), in_transaction.queue, in_transaction.body, in_transaction.headers)
         if in_transaction is not None
         else (uuid.UUID(message.job_id), None, None, None)
     )
     if request.method == "wallet":
-        row = app.db.fetch_one(
+        row = deps.db.fetch_one(
             "SELECT * FROM pq_enqueue_job(%s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s::jsonb)",
             (user_id, idempotency_key, request.fingerprint(), request.order_id, request.method, None, *send),
         )
     else:
-        gateway_order_id, payment_ref = _verified_checkout_payment(app, request)
-        row = app.db.fetch_one(
+        gateway_order_id, payment_ref = _verified_checkout_payment(deps, request)
+        row = deps.db.fetch_one(
             "SELECT * FROM pq_enqueue_gateway_job(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s::jsonb)",
             (
                 user_id,
@@ -159,13 +167,13 @@ def _record(
     return row, in_transaction is not None
 
 
-def send_jobs(app: App, messages: list[QueueMessage]) -> int:
+def send_jobs(deps: SendDeps, messages: list[QueueMessage]) -> int:
     """Send recorded jobs and mark them sent; a failed send leaves them to the sweeper."""
     if not messages:
         return 0
     try:
-        if sent := app.queue.send(messages):
-            app.db.execute("SELECT pq_mark_jobs_sent(%s::uuid[])", (sent,))  # relaxed commit: see intake.sql
+        if sent := deps.queue.send(messages):
+            deps.db.execute("SELECT pq_mark_jobs_sent(%s::uuid[])", (sent,))  # relaxed commit: see intake.sql
             return len(sent)
     except Exception:  # the jobs are recorded; the sweeper will deliver them
         logger.exception("queue send failed; left for the sweeper", jobs=len(messages))
@@ -198,7 +206,7 @@ def enqueue_refusal(
     return None
 
 
-def accept_payment(app: App, user_id: str, idempotency_key: str, request: PaymentRequest) -> Accepted:
+def accept_payment(deps: IntakeDeps, user_id: str, idempotency_key: str, request: PaymentRequest) -> Accepted:
     """Record the job and its send in one round trip; on SQS, send it after commit.
 
     A queue in the jobs' database (PGMQ) gets the message in the recording transaction itself. SQS gets
@@ -208,7 +216,7 @@ def accept_payment(app: App, user_id: str, idempotency_key: str, request: Paymen
     """
     job_id = str(uuid.uuid4())
     message = job_message(job_id, user_id, request.order_id, request.method)
-    row, sent_in_transaction = _record(app, user_id, idempotency_key, request, message)
+    row, sent_in_transaction = _record(deps, user_id, idempotency_key, request, message)
     outcome = EnqueueOutcome(row["outcome"])
     if refusal := enqueue_refusal(outcome, row, request.method):
         raise refusal
@@ -216,8 +224,8 @@ def accept_payment(app: App, user_id: str, idempotency_key: str, request: Paymen
     job_id = str(row["job_id"])
     if outcome is EnqueueOutcome.CREATED and not sent_in_transaction:
         try:
-            app.queue.send([message])
+            deps.queue.send([message])
         except Exception:  # the job is recorded; the sweeper will deliver it
             logger.exception("queue send failed; left for the sweeper", job_id=job_id)
-    body = job_view(app, row | {"id": job_id, "user_id": user_id, "order_id": request.order_id})
+    body = job_view(deps, row | {"id": job_id, "user_id": user_id, "order_id": request.order_id})
     return Accepted(body=body, replayed=outcome is EnqueueOutcome.REPLAYED)

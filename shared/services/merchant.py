@@ -12,11 +12,10 @@ import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import TypeAdapter, ValidationError
 
-from shared.bootstrap import App
 from shared.domain import (
     MerchantOrderRequest,
     MerchantPaymentRequest,
@@ -27,9 +26,10 @@ from shared.domain import (
 from shared.errors import Conflict, Invalid, NotFound, key_reused
 from shared.observability import logger
 from shared.outcomes import EnqueueOutcome, MerchantOrderOutcome, WalletAdjustOutcome
+from shared.ports import HasDb, HasQueue
 from shared.services.intake import enqueue_refusal, job_message
 from shared.services.orders import SHOPPER_ORDER_QUERY, iso, order_view
-from shared.services.reads import job_view
+from shared.services.reads import JobViewDeps, job_view
 
 # How much one page of a list holds at most (and by default).
 MAX_PAGE = 500
@@ -38,15 +38,19 @@ WALLET_ENTRIES_SHOWN = 50
 _USER: TypeAdapter[str] = TypeAdapter(UserId)
 
 
+class PayDeps(JobViewDeps, HasQueue, Protocol):
+    """What a payment on a shopper's behalf uses: the books, the queue, and what a job's view needs."""
+
+
 @dataclass(frozen=True)
 class Written:
     status: int  # 201 created, 200 the same request replayed
     body: dict[str, Any]
 
 
-def create_order(app: App, client_id: str, key: str, request: MerchantOrderRequest) -> Written:
+def create_order(deps: HasDb, client_id: str, key: str, request: MerchantOrderRequest) -> Written:
     items = [line.model_dump() for line in request.items]
-    row = app.db.fetch_one(
+    row = deps.db.fetch_one(
         "SELECT * FROM pq_merchant_create_order(%s, %s, %s, %s, %s::jsonb)",
         (client_id, key, request.fingerprint(), request.user_id, _json(items)),
     )
@@ -65,13 +69,13 @@ def create_order(app: App, client_id: str, key: str, request: MerchantOrderReque
         )
     if outcome is MerchantOrderOutcome.TOTAL_TOO_LARGE:
         raise Invalid("validation_error", "items: the order's total is too large", field="items")
-    order = app.db.fetch_one(SHOPPER_ORDER_QUERY, (row["order_id"], request.user_id))
+    order = deps.db.fetch_one(SHOPPER_ORDER_QUERY, (row["order_id"], request.user_id))
     assert order is not None
     return Written(201 if outcome is MerchantOrderOutcome.CREATED else 200, order_view(order))
 
 
-def adjust_wallet(app: App, client_id: str, key: str, request: WalletAdjustmentRequest) -> Written:
-    row = app.db.fetch_one(
+def adjust_wallet(deps: HasDb, client_id: str, key: str, request: WalletAdjustmentRequest) -> Written:
+    row = deps.db.fetch_one(
         "SELECT * FROM pq_merchant_adjust_wallet(%s, %s, %s, %s, %s, %s, %s)",
         (
             client_id,
@@ -109,15 +113,15 @@ def adjust_wallet(app: App, client_id: str, key: str, request: WalletAdjustmentR
     return Written(201 if outcome is WalletAdjustOutcome.ADJUSTED else 200, body)
 
 
-def pay_on_behalf(app: App, client_id: str, key: str, request: MerchantPaymentRequest) -> Written:
+def pay_on_behalf(deps: PayDeps, client_id: str, key: str, request: MerchantPaymentRequest) -> Written:
     """A wallet payment of the shopper's order, as if the shopper had asked (their intake, their line,
     their key namespace), recorded as requested by the client. 202 when made, 200 when replayed. The
     message is sent as the shopper's intake sends it: in the recording transaction when the queue lives
     in the database (PGMQ), after commit otherwise (SQS; the sweeper sends what a crash left unsent)."""
     payment = request.payment()
     message = job_message(str(uuid.uuid4()), request.user_id, request.order_id, payment.method)
-    here = app.queue.in_transaction(message)
-    row = app.db.fetch_one(
+    here = deps.queue.in_transaction(message)
+    row = deps.db.fetch_one(
         "SELECT * FROM pq_merchant_enqueue(%s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s::jsonb)",
         (
             client_id,
@@ -136,10 +140,10 @@ def pay_on_behalf(app: App, client_id: str, key: str, request: MerchantPaymentRe
     job_id = str(row["job_id"])
     if outcome is EnqueueOutcome.CREATED and here is None:
         try:
-            app.queue.send([message])
+            deps.queue.send([message])
         except Exception:  # the job is recorded; the sweeper will deliver it
             logger.exception("queue send failed; left for the sweeper", job_id=job_id)
-    view = job_view(app, row | {"id": job_id, "user_id": request.user_id, "order_id": request.order_id})
+    view = job_view(deps, row | {"id": job_id, "user_id": request.user_id, "order_id": request.order_id})
     body = view | {"user_id": request.user_id, "requested_by": row["requested_by"]}
     return Written(202 if outcome is EnqueueOutcome.CREATED else 200, body)
 
@@ -154,9 +158,9 @@ SELECT j.id, j.order_id, j.method, j.status, j.reason, j.payment_id, j.gateway_r
  LIMIT %s"""
 
 
-def list_payments(app: App, user_id: str, limit: int) -> dict[str, Any]:
+def list_payments(deps: HasDb, user_id: str, limit: int) -> dict[str, Any]:
     """A shopper's payment jobs, newest first, with what each paid."""
-    rows = app.db.fetch_all(_PAYMENTS_QUERY, (user_id, limit))
+    rows = deps.db.fetch_all(_PAYMENTS_QUERY, (user_id, limit))
     return {
         "user_id": user_id,
         "payments": [
@@ -179,12 +183,12 @@ def list_payments(app: App, user_id: str, limit: int) -> dict[str, Any]:
     }
 
 
-def get_wallet(app: App, user_id: str, limit: int = WALLET_ENTRIES_SHOWN) -> dict[str, Any]:
+def get_wallet(deps: HasDb, user_id: str, limit: int = WALLET_ENTRIES_SHOWN) -> dict[str, Any]:
     """A shopper's wallet: its balance and its latest ledger entries."""
-    wallet = app.db.fetch_one("SELECT id, balance_paise, currency FROM wallets WHERE user_id = %s", (user_id,))
+    wallet = deps.db.fetch_one("SELECT id, balance_paise, currency FROM wallets WHERE user_id = %s", (user_id,))
     if wallet is None:
         raise NotFound("wallet_not_found", "this shopper has no wallet")
-    entries = app.db.fetch_all(
+    entries = deps.db.fetch_all(
         """SELECT id, kind, amount_paise, balance_after_paise, note, order_id, created_at
              FROM wallet_transactions WHERE wallet_id = %s ORDER BY id DESC LIMIT %s""",
         (wallet["id"], limit),
@@ -228,23 +232,23 @@ def _delivery(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def list_events(app: App, since: datetime, limit: int) -> dict[str, Any]:
+def list_events(deps: HasDb, since: datetime, limit: int) -> dict[str, Any]:
     """Our PaymentSucceeded / PaymentFailed events from `since` on, oldest first, each as consumers
     receive it and with its delivery state. next_since pages on (events at that instant come again:
     consumers dedupe on id, as they do for every delivery)."""
-    rows = app.db.fetch_all(_EVENTS_QUERY, (since, limit))
+    rows = deps.db.fetch_all(_EVENTS_QUERY, (since, limit))
     events = [build_event(r) | {"delivery": _delivery(r)} for r in rows]
     return {"events": events, "next_since": iso(rows[-1]["occurred_at"]) if len(rows) == limit else None}
 
 
-def redeliver_event(app: App, event_id: str) -> dict[str, Any]:
+def redeliver_event(deps: HasDb, event_id: str) -> dict[str, Any]:
     """Publish an event again: it is marked unpublished, and the sweeper publishes it within its period
     (a minute on AWS), under its own id."""
     try:
         event_uuid = uuid.UUID(event_id)
     except ValueError:
         raise _event_not_found() from None
-    row = app.db.fetch_one(
+    row = deps.db.fetch_one(
         """UPDATE outbox_events
               SET published_at = NULL, redeliveries = redeliveries + 1, redelivery_requested_at = now()
             WHERE id = %s
