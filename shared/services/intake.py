@@ -180,6 +180,15 @@ def send_jobs(deps: SendDeps, messages: list[QueueMessage]) -> int:
     return 0
 
 
+def send_recorded(deps: HasQueue, message: QueueMessage) -> None:
+    """The message of a job just recorded, sent after commit to a queue outside the database (SQS). A send
+    that fails leaves the job unconfirmed, and the sweeper sends it (pq_unsent_jobs)."""
+    try:
+        deps.queue.send([message])
+    except Exception:  # the job is recorded; the sweeper will deliver it
+        logger.exception("queue send failed; left for the sweeper", job_id=message.job_id)
+
+
 def enqueue_refusal(
     outcome: EnqueueOutcome, row: dict[str, Any], method: str, whose: str = "user"
 ) -> DomainError | None:
@@ -221,11 +230,7 @@ def accept_payment(deps: IntakeDeps, user_id: str, idempotency_key: str, request
     if refusal := enqueue_refusal(outcome, row, request.method):
         raise refusal
 
-    job_id = str(row["job_id"])
     if outcome is EnqueueOutcome.CREATED and not sent_in_transaction:
-        try:
-            deps.queue.send([message])
-        except Exception:  # the job is recorded; the sweeper will deliver it
-            logger.exception("queue send failed; left for the sweeper", job_id=job_id)
-    body = job_view(deps, row | {"id": job_id, "user_id": user_id, "order_id": request.order_id})
+        send_recorded(deps, message)
+    body = job_view(deps, row | {"id": str(row["job_id"]), "user_id": user_id, "order_id": request.order_id})
     return Accepted(body=body, replayed=outcome is EnqueueOutcome.REPLAYED)

@@ -24,10 +24,9 @@ from shared.domain import (
     build_event,
 )
 from shared.errors import Conflict, Invalid, NotFound, key_reused
-from shared.observability import logger
 from shared.outcomes import EnqueueOutcome, MerchantOrderOutcome, WalletAdjustOutcome
 from shared.ports import HasDb, HasQueue
-from shared.services.intake import enqueue_refusal, job_message
+from shared.services.intake import enqueue_refusal, job_message, send_recorded
 from shared.services.orders import SHOPPER_ORDER_QUERY, iso, order_view
 from shared.services.reads import JobViewDeps, job_view
 
@@ -137,13 +136,9 @@ def pay_on_behalf(deps: PayDeps, client_id: str, key: str, request: MerchantPaym
     outcome = EnqueueOutcome(row["outcome"])
     if refusal := enqueue_refusal(outcome, row, payment.method, whose="shopper"):
         raise refusal
-    job_id = str(row["job_id"])
     if outcome is EnqueueOutcome.CREATED and here is None:
-        try:
-            deps.queue.send([message])
-        except Exception:  # the job is recorded; the sweeper will deliver it
-            logger.exception("queue send failed; left for the sweeper", job_id=job_id)
-    view = job_view(deps, row | {"id": job_id, "user_id": request.user_id, "order_id": request.order_id})
+        send_recorded(deps, message)
+    view = job_view(deps, row | {"id": str(row["job_id"]), "user_id": request.user_id, "order_id": request.order_id})
     body = view | {"user_id": request.user_id, "requested_by": row["requested_by"]}
     return Written(202 if outcome is EnqueueOutcome.CREATED else 200, body)
 

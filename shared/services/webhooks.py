@@ -57,7 +57,7 @@ class WebhookDeps(HasDb, HasQueue, HasGateways, HasSettings, Protocol):
 
 
 def verify(deps: HasGateways, name: str, raw: bytes, headers: dict[str, str]) -> PaymentGateway:
-    """The gateway, once its HMAC over exactly these bytes verifies; else 401 webhook_signature_invalid
+    """The gateway, once its HMAC over exactly these bytes verifies; else Unauthorized webhook_signature_invalid
     (a gateway that is not enabled verifies nothing)."""
     gateway = deps.gateways.get(name)
     if gateway is None or not gateway.webhook_signature_valid(raw, headers):
