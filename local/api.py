@@ -33,6 +33,7 @@ from aiohttp.http_exceptions import LineTooLong
 
 from local.auth import LocalIssuer, TokenError, token_scopes
 from local.lambda_shim import LocalContext, http_api_event
+from shared.http import error_body
 from shared.routes import ROUTES as API_ROUTES
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -164,7 +165,8 @@ ROUTES = tuple(Route(r.method, _pattern(r.path), r.key, r.function, r.scope, r.s
 
 
 def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
-    return web.json_response({"error": {"code": code, "message": message}}, status=status, headers=headers)
+    """What API Gateway answers itself, before any function runs, in the functions' error shape."""
+    return web.json_response(error_body(code, message), status=status, headers=headers)
 
 
 _handlers: dict[str, Any] = {}

@@ -1,4 +1,5 @@
-"""The payment domain: the request, outcomes, reason codes, events and the errors the API returns."""
+"""The payment domain: the request, outcomes, reason codes, events and the failures the workers retry (the
+API's refusals: shared/errors.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal, TypeVar, get_args
 
 from pydantic import (
     AfterValidator,
@@ -25,6 +26,7 @@ from pydantic import (
     model_validator,
 )
 
+from shared.errors import Invalid
 from shared.gateways import GATEWAY_NAMES, GatewayName, PaymentMethod
 from shared.outcomes import GatewayEndOutcome, WalletOutcome
 
@@ -239,36 +241,27 @@ class WalletAdjustmentRequest(_Fingerprinted):
 _FIELD_SHOWN_CHARS = 64
 
 
-def validation_error(exc: ValidationError) -> ApiError:
-    """422 validation_error for the first problem pydantic found, naming its field -- cut short, and
-    never the value: an unknown key is the client's own text."""
+def validation_error(exc: ValidationError) -> Invalid:
+    """validation_error for the first problem pydantic found, naming its field -- cut short, and never
+    the value: an unknown key is the client's own text."""
     first = exc.errors()[0]
     where = ".".join(str(p) for p in first["loc"]) or "body"
     if not where.isprintable():
         where = where.encode("unicode_escape").decode()
     if len(where) > _FIELD_SHOWN_CHARS:
         where = where[:_FIELD_SHOWN_CHARS] + "…"
-    return ApiError(422, "validation_error", f"{where}: {first['msg']}", field=where)
+    return Invalid("validation_error", f"{where}: {first['msg']}", field=where)
 
 
-class ApiError(Exception):
-    """An error the API reports as {"error": {"code", "message"}} with an HTTP status."""
+Model = TypeVar("Model", bound=BaseModel)
 
-    def __init__(
-        self, status: int, code: str, message: str, *, retry_after_s: int | None = None, **details: Any
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.details = details
-        self.retry_after_s = retry_after_s  # sent as Retry-After (503 service_busy)
 
-    def body(self) -> dict[str, Any]:
-        error: dict[str, Any] = {"code": self.code, "message": self.message}
-        if self.details:
-            error["details"] = self.details
-        return {"error": error}
+def validated(model: type[Model], data: Any) -> Model:
+    """The data as the model takes it, or validation_error naming the first field refused."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise validation_error(exc) from None
 
 
 class TransientError(Exception):

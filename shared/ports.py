@@ -1,13 +1,22 @@
-"""The ports the services talk to. Adapters: shared/adapters (SQS, EventBridge, PGMQ). The gateways' port,
-and what it speaks in besides the gateway entities below: shared/gateways/port.py."""
+"""The ports the services talk to. Adapters: shared/adapters (SQS, EventBridge, PGMQ), shared/db.py (the
+database). The gateways' port, and what it speaks in besides the gateway entities below:
+shared/gateways/port.py.
+
+A service names what it uses as a Protocol of the Has* below (its db, its queue, the gateways...), never
+the whole App: bootstrap's App has them all and is passed as is; a unit test passes a fake with just those."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:  # the gateways' port speaks in this module's entities: named for the type checker only
+    from shared.domain import ThroughputEstimator
+    from shared.gateways.port import PaymentGateway
+    from shared.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -167,3 +176,52 @@ class EventBus(Protocol):
     def publish(self, events: Sequence[dict[str, Any]]) -> list[str]:
         """Publish versioned events; return the ids of those the bus accepted."""
         ...
+
+
+SqlParams = Sequence[Any] | dict[str, Any]
+
+
+class SqlDatabase(Protocol):
+    """One statement per call, each its own transaction (shared/db.py). idempotent: may be sent again on a
+    fresh connection if the one it went out on had been dropped."""
+
+    def fetch_one(self, sql: str, params: SqlParams = (), *, idempotent: bool = False) -> dict[str, Any] | None: ...
+
+    def fetch_all(self, sql: str, params: SqlParams = (), *, idempotent: bool = False) -> list[dict[str, Any]]: ...
+
+    def execute(self, sql: str, params: SqlParams = (), *, idempotent: bool = False) -> int: ...
+
+
+# What a service may use, one each: read-only, so that the App (and any fake) provides them as attributes.
+
+
+class HasDb(Protocol):
+    @property
+    def db(self) -> SqlDatabase: ...
+
+
+class HasQueue(Protocol):
+    @property
+    def queue(self) -> JobQueue: ...
+
+
+class HasBus(Protocol):
+    @property
+    def bus(self) -> EventBus: ...
+
+
+class HasGateways(Protocol):
+    @property
+    def gateways(self) -> Mapping[str, PaymentGateway]:
+        """The enabled gateways by name (shared/gateways/registry.py)."""
+        ...
+
+
+class HasSettings(Protocol):
+    @property
+    def settings(self) -> Settings: ...
+
+
+class HasThroughput(Protocol):
+    @property
+    def throughput(self) -> ThroughputEstimator: ...

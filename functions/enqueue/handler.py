@@ -12,7 +12,7 @@ from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from shared.api_models import (
     CHECKOUT_REQUEST_BODY,
@@ -38,7 +38,7 @@ from shared.domain import (
     MerchantOrderRequest,
     MerchantPaymentRequest,
     WalletAdjustmentRequest,
-    validation_error,
+    validated,
 )
 from shared.gateways.port import GatewayPackage
 from shared.gateways.registry import GATEWAYS
@@ -195,11 +195,7 @@ Body = TypeVar("Body", bound=BaseModel)
 def _body(model: type[Body]) -> Body:
     """The request body as the model takes it: 400 for what is not a JSON object, 422 naming the field."""
     event = app.current_event
-    data = parse_json_object(read_body(event, bootstrap().settings.max_body_bytes))
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise validation_error(exc) from None
+    return validated(model, parse_json_object(read_body(event, bootstrap().settings.max_body_bytes)))
 
 
 def _merchant() -> tuple[str, str]:

@@ -39,15 +39,24 @@ import hashlib
 import math
 import time
 import uuid
-from typing import Any
+from typing import Any, Protocol
 
-from shared.bootstrap import App
-from shared.domain import ANY_GATEWAY, ApiError, CheckoutRequest, GatewayRejected, GatewayRetryable
+from shared.domain import ANY_GATEWAY, CheckoutRequest, GatewayRejected, GatewayRetryable
+from shared.errors import (
+    DomainError,
+    GatewayFailed,
+    NoGatewayToken,
+    NotFound,
+    Unavailable,
+    gateway_busy,
+    order_not_found,
+    order_not_payable,
+)
 from shared.gateway_limits import bucket
 from shared.gateways.port import CheckoutOrder, Token
 from shared.observability import logger
 from shared.outcomes import CheckoutOutcome
-from shared.ports import GatewayOrder
+from shared.ports import GatewayOrder, HasDb, HasGateways, HasSettings
 from shared.services.intake import enabled_gateway
 
 # What a shopper's checkout is called when it has no gateway order yet (never answered as such).
@@ -61,24 +70,27 @@ _CLAIM_DB_STEPS_S = 2.0
 _CLAIM_POLL_S = 0.1
 
 
-def token_wait_ms(app: App, gateway: str, endpoint: str) -> int | None:
+class TokenDeps(HasDb, HasSettings, Protocol):
+    """What taking a gateway token uses: the buckets' table, and their rates from the settings."""
+
+
+class CheckoutDeps(HasDb, HasSettings, HasGateways, Protocol):
+    """What a checkout uses: the books, the gateways enabled, and the checkout and circuit settings."""
+
+
+def token_wait_ms(deps: TokenDeps, gateway: str, endpoint: str) -> int | None:
     """A token of the gateway endpoint's shared bucket taken (None), or how long until one is (ms)."""
-    name, rate, burst = bucket(app.settings, gateway, endpoint)
-    row = app.db.fetch_one("SELECT * FROM pq_take_tokens(%s, %s, %s, 1)", (name, rate, burst))
+    name, rate, burst = bucket(deps.settings, gateway, endpoint)
+    row = deps.db.fetch_one("SELECT * FROM pq_take_tokens(%s, %s, %s, 1)", (name, rate, burst))
     assert row is not None
     return None if row["granted"] else int(row["wait_ms"])
 
 
-def take_token(app: App, gateway: str, endpoint: str) -> None:
-    """One token of the gateway endpoint's shared bucket, or 503 service_busy with Retry-After."""
-    wait_ms = token_wait_ms(app, gateway, endpoint)
+def take_token(deps: TokenDeps, gateway: str, endpoint: str) -> None:
+    """One token of the gateway endpoint's shared bucket, or NoGatewayToken: service_busy, with when to retry."""
+    wait_ms = token_wait_ms(deps, gateway, endpoint)
     if wait_ms is not None:
-        raise ApiError(
-            503,
-            "service_busy",
-            "the payment gateway is busy; retry shortly with the same request",
-            retry_after_s=max(1, math.ceil(wait_ms / 1000)),
-        )
+        raise gateway_busy(max(1, math.ceil(wait_ms / 1000)))
 
 
 def customer_id(user_id: str) -> str:
@@ -87,7 +99,7 @@ def customer_id(user_id: str) -> str:
     return "pq" + hashlib.sha256(user_id.encode()).hexdigest()[:40]
 
 
-def checkout_view(app: App, row: dict[str, Any]) -> dict[str, Any]:
+def checkout_view(deps: CheckoutDeps, row: dict[str, Any]) -> dict[str, Any]:
     view: dict[str, Any] = {
         "checkout_id": str(row["id"]),
         "order_id": row["order_id"],
@@ -96,13 +108,13 @@ def checkout_view(app: App, row: dict[str, Any]) -> dict[str, Any]:
         "currency": row["currency"].strip(),
         "status": _VISIBLE_STATUS.get(row["status"], row["status"]),
     }
-    gateway = app.gateways.get(row["method"])
+    gateway = deps.gateways.get(row["method"])
     if gateway is not None:  # what the page opens the gateway's checkout with (none once it is disabled)
         view[row["method"]] = gateway.page(row["gateway_order_id"], row["payment_session_id"])
     if row.get("job_id"):
         view["job_id"] = str(row["job_id"])
         if row["status"] == "refunded":  # the books say how far the money got back: refunding, refund_failed
-            refund = app.db.fetch_one(
+            refund = deps.db.fetch_one(
                 "SELECT r.status FROM payment_jobs j, pq_refund_status(j.method, j.gateway_ref) r WHERE j.id = %s",
                 (row["job_id"],),
             )
@@ -111,39 +123,38 @@ def checkout_view(app: App, row: dict[str, Any]) -> dict[str, Any]:
     return view
 
 
-def _gateway_error(exc: GatewayRetryable | GatewayRejected) -> ApiError:
+def _gateway_error(exc: GatewayRetryable | GatewayRejected) -> DomainError:
     if isinstance(exc, GatewayRetryable):
         wait = exc.retry_after_s if exc.retry_after_s else 1
-        return ApiError(
-            503,
+        return Unavailable(
             "service_busy",
             "the payment gateway did not answer; retry shortly with the same request",
             retry_after_s=max(1, math.ceil(wait)),
         )
-    return ApiError(502, "gateway_error", "the payment gateway refused to create the order")
+    return GatewayFailed("gateway_error", "the payment gateway refused to create the order")
 
 
-def _methods(app: App, method: str | tuple[str, ...]) -> tuple[str, ...]:
-    """The enabled gateways the request allows, in its order of preference ("auto": the registry's), or 422
+def _methods(deps: HasGateways, method: str | tuple[str, ...]) -> tuple[str, ...]:
+    """The enabled gateways the request allows, in its order of preference ("auto": the registry's), or
     method_not_supported when it allows none."""
     if method == ANY_GATEWAY:
-        wanted: tuple[str, ...] = tuple(app.gateways)
+        wanted: tuple[str, ...] = tuple(deps.gateways)
     else:
         wanted = (method,) if isinstance(method, str) else method
-    enabled = tuple(name for name in wanted if name in app.gateways)
+    enabled = tuple(name for name in wanted if name in deps.gateways)
     if not enabled:
-        enabled_gateway(app, wanted[0] if wanted else ANY_GATEWAY)  # raises: none of them is enabled
+        enabled_gateway(deps, wanted[0] if wanted else ANY_GATEWAY)  # raises: none of them is enabled
     return enabled
 
 
-def _route(app: App, user_id: str, order_id: int, methods: tuple[str, ...]) -> dict[str, Any]:
+def _route(deps: CheckoutDeps, user_id: str, order_id: int, methods: tuple[str, ...]) -> dict[str, Any]:
     """pq_checkout_route, claiming the create call for as long as this request can be making it: a lookup and
     a create of gateway_timeout_s each, and its DB steps. Each gateway comes with its create bucket, whose
     token a new checkout takes there, in the same round trip."""
-    settings = app.settings
+    settings = deps.settings
     claim_s = 2 * settings.gateway_timeout_s + _CLAIM_DB_STEPS_S
-    buckets = [bucket(settings, name, app.gateways[name].endpoints["create"]) for name in methods]
-    row = app.db.fetch_one(
+    buckets = [bucket(settings, name, deps.gateways[name].endpoints["create"]) for name in methods]
+    row = deps.db.fetch_one(
         """SELECT outcome, reason, inserted, retry_ms, circuits, (checkout).*
              FROM pq_checkout_route(%s, %s, %s, %s, %s, %s, %s, %s, %s)""",
         (
@@ -162,18 +173,17 @@ def _route(app: App, user_id: str, order_id: int, methods: tuple[str, ...]) -> d
     return row
 
 
-def _route_or_wait(app: App, user_id: str, order_id: int, methods: tuple[str, ...]) -> dict[str, Any]:
+def _route_or_wait(deps: CheckoutDeps, user_id: str, order_id: int, methods: tuple[str, ...]) -> dict[str, Any]:
     """The checkout as pq_checkout_route answers it, once no other request is making its create call
     (each look its own short transaction: nothing is held while waiting)."""
-    deadline = time.monotonic() + app.settings.checkout_wait_s
+    deadline = time.monotonic() + deps.settings.checkout_wait_s
     while True:
-        row = _route(app, user_id, order_id, methods)
+        row = _route(deps, user_id, order_id, methods)
         if CheckoutOutcome(row["outcome"]) is not CheckoutOutcome.CLAIMED:
             return row
         if time.monotonic() + _CLAIM_POLL_S > deadline:
             # The claimant is most likely about to answer; a retry that finds it still busy waits again.
-            raise ApiError(
-                503,
+            raise Unavailable(
                 "service_busy",
                 "this checkout's gateway order is being created; retry shortly with the same request",
                 retry_after_s=1,
@@ -181,33 +191,26 @@ def _route_or_wait(app: App, user_id: str, order_id: int, methods: tuple[str, ..
         time.sleep(_CLAIM_POLL_S)
 
 
-def _unavailable(row: dict[str, Any], methods: tuple[str, ...]) -> ApiError:
-    """503 for a request none of whose gateways can be called now, with when the first one may be."""
+def _unavailable(row: dict[str, Any], methods: tuple[str, ...]) -> Unavailable:
+    """A request none of whose gateways can be called now, with when the first one may be."""
     retry_after_s = max(1, math.ceil((row["retry_ms"] or 0) / 1000))
     if not row["circuits"]:  # each one only out of tokens: busy, as a single gateway always was
-        return ApiError(
-            503,
-            "service_busy",
-            "the payment gateway is busy; retry shortly with the same request",
-            retry_after_s=retry_after_s,
-        )
+        return gateway_busy(retry_after_s)
     if len(methods) == 1:
-        return ApiError(
-            503,
+        return Unavailable(
             "gateway_unavailable",
             'the payment gateway is not answering; retry later, or ask for another ("method": "auto")',
             retry_after_s=retry_after_s,
             method=methods[0],
         )
-    return ApiError(
-        503,
+    return Unavailable(
         "gateways_unavailable",
         "no payment gateway can take the order now; retry shortly",
         retry_after_s=retry_after_s,
     )
 
 
-def _token(app: App, method: str, taken: str | None) -> Token:
+def _token(deps: TokenDeps, method: str, taken: str | None) -> Token:
     """take_token for each request of the create call, but the first one from the endpoint whose token
     pq_checkout_route took already (taken)."""
     spare = [taken]
@@ -216,12 +219,12 @@ def _token(app: App, method: str, taken: str | None) -> Token:
         if endpoint == spare[0]:
             spare[0] = None
             return
-        take_token(app, method, endpoint)
+        take_token(deps, method, endpoint)
 
     return token
 
 
-def _create_or_unclaim(app: App, row: dict[str, Any], *, may_move_on: bool) -> GatewayOrder | None:
+def _create_or_unclaim(deps: CheckoutDeps, row: dict[str, Any], *, may_move_on: bool) -> GatewayOrder | None:
     """The claimed create call. Ending without an order, the claim is let go (an order may exist: the
     next request looks it up) or, when this request opened the checkout and the gateway certainly made
     no order, the checkout is deleted (pq_checkout_unclaimed), which also tells the gateway's circuit how
@@ -230,7 +233,7 @@ def _create_or_unclaim(app: App, row: dict[str, Any], *, may_move_on: bool) -> G
     to a page."""
     inserted = bool(row["inserted"])
     method = row["method"]
-    gateway = enabled_gateway(app, method)
+    gateway = enabled_gateway(deps, method)
     checkout = CheckoutOrder(
         checkout_id=str(row["id"]),
         order_id=row["order_id"],
@@ -242,20 +245,20 @@ def _create_or_unclaim(app: App, row: dict[str, Any], *, may_move_on: bool) -> G
     )
     try:
         return gateway.create_order(
-            checkout, not inserted, _token(app, method, gateway.endpoints["create"] if inserted else None)
+            checkout, not inserted, _token(deps, method, gateway.endpoints["create"] if inserted else None)
         )
-    except ApiError:  # no token for the lookup: nothing left for the gateway
-        _unclaim(app, row, discard=inserted, gateway_failed=None)
+    except NoGatewayToken:  # no token for the lookup: nothing left for the gateway
+        _unclaim(deps, row, discard=inserted, gateway_failed=None)
         raise
     except GatewayRejected as exc:  # the gateway answered: it is up, and refuses the order as sent
-        _unclaim(app, row, discard=inserted, gateway_failed=False)
+        _unclaim(deps, row, discard=inserted, gateway_failed=False)
         logger.warning("checkout create refused", checkout_id=str(row["id"]), gateway=method, error=str(exc))
         raise _gateway_error(exc) from None
     except GatewayRetryable as exc:
         # A 429 is the gateway's rate limiter turning the request away unprocessed, to be retried (Razorpay
         # api/pagination "Rate Limiter"; Cashfree api-reference/rate-limits): it says nothing of an outage.
         throttled = exc.kind == "throttled"
-        _unclaim(app, row, discard=may_move_on or (inserted and throttled), gateway_failed=None if throttled else True)
+        _unclaim(deps, row, discard=may_move_on or (inserted and throttled), gateway_failed=None if throttled else True)
         logger.warning(
             "checkout create not answered",
             checkout_id=str(row["id"]),
@@ -268,36 +271,36 @@ def _create_or_unclaim(app: App, row: dict[str, Any], *, may_move_on: bool) -> G
         raise _gateway_error(exc) from None
 
 
-def _unclaim(app: App, row: dict[str, Any], *, discard: bool, gateway_failed: bool | None) -> None:
-    app.db.execute(
+def _unclaim(deps: TokenDeps, row: dict[str, Any], *, discard: bool, gateway_failed: bool | None) -> None:
+    deps.db.execute(
         "SELECT pq_checkout_unclaimed(%s, %s, %s, %s, %s)",
-        (row["id"], row["create_claimed_until"], discard, gateway_failed, app.settings.gateway_circuit_failures),
+        (row["id"], row["create_claimed_until"], discard, gateway_failed, deps.settings.gateway_circuit_failures),
     )
 
 
-def open_checkout(app: App, user_id: str, request: CheckoutRequest) -> tuple[int, dict[str, Any]]:
+def open_checkout(deps: CheckoutDeps, user_id: str, request: CheckoutRequest) -> tuple[int, dict[str, Any]]:
     """(201, view) when this request created the gateway order, (200, view) when it existed. The view's
     method is the gateway chosen."""
-    methods = _methods(app, request.method)
+    methods = _methods(deps, request.method)
     while True:
-        row = _route_or_wait(app, user_id, request.order_id, methods)
+        row = _route_or_wait(deps, user_id, request.order_id, methods)
         outcome = CheckoutOutcome(row["outcome"])
         if outcome is CheckoutOutcome.ORDER_NOT_FOUND:
-            raise ApiError(404, "order_not_found", "no such order for this user")
+            raise order_not_found()
         if outcome is CheckoutOutcome.ORDER_NOT_PAYABLE:
-            raise ApiError(409, "order_not_payable", f"order is {row['reason']}", order_status=row["reason"])
+            raise order_not_payable(row["reason"])
         if outcome is CheckoutOutcome.EXISTING:
-            return 200, checkout_view(app, row)
+            return 200, checkout_view(deps, row)
         if outcome is CheckoutOutcome.UNAVAILABLE:
             raise _unavailable(row, methods)
-        order = _create_or_unclaim(app, row, may_move_on=len(methods) > 1)
+        order = _create_or_unclaim(deps, row, may_move_on=len(methods) > 1)
         if order is not None:
-            return _bind(app, row, order)
+            return _bind(deps, row, order)
         methods = tuple(name for name in methods if name != row["method"])
 
 
-def _bind(app: App, row: dict[str, Any], order: GatewayOrder) -> tuple[int, dict[str, Any]]:
-    bound = app.db.fetch_one(
+def _bind(deps: CheckoutDeps, row: dict[str, Any], order: GatewayOrder) -> tuple[int, dict[str, Any]]:
+    bound = deps.db.fetch_one(
         "SELECT outcome, (checkout).* FROM pq_checkout_created(%s, %s, %s, %s, %s)",
         (row["id"], order.order_id, order.payment_session_id, order.amount_paise, order.currency),
     )
@@ -305,17 +308,21 @@ def _bind(app: App, row: dict[str, Any], order: GatewayOrder) -> tuple[int, dict
     bound_outcome = CheckoutOutcome(bound["outcome"])
     if bound_outcome is CheckoutOutcome.GATEWAY_ORDER_MISMATCH:
         logger.error("gateway order does not match its checkout", checkout_id=str(row["id"]), gateway=row["method"])
-        raise ApiError(502, "gateway_error", "the payment gateway answered an order that is not ours")
+        raise GatewayFailed("gateway_error", "the payment gateway answered an order that is not ours")
     logger.info("checkout created", checkout_id=str(row["id"]), gateway=row["method"], order_id=row["order_id"])
-    return (201 if bound_outcome is CheckoutOutcome.CREATED else 200), checkout_view(app, bound)
+    return (201 if bound_outcome is CheckoutOutcome.CREATED else 200), checkout_view(deps, bound)
 
 
-def get_checkout(app: App, user_id: str, checkout_id: str) -> dict[str, Any]:
+def get_checkout(deps: CheckoutDeps, user_id: str, checkout_id: str) -> dict[str, Any]:
     try:
         checkout_uuid = uuid.UUID(checkout_id)
     except ValueError:
-        raise ApiError(404, "checkout_not_found", "no such checkout") from None
-    row = app.db.fetch_one("SELECT * FROM gateway_checkouts WHERE id = %s AND user_id = %s", (checkout_uuid, user_id))
+        raise _checkout_not_found() from None
+    row = deps.db.fetch_one("SELECT * FROM gateway_checkouts WHERE id = %s AND user_id = %s", (checkout_uuid, user_id))
     if row is None:  # someone else's checkout looks exactly like a missing one
-        raise ApiError(404, "checkout_not_found", "no such checkout")
-    return checkout_view(app, row)
+        raise _checkout_not_found()
+    return checkout_view(deps, row)
+
+
+def _checkout_not_found() -> NotFound:
+    return NotFound("checkout_not_found", "no such checkout")

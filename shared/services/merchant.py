@@ -12,24 +12,23 @@ import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import TypeAdapter, ValidationError
 
-from shared.bootstrap import App
 from shared.domain import (
-    ApiError,
     MerchantOrderRequest,
     MerchantPaymentRequest,
     UserId,
     WalletAdjustmentRequest,
     build_event,
 )
-from shared.observability import logger
+from shared.errors import Conflict, Invalid, NotFound, key_reused
 from shared.outcomes import EnqueueOutcome, MerchantOrderOutcome, WalletAdjustOutcome
-from shared.services.intake import job_message
+from shared.ports import HasDb, HasQueue
+from shared.services.intake import enqueue_refusal, job_message, send_recorded
 from shared.services.orders import SHOPPER_ORDER_QUERY, iso, order_view
-from shared.services.reads import job_view
+from shared.services.reads import JobViewDeps, job_view
 
 # How much one page of a list holds at most (and by default).
 MAX_PAGE = 500
@@ -38,45 +37,44 @@ WALLET_ENTRIES_SHOWN = 50
 _USER: TypeAdapter[str] = TypeAdapter(UserId)
 
 
+class PayDeps(JobViewDeps, HasQueue, Protocol):
+    """What a payment on a shopper's behalf uses: the books, the queue, and what a job's view needs."""
+
+
 @dataclass(frozen=True)
 class Written:
     status: int  # 201 created, 200 the same request replayed
     body: dict[str, Any]
 
 
-def _key_reused() -> ApiError:
-    return ApiError(409, "idempotency_key_reused", "this Idempotency-Key was used with a different request body")
-
-
-def create_order(app: App, client_id: str, key: str, request: MerchantOrderRequest) -> Written:
+def create_order(deps: HasDb, client_id: str, key: str, request: MerchantOrderRequest) -> Written:
     items = [line.model_dump() for line in request.items]
-    row = app.db.fetch_one(
+    row = deps.db.fetch_one(
         "SELECT * FROM pq_merchant_create_order(%s, %s, %s, %s, %s::jsonb)",
         (client_id, key, request.fingerprint(), request.user_id, _json(items)),
     )
     assert row is not None
     outcome = MerchantOrderOutcome(row["outcome"])
     if outcome is MerchantOrderOutcome.KEY_REUSED:
-        raise _key_reused()
+        raise key_reused()
     if outcome is MerchantOrderOutcome.PRODUCT_NOT_FOUND:
-        raise ApiError(404, "product_not_found", "no such product", product_id=row["product_id"])
+        raise NotFound("product_not_found", "no such product", product_id=row["product_id"])
     if outcome is MerchantOrderOutcome.OUT_OF_STOCK:
-        raise ApiError(
-            409,
+        raise Conflict(
             "out_of_stock",
             "a product has fewer units on hand than ordered",
             product_id=row["product_id"],
             available=row["available"],
         )
     if outcome is MerchantOrderOutcome.TOTAL_TOO_LARGE:
-        raise ApiError(422, "validation_error", "items: the order's total is too large", field="items")
-    order = app.db.fetch_one(SHOPPER_ORDER_QUERY, (row["order_id"], request.user_id))
+        raise Invalid("validation_error", "items: the order's total is too large", field="items")
+    order = deps.db.fetch_one(SHOPPER_ORDER_QUERY, (row["order_id"], request.user_id))
     assert order is not None
     return Written(201 if outcome is MerchantOrderOutcome.CREATED else 200, order_view(order))
 
 
-def adjust_wallet(app: App, client_id: str, key: str, request: WalletAdjustmentRequest) -> Written:
-    row = app.db.fetch_one(
+def adjust_wallet(deps: HasDb, client_id: str, key: str, request: WalletAdjustmentRequest) -> Written:
+    row = deps.db.fetch_one(
         "SELECT * FROM pq_merchant_adjust_wallet(%s, %s, %s, %s, %s, %s, %s)",
         (
             client_id,
@@ -91,17 +89,17 @@ def adjust_wallet(app: App, client_id: str, key: str, request: WalletAdjustmentR
     assert row is not None
     outcome = WalletAdjustOutcome(row["outcome"])
     if outcome is WalletAdjustOutcome.KEY_REUSED:
-        raise _key_reused()
+        raise key_reused()
     if outcome is WalletAdjustOutcome.INSUFFICIENT_BALANCE:
-        raise ApiError(
-            409, "insufficient_balance", "the wallet holds less than the debit", balance_paise=row["balance_paise"]
+        raise Conflict(
+            "insufficient_balance", "the wallet holds less than the debit", balance_paise=row["balance_paise"]
         )
     if outcome is WalletAdjustOutcome.CURRENCY_MISMATCH:
-        raise ApiError(
-            409, "currency_mismatch", "the wallet is in another currency", wallet_currency=row["currency"].strip()
+        raise Conflict(
+            "currency_mismatch", "the wallet is in another currency", wallet_currency=row["currency"].strip()
         )
     if outcome is WalletAdjustOutcome.BALANCE_TOO_LARGE:
-        raise ApiError(422, "validation_error", "amount_paise: the balance would be too large", field="amount_paise")
+        raise Invalid("validation_error", "amount_paise: the balance would be too large", field="amount_paise")
     body = {
         "user_id": request.user_id,
         "wallet_transaction_id": row["wallet_transaction_id"],
@@ -114,15 +112,15 @@ def adjust_wallet(app: App, client_id: str, key: str, request: WalletAdjustmentR
     return Written(201 if outcome is WalletAdjustOutcome.ADJUSTED else 200, body)
 
 
-def pay_on_behalf(app: App, client_id: str, key: str, request: MerchantPaymentRequest) -> Written:
+def pay_on_behalf(deps: PayDeps, client_id: str, key: str, request: MerchantPaymentRequest) -> Written:
     """A wallet payment of the shopper's order, as if the shopper had asked (their intake, their line,
     their key namespace), recorded as requested by the client. 202 when made, 200 when replayed. The
     message is sent as the shopper's intake sends it: in the recording transaction when the queue lives
     in the database (PGMQ), after commit otherwise (SQS; the sweeper sends what a crash left unsent)."""
     payment = request.payment()
     message = job_message(str(uuid.uuid4()), request.user_id, request.order_id, payment.method)
-    here = app.queue.in_transaction(message)
-    row = app.db.fetch_one(
+    here = deps.queue.in_transaction(message)
+    row = deps.db.fetch_one(
         "SELECT * FROM pq_merchant_enqueue(%s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s::jsonb)",
         (
             client_id,
@@ -136,27 +134,11 @@ def pay_on_behalf(app: App, client_id: str, key: str, request: MerchantPaymentRe
     )
     assert row is not None
     outcome = EnqueueOutcome(row["outcome"])
-    if outcome is EnqueueOutcome.ORDER_NOT_FOUND:
-        raise ApiError(404, "order_not_found", "no such order for this shopper")
-    if outcome is EnqueueOutcome.ORDER_NOT_PAYABLE:
-        raise ApiError(409, "order_not_payable", f"order is {row['reason']}", order_status=row["reason"])
-    if outcome is EnqueueOutcome.KEY_REUSED:
-        raise _key_reused()
-    if outcome is EnqueueOutcome.PAYMENT_IN_PROGRESS:
-        raise ApiError(
-            409, "payment_in_progress", "a payment for this order is already queued", job_id=str(row["job_id"])
-        )
-    if outcome is EnqueueOutcome.SOLD_OUT:
-        raise ApiError(
-            409, "sold_out", "a product of this order is sold out", product_ids=[int(p) for p in row["sold_out"]]
-        )
-    job_id = str(row["job_id"])
+    if refusal := enqueue_refusal(outcome, row, payment.method, whose="shopper"):
+        raise refusal
     if outcome is EnqueueOutcome.CREATED and here is None:
-        try:
-            app.queue.send([message])
-        except Exception:  # the job is recorded; the sweeper will deliver it
-            logger.exception("queue send failed; left for the sweeper", job_id=job_id)
-    view = job_view(app, row | {"id": job_id, "user_id": request.user_id, "order_id": request.order_id})
+        send_recorded(deps, message)
+    view = job_view(deps, row | {"id": str(row["job_id"]), "user_id": request.user_id, "order_id": request.order_id})
     body = view | {"user_id": request.user_id, "requested_by": row["requested_by"]}
     return Written(202 if outcome is EnqueueOutcome.CREATED else 200, body)
 
@@ -171,9 +153,9 @@ SELECT j.id, j.order_id, j.method, j.status, j.reason, j.payment_id, j.gateway_r
  LIMIT %s"""
 
 
-def list_payments(app: App, user_id: str, limit: int) -> dict[str, Any]:
+def list_payments(deps: HasDb, user_id: str, limit: int) -> dict[str, Any]:
     """A shopper's payment jobs, newest first, with what each paid."""
-    rows = app.db.fetch_all(_PAYMENTS_QUERY, (user_id, limit))
+    rows = deps.db.fetch_all(_PAYMENTS_QUERY, (user_id, limit))
     return {
         "user_id": user_id,
         "payments": [
@@ -196,12 +178,12 @@ def list_payments(app: App, user_id: str, limit: int) -> dict[str, Any]:
     }
 
 
-def get_wallet(app: App, user_id: str, limit: int = WALLET_ENTRIES_SHOWN) -> dict[str, Any]:
+def get_wallet(deps: HasDb, user_id: str, limit: int = WALLET_ENTRIES_SHOWN) -> dict[str, Any]:
     """A shopper's wallet: its balance and its latest ledger entries."""
-    wallet = app.db.fetch_one("SELECT id, balance_paise, currency FROM wallets WHERE user_id = %s", (user_id,))
+    wallet = deps.db.fetch_one("SELECT id, balance_paise, currency FROM wallets WHERE user_id = %s", (user_id,))
     if wallet is None:
-        raise ApiError(404, "wallet_not_found", "this shopper has no wallet")
-    entries = app.db.fetch_all(
+        raise NotFound("wallet_not_found", "this shopper has no wallet")
+    entries = deps.db.fetch_all(
         """SELECT id, kind, amount_paise, balance_after_paise, note, order_id, created_at
              FROM wallet_transactions WHERE wallet_id = %s ORDER BY id DESC LIMIT %s""",
         (wallet["id"], limit),
@@ -245,23 +227,23 @@ def _delivery(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def list_events(app: App, since: datetime, limit: int) -> dict[str, Any]:
+def list_events(deps: HasDb, since: datetime, limit: int) -> dict[str, Any]:
     """Our PaymentSucceeded / PaymentFailed events from `since` on, oldest first, each as consumers
     receive it and with its delivery state. next_since pages on (events at that instant come again:
     consumers dedupe on id, as they do for every delivery)."""
-    rows = app.db.fetch_all(_EVENTS_QUERY, (since, limit))
+    rows = deps.db.fetch_all(_EVENTS_QUERY, (since, limit))
     events = [build_event(r) | {"delivery": _delivery(r)} for r in rows]
     return {"events": events, "next_since": iso(rows[-1]["occurred_at"]) if len(rows) == limit else None}
 
 
-def redeliver_event(app: App, event_id: str) -> dict[str, Any]:
+def redeliver_event(deps: HasDb, event_id: str) -> dict[str, Any]:
     """Publish an event again: it is marked unpublished, and the sweeper publishes it within its period
     (a minute on AWS), under its own id."""
     try:
         event_uuid = uuid.UUID(event_id)
     except ValueError:
-        raise ApiError(404, "event_not_found", "no such event") from None
-    row = app.db.fetch_one(
+        raise _event_not_found() from None
+    row = deps.db.fetch_one(
         """UPDATE outbox_events
               SET published_at = NULL, redeliveries = redeliveries + 1, redelivery_requested_at = now()
             WHERE id = %s
@@ -270,8 +252,12 @@ def redeliver_event(app: App, event_id: str) -> dict[str, Any]:
         (event_uuid,),
     )
     if row is None:
-        raise ApiError(404, "event_not_found", "no such event")
+        raise _event_not_found()
     return build_event(row) | {"delivery": _delivery(row)}
+
+
+def _event_not_found() -> NotFound:
+    return NotFound("event_not_found", "no such event")
 
 
 def _json(value: Any) -> str:
@@ -283,8 +269,8 @@ def query_user(value: str | None) -> str:
     try:
         return _USER.validate_python(value)
     except ValidationError:
-        raise ApiError(
-            422, "validation_error", "user_id: a shopper's id (1-255 printable characters)", field="user_id"
+        raise Invalid(
+            "validation_error", "user_id: a shopper's id (1-255 printable characters)", field="user_id"
         ) from None
 
 
@@ -292,7 +278,7 @@ def query_limit(value: str | None) -> int:
     if value is None:
         return DEFAULT_PAGE
     if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= MAX_PAGE:
-        raise ApiError(422, "validation_error", f"limit: a whole number from 1 to {MAX_PAGE}", field="limit")
+        raise Invalid("validation_error", f"limit: a whole number from 1 to {MAX_PAGE}", field="limit")
     return int(value)
 
 
@@ -303,7 +289,7 @@ def query_since(value: str | None) -> datetime:
     except ValueError:
         since = None
     if since is None or since.tzinfo is None:
-        raise ApiError(
-            422, "validation_error", "since: an ISO 8601 time with its offset, e.g. 2026-01-31T10:00:00Z", field="since"
+        raise Invalid(
+            "validation_error", "since: an ISO 8601 time with its offset, e.g. 2026-01-31T10:00:00Z", field="since"
         )
     return since

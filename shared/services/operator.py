@@ -4,19 +4,24 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any
+from typing import Any, Protocol
 
-from shared.bootstrap import App
-from shared.domain import ApiError, build_event
+from shared.domain import build_event
+from shared.errors import Conflict, NotFound, job_not_found
 from shared.observability import logger
 from shared.outcomes import DlqDropOutcome, RefundRetryOutcome
+from shared.ports import HasBus, HasDb, HasQueue
 from shared.services.outbox import publish_events
 
 _WINDOWS_MIN = (1, 5, 60)
 
 
-def metrics_summary(app: App) -> dict[str, Any]:
-    row = app.db.fetch_one(
+class DropDeps(HasDb, HasQueue, HasBus, Protocol):
+    """What dropping a dead letter uses: the DLQ, the books, and the bus for the job's event."""
+
+
+def metrics_summary(deps: HasDb) -> dict[str, Any]:
+    row = deps.db.fetch_one(
         " , ".join(
             f"""count(*) FILTER (WHERE finished_at > now() - interval '{m} minutes') AS processed_{m},
                 count(*) FILTER (WHERE finished_at > now() - interval '{m} minutes' AND status = 'succeeded')
@@ -31,7 +36,7 @@ def metrics_summary(app: App) -> dict[str, Any]:
         ).join(["SELECT ", " FROM payment_jobs WHERE finished_at > now() - interval '60 minutes'"])
     )
     # Failed deliveries (transient errors, backoffs, poison), which business failures do not count.
-    deliveries = app.db.fetch_one(
+    deliveries = deps.db.fetch_one(
         "SELECT "
         + ", ".join(
             f"count(*) FILTER (WHERE created_at > now() - interval '{m} minutes') AS d_{m}" for m in _WINDOWS_MIN
@@ -62,13 +67,13 @@ def metrics_summary(app: App) -> dict[str, Any]:
     return {"windows": windows}
 
 
-def redrive_dlq(app: App) -> dict[str, Any]:
+def redrive_dlq(deps: HasQueue) -> dict[str, Any]:
     """Operator action: send dead-lettered jobs back to the queue once their cause is fixed.
 
     Safe to repeat: a job that already reached a terminal state is acknowledged as is when
     its message comes round again.
     """
-    result = app.queue.redrive()
+    result = deps.queue.redrive()
     logger.info("dlq redrive", status=result.status, moved=result.moved, task_handle=result.task_handle)
     body: dict[str, Any] = {"status": result.status, "moved": result.moved}
     if result.task_handle:
@@ -76,10 +81,10 @@ def redrive_dlq(app: App) -> dict[str, Any]:
     return body
 
 
-def db_health(app: App) -> dict[str, Any]:
+def db_health(deps: HasDb) -> dict[str, Any]:
     started = time.perf_counter()
     try:
-        row = app.db.fetch_one(
+        row = deps.db.fetch_one(
             """SELECT (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend') AS in_use,
                       current_setting('max_connections')::int AS max_connections"""
         )
@@ -95,15 +100,15 @@ def db_health(app: App) -> dict[str, Any]:
     }
 
 
-def retry_refund(app: App, refund_id: str, operator: str) -> dict[str, Any]:
+def retry_refund(deps: HasDb, refund_id: str, operator: str) -> dict[str, Any]:
     """Operator action: try an owed refund again (one attempt more, due at once; the sweeper sends it).
     Idempotent: a refund that is not owed (already scheduled, pending, returned) is answered as it stands."""
     if not refund_id.isdigit() or len(refund_id) > 18:
-        raise ApiError(404, "refund_not_found", "no such refund")
-    row = app.db.fetch_one("SELECT * FROM pq_refund_operator_retry(%s)", (int(refund_id),))
+        raise _refund_not_found()
+    row = deps.db.fetch_one("SELECT * FROM pq_refund_operator_retry(%s)", (int(refund_id),))
     assert row is not None
     if row["outcome"] == RefundRetryOutcome.NOT_FOUND:
-        raise ApiError(404, "refund_not_found", "no such refund")
+        raise _refund_not_found()
     logger.warning("refund retry asked", refund_id=int(refund_id), outcome=row["outcome"], operator=operator)
     return {
         "refund_id": int(refund_id),
@@ -113,7 +118,11 @@ def retry_refund(app: App, refund_id: str, operator: str) -> dict[str, Any]:
     }
 
 
-def drop_dead_letter(app: App, job_id: str, operator: str) -> dict[str, Any]:
+def _refund_not_found() -> NotFound:
+    return NotFound("refund_not_found", "no such refund")
+
+
+def drop_dead_letter(deps: DropDeps, job_id: str, operator: str) -> dict[str, Any]:
     """Operator action: drop a job's message from the DLQ for good (a poison message a redrive would only
     send back there). The job ends failed, reason dropped_by_operator, and the drop is recorded with who
     made it and when (shared/sql/failures.sql, pq_drop_dead_letter). Idempotent: a job dropped already is
@@ -125,38 +134,36 @@ def drop_dead_letter(app: App, job_id: str, operator: str) -> dict[str, Any]:
     try:
         job_uuid = uuid.UUID(job_id)
     except ValueError:
-        raise ApiError(404, "job_not_found", "no such payment job") from None
-    held = app.queue.hold_dead_letters(str(job_uuid))
+        raise job_not_found() from None
+    held = deps.queue.hold_dead_letters(str(job_uuid))
     outcome: DlqDropOutcome | None = None
     try:
-        row = app.db.fetch_one("SELECT * FROM pq_drop_dead_letter(%s, %s, %s)", (job_uuid, operator, bool(held)))
+        row = deps.db.fetch_one("SELECT * FROM pq_drop_dead_letter(%s, %s, %s)", (job_uuid, operator, bool(held)))
         assert row is not None
         outcome = DlqDropOutcome(row["outcome"])
     finally:
         if outcome not in (DlqDropOutcome.DROPPED, DlqDropOutcome.ALREADY_DROPPED):
-            app.queue.release_dead_letters(held)
+            deps.queue.release_dead_letters(held)
     if outcome is DlqDropOutcome.JOB_NOT_FOUND:
-        raise ApiError(404, "job_not_found", "no such payment job")
+        raise job_not_found()
     if outcome is DlqDropOutcome.NOT_DEAD_LETTERED:
-        raise ApiError(
-            409,
+        raise Conflict(
             "job_not_dead_lettered",
             "this job has no message in the DLQ: it waits in line, a processor has it, or it has ended",
             job_status=row["status"],
             reason=row["reason"],
         )
     if outcome is DlqDropOutcome.GATEWAY_MONEY_UNSETTLED:
-        raise ApiError(
-            409,
+        raise Conflict(
             "gateway_money_unsettled",
             "this gateway job's money is not settled in our books (captured and not applied or refunded, or "
             "never read from the gateway): fix the cause and redrive it, and its processor applies or refunds it",
             job_status=row["status"],
             money=row["money"],
         )
-    app.queue.delete_dead_letters(held)
+    deps.queue.delete_dead_letters(held)
     if outcome is DlqDropOutcome.DROPPED and row["event"] is not None:
-        publish_events(app, [build_event(row["event"])])  # if the bus is down, the sweeper publishes it
+        publish_events(deps, [build_event(row["event"])])  # if the bus is down, the sweeper publishes it
     logger.warning(
         "dead-lettered job dropped",
         job_id=str(job_uuid),

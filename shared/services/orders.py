@@ -4,10 +4,11 @@ orders for the shop's backend. One statement each."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
-from shared.bootstrap import App
-from shared.domain import MAX_ORDER_ID, ApiError
+from shared.domain import MAX_ORDER_ID
+from shared.errors import order_not_found
+from shared.ports import HasDb
 
 # An order with its items (each with the product's name, in the order the order lists them) and its
 # latest job. An item that names no product keeps its JSON as written (the payment fails it invalid_order).
@@ -30,6 +31,14 @@ SHOPPER_ORDER_QUERY = _ORDERS + " WHERE o.id = %s AND o.user_id = %s"
 SHOPPER_ORDERS_QUERY = _ORDERS + " WHERE o.user_id = %s ORDER BY o.id DESC LIMIT %s"
 
 
+class OrderDeps(HasDb, Protocol):
+    """What a shopper's order uses: the books, and the ways it can be paid."""
+
+    def methods(self) -> tuple[str, ...]:
+        """The payment methods this deployment accepts: wallet, and each enabled gateway."""
+        ...
+
+
 def iso(value: datetime | None) -> str | None:
     return None if value is None else value.isoformat()
 
@@ -50,17 +59,17 @@ def order_view(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def get_order(app: App, user_id: str, order_id: str) -> dict[str, Any]:
+def get_order(deps: OrderDeps, user_id: str, order_id: str) -> dict[str, Any]:
     """GET /v1/orders/{order_id}: the caller's order, what it costs and the ways it can be paid."""
     if not (order_id.isascii() and order_id.isdigit()) or not 0 < int(order_id) <= MAX_ORDER_ID:
-        raise ApiError(404, "order_not_found", "no such order for this user")
-    row = app.db.fetch_one(SHOPPER_ORDER_QUERY, (int(order_id), user_id))
+        raise order_not_found()
+    row = deps.db.fetch_one(SHOPPER_ORDER_QUERY, (int(order_id), user_id))
     if row is None:  # someone else's order looks exactly like a missing one
-        raise ApiError(404, "order_not_found", "no such order for this user")
-    return order_view(row) | {"payment_methods": list(app.methods())}
+        raise order_not_found()
+    return order_view(row) | {"payment_methods": list(deps.methods())}
 
 
-def list_orders(app: App, user_id: str, limit: int) -> dict[str, Any]:
+def list_orders(deps: HasDb, user_id: str, limit: int) -> dict[str, Any]:
     """A shopper's orders, newest first (the shop's backend: GET /v1/merchant/orders)."""
-    rows = app.db.fetch_all(SHOPPER_ORDERS_QUERY, (user_id, limit))
+    rows = deps.db.fetch_all(SHOPPER_ORDERS_QUERY, (user_id, limit))
     return {"user_id": user_id, "orders": [order_view(r) for r in rows]}

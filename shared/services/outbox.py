@@ -8,11 +8,12 @@ consumer dedupes (SQS on the job id, subscribers on the event id).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from shared.bootstrap import App
 from shared.domain import build_event
 from shared.observability import logger
+from shared.ports import HasBus, HasDb, HasQueue, HasSettings
 from shared.services.intake import job_message
 
 # psycopg2 sends parameters inside the statement text, and RDS Proxy pins the session of any statement
@@ -21,9 +22,17 @@ from shared.services.intake import job_message
 MARK_CHUNK = 200
 
 
-def _mark(app: App, function: str, ids: Sequence[str]) -> None:
+class PublishDeps(HasDb, HasBus, Protocol):
+    """What publishing events uses: the bus, and the books to mark them published."""
+
+
+class SweepDeps(PublishDeps, HasQueue, HasSettings, Protocol):
+    """What the sweep uses: the books, the queue and the bus, and how long it leaves a send unconfirmed."""
+
+
+def _mark(deps: HasDb, function: str, ids: Sequence[str]) -> None:
     for start in range(0, len(ids), MARK_CHUNK):
-        app.db.execute(f"SELECT {function}(%s::uuid[])", (list(ids[start : start + MARK_CHUNK]),))
+        deps.db.execute(f"SELECT {function}(%s::uuid[])", (list(ids[start : start + MARK_CHUNK]),))
 
 
 class OutboxRelay:
@@ -33,6 +42,8 @@ class OutboxRelay:
     """
 
     def __init__(self, app: App) -> None:
+        # The whole App: the processor's handler reaches the rest of it through the relay (its batch's one
+        # object), and is being restructured with the processor; publishing itself uses only PublishDeps.
         self.app = app
         self.pending: list[dict[str, Any]] = []
         # Products the batch sold out: the processor ends their line after it (shared/services/line.py).
@@ -48,30 +59,30 @@ class OutboxRelay:
         return publish_events(self.app, events)
 
 
-def publish_events(app: App, events: Sequence[dict[str, Any]]) -> int:
+def publish_events(deps: PublishDeps, events: Sequence[dict[str, Any]]) -> int:
     if not events:
         return 0
     try:
-        published = app.bus.publish(events)
+        published = deps.bus.publish(events)
     except Exception:
         logger.exception("event publish failed; left for the sweeper", events=len(events))
         return 0
     if published:
-        _mark(app, "pq_mark_events_published", published)
+        _mark(deps, "pq_mark_events_published", published)
     return len(published)
 
 
-def sweep(app: App, limit: int = 500) -> dict[str, int]:
+def sweep(deps: SweepDeps, limit: int = 500) -> dict[str, int]:
     """Send jobs whose queue send was never confirmed; publish events never published."""
-    unsent = app.db.fetch_all("SELECT * FROM pq_unsent_jobs(%s, %s)", (app.settings.sweep_after_s, limit))
+    unsent = deps.db.fetch_all("SELECT * FROM pq_unsent_jobs(%s, %s)", (deps.settings.sweep_after_s, limit))
     resent = 0
     if unsent:
         messages = [job_message(str(r["id"]), r["user_id"], r["order_id"], r["method"], r["parks"]) for r in unsent]
-        sent = app.queue.send(messages)
-        _mark(app, "pq_mark_jobs_sent", sent)
+        sent = deps.queue.send(messages)
+        _mark(deps, "pq_mark_jobs_sent", sent)
         resent = len(sent)
-    rows = app.db.fetch_all("SELECT pq_unpublished_events(%s, %s) AS row", (app.settings.sweep_after_s, limit))
-    republished = publish_events(app, [build_event(r["row"]) for r in rows])
+    rows = deps.db.fetch_all("SELECT pq_unpublished_events(%s, %s) AS row", (deps.settings.sweep_after_s, limit))
+    republished = publish_events(deps, [build_event(r["row"]) for r in rows])
     if resent or republished:
         logger.info("sweep", jobs_resent=resent, events_republished=republished)
     return {"jobs_resent": resent, "events_republished": republished}

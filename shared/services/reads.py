@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Any, Protocol
 
-from shared.bootstrap import App
-from shared.domain import ApiError, JobStatus
+from shared.domain import JobStatus
+from shared.errors import job_not_found
+from shared.ports import HasDb, HasQueue, HasSettings, HasThroughput
 
 # Fraction of the ETA a client is told to wait before its next poll.
 POLL_AT_ETA = 0.75
@@ -49,7 +50,15 @@ AFTER_FULFILMENT_QUERY = """
 AFTER_FULFILMENT_DAYS = 30
 
 
-def job_view(app: App, row: dict[str, Any]) -> dict[str, Any]:
+class JobViewDeps(HasDb, HasSettings, HasThroughput, Protocol):
+    """What a job's view uses: the books, the poll settings, and the line's measured rate."""
+
+
+class QueueStatusDeps(HasDb, HasQueue, Protocol):
+    """What the operator's queue view uses: the queue's own counts, and the books."""
+
+
+def job_view(deps: JobViewDeps, row: dict[str, Any]) -> dict[str, Any]:
     """The JSON a client sees for a job: status, and while queued its position and advice."""
     job_id = str(row["id"])
     status = row["status"]
@@ -64,7 +73,7 @@ def job_view(app: App, row: dict[str, Any]) -> dict[str, Any]:
         # its money is (captured and held, on its way back, owed).
         view["dead_lettered"] = True
         if row.get("gateway_ref"):
-            money = app.db.fetch_one(
+            money = deps.db.fetch_one(
                 """SELECT captured_paise, applied_paise, refunded_paise, refunding_paise, owed_paise
                      FROM pq_gateway_books() WHERE method = %s AND gateway_ref = %s""",
                 (row["method"], row["gateway_ref"]),
@@ -72,15 +81,15 @@ def job_view(app: App, row: dict[str, Any]) -> dict[str, Any]:
             if money is not None:
                 view["money"] = money
     elif status in (JobStatus.QUEUED, JobStatus.PROCESSING):
-        app.throughput.observe(row["finished"])
+        deps.throughput.observe(row["finished"])
         # Never increases: queue_seq is fixed and the finished counter only grows.
         position = max(1, row["queue_seq"] - row["finished"])
         # No measured rate (just started, or stalled): no ETA, rather than a guess.
-        per_s = app.throughput.rate()
-        eta_s = position / (per_s or app.settings.assumed_payments_per_s)
+        per_s = deps.throughput.rate()
+        eta_s = position / (per_s or deps.settings.assumed_payments_per_s)
         # Come back when the job is about due: at 5,000 waiting shoppers every extra poll is load
         # on the API and the database that the payments themselves need.
-        poll_ms = int(min(app.settings.poll_max_ms, max(app.settings.poll_min_ms, eta_s * 1000 * POLL_AT_ETA)))
+        poll_ms = int(min(deps.settings.poll_max_ms, max(deps.settings.poll_min_ms, eta_s * 1000 * POLL_AT_ETA)))
         eta = round(eta_s, 1) if per_s else None
         # queue_number against the shared figure (now_serving_url) gives the same position with no read
         # of this job: a waiting client asks about its own job only when its number comes up.
@@ -89,12 +98,12 @@ def job_view(app: App, row: dict[str, Any]) -> dict[str, Any]:
             "eta_seconds": eta,
             "poll_after_ms": poll_ms,
             "queue_number": row["queue_seq"],
-            "now_serving_url": app.settings.now_serving_url,
+            "now_serving_url": deps.settings.now_serving_url,
         }
     elif status == JobStatus.FAILED:
         view["reason"] = row["reason"]
         if row.get("gateway_ref"):  # money the gateway took comes back: say how far it has got
-            refund = app.db.fetch_one("SELECT * FROM pq_refund_status(%s, %s)", (row["method"], row["gateway_ref"]))
+            refund = deps.db.fetch_one("SELECT * FROM pq_refund_status(%s, %s)", (row["method"], row["gateway_ref"]))
             if refund is not None and refund["status"] is not None:
                 view["refund"] = {"status": refund["status"], "amount_paise": refund["amount_paise"]}
     elif status == JobStatus.SUCCEEDED:
@@ -102,31 +111,31 @@ def job_view(app: App, row: dict[str, Any]) -> dict[str, Any]:
     return view
 
 
-def get_job(app: App, user_id: str, job_id: str) -> dict[str, Any]:
+def get_job(deps: JobViewDeps, user_id: str, job_id: str) -> dict[str, Any]:
     try:
         job_uuid = uuid.UUID(job_id)
     except ValueError:
-        raise ApiError(404, "job_not_found", "no such payment job") from None
+        raise job_not_found() from None
     # A read: sent again on a fresh connection if the one it went out on had been dropped while idle.
-    row = app.db.fetch_one(JOB_QUERY, (job_uuid, user_id), idempotent=True)
+    row = deps.db.fetch_one(JOB_QUERY, (job_uuid, user_id), idempotent=True)
     if row is None:  # someone else's job looks exactly like a missing one
-        raise ApiError(404, "job_not_found", "no such payment job")
-    return job_view(app, row)
+        raise job_not_found()
+    return job_view(deps, row)
 
 
-def now_serving(app: App) -> dict[str, Any]:
+def now_serving(deps: HasDb) -> dict[str, Any]:
     """How far the line has moved and how fast, the same for everyone: a waiting shopper's position is
     their queue_number less serving (never rising: serving only grows), their wait position / per_s."""
-    row = app.db.fetch_one(NOW_SERVING_QUERY, (RATE_WINDOW_S,))
+    row = deps.db.fetch_one(NOW_SERVING_QUERY, (RATE_WINDOW_S,))
     assert row is not None
     # None while nothing ended in the window (just started, or stalled): no wait is promised then.
     per_s = round(row["recent"] / RATE_WINDOW_S, 1) if row["recent"] else None
     return {"serving": row["serving"], "per_s": per_s, "as_of": row["as_of"].isoformat()}
 
 
-def queue_status(app: App) -> dict[str, Any]:
-    stats = app.queue.stats()
-    row = app.db.fetch_one(
+def queue_status(deps: QueueStatusDeps) -> dict[str, Any]:
+    stats = deps.queue.stats()
+    row = deps.db.fetch_one(
         """SELECT extract(epoch FROM now() - min(created_at) FILTER (WHERE status IN ('queued','processing')))
                       AS oldest_age_s,
                   count(*) FILTER (WHERE finished_at > now() - interval '60 seconds') AS finished_last_minute,
@@ -137,11 +146,11 @@ def queue_status(app: App) -> dict[str, Any]:
     assert row is not None
     per_s = row["finished_last_minute"] / 60.0
     backlog = stats.depth + stats.in_flight
-    dead = app.db.fetch_all("SELECT * FROM pq_dead_lettered_jobs(%s)", (DLQ_JOBS_SHOWN,)) if stats.dlq_depth else []
-    refunds = app.db.fetch_one(REFUNDS_OPEN_QUERY)
+    dead = deps.db.fetch_all("SELECT * FROM pq_dead_lettered_jobs(%s)", (DLQ_JOBS_SHOWN,)) if stats.dlq_depth else []
+    refunds = deps.db.fetch_one(REFUNDS_OPEN_QUERY)
     assert refunds is not None
     owed = (
-        app.db.fetch_all(
+        deps.db.fetch_all(
             """SELECT id, job_id, order_id, method, amount_paise, attempt, last_error, gateway_status,
                       extract(epoch FROM now() - owed_at) AS age_s
                  FROM gateway_refunds WHERE owed_at IS NOT NULL ORDER BY owed_at LIMIT %s""",
@@ -150,7 +159,7 @@ def queue_status(app: App) -> dict[str, Any]:
         if refunds["owed"]
         else []
     )
-    after = app.db.fetch_all(AFTER_FULFILMENT_QUERY, (AFTER_FULFILMENT_DAYS, OWED_REFUNDS_SHOWN))
+    after = deps.db.fetch_all(AFTER_FULFILMENT_QUERY, (AFTER_FULFILMENT_DAYS, OWED_REFUNDS_SHOWN))
     return {
         "depth": stats.depth,
         "in_flight": stats.in_flight,

@@ -17,69 +17,73 @@ open; with no token left the pass stops and the next sweep continues.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
-from shared.bootstrap import App
 from shared.domain import GatewayRejected, GatewayRetryable
 from shared.observability import logger
 from shared.outcomes import WebhookOutcome
-from shared.ports import GatewayRefund, RefundState
+from shared.ports import GatewayRefund, HasDb, HasGateways, HasQueue, HasSettings, RefundState
 from shared.services.checkout import token_wait_ms
 from shared.services.gateway import ours_listed, refund_failed, refunds_json
 from shared.services.intake import job_message, send_jobs
+
+
+class ReconcileDeps(HasDb, HasQueue, HasGateways, HasSettings, Protocol):
+    """What reconciliation uses: the gateways to fetch, the books, the queue for the jobs it wakes, and
+    its timings."""
 
 
 class _OutOfTokens(Exception):
     pass
 
 
-def _token(app: App, gateway: str, endpoint: str) -> None:
+def _token(deps: ReconcileDeps, gateway: str, endpoint: str) -> None:
     """A token of the endpoint's bucket, or the pass stops (it never waits: the next sweep continues)."""
-    if token_wait_ms(app, gateway, endpoint) is not None:
+    if token_wait_ms(deps, gateway, endpoint) is not None:
         raise _OutOfTokens
 
 
-def _paid_ref(app: App, checkout: dict[str, Any]) -> str | None:
+def _paid_ref(deps: ReconcileDeps, checkout: dict[str, Any]) -> str | None:
     """The checkout's payment to apply, if its gateway order holds one."""
     method = checkout["method"]
-    return app.gateways[method].paid_ref(checkout["gateway_order_id"], lambda endpoint: _token(app, method, endpoint))
+    return deps.gateways[method].paid_ref(checkout["gateway_order_id"], lambda endpoint: _token(deps, method, endpoint))
 
 
-def _reconcile_checkouts(app: App, limit: int) -> int:
+def _reconcile_checkouts(deps: ReconcileDeps, limit: int) -> int:
     settled = 0
-    grace = timedelta(seconds=app.settings.checkout_settle_grace_s)
-    for checkout in app.db.fetch_all("SELECT * FROM pq_checkouts_to_reconcile(%s)", (limit,)):
+    grace = timedelta(seconds=deps.settings.checkout_settle_grace_s)
+    for checkout in deps.db.fetch_all("SELECT * FROM pq_checkouts_to_reconcile(%s)", (limit,)):
         try:
-            ref = _paid_ref(app, checkout)
+            ref = _paid_ref(deps, checkout)
         except (GatewayRetryable, GatewayRejected) as exc:
             logger.info("reconciliation fetch failed", checkout_id=str(checkout["id"]), error=str(exc))
             continue
         if ref is None and datetime.now(UTC) <= checkout["expires_at"] + grace:
             continue
-        row = app.db.fetch_one("SELECT * FROM pq_checkout_reconciled(%s, %s)", (checkout["id"], ref))
+        row = deps.db.fetch_one("SELECT * FROM pq_checkout_reconciled(%s, %s)", (checkout["id"], ref))
         assert row is not None
         if row["outcome"] in (WebhookOutcome.JOB_CREATED, WebhookOutcome.JOB_WOKEN):
             settled += 1
             send_jobs(
-                app,
+                deps,
                 [job_message(str(row["job_id"]), row["user_id"], row["order_id"], checkout["method"], row["parks"])],
             )
             logger.info("checkout reconciled", checkout_id=str(checkout["id"]), outcome=row["outcome"])
     return settled
 
 
-def _fetch_refund(app: App, refund: dict[str, Any]) -> GatewayRefund | None:
+def _fetch_refund(deps: ReconcileDeps, refund: dict[str, Any]) -> GatewayRefund | None:
     """The refund as the gateway reports it now; None: a requested refund of ours the gateway does not have."""
-    gateway = app.gateways[refund["method"]]
-    _token(app, gateway.name, gateway.endpoints["find_refund"])
+    gateway = deps.gateways[refund["method"]]
+    _token(deps, gateway.name, gateway.endpoints["find_refund"])
     if refund["state"] == "requested":
         return gateway.find_refund(refund["gateway_ref"], refund["refund_ref"])
     return gateway.follow_refund(refund["gateway_ref"], refund["refund_ref"], refund["gateway_refund_id"])
 
 
-def _settle(app: App, refund: dict[str, Any], found: GatewayRefund) -> bool:
+def _settle(deps: ReconcileDeps, refund: dict[str, Any], found: GatewayRefund) -> bool:
     """Record the refund's state (the books' one transition); True when it became final."""
-    row = app.db.fetch_one(
+    row = deps.db.fetch_one(
         "SELECT * FROM pq_refund_settled(%s, %s, %s, %s)",
         (refund["id"], found.state.value, found.gateway_status, found.refund_id),
     )
@@ -89,21 +93,21 @@ def _settle(app: App, refund: dict[str, Any], found: GatewayRefund) -> bool:
     return bool(row["changed"]) and found.state is not RefundState.PENDING
 
 
-def _send_refund(app: App, refund: dict[str, Any]) -> bool:
+def _send_refund(deps: ReconcileDeps, refund: dict[str, Any]) -> bool:
     """Send a requested refund of ours (a retry with its fresh reference, or one the gateway never got);
     True when it became final. A refusal (4xx) is explained by the payment's refunds (_refused)."""
-    gateway = app.gateways[refund["method"]]
-    _token(app, gateway.name, gateway.endpoints["refund"])
+    gateway = deps.gateways[refund["method"]]
+    _token(deps, gateway.name, gateway.endpoints["refund"])
     try:
         answer = gateway.refund(
             refund["gateway_ref"], refund["amount_paise"], refund["currency"].strip(), refund["refund_ref"]
         )
     except GatewayRejected as exc:
-        return _refused(app, refund, str(exc))
-    return _settle(app, refund, answer)
+        return _refused(deps, refund, str(exc))
+    return _settle(deps, refund, answer)
 
 
-def _refused(app: App, refund: dict[str, Any], error: str) -> bool:
+def _refused(deps: ReconcileDeps, refund: dict[str, Any], error: str) -> bool:
     """A refusal, explained by the payment's refunds as the processor explains its own (shared/services/
     gateway.py _Delivery.refund): an earlier send under this reference went through (its answer lost: ours
     is listed); or refunds made at the gateway (the merchant's dashboard, while this attempt waited its
@@ -111,13 +115,13 @@ def _refused(app: App, refund: dict[str, Any], error: str) -> bool:
     attempt, sent at once (pq_refund_refusal_explained); else it is owed, as sending it again would be
     refused again. With no token for the read the pass stops; the refund stays requested, and a later
     pass finds the gateway without it, sends it again and reads then."""
-    gateway = app.gateways[refund["method"]]
-    _token(app, gateway.name, gateway.endpoints["refunds"])
+    gateway = deps.gateways[refund["method"]]
+    _token(deps, gateway.name, gateway.endpoints["refunds"])
     listed = gateway.refunds(refund["gateway_ref"])
     ours = ours_listed(listed, refund["refund_ref"])
     if ours is not None:
-        return _settle(app, refund, ours)
-    row = app.db.fetch_one(
+        return _settle(deps, refund, ours)
+    row = deps.db.fetch_one(
         "SELECT * FROM pq_refund_refusal_explained(%s, %s, %s)", (refund["id"], refunds_json(listed), error)
     )
     assert row is not None
@@ -140,47 +144,47 @@ def _refused(app: App, refund: dict[str, Any], error: str) -> bool:
         "amount_paise": row["next_amount_paise"],
         "state": "requested",
     }
-    return _send_refund(app, rest)
+    return _send_refund(deps, rest)
 
 
-def _follow_refunds(app: App, limit: int) -> int:
+def _follow_refunds(deps: ReconcileDeps, limit: int) -> int:
     """Refunds not final yet (ours and the gateway's), fetched; a requested one the gateway lacks, sent."""
     settled = 0
-    for refund in app.db.fetch_all("SELECT * FROM pq_refunds_to_check(%s)", (limit,)):
+    for refund in deps.db.fetch_all("SELECT * FROM pq_refunds_to_check(%s)", (limit,)):
         try:
-            found = _fetch_refund(app, refund)
-            settled += _send_refund(app, refund) if found is None else _settle(app, refund, found)
+            found = _fetch_refund(deps, refund)
+            settled += _send_refund(deps, refund) if found is None else _settle(deps, refund, found)
         except (GatewayRetryable, GatewayRejected) as exc:
             logger.info("refund fetch failed", refund_id=refund["id"], error=str(exc))
     return settled
 
 
-def _retry_refunds(app: App, limit: int) -> int:
+def _retry_refunds(deps: ReconcileDeps, limit: int) -> int:
     """Failed refunds of ours due for another attempt, each sent with its fresh reference."""
     retried = 0
-    for refund in app.db.fetch_all("SELECT * FROM pq_refunds_to_retry(%s)", (limit,)):
+    for refund in deps.db.fetch_all("SELECT * FROM pq_refunds_to_retry(%s)", (limit,)):
         retried += 1
         try:
-            _send_refund(app, refund)
+            _send_refund(deps, refund)
         except GatewayRetryable as exc:  # stays requested: the next passes look it up, then send it again
             logger.info("refund retry not answered", refund_id=refund["id"], error=str(exc))
     return retried
 
 
-def reconcile(app: App, limit: int = 100) -> dict[str, int]:
+def reconcile(deps: ReconcileDeps, limit: int = 100) -> dict[str, int]:
     """One reconciliation pass; the counts of what it did."""
     result = {"parked_jobs_woken": 0, "checkouts_reconciled": 0, "refunds_settled": 0, "refunds_retried": 0}
-    if not app.gateways:
+    if not deps.gateways:
         return result
-    woken = app.db.fetch_all(
-        "SELECT * FROM pq_wake_parked_jobs(%s, %s)", (float(app.settings.reconcile_after_s), limit)
+    woken = deps.db.fetch_all(
+        "SELECT * FROM pq_wake_parked_jobs(%s, %s)", (float(deps.settings.reconcile_after_s), limit)
     )
-    send_jobs(app, [job_message(str(r["id"]), r["user_id"], r["order_id"], r["method"], r["parks"]) for r in woken])
+    send_jobs(deps, [job_message(str(r["id"]), r["user_id"], r["order_id"], r["method"], r["parks"]) for r in woken])
     result["parked_jobs_woken"] = len(woken)
     try:
-        result["checkouts_reconciled"] = _reconcile_checkouts(app, limit)
-        result["refunds_retried"] = _retry_refunds(app, limit)
-        result["refunds_settled"] = _follow_refunds(app, limit)
+        result["checkouts_reconciled"] = _reconcile_checkouts(deps, limit)
+        result["refunds_retried"] = _retry_refunds(deps, limit)
+        result["refunds_settled"] = _follow_refunds(deps, limit)
     except _OutOfTokens:
         logger.info("reconciliation stopped: no gateway token; the next sweep continues")
     return result

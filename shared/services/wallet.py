@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import uuid
 
-from shared.bootstrap import App
 from shared.domain import PaymentOutcome, PoisonMessageError, build_event
 from shared.outcomes import WalletOutcome
+from shared.ports import HasDb
 
 
-def process_wallet_job(app: App, job_id: str) -> PaymentOutcome:
+def process_wallet_job(deps: HasDb, job_id: str) -> PaymentOutcome:
     # Idempotent, so sent again on a fresh connection if the one it went out on had been dropped: the
     # function locks the job and pays it only while it is queued; a second call for a job the first one
     # finished answers already_succeeded / already_failed with the same event, and charges nothing.
-    row = app.db.fetch_one("SELECT * FROM pq_process_payment(%s)", (uuid.UUID(job_id),), idempotent=True)
+    row = deps.db.fetch_one("SELECT * FROM pq_process_payment(%s)", (uuid.UUID(job_id),), idempotent=True)
     assert row is not None
     outcome = WalletOutcome(row["outcome"])
     if outcome in (WalletOutcome.JOB_NOT_FOUND, WalletOutcome.NOT_A_WALLET_JOB):

@@ -37,26 +37,31 @@ for (the shopper closed the tab after paying), and the queue does the rest.
 from __future__ import annotations
 
 import json
-from typing import Any, NoReturn
+from typing import Any, NoReturn, Protocol
 
 from aws_lambda_powertools.metrics import MetricUnit
 
-from shared.bootstrap import App
-from shared.domain import ApiError
+from shared.errors import Unauthorized
 from shared.gateways.fields import text
 from shared.gateways.port import PaymentGateway, WebhookEvent
 from shared.observability import logger, metrics
 from shared.outcomes import WebhookOutcome
+from shared.ports import HasDb, HasGateways, HasQueue, HasSettings
 from shared.services.gateway import refund_failed
 from shared.services.intake import job_message, send_jobs
 
 
-def verify(app: App, name: str, raw: bytes, headers: dict[str, str]) -> PaymentGateway:
-    """The gateway, once its HMAC over exactly these bytes verifies; else 401 webhook_signature_invalid
+class WebhookDeps(HasDb, HasQueue, HasGateways, HasSettings, Protocol):
+    """What receiving a webhook uses: the gateway that verifies it, the books, the queue for the job it
+    makes or wakes, and the freshness settings."""
+
+
+def verify(deps: HasGateways, name: str, raw: bytes, headers: dict[str, str]) -> PaymentGateway:
+    """The gateway, once its HMAC over exactly these bytes verifies; else Unauthorized webhook_signature_invalid
     (a gateway that is not enabled verifies nothing)."""
-    gateway = app.gateways.get(name)
+    gateway = deps.gateways.get(name)
     if gateway is None or not gateway.webhook_signature_valid(raw, headers):
-        raise ApiError(401, "webhook_signature_invalid", "the webhook signature does not verify")
+        raise Unauthorized("webhook_signature_invalid", "the webhook signature does not verify")
     return gateway
 
 
@@ -73,15 +78,15 @@ def read_body(raw: bytes) -> dict[str, Any] | None:
     return body if isinstance(body, dict) else None
 
 
-def receive_webhook(app: App, name: str, raw: bytes, headers: dict[str, str]) -> dict[str, Any]:
+def receive_webhook(deps: WebhookDeps, name: str, raw: bytes, headers: dict[str, str]) -> dict[str, Any]:
     """Verify, record once, send the job it created or woke. headers: lower-cased names."""
-    gateway = verify(app, name, raw, headers)
+    gateway = verify(deps, name, raw, headers)
     body = read_body(raw)
     event = WebhookEvent("") if body is None else gateway.webhook_event(body)
     header_id = text(headers.get(gateway.webhook_event_id_header))
     # raw travels as bytea (twice its size as hex in the statement: a few KB for the gateways' bodies);
     # pq_webhook_record keys on its digest and derives payload from it.
-    row = app.db.fetch_one(
+    row = deps.db.fetch_one(
         """SELECT * FROM pq_webhook_record(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, NULL,
                                           p_body => %s, p_signed_at => %s, p_fresh_for_s => %s,
                                           p_wake_interval_s => %s, p_readable => %s,
@@ -100,8 +105,8 @@ def receive_webhook(app: App, name: str, raw: bytes, headers: dict[str, str]) ->
             event.refund_status,
             raw,
             gateway.signed_at(headers),
-            float(app.settings.webhook_fresh_for_s),
-            float(app.settings.webhook_wake_interval_s),
+            float(deps.settings.webhook_fresh_for_s),
+            float(deps.settings.webhook_wake_interval_s),
             body is not None,
             event.refund_ref,
             event.refund_amount_paise,
@@ -111,7 +116,7 @@ def receive_webhook(app: App, name: str, raw: bytes, headers: dict[str, str]) ->
     assert row is not None
     outcome = WebhookOutcome(row["outcome"])
     if outcome is WebhookOutcome.REFUND_FAILED:
-        refund = app.db.fetch_one(
+        refund = deps.db.fetch_one(
             "SELECT id, job_id, owed_at IS NOT NULL AS owed FROM gateway_refunds"
             " WHERE method = %s AND gateway_refund_id = %s",
             (name, event.refund_id),
@@ -119,7 +124,7 @@ def receive_webhook(app: App, name: str, raw: bytes, headers: dict[str, str]) ->
         if refund is not None:
             refund_failed(str(refund["job_id"]), name, refund["id"], owed=refund["owed"])
     if outcome in (WebhookOutcome.JOB_CREATED, WebhookOutcome.JOB_WOKEN):
-        send_jobs(app, [job_message(str(row["job_id"]), row["user_id"], row["order_id"], name, row["parks"])])
+        send_jobs(deps, [job_message(str(row["job_id"]), row["user_id"], row["order_id"], name, row["parks"])])
     if outcome is WebhookOutcome.REFUND_AFTER_FULFILMENT:
         # The merchant gave money back at the gateway for an order we fulfilled: the order stays paid, the
         # books take it out of applied, and an operator decides (refunds.after_fulfilment).

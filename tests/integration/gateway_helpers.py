@@ -21,7 +21,8 @@ from local.lambda_shim import LocalContext, http_api_event
 from local.workers import read_fifo
 from shared.bootstrap import App
 from shared.db import Database
-from shared.domain import ApiError, CheckoutRequest, PaymentRequest
+from shared.domain import CheckoutRequest, PaymentRequest
+from shared.errors import DomainError
 from shared.services.checkout import open_checkout
 from shared.services.intake import Accepted, accept_payment
 from shared.settings import Settings
@@ -73,8 +74,8 @@ def order_status(app: App, order_id: int) -> str:
     return str(row["order_status"])
 
 
-def refused(call: object, *args: object) -> ApiError:
-    with pytest.raises(ApiError) as caught:
+def refused(call: object, *args: object) -> DomainError:
+    with pytest.raises(DomainError) as caught:
         call(*args)  # type: ignore[operator]
     return caught.value
 

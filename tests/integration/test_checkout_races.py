@@ -11,9 +11,11 @@ import pytest
 
 from local.gateway_sim import Simulator
 from shared.bootstrap import App, build_app
-from shared.domain import ApiError, CheckoutRequest, FailureReason, PaymentRequest
+from shared.domain import CheckoutRequest, FailureReason, PaymentRequest
+from shared.errors import DomainError
 from shared.gateway_signatures import razorpay_checkout_signature
 from shared.gateways.razorpay import Razorpay
+from shared.http import http_status
 from shared.services.checkout import open_checkout
 from shared.services.intake import accept_payment, job_message, send_jobs
 from shared.settings import Settings
@@ -182,12 +184,12 @@ def test_two_concurrent_checkouts_of_one_order_make_one_gateway_order(
     sim.config.latency_ms = 300
     request = CheckoutRequest(order_id=order_of(app.db, "demo-user-1")["id"], method="razorpay")
     other_tab = build_app(settings)
-    answers: dict[str, tuple[int, dict[str, Any]] | ApiError] = {}
+    answers: dict[str, tuple[int, dict[str, Any]] | DomainError] = {}
 
     def ask(tab: str, tab_app: App) -> None:
         try:
             answers[tab] = open_checkout(tab_app, "demo-user-1", request)
-        except ApiError as exc:
+        except DomainError as exc:
             answers[tab] = exc
 
     second = threading.Thread(target=ask, args=("second", other_tab))
@@ -238,7 +240,7 @@ def test_a_claimed_create_call_is_waited_for_then_503_and_taken_over_once_its_cl
 
     # Then the first is told to retry and made no gateway call; the second settles it: looks the order up
     # by receipt, finds none, creates one
-    assert (busy.status, busy.code, busy.retry_after_s) == (503, "service_busy", 1)
+    assert (http_status(busy), busy.code, busy.retry_after_s) == (503, "service_busy", 1)
     assert (status, view["status"]) == (201, "created")
     assert sim.stats()["by_endpoint"] == {"GET /v1/orders": 1, "POST /v1/orders": 1}
     assert checkouts_of(app, order_id) == [{"status": "created"}]
@@ -264,7 +266,7 @@ def test_a_checkout_refused_before_the_gateway_made_an_order_records_nothing(
     busy = refused(open_for, app, "demo-user-2", "razorpay")
 
     # Then they are told to come back, and no checkout of their order is left behind
-    assert (busy.status, busy.code) == (503, "service_busy") and busy.retry_after_s is not None
+    assert (http_status(busy), busy.code) == (503, "service_busy") and busy.retry_after_s is not None
     assert checkouts_of(app, order_id) == []
 
     # And once the gateway takes requests again, asking again creates one order

@@ -14,6 +14,7 @@ from shared.bootstrap import App
 from shared.domain import CheckoutRequest, PaymentRequest
 from shared.gateway_signatures import razorpay_checkout_signature
 from shared.gateways.cashfree import Cashfree
+from shared.http import http_status
 from shared.services.checkout import get_checkout, open_checkout
 from shared.services.intake import accept_payment, parse_payment_request
 from shared.services.outbox import sweep
@@ -92,7 +93,7 @@ def test_a_lost_create_answer_is_settled_by_lookup_never_a_second_gateway_order(
     status, view = open_checkout(app, "demo-user-1", request)
 
     # Then the retry finds the order made by the first request (by receipt): one order at Razorpay
-    assert (busy.status, busy.code) == (503, "service_busy") and busy.retry_after_s is not None
+    assert (http_status(busy), busy.code) == (503, "service_busy") and busy.retry_after_s is not None
     assert status == 201
     assert sim.stats()["razorpay"]["orders_created"] == 1
     assert view["razorpay"]["order_id"] in sim.razorpay.orders
@@ -109,7 +110,7 @@ def test_no_token_in_the_create_orders_bucket_is_503_service_busy_with_retry_aft
     busy = refused(open_for, app, "demo-user-2", "cashfree")
 
     # Then they are told to come back, and nothing reached Cashfree
-    assert (busy.status, busy.code) == (503, "service_busy")
+    assert (http_status(busy), busy.code) == (503, "service_busy")
     assert busy.retry_after_s is not None and busy.retry_after_s >= 1
     assert len(sim.cashfree.orders) == 1
 
@@ -119,11 +120,11 @@ def test_a_checkout_is_seen_only_by_its_owner(app: App, sim: Simulator, demo: di
 
     assert get_checkout(app, "demo-user-1", view["checkout_id"]) == view
     other = refused(get_checkout, app, "demo-user-2", view["checkout_id"])
-    assert (other.status, other.code) == (404, "checkout_not_found")
+    assert (http_status(other), other.code) == (404, "checkout_not_found")
     someone_elses_order = refused(
         open_checkout, app, "demo-user-2", CheckoutRequest(order_id=view["order_id"], method="razorpay")
     )
-    assert (someone_elses_order.status, someone_elses_order.code) == (404, "order_not_found")
+    assert (http_status(someone_elses_order), someone_elses_order.code) == (404, "order_not_found")
 
 
 # --- 2. pay: the attacks -------------------------------------------------------------------------
@@ -170,7 +171,7 @@ def test_another_shoppers_payment_on_my_order_is_refused_and_changes_nothing(
     attack = refused(accept_payment, app, "demo-user-1", "attack-1", stolen)
 
     # Then it is refused with a code, nothing is recorded, nothing is captured
-    assert (attack.status, attack.code) == (409, "gateway_order_mismatch")
+    assert (http_status(attack), attack.code) == (409, "gateway_order_mismatch")
     assert row_counts(app.db) == before
     assert sim.stats()["captures"] == 0
 
@@ -197,7 +198,7 @@ def test_a_forged_checkout_signature_is_refused_and_changes_nothing(
     for n, signature in enumerate(forged):
         request = payment_request(view, handed | {"razorpay_signature": signature})
         attack = refused(accept_payment, app, "demo-user-1", f"forged-{n}", request)
-        assert (attack.status, attack.code) == (422, "gateway_signature_invalid")
+        assert (http_status(attack), attack.code) == (422, "gateway_signature_invalid")
 
     assert row_counts(app.db) == before
     assert sim.stats()["captures"] == 0
@@ -219,7 +220,7 @@ def test_someone_elses_payment_on_a_different_amount_order_refunds_nobody(
     attack = refused(accept_payment, app, "demo-user-1", "attack-2", request)
 
     # Then it is refused; no refund, no capture, nothing recorded
-    assert (attack.status, attack.code) == (409, "gateway_order_mismatch")
+    assert (http_status(attack), attack.code) == (409, "gateway_order_mismatch")
     assert row_counts(app.db) == before
     stats = sim.stats()
     assert (stats["captures"], stats["refunds"]) == (0, 0)
@@ -234,7 +235,7 @@ def test_a_gateway_payment_without_a_checkout_is_409_checkout_required(
 
     refusal = refused(accept_payment, app, "demo-user-1", "k", PaymentRequest(order_id=order["id"], method="cashfree"))
 
-    assert (refusal.status, refusal.code) == (409, "checkout_required")
+    assert (http_status(refusal), refusal.code) == (409, "checkout_required")
     assert row_counts(app.db) == before
 
 
@@ -249,7 +250,7 @@ def test_a_gateway_payment_without_a_checkout_is_409_checkout_required(
 def test_the_old_bare_reference_bodies_are_refused_with_a_clear_code(body: str) -> None:
     refusal = refused(parse_payment_request, body, ("wallet", "razorpay", "cashfree"))
 
-    assert (refusal.status, refusal.code) == (422, "bare_gateway_reference")
+    assert (http_status(refusal), refusal.code) == (422, "bare_gateway_reference")
 
 
 # --- 3. process: Cashfree attempts ---------------------------------------------------------------
@@ -535,7 +536,7 @@ def test_a_checkout_of_an_order_paid_meanwhile_is_409_order_not_payable(
 
     refusal = refused(open_for, app, "demo-user-1", "razorpay", view["order_id"])
 
-    assert (refusal.status, refusal.code) == (409, "order_not_payable")
+    assert (http_status(refusal), refusal.code) == (409, "order_not_payable")
 
 
 def test_a_refund_the_gateway_cancels_is_followed_to_failed_and_scheduled_again(

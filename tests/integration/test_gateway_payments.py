@@ -9,8 +9,10 @@ import pytest
 
 from local.gateway_sim import Simulator
 from shared.bootstrap import App
-from shared.domain import ApiError, PaymentRequest
+from shared.domain import PaymentRequest
+from shared.errors import DomainError
 from shared.gateway_signatures import verify_razorpay_checkout
+from shared.http import http_status
 from shared.services.gateway import process_gateway_job
 from shared.services.intake import accept_payment, parse_payment_request
 from shared.settings import Settings
@@ -238,7 +240,7 @@ def test_the_same_gateway_payment_cannot_pay_two_orders(app: App, sim: Simulator
     assert other_order is not None
 
     # When the same signed payment is submitted for the other order
-    with pytest.raises(ApiError) as refused:
+    with pytest.raises(DomainError) as refused:
         accept_payment(
             app,
             "demo-user-1",
@@ -247,7 +249,7 @@ def test_the_same_gateway_payment_cannot_pay_two_orders(app: App, sim: Simulator
         )
 
     # Then it is refused: the payment belongs to the first order's checkout
-    assert (refused.value.status, refused.value.code) == (409, "gateway_order_mismatch")
+    assert (http_status(refused.value), refused.value.code) == (409, "gateway_order_mismatch")
     assert app.db.fetch_one("SELECT count(*) AS n FROM payment_jobs") == {"n": 1}
     assert first.body["status"] == "queued"
 
@@ -273,15 +275,15 @@ def test_the_same_gateway_payment_cannot_pay_two_orders(app: App, sim: Simulator
     ],
 )
 def test_gateway_requests_without_a_valid_checkout_payment_are_refused(body: str, code: str, field: str | None) -> None:
-    with pytest.raises(ApiError) as refused:
+    with pytest.raises(DomainError) as refused:
         parse_payment_request(body, ("wallet", "razorpay", "cashfree"))
-    assert (refused.value.status, refused.value.code) == (422, code)
+    assert (http_status(refused.value), refused.value.code) == (422, code)
     if field is not None:
         assert refused.value.details["field"] == field
 
 
 def test_a_gateway_that_is_not_configured_is_refused_as_not_supported() -> None:
-    with pytest.raises(ApiError) as refused:
+    with pytest.raises(DomainError) as refused:
         parse_payment_request('{"order_id": 1, "method": "cashfree"}', ("wallet",))
     assert refused.value.code == "method_not_supported"
 

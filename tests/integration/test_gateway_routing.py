@@ -16,6 +16,7 @@ from local.gateway_sim import Simulator
 from local.seed import SeedPlan, seed
 from shared.bootstrap import App
 from shared.domain import CheckoutRequest
+from shared.http import http_status
 from shared.services.checkout import open_checkout
 from shared.services.intake import accept_payment
 from shared.settings import Settings
@@ -199,7 +200,7 @@ def test_while_one_request_holds_the_trial_call_no_other_container_calls_the_gat
 
     # Then the first goes to Cashfree, the second is told to come back; neither called Razorpay
     assert routed[1]["method"] == "cashfree"
-    assert (named.status, named.code) == (503, "gateway_unavailable") and named.retry_after_s
+    assert (http_status(named), named.code) == (503, "gateway_unavailable") and named.retry_after_s
     assert razorpay_order_calls(sim) == 0
     assert circuit(app, "razorpay") == {"state": "half_open", "failures": FAILURES_TO_OPEN}
 
@@ -217,7 +218,7 @@ def test_with_every_gateway_down_a_routed_checkout_is_503_gateways_unavailable_a
 
     # Then both are told when to come back, and nothing was called or recorded
     for refusal in (auto, listed):
-        assert (refusal.status, refusal.code) == (503, "gateways_unavailable")
+        assert (http_status(refusal), refusal.code) == (503, "gateways_unavailable")
         assert refusal.retry_after_s is not None and 1 <= refusal.retry_after_s <= 15
     assert sim.calls == [] and live_checkouts(app) == []
 
@@ -272,7 +273,7 @@ def test_auto_answers_the_live_razorpay_checkout_while_razorpay_is_up_and_routes
     down = refused(ask, app, shoppers[0], "auto")
 
     # Then no gateway allowed is up: 503 with when to come back, nothing new recorded
-    assert (down.status, down.code) == (503, "gateways_unavailable") and down.retry_after_s
+    assert (http_status(down), down.code) == (503, "gateways_unavailable") and down.retry_after_s
     assert len(live_checkouts(app)) == 2
 
 
@@ -283,7 +284,7 @@ def test_a_checkout_whose_create_answer_was_lost_at_a_gateway_now_down_is_kept_f
     # Razorpay down and its circuit open
     sim.config.fail_after_send = 1
     busy = refused(ask, app, shoppers[0], "razorpay")
-    assert (busy.status, busy.code) == (503, "service_busy")
+    assert (http_status(busy), busy.code) == (503, "service_busy")
     razorpay_down(sim)
     opened(app, "razorpay")
     calls = razorpay_order_calls(sim)

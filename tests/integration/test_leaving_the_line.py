@@ -15,7 +15,8 @@ from local.lambda_shim import LocalContext
 from local.seed import SeedPlan, seed
 from shared.bootstrap import App
 from shared.db import Database
-from shared.domain import ApiError
+from shared.errors import DomainError
+from shared.http import http_status
 from shared.services.line import cancel_job, end_sold_out_jobs
 from shared.services.wallet import process_wallet_job
 from tests.integration.helpers import deliver, pay, receive, row_counts
@@ -72,9 +73,9 @@ def test_someone_elses_job_looks_missing_and_stays_in_line(app: App, demo: dict[
     job_id = pay(app, "demo-user-1", "k1").body["job_id"]
 
     for job in (job_id, "not-a-uuid", "00000000-0000-0000-0000-000000000000"):
-        with pytest.raises(ApiError) as err:
+        with pytest.raises(DomainError) as err:
             cancel_job(app, "demo-user-2", job)
-        assert (err.value.status, err.value.code) == (404, "job_not_found")
+        assert (http_status(err.value), err.value.code) == (404, "job_not_found")
 
     assert app.db.fetch_one("SELECT status FROM payment_jobs WHERE id = %s", (job_id,)) == {"status": "queued"}
 
@@ -83,10 +84,14 @@ def test_a_finished_job_answers_409_with_how_it_ended(app: App, demo: dict[str, 
     job_id = pay(app, "demo-user-1", "k1").body["job_id"]
     process_wallet_job(app, job_id)
 
-    with pytest.raises(ApiError) as err:
+    with pytest.raises(DomainError) as err:
         cancel_job(app, "demo-user-1", job_id)
 
-    assert (err.value.status, err.value.code, err.value.details["job_status"]) == (409, "job_finished", "succeeded")
+    assert (http_status(err.value), err.value.code, err.value.details["job_status"]) == (
+        409,
+        "job_finished",
+        "succeeded",
+    )
 
 
 def test_a_job_a_processor_has_taken_answers_409_processing(app: App, demo: dict[str, int]) -> None:
@@ -94,10 +99,14 @@ def test_a_job_a_processor_has_taken_answers_409_processing(app: App, demo: dict
     job_id = pay(app, "demo-user-1", "k1").body["job_id"]
     app.db.execute("UPDATE payment_jobs SET status = 'processing' WHERE id = %s", (job_id,))
 
-    with pytest.raises(ApiError) as err:
+    with pytest.raises(DomainError) as err:
         cancel_job(app, "demo-user-1", job_id)
 
-    assert (err.value.status, err.value.code, err.value.details["job_status"]) == (409, "job_processing", "processing")
+    assert (http_status(err.value), err.value.code, err.value.details["job_status"]) == (
+        409,
+        "job_processing",
+        "processing",
+    )
     assert app.db.fetch_one("SELECT count(*) n FROM outbox_events") == {"n": 0}
 
 
@@ -201,10 +210,10 @@ def test_an_order_holding_a_sold_out_product_is_refused_at_once_and_records_noth
     before = row_counts(app.db)
     seq = app.db.fetch_one("SELECT last_value FROM payment_job_seq")
 
-    with pytest.raises(ApiError) as err:
+    with pytest.raises(DomainError) as err:
         pay(app, "demo-user-4", "k4")
 
-    assert (err.value.status, err.value.code, err.value.details) == (409, "sold_out", {"product_ids": [sale]})
+    assert (http_status(err.value), err.value.code, err.value.details) == (409, "sold_out", {"product_ids": [sale]})
     assert row_counts(app.db) == before
     assert app.db.fetch_one("SELECT last_value FROM payment_job_seq") == seq  # no queue number spent
     pay(app, "demo-user-1", "k1")  # an order without it is taken as ever
@@ -220,7 +229,7 @@ def test_a_sharded_product_sold_out_from_its_last_shard_ends_its_line_and_refuse
 
     # Then the second has left the line and the next buyer is refused at once
     assert _statuses(db)["demo-user-4"] == ("failed", "out_of_stock")
-    with pytest.raises(ApiError) as err:
+    with pytest.raises(DomainError) as err:
         pay(app, "demo-user-6", "k6")
     assert err.value.code == "sold_out"
     assert _statuses(db)["demo-user-2"] == ("succeeded", None) and len(jobs) == 2

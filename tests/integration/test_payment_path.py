@@ -7,7 +7,9 @@ import pytest
 from local.invariants import check, snapshot_stock
 from shared.bootstrap import App
 from shared.db import Database
-from shared.domain import ApiError, PaymentRequest, PoisonMessageError
+from shared.domain import PaymentRequest, PoisonMessageError
+from shared.errors import DomainError
+from shared.http import http_status
 from shared.migrate import migrate
 from shared.services.intake import accept_payment
 from shared.services.wallet import process_wallet_job
@@ -53,10 +55,10 @@ def test_same_key_with_different_body_is_refused(app: App, demo: dict[str, int])
     assert other_order is not None
     before = row_counts(app.db)
 
-    with pytest.raises(ApiError) as err:
+    with pytest.raises(DomainError) as err:
         pay(app, "demo-user-1", "key-1", other_order["id"])
 
-    assert (err.value.status, err.value.code) == (409, "idempotency_key_reused")
+    assert (http_status(err.value), err.value.code) == (409, "idempotency_key_reused")
     assert row_counts(app.db) == before
 
 
@@ -73,10 +75,10 @@ def test_orders_the_caller_does_not_own_are_not_found(
     order_id = pending_order(app.db, order_of) if order_of else 999_999
     before = row_counts(app.db)
 
-    with pytest.raises(ApiError) as err:
+    with pytest.raises(DomainError) as err:
         pay(app, user, "key-x", order_id)
 
-    assert (err.value.status, err.value.code) == (status, code)
+    assert (http_status(err.value), err.value.code) == (status, code)
     assert row_counts(app.db) == before
 
 
@@ -86,10 +88,10 @@ def test_paid_order_is_not_payable(app: App, demo: dict[str, int]) -> None:
     process_wallet_job(app, job)
     before = row_counts(app.db)
 
-    with pytest.raises(ApiError) as err:
+    with pytest.raises(DomainError) as err:
         pay(app, "demo-user-1", "key-2", order)
 
-    assert (err.value.status, err.value.code) == (409, "order_not_payable")
+    assert (http_status(err.value), err.value.code) == (409, "order_not_payable")
     assert err.value.details == {"order_status": "paid"}
     assert row_counts(app.db) == before
 
@@ -97,10 +99,10 @@ def test_paid_order_is_not_payable(app: App, demo: dict[str, int]) -> None:
 def test_second_key_for_an_order_already_queued_is_refused(app: App, demo: dict[str, int]) -> None:
     first = pay(app, "demo-user-1", "key-1")
 
-    with pytest.raises(ApiError) as err:
+    with pytest.raises(DomainError) as err:
         pay(app, "demo-user-1", "key-2")
 
-    assert (err.value.status, err.value.code) == (409, "payment_in_progress")
+    assert (http_status(err.value), err.value.code) == (409, "payment_in_progress")
     assert err.value.details["job_id"] == first.body["job_id"]
 
 
@@ -230,6 +232,6 @@ def test_message_for_a_job_that_does_not_exist_is_poison(app: App, demo: dict[st
 
 def test_refused_validation_records_nothing(app: App, demo: dict[str, int]) -> None:
     before = row_counts(app.db)
-    with pytest.raises(ApiError):
+    with pytest.raises(DomainError):
         accept_payment(app, "demo-user-1", "k", PaymentRequest(order_id=10**12, method="wallet"))
     assert row_counts(app.db) == before

@@ -7,7 +7,9 @@ from typing import Any
 
 import pytest
 
-from shared.domain import ApiError, PaymentRequest, ThroughputEstimator, build_event
+from shared.domain import PaymentRequest, ThroughputEstimator, build_event
+from shared.errors import DomainError
+from shared.http import http_status
 from shared.services.intake import parse_payment_request, validate_idempotency_key
 from shared.services.processing import parse_job_message
 from shared.services.reads import job_view
@@ -22,22 +24,22 @@ def test_fingerprint_ignores_key_order_but_not_values() -> None:
 
 
 def test_request_is_strict_about_types() -> None:
-    with pytest.raises(ApiError) as err:
+    with pytest.raises(DomainError) as err:
         parse_payment_request('{"order_id": "7", "method": "wallet"}')
     assert err.value.code == "validation_error" and err.value.details == {"field": "order_id"}
 
 
 def test_deeply_nested_json_is_refused_cleanly() -> None:
-    with pytest.raises(ApiError) as err:
+    with pytest.raises(DomainError) as err:
         parse_payment_request("[" * 100_000 + "]" * 100_000)
-    assert err.value.status == 400
+    assert http_status(err.value) == 400
 
 
 @pytest.mark.parametrize("key", [None, "", "   ", "a" * 256, "tab\tkey"])
 def test_unusable_idempotency_keys_are_refused(key: str | None) -> None:
-    with pytest.raises(ApiError) as err:
+    with pytest.raises(DomainError) as err:
         validate_idempotency_key(key)
-    assert err.value.status == 400
+    assert http_status(err.value) == 400
 
 
 def test_throughput_is_unknown_until_a_second_of_samples_shows_progress() -> None:
@@ -132,6 +134,6 @@ def test_events_are_versioned_and_carry_their_id() -> None:
 
 
 def test_payment_request_model_rejects_extra_fields() -> None:
-    with pytest.raises(ApiError):
+    with pytest.raises(DomainError):
         parse_payment_request('{"order_id": 1, "method": "wallet", "amount_paise": 1}')
     assert PaymentRequest(order_id=1, method="wallet").order_id == 1
