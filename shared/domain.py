@@ -101,7 +101,14 @@ CHECKOUT_FIELDS: dict[str, tuple[str, ...]] = {"razorpay": RAZORPAY_CHECKOUT_FIE
 PAYMENT_REF_FIELDS: dict[str, str] = {"razorpay": "razorpay_payment_id"}
 
 
-class PaymentRequest(BaseModel):
+class _Fingerprinted(BaseModel):
+    def fingerprint(self) -> str:
+        """SHA-256 of the canonical body: equal for equal requests, whatever the key order."""
+        canonical = json.dumps(self.model_dump(exclude_none=True), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class PaymentRequest(_Fingerprinted):
     """Body of POST /v1/payments. Strict: a string where a number belongs is refused.
 
     wallet and cashfree: {"order_id", "method"} (Cashfree: the server knows the order's checkout);
@@ -123,12 +130,6 @@ class PaymentRequest(BaseModel):
             if given != (self.method == "razorpay"):
                 raise ValueError(f"{name} is {'required' if not given else 'not allowed'} with method {self.method}")
         return self
-
-    def fingerprint(self) -> str:
-        """SHA-256 of the canonical body: equal for equal requests, whatever the key order."""
-        canonical = json.dumps(self.model_dump(exclude_none=True), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode()).hexdigest()
-
 
 # A checkout's method that lets the server choose: the first enabled gateway (in the registry's order) that is
 # up and has a token (shared/services/checkout.py).
@@ -181,13 +182,6 @@ class OrderLine(BaseModel):
 
     product_id: Annotated[StrictInt, Field(gt=0, le=MAX_ORDER_ID), BeforeValidator(_whole_number)]
     quantity: Annotated[StrictInt, Field(gt=0, le=MAX_LINE_QUANTITY), BeforeValidator(_whole_number)]
-
-
-class _Fingerprinted(BaseModel):
-    def fingerprint(self) -> str:
-        """SHA-256 of the canonical body: equal for equal requests, whatever the key order."""
-        canonical = json.dumps(self.model_dump(exclude_none=True), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 class MerchantOrderRequest(_Fingerprinted):
