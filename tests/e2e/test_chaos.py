@@ -113,7 +113,9 @@ def test_a_razorpay_outage_mid_sale_sends_new_checkouts_to_cashfree_and_pays_eve
     assert d["checkouts_by_phase"]["before"] == {"razorpay": JOBS // 3}
     assert d["checkouts_answered_while_down"].get("razorpay", 0) == 0
     assert d["checkouts_answered_while_down"]["cashfree"] > 0
-    assert d["razorpay_circuit_while_down"] in ("open", "half_open")
+    # Razorpay's circuit was seen open after checkouts answered while it was down (closed only for the run of
+    # failures that opened it)
+    assert d["razorpay_circuit_while_down"].get("open", 0) + d["razorpay_circuit_while_down"].get("half_open", 0) > 0
     assert d["checkouts_by_phase"]["after"].get("razorpay", 0) > 0
     # Those paid at Razorpay before it went down waited it out: every job ended, none in the DLQ
     assert d["responses_5xx"] > 0 and d["double_captures"] == 0
