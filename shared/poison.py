@@ -9,14 +9,19 @@ Transient errors are not caught here; they keep the retry path.
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
-from shared.bootstrap import App
 from shared.domain import PoisonMessageError
 from shared.observability import metrics
-from shared.ports import ReceivedMessage
+from shared.ports import HasDb, HasQueue, ReceivedMessage
 from shared.services.processing import record_failure
+
+
+class PoisonDeps(HasDb, HasQueue, Protocol):
+    """What dead-lettering a poison message uses: the queue to move it, the books to explain it."""
 
 
 def received(record: SQSRecord) -> ReceivedMessage:
@@ -33,16 +38,16 @@ def received(record: SQSRecord) -> ReceivedMessage:
     )
 
 
-def dead_letter_poison(app: App, record: SQSRecord, error: PoisonMessageError) -> None:
+def dead_letter_poison(deps: PoisonDeps, record: SQSRecord, error: PoisonMessageError) -> None:
     """Move the record's message to the DLQ now, then explain it as every dead-lettered delivery is
     explained (a WARNING "message moved to the DLQ" with the job, the reason and the delivery, and a
     row for the operator's view). If the move itself fails, that error propagates and the record
     takes the retry path: the next delivery tries the move again."""
     message = received(record)
-    app.queue.dead_letter(message, str(error))
+    deps.queue.dead_letter(message, str(error))
     metrics.add_metric(name="PoisonMessages", unit=MetricUnit.Count, value=1)
     record_failure(
-        app,
+        deps,
         message.body,
         message_id=message.message_id,
         receive_count=message.receive_count,

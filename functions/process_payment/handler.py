@@ -17,7 +17,7 @@ from aws_lambda_powertools.utilities.batch.types import PartialItemFailureRespon
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from shared.bootstrap import bootstrap
+from shared.bootstrap import App, bootstrap
 from shared.domain import PoisonMessageError
 from shared.observability import log_metrics, logger, metrics, tracer
 from shared.poison import dead_letter_poison
@@ -40,27 +40,29 @@ _OUTCOME_METRIC = {
 }
 
 
-def record_handler(record: SQSRecord, relay: OutboxRelay, context: LambdaContext, errors: dict[str, Exception]) -> None:
+def record_handler(
+    record: SQSRecord, app: App, relay: OutboxRelay, context: LambdaContext, errors: dict[str, Exception]
+) -> None:
     try:
-        _pay(record, relay, context)
+        _pay(record, app, relay, context)
     except Exception as exc:
         errors[record.message_id] = exc  # explained after the batch, with the records it held back
         raise
 
 
-def _pay(record: SQSRecord, relay: OutboxRelay, context: LambdaContext) -> None:
+def _pay(record: SQSRecord, app: App, relay: OutboxRelay, context: LambdaContext) -> None:
     # A 429/5xx at the gateway, or too little time left for this record, raises RetryLater after
     # handing the message back, which fails the record (and the rest of its group in this batch).
     try:
         outcome = process_message(
-            relay.app,
+            app,
             record.body,
             receipt_handle=record.receipt_handle,
             receive_count=int(record.attributes.approximate_receive_count),
             remaining_ms=context.get_remaining_time_in_millis(),
         )
     except PoisonMessageError as exc:
-        dead_letter_poison(relay.app, record, exc)
+        dead_letter_poison(app, record, exc)
         return
     relay.add(outcome.event, outcome.sold_out)
     metrics.add_metric(name=_OUTCOME_METRIC[outcome.outcome], unit=MetricUnit.Count, value=1)
@@ -79,12 +81,14 @@ def _pay(record: SQSRecord, relay: OutboxRelay, context: LambdaContext) -> None:
 @tracer.capture_lambda_handler
 @log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
-    relay = OutboxRelay(bootstrap())
+    # The App for the records' payments, and the relay that publishes their events after the batch.
+    app = bootstrap()
+    relay = OutboxRelay(app)
     errors: dict[str, Exception] = {}
     try:
         response = process_partial_response(
             event=event,
-            record_handler=partial(record_handler, relay=relay, context=context, errors=errors),
+            record_handler=partial(record_handler, app=app, relay=relay, context=context, errors=errors),
             processor=processor,
             context=context,
         )
@@ -92,19 +96,19 @@ def handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailure
         # After every commit of the batch: publish its events in one call, mark them published.
         relay.flush()
         if relay.sold_out:
-            _end_line_of(relay)
+            _end_line_of(app, relay)
     records = event.get("Records", [])
     failed = {f["itemIdentifier"] for f in response.get("batchItemFailures", [])}
     if failed:
         metrics.add_metric(name="RecordsFailed", unit=MetricUnit.Count, value=len(failed))
         failed_records = [SQSRecord(r) for r in records if r["messageId"] in failed]
-        _hand_back_held_back(relay, [r for r in failed_records if r.message_id not in errors])
-        _explain(relay, failed_records, errors)
+        _hand_back_held_back(app, [r for r in failed_records if r.message_id not in errors])
+        _explain(app, failed_records, errors)
     logger.info("batch processed", records=len(records), failed=len(failed))
     return response
 
 
-def _hand_back_held_back(relay: OutboxRelay, held_back: list[SQSRecord]) -> None:
+def _hand_back_held_back(app: App, held_back: list[SQSRecord]) -> None:
     """Records that never ran, held back behind a failed record of their group, visible again at once.
 
     Failed as they are, they would stay in flight for the whole visibility timeout (6 x the function's
@@ -114,17 +118,17 @@ def _hand_back_held_back(relay: OutboxRelay, held_back: list[SQSRecord]) -> None
     hands out no message of a group before the older ones. The failed record keeps its visibility."""
     for record in held_back:
         try:
-            relay.app.queue.change_visibility(record.receipt_handle, 0)
+            app.queue.change_visibility(record.receipt_handle, 0)
         except Exception:  # the visibility timeout hands it back anyway, later
             logger.exception("could not hand a held-back record back", message_id=record.message_id)
 
 
-def _end_line_of(relay: OutboxRelay) -> None:
+def _end_line_of(app: App, relay: OutboxRelay) -> None:
     """The batch took the last units of some products (or failed for want of them): everyone else
     waiting for them leaves the line now, in one statement after the batch's commits, never inside a
     payment's transaction. What this misses (it failed, another batch held a job) the sweeper ends."""
     try:
-        ended = end_sold_out_jobs(relay.app, relay.sold_out)
+        ended = end_sold_out_jobs(app, relay.sold_out)
     except Exception:
         logger.exception("ending the line of sold-out products failed; left for the sweeper")
         return
@@ -133,16 +137,16 @@ def _end_line_of(relay: OutboxRelay) -> None:
         logger.info("sold out: queued jobs ended", products=sorted(relay.sold_out), jobs=ended)
 
 
-def _explain(relay: OutboxRelay, failed: list[SQSRecord], errors: dict[str, Exception]) -> None:
+def _explain(app: App, failed: list[SQSRecord], errors: dict[str, Exception]) -> None:
     """Every failed record, logged and recorded: its own error, or the earlier failure of its group
     that held it back (skip_group_on_error). The last delivery maxReceiveCount allows goes to the DLQ."""
     for record in failed:
         receive_count = int(record.attributes.approximate_receive_count)
         record_failure(
-            relay.app,
+            app,
             record.body,
             message_id=record.message_id,
             receive_count=receive_count,
             error=errors.get(record.message_id, "held back behind a failed message of its group"),
-            dead_lettered=receive_count >= relay.app.settings.max_receive_count,
+            dead_lettered=receive_count >= app.settings.max_receive_count,
         )

@@ -41,11 +41,10 @@ import json
 import math
 import time
 import uuid
-from typing import Any, assert_never
+from typing import Any, Protocol, assert_never
 
 from aws_lambda_powertools.metrics import MetricUnit
 
-from shared.bootstrap import App
 from shared.domain import (
     FailureReason,
     GatewayRejected,
@@ -72,23 +71,32 @@ from shared.gateways.verdicts import (
 )
 from shared.observability import logger, metrics
 from shared.outcomes import GatewayBeginOutcome, GatewayEndOutcome
-from shared.ports import GatewayPayment, GatewayRefund, RefundState
-from shared.services.intake import job_message, send_jobs
+from shared.ports import GatewayPayment, GatewayRefund, HasDb, HasGateways, HasSettings, RefundState
+from shared.services.intake import SendDeps, job_message, send_jobs
 
 # Recorded for a refund of ours withdrawn before it is sent again: the refunds read first leave no room for it.
 LEFT_LESS = "refunds made at the gateway leave less than it asks for"
 
 
-def fetch_bucket(app: App, gateway: PaymentGateway) -> tuple[str, float, float]:
+class DeliveryDeps(SendDeps, HasSettings, Protocol):
+    """What one delivery's phases use: the books, the limits and waits (settings), and the queue to send a
+    parked job again or hand its message back."""
+
+
+class GatewayJobDeps(DeliveryDeps, HasGateways, Protocol):
+    """What a gateway job's delivery uses: DeliveryDeps, and the gateways by name."""
+
+
+def fetch_bucket(deps: HasSettings, gateway: PaymentGateway) -> tuple[str, float, float]:
     """The bucket of a delivery's first request, the VERDICT's fetch (its token taken by pq_gateway_begin)."""
-    return bucket(app.settings, gateway.name, gateway.endpoints["fetch"])
+    return bucket(deps.settings, gateway.name, gateway.endpoints["fetch"])
 
 
 class _Delivery:
     """One delivery of one gateway job, past BEGIN: the phases, each its step (drive)."""
 
-    def __init__(self, app: App, job: Job, gateway: PaymentGateway, begun: dict[str, Any]) -> None:
-        self.app = app
+    def __init__(self, deps: DeliveryDeps, job: Job, gateway: PaymentGateway, begun: dict[str, Any]) -> None:
+        self.deps = deps
         self.job = job
         self.gateway = gateway
         # pq_gateway_begin's row, until the first request: its token (when granted) is that request's.
@@ -124,8 +132,8 @@ class _Delivery:
         A short wait is slept (limiter_max_wait_ms); a longer one reserves the slot, and the message is
         handed back until then (GatewayRetryable limited). request capture / refund also records that the
         request is about to leave (pq_gateway_step)."""
-        bucket_name, rate, burst = bucket(self.app.settings, self.gateway.name, endpoint)
-        reserve_ms = self.app.settings.limiter_max_reserve_s * 1000
+        bucket_name, rate, burst = bucket(self.deps.settings, self.gateway.name, endpoint)
+        reserve_ms = self.deps.settings.limiter_max_reserve_s * 1000
         waited_ms = 0
         # The first request's token is pq_gateway_begin's, taken from the gateway's fetch bucket; begin never
         # reserves: without its token, pq_gateway_step is asked, which does.
@@ -134,7 +142,7 @@ class _Delivery:
         row = begun if first else None
         while True:
             if row is None:
-                row = self.app.db.fetch_one(
+                row = self.deps.db.fetch_one(
                     "SELECT * FROM pq_gateway_step(%s, %s, %s, %s, %s, %s, %s, %s)",
                     (uuid.UUID(self.job.job_id), request, bucket_name, rate, burst, 1, reason, reserve_ms),
                 )
@@ -145,7 +153,7 @@ class _Delivery:
                     metrics.add_metric(name="LimiterWaitMs", unit=MetricUnit.Milliseconds, value=waited_ms)
                 return
             wait_ms = int(row["wait_ms"])
-            if waited_ms + wait_ms > self.app.settings.limiter_max_wait_ms:
+            if waited_ms + wait_ms > self.deps.settings.limiter_max_wait_ms:
                 raise GatewayRetryable("limited", f"no {self.gateway.name} token for {wait_ms} ms", wait_ms / 1000)
             time.sleep(wait_ms / 1000)
             waited_ms += wait_ms
@@ -169,7 +177,7 @@ class _Delivery:
         """COMPLETE: the order fulfilled, or the refund booked with the decision (REFUND), or a refund made
         at the gateway on record, whose amounts the gateway's list gives (CHECK_REFUNDS)."""
         payment = step.payment
-        row = self.app.db.fetch_one(
+        row = self.deps.db.fetch_one(
             "SELECT * FROM pq_complete_gateway_payment(%s, %s, %s)",
             (uuid.UUID(self.job.job_id), payment.amount_paise, payment.currency),
         )
@@ -219,22 +227,22 @@ class _Delivery:
 
     def book_refunds(self, payment: GatewayPayment, refunds: list[GatewayRefund]) -> None:
         """The payment's refunds as the gateway listed them, each reported to the books (pq_refund_reported)."""
-        self.app.db.fetch_one(
+        self.deps.db.fetch_one(
             "SELECT pq_gateway_refunds_seen(%s, %s, %s, %s)",
             (uuid.UUID(self.job.job_id), refunds_json(refunds), payment.currency, payment.amount_paise),
         )
 
     def fail(self, step: Fail) -> PaymentOutcome:
         """FAIL: the job ends unpaid."""
-        return _fail(self.app, self.job.job_id, step.reason, step.checkout_status, step.release)
+        return _fail(self.deps, self.job.job_id, step.reason, step.checkout_status, step.release)
 
     def park(self) -> PaymentOutcome:
         """PARK: not final at the gateway; the job waits without a message."""
-        row = self.app.db.fetch_one("SELECT * FROM pq_gateway_park(%s)", (uuid.UUID(self.job.job_id),))
+        row = self.deps.db.fetch_one("SELECT * FROM pq_gateway_park(%s)", (uuid.UUID(self.job.job_id),))
         assert row is not None
         if row["resend"]:  # its success webhook came while we were fetching: look again at once
             send_jobs(
-                self.app,
+                self.deps,
                 [job_message(self.job.job_id, row["user_id"], row["order_id"], self.gateway.name, row["parks"])],
             )
         metrics.add_metric(name="GatewayJobsParked", unit=MetricUnit.Count, value=1)
@@ -249,7 +257,7 @@ class _Delivery:
         """Refunds made at the gateway left less than our request asks for, so the gateway holds nothing of
         it (it would not fit beside them): withdrawn, unless the books cannot -- one the gateway holds is
         owed, never asked for again and again. pq_refund_withdrawn decides, as it does for the sweeper."""
-        row = self.app.db.fetch_one(
+        row = self.deps.db.fetch_one(
             "SELECT withdrawn FROM pq_refund_withdrawn(%s, %s, %s)",
             (booked.refund_id, refunds_json(refunds), error),
         )
@@ -260,7 +268,7 @@ class _Delivery:
         if step.booked is not None:
             return step.booked
         payment = step.payment
-        row = self.app.db.fetch_one(
+        row = self.deps.db.fetch_one(
             "SELECT * FROM pq_refund_request(%s, %s, %s, %s, %s)",
             (uuid.UUID(self.job.job_id), step.amount_paise, payment.currency, step.reason, payment.amount_paise),
         )
@@ -303,12 +311,12 @@ class _Delivery:
                 if refund is None:
                     if self.withdrawn(booked, refunds, str(exc)):
                         return RefundedAtGateway(payment, refunds)
-                    self.app.db.execute("SELECT pq_refund_refused(%s, %s)", (booked.refund_id, str(exc)))
+                    self.deps.db.execute("SELECT pq_refund_refused(%s, %s)", (booked.refund_id, str(exc)))
                     refund_failed(job.job_id, self.gateway.name, booked.refund_id, owed=True, error=str(exc))
                     return self.fail(Fail(reason, checkout_status="refunded"))
         metrics.add_metric(name="GatewayRefunds", unit=MetricUnit.Count, value=1)
         logger.warning("gateway payment refunded", job_id=job.job_id, gateway=self.gateway.name, reason=reason)
-        row = self.app.db.fetch_one(
+        row = self.deps.db.fetch_one(
             "SELECT * FROM pq_gateway_refunded(%s, %s, %s, %s, %s, %s)",
             (
                 uuid.UUID(job.job_id),
@@ -361,12 +369,12 @@ def _outcome(job_id: str, row: dict[str, Any] | None) -> PaymentOutcome:
 
 
 def _fail(
-    app: App, job_id: str, reason: str, checkout_status: str | None = None, release: GatewayPayment | None = None
+    deps: HasDb, job_id: str, reason: str, checkout_status: str | None = None, release: GatewayPayment | None = None
 ) -> PaymentOutcome:
     """End the job unpaid; release: an authorisation of its checkout we will never capture."""
     return _outcome(
         job_id,
-        app.db.fetch_one(
+        deps.db.fetch_one(
             "SELECT * FROM pq_gateway_fail(%s, %s, %s, %s, %s)",
             (
                 uuid.UUID(job_id),
@@ -408,15 +416,15 @@ def refund_failed(job_id: str, gateway: str, refund_id: int, *, owed: bool, erro
 
 
 def process_gateway_job(
-    app: App, job_id: str, method: str, *, receipt_handle: str, receive_count: int
+    deps: GatewayJobDeps, job_id: str, method: str, *, receipt_handle: str, receive_count: int
 ) -> PaymentOutcome:
     """One delivery of a gateway job: BEGIN, then the phases its verdict leads to (_Delivery.drive). Raises
     RetryLater after handing the message back."""
-    named = app.gateways.get(method)
+    named = deps.gateways.get(method)
     if named is None:  # a deployment fault, not the shopper's: retried, then dead-lettered
         raise RuntimeError(f"gateway {method} is not configured")
-    bucket_name, rate, burst = fetch_bucket(app, named)
-    begun = app.db.fetch_one(
+    bucket_name, rate, burst = fetch_bucket(deps, named)
+    begun = deps.db.fetch_one(
         "SELECT * FROM pq_gateway_begin(%s, %s, %s, %s)", (uuid.UUID(job_id), rate, burst, bucket_name)
     )
     assert begun is not None
@@ -427,16 +435,16 @@ def process_gateway_job(
         return PaymentOutcome(
             job_id=job_id, outcome=GatewayEndOutcome(begin), reason=begun["reason"], payment_id=begun["payment_id"]
         )
-    gateway = app.gateways.get(begun["gateway"])
+    gateway = deps.gateways.get(begun["gateway"])
     if gateway is None:  # a deployment fault, not the shopper's: retried, then dead-lettered
         raise RuntimeError(f"gateway {begun['gateway']} is not configured")
     try:
         if begun["checkout_id"] is None:
             # The old flow's bare reference: nothing binds it to this order or shopper. Never captured,
             # never refunded by us (the gateway returns an authorisation nobody captures).
-            outcome = _fail(app, job_id, FailureReason.GATEWAY_PAYMENT_UNBOUND)
+            outcome = _fail(deps, job_id, FailureReason.GATEWAY_PAYMENT_UNBOUND)
         else:
-            outcome = _Delivery(app, _job(job_id, begun), gateway, begun).drive()
+            outcome = _Delivery(deps, _job(job_id, begun), gateway, begun).drive()
         # A gateway payment, which called out, gets its INFO line (a wallet payment only its batch's).
         logger.info(
             "payment processed",
@@ -450,20 +458,20 @@ def process_gateway_job(
     except GatewayRetryable as exc:
         if exc.kind == "limited":
             return _wait_for_token(
-                app, job_id, gateway.name, exc, receipt_handle=receipt_handle, receive_count=receive_count
+                deps, job_id, gateway.name, exc, receipt_handle=receipt_handle, receive_count=receive_count
             )
         delay = full_jitter_backoff(
             receive_count,
             exc.retry_after_s,
-            base_s=app.settings.gateway_backoff_base_s,
-            cap_s=app.settings.gateway_backoff_cap_s,
+            base_s=deps.settings.gateway_backoff_base_s,
+            cap_s=deps.settings.gateway_backoff_cap_s,
         )
         if exc.kind in ("throttled", "unavailable", "unknown_outcome"):
-            app.db.execute(
+            deps.db.execute(
                 "SELECT pq_gateway_setback(%s, %s, %s)",
                 (uuid.UUID(job_id), "throttled" if exc.kind == "throttled" else "unavailable", str(exc)),
             )
-        app.queue.change_visibility(receipt_handle, delay)
+        deps.queue.change_visibility(receipt_handle, delay)
         metrics.add_metric(name="GatewayBackoffs", unit=MetricUnit.Count, value=1)
         metrics.add_metric(name="GatewayBackoffSeconds", unit=MetricUnit.Seconds, value=delay)
         if exc.kind == "throttled":
@@ -480,20 +488,20 @@ def process_gateway_job(
 
 
 def _wait_for_token(
-    app: App, job_id: str, gateway: str, exc: GatewayRetryable, *, receipt_handle: str, receive_count: int
+    deps: DeliveryDeps, job_id: str, gateway: str, exc: GatewayRetryable, *, receipt_handle: str, receive_count: int
 ) -> PaymentOutcome:
     """Hand the message back until the job's reserved slot (past limiter_max_reserve_s, until the bucket
     has a token): exactly then, no backoff or jitter, since the slot is the job's alone and each
     hand-back costs a receive. On the last receive maxReceiveCount allows, a message that only ever
     waited is consumed and the job sent again instead of going to the DLQ (pq_gateway_limited).
     Raises RetryLater after handing the message back."""
-    row = app.db.fetch_one(
+    row = deps.db.fetch_one(
         "SELECT * FROM pq_gateway_limited(%s, %s, %s)",
-        (uuid.UUID(job_id), receive_count, app.settings.max_receive_count),
+        (uuid.UUID(job_id), receive_count, deps.settings.max_receive_count),
     )
     assert row is not None
     if row["requeued"]:
-        send_jobs(app, [job_message(job_id, row["user_id"], row["order_id"], gateway, row["parks"])])
+        send_jobs(deps, [job_message(job_id, row["user_id"], row["order_id"], gateway, row["parks"])])
         metrics.add_metric(name="LimiterRequeues", unit=MetricUnit.Count, value=1)
         logger.info(
             "gateway job sent again: its receives went to waiting for tokens",
@@ -504,7 +512,7 @@ def _wait_for_token(
         return PaymentOutcome(job_id=job_id, outcome=GatewayEndOutcome.PARKED)
     # At most SQS's 12-hour visibility (ChangeMessageVisibility), also where the queue is PGMQ.
     delay = min(43_200, math.ceil(exc.retry_after_s or 0))
-    app.queue.change_visibility(receipt_handle, delay)
+    deps.queue.change_visibility(receipt_handle, delay)
     metrics.add_metric(name="LimiterHandBacks", unit=MetricUnit.Count, value=1)
     metrics.add_metric(name="LimiterHandBackSeconds", unit=MetricUnit.Seconds, value=delay)
     logger.info(

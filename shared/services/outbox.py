@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from shared.bootstrap import App
 from shared.domain import build_event
 from shared.observability import logger
 from shared.ports import HasBus, HasDb, HasQueue, HasSettings
@@ -41,10 +40,8 @@ class OutboxRelay:
     Whatever is not marked (bus down, process killed) the sweeper publishes later.
     """
 
-    def __init__(self, app: App) -> None:
-        # The whole App: the processor's handler reaches the rest of it through the relay (its batch's one
-        # object), and is being restructured with the processor; publishing itself uses only PublishDeps.
-        self.app = app
+    def __init__(self, deps: PublishDeps) -> None:
+        self.deps = deps
         self.pending: list[dict[str, Any]] = []
         # Products the batch sold out: the processor ends their line after it (shared/services/line.py).
         self.sold_out: set[int] = set()
@@ -56,7 +53,7 @@ class OutboxRelay:
 
     def flush(self) -> int:
         events, self.pending = self.pending, []
-        return publish_events(self.app, events)
+        return publish_events(self.deps, events)
 
 
 def publish_events(deps: PublishDeps, events: Sequence[dict[str, Any]]) -> int:

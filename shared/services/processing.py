@@ -5,14 +5,19 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-from shared.bootstrap import App
 from shared.domain import PaymentOutcome, PoisonMessageError, RetryLater
 from shared.gateways import GATEWAY_NAMES
 from shared.observability import logger
-from shared.services.gateway import process_gateway_job
+from shared.ports import HasDb
+from shared.services.gateway import GatewayJobDeps, process_gateway_job
 from shared.services.wallet import process_wallet_job
+
+
+class ProcessDeps(GatewayJobDeps, Protocol):
+    """What paying a message's job uses: the gateway path's (the books, the queue, the gateways, the
+    settings), of which the wallet path needs only the books."""
 
 
 @dataclass(frozen=True)
@@ -33,7 +38,7 @@ def parse_job_message(body: str) -> JobMessage:
 
 
 def process_message(
-    app: App, body: str, *, receipt_handle: str, receive_count: int, remaining_ms: int | None = None
+    deps: ProcessDeps, body: str, *, receipt_handle: str, receive_count: int, remaining_ms: int | None = None
 ) -> PaymentOutcome:
     """Pay the job a message names.
 
@@ -43,17 +48,17 @@ def process_message(
     """
     message = parse_job_message(body)
     # A gateway known to this release (enabled here or not: its path says which) or registered at bootstrap.
-    gateway = message.method in GATEWAY_NAMES or message.method in app.gateways
-    budget_ms = app.settings.gateway_record_budget_ms if gateway else app.settings.wallet_record_budget_ms
+    gateway = message.method in GATEWAY_NAMES or message.method in deps.gateways
+    budget_ms = deps.settings.gateway_record_budget_ms if gateway else deps.settings.wallet_record_budget_ms
     if remaining_ms is not None and remaining_ms < budget_ms:
         # Visible again at once, for the next invocation: no delivery is spent waiting out a timeout.
-        app.queue.change_visibility(receipt_handle, 0)
+        deps.queue.change_visibility(receipt_handle, 0)
         raise RetryLater(f"{remaining_ms} ms left in the invocation, {budget_ms} ms needed", 0)
     if gateway:
         return process_gateway_job(
-            app, message.job_id, message.method, receipt_handle=receipt_handle, receive_count=receive_count
+            deps, message.job_id, message.method, receipt_handle=receipt_handle, receive_count=receive_count
         )
-    return process_wallet_job(app, message.job_id)
+    return process_wallet_job(deps, message.job_id)
 
 
 def message_fields(body: str) -> dict[str, Any]:
@@ -69,7 +74,7 @@ def message_fields(body: str) -> dict[str, Any]:
 
 
 def record_failure(
-    app: App, body: str, *, message_id: str, receive_count: int, error: BaseException | str, dead_lettered: bool
+    deps: HasDb, body: str, *, message_id: str, receive_count: int, error: BaseException | str, dead_lettered: bool
 ) -> None:
     """A failed delivery, explained: logged at WARNING with the job and the error, and recorded for the
     operator's view (shared/sql/failures.sql). dead_lettered: this delivery sends the message to the DLQ."""
@@ -89,7 +94,7 @@ def record_failure(
     except ValueError:
         job_id = None
     try:
-        app.db.execute(
+        deps.db.execute(
             "SELECT pq_record_delivery_failure(%s, %s, %s, %s, %s, %s)",
             (job_id, message_id, receive_count, error_class, detail, dead_lettered),
         )

@@ -5,7 +5,7 @@ functions' own behaviour stays tested against real PostgreSQL (tests/integration
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -63,12 +63,17 @@ class FakeDb:
 
 class FakeQueue:
     """A job queue outside the database (SQS-like), or, with in_database, one the intake statement sends to
-    itself (PGMQ-like). fail_sends: every send raises, as a queue that is down."""
+    itself (PGMQ-like). fail_sends: every send raises, as a queue that is down; fail_dead_letters: so does
+    every move to the DLQ. What it was asked to do with received messages it keeps: visibility (receipt
+    handle, delay) and dead_lettered (message, reason)."""
 
-    def __init__(self, *, in_database: bool = False, fail_sends: bool = False) -> None:
+    def __init__(self, *, in_database: bool = False, fail_sends: bool = False, fail_dead_letters: bool = False) -> None:
         self.in_database = in_database
         self.fail_sends = fail_sends
+        self.fail_dead_letters = fail_dead_letters
         self.sent: list[QueueMessage] = []
+        self.visibility: list[tuple[str, int]] = []
+        self.dead_lettered: list[tuple[ReceivedMessage, str]] = []
 
     def send(self, messages: Sequence[QueueMessage]) -> list[str]:
         if self.fail_sends:
@@ -83,7 +88,7 @@ class FakeQueue:
         return QueueStats(depth=0, in_flight=0, dlq_depth=0)
 
     def change_visibility(self, receipt_handle: str, delay_s: int) -> None:
-        raise NotImplementedError
+        self.visibility.append((receipt_handle, delay_s))
 
     def redrive(self) -> RedriveResult:
         raise NotImplementedError
@@ -98,16 +103,26 @@ class FakeQueue:
         raise NotImplementedError
 
     def dead_letter(self, message: ReceivedMessage, reason: str) -> None:
-        raise NotImplementedError
+        if self.fail_dead_letters:
+            raise ConnectionError("queue unreachable")
+        self.dead_lettered.append((message, reason))
 
 
 class FakeBus:
-    def __init__(self) -> None:
+    """An event bus that accepts every event but those whose id is in refuses (EventBridge answers per entry),
+    or, down, raises for the whole call."""
+
+    def __init__(self, *, refuses: Collection[str] = (), down: bool = False) -> None:
+        self.refuses = set(refuses)
+        self.down = down
         self.published: list[dict[str, Any]] = []
 
     def publish(self, events: Sequence[dict[str, Any]]) -> list[str]:
-        self.published.extend(events)
-        return [str(e["id"]) for e in events]
+        if self.down:
+            raise ConnectionError("bus unreachable")
+        accepted = [e for e in events if str(e["id"]) not in self.refuses]
+        self.published.extend(accepted)
+        return [str(e["id"]) for e in accepted]
 
 
 @dataclass
