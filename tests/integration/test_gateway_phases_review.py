@@ -50,7 +50,7 @@ def no_request_in_a_transaction(app: App, monkeypatch: pytest.MonkeyPatch) -> It
     real = Http.request
 
     def guarded(self: Http, method: str, path: str, headers: dict[str, str], body: Any = None) -> Any:
-        conn = app.db._connection()  # noqa: SLF001 (the thread's own connection, as the App uses it)
+        conn = app.db._connection()  # the thread's own, as the App uses it
         if conn.get_transaction_status() != psycopg2.extensions.TRANSACTION_STATUS_IDLE:
             held.append(f"{method} {path}")
         return real(self, method, path, headers, body)
@@ -237,7 +237,7 @@ def test_a_delivery_lost_between_completes_booking_and_the_send_then_a_dashboard
     cashfree = app.gateways["cashfree"]
     real_refund = cashfree.refund
 
-    def dies(*_: Any) -> Any:
+    def dies(ref: str, amount_paise: int, currency: str, refund_ref: str) -> Any:
         raise RuntimeError("the invocation timed out")
 
     cashfree.refund = dies  # type: ignore[method-assign]
@@ -293,7 +293,6 @@ def test_two_deliveries_racing_to_capture_capture_once_and_fulfil_once(
         t.start()
     for t in threads:
         t.join()
-    app.db._connection()  # noqa: SLF001 (this thread's own connection again)
 
     # Then one capture, the other refused by Razorpay (handed back to the queue); the order paid once; a
     # third delivery changes nothing
@@ -346,4 +345,30 @@ def test_a_cashfree_payment_of_a_checkout_whose_order_total_changed_is_refunded_
     assert (outcome.outcome, outcome.reason) == ("failed", "amount_mismatch")
     assert ours(app) == [(1, "pending", view["amount_paise"], False, False)]
     assert app.db.fetch_one("SELECT count(*) AS n FROM payment_transactions") == {"n": 0}
+    assert violations(app, sim) == {}
+
+
+def test_a_refund_the_gateway_refuses_outright_is_owed_and_the_shopper_is_never_told_refunded(
+    app: App, sim: Simulator, demo: dict[str, int]
+) -> None:
+    # Given a paid Cashfree checkout whose order was cancelled, and Cashfree refusing our refund outright
+    # (a 4xx no refund at the gateway explains)
+    view = open_for(app, "demo-user-1", "cashfree")
+    pay_at_gateway(sim, view)
+    job_id = accept_payment(app, "demo-user-1", "key-1", payment_request(view)).body["job_id"]
+    app.db.execute("UPDATE orders SET order_status = 'cancelled' WHERE id = %s", (view["order_id"],))
+    cashfree = app.gateways["cashfree"]
+
+    def refuses(ref: str, amount_paise: int, currency: str, refund_ref: str) -> Any:
+        raise GatewayRejected(400, "refund_not_allowed")
+
+    cashfree.refund = refuses  # type: ignore[method-assign]
+
+    # When the job runs
+    outcome = deliver_once(app, job_id, "cashfree", 1)
+
+    # Then the refund is owed in front of an operator, and the shopper's checkout says it failed
+    assert outcome.outcome == "failed"
+    assert ours(app) == [(1, "failed", view["amount_paise"], False, True)]
+    assert get_checkout(app, "demo-user-1", view["checkout_id"])["status"] == "refund_failed"
     assert violations(app, sim) == {}
