@@ -321,7 +321,10 @@ BEGIN
                            AND r.after_applied_at IS NULL AND r.state <> 'failed')
                 OR EXISTS (SELECT 1 FROM gateway_refund_reports x
                             WHERE x.method = v_job.method AND x.gateway_ref = v_job.gateway_ref
-                              AND x.state <> 'failed')) THEN
+                              AND x.state <> 'failed'
+                              AND NOT EXISTS (SELECT 1 FROM gateway_refunds b
+                                               WHERE b.method = x.method
+                                                 AND b.gateway_refund_id = x.gateway_refund_id))) THEN
             outcome := 'refund_required';
             reason := 'gateway_payment_refunded';
             RETURN;

@@ -21,7 +21,7 @@ from shared.gateways.fields import RefundFields, member, refund_event, text
 from shared.gateways.http import Credentials
 from shared.gateways.port import CheckoutOrder, GatewayPackage, Token, WebhookDoc, WebhookEvent
 from shared.gateways.secrets import credentials
-from shared.gateways.verdicts import Fail, Job, Park, RefundedAtGateway, Verdict
+from shared.gateways.verdicts import Fail, Job, Park, Refund, RefundedAtGateway, Verdict
 from shared.ports import GatewayOrder, GatewayPayment, GatewayRefund, RefundState
 from shared.settings import Settings
 
@@ -128,7 +128,10 @@ class Cashfree(RefundsThroughApi):
             # its refunds are read first (a Get Refund token each, 30 a minute published, which a flash sale
             # of fresh payments does not spend). Not for a payment that goes back anyway: a refund of ours that
             # asks for more than is left is refused, and the refusal reads them (shared/services/gateway.py).
-            if not job.unfulfillable and not _completed_within(paid, self._settings.cashfree_refunds_read_after_s):
+            old = not _completed_within(paid, self._settings.cashfree_refunds_read_after_s)
+            if job.unfulfillable and old:  # its refunds not read: it must not be fulfilled by COMPLETE
+                return Refund(payment, job.unfulfillable, payment.amount_paise)
+            if old:
                 token("get_refund")
                 refunds = self.refunds(job.gateway_ref)
                 if any(r.state is not RefundState.FAILED for r in refunds):
