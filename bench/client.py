@@ -134,6 +134,13 @@ JOB_CHECK_S = 60.0
 POLL_AT_ETA, POLL_MIN_S, POLL_MAX_S = 0.75, 0.5, 10.0
 
 
+def _due(view: dict[str, Any]) -> bool:
+    """A view of the job (its 202, or a read of it) says its number is about due: first in line, or its ETA
+    within a second (its place within a second's worth of the line's rate)."""
+    eta_s = view.get("eta_seconds")
+    return bool(view.get("position", 2) <= 1 or (eta_s is not None and eta_s <= 1.0))
+
+
 async def _wait_in_line(
     session: aiohttp.ClientSession,
     base: str,
@@ -145,36 +152,45 @@ async def _wait_in_line(
 ) -> None:
     """Wait as the progress page does: read the shared now-serving figure (no token, cacheable) and the
     own job only when its number comes up (within a second's worth of the line's rate) or every
-    JOB_CHECK_S; the place in line is the job's number less the figure's serving, never rising."""
+    JOB_CHECK_S; the place in line is the job's number less the figure's serving, never rising. The 202
+    is a reading of the line too: a job it says is due within the second reads itself first."""
     number, served = accepted["queue_number"], 0
     wait_s = accepted.get("poll_after_ms", 500) / 1000
     checked_at = time.monotonic()
+    if accepted.get("eta_seconds") is not None:
+        result.predicted_done_at = time.time() + accepted["eta_seconds"]
+    due = _due(accepted)
     while time.monotonic() < deadline:
         await asyncio.sleep(wait_s)
-        polled = time.monotonic()
-        # Relative to the API locally, CloudFront's absolute URL on AWS (as the progress page reads it).
-        async with session.get(urljoin(base, accepted["now_serving_url"])) as resp:
-            figure = await resp.json()
-        result.polls.append(time.monotonic() - polled)
-        served = max(served, figure["serving"])
-        position, per_s = max(1, number - served), figure["per_s"]
-        if per_s and result.predicted_done_at is None:
-            result.predicted_done_at = time.time() + position / per_s
-        if position <= max(1.0, per_s or 0.0) or time.monotonic() - checked_at >= JOB_CHECK_S:
-            checked_at = polled = time.monotonic()
-            async with session.get(f"{base}{accepted['status_url']}", headers=headers) as resp:
-                state = await resp.json()
+        if not due:
+            polled = time.monotonic()
+            # Relative to the API locally, CloudFront's absolute URL on AWS (as the progress page reads it).
+            async with session.get(urljoin(base, accepted["now_serving_url"])) as resp:
+                figure = await resp.json()
             result.polls.append(time.monotonic() - polled)
-            result.job_polls += 1
-            if state["status"] in ("succeeded", "failed"):
-                result.final, result.reason = state["status"], state.get("reason")
-                result.done_at = time.time()
-                return
-        # With no measured rate yet (the sale's first seconds), the last wait grows by half from the 202's
-        # advice instead of a fixed second: thousands of shoppers reading the figure every second would be
-        # the API's (or CloudFront's) whole load while the line has not moved.
-        eta_s = position / per_s if per_s else None
-        wait_s = min(POLL_MAX_S, max(POLL_MIN_S, POLL_AT_ETA * eta_s if eta_s is not None else wait_s * 1.5))
+            served = max(served, figure["serving"])
+            position, per_s = max(1, number - served), figure["per_s"]
+            if per_s and result.predicted_done_at is None:
+                result.predicted_done_at = time.time() + position / per_s
+            due = position <= max(1.0, per_s or 0.0) or time.monotonic() - checked_at >= JOB_CHECK_S
+            if not due:
+                # With no measured rate yet (the sale's first seconds), the last wait grows by half from the
+                # 202's advice instead of a fixed second: thousands of shoppers reading the figure every second
+                # would be the API's (or CloudFront's) whole load while the line has not moved.
+                eta_s = position / per_s if per_s else None
+                wait_s = min(POLL_MAX_S, max(POLL_MIN_S, POLL_AT_ETA * eta_s if eta_s is not None else wait_s * 1.5))
+                continue
+        checked_at = polled = time.monotonic()
+        async with session.get(f"{base}{accepted['status_url']}", headers=headers) as resp:
+            state = await resp.json()
+        result.polls.append(time.monotonic() - polled)
+        result.job_polls += 1
+        if state["status"] in ("succeeded", "failed"):
+            result.final, result.reason = state["status"], state.get("reason")
+            result.done_at = time.time()
+            return
+        # Still waiting: the job's view is a reading of the line too, with its own advice.
+        due, wait_s = _due(state), state.get("poll_after_ms", 500) / 1000
     result.final, result.error = "error", "timed out polling"
 
 

@@ -269,13 +269,7 @@
     $("connection").textContent = "";
     if (answer.status === 200) {
       retryMs = 1000;
-      render(answer.body);
-      if (answer.body.status === "queued" && answer.body.queue_number && answer.body.now_serving_url) {
-        lineWaitMs = answer.body.poll_after_ms || 1000;
-        setTimeout(() => waitInLine(answer.body), lineWaitMs);
-      } else if (answer.body.status === "queued" || answer.body.status === "processing") {
-        setTimeout(poll, answer.body.poll_after_ms || 1000);
-      }
+      show(answer.body);
       return;
     }
     if (answer.status === 401) {
@@ -299,7 +293,21 @@
     setTimeout(poll, retryMs);
   }
 
-  function follow(id) {
+  // A view of the job (a read of it, or the payment's 202, which is one too): shown, then the next read
+  // after the advised wait -- the job's own when its number is about due (the view's ETA within a second),
+  // else the shared figure.
+  function show(job) {
+    render(job);
+    if (job.status === "queued" && job.queue_number && job.now_serving_url) {
+      lineWaitMs = job.poll_after_ms || 1000;
+      const due = job.position <= 1 || (job.eta_seconds !== null && job.eta_seconds !== undefined && job.eta_seconds <= 1);
+      setTimeout(due ? poll : () => waitInLine(job), lineWaitMs);
+    } else if (job.status === "queued" || job.status === "processing") {
+      setTimeout(poll, job.poll_after_ms || 1000);
+    }
+  }
+
+  function follow(id, view) {
     jobId = id;
     PQ.setFragment({ job: id });
     if (orderId) localStorage.setItem(jobKey(orderId), id);
@@ -307,7 +315,12 @@
     $("tracker").hidden = false;
     $("next-step").hidden = true;
     $("retry").hidden = true;
-    poll();
+    if (view && view.job_id === id && view.status) {
+      jobCheckedAt = Date.now();
+      show(view);
+    } else {
+      poll();
+    }
   }
 
   // What the API answered a payment or a checkout that it refused, in words; the button comes back
@@ -351,7 +364,7 @@
       problem("We could not reach the payment service. Check your connection and try again.");
       return;
     }
-    if (answer.status === 202 || answer.status === 200) follow(answer.body.job_id);
+    if (answer.status === 202 || answer.status === 200) follow(answer.body.job_id, answer.body);
     else refused(answer, button, "pay");
   }
 
@@ -370,7 +383,7 @@
       problem("We could not reach the payment service to confirm your payment. Do not pay again: reload this page in a moment to see it.");
       return;
     }
-    if (answer.status === 202 || answer.status === 200) follow(answer.body.job_id);
+    if (answer.status === 202 || answer.status === 200) follow(answer.body.job_id, answer.body);
     else refused(answer, button, "pay");
   }
 
