@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import uvloop
 from aiohttp import web, web_protocol
 from aiohttp.http_exceptions import LineTooLong
 
@@ -500,7 +499,7 @@ def main() -> None:
     # Alone, it binds the port itself and, like any server, fails on a busy one.
     sock = socket.socket(fileno=args.fd) if args.fd is not None else None
     with contextlib.suppress(web.GracefulExit, KeyboardInterrupt):
-        asyncio.run(serve(build_app(api), sock, local.api_host, local.api_port), loop_factory=uvloop.new_event_loop)
+        asyncio.run(serve(build_app(api), sock, local.api_host, local.api_port))
 
 
 if __name__ == "__main__":
