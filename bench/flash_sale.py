@@ -38,7 +38,7 @@ import psycopg2
 import uvloop
 from aiohttp import web
 
-from bench.client import Shopper, run_queue_clients, run_sync_clients
+from bench.client import Result, Shopper, run_queue_clients, run_sync_clients
 from bench.webhook import Receiver
 from local.auth import LocalIssuer
 from local.config import ROOT, LocalSettings
@@ -405,6 +405,16 @@ def _wait_until_terminal_and_notified(db: Database, receiver: Receiver, timeout_
     return terminal
 
 
+def _eta_errors(results: list[Result], finished: list[dict[str, Any]]) -> list[float]:
+    """When each shopper was told its job would end (its 202's ETA, or the first shared figure with a
+    measured rate) against when the job actually ended, in seconds either way -- not when the client next
+    looked, which is the polling's delay, not the prediction's."""
+    ended_at = {j["id"]: float(j["finished"]) for j in finished}
+    return [
+        abs(ended_at[r.job_id] - r.predicted_done_at) for r in results if r.job_id in ended_at and r.predicted_done_at
+    ]
+
+
 def run_ours(server: Server, knobs: Knobs, receiver: Receiver, hook_url: str) -> dict[str, Any]:
     dsn, db = server.fresh("bench_ours", knobs.plan())
     stock = snapshot_stock(db)
@@ -457,7 +467,7 @@ def run_ours(server: Server, knobs: Knobs, receiver: Receiver, hook_url: str) ->
     finally:
         supervisor.stop()
     jobs = db.fetch_all(
-        """SELECT status, reason, extract(epoch FROM created_at) AS created,
+        """SELECT id::text AS id, status, reason, extract(epoch FROM created_at) AS created,
                   extract(epoch FROM finished_at) AS finished FROM payment_jobs"""
     )
     finished = [j for j in jobs if j["finished"] is not None]
@@ -466,9 +476,7 @@ def run_ours(server: Server, knobs: Knobs, receiver: Receiver, hook_url: str) ->
     waits = [float(j["finished"]) - float(j["created"]) for j in finished]
     enqueue_ms = [(r.answered_at - r.sent_at) * 1000 for r in results if r.answered_at]
     polls = [p for r in results for p in r.polls]
-    # ETA error: when a shopper was told (the first shared figure with a measured rate) against when the
-    # job actually ended, in seconds either way.
-    eta_errors = [abs(r.done_at - r.predicted_done_at) for r in results if r.done_at and r.predicted_done_at]
+    eta_errors = _eta_errors(results, finished)
     invariants = check(db, initial_stock=stock, gateway_ledger=ledger)
     # Notifications: every terminal job's event reached the webhook.
     invariants["missing_notifications"] += len(terminal - receiver.job_ids)
