@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 from urllib.parse import urljoin
 
@@ -36,8 +37,10 @@ class Result:
     done_at: float = 0.0
     polls: list[float] = field(default_factory=list)  # latency of each poll, the shared figure's or the job's (s)
     job_polls: int = 0  # of those, reads of the shopper's own job (the rest: the shared now-serving figure)
-    # When the first figure with a measured rate said the job would be done (its ETA), for the ETA error.
-    predicted_done_at: float | None = None
+    # The first ETA the shopper was shown (s), and from when the server counted it: None for its 202's (from
+    # the job's acceptance), else the epoch of the shared figure it came from (its as_of). For the ETA error.
+    predicted_eta_s: float | None = None
+    predicted_from: float | None = None
     error: str | None = None
 
 
@@ -148,8 +151,7 @@ async def _wait_in_line(
     number, served = accepted["queue_number"], 0
     wait_s = accepted.get("poll_after_ms", 500) / 1000
     checked_at = time.monotonic()
-    if accepted.get("eta_seconds") is not None:
-        result.predicted_done_at = time.time() + accepted["eta_seconds"]
+    result.predicted_eta_s = accepted.get("eta_seconds")
     due = _due(accepted)
     while time.monotonic() < deadline:
         await asyncio.sleep(wait_s)
@@ -161,8 +163,9 @@ async def _wait_in_line(
             result.polls.append(time.monotonic() - polled)
             served = max(served, figure["serving"])
             position, per_s = max(1, number - served), figure["per_s"]
-            if per_s and result.predicted_done_at is None:
-                result.predicted_done_at = time.time() + position / per_s
+            if per_s and result.predicted_eta_s is None:
+                result.predicted_eta_s = position / per_s
+                result.predicted_from = datetime.fromisoformat(figure["as_of"]).timestamp()
             due = position <= max(1.0, per_s or 0.0) or time.monotonic() - checked_at >= JOB_CHECK_S
             if not due:
                 # With no measured rate yet (the sale's first seconds), the last wait grows by half from the

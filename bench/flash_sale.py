@@ -406,13 +406,20 @@ def _wait_until_terminal_and_notified(db: Database, receiver: Receiver, timeout_
 
 
 def _eta_errors(results: list[Result], finished: list[dict[str, Any]]) -> list[float]:
-    """When each shopper was told its job would end (its 202's ETA, or the first shared figure with a
-    measured rate) against when the job actually ended, in seconds either way -- not when the client next
-    looked, which is the polling's delay, not the prediction's."""
-    ended_at = {j["id"]: float(j["finished"]) for j in finished}
-    return [
-        abs(ended_at[r.job_id] - r.predicted_done_at) for r in results if r.job_id in ended_at and r.predicted_done_at
-    ]
+    """When each shopper was told its job would end against when it actually ended, in seconds either way,
+    both on the server's clock: its 202's ETA counted from the job's acceptance, or the first shared figure
+    with a measured rate counted from the figure's as_of. Not when the client next looked, nor when it read
+    the answer: under load those are the client's and the API's queueing, not the estimate. A figure read
+    after the job had ended predicted nothing (its next read of the job finds it ended): it is left out."""
+    jobs = {j["id"]: (float(j["created"]), float(j["finished"])) for j in finished}
+    errors = []
+    for r in results:
+        if r.job_id in jobs and r.predicted_eta_s is not None:
+            created, ended = jobs[r.job_id]
+            told_at = created if r.predicted_from is None else r.predicted_from
+            if told_at <= ended:
+                errors.append(abs(ended - (told_at + r.predicted_eta_s)))
+    return errors
 
 
 def run_ours(server: Server, knobs: Knobs, receiver: Receiver, hook_url: str) -> dict[str, Any]:
