@@ -131,6 +131,7 @@ class PaymentRequest(_Fingerprinted):
                 raise ValueError(f"{name} is {'required' if not given else 'not allowed'} with method {self.method}")
         return self
 
+
 # A checkout's method that lets the server choose: the first enabled gateway (in the registry's order) that is
 # up and has a token (shared/services/checkout.py).
 AnyGateway = Literal["auto"]
