@@ -24,6 +24,7 @@ from shared.db import Database
 from shared.domain import CheckoutRequest, PaymentRequest
 from shared.errors import DomainError
 from shared.services.checkout import open_checkout
+from shared.services.gateway import process_gateway_job
 from shared.services.intake import Accepted, accept_payment
 from shared.settings import Settings
 from tests.integration.helpers import deliver
@@ -66,6 +67,51 @@ def pgmq_gateway_settings(database_url: str, sim: Simulator, **overrides: Any) -
 def no_violations(app: App) -> None:
     found = check(app.db)
     assert found == dict.fromkeys(found, 0)
+
+
+def ledger_violations(app: App, sim: Simulator) -> dict[str, int]:
+    """The invariants that do not hold, the books against the gateway's own record included."""
+    found = check(app.db, gateway_ledger=sim.ledger()["payments"])
+    return {k: v for k, v in found.items() if v}
+
+
+def set_stock_of_order(app: App, order_id: int, stock: int) -> None:
+    """Every product of the order at this stock (0: sold out)."""
+    app.db.execute(
+        """UPDATE products SET stock = %s
+            WHERE id IN (SELECT (e->>'product_id')::bigint FROM orders, jsonb_array_elements(items) e
+                          WHERE orders.id = %s)""",
+        (stock, order_id),
+    )
+
+
+def paid_job(app: App, sim: Simulator, method: str, user_id: str = "demo-user-1") -> tuple[dict[str, Any], str]:
+    """A checkout of the shopper's order paid at the gateway, and the job that asks us to complete it."""
+    view = open_for(app, user_id, method)
+    pay_at_gateway(sim, view)
+    return view, accept_payment(app, user_id, "key-1", payment_request(view)).body["job_id"]
+
+
+def cancelled_and_lost_at_its_refund(app: App, sim: Simulator, *, sent: bool) -> tuple[dict[str, Any], str]:
+    """A paid Cashfree job whose order was cancelled, and a first delivery that dies (a Lambda timeout) at
+    its refund: after the refund reached Cashfree (sent), or after COMPLETE booked it, before it left."""
+    view, job_id = paid_job(app, sim, "cashfree")
+    app.db.execute("UPDATE orders SET order_status = 'cancelled' WHERE id = %s", (view["order_id"],))
+    cashfree = app.gateways["cashfree"]
+    real_refund = cashfree.refund
+
+    def dies(ref: str, amount_paise: int, currency: str, refund_ref: str) -> Any:
+        if sent:
+            real_refund(ref, amount_paise, currency, refund_ref)
+        raise RuntimeError("the invocation timed out")
+
+    cashfree.refund = dies  # type: ignore[method-assign]
+    try:
+        with pytest.raises(RuntimeError):
+            process_gateway_job(app, job_id, "cashfree", receipt_handle="payments:0:1", receive_count=1)
+    finally:
+        cashfree.refund = real_refund  # type: ignore[method-assign]
+    return view, job_id
 
 
 def order_status(app: App, order_id: int) -> str:

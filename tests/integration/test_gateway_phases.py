@@ -13,31 +13,20 @@ from local.invariants import check
 from shared.bootstrap import App
 from shared.gateways.verdicts import Phase, Step
 from shared.services.gateway import process_gateway_job
-from shared.services.intake import accept_payment
 from shared.settings import Settings
 from tests.integration.gateway_helpers import (
+    cancelled_and_lost_at_its_refund,
     jobs,
-    open_for,
     order_of,
-    pay_at_gateway,
     pay_gateway,
-    payment_request,
     pgmq_gateway_settings,
+    set_stock_of_order,
 )
 
 
 @pytest.fixture
 def settings(database_url: str, sim: Simulator) -> Settings:
     return pgmq_gateway_settings(database_url, sim)
-
-
-def sell_out(app: App, order_id: int) -> None:
-    app.db.execute(
-        """UPDATE products SET stock = 0
-            WHERE id IN (SELECT (e->>'product_id')::bigint FROM orders, jsonb_array_elements(items) e
-                          WHERE orders.id = %s)""",
-        (order_id,),
-    )
 
 
 def ours(app: App) -> list[tuple[Any, ...]]:
@@ -58,7 +47,7 @@ def test_an_order_sold_out_while_its_payment_is_captured_is_refunded_on_complete
     real_capture = api.capture
 
     def sold_out_meanwhile(ref: str, amount_paise: int, currency: str) -> Any:
-        sell_out(app, order["id"])
+        set_stock_of_order(app, order["id"], 0)
         return real_capture(ref, amount_paise, currency)
 
     api.capture = sold_out_meanwhile
@@ -85,21 +74,7 @@ def test_a_delivery_lost_after_its_refund_left_resumes_at_the_refund_and_never_s
 ) -> None:
     # Given a paid Cashfree checkout whose order was cancelled meanwhile, and a first delivery that dies
     # (a Lambda timeout) right after its refund reached Cashfree
-    view = open_for(app, "demo-user-1", "cashfree")
-    pay_at_gateway(sim, view)
-    job_id = accept_payment(app, "demo-user-1", "key-1", payment_request(view)).body["job_id"]
-    app.db.execute("UPDATE orders SET order_status = 'cancelled' WHERE id = %s", (view["order_id"],))
-    cashfree = app.gateways["cashfree"]
-    real_refund = cashfree.refund
-
-    def lost_after_send(ref: str, amount_paise: int, currency: str, refund_ref: str) -> Any:
-        real_refund(ref, amount_paise, currency, refund_ref)
-        raise RuntimeError("the invocation timed out")
-
-    cashfree.refund = lost_after_send  # type: ignore[method-assign]
-    with pytest.raises(RuntimeError):
-        process_gateway_job(app, job_id, "cashfree", receipt_handle="payments:0:1", receive_count=1)
-    cashfree.refund = real_refund  # type: ignore[method-assign]
+    view, job_id = cancelled_and_lost_at_its_refund(app, sim, sent=True)
 
     # When the message comes back and the order could even be paid now
     app.db.execute("UPDATE orders SET order_status = 'pending' WHERE id = %s", (view["order_id"],))

@@ -24,17 +24,20 @@ from shared.services.intake import accept_payment
 from shared.settings import Settings
 from tests.integration.gateway_helpers import (
     WebhookInbox,
+    cancelled_and_lost_at_its_refund,
     gateway_order,
     jobs,
+    ledger_violations,
     open_for,
     order_status,
+    paid_job,
     paid_long_ago,
     pay_at_gateway,
     payment_request,
     pgmq_gateway_settings,
+    set_stock_of_order,
 )
-from tests.integration.test_refund_reports import refunds, sell_out
-from tests.integration.test_refund_reports import violations as all_violations
+from tests.integration.test_refund_reports import refunds
 
 
 @pytest.fixture
@@ -62,16 +65,7 @@ def no_request_in_a_transaction(app: App, monkeypatch: pytest.MonkeyPatch) -> It
 def violations(app: App, sim: Simulator) -> dict[str, int]:
     """The invariants against the gateway's record, but for the events these direct deliveries (no
     processor batch, so no outbox dispatch) leave unsent."""
-    return {k: v for k, v in all_violations(app, sim).items() if k != "missing_notifications"}
-
-
-def restock(app: App, order_id: int) -> None:
-    app.db.execute(
-        """UPDATE products SET stock = 1000
-            WHERE id IN (SELECT (e->>'product_id')::bigint FROM orders, jsonb_array_elements(items) e
-                          WHERE orders.id = %s)""",
-        (order_id,),
-    )
+    return {k: v for k, v in ledger_violations(app, sim).items() if k != "missing_notifications"}
 
 
 def deliver_once(app: App, job_id: str, method: str, n: int) -> Any:
@@ -97,13 +91,13 @@ def test_an_old_cashfree_payment_whose_order_comes_back_in_stock_is_not_fulfille
     sim.merchant_refund("cashfree", gateway_order(view), 5_000)
     time.sleep(sim.config.refund_settle_s + 0.3)
     job_id = accept_payment(app, "demo-user-1", "key-1", payment_request(view)).body["job_id"]
-    sell_out(app, view["order_id"])
+    set_stock_of_order(app, view["order_id"], 0)
     # ... and back in stock while the VERDICT reads the payment (BEGIN's early answer was "out_of_stock")
     api = app.gateways["cashfree"].api  # type: ignore[attr-defined]
     real_payments = api.order_payments
 
     def restocked_meanwhile(order_id: str) -> Any:
-        restock(app, view["order_id"])
+        set_stock_of_order(app, view["order_id"], 1000)
         return real_payments(order_id)
 
     api.order_payments = restocked_meanwhile
@@ -204,7 +198,7 @@ def test_a_razorpay_payment_sold_out_and_partly_refunded_in_the_dashboard_during
     def meanwhile(ref: str, amount_paise: int, currency: str) -> Any:
         captured = real_capture(ref, amount_paise, currency)
         sim.merchant_refund("razorpay", pay_id, 5_000)
-        sell_out(app, view["order_id"])
+        set_stock_of_order(app, view["order_id"], 0)
         return captured
 
     api.capture = meanwhile
@@ -230,20 +224,7 @@ def test_a_delivery_lost_between_completes_booking_and_the_send_then_a_dashboard
 ) -> None:
     # Given a paid Cashfree checkout whose order was cancelled, and a delivery that dies after COMPLETE booked
     # the refund, before it left
-    view = open_for(app, "demo-user-1", "cashfree")
-    pay_at_gateway(sim, view)
-    job_id = accept_payment(app, "demo-user-1", "key-1", payment_request(view)).body["job_id"]
-    app.db.execute("UPDATE orders SET order_status = 'cancelled' WHERE id = %s", (view["order_id"],))
-    cashfree = app.gateways["cashfree"]
-    real_refund = cashfree.refund
-
-    def dies(ref: str, amount_paise: int, currency: str, refund_ref: str) -> Any:
-        raise RuntimeError("the invocation timed out")
-
-    cashfree.refund = dies  # type: ignore[method-assign]
-    with pytest.raises(RuntimeError):
-        deliver_once(app, job_id, "cashfree", 1)
-    cashfree.refund = real_refund  # type: ignore[method-assign]
+    view, job_id = cancelled_and_lost_at_its_refund(app, sim, sent=False)
     # ... and the merchant refunds Rs 50 in the dashboard before the message comes back
     sim.merchant_refund("cashfree", gateway_order(view), 5_000)
 
@@ -315,7 +296,7 @@ def test_a_capture_whose_answer_is_lost_and_whose_order_sells_out_before_the_red
     sim.config.fail_after_send = 1
     with pytest.raises(RetryLater):
         deliver_once(app, job_id, "razorpay", 1)
-    sell_out(app, view["order_id"])
+    set_stock_of_order(app, view["order_id"], 0)
 
     # When it comes back
     outcome = deliver_once(app, job_id, "razorpay", 2)
@@ -333,9 +314,7 @@ def test_a_cashfree_payment_of_a_checkout_whose_order_total_changed_is_refunded_
     app: App, sim: Simulator, demo: dict[str, int]
 ) -> None:
     # Given a paid Cashfree checkout whose order's total changed after the checkout was opened
-    view = open_for(app, "demo-user-1", "cashfree")
-    pay_at_gateway(sim, view)
-    job_id = accept_payment(app, "demo-user-1", "key-1", payment_request(view)).body["job_id"]
+    view, job_id = paid_job(app, sim, "cashfree")
     app.db.execute("UPDATE orders SET total_paise = total_paise - 100 WHERE id = %s", (view["order_id"],))
 
     # When the job runs
@@ -353,9 +332,7 @@ def test_a_refund_the_gateway_refuses_outright_is_owed_and_the_shopper_is_never_
 ) -> None:
     # Given a paid Cashfree checkout whose order was cancelled, and Cashfree refusing our refund outright
     # (a 4xx no refund at the gateway explains)
-    view = open_for(app, "demo-user-1", "cashfree")
-    pay_at_gateway(sim, view)
-    job_id = accept_payment(app, "demo-user-1", "key-1", payment_request(view)).body["job_id"]
+    view, job_id = paid_job(app, sim, "cashfree")
     app.db.execute("UPDATE orders SET order_status = 'cancelled' WHERE id = %s", (view["order_id"],))
     cashfree = app.gateways["cashfree"]
 

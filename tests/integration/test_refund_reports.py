@@ -14,10 +14,8 @@ import psycopg2
 import pytest
 
 from local.gateway_sim import Simulator
-from local.invariants import check
 from local.workers import read_fifo
 from shared.bootstrap import App
-from shared.db import Database
 from shared.domain import GatewayRejected, GatewayRetryable
 from shared.services.checkout import get_checkout
 from shared.services.intake import accept_payment
@@ -28,10 +26,13 @@ from tests.integration.gateway_helpers import (
     drain,
     gateway_order,
     jobs,
+    ledger_violations,
     open_for,
+    order_status,
     pay_at_gateway,
     payment_request,
     pgmq_gateway_settings,
+    set_stock_of_order,
 )
 from tests.integration.helpers import deliver
 from tests.integration.test_gateway_books import (
@@ -50,11 +51,6 @@ def settings(database_url: str, sim: Simulator, request: pytest.FixtureRequest) 
     return pgmq_gateway_settings(database_url, sim, cashfree_refunds_read_after_s=getattr(request, "param", 900))
 
 
-def violations(app: App, sim: Simulator) -> dict[str, int]:
-    found = check(app.db, gateway_ledger=sim.ledger()["payments"])
-    return {k: v for k, v in found.items() if v}
-
-
 def refunds(app: App) -> list[tuple[Any, ...]]:
     rows = app.db.fetch_all(
         "SELECT origin, attempt, state, amount_paise, after_applied_at IS NOT NULL AS after FROM gateway_refunds"
@@ -63,28 +59,13 @@ def refunds(app: App) -> list[tuple[Any, ...]]:
     return [(r["origin"], r["attempt"], r["state"], r["amount_paise"], r["after"]) for r in rows]
 
 
-def order_status(db: Database, order_id: int) -> str:
-    row = db.fetch_one("SELECT order_status FROM orders WHERE id = %s", (order_id,))
-    assert row is not None
-    return str(row["order_status"])
-
-
-def sell_out(app: App, order_id: int) -> None:
-    app.db.execute(
-        """UPDATE products SET stock = 0
-            WHERE id IN (SELECT (e->>'product_id')::bigint FROM orders, jsonb_array_elements(items) e
-                          WHERE orders.id = %s)""",
-        (order_id,),
-    )
-
-
 def released_then_captured(app: App, sim: Simulator, inbox: WebhookInbox) -> tuple[dict[str, Any], str]:
     """A Razorpay authorisation whose first job failed out_of_stock and gave the payment back; stock came
     back and Razorpay captured it after all, so a second job (queued) now holds it."""
     view = open_for(app, "demo-user-1", "razorpay")
     handed = pay_at_gateway(sim, view)
     accept_payment(app, "demo-user-1", "key-1", payment_request(view, handed))
-    sell_out(app, view["order_id"])
+    set_stock_of_order(app, view["order_id"], 0)
     inbox.deliver()
     drain(app)
     assert [(j["status"], j["reason"]) for j in jobs(app.db)] == [("failed", "out_of_stock")]
@@ -101,7 +82,7 @@ def sold_out_after_a_dashboard_refund(app: App, sim: Simulator, inbox: WebhookIn
     view = open_for(app, "demo-user-1", "cashfree")
     pay_at_gateway(sim, view)
     accept_payment(app, "demo-user-1", "key-1", payment_request(view))
-    sell_out(app, view["order_id"])
+    set_stock_of_order(app, view["order_id"], 0)
     inbox.deliver()
     sim.merchant_refund("cashfree", gateway_order(view), 5_000)
     return view
@@ -136,9 +117,9 @@ def test_a_failed_dashboard_refund_of_a_payment_a_second_job_holds_is_never_take
     follow(app, sim)
 
     # Then the order is paid with the whole payment, nothing of ours is refunded, and the books close
-    assert order_status(app.db, view["order_id"]) == "paid"
+    assert order_status(app, view["order_id"]) == "paid"
     assert refunds(app) == [("gateway", 1, "failed", 5_000, False)]
-    assert violations(app, sim) == {}
+    assert ledger_violations(app, sim) == {}
 
 
 def test_a_refund_reported_before_any_job_holds_the_payment_stops_its_later_fulfilment(
@@ -161,10 +142,10 @@ def test_a_refund_reported_before_any_job_holds_the_payment_stops_its_later_fulf
     drain(app)
 
     # Then the order is never fulfilled, nothing of ours is sent, and the books close
-    assert order_status(app.db, view["order_id"]) != "paid"
+    assert order_status(app, view["order_id"]) != "paid"
     assert [(j["status"], j["reason"]) for j in jobs(app.db)] == [("failed", "gateway_payment_refunded")]
     assert [r[0] for r in refunds(app)] == ["gateway"]
-    assert violations(app, sim) == {}
+    assert ledger_violations(app, sim) == {}
 
 
 def test_razorpays_auto_refund_of_an_authorisation_we_released_is_not_booked_as_a_refund(
@@ -185,7 +166,7 @@ def test_razorpays_auto_refund_of_an_authorisation_we_released_is_not_booked_as_
 
     # Then no refund is booked against money we never captured, and the books close
     assert refunds(app) == []
-    assert violations(app, sim) == {}
+    assert ledger_violations(app, sim) == {}
 
 
 def test_a_refund_report_holding_the_order_keeps_the_racing_fulfilment_from_paying_the_order(
@@ -211,7 +192,7 @@ def test_a_refund_report_holding_the_order_keeps_the_racing_fulfilment_from_payi
 
     # Then the job saw the refund under the order's lock: the order is not fulfilled with it, the refund is
     # not taken for one made after fulfilment, and the job is still live (it reads the gateway's refunds)
-    assert order_status(app.db, view["order_id"]) != "paid"
+    assert order_status(app, view["order_id"]) != "paid"
     assert refunds(app) == [("gateway", 1, "pending", 5_000, False)]
     assert [j["status"] for j in jobs(app.db)] == ["failed", "processing"]
 
@@ -244,7 +225,7 @@ def test_a_fresh_cashfree_payment_we_cannot_fulfil_returns_only_what_a_dashboard
     assert ours[1]["refund_ref"] == ours[0]["refund_ref"] + "_2"
     status = refund_status(app, view)
     assert status == {"status": "refunded", "amount_paise": view["amount_paise"]}
-    assert violations(app, sim) == {}
+    assert ledger_violations(app, sim) == {}
 
 
 @pytest.mark.parametrize("settings", [0], indirect=True)  # every payment's refunds read before fulfilment
@@ -255,7 +236,7 @@ def test_a_cashfree_payment_we_cannot_fulfil_is_refunded_without_reading_its_ref
     view = open_for(app, "demo-user-1", "cashfree")
     pay_at_gateway(sim, view)
     accept_payment(app, "demo-user-1", "key-1", payment_request(view))
-    sell_out(app, view["order_id"])
+    set_stock_of_order(app, view["order_id"], 0)
     inbox.deliver()
 
     # When the job runs
@@ -372,7 +353,7 @@ def test_a_live_jobs_refund_the_sweeper_finds_refused_after_a_dashboard_refund_i
     assert [(j["status"], j["reason"]) for j in jobs(app.db)] == [("failed", "out_of_stock")]
     status = refund_status(app, view)
     assert status == {"status": "refunded", "amount_paise": view["amount_paise"]}
-    assert violations(app, sim) == {}
+    assert ledger_violations(app, sim) == {}
 
 
 def test_a_refused_refund_whose_refunds_could_not_be_read_at_once_is_not_sent_again_by_the_next_delivery(
@@ -420,7 +401,7 @@ def test_a_refused_refund_whose_refunds_could_not_be_read_at_once_is_not_sent_ag
         (2, "succeeded", view["amount_paise"] - 5_000, False),
     ]
     assert [(j["status"], j["reason"]) for j in jobs(app.db)] == [("failed", "gateway_payment_refunded")]
-    assert violations(app, sim) == {}
+    assert ledger_violations(app, sim) == {}
 
 
 def test_a_withdrawn_refund_is_not_counted_among_the_attempts_the_rest_is_sent_in(
@@ -510,7 +491,7 @@ def test_a_retry_the_gateway_refuses_after_a_dashboard_refund_returns_only_the_r
     status = app.db.fetch_one("SELECT * FROM pq_refund_status(%s, %s)", (method, ref))
     assert status == {"status": "refunded", "amount_paise": total}
     assert queue_status(app)["refunds"]["owed"] == 0
-    assert violations(app, sim) == {}
+    assert ledger_violations(app, sim) == {}
 
 
 def test_a_retry_refused_after_the_dashboard_refunded_all_of_it_is_withdrawn_with_nothing_more_sent(
@@ -536,7 +517,7 @@ def test_a_retry_refused_after_the_dashboard_refunded_all_of_it_is_withdrawn_wit
     status = app.db.fetch_one("SELECT * FROM pq_refund_status('cashfree', %s)", (ref,))
     assert status == {"status": "refunded", "amount_paise": total}
     assert [(b["refunded_paise"], b["refunding_paise"], b["owed_paise"]) for b in books(app)] == [(total, 0, 0)]
-    assert violations(app, sim) == {}
+    assert ledger_violations(app, sim) == {}
 
 
 def test_a_retry_refused_with_no_token_to_read_the_refunds_stays_requested_and_a_later_pass_explains_it(
@@ -595,4 +576,4 @@ def test_a_retry_refused_with_no_token_to_read_the_refunds_stays_requested_and_a
     ]
     status = app.db.fetch_one("SELECT * FROM pq_refund_status('cashfree', %s)", (ref,))
     assert status == {"status": "refunded", "amount_paise": total}
-    assert violations(app, sim) == {}
+    assert ledger_violations(app, sim) == {}
