@@ -47,6 +47,10 @@ HEADER_READ_TIMEOUT_S = 5.0
 # A connection that has sent nothing at all yet: in a flash sale a client (or this machine) may be
 # seconds behind its own connect, so it gets as long as a load balancer's default idle timeout.
 IDLE_CONNECTION_TIMEOUT_S = 60.0
+# Connections a listening socket holds before the process accepts them: a sale's shoppers connect at once, and
+# a SYN the kernel drops is sent again only after 1 s, then 3 s, 7 s (TCP's retransmission backoff). Capped by
+# net.core.somaxconn (4096 on current kernels). Each API process has its own socket (SO_REUSEPORT).
+LISTEN_BACKLOG = 4096
 # What `Server` says: no library or version for a scanner to look up.
 SERVER = "payment-queue-local"
 # The connection settings of every API process (aiohttp's RequestHandler arguments):
@@ -473,7 +477,13 @@ async def serve(app: web.Application, sock: socket.socket | None, host: str, por
     runner = _Runner(app, access_log=None, handle_signals=True, **PROTOCOL)
     await runner.setup()
     try:
-        site = web.SockSite(runner, sock) if sock is not None else web.TCPSite(runner, host, port, backlog=4096)
+        # SockSite listens again on the socket it is handed, with its own backlog (aiohttp's default, 128):
+        # it must be given ours, or 5,000 shoppers connecting at once overflow it.
+        site = (
+            web.SockSite(runner, sock, backlog=LISTEN_BACKLOG)
+            if sock is not None
+            else web.TCPSite(runner, host, port, backlog=LISTEN_BACKLOG)
+        )
         await site.start()
         await asyncio.Event().wait()
     finally:

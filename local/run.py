@@ -22,6 +22,7 @@ from pathlib import Path
 import psycopg2
 import psycopg2.extensions
 
+from local.api import LISTEN_BACKLOG
 from local.auth import LocalIssuer
 from local.config import ROOT, LocalSettings
 from local.gateway_demo import banner as gateway_banner
@@ -81,7 +82,7 @@ def listen_sockets(host: str, port: int, count: int) -> list[socket.socket]:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((host, port))
-        sock.listen(4096)
+        sock.listen(LISTEN_BACKLOG)
         sockets.append(sock)
     return sockets
 

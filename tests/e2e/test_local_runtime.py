@@ -294,3 +294,62 @@ def test_a_test_run_in_the_background_leaves_no_process_behind(pg_admin_url: str
         for proc in _marked(mark):
             with contextlib.suppress(psutil.Error):
                 proc.kill()
+
+
+def test_an_api_process_holds_a_sales_worth_of_connections_it_has_not_accepted_yet(tmp_path: Path) -> None:
+    # Given an API process serving on a socket the supervisor bound and handed over (local/run.py), as make
+    # run starts each one, stopped so that it accepts nothing, as when it is busy with a burst's requests
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4096)
+    port = listener.getsockname()[1]
+    env = os.environ | {"PQ_DATA_DIR": str(tmp_path), "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "local.api", "--fd", str(listener.fileno())],
+        pass_fds=(listener.fileno(),),
+        env=env,
+        cwd=ROOT,
+    )
+    clients: list[socket.socket] = []
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # serving: it answers the JWKS
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1) as probe:
+                probe.sendall(b"GET /.well-known/jwks.json HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                if probe.recv(12).startswith(b"HTTP/1.1 200"):
+                    break
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGSTOP)
+
+        # When 600 shoppers connect at once (more than aiohttp's default backlog of 128)
+        for _ in range(600):
+            client = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            client.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                client.connect(("127.0.0.1", port))
+            clients.append(client)
+
+        # Then the kernel completes every handshake into the socket's queue: none is dropped to be retried
+        # a second or more later (a dropped one stays unconnected however long it is given)
+        pending = set(clients)
+        deadline = time.monotonic() + 10
+        while pending and time.monotonic() < deadline:
+            time.sleep(0.1)
+            pending = {c for c in pending if c.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) != 0 or not _connected(c)}
+        assert len(pending) == 0, f"{len(pending)} of 600 connections were not taken"
+    finally:
+        for client in clients:
+            client.close()
+        proc.send_signal(signal.SIGCONT)
+        proc.terminate()
+        proc.wait(timeout=30)
+        listener.close()
+
+
+def _connected(client: socket.socket) -> bool:
+    try:
+        client.getpeername()
+    except OSError:
+        return False
+    return True
