@@ -23,9 +23,10 @@ Every request takes a token of its endpoint's shared bucket first (shared/gatewa
                            job again                                                     -> end
 
 Whether the order can be fulfilled is pq_gateway_unfulfillable's answer alone: BEGIN's early answer
-steers only what happens before money moves (an authorisation released instead of captured, no refunds
-read for a payment that goes back anyway), and COMPLETE's, under the locks, is the one every captured
-payment follows. Python only acts on its answers.
+steers what happens before money moves (an authorisation released instead of captured; a payment whose
+refunds were not read because it goes back anyway is refunded at once, never left for COMPLETE to fulfil
+unread), and COMPLETE's, under the locks, is the one every other captured payment follows. Python only
+acts on its answers.
 
 A redelivery resumes at the phase the job recorded: a refund decided (pq_gateway_begin refund_sent) is
 finished; a capture whose answer was lost is settled by the VERDICT's fetch, which reads it captured.
