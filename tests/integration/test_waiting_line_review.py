@@ -1,0 +1,812 @@
+"""Review of the waiting line, attacked as a cheating shopper and as a fault injector: leaving the line
+(DELETE /v1/payments/{job_id}), sold out known at once (the intake's 409 and the bulk end), the shared
+now-serving figure, and enqueue in one round trip with the sweeper's resend rule.
+
+Every test runs on a real PostgreSQL (the session's embedded server). Tests that pass document an attack
+that holds; a test marked `# DEFECT:` fails on purpose and says why."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from functions.status.handler import handler as status_handler
+from functions.sweeper.handler import handler as sweeper_handler
+from local.api import LocalApi, build_app
+from local.auth import LocalIssuer
+from local.gateway_sim import Simulator
+from local.invariants import check, snapshot_stock
+from local.lambda_shim import LocalContext
+from local.seed import SeedPlan, seed
+from shared.bootstrap import App
+from shared.db import Database
+from shared.errors import DomainError
+from shared.http import http_status
+from shared.services.line import cancel_job, end_sold_out_jobs
+from shared.services.operator import drop_dead_letter
+from shared.services.outbox import sweep
+from shared.services.wallet import process_wallet_job
+from shared.settings import Settings
+from tests.integration.gateway_helpers import (
+    drain,
+    ledger_violations,
+    pay_gateway,
+    pgmq_gateway_settings,
+    set_stock_of_order,
+)
+from tests.integration.helpers import deliver, pay, pending_order, receive, row_counts
+from tests.integration.test_api_handlers import call
+from tests.integration.test_dlq_redrive import dead_letter_everything
+from tests.integration.test_enqueue_round_trip import N, _unconfirmed
+
+# --- fixtures and small steps -------------------------------------------------------------------
+
+
+@pytest.fixture
+def settings(request: pytest.FixtureRequest, database_url: str) -> Settings:
+    """The conftest's PGMQ settings; with both gateways at the simulator for a test that asks for `sim`."""
+    if "sim" in request.fixturenames:
+        return pgmq_gateway_settings(database_url, request.getfixturevalue("sim"))
+    return Settings(database_url=database_url, queue_backend="pgmq", event_bus_backend="pgmq", sweep_after_s=0)
+
+
+# Six shoppers, product 1 with one unit; shoppers 2, 4, 5 and 6 hold it (local/seed.py), 1 and 3 do not.
+HOT = SeedPlan(users=6, products=5, hot_every=2, hot_stock=1)
+HOLDERS = ("demo-user-2", "demo-user-4", "demo-user-5", "demo-user-6")
+
+
+@pytest.fixture
+def sale(db: Database) -> int:
+    """The hot sale's rows; the hot product's id."""
+    seed(db, HOT)
+    row = db.fetch_one("SELECT min(id) AS id FROM products")
+    assert row is not None
+    return int(row["id"])
+
+
+@pytest.fixture
+def holder(database_url: str) -> Iterator[psycopg2.extensions.connection]:
+    """A second session that holds a transaction open: a processor, a cancel or a bulk end mid-flight."""
+    conn = psycopg2.connect(database_url)
+    yield conn
+    conn.close()
+
+
+def _no_violations(db: Database, initial_stock: dict[int, int] | None = None) -> None:
+    found = check(db, initial_stock=initial_stock)
+    assert {k: v for k, v in found.items() if v} == {}
+
+
+def _finished_counter_matches_the_books(db: Database) -> None:
+    """The figure every position is measured against counts exactly the jobs that ended."""
+    row = db.fetch_one(
+        "SELECT pq_finished_count() AS serving, (SELECT count(*) FROM payment_jobs WHERE finished_at IS NOT NULL) AS n"
+    )
+    assert row is not None and row["serving"] == row["n"]
+
+
+def _job(db: Database, job_id: str) -> dict[str, Any]:
+    row = db.fetch_one("SELECT status, reason, payment_id, sent_at FROM payment_jobs WHERE id = %s", (job_id,))
+    assert row is not None
+    return row
+
+
+def _second_order(db: Database, user_id: str) -> int:
+    row = db.fetch_one(
+        """INSERT INTO orders (user_id, items, total_paise)
+           SELECT user_id, items, total_paise FROM orders WHERE user_id = %s ORDER BY id LIMIT 1 RETURNING id""",
+        (user_id,),
+    )
+    assert row is not None
+    return int(row["id"])
+
+
+def _drain(app: App) -> None:
+    while messages := receive(app):
+        assert deliver(app, messages) == set()
+
+
+def _refusal(fn: Callable[..., Any], *args: Any) -> DomainError:
+    with pytest.raises(DomainError) as err:
+        fn(*args)
+    return err.value
+
+
+class _Blocked:
+    """A call run in a thread (app.db gives each thread its own connection) that is expected to wait on a
+    row lock another session holds; its result or its error once it is let go."""
+
+    def __init__(self, fn: Callable[[], Any]) -> None:
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(fn,), daemon=True)
+        self._thread.start()
+
+    def _run(self, fn: Callable[[], Any]) -> None:
+        try:
+            self.result = fn()
+        except BaseException as exc:  # handed to the test
+            self.error = exc
+
+    def join(self) -> None:
+        self._thread.join(timeout=30)
+        assert not self._thread.is_alive(), "the blocked call never finished"
+
+
+def _wait_until_waiting_on_a_lock(database_url: str, timeout_s: float = 15.0) -> None:
+    """Until some session of this database waits on a lock (the racing call reached the held row)."""
+    watcher = psycopg2.connect(database_url)
+    watcher.autocommit = True
+    try:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with watcher.cursor() as cur:
+                cur.execute(
+                    """SELECT count(*) FROM pg_stat_activity
+                        WHERE datname = current_database() AND wait_event_type = 'Lock'"""
+                )
+                row = cur.fetchone()
+                if row is not None and row[0] > 0:
+                    return
+            time.sleep(0.02)
+        raise AssertionError("the racing call never waited on the held row")
+    finally:
+        watcher.close()
+
+
+# --- 1. leaving the line: a cheating shopper ---------------------------------------------------------
+
+
+def test_a_shopper_who_knows_another_shoppers_job_id_cannot_end_it(app: App, demo: dict[str, int]) -> None:
+    # Given demo-user-1's job in line, its id leaked to demo-user-2 (a shared screenshot, a log line)
+    victim = pay(app, "demo-user-1", "k1").body
+    before = row_counts(app.db)
+
+    # When demo-user-2 sends DELETE for it, by the route and by the service, and with the id's case changed
+    answers = [
+        call(status_handler, "DELETE", f"/v1/payments/{victim['job_id']}", user="demo-user-2"),
+        call(status_handler, "DELETE", f"/v1/payments/{victim['job_id'].upper()}", user="demo-user-2"),
+    ]
+    refused = _refusal(cancel_job, app, "demo-user-2", victim["job_id"])
+
+    # Then each answer is the missing job's 404, the job waits on untouched, and nothing was written
+    assert [(a[0], a[1]["error"]["code"]) for a in answers] == [(404, "job_not_found")] * 2
+    assert (http_status(refused), refused.code) == (404, "job_not_found")
+    assert _job(app.db, victim["job_id"])["status"] == "queued"
+    assert row_counts(app.db) == before
+    # And the victim's job is paid in its turn
+    _drain(app)
+    assert _job(app.db, victim["job_id"])["status"] == "succeeded"
+    _no_violations(app.db)
+
+
+def test_cancel_then_replaying_the_same_key_answers_the_cancelled_job_and_makes_no_new_one(
+    app: App, demo: dict[str, int]
+) -> None:
+    # Given a job its shopper cancelled
+    first = pay(app, "demo-user-1", "k1").body
+    cancel_job(app, "demo-user-1", first["job_id"])
+    jobs_before = row_counts(app.db)["jobs"]
+
+    # When the same request is sent again under the same Idempotency-Key (a retrying client)
+    again = pay(app, "demo-user-1", "k1")
+
+    # Then it is the same job, answered as it ended: no second job, no second queue message
+    assert again.replayed
+    assert (again.body["job_id"], again.body["status"], again.body["reason"]) == (
+        first["job_id"],
+        "failed",
+        "cancelled",
+    )
+    assert row_counts(app.db)["jobs"] == jobs_before
+    assert app.db.fetch_one("SELECT count(*) AS n FROM pgmq.q_payments") == {"n": 1}  # the cancelled job's only
+    _drain(app)
+    assert app.db.fetch_one("SELECT count(*) AS n FROM payment_transactions") == {"n": 0}
+    _no_violations(app.db)
+
+
+def test_cancel_then_paying_the_same_order_with_a_new_key_joins_the_back_and_pays_once(
+    app: App, demo: dict[str, int]
+) -> None:
+    # Given a cancelled job, and another shopper waiting behind it
+    stock = snapshot_stock(app.db)
+    order = pending_order(app.db, "demo-user-1")
+    first = pay(app, "demo-user-1", "k1", order).body
+    behind = pay(app, "demo-user-2", "k2").body
+    cancel_job(app, "demo-user-1", first["job_id"])
+
+    # When the shopper changes their mind and pays the same order under a new key
+    second = pay(app, "demo-user-1", "k1-again", order).body
+
+    # Then a new job joins the back of the line (a larger queue number than the shopper waiting behind)
+    assert second["job_id"] != first["job_id"] and second["status"] == "queued"
+    assert second["queue_number"] > behind["queue_number"]
+    # And once the line drains the order is paid exactly once, by the new job
+    _drain(app)
+    assert _job(app.db, first["job_id"])["reason"] == "cancelled"
+    assert _job(app.db, second["job_id"])["status"] == "succeeded"
+    debits = app.db.fetch_one(
+        "SELECT count(*) AS n FROM wallet_transactions WHERE order_id = %s AND kind = 'debit'", (order,)
+    )
+    assert debits == {"n": 1}
+    _no_violations(app.db, stock)
+    _finished_counter_matches_the_books(app.db)
+
+
+def test_a_shopper_whose_first_of_two_jobs_is_cancelled_still_has_the_second_paid(
+    app: App, demo: dict[str, int]
+) -> None:
+    # Given a shopper with two jobs in line, the first cancelled
+    stock = snapshot_stock(app.db)
+    first = pay(app, "demo-user-1", "k1").body["job_id"]
+    second = pay(app, "demo-user-1", "k2", _second_order(app.db, "demo-user-1")).body["job_id"]
+    cancel_job(app, "demo-user-1", first)
+
+    # When the line drains (the FIFO group hands the cancelled job's message over first)
+    _drain(app)
+
+    # Then the second is paid, in order after the first's end, with no invariant broken
+    assert (_job(app.db, first)["status"], _job(app.db, first)["reason"]) == ("failed", "cancelled")
+    assert _job(app.db, second)["status"] == "succeeded"
+    assert app.db.fetch_one("SELECT count(*) AS n FROM pgmq.q_payments") == {"n": 0}
+    _no_violations(app.db, stock)
+
+
+# --- 1. leaving the line: a cancel racing a processor -------------------------------------------------
+
+
+def test_a_cancel_arriving_after_the_processor_received_the_message_but_before_it_paid_wins(
+    app: App, demo: dict[str, int]
+) -> None:
+    # Given a processor that has received the job's message (it is in flight) but not yet paid it
+    stock = snapshot_stock(app.db)
+    job = pay(app, "demo-user-1", "k1").body["job_id"]
+    in_flight = receive(app)
+    before = row_counts(app.db)
+
+    # When the shopper leaves the line, and then the processor runs the payment
+    left = cancel_job(app, "demo-user-1", job)
+    failed = deliver(app, in_flight)
+
+    # Then the job stays cancelled, the processor acknowledged the message without charging, and only
+    # the cancel's one event went out
+    assert left["reason"] == "cancelled" and failed == set()
+    after = row_counts(app.db)
+    assert {k: after[k] for k in ("payments", "wallet_txs", "balances", "stock")} == {
+        k: before[k] for k in ("payments", "wallet_txs", "balances", "stock")
+    }
+    assert after["events"] == before["events"] + 1 and after["queued"] == 0
+    _no_violations(app.db, stock)
+    _finished_counter_matches_the_books(app.db)
+
+
+def test_a_cancel_while_the_wallet_payment_holds_the_job_waits_and_answers_it_finished(
+    app: App, demo: dict[str, int], holder: psycopg2.extensions.connection, database_url: str
+) -> None:
+    # Given a processor in the middle of the job's payment transaction (its row locked, not committed)
+    stock = snapshot_stock(app.db)
+    job = pay(app, "demo-user-1", "k1").body["job_id"]
+    with holder.cursor() as cur:
+        cur.execute("SELECT outcome FROM pq_process_payment(%s)", (job,))
+        assert cur.fetchone() == ("succeeded",)
+
+        # When the shopper's cancel arrives meanwhile
+        racing = _Blocked(lambda: cancel_job(app, "demo-user-1", job))
+        _wait_until_waiting_on_a_lock(database_url)
+        holder.commit()
+    racing.join()
+
+    # Then the cancel waited for the payment and answers 409 job_finished (succeeded): too late to leave
+    assert isinstance(racing.error, DomainError)
+    assert (http_status(racing.error), racing.error.code, racing.error.details["job_status"]) == (
+        409,
+        "job_finished",
+        "succeeded",
+    )
+    assert _job(app.db, job)["status"] == "succeeded"
+    _drain(app)
+    sweeper_handler({}, LocalContext("sweeper"))  # the held payment's event, published by the sweeper
+    _no_violations(app.db, stock)
+    _finished_counter_matches_the_books(app.db)
+
+
+def test_a_payment_arriving_while_a_cancel_holds_the_job_waits_and_charges_nothing(
+    app: App, demo: dict[str, int], holder: psycopg2.extensions.connection, database_url: str
+) -> None:
+    # Given a cancel in progress (the job's row locked, not committed)
+    stock = snapshot_stock(app.db)
+    job = pay(app, "demo-user-1", "k1").body["job_id"]
+    wallets = row_counts(app.db)["balances"]
+    with holder.cursor() as cur:
+        cur.execute("SELECT outcome FROM pq_cancel_job('demo-user-1', %s)", (job,))
+        assert cur.fetchone() == ("cancelled",)
+
+        # When the processor runs the job's payment meanwhile
+        racing = _Blocked(lambda: process_wallet_job(app, job))
+        _wait_until_waiting_on_a_lock(database_url)
+        holder.commit()
+    racing.join()
+
+    # Then the payment waited and found the job cancelled: nothing charged, nothing sold, no second event
+    assert racing.error is None
+    assert (racing.result.outcome, racing.result.reason, racing.result.event) == ("already_failed", "cancelled", None)
+    assert row_counts(app.db)["balances"] == wallets
+    _drain(app)
+    sweeper_handler({}, LocalContext("sweeper"))
+    assert app.db.fetch_one("SELECT count(*) AS n FROM outbox_events WHERE job_id = %s", (job,)) == {"n": 1}
+    _no_violations(app.db, stock)
+    _finished_counter_matches_the_books(app.db)
+
+
+# --- 1. leaving the line: a gateway job whose money the gateway holds --------------------------------
+
+
+@pytest.mark.parametrize("method", ["razorpay", "cashfree"])
+def test_a_gateway_job_paid_at_the_gateway_cannot_be_cancelled_and_its_money_is_applied(
+    app: App, sim: Simulator, demo: dict[str, int], method: str
+) -> None:
+    # Given a shopper who paid at the gateway and whose job waits in line
+    job = pay_gateway(app, sim, "demo-user-1", method).body["job_id"]
+
+    # When they try to leave the line (route and service)
+    status, body, _ = call(status_handler, "DELETE", f"/v1/payments/{job}", user="demo-user-1")
+    refused = _refusal(cancel_job, app, "demo-user-1", job)
+
+    # Then they are told the money is at the gateway; the job stays, is paid in its turn, the books close
+    assert (status, body["error"]["code"], body["error"]["details"]["job_status"]) == (409, "paid_at_gateway", "queued")
+    assert refused.code == "paid_at_gateway"
+    assert app.db.fetch_one("SELECT count(*) AS n FROM outbox_events") == {"n": 0}
+    drain(app)
+    assert _job(app.db, job)["status"] == "succeeded"
+    assert ledger_violations(app, sim) == {}
+
+
+@pytest.mark.parametrize("method", ["razorpay", "cashfree"])
+def test_a_sold_out_bulk_end_leaves_a_gateway_job_to_refund_its_captured_money(
+    app: App, sim: Simulator, demo: dict[str, int], method: str
+) -> None:
+    # Given a gateway job paid at the gateway, and its order's products then sold out by another path
+    accepted = pay_gateway(app, sim, "demo-user-1", method).body
+    set_stock_of_order(app, accepted["order_id"], 0)
+
+    # When the processor's after-batch step and the sweeper end the sold-out products' line
+    ended = end_sold_out_jobs(app, None)
+    sweeper_handler({}, LocalContext("sweeper"))
+
+    # Then the gateway job was not ended in bulk (its money would be stranded at the gateway) ...
+    assert ended == 0 and _job(app.db, accepted["job_id"])["status"] == "queued"
+    # ... its processor fails it out_of_stock and gives the money back, and the books close with the gateway's
+    drain(app)
+    assert (_job(app.db, accepted["job_id"])["status"], _job(app.db, accepted["job_id"])["reason"]) == (
+        "failed",
+        "out_of_stock",
+    )
+    assert ledger_violations(app, sim) == {}
+
+
+# --- 2. sold out known at once ----------------------------------------------------------------------
+
+
+def test_a_cancel_racing_the_bulk_end_ends_the_job_once(
+    app: App, sale: int, holder: psycopg2.extensions.connection, database_url: str
+) -> None:
+    # Given the hot product sold out with its buyers in line, and a bulk end running (not committed)
+    jobs = {user: pay(app, user, f"k-{user}").body["job_id"] for user in HOLDERS}
+    app.db.execute("UPDATE products SET stock = 0 WHERE id = %s", (sale,))
+    with holder.cursor() as cur:
+        cur.execute("SELECT count(*) FROM pq_end_sold_out_jobs(ARRAY[%s]::bigint[], 1000)", (sale,))
+        assert cur.fetchone() == (len(HOLDERS),)
+
+        # When one of them cancels meanwhile
+        racing = _Blocked(lambda: cancel_job(app, "demo-user-4", jobs["demo-user-4"]))
+        _wait_until_waiting_on_a_lock(database_url)
+        holder.commit()
+    racing.join()
+
+    # Then the cancel waited and answers how the job ended; it ended once, with one event
+    assert isinstance(racing.error, DomainError)
+    assert (racing.error.code, racing.error.details["reason"]) == ("job_finished", "out_of_stock")
+    assert app.db.fetch_one("SELECT count(*) AS n FROM outbox_events WHERE job_id = %s", (jobs["demo-user-4"],)) == {
+        "n": 1
+    }
+    _drain(app)
+    sweeper_handler({}, LocalContext("sweeper"))
+    _no_violations(app.db)
+    _finished_counter_matches_the_books(app.db)
+
+
+def test_a_bulk_end_racing_a_cancel_in_progress_skips_that_job_and_ends_the_rest(
+    app: App, sale: int, holder: psycopg2.extensions.connection
+) -> None:
+    # Given the hot product sold out with its buyers in line, and one buyer's cancel in progress
+    jobs = {user: pay(app, user, f"k-{user}").body["job_id"] for user in HOLDERS}
+    app.db.execute("UPDATE products SET stock = 0 WHERE id = %s", (sale,))
+    with holder.cursor() as cur:
+        cur.execute("SELECT outcome FROM pq_cancel_job('demo-user-4', %s)", (jobs["demo-user-4"],))
+        assert cur.fetchone() == ("cancelled",)
+
+        # When the bulk end runs meanwhile
+        ended = end_sold_out_jobs(app, [sale])
+        holder.commit()
+
+    # Then it ended the others without waiting, and the cancelled one is cancelled, each job ended once
+    assert ended == len(HOLDERS) - 1
+    reasons = {u: _job(app.db, j)["reason"] for u, j in jobs.items()}
+    assert reasons == {u: "cancelled" if u == "demo-user-4" else "out_of_stock" for u in HOLDERS}
+    assert end_sold_out_jobs(app, None) == 0
+    _drain(app)
+    sweeper_handler({}, LocalContext("sweeper"))
+    _no_violations(app.db)
+    _finished_counter_matches_the_books(app.db)
+
+
+def test_a_bulk_end_racing_the_processor_that_takes_the_last_unit_never_oversells(
+    app: App, sale: int, holder: psycopg2.extensions.connection
+) -> None:
+    # Given the whole line of the hot product, and a processor in the middle of paying its first buyer
+    # (the last unit taken, not committed)
+    stock = snapshot_stock(app.db)
+    jobs = {user: pay(app, user, f"k-{user}").body["job_id"] for user in HOLDERS}
+    with holder.cursor() as cur:
+        cur.execute("SELECT outcome, sold_out FROM pq_process_payment(%s)", (jobs["demo-user-2"],))
+        assert cur.fetchone() == ("succeeded", [sale])
+
+        # When the sweeper's bulk end runs meanwhile, it does not yet see the product sold out
+        assert end_sold_out_jobs(app, None) == 0
+        holder.commit()
+
+    # Then the after-batch step (here called as the processor does) ends the rest; nothing oversold
+    assert end_sold_out_jobs(app, [sale]) == len(HOLDERS) - 1
+    _drain(app)
+    sweeper_handler({}, LocalContext("sweeper"))
+    assert {u: _job(app.db, j)["status"] for u, j in jobs.items()} == {
+        u: "succeeded" if u == "demo-user-2" else "failed" for u in HOLDERS
+    }
+    _no_violations(app.db, stock)
+    _finished_counter_matches_the_books(app.db)
+
+
+def test_a_bulk_end_racing_a_processor_stalled_behind_a_wallet_credit_leaves_that_job_to_it(
+    app: App, sale: int, holder: psycopg2.extensions.connection, database_url: str
+) -> None:
+    # Given the hot product's buyers in line, and a merchant's credit to demo-user-4's wallet in progress
+    # (the wallet row locked), which the processor paying demo-user-4's job is waiting on
+    stock = snapshot_stock(app.db)
+    jobs = {user: pay(app, user, f"k-{user}").body["job_id"] for user in HOLDERS}
+    with holder.cursor() as cur:
+        cur.execute(
+            """SELECT outcome
+                 FROM pq_merchant_adjust_wallet('shop', 'refund-1', 'h', 'demo-user-4', 2500, NULL, 'refund')"""
+        )
+        assert cur.fetchone() == ("adjusted",)
+        stalled = _Blocked(lambda: process_wallet_job(app, jobs["demo-user-4"]))
+        _wait_until_waiting_on_a_lock(database_url)
+
+        # When another processor takes the last unit and the bulk end runs meanwhile
+        assert process_wallet_job(app, jobs["demo-user-2"]).sold_out == (sale,)
+        ended = end_sold_out_jobs(app, [sale])
+        holder.commit()
+    stalled.join()
+
+    # Then the bulk end ended the others without waiting and left the held job to its processor, which
+    # failed it out_of_stock once the credit committed: credited, not charged, nothing oversold
+    assert ended == 2
+    assert stalled.error is None and (stalled.result.outcome, stalled.result.reason) == ("failed", "out_of_stock")
+    assert {u: _job(app.db, j)["reason"] for u, j in jobs.items()} == {
+        u: None if u == "demo-user-2" else "out_of_stock" for u in HOLDERS
+    }
+    wallet = app.db.fetch_one("SELECT balance_paise FROM wallets WHERE user_id = 'demo-user-4'")
+    assert wallet == {"balance_paise": HOT.balance_paise + 2500}
+    _drain(app)
+    sweeper_handler({}, LocalContext("sweeper"))
+    _no_violations(app.db, stock)
+    _finished_counter_matches_the_books(app.db)
+
+
+def test_a_restocked_product_is_sold_again_and_its_buyers_are_not_refused(app: App, sale: int) -> None:
+    # Given the hot product sold out (its last unit paid), and a buyer refused 409 sold_out
+    stock = snapshot_stock(app.db)
+    process_wallet_job(app, pay(app, "demo-user-2", "k2").body["job_id"])
+    assert _refusal(pay, app, "demo-user-4", "k4").code == "sold_out"
+
+    # When an operator restocks it with two units
+    app.db.execute("UPDATE products SET stock = stock + 2 WHERE id = %s", (sale,))
+    stock[sale] += 2
+
+    # Then the same request (same key: the refusal recorded nothing) is accepted, and so is another buyer's;
+    # the sweeper ends no one, and both are paid
+    accepted = [pay(app, user, f"k{user[-1]}").body for user in ("demo-user-4", "demo-user-5")]
+    assert [a["status"] for a in accepted] == ["queued", "queued"]
+    assert sweeper_handler({}, LocalContext("sweeper"))["sold_out_jobs_ended"] == 0
+    _drain(app)
+    assert [_job(app.db, a["job_id"])["status"] for a in accepted] == ["succeeded", "succeeded"]
+    # And the product sold out again: the next buyer is refused at once
+    assert _refusal(pay, app, "demo-user-6", "k6").code == "sold_out"
+    _no_violations(app.db, stock)
+
+
+def test_a_sharded_product_restocked_in_its_shards_is_sold_again(app: App, db: Database) -> None:
+    # Given the hot product's single unit in one of three shards, paid: sold out
+    seed(db, dataclasses.replace(HOT, hot_shards=3))
+    hot = db.fetch_one("SELECT min(id) AS id FROM products")
+    assert hot is not None
+    stock = snapshot_stock(db)
+    process_wallet_job(app, pay(app, "demo-user-2", "k2").body["job_id"])
+    assert _refusal(pay, app, "demo-user-4", "k4").code == "sold_out"
+
+    # When an operator adds a unit to a shard
+    db.execute("UPDATE product_stock_shards SET stock = stock + 1 WHERE product_id = %s AND shard = 0", (hot["id"],))
+    stock[hot["id"]] += 1
+
+    # Then a buyer is accepted and paid
+    job = pay(app, "demo-user-4", "k4").body["job_id"]
+    _drain(app)
+    sweeper_handler({}, LocalContext("sweeper"))  # the first payment's event (paid here outside a batch)
+    assert _job(db, job)["status"] == "succeeded"
+    _no_violations(db, stock)
+
+
+def test_a_bulk_end_keeps_a_shoppers_jobs_in_order_when_their_first_is_cancelled(app: App, sale: int) -> None:
+    # Given a shopper with an earlier job (no hot product) and a later one holding the sold-out product
+    app.db.execute(
+        """UPDATE orders SET (items, total_paise) =
+                  (SELECT items, total_paise FROM orders WHERE user_id = 'demo-user-1')
+            WHERE user_id = 'demo-user-3'"""
+    )
+    first = pay(app, "demo-user-3", "k-first").body["job_id"]
+    hot_order = app.db.fetch_one(
+        """INSERT INTO orders (user_id, items, total_paise)
+           SELECT 'demo-user-3', items, total_paise FROM orders WHERE user_id = 'demo-user-4' RETURNING id"""
+    )
+    assert hot_order is not None
+    later = pay(app, "demo-user-3", "k-later", int(hot_order["id"])).body["job_id"]
+    app.db.execute("UPDATE products SET stock = 0 WHERE id = %s", (sale,))
+
+    # When the bulk end runs: the later job waits behind the earlier one
+    assert end_sold_out_jobs(app, [sale]) == 0
+    # and when the shopper cancels the earlier one, the next bulk end ends the later one
+    cancel_job(app, "demo-user-3", first)
+    assert end_sold_out_jobs(app, [sale]) == 1
+
+    assert (_job(app.db, later)["status"], _job(app.db, later)["reason"]) == ("failed", "out_of_stock")
+    _drain(app)
+    _no_violations(app.db)
+
+
+# --- 3. the now-serving figure and positions -----------------------------------------------------------
+
+
+def test_positions_only_fall_as_shoppers_leave_and_the_figure_counts_each_end_once(app: App, sale: int) -> None:
+    # Given the hot product's buyers in line, and demo-user-1 (no hot product) waiting behind them
+    jobs = {user: pay(app, user, f"k-{user}").body["job_id"] for user in HOLDERS}
+    waiting = pay(app, "demo-user-1", "k1").body
+
+    def position() -> int:
+        return int(call(status_handler, "GET", f"/v1/payments/{waiting['job_id']}", user="demo-user-1")[1]["position"])
+
+    seen = [waiting["position"], position()]
+
+    # When one buyer cancels, and the rest are ended by the sold-out bulk end (run twice, as the processor's
+    # after-batch step and the sweeper both may)
+    app.db.execute("UPDATE products SET stock = 0 WHERE id = %s", (sale,))
+    cancel_job(app, "demo-user-5", jobs["demo-user-5"])
+    seen.append(position())
+    ended = end_sold_out_jobs(app, [sale]) + end_sold_out_jobs(app, None)
+    seen.append(position())
+    figure = call(status_handler, "GET", "/v1/queue/now-serving", user=None)[1]
+
+    # Then the waiting shopper moved up by exactly the shoppers who left ahead of them, never back, and the
+    # shared figure gives the same place; the counter moved once per job that ended
+    assert ended == len(HOLDERS) - 1
+    assert seen == [5, 5, 4, 1]
+    assert max(1, waiting["queue_number"] - figure["serving"]) == 1
+    _finished_counter_matches_the_books(app.db)
+
+
+def test_a_rolled_back_bulk_end_moves_no_one_up_the_line(
+    app: App, sale: int, holder: psycopg2.extensions.connection
+) -> None:
+    # DEFECT: the finished-jobs counter is a sequence (payment_finished_seq) that pq_end_job advances with
+    # nextval (shared/sql/events.sql:28), and a sequence never rolls back. A bulk end whose transaction is
+    # rolled back -- cut off by the 5 s statement timeout, which line.sql and shared/services/line.py say
+    # "ends none", or a deadlock/connection loss -- still advances `serving` by every job it had ended
+    # before the cut. Nobody left the line, yet every waiting shopper's position drops, for good (the
+    # counter can never be set back without making positions rise). A timeout that repeats each run
+    # ("every later one would be cut off alike") inflates the counter by up to SOLD_OUT_BATCH a run
+    # until every position collapses to 1.
+    # Given a shopper waiting behind the hot product's buyers, the product sold out
+    waiting = pay(app, "demo-user-1", "k1").body
+    for user in HOLDERS:
+        pay(app, user, f"k-{user}")
+    app.db.execute("UPDATE products SET stock = 0 WHERE id = %s", (sale,))
+    before = call(status_handler, "GET", f"/v1/payments/{waiting['job_id']}", user="demo-user-1")[1]
+
+    # When a bulk end runs and is rolled back (a statement timeout, a lost connection)
+    with holder.cursor() as cur:
+        cur.execute("SELECT count(*) FROM pq_end_sold_out_jobs(ARRAY[%s]::bigint[], 1000)", (sale,))
+        assert cur.fetchone() == (len(HOLDERS),)
+    holder.rollback()
+
+    # Then nothing ended, and nobody moved: the figure still counts only the jobs that ended
+    assert app.db.fetch_one("SELECT count(*) AS n FROM payment_jobs WHERE finished_at IS NOT NULL") == {"n": 0}
+    after = call(status_handler, "GET", f"/v1/payments/{waiting['job_id']}", user="demo-user-1")[1]
+    figure = call(status_handler, "GET", "/v1/queue/now-serving", user=None)[1]
+    assert figure["serving"] == 0
+    assert after["position"] == before["position"]
+
+
+def test_the_shared_figure_never_shows_a_shopper_a_place_further_back_than_their_job_did(
+    app: App, demo: dict[str, int], tmp_path: Path
+) -> None:
+    # DEFECT: the 202 and GET /v1/payments/{id} compute the position from the finished counter read now
+    # (shared/services/reads.py:86, `queue_seq - finished`), while GET /v1/queue/now-serving is answered
+    # from a shared cache for up to NOW_SERVING_CACHE_S (shared/routes.py:22; CloudFront on AWS, local/api.py
+    # locally) and so may carry an older, smaller `serving`. A shopper who gets their 202 (or reads their job)
+    # and then polls the figure within that second computes queue_number - serving and sees their place in
+    # line go BACK. Nothing in the job view (no `serving` / as_of of the counter it used) lets the client tell
+    # the older figure from the newer one. Fix: return the counter the position was measured against
+    # (`serving`, row["finished"]) in the job view and the 202, and have clients take
+    # max(serving seen) -- or document that a figure older than the job's answer must be ignored.
+    issuer = LocalIssuer(tmp_path / "key.pem", "https://issuer.test", "payments")
+
+    class StillClock:
+        now = 1000.0
+
+        def __call__(self) -> float:
+            return self.now
+
+    api = LocalApi(issuer, clock=StillClock())
+
+    async def run() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+        async with TestClient(TestServer(build_app(api))) as client:
+
+            async def figure() -> dict[str, Any]:
+                async with client.get("/v1/queue/now-serving") as resp:
+                    assert resp.status == 200
+                    return dict(json.loads(await resp.text()))
+
+            # Given two shoppers in line and the figure read (and cached) by some waiting client
+            first = pay(app, "demo-user-1", "k1").body
+            pay(app, "demo-user-2", "k2")
+            cached = await figure()
+            # When the first is paid, and a third shopper joins and polls the figure within the same second
+            process_wallet_job(app, first["job_id"])
+            accepted = pay(app, "demo-user-3", "k3").body
+            return cached, accepted, await figure()
+
+    cached, accepted, polled = asyncio.run(run())
+
+    # Then the figure the third shopper reads must not put them further back than their 202 did
+    assert polled == cached  # answered from the shared cache, as designed
+    assert max(1, accepted["queue_number"] - polled["serving"]) <= accepted["position"]
+
+
+# --- 4. enqueue in one round trip, and the sweeper's resend rule -------------------------------------
+
+
+@pytest.mark.parametrize("how", ["cancelled", "sold_out"])
+def test_the_sweeper_never_sends_a_job_that_left_the_line(app: App, demo: dict[str, int], how: str) -> None:
+    # Given a job an SQS intake left unconfirmed long ago (sent_at NULL) in a stalled line, that left the line
+    job = _unconfirmed(app.db, "demo-user-1", "k1", 100)
+    if how == "cancelled":
+        cancel_job(app, "demo-user-1", job)
+    else:
+        # (what pq_enqueue_job records for the bulk end to find it by)
+        app.db.execute(
+            """UPDATE payment_jobs j SET product_ids = pq_item_products(o.items)
+                 FROM orders o WHERE o.id = j.order_id AND j.id = %s""",
+            (job,),
+        )
+        set_stock_of_order(app, _order_of_job(app.db, job), 0)
+        assert end_sold_out_jobs(app, None) == 1
+
+    # When the sweeper runs
+    swept = sweep(dataclasses.replace(app, settings=app.settings.model_copy(update={"sweep_after_s": N})))
+
+    # Then the job is not sent: no message is made for a job that has ended
+    assert swept["jobs_resent"] == 0
+    assert app.db.fetch_one("SELECT count(*) AS n FROM pgmq.q_payments") == {"n": 0}
+    assert _job(app.db, job)["sent_at"] is not None
+
+
+def _order_of_job(db: Database, job_id: str) -> int:
+    row = db.fetch_one("SELECT order_id FROM payment_jobs WHERE id = %s", (job_id,))
+    assert row is not None
+    return int(row["order_id"])
+
+
+def _swept(db: Database) -> set[str]:
+    return {str(r["id"]) for r in db.fetch_all("SELECT id FROM pq_unsent_jobs(%s, 500)", (N,))}
+
+
+@pytest.mark.parametrize("how", ["cancelled", "sold_out"])
+def test_a_shopper_leaving_at_the_back_does_not_make_the_sweeper_resend_the_line(
+    app: App, demo: dict[str, int], how: str
+) -> None:
+    # DEFECT: pq_unsent_jobs (shared/sql/intake.sql:204-206) takes the line's front to be the newest
+    # created_at among the jobs that finished in the last N seconds, assuming jobs end in line order. A job
+    # that leaves the line -- a cancel (line.sql:64) or the sold-out bulk end (line.sql:138), both through
+    # pq_end_job -- ends wherever it stands, usually at the back. One such end moves the "front" to now, and
+    # every queued job older than N seconds whose send SQS never confirmed (on SQS: every job, sent_at stays
+    # NULL) counts as "passed" and is sent again: a long line of sent jobs re-sent wholesale, exactly what
+    # the function's comment promises never happens (past SQS's 5-minute deduplication these are real
+    # duplicate deliveries, each a payment round trip). Fix: measure the front by jobs a processor ended,
+    # not jobs that left the line -- e.g. mark ends made by pq_cancel_job / pq_end_sold_out_jobs (a column
+    # such as ended_in_line, or a distinct reason) and exclude them from the front's max(created_at).
+    # Given a job sent 100 s ago but unconfirmed (SQS), waiting its turn: the line's front (the newest job
+    # to end in the last N s) was accepted 110 s ago, so the line has not reached it
+    waiting = _unconfirmed(app.db, "demo-user-1", "k1", 100)
+    front = _unconfirmed(app.db, "demo-user-2", "k2", 110)
+    process_wallet_job(app, front)
+    assert waiting not in _swept(app.db)
+
+    # When a shopper who joined just now leaves the line (cancels, or their product sells out)
+    late = pay(app, "demo-user-3", "k3").body["job_id"]
+    if how == "cancelled":
+        cancel_job(app, "demo-user-3", late)
+    else:
+        set_stock_of_order(app, _order_of_job(app.db, late), 0)
+        assert end_sold_out_jobs(app, None) == 1
+
+    # Then the waiting job is still not sent again: the line has not moved past it
+    assert waiting not in _swept(app.db)
+
+
+def test_sold_out_refusals_and_a_replay_of_an_ended_job_send_no_message(app: App, sale: int) -> None:
+    # Given the hot product sold out
+    paid_order = pending_order(app.db, "demo-user-2")
+    process_wallet_job(app, pay(app, "demo-user-2", "k2", paid_order).body["job_id"])
+    _drain(app)
+    before = row_counts(app.db)
+
+    # When its buyers ask to pay (one twice) and a shopper whose job ended asks again
+    for user, key in (("demo-user-4", "k4"), ("demo-user-4", "k4"), ("demo-user-6", "k6")):
+        assert _refusal(pay, app, user, key).code == "sold_out"
+    assert pay(app, "demo-user-2", "k2", paid_order).replayed
+
+    # Then no job, no message, no event was made
+    assert row_counts(app.db) == before
+
+
+# --- DLQ: a cancelled job's message redelivered ----------------------------------------------------
+
+
+def test_a_dead_lettered_job_cancelled_then_redriven_is_acknowledged_without_work(
+    app: App, demo: dict[str, int]
+) -> None:
+    # Given a job whose message went to the DLQ (recorded as the processor does)
+    stock = snapshot_stock(app.db)
+    job = pay(app, "demo-user-1", "k1").body["job_id"]
+    dead = dead_letter_everything(app)
+    app.db.execute(
+        "SELECT pq_record_delivery_failure(%s, %s, 10, 'TransientError', 'x', true)", (job, str(dead[0]["msg_id"]))
+    )
+    before = row_counts(app.db)
+
+    # When the shopper leaves the line (their job shows no place in line: it waits for an operator)
+    left = cancel_job(app, "demo-user-1", job)
+    # and the operator, later, cannot drop it by id (it has ended) but redrives the DLQ
+    dropped = _refusal(drop_dead_letter, app, job, "ops")
+    moved = app.queue.redrive()
+    _drain(app)
+
+    # Then the job stays cancelled and its redriven message was consumed without charging anything
+    assert (left["status"], left["reason"]) == ("failed", "cancelled")
+    assert (dropped.code, moved.moved) == ("job_not_dead_lettered", 1)
+    stats = app.queue.stats()
+    assert (stats.depth, stats.dlq_depth) == (0, 0)
+    after = row_counts(app.db)
+    assert {k: after[k] for k in ("payments", "wallet_txs", "balances", "stock")} == {
+        k: before[k] for k in ("payments", "wallet_txs", "balances", "stock")
+    }
+    _no_violations(app.db, stock)
