@@ -148,7 +148,8 @@ async def _wait_in_line(
     own job only when its number comes up (within a second's worth of the line's rate) or every
     JOB_CHECK_S; the place in line is the job's number less the figure's serving, never rising. The 202
     is a reading of the line too: a job it says is due within the second reads itself first."""
-    number, served = accepted["queue_number"], 0
+    # Measured against the largest serving seen: a figure from the shared cache may be older than the 202.
+    number, served = accepted["queue_number"], accepted.get("serving", 0)
     wait_s = accepted.get("poll_after_ms", 500) / 1000
     checked_at = time.monotonic()
     result.predicted_eta_s = accepted.get("eta_seconds")
@@ -184,6 +185,7 @@ async def _wait_in_line(
             result.done_at = time.time()
             return
         # Still waiting: the job's view is a reading of the line too, with its own advice.
+        served = max(served, state.get("serving", 0))
         due, wait_s = _due(state), state.get("poll_after_ms", 500) / 1000
     result.final, result.error = "error", "timed out polling"
 

@@ -76,7 +76,14 @@ class JobView(BaseModel):
     dead_lettered: bool | None = Field(default=None, description="its message is in the DLQ: waits for a redrive")
     money: JobMoney | None = Field(default=None, description="a dead-lettered gateway job: where its money is")
     queue_number: int | None = Field(
-        default=None, description="while waiting: position = queue_number - serving of GET /v1/queue/now-serving"
+        default=None,
+        description="while waiting: position = queue_number - the largest serving seen (this view's, or "
+        "GET /v1/queue/now-serving's)",
+    )
+    serving: int | None = Field(
+        default=None,
+        description="while waiting: the finished-jobs counter this position was measured against; a cached "
+        "figure may be older, so a client keeps the largest serving it has seen",
     )
     now_serving_url: str | None = Field(
         default=None,

@@ -298,6 +298,8 @@
   // else the shared figure.
   function show(job) {
     render(job);
+    // The counter the view's position was measured against: a figure from the shared cache may be older.
+    if (typeof job.serving === "number") servingSeen = Math.max(servingSeen, job.serving);
     if (job.status === "queued" && job.queue_number && job.now_serving_url) {
       lineWaitMs = job.poll_after_ms || 1000;
       const due = job.position <= 1 || (job.eta_seconds !== null && job.eta_seconds !== undefined && job.eta_seconds <= 1);

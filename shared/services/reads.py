@@ -98,6 +98,9 @@ def job_view(deps: JobViewDeps, row: dict[str, Any]) -> dict[str, Any]:
             "eta_seconds": eta,
             "poll_after_ms": poll_ms,
             "queue_number": row["queue_seq"],
+            # The counter this position was measured against: a figure read later may come from a cache
+            # older than this answer, so a client measures against the largest serving it has seen.
+            "serving": row["finished"],
             "now_serving_url": deps.settings.now_serving_url,
         }
     elif status == JobStatus.FAILED:
