@@ -15,7 +15,12 @@ $$;
 -- transaction written for a success (NULL for a failure, with p_reason set). Returns the outbox row.
 -- A job that ends needs no send any more: sent_at is set if its send was never confirmed (an SQS
 -- intake confirms nothing per job; migration 0015), in the same row update.
-CREATE OR REPLACE FUNCTION pq_end_job(p_job payment_jobs, p_reason text, p_payment payment_transactions)
+-- p_left_line: the job left the line before a processor took it (a cancel, the sold-out bulk end), which
+-- the sweeper's resend rule must not read as the line's front (pq_unsent_jobs). The finished counter
+-- (line_finished, migration 0022) moves in this transaction, so an end rolled back counts nothing.
+DROP FUNCTION IF EXISTS pq_end_job(payment_jobs, text, payment_transactions);
+CREATE OR REPLACE FUNCTION pq_end_job(p_job payment_jobs, p_reason text, p_payment payment_transactions,
+                                      p_left_line boolean DEFAULT false)
 RETURNS jsonb
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -23,9 +28,10 @@ DECLARE
 BEGIN
     UPDATE payment_jobs
        SET status = CASE WHEN p_payment.id IS NULL THEN 'failed' ELSE 'succeeded' END,
-           reason = p_reason, payment_id = p_payment.id, finished_at = now(), sent_at = coalesce(sent_at, now())
+           reason = p_reason, payment_id = p_payment.id, finished_at = now(), sent_at = coalesce(sent_at, now()),
+           left_line = p_left_line
      WHERE id = p_job.id;
-    PERFORM nextval('payment_finished_seq');
+    UPDATE line_finished SET finished = finished + 1 WHERE shard = pg_backend_pid() % 32;
     INSERT INTO outbox_events (job_id, event_type, payload)
     VALUES (p_job.id,
             CASE WHEN p_payment.id IS NULL THEN 'PaymentFailed' ELSE 'PaymentSucceeded' END,

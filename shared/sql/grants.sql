@@ -93,7 +93,7 @@ $$;
 -- What each group reads.
 GRANT SELECT ON payment_jobs, gateway_payments, gateway_refunds, payment_transactions
    TO pq_enqueue, pq_line, pq_merchant;
-GRANT SELECT ON payment_jobs, payment_finished_seq, orders, products, gateway_checkouts, gateway_payments,
+GRANT SELECT ON payment_jobs, line_finished, orders, products, gateway_checkouts, gateway_payments,
                 gateway_refunds, payment_transactions, delivery_failures, wallets, wallet_transactions,
                 outbox_events
    TO pq_status;

@@ -1,9 +1,10 @@
 -- Accepting a payment request (functions/enqueue): one round trip records the job or says why not.
 
--- Number of jobs that have reached a terminal state (O(1): reads one sequence).
+-- Number of jobs that have reached a terminal state, as committed (the 32 rows of line_finished,
+-- migration 0022; pq_end_job adds to them in the ending transaction).
 CREATE OR REPLACE FUNCTION pq_finished_count() RETURNS bigint
 LANGUAGE sql STABLE AS $$
-    SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM payment_finished_seq
+    SELECT sum(finished)::bigint FROM line_finished
 $$;
 
 -- One user's intake, one request at a time: a transaction-scoped advisory lock (released at commit;
@@ -181,7 +182,8 @@ $$;
 --   queued (parks 0): sent at intake, or not if the enqueue died or SQS failed between commit and send --
 --     on SQS the intake confirms nothing per job, so the two look alike. Such a job is sent once the line
 --     has passed it (a job accepted N seconds after it ended in the last N seconds) or the line has
---     stalled (no job ended in the last N seconds). A sent job caught so is one SQS is about to hand
+--     stalled (no job ended in the last N seconds). Only ends at the front count: a job that left the line
+--     (left_line: cancelled, or its product sold out) ended wherever it stood, usually at the back. A sent job caught so is one SQS is about to hand
 --     over, or one waiting behind a failing message of its own user: its copy is dropped by SQS FIFO's
 --     5-minute deduplication on the job id ("Amazon SQS FIFO queue key terms": the id is tracked even
 --     after the message was received and deleted) or, later, acknowledged as a finished job. No job is
@@ -202,7 +204,8 @@ LANGUAGE sql STABLE SET enable_seqscan = off AS $$
         SELECT j.* FROM payment_jobs j
          WHERE j.sent_at IS NULL AND j.parks = 0 AND j.status = 'queued' AND j.dead_lettered_at IS NULL
            AND j.created_at < (SELECT coalesce(max(f.created_at), now()) FROM payment_jobs f
-                                WHERE f.finished_at > now() - make_interval(secs => p_older_than_s))
+                                WHERE f.finished_at > now() - make_interval(secs => p_older_than_s)
+                                  AND NOT f.left_line)
                               - make_interval(secs => p_older_than_s)
          ORDER BY j.created_at
          LIMIT p_limit)

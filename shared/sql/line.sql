@@ -61,7 +61,7 @@ BEGIN
     ELSIF v_job.method <> 'wallet' THEN
         outcome := 'paid_at_gateway';
     ELSE
-        event := pq_end_job(v_job, 'cancelled', NULL);
+        event := pq_end_job(v_job, 'cancelled', NULL, true);
         outcome := 'cancelled';
         SELECT * INTO v_job FROM payment_jobs j WHERE j.id = p_job_id;
     END IF;
@@ -135,7 +135,7 @@ BEGIN
            FOR UPDATE SKIP LOCKED;
         CONTINUE WHEN NOT FOUND;
         job_id := v_locked.id;
-        event := pq_end_job(v_locked, 'out_of_stock', NULL);
+        event := pq_end_job(v_locked, 'out_of_stock', NULL, true);
         RETURN NEXT;
         v_ended := v_ended + 1;
         EXIT WHEN v_ended >= p_limit;

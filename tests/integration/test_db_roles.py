@@ -121,6 +121,7 @@ def test_the_status_role_reads_and_cannot_write(db: Database, demo: dict[str, in
         ("SELECT * FROM pq_cancel_job('demo-user-1', %s)", (job_id,)),
         ("SELECT * FROM pq_process_payment(%s)", (job_id,)),
         ("SELECT nextval('payment_finished_seq')", ()),
+        ("UPDATE line_finished SET finished = finished + 1", ()),
     ):
         with pytest.raises(psycopg2.errors.InsufficientPrivilege):
             _as_role(database_url, "pq_status", sql, params)

@@ -3,7 +3,7 @@
 now-serving figure, and enqueue in one round trip with the sweeper's resend rule.
 
 Every test runs on a real PostgreSQL (the session's embedded server). Tests that pass document an attack
-that holds; a test marked `# DEFECT:` fails on purpose and says why."""
+that holds; a test whose comment says "Found by the review" failed before its fix."""
 
 from __future__ import annotations
 
@@ -616,14 +616,9 @@ def test_positions_only_fall_as_shoppers_leave_and_the_figure_counts_each_end_on
 def test_a_rolled_back_bulk_end_moves_no_one_up_the_line(
     app: App, sale: int, holder: psycopg2.extensions.connection
 ) -> None:
-    # DEFECT: the finished-jobs counter is a sequence (payment_finished_seq) that pq_end_job advances with
-    # nextval (shared/sql/events.sql:28), and a sequence never rolls back. A bulk end whose transaction is
-    # rolled back -- cut off by the 5 s statement timeout, which line.sql and shared/services/line.py say
-    # "ends none", or a deadlock/connection loss -- still advances `serving` by every job it had ended
-    # before the cut. Nobody left the line, yet every waiting shopper's position drops, for good (the
-    # counter can never be set back without making positions rise). A timeout that repeats each run
-    # ("every later one would be cut off alike") inflates the counter by up to SOLD_OUT_BATCH a run
-    # until every position collapses to 1.
+    # Found by the review: the finished counter was a sequence, which never rolls back, so a bulk end cut
+    # off by its statement timeout (or a lost connection) moved every waiting shopper up for good. It is
+    # now line_finished (migration 0022), updated in the ending transaction.
     # Given a shopper waiting behind the hot product's buyers, the product sold out
     waiting = pay(app, "demo-user-1", "k1").body
     for user in HOLDERS:
@@ -731,16 +726,10 @@ def _swept(db: Database) -> set[str]:
 def test_a_shopper_leaving_at_the_back_does_not_make_the_sweeper_resend_the_line(
     app: App, demo: dict[str, int], how: str
 ) -> None:
-    # DEFECT: pq_unsent_jobs (shared/sql/intake.sql:204-206) takes the line's front to be the newest
-    # created_at among the jobs that finished in the last N seconds, assuming jobs end in line order. A job
-    # that leaves the line -- a cancel (line.sql:64) or the sold-out bulk end (line.sql:138), both through
-    # pq_end_job -- ends wherever it stands, usually at the back. One such end moves the "front" to now, and
-    # every queued job older than N seconds whose send SQS never confirmed (on SQS: every job, sent_at stays
-    # NULL) counts as "passed" and is sent again: a long line of sent jobs re-sent wholesale, exactly what
-    # the function's comment promises never happens (past SQS's 5-minute deduplication these are real
-    # duplicate deliveries, each a payment round trip). Fix: measure the front by jobs a processor ended,
-    # not jobs that left the line -- e.g. mark ends made by pq_cancel_job / pq_end_sold_out_jobs (a column
-    # such as ended_in_line, or a distinct reason) and exclude them from the front's max(created_at).
+    # Found by the review: pq_unsent_jobs took the line's front to be the newest job that ended lately, and
+    # a job that left the line (cancelled, or the sold-out bulk end) ends at the back, so one such end made
+    # the sweeper resend every unconfirmed (SQS) job. Such ends are now marked (payment_jobs.left_line,
+    # migration 0022) and the front is measured without them.
     # Given a job sent 100 s ago but unconfirmed (SQS), waiting its turn: the line's front (the newest job
     # to end in the last N s) was accepted 110 s ago, so the line has not reached it
     waiting = _unconfirmed(app.db, "demo-user-1", "k1", 100)
