@@ -13,6 +13,7 @@ from shared.bootstrap import App, bootstrap
 from shared.db import Database
 from shared.settings import Settings
 from tests.integration.gateway_helpers import CASHFREE, RAZORPAY, RAZORPAY_WEBHOOK_SECRET, WebhookInbox
+from tests.integration.helpers import HOT
 
 
 @pytest.fixture
@@ -37,6 +38,15 @@ def db(app: App) -> Database:
 def demo(db: Database) -> dict[str, int]:
     """Three users with Rs 5,000 each, five products with 1,000 units, one pending order each."""
     return seed(db, SeedPlan(users=3))
+
+
+@pytest.fixture
+def sale(db: Database) -> int:
+    """The hot sale's rows (helpers.HOT); the hot product's id."""
+    seed(db, HOT)
+    row = db.fetch_one("SELECT min(id) AS id FROM products")
+    assert row is not None
+    return int(row["id"])
 
 
 AWS_REGION = "ap-south-1"

@@ -6,11 +6,17 @@ from typing import Any
 
 from functions.process_payment.handler import handler as process_handler
 from local.lambda_shim import LocalContext, sqs_record
+from local.seed import SeedPlan
 from local.workers import read_fifo, settle
 from shared.bootstrap import App
 from shared.db import Database
 from shared.domain import PaymentRequest
 from shared.services.intake import Accepted, accept_payment
+
+# A hot sale: six shoppers, product 1 with one unit; shoppers 2, 4, 5 and 6 hold it (local/seed.py), 1 and 3
+# do not (the conftest's sale fixture seeds it).
+HOT = SeedPlan(users=6, products=5, hot_every=2, hot_stock=1)
+HOLDERS = ("demo-user-2", "demo-user-4", "demo-user-5", "demo-user-6")
 
 
 def pending_order(db: Database, user_id: str) -> int:
@@ -59,3 +65,14 @@ def deliver(app: App, messages: list[dict[str, Any]]) -> set[str]:
         retry_delay_s=0,
     )
     return failed
+
+
+def second_order(db: Database, user_id: str) -> int:
+    """Another pending order of the shopper's, with the items of their first."""
+    row = db.fetch_one(
+        """INSERT INTO orders (user_id, items, total_paise)
+           SELECT user_id, items, total_paise FROM orders WHERE user_id = %s ORDER BY id LIMIT 1 RETURNING id""",
+        (user_id,),
+    )
+    assert row is not None
+    return int(row["id"])

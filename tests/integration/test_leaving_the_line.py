@@ -19,18 +19,8 @@ from shared.errors import DomainError
 from shared.http import http_status
 from shared.services.line import cancel_job, end_sold_out_jobs
 from shared.services.wallet import process_wallet_job
-from tests.integration.helpers import deliver, pay, receive, row_counts
+from tests.integration.helpers import HOLDERS, HOT, deliver, pay, receive, row_counts, second_order
 from tests.integration.test_api_handlers import call
-
-
-def _second_order(db: Database, user_id: str) -> int:
-    row = db.fetch_one(
-        """INSERT INTO orders (user_id, items, total_paise)
-           SELECT user_id, items, total_paise FROM orders WHERE user_id = %s ORDER BY id LIMIT 1 RETURNING id""",
-        (user_id,),
-    )
-    assert row is not None
-    return int(row["id"])
 
 
 def test_a_cancelled_job_is_never_paid_and_its_message_is_consumed_without_work(app: App, demo: dict[str, int]) -> None:
@@ -124,7 +114,7 @@ def test_leaving_moves_everyone_behind_up(app: App, demo: dict[str, int]) -> Non
 def test_a_shopper_leaving_with_a_later_job_breaks_no_order(app: App, demo: dict[str, int]) -> None:
     # Given a shopper with two jobs in line
     pay(app, "demo-user-1", "k1")
-    later = pay(app, "demo-user-1", "k2", _second_order(app.db, "demo-user-1")).body["job_id"]
+    later = pay(app, "demo-user-1", "k2", second_order(app.db, "demo-user-1")).body["job_id"]
 
     # When they cancel the later one, and the line then pays the first
     cancel_job(app, "demo-user-1", later)
@@ -154,18 +144,6 @@ def test_delete_route_answers_200_then_the_same_then_409_for_a_paid_job(app: App
 
 
 # --- sold out, known at once ------------------------------------------------------------------
-
-# Six shoppers, product 1 with one unit; shoppers 2, 4, 5 and 6 hold it (local/seed.py), 1 and 3 do not.
-HOT = SeedPlan(users=6, products=5, hot_every=2, hot_stock=1)
-HOLDERS = ("demo-user-2", "demo-user-4", "demo-user-5", "demo-user-6")
-
-
-@pytest.fixture
-def sale(db: Database) -> int:
-    seed(db, HOT)
-    row = db.fetch_one("SELECT min(id) AS id FROM products")
-    assert row is not None
-    return int(row["id"])
 
 
 def _statuses(db: Database) -> dict[str, tuple[str, str | None]]:

@@ -27,7 +27,7 @@ from local.auth import LocalIssuer
 from local.gateway_sim import Simulator
 from local.invariants import check, snapshot_stock
 from local.lambda_shim import LocalContext
-from local.seed import SeedPlan, seed
+from local.seed import seed
 from shared.bootstrap import App
 from shared.db import Database
 from shared.errors import DomainError
@@ -44,7 +44,7 @@ from tests.integration.gateway_helpers import (
     pgmq_gateway_settings,
     set_stock_of_order,
 )
-from tests.integration.helpers import deliver, pay, pending_order, receive, row_counts
+from tests.integration.helpers import HOLDERS, HOT, deliver, pay, pending_order, receive, row_counts, second_order
 from tests.integration.test_api_handlers import call
 from tests.integration.test_dlq_redrive import dead_letter_everything
 from tests.integration.test_enqueue_round_trip import N, _unconfirmed
@@ -58,20 +58,6 @@ def settings(request: pytest.FixtureRequest, database_url: str) -> Settings:
     if "sim" in request.fixturenames:
         return pgmq_gateway_settings(database_url, request.getfixturevalue("sim"))
     return Settings(database_url=database_url, queue_backend="pgmq", event_bus_backend="pgmq", sweep_after_s=0)
-
-
-# Six shoppers, product 1 with one unit; shoppers 2, 4, 5 and 6 hold it (local/seed.py), 1 and 3 do not.
-HOT = SeedPlan(users=6, products=5, hot_every=2, hot_stock=1)
-HOLDERS = ("demo-user-2", "demo-user-4", "demo-user-5", "demo-user-6")
-
-
-@pytest.fixture
-def sale(db: Database) -> int:
-    """The hot sale's rows; the hot product's id."""
-    seed(db, HOT)
-    row = db.fetch_one("SELECT min(id) AS id FROM products")
-    assert row is not None
-    return int(row["id"])
 
 
 @pytest.fixture
@@ -99,16 +85,6 @@ def _job(db: Database, job_id: str) -> dict[str, Any]:
     row = db.fetch_one("SELECT status, reason, payment_id, sent_at FROM payment_jobs WHERE id = %s", (job_id,))
     assert row is not None
     return row
-
-
-def _second_order(db: Database, user_id: str) -> int:
-    row = db.fetch_one(
-        """INSERT INTO orders (user_id, items, total_paise)
-           SELECT user_id, items, total_paise FROM orders WHERE user_id = %s ORDER BY id LIMIT 1 RETURNING id""",
-        (user_id,),
-    )
-    assert row is not None
-    return int(row["id"])
 
 
 def _drain(app: App) -> None:
@@ -249,7 +225,7 @@ def test_a_shopper_whose_first_of_two_jobs_is_cancelled_still_has_the_second_pai
     # Given a shopper with two jobs in line, the first cancelled
     stock = snapshot_stock(app.db)
     first = pay(app, "demo-user-1", "k1").body["job_id"]
-    second = pay(app, "demo-user-1", "k2", _second_order(app.db, "demo-user-1")).body["job_id"]
+    second = pay(app, "demo-user-1", "k2", second_order(app.db, "demo-user-1")).body["job_id"]
     cancel_job(app, "demo-user-1", first)
 
     # When the line drains (the FIFO group hands the cancelled job's message over first)
