@@ -183,8 +183,9 @@ $$;
 --     on SQS the intake confirms nothing per job, so the two look alike. Such a job is sent once the line
 --     has passed it (a job accepted N seconds after it ended in the last N seconds) or the line has
 --     stalled (no job ended in the last N seconds). Only ends at the front count: a job that left the line
---     (left_line: cancelled, or its product sold out) ended wherever it stood, usually at the back. A sent job caught so is one SQS is about to hand
---     over, or one waiting behind a failing message of its own user: its copy is dropped by SQS FIFO's
+--     (left_line: cancelled, or its product sold out) ended wherever it stood, usually at the back. A sent
+--     job caught so is one SQS is about to hand over, or one waiting behind a failing message of its own
+--     user: its copy is dropped by SQS FIFO's
 --     5-minute deduplication on the job id ("Amazon SQS FIFO queue key terms": the id is tracked even
 --     after the message was received and deleted) or, later, acknowledged as a finished job. No job is
 --     lost: an unsent job never ends, so either the jobs accepted after it end (the line passes it) or

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from functions.process_payment.handler import handler as process_handler
@@ -76,3 +77,18 @@ def second_order(db: Database, user_id: str) -> int:
     )
     assert row is not None
     return int(row["id"])
+
+
+def wait_for_a_lock_wait(app: App, call: str, timeout_s: float = 10.0) -> None:
+    """Until a session running `call` waits for a lock."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        waiting = app.db.fetch_one(
+            """SELECT count(*) AS n FROM pg_stat_activity
+                WHERE wait_event_type = 'Lock' AND query LIKE %s AND pid <> pg_backend_pid()""",
+            (f"%{call}%",),
+        )
+        if waiting and waiting["n"]:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"no session running {call} came to wait for a lock")

@@ -16,6 +16,7 @@ from local.seed import SeedPlan, seed
 from shared.bootstrap import App
 from shared.domain import PaymentRequest
 from shared.services.intake import accept_payment
+from tests.integration.helpers import wait_for_a_lock_wait
 
 ROOT = Path(__file__).resolve().parents[2]
 USERS = 300
@@ -114,7 +115,7 @@ def test_a_gateway_job_that_ends_while_another_delivery_waits_to_park_it_is_answ
             parked = pool.submit(
                 lambda: app.db.fetch_one("SELECT outcome, reason FROM pq_gateway_park(%s)", (job["job_id"],))
             )
-            _wait_for_a_lock_wait(app, "pq_gateway_park")
+            wait_for_a_lock_wait(app, "pq_gateway_park")
             failing.commit()
             answer = parked.result(timeout=10)
     failing.close()
@@ -123,18 +124,3 @@ def test_a_gateway_job_that_ends_while_another_delivery_waits_to_park_it_is_answ
     assert answer == {"outcome": "already_failed", "reason": "gateway_payment_failed"}
     row = app.db.fetch_one("SELECT status, parked_at, parks FROM payment_jobs WHERE id = %s", (job["job_id"],))
     assert row == {"status": "failed", "parked_at": None, "parks": 0}
-
-
-def _wait_for_a_lock_wait(app: App, call: str, timeout_s: float = 10.0) -> None:
-    """Until a session running `call` waits for a lock."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        waiting = app.db.fetch_one(
-            """SELECT count(*) AS n FROM pg_stat_activity
-                WHERE wait_event_type = 'Lock' AND query LIKE %s AND pid <> pg_backend_pid()""",
-            (f"%{call}%",),
-        )
-        if waiting and waiting["n"]:
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"no session running {call} came to wait for a lock")

@@ -11,7 +11,6 @@ import asyncio
 import dataclasses
 import json
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -44,7 +43,17 @@ from tests.integration.gateway_helpers import (
     pgmq_gateway_settings,
     set_stock_of_order,
 )
-from tests.integration.helpers import HOLDERS, HOT, deliver, pay, pending_order, receive, row_counts, second_order
+from tests.integration.helpers import (
+    HOLDERS,
+    HOT,
+    deliver,
+    pay,
+    pending_order,
+    receive,
+    row_counts,
+    second_order,
+    wait_for_a_lock_wait,
+)
 from tests.integration.test_api_handlers import call
 from tests.integration.test_dlq_redrive import dead_letter_everything
 from tests.integration.test_enqueue_round_trip import N, _unconfirmed
@@ -92,6 +101,18 @@ def _drain(app: App) -> None:
         assert deliver(app, messages) == set()
 
 
+def _settle(app: App) -> None:
+    """Every queued message delivered, then what held transactions left to the sweeper published."""
+    _drain(app)
+    sweeper_handler({}, LocalContext("sweeper"))
+
+
+def _whole(db: Database, initial_stock: dict[int, int] | None = None) -> None:
+    """No invariant broken, and the line's counter counts exactly the jobs that ended."""
+    _no_violations(db, initial_stock)
+    _finished_counter_matches_the_books(db)
+
+
 def _refusal(fn: Callable[..., Any], *args: Any) -> DomainError:
     with pytest.raises(DomainError) as err:
         fn(*args)
@@ -117,27 +138,6 @@ class _Blocked:
     def join(self) -> None:
         self._thread.join(timeout=30)
         assert not self._thread.is_alive(), "the blocked call never finished"
-
-
-def _wait_until_waiting_on_a_lock(database_url: str, timeout_s: float = 15.0) -> None:
-    """Until some session of this database waits on a lock (the racing call reached the held row)."""
-    watcher = psycopg2.connect(database_url)
-    watcher.autocommit = True
-    try:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            with watcher.cursor() as cur:
-                cur.execute(
-                    """SELECT count(*) FROM pg_stat_activity
-                        WHERE datname = current_database() AND wait_event_type = 'Lock'"""
-                )
-                row = cur.fetchone()
-                if row is not None and row[0] > 0:
-                    return
-            time.sleep(0.02)
-        raise AssertionError("the racing call never waited on the held row")
-    finally:
-        watcher.close()
 
 
 # --- 1. leaving the line: a cheating shopper ---------------------------------------------------------
@@ -215,8 +215,7 @@ def test_cancel_then_paying_the_same_order_with_a_new_key_joins_the_back_and_pay
         "SELECT count(*) AS n FROM wallet_transactions WHERE order_id = %s AND kind = 'debit'", (order,)
     )
     assert debits == {"n": 1}
-    _no_violations(app.db, stock)
-    _finished_counter_matches_the_books(app.db)
+    _whole(app.db, stock)
 
 
 def test_a_shopper_whose_first_of_two_jobs_is_cancelled_still_has_the_second_paid(
@@ -262,12 +261,11 @@ def test_a_cancel_arriving_after_the_processor_received_the_message_but_before_i
         k: before[k] for k in ("payments", "wallet_txs", "balances", "stock")
     }
     assert after["events"] == before["events"] + 1 and after["queued"] == 0
-    _no_violations(app.db, stock)
-    _finished_counter_matches_the_books(app.db)
+    _whole(app.db, stock)
 
 
 def test_a_cancel_while_the_wallet_payment_holds_the_job_waits_and_answers_it_finished(
-    app: App, demo: dict[str, int], holder: psycopg2.extensions.connection, database_url: str
+    app: App, demo: dict[str, int], holder: psycopg2.extensions.connection
 ) -> None:
     # Given a processor in the middle of the job's payment transaction (its row locked, not committed)
     stock = snapshot_stock(app.db)
@@ -278,7 +276,7 @@ def test_a_cancel_while_the_wallet_payment_holds_the_job_waits_and_answers_it_fi
 
         # When the shopper's cancel arrives meanwhile
         racing = _Blocked(lambda: cancel_job(app, "demo-user-1", job))
-        _wait_until_waiting_on_a_lock(database_url)
+        wait_for_a_lock_wait(app, "pq_cancel_job")
         holder.commit()
     racing.join()
 
@@ -290,14 +288,12 @@ def test_a_cancel_while_the_wallet_payment_holds_the_job_waits_and_answers_it_fi
         "succeeded",
     )
     assert _job(app.db, job)["status"] == "succeeded"
-    _drain(app)
-    sweeper_handler({}, LocalContext("sweeper"))  # the held payment's event, published by the sweeper
-    _no_violations(app.db, stock)
-    _finished_counter_matches_the_books(app.db)
+    _settle(app)  # the held payment's event, published by the sweeper
+    _whole(app.db, stock)
 
 
 def test_a_payment_arriving_while_a_cancel_holds_the_job_waits_and_charges_nothing(
-    app: App, demo: dict[str, int], holder: psycopg2.extensions.connection, database_url: str
+    app: App, demo: dict[str, int], holder: psycopg2.extensions.connection
 ) -> None:
     # Given a cancel in progress (the job's row locked, not committed)
     stock = snapshot_stock(app.db)
@@ -309,7 +305,7 @@ def test_a_payment_arriving_while_a_cancel_holds_the_job_waits_and_charges_nothi
 
         # When the processor runs the job's payment meanwhile
         racing = _Blocked(lambda: process_wallet_job(app, job))
-        _wait_until_waiting_on_a_lock(database_url)
+        wait_for_a_lock_wait(app, "pq_process_payment")
         holder.commit()
     racing.join()
 
@@ -317,11 +313,9 @@ def test_a_payment_arriving_while_a_cancel_holds_the_job_waits_and_charges_nothi
     assert racing.error is None
     assert (racing.result.outcome, racing.result.reason, racing.result.event) == ("already_failed", "cancelled", None)
     assert row_counts(app.db)["balances"] == wallets
-    _drain(app)
-    sweeper_handler({}, LocalContext("sweeper"))
+    _settle(app)
     assert app.db.fetch_one("SELECT count(*) AS n FROM outbox_events WHERE job_id = %s", (job,)) == {"n": 1}
-    _no_violations(app.db, stock)
-    _finished_counter_matches_the_books(app.db)
+    _whole(app.db, stock)
 
 
 # --- 1. leaving the line: a gateway job whose money the gateway holds --------------------------------
@@ -374,7 +368,7 @@ def test_a_sold_out_bulk_end_leaves_a_gateway_job_to_refund_its_captured_money(
 
 
 def test_a_cancel_racing_the_bulk_end_ends_the_job_once(
-    app: App, sale: int, holder: psycopg2.extensions.connection, database_url: str
+    app: App, sale: int, holder: psycopg2.extensions.connection
 ) -> None:
     # Given the hot product sold out with its buyers in line, and a bulk end running (not committed)
     jobs = {user: pay(app, user, f"k-{user}").body["job_id"] for user in HOLDERS}
@@ -385,7 +379,7 @@ def test_a_cancel_racing_the_bulk_end_ends_the_job_once(
 
         # When one of them cancels meanwhile
         racing = _Blocked(lambda: cancel_job(app, "demo-user-4", jobs["demo-user-4"]))
-        _wait_until_waiting_on_a_lock(database_url)
+        wait_for_a_lock_wait(app, "pq_cancel_job")
         holder.commit()
     racing.join()
 
@@ -395,10 +389,8 @@ def test_a_cancel_racing_the_bulk_end_ends_the_job_once(
     assert app.db.fetch_one("SELECT count(*) AS n FROM outbox_events WHERE job_id = %s", (jobs["demo-user-4"],)) == {
         "n": 1
     }
-    _drain(app)
-    sweeper_handler({}, LocalContext("sweeper"))
-    _no_violations(app.db)
-    _finished_counter_matches_the_books(app.db)
+    _settle(app)
+    _whole(app.db)
 
 
 def test_a_bulk_end_racing_a_cancel_in_progress_skips_that_job_and_ends_the_rest(
@@ -420,10 +412,8 @@ def test_a_bulk_end_racing_a_cancel_in_progress_skips_that_job_and_ends_the_rest
     reasons = {u: _job(app.db, j)["reason"] for u, j in jobs.items()}
     assert reasons == {u: "cancelled" if u == "demo-user-4" else "out_of_stock" for u in HOLDERS}
     assert end_sold_out_jobs(app, None) == 0
-    _drain(app)
-    sweeper_handler({}, LocalContext("sweeper"))
-    _no_violations(app.db)
-    _finished_counter_matches_the_books(app.db)
+    _settle(app)
+    _whole(app.db)
 
 
 def test_a_bulk_end_racing_the_processor_that_takes_the_last_unit_never_oversells(
@@ -443,17 +433,15 @@ def test_a_bulk_end_racing_the_processor_that_takes_the_last_unit_never_oversell
 
     # Then the after-batch step (here called as the processor does) ends the rest; nothing oversold
     assert end_sold_out_jobs(app, [sale]) == len(HOLDERS) - 1
-    _drain(app)
-    sweeper_handler({}, LocalContext("sweeper"))
+    _settle(app)
     assert {u: _job(app.db, j)["status"] for u, j in jobs.items()} == {
         u: "succeeded" if u == "demo-user-2" else "failed" for u in HOLDERS
     }
-    _no_violations(app.db, stock)
-    _finished_counter_matches_the_books(app.db)
+    _whole(app.db, stock)
 
 
 def test_a_bulk_end_racing_a_processor_stalled_behind_a_wallet_credit_leaves_that_job_to_it(
-    app: App, sale: int, holder: psycopg2.extensions.connection, database_url: str
+    app: App, sale: int, holder: psycopg2.extensions.connection
 ) -> None:
     # Given the hot product's buyers in line, and a merchant's credit to demo-user-4's wallet in progress
     # (the wallet row locked), which the processor paying demo-user-4's job is waiting on
@@ -466,7 +454,7 @@ def test_a_bulk_end_racing_a_processor_stalled_behind_a_wallet_credit_leaves_tha
         )
         assert cur.fetchone() == ("adjusted",)
         stalled = _Blocked(lambda: process_wallet_job(app, jobs["demo-user-4"]))
-        _wait_until_waiting_on_a_lock(database_url)
+        wait_for_a_lock_wait(app, "pq_process_payment")
 
         # When another processor takes the last unit and the bulk end runs meanwhile
         assert process_wallet_job(app, jobs["demo-user-2"]).sold_out == (sale,)
@@ -483,10 +471,8 @@ def test_a_bulk_end_racing_a_processor_stalled_behind_a_wallet_credit_leaves_tha
     }
     wallet = app.db.fetch_one("SELECT balance_paise FROM wallets WHERE user_id = 'demo-user-4'")
     assert wallet == {"balance_paise": HOT.balance_paise + 2500}
-    _drain(app)
-    sweeper_handler({}, LocalContext("sweeper"))
-    _no_violations(app.db, stock)
-    _finished_counter_matches_the_books(app.db)
+    _settle(app)
+    _whole(app.db, stock)
 
 
 def test_a_restocked_product_is_sold_again_and_its_buyers_are_not_refused(app: App, sale: int) -> None:
@@ -526,8 +512,7 @@ def test_a_sharded_product_restocked_in_its_shards_is_sold_again(app: App, db: D
 
     # Then a buyer is accepted and paid
     job = pay(app, "demo-user-4", "k4").body["job_id"]
-    _drain(app)
-    sweeper_handler({}, LocalContext("sweeper"))  # the first payment's event (paid here outside a batch)
+    _settle(app)  # the first payment's event (paid here outside a batch)
     assert _job(db, job)["status"] == "succeeded"
     _no_violations(db, stock)
 
