@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import gc
 import importlib
 import json
 import logging
@@ -508,6 +509,8 @@ def main() -> None:
         importlib.import_module(f"functions.{function}.handler")
     # Alone, it binds the port itself and, like any server, fails on a busy one.
     sock = socket.socket(fileno=args.fd) if args.fd is not None else None
+    # What start-up made lives as long as the process: out of the collector's way (local/workers.py).
+    gc.freeze()
     with contextlib.suppress(web.GracefulExit, KeyboardInterrupt):
         asyncio.run(serve(build_app(api), sock, local.api_host, local.api_port))
 
