@@ -7,9 +7,11 @@ held them.)
 from __future__ import annotations
 
 import asyncio
+import gc
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -73,6 +75,21 @@ class Progress:
 def _connector() -> aiohttp.TCPConnector:
     # No pool limit: 5,000 shoppers asking at once each get a connection, as 5,000 browsers would.
     return aiohttp.TCPConnector(limit=0, limit_per_host=0, force_close=False, enable_cleanup_closed=True)
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """A run of the load clients with Python's cyclic collector paused. The client shares the machine's cores
+    with what it measures, and with thousands of shoppers' tasks alive its collections walked them all again
+    and again: a fifth of its CPU in a 5,000-shopper run (perf, gc_collect_main and its visitors). What a run
+    leaves for the collector is collected once at the end."""
+    gc.freeze()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+        gc.unfreeze()
 
 
 # One timer per shopper instead (asyncio.timeout in _pay_and_poll): a read timeout (sock_read) is re-armed
@@ -207,17 +224,20 @@ async def run_queue_clients(
     # One pool for all (a shopper's requests take whichever connection is idle): locally the API's processes
     # each accept their own connections (SO_REUSEPORT), and a connection held per shopper, as a browser holds
     # it, pinned each shopper to one process, queued it behind that process's backlog and drained ~15% slower.
-    async with aiohttp.ClientSession(connector=_connector(), timeout=_TIMEOUT) as session:
-        tasks = [
-            asyncio.create_task(
-                _pay_and_poll(session, base, s, start=start, progress=progress, timeout_s=timeout_s, method_body=body)
-            )
-            for s in shoppers
-        ]
-        await asyncio.sleep(0.2)  # every task is parked on the start signal
-        t0 = time.time()
-        start.set()
-        results = await asyncio.gather(*tasks)
+    with _collector_paused():
+        async with aiohttp.ClientSession(connector=_connector(), timeout=_TIMEOUT) as session:
+            tasks = [
+                asyncio.create_task(
+                    _pay_and_poll(
+                        session, base, s, start=start, progress=progress, timeout_s=timeout_s, method_body=body
+                    )
+                )
+                for s in shoppers
+            ]
+            await asyncio.sleep(0.2)  # every task is parked on the start signal
+            t0 = time.time()
+            start.set()
+            results = await asyncio.gather(*tasks)
     progress.finish()
     return t0, list(results)
 
@@ -253,11 +273,12 @@ async def run_sync_clients(url: str, shoppers: list[Shopper]) -> tuple[float, li
     progress = Progress(len(shoppers), "baseline")
     start = asyncio.Event()
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=60, sock_read=600)
-    async with aiohttp.ClientSession(connector=_connector(), timeout=timeout) as session:
-        tasks = [asyncio.create_task(_pay_sync(session, url, s, start, progress)) for s in shoppers]
-        await asyncio.sleep(0.2)
-        t0 = time.time()
-        start.set()
-        results = await asyncio.gather(*tasks)
+    with _collector_paused():
+        async with aiohttp.ClientSession(connector=_connector(), timeout=timeout) as session:
+            tasks = [asyncio.create_task(_pay_sync(session, url, s, start, progress)) for s in shoppers]
+            await asyncio.sleep(0.2)
+            t0 = time.time()
+            start.set()
+            results = await asyncio.gather(*tasks)
     progress.finish()
     return t0, list(results)
