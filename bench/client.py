@@ -81,8 +81,8 @@ def _connector() -> aiohttp.TCPConnector:
 def _collector_paused() -> Iterator[None]:
     """A run of the load clients with Python's cyclic collector paused. The client shares the machine's cores
     with what it measures, and with thousands of shoppers' tasks alive its collections walked them all again
-    and again: a fifth of its CPU in a 5,000-shopper run (perf, gc_collect_main and its visitors). What a run
-    leaves for the collector is collected once at the end."""
+    and again: a fifth of its CPU in a 5,000-shopper run (perf, gc_collect_main and its visitors). The cycles a
+    run leaves wait for the collector's next pass after it."""
     gc.freeze()
     gc.disable()
     try:
