@@ -19,7 +19,7 @@ from shared.errors import DomainError
 from shared.http import http_status
 from shared.services.line import cancel_job, end_sold_out_jobs
 from shared.services.wallet import process_wallet_job
-from tests.integration.helpers import HOLDERS, HOT, deliver, pay, receive, row_counts, second_order
+from tests.integration.helpers import HOLDERS, HOT, deliver, drain_line, pay, receive, row_counts, second_order
 from tests.integration.test_api_handlers import call
 
 
@@ -176,8 +176,7 @@ def test_the_payment_that_takes_the_last_unit_ends_every_queued_job_holding_it(a
     assert {e["reason"] for e in failed} == {"out_of_stock"}
 
     # And when the line drains, their messages are consumed without work and every invariant holds
-    while messages := receive(app):
-        assert deliver(app, messages) == set()
+    drain_line(app)
     assert app.db.fetch_one("SELECT count(*) n FROM payment_transactions") == {"n": 3}
     violations = check(app.db, initial_stock=stock)
     assert violations == dict.fromkeys(violations, 0)

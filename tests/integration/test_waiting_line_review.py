@@ -47,6 +47,7 @@ from tests.integration.helpers import (
     HOLDERS,
     HOT,
     deliver,
+    drain_line,
     pay,
     pending_order,
     receive,
@@ -96,14 +97,9 @@ def _job(db: Database, job_id: str) -> dict[str, Any]:
     return row
 
 
-def _drain(app: App) -> None:
-    while messages := receive(app):
-        assert deliver(app, messages) == set()
-
-
 def _settle(app: App) -> None:
     """Every queued message delivered, then what held transactions left to the sweeper published."""
-    _drain(app)
+    drain_line(app)
     sweeper_handler({}, LocalContext("sweeper"))
 
 
@@ -161,7 +157,7 @@ def test_a_shopper_who_knows_another_shoppers_job_id_cannot_end_it(app: App, dem
     assert _job(app.db, victim["job_id"])["status"] == "queued"
     assert row_counts(app.db) == before
     # And the victim's job is paid in its turn
-    _drain(app)
+    drain_line(app)
     assert _job(app.db, victim["job_id"])["status"] == "succeeded"
     _no_violations(app.db)
 
@@ -186,7 +182,7 @@ def test_cancel_then_replaying_the_same_key_answers_the_cancelled_job_and_makes_
     )
     assert row_counts(app.db)["jobs"] == jobs_before
     assert app.db.fetch_one("SELECT count(*) AS n FROM pgmq.q_payments") == {"n": 1}  # the cancelled job's only
-    _drain(app)
+    drain_line(app)
     assert app.db.fetch_one("SELECT count(*) AS n FROM payment_transactions") == {"n": 0}
     _no_violations(app.db)
 
@@ -208,7 +204,7 @@ def test_cancel_then_paying_the_same_order_with_a_new_key_joins_the_back_and_pay
     assert second["job_id"] != first["job_id"] and second["status"] == "queued"
     assert second["queue_number"] > behind["queue_number"]
     # And once the line drains the order is paid exactly once, by the new job
-    _drain(app)
+    drain_line(app)
     assert _job(app.db, first["job_id"])["reason"] == "cancelled"
     assert _job(app.db, second["job_id"])["status"] == "succeeded"
     debits = app.db.fetch_one(
@@ -228,7 +224,7 @@ def test_a_shopper_whose_first_of_two_jobs_is_cancelled_still_has_the_second_pai
     cancel_job(app, "demo-user-1", first)
 
     # When the line drains (the FIFO group hands the cancelled job's message over first)
-    _drain(app)
+    drain_line(app)
 
     # Then the second is paid, in order after the first's end, with no invariant broken
     assert (_job(app.db, first)["status"], _job(app.db, first)["reason"]) == ("failed", "cancelled")
@@ -490,7 +486,7 @@ def test_a_restocked_product_is_sold_again_and_its_buyers_are_not_refused(app: A
     accepted = [pay(app, user, f"k{user[-1]}").body for user in ("demo-user-4", "demo-user-5")]
     assert [a["status"] for a in accepted] == ["queued", "queued"]
     assert sweeper_handler({}, LocalContext("sweeper"))["sold_out_jobs_ended"] == 0
-    _drain(app)
+    drain_line(app)
     assert [_job(app.db, a["job_id"])["status"] for a in accepted] == ["succeeded", "succeeded"]
     # And the product sold out again: the next buyer is refused at once
     assert _refusal(pay, app, "demo-user-6", "k6").code == "sold_out"
@@ -540,7 +536,7 @@ def test_a_bulk_end_keeps_a_shoppers_jobs_in_order_when_their_first_is_cancelled
     assert end_sold_out_jobs(app, [sale]) == 1
 
     assert (_job(app.db, later)["status"], _job(app.db, later)["reason"]) == ("failed", "out_of_stock")
-    _drain(app)
+    drain_line(app)
     _no_violations(app.db)
 
 
@@ -714,7 +710,7 @@ def test_sold_out_refusals_and_a_replay_of_an_ended_job_send_no_message(app: App
     # Given the hot product sold out
     paid_order = pending_order(app.db, "demo-user-2")
     process_wallet_job(app, pay(app, "demo-user-2", "k2", paid_order).body["job_id"])
-    _drain(app)
+    drain_line(app)
     before = row_counts(app.db)
 
     # When its buyers ask to pay (one twice) and a shopper whose job ended asks again
@@ -746,7 +742,7 @@ def test_a_dead_lettered_job_cancelled_then_redriven_is_acknowledged_without_wor
     # and the operator, later, cannot drop it by id (it has ended) but redrives the DLQ
     dropped = _refusal(drop_dead_letter, app, job, "ops")
     moved = app.queue.redrive()
-    _drain(app)
+    drain_line(app)
 
     # Then the job stays cancelled and its redriven message was consumed without charging anything
     assert (left["status"], left["reason"]) == ("failed", "cancelled")
