@@ -12,7 +12,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.data_classes import SNSEvent
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from shared.notifications import deliver, unwrap
+from shared.notifications import WebhookError, deliver, unwrap
 from shared.observability import log_metrics, logger, metrics, tracer
 from shared.settings import get_settings
 
@@ -34,18 +34,25 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     delivered = 0
     for record in SNSEvent(event).records:
         payment_event = unwrap(record.sns.message)
-        logger.info(
-            "payment event",
-            event_id=payment_event["id"],
-            event_type=payment_event["type"],
-            job_id=payment_event["data"].get("job_id"),
-            user_id=payment_event["data"].get("user_id"),
-            order_id=payment_event["data"].get("order_id"),
-            reason=payment_event["data"].get("reason"),
-        )
+        data = payment_event["data"]
+        # One line per event, its delivery's answer in it (None: no webhook is configured); a delivery that
+        # fails raises after its own line, and the invocation is retried.
+        fields = {
+            "event_id": payment_event["id"],
+            "event_type": payment_event["type"],
+            "job_id": data.get("job_id"),
+            "user_id": data.get("user_id"),
+            "order_id": data.get("order_id"),
+            "reason": data.get("reason"),
+        }
+        status = None
         if settings.webhook_url:
-            status = deliver(settings.webhook_url, _webhook_secret(), payment_event, settings.webhook_timeout_s)
-            logger.info("webhook delivered", event_id=payment_event["id"], status=status)
+            try:
+                status = deliver(settings.webhook_url, _webhook_secret(), payment_event, settings.webhook_timeout_s)
+            except WebhookError as exc:
+                logger.warning("payment event not delivered", **fields, webhook_status=exc.status, error=str(exc))
+                raise
+        logger.info("payment event", **fields, webhook_status=status)
         delivered += 1
         metrics.add_metric(name="NotificationsDelivered", unit=MetricUnit.Count, value=1)
     return {"delivered": delivered}
