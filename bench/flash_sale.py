@@ -41,7 +41,7 @@ from aiohttp import web
 from bench.client import Result, Shopper, run_queue_clients, run_sync_clients
 from bench.webhook import Receiver
 from local.auth import LocalIssuer
-from local.config import ROOT, LocalSettings
+from local.config import DEFAULT_API_WORKERS, DEFAULT_WORKERS, ROOT, LocalSettings
 from local.gateway_demo import gateway_env
 from local.invariants import check, snapshot_stock
 from local.lock import LOCK_NAME, one_run_at_a_time
@@ -64,17 +64,6 @@ INVARIANTS = (
     "gateway_unaccounted_paise",
     "gateway_books_vs_gateway_paise",  # METHODS=mix: our books against the simulator's ledger
 )
-
-
-# The runtime's processes by the machine's cores. Every role shares them, and with more runnable processes than
-# cores each request and each payment cost more (switches, cold caches) and the processors, racing for a short
-# queue, took batches of ~3 messages. On 2 cores, 2 processors and 3 API processes drained a 5,000-shopper sale
-# ~20 % sooner on ~20 % less CPU per payment than 4 and 4, in three pairs of runs back to back
-# (docs/benchmark.md). Two processors at least: an SQS event source mapping's maximum concurrency is never below 2
-# (AWS::Lambda::EventSourceMapping ScalingConfig, MaximumConcurrency: minimum 2, maximum 1000).
-CORES = os.cpu_count() or 2
-DEFAULT_WORKERS = max(2, CORES)
-DEFAULT_API_WORKERS = CORES + 1
 
 
 @dataclass(frozen=True)
