@@ -62,8 +62,6 @@ _pools: dict[str, tuple[urllib3.HTTPConnectionPool, str]] = {}
 def _pool(url: str) -> tuple[urllib3.HTTPConnectionPool, str]:
     found = _pools.get(url)
     if found is None:
-        if not url.startswith(("https://", "http://")):
-            raise ValueError("webhook URL must be http(s)")
         pool = urllib3.connection_from_url(url, maxsize=4, retries=False)
         found = _pools[url] = (pool, urllib3.util.parse_url(url).request_uri)
     return found
@@ -71,12 +69,15 @@ def _pool(url: str) -> tuple[urllib3.HTTPConnectionPool, str]:
 
 def deliver(url: str, secret: str | None, event: dict[str, Any], timeout_s: float) -> int:
     """POST the event; raises on a non-2xx answer so the caller's retry policy applies."""
+    if not url.startswith(("https://", "http://")):
+        raise ValueError("webhook URL must be http(s)")
     body = json.dumps(event, separators=(",", ":"), sort_keys=True).encode()
     headers = {"Content-Type": "application/json", EVENT_ID_HEADER: str(event["id"])}
     if secret:
         headers[SIGNATURE_HEADER] = sign(secret, int(time.time()), body)
-    pool, target = _pool(url)
     try:
+        # Inside: a URL urllib3 cannot parse is refused by an error whose text quotes it (LocationParseError).
+        pool, target = _pool(url)
         response = pool.urlopen(
             "POST",
             target,

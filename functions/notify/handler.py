@@ -36,7 +36,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         payment_event = unwrap(record.sns.message)
         data = payment_event["data"]
         # One line per event, its delivery's answer in it (None: no webhook is configured); a delivery that
-        # fails raises after its own line, and the invocation is retried.
+        # fails, however, raises after a line of its own, and the invocation is retried.
         fields = {
             "event_id": payment_event["id"],
             "event_type": payment_event["type"],
@@ -49,8 +49,12 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         if settings.webhook_url:
             try:
                 status = deliver(settings.webhook_url, _webhook_secret(), payment_event, settings.webhook_timeout_s)
-            except WebhookError as exc:
-                logger.warning("payment event not delivered", **fields, webhook_status=exc.status, error=str(exc))
+            except Exception as exc:
+                # A WebhookError's text names no URL; anything else is named by its class only.
+                error = str(exc) if isinstance(exc, WebhookError) else type(exc).__name__
+                logger.warning(
+                    "payment event not delivered", **fields, webhook_status=getattr(exc, "status", None), error=error
+                )
                 raise
         logger.info("payment event", **fields, webhook_status=status)
         delivered += 1

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from shared.notifications import sign, unwrap, verify
+from shared.notifications import WebhookError, deliver, sign, unwrap, verify
 
 SECRET = "whsec_test"
 
@@ -35,3 +35,19 @@ def test_unwrap_takes_the_event_out_of_an_eventbridge_envelope() -> None:
     assert unwrap(json.dumps({"detail-type": "PaymentSucceeded", "detail": event})) == event
     with pytest.raises(ValueError, match="not a payment event"):
         unwrap(json.dumps({"detail": {"hello": 1}}))
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:99999/hook?token=SECRET",
+        "http://[::1:1/hook?token=SECRET",
+        "http://exa mple.com/hook?token=SECRET",
+    ],
+)
+def test_a_webhook_url_that_cannot_be_parsed_is_refused_without_repeating_it(url: str) -> None:
+    # The URL may carry the shop's token: it must not reach a log line or a traceback through the error.
+    with pytest.raises(WebhookError) as refused:
+        deliver(url, None, {"id": "e1", "type": "PaymentSucceeded", "data": {}}, 1.0)
+    assert refused.value.status is None
+    assert "SECRET" not in str(refused.value) and refused.value.__cause__ is None
