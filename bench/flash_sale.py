@@ -1,7 +1,7 @@
 """`make bench`: the 5,000-user flash sale on the local stack, beside the seed's design.
 
-Knobs (environment): USERS (5000), PRODUCTS (50), WORKERS (one per core, at least 2), BATCH (10),
-API_WORKERS (one per core, plus one), OUT (bench/results/latest.json), BASELINE (1: also run the seed's
+Knobs (environment): USERS (5000), PRODUCTS (50), WORKERS (one per core, 2 to 4), BATCH (10),
+API_WORKERS (one per core plus one, at most 5), OUT (bench/results/latest.json), BASELINE (1: also run the seed's
 design), CEILINGS (1: also measure the DB-only and pgbench ceilings), PGBENCH_SECONDS (10), METHODS
 (wallet; mix: a share of the shoppers pay through Razorpay, i.e. the gateway simulator), GATEWAY_SHARE
 (0.1), GATEWAY_RPS (50: the shared limiter's rate; the simulator refuses anything past rate + burst in

@@ -16,10 +16,21 @@ ROOT = Path(__file__).resolve().parent.parent
 # 2 processors and 3 API processes drained the benchmark's 5,000-shopper sale ~20 % sooner on ~20 % less CPU
 # per payment than 4 and 4, in three pairs of runs back to back (docs/benchmark.md). Two processors at least:
 # an SQS event source mapping's maximum concurrency is never below 2 (AWS::Lambda::EventSourceMapping
-# ScalingConfig, MaximumConcurrency: minimum 2, maximum 1000).
-CORES = os.cpu_count() or 2
-DEFAULT_WORKERS = max(2, CORES)
-DEFAULT_API_WORKERS = CORES + 1
+# ScalingConfig, MaximumConcurrency: minimum 2, maximum 1000). At most the 4 processors this runtime always
+# had, and one API process more: each holds a database connection, and nothing was measured above 2 cores.
+
+
+def _usable_cores() -> int:
+    """The CPUs this process may run on (a container's cpuset included), not the host's count."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # no affinity on this platform
+        return os.cpu_count() or 2
+
+
+CORES = _usable_cores()
+DEFAULT_WORKERS = min(4, max(2, CORES))
+DEFAULT_API_WORKERS = min(5, CORES + 1)
 
 
 class LocalSettings(BaseSettings):
