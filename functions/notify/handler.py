@@ -35,8 +35,8 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     for record in SNSEvent(event).records:
         payment_event = unwrap(record.sns.message)
         data = payment_event["data"]
-        # One line per event, its delivery's answer in it (None: no webhook is configured); a delivery that
-        # fails, however, raises after a line of its own, and the invocation is retried.
+        # One line per event with its delivery's answer (None: no webhook is configured). A failed delivery
+        # logs a warning of its own instead and raises, so the invocation is retried.
         fields = {
             "event_id": payment_event["id"],
             "event_type": payment_event["type"],
