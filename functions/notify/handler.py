@@ -49,12 +49,11 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         if settings.webhook_url:
             try:
                 status = deliver(settings.webhook_url, _webhook_secret(), payment_event, settings.webhook_timeout_s)
-            except Exception as exc:
-                # A WebhookError's text names no URL; anything else is named by its class only.
-                error = str(exc) if isinstance(exc, WebhookError) else type(exc).__name__
-                logger.warning(
-                    "payment event not delivered", **fields, webhook_status=getattr(exc, "status", None), error=error
-                )
+            except WebhookError as exc:  # its text names no URL
+                logger.warning("payment event not delivered", **fields, webhook_status=exc.status, error=str(exc))
+                raise
+            except Exception as exc:  # named by its class only: its text may quote what it failed on
+                logger.warning("payment event not delivered", **fields, error=type(exc).__name__)
                 raise
         logger.info("payment event", **fields, webhook_status=status)
         delivered += 1
