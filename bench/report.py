@@ -86,6 +86,8 @@ def summary_text(report: dict[str, Any], out: Path) -> str:
         )
     else:
         lines.append("  ceilings   skipped (CEILINGS=0)")
+    if runs := runs_text(report):
+        lines.append(f"  runs       {runs}")
     bad = {k: v for k, v in report["invariants"].items() if v}
     violated = ", ".join(f"{k} {v}" for k, v in bad.items())
     lines.append("  invariants " + (f"VIOLATED: {violated}" if bad else "all 0"))
@@ -96,6 +98,17 @@ def summary_text(report: dict[str, Any], out: Path) -> str:
         lines.append(f"  {goal.label:<{width}}  {value:>8}  {goal.goal:<8}  {goal.status}")
     lines.append(f"Report: {out} (full JSON), {out.with_suffix('.md')}, {out.with_suffix('.png')}")
     return "\n".join(lines)
+
+
+def runs_text(report: dict[str, Any]) -> str:
+    """With RUNS > 1: every run's drain, and which one the report is of; empty for one run."""
+    runs = report.get("runs")
+    if not runs:
+        return ""
+    drains = "; ".join(
+        f"{design} " + " / ".join(str(r["drain_s"]) for r in items) + " s" for design, items in runs.items()
+    )
+    return f"drain of each run: {drains}. The report is of each design's median run."
 
 
 def write_chart(path: Path, ours: dict[str, Any], baseline: dict[str, Any] | None) -> None:
@@ -187,5 +200,7 @@ def write_summary(path: Path, report: dict[str, Any]) -> None:
             f"payments/s (end to end is {report['fraction_of_db_only']:.0%} of it); pgbench TPC-B-like "
             f"{report['pgbench_tps']} tps prepared, {report['pgbench_tps_simple']} simple.",
         ]
+    if runs := runs_text(report):
+        lines += ["", runs[0].upper() + runs[1:]]
     lines += ["", f"Machine: {report['machine']}", ""]
     path.write_text("\n".join(lines))

@@ -56,3 +56,21 @@ def test_the_summary_is_short_names_each_phase_and_never_prints_none() -> None:
 def test_the_summary_shows_a_violated_invariant() -> None:
     text = summary_text(_report(invariants={"double_charges": 2, "lost_jobs": 0}), Path("x.json"))
     assert "VIOLATED: double_charges 2" in text
+
+
+def test_the_median_run_is_reported_and_of_two_the_slower() -> None:
+    from bench.flash_sale import median_run
+
+    runs = [{"drain_s": d, "n": i} for i, d in enumerate([11.2, 9.6, 12.5])]
+    assert median_run(runs)["n"] == 0  # 9.6, 11.2, 12.5: the middle one
+    # Of an even count, the slower of the middle two: a goal near its target is not met by the luckier run
+    assert median_run(runs[:2])["drain_s"] == 11.2
+    assert median_run(runs[1:2])["drain_s"] == 9.6
+
+
+def test_the_summary_lists_every_runs_drain_when_there_were_several() -> None:
+    runs = {"ours": [{"drain_s": 9.6}, {"drain_s": 11.2}], "baseline": [{"drain_s": 55.1}, {"drain_s": 50.0}]}
+    text = summary_text(_report(runs=runs), Path("x.json"))
+    assert "ours 9.6 / 11.2 s; baseline 55.1 / 50.0 s" in text and "median run" in text
+    # One run: no such line
+    assert "median" not in summary_text(_report(), Path("x.json"))
