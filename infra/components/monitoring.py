@@ -175,6 +175,15 @@ class Monitoring(Construct):
             "lists it under refunds.owed_refunds)",
         )
         self._alarm(
+            "SweeperErrors",
+            functions.sweeper.metric_errors(period=_MINUTE, statistic="Sum"),
+            0,
+            periods=1,
+            description="A sweeper run failed. Its reconciliation goes on past an item it cannot settle and fails the "
+            "run at the end, so a recurring failure is one item the gateways' money waits on: the sweeper's "
+            "error log line names it (docs/deploy.md, alarms)",
+        )
+        self._alarm(
             "ProxyPinnedConnections",
             proxy_pinned,
             thresholds.proxy_pinned_connections,

@@ -11,11 +11,15 @@
   gateway refuses is explained by the payment's refunds, as the processor explains its own (_refused).
 
 Every gateway request takes a token of its endpoint's bucket first and is made with no transaction
-open; with no token left the pass stops and the next sweep continues.
+open; with no token left the pass stops and the next sweep continues. An item that fails in a way not
+foreseen (a bug, a constraint) is logged at ERROR with its id and passed over, so one item cannot hold
+up every other checkout and refund; the pass then raises, failing the sweeper's run (alarm SweeperErrors).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
@@ -37,6 +41,22 @@ class _OutOfTokens(Exception):
     pass
 
 
+class ReconcileFailed(Exception):
+    """Items of a pass failed in ways not foreseen; the rest of the pass was done (their log lines name them)."""
+
+
+@contextmanager
+def _isolated(failures: list[Exception], what: str, **ids: Any) -> Iterator[None]:
+    """One item's work: an unforeseen failure is logged and kept for the end of the pass, the next item goes on."""
+    try:
+        yield
+    except _OutOfTokens:
+        raise
+    except Exception as exc:
+        logger.exception(f"{what} failed; the pass goes on", **ids)
+        failures.append(exc)
+
+
 def _token(deps: ReconcileDeps, gateway: str, endpoint: str) -> None:
     """A token of the endpoint's bucket, or the pass stops (it never waits: the next sweep continues)."""
     if token_wait_ms(deps, gateway, endpoint) is not None:
@@ -49,27 +69,33 @@ def _paid_ref(deps: ReconcileDeps, checkout: dict[str, Any]) -> str | None:
     return deps.gateways[method].paid_ref(checkout["gateway_order_id"], lambda endpoint: _token(deps, method, endpoint))
 
 
-def _reconcile_checkouts(deps: ReconcileDeps, limit: int) -> int:
+def _reconcile_checkouts(deps: ReconcileDeps, limit: int, failures: list[Exception]) -> int:
     settled = 0
-    grace = timedelta(seconds=deps.settings.checkout_settle_grace_s)
     for checkout in deps.db.fetch_all("SELECT * FROM pq_checkouts_to_reconcile(%s)", (limit,)):
-        try:
-            ref = _paid_ref(deps, checkout)
-        except (GatewayRetryable, GatewayRejected) as exc:
-            logger.info("reconciliation fetch failed", checkout_id=str(checkout["id"]), error=str(exc))
-            continue
-        if ref is None and datetime.now(UTC) <= checkout["expires_at"] + grace:
-            continue
-        row = deps.db.fetch_one("SELECT * FROM pq_checkout_reconciled(%s, %s)", (checkout["id"], ref))
-        assert row is not None
-        if row["outcome"] in (WebhookOutcome.JOB_CREATED, WebhookOutcome.JOB_WOKEN):
-            settled += 1
-            send_jobs(
-                deps,
-                [job_message(str(row["job_id"]), row["user_id"], row["order_id"], checkout["method"], row["parks"])],
-            )
-            logger.info("checkout reconciled", checkout_id=str(checkout["id"]), outcome=row["outcome"])
+        with _isolated(failures, "checkout reconciliation", checkout_id=str(checkout["id"])):
+            settled += _reconcile_checkout(deps, checkout)
     return settled
+
+
+def _reconcile_checkout(deps: ReconcileDeps, checkout: dict[str, Any]) -> int:
+    """1 when the checkout's payment got its job (made or woken), else 0."""
+    try:
+        ref = _paid_ref(deps, checkout)
+    except (GatewayRetryable, GatewayRejected) as exc:
+        logger.info("reconciliation fetch failed", checkout_id=str(checkout["id"]), error=str(exc))
+        return 0
+    grace = timedelta(seconds=deps.settings.checkout_settle_grace_s)
+    if ref is None and datetime.now(UTC) <= checkout["expires_at"] + grace:
+        return 0
+    row = deps.db.fetch_one("SELECT * FROM pq_checkout_reconciled(%s, %s)", (checkout["id"], ref))
+    assert row is not None
+    if row["outcome"] not in (WebhookOutcome.JOB_CREATED, WebhookOutcome.JOB_WOKEN):
+        return 0
+    send_jobs(
+        deps, [job_message(str(row["job_id"]), row["user_id"], row["order_id"], checkout["method"], row["parks"])]
+    )
+    logger.info("checkout reconciled", checkout_id=str(checkout["id"]), outcome=row["outcome"])
+    return 1
 
 
 def _fetch_refund(deps: ReconcileDeps, refund: dict[str, Any]) -> GatewayRefund | None:
@@ -147,27 +173,29 @@ def _refused(deps: ReconcileDeps, refund: dict[str, Any], error: str) -> bool:
     return _send_refund(deps, rest)
 
 
-def _follow_refunds(deps: ReconcileDeps, limit: int) -> int:
+def _follow_refunds(deps: ReconcileDeps, limit: int, failures: list[Exception]) -> int:
     """Refunds not final yet (ours and the gateway's), fetched; a requested one the gateway lacks, sent."""
     settled = 0
     for refund in deps.db.fetch_all("SELECT * FROM pq_refunds_to_check(%s)", (limit,)):
-        try:
-            found = _fetch_refund(deps, refund)
-            settled += _send_refund(deps, refund) if found is None else _settle(deps, refund, found)
-        except (GatewayRetryable, GatewayRejected) as exc:
-            logger.info("refund fetch failed", refund_id=refund["id"], error=str(exc))
+        with _isolated(failures, "refund follow-up", refund_id=refund["id"]):
+            try:
+                found = _fetch_refund(deps, refund)
+                settled += _send_refund(deps, refund) if found is None else _settle(deps, refund, found)
+            except (GatewayRetryable, GatewayRejected) as exc:
+                logger.info("refund fetch failed", refund_id=refund["id"], error=str(exc))
     return settled
 
 
-def _retry_refunds(deps: ReconcileDeps, limit: int) -> int:
+def _retry_refunds(deps: ReconcileDeps, limit: int, failures: list[Exception]) -> int:
     """Failed refunds of ours due for another attempt, each sent with its fresh reference."""
     retried = 0
     for refund in deps.db.fetch_all("SELECT * FROM pq_refunds_to_retry(%s)", (limit,)):
         retried += 1
-        try:
-            _send_refund(deps, refund)
-        except GatewayRetryable as exc:  # stays requested: the next passes look it up, then send it again
-            logger.info("refund retry not answered", refund_id=refund["id"], error=str(exc))
+        with _isolated(failures, "refund retry", refund_id=refund["id"]):
+            try:
+                _send_refund(deps, refund)
+            except GatewayRetryable as exc:  # stays requested: the next passes look it up, then send it again
+                logger.info("refund retry not answered", refund_id=refund["id"], error=str(exc))
     return retried
 
 
@@ -181,10 +209,13 @@ def reconcile(deps: ReconcileDeps, limit: int = 100) -> dict[str, int]:
     )
     send_jobs(deps, [job_message(str(r["id"]), r["user_id"], r["order_id"], r["method"], r["parks"]) for r in woken])
     result["parked_jobs_woken"] = len(woken)
+    failures: list[Exception] = []
     try:
-        result["checkouts_reconciled"] = _reconcile_checkouts(deps, limit)
-        result["refunds_retried"] = _retry_refunds(deps, limit)
-        result["refunds_settled"] = _follow_refunds(deps, limit)
+        result["checkouts_reconciled"] = _reconcile_checkouts(deps, limit, failures)
+        result["refunds_retried"] = _retry_refunds(deps, limit, failures)
+        result["refunds_settled"] = _follow_refunds(deps, limit, failures)
     except _OutOfTokens:
         logger.info("reconciliation stopped: no gateway token; the next sweep continues")
+    if failures:
+        raise ReconcileFailed(f"{len(failures)} item(s) failed; the pass did the rest: {result}") from failures[0]
     return result

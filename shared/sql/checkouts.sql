@@ -237,7 +237,7 @@ CREATE FUNCTION pq_checkout_settle(p_checkout gateway_checkouts, p_gateway_ref t
 LANGUAGE plpgsql SET enable_seqscan = off AS $$
 DECLARE
     v_job payment_jobs%ROWTYPE;
-    v_n integer;
+    v_id  uuid := gen_random_uuid();
 BEGIN
     PERFORM pq_lock_user(p_checkout.user_id);
     SELECT * INTO v_job FROM payment_jobs j
@@ -259,10 +259,12 @@ BEGIN
             outcome := 'already_handled';
             RETURN;
         END IF;
-        SELECT count(*) INTO v_n FROM payment_jobs j WHERE j.checkout_id = p_checkout.id;
-        INSERT INTO payment_jobs AS j (user_id, idempotency_key, request_hash, order_id, method, gateway_ref,
+        -- Its key is in the shopper's own namespace (UNIQUE (user_id, idempotency_key)) and carries the new
+        -- job's random id: a key the shopper could work out (the checkout's id and a count, as before) could
+        -- be taken first by one of their own requests, failing this insert on every webhook and sweep.
+        INSERT INTO payment_jobs AS j (id, user_id, idempotency_key, request_hash, order_id, method, gateway_ref,
                                        checkout_id)
-        VALUES (p_checkout.user_id, 'gateway:' || p_checkout.id || ':' || v_n, 'gateway-notified',
+        VALUES (v_id, p_checkout.user_id, 'gateway:' || p_checkout.id || ':' || v_id, 'gateway-notified',
                 p_checkout.order_id, p_checkout.method, p_gateway_ref, p_checkout.id)
         RETURNING * INTO v_job;
         UPDATE gateway_checkouts c SET job_id = v_job.id, updated_at = now() WHERE c.id = p_checkout.id;

@@ -66,6 +66,16 @@ def test_processor_error_rate_alarm_fires_above_two_percent(stack: Synthesized) 
     assert all(m["Dimensions"] == [{"Name": "FunctionName", "Value": {"Ref": processor_id}}] for m in inputs)
 
 
+def test_a_failed_sweeper_run_alarms_at_once(stack: Synthesized) -> None:
+    # The sweeper settles what the gateways' webhooks did not (checkouts, refunds): a run that fails, even one
+    # in half an hour (one item it cannot settle, retried on its backoff), is in front of the operator
+    sweeper_id, _ = stack.function("sweeper")
+    alarm = _single_alarm_on(stack, "Errors", FunctionName={"Ref": sweeper_id})
+
+    assert alarm["Threshold"] == 0 and alarm["EvaluationPeriods"] == 1
+    assert alarm["ComparisonOperator"] == "GreaterThanThreshold" and alarm["Statistic"] == "Sum"
+
+
 def test_proxy_connection_alarm_fires_at_ninety_percent_of_the_proxy_budget(stack: Synthesized) -> None:
     proxy_id, _ = stack.only("AWS::RDS::DBProxy")
     database = stack.config.database
