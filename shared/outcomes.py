@@ -67,6 +67,7 @@ class CheckoutOutcome(StrEnum):
     GATEWAY_ORDER_MISMATCH = "gateway_order_mismatch"
     CLAIMED = "claimed"  # pq_checkout_route: another request is making the gateway create call
     UNAVAILABLE = "unavailable"  # pq_checkout_route: no gateway asked for can be called now
+    SOLD_OUT = "sold_out"  # pq_checkout_route: a product of the order has no unit left; no new checkout
 
 
 class WebhookOutcome(StrEnum):

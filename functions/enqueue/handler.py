@@ -108,7 +108,7 @@ def create_payment() -> Response[Any]:
         CheckoutView,
         e400="invalid_json or invalid_body",
         e404="order_not_found",
-        e409="order_not_payable",
+        e409="order_not_payable, or sold_out (product_ids: what has no unit left; no checkout is opened)",
         e413="payload_too_large",
         e422="validation_error or method_not_supported",
         e502="gateway_error",

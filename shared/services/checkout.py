@@ -51,6 +51,7 @@ from shared.errors import (
     gateway_busy,
     order_not_found,
     order_not_payable,
+    sold_out,
 )
 from shared.gateway_limits import bucket
 from shared.gateways.port import CheckoutOrder, Token
@@ -155,8 +156,8 @@ def _route(deps: CheckoutDeps, user_id: str, order_id: int, methods: tuple[str, 
     claim_s = 2 * settings.gateway_timeout_s + _CLAIM_DB_STEPS_S
     buckets = [bucket(settings, name, deps.gateways[name].endpoints["create"]) for name in methods]
     row = deps.db.fetch_one(
-        """SELECT outcome, reason, inserted, retry_ms, circuits, (checkout).*
-             FROM pq_checkout_route(%s, %s, %s, %s, %s, %s, %s, %s, %s)""",
+        """SELECT outcome, reason, inserted, retry_ms, circuits, sold_out, (checkout).*
+             FROM pq_checkout_route(%s, %s, %s, %s, %s, %s, %s, %s, %s, true)""",
         (
             user_id,
             order_id,
@@ -289,6 +290,8 @@ def open_checkout(deps: CheckoutDeps, user_id: str, request: CheckoutRequest) ->
             raise order_not_found()
         if outcome is CheckoutOutcome.ORDER_NOT_PAYABLE:
             raise order_not_payable(row["reason"])
+        if outcome is CheckoutOutcome.SOLD_OUT:
+            raise sold_out([int(p) for p in row["sold_out"]])
         if outcome is CheckoutOutcome.EXISTING:
             return 200, checkout_view(deps, row)
         if outcome is CheckoutOutcome.UNAVAILABLE:

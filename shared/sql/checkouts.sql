@@ -33,16 +33,22 @@
 --                         how many were refused by their circuit (the others had no token)
 --   order_not_found    -> no such order for this user (another user's looks the same)
 --   order_not_payable  -> reason = the order's status
+--   sold_out           -> p_refuse_sold_out, and sold_out = the order's products with no unit left: no new
+--                         checkout (the shopper would pay, then be refunded); a live one is answered as above,
+--                         as its page may be paying it. The previous release's call (false) never gets it.
 -- p_claim_s NULL: no claim is made or honoured.
+DROP FUNCTION IF EXISTS pq_checkout_route(text, bigint, text[], double precision, double precision, text[],
+                                          double precision[], double precision[], double precision);
 CREATE OR REPLACE FUNCTION pq_checkout_route(p_user_id text, p_order_id bigint, p_methods text[],
                                              p_ttl_s double precision, p_claim_s double precision,
                                              p_buckets text[] DEFAULT NULL,
                                              p_rates double precision[] DEFAULT NULL,
                                              p_bursts double precision[] DEFAULT NULL,
                                              p_cooldown_s double precision DEFAULT NULL,
+                                             p_refuse_sold_out boolean DEFAULT false,
                                              OUT outcome pq_checkout_outcome, OUT reason text, OUT inserted boolean,
                                              OUT retry_ms integer, OUT circuits integer,
-                                             OUT checkout gateway_checkouts)
+                                             OUT checkout gateway_checkouts, OUT sold_out bigint[])
 LANGUAGE plpgsql SET enable_seqscan = off AS $$
 DECLARE
     v_order orders%ROWTYPE;
@@ -106,6 +112,18 @@ BEGIN
         circuits := circuits + 1;
         retry_ms := least(retry_ms, (SELECT w.wait_ms FROM pq_gateway_circuit_wait(v_live.method, p_cooldown_s) w));
     END LOOP;
+    IF p_refuse_sold_out THEN
+        -- As the wallet intake (pq_enqueue_job) reads it: without the products' locks, before any token is taken.
+        sold_out := pq_sold_out_products(v_order.items);
+        IF cardinality(sold_out) > 0 THEN
+            outcome := 'sold_out';
+            checkout := NULL;
+            retry_ms := NULL;
+            circuits := 0;
+            RETURN;
+        END IF;
+        sold_out := NULL;
+    END IF;
     FOR i IN 1 .. coalesce(array_length(p_methods, 1), 0) LOOP
         v_method := p_methods[i];
         CONTINUE WHEN v_method = ANY (v_held);

@@ -38,6 +38,7 @@ from tests.integration.gateway_helpers import (
     pgmq_gateway_settings,
     post_webhook,
     refused,
+    set_stock_of_order,
 )
 from tests.integration.helpers import pay, row_counts, second_order
 
@@ -584,6 +585,33 @@ def test_post_checkouts_without_a_gateway_token_is_503_with_retry_after(
     assert busy["statusCode"] == 503
     assert json.loads(str(busy["body"]))["error"]["code"] == "service_busy"
     assert int(dict(busy["headers"])["Retry-After"]) >= 1
+
+
+@pytest.mark.parametrize("method", ["razorpay", "cashfree", "auto"])
+def test_a_checkout_of_a_sold_out_order_is_409_sold_out_with_no_gateway_order_but_a_live_one_is_still_answered(
+    app: App, sim: Simulator, demo: dict[str, int], method: str
+) -> None:
+    # Given a shopper with an open checkout, and another whose order's products then sell out
+    live = open_for(app, "demo-user-2", "razorpay" if method == "auto" else method)
+    order = order_of(app.db, "demo-user-1")["id"]
+    set_stock_of_order(app, order, 0)
+    set_stock_of_order(app, live["order_id"], 0)
+    before = row_counts(app.db), sim.stats()
+
+    # When the second opens a checkout: 409 sold_out naming the products, as a wallet payment would be answered
+    error = refused(lambda: open_for(app, "demo-user-1", method))
+    assert (http_status(error), error.code) == (409, "sold_out")
+    items = app.db.fetch_one("SELECT items FROM orders WHERE id = %s", (order,))
+    assert items is not None
+    assert error.details["product_ids"] == sorted({int(i["product_id"]) for i in items["items"]})
+    # Then no gateway order was made, no token taken and nothing recorded
+    assert (row_counts(app.db), sim.stats()) == before
+    assert app.db.fetch_one("SELECT count(*) n FROM gateway_checkouts WHERE order_id = %s", (order,)) == {"n": 0}
+
+    # And the first shopper's page is still answered its live checkout: they may be paying it
+    assert (
+        open_for(app, "demo-user-2", "razorpay" if method == "auto" else method)["checkout_id"] == live["checkout_id"]
+    )
 
 
 def test_a_checkout_of_an_order_paid_meanwhile_is_409_order_not_payable(
