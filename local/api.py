@@ -196,9 +196,10 @@ class LocalApi:
         self.issuer = issuer
         self.page_csp = page_csp
         # The stand-in for CloudFront in front of the shared routes (GET /v1/queue/now-serving): one
-        # answer per path and query string, kept as long as its Cache-Control allows, so that however
-        # many shoppers poll, the function and the database see one request a second per API process.
-        self._shared: dict[tuple[str, str], _Cached] = {}
+        # answer per path (a query string neither keys it nor reaches the function), kept as long as its
+        # Cache-Control allows, so that however many shoppers poll, the function and the database see one
+        # request a second per API process.
+        self._shared: dict[str, _Cached] = {}
         self._clock = clock
 
     def _authorize(self, request: web.Request, route: Route) -> tuple[dict[str, Any], list[str]]:
@@ -255,12 +256,16 @@ class LocalApi:
             key = name.lower()
             headers[key] = f"{headers[key]},{value}" if key in headers else value
 
+        # A shared figure comes through CloudFront, whose cache policy (infra/components/waiting.py) keys on
+        # the path alone and so sends the origin no query string ("CachePolicyQueryStringsConfig": none).
+        shared = bool(route.shared_cache_s) and request.method == "GET"
+
         def event() -> dict[str, Any]:
             return http_api_event(
                 method=request.method,
                 path=path,
                 route_key=route.route_key,
-                query=request.query_string,
+                query="" if shared else request.query_string,
                 headers=headers,
                 body=body,
                 claims=claims,
@@ -269,7 +274,7 @@ class LocalApi:
                 source_ip=request.remote or "127.0.0.1",
             )
 
-        if route.shared_cache_s and request.method == "GET":
+        if shared:
             return self._from_shared_cache(route, request, event)
         return _invoke(route, event())
 
@@ -278,7 +283,7 @@ class LocalApi:
     ) -> web.Response:
         """A fresh stored answer (with its Age, as CloudFront sends it), or the function's, stored: the
         function's event is built only then."""
-        key = (request.path, request.query_string)
+        key = request.path  # the path alone, as CloudFront keys it: one entry per shared route, however asked
         now = self._clock()
         cached = self._shared.get(key)
         if cached is None or now >= cached.expires_at:

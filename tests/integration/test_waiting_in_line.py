@@ -74,6 +74,19 @@ def test_a_waiting_clients_polls_make_no_per_shopper_database_read(app: App, tmp
     assert app.db.round_trips - before == 2
 
 
+def test_a_query_string_neither_keys_the_shared_figure_nor_reaches_its_function(app: App, tmp_path: Path) -> None:
+    # Given a client that asks for the figure under ever new query strings (to miss the cache on purpose)
+    issuer = LocalIssuer(tmp_path / "key.pem", "https://issuer.test", "payments")
+    before = app.db.round_trips
+
+    # When it asks a hundred times within the figure's second
+    answers = _polls(issuer, StillClock(), [(f"/v1/queue/now-serving?x={n}", None) for n in range(100)])
+
+    # Then, as CloudFront's cache policy keys on the path alone, the database was read once for all of them
+    assert app.db.round_trips - before == 1
+    assert {a["status"] for a in answers} == {200}
+
+
 def test_the_figure_needs_no_token_and_a_job_still_does(app: App, demo: dict[str, int], tmp_path: Path) -> None:
     job_id = pay(app, "demo-user-1", "k1").body["job_id"]
     issuer = LocalIssuer(tmp_path / "key.pem", "https://issuer.test", "payments")
