@@ -91,6 +91,8 @@ $$;
 -- were accepted (a job behind one is ended in a later run, or by the processor in its turn). Never a job a
 -- processor holds right now (SKIP LOCKED, status re-read under the lock: it ends that one itself).
 --
+-- A restock is ordered with it: the products it ends the line of are share-locked (below) until it commits.
+--
 -- One bulk end per product at a time: a call skips each product another call is ending right now (a
 -- transaction-level advisory lock, released at commit; RDS Proxy does not pin a session on
 -- pg_try_advisory_xact_lock, by AWS's "Avoiding pinning an RDS Proxy"), so the processor batches that
@@ -114,7 +116,15 @@ BEGIN
          ORDER BY p.id
     LOOP
         IF pg_try_advisory_xact_lock(x'5051534F'::integer, hashint8(v_product)) THEN  -- "PQSO", the product
-            v_products := v_products || v_product;
+            -- Its row share-locked until commit and read again under the lock: a restock (any update of the
+            -- row: stock = stock + n, pq_shard_stock) waits for this end, or, committed first, keeps the
+            -- product out of it. No job ends out_of_stock after its product's units came back.
+            PERFORM 1 FROM products p
+             WHERE p.id = v_product AND p.stock = 0 AND pq_stock_on_hand(p.id, p.stock) = 0
+               FOR SHARE;
+            IF FOUND THEN
+                v_products := v_products || v_product;
+            END IF;
         END IF;
     END LOOP;
     IF cardinality(v_products) = 0 THEN

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import threading
 
 import psycopg2
 import psycopg2.extras
@@ -19,7 +20,17 @@ from shared.errors import DomainError
 from shared.http import http_status
 from shared.services.line import cancel_job, end_sold_out_jobs
 from shared.services.wallet import process_wallet_job
-from tests.integration.helpers import HOLDERS, HOT, deliver, drain_line, pay, receive, row_counts, second_order
+from tests.integration.helpers import (
+    HOLDERS,
+    HOT,
+    deliver,
+    drain_line,
+    pay,
+    receive,
+    row_counts,
+    second_order,
+    wait_for_a_lock_wait,
+)
 from tests.integration.test_api_handlers import call
 
 
@@ -257,6 +268,41 @@ def test_a_job_a_processor_holds_right_now_is_left_to_it(app: App, sale: int, da
         assert _statuses(app.db)["demo-user-4"] == ("queued", None)
     finally:
         processor.close()
+
+
+def test_a_restock_racing_the_end_of_a_sold_out_products_line_keeps_the_line(
+    app: App, sale: int, database_url: str
+) -> None:
+    # Given a shopper waiting for the hot product, sold out, and the shop's restock under way (not committed)
+    waiting = pay(app, "demo-user-4", "k4").body["job_id"]
+    app.db.execute("UPDATE products SET stock = 0 WHERE id = %s", (sale,))
+    restock, bulk = psycopg2.connect(database_url), psycopg2.connect(database_url)
+    bulk.autocommit = True
+    ended: list[int] = []
+
+    def end_the_line() -> None:
+        with bulk.cursor() as cur:
+            cur.execute("SELECT count(*) FROM pq_end_sold_out_jobs(ARRAY[%s]::bigint[], 1000)", (sale,))
+            row = cur.fetchone()
+            ended.append(row[0] if row else -1)
+
+    try:
+        restock.cursor().execute("UPDATE products SET stock = stock + 5 WHERE id = %s", (sale,))
+        # When the line of the product is ended meanwhile: it read the product sold out, and waits for the row
+        thread = threading.Thread(target=end_the_line)
+        thread.start()
+        wait_for_a_lock_wait(app, "pq_end_sold_out_jobs")
+        # and the restock commits
+        restock.commit()
+        thread.join(10)
+    finally:
+        restock.close()
+        bulk.close()
+
+    # Then the product, read again under its lock, has units: nobody was told it is sold out
+    assert ended == [0]
+    assert app.db.fetch_one("SELECT status FROM payment_jobs WHERE id = %s", (waiting,)) == {"status": "queued"}
+    assert app.db.fetch_one("SELECT stock FROM products WHERE id = %s", (sale,)) == {"stock": 5}
 
 
 def test_the_sweeper_ends_the_line_of_a_product_sold_out_elsewhere(app: App, sale: int) -> None:
