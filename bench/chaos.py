@@ -170,6 +170,8 @@ class Job:
     user_id: str
     order_id: int
     body: dict[str, Any]
+    # Its checkout was refused at once (409 sold_out: a product of the order had sold out): nothing to submit.
+    refused: bool = False
 
 
 # The Cashfree endpoints every payment of the checkout flow calls once. get_refund (the order's refunds
@@ -357,6 +359,7 @@ class Stage:
         """POST every job (Idempotency-Key per order), retrying network errors and 5xx with the same
         key as a real client would; returns the accepted job ids. With spread_s, the requests are
         paced to last about that long (a load for a fault to strike into)."""
+        jobs = [j for j in jobs if not j.refused]
         tokens = {u: self.issuer.issue(u, ttl_s=3600) for u in {j.user_id for j in jobs}}
         pace_s = spread_s * concurrency / max(1, len(jobs))
         return asyncio.run(self._submit(jobs, tokens, concurrency, timeout_s, pace_s))
@@ -392,7 +395,8 @@ class Stage:
         return accepted
 
     def checkout(self, user_id: str, order_id: int, method: str) -> dict[str, Any]:
-        """POST /v1/checkouts as the shopper: the gateway order to pay with (retried while busy)."""
+        """POST /v1/checkouts as the shopper: the gateway order to pay with (retried while busy); a refusal
+        other than busy, its answer's body under "refused" (409 sold_out: a product of the order sold out)."""
         token = self.issuer.issue(user_id, ttl_s=3600)
         body = json.dumps({"order_id": order_id, "method": method}).encode()
         deadline = time.monotonic() + self.config.recover_timeout_s + self.paced_s
@@ -408,15 +412,23 @@ class Stage:
                     answer: dict[str, Any] = json.loads(response.read())
                     return answer
             except urllib.error.HTTPError as err:
+                if err.code == 409:
+                    return {"refused": json.loads(err.read() or b"{}")}
                 if err.code != 503:
                     raise
                 time.sleep(float(err.headers.get("Retry-After") or 1))
         raise RuntimeError(f"no checkout for order {order_id}")
 
-    def pay_at_gateway(self, job: Job, method: str) -> str:
+    def pay_at_gateway(self, job: Job, method: str) -> str | None:
         """The shopper's checkout (method: a gateway, or "auto"), paid in the simulator's checkout page of the
-        gateway chosen, which is returned; job.body is what the page then sends to POST /v1/payments."""
+        gateway chosen, which is returned; job.body is what the page then sends to POST /v1/payments. A
+        checkout refused (a product of the order sold out) is counted with the refused requests, and the job
+        marked refused: None, nothing paid."""
         checkout = self.checkout(job.user_id, job.order_id, method)
+        if "refused" in checkout:
+            self.refused.append({"order_id": job.order_id, "status": 409, "body": checkout["refused"]})
+            job.refused = True
+            return None
         chosen = str(checkout["method"])
         paid = self.sim(f"/_sim/{chosen}/checkout", {"order_id": checkout[chosen]["order_id"], "outcome": "success"})
         job.body = {"order_id": job.order_id, "method": chosen}
@@ -846,9 +858,10 @@ def gateway_outage(stage: Stage, n: int) -> Row:
     stage.start_processors(stage.config.workers)
     chosen: dict[str, dict[str, int]] = {"before": {}, "during": {}, "after": {}}
 
-    def pay(phase: str, job: Job) -> str:
+    def pay(phase: str, job: Job) -> str | None:
         gateway = stage.pay_at_gateway(job, "auto")
-        chosen[phase][gateway] = chosen[phase].get(gateway, 0) + 1
+        if gateway is not None:
+            chosen[phase][gateway] = chosen[phase].get(gateway, 0) + 1
         return gateway
 
     for job in before:
@@ -863,7 +876,7 @@ def gateway_outage(stage: Stage, n: int) -> Row:
     circuit_while_down: dict[str, int] = {}
     for job in during:
         gateway = pay("during", job)
-        if time.time() < down_until:
+        if gateway is not None and time.time() < down_until:
             while_down[gateway] = while_down.get(gateway, 0) + 1
             rows = stage._query("SELECT state FROM gateway_circuits WHERE gateway = 'razorpay'")
             state = rows[0]["state"] if rows else "closed"
@@ -986,7 +999,8 @@ def _pay_refund_cases(stage: Stage, gateway_jobs: list[Job]) -> tuple[list[int],
     cancel, dashboard = [], 0
     for i, job in enumerate(gateway_jobs):
         method = "razorpay" if i % 2 == 0 else "cashfree"
-        stage.pay_at_gateway(job, method)
+        if stage.pay_at_gateway(job, method) is None:
+            continue  # refused at once, sold out: nothing paid, nothing to refund
         if i % 4 in (0, 1):
             cancel.append(job.order_id)
         elif i % 4 == 2:
@@ -1017,15 +1031,20 @@ def _replays(stage: Stage) -> dict[str, Any]:
     }
 
 
-def _dead_lettered_mid_refund(stage: Stage, late: list[Job]) -> tuple[list[str], int]:
-    """Cashfree jobs submitted before their shoppers pay (they wait for the gateway's verdict), their orders
-    then cancelled; once paid, each refund is applied at Cashfree but its answer lost, then every request
-    fails until the jobs' deliveries run out (dead-lettered mid-refund). The sweeper follows the refunds,
-    a redrive ends the jobs."""
+def _open_cashfree(stage: Stage, jobs: list[Job]) -> dict[int, str]:
+    """Each job's Cashfree checkout, opened now (before the sale sells anything out): our order -> Cashfree's."""
     orders = {}
-    for job in late:
+    for job in jobs:
         orders[job.order_id] = stage.checkout(job.user_id, job.order_id, "cashfree")["cashfree"]["order_id"]
         job.body = {"order_id": job.order_id, "method": "cashfree"}
+    return orders
+
+
+def _dead_lettered_mid_refund(stage: Stage, late: list[Job], orders: dict[int, str]) -> tuple[list[str], int]:
+    """Cashfree jobs (their checkouts opened before the sale, orders: _open_cashfree) submitted before their
+    shoppers pay (they wait for the gateway's verdict), their orders then cancelled; once paid, each refund is
+    applied at Cashfree but its answer lost, then every request fails until the jobs' deliveries run out
+    (dead-lettered mid-refund). The sweeper follows the refunds, a redrive ends the jobs."""
     accepted = stage.submit(late)
     stage.wait_until(
         lambda: (
@@ -1080,6 +1099,7 @@ def refund_failures(stage: Stage, n: int) -> Row:
             * len(gateway_jobs),
         },
     )
+    late_orders = _open_cashfree(stage, late)
     cancel, dashboard = _pay_refund_cases(stage, gateway_jobs)
     stop = threading.Event()
     warp = threading.Thread(target=_warp_refund_retries, args=(stage, stop), daemon=True)
@@ -1098,7 +1118,7 @@ def refund_failures(stage: Stage, n: int) -> Row:
             stage.operator_post(f"/v1/refunds/{refund_id}/retry")
         stage.wait_until(lambda: _refunds_open(stage) == 0, timeout_s=stage.config.recover_timeout_s)
         replays = _replays(stage)
-        late_accepted, dead = _dead_lettered_mid_refund(stage, late)
+        late_accepted, dead = _dead_lettered_mid_refund(stage, late, late_orders)
         # Recovery counts from the redrive, the end of the last fault (as in dlq_redrive).
         recover = stage.wait_settled(time.monotonic())
     finally:

@@ -57,7 +57,8 @@ class GatewayEndOutcome(StrEnum):
 
 
 class CheckoutOutcome(StrEnum):
-    """pq_checkout_route (pq_checkout_open), pq_checkout_created."""
+    """pq_checkout_for_order (pq_checkout_route, pq_checkout_open: the previous release's calls),
+    pq_checkout_created."""
 
     EXISTING = "existing"
     PENDING = "pending"
@@ -67,7 +68,7 @@ class CheckoutOutcome(StrEnum):
     GATEWAY_ORDER_MISMATCH = "gateway_order_mismatch"
     CLAIMED = "claimed"  # pq_checkout_route: another request is making the gateway create call
     UNAVAILABLE = "unavailable"  # pq_checkout_route: no gateway asked for can be called now
-    SOLD_OUT = "sold_out"  # pq_checkout_route: a product of the order has no unit left; no new checkout
+    SOLD_OUT = "sold_out"  # pq_checkout_for_order: a product of the order has no unit left; no checkout
 
 
 class WebhookOutcome(StrEnum):

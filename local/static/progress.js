@@ -327,10 +327,13 @@
 
   // What the API answered a payment or a checkout that it refused, in words; the button comes back
   // where trying again can help.
-  function refused(answer, button, doing) {
+  function refused(answer, button, doing, openingCheckout) {
     const error = answer.body && answer.body.error;
     if (error && error.code === "payment_in_progress" && error.details && error.details.job_id) {
       follow(error.details.job_id);
+    } else if (error && error.code === "sold_out" && openingCheckout) {
+      // No checkout was opened; one that expired may still see a late payment, which is refunded.
+      problem("An item in your order has sold out, so this order cannot be paid. Anything paid for it is refunded.");
     } else if (error && error.code === "sold_out") {
       problem("An item in your order has sold out, so this order cannot be paid. Nothing was charged.");
     } else if (error && error.code === "order_not_payable") {
@@ -462,7 +465,7 @@
       return;
     }
     if (answer.status !== 200 && answer.status !== 201) {
-      refused(answer, button, "pay");
+      refused(answer, button, "pay", true);
       return;
     }
     const checkout = answer.body;

@@ -3,17 +3,18 @@ orders, created by us for its exact amount and bound to the order and the shoppe
 request names, or, routed ("method": "auto", or a list in order of preference), at the first one that is up
 and has a token.
 
-    route (one round trip, pq_checkout_route: the order's live checkout at the first allowed gateway that is
-           up, or a new one with our merchant_ref at the first allowed gateway holding none whose circuit lets
-           a call through, its create token taken)
+    route (one round trip, pq_checkout_for_order: the order's live checkout at the first allowed gateway
+           that is up, or a new one with our merchant_ref at the first allowed gateway holding none whose
+           circuit lets a call through, its create token taken)
       existing       -> answer it (200)
+      sold_out       -> 409 sold_out: a product has no unit left and no page was given a live checkout
       unavailable    -> 503 with Retry-After: service_busy (no token), gateway_unavailable (the one gateway
                         asked for is down), gateways_unavailable (every gateway asked for is down or busy)
       claimed        -> another request is making the create call: look again shortly, up to checkout_wait_s,
                         then its answer (200) or 503 service_busy + Retry-After
       pending        -> create at the gateway (no transaction open) -> bind (one round trip) -> 201
 
-Only the request holding the claim (pq_checkout_route, for as long as its calls can take) calls the gateway:
+Only the request holding the claim (pq_checkout_for_order, for as long as its calls can take) calls the gateway:
 two concurrent requests make one gateway order. A create call whose answer was lost leaves the checkout
 "creating", its claim let go: the next request settles it by looking the order up first (the gateway
 package's create_order, told the call is retried), never by creating a second one blindly. A request refused
@@ -149,7 +150,7 @@ def _methods(deps: HasGateways, method: str | tuple[str, ...]) -> tuple[str, ...
 
 
 def _route(deps: CheckoutDeps, user_id: str, order_id: int, methods: tuple[str, ...]) -> dict[str, Any]:
-    """pq_checkout_route, claiming the create call for as long as this request can be making it: a lookup and
+    """pq_checkout_for_order, claiming the create call for as long as this request can be making it: a lookup and
     a create of gateway_timeout_s each, and its DB steps. Each gateway comes with its create bucket, whose
     token a new checkout takes there, in the same round trip."""
     settings = deps.settings
@@ -157,7 +158,7 @@ def _route(deps: CheckoutDeps, user_id: str, order_id: int, methods: tuple[str, 
     buckets = [bucket(settings, name, deps.gateways[name].endpoints["create"]) for name in methods]
     row = deps.db.fetch_one(
         """SELECT outcome, reason, inserted, retry_ms, circuits, sold_out, (checkout).*
-             FROM pq_checkout_route(%s, %s, %s, %s, %s, %s, %s, %s, %s, true)""",
+             FROM pq_checkout_for_order(%s, %s, %s, %s, %s, %s, %s, %s, %s, true)""",
         (
             user_id,
             order_id,
@@ -175,7 +176,7 @@ def _route(deps: CheckoutDeps, user_id: str, order_id: int, methods: tuple[str, 
 
 
 def _route_or_wait(deps: CheckoutDeps, user_id: str, order_id: int, methods: tuple[str, ...]) -> dict[str, Any]:
-    """The checkout as pq_checkout_route answers it, once no other request is making its create call
+    """The checkout as pq_checkout_for_order answers it, once no other request is making its create call
     (each look its own short transaction: nothing is held while waiting)."""
     deadline = time.monotonic() + deps.settings.checkout_wait_s
     while True:
@@ -213,7 +214,7 @@ def _unavailable(row: dict[str, Any], methods: tuple[str, ...]) -> Unavailable:
 
 def _token(deps: TokenDeps, method: str, taken: str | None) -> Token:
     """take_token for each request of the create call, but the first one from the endpoint whose token
-    pq_checkout_route took already (taken)."""
+    pq_checkout_for_order took already (taken)."""
     spare = [taken]
 
     def token(endpoint: str) -> None:

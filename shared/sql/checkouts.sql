@@ -33,13 +33,15 @@
 --                         how many were refused by their circuit (the others had no token)
 --   order_not_found    -> no such order for this user (another user's looks the same)
 --   order_not_payable  -> reason = the order's status
---   sold_out           -> p_refuse_sold_out, and sold_out = the order's products with no unit left: no new
---                         checkout (the shopper would pay, then be refunded); a live one is answered as above,
---                         as its page may be paying it. The previous release's call (false) never gets it.
+--   sold_out           -> p_refuse_sold_out, the order has no live checkout a page was given, and sold_out =
+--                         its products with no unit left: no checkout is opened (the shopper would pay, then
+--                         wait for a refund). With a live one, whose page may be paying it, the rest applies.
 -- p_claim_s NULL: no claim is made or honoured.
+-- (A name of its own, not pq_checkout_route's: a deploy of the previous release re-applies that one as it was,
+-- and a second overload of the name would make its callers' calls ambiguous.)
 DROP FUNCTION IF EXISTS pq_checkout_route(text, bigint, text[], double precision, double precision, text[],
-                                          double precision[], double precision[], double precision);
-CREATE OR REPLACE FUNCTION pq_checkout_route(p_user_id text, p_order_id bigint, p_methods text[],
+                                          double precision[], double precision[], double precision, boolean);
+CREATE OR REPLACE FUNCTION pq_checkout_for_order(p_user_id text, p_order_id bigint, p_methods text[],
                                              p_ttl_s double precision, p_claim_s double precision,
                                              p_buckets text[] DEFAULT NULL,
                                              p_rates double precision[] DEFAULT NULL,
@@ -72,6 +74,20 @@ BEGIN
         outcome := 'order_not_payable';
         reason := v_order.order_status;
         RETURN;
+    END IF;
+    IF p_refuse_sold_out
+       AND NOT EXISTS (SELECT 1 FROM gateway_checkouts c
+                        WHERE c.order_id = p_order_id AND c.status = 'created'
+                          AND (c.expires_at > now()
+                               OR EXISTS (SELECT 1 FROM payment_jobs j
+                                           WHERE j.checkout_id = c.id AND j.status IN ('queued', 'processing')))) THEN
+        -- As the wallet intake (pq_enqueue_job) reads it: without the products' locks, before any token is taken.
+        sold_out := pq_sold_out_products(v_order.items);
+        IF cardinality(sold_out) > 0 THEN
+            outcome := 'sold_out';
+            RETURN;
+        END IF;
+        sold_out := NULL;
     END IF;
     FOR v_live IN SELECT * FROM gateway_checkouts c
                    WHERE c.order_id = p_order_id AND c.method = ANY (p_methods)
@@ -112,18 +128,6 @@ BEGIN
         circuits := circuits + 1;
         retry_ms := least(retry_ms, (SELECT w.wait_ms FROM pq_gateway_circuit_wait(v_live.method, p_cooldown_s) w));
     END LOOP;
-    IF p_refuse_sold_out THEN
-        -- As the wallet intake (pq_enqueue_job) reads it: without the products' locks, before any token is taken.
-        sold_out := pq_sold_out_products(v_order.items);
-        IF cardinality(sold_out) > 0 THEN
-            outcome := 'sold_out';
-            checkout := NULL;
-            retry_ms := NULL;
-            circuits := 0;
-            RETURN;
-        END IF;
-        sold_out := NULL;
-    END IF;
     FOR i IN 1 .. coalesce(array_length(p_methods, 1), 0) LOOP
         v_method := p_methods[i];
         CONTINUE WHEN v_method = ANY (v_held);
@@ -165,6 +169,22 @@ BEGIN
     checkout := NULL;
     outcome := 'unavailable';
 END;
+$$;
+
+-- The previous release's call of the above, as it was: it never refuses an order as sold out.
+CREATE OR REPLACE FUNCTION pq_checkout_route(p_user_id text, p_order_id bigint, p_methods text[],
+                                             p_ttl_s double precision, p_claim_s double precision,
+                                             p_buckets text[] DEFAULT NULL,
+                                             p_rates double precision[] DEFAULT NULL,
+                                             p_bursts double precision[] DEFAULT NULL,
+                                             p_cooldown_s double precision DEFAULT NULL,
+                                             OUT outcome pq_checkout_outcome, OUT reason text, OUT inserted boolean,
+                                             OUT retry_ms integer, OUT circuits integer,
+                                             OUT checkout gateway_checkouts)
+LANGUAGE sql SET enable_seqscan = off AS $$
+    SELECT r.outcome, r.reason, r.inserted, r.retry_ms, r.circuits, r.checkout
+      FROM pq_checkout_for_order(p_user_id, p_order_id, p_methods, p_ttl_s, p_claim_s, p_buckets, p_rates,
+                                 p_bursts, p_cooldown_s, false) r
 $$;
 
 -- The previous release's call, for the one method it names (no circuit consulted, no token taken: its code

@@ -47,9 +47,9 @@ DECLARE
 BEGIN
     FOR g IN SELECT * FROM (VALUES
         -- a shopper's intake (shared/services/intake.py, checkout.py)
-        ('pq_enqueue', ARRAY['pq_enqueue_job', 'pq_enqueue_gateway_job', 'pq_mark_jobs_sent', 'pq_checkout_route',
-                             'pq_checkout_open', 'pq_checkout_created', 'pq_checkout_unclaimed', 'pq_take_tokens',
-                             'pq_refund_status', 'pq_gateway_books']),
+        ('pq_enqueue', ARRAY['pq_enqueue_job', 'pq_enqueue_gateway_job', 'pq_mark_jobs_sent', 'pq_checkout_for_order',
+                             'pq_checkout_route', 'pq_checkout_open', 'pq_checkout_created', 'pq_checkout_unclaimed',
+                             'pq_take_tokens', 'pq_refund_status', 'pq_gateway_books']),
         -- a shopper leaving the line (shared/services/line.py cancel_job), its event published at once
         ('pq_line', ARRAY['pq_cancel_job', 'pq_mark_events_published', 'pq_refund_status', 'pq_gateway_books']),
         -- the reads (shared/services/reads.py, orders.py, checkout.py get_checkout, operator.py's metrics

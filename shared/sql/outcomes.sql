@@ -73,7 +73,7 @@ ALTER TYPE pq_checkout_outcome ADD VALUE IF NOT EXISTS 'gateway_order_mismatch';
 ALTER TYPE pq_checkout_outcome ADD VALUE IF NOT EXISTS 'claimed';
 -- pq_checkout_route: no gateway the request allows can be called now (circuit open, or no token).
 ALTER TYPE pq_checkout_outcome ADD VALUE IF NOT EXISTS 'unavailable';
--- pq_checkout_route: a product of the order has no unit left, so no new checkout is opened.
+-- pq_checkout_for_order: a product of the order has no unit left, so no checkout is opened.
 ALTER TYPE pq_checkout_outcome ADD VALUE IF NOT EXISTS 'sold_out';
 
 -- pq_webhook_record, pq_checkout_settle: what a gateway's word about a checkout led to.

@@ -123,15 +123,17 @@ def test_amount_mismatch_fails_the_job_without_capture_and_leaves_the_order(
 def test_captured_payment_for_an_unfulfillable_order_is_refunded_recorded_and_failed(
     app: App, sim: Simulator, demo: dict[str, int]
 ) -> None:
-    # Given a Cashfree payment (captured at checkout) for an order whose product sold out since
+    # Given a Cashfree payment (captured at checkout) for an order whose product sold out since its checkout
+    # opened (a checkout of an order already sold out is refused: test_gateway_checkout.py)
     order = order_of(app.db, "demo-user-3")
+    view = open_for(app, "demo-user-3", "cashfree")
     app.db.execute(
         """UPDATE products SET stock = 0
             WHERE id IN (SELECT (e->>'product_id')::bigint FROM orders, jsonb_array_elements(items) e
                           WHERE orders.id = %s)""",
         (order["id"],),
     )
-    pay_gateway(app, sim, "demo-user-3", "cashfree")
+    accept_payment(app, "demo-user-3", "k-sold-out", payment_request(view, pay_at_gateway(sim, view)))
 
     drain(app)
 

@@ -31,6 +31,9 @@ PREVIOUS_RELEASE = Path(__file__).parent / "data" / "release-2b3608d-migrations.
 # The SQL of the last release on this layout (commit c493264): its migrations, then its function
 # files in the order its runner applied them.
 LAST_RELEASE = Path(__file__).parent / "data" / "release-c493264-sql.tar.gz"
+# The SQL of the release a rollback of this one goes back to (commit 92f2168), as its runner applies it:
+# "cdk deploy the previous commit" (docs/deploy.md) runs its migrate function over this release's schema.
+ROLLBACK_RELEASE = Path(__file__).parent / "data" / "release-92f2168-sql.tar.gz"
 _DEFINITION = re.compile(r"\bCREATE\s+(?:OR\s+REPLACE\s+)?FUNCTION\s+([a-z_][a-z0-9_.]*)\s*\(", re.I)
 
 
@@ -270,3 +273,36 @@ def test_an_order_with_live_checkouts_at_two_gateways_keeps_both_live_when_upgra
         ]
     finally:
         db.close()
+
+
+def test_a_rollback_to_the_release_before_migrates_and_its_calls_work_then_this_release_again(
+    app: App, demo: dict[str, int]
+) -> None:
+    # Given this release's schema, and the files of the release before it
+    db = app.db
+    with tarfile.open(ROLLBACK_RELEASE) as archive:
+        released = _released(archive)
+    ours = dict(repeatable_files())
+    assert set(released) >= set(ours), "a repeatable file this release adds needs no rollback of its own"
+
+    # When a rollback deploys that release: its runner applies its function files that differ from ours, in
+    # its order, in one transaction
+    with db.transaction() as cur:
+        for version, sql in released.items():
+            if version.startswith("sql/") and sql != ours.get(version):
+                cur.execute(sql)
+
+    # Then its calls resolve and answer as they did (no second overload of a name it calls makes them
+    # ambiguous): a checkout opened its way, a wallet payment made its way
+    order = db.fetch_one("SELECT id FROM orders WHERE user_id = 'demo-user-1'")
+    assert order is not None
+    opened = db.fetch_one(
+        "SELECT outcome FROM pq_checkout_open('demo-user-1', %s, 'razorpay', 1800, 30)", (order["id"],)
+    )
+    assert opened == {"outcome": "pending"}
+    assert _pays_as_the_last_release_did(app.settings.database_url, "demo-user-2")
+
+    # And deploying this release again applies cleanly, and its own code pays
+    migrate(db)
+    assert migrate(db) == []
+    assert _pays_as_this_release_does(app, "demo-user-3")
