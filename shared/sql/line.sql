@@ -91,7 +91,8 @@ $$;
 -- were accepted (a job behind one is ended in a later run, or by the processor in its turn). Never a job a
 -- processor holds right now (SKIP LOCKED, status re-read under the lock: it ends that one itself).
 --
--- A restock is ordered with it: the products it ends the line of are share-locked (below) until it commits.
+-- A restock is ordered with it: the products it ends the line of are share-locked (below) until it commits;
+-- one whose row is busy is skipped, not waited for (no deadlock with a shop's multi-row restock, no wait).
 --
 -- One bulk end per product at a time: a call skips each product another call is ending right now (a
 -- transaction-level advisory lock, released at commit; RDS Proxy does not pin a session on
@@ -108,6 +109,7 @@ DECLARE
     v_job      payment_jobs%ROWTYPE;
     v_locked   payment_jobs%ROWTYPE;
     v_ended    integer := 0;
+    v_gone     boolean;
 BEGIN
     FOR v_product IN
         SELECT p.id FROM products p
@@ -115,16 +117,22 @@ BEGIN
            AND p.stock = 0 AND pq_stock_on_hand(p.id, p.stock) = 0
          ORDER BY p.id
     LOOP
-        IF pg_try_advisory_xact_lock(x'5051534F'::integer, hashint8(v_product)) THEN  -- "PQSO", the product
-            -- Its row share-locked until commit and read again under the lock: a restock (any update of the
-            -- row: stock = stock + n, pq_shard_stock) waits for this end, or, committed first, keeps the
-            -- product out of it. No job ends out_of_stock after its product's units came back.
-            PERFORM 1 FROM products p
-             WHERE p.id = v_product AND p.stock = 0 AND pq_stock_on_hand(p.id, p.stock) = 0
-               FOR SHARE;
-            IF FOUND THEN
-                v_products := v_products || v_product;
-            END IF;
+        CONTINUE WHEN NOT pg_try_advisory_xact_lock(x'5051534F'::integer, hashint8(v_product));  -- "PQSO"
+        -- Nobody waits for it (payment_jobs_live_products): nothing to end, and no row lock to take (the sweeper
+        -- looks at every sold-out product, each minute).
+        CONTINUE WHEN NOT EXISTS (SELECT 1 FROM payment_jobs j
+                                   WHERE j.product_ids && ARRAY[v_product] AND j.product_ids IS NOT NULL
+                                     AND j.finished_at IS NULL);
+        -- Its row share-locked until commit, never waited for: a product whose row someone holds (a restock
+        -- under way: stock = stock + n, pq_shard_stock) is left to a later call, which finds it restocked or
+        -- still sold out. Held, no restock commits before this end does.
+        PERFORM 1 FROM products p WHERE p.id = v_product FOR SHARE SKIP LOCKED;
+        CONTINUE WHEN NOT FOUND;
+        -- Read again under the lock, in a statement of its own (a snapshot taken now: a restock committed
+        -- since the read above counts, its shards' units too).
+        SELECT p.stock = 0 AND pq_stock_on_hand(p.id, p.stock) = 0 INTO v_gone FROM products p WHERE p.id = v_product;
+        IF v_gone THEN
+            v_products := v_products || v_product;
         END IF;
     END LOOP;
     IF cardinality(v_products) = 0 THEN

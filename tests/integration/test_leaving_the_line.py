@@ -270,38 +270,73 @@ def test_a_job_a_processor_holds_right_now_is_left_to_it(app: App, sale: int, da
         processor.close()
 
 
-def test_a_restock_racing_the_end_of_a_sold_out_products_line_keeps_the_line(
-    app: App, sale: int, database_url: str
+@pytest.mark.parametrize("shards", [0, 2])
+def test_a_restock_under_way_keeps_the_line_of_its_product_which_a_later_call_ends_if_still_sold_out(
+    app: App, sale: int, database_url: str, shards: int
 ) -> None:
-    # Given a shopper waiting for the hot product, sold out, and the shop's restock under way (not committed)
+    # Given a shopper waiting for the hot product, sold out (its units in its row, or in shards), and the shop's
+    # restock under way, not committed (stock = stock + n, and for a sharded product pq_shard_stock again)
     waiting = pay(app, "demo-user-4", "k4").body["job_id"]
+    app.db.fetch_one("SELECT pq_shard_stock(%s, %s)", (sale, shards))
     app.db.execute("UPDATE products SET stock = 0 WHERE id = %s", (sale,))
-    restock, bulk = psycopg2.connect(database_url), psycopg2.connect(database_url)
-    bulk.autocommit = True
-    ended: list[int] = []
-
-    def end_the_line() -> None:
-        with bulk.cursor() as cur:
-            cur.execute("SELECT count(*) FROM pq_end_sold_out_jobs(ARRAY[%s]::bigint[], 1000)", (sale,))
-            row = cur.fetchone()
-            ended.append(row[0] if row else -1)
-
+    app.db.execute("UPDATE product_stock_shards SET stock = 0 WHERE product_id = %s", (sale,))
+    restock = psycopg2.connect(database_url)
     try:
-        restock.cursor().execute("UPDATE products SET stock = stock + 5 WHERE id = %s", (sale,))
-        # When the line of the product is ended meanwhile: it read the product sold out, and waits for the row
-        thread = threading.Thread(target=end_the_line)
-        thread.start()
-        wait_for_a_lock_wait(app, "pq_end_sold_out_jobs")
-        # and the restock commits
+        with restock.cursor() as cur:
+            cur.execute("UPDATE products SET stock = stock + 5 WHERE id = %s", (sale,))
+            cur.execute("SELECT pq_shard_stock(%s, %s)", (sale, shards))
+
+        # When the line of the product is ended meanwhile: its row is busy, so it is left, not waited for
+        assert end_sold_out_jobs(app, [sale]) == 0
+        assert _statuses(app.db)["demo-user-4"] == ("queued", None)
+
+        # Then once the restock commits, nobody is told it is sold out
         restock.commit()
-        thread.join(10)
     finally:
         restock.close()
-        bulk.close()
-
-    # Then the product, read again under its lock, has units: nobody was told it is sold out
-    assert ended == [0]
+    assert end_sold_out_jobs(app, [sale]) == 0
     assert app.db.fetch_one("SELECT status FROM payment_jobs WHERE id = %s", (waiting,)) == {"status": "queued"}
+    assert app.db.fetch_one("SELECT pq_stock_on_hand(id, stock) AS n FROM products WHERE id = %s", (sale,)) == {"n": 5}
+
+
+def test_a_restock_waits_for_a_running_end_of_its_products_line(app: App, sale: int, database_url: str) -> None:
+    # Given a shopper waiting for the hot product, sold out, and its line being ended, held up at the job's end
+    # (another session holds the finished-jobs counter, as any job's end may for a moment)
+    pay(app, "demo-user-4", "k4")
+    app.db.execute("UPDATE products SET stock = 0 WHERE id = %s", (sale,))
+    counter, bulk, restock = (psycopg2.connect(database_url) for _ in range(3))
+    bulk.autocommit = restock.autocommit = True
+    ended: list[int] = []
+
+    def run(conn: psycopg2.extensions.connection, sql: str) -> None:
+        with conn.cursor() as cur:
+            cur.execute(sql, (sale,))
+            if cur.description:
+                row = cur.fetchone()
+                ended.append(row[0] if row else -1)
+
+    try:
+        counter.cursor().execute("LOCK TABLE line_finished IN EXCLUSIVE MODE")
+        ending = threading.Thread(
+            target=run, args=(bulk, "SELECT count(*) FROM pq_end_sold_out_jobs(ARRAY[%s]::bigint[], 1000)")
+        )
+        ending.start()
+        wait_for_a_lock_wait(app, "pq_end_sold_out_jobs")
+
+        # When the shop restocks the product meanwhile: the restock waits for the end, which holds the row
+        restocking = threading.Thread(target=run, args=(restock, "UPDATE products SET stock = stock + 5 WHERE id = %s"))
+        restocking.start()
+        wait_for_a_lock_wait(app, "UPDATE products SET stock = stock + 5")
+        counter.rollback()
+        ending.join(10)
+        restocking.join(10)
+    finally:
+        for conn in (counter, bulk, restock):
+            conn.close()
+
+    # Then the job ended while the product was sold out, and the units came back after
+    assert ended == [1]
+    assert _statuses(app.db)["demo-user-4"] == ("failed", "out_of_stock")
     assert app.db.fetch_one("SELECT stock FROM products WHERE id = %s", (sale,)) == {"stock": 5}
 
 
@@ -362,10 +397,11 @@ def test_ending_a_sold_out_products_line_reads_in_proportion_to_the_jobs_it_ends
         two = _bulk_end(cur, products[1:3])
 
     # Then each ended exactly its products' buyers, and read rows in proportion to them: twice the jobs,
-    # twice the rows, a few rows per job, nothing of the rest of the line
+    # twice the rows, a few rows per job (and one per product, to learn someone waits for it), nothing of the
+    # rest of the line
     assert (one[0], two[0]) == (LINE // PRODUCTS, 2 * LINE // PRODUCTS)
     assert two[1] == 2 * one[1]
-    assert one[1] <= 6 * one[0] < LINE
+    assert one[1] <= 6 * one[0] + 1 < LINE
     queued = db.fetch_one("SELECT count(*) AS n FROM payment_jobs WHERE status = 'queued'")
     assert queued == {"n": LINE - 3 * LINE // PRODUCTS}
 
