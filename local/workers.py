@@ -214,11 +214,14 @@ def run_notifier(local: LocalSettings, sweep_every_s: float = 5.0) -> None:
     def once() -> int:
         nonlocal next_sweep
         if time.monotonic() >= next_sweep:
-            sweeper(
-                {"source": "aws.events", "detail-type": "Scheduled Event"},
-                LocalContext(function_name="payment-queue-sweeper"),
-            )
             next_sweep = time.monotonic() + sweep_every_s
+            try:
+                sweeper(
+                    {"source": "aws.events", "detail-type": "Scheduled Event"},
+                    LocalContext(function_name="payment-queue-sweeper"),
+                )
+            except Exception:  # a failed run, as EventBridge's is on AWS: logged, the next one on schedule
+                logger.exception("sweeper run failed")
         messages = app.db.fetch_all("SELECT * FROM pgmq.read(%s, %s, %s)", (queue, local.visibility_timeout_s, 10))
         failed: set[str] = set()
         for m in messages:

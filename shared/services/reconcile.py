@@ -11,9 +11,10 @@
   gateway refuses is explained by the payment's refunds, as the processor explains its own (_refused).
 
 Every gateway request takes a token of its endpoint's bucket first and is made with no transaction
-open; with no token left the pass stops and the next sweep continues. An item that fails in a way not
-foreseen (a bug, a constraint) is logged at ERROR with its id and passed over, so one item cannot hold
-up every other checkout and refund; the pass then raises, failing the sweeper's run (alarm SweeperErrors).
+open; with no token left, or the database out of reach (TransientError), the pass stops and the next sweep
+continues. An item that fails in a way not foreseen (a bug, a constraint) is logged at ERROR with its id and
+passed over, so one item cannot hold up every other checkout and refund; the pass then raises, failing the
+sweeper's run (alarm SweeperErrors).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from shared.domain import GatewayRejected, GatewayRetryable
+from shared.domain import GatewayRejected, GatewayRetryable, TransientError
 from shared.observability import logger
 from shared.outcomes import WebhookOutcome
 from shared.ports import GatewayRefund, HasDb, HasGateways, HasQueue, HasSettings, RefundState
@@ -50,7 +51,7 @@ def _isolated(failures: list[Exception], what: str, **ids: Any) -> Iterator[None
     """One item's work: an unforeseen failure is logged and kept for the end of the pass, the next item goes on."""
     try:
         yield
-    except _OutOfTokens:
+    except (_OutOfTokens, TransientError):  # no token left, or the database out of reach: the pass stops
         raise
     except Exception as exc:
         logger.exception(f"{what} failed; the pass goes on", **ids)
