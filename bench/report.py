@@ -89,6 +89,14 @@ def summary_text(report: dict[str, Any], out: Path) -> str:
     if runs := runs_text(report):
         lines.append(f"  runs       {runs}")
     bad = {k: v for k, v in report["invariants"].items() if v}
+    if runs := report.get("runs"):  # every run's, not only the median's
+        bad = {
+            f"{design} run {n} {k}": v
+            for design, items in runs.items()
+            for n, run in enumerate(items, 1)
+            for k, v in run.get("invariants", {}).items()
+            if v
+        }
     violated = ", ".join(f"{k} {v}" for k, v in bad.items())
     lines.append("  invariants " + (f"VIOLATED: {violated}" if bad else "all 0"))
     lines.append("Goals:")

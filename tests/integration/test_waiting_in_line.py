@@ -8,9 +8,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from functions.status.handler import handler as status_handler
+from local import api as local_api
 from local.api import LocalApi, build_app
 from local.auth import LocalIssuer
 from local.seed import SeedPlan, seed
@@ -74,15 +76,27 @@ def test_a_waiting_clients_polls_make_no_per_shopper_database_read(app: App, tmp
     assert app.db.round_trips - before == 2
 
 
-def test_a_query_string_neither_keys_the_shared_figure_nor_reaches_its_function(app: App, tmp_path: Path) -> None:
+def test_a_query_string_neither_keys_the_shared_figure_nor_reaches_its_function(
+    app: App, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Given a client that asks for the figure under ever new query strings (to miss the cache on purpose)
     issuer = LocalIssuer(tmp_path / "key.pem", "https://issuer.test", "payments")
     before = app.db.round_trips
+    seen: list[str] = []  # the query string of each event the function was invoked with
+    invoke = local_api.invoke
+
+    def watched(function: Any, event: dict[str, Any]) -> Any:
+        seen.append(event["rawQueryString"])
+        return invoke(function, event)
+
+    monkeypatch.setattr(local_api, "invoke", watched)
 
     # When it asks a hundred times within the figure's second
     answers = _polls(issuer, StillClock(), [(f"/v1/queue/now-serving?x={n}", None) for n in range(100)])
 
-    # Then, as CloudFront's cache policy keys on the path alone, the database was read once for all of them
+    # Then, as CloudFront's cache policy keys on the path alone and forwards no query string, the function ran
+    # once, without it, and the database was read once for all of them
+    assert seen == [""]
     assert app.db.round_trips - before == 1
     assert {a["status"] for a in answers} == {200}
 

@@ -74,3 +74,10 @@ def test_the_summary_lists_every_runs_drain_when_there_were_several() -> None:
     assert "ours 9.6 / 11.2 s; baseline 55.1 / 50.0 s" in text and "median run" in text
     # One run: no such line
     assert "median" not in summary_text(_report(), Path("x.json"))
+
+
+def test_a_violation_in_any_run_shows_though_the_median_run_had_none() -> None:
+    clean, broken = {"double_charges": 0}, {"double_charges": 1}
+    runs = {"ours": [{"drain_s": 9.6, "invariants": clean}, {"drain_s": 11.2, "invariants": broken}]}
+    text = summary_text(_report(runs=runs), Path("x.json"))
+    assert "VIOLATED: ours run 2 double_charges 1" in text and "invariants all 0" not in text
