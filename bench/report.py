@@ -89,10 +89,10 @@ def summary_text(report: dict[str, Any], out: Path) -> str:
     if runs := runs_text(report):
         lines.append(f"  runs       {runs}")
     bad = {k: v for k, v in report["invariants"].items() if v}
-    if runs := report.get("runs"):  # every run's, not only the median's
+    if every_run := report.get("runs"):  # every run's, not only the median's
         bad = {
             f"{design} run {n} {k}": v
-            for design, items in runs.items()
+            for design, items in every_run.items()
             for n, run in enumerate(items, 1)
             for k, v in run.get("invariants", {}).items()
             if v

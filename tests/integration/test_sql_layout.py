@@ -276,7 +276,7 @@ def test_an_order_with_live_checkouts_at_two_gateways_keeps_both_live_when_upgra
 
 
 def test_a_rollback_to_the_release_before_migrates_and_its_calls_work_then_this_release_again(
-    app: App, demo: dict[str, int]
+    app: App, demo: dict[str, int], database_url: str
 ) -> None:
     # Given this release's schema, and the files of the release before it
     db = app.db
@@ -300,7 +300,7 @@ def test_a_rollback_to_the_release_before_migrates_and_its_calls_work_then_this_
         "SELECT outcome FROM pq_checkout_open('demo-user-1', %s, 'razorpay', 1800, 30)", (order["id"],)
     )
     assert opened == {"outcome": "pending"}
-    assert _pays_as_the_last_release_did(app.settings.database_url, "demo-user-2")
+    assert _pays_as_the_last_release_did(database_url, "demo-user-2")
 
     # And deploying this release again applies cleanly, and its own code pays
     migrate(db)
