@@ -184,12 +184,13 @@ def test_while_one_request_holds_the_trial_call_no_other_container_calls_the_gat
     app: App, sim: Simulator, shoppers: list[str]
 ) -> None:
     # Given Razorpay's circuit cooled down, and one container's request that took the trial and is making its
-    # create call (pq_checkout_route as the service calls it, with Razorpay's create bucket)
+    # create call (pq_checkout_for_order as the service calls it, with Razorpay's create bucket)
     opened(app, "razorpay")
     cooled_down(app, "razorpay")
     trial = app.db.fetch_one(
-        """SELECT outcome, inserted, (checkout).method FROM pq_checkout_route(
-               %s, %s, ARRAY['razorpay'], 1800, 30, ARRAY['razorpay.create_order'], ARRAY[8.0], ARRAY[60.0], 15)""",
+        """SELECT outcome, inserted, (checkout).method FROM pq_checkout_for_order(
+               %s, %s, ARRAY['razorpay'], 1800, 30, ARRAY['razorpay.create_order'], ARRAY[8.0], ARRAY[60.0], 15,
+               true)""",
         (shoppers[0], order_of(app.db, shoppers[0])["id"]),
     )
     assert trial == {"outcome": "pending", "inserted": True, "method": "razorpay"}

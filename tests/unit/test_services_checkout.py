@@ -1,6 +1,6 @@
 """Opening a checkout (shared/services/checkout.py) with fakes: which gateway the service calls, what it asks
 the gateway for, and how it answers what the route statement and the gateway say. The statements themselves
-(pq_checkout_route, its claim, circuits and tokens) are tested against PostgreSQL in
+(pq_checkout_for_order, its claim, circuits and tokens) are tested against PostgreSQL in
 tests/integration/test_gateway_checkout.py, test_gateway_routing.py and test_checkout_races.py."""
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ AMOUNT = 49_900
 
 
 def checkout_row(method: str, **changes: Any) -> dict[str, Any]:
-    """A gateway_checkouts row as pq_checkout_route answers it, with the route's own columns."""
+    """A gateway_checkouts row as pq_checkout_for_order answers it, with the route's own columns."""
     row: dict[str, Any] = {
         "outcome": CheckoutOutcome.PENDING.value,
         "reason": None,
@@ -59,7 +59,7 @@ def bound(params: SqlParams) -> Rows:
 def deps_with(*gateways: FakeGateway, routes: list[Rows], tokens: Rows | None = None) -> FakeDeps:
     db = FakeDb(
         {
-            "pq_checkout_route": routes,
+            "pq_checkout_for_order": routes,
             "pq_checkout_created": bound,
             "pq_checkout_unclaimed": [[]],
             "pq_take_tokens": [tokens or [{"granted": True, "wait_ms": 0}]],
@@ -78,7 +78,7 @@ def test_a_checkout_is_created_at_the_routed_gateway_for_the_orders_exact_amount
 
     # Then the route was asked about both, in the registry's order, and Razorpay alone was asked for an order
     # of the exact amount, under our reference, for a customer id that is not the user id
-    assert deps.db.called("pq_checkout_route")[0][2] == ["razorpay", "cashfree"]
+    assert deps.db.called("pq_checkout_for_order")[0][2] == ["razorpay", "cashfree"]
     [(asked, retried)] = razorpay.created
     assert (asked.amount_paise, asked.currency, asked.merchant_ref) == (AMOUNT, "INR", f"pq-{ORDER_ID}-razorpay")
     assert asked.customer_id == customer_id(SHOPPER) and SHOPPER not in asked.customer_id
@@ -108,7 +108,7 @@ def test_a_routed_checkout_whose_gateway_does_not_answer_moves_on_to_the_next_on
     # again for Cashfree alone, and the order is made there
     [unclaimed] = deps.db.called("pq_checkout_unclaimed")
     assert (unclaimed[0], unclaimed[2], unclaimed[3]) == (first["id"], True, True)
-    assert deps.db.called("pq_checkout_route")[1][2] == ["cashfree"]
+    assert deps.db.called("pq_checkout_for_order")[1][2] == ["cashfree"]
     assert (status, view["method"], len(cashfree.created)) == (201, "cashfree", 1)
 
 
