@@ -42,15 +42,15 @@
 DROP FUNCTION IF EXISTS pq_checkout_route(text, bigint, text[], double precision, double precision, text[],
                                           double precision[], double precision[], double precision, boolean);
 CREATE OR REPLACE FUNCTION pq_checkout_for_order(p_user_id text, p_order_id bigint, p_methods text[],
-                                             p_ttl_s double precision, p_claim_s double precision,
-                                             p_buckets text[] DEFAULT NULL,
-                                             p_rates double precision[] DEFAULT NULL,
-                                             p_bursts double precision[] DEFAULT NULL,
-                                             p_cooldown_s double precision DEFAULT NULL,
-                                             p_refuse_sold_out boolean DEFAULT false,
-                                             OUT outcome pq_checkout_outcome, OUT reason text, OUT inserted boolean,
-                                             OUT retry_ms integer, OUT circuits integer,
-                                             OUT checkout gateway_checkouts, OUT sold_out bigint[])
+                                                 p_ttl_s double precision, p_claim_s double precision,
+                                                 p_buckets text[] DEFAULT NULL,
+                                                 p_rates double precision[] DEFAULT NULL,
+                                                 p_bursts double precision[] DEFAULT NULL,
+                                                 p_cooldown_s double precision DEFAULT NULL,
+                                                 p_refuse_sold_out boolean DEFAULT false,
+                                                 OUT outcome pq_checkout_outcome, OUT reason text, OUT inserted boolean,
+                                                 OUT retry_ms integer, OUT circuits integer,
+                                                 OUT checkout gateway_checkouts, OUT sold_out bigint[])
 LANGUAGE plpgsql SET enable_seqscan = off AS $$
 DECLARE
     v_order orders%ROWTYPE;
