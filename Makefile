@@ -15,7 +15,7 @@ TOKEN_USER := $(if $(filter command line,$(origin USER)),$(USER),demo-user-1)
 OPERATOR ?=
 MERCHANT ?=
 # The benchmark's knobs pass through from the command line (make bench USERS=200 ...).
-export USERS PRODUCTS WORKERS BATCH API_WORKERS OUT METHODS BASELINE CEILINGS PGBENCH_SECONDS KEEP GATEWAY_SHARE GATEWAY_RPS HOT_SHARDS
+export USERS PRODUCTS WORKERS BATCH API_WORKERS OUT METHODS BASELINE CEILINGS PGBENCH_SECONDS KEEP GATEWAY_SHARE GATEWAY_RPS HOT_SHARDS RUNS
 # make chaos JOBS=1000 SCENARIOS=poison,dlq_redrive OUT=chaos.json (see bench/chaos.py).
 export JOBS SCENARIOS
 # make capacity CAP_SECONDS=1 CAP_CONNECTIONS=1,8 DOC=- (see bench/capacity.py).
@@ -107,7 +107,7 @@ test: lint typecheck
 	@bash tests/system-tools.sh
 	$(BIN)/python -m pytest
 
-# Knobs: USERS PRODUCTS WORKERS BATCH API_WORKERS OUT METHODS BASELINE CEILINGS KEEP (see bench/flash_sale.py).
+# Knobs: USERS PRODUCTS WORKERS BATCH API_WORKERS OUT METHODS BASELINE CEILINGS KEEP RUNS (see bench/flash_sale.py).
 bench: $(VENV)/.dev-deps
 	$(BIN)/python -m bench.flash_sale
 

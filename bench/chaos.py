@@ -395,8 +395,8 @@ class Stage:
         return accepted
 
     def checkout(self, user_id: str, order_id: int, method: str) -> dict[str, Any]:
-        """POST /v1/checkouts as the shopper: the gateway order to pay with (retried while busy); a refusal
-        other than busy, its answer's body under "refused" (409 sold_out: a product of the order sold out)."""
+        """POST /v1/checkouts as the shopper: the gateway order to pay with (retried while busy); refused as
+        sold out (409 sold_out: a product of the order has sold out), the answer's body under "refused"."""
         token = self.issuer.issue(user_id, ttl_s=3600)
         body = json.dumps({"order_id": order_id, "method": method}).encode()
         deadline = time.monotonic() + self.config.recover_timeout_s + self.paced_s
@@ -412,8 +412,9 @@ class Stage:
                     answer: dict[str, Any] = json.loads(response.read())
                     return answer
             except urllib.error.HTTPError as err:
-                if err.code == 409:
-                    return {"refused": json.loads(err.read() or b"{}")}
+                answer = json.loads(err.read() or b"{}") if err.code == 409 else {}
+                if _error_code(answer) == "sold_out":
+                    return {"refused": answer}
                 if err.code != 503:
                     raise
                 time.sleep(float(err.headers.get("Retry-After") or 1))

@@ -604,7 +604,7 @@ def test_a_checkout_of_a_sold_out_order_is_409_sold_out_with_no_gateway_order_bu
     items = app.db.fetch_one("SELECT items FROM orders WHERE id = %s", (order,))
     assert items is not None
     assert error.details["product_ids"] == sorted({int(i["product_id"]) for i in items["items"]})
-    # Then no gateway order was made, no token taken and nothing recorded
+    # Then no gateway order was made (the simulator saw no call) and nothing was recorded
     assert (row_counts(app.db), sim.stats()) == before
     assert app.db.fetch_one("SELECT count(*) n FROM gateway_checkouts WHERE order_id = %s", (order,)) == {"n": 0}
 
