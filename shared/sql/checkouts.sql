@@ -3,6 +3,15 @@
 -- it, and the jobs that follow. Every function is one short transaction in one round trip; none is
 -- called while a gateway request is in flight (shared/services/checkout.py, webhooks.py).
 
+-- Whether a checkout whose gateway order a page was given ('created') is still live: not yet past its
+-- expiry, or a job of it still live (a payment made to it is being applied).
+CREATE OR REPLACE FUNCTION pq_checkout_payable(p_checkout gateway_checkouts) RETURNS boolean
+LANGUAGE sql STABLE SET enable_seqscan = off AS $$
+    SELECT p_checkout.expires_at > now()
+        OR EXISTS (SELECT 1 FROM payment_jobs j
+                    WHERE j.checkout_id = p_checkout.id AND j.status IN ('queued', 'processing'))
+$$;
+
 -- Opens (or finds) the shopper's checkout of an order at one of the gateways p_methods allows, in its order
 -- of preference. An order holds at most one live checkout per gateway (migration 0006's index): a shopper who
 -- closed one gateway's window may pick another at once, and the second payment to reach the order is refunded
@@ -77,10 +86,7 @@ BEGIN
     END IF;
     IF p_refuse_sold_out
        AND NOT EXISTS (SELECT 1 FROM gateway_checkouts c
-                        WHERE c.order_id = p_order_id AND c.status = 'created'
-                          AND (c.expires_at > now()
-                               OR EXISTS (SELECT 1 FROM payment_jobs j
-                                           WHERE j.checkout_id = c.id AND j.status IN ('queued', 'processing')))) THEN
+                        WHERE c.order_id = p_order_id AND c.status = 'created' AND pq_checkout_payable(c)) THEN
         -- As the wallet intake (pq_enqueue_job) reads it: without the products' locks, before any token is taken.
         sold_out := pq_sold_out_products(v_order.items);
         IF cardinality(sold_out) > 0 THEN
@@ -94,9 +100,7 @@ BEGIN
                      AND c.status IN ('creating', 'created')
                    ORDER BY array_position(p_methods, c.method)
                      FOR UPDATE LOOP
-        IF v_live.status = 'created' AND v_live.expires_at <= now()
-           AND NOT EXISTS (SELECT 1 FROM payment_jobs j
-                            WHERE j.checkout_id = v_live.id AND j.status IN ('queued', 'processing')) THEN
+        IF v_live.status = 'created' AND NOT pq_checkout_payable(v_live) THEN
             -- Unpaid past its expiry: a late payment to it is still settled (webhook, reconciliation).
             UPDATE gateway_checkouts SET status = 'expired', updated_at = now() WHERE id = v_live.id;
             CONTINUE;
