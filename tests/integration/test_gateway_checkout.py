@@ -9,7 +9,10 @@ import time
 
 import pytest
 
+from functions.sweeper.handler import SweepFailed
+from functions.sweeper.handler import handler as sweeper_handler
 from local.gateway_sim import Simulator
+from local.lambda_shim import LocalContext
 from shared.bootstrap import App
 from shared.domain import CheckoutRequest, PaymentRequest
 from shared.gateway_signatures import razorpay_checkout_signature
@@ -469,6 +472,46 @@ def test_a_checkout_the_sweeper_cannot_settle_holds_up_no_other_checkout_or_refu
     assert reconcile(app)["checkouts_reconciled"] == 1
     drain(app)
     assert order_status(app, stuck["order_id"]) == order_status(app, fine["order_id"]) == "paid"
+    no_violations(app)
+
+
+def test_a_sweeper_step_that_fails_holds_up_no_later_step_and_fails_the_run(
+    app: App, sim: Simulator, demo: dict[str, int]
+) -> None:
+    # Given a refund booked but never sent, a checkout paid with no webhook, and a queued wallet job whose
+    # products sold out, which the sold-out bulk end cannot end for a reason nobody foresaw (a constraint)
+    _, _ = cancelled_and_lost_at_its_refund(app, sim, sent=False)
+    refunds_before = sim.stats()["refunds"]
+    checkout = open_for(app, "demo-user-2", "razorpay")
+    pay_at_gateway(sim, checkout)
+    waiting = pay(app, "demo-user-3", "k3").body
+    set_stock_of_order(app, waiting["order_id"], 0)
+    app.db.execute("ALTER TABLE payment_jobs ADD CONSTRAINT test_unforeseen CHECK (reason <> 'out_of_stock') NOT VALID")
+    app.db.execute("UPDATE gateway_checkouts SET next_check_at = now() - interval '1 second'")
+    app.db.execute("UPDATE gateway_refunds SET next_check_at = now() - interval '1 second'")
+
+    # When the sweeper runs
+    with pytest.raises(SweepFailed) as failed:
+        sweeper_handler({}, LocalContext("sweeper"))
+
+    # Then it failed the run (alarm SweeperErrors) naming the step, after reconciliation did its work: the
+    # checkout got its job and the refund went to the gateway
+    assert "step(s) failed: sold_out;" in str(failed.value) and "'checkouts_reconciled': 1" in str(failed.value)
+    assert sim.stats()["refunds"] == refunds_before + 1
+    made = app.db.fetch_all("SELECT order_id FROM payment_jobs WHERE method = 'razorpay' AND status = 'queued'")
+    assert [r["order_id"] for r in made] == [checkout["order_id"]]
+    assert app.db.fetch_one("SELECT status FROM payment_jobs WHERE id = %s", (waiting["job_id"],)) == {
+        "status": "queued"
+    }
+
+    # And once the cause is gone, the next run ends the sold-out job's wait, and the books close
+    app.db.execute("ALTER TABLE payment_jobs DROP CONSTRAINT test_unforeseen")
+    assert sweeper_handler({}, LocalContext("sweeper"))["sold_out_jobs_ended"] == 1
+    drain(app)
+    assert app.db.fetch_one("SELECT status, reason FROM payment_jobs WHERE id = %s", (waiting["job_id"],)) == {
+        "status": "failed",
+        "reason": "out_of_stock",
+    }
     no_violations(app)
 
 
