@@ -190,7 +190,10 @@ def _follow_refunds(deps: ReconcileDeps, limit: int, failures: list[Exception]) 
 def _retry_refunds(deps: ReconcileDeps, limit: int, failures: list[Exception]) -> int:
     """Failed refunds of ours due for another attempt, each sent with its fresh reference."""
     retried = 0
-    for refund in deps.db.fetch_all("SELECT * FROM pq_refunds_to_retry(%s)", (limit,)):
+    due: list[dict[str, Any]] = []
+    with _isolated(failures, "claiming the refunds due for a retry"):  # the follow-ups still run
+        due = deps.db.fetch_all("SELECT * FROM pq_refunds_to_retry(%s)", (limit,))
+    for refund in due:
         retried += 1
         with _isolated(failures, "refund retry", refund_id=refund["id"]):
             try:

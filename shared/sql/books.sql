@@ -326,12 +326,19 @@ $$;
 
 -- Failed refunds of ours whose retry is due, claimed, each with its next attempt recorded (requested,
 -- a fresh reference: the gateway would answer the old one with the failed refund) for the sweeper to send.
+-- One per job per call, its earliest due: the statement reads the job's attempts as they were before it,
+-- so two of one job (two failed dashboard refunds taken over, or ours and the gateway's) would both be
+-- given the same next attempt and reference, and the unique reference would fail every call. The job's
+-- next one is claimed by a later call.
 CREATE OR REPLACE FUNCTION pq_refunds_to_retry(p_limit integer) RETURNS SETOF gateway_refunds
 LANGUAGE sql AS $$
     WITH due AS (
         UPDATE gateway_refunds r SET retry_at = NULL
          WHERE r.id IN (SELECT x.id FROM gateway_refunds x
                          WHERE x.retry_at <= now()
+                           AND NOT EXISTS (SELECT 1 FROM gateway_refunds y
+                                            WHERE y.job_id = x.job_id AND y.retry_at <= now()
+                                              AND (y.retry_at, y.id) < (x.retry_at, x.id))
                          ORDER BY x.retry_at
                          LIMIT p_limit
                            FOR UPDATE SKIP LOCKED)
