@@ -267,7 +267,8 @@ class EventList(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     events: list[PaymentEvent] = Field(description="oldest first")
-    next_since: str | None = Field(description="ask again with since=next_since for more (dedupe on id)")
+    next_since: str | None = Field(description="a full page: ask again with since=next_since&after=next_after")
+    next_after: str | None = Field(description="the last event's id, to page on past it (with next_since)")
 
 
 class WebhookAck(BaseModel):

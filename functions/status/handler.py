@@ -253,10 +253,16 @@ def merchant_wallet() -> Response[Any]:
 @app.get(
     "/v1/merchant/events",
     summary="Merchant: our PaymentSucceeded / PaymentFailed events since a time, with their delivery state",
-    responses=MERCHANT_ERRORS | responses(200, "the events", EventList, e422="validation_error (since, limit)"),
+    responses=MERCHANT_ERRORS | responses(200, "the events", EventList, e422="validation_error (since, after, limit)"),
     openapi_extensions={
         "parameters": [
             {"name": "since", "in": "query", "required": True, "schema": {"type": "string", "format": "date-time"}},
+            {
+                "name": "after",
+                "in": "query",
+                "description": "the page before's next_after: the events past that one at `since`",
+                "schema": {"type": "string", "format": "uuid"},
+            },
             _USER_QUERY["parameters"][1],
         ]
     },
@@ -264,7 +270,8 @@ def merchant_wallet() -> Response[Any]:
 def merchant_events() -> Response[Any]:
     query = _merchant_query()
     since, limit = merchant.query_since(query.get("since")), merchant.query_limit(query.get("limit"))
-    return json_response(200, merchant.list_events(bootstrap(), since, limit))
+    after = merchant.query_after(query.get("after"))
+    return json_response(200, merchant.list_events(bootstrap(), since, limit, after))
 
 
 @app.post(

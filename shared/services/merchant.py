@@ -207,13 +207,17 @@ def get_wallet(deps: HasDb, user_id: str, limit: int = WALLET_ENTRIES_SHOWN) -> 
     }
 
 
+# A page follows the (time, id) of the last event of the one before (after), not the time alone: one
+# transaction's events share its time (a sold-out bulk end writes up to a thousand at one instant), and a
+# page of them all would otherwise be asked for again and again.
 _EVENTS_QUERY = """
 SELECT e.id, e.event_type AS type, e.created_at AS occurred_at, e.payload AS data, e.published_at,
        e.redeliveries, e.redelivery_requested_at
   FROM outbox_events e
- WHERE e.created_at >= %s
+ WHERE CASE WHEN %(after)s::uuid IS NULL THEN e.created_at >= %(since)s
+            ELSE (e.created_at, e.id) > (%(since)s, %(after)s::uuid) END
  ORDER BY e.created_at, e.id
- LIMIT %s"""
+ LIMIT %(limit)s"""
 
 
 def _delivery(row: dict[str, Any]) -> dict[str, Any]:
@@ -227,13 +231,18 @@ def _delivery(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def list_events(deps: HasDb, since: datetime, limit: int) -> dict[str, Any]:
-    """Our PaymentSucceeded / PaymentFailed events from `since` on, oldest first, each as consumers
-    receive it and with its delivery state. next_since pages on (events at that instant come again:
-    consumers dedupe on id, as they do for every delivery)."""
-    rows = deps.db.fetch_all(_EVENTS_QUERY, (since, limit))
+def list_events(deps: HasDb, since: datetime, limit: int, after: str | None = None) -> dict[str, Any]:
+    """Our PaymentSucceeded / PaymentFailed events from `since` on (after: past the event of that id at
+    `since`), oldest first, each as consumers receive it and with its delivery state. A full page names the
+    next: since=next_since&after=next_after."""
+    rows = deps.db.fetch_all(_EVENTS_QUERY, {"since": since, "after": after, "limit": limit})
     events = [build_event(r) | {"delivery": _delivery(r)} for r in rows]
-    return {"events": events, "next_since": iso(rows[-1]["occurred_at"]) if len(rows) == limit else None}
+    full = len(rows) == limit
+    return {
+        "events": events,
+        "next_since": iso(rows[-1]["occurred_at"]) if full else None,
+        "next_after": str(rows[-1]["id"]) if full else None,
+    }
 
 
 def redeliver_event(deps: HasDb, event_id: str) -> dict[str, Any]:
@@ -280,6 +289,16 @@ def query_limit(value: str | None) -> int:
     if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= MAX_PAGE:
         raise Invalid("validation_error", f"limit: a whole number from 1 to {MAX_PAGE}", field="limit")
     return int(value)
+
+
+def query_after(value: str | None) -> str | None:
+    """?after=: the id of the last event of the page before (its next_after), or nothing."""
+    if value is None:
+        return None
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        raise Invalid("validation_error", "after: an event id, as next_after gives it", field="after") from None
 
 
 def query_since(value: str | None) -> datetime:

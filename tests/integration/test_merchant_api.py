@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 
@@ -13,8 +14,9 @@ from functions.enqueue.handler import handler as enqueue_handler
 from functions.status.handler import handler as status_handler
 from local.lambda_shim import LocalContext, http_api_event
 from shared.bootstrap import App
+from shared.services.line import end_sold_out_jobs
 from shared.services.outbox import sweep
-from tests.integration.helpers import deliver, pending_order, receive, row_counts
+from tests.integration.helpers import HOLDERS, deliver, pay, pending_order, receive, row_counts
 
 MERCHANT = "payments/merchant"
 SHOP = "shop-backend"
@@ -311,6 +313,36 @@ def test_events_since_a_time_show_their_delivery_and_a_redelivery_publishes_agai
     assert call(status_handler, "POST", f"/v1/merchant/events/{'0' * 8}-0000-4000-8000-{'0' * 12}/redeliver")[0] == 404
     bad, answer = call(status_handler, "GET", "/v1/merchant/events", query="since=2026-01-01T00:00:00")
     assert (bad, answer["error"]["details"]["field"]) == (422, "since")
+
+
+def test_the_event_list_pages_past_more_events_at_one_instant_than_a_page_holds(app: App, sale: int) -> None:
+    # Given four holders of the hot product waiting, whose line a bulk end ends in one transaction when it sells
+    # out: four events at one instant (a real bulk end writes up to a thousand)
+    start = datetime.now(UTC) - timedelta(seconds=5)
+    for user in HOLDERS:
+        pay(app, user, f"k-{user}")
+    app.db.execute("UPDATE products SET stock = 0 WHERE id = %s", (sale,))
+    assert end_sold_out_jobs(app, [sale]) == len(HOLDERS) == 4
+    assert app.db.fetch_one("SELECT count(DISTINCT created_at) AS n FROM outbox_events") == {"n": 1}
+
+    # When the backend pages through them two at a time, as each full page says
+    seen: list[str] = []
+    query = "since=" + quote(start.isoformat())
+    for _ in range(4):
+        status, page = call(status_handler, "GET", "/v1/merchant/events", query=query + "&limit=2")
+        assert status == 200, page
+        seen += [e["id"] for e in page["events"]]
+        if page["next_since"] is None:
+            assert page["next_after"] is None
+            break
+        query = f"since={quote(page['next_since'])}&after={page['next_after']}"
+
+    # Then it reads each event once, and the last page says there is no more
+    assert sorted(seen) == sorted(str(r["id"]) for r in app.db.fetch_all("SELECT id FROM outbox_events"))
+    assert len(seen) == 4 and page["next_since"] is None
+    # And an after that is no event id is refused, naming it
+    bad, answer = call(status_handler, "GET", "/v1/merchant/events", query=query + "&after=x")
+    assert (bad, answer["error"]["code"], answer["error"]["details"]["field"]) == (422, "validation_error", "after")
 
 
 def test_a_shopper_reads_their_order_with_its_amount_and_the_ways_to_pay(app: App, demo: dict[str, int]) -> None:
