@@ -65,7 +65,7 @@ install_error_handlers(app)
         e400="idempotency_key_required, idempotency_key_invalid, invalid_json or invalid_body",
         e404="order_not_found",
         e409="idempotency_key_reused, order_not_payable, payment_in_progress, gateway_payment_in_use, "
-        "checkout_required or gateway_order_mismatch",
+        "checkout_required, gateway_order_mismatch, or sold_out (product_ids: what has no unit left; no job is made)",
         e413="payload_too_large",
         e422="validation_error, method_not_supported, bare_gateway_reference or gateway_signature_invalid",
     ),
@@ -245,7 +245,8 @@ def merchant_create_order() -> Response[Any]:
         MerchantJobView,
         e400="idempotency_key_required, idempotency_key_invalid, invalid_json or invalid_body",
         e404="order_not_found (no such order for this shopper)",
-        e409="idempotency_key_reused, order_not_payable or payment_in_progress",
+        e409="idempotency_key_reused, order_not_payable, payment_in_progress, or sold_out (product_ids: what has "
+        "no unit left; no job is made)",
         e413="payload_too_large",
         e422="validation_error (method: wallet only; a gateway payment needs the shopper at its checkout)",
     )

@@ -553,6 +553,9 @@ def test_generated_document_lists_every_route_with_its_success_and_error_answers
             # The shared figure takes no token: nothing to refuse one for.
             assert {"401", "500"} - ({"401"} if path == "/v1/queue/now-serving" else set()) <= codes, (method, path)
     post = doc["paths"]["/v1/payments"]["post"]
+    # Each route that refuses a sold-out order says so (a review found two that answered it undocumented)
+    for path in ("/v1/payments", "/v1/merchant/payments", "/v1/checkouts"):
+        assert "sold_out" in doc["paths"][path]["post"]["responses"]["409"]["description"], path
     # Our 422 is the error envelope, not Powertools' HTTPValidationError (whose items need `msg`).
     assert post["responses"]["422"]["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorBody")
     assert post["requestBody"]["content"]["application/json"]["schema"]["title"] == "PaymentRequest"
