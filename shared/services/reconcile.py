@@ -4,7 +4,9 @@
   again: the processor fetches the order once more.
 - Checkouts with no verdict a few minutes after creation (next_check_at, spaced out) are fetched:
   a gateway order paid or holding an authorised payment gets its job (pq_checkout_reconciled), the
-  shopper having closed the tab and the webhook lost; one unpaid past expiry and grace is expired.
+  shopper having closed the tab and the webhook lost; one unpaid past expiry and grace is expired. One
+  already marked expired without the gateway's word (the shopper asked for a new checkout once it had
+  expired) is fetched too, until the gateway is found to hold no payment for it.
 - Refunds not yet final (ours and those made at the gateway) are fetched until they are; a failed one
   of ours is sent again with a fresh reference when pq_refund_policy says so, else it is owed:
   RefundsFailed and an error line for the operator (shared/services/gateway.py refund_failed). One the

@@ -101,7 +101,9 @@ BEGIN
                    ORDER BY array_position(p_methods, c.method)
                      FOR UPDATE LOOP
         IF v_live.status = 'created' AND NOT pq_checkout_payable(v_live) THEN
-            -- Unpaid past its expiry: a late payment to it is still settled (webhook, reconciliation).
+            -- Past its expiry with no live job: a new one may be opened. Nobody asked the gateway whether it was
+            -- paid, so it stays due for reconciliation (next_check_at, pq_checkouts_to_reconcile): a payment
+            -- made to it before its expiry whose webhook was lost or came stale is still settled.
             UPDATE gateway_checkouts SET status = 'expired', updated_at = now() WHERE id = v_live.id;
             CONTINUE;
         END IF;
@@ -436,7 +438,9 @@ $$;
 
 -- Checkouts whose verdict has not arrived, due for a reconciliation fetch: claimed by pushing their next
 -- check out (spaced further each time, at most 30 minutes), so two sweepers never fetch one twice.
--- The checkout's live job, if any, is the one that settles it; those are skipped.
+-- The checkout's live job, if any, is the one that settles it; those are skipped. An expired one is due
+-- until the gateway was found to hold no payment for it (next_check_at NULL, pq_checkout_reconciled): it
+-- may have been marked expired without the gateway's word (pq_checkout_for_order, migration 0023).
 DROP FUNCTION IF EXISTS pq_checkouts_to_reconcile(integer);
 CREATE FUNCTION pq_checkouts_to_reconcile(p_limit integer) RETURNS SETOF gateway_checkouts
 LANGUAGE sql AS $$
@@ -444,7 +448,7 @@ LANGUAGE sql AS $$
        SET next_check_at = now() + least(interval '30 minutes', interval '1 minute' * power(2, c.checks)),
            checks = c.checks + 1
      WHERE c.id IN (SELECT x.id FROM gateway_checkouts x
-                     WHERE x.status = 'created' AND x.next_check_at <= now()
+                     WHERE x.status IN ('created', 'expired') AND x.next_check_at <= now()
                        AND NOT EXISTS (SELECT 1 FROM payment_jobs j
                                         WHERE j.checkout_id = x.id AND j.status IN ('queued', 'processing')
                                           AND j.parked_at IS NULL)
@@ -455,8 +459,9 @@ LANGUAGE sql AS $$
 $$;
 
 -- The reconciliation found a checkout's gateway order paid (p_gateway_ref: the payment; Cashfree: the
--- order) or, past its expiry, unpaid for good (p_gateway_ref NULL: the checkout expires). Outcomes as
--- pq_checkout_settle, or ignored.
+-- order) or, past its expiry and grace, unpaid for good (p_gateway_ref NULL: the checkout expires, and an
+-- expired one is confirmed: no more fetches). Outcomes as pq_checkout_settle, or ignored. An expired
+-- checkout whose payment a job already holds needs no more fetches either: that job's end books it.
 DROP FUNCTION IF EXISTS pq_checkout_reconciled(uuid, text);
 CREATE FUNCTION pq_checkout_reconciled(p_checkout_id uuid, p_gateway_ref text,
                                        OUT outcome pq_webhook_outcome, OUT job_id uuid, OUT user_id text,
@@ -467,14 +472,17 @@ DECLARE
 BEGIN
     SELECT * INTO v_checkout FROM gateway_checkouts c WHERE c.id = p_checkout_id;
     IF p_gateway_ref IS NULL THEN
-        UPDATE gateway_checkouts SET status = 'expired', updated_at = now()
-         WHERE gateway_checkouts.id = p_checkout_id AND status = 'created' AND expires_at < now()
+        UPDATE gateway_checkouts SET status = 'expired', next_check_at = NULL, updated_at = now()
+         WHERE gateway_checkouts.id = p_checkout_id AND status IN ('created', 'expired') AND expires_at < now()
            AND NOT EXISTS (SELECT 1 FROM payment_jobs j WHERE j.checkout_id = p_checkout_id
                                                         AND j.status IN ('queued', 'processing'));
         outcome := 'ignored';
         RETURN;
     END IF;
     SELECT * INTO outcome, job_id, user_id, order_id, parks FROM pq_checkout_settle(v_checkout, p_gateway_ref);
+    IF outcome = 'already_handled' AND v_checkout.status = 'expired' THEN
+        UPDATE gateway_checkouts SET next_check_at = NULL WHERE gateway_checkouts.id = p_checkout_id;
+    END IF;
 END;
 $$;
 

@@ -515,6 +515,62 @@ def test_a_sweeper_step_that_fails_holds_up_no_later_step_and_fails_the_run(
     no_violations(app)
 
 
+@pytest.mark.parametrize("again", ["cashfree", "auto"])
+def test_a_checkout_paid_just_before_it_expired_is_settled_after_the_next_checkout_request_expired_it(
+    app: App, sim: Simulator, demo: dict[str, int], inbox: WebhookInbox, again: str
+) -> None:
+    # Given a Cashfree checkout the shopper paid just before its expiry and then closed the tab, whose webhook
+    # never reaches us, and whose expiry passed before the sweeper first looked at it
+    view = open_for(app, "demo-user-1", "cashfree")
+    pay_at_gateway(sim, view)
+    inbox.pending()
+    app.db.execute("UPDATE gateway_checkouts SET expires_at = now() - interval '1 second'")
+
+    # When the shopper, seeing the order still pending, asks for a checkout again: the first is marked expired
+    # without asking Cashfree. Found by a review: reconciliation then never fetched it, and the money Cashfree
+    # captured was applied, refunded or owed nowhere
+    again_view = open_for(app, "demo-user-1", again, order_id=view["order_id"])
+    assert again_view["checkout_id"] != view["checkout_id"]
+    assert app.db.fetch_one("SELECT status FROM gateway_checkouts WHERE id = %s", (view["checkout_id"],)) == {
+        "status": "expired"
+    }
+
+    # And the sweeper's reconciliation comes round
+    app.db.execute("UPDATE gateway_checkouts SET next_check_at = now() - interval '1 second'")
+    reconcile(app)
+    drain(app)
+
+    # Then the payment to the expired checkout got its job, which paid the order, and the books close
+    assert order_status(app, view["order_id"]) == "paid"
+    no_violations(app)
+
+
+def test_an_expired_checkout_is_fetched_until_the_gateway_says_it_is_unpaid_and_then_no_more(
+    app: App, sim: Simulator, demo: dict[str, int]
+) -> None:
+    # Given a Cashfree checkout the shopper never paid, marked expired by their next checkout request
+    view = open_for(app, "demo-user-1", "cashfree")
+    app.db.execute("UPDATE gateway_checkouts SET expires_at = now() - interval '1 hour'")
+    open_for(app, "demo-user-1", "razorpay", order_id=view["order_id"])
+
+    # When the sweeper's reconciliation passes come round three times
+    fetched = []
+    for _ in range(3):
+        app.db.execute(
+            "UPDATE gateway_checkouts SET next_check_at = now() - interval '1 second' WHERE next_check_at IS NOT NULL"
+        )
+        before = sim.stats("cashfree")["calls"]
+        reconcile(app)
+        fetched.append(sim.stats("cashfree")["calls"] - before)
+
+    # Then it was fetched once, found unpaid past its expiry and grace, and confirmed expired: never again
+    assert fetched == [1, 0, 0]
+    assert app.db.fetch_one(
+        "SELECT status, next_check_at FROM gateway_checkouts WHERE id = %s", (view["checkout_id"],)
+    ) == {"status": "expired", "next_check_at": None}
+    assert order_status(app, view["order_id"]) == "pending"
+
+
 def test_a_parked_cashfree_job_is_woken_by_the_sweeper_and_paid(app: App, sim: Simulator, demo: dict[str, int]) -> None:
     # Given a job parked on an ACTIVE order, and no webhook ever delivered
     view = open_for(app, "demo-user-1", "cashfree")
