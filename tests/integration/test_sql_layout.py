@@ -31,9 +31,9 @@ PREVIOUS_RELEASE = Path(__file__).parent / "data" / "release-2b3608d-migrations.
 # The SQL of the last release on this layout (commit c493264): its migrations, then its function
 # files in the order its runner applied them.
 LAST_RELEASE = Path(__file__).parent / "data" / "release-c493264-sql.tar.gz"
-# The SQL of the release a rollback of this one goes back to (commit 92f2168), as its runner applies it:
+# The SQL of the release a rollback of this one goes back to (commit 69d5757), as its runner applies it:
 # "cdk deploy the previous commit" (docs/deploy.md) runs its migrate function over this release's schema.
-ROLLBACK_RELEASE = Path(__file__).parent / "data" / "release-92f2168-sql.tar.gz"
+ROLLBACK_RELEASE = Path(__file__).parent / "data" / "release-69d5757-sql.tar.gz"
 _DEFINITION = re.compile(r"\bCREATE\s+(?:OR\s+REPLACE\s+)?FUNCTION\s+([a-z_][a-z0-9_.]*)\s*\(", re.I)
 
 
