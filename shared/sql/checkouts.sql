@@ -42,9 +42,10 @@ $$;
 --                         how many were refused by their circuit (the others had no token)
 --   order_not_found    -> no such order for this user (another user's looks the same)
 --   order_not_payable  -> reason = the order's status
---   sold_out           -> p_refuse_sold_out, the order has no live checkout a page was given, and sold_out =
---                         its products with no unit left: no checkout is opened (the shopper would pay, then
---                         wait for a refund). With a live one, whose page may be paying it, the rest applies.
+--   sold_out           -> p_refuse_sold_out, no live checkout of a gateway allowed is answered (one would be
+--                         opened at a gateway holding none), and sold_out = its products with no unit left: no
+--                         checkout is opened (the shopper would pay, then wait for a refund). A live one, whose
+--                         page may be paying it, is still answered as above.
 -- p_claim_s NULL: no claim is made or honoured.
 -- (A name of its own, not pq_checkout_route's: a deploy of the previous release re-applies that one as it was,
 -- and a second overload of the name would make its callers' calls ambiguous.)
@@ -83,17 +84,6 @@ BEGIN
         outcome := 'order_not_payable';
         reason := v_order.order_status;
         RETURN;
-    END IF;
-    IF p_refuse_sold_out
-       AND NOT EXISTS (SELECT 1 FROM gateway_checkouts c
-                        WHERE c.order_id = p_order_id AND c.status = 'created' AND pq_checkout_payable(c)) THEN
-        -- As the wallet intake (pq_enqueue_job) reads it: without the products' locks, before any token is taken.
-        sold_out := pq_sold_out_products(v_order.items);
-        IF cardinality(sold_out) > 0 THEN
-            outcome := 'sold_out';
-            RETURN;
-        END IF;
-        sold_out := NULL;
     END IF;
     FOR v_live IN SELECT * FROM gateway_checkouts c
                    WHERE c.order_id = p_order_id AND c.method = ANY (p_methods)
@@ -134,6 +124,20 @@ BEGIN
         circuits := circuits + 1;
         retry_ms := least(retry_ms, (SELECT w.wait_ms FROM pq_gateway_circuit_wait(v_live.method, p_cooldown_s) w));
     END LOOP;
+    -- No live checkout is answered: any checkout now would be a new gateway order. Refused when a product is
+    -- sold out, as the wallet intake (pq_enqueue_job) reads it: without the products' locks, before any token
+    -- is taken. (Not before the live ones: a page may be paying one; but a second gateway's order, routed
+    -- around a circuit or asked for by name, would take money only to refund it.)
+    IF p_refuse_sold_out THEN
+        sold_out := pq_sold_out_products(v_order.items);
+        IF cardinality(sold_out) > 0 THEN
+            outcome := 'sold_out';
+            retry_ms := NULL;
+            circuits := 0;
+            RETURN;
+        END IF;
+        sold_out := NULL;
+    END IF;
     FOR i IN 1 .. coalesce(array_length(p_methods, 1), 0) LOOP
         v_method := p_methods[i];
         CONTINUE WHEN v_method = ANY (v_held);

@@ -31,6 +31,7 @@ from tests.integration.gateway_helpers import (
     payment_request,
     pgmq_gateway_settings,
     refused,
+    set_stock_of_order,
 )
 
 FAILURES_TO_OPEN = 3
@@ -343,3 +344,24 @@ def test_a_payment_at_the_gateway_chosen_by_auto_pays_the_order_once(
     assert order_status(app, view["order_id"]) == "paid"
     assert app.db.fetch_all("SELECT method FROM payment_jobs") == [{"method": "cashfree"}]
     no_violations(app)
+
+
+def test_a_sold_out_order_with_a_live_checkout_is_answered_that_one_but_opens_none_at_another_gateway(
+    app: App, sim: Simulator, shoppers: list[str]
+) -> None:
+    # Given a shopper's checkout at Razorpay, given to their page, and then their order's products sold out
+    _, at_razorpay = ask(app, shoppers[0], "razorpay")
+    set_stock_of_order(app, at_razorpay["order_id"], 0)
+
+    # When they ask for Cashfree by name, and, with Razorpay's circuit open, for any gateway
+    named = refused(ask, app, shoppers[0], "cashfree")
+    opened(app, "razorpay")
+    routed = refused(ask, app, shoppers[0], "auto")
+
+    # Then each is 409 sold_out and no gateway order was made: a second one would take money only to refund it.
+    # Found by a review: a live checkout anywhere lifted the refusal, and a new Cashfree order was opened
+    assert [(http_status(e), e.code) for e in (named, routed)] == [(409, "sold_out")] * 2
+    assert sim.cashfree.orders == {}
+    assert [c["method"] for c in live_checkouts(app)] == ["razorpay"]
+    # And the live checkout is still answered when asked for: their page may be paying it
+    assert ask(app, shoppers[0], "razorpay") == (200, at_razorpay)
