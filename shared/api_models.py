@@ -82,7 +82,8 @@ class JobView(BaseModel):
     )
     serving: int | None = Field(
         default=None,
-        description="while waiting: the finished-jobs counter this position was measured against; a cached "
+        description="while waiting: the counter this position was measured against (the jobs that ended in their "
+        "turn); the shared figure's is larger once the line's front has passed jobs that left it, and a cached "
         "figure may be older, so a client keeps the largest serving it has seen",
     )
     now_serving_url: str | None = Field(
@@ -97,8 +98,11 @@ class NowServing(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    serving: int = Field(description="jobs that have left the line; never decreases")
-    per_s: float | None = Field(description="jobs leaving per second lately; null while nothing moves")
+    serving: int = Field(
+        description="jobs ahead of everyone still waiting that have ended: those that ended in their turn, and "
+        "those that left the line (cancelled, sold out) once its front passed them; never decreases"
+    )
+    per_s: float | None = Field(description="jobs ending in their turn per second lately; null while none do")
     as_of: str = Field(description="when the figure was read (ISO 8601)")
 
 

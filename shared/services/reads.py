@@ -14,15 +14,17 @@ POLL_AT_ETA = 0.75
 # The operator's queue view lists this many of the DLQ's jobs, newest first.
 DLQ_JOBS_SHOWN = 20
 # A status poll's one statement (bench/capacity.py measures its cost for docs/capacity.md).
+# Its place is measured against the jobs that ended in their turn (pq_processed_count): never too low.
 JOB_QUERY = """SELECT id, user_id, order_id, status, reason, payment_id, queue_seq, method, gateway_ref,
-                        dead_lettered_at, pq_finished_count() AS finished
+                        dead_lettered_at, pq_processed_count() AS finished
                  FROM payment_jobs WHERE id = %s AND user_id = %s"""
-# The "now serving" figure's one statement: the finished-jobs counter every position is measured
-# against, and the jobs that ended in the last RATE_WINDOW_S (the partial index on finished_at): the
-# rate the line moves at. Nothing of any one shopper's, so one answer serves everyone.
-NOW_SERVING_QUERY = """SELECT pq_finished_count() AS serving, now() AS as_of,
+# The "now serving" figure's one statement: what every position is measured against (pq_line_serving: the
+# jobs that ended in their turn and the leavers the line's front has passed), and the jobs that ended in
+# their turn in the last RATE_WINDOW_S (the partial index on finished_at): the rate the line moves at, which
+# a bulk end of a sold-out product's line does not make. Nothing of any one shopper's: one answer for all.
+NOW_SERVING_QUERY = """SELECT pq_line_serving() AS serving, now() AS as_of,
                               (SELECT count(*) FROM payment_jobs
-                                WHERE finished_at > now() - make_interval(secs => %s)) AS recent"""
+                                WHERE finished_at > now() - make_interval(secs => %s) AND NOT left_line) AS recent"""
 # Long enough to smooth a batch's commits, short enough that a stalled line shows within seconds.
 RATE_WINDOW_S = 10
 # Refunds on their way back or owed, for the operator: partial indexes keep this off the books' history.
@@ -82,7 +84,9 @@ def job_view(deps: JobViewDeps, row: dict[str, Any]) -> dict[str, Any]:
                 view["money"] = money
     elif status in (JobStatus.QUEUED, JobStatus.PROCESSING):
         deps.throughput.observe(row["finished"])
-        # Never increases: queue_seq is fixed and the finished counter only grows.
+        # Never increases: queue_seq is fixed and the counter only grows. Measured against the jobs that ended
+        # in their turn (pq_processed_count), it is never too low: a leaver behind this job moves it up only in
+        # the shared figure, once the line's front passes the leaver (pq_line_serving).
         position = max(1, row["queue_seq"] - row["finished"])
         # No measured rate (just started, or stalled): no ETA, rather than a guess.
         per_s = deps.throughput.rate()
@@ -91,8 +95,9 @@ def job_view(deps: JobViewDeps, row: dict[str, Any]) -> dict[str, Any]:
         # on the API and the database that the payments themselves need.
         poll_ms = int(min(deps.settings.poll_max_ms, max(deps.settings.poll_min_ms, eta_s * 1000 * POLL_AT_ETA)))
         eta = round(eta_s, 1) if per_s else None
-        # queue_number against the shared figure (now_serving_url) gives the same position with no read
-        # of this job: a waiting client asks about its own job only when its number comes up.
+        # queue_number against the shared figure (now_serving_url) gives its position with no read of this
+        # job (as close, or closer: the figure counts the leavers passed): a waiting client asks about its own
+        # job only when its number comes up.
         view |= {
             "position": position,
             "eta_seconds": eta,

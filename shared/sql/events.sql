@@ -17,7 +17,8 @@ $$;
 -- intake confirms nothing per job; migration 0015), in the same row update.
 -- p_left_line: the job left the line before a processor took it (a cancel, the sold-out bulk end), which
 -- the sweeper's resend rule must not read as the line's front (pq_unsent_jobs). The finished counter
--- (line_finished, migration 0022) moves in this transaction, so an end rolled back counts nothing.
+-- (line_finished, migration 0022) moves in this transaction, so an end rolled back counts nothing; a job that
+-- left the line is counted there as such (migration 0024).
 DROP FUNCTION IF EXISTS pq_end_job(payment_jobs, text, payment_transactions);
 CREATE OR REPLACE FUNCTION pq_end_job(p_job payment_jobs, p_reason text, p_payment payment_transactions,
                                       p_left_line boolean DEFAULT false)
@@ -31,7 +32,8 @@ BEGIN
            reason = p_reason, payment_id = p_payment.id, finished_at = now(), sent_at = coalesce(sent_at, now()),
            left_line = p_left_line
      WHERE id = p_job.id;
-    UPDATE line_finished SET finished = finished + 1 WHERE shard = pg_backend_pid() % 32;
+    UPDATE line_finished SET finished = finished + 1, left_line = left_line + p_left_line::integer
+     WHERE shard = pg_backend_pid() % 32;
     INSERT INTO outbox_events (job_id, event_type, payload)
     VALUES (p_job.id,
             CASE WHEN p_payment.id IS NULL THEN 'PaymentFailed' ELSE 'PaymentSucceeded' END,

@@ -7,6 +7,16 @@ LANGUAGE sql STABLE AS $$
     SELECT sum(finished)::bigint FROM line_finished
 $$;
 
+-- Of those, the jobs that ended in their turn: every end but those that left the line before a processor took
+-- them (a cancel, the sold-out bulk end: migration 0024). What a job's own answers measure its place against
+-- (position = queue_seq - this): a leaver ends wherever it stands, mostly behind, and counting it would move
+-- everyone ahead of it up too. A place measured so is never too low; the shared figure (pq_line_serving)
+-- adds the leavers the line's front has passed.
+CREATE OR REPLACE FUNCTION pq_processed_count() RETURNS bigint
+LANGUAGE sql STABLE AS $$
+    SELECT (sum(finished) - sum(left_line))::bigint FROM line_finished
+$$;
+
 -- One user's intake, one request at a time: a transaction-scoped advisory lock (released at commit;
 -- the proxy sees only the call) in the two-key space, apart from the migration runner's one-key lock.
 -- Every path that creates a job for a user takes it: the API's intakes and the webhooks' checkouts.
@@ -30,7 +40,7 @@ CREATE OR REPLACE FUNCTION pq_intake_begin(p_user_id text, p_idempotency_key tex
 LANGUAGE plpgsql AS $$
 BEGIN
     PERFORM pq_lock_user(p_user_id);
-    finished := pq_finished_count();
+    finished := pq_processed_count();
     SELECT * INTO job FROM payment_jobs j WHERE j.user_id = p_user_id AND j.idempotency_key = p_idempotency_key;
     IF FOUND THEN
         outcome := CASE WHEN job.request_hash = p_request_hash THEN 'replayed' ELSE 'key_reused' END;

@@ -2,8 +2,9 @@
 -- holds a product that has sold out, whose place in line can no longer buy anything.
 --
 -- Either way the job ends as a failure (status failed; reason cancelled or out_of_stock) through
--- pq_end_job, like any other end: the finished-jobs counter moves (so every later position moves up,
--- never down), and the PaymentFailed event goes out through the outbox. The job's queue message stays
+-- pq_end_job, like any other end: the finished-jobs counter moves, as a leaver's (migration 0024: the shoppers
+-- behind it move up a place when the line's front passes it, never down), and the PaymentFailed event goes
+-- out through the outbox. The job's queue message stays
 -- where it is and is acknowledged without work when its turn comes: both payment paths answer
 -- already_failed for a finished job. Only wallet jobs leave this way: a gateway job's money is at the
 -- gateway already, and its processor is what applies it or gives it back.
@@ -29,6 +30,29 @@ LANGUAGE sql STABLE SET enable_seqscan = off AS $$
      WHERE p.id = ANY (pq_item_products(p_items)) AND p.stock = 0 AND pq_stock_on_hand(p.id, p.stock) = 0
 $$;
 
+-- The shared "now serving" figure every waiting shopper measures their place against (position = their
+-- queue number less this; GET /v1/queue/now-serving): the jobs that ended in their turn, and the leavers
+-- (cancelled, or ended by the sold-out bulk end) that the line's front has passed. The front: the lowest
+-- number still waiting its turn, a live job no processor has parked (a parked gateway job waits on its
+-- gateway, out of turn; parks stays above 0 once parked, so one woken does not take the front back). A
+-- leaver behind the front is behind someone still waiting, so it moves no one up yet; once the front
+-- passes it, it is ahead of everyone waiting. With nobody waiting, every leaver is passed. Never lower than
+-- pq_processed_count, which a job's own answers measure against. One statement for everyone, once a second
+-- per cache: it counts the leavers in the live part of the line (payment_jobs_left_line, migration 0024),
+-- none of history's; the front comes from the oldest live jobs (payment_jobs_live).
+CREATE OR REPLACE FUNCTION pq_line_serving() RETURNS bigint
+LANGUAGE sql STABLE SET enable_seqscan = off AS $$
+    SELECT pq_finished_count()
+           - coalesce((SELECT count(*) FROM payment_jobs j
+                        WHERE j.left_line
+                          AND j.queue_seq > (SELECT min(x.queue_seq)
+                                               FROM (SELECT w.queue_seq FROM payment_jobs w
+                                                      WHERE w.status IN ('queued', 'processing') AND w.parks = 0
+                                                        AND w.parked_at IS NULL
+                                                      ORDER BY w.created_at
+                                                      LIMIT 64) x)), 0)
+$$;
+
 -- A shopper leaves the line: their job ends as cancelled if no processor has taken it. Someone else's
 -- job is job_not_found, as a missing one. Outcomes (pq_cancel_outcome):
 --   cancelled          -> this call ended it; event is the outbox row to publish after commit
@@ -49,7 +73,7 @@ BEGIN
     SELECT * INTO v_job FROM payment_jobs j WHERE j.id = p_job_id AND j.user_id = p_user_id FOR UPDATE;
     IF NOT FOUND THEN
         outcome := 'job_not_found';
-        finished := pq_finished_count();
+        finished := pq_processed_count();
         RETURN;
     END IF;
     IF v_job.status = 'failed' AND v_job.reason = 'cancelled' THEN
@@ -71,7 +95,7 @@ BEGIN
     payment_id := v_job.payment_id;
     queue_seq := v_job.queue_seq;
     method := v_job.method;
-    finished := pq_finished_count();
+    finished := pq_processed_count();
 END;
 $$;
 

@@ -562,12 +562,46 @@ def test_positions_only_fall_as_shoppers_leave_and_the_figure_counts_each_end_on
     seen.append(position())
     figure = call(status_handler, "GET", "/v1/queue/now-serving", user=None)[1]
 
-    # Then the waiting shopper moved up by exactly the shoppers who left ahead of them, never back, and the
-    # shared figure gives the same place; the counter moved once per job that ended
+    # Then the shared figure moved the waiting shopper up by exactly the shoppers who left ahead of them (the
+    # line's front, now theirs, has passed every one), and the job's own answers, which count only the jobs
+    # that ended in their turn, never put them lower (migration 0024) nor moved them back; the counter moved
+    # once per job that ended
     assert ended == len(HOLDERS) - 1
-    assert seen == [5, 5, 4, 1]
+    assert seen == [5, 5, 5, 5]
     assert max(1, waiting["queue_number"] - figure["serving"]) == 1
     _finished_counter_matches_the_books(app.db)
+
+
+def test_a_shopper_who_leaves_behind_you_moves_you_up_nothing_and_one_ahead_does_once_the_front_passes(
+    app: App, demo: dict[str, int]
+) -> None:
+    # Given three shoppers in line, in order. Found by a review: each end moved everyone up, so one that left
+    # behind you moved you up too (a sold-out bulk end of a thousand holders behind you: a thousand places)
+    first, middle, last = (pay(app, f"demo-user-{i}", f"k{i}").body for i in (1, 2, 3))
+    assert (first["position"], middle["position"], last["position"]) == (1, 2, 3)
+
+    def places() -> tuple[int, int]:
+        """The middle shopper's place by their job's answer, and by the shared figure."""
+        job = call(status_handler, "GET", f"/v1/payments/{middle['job_id']}", user="demo-user-2")[1]
+        figure = call(status_handler, "GET", "/v1/queue/now-serving", user=None)[1]
+        return int(job["position"]), max(1, middle["queue_number"] - figure["serving"])
+
+    # When the last one leaves the line: the middle one is still second, by either measure
+    cancel_job(app, "demo-user-3", last["job_id"])
+    assert places() == (2, 2)
+    figure = call(status_handler, "GET", "/v1/queue/now-serving", user=None)[1]
+    assert figure["per_s"] is None  # a leaver is not the line moving
+
+    # When the first one leaves too, the line's front passes them: the figure moves the middle one up
+    cancel_job(app, "demo-user-1", first["job_id"])
+    assert places() == (2, 1)
+
+    # And when the line is served (the middle one paid in its turn), the figure counts it and nothing goes back
+    _settle(app)
+    assert _job(app.db, middle["job_id"])["status"] == "succeeded"
+    after = call(status_handler, "GET", "/v1/queue/now-serving", user=None)[1]
+    assert after["serving"] == 3 and after["serving"] >= figure["serving"]
+    _whole(app.db)
 
 
 def test_a_rolled_back_bulk_end_moves_no_one_up_the_line(
