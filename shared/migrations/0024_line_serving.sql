@@ -7,7 +7,8 @@
 -- shoppers told "your number is up" at once, each then asks about their own job, over and over: the reads
 -- the shared figure exists to spare.
 --
--- Now the counter also counts the ends of jobs that left the line (line_finished.left_line), and:
+-- Now the counter also counts the ends of jobs that left the line (line_finished.left_line, kept by a trigger
+-- on payment_jobs.left_line: shared/sql/events.sql), and:
 --   * a job's own answers (its 202, its reads, its cancel) measure against the jobs that ended in their turn
 --     (pq_processed_count: finished less left_line), which never counts a leaver behind it: a place there
 --     can only be too high, never too low, and is never shown above the shared figure's;

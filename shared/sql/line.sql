@@ -32,25 +32,38 @@ $$;
 
 -- The shared "now serving" figure every waiting shopper measures their place against (position = their
 -- queue number less this; GET /v1/queue/now-serving): the jobs that ended in their turn, and the leavers
--- (cancelled, or ended by the sold-out bulk end) that the line's front has passed. The front: the lowest
--- number still waiting its turn, a live job no processor has parked (a parked gateway job waits on its
--- gateway, out of turn; parks stays above 0 once parked, so one woken does not take the front back). A
--- leaver behind the front is behind someone still waiting, so it moves no one up yet; once the front
--- passes it, it is ahead of everyone waiting. With nobody waiting, every leaver is passed. Never lower than
--- pq_processed_count, which a job's own answers measure against. One statement for everyone, once a second
--- per cache: it counts the leavers in the live part of the line (payment_jobs_left_line, migration 0024),
--- none of history's; the front comes from the oldest live jobs (payment_jobs_live).
+-- (cancelled, or ended by the sold-out bulk end) that the line's front has passed. A leaver behind the front
+-- is behind someone still waiting, so it moves no one up yet; once the front passes it, it is ahead of
+-- everyone waiting. The front is the further of two marks:
+--   * the lowest number still waiting its turn: a live job no processor has parked (a parked gateway job
+--     waits on its gateway, out of turn; parks stays above 0 once parked, so one woken does not take the
+--     front back) and not recorded as dead-lettered;
+--   * the highest number among the last jobs that ended in their turn: where the processors are serving,
+--     past a job stuck below it (its message in the DLQ unrecorded, a processor that keeps dying on it).
+-- With nobody waiting, every leaver is passed. Never lower than pq_processed_count, which a job's own answers
+-- measure against. One statement for everyone, once a second per cache: it counts the leavers in the live part
+-- of the line (payment_jobs_left_line, migration 0024), none of history's; the marks come from the oldest live
+-- jobs (payment_jobs_live) and the latest ends (payment_jobs_finished_at).
 CREATE OR REPLACE FUNCTION pq_line_serving() RETURNS bigint
 LANGUAGE sql STABLE SET enable_seqscan = off AS $$
+    WITH waiting AS (
+        SELECT min(x.queue_seq) AS seq
+          FROM (SELECT w.queue_seq FROM payment_jobs w
+                 WHERE w.status IN ('queued', 'processing') AND w.parks = 0 AND w.parked_at IS NULL
+                   AND w.dead_lettered_at IS NULL
+                 ORDER BY w.created_at
+                 LIMIT 64) x
+    ), served AS (
+        SELECT max(y.queue_seq) AS seq
+          FROM (SELECT e.queue_seq FROM payment_jobs e
+                 WHERE e.finished_at IS NOT NULL AND NOT e.left_line
+                 ORDER BY e.finished_at DESC
+                 LIMIT 64) y
+    )
     SELECT pq_finished_count()
-           - coalesce((SELECT count(*) FROM payment_jobs j
-                        WHERE j.left_line
-                          AND j.queue_seq > (SELECT min(x.queue_seq)
-                                               FROM (SELECT w.queue_seq FROM payment_jobs w
-                                                      WHERE w.status IN ('queued', 'processing') AND w.parks = 0
-                                                        AND w.parked_at IS NULL
-                                                      ORDER BY w.created_at
-                                                      LIMIT 64) x)), 0)
+           - coalesce((SELECT count(*) FROM payment_jobs j, waiting, served
+                        WHERE waiting.seq IS NOT NULL AND j.left_line
+                          AND j.queue_seq > greatest(waiting.seq, served.seq)), 0)
 $$;
 
 -- A shopper leaves the line: their job ends as cancelled if no processor has taken it. Someone else's

@@ -14,16 +14,19 @@ from pathlib import Path
 import psycopg2
 import pytest
 
+from functions.status.handler import handler as status_handler
 from local.pg import install_pgmq
 from local.seed import SeedPlan, seed
 from shared.bootstrap import App, bootstrap
 from shared.db import Database
 from shared.migrate import REPEATABLE, migrate, repeatable_files, versioned_files
 from shared.outcomes import SQL_TYPES
+from shared.services.line import cancel_job
 from shared.services.wallet import process_wallet_job
 from shared.settings import Settings
 from tests.conftest import _admin_exec, _url
 from tests.integration.helpers import pay
+from tests.integration.test_api_handlers import call
 
 REPO = Path(__file__).resolve().parents[2]
 # The migrations of the release before this layout (commit 2b3608d): what deployed databases applied.
@@ -306,3 +309,29 @@ def test_a_rollback_to_the_release_before_migrates_and_its_calls_work_then_this_
     migrate(db)
     assert migrate(db) == []
     assert _pays_as_this_release_does(app, "demo-user-3")
+
+
+def test_a_shopper_who_leaves_while_the_release_before_runs_is_still_counted_as_a_leaver(
+    app: App, demo: dict[str, int]
+) -> None:
+    # Given three shoppers in line under this release
+    _, middle, last = (pay(app, f"demo-user-{i}", f"k{i}").body for i in (1, 2, 3))
+    assert middle["position"] == 2
+
+    # When a rollback deploys the release before (its function files over this schema: its pq_end_job knows
+    # nothing of the leavers' count), the last shopper leaves the line meanwhile, and this release is back
+    with tarfile.open(ROLLBACK_RELEASE) as archive:
+        released = _released(archive)
+    ours = dict(repeatable_files())
+    with app.db.transaction() as cur:
+        for version, sql in released.items():
+            if version.startswith("sql/") and sql != ours.get(version):
+                cur.execute(sql)
+    cancel_job(app, "demo-user-3", last["job_id"])
+    migrate(app.db)
+
+    # Then the leaver was counted as one (the trigger on payment_jobs.left_line, whichever release ended it): the
+    # middle shopper's own answer still has the first one ahead of them. Found by a review: it read 1
+    job = call(status_handler, "GET", f"/v1/payments/{middle['job_id']}", user="demo-user-2")[1]
+    assert job["position"] == 2
+    assert app.db.fetch_one("SELECT pq_finished_count() - pq_processed_count() AS leavers") == {"leavers": 1}

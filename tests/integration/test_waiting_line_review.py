@@ -27,6 +27,7 @@ from local.gateway_sim import Simulator
 from local.invariants import check, snapshot_stock
 from local.lambda_shim import LocalContext
 from local.seed import seed
+from local.workers import dead_letter
 from shared.bootstrap import App
 from shared.db import Database
 from shared.errors import DomainError
@@ -86,9 +87,14 @@ def _no_violations(db: Database, initial_stock: dict[int, int] | None = None) ->
 def _finished_counter_matches_the_books(db: Database) -> None:
     """The figure every position is measured against counts exactly the jobs that ended."""
     row = db.fetch_one(
-        "SELECT pq_finished_count() AS serving, (SELECT count(*) FROM payment_jobs WHERE finished_at IS NOT NULL) AS n"
+        """SELECT pq_finished_count() AS serving,
+                  (SELECT count(*) FROM payment_jobs WHERE finished_at IS NOT NULL) AS n,
+                  pq_finished_count() - pq_processed_count() AS leavers,
+                  (SELECT count(*) FROM payment_jobs WHERE left_line) AS left_line"""
     )
     assert row is not None and row["serving"] == row["n"]
+    # and the leavers among them, which only the shared figure counts, once the line's front passes them
+    assert row["leavers"] == row["left_line"]
 
 
 def _job(db: Database, job_id: str) -> dict[str, Any]:
@@ -788,3 +794,23 @@ def test_a_dead_lettered_job_cancelled_then_redriven_is_acknowledged_without_wor
         k: before[k] for k in ("payments", "wallet_txs", "balances", "stock")
     }
     _no_violations(app.db, stock)
+
+
+def test_a_job_in_the_dlq_holds_no_place_at_the_front_of_the_line(app: App, demo: dict[str, int]) -> None:
+    # Given three shoppers in line: the first one's message runs out of deliveries and sits in the DLQ (its
+    # job stays queued, waiting for an operator), and the second leaves the line
+    first, second, third = (pay(app, f"demo-user-{i}", f"k{i}").body for i in (1, 2, 3))
+    head = receive(app, qty=1)
+    assert [m["message"]["job_id"] for m in head] == [first["job_id"]]
+    dead_letter(app.db, head, queue="payments", dlq="payments_dlq")
+    cancel_job(app, "demo-user-2", second["job_id"])
+
+    # When the line is served: the third one's job is paid in its turn
+    drain_line(app)
+    assert _job(app.db, third["job_id"])["status"] == "succeeded"
+
+    # Then the shared figure has passed the leaver: the job stuck in the DLQ (its failure never recorded, as
+    # when its processor kept dying on it) does not hold the line's front back. Found by a review: it did, and
+    # no leaver behind it was ever counted (a served shopper's number never came up)
+    figure = call(status_handler, "GET", "/v1/queue/now-serving", user=None)[1]
+    assert third["queue_number"] - figure["serving"] <= 1
