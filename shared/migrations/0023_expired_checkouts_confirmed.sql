@@ -7,7 +7,9 @@
 -- Now an expired checkout is reconciled, as a created one is, until the sweeper has fetched its gateway order
 -- and found it unpaid past its expiry and grace (pq_checkout_reconciled then clears next_check_at), or a job
 -- holds its payment. Checkouts that expired before this migration keep their next_check_at: each is looked
--- at once more, which finds any payment the hole stranded.
+-- at once more, which finds any payment the hole stranded. Expired checkouts are claimed apart from created
+-- ones, a quarter of a pass at most (pq_checkouts_to_reconcile): that backlog never holds up a checkout paid
+-- now, and spends at most that share of the gateway's read budget.
 ALTER TABLE gateway_checkouts ALTER COLUMN next_check_at DROP NOT NULL;
 COMMENT ON COLUMN gateway_checkouts.next_check_at IS
     'When the sweeper''s reconciliation next fetches the gateway order if no verdict arrived by then (created '
