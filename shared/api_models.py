@@ -82,9 +82,9 @@ class JobView(BaseModel):
     )
     serving: int | None = Field(
         default=None,
-        description="while waiting: the counter this position was measured against (the jobs that ended in their "
-        "turn); the shared figure's is larger once the line's front has passed jobs that left it, and a cached "
-        "figure may be older, so a client keeps the largest serving it has seen",
+        description="while waiting: the counter this position was measured against (the jobs known to have "
+        "ended ahead of this one); the shared figure's may be larger once the line's front has passed jobs that "
+        "left it, and a cached figure may be older, so a client keeps the largest serving it has seen",
     )
     now_serving_url: str | None = Field(
         default=None,

@@ -14,9 +14,9 @@ POLL_AT_ETA = 0.75
 # The operator's queue view lists this many of the DLQ's jobs, newest first.
 DLQ_JOBS_SHOWN = 20
 # A status poll's one statement (bench/capacity.py measures its cost for docs/capacity.md).
-# Its place is measured against the jobs that ended in their turn (pq_processed_count): never too low.
+# Its place is measured against the jobs known to have ended ahead of it (pq_job_ended_ahead): never too low.
 JOB_QUERY = """SELECT id, user_id, order_id, status, reason, payment_id, queue_seq, method, gateway_ref,
-                        dead_lettered_at, pq_processed_count() AS finished
+                        dead_lettered_at, pq_job_ended_ahead(ended_ahead) AS finished
                  FROM payment_jobs WHERE id = %s AND user_id = %s"""
 # The "now serving" figure's one statement: what every position is measured against (pq_line_serving: the
 # jobs that ended in their turn and the leavers the line's front has passed), and the jobs that ended in
@@ -84,9 +84,9 @@ def job_view(deps: JobViewDeps, row: dict[str, Any]) -> dict[str, Any]:
                 view["money"] = money
     elif status in (JobStatus.QUEUED, JobStatus.PROCESSING):
         deps.throughput.observe(row["finished"])
-        # Never increases: queue_seq is fixed and the counter only grows. Measured against the jobs that ended
-        # in their turn (pq_processed_count), it is never too low: a leaver behind this job moves it up only in
-        # the shared figure, once the line's front passes the leaver (pq_line_serving).
+        # Never increases: queue_seq is fixed and the counter only grows. Measured against the jobs known to
+        # have ended ahead of it (pq_job_ended_ahead), it is never too low: a leaver behind this job moves it up
+        # only in the shared figure, once the line's front passes the leaver (pq_line_serving).
         position = max(1, row["queue_seq"] - row["finished"])
         # No measured rate (just started, or stalled): no ETA, rather than a guess.
         per_s = deps.throughput.rate()

@@ -54,8 +54,8 @@ BEGIN
         ('pq_line', ARRAY['pq_cancel_job', 'pq_mark_events_published', 'pq_refund_status', 'pq_gateway_books']),
         -- the reads (shared/services/reads.py, orders.py, checkout.py get_checkout, operator.py's metrics
         -- and health, merchant.py's lists): STABLE functions only
-        ('pq_status', ARRAY['pq_finished_count', 'pq_processed_count', 'pq_line_serving', 'pq_gateway_books',
-                            'pq_refund_status', 'pq_dead_lettered_jobs']),
+        ('pq_status', ARRAY['pq_finished_count', 'pq_processed_count', 'pq_job_ended_ahead', 'pq_line_serving',
+                            'pq_gateway_books', 'pq_refund_status', 'pq_dead_lettered_jobs']),
         -- the gateways' webhooks (shared/services/webhooks.py), and the jobs they start or wake, sent
         ('pq_webhook', ARRAY['pq_webhook_record', 'pq_mark_jobs_sent']),
         -- the shop backend's writes (shared/services/merchant.py), each answered with the order or the job

@@ -8,13 +8,22 @@ LANGUAGE sql STABLE AS $$
 $$;
 
 -- Of those, the jobs that ended in their turn: every end but those that left the line before a processor took
--- them (a cancel, the sold-out bulk end: migration 0024). What a job's own answers measure its place against
--- (position = queue_seq - this): a leaver ends wherever it stands, mostly behind, and counting it would move
--- everyone ahead of it up too. A place measured so is never too low; the shared figure (pq_line_serving)
--- adds the leavers the line's front has passed.
+-- them (a cancel, the sold-out bulk end: migration 0024). A leaver ends wherever it stands, mostly behind, and
+-- counting it would move everyone ahead of it up too. What a job's own answers measure its place against is
+-- pq_job_ended_ahead: never too low; the shared figure (pq_line_serving) adds the leavers the line's front
+-- has passed.
 CREATE OR REPLACE FUNCTION pq_processed_count() RETURNS bigint
 LANGUAGE sql STABLE AS $$
     SELECT (sum(finished) - sum(left_line))::bigint FROM line_finished
+$$;
+
+-- What a job's own answers (its 202, its reads, its cancel) measure its place against (position = queue_seq -
+-- this): the jobs known to have ended ahead of it. Those that had ended when it was accepted (p_ended_ahead,
+-- payment_jobs.ended_ahead: every one of them ahead of it), or the jobs that ended in their turn since,
+-- whichever is more; never a leaver behind it, so never too low, and never falling (positions never rise).
+CREATE OR REPLACE FUNCTION pq_job_ended_ahead(p_ended_ahead bigint) RETURNS bigint
+LANGUAGE sql STABLE AS $$
+    SELECT greatest(pq_processed_count(), coalesce(p_ended_ahead, 0))
 $$;
 
 -- One user's intake, one request at a time: a transaction-scoped advisory lock (released at commit;
@@ -40,7 +49,7 @@ CREATE OR REPLACE FUNCTION pq_intake_begin(p_user_id text, p_idempotency_key tex
 LANGUAGE plpgsql AS $$
 BEGIN
     PERFORM pq_lock_user(p_user_id);
-    finished := pq_processed_count();
+    finished := pq_finished_count();
     SELECT * INTO job FROM payment_jobs j WHERE j.user_id = p_user_id AND j.idempotency_key = p_idempotency_key;
     IF FOUND THEN
         outcome := CASE WHEN job.request_hash = p_request_hash THEN 'replayed' ELSE 'key_reused' END;
@@ -134,17 +143,18 @@ BEGIN
 
     IF outcome IS NULL AND p_gateway_ref IS NULL THEN
         -- With its order's products, by which a bulk end finds it if one sells out (line.sql).
-        INSERT INTO payment_jobs (id, user_id, idempotency_key, request_hash, order_id, method, sent_at, product_ids)
+        INSERT INTO payment_jobs (id, user_id, idempotency_key, request_hash, order_id, method, sent_at, product_ids,
+                                  ended_ahead)
         VALUES (coalesce(p_job_id, gen_random_uuid()), p_user_id, p_idempotency_key, p_request_hash, p_order_id,
-                p_method, pq_intake_send(p_queue, p_message, p_headers), pq_item_products(v_items))
+                p_method, pq_intake_send(p_queue, p_message, p_headers), pq_item_products(v_items), finished)
         RETURNING * INTO v_job;
         outcome := 'created';
     ELSIF outcome IS NULL THEN
         BEGIN
             INSERT INTO payment_jobs (id, user_id, idempotency_key, request_hash, order_id, method, gateway_ref,
-                                      sent_at)
+                                      sent_at, ended_ahead)
             VALUES (coalesce(p_job_id, gen_random_uuid()), p_user_id, p_idempotency_key, p_request_hash,
-                    p_order_id, p_method, p_gateway_ref, pq_intake_send(p_queue, p_message, p_headers))
+                    p_order_id, p_method, p_gateway_ref, pq_intake_send(p_queue, p_message, p_headers), finished)
             RETURNING * INTO v_job;
             outcome := 'created';
         EXCEPTION WHEN unique_violation THEN
@@ -152,6 +162,10 @@ BEGIN
             SELECT * INTO v_job FROM pq_gateway_ref_holder(p_method, p_gateway_ref);
             outcome := 'gateway_ref_in_use';
         END;
+    END IF;
+    -- A job made now is measured against every end so far (all ahead of it); one made before as its reads are.
+    IF outcome <> 'created' THEN
+        finished := pq_job_ended_ahead(v_job.ended_ahead);
     END IF;
     SELECT a.* INTO job_id, status, queue_seq, reason, payment_id
       FROM pq_intake_answer(v_job, outcome = 'replayed', reason) a;
@@ -296,9 +310,10 @@ BEGIN
             ELSE
                 BEGIN
                     INSERT INTO payment_jobs (id, user_id, idempotency_key, request_hash, order_id, method,
-                                              gateway_ref, checkout_id, sent_at)
+                                              gateway_ref, checkout_id, sent_at, ended_ahead)
                     VALUES (coalesce(p_job_id, gen_random_uuid()), p_user_id, p_idempotency_key, p_request_hash,
-                            p_order_id, p_method, v_ref, v_checkout.id, pq_intake_send(p_queue, p_message, p_headers))
+                            p_order_id, p_method, v_ref, v_checkout.id, pq_intake_send(p_queue, p_message, p_headers),
+                            finished)
                     RETURNING * INTO v_job;
                     UPDATE gateway_checkouts c SET job_id = v_job.id, updated_at = now() WHERE c.id = v_checkout.id;
                     outcome := 'created';
@@ -308,6 +323,9 @@ BEGIN
                 END;
             END IF;
         END IF;
+    END IF;
+    IF outcome <> 'created' THEN  -- as pq_enqueue_job
+        finished := pq_job_ended_ahead(v_job.ended_ahead);
     END IF;
     SELECT a.* INTO job_id, status, queue_seq, reason, payment_id
       FROM pq_intake_answer(v_job, outcome = 'replayed', reason) a;

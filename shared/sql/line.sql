@@ -86,7 +86,7 @@ BEGIN
     SELECT * INTO v_job FROM payment_jobs j WHERE j.id = p_job_id AND j.user_id = p_user_id FOR UPDATE;
     IF NOT FOUND THEN
         outcome := 'job_not_found';
-        finished := pq_processed_count();
+        finished := pq_processed_count();  -- no job: nothing known ahead of it
         RETURN;
     END IF;
     IF v_job.status = 'failed' AND v_job.reason = 'cancelled' THEN
@@ -108,7 +108,7 @@ BEGIN
     payment_id := v_job.payment_id;
     queue_seq := v_job.queue_seq;
     method := v_job.method;
-    finished := pq_processed_count();
+    finished := pq_job_ended_ahead(v_job.ended_ahead);
 END;
 $$;
 

@@ -814,3 +814,20 @@ def test_a_job_in_the_dlq_holds_no_place_at_the_front_of_the_line(app: App, demo
     # no leaver behind it was ever counted (a served shopper's number never came up)
     figure = call(status_handler, "GET", "/v1/queue/now-serving", user=None)[1]
     assert third["queue_number"] - figure["serving"] <= 1
+
+
+def test_a_shopper_who_joins_after_others_left_is_told_their_exact_place_and_keeps_it(
+    app: App, demo: dict[str, int]
+) -> None:
+    # Given three shoppers in line, the first of whom leaves
+    first, _, _ = (pay(app, f"demo-user-{i}", f"k{i}").body for i in (1, 2, 3))
+    cancel_job(app, "demo-user-1", first["job_id"])
+
+    # When a fourth job joins (the first shopper, back with another order): two are ahead of it
+    joined = pay(app, "demo-user-1", "k4", second_order(app.db, "demo-user-1")).body
+    read = call(status_handler, "GET", f"/v1/payments/{joined['job_id']}", user="demo-user-1")[1]
+
+    # Then their 202 and their reads say third, as the shared figure does: every job that had ended when they
+    # were accepted was ahead of them (payment_jobs.ended_ahead), a leaver among them
+    figure = call(status_handler, "GET", "/v1/queue/now-serving", user=None)[1]
+    assert joined["position"] == read["position"] == 3 == joined["queue_number"] - figure["serving"]
