@@ -40,10 +40,10 @@ $$;
 --     front back) and not recorded as dead-lettered;
 --   * the highest number among the last jobs that ended in their turn: where the processors are serving,
 --     past a job stuck below it (its message in the DLQ unrecorded, a processor that keeps dying on it).
--- With nobody waiting, every leaver is passed. Never lower than pq_processed_count, which a job's own answers
--- measure against. One statement for everyone, once a second per cache: it counts the leavers in the live part
--- of the line (payment_jobs_left_line, migration 0024), none of history's; the marks come from the oldest live
--- jobs (payment_jobs_live) and the latest ends (payment_jobs_finished_at).
+-- With nobody waiting, every leaver is passed. Never lower than pq_processed_count (the least a job's own
+-- answers count: pq_job_ended_ahead). One statement for everyone, once a second per cache: it counts the
+-- leavers in the live part of the line (payment_jobs_left_line, migration 0024), none of history's; the marks
+-- come from the oldest live jobs (payment_jobs_live) and the latest ends (payment_jobs_finished_at).
 CREATE OR REPLACE FUNCTION pq_line_serving() RETURNS bigint
 LANGUAGE sql STABLE SET enable_seqscan = off AS $$
     WITH waiting AS (
