@@ -7,8 +7,8 @@
 -- shoppers told "your number is up" at once, each then asks about their own job, over and over: the reads
 -- the shared figure exists to spare.
 --
--- Now the counter also counts the ends of jobs that left the line (line_finished.left_line, kept by a trigger
--- on payment_jobs.left_line: shared/sql/events.sql), and:
+-- Now the counter also counts the ends of jobs that left the line (line_finished.left_line, kept by pq_end_job
+-- and made true again whenever shared/sql/events.sql is applied), and:
 --   * a job's own answers (its 202, its reads, its cancel) measure against what is known to be ahead of it:
 --     the jobs that had ended when it was accepted (all of them ahead of it: payment_jobs.ended_ahead, its
 --     202's exact figure), or the jobs that ended in their turn since (pq_processed_count: finished less

@@ -18,7 +18,7 @@ $$;
 -- p_left_line: the job left the line before a processor took it (a cancel, the sold-out bulk end), which
 -- the sweeper's resend rule must not read as the line's front (pq_unsent_jobs). The finished counter
 -- (line_finished, migration 0022) moves in this transaction, so an end rolled back counts nothing; a job that
--- left the line is counted there as such too, by the trigger below (migration 0024).
+-- left the line is counted there as such too (migration 0024).
 DROP FUNCTION IF EXISTS pq_end_job(payment_jobs, text, payment_transactions);
 CREATE OR REPLACE FUNCTION pq_end_job(p_job payment_jobs, p_reason text, p_payment payment_transactions,
                                       p_left_line boolean DEFAULT false)
@@ -32,7 +32,8 @@ BEGIN
            reason = p_reason, payment_id = p_payment.id, finished_at = now(), sent_at = coalesce(sent_at, now()),
            left_line = p_left_line
      WHERE id = p_job.id;
-    UPDATE line_finished SET finished = finished + 1 WHERE shard = pg_backend_pid() % 32;
+    UPDATE line_finished SET finished = finished + 1, left_line = left_line + p_left_line::integer
+     WHERE shard = pg_backend_pid() % 32;
     INSERT INTO outbox_events (job_id, event_type, payload)
     VALUES (p_job.id,
             CASE WHEN p_payment.id IS NULL THEN 'PaymentFailed' ELSE 'PaymentSucceeded' END,
@@ -46,21 +47,16 @@ BEGIN
 END;
 $$;
 
--- A job that left the line (payment_jobs.left_line set: a cancel, the sold-out bulk end), counted in
--- line_finished.left_line in the ending transaction, as its end is in finished (pq_processed_count: the jobs
--- that ended in their turn). A trigger, not pq_end_job's own update: every release that ends a job sets
--- left_line, and one rolled back to (whose pq_end_job knows nothing of the count) still keeps it true. Fires
--- only for the row that becomes a leaver: the WHEN is the whole cost of every other job's end.
-CREATE OR REPLACE FUNCTION pq_count_leaver() RETURNS trigger
-LANGUAGE plpgsql AS $$
-BEGIN
-    UPDATE line_finished SET left_line = left_line + 1 WHERE shard = pg_backend_pid() % 32;
-    RETURN NULL;
-END;
-$$;
--- OR REPLACE (PostgreSQL 14 on): a deploy takes no ACCESS EXCLUSIVE lock on payment_jobs, as a DROP would.
-CREATE OR REPLACE TRIGGER payment_jobs_count_leavers AFTER UPDATE OF left_line ON payment_jobs
-    FOR EACH ROW WHEN (NEW.left_line AND NOT OLD.left_line) EXECUTE FUNCTION pq_count_leaver();
+-- The leavers' count made true again each time this file is applied (a deploy that changes it): a release
+-- rolled back to whose pq_end_job knows nothing of the count (69d5757 and before) counted its leavers as
+-- ended in their turn, and every place measured against pq_processed_count after it would read too low.
+-- One statement, exact beside the ends committing meanwhile: both counts are read in one snapshot, and the
+-- difference is added to shard 0 (an end that moved that row meanwhile keeps its own increment). Counted
+-- here rather than by a trigger on payment_jobs, which would be a cost of every payment's end.
+UPDATE line_finished
+   SET left_line = left_line + ((SELECT count(*) FROM payment_jobs WHERE left_line)
+                                - (SELECT sum(l.left_line) FROM line_finished l))
+ WHERE shard = 0;
 
 -- Events committed but not yet published, oldest first, for the sweeper.
 CREATE OR REPLACE FUNCTION pq_unpublished_events(p_older_than_s double precision, p_limit integer)
