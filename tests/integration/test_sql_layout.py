@@ -278,6 +278,20 @@ def test_an_order_with_live_checkouts_at_two_gateways_keeps_both_live_when_upgra
         db.close()
 
 
+def _roll_back(db: Database, released: dict[str, str]) -> None:
+    """A deploy of a release before this one: its runner applies its function files that differ from ours, in
+    its order, in one transaction, and records them (so that this release's runner applies ours again)."""
+    ours = dict(repeatable_files())
+    with db.transaction() as cur:
+        for version, sql in released.items():
+            if version.startswith("sql/") and sql != ours.get(version):
+                cur.execute(sql)
+                cur.execute(
+                    "UPDATE schema_migrations SET checksum = %s WHERE version = %s",
+                    (hashlib.sha256(sql.encode()).hexdigest(), version),
+                )
+
+
 def test_a_rollback_to_the_release_before_migrates_and_its_calls_work_then_this_release_again(
     app: App, demo: dict[str, int], database_url: str
 ) -> None:
@@ -290,10 +304,7 @@ def test_a_rollback_to_the_release_before_migrates_and_its_calls_work_then_this_
 
     # When a rollback deploys that release: its runner applies its function files that differ from ours, in
     # its order, in one transaction
-    with db.transaction() as cur:
-        for version, sql in released.items():
-            if version.startswith("sql/") and sql != ours.get(version):
-                cur.execute(sql)
+    _roll_back(db, released)
 
     # Then its calls resolve and answer as they did (no second overload of a name it calls makes them
     # ambiguous): a checkout opened its way, a wallet payment made its way
@@ -321,17 +332,7 @@ def test_a_shopper_who_leaves_while_the_release_before_runs_is_still_counted_as_
     # When a rollback deploys the release before (its function files over this schema: its pq_end_job knows
     # nothing of the leavers' count), the last shopper leaves the line meanwhile, and this release is back
     with tarfile.open(ROLLBACK_RELEASE) as archive:
-        released = _released(archive)
-    ours = dict(repeatable_files())
-    with app.db.transaction() as cur:
-        for version, sql in released.items():
-            if version.startswith("sql/") and sql != ours.get(version):
-                cur.execute(sql)
-                # recorded as its runner records them: this release's runner applies ours again after
-                cur.execute(
-                    "UPDATE schema_migrations SET checksum = %s WHERE version = %s",
-                    (hashlib.sha256(sql.encode()).hexdigest(), version),
-                )
+        _roll_back(app.db, _released(archive))
     cancel_job(app, "demo-user-3", last["job_id"])
     assert app.db.fetch_one("SELECT pq_finished_count() - pq_processed_count() AS leavers") == {"leavers": 0}
     migrate(app.db)
