@@ -105,6 +105,13 @@ class Settings(BaseSettings):
     # time passes, the last attempt" runs to its Transaction Time Limit (cashfree.com/docs/payments/
     # online/resources/payment-lifecycle). A parked job waits this long past the checkout's expiry.
     checkout_settle_grace_s: int = 900
+    # A checkout whose gateway order takes payment after it expired (PaymentGateway.order_expires False:
+    # Razorpay's) is still fetched by reconciliation this long past its expiry, spaced out to a day: a payment
+    # made to it late whose webhooks were all lost is found, applied or refunded ("If the webhooks continue to
+    # fail for 24 hours, the webhook is disabled": razorpay.com/docs/webhooks/best-practices). At most 180
+    # days: Razorpay's API fetches no older order ("Order older than 180 days, please use reports":
+    # razorpay.com/docs/api/orders/fetch-with-id).
+    checkout_late_watch_s: int = Field(default=7 * 86_400, ge=0, le=180 * 86_400)
     # A parked job nothing woke, or a checkout with no verdict, is fetched again after this long.
     reconcile_after_s: int = 120
     # A failure or drop webhook wakes a parked job at most once this long after it last fetched: the

@@ -72,6 +72,10 @@ class PaymentGateway(Protocol):
     endpoints: Mapping[str, str]
     # The gateway's own, unsigned id of a webhook delivery: recorded to match its dashboard, never a key.
     webhook_event_id_header: str
+    # False: the gateway order takes a payment after the checkout's expiry (it has no expiry of its own), so
+    # reconciliation keeps looking at it, spaced out, for Settings.checkout_late_watch_s past that expiry.
+    # True: the gateway refuses payment of it past the expiry the checkout gave it.
+    order_expires: bool
 
     def create_order(self, checkout: CheckoutOrder, retried: bool, token: Token) -> GatewayOrder:
         """The gateway order for the checkout. retried: an earlier create may have gone through, so it is

@@ -3,10 +3,13 @@
 - Parked jobs (a gateway order not final when last looked at) nothing woke for a while are sent
   again: the processor fetches the order once more.
 - Checkouts with no verdict a few minutes after creation (next_check_at, spaced out) are fetched:
-  a gateway order paid or holding an authorised payment gets its job (pq_checkout_reconciled), the
+  a gateway order paid or holding an authorised payment gets its job (pq_checkout_looked_at), the
   shopper having closed the tab and the webhook lost; one unpaid past expiry and grace is expired. One
   already marked expired without the gateway's word (the shopper asked for a new checkout once it had
-  expired) is fetched too, until the gateway is found to hold no payment for it.
+  expired) is fetched too, until the gateway is found to hold no payment for it; and one whose gateway
+  order takes payment after its expiry (Razorpay's: PaymentGateway.order_expires) is still fetched,
+  spaced out to a day, for checkout_late_watch_s past it: a late payment whose webhooks were all lost
+  gets its job, which applies it to the order or refunds it.
 - Refunds not yet final (ours and those made at the gateway) are fetched until they are; a failed one
   of ours is sent again with a fresh reference when pq_refund_policy says so, else it is owed:
   RefundsFailed and an error line for the operator (shared/services/gateway.py refund_failed). One the
@@ -90,7 +93,10 @@ def _reconcile_checkout(deps: ReconcileDeps, checkout: dict[str, Any]) -> int:
     grace = timedelta(seconds=deps.settings.checkout_settle_grace_s)
     if ref is None and datetime.now(UTC) <= checkout["expires_at"] + grace:
         return 0
-    row = deps.db.fetch_one("SELECT * FROM pq_checkout_reconciled(%s, %s)", (checkout["id"], ref))
+    watch_until = None
+    if not deps.gateways[checkout["method"]].order_expires:
+        watch_until = checkout["expires_at"] + timedelta(seconds=deps.settings.checkout_late_watch_s)
+    row = deps.db.fetch_one("SELECT * FROM pq_checkout_looked_at(%s, %s, %s)", (checkout["id"], ref, watch_until))
     assert row is not None
     if row["outcome"] not in (WebhookOutcome.JOB_CREATED, WebhookOutcome.JOB_WOKEN):
         return 0

@@ -441,10 +441,12 @@ END;
 $$;
 
 -- Checkouts whose verdict has not arrived, due for a reconciliation fetch: claimed by pushing their next
--- check out (spaced further each time, at most 30 minutes), so two sweepers never fetch one twice.
+-- check out (spaced further each time, at most 30 minutes; an expired one's at most a day), so two sweepers
+-- never fetch one twice.
 -- The checkout's live job, if any, is the one that settles it; those are skipped. An expired one is due
--- until the gateway was found to hold no payment for it (next_check_at NULL, pq_checkout_reconciled): it
--- may have been marked expired without the gateway's word (pq_checkout_for_order, migration 0023). The
+-- until the gateway was found to hold no payment for it (next_check_at NULL, pq_checkout_looked_at): it may
+-- have been marked expired without the gateway's word (pq_checkout_for_order, migration 0023), or its gateway
+-- order may take a payment after its expiry (watched until p_watch_until there). The
 -- created ones are claimed up to p_limit, the expired ones apart, up to a quarter of it: a backlog of expired
 -- checkouts (all a database held when 0023 ran: each looked at once more) never holds up a checkout paid now,
 -- and costs at most that share of the gateway's read budget. Each kind by its own partial index (0006's, 0023's).
@@ -471,27 +473,35 @@ LANGUAGE sql AS $$
            FOR UPDATE SKIP LOCKED
     )
     UPDATE gateway_checkouts c
-       SET next_check_at = now() + least(interval '30 minutes', interval '1 minute' * power(2, c.checks)),
+       SET next_check_at = now() + least(CASE c.status WHEN 'expired' THEN interval '1 day' ELSE interval '30 minutes' END,
+                                         interval '1 minute' * power(2, c.checks)),
            checks = c.checks + 1
      WHERE c.id IN (SELECT id FROM created UNION ALL SELECT id FROM expired)
     RETURNING c.*
 $$;
 
 -- The reconciliation found a checkout's gateway order paid (p_gateway_ref: the payment; Cashfree: the
--- order) or, past its expiry and grace, unpaid for good (p_gateway_ref NULL: the checkout expires, and an
--- expired one is confirmed: no more fetches). Outcomes as pq_checkout_settle, or ignored. An expired
--- checkout whose payment a job already holds needs no more fetches either: that job's end books it.
-DROP FUNCTION IF EXISTS pq_checkout_reconciled(uuid, text);
-CREATE FUNCTION pq_checkout_reconciled(p_checkout_id uuid, p_gateway_ref text,
-                                       OUT outcome pq_webhook_outcome, OUT job_id uuid, OUT user_id text,
-                                       OUT order_id bigint, OUT parks integer)
+-- order) or, past its expiry and grace, unpaid (p_gateway_ref NULL: the checkout expires). An expired one
+-- is then confirmed, no more fetches, unless its gateway order takes payment after its expiry and
+-- p_watch_until is still ahead (Razorpay's: PaymentGateway.order_expires): it stays due, at the time its
+-- claim set (pq_checkouts_to_reconcile), so that a late payment whose webhooks were lost is found. Outcomes
+-- as pq_checkout_settle, or ignored. An expired checkout whose payment a job already holds needs no more
+-- fetches either: that job's end books it.
+-- (A name of its own, not pq_checkout_reconciled's: a deploy of the previous release re-applies that one
+-- with its two arguments, and an overload with a third, defaulted, would make their calls ambiguous.)
+DROP FUNCTION IF EXISTS pq_checkout_looked_at(uuid, text, timestamptz);
+CREATE FUNCTION pq_checkout_looked_at(p_checkout_id uuid, p_gateway_ref text, p_watch_until timestamptz,
+                                      OUT outcome pq_webhook_outcome, OUT job_id uuid, OUT user_id text,
+                                      OUT order_id bigint, OUT parks integer)
 LANGUAGE plpgsql SET enable_seqscan = off AS $$
 DECLARE
     v_checkout gateway_checkouts%ROWTYPE;
 BEGIN
     SELECT * INTO v_checkout FROM gateway_checkouts c WHERE c.id = p_checkout_id;
     IF p_gateway_ref IS NULL THEN
-        UPDATE gateway_checkouts SET status = 'expired', next_check_at = NULL, updated_at = now()
+        UPDATE gateway_checkouts
+           SET status = 'expired', updated_at = now(),
+               next_check_at = CASE WHEN p_watch_until > now() THEN next_check_at END
          WHERE gateway_checkouts.id = p_checkout_id AND status IN ('created', 'expired') AND expires_at < now()
            AND NOT EXISTS (SELECT 1 FROM payment_jobs j WHERE j.checkout_id = p_checkout_id
                                                         AND j.status IN ('queued', 'processing'));
@@ -503,6 +513,15 @@ BEGIN
         UPDATE gateway_checkouts SET next_check_at = NULL WHERE gateway_checkouts.id = p_checkout_id;
     END IF;
 END;
+$$;
+
+-- The previous release's call: no watch (an unpaid expired checkout is confirmed at once).
+DROP FUNCTION IF EXISTS pq_checkout_reconciled(uuid, text);
+CREATE FUNCTION pq_checkout_reconciled(p_checkout_id uuid, p_gateway_ref text,
+                                       OUT outcome pq_webhook_outcome, OUT job_id uuid, OUT user_id text,
+                                       OUT order_id bigint, OUT parks integer)
+LANGUAGE sql AS $$
+    SELECT * FROM pq_checkout_looked_at(p_checkout_id, p_gateway_ref, NULL)
 $$;
 
 -- Parked jobs nothing woke for p_older_than_s: woken to fetch the gateway again (the caller sends them).

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import timedelta
 
 import psycopg2
 import pytest
@@ -566,6 +567,74 @@ def test_an_expired_checkout_is_fetched_until_the_gateway_says_it_is_unpaid_and_
 
     # Then it was fetched once, found unpaid past its expiry and grace, and confirmed expired: never again
     assert fetched == [1, 0, 0]
+    assert app.db.fetch_one(
+        "SELECT status, next_check_at FROM gateway_checkouts WHERE id = %s", (view["checkout_id"],)
+    ) == {"status": "expired", "next_check_at": None}
+    assert order_status(app, view["order_id"]) == "pending"
+
+
+def test_an_expired_razorpay_checkout_is_watched_and_a_late_payment_whose_webhooks_were_lost_pays_the_order(
+    app: App, sim: Simulator, demo: dict[str, int], inbox: WebhookInbox
+) -> None:
+    # Given a Razorpay checkout left unpaid past its expiry and grace, which reconciliation has looked at
+    view = open_for(app, "demo-user-1", "razorpay")
+    app.db.execute("UPDATE gateway_checkouts SET expires_at = now() - interval '1 hour'")
+    app.db.execute("UPDATE gateway_checkouts SET next_check_at = now() - interval '1 second'")
+    before = sim.stats("razorpay")["calls"]
+    reconcile(app)
+    assert sim.stats("razorpay")["calls"] - before == 1
+    looked = app.db.fetch_one(
+        "SELECT status, next_check_at > now() AS due_later FROM gateway_checkouts WHERE id = %s",
+        (view["checkout_id"],),
+    )
+    # Then it is expired, but not confirmed as a Cashfree one is: a Razorpay order has no expiry, and takes a
+    # payment whenever one is made to it. Found by a review: it was confirmed, never fetched again, and a late
+    # payment whose webhooks were all lost (Razorpay disables a webhook failing for a day) was in no book
+    assert looked == {"status": "expired", "due_later": True}
+
+    # When the shopper pays it after all, every webhook lost, and reconciliation comes round again
+    pay_at_gateway(sim, view)
+    inbox.pending()
+    app.db.execute("UPDATE gateway_checkouts SET next_check_at = now() - interval '1 second'")
+    assert reconcile(app)["checkouts_reconciled"] == 1
+    drain(app)
+
+    # Then the payment got its job, which paid the order the shopper still owed, captured once
+    assert order_status(app, view["order_id"]) == "paid"
+    assert (sim.stats()["captures"], sim.stats()["double_captures"]) == (1, 0)
+    no_violations(app)
+
+
+def test_an_expired_razorpay_checkout_is_watched_spaced_out_and_no_longer_than_the_watch(
+    app: App, sim: Simulator, demo: dict[str, int]
+) -> None:
+    # Given a Razorpay checkout that expired unpaid
+    view = open_for(app, "demo-user-1", "razorpay")
+    app.db.execute("UPDATE gateway_checkouts SET expires_at = now() - interval '1 hour', checks = 20")
+
+    # When reconciliation looks at it within the watch, twice (the first look finds it expired): its next look is
+    # then a day off at most, however many came before (a created one's, at most 30 minutes)
+    for _ in range(2):
+        app.db.execute("UPDATE gateway_checkouts SET next_check_at = now() - interval '1 second'")
+        reconcile(app)
+    spacing = app.db.fetch_one(
+        "SELECT next_check_at - now() AS after FROM gateway_checkouts WHERE id = %s", (view["checkout_id"],)
+    )
+    assert spacing is not None and timedelta(hours=23) < spacing["after"] <= timedelta(days=1)
+
+    # And when it looks once the watch (PQ_CHECKOUT_LATE_WATCH_S past the expiry) is over
+    watch = app.settings.checkout_late_watch_s
+    app.db.execute(
+        "UPDATE gateway_checkouts SET expires_at = now() - make_interval(secs => %s) - interval '1 minute',"
+        " next_check_at = now() - interval '1 second'",
+        (watch,),
+    )
+    before = sim.stats("razorpay")["calls"]
+    reconcile(app)
+    reconcile(app)
+
+    # Then it was fetched once more, and is confirmed: never again
+    assert sim.stats("razorpay")["calls"] - before == 1
     assert app.db.fetch_one(
         "SELECT status, next_check_at FROM gateway_checkouts WHERE id = %s", (view["checkout_id"],)
     ) == {"status": "expired", "next_check_at": None}

@@ -136,6 +136,7 @@ class FakeGateway:
     name: str
     endpoints: Mapping[str, str] = field(default_factory=lambda: {"create": "create_order", "fetch": "fetch"})
     webhook_event_id_header: str = "x-event-id"
+    order_expires: bool = True
     refuses: GatewayRetryable | GatewayRejected | None = None
     signature_valid: bool = True
     lookups: tuple[str, ...] = ()

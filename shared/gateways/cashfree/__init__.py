@@ -51,6 +51,9 @@ class Cashfree(RefundsThroughApi):
     # Cashfree names an event by its body ("x-idempotency-key ... hashed value will always be unique for
     # each unique webhook payload", cashfree.com/docs/payments/online/webhooks/overview): not signed.
     webhook_event_id_header = "x-idempotency-key"
+    # Created with order_expiry_time = the checkout's expiry (client.py): Cashfree refuses payment past it,
+    # but for an attempt begun before it (Settings.checkout_settle_grace_s).
+    order_expires = True
 
     def __init__(self, api: CashfreeApi, keys: Credentials, settings: Settings) -> None:
         self.api = api

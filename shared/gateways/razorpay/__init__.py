@@ -45,6 +45,10 @@ class Razorpay(RefundsThroughApi):
     # "use the x-razorpay-event-id header to check for duplicates" (razorpay.com/docs/webhooks/validate-test)
     # is only safe for deliveries nobody replays: it is not signed.
     webhook_event_id_header = "x-razorpay-event-id"
+    # A Razorpay order is created, attempted or paid, nothing else: "No further payment requests are allowed
+    # once the order moves to the paid state" (razorpay.com/docs/payments/orders), and none stops one before.
+    # Our checkout's expiry is ours alone: what Checkout is opened with binds only the page that opens it.
+    order_expires = False
 
     def __init__(
         self, api: RazorpayApi, keys: Credentials, webhook_secret: Callable[[], str], settings: Settings

@@ -46,6 +46,7 @@ class TestPay:
         "refunds": "read",
     }
     webhook_event_id_header = "x-testpay-delivery"
+    order_expires = True
 
     def __init__(self) -> None:
         self.orders: dict[str, _Order] = {}
