@@ -204,6 +204,10 @@ class PaymentRecord(BaseModel):
     finished_at: str | None
 
 
+class MerchantPayment(PaymentRecord):
+    user_id: str
+
+
 class PaymentList(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

@@ -65,6 +65,7 @@ ROUTES = (
     ApiRoute("GET", "/v1/merchant/orders", "status", MERCHANT_SCOPE),
     ApiRoute("POST", "/v1/merchant/payments", "enqueue", MERCHANT_SCOPE),
     ApiRoute("GET", "/v1/merchant/payments", "status", MERCHANT_SCOPE),
+    ApiRoute("GET", "/v1/merchant/payments/{job_id}", "status", MERCHANT_SCOPE),
     ApiRoute("POST", "/v1/merchant/wallet-adjustments", "enqueue", MERCHANT_SCOPE),
     ApiRoute("GET", "/v1/merchant/wallet", "status", MERCHANT_SCOPE),
     ApiRoute("GET", "/v1/merchant/events", "status", MERCHANT_SCOPE),

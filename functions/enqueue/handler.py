@@ -265,7 +265,8 @@ def merchant_payment() -> Response[Any]:
         order_id=request.order_id,
         requested_by=client_id,
     )
-    return json_response(written.status, written.body, {"Location": written.body["status_url"]})
+    # The client's own route to the job: status_url is the shopper's, which a merchant token cannot read.
+    return json_response(written.status, written.body, {"Location": f"/v1/merchant/payments/{written.body['job_id']}"})
 
 
 @app.post(

@@ -19,6 +19,7 @@ from shared.api_models import (
     DlqDrop,
     EventList,
     JobView,
+    MerchantPayment,
     Metrics,
     NowServing,
     OrderList,
@@ -236,6 +237,16 @@ def merchant_payments() -> Response[Any]:
     query = _merchant_query()
     user_id, limit = merchant.query_user(query.get("user_id")), merchant.query_limit(query.get("limit"))
     return json_response(200, merchant.list_payments(bootstrap(), user_id, limit))
+
+
+@app.get(
+    "/v1/merchant/payments/<job_id>",
+    summary="Merchant: one payment job, any shopper's (where POST /v1/merchant/payments's Location points)",
+    responses=MERCHANT_ERRORS | responses(200, "the payment and its shopper", MerchantPayment, e404="job_not_found"),
+)
+def merchant_payment(job_id: str) -> Response[Any]:
+    _merchant_query()
+    return json_response(200, merchant.get_payment(bootstrap(), job_id))
 
 
 @app.get(

@@ -23,7 +23,7 @@ from shared.domain import (
     WalletAdjustmentRequest,
     build_event,
 )
-from shared.errors import Conflict, Invalid, NotFound, key_reused
+from shared.errors import Conflict, Invalid, NotFound, job_not_found, key_reused
 from shared.outcomes import EnqueueOutcome, MerchantOrderOutcome, WalletAdjustOutcome
 from shared.ports import HasDb, HasQueue
 from shared.services.intake import enqueue_refusal, job_message, send_recorded
@@ -143,39 +143,59 @@ def pay_on_behalf(deps: PayDeps, client_id: str, key: str, request: MerchantPaym
     return Written(202 if outcome is EnqueueOutcome.CREATED else 200, body)
 
 
-_PAYMENTS_QUERY = """
-SELECT j.id, j.order_id, j.method, j.status, j.reason, j.payment_id, j.gateway_ref, j.requested_by,
+_PAYMENT_COLUMNS = """
+SELECT j.id, j.user_id, j.order_id, j.method, j.status, j.reason, j.payment_id, j.gateway_ref, j.requested_by,
        j.created_at, j.finished_at, t.amount_paise, t.currency
   FROM payment_jobs j
-  LEFT JOIN payment_transactions t ON t.job_id = j.id
+  LEFT JOIN payment_transactions t ON t.job_id = j.id"""
+_PAYMENTS_QUERY = (
+    _PAYMENT_COLUMNS
+    + """
  WHERE j.user_id = %s
  ORDER BY j.queue_seq DESC
  LIMIT %s"""
+)
+_PAYMENT_QUERY = (
+    _PAYMENT_COLUMNS
+    + """
+ WHERE j.id = %s"""
+)
+
+
+def _payment(r: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "job_id": str(r["id"]),
+        "order_id": r["order_id"],
+        "method": r["method"],
+        "status": r["status"],
+        "reason": r["reason"],
+        "payment_id": r["payment_id"],
+        "amount_paise": r["amount_paise"],
+        "currency": None if r["currency"] is None else r["currency"].strip(),
+        "gateway_ref": r["gateway_ref"],
+        "requested_by": r["requested_by"],
+        "created_at": iso(r["created_at"]),
+        "finished_at": iso(r["finished_at"]),
+    }
 
 
 def list_payments(deps: HasDb, user_id: str, limit: int) -> dict[str, Any]:
     """A shopper's payment jobs, newest first, with what each paid."""
     rows = deps.db.fetch_all(_PAYMENTS_QUERY, (user_id, limit))
-    return {
-        "user_id": user_id,
-        "payments": [
-            {
-                "job_id": str(r["id"]),
-                "order_id": r["order_id"],
-                "method": r["method"],
-                "status": r["status"],
-                "reason": r["reason"],
-                "payment_id": r["payment_id"],
-                "amount_paise": r["amount_paise"],
-                "currency": None if r["currency"] is None else r["currency"].strip(),
-                "gateway_ref": r["gateway_ref"],
-                "requested_by": r["requested_by"],
-                "created_at": iso(r["created_at"]),
-                "finished_at": iso(r["finished_at"]),
-            }
-            for r in rows
-        ],
-    }
+    return {"user_id": user_id, "payments": [_payment(r) for r in rows]}
+
+
+def get_payment(deps: HasDb, job_id: str) -> dict[str, Any]:
+    """One payment job, whoever's, with what it paid and whose it is (where POST /v1/merchant/payments's
+    Location points: the shopper's own route is not the client's to read)."""
+    try:
+        job_uuid = uuid.UUID(job_id)
+    except ValueError:
+        raise job_not_found() from None
+    row = deps.db.fetch_one(_PAYMENT_QUERY, (job_uuid,))
+    if row is None:
+        raise job_not_found()
+    return {"user_id": row["user_id"]} | _payment(row)
 
 
 def get_wallet(deps: HasDb, user_id: str, limit: int = WALLET_ENTRIES_SHOWN) -> dict[str, Any]:

@@ -535,6 +535,7 @@ ROUTES = {
     ("get", "/v1/merchant/orders"),
     ("post", "/v1/merchant/payments"),
     ("get", "/v1/merchant/payments"),
+    ("get", "/v1/merchant/payments/{job_id}"),
     ("post", "/v1/merchant/wallet-adjustments"),
     ("get", "/v1/merchant/wallet"),
     ("get", "/v1/merchant/events"),

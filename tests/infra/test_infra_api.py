@@ -36,6 +36,7 @@ MERCHANT_ROUTES = {
     "GET /v1/merchant/orders",
     "POST /v1/merchant/payments",
     "GET /v1/merchant/payments",
+    "GET /v1/merchant/payments/{job_id}",
     "POST /v1/merchant/wallet-adjustments",
     "GET /v1/merchant/wallet",
     "GET /v1/merchant/events",

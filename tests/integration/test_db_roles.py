@@ -462,6 +462,7 @@ def test_each_function_logged_in_as_its_own_role_serves_every_route_and_does_its
     api("POST", f"/v1/dlq/jobs/{uuid.uuid4()}/drop", **operator)
     for path in ("orders", "payments", "wallet"):
         api("GET", f"/v1/merchant/{path}", **shop, query="user_id=shopper-9")
+    assert api("GET", f"/v1/merchant/payments/{merchant_job['job_id']}", **shop)["status"] == "succeeded"
     since = quote((datetime.now(UTC) - timedelta(hours=1)).isoformat())
     events = api("GET", "/v1/merchant/events", **shop, query=f"since={since}")["events"]
     api("POST", f"/v1/merchant/events/{events[0]['id']}/redeliver", **shop)

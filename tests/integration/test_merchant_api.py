@@ -33,6 +33,22 @@ def call(
     key: str | None = None,
     query: str = "",
 ) -> tuple[int, dict[str, Any]]:
+    status, answer, _ = answered(handler, method, path, user=user, scopes=scopes, body=body, key=key, query=query)
+    return status, answer
+
+
+def answered(
+    handler: Any,
+    method: str,
+    path: str,
+    *,
+    user: str = SHOP,
+    scopes: tuple[str, ...] = (MERCHANT,),
+    body: Any = None,
+    key: str | None = None,
+    query: str = "",
+) -> tuple[int, dict[str, Any], dict[str, str]]:
+    """call's answer with its headers."""
     headers = {"content-type": "application/json"} | ({"idempotency-key": key} if key else {})
     event = http_api_event(
         method=method,
@@ -47,7 +63,7 @@ def call(
         source_ip="127.0.0.1",
     )
     result = handler(event, LocalContext("test"))
-    return result["statusCode"], json.loads(result["body"])
+    return result["statusCode"], json.loads(result["body"]), result.get("headers") or {}
 
 
 def products(app: App) -> list[dict[str, Any]]:
@@ -162,6 +178,7 @@ def test_a_validation_error_never_repeats_a_long_field_name_the_client_chose(app
         ("POST", "/v1/merchant/wallet-adjustments"),
         ("GET", "/v1/merchant/orders"),
         ("GET", "/v1/merchant/payments"),
+        ("GET", "/v1/merchant/payments/00000000-0000-4000-8000-000000000000"),
         ("GET", "/v1/merchant/wallet"),
         ("GET", "/v1/merchant/events"),
         ("POST", "/v1/merchant/events/00000000-0000-4000-8000-000000000000/redeliver"),
@@ -231,7 +248,7 @@ def test_a_payment_on_behalf_is_the_shoppers_job_recorded_as_the_clients(app: Ap
     order = pending_order(app.db, "demo-user-2")
 
     # When the shop's backend starts its wallet payment, and the queue runs it
-    status, job = call(
+    status, job, headers = answered(
         enqueue_handler,
         "POST",
         "/v1/merchant/payments",
@@ -243,6 +260,21 @@ def test_a_payment_on_behalf_is_the_shoppers_job_recorded_as_the_clients(app: Ap
 
     # Then it is the shopper's job, recorded as requested by the client, and paid
     assert (job["user_id"], job["requested_by"], job["status"]) == ("demo-user-2", SHOP, "queued")
+    # And the answer's Location is the client's own route to it (it named the shopper's, which a merchant
+    # token cannot read: 403), which shows it paid, and whose it is
+    location = headers["Location"]
+    assert location == f"/v1/merchant/payments/{job['job_id']}"
+    read, one = call(status_handler, "GET", location)
+    assert read == 200 and (one["user_id"], one["job_id"], one["status"], one["requested_by"]) == (
+        "demo-user-2",
+        job["job_id"],
+        "succeeded",
+        SHOP,
+    )
+    assert one["amount_paise"] > 0 and one["payment_id"] is not None
+    for unknown in ("00000000-0000-4000-8000-000000000000", "not-a-uuid"):
+        missing, answer = call(status_handler, "GET", f"/v1/merchant/payments/{unknown}")
+        assert (missing, answer["error"]["code"]) == (404, "job_not_found")
     _, payments = call(status_handler, "GET", "/v1/merchant/payments", query="user_id=demo-user-2")
     assert [(p["job_id"], p["status"], p["requested_by"]) for p in payments["payments"]] == [
         (job["job_id"], "succeeded", SHOP)
