@@ -106,7 +106,7 @@ class Settings(BaseSettings):
     # online/resources/payment-lifecycle). A parked job waits this long past the checkout's expiry.
     checkout_settle_grace_s: int = 900
     # A checkout whose gateway order takes payment after it expired (PaymentGateway.order_expires False:
-    # Razorpay's) is still fetched by reconciliation this long past its expiry, spaced out to a day: a payment
+    # Razorpay's) is still fetched by reconciliation this long past its expiry, once a day: a payment
     # made to it late whose webhooks were all lost is found, applied or refunded ("If the webhooks continue to
     # fail for 24 hours, the webhook is disabled": razorpay.com/docs/webhooks/best-practices). At most 180
     # days: Razorpay's API fetches no older order ("Order older than 180 days, please use reports":

@@ -7,9 +7,9 @@
   shopper having closed the tab and the webhook lost; one unpaid past expiry and grace is expired. One
   already marked expired without the gateway's word (the shopper asked for a new checkout once it had
   expired) is fetched too, until the gateway is found to hold no payment for it; and one whose gateway
-  order takes payment after its expiry (Razorpay's: PaymentGateway.order_expires) is still fetched,
-  spaced out to a day, for checkout_late_watch_s past it: a late payment whose webhooks were all lost
-  gets its job, which applies it to the order or refunds it.
+  order takes payment after its expiry (Razorpay's: PaymentGateway.order_expires) is watched: fetched
+  once a day, in a lane of its own, for checkout_late_watch_s past it, so that a late payment whose
+  webhooks were all lost gets its job, which applies it to the order or refunds it.
 - Refunds not yet final (ours and those made at the gateway) are fetched until they are; a failed one
   of ours is sent again with a fresh reference when pq_refund_policy says so, else it is owed:
   RefundsFailed and an error line for the operator (shared/services/gateway.py refund_failed). One the

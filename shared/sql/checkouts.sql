@@ -440,53 +440,70 @@ BEGIN
 END;
 $$;
 
+-- Whether a live job not parked holds the checkout (it settles the checkout itself): inlined into each lane of
+-- pq_checkouts_to_reconcile (a SQL function of one expression), each lane keeping its own index.
+CREATE OR REPLACE FUNCTION pq_checkout_has_live_job(p_checkout_id uuid) RETURNS boolean
+LANGUAGE sql STABLE AS $$
+    SELECT EXISTS (SELECT 1 FROM payment_jobs j
+                    WHERE j.checkout_id = p_checkout_id AND j.status IN ('queued', 'processing')
+                      AND j.parked_at IS NULL)
+$$;
+
 -- Checkouts whose verdict has not arrived, due for a reconciliation fetch: claimed by pushing their next
--- check out (spaced further each time, at most 30 minutes; an expired one's at most a day), so two sweepers
--- never fetch one twice.
--- The checkout's live job, if any, is the one that settles it; those are skipped. An expired one is due
--- until the gateway was found to hold no payment for it (next_check_at NULL, pq_checkout_looked_at): it may
--- have been marked expired without the gateway's word (pq_checkout_for_order, migration 0023), or its gateway
--- order may take a payment after its expiry (watched until p_watch_until there). The
--- created ones are claimed up to p_limit, the expired ones apart, up to a quarter of it: a backlog of expired
--- checkouts (all a database held when 0023 ran: each looked at once more) never holds up a checkout paid now,
--- and costs at most that share of the gateway's read budget. Each kind by its own partial index (0006's, 0023's).
+-- check out (spaced further each time, at most 30 minutes), so two sweepers never fetch one twice.
+-- The checkout's live job, if any, is the one that settles it; those are skipped. Three lanes, each by its own
+-- partial index (0006's, 0025's two), so that none holds up another:
+--   created  -> up to p_limit;
+--   expired, without the gateway's word yet (marked expired by pq_checkout_for_order, migration 0023) ->
+--               up to a quarter of it: all a database held when 0023 ran was looked at once more, and that
+--               backlog never holds up a checkout paid now;
+--   watched  -> expired, found unpaid, but its gateway order takes a payment until watch_until
+--               (pq_checkout_looked_at, migration 0025): up to a quarter too, however many a sale left.
+-- An expired one is due until the gateway was found to hold no payment for it past the watch, if any
+-- (next_check_at NULL). The expired lanes spend at most half the gateway's read budget.
 DROP FUNCTION IF EXISTS pq_checkouts_to_reconcile(integer);
 CREATE FUNCTION pq_checkouts_to_reconcile(p_limit integer) RETURNS SETOF gateway_checkouts
 LANGUAGE sql AS $$
     WITH created AS (
         SELECT x.id FROM gateway_checkouts x
          WHERE x.status = 'created' AND x.next_check_at <= now()
-           AND NOT EXISTS (SELECT 1 FROM payment_jobs j
-                            WHERE j.checkout_id = x.id AND j.status IN ('queued', 'processing')
-                              AND j.parked_at IS NULL)
+           AND NOT pq_checkout_has_live_job(x.id)
          ORDER BY x.next_check_at
          LIMIT p_limit
            FOR UPDATE SKIP LOCKED
-    ), expired AS (
+    ), unconfirmed AS (
         SELECT x.id FROM gateway_checkouts x
-         WHERE x.status = 'expired' AND x.next_check_at IS NOT NULL AND x.next_check_at <= now()
-           AND NOT EXISTS (SELECT 1 FROM payment_jobs j
-                            WHERE j.checkout_id = x.id AND j.status IN ('queued', 'processing')
-                              AND j.parked_at IS NULL)
+         WHERE x.status = 'expired' AND x.watch_until IS NULL AND x.next_check_at IS NOT NULL
+           AND x.next_check_at <= now()
+           AND NOT pq_checkout_has_live_job(x.id)
+         ORDER BY x.next_check_at
+         LIMIT greatest(1, p_limit / 4)
+           FOR UPDATE SKIP LOCKED
+    ), watched AS (
+        SELECT x.id FROM gateway_checkouts x
+         WHERE x.status = 'expired' AND x.watch_until IS NOT NULL AND x.next_check_at IS NOT NULL
+           AND x.next_check_at <= now()
+           AND NOT pq_checkout_has_live_job(x.id)
          ORDER BY x.next_check_at
          LIMIT greatest(1, p_limit / 4)
            FOR UPDATE SKIP LOCKED
     )
     UPDATE gateway_checkouts c
-       SET next_check_at = now() + least(CASE c.status WHEN 'expired' THEN interval '1 day' ELSE interval '30 minutes' END,
-                                         interval '1 minute' * power(2, c.checks)),
+       SET next_check_at = now() + least(interval '30 minutes', interval '1 minute' * power(2, c.checks)),
            checks = c.checks + 1
-     WHERE c.id IN (SELECT id FROM created UNION ALL SELECT id FROM expired)
+     WHERE c.id IN (SELECT id FROM created UNION ALL SELECT id FROM unconfirmed UNION ALL SELECT id FROM watched)
     RETURNING c.*
 $$;
 
 -- The reconciliation found a checkout's gateway order paid (p_gateway_ref: the payment; Cashfree: the
 -- order) or, past its expiry and grace, unpaid (p_gateway_ref NULL: the checkout expires). An expired one
 -- is then confirmed, no more fetches, unless its gateway order takes payment after its expiry and
--- p_watch_until is still ahead (Razorpay's: PaymentGateway.order_expires): it stays due, at the time its
--- claim set (pq_checkouts_to_reconcile), so that a late payment whose webhooks were lost is found. Outcomes
--- as pq_checkout_settle, or ignored. An expired checkout whose payment a job already holds needs no more
--- fetches either: that job's end books it.
+-- p_watch_until is still ahead (Razorpay's: PaymentGateway.order_expires): it is watched, looked at again a
+-- day on (Razorpay retries a webhook for 24 hours: a look sooner finds little a webhook would not bring),
+-- in a lane of its own (pq_checkouts_to_reconcile), so that a late payment whose webhooks were all lost is
+-- found. A look that fails leaves the claim's spacing (at most 30 minutes). Outcomes as pq_checkout_settle,
+-- or ignored. An expired checkout whose payment a job already holds needs no more fetches either: that
+-- job's end books it.
 -- (A name of its own, not pq_checkout_reconciled's: a deploy of the previous release re-applies that one
 -- with its two arguments, and an overload with a third, defaulted, would make their calls ambiguous.)
 DROP FUNCTION IF EXISTS pq_checkout_looked_at(uuid, text, timestamptz);
@@ -496,12 +513,14 @@ CREATE FUNCTION pq_checkout_looked_at(p_checkout_id uuid, p_gateway_ref text, p_
 LANGUAGE plpgsql SET enable_seqscan = off AS $$
 DECLARE
     v_checkout gateway_checkouts%ROWTYPE;
+    v_watched boolean := p_watch_until > now();
 BEGIN
     SELECT * INTO v_checkout FROM gateway_checkouts c WHERE c.id = p_checkout_id;
     IF p_gateway_ref IS NULL THEN
         UPDATE gateway_checkouts
            SET status = 'expired', updated_at = now(),
-               next_check_at = CASE WHEN p_watch_until > now() THEN next_check_at END
+               watch_until = CASE WHEN v_watched THEN p_watch_until END,
+               next_check_at = CASE WHEN v_watched THEN now() + interval '1 day' END
          WHERE gateway_checkouts.id = p_checkout_id AND status IN ('created', 'expired') AND expires_at < now()
            AND NOT EXISTS (SELECT 1 FROM payment_jobs j WHERE j.checkout_id = p_checkout_id
                                                         AND j.status IN ('queued', 'processing'));

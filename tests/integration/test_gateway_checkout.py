@@ -605,28 +605,29 @@ def test_an_expired_razorpay_checkout_is_watched_and_a_late_payment_whose_webhoo
     no_violations(app)
 
 
-def test_an_expired_razorpay_checkout_is_watched_spaced_out_and_no_longer_than_the_watch(
+def test_an_expired_razorpay_checkout_is_watched_a_day_apart_and_no_longer_than_the_watch(
     app: App, sim: Simulator, demo: dict[str, int]
 ) -> None:
     # Given a Razorpay checkout that expired unpaid
     view = open_for(app, "demo-user-1", "razorpay")
-    app.db.execute("UPDATE gateway_checkouts SET expires_at = now() - interval '1 hour', checks = 20")
+    app.db.execute("UPDATE gateway_checkouts SET expires_at = now() - interval '1 hour'")
 
-    # When reconciliation looks at it within the watch, twice (the first look finds it expired): its next look is
-    # then a day off at most, however many came before (a created one's, at most 30 minutes)
-    for _ in range(2):
-        app.db.execute("UPDATE gateway_checkouts SET next_check_at = now() - interval '1 second'")
-        reconcile(app)
-    spacing = app.db.fetch_one(
-        "SELECT next_check_at - now() AS after FROM gateway_checkouts WHERE id = %s", (view["checkout_id"],)
+    # When reconciliation finds it unpaid within the watch: it is watched, looked at again a day on (Razorpay
+    # retries a webhook for 24 hours: sooner finds little a webhook would not bring)
+    app.db.execute("UPDATE gateway_checkouts SET next_check_at = now() - interval '1 second'")
+    reconcile(app)
+    watched = app.db.fetch_one(
+        "SELECT next_check_at - now() AS after, watch_until - expires_at AS watch FROM gateway_checkouts WHERE id = %s",
+        (view["checkout_id"],),
     )
-    assert spacing is not None and timedelta(hours=23) < spacing["after"] <= timedelta(days=1)
+    watch = app.settings.checkout_late_watch_s
+    assert watched is not None and timedelta(hours=23) < watched["after"] <= timedelta(days=1)
+    assert watched["watch"] == timedelta(seconds=watch)
 
     # And when it looks once the watch (PQ_CHECKOUT_LATE_WATCH_S past the expiry) is over
-    watch = app.settings.checkout_late_watch_s
     app.db.execute(
         "UPDATE gateway_checkouts SET expires_at = now() - make_interval(secs => %s) - interval '1 minute',"
-        " next_check_at = now() - interval '1 second'",
+        " watch_until = now() - interval '1 minute', next_check_at = now() - interval '1 second'",
         (watch,),
     )
     before = sim.stats("razorpay")["calls"]
@@ -636,9 +637,81 @@ def test_an_expired_razorpay_checkout_is_watched_spaced_out_and_no_longer_than_t
     # Then it was fetched once more, and is confirmed: never again
     assert sim.stats("razorpay")["calls"] - before == 1
     assert app.db.fetch_one(
-        "SELECT status, next_check_at FROM gateway_checkouts WHERE id = %s", (view["checkout_id"],)
-    ) == {"status": "expired", "next_check_at": None}
+        "SELECT status, next_check_at, watch_until FROM gateway_checkouts WHERE id = %s", (view["checkout_id"],)
+    ) == {"status": "expired", "next_check_at": None, "watch_until": None}
     assert order_status(app, view["order_id"]) == "pending"
+
+
+def test_a_cashfree_checkout_marked_expired_is_looked_at_again_within_30_minutes_after_a_failed_look(
+    app: App, sim: Simulator, demo: dict[str, int], inbox: WebhookInbox
+) -> None:
+    # Given a Cashfree checkout paid just before its expiry (its webhook lost), looked at through its life, and
+    # marked expired by the shopper's next checkout request
+    view = open_for(app, "demo-user-1", "cashfree")
+    pay_at_gateway(sim, view)
+    inbox.pending()
+    app.db.execute("UPDATE gateway_checkouts SET expires_at = now() - interval '1 second', checks = 9")
+    open_for(app, "demo-user-1", "cashfree", order_id=view["order_id"])
+
+    # When Cashfree is down for reconciliation's look
+    sim.config.outage_until = time.time() + 60
+    sim.config.outage_gateways = ["cashfree"]
+    app.db.execute(
+        "UPDATE gateway_checkouts SET next_check_at = now() - interval '1 second' WHERE id = %s",
+        (view["checkout_id"],),
+    )
+    reconcile(app)
+    sim.config.outage_until = 0
+
+    # Then its next look is at most 30 minutes off, as a created one's: only a checkout the gateway found unpaid
+    # is looked at a day apart (a review found the day's spacing applied to every expired checkout)
+    after = app.db.fetch_one(
+        "SELECT next_check_at - now() AS wait FROM gateway_checkouts WHERE id = %s", (view["checkout_id"],)
+    )
+    assert after is not None and after["wait"] <= timedelta(minutes=30)
+
+
+def test_watched_checkouts_hold_up_no_expired_checkout_waiting_for_the_gateways_first_word(
+    app: App, sim: Simulator, demo: dict[str, int], inbox: WebhookInbox
+) -> None:
+    # Given a sale's 100 abandoned Razorpay checkouts under watch, all due
+    first = open_for(app, "demo-user-2", "razorpay")
+    app.db.execute(
+        """INSERT INTO gateway_checkouts (order_id, user_id, method, merchant_ref, gateway_order_id, amount_paise,
+                                          currency, status, expires_at, created_at, next_check_at, checks,
+                                          watch_until)
+           SELECT c.order_id, c.user_id, 'razorpay', 'pq' || md5(g::text), c.gateway_order_id || '_' || g,
+                  c.amount_paise, c.currency, 'expired', now() - interval '1 day', now() - interval '1 day',
+                  now() - interval '1 hour', 12, now() + interval '6 days'
+             FROM gateway_checkouts c, generate_series(1, 100) g WHERE c.id = %s""",
+        (first["checkout_id"],),
+    )
+    # And a Cashfree checkout paid just before its expiry, its webhook lost, marked expired by the shopper's next
+    # checkout request
+    view = open_for(app, "demo-user-1", "cashfree")
+    pay_at_gateway(sim, view)
+    inbox.pending()
+    app.db.execute(
+        "UPDATE gateway_checkouts SET expires_at = now() - interval '1 second' WHERE id = %s", (view["checkout_id"],)
+    )
+    open_for(app, "demo-user-1", "cashfree", order_id=view["order_id"])
+    app.db.execute(
+        "UPDATE gateway_checkouts SET next_check_at = now() - interval '1 second' WHERE id = %s",
+        (view["checkout_id"],),
+    )
+
+    # When the sweeper's reconciliation passes once
+    result = reconcile(app)
+    drain(app)
+
+    # Then the paid checkout got its job at once, and the watched lane took a quarter of the pass
+    assert order_status(app, view["order_id"]) == "paid"
+    assert result["checkouts_reconciled"] == 1
+    looked = app.db.fetch_one(
+        "SELECT count(*) AS n FROM gateway_checkouts WHERE watch_until IS NOT NULL AND next_check_at > now()"
+    )
+    assert looked == {"n": 25}
+    no_violations(app)
 
 
 def test_a_parked_cashfree_job_is_woken_by_the_sweeper_and_paid(app: App, sim: Simulator, demo: dict[str, int]) -> None:
