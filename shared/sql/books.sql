@@ -67,26 +67,16 @@ BEGIN
                             v_refund.operator_retries);
     failed := p_state = 'failed';
     owed := failed AND v_refund.origin = 'ours' AND NOT v_policy.retry;
-    -- A refund made at the gateway that fails after its payment's job ended unpaid (the job returned only
-    -- what that refund left) leaves the money with us: a refund of ours takes over at once. While a job
-    -- holds the payment live it reads the refunds itself and returns all that is left; a payment applied
-    -- to its order keeps its money (the merchant's failed refund of a fulfilled order is the merchant's).
     UPDATE gateway_refunds r
        SET state = p_state, gateway_status = p_gateway_status,
            gateway_refund_id = coalesce(r.gateway_refund_id, p_gateway_refund_id),
            settled_at = CASE WHEN p_state IN ('succeeded', 'failed') THEN now() END,
-           retry_at = CASE WHEN failed AND r.origin = 'gateway' AND r.after_applied_at IS NULL
-                                AND NOT EXISTS (SELECT 1 FROM payment_transactions t
-                                                 WHERE t.method = r.method AND t.gateway_ref = r.gateway_ref
-                                                   AND t.status = 'captured')
-                                AND NOT EXISTS (SELECT 1 FROM payment_jobs j
-                                                 WHERE j.method = r.method AND j.gateway_ref = r.gateway_ref
-                                                   AND j.gateway_ref_released_at IS NULL
-                                                   AND j.status IN ('queued', 'processing', 'succeeded'))
-                           THEN now()
-                           WHEN failed AND r.origin = 'ours' AND v_policy.retry THEN now() + v_policy.retry_after END,
+           retry_at = CASE WHEN failed AND r.origin = 'ours' AND v_policy.retry THEN now() + v_policy.retry_after END,
            owed_at = CASE WHEN owed THEN now() END
      WHERE r.id = p_refund_id;
+    IF failed AND v_refund.origin = 'gateway' THEN
+        PERFORM pq_failed_refunds_taken_over(v_refund.method, v_refund.gateway_ref);
+    END IF;
     changed := true;
 END;
 $$;
@@ -433,6 +423,35 @@ LANGUAGE sql STABLE AS $$
             FROM gateway_refunds r
            WHERE r.method = g.method AND r.gateway_ref = g.gateway_ref
       ) b
+$$;
+
+-- A refund made at the gateway that failed leaves its money with us once no job holds the payment: a refund
+-- of ours takes it over (retry_at now: pq_refunds_to_retry sends it). While a job holds the payment live, it
+-- reads the refunds itself and returns all they leave, so this runs again when that job ends unpaid
+-- (pq_gateway_refunded): a refund that failed after the job read it (pending then) was left to no one, the
+-- job returning only the rest (a review found it). Only as much as the books find unaccounted is taken over,
+-- the latest failures first: what the job's own refund already returns (a refund it saw failed) is not sent
+-- twice. A payment applied to its order keeps its money (the merchant's failed refund of a fulfilled order is
+-- the merchant's).
+CREATE OR REPLACE FUNCTION pq_failed_refunds_taken_over(p_method text, p_gateway_ref text) RETURNS void
+LANGUAGE sql AS $$
+    WITH failed AS (
+        SELECT r.id, sum(r.amount_paise) OVER (ORDER BY r.settled_at DESC, r.id DESC) AS upto
+          FROM gateway_refunds r
+         WHERE r.method = p_method AND r.gateway_ref = p_gateway_ref AND r.origin = 'gateway'
+           AND r.state = 'failed' AND r.retry_at IS NULL AND r.owed_at IS NULL AND r.after_applied_at IS NULL
+    )
+    UPDATE gateway_refunds r SET retry_at = now()
+      FROM failed f
+     WHERE r.id = f.id
+       AND f.upto <= (SELECT b.unaccounted_paise FROM pq_gateway_books() b
+                       WHERE b.method = p_method AND b.gateway_ref = p_gateway_ref)
+       AND NOT EXISTS (SELECT 1 FROM payment_transactions t
+                        WHERE t.method = p_method AND t.gateway_ref = p_gateway_ref AND t.status = 'captured')
+       AND NOT EXISTS (SELECT 1 FROM payment_jobs j
+                        WHERE j.method = p_method AND j.gateway_ref = p_gateway_ref
+                          AND j.gateway_ref_released_at IS NULL
+                          AND j.status IN ('queued', 'processing', 'succeeded'))
 $$;
 
 -- What a job's refund looks like to its shopper: refunding | refunded | refund_failed (NULL: no refund).

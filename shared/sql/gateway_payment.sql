@@ -399,6 +399,11 @@ BEGIN
                         'gateway_payment_failed', 'gateway_checkout_expired') THEN
         UPDATE payment_jobs SET gateway_ref_released_at = now() WHERE id = v_job.id;
     END IF;
+    -- The job no longer holds the payment: a refund made at the gateway that failed after the job read the
+    -- refunds (it returned only what they left) is taken over now.
+    IF v_job.gateway_ref IS NOT NULL THEN
+        PERFORM pq_failed_refunds_taken_over(v_job.method, v_job.gateway_ref);
+    END IF;
 END;
 $$;
 

@@ -13,6 +13,7 @@ import pytest
 from local.gateway_sim import Simulator
 from local.invariants import check
 from shared.bootstrap import App
+from shared.domain import GatewayRetryable
 from shared.gateways.razorpay import Razorpay
 from shared.services.checkout import get_checkout
 from shared.services.intake import accept_payment
@@ -331,6 +332,57 @@ def test_a_dashboard_refund_that_fails_later_is_taken_over_by_a_refund_of_ours(
 
     # Then a refund of ours returned the money, and the books close against Cashfree's record
     assert [(r[0], r[2]) for r in refunds(app)] == [("gateway", "failed"), ("ours", "succeeded")]
+    assert get_checkout(app, "demo-user-1", view["checkout_id"])["status"] == "refunded"
+    books_close(app, sim)
+
+
+def test_a_dashboard_refund_that_fails_while_our_job_returns_the_rest_is_taken_over_when_the_job_ends(
+    app: App, sim: Simulator, demo: dict[str, int], inbox: WebhookInbox
+) -> None:
+    # Given a paid Cashfree order, ₹50 of which the merchant refunds in the dashboard (held at Cashfree), and
+    # the job that then finds it must return the rest (₹100)
+    sim.config.cashfree_refund_outcome = "ONHOLD"
+    view = open_for(app, "demo-user-1", "cashfree")
+    pay_at_gateway(sim, view)
+    accept_payment(app, "demo-user-1", "k1", payment_request(view))
+    inbox.deliver()
+    order = gateway_order(view)
+    dashboard = sim.merchant_refund("cashfree", order, 5_000)
+    time.sleep(sim.config.refund_settle_s + 0.2)
+    sim.config.cashfree_refund_outcomes = ["SUCCESS", "SUCCESS"]
+    cashfree = app.gateways["cashfree"]
+    send = cashfree.refund
+    sent: list[int] = []
+
+    def cancelled_meanwhile(*args: Any) -> Any:
+        """The first send of the rest: meanwhile Cashfree cancels the dashboard's refund (its webhook comes), and
+        the answer is lost (the delivery is retried and sends the booked attempt again)."""
+        if sent:
+            return send(*args)
+        sent.append(1)
+        with sim._lock:
+            assert sim.cashfree.settle_refund(order, dashboard["refund_id"], "CANCELLED")
+        inbox.deliver()
+        raise GatewayRetryable("unavailable", "503", 0)
+
+    # When the job returns the rest, and the sweeper follows what is left
+    object.__setattr__(cashfree, "refund", cancelled_meanwhile)
+    try:
+        drain(app)
+    finally:
+        object.__delattr__(cashfree, "refund")
+    for _ in range(3):
+        inbox.deliver()
+        follow(app, sim)
+
+    # Then the cancelled ₹50 was taken over by a refund of ours when the job ended (it was left to no one: the
+    # job had read the dashboard's refund as pending, and the refund failed while the job held the payment), and
+    # the books close against Cashfree's record
+    assert sorted((r[0], r[2], r[3]) for r in refunds(app)) == [
+        ("gateway", "failed", 5_000),
+        ("ours", "succeeded", 5_000),
+        ("ours", "succeeded", view["amount_paise"] - 5_000),
+    ]
     assert get_checkout(app, "demo-user-1", view["checkout_id"])["status"] == "refunded"
     books_close(app, sim)
 
