@@ -55,8 +55,9 @@ $$;
 --   not_dead_lettered        -> the job is not in the DLQ: waiting in line, taken by a processor, or finished
 --   gateway_money_unsettled  -> a gateway job whose money would leave the books: captured and neither
 --                               applied, refunded, on its way back nor owed; an authorisation nobody
---                               released; or a payment never read (money holds the books' figures, NULL
---                               then). A redrive's delivery settles it; the job stays in the DLQ meanwhile.
+--                               released; or a payment this job never read (money holds the books'
+--                               figures, as an earlier job left them, or NULL). A redrive's delivery
+--                               settles it; the job stays in the DLQ meanwhile.
 -- A delivery of the job in progress holds the job's row (and clears dead_lettered_at as it starts): the
 -- call waits for it and answers by what it left.
 CREATE OR REPLACE FUNCTION pq_drop_dead_letter(p_job_id uuid, p_operator text, p_in_dlq boolean,
@@ -96,7 +97,10 @@ BEGIN
         IF v_job.method <> 'wallet' AND v_job.gateway_ref IS NOT NULL THEN
             SELECT b.* INTO v_books FROM pq_gateway_books() b
              WHERE b.method = v_job.method AND b.gateway_ref = v_job.gateway_ref;
-            IF NOT FOUND
+            -- Settled only as this job saw it: books an earlier job wrote (one that released the authorisation,
+            -- the gateway capturing it after all) say nothing of what this job holds (a review found such a
+            -- drop leaving captured money in no book).
+            IF NOT FOUND OR v_books.job_id IS DISTINCT FROM v_job.id
                OR v_books.captured_paise - v_books.applied_paise - v_books.refunded_paise - v_books.refunding_paise
                   - v_books.owed_paise <> 0
                OR (v_books.captured_paise = 0 AND v_books.authorized_paise > 0 AND NOT v_books.released) THEN

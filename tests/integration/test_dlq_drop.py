@@ -14,10 +14,22 @@ from local.gateway_sim import Simulator
 from local.invariants import check
 from local.workers import dead_letter
 from shared.bootstrap import App
-from shared.services.intake import job_message
+from shared.gateways.razorpay import Razorpay
+from shared.services.intake import accept_payment, job_message
 from shared.services.wallet import process_wallet_job
 from shared.settings import Settings
-from tests.integration.gateway_helpers import no_violations, pay_gateway, pgmq_gateway_settings
+from tests.integration.gateway_helpers import (
+    WebhookInbox,
+    drain,
+    jobs,
+    no_violations,
+    open_for,
+    pay_at_gateway,
+    pay_gateway,
+    payment_request,
+    pgmq_gateway_settings,
+    set_stock_of_order,
+)
 from tests.integration.helpers import deliver, pay, receive
 from tests.integration.test_api_handlers import OPERATOR, call
 
@@ -216,6 +228,37 @@ def test_a_gateway_job_whose_payment_was_never_read_is_not_dropped(
     assert job(app, job_id)["status"] == "queued" and app.queue.stats().dlq_depth == 1
     assert app.db.fetch_one("SELECT count(*) AS n FROM dead_letter_drops") == {"n": 0}
     no_violations(app)
+
+
+def test_a_gateway_job_whose_payment_an_earlier_job_released_and_the_gateway_then_captured_is_not_dropped(
+    app: App, demo: dict[str, int], sim: Simulator, inbox: WebhookInbox
+) -> None:
+    # Given a Razorpay payment whose first job ended out of stock and released its authorisation, which Razorpay
+    # then captured after all (the account's capture settings): a second job is made for it, and dead-lettered
+    # before any delivery of it read the payment
+    view = open_for(app, "demo-user-1", "razorpay")
+    handed = pay_at_gateway(sim, view)
+    accept_payment(app, "demo-user-1", "k1", payment_request(view, handed))
+    set_stock_of_order(app, view["order_id"], 0)
+    inbox.deliver()
+    drain(app)
+    app.db.execute("UPDATE products SET stock = 100")
+    razorpay = app.gateways["razorpay"]
+    assert isinstance(razorpay, Razorpay)
+    razorpay.api.capture(handed["razorpay_payment_id"], view["amount_paise"], "INR")
+    inbox.deliver()
+    second = str(jobs(app.db)[1]["id"])
+    dead_letter_in_db(app, second)
+
+    # When the operator tries to drop it
+    status, body = drop(second)
+
+    # Then it is refused: the books the first job left (nothing captured, released) say nothing of the money
+    # the second holds (a review found the drop leaving ₹150 captured in no book)
+    assert (status, body["error"]["code"]) == (409, "gateway_money_unsettled")
+    assert body["error"]["details"]["money"]["captured_paise"] == 0
+    assert job(app, second)["status"] == "queued"
+    assert app.db.fetch_one("SELECT count(*) AS n FROM dead_letter_drops") == {"n": 0}
 
 
 def test_a_gateway_job_whose_captured_money_is_held_is_not_dropped(
