@@ -1,8 +1,8 @@
 """Runs every minute: sends jobs whose queue send was never confirmed, re-publishes outbox events, ends
-the queued jobs of sold-out products, and reconciles what the gateways' webhooks did not settle
-(parked jobs, checkouts, refunds).
+the queued jobs of sold-out products, reconciles what the gateways' webhooks did not settle (parked jobs,
+checkouts, refunds), and checks the gateway books (shared/services/books.py).
 
-Each of the three steps runs whatever the one before it did: a step that fails in a way not foreseen (a
+Each step runs whatever the one before it did: a step that fails in a way not foreseen (a
 bug, a constraint, the queue refusing a send) is logged at ERROR with its name and the next step goes on,
 so a stuck resend or bulk end cannot hold up the refunds behind it; the run then raises SweepFailed
 (alarm SweeperErrors). A transient database failure (TransientError: out of reach, a timeout, a deadlock)
@@ -20,6 +20,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from shared.bootstrap import App, bootstrap
 from shared.domain import TransientError
 from shared.observability import log_metrics, logger, metrics, tracer
+from shared.services.books import check_books
 from shared.services.line import end_sold_out_jobs
 from shared.services.outbox import sweep
 from shared.services.reconcile import reconcile
@@ -31,6 +32,7 @@ _METRICS = {
     "sold_out_jobs_ended": "SoldOutJobsEnded",
     "checkouts_reconciled": "CheckoutsReconciled",
     "parked_jobs_woken": "ParkedJobsWoken",
+    "payments_unaccounted": "GatewayMoneyUnaccounted",
 }
 
 
@@ -46,6 +48,8 @@ def _steps(app: App) -> list[tuple[str, Callable[[], dict[str, int]]]]:
         ("sold_out", lambda: {"sold_out_jobs_ended": end_sold_out_jobs(app, None)}),
         # Its own items are isolated too: it raises ReconcileFailed only after the rest of its pass.
         ("reconcile", lambda: reconcile(app)),
+        # After reconciliation, which settles what can be settled: what is left in no book is a defect.
+        ("books", lambda: check_books(app)),
     ]
 
 

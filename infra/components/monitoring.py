@@ -175,6 +175,15 @@ class Monitoring(Construct):
             "lists it under refunds.owed_refunds)",
         )
         self._alarm(
+            "GatewayMoneyUnaccounted",
+            _app_metric("GatewayMoneyUnaccounted"),
+            0,
+            periods=1,
+            description="A sweep found gateway money our books place nowhere (not applied, refunded, refunding or "
+            "owed): a defect of ours. The sweeper's error line 'gateway money in no book' names the payment; "
+            "pq_gateway_books() shows its books (docs/deploy.md, alarms)",
+        )
+        self._alarm(
             "SweeperErrors",
             functions.sweeper.metric_errors(period=_MINUTE, statistic="Sum"),
             0,

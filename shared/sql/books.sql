@@ -454,6 +454,38 @@ LANGUAGE sql AS $$
                           AND j.status IN ('queued', 'processing', 'succeeded'))
 $$;
 
+-- Money in no book, as a sweep finds it (the sweeper's books step: an error line per payment, the metric
+-- GatewayMoneyUnaccounted, its alarm): the gateway payments whose books moved in the last p_window (seen by a
+-- job, a refund of it made or final, the job holding it ended: migration 0026's indexes), held by no live job,
+-- whose captured money is in none of applied, refunded, refunding and owed, or short of what they add up to
+-- (pq_gateway_books' unaccounted_paise, not 0). Every such state is a defect of ours: each path that moves
+-- money books it in the same transaction, and a live job's books are its own until it ends. p_window longer
+-- than a sweep's period: a sweep missed (the sweeper down) does not let a movement pass unseen.
+CREATE OR REPLACE FUNCTION pq_books_unaccounted(p_window interval)
+RETURNS TABLE (method text, gateway_ref text, order_id bigint, job_id uuid, captured_paise bigint,
+               unaccounted_paise bigint)
+LANGUAGE sql STABLE SET enable_seqscan = off AS $$
+    WITH moved AS (
+        SELECT g.method, g.gateway_ref FROM gateway_payments g WHERE g.updated_at > now() - p_window
+        UNION
+        SELECT r.method, r.gateway_ref FROM gateway_refunds r WHERE r.created_at > now() - p_window
+        UNION
+        SELECT r.method, r.gateway_ref FROM gateway_refunds r WHERE r.settled_at > now() - p_window
+        UNION
+        SELECT j.method, j.gateway_ref FROM payment_jobs j
+         WHERE j.gateway_ref IS NOT NULL AND j.finished_at IS NOT NULL AND j.finished_at > now() - p_window
+    )
+    SELECT b.method, b.gateway_ref, b.order_id, b.job_id, b.captured_paise, b.unaccounted_paise
+      FROM moved m
+      CROSS JOIN LATERAL (SELECT * FROM pq_gateway_books() x
+                           WHERE x.method = m.method AND x.gateway_ref = m.gateway_ref) b
+     WHERE b.unaccounted_paise <> 0
+       AND NOT EXISTS (SELECT 1 FROM payment_jobs j
+                        WHERE j.method = b.method AND j.gateway_ref = b.gateway_ref
+                          AND j.status IN ('queued', 'processing'))
+     ORDER BY b.method, b.gateway_ref
+$$;
+
 -- What a job's refund looks like to its shopper: refunding | refunded | refund_failed (NULL: no refund).
 -- A refund the merchant made at the gateway after the order was fulfilled is not the job's: its order
 -- stays paid (the operator sees that refund under refunds.after_fulfilment).
