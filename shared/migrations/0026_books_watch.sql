@@ -8,3 +8,11 @@ CREATE INDEX gateway_refunds_created ON gateway_refunds (created_at);
 CREATE INDEX gateway_refunds_settled ON gateway_refunds (settled_at) WHERE settled_at IS NOT NULL;
 CREATE INDEX payment_jobs_gateway_finished ON payment_jobs (finished_at)
     WHERE gateway_ref IS NOT NULL AND finished_at IS NOT NULL;
+-- A refund made at the gateway that a job read as failed when it decided what to return: its money is in that
+-- job's own refund, so it is never taken over (pq_failed_refunds_taken_over). One the job read as pending,
+-- or never read, that fails is taken over (a review found the failures a job had not returned told apart by
+-- when our books learned of them, which is not when they failed).
+ALTER TABLE gateway_refunds ADD COLUMN covered_by uuid REFERENCES payment_jobs (id);
+COMMENT ON COLUMN gateway_refunds.covered_by IS
+    'A refund made at the gateway that this job read as failed when it decided what to return: the job''s own '
+    'refund returns its money (pq_gateway_refunds_seen).';

@@ -311,6 +311,11 @@ BEGIN
                                    v_refund->>'currency', v_refund->>'state', v_refund->>'gateway_status',
                                    v_job.id);
     END LOOP;
+    -- What the job read as failed, it returns itself (it returns all that the others leave): never taken over.
+    UPDATE gateway_refunds r SET covered_by = v_job.id
+      FROM jsonb_array_elements(p_refunds) x
+     WHERE r.method = v_job.method AND r.gateway_ref = v_job.gateway_ref AND r.origin = 'gateway'
+       AND r.gateway_refund_id = x->>'gateway_refund_id' AND x->>'state' = 'failed' AND r.covered_by IS NULL;
 END;
 $$;
 
@@ -429,17 +434,24 @@ $$;
 -- of ours takes it over (retry_at now: pq_refunds_to_retry sends it). While a job holds the payment live, it
 -- reads the refunds itself and returns all they leave, so this runs again when that job ends unpaid
 -- (pq_gateway_refunded): a refund that failed after the job read it (pending then) was left to no one, the
--- job returning only the rest (a review found it). Only as much as the books find unaccounted is taken over,
--- the latest failures first: what the job's own refund already returns (a refund it saw failed) is not sent
--- twice. A payment applied to its order keeps its money (the merchant's failed refund of a fulfilled order is
--- the merchant's).
-CREATE OR REPLACE FUNCTION pq_failed_refunds_taken_over(p_method text, p_gateway_ref text) RETURNS void
-LANGUAGE sql AS $$
+-- job returning only the rest (a review found it). One the job read as failed is in the job's own refund
+-- (covered_by, pq_gateway_refunds_seen): never taken over. The payment's books are checked one transaction at
+-- a time (a lock per payment, taken before they are read): a refund failing as its job ends is seen by
+-- whichever of the two comes second. At most what the books find unaccounted is taken over: a refund of ours
+-- beyond it would be refused. A payment applied to its order keeps its money (the merchant's failed refund of
+-- a fulfilled order is the merchant's).
+DROP FUNCTION IF EXISTS pq_failed_refunds_taken_over(text, text);
+CREATE FUNCTION pq_failed_refunds_taken_over(p_method text, p_gateway_ref text) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_advisory_xact_lock(x'50514250'::integer, hashtext(p_method || ':' || p_gateway_ref));  -- "PQBP"
+    -- A statement after the lock: it reads what the transaction the lock waited for committed.
     WITH failed AS (
-        SELECT r.id, sum(r.amount_paise) OVER (ORDER BY r.settled_at DESC, r.id DESC) AS upto
+        SELECT r.id, sum(r.amount_paise) OVER (ORDER BY r.id) AS upto
           FROM gateway_refunds r
          WHERE r.method = p_method AND r.gateway_ref = p_gateway_ref AND r.origin = 'gateway'
            AND r.state = 'failed' AND r.retry_at IS NULL AND r.owed_at IS NULL AND r.after_applied_at IS NULL
+           AND r.covered_by IS NULL
     )
     UPDATE gateway_refunds r SET retry_at = now()
       FROM failed f
@@ -451,7 +463,8 @@ LANGUAGE sql AS $$
        AND NOT EXISTS (SELECT 1 FROM payment_jobs j
                         WHERE j.method = p_method AND j.gateway_ref = p_gateway_ref
                           AND j.gateway_ref_released_at IS NULL
-                          AND j.status IN ('queued', 'processing', 'succeeded'))
+                          AND j.status IN ('queued', 'processing', 'succeeded'));
+END;
 $$;
 
 -- Money in no book, as a sweep finds it (the sweeper's books step: an error line per payment, the metric

@@ -5,9 +5,11 @@ gateway refuses, authorisations we never capture."""
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
+import psycopg2
 import pytest
 
 from functions.sweeper.handler import handler as sweeper_handler
@@ -387,6 +389,117 @@ def test_a_dashboard_refund_that_fails_while_our_job_returns_the_rest_is_taken_o
         ("ours", "succeeded", view["amount_paise"] - 5_000),
     ]
     assert get_checkout(app, "demo-user-1", view["checkout_id"])["status"] == "refunded"
+    books_close(app, sim)
+
+
+def test_a_dashboard_refund_failing_as_its_job_ends_is_taken_over_whichever_commits_first(
+    app: App, sim: Simulator, demo: dict[str, int], inbox: WebhookInbox, database_url: str
+) -> None:
+    # Given a paid Cashfree order, ₹50 of it refunded in the dashboard (held), and the job returning the rest
+    sim.config.cashfree_refund_outcome = "ONHOLD"
+    view = open_for(app, "demo-user-1", "cashfree")
+    pay_at_gateway(sim, view)
+    accept_payment(app, "demo-user-1", "k1", payment_request(view))
+    inbox.deliver()
+    order = gateway_order(view)
+    dashboard = sim.merchant_refund("cashfree", order, 5_000)
+    time.sleep(sim.config.refund_settle_s + 0.2)
+    sim.config.cashfree_refund_outcomes = ["SUCCESS", "SUCCESS"]
+    cashfree = app.gateways["cashfree"]
+    send = cashfree.refund
+    webhook = psycopg2.connect(database_url)
+
+    def cancelled_as_the_job_ends(*args: Any) -> Any:
+        """Cashfree cancels the dashboard's refund as our refund of the rest goes out: its webhook's transaction
+        books the failure and commits only as the job's end runs (each saw the other live, or pending)."""
+        with sim._lock:
+            assert sim.cashfree.settle_refund(order, dashboard["refund_id"], "CANCELLED")
+        with webhook.cursor() as cur:
+            cur.execute(
+                "SELECT pq_refund_settled(id, 'failed', 'CANCELLED') FROM gateway_refunds WHERE origin = 'gateway'"
+            )
+        threading.Timer(0.5, webhook.commit).start()
+        return send(*args)
+
+    # When the webhook's transaction and the job's end overlap
+    object.__setattr__(cashfree, "refund", cancelled_as_the_job_ends)
+    try:
+        drain(app)
+    finally:
+        object.__delattr__(cashfree, "refund")
+        time.sleep(0.6)
+        webhook.close()
+    for _ in range(3):
+        inbox.deliver()
+        follow(app, sim)
+
+    # Then the cancelled ₹50 was taken over (a review found both transactions passing it by: the webhook's saw
+    # the job live, the job's end saw the refund pending), and the books close against Cashfree's record
+    assert sorted((r[0], r[2], r[3]) for r in refunds(app)) == [
+        ("gateway", "failed", 5_000),
+        ("ours", "succeeded", 5_000),
+        ("ours", "succeeded", view["amount_paise"] - 5_000),
+    ]
+    books_close(app, sim)
+
+
+def test_only_the_failed_dashboard_refunds_a_job_did_not_return_are_taken_over_whenever_they_were_booked(
+    app: App, sim: Simulator, demo: dict[str, int], inbox: WebhookInbox, database_url: str
+) -> None:
+    # Given a paid Cashfree order with two dashboard refunds held, X ₹20 and Y ₹50, both in our books; X is then
+    # cancelled at Cashfree, its webhook lost
+    sim.config.cashfree_refund_outcome = "ONHOLD"
+    view = open_for(app, "demo-user-1", "cashfree")
+    pay_at_gateway(sim, view)
+    accept_payment(app, "demo-user-1", "k1", payment_request(view))
+    inbox.deliver()
+    order = gateway_order(view)
+    x = sim.merchant_refund("cashfree", order, 2_000)
+    y = sim.merchant_refund("cashfree", order, 5_000)
+    time.sleep(sim.config.refund_settle_s + 0.2)
+    inbox.deliver()
+    with sim._lock:
+        assert sim.cashfree.settle_refund(order, x["refund_id"], "CANCELLED")
+    inbox.pending()
+    sim.config.cashfree_refund_outcomes = ["SUCCESS", "SUCCESS"]
+    cashfree = app.gateways["cashfree"]
+    read = cashfree.refunds
+    done: list[int] = []
+
+    def y_cancelled_just_after_the_read(*args: Any) -> Any:
+        """The job reads X cancelled and Y held (it returns ₹150 - ₹50); Y's cancellation is booked (its webhook)
+        before the job books its read, so our books learn of X's failure last."""
+        listed = read(*args)
+        if not done:
+            done.append(1)
+            with sim._lock:
+                assert sim.cashfree.settle_refund(order, y["refund_id"], "CANCELLED")
+            theirs = next(r for r in listed if r.amount_paise == 5_000)
+            with psycopg2.connect(database_url) as other, other.cursor() as cur:
+                cur.execute(
+                    "SELECT * FROM pq_refund_reported('cashfree', %s, %s, %s, 5000, 'INR', 'failed', 'CANCELLED')",
+                    (order, theirs.refund_id, theirs.merchant_ref),
+                )
+        return listed
+
+    # When the job runs, and the sweeper follows
+    object.__setattr__(cashfree, "refunds", y_cancelled_just_after_the_read)
+    try:
+        drain(app)
+    finally:
+        object.__delattr__(cashfree, "refunds")
+    for _ in range(3):
+        inbox.deliver()
+        follow(app, sim)
+
+    # Then Y's ₹50, which the job did not return, was taken over, and X's ₹20, in the job's ₹100, was not (a
+    # review found them told apart by when our books learned of each failure: X's ₹20 went back twice)
+    assert sorted((r[0], r[2], r[3]) for r in refunds(app)) == [
+        ("gateway", "failed", 2_000),
+        ("gateway", "failed", 5_000),
+        ("ours", "succeeded", 5_000),
+        ("ours", "succeeded", 10_000),
+    ]
     books_close(app, sim)
 
 
