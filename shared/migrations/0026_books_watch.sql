@@ -16,3 +16,17 @@ ALTER TABLE gateway_refunds ADD COLUMN covered_by uuid REFERENCES payment_jobs (
 COMMENT ON COLUMN gateway_refunds.covered_by IS
     'A refund made at the gateway that this job read as failed when it decided what to return: the job''s own '
     'refund returns its money (pq_gateway_refunds_seen).';
+-- The payments a sweep found with money in no book, kept until their books close (pq_books_check): each sweep
+-- looks at them again whether or not their books moved within its window, so the alarm stays on until the money
+-- is placed (a refund made at the gateway for it, say, which its webhook books), not an hour after it was found.
+CREATE TABLE gateway_books_open (
+    method             text NOT NULL,
+    gateway_ref        text NOT NULL,
+    unaccounted_paise  bigint NOT NULL,
+    first_found_at     timestamptz NOT NULL DEFAULT now(),
+    last_found_at      timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (method, gateway_ref)
+);
+COMMENT ON TABLE gateway_books_open IS
+    'Gateway payments whose captured money our books place nowhere, as the sweeper last found them; a row goes '
+    'when its books close (pq_books_check).';

@@ -467,9 +467,9 @@ BEGIN
 END;
 $$;
 
--- Money in no book, as a sweep finds it (the sweeper's books step: an error line per payment, the metric
--- GatewayMoneyUnaccounted, its alarm): the gateway payments whose books moved in the last p_window (seen by a
--- job, a refund of it made or final, the job holding it ended: migration 0026's indexes), held by no live job,
+-- Money in no book: the gateway payments whose books moved in the last p_window (seen by a job, a refund of it
+-- made or final, the job holding it ended: migration 0026's indexes) or that were found so before
+-- (gateway_books_open), held by no live job,
 -- whose captured money is in none of applied, refunded, refunding and owed, or short of what they add up to
 -- (pq_gateway_books' unaccounted_paise, not 0). Every such state is a defect of ours: each path that moves
 -- money books it in the same transaction, and a live job's books are its own until it ends. p_window longer
@@ -487,6 +487,8 @@ LANGUAGE sql STABLE SET enable_seqscan = off AS $$
         UNION
         SELECT j.method, j.gateway_ref FROM payment_jobs j
          WHERE j.gateway_ref IS NOT NULL AND j.finished_at IS NOT NULL AND j.finished_at > now() - p_window
+        UNION
+        SELECT o.method, o.gateway_ref FROM gateway_books_open o
     )
     SELECT b.method, b.gateway_ref, b.order_id, b.job_id, b.captured_paise, b.unaccounted_paise
       FROM moved m
@@ -497,6 +499,31 @@ LANGUAGE sql STABLE SET enable_seqscan = off AS $$
                         WHERE j.method = b.method AND j.gateway_ref = b.gateway_ref
                           AND j.status IN ('queued', 'processing'))
      ORDER BY b.method, b.gateway_ref
+$$;
+
+-- The sweeper's books step (shared/services/books.py: an error line per payment, the metric
+-- GatewayMoneyUnaccounted, its alarm): pq_books_unaccounted's payments, each kept in gateway_books_open with when
+-- it was first found, and the kept ones whose books closed since let go. The alarm so stays on until the money
+-- is placed.
+CREATE OR REPLACE FUNCTION pq_books_check(p_window interval)
+RETURNS TABLE (method text, gateway_ref text, order_id bigint, job_id uuid, captured_paise bigint,
+               unaccounted_paise bigint, first_found_at timestamptz)
+LANGUAGE sql AS $$
+    WITH found AS (
+        SELECT * FROM pq_books_unaccounted(p_window)
+    ), kept AS (
+        INSERT INTO gateway_books_open AS o (method, gateway_ref, unaccounted_paise)
+        SELECT f.method, f.gateway_ref, f.unaccounted_paise FROM found f
+        ON CONFLICT (method, gateway_ref) DO UPDATE
+           SET unaccounted_paise = excluded.unaccounted_paise, last_found_at = now()
+        RETURNING o.method, o.gateway_ref, o.first_found_at
+    ), closed AS (
+        DELETE FROM gateway_books_open o
+         WHERE NOT EXISTS (SELECT 1 FROM found f WHERE f.method = o.method AND f.gateway_ref = o.gateway_ref)
+    )
+    SELECT f.method, f.gateway_ref, f.order_id, f.job_id, f.captured_paise, f.unaccounted_paise, k.first_found_at
+      FROM found f JOIN kept k ON k.method = f.method AND k.gateway_ref = f.gateway_ref
+     ORDER BY f.method, f.gateway_ref
 $$;
 
 -- What a job's refund looks like to its shopper: refunding | refunded | refund_failed (NULL: no refund).

@@ -77,7 +77,7 @@ BEGIN
                              'pq_mark_events_published', 'pq_end_sold_out_jobs', 'pq_checkouts_to_reconcile',
                              'pq_checkout_looked_at', 'pq_checkout_reconciled', 'pq_refund_settled', 'pq_refund_refusal_explained',
                              'pq_refunds_to_check', 'pq_refunds_to_retry', 'pq_wake_parked_jobs', 'pq_take_tokens',
-                             'pq_books_unaccounted', 'pq_gateway_books'])
+                             'pq_books_check', 'pq_books_unaccounted', 'pq_gateway_books'])
     ) AS v(grantee, functions) LOOP
         FOREACH name IN ARRAY g.functions LOOP
             IF NOT EXISTS (SELECT 1 FROM pg_proc WHERE proname = name AND pronamespace = 'public'::regnamespace) THEN
@@ -102,8 +102,8 @@ GRANT SELECT ON payment_jobs, line_finished, orders, products, gateway_checkouts
 GRANT SELECT (id, job_id, owed_at, method, gateway_refund_id) ON gateway_refunds TO pq_webhook;
 GRANT SELECT ON orders, products TO pq_merchant;
 GRANT SELECT ON payment_jobs, outbox_events TO pq_sweeper;
--- the books it checks (pq_books_unaccounted: the sweeper's books step)
-GRANT SELECT ON gateway_payments, gateway_refunds, payment_transactions TO pq_sweeper;
+-- the books it checks (pq_books_check: the sweeper's books step)
+GRANT SELECT ON gateway_payments, gateway_refunds, payment_transactions, gateway_books_open TO pq_sweeper;
 -- and pq_redeliver, a merchant's event published again (merchant.py redeliver_event), its delivery columns:
 -- the one table write not through a function.
 GRANT SELECT (id, event_type, created_at, payload, published_at, redeliveries, redelivery_requested_at),

@@ -541,6 +541,19 @@ def test_the_sweeper_reports_money_in_no_book_and_nothing_else(
     # (the tests' invariant, meant for a system at rest, counts the live job's booked capture too)
     assert check(app.db)["gateway_unaccounted_paise"] == refunded["amount_paise"] + live["amount_paise"]
 
+    # And it is reported until its books close, however long ago they last moved: the alarm does not go quiet on
+    # its own an hour on (a review found it would)
+    app.db.execute("UPDATE gateway_payments SET updated_at = updated_at - interval '1 day'")
+    app.db.execute(
+        "UPDATE gateway_refunds"
+        " SET created_at = created_at - interval '1 day', settled_at = settled_at - interval '1 day'"
+    )
+    app.db.execute("UPDATE payment_jobs SET finished_at = finished_at - interval '1 day' WHERE finished_at IS NOT NULL")
+    assert sweeper_handler({}, LocalContext("sweeper"))["payments_unaccounted"] == 1
+    app.db.execute("UPDATE gateway_refunds SET state = 'succeeded'")  # the money placed (here: by hand)
+    assert sweeper_handler({}, LocalContext("sweeper"))["payments_unaccounted"] == 0
+    assert app.db.fetch_one("SELECT count(*) AS n FROM gateway_books_open") == {"n": 0}
+
 
 def test_a_released_authorisation_the_gateway_captures_after_all_is_refunded_by_a_job_of_its_own(
     app: App, sim: Simulator, demo: dict[str, int], inbox: WebhookInbox
