@@ -5,8 +5,10 @@ gateway refuses, authorisations we never capture."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import psycopg2
@@ -341,20 +343,47 @@ def test_a_dashboard_refund_that_fails_later_is_taken_over_by_a_refund_of_ours(
     books_close(app, sim)
 
 
-def test_a_dashboard_refund_that_fails_while_our_job_returns_the_rest_is_taken_over_when_the_job_ends(
-    app: App, sim: Simulator, demo: dict[str, int], inbox: WebhookInbox
-) -> None:
-    # Given a paid Cashfree order, ₹50 of which the merchant refunds in the dashboard (held at Cashfree), and
-    # the job that then finds it must return the rest (₹100)
+def held_dashboard_refunds(
+    app: App, sim: Simulator, inbox: WebhookInbox, *amounts: int
+) -> tuple[dict[str, Any], str, list[dict[str, Any]]]:
+    """A paid Cashfree order whose job is accepted but has not run, with refunds of these amounts made in the
+    dashboard and held at Cashfree (ONHOLD); refunds of ours will succeed. The checkout, the gateway order, the
+    dashboard's refunds."""
     sim.config.cashfree_refund_outcome = "ONHOLD"
     view = open_for(app, "demo-user-1", "cashfree")
     pay_at_gateway(sim, view)
     accept_payment(app, "demo-user-1", "k1", payment_request(view))
     inbox.deliver()
     order = gateway_order(view)
-    dashboard = sim.merchant_refund("cashfree", order, 5_000)
+    made = [sim.merchant_refund("cashfree", order, amount) for amount in amounts]
     time.sleep(sim.config.refund_settle_s + 0.2)
     sim.config.cashfree_refund_outcomes = ["SUCCESS", "SUCCESS"]
+    return view, order, made
+
+
+@contextlib.contextmanager
+def replaced(gateway: object, name: str, stand_in: Callable[..., Any]) -> Iterator[None]:
+    """The gateway's method `name` answered by stand_in for the block."""
+    object.__setattr__(gateway, name, stand_in)
+    try:
+        yield
+    finally:
+        object.__delattr__(gateway, name)
+
+
+def settle(app: App, sim: Simulator, inbox: WebhookInbox) -> None:
+    """Webhooks delivered and the sweeper's follow-ups, until every refund is final."""
+    for _ in range(3):
+        inbox.deliver()
+        follow(app, sim)
+
+
+def test_a_dashboard_refund_that_fails_while_our_job_returns_the_rest_is_taken_over_when_the_job_ends(
+    app: App, sim: Simulator, demo: dict[str, int], inbox: WebhookInbox
+) -> None:
+    # Given a paid Cashfree order, ₹50 of which the merchant refunds in the dashboard (held at Cashfree), and
+    # the job that then finds it must return the rest (₹100)
+    view, order, (dashboard,) = held_dashboard_refunds(app, sim, inbox, 5_000)
     cashfree = app.gateways["cashfree"]
     send = cashfree.refund
     sent: list[int] = []
@@ -371,14 +400,9 @@ def test_a_dashboard_refund_that_fails_while_our_job_returns_the_rest_is_taken_o
         raise GatewayRetryable("unavailable", "503", 0)
 
     # When the job returns the rest, and the sweeper follows what is left
-    object.__setattr__(cashfree, "refund", cancelled_meanwhile)
-    try:
+    with replaced(cashfree, "refund", cancelled_meanwhile):
         drain(app)
-    finally:
-        object.__delattr__(cashfree, "refund")
-    for _ in range(3):
-        inbox.deliver()
-        follow(app, sim)
+    settle(app, sim, inbox)
 
     # Then the cancelled ₹50 was taken over by a refund of ours when the job ended (it was left to no one: the
     # job had read the dashboard's refund as pending, and the refund failed while the job held the payment), and
@@ -396,15 +420,7 @@ def test_a_dashboard_refund_failing_as_its_job_ends_is_taken_over_whichever_comm
     app: App, sim: Simulator, demo: dict[str, int], inbox: WebhookInbox, database_url: str
 ) -> None:
     # Given a paid Cashfree order, ₹50 of it refunded in the dashboard (held), and the job returning the rest
-    sim.config.cashfree_refund_outcome = "ONHOLD"
-    view = open_for(app, "demo-user-1", "cashfree")
-    pay_at_gateway(sim, view)
-    accept_payment(app, "demo-user-1", "k1", payment_request(view))
-    inbox.deliver()
-    order = gateway_order(view)
-    dashboard = sim.merchant_refund("cashfree", order, 5_000)
-    time.sleep(sim.config.refund_settle_s + 0.2)
-    sim.config.cashfree_refund_outcomes = ["SUCCESS", "SUCCESS"]
+    view, order, (dashboard,) = held_dashboard_refunds(app, sim, inbox, 5_000)
     cashfree = app.gateways["cashfree"]
     send = cashfree.refund
     webhook = psycopg2.connect(database_url)
@@ -422,16 +438,13 @@ def test_a_dashboard_refund_failing_as_its_job_ends_is_taken_over_whichever_comm
         return send(*args)
 
     # When the webhook's transaction and the job's end overlap
-    object.__setattr__(cashfree, "refund", cancelled_as_the_job_ends)
     try:
-        drain(app)
+        with replaced(cashfree, "refund", cancelled_as_the_job_ends):
+            drain(app)
     finally:
-        object.__delattr__(cashfree, "refund")
-        time.sleep(0.6)
+        time.sleep(0.6)  # the webhook's commit, then its connection closed
         webhook.close()
-    for _ in range(3):
-        inbox.deliver()
-        follow(app, sim)
+    settle(app, sim, inbox)
 
     # Then the cancelled ₹50 was taken over (a review found both transactions passing it by: the webhook's saw
     # the job live, the job's end saw the refund pending), and the books close against Cashfree's record
@@ -448,20 +461,11 @@ def test_only_the_failed_dashboard_refunds_a_job_did_not_return_are_taken_over_w
 ) -> None:
     # Given a paid Cashfree order with two dashboard refunds held, X ₹20 and Y ₹50, both in our books; X is then
     # cancelled at Cashfree, its webhook lost
-    sim.config.cashfree_refund_outcome = "ONHOLD"
-    view = open_for(app, "demo-user-1", "cashfree")
-    pay_at_gateway(sim, view)
-    accept_payment(app, "demo-user-1", "k1", payment_request(view))
-    inbox.deliver()
-    order = gateway_order(view)
-    x = sim.merchant_refund("cashfree", order, 2_000)
-    y = sim.merchant_refund("cashfree", order, 5_000)
-    time.sleep(sim.config.refund_settle_s + 0.2)
+    _, order, (x, y) = held_dashboard_refunds(app, sim, inbox, 2_000, 5_000)
     inbox.deliver()
     with sim._lock:
         assert sim.cashfree.settle_refund(order, x["refund_id"], "CANCELLED")
     inbox.pending()
-    sim.config.cashfree_refund_outcomes = ["SUCCESS", "SUCCESS"]
     cashfree = app.gateways["cashfree"]
     read = cashfree.refunds
     done: list[int] = []
@@ -483,14 +487,9 @@ def test_only_the_failed_dashboard_refunds_a_job_did_not_return_are_taken_over_w
         return listed
 
     # When the job runs, and the sweeper follows
-    object.__setattr__(cashfree, "refunds", y_cancelled_just_after_the_read)
-    try:
+    with replaced(cashfree, "refunds", y_cancelled_just_after_the_read):
         drain(app)
-    finally:
-        object.__delattr__(cashfree, "refunds")
-    for _ in range(3):
-        inbox.deliver()
-        follow(app, sim)
+    settle(app, sim, inbox)
 
     # Then Y's ₹50, which the job did not return, was taken over, and X's ₹20, in the job's ₹100, was not (a
     # review found them told apart by when our books learned of each failure: X's ₹20 went back twice)
