@@ -73,7 +73,7 @@ class PaymentGateway(Protocol):
     # The gateway's own, unsigned id of a webhook delivery: recorded to match its dashboard, never a key.
     webhook_event_id_header: str
     # False: the gateway order takes a payment after the checkout's expiry (it has no expiry of its own), so
-    # reconciliation keeps looking at it, spaced out, for Settings.checkout_late_watch_s past that expiry.
+    # reconciliation keeps looking at it, once a day, for Settings.checkout_late_watch_s past that expiry.
     # True: the gateway refuses payment of it past the expiry the checkout gave it.
     order_expires: bool
 
