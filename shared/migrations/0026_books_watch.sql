@@ -20,11 +20,10 @@ COMMENT ON COLUMN gateway_refunds.covered_by IS
 -- looks at them again whether or not their books moved within its window, so the alarm stays on until the money
 -- is placed (a refund made at the gateway for it, say, which its webhook books), not an hour after it was found.
 CREATE TABLE gateway_books_open (
-    method             text NOT NULL,
-    gateway_ref        text NOT NULL,
-    unaccounted_paise  bigint NOT NULL,
-    first_found_at     timestamptz NOT NULL DEFAULT now(),
-    last_found_at      timestamptz NOT NULL DEFAULT now(),
+    method          text NOT NULL,
+    gateway_ref     text NOT NULL,
+    first_found_at  timestamptz NOT NULL DEFAULT now(),
+    last_found_at   timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (method, gateway_ref)
 );
 COMMENT ON TABLE gateway_books_open IS

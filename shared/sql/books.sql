@@ -469,11 +469,11 @@ $$;
 
 -- Money in no book: the gateway payments whose books moved in the last p_window (seen by a job, a refund of it
 -- made or final, the job holding it ended: migration 0026's indexes) or that were found so before
--- (gateway_books_open), held by no live job,
--- whose captured money is in none of applied, refunded, refunding and owed, or short of what they add up to
--- (pq_gateway_books' unaccounted_paise, not 0). Every such state is a defect of ours: each path that moves
--- money books it in the same transaction, and a live job's books are its own until it ends. p_window longer
--- than a sweep's period: a sweep missed (the sweeper down) does not let a movement pass unseen.
+-- (gateway_books_open), held by no live job, whose captured money is in none of applied, refunded, refunding
+-- and owed, or short of what they add up to (pq_gateway_books' unaccounted_paise, not 0). Every such state is
+-- a defect of ours: each path that moves money books it in the same transaction, and a live job's books are
+-- its own until it ends. p_window longer than a sweep's period: a sweep missed (the sweeper down) does not let
+-- a movement pass unseen.
 CREATE OR REPLACE FUNCTION pq_books_unaccounted(p_window interval)
 RETURNS TABLE (method text, gateway_ref text, order_id bigint, job_id uuid, captured_paise bigint,
                unaccounted_paise bigint)
@@ -512,10 +512,9 @@ LANGUAGE sql AS $$
     WITH found AS (
         SELECT * FROM pq_books_unaccounted(p_window)
     ), kept AS (
-        INSERT INTO gateway_books_open AS o (method, gateway_ref, unaccounted_paise)
-        SELECT f.method, f.gateway_ref, f.unaccounted_paise FROM found f
-        ON CONFLICT (method, gateway_ref) DO UPDATE
-           SET unaccounted_paise = excluded.unaccounted_paise, last_found_at = now()
+        INSERT INTO gateway_books_open AS o (method, gateway_ref)
+        SELECT f.method, f.gateway_ref FROM found f
+        ON CONFLICT (method, gateway_ref) DO UPDATE SET last_found_at = now()
         RETURNING o.method, o.gateway_ref, o.first_found_at
     ), closed AS (
         DELETE FROM gateway_books_open o

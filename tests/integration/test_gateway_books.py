@@ -424,6 +424,7 @@ def test_a_dashboard_refund_failing_as_its_job_ends_is_taken_over_whichever_comm
     cashfree = app.gateways["cashfree"]
     send = cashfree.refund
     webhook = psycopg2.connect(database_url)
+    committed = threading.Timer(0.5, webhook.commit)
 
     def cancelled_as_the_job_ends(*args: Any) -> Any:
         """Cashfree cancels the dashboard's refund as our refund of the rest goes out: its webhook's transaction
@@ -434,7 +435,7 @@ def test_a_dashboard_refund_failing_as_its_job_ends_is_taken_over_whichever_comm
             cur.execute(
                 "SELECT pq_refund_settled(id, 'failed', 'CANCELLED') FROM gateway_refunds WHERE origin = 'gateway'"
             )
-        threading.Timer(0.5, webhook.commit).start()
+        committed.start()
         return send(*args)
 
     # When the webhook's transaction and the job's end overlap
@@ -442,7 +443,7 @@ def test_a_dashboard_refund_failing_as_its_job_ends_is_taken_over_whichever_comm
         with replaced(cashfree, "refund", cancelled_as_the_job_ends):
             drain(app)
     finally:
-        time.sleep(0.6)  # the webhook's commit, then its connection closed
+        committed.join()  # the webhook's commit, then its connection closed
         webhook.close()
     settle(app, sim, inbox)
 

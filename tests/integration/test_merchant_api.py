@@ -22,18 +22,9 @@ MERCHANT = "payments/merchant"
 SHOP = "shop-backend"
 
 
-def call(
-    handler: Any,
-    method: str,
-    path: str,
-    *,
-    user: str = SHOP,
-    scopes: tuple[str, ...] = (MERCHANT,),
-    body: Any = None,
-    key: str | None = None,
-    query: str = "",
-) -> tuple[int, dict[str, Any]]:
-    status, answer, _ = answered(handler, method, path, user=user, scopes=scopes, body=body, key=key, query=query)
+def call(handler: Any, method: str, path: str, **options: Any) -> tuple[int, dict[str, Any]]:
+    """answered's status and body."""
+    status, answer, _ = answered(handler, method, path, **options)
     return status, answer
 
 
@@ -48,7 +39,7 @@ def answered(
     key: str | None = None,
     query: str = "",
 ) -> tuple[int, dict[str, Any], dict[str, str]]:
-    """call's answer with its headers."""
+    """A merchant route's answer to the handler, as API Gateway hands it over: status, body and headers."""
     headers = {"content-type": "application/json"} | ({"idempotency-key": key} if key else {})
     event = http_api_event(
         method=method,
