@@ -62,6 +62,15 @@ class WebhookEvent:
     refund_currency: str | None = None
 
 
+@dataclass(frozen=True)
+class OrderPaid:
+    """The payment a gateway order holds, as reconciliation finds it: the job's reference (Job.gateway_ref),
+    and whether its money is captured (False: authorised only, Razorpay's "authorized")."""
+
+    ref: str
+    captured: bool
+
+
 class PaymentGateway(Protocol):
     """One gateway, as the services use it. Built by its package's build() from the settings."""
 
@@ -115,8 +124,8 @@ class PaymentGateway(Protocol):
         """A refund the gateway has, as it reports it now (ours or one made at the gateway)."""
         ...
 
-    def paid_ref(self, gateway_order_id: str, token: Token) -> str | None:
-        """The reference of the payment the gateway order holds, if it holds one (the sweeper's reconciliation)."""
+    def order_paid(self, gateway_order_id: str, token: Token) -> OrderPaid | None:
+        """The payment the gateway order holds, if it holds one (the sweeper's reconciliation)."""
         ...
 
     def webhook_signature_valid(self, raw: bytes, headers: Mapping[str, str]) -> bool:

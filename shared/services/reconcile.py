@@ -30,6 +30,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from shared.domain import GatewayRejected, GatewayRetryable, TransientError
+from shared.gateways.port import OrderPaid
 from shared.observability import logger
 from shared.outcomes import WebhookOutcome
 from shared.ports import GatewayRefund, HasDb, HasGateways, HasQueue, HasSettings, RefundState
@@ -69,10 +70,12 @@ def _token(deps: ReconcileDeps, gateway: str, endpoint: str) -> None:
         raise _OutOfTokens
 
 
-def _paid_ref(deps: ReconcileDeps, checkout: dict[str, Any]) -> str | None:
+def _order_paid(deps: ReconcileDeps, checkout: dict[str, Any]) -> OrderPaid | None:
     """The checkout's payment to apply, if its gateway order holds one."""
     method = checkout["method"]
-    return deps.gateways[method].paid_ref(checkout["gateway_order_id"], lambda endpoint: _token(deps, method, endpoint))
+    return deps.gateways[method].order_paid(
+        checkout["gateway_order_id"], lambda endpoint: _token(deps, method, endpoint)
+    )
 
 
 def _reconcile_checkouts(deps: ReconcileDeps, limit: int, failures: list[Exception]) -> int:
@@ -86,17 +89,20 @@ def _reconcile_checkouts(deps: ReconcileDeps, limit: int, failures: list[Excepti
 def _reconcile_checkout(deps: ReconcileDeps, checkout: dict[str, Any]) -> int:
     """1 when the checkout's payment got its job (made or woken), else 0."""
     try:
-        ref = _paid_ref(deps, checkout)
+        paid = _order_paid(deps, checkout)
     except (GatewayRetryable, GatewayRejected) as exc:
         logger.info("reconciliation fetch failed", checkout_id=str(checkout["id"]), error=str(exc))
         return 0
     grace = timedelta(seconds=deps.settings.checkout_settle_grace_s)
-    if ref is None and datetime.now(UTC) <= checkout["expires_at"] + grace:
+    if paid is None and datetime.now(UTC) <= checkout["expires_at"] + grace:
         return 0
     watch_until = None
     if not deps.gateways[checkout["method"]].order_expires:
         watch_until = checkout["expires_at"] + timedelta(seconds=deps.settings.checkout_late_watch_s)
-    row = deps.db.fetch_one("SELECT * FROM pq_checkout_looked_at(%s, %s, %s)", (checkout["id"], ref, watch_until))
+    ref, captured = (paid.ref, paid.captured) if paid else (None, None)
+    row = deps.db.fetch_one(
+        "SELECT * FROM pq_checkout_found(%s, %s, %s, %s)", (checkout["id"], ref, captured, watch_until)
+    )
     assert row is not None
     if row["outcome"] not in (WebhookOutcome.JOB_CREATED, WebhookOutcome.JOB_WOKEN):
         return 0

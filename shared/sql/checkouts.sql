@@ -277,9 +277,16 @@ $$;
 -- unless one is already live or a job holds the payment (pq_gateway_ref_holder: a job that failed and
 -- gave it back, such as one that named it against another checkout, does not). Created and woken jobs
 -- are to be sent by the caller (sent_at stays NULL until then, so the sweeper sends them if it cannot).
+-- p_captured false: the gateway holds the payment authorised only. One a job of ours released (an
+-- authorisation it would not capture, booked released) then needs no new job: the job that would come
+-- could only release it again, and tell the shop PaymentFailed again, on every look until Razorpay refunds
+-- it by itself ("payments that are not captured within [3 days] will be refunded automatically",
+-- razorpay.com/docs/payments/dashboard/account-settings/capture-refund). Captured after all, it gets one.
 -- Outcomes (pq_webhook_outcome): job_created | job_woken | job_live | already_handled.
+-- (No default for p_captured: the previous release re-applies the two-argument one beside it.)
 DROP FUNCTION IF EXISTS pq_checkout_settle(gateway_checkouts, text);
-CREATE FUNCTION pq_checkout_settle(p_checkout gateway_checkouts, p_gateway_ref text,
+DROP FUNCTION IF EXISTS pq_checkout_settle(gateway_checkouts, text, boolean);
+CREATE FUNCTION pq_checkout_settle(p_checkout gateway_checkouts, p_gateway_ref text, p_captured boolean,
                                    OUT outcome pq_webhook_outcome, OUT job_id uuid, OUT user_id text,
                                    OUT order_id bigint, OUT parks integer)
 LANGUAGE plpgsql SET enable_seqscan = off AS $$
@@ -304,6 +311,12 @@ BEGIN
         END IF;
         SELECT * INTO v_job FROM pq_gateway_ref_holder(p_checkout.method, p_gateway_ref);
         IF v_job.id IS NOT NULL THEN
+            outcome := 'already_handled';
+            RETURN;
+        END IF;
+        IF NOT p_captured AND EXISTS (SELECT 1 FROM payment_jobs j
+                                       WHERE j.method = p_checkout.method AND j.gateway_ref = p_gateway_ref
+                                         AND j.gateway_ref_released_at IS NOT NULL) THEN
             outcome := 'already_handled';
             RETURN;
         END IF;
@@ -416,7 +429,10 @@ BEGIN
         IF NOT FOUND THEN
             outcome := 'unknown_checkout';
         ELSIF p_success AND p_gateway_ref IS NOT NULL THEN
-            SELECT * INTO outcome, job_id, user_id, order_id, parks FROM pq_checkout_settle(v_checkout, p_gateway_ref);
+            -- (A webhook's payment counts as captured: each success event comes once, and a job it makes for
+            -- an authorisation released since only releases it again.)
+            SELECT * INTO outcome, job_id, user_id, order_id, parks
+              FROM pq_checkout_settle(v_checkout, p_gateway_ref, true);
         ELSIF p_failure THEN
             -- A parked job looks again (its order may now be TERMINATED, or another attempt SUCCESS), but
             -- not sooner than p_wake_interval_s after it last looked (parked_at: when that fetch ended),
@@ -501,15 +517,18 @@ $$;
 -- p_watch_until is still ahead (Razorpay's: PaymentGateway.order_expires): it is watched, looked at again a
 -- day on (Razorpay retries a webhook for 24 hours: a look sooner finds little a webhook would not bring),
 -- in a lane of its own (pq_checkouts_to_reconcile), so that a late payment whose webhooks were all lost is
--- found. A look that fails leaves the claim's spacing (at most 30 minutes). Outcomes as pq_checkout_settle,
--- or ignored. An expired checkout whose payment a job already holds needs no more fetches either: that
--- job's end books it.
--- (A name of its own, not pq_checkout_reconciled's: a deploy of the previous release re-applies that one
--- with its two arguments, and an overload with a third, defaulted, would make their calls ambiguous.)
-DROP FUNCTION IF EXISTS pq_checkout_looked_at(uuid, text, timestamptz);
-CREATE FUNCTION pq_checkout_looked_at(p_checkout_id uuid, p_gateway_ref text, p_watch_until timestamptz,
-                                      OUT outcome pq_webhook_outcome, OUT job_id uuid, OUT user_id text,
-                                      OUT order_id bigint, OUT parks integer)
+-- found. A look that fails leaves the claim's spacing (at most 30 minutes). p_captured: the payment found is
+-- captured, not only authorised (pq_checkout_settle). Outcomes as pq_checkout_settle, or ignored. An expired
+-- checkout whose payment a job already holds needs no more fetches either: that job's end books it (one a job
+-- released is still looked at, at the claim's spacing: the gateway may capture it yet, or refund it).
+-- (A name of its own, not pq_checkout_looked_at's or pq_checkout_reconciled's: a deploy of the previous
+-- release re-applies those with their arguments, and an overload with one more, defaulted, would make their
+-- calls ambiguous.)
+DROP FUNCTION IF EXISTS pq_checkout_found(uuid, text, boolean, timestamptz);
+CREATE FUNCTION pq_checkout_found(p_checkout_id uuid, p_gateway_ref text, p_captured boolean,
+                                  p_watch_until timestamptz,
+                                  OUT outcome pq_webhook_outcome, OUT job_id uuid, OUT user_id text,
+                                  OUT order_id bigint, OUT parks integer)
 LANGUAGE plpgsql SET enable_seqscan = off AS $$
 DECLARE
     v_checkout gateway_checkouts%ROWTYPE;
@@ -527,20 +546,31 @@ BEGIN
         outcome := 'ignored';
         RETURN;
     END IF;
-    SELECT * INTO outcome, job_id, user_id, order_id, parks FROM pq_checkout_settle(v_checkout, p_gateway_ref);
-    IF outcome = 'already_handled' AND v_checkout.status = 'expired' THEN
+    SELECT * INTO outcome, job_id, user_id, order_id, parks
+      FROM pq_checkout_settle(v_checkout, p_gateway_ref, p_captured);
+    IF outcome = 'already_handled' AND v_checkout.status = 'expired'
+       AND (SELECT h.id FROM pq_gateway_ref_holder(v_checkout.method, p_gateway_ref) h) IS NOT NULL THEN
         UPDATE gateway_checkouts SET next_check_at = NULL WHERE gateway_checkouts.id = p_checkout_id;
     END IF;
 END;
 $$;
 
--- The previous release's call: no watch (an unpaid expired checkout is confirmed at once).
+-- The previous releases' calls: any payment found counts as captured; pq_checkout_reconciled, no watch
+-- either (an unpaid expired checkout is confirmed at once).
+DROP FUNCTION IF EXISTS pq_checkout_looked_at(uuid, text, timestamptz);
+CREATE FUNCTION pq_checkout_looked_at(p_checkout_id uuid, p_gateway_ref text, p_watch_until timestamptz,
+                                      OUT outcome pq_webhook_outcome, OUT job_id uuid, OUT user_id text,
+                                      OUT order_id bigint, OUT parks integer)
+LANGUAGE sql AS $$
+    SELECT * FROM pq_checkout_found(p_checkout_id, p_gateway_ref, true, p_watch_until)
+$$;
+
 DROP FUNCTION IF EXISTS pq_checkout_reconciled(uuid, text);
 CREATE FUNCTION pq_checkout_reconciled(p_checkout_id uuid, p_gateway_ref text,
                                        OUT outcome pq_webhook_outcome, OUT job_id uuid, OUT user_id text,
                                        OUT order_id bigint, OUT parks integer)
 LANGUAGE sql AS $$
-    SELECT * FROM pq_checkout_looked_at(p_checkout_id, p_gateway_ref, NULL)
+    SELECT * FROM pq_checkout_found(p_checkout_id, p_gateway_ref, true, NULL)
 $$;
 
 -- Parked jobs nothing woke for p_older_than_s: woken to fetch the gateway again (the caller sends them).

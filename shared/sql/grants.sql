@@ -75,7 +75,8 @@ BEGIN
         -- the minute's sweep (shared/services/outbox.py sweep, line.py, reconcile.py)
         ('pq_sweeper', ARRAY['pq_unsent_jobs', 'pq_mark_jobs_sent', 'pq_unpublished_events', 'pq_outbox_row',
                              'pq_mark_events_published', 'pq_end_sold_out_jobs', 'pq_checkouts_to_reconcile',
-                             'pq_checkout_looked_at', 'pq_checkout_reconciled', 'pq_refund_settled', 'pq_refund_refusal_explained',
+                             'pq_checkout_looked_at', 'pq_checkout_found', 'pq_checkout_reconciled',
+                             'pq_refund_settled', 'pq_refund_refusal_explained',
                              'pq_refunds_to_check', 'pq_refunds_to_retry', 'pq_wake_parked_jobs', 'pq_take_tokens',
                              'pq_books_check', 'pq_books_unaccounted', 'pq_gateway_books'])
     ) AS v(grantee, functions) LOOP

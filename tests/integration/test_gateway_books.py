@@ -604,3 +604,44 @@ def test_a_refund_webhook_replayed_records_one_refund_and_one_for_a_payment_we_n
     assert [(r[0], r[2], r[3]) for r in refunds(app)] == [("gateway", "succeeded", 2_500)]
     assert queue_status(app)["refunds"]["after_fulfilment"] == 1
     books_close(app, sim)
+
+
+def look(app: App) -> None:
+    """The sweeper's reconciliation comes to the checkouts at once."""
+    app.db.execute("UPDATE gateway_checkouts SET next_check_at = now() WHERE next_check_at IS NOT NULL")
+    reconcile(app)
+
+
+def test_a_released_authorisation_gets_no_new_job_on_each_look_until_the_gateway_captures_it(
+    app: App, sim: Simulator, demo: dict[str, int], inbox: WebhookInbox
+) -> None:
+    # Given an authorisation booked released (its order cancelled before the job ran), which Razorpay holds
+    # authorised until it refunds it by itself
+    view = pay_unfulfillable(app, sim, "razorpay")
+    inbox.deliver()
+    drain(app)
+    events = app.db.fetch_one("SELECT count(*) AS n FROM outbox_events")
+
+    # When the sweeper's reconciliation looks at its checkout, before and after the checkout's expiry
+    look(app)
+    app.db.execute("UPDATE gateway_checkouts SET expires_at = now() - interval '1 hour'")
+    look(app)
+    drain(app)
+
+    # Then no job is made for it (one would only release it again and tell the shop PaymentFailed again)
+    assert [(j["status"], j["reason"]) for j in jobs(app.db)] == [("failed", "order_not_payable")]
+    assert app.db.fetch_one("SELECT count(*) AS n FROM outbox_events") == events
+    assert [b["released"] for b in books(app)] == [True]
+
+    # And the look goes on: when Razorpay captures it after all and every webhook of it is lost, the next
+    # look makes the job that refunds the captured money
+    razorpay = app.gateways["razorpay"]
+    assert isinstance(razorpay, Razorpay)
+    razorpay.api.capture(view["handed"]["razorpay_payment_id"], view["amount_paise"], "INR")
+    inbox.pending()  # never delivered
+    look(app)
+    drain(app)
+    follow(app, sim)
+    assert [(j["status"], j["reason"]) for j in jobs(app.db)] == [("failed", "order_not_payable")] * 2
+    assert [r[:3] for r in refunds(app)] == [("ours", 1, "succeeded")]
+    books_close(app, sim)

@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from shared.domain import GatewayRejected, GatewayRetryable, PaymentRequest, ThroughputEstimator
-from shared.gateways.port import CheckoutOrder, PaymentGateway, Token, WebhookEvent
+from shared.gateways.port import CheckoutOrder, OrderPaid, PaymentGateway, Token, WebhookEvent
 from shared.gateways.verdicts import Job, Verdict
 from shared.ports import (
     EventBus,
@@ -182,7 +182,7 @@ class FakeGateway:
     def follow_refund(self, ref: str, refund_ref: str, gateway_refund_id: str) -> GatewayRefund:
         raise NotImplementedError
 
-    def paid_ref(self, gateway_order_id: str, token: Token) -> str | None:
+    def order_paid(self, gateway_order_id: str, token: Token) -> OrderPaid | None:
         raise NotImplementedError
 
     def webhook_signature_valid(self, raw: bytes, headers: Mapping[str, str]) -> bool:

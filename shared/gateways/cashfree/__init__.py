@@ -19,7 +19,7 @@ from shared.gateways.cashfree.client import REFUND_STATE, CashfreeApi, CashfreeG
 from shared.gateways.cashfree.limits import STEP_ENDPOINTS, environment, published_per_min
 from shared.gateways.fields import RefundFields, member, refund_event, text
 from shared.gateways.http import Credentials
-from shared.gateways.port import CheckoutOrder, GatewayPackage, Token, WebhookDoc, WebhookEvent
+from shared.gateways.port import CheckoutOrder, GatewayPackage, OrderPaid, Token, WebhookDoc, WebhookEvent
 from shared.gateways.secrets import credentials
 from shared.gateways.verdicts import Fail, Job, Park, Refund, RefundedAtGateway, Verdict
 from shared.ports import GatewayOrder, GatewayPayment, GatewayRefund, RefundState
@@ -153,10 +153,14 @@ class Cashfree(RefundsThroughApi):
     def follow_refund(self, ref: str, refund_ref: str, gateway_refund_id: str) -> GatewayRefund:
         return self.api.fetch_refund(ref, refund_ref)  # looked up by the refund_id its maker chose
 
-    def paid_ref(self, gateway_order_id: str, token: Token) -> str | None:
-        """The order itself, once PAID."""
+    def order_paid(self, gateway_order_id: str, token: Token) -> OrderPaid | None:
+        """The order itself, once PAID (Cashfree captures a successful payment at once)."""
         token("get_order")
-        return gateway_order_id if self.api.fetch_order(gateway_order_id).status == "PAID" else None
+        return (
+            OrderPaid(gateway_order_id, captured=True)
+            if self.api.fetch_order(gateway_order_id).status == "PAID"
+            else None
+        )
 
     def webhook_signature_valid(self, raw: bytes, headers: Mapping[str, str]) -> bool:
         return verify_cashfree_webhook(

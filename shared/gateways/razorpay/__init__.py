@@ -17,7 +17,7 @@ from shared.gateway_signatures import verify_razorpay_checkout, verify_razorpay_
 from shared.gateways.base import RefundsThroughApi, unless_unknown
 from shared.gateways.fields import RefundFields, member, refund_event, text
 from shared.gateways.http import Credentials
-from shared.gateways.port import CheckoutOrder, GatewayPackage, Token, WebhookDoc, WebhookEvent
+from shared.gateways.port import CheckoutOrder, GatewayPackage, OrderPaid, Token, WebhookDoc, WebhookEvent
 from shared.gateways.razorpay.client import REFUND_STATE, RazorpayApi, RazorpayGateway
 from shared.gateways.razorpay.limits import STEP_ENDPOINTS, published_per_min
 from shared.gateways.secrets import credentials, secret_field
@@ -125,7 +125,7 @@ class Razorpay(RefundsThroughApi):
     def follow_refund(self, ref: str, refund_ref: str, gateway_refund_id: str) -> GatewayRefund:
         return self.api.fetch_refund(ref, gateway_refund_id)
 
-    def paid_ref(self, gateway_order_id: str, token: Token) -> str | None:
+    def order_paid(self, gateway_order_id: str, token: Token) -> OrderPaid | None:
         """The order's captured payment, else its authorised one."""
         token("fetch_order")
         if self.api.fetch_order(gateway_order_id).status not in ("paid", "attempted"):
@@ -135,7 +135,7 @@ class Razorpay(RefundsThroughApi):
         for status in ("captured", "authorized"):
             found = next((p for p in payments if p.status == status and p.order_id == gateway_order_id), None)
             if found is not None:
-                return found.ref
+                return OrderPaid(found.ref, captured=status == "captured")
         return None
 
     def webhook_signature_valid(self, raw: bytes, headers: Mapping[str, str]) -> bool:
