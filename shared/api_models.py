@@ -74,6 +74,11 @@ class JobView(BaseModel):
     reason: str | None = None
     refund: JobRefund | None = Field(default=None, description="a failed gateway job: the money on its way back")
     dead_lettered: bool | None = Field(default=None, description="its message is in the DLQ: waits for a redrive")
+    cancel_requested: bool | None = Field(
+        default=None,
+        description="a gateway job its shopper asked to leave the line (DELETE): its turn releases or refunds "
+        "the payment instead of fulfilling the order, and it fails with reason cancelled",
+    )
     money: JobMoney | None = Field(default=None, description="a dead-lettered gateway job: where its money is")
     queue_number: int | None = Field(
         default=None,

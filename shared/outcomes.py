@@ -91,13 +91,15 @@ class WebhookOutcome(StrEnum):
 
 
 class CancelOutcome(StrEnum):
-    """pq_cancel_job: a shopper leaving the line (DELETE /v1/payments/{job_id})."""
+    """pq_leave_line (and the previous release's pq_cancel_job): a shopper leaving the line (DELETE
+    /v1/payments/{job_id})."""
 
     CANCELLED = "cancelled"
     ALREADY_CANCELLED = "already_cancelled"
     JOB_NOT_FOUND = "job_not_found"
     JOB_TAKEN = "job_taken"  # a processor has it (processing): too late to leave
     JOB_FINISHED = "job_finished"  # it ended otherwise (succeeded, or failed for another reason)
+    CANCEL_REQUESTED = "cancel_requested"  # a gateway job: its delivery returns the money and fails it cancelled
     PAID_AT_GATEWAY = "paid_at_gateway"  # a gateway job: its money is at the gateway, the job applies or refunds it
 
 

@@ -68,13 +68,20 @@ def payment_status(job_id: str) -> Response[Any]:
         "the job, cancelled (by this call or an earlier one): failed with reason cancelled",
         JobView,
         e404="job_not_found (or someone else's job)",
-        e409="job_processing (a processor has it), job_finished (it ended otherwise) or paid_at_gateway "
-        "(its money is at the gateway: applied or refunded in its turn); details.job_status is the job's",
+        e409="job_processing (a processor has it) or job_finished (it ended otherwise); details.job_status is "
+        "the job's",
+    )
+    | responses(
+        202,
+        "a gateway job, asked to leave (by this call or an earlier one; cancel_requested): its money is at the "
+        "gateway, so its turn releases or refunds it, and it then fails with reason cancelled",
+        JobView,
     ),
 )
 def leave_line(job_id: str) -> Response[Any]:
     pq = bootstrap()
-    return json_response(200, cancel_job(pq, caller(app.current_event), job_id))
+    view = cancel_job(pq, caller(app.current_event), job_id)
+    return json_response(202 if view.get("cancel_requested") else 200, view)
 
 
 @app.get(

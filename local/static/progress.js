@@ -137,7 +137,7 @@
     $("state").dataset.status = status;
     const bar = $("bar");
     const facts = $("queue-facts");
-    $("leave").hidden = status !== "queued";
+    $("leave").hidden = status !== "queued" || Boolean(job.cancel_requested);
     if (status === "queued" || status === "processing") {
       const position = Math.min(job.position || 1, lastPosition);
       lastPosition = position;
@@ -150,11 +150,14 @@
       const known = job.eta_seconds !== null && job.eta_seconds !== undefined;
       $("eta").textContent = known ? waitText(job.eta_seconds) : "Not known yet";
       $("detail").textContent =
-        status === "processing"
-          ? "The payment provider is confirming your payment."
-          : known
-            ? "Please keep this page open."
-            : "The line is not moving right now, so we can't estimate the wait. Your place is kept; please keep this page open.";
+        job.cancel_requested
+          ? "You asked to leave the line. This order will not be paid with the payment you made: it goes back " +
+            "to you when your turn comes."
+          : status === "processing"
+            ? "The payment provider is confirming your payment."
+            : known
+              ? "Please keep this page open."
+              : "The line is not moving right now, so we can't estimate the wait. Your place is kept; please keep this page open.";
       const line = "You are number " + number.format(position) + " in line, " +
         (known ? waitText(job.eta_seconds) + " to go." : "the wait is not known yet.");
       // Say the place in line when the state changes, then at most every 15 seconds.
@@ -493,7 +496,8 @@
     else payAtGateway(method);
   }
 
-  // Leave the line: the job ends cancelled if no processor has taken it yet.
+  // Leave the line: the job ends cancelled if no processor has taken it yet (200); a gateway job is asked to
+  // leave (202, cancel_requested), and its turn returns the money.
   async function leave() {
     $("leave").disabled = true;
     let answer;
@@ -504,7 +508,7 @@
       problem("We could not reach the payment service. Check your connection and try again.");
       return;
     }
-    if (answer.status === 200) {
+    if (answer.status === 200 || answer.status === 202) {
       render(answer.body);
       return;
     }

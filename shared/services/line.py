@@ -26,12 +26,13 @@ class LineDeps(JobViewDeps, HasBus, Protocol):
 
 
 def cancel_job(deps: LineDeps, user_id: str, job_id: str) -> dict[str, Any]:
-    """End a queued job of the caller's as cancelled (idempotent): the job as it now stands."""
+    """End a queued job of the caller's as cancelled (idempotent): the job as it now stands. A gateway job
+    is asked to leave instead (its view says cancel_requested): its turn returns the money and ends it."""
     try:
         job_uuid = uuid.UUID(job_id)
     except ValueError:
         raise job_not_found() from None
-    row = deps.db.fetch_one("SELECT * FROM pq_cancel_job(%s, %s)", (user_id, job_uuid))
+    row = deps.db.fetch_one("SELECT * FROM pq_leave_line(%s, %s, true)", (user_id, job_uuid))
     assert row is not None
     outcome = CancelOutcome(row["outcome"])
     if outcome is CancelOutcome.JOB_NOT_FOUND:  # someone else's job looks exactly like a missing one
@@ -50,7 +51,8 @@ def cancel_job(deps: LineDeps, user_id: str, job_id: str) -> dict[str, Any]:
         )
     if outcome is CancelOutcome.CANCELLED:
         publish_events(deps, [build_event(row["event"])])  # if the bus is down, the sweeper publishes it
-    return job_view(deps, row | {"id": job_uuid})
+    requested = outcome is CancelOutcome.CANCEL_REQUESTED
+    return job_view(deps, row | {"id": job_uuid, "cancel_requested_at": True if requested else None})
 
 
 def end_sold_out_jobs(deps: PublishDeps, products: Collection[int] | None) -> int:

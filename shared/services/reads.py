@@ -16,7 +16,7 @@ DLQ_JOBS_SHOWN = 20
 # A status poll's one statement (bench/capacity.py measures its cost for docs/capacity.md).
 # Its place is measured against the jobs known to have ended ahead of it (pq_job_ended_ahead): never too low.
 JOB_QUERY = """SELECT id, user_id, order_id, status, reason, payment_id, queue_seq, method, gateway_ref,
-                        dead_lettered_at, pq_job_ended_ahead(ended_ahead) AS finished
+                        dead_lettered_at, cancel_requested_at, pq_job_ended_ahead(ended_ahead) AS finished
                  FROM payment_jobs WHERE id = %s AND user_id = %s"""
 # The "now serving" figure's one statement: what every position is measured against (pq_line_serving: the
 # jobs that ended in their turn and the leavers the line's front has passed), and the jobs that ended in
@@ -70,6 +70,8 @@ def job_view(deps: JobViewDeps, row: dict[str, Any]) -> dict[str, Any]:
         "order_id": row["order_id"],
         "status_url": f"/v1/payments/{job_id}",
     }
+    if status in (JobStatus.QUEUED, JobStatus.PROCESSING) and row.get("cancel_requested_at"):
+        view["cancel_requested"] = True  # its shopper left the line: its turn returns the money
     if status in (JobStatus.QUEUED, JobStatus.PROCESSING) and row.get("dead_lettered_at"):
         # Its message is in the DLQ: no place in line until an operator redrives it. A gateway job says where
         # its money is (captured and held, on its way back, owed).

@@ -83,12 +83,17 @@ $$;
 --   pq_complete_gateway_payment, for every captured payment: the payment's amount, under the order's lock
 --     and then the products' (pq_lock_stock), which is the answer the money follows: fulfilled, or its
 --     refund booked in the same transaction.
--- reason: amount_mismatch (the order's total is not the payment's), else pq_order_problem's.
+-- reason: cancelled (its shopper left the line while it waited), amount_mismatch (the order's total is not the
+-- payment's), else pq_order_problem's.
 DROP FUNCTION IF EXISTS pq_gateway_unfulfillable(payment_jobs, orders, bigint, text);
 CREATE FUNCTION pq_gateway_unfulfillable(p_job payment_jobs, p_order orders, p_amount_paise bigint,
                                          p_currency text, OUT reason text, OUT items jsonb)
 LANGUAGE plpgsql STABLE AS $$
 BEGIN
+    IF p_job.cancel_requested_at IS NOT NULL THEN  -- its shopper left the line (pq_cancel_job)
+        reason := 'cancelled';
+        RETURN;
+    END IF;
     IF p_order.id IS NOT NULL AND (p_order.total_paise <> p_amount_paise OR p_order.currency <> p_currency) THEN
         reason := 'amount_mismatch';
         RETURN;

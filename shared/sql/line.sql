@@ -70,15 +70,23 @@ $$;
 -- job is job_not_found, as a missing one. Outcomes (pq_cancel_outcome):
 --   cancelled          -> this call ended it; event is the outbox row to publish after commit
 --   already_cancelled  -> an earlier call did (the same answer, nothing changed)
+--   cancel_requested   -> a gateway job (p_gateway_jobs), by this call or an earlier one: its money is at the
+--                         gateway, and only its delivery reads what to give back, so it is not ended here. Its
+--                         order is no longer to be fulfilled (pq_gateway_unfulfillable): in its turn the
+--                         authorisation is released or the payment refunded, and it fails cancelled.
 --   job_taken          -> a processor has it (processing): too late to leave
 --   job_finished       -> it ended otherwise (status, reason say how)
---   paid_at_gateway    -> a gateway job: the shopper has paid at the gateway, the job applies or refunds it
--- A wallet payment of this very job running right now holds its row: the call waits for it (one
--- payment transaction) and then answers job_finished.
-CREATE OR REPLACE FUNCTION pq_cancel_job(p_user_id text, p_job_id uuid,
-                                         OUT outcome pq_cancel_outcome, OUT status text, OUT reason text,
-                                         OUT order_id bigint, OUT payment_id bigint, OUT queue_seq bigint,
-                                         OUT method text, OUT event jsonb, OUT finished bigint)
+--   paid_at_gateway    -> a gateway job, and the caller does not ask for gateway jobs (the previous release)
+-- A gateway job can be asked to leave while no delivery of it runs: queued, parked (it waits for the
+-- gateway's word, its message gone) or dead-lettered; pq_gateway_begin, which starts every delivery, locks
+-- the same row and reads the request. A wallet payment of this very job running right now holds its row:
+-- the call waits for it (one payment transaction) and then answers job_finished.
+-- (A name of its own: the previous release's pq_cancel_job, below, answers paid_at_gateway for a gateway job.)
+DROP FUNCTION IF EXISTS pq_leave_line(text, uuid, boolean);
+CREATE FUNCTION pq_leave_line(p_user_id text, p_job_id uuid, p_gateway_jobs boolean,
+                              OUT outcome pq_cancel_outcome, OUT status text, OUT reason text,
+                              OUT order_id bigint, OUT payment_id bigint, OUT queue_seq bigint,
+                              OUT method text, OUT event jsonb, OUT finished bigint)
 LANGUAGE plpgsql SET enable_seqscan = off AS $$
 DECLARE
     v_job payment_jobs%ROWTYPE;
@@ -93,10 +101,17 @@ BEGIN
         outcome := 'already_cancelled';
     ELSIF v_job.status IN ('succeeded', 'failed') THEN
         outcome := 'job_finished';
-    ELSIF v_job.status = 'processing' THEN
+    ELSIF v_job.method <> 'wallet' AND p_gateway_jobs AND v_job.cancel_requested_at IS NOT NULL THEN
+        outcome := 'cancel_requested';  -- asked before (its delivery may have begun since)
+    ELSIF v_job.status = 'processing'
+          AND NOT (v_job.method <> 'wallet' AND p_gateway_jobs
+                   AND (v_job.parked_at IS NOT NULL OR v_job.dead_lettered_at IS NOT NULL)) THEN
         outcome := 'job_taken';
-    ELSIF v_job.method <> 'wallet' THEN
+    ELSIF v_job.method <> 'wallet' AND NOT p_gateway_jobs THEN
         outcome := 'paid_at_gateway';
+    ELSIF v_job.method <> 'wallet' THEN
+        UPDATE payment_jobs j SET cancel_requested_at = now() WHERE j.id = v_job.id;
+        outcome := 'cancel_requested';
     ELSE
         event := pq_end_job(v_job, 'cancelled', NULL, true);
         outcome := 'cancelled';
@@ -110,6 +125,15 @@ BEGIN
     method := v_job.method;
     finished := pq_job_ended_ahead(v_job.ended_ahead);
 END;
+$$;
+
+-- The previous release's call: a gateway job answers paid_at_gateway.
+CREATE OR REPLACE FUNCTION pq_cancel_job(p_user_id text, p_job_id uuid,
+                                         OUT outcome pq_cancel_outcome, OUT status text, OUT reason text,
+                                         OUT order_id bigint, OUT payment_id bigint, OUT queue_seq bigint,
+                                         OUT method text, OUT event jsonb, OUT finished bigint)
+LANGUAGE sql AS $$
+    SELECT * FROM pq_leave_line(p_user_id, p_job_id, false)
 $$;
 
 -- Ends, in one transaction, the queued wallet jobs whose order holds a product of p_products that is

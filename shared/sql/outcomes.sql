@@ -152,6 +152,7 @@ ALTER TYPE pq_cancel_outcome ADD VALUE IF NOT EXISTS 'job_not_found';
 ALTER TYPE pq_cancel_outcome ADD VALUE IF NOT EXISTS 'job_taken';
 ALTER TYPE pq_cancel_outcome ADD VALUE IF NOT EXISTS 'job_finished';
 ALTER TYPE pq_cancel_outcome ADD VALUE IF NOT EXISTS 'paid_at_gateway';
+ALTER TYPE pq_cancel_outcome ADD VALUE IF NOT EXISTS 'cancel_requested';
 
 -- pq_drop_dead_letter: an operator drops a job's message from the DLQ (failures.sql).
 DO $$

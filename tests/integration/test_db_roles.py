@@ -119,6 +119,7 @@ def test_the_status_role_reads_and_cannot_write(db: Database, demo: dict[str, in
         ("DELETE FROM outbox_events", ()),
         ("INSERT INTO users (id) VALUES ('intruder')", ()),
         ("SELECT * FROM pq_cancel_job('demo-user-1', %s)", (job_id,)),
+        ("SELECT * FROM pq_leave_line('demo-user-1', %s, true)", (job_id,)),
         ("SELECT * FROM pq_process_payment(%s)", (job_id,)),
         ("SELECT nextval('payment_finished_seq')", ()),
         ("UPDATE line_finished SET finished = finished + 1", ()),

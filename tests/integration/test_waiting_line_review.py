@@ -32,15 +32,21 @@ from shared.bootstrap import App
 from shared.db import Database
 from shared.errors import DomainError
 from shared.http import http_status
+from shared.services.intake import accept_payment
 from shared.services.line import cancel_job, end_sold_out_jobs
 from shared.services.operator import drop_dead_letter
 from shared.services.outbox import sweep
+from shared.services.reads import get_job
+from shared.services.reconcile import reconcile
 from shared.services.wallet import process_wallet_job
 from shared.settings import Settings
 from tests.integration.gateway_helpers import (
     drain,
     ledger_violations,
+    open_for,
+    pay_at_gateway,
     pay_gateway,
+    payment_request,
     pgmq_gateway_settings,
     set_stock_of_order,
 )
@@ -59,6 +65,7 @@ from tests.integration.helpers import (
 from tests.integration.test_api_handlers import call
 from tests.integration.test_dlq_redrive import dead_letter_everything
 from tests.integration.test_enqueue_round_trip import N, _unconfirmed
+from tests.integration.test_gateway_books import follow
 
 # --- fixtures and small steps -------------------------------------------------------------------
 
@@ -278,7 +285,7 @@ def test_a_cancel_while_the_wallet_payment_holds_the_job_waits_and_answers_it_fi
 
         # When the shopper's cancel arrives meanwhile
         racing = _Blocked(lambda: cancel_job(app, "demo-user-1", job))
-        wait_for_a_lock_wait(app, "pq_cancel_job")
+        wait_for_a_lock_wait(app, "pq_leave_line")
         holder.commit()
     racing.join()
 
@@ -302,7 +309,7 @@ def test_a_payment_arriving_while_a_cancel_holds_the_job_waits_and_charges_nothi
     job = pay(app, "demo-user-1", "k1").body["job_id"]
     wallets = row_counts(app.db)["balances"]
     with holder.cursor() as cur:
-        cur.execute("SELECT outcome FROM pq_cancel_job('demo-user-1', %s)", (job,))
+        cur.execute("SELECT outcome FROM pq_leave_line('demo-user-1', %s, true)", (job,))
         assert cur.fetchone() == ("cancelled",)
 
         # When the processor runs the job's payment meanwhile
@@ -323,23 +330,88 @@ def test_a_payment_arriving_while_a_cancel_holds_the_job_waits_and_charges_nothi
 # --- 1. leaving the line: a gateway job whose money the gateway holds --------------------------------
 
 
-@pytest.mark.parametrize("method", ["razorpay", "cashfree"])
-def test_a_gateway_job_paid_at_the_gateway_cannot_be_cancelled_and_its_money_is_applied(
-    app: App, sim: Simulator, demo: dict[str, int], method: str
+@pytest.mark.parametrize(
+    ("method", "auto_capture", "returned"),
+    [("razorpay", False, "released"), ("razorpay", True, "refunded"), ("cashfree", False, "refunded")],
+)
+def test_a_gateway_job_asked_to_leave_returns_its_money_in_its_turn_and_never_pays_the_order(
+    app: App, sim: Simulator, demo: dict[str, int], method: str, auto_capture: bool, returned: str
 ) -> None:
-    # Given a shopper who paid at the gateway and whose job waits in line
+    # Given a shopper who paid at the gateway (authorised only, or captured) and whose job waits in line
+    sim.config.razorpay_auto_capture = auto_capture
     job = pay_gateway(app, sim, "demo-user-1", method).body["job_id"]
 
-    # When they try to leave the line (route and service)
+    # When they leave the line (the route), and ask again (the service)
     status, body, _ = call(status_handler, "DELETE", f"/v1/payments/{job}", user="demo-user-1")
+    again = cancel_job(app, "demo-user-1", job)
+
+    # Then they are told it is asked (202): the job waits, nothing ends or is told before its turn
+    assert (status, body["status"], body["cancel_requested"]) == (202, "queued", True)
+    assert (again["status"], again["cancel_requested"]) == ("queued", True)
+    assert app.db.fetch_one("SELECT count(*) AS n FROM outbox_events") == {"n": 0}
+
+    # And in its turn the money goes back instead of paying the order: the job fails cancelled, the order is
+    # still payable, nothing is captured that was not already, and the books close against the gateway's
+    drain(app)
+    follow(app, sim)
+    assert (_job(app.db, job)["status"], _job(app.db, job)["reason"]) == ("failed", "cancelled")
+    assert app.db.fetch_one("SELECT count(*) AS n FROM payment_transactions") == {"n": 0}
+    assert app.db.fetch_one(
+        "SELECT order_status FROM orders o JOIN payment_jobs j ON j.order_id = o.id WHERE j.id = %s", (job,)
+    ) == {"order_status": "pending"}
+    [money] = app.db.fetch_all("SELECT captured_paise, refunded_paise, released FROM pq_gateway_books()")
+    if returned == "released":
+        assert (money["captured_paise"], money["released"]) == (0, True)
+    else:
+        assert money["refunded_paise"] == money["captured_paise"] > 0
+    assert get_job(app, "demo-user-1", job)["reason"] == "cancelled"
+    assert ledger_violations(app, sim) == {}
+
+
+def test_a_gateway_job_a_delivery_has_begun_cannot_be_asked_to_leave(
+    app: App, sim: Simulator, demo: dict[str, int]
+) -> None:
+    # Given a paid Razorpay job whose delivery has begun (pq_gateway_begin took it)
+    job = pay_gateway(app, sim, "demo-user-1", "razorpay").body["job_id"]
+    app.db.execute("SELECT pq_gateway_begin(%s, 100, 100)", (job,))
+
+    # When its shopper asks to leave
     refused = _refusal(cancel_job, app, "demo-user-1", job)
 
-    # Then they are told the money is at the gateway; the job stays, is paid in its turn, the books close
-    assert (status, body["error"]["code"], body["error"]["details"]["job_status"]) == (409, "paid_at_gateway", "queued")
-    assert refused.code == "paid_at_gateway"
-    assert app.db.fetch_one("SELECT count(*) AS n FROM outbox_events") == {"n": 0}
+    # Then too late: the delivery decides with what it read, and nothing is recorded
+    assert (refused.code, refused.details["job_status"]) == ("job_processing", "processing")
+    assert app.db.fetch_one("SELECT cancel_requested_at FROM payment_jobs WHERE id = %s", (job,)) == {
+        "cancel_requested_at": None
+    }
+
+
+def test_a_cashfree_job_sent_before_paying_can_leave_and_a_payment_made_after_goes_back(
+    app: App, sim: Simulator, demo: dict[str, int]
+) -> None:
+    # Given a Cashfree job asked for before its shopper paid: its delivery parked it (the order still ACTIVE)
+    view = open_for(app, "demo-user-1", "cashfree")
+    job = accept_payment(app, "demo-user-1", "key-1", payment_request(view)).body["job_id"]
     drain(app)
-    assert _job(app.db, job)["status"] == "succeeded"
+    assert app.db.fetch_one("SELECT status, parked_at IS NOT NULL AS parked FROM payment_jobs") == {
+        "status": "processing",
+        "parked": True,
+    }
+
+    # When they leave the line, and then pay at Cashfree after all (the order is payable until it expires)
+    left = cancel_job(app, "demo-user-1", job)
+    pay_at_gateway(sim, view)
+    app.db.execute("UPDATE payment_jobs SET parked_at = now() - interval '1 day'")  # the sweeper wakes it
+    reconcile(app)
+    sweeper_handler({}, LocalContext("sweeper"))
+    drain(app)
+    follow(app, sim)
+
+    # Then the payment goes back and the job fails cancelled: the order is not paid with it
+    assert (left["status"], left["cancel_requested"]) == ("processing", True)
+    assert (_job(app.db, job)["status"], _job(app.db, job)["reason"]) == ("failed", "cancelled")
+    assert app.db.fetch_one("SELECT count(*) AS n FROM payment_transactions") == {"n": 0}
+    [money] = app.db.fetch_all("SELECT captured_paise, refunded_paise FROM pq_gateway_books()")
+    assert money["refunded_paise"] == money["captured_paise"] == view["amount_paise"]
     assert ledger_violations(app, sim) == {}
 
 
@@ -381,7 +453,7 @@ def test_a_cancel_racing_the_bulk_end_ends_the_job_once(
 
         # When one of them cancels meanwhile
         racing = _Blocked(lambda: cancel_job(app, "demo-user-4", jobs["demo-user-4"]))
-        wait_for_a_lock_wait(app, "pq_cancel_job")
+        wait_for_a_lock_wait(app, "pq_leave_line")
         holder.commit()
     racing.join()
 
@@ -402,7 +474,7 @@ def test_a_bulk_end_racing_a_cancel_in_progress_skips_that_job_and_ends_the_rest
     jobs = {user: pay(app, user, f"k-{user}").body["job_id"] for user in HOLDERS}
     app.db.execute("UPDATE products SET stock = 0 WHERE id = %s", (sale,))
     with holder.cursor() as cur:
-        cur.execute("SELECT outcome FROM pq_cancel_job('demo-user-4', %s)", (jobs["demo-user-4"],))
+        cur.execute("SELECT outcome FROM pq_leave_line('demo-user-4', %s, true)", (jobs["demo-user-4"],))
         assert cur.fetchone() == ("cancelled",)
 
         # When the bulk end runs meanwhile

@@ -74,7 +74,7 @@ def test_a_job_that_cannot_leave_the_line_is_refused_saying_why(
     # Given the cancel statement answering that the job cannot be cancelled
     row = {"outcome": outcome.value, "status": "processing", "reason": None}
     bus = FakeBus()
-    deps = FakeDeps(db=FakeDb({"pq_cancel_job": [[row]]}), bus=bus)
+    deps = FakeDeps(db=FakeDb({"pq_leave_line": [[row]]}), bus=bus)
 
     # When the shopper cancels it
     with pytest.raises(DomainError) as refused:
