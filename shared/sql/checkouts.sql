@@ -278,7 +278,8 @@ $$;
 -- gave it back, such as one that named it against another checkout, does not). Created and woken jobs
 -- are to be sent by the caller (sent_at stays NULL until then, so the sweeper sends them if it cannot).
 -- p_captured false: the gateway holds the payment authorised only. One a job of ours released (an
--- authorisation it would not capture, booked released) then needs no new job: the job that would come
+-- authorisation it would not capture, booked released in gateway_payments; not just given back by a job
+-- that failed without reading it) then needs no new job: the job that would come
 -- could only release it again, and tell the shop PaymentFailed again, on every look until Razorpay refunds
 -- it by itself ("payments that are not captured within [3 days] will be refunded automatically",
 -- razorpay.com/docs/payments/dashboard/account-settings/capture-refund). Captured after all, it gets one.
@@ -314,9 +315,9 @@ BEGIN
             outcome := 'already_handled';
             RETURN;
         END IF;
-        IF NOT p_captured AND EXISTS (SELECT 1 FROM payment_jobs j
-                                       WHERE j.method = p_checkout.method AND j.gateway_ref = p_gateway_ref
-                                         AND j.gateway_ref_released_at IS NOT NULL) THEN
+        IF NOT p_captured AND EXISTS (SELECT 1 FROM gateway_payments g
+                                       WHERE g.method = p_checkout.method AND g.gateway_ref = p_gateway_ref
+                                         AND g.released_at IS NOT NULL AND g.captured_paise = 0) THEN
             outcome := 'already_handled';
             RETURN;
         END IF;

@@ -19,7 +19,7 @@ from local.gateway_sim import Simulator
 from local.invariants import check
 from local.lambda_shim import LocalContext
 from shared.bootstrap import App
-from shared.domain import GatewayRetryable
+from shared.domain import GatewayRejected, GatewayRetryable
 from shared.gateways.razorpay import Razorpay
 from shared.services.checkout import get_checkout
 from shared.services.intake import accept_payment
@@ -579,6 +579,39 @@ def test_a_released_authorisation_the_gateway_captures_after_all_is_refunded_by_
         ("failed", "order_not_payable"),
     ]
     assert [r[:3] for r in refunds(app)] == [("ours", 1, "succeeded")]
+    books_close(app, sim)
+
+
+def test_a_payment_a_job_gave_back_without_reading_it_gets_a_job_when_the_look_finds_it_authorised(
+    app: App, sim: Simulator, demo: dict[str, int], inbox: WebhookInbox
+) -> None:
+    # Found by the review: the rule above first read "a job gave it back" (gateway_ref_released_at), which a
+    # job that never read the payment also sets, and the look then left a paid order unpaid.
+    # Given a Razorpay payment whose job's fetch was refused (400: not found), so that the job failed
+    # gateway_payment_not_found and gave it back without booking it, and every webhook of it lost
+    view = open_for(app, "demo-user-1", "razorpay")
+    handed = pay_at_gateway(sim, view)
+    inbox.pending()  # never delivered
+    razorpay = app.gateways["razorpay"]
+    assert isinstance(razorpay, Razorpay)
+
+    def refused(payment_id: str) -> Any:
+        raise GatewayRejected(400, "BAD_REQUEST_ERROR")
+
+    with replaced(razorpay.api, "fetch_payment", refused):
+        accept_payment(app, "demo-user-1", "key-1", payment_request(view, handed))
+        drain(app)
+    assert [(j["status"], j["reason"]) for j in jobs(app.db)] == [("failed", "gateway_payment_not_found")]
+
+    # When the reconciliation looks at the checkout and Razorpay shows the payment authorised
+    look(app)
+    drain(app)
+
+    # Then a job is made for it and the order is paid
+    assert [j["status"] for j in jobs(app.db)] == ["failed", "succeeded"]
+    assert app.db.fetch_one("SELECT order_status FROM orders WHERE id = %s", (view["order_id"],)) == {
+        "order_status": "paid"
+    }
     books_close(app, sim)
 
 
