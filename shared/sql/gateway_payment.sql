@@ -83,14 +83,19 @@ $$;
 --   pq_complete_gateway_payment, for every captured payment: the payment's amount, under the order's lock
 --     and then the products' (pq_lock_stock), which is the answer the money follows: fulfilled, or its
 --     refund booked in the same transaction.
--- reason: cancelled (its shopper left the line while it waited), amount_mismatch (the order's total is not the
+-- reason: cancelled (its shopper left the line while a job of its payment waited), amount_mismatch (the order's total is not the
 -- payment's), else pq_order_problem's.
 DROP FUNCTION IF EXISTS pq_gateway_unfulfillable(payment_jobs, orders, bigint, text);
 CREATE FUNCTION pq_gateway_unfulfillable(p_job payment_jobs, p_order orders, p_amount_paise bigint,
                                          p_currency text, OUT reason text, OUT items jsonb)
 LANGUAGE plpgsql STABLE AS $$
 BEGIN
-    IF p_job.cancel_requested_at IS NOT NULL THEN  -- its shopper left the line (pq_cancel_job)
+    -- Its shopper left the line (pq_leave_line), with this job or an earlier one for the same payment: a job
+    -- made for it later (a late success webhook, the reconciliation's look) must not pay the order with it.
+    IF p_job.cancel_requested_at IS NOT NULL
+       OR EXISTS (SELECT 1 FROM payment_jobs j
+                   WHERE j.method = p_job.method AND j.gateway_ref = p_job.gateway_ref
+                     AND j.cancel_requested_at IS NOT NULL) THEN
         reason := 'cancelled';
         RETURN;
     END IF;

@@ -77,9 +77,12 @@ $$;
 --   job_taken          -> a processor has it (processing): too late to leave
 --   job_finished       -> it ended otherwise (status, reason say how)
 --   paid_at_gateway    -> a gateway job, and the caller does not ask for gateway jobs (the previous release)
--- A gateway job can be asked to leave while no delivery of it runs: queued, parked (it waits for the
--- gateway's word, its message gone) or dead-lettered; pq_gateway_begin, which starts every delivery, locks
--- the same row and reads the request. A wallet payment of this very job running right now holds its row:
+-- A gateway job can be asked to leave while it is queued, parked (it waits for the gateway's word, its
+-- message gone) or dead-lettered; pq_gateway_begin, which starts every delivery, locks the same row and
+-- reads the request, and so does pq_complete_gateway_payment, which decides whether the order is fulfilled:
+-- a request that lands while a delivery runs after all (a duplicate delivery dead-lettered meanwhile) is
+-- still read before any order is paid (at worst captured money is refunded rather than released). Every
+-- later job of the same payment reads it too (pq_gateway_unfulfillable). A wallet payment of this very job running right now holds its row:
 -- the call waits for it (one payment transaction) and then answers job_finished.
 -- (A name of its own: the previous release's pq_cancel_job, below, answers paid_at_gateway for a gateway job.)
 DROP FUNCTION IF EXISTS pq_leave_line(text, uuid, boolean);

@@ -41,6 +41,7 @@ from shared.services.reconcile import reconcile
 from shared.services.wallet import process_wallet_job
 from shared.settings import Settings
 from tests.integration.gateway_helpers import (
+    WebhookInbox,
     drain,
     ledger_violations,
     open_for,
@@ -49,6 +50,9 @@ from tests.integration.gateway_helpers import (
     payment_request,
     pgmq_gateway_settings,
     set_stock_of_order,
+)
+from tests.integration.gateway_helpers import (
+    jobs as gateway_jobs,
 )
 from tests.integration.helpers import (
     HOLDERS,
@@ -366,6 +370,62 @@ def test_a_gateway_job_asked_to_leave_returns_its_money_in_its_turn_and_never_pa
         assert money["refunded_paise"] == money["captured_paise"] > 0
     assert get_job(app, "demo-user-1", job)["reason"] == "cancelled"
     assert ledger_violations(app, sim) == {}
+
+
+def test_a_late_success_webhook_does_not_pay_the_order_of_a_shopper_who_left_the_line(
+    app: App, sim: Simulator, demo: dict[str, int], inbox: WebhookInbox
+) -> None:
+    # Found by the review: the request was the job's alone, and a later job of the same payment paid the order.
+    # Given a Razorpay payment authorised at the gateway, its job asked for by the page, and Razorpay's
+    # payment.authorized webhook delayed (Razorpay retries a webhook for 24 hours)
+    view = open_for(app, "demo-user-1", "razorpay")
+    handed = pay_at_gateway(sim, view)
+    job = accept_payment(app, "demo-user-1", "key-1", payment_request(view, handed)).body["job_id"]
+    delayed = inbox.pending()
+
+    # When the shopper leaves the line, its turn releases the authorisation, and then the webhook arrives
+    assert cancel_job(app, "demo-user-1", job)["cancel_requested"] is True
+    drain(app)
+    inbox.deliver(delayed)
+    drain(app)
+
+    # Then the order is not paid with the payment they were told goes back: nothing is captured
+    assert {(j["status"], j["reason"]) for j in gateway_jobs(app.db)} == {("failed", "cancelled")}
+    assert app.db.fetch_one("SELECT count(*) AS n FROM payment_transactions") == {"n": 0}
+    assert app.db.fetch_one("SELECT order_status FROM orders WHERE id = %s", (view["order_id"],)) == {
+        "order_status": "pending"
+    }
+    assert sim.stats()["captures"] == 0
+
+
+def test_a_request_to_leave_landing_while_a_delivery_runs_is_read_before_the_order_is_paid(
+    app: App, sim: Simulator, demo: dict[str, int]
+) -> None:
+    # Given a paid Cashfree job whose delivery has begun (BEGIN read no request), and a duplicate delivery of
+    # it that failed on its last receive meanwhile, marking it dead-lettered while the first still runs
+    job = pay_gateway(app, sim, "demo-user-1", "cashfree").body["job_id"]
+    begun = app.db.fetch_one("SELECT * FROM pq_gateway_begin(%s, 100, 100)", (job,))
+    assert begun is not None and begun["unfulfillable"] is None
+    app.db.execute("SELECT pq_record_delivery_failure(%s, 'm2', 10, 'GatewayRetryable', '5xx', true)", (job,))
+
+    # When the shopper leaves the line (the previous release's call still answers as it did)
+    assert cancel_job(app, "demo-user-1", job)["cancel_requested"] is True
+    assert app.db.fetch_one("SELECT outcome FROM pq_cancel_job('demo-user-1', %s)", (job,)) == {"outcome": "job_taken"}
+
+    # Then the running delivery's COMPLETE reads it under the job's lock: the order is not paid, a refund booked
+    done = app.db.fetch_one("SELECT * FROM pq_complete_gateway_payment(%s, %s, 'INR')", (job, 15_000))
+    assert done is not None and (done["outcome"], done["reason"]) == ("refund_required", "cancelled")
+    assert app.db.fetch_one("SELECT count(*) AS n FROM payment_transactions") == {"n": 0}
+
+
+def test_the_previous_releases_cancel_still_answers_paid_at_gateway_for_a_gateway_job(
+    app: App, sim: Simulator, demo: dict[str, int]
+) -> None:
+    job = pay_gateway(app, sim, "demo-user-1", "razorpay").body["job_id"]
+    old = "SELECT outcome, status FROM pq_cancel_job('demo-user-1', %s)"
+    assert app.db.fetch_one(old, (job,)) == {"outcome": "paid_at_gateway", "status": "queued"}
+    assert cancel_job(app, "demo-user-1", job)["cancel_requested"] is True
+    assert app.db.fetch_one(old, (job,)) == {"outcome": "paid_at_gateway", "status": "queued"}
 
 
 def test_a_gateway_job_a_delivery_has_begun_cannot_be_asked_to_leave(
