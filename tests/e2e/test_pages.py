@@ -358,6 +358,33 @@ def test_a_shopper_pays_an_order_by_cashfree_from_the_progress_page(paused: Runt
     assert (paid["method"], paid["amount_paise"]) == ("cashfree", total)
 
 
+def test_a_shopper_who_paid_by_razorpay_can_leave_the_line_and_the_order_is_not_paid(
+    paused: Runtime, open_page: Any
+) -> None:
+    # Given a shopper who paid an order in Razorpay's checkout and waits in line (the line not moving)
+    page = open_page(PHONE)
+    order, _ = open_order(paused, page, "demo-user-7")
+    page.get_by_label("Razorpay").check()
+    page.get_by_role("button", name=f"Pay order #{order}").click()
+    page.frame_locator("iframe[title^='Razorpay checkout']").get_by_role("button", name="Pay successfully").click()
+    expect(page.locator("#state")).to_have_text("Waiting in line")
+
+    # When they leave the line
+    page.get_by_role("button", name="Leave the line").click()
+
+    # Then the page says the payment goes back in their turn, and offers no second leave
+    expect(page.locator("#detail")).to_contain_text("You asked to leave the line.")
+    expect(page.get_by_role("button", name="Leave the line")).to_be_hidden()
+
+    # And when the line moves, the job fails cancelled and the order is not paid with the payment
+    paused.start_worker()
+    expect(page.locator("#state")).to_have_text("Payment failed", timeout=30_000)
+    expect(page.locator("#detail")).to_contain_text("You left the line.")
+    row = paused.db.fetch_one("SELECT status, reason FROM payment_jobs WHERE order_id = %s", (order,))
+    assert row == {"status": "failed", "reason": "cancelled"}
+    assert paused.db.fetch_one("SELECT order_status FROM orders WHERE id = %s", (order,)) == {"order_status": "pending"}
+
+
 def test_the_progress_page_lets_in_the_gateways_scripts_and_nothing_else(paused: Runtime, open_page: Any) -> None:
     # Given the progress page as the local API serves it
     page = open_page(PHONE)
