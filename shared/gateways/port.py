@@ -64,7 +64,7 @@ class WebhookEvent:
 
 @dataclass(frozen=True)
 class OrderPaid:
-    """The payment a gateway order holds, as reconciliation finds it: the job's reference (Job.gateway_ref),
+    """A payment a gateway order holds, as reconciliation finds it: the job's reference (Job.gateway_ref),
     and whether its money is captured (False: authorised only, Razorpay's "authorized")."""
 
     ref: str
@@ -124,8 +124,9 @@ class PaymentGateway(Protocol):
         """A refund the gateway has, as it reports it now (ours or one made at the gateway)."""
         ...
 
-    def order_paid(self, gateway_order_id: str, token: Token) -> OrderPaid | None:
-        """The payment the gateway order holds, if it holds one (the sweeper's reconciliation)."""
+    def paid_payments(self, gateway_order_id: str, token: Token) -> list[OrderPaid]:
+        """The payments the gateway order holds, captured ones first, then authorised ones (none: it holds
+        none), for the sweeper's reconciliation."""
         ...
 
     def webhook_signature_valid(self, raw: bytes, headers: Mapping[str, str]) -> bool:

@@ -70,10 +70,10 @@ def _token(deps: ReconcileDeps, gateway: str, endpoint: str) -> None:
         raise _OutOfTokens
 
 
-def _order_paid(deps: ReconcileDeps, checkout: dict[str, Any]) -> OrderPaid | None:
-    """The checkout's payment to apply, if its gateway order holds one."""
+def _paid_payments(deps: ReconcileDeps, checkout: dict[str, Any]) -> list[OrderPaid]:
+    """The payments the checkout's gateway order holds, captured ones first."""
     method = checkout["method"]
-    return deps.gateways[method].order_paid(
+    return deps.gateways[method].paid_payments(
         checkout["gateway_order_id"], lambda endpoint: _token(deps, method, endpoint)
     )
 
@@ -87,30 +87,36 @@ def _reconcile_checkouts(deps: ReconcileDeps, limit: int, failures: list[Excepti
 
 
 def _reconcile_checkout(deps: ReconcileDeps, checkout: dict[str, Any]) -> int:
-    """1 when the checkout's payment got its job (made or woken), else 0."""
+    """1 when a payment of the checkout got its job (made or woken), else 0. Its payments are offered in turn
+    until one needs a job: one a job holds, or a job released, must not hide the next (pq_checkout_found)."""
     try:
-        paid = _order_paid(deps, checkout)
+        paid = _paid_payments(deps, checkout)
     except (GatewayRetryable, GatewayRejected) as exc:
         logger.info("reconciliation fetch failed", checkout_id=str(checkout["id"]), error=str(exc))
         return 0
     grace = timedelta(seconds=deps.settings.checkout_settle_grace_s)
-    if paid is None and datetime.now(UTC) <= checkout["expires_at"] + grace:
+    if not paid and datetime.now(UTC) <= checkout["expires_at"] + grace:
         return 0
     watch_until = None
     if not deps.gateways[checkout["method"]].order_expires:
         watch_until = checkout["expires_at"] + timedelta(seconds=deps.settings.checkout_late_watch_s)
-    ref, captured = (paid.ref, paid.captured) if paid else (None, None)
-    row = deps.db.fetch_one(
-        "SELECT * FROM pq_checkout_found(%s, %s, %s, %s)", (checkout["id"], ref, captured, watch_until)
-    )
-    assert row is not None
-    if row["outcome"] not in (WebhookOutcome.JOB_CREATED, WebhookOutcome.JOB_WOKEN):
-        return 0
-    send_jobs(
-        deps, [job_message(str(row["job_id"]), row["user_id"], row["order_id"], checkout["method"], row["parks"])]
-    )
-    logger.info("checkout reconciled", checkout_id=str(checkout["id"]), outcome=row["outcome"])
-    return 1
+    offered: list[OrderPaid | None] = [*paid] if paid else [None]  # None: unpaid, the checkout expires
+    for found in offered:
+        ref, captured = (found.ref, found.captured) if found else (None, None)
+        row = deps.db.fetch_one(
+            "SELECT * FROM pq_checkout_found(%s, %s, %s, %s)", (checkout["id"], ref, captured, watch_until)
+        )
+        assert row is not None
+        if row["outcome"] == WebhookOutcome.JOB_LIVE:
+            return 0  # a job holds the order: the look comes back after it ends
+        if row["outcome"] in (WebhookOutcome.JOB_CREATED, WebhookOutcome.JOB_WOKEN):
+            send_jobs(
+                deps,
+                [job_message(str(row["job_id"]), row["user_id"], row["order_id"], checkout["method"], row["parks"])],
+            )
+            logger.info("checkout reconciled", checkout_id=str(checkout["id"]), outcome=row["outcome"])
+            return 1
+    return 0
 
 
 def _fetch_refund(deps: ReconcileDeps, refund: dict[str, Any]) -> GatewayRefund | None:

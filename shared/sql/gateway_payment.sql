@@ -371,7 +371,7 @@ $$;
 -- the job's checkout's (gateway_order_mismatch: someone else's payment, which must not block its own
 -- checkout), nothing binds it to the job's order (gateway_payment_unbound) -- or that the gateway's
 -- verdict may still change (gateway_payment_failed: authorised late; gateway_checkout_expired: paid
--- late). Each of these is decided on the delivery's first fetch or without a call, before any capture
+-- late; cancelled with no payment of it ever read: its shopper left the line before paying). Each of these is decided on the delivery's first fetch or without a call, before any capture
 -- or refund could leave (shared/services/gateway.py), so the job moved no money with it. Every other
 -- failure keeps the payment for good: it was judged for its own order (amount_mismatch, out_of_stock,
 -- order_not_payable, invalid_order: refunded if captured) or is refunded (gateway_payment_refunded).
@@ -405,8 +405,11 @@ BEGIN
     outcome := 'failed';
     event := pq_end_job(v_job, p_reason, NULL);
     IF p_refund_id IS NULL
-       AND p_reason IN ('gateway_payment_not_found', 'gateway_order_mismatch', 'gateway_payment_unbound',
-                        'gateway_payment_failed', 'gateway_checkout_expired') THEN
+       AND (p_reason IN ('gateway_payment_not_found', 'gateway_order_mismatch', 'gateway_payment_unbound',
+                         'gateway_payment_failed', 'gateway_checkout_expired')
+            OR (p_reason = 'cancelled'
+                AND NOT EXISTS (SELECT 1 FROM gateway_payments g
+                                 WHERE g.method = v_job.method AND g.gateway_ref = v_job.gateway_ref))) THEN
         UPDATE payment_jobs SET gateway_ref_released_at = now() WHERE id = v_job.id;
     END IF;
     -- The job no longer holds the payment: a refund made at the gateway that failed after the job read the

@@ -372,6 +372,108 @@ def test_a_gateway_job_asked_to_leave_returns_its_money_in_its_turn_and_never_pa
     assert ledger_violations(app, sim) == {}
 
 
+def look(app: App) -> None:
+    """The sweeper's reconciliation and its wake-ups of parked jobs come due at once, and run."""
+    app.db.execute("UPDATE gateway_checkouts SET next_check_at = now() WHERE next_check_at IS NOT NULL")
+    app.db.execute("UPDATE payment_jobs SET parked_at = now() - interval '1 day' WHERE parked_at IS NOT NULL")
+    reconcile(app)
+    sweeper_handler({}, LocalContext("sweeper"))
+
+
+@pytest.mark.parametrize("order_status", ["ACTIVE", "EXPIRED"])
+def test_a_cashfree_shopper_who_left_before_paying_is_let_go_at_once_and_can_pay_again(
+    app: App, sim: Simulator, demo: dict[str, int], order_status: str
+) -> None:
+    # Found by the review: the job parked on its unpaid order until the order expired (up to 45 minutes),
+    # the order payable by nothing else meanwhile, and then failed gateway_checkout_expired.
+    # Given a Cashfree job asked for before its shopper paid (parked: the order unpaid), and the shopper
+    # leaving the line
+    view = open_for(app, "demo-user-1", "cashfree")
+    job = accept_payment(app, "demo-user-1", "key-1", payment_request(view)).body["job_id"]
+    drain(app)
+    assert cancel_job(app, "demo-user-1", job)["cancel_requested"] is True
+    if order_status == "EXPIRED":  # long past its expiry and grace at Cashfree
+        sim.cashfree.set_status(view["cashfree"]["order_id"], "EXPIRED")
+        app.db.execute("UPDATE gateway_checkouts SET expires_at = now() - interval '2 hours'")
+
+    # When its turn comes (the sweeper wakes it)
+    look(app)
+    drain(app)
+
+    # Then it ends cancelled at once, as the shopper was told, and a new checkout is a new Cashfree order
+    assert (_job(app.db, job)["status"], _job(app.db, job)["reason"]) == ("failed", "cancelled")
+    again = open_for(app, "demo-user-1", "cashfree")
+    assert again["cashfree"]["order_id"] != view["cashfree"]["order_id"]
+
+    # And when the old order is paid after all (a tab left open) and then the new one, the old payment goes
+    # back (the request holds for it) and the new one pays the order
+    if order_status == "ACTIVE":
+        pay_at_gateway(sim, view)
+        look(app)
+        drain(app)
+    pay_at_gateway(sim, again)
+    accept_payment(app, "demo-user-1", "key-2", payment_request(again))
+    drain(app)
+    follow(app, sim)
+    assert app.db.fetch_one("SELECT order_status FROM orders WHERE id = %s", (view["order_id"],)) == {
+        "order_status": "paid"
+    }
+    reasons = sorted((j["status"], j["reason"] or "") for j in gateway_jobs(app.db))
+    assert reasons == sorted([("failed", "cancelled")] * (2 if order_status == "ACTIVE" else 1) + [("succeeded", "")])
+    assert ledger_violations(app, sim) == {}
+
+
+def test_a_second_razorpay_payment_made_after_leaving_the_line_is_found_by_the_look(
+    app: App, sim: Simulator, demo: dict[str, int], inbox: WebhookInbox
+) -> None:
+    # Found by the review: the look offered only the order's first authorised payment, which the books showed
+    # released, so the second was never offered.
+    # Given a Razorpay payment P1 authorised, its job in line, and its shopper leaving the line
+    view = open_for(app, "demo-user-1", "razorpay")
+    handed = pay_at_gateway(sim, view)
+    job = accept_payment(app, "demo-user-1", "key-1", payment_request(view, handed)).body["job_id"]
+    inbox.deliver()
+    assert cancel_job(app, "demo-user-1", job)["cancel_requested"] is True
+
+    # When they pay the same Razorpay order again (P2) while the job waits: the page's request is refused (the
+    # job holds the order) and P2's webhook finds the job live; then the job releases P1 in its turn
+    again = open_for(app, "demo-user-1", "razorpay")
+    second = pay_at_gateway(sim, again)
+    with pytest.raises(DomainError) as refused:
+        accept_payment(app, "demo-user-1", "key-2", payment_request(again, second))
+    assert refused.value.code == "payment_in_progress"
+    assert inbox.deliver() == [200]
+    drain(app)
+    look(app)
+    drain(app)
+
+    # Then the reconciliation's look finds P2 past the released P1, and P2 pays the order
+    assert app.db.fetch_one("SELECT order_status FROM orders WHERE id = %s", (view["order_id"],)) == {
+        "order_status": "paid"
+    }
+    assert [r["gateway_ref"] for r in app.db.fetch_all("SELECT gateway_ref FROM payment_transactions")] == [
+        second["razorpay_payment_id"]
+    ]
+    assert ledger_violations(app, sim) == {}
+
+
+def test_the_202_of_a_dead_lettered_job_asked_to_leave_is_the_job_as_its_reads_show_it(
+    app: App, sim: Simulator, demo: dict[str, int]
+) -> None:
+    # Found by the review: the 202 gave a place in line to a job whose message is in the DLQ.
+    # Given a paid Razorpay job whose message went to the DLQ
+    job = pay_gateway(app, sim, "demo-user-1", "razorpay").body["job_id"]
+    dead_letter(app.db, receive(app), queue="payments", dlq="payments_dlq")
+    app.db.execute("SELECT pq_record_delivery_failure(%s, 'm', 10, 'GatewayRetryable', '5xx', true)", (job,))
+
+    # When its shopper leaves the line
+    left = cancel_job(app, "demo-user-1", job)
+
+    # Then the answer is the job as a read shows it: in the DLQ, asked to leave, no place in line
+    assert left == get_job(app, "demo-user-1", job)
+    assert (left["dead_lettered"], left["cancel_requested"], "position" in left) == (True, True, False)
+
+
 def test_a_late_success_webhook_does_not_pay_the_order_of_a_shopper_who_left_the_line(
     app: App, sim: Simulator, demo: dict[str, int], inbox: WebhookInbox
 ) -> None:

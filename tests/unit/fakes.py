@@ -182,7 +182,7 @@ class FakeGateway:
     def follow_refund(self, ref: str, refund_ref: str, gateway_refund_id: str) -> GatewayRefund:
         raise NotImplementedError
 
-    def order_paid(self, gateway_order_id: str, token: Token) -> OrderPaid | None:
+    def paid_payments(self, gateway_order_id: str, token: Token) -> list[OrderPaid]:
         raise NotImplementedError
 
     def webhook_signature_valid(self, raw: bytes, headers: Mapping[str, str]) -> bool:

@@ -142,6 +142,13 @@ class Cashfree(RefundsThroughApi):
             return job.settled(payment)
         if order.status == "TERMINATED":
             return Fail(FailureReason.GATEWAY_PAYMENT_FAILED, checkout_status="failed")
+        if job.unfulfillable == FailureReason.CANCELLED:
+            # Its shopper left the line before paying: nothing to give back, so it ends now instead of waiting
+            # for the order to expire. The checkout is expired for the shopper, who may then open a new one
+            # and pay; this Cashfree order stays payable until its expiry, and a payment made to it after all
+            # (a tab left open) gets a job of its own, found by a webhook or the reconciliation's looks until
+            # Cashfree confirms the order's end, which reads the request and refunds it.
+            return Fail(FailureReason.CANCELLED, checkout_status="expired")
         # An EXPIRED (or TERMINATION_REQUESTED) order can still turn PAID within checkout_settle_grace_s.
         grace = timedelta(seconds=self._settings.checkout_settle_grace_s)
         expires_at = job.checkout_expires_at or datetime.now(UTC)
@@ -153,14 +160,11 @@ class Cashfree(RefundsThroughApi):
     def follow_refund(self, ref: str, refund_ref: str, gateway_refund_id: str) -> GatewayRefund:
         return self.api.fetch_refund(ref, refund_ref)  # looked up by the refund_id its maker chose
 
-    def order_paid(self, gateway_order_id: str, token: Token) -> OrderPaid | None:
-        """The order itself, once PAID (Cashfree captures a successful payment at once)."""
+    def paid_payments(self, gateway_order_id: str, token: Token) -> list[OrderPaid]:
+        """The order itself, once PAID (Cashfree captures a successful payment at once; an order is paid once)."""
         token("get_order")
-        return (
-            OrderPaid(gateway_order_id, captured=True)
-            if self.api.fetch_order(gateway_order_id).status == "PAID"
-            else None
-        )
+        paid = self.api.fetch_order(gateway_order_id).status == "PAID"
+        return [OrderPaid(gateway_order_id, captured=True)] if paid else []
 
     def webhook_signature_valid(self, raw: bytes, headers: Mapping[str, str]) -> bool:
         return verify_cashfree_webhook(

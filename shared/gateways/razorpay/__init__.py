@@ -125,18 +125,21 @@ class Razorpay(RefundsThroughApi):
     def follow_refund(self, ref: str, refund_ref: str, gateway_refund_id: str) -> GatewayRefund:
         return self.api.fetch_refund(ref, gateway_refund_id)
 
-    def order_paid(self, gateway_order_id: str, token: Token) -> OrderPaid | None:
-        """The order's captured payment, else its authorised one."""
+    def paid_payments(self, gateway_order_id: str, token: Token) -> list[OrderPaid]:
+        """The order's captured payments, then its authorised ones: an order can hold more than one (a shopper
+        who paid again; Razorpay refunds a payment made to an order already paid at once, and one never
+        captured after 3 days), and one that a job of ours released must not hide the next."""
         token("fetch_order")
         if self.api.fetch_order(gateway_order_id).status not in ("paid", "attempted"):
-            return None
+            return []
         token("order_payments")
-        payments = self.api.order_payments(gateway_order_id)
-        for status in ("captured", "authorized"):
-            found = next((p for p in payments if p.status == status and p.order_id == gateway_order_id), None)
-            if found is not None:
-                return OrderPaid(found.ref, captured=status == "captured")
-        return None
+        payments = [p for p in self.api.order_payments(gateway_order_id) if p.order_id == gateway_order_id]
+        return [
+            OrderPaid(p.ref, captured=status == "captured")
+            for status in ("captured", "authorized")
+            for p in payments
+            if p.status == status
+        ]
 
     def webhook_signature_valid(self, raw: bytes, headers: Mapping[str, str]) -> bool:
         return verify_razorpay_webhook(raw, headers.get("x-razorpay-signature"), self._webhook_secret())

@@ -113,9 +113,9 @@ class TestPay:
     def follow_refund(self, ref: str, refund_ref: str, gateway_refund_id: str) -> GatewayRefund:
         return next(r for r in self.refunds(ref) if r.refund_id == gateway_refund_id)
 
-    def order_paid(self, gateway_order_id: str, token: Token) -> OrderPaid | None:
+    def paid_payments(self, gateway_order_id: str, token: Token) -> list[OrderPaid]:
         token("read")
-        return OrderPaid(gateway_order_id, captured=True) if self.orders[gateway_order_id].paid else None
+        return [OrderPaid(gateway_order_id, captured=True)] if self.orders[gateway_order_id].paid else []
 
     def webhook_signature_valid(self, raw: bytes, headers: Mapping[str, str]) -> bool:
         expected = hmac.new(WEBHOOK_SECRET, raw, hashlib.sha256).hexdigest()
