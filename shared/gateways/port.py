@@ -71,6 +71,16 @@ class OrderPaid:
     captured: bool
 
 
+@dataclass(frozen=True)
+class OrderLook:
+    """What reconciliation reads of a gateway order: the payments it holds, captured ones first, then authorised
+    ones; and open: whether the gateway still says it can take a payment (Cashfree ACTIVE), so that it is not
+    taken for ended unpaid by our clock, however late."""
+
+    payments: list[OrderPaid]
+    open: bool = False
+
+
 class PaymentGateway(Protocol):
     """One gateway, as the services use it. Built by its package's build() from the settings."""
 
@@ -124,9 +134,8 @@ class PaymentGateway(Protocol):
         """A refund the gateway has, as it reports it now (ours or one made at the gateway)."""
         ...
 
-    def paid_payments(self, gateway_order_id: str, token: Token) -> list[OrderPaid]:
-        """The payments the gateway order holds, captured ones first, then authorised ones (none: it holds
-        none), for the sweeper's reconciliation."""
+    def look_at_order(self, gateway_order_id: str, token: Token) -> OrderLook:
+        """The gateway order as the sweeper's reconciliation reads it."""
         ...
 
     def webhook_signature_valid(self, raw: bytes, headers: Mapping[str, str]) -> bool:

@@ -30,7 +30,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from shared.domain import GatewayRejected, GatewayRetryable, TransientError
-from shared.gateways.port import OrderPaid
+from shared.gateways.port import OrderLook, OrderPaid
 from shared.observability import logger
 from shared.outcomes import WebhookOutcome
 from shared.ports import GatewayRefund, HasDb, HasGateways, HasQueue, HasSettings, RefundState
@@ -70,10 +70,10 @@ def _token(deps: ReconcileDeps, gateway: str, endpoint: str) -> None:
         raise _OutOfTokens
 
 
-def _paid_payments(deps: ReconcileDeps, checkout: dict[str, Any]) -> list[OrderPaid]:
-    """The payments the checkout's gateway order holds, captured ones first."""
+def _look_at_order(deps: ReconcileDeps, checkout: dict[str, Any]) -> OrderLook:
+    """The checkout's gateway order: the payments it holds, captured ones first, and whether it is open."""
     method = checkout["method"]
-    return deps.gateways[method].paid_payments(
+    return deps.gateways[method].look_at_order(
         checkout["gateway_order_id"], lambda endpoint: _token(deps, method, endpoint)
     )
 
@@ -90,13 +90,14 @@ def _reconcile_checkout(deps: ReconcileDeps, checkout: dict[str, Any]) -> int:
     """1 when a payment of the checkout got its job (made or woken), else 0. Its payments are offered in turn
     until one needs a job: one a job holds, or a job released, must not hide the next (pq_checkout_found)."""
     try:
-        paid = _paid_payments(deps, checkout)
+        look = _look_at_order(deps, checkout)
     except (GatewayRetryable, GatewayRejected) as exc:
         logger.info("reconciliation fetch failed", checkout_id=str(checkout["id"]), error=str(exc))
         return 0
     grace = timedelta(seconds=deps.settings.checkout_settle_grace_s)
-    if not paid and datetime.now(UTC) <= checkout["expires_at"] + grace:
-        return 0
+    paid = look.payments
+    if not paid and (look.open or datetime.now(UTC) <= checkout["expires_at"] + grace):
+        return 0  # nothing paid yet, and the order may still be: looked at again (the claim's spacing)
     watch_until = None
     if not deps.gateways[checkout["method"]].order_expires:
         watch_until = checkout["expires_at"] + timedelta(seconds=deps.settings.checkout_late_watch_s)

@@ -123,6 +123,8 @@ GIVES_THE_PAYMENT_BACK = {
     FailureReason.GATEWAY_PAYMENT_UNBOUND,
     FailureReason.GATEWAY_PAYMENT_FAILED,
     FailureReason.GATEWAY_CHECKOUT_EXPIRED,
+    # Its shopper left the line before any payment of it was read (no book of it): nothing to give back.
+    FailureReason.CANCELLED,
 }
 
 
@@ -154,7 +156,9 @@ def test_only_a_failure_that_moved_no_money_and_judged_no_payment_of_its_own_giv
 
     # Given, for each way a gateway job fails (and for a refund), a job that failed so with its own payment
     given_back = {}
-    for n, (reason, refund_id) in enumerate([(r, None) for r in FailureReason] + [("out_of_stock", "rfnd_1")]):
+    refunded: list[tuple[str, str | None]] = [("out_of_stock", "rfnd_1"), ("cancelled", "rfnd_2")]
+    cases: list[tuple[str, str | None]] = [(r, None) for r in FailureReason]
+    for n, (reason, refund_id) in enumerate(cases + refunded):
         ref = f"pay_rule{n}"
         fail(enqueue(f"first-{n}", ref)["job_id"], reason, refund_id)
 
@@ -167,9 +171,9 @@ def test_only_a_failure_that_moved_no_money_and_judged_no_payment_of_its_own_giv
             fail(again["job_id"], FailureReason.GATEWAY_PAYMENT_UNBOUND)
         else:
             assert again["outcome"] == "gateway_ref_in_use"
-    assert given_back == {(r, None): r in GIVES_THE_PAYMENT_BACK for r in FailureReason} | {
-        ("out_of_stock", "rfnd_1"): False
-    }
+    assert given_back == {(r, None): r in GIVES_THE_PAYMENT_BACK for r in FailureReason} | dict.fromkeys(
+        refunded, False
+    )
 
 
 # --- 2. concurrent checkouts of one order: one gateway order -------------------------------------

@@ -550,9 +550,11 @@ def test_a_checkout_paid_just_before_it_expired_is_settled_after_the_next_checko
 def test_an_expired_checkout_is_fetched_until_the_gateway_says_it_is_unpaid_and_then_no_more(
     app: App, sim: Simulator, demo: dict[str, int]
 ) -> None:
-    # Given a Cashfree checkout the shopper never paid, marked expired by their next checkout request
+    # Given a Cashfree checkout the shopper never paid, past its expiry (Cashfree expired its order), marked
+    # expired by their next checkout request
     view = open_for(app, "demo-user-1", "cashfree")
     app.db.execute("UPDATE gateway_checkouts SET expires_at = now() - interval '1 hour'")
+    sim.cashfree.set_status(view["cashfree"]["order_id"], "EXPIRED")
     open_for(app, "demo-user-1", "razorpay", order_id=view["order_id"])
 
     # When the sweeper's reconciliation passes come round three times
@@ -565,7 +567,7 @@ def test_an_expired_checkout_is_fetched_until_the_gateway_says_it_is_unpaid_and_
         reconcile(app)
         fetched.append(sim.stats("cashfree")["calls"] - before)
 
-    # Then it was fetched once, found unpaid past its expiry and grace, and confirmed expired: never again
+    # Then it was fetched once, found expired unpaid past its expiry and grace, and confirmed: never again
     assert fetched == [1, 0, 0]
     assert app.db.fetch_one(
         "SELECT status, next_check_at FROM gateway_checkouts WHERE id = %s", (view["checkout_id"],)

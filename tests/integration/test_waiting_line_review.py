@@ -423,6 +423,37 @@ def test_a_cashfree_shopper_who_left_before_paying_is_let_go_at_once_and_can_pay
     assert ledger_violations(app, sim) == {}
 
 
+def test_a_payment_completing_on_an_old_cashfree_order_still_active_past_our_clock_is_found_and_refunded(
+    app: App, sim: Simulator, demo: dict[str, int]
+) -> None:
+    # Found by the review: once the job that left had ended, the look took the order for ended unpaid by our
+    # clock while Cashfree still held it ACTIVE, and stopped looking.
+    # Given a Cashfree checkout whose shopper began a payment still PENDING (the order ACTIVE), sent the page's
+    # request (the job parked), then left the line, the job ending cancelled in its turn
+    view = open_for(app, "demo-user-1", "cashfree")
+    order_id = view["cashfree"]["order_id"]
+    sim.cashfree_checkout(order_id, "pending")
+    job = accept_payment(app, "demo-user-1", "key-1", payment_request(view)).body["job_id"]
+    drain(app)
+    assert cancel_job(app, "demo-user-1", job)["cancel_requested"] is True
+    look(app)
+    drain(app)
+
+    # When our clock passes the checkout's expiry and grace while Cashfree still holds the order ACTIVE, the
+    # sweeper looks, and then the pending payment succeeds at Cashfree, its webhook lost
+    app.db.execute("UPDATE gateway_checkouts SET expires_at = now() - interval '2 hours'")
+    look(app)
+    sim.cashfree.late_success(order_id)
+    look(app)
+    drain(app)
+    follow(app, sim)
+
+    # Then the money taken is found and goes back
+    assert [r["gateway_ref"] for r in app.db.fetch_all("SELECT gateway_ref FROM gateway_refunds")] == [order_id]
+    assert app.db.fetch_one("SELECT count(*) AS n FROM payment_transactions") == {"n": 0}
+    assert ledger_violations(app, sim) == {}
+
+
 def test_a_second_razorpay_payment_made_after_leaving_the_line_is_found_by_the_look(
     app: App, sim: Simulator, demo: dict[str, int], inbox: WebhookInbox
 ) -> None:

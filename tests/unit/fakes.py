@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from shared.domain import GatewayRejected, GatewayRetryable, PaymentRequest, ThroughputEstimator
-from shared.gateways.port import CheckoutOrder, OrderPaid, PaymentGateway, Token, WebhookEvent
+from shared.gateways.port import CheckoutOrder, OrderLook, PaymentGateway, Token, WebhookEvent
 from shared.gateways.verdicts import Job, Verdict
 from shared.ports import (
     EventBus,
@@ -182,7 +182,7 @@ class FakeGateway:
     def follow_refund(self, ref: str, refund_ref: str, gateway_refund_id: str) -> GatewayRefund:
         raise NotImplementedError
 
-    def paid_payments(self, gateway_order_id: str, token: Token) -> list[OrderPaid]:
+    def look_at_order(self, gateway_order_id: str, token: Token) -> OrderLook:
         raise NotImplementedError
 
     def webhook_signature_valid(self, raw: bytes, headers: Mapping[str, str]) -> bool:

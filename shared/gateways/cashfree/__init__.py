@@ -19,7 +19,15 @@ from shared.gateways.cashfree.client import REFUND_STATE, CashfreeApi, CashfreeG
 from shared.gateways.cashfree.limits import STEP_ENDPOINTS, environment, published_per_min
 from shared.gateways.fields import RefundFields, member, refund_event, text
 from shared.gateways.http import Credentials
-from shared.gateways.port import CheckoutOrder, GatewayPackage, OrderPaid, Token, WebhookDoc, WebhookEvent
+from shared.gateways.port import (
+    CheckoutOrder,
+    GatewayPackage,
+    OrderLook,
+    OrderPaid,
+    Token,
+    WebhookDoc,
+    WebhookEvent,
+)
 from shared.gateways.secrets import credentials
 from shared.gateways.verdicts import Fail, Job, Park, Refund, RefundedAtGateway, Verdict
 from shared.ports import GatewayOrder, GatewayPayment, GatewayRefund, RefundState
@@ -160,11 +168,15 @@ class Cashfree(RefundsThroughApi):
     def follow_refund(self, ref: str, refund_ref: str, gateway_refund_id: str) -> GatewayRefund:
         return self.api.fetch_refund(ref, refund_ref)  # looked up by the refund_id its maker chose
 
-    def paid_payments(self, gateway_order_id: str, token: Token) -> list[OrderPaid]:
-        """The order itself, once PAID (Cashfree captures a successful payment at once; an order is paid once)."""
+    def look_at_order(self, gateway_order_id: str, token: Token) -> OrderLook:
+        """The order itself, once PAID (Cashfree captures a successful payment at once; an order is paid once).
+        Open while ACTIVE (or TERMINATION_REQUESTED): Cashfree may still complete an attempt on it, whatever our
+        clock says, so it is looked at again until Cashfree ends it."""
         token("get_order")
-        paid = self.api.fetch_order(gateway_order_id).status == "PAID"
-        return [OrderPaid(gateway_order_id, captured=True)] if paid else []
+        status = self.api.fetch_order(gateway_order_id).status
+        if status == "PAID":
+            return OrderLook([OrderPaid(gateway_order_id, captured=True)])
+        return OrderLook([], open=status in ("ACTIVE", "TERMINATION_REQUESTED"))
 
     def webhook_signature_valid(self, raw: bytes, headers: Mapping[str, str]) -> bool:
         return verify_cashfree_webhook(

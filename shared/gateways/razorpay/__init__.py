@@ -17,7 +17,15 @@ from shared.gateway_signatures import verify_razorpay_checkout, verify_razorpay_
 from shared.gateways.base import RefundsThroughApi, unless_unknown
 from shared.gateways.fields import RefundFields, member, refund_event, text
 from shared.gateways.http import Credentials
-from shared.gateways.port import CheckoutOrder, GatewayPackage, OrderPaid, Token, WebhookDoc, WebhookEvent
+from shared.gateways.port import (
+    CheckoutOrder,
+    GatewayPackage,
+    OrderLook,
+    OrderPaid,
+    Token,
+    WebhookDoc,
+    WebhookEvent,
+)
 from shared.gateways.razorpay.client import REFUND_STATE, RazorpayApi, RazorpayGateway
 from shared.gateways.razorpay.limits import STEP_ENDPOINTS, published_per_min
 from shared.gateways.secrets import credentials, secret_field
@@ -125,21 +133,24 @@ class Razorpay(RefundsThroughApi):
     def follow_refund(self, ref: str, refund_ref: str, gateway_refund_id: str) -> GatewayRefund:
         return self.api.fetch_refund(ref, gateway_refund_id)
 
-    def paid_payments(self, gateway_order_id: str, token: Token) -> list[OrderPaid]:
+    def look_at_order(self, gateway_order_id: str, token: Token) -> OrderLook:
         """The order's captured payments, then its authorised ones: an order can hold more than one (a shopper
         who paid again; Razorpay refunds a payment made to an order already paid at once, and one never
-        captured after 3 days), and one that a job of ours released must not hide the next."""
+        captured after 3 days), and one that a job of ours released must not hide the next. Never open: a
+        Razorpay order always takes payment, and the late-payment watch (order_expires) looks after that."""
         token("fetch_order")
         if self.api.fetch_order(gateway_order_id).status not in ("paid", "attempted"):
-            return []
+            return OrderLook([])
         token("order_payments")
         payments = [p for p in self.api.order_payments(gateway_order_id) if p.order_id == gateway_order_id]
-        return [
-            OrderPaid(p.ref, captured=status == "captured")
-            for status in ("captured", "authorized")
-            for p in payments
-            if p.status == status
-        ]
+        return OrderLook(
+            [
+                OrderPaid(p.ref, captured=status == "captured")
+                for status in ("captured", "authorized")
+                for p in payments
+                if p.status == status
+            ]
+        )
 
     def webhook_signature_valid(self, raw: bytes, headers: Mapping[str, str]) -> bool:
         return verify_razorpay_webhook(raw, headers.get("x-razorpay-signature"), self._webhook_secret())

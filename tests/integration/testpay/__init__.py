@@ -19,7 +19,7 @@ from typing import Any
 
 from shared.domain import FailureReason, PaymentRequest
 from shared.gateways.fields import member, text
-from shared.gateways.port import CheckoutOrder, GatewayPackage, OrderPaid, Token, WebhookDoc, WebhookEvent
+from shared.gateways.port import CheckoutOrder, GatewayPackage, OrderLook, OrderPaid, Token, WebhookDoc, WebhookEvent
 from shared.gateways.verdicts import Fail, Job, Park, Verdict
 from shared.ports import GatewayOrder, GatewayPayment, GatewayRefund, RefundState
 from shared.settings import Settings
@@ -113,9 +113,9 @@ class TestPay:
     def follow_refund(self, ref: str, refund_ref: str, gateway_refund_id: str) -> GatewayRefund:
         return next(r for r in self.refunds(ref) if r.refund_id == gateway_refund_id)
 
-    def paid_payments(self, gateway_order_id: str, token: Token) -> list[OrderPaid]:
+    def look_at_order(self, gateway_order_id: str, token: Token) -> OrderLook:
         token("read")
-        return [OrderPaid(gateway_order_id, captured=True)] if self.orders[gateway_order_id].paid else []
+        return OrderLook([OrderPaid(gateway_order_id, captured=True)] if self.orders[gateway_order_id].paid else [])
 
     def webhook_signature_valid(self, raw: bytes, headers: Mapping[str, str]) -> bool:
         expected = hmac.new(WEBHOOK_SECRET, raw, hashlib.sha256).hexdigest()
