@@ -372,6 +372,16 @@ def test_a_gateway_job_asked_to_leave_returns_its_money_in_its_turn_and_never_pa
     assert ledger_violations(app, sim) == {}
 
 
+def left_after_paying(app: App, sim: Simulator) -> dict[str, Any]:
+    """A Razorpay checkout paid (authorised), the page's request for its job, and its shopper leaving the line
+    (202): the checkout's view."""
+    view = open_for(app, "demo-user-1", "razorpay")
+    handed = pay_at_gateway(sim, view)
+    job = accept_payment(app, "demo-user-1", "key-1", payment_request(view, handed)).body["job_id"]
+    assert cancel_job(app, "demo-user-1", job)["cancel_requested"] is True
+    return view
+
+
 def look(app: App) -> None:
     """The sweeper's reconciliation and its wake-ups of parked jobs come due at once, and run."""
     app.db.execute("UPDATE gateway_checkouts SET next_check_at = now() WHERE next_check_at IS NOT NULL")
@@ -460,11 +470,8 @@ def test_a_second_razorpay_payment_made_after_leaving_the_line_is_found_by_the_l
     # Found by the review: the look offered only the order's first authorised payment, which the books showed
     # released, so the second was never offered.
     # Given a Razorpay payment P1 authorised, its job in line, and its shopper leaving the line
-    view = open_for(app, "demo-user-1", "razorpay")
-    handed = pay_at_gateway(sim, view)
-    job = accept_payment(app, "demo-user-1", "key-1", payment_request(view, handed)).body["job_id"]
+    view = left_after_paying(app, sim)
     inbox.deliver()
-    assert cancel_job(app, "demo-user-1", job)["cancel_requested"] is True
 
     # When they pay the same Razorpay order again (P2) while the job waits: the page's request is refused (the
     # job holds the order) and P2's webhook finds the job live; then the job releases P1 in its turn
@@ -509,15 +516,12 @@ def test_a_late_success_webhook_does_not_pay_the_order_of_a_shopper_who_left_the
     app: App, sim: Simulator, demo: dict[str, int], inbox: WebhookInbox
 ) -> None:
     # Found by the review: the request was the job's alone, and a later job of the same payment paid the order.
-    # Given a Razorpay payment authorised at the gateway, its job asked for by the page, and Razorpay's
-    # payment.authorized webhook delayed (Razorpay retries a webhook for 24 hours)
-    view = open_for(app, "demo-user-1", "razorpay")
-    handed = pay_at_gateway(sim, view)
-    job = accept_payment(app, "demo-user-1", "key-1", payment_request(view, handed)).body["job_id"]
+    # Given a Razorpay payment authorised at the gateway, its job asked for by the page, its shopper leaving
+    # the line, and Razorpay's payment.authorized webhook delayed (Razorpay retries a webhook for 24 hours)
+    view = left_after_paying(app, sim)
     delayed = inbox.pending()
 
-    # When the shopper leaves the line, its turn releases the authorisation, and then the webhook arrives
-    assert cancel_job(app, "demo-user-1", job)["cancel_requested"] is True
+    # When the job's turn releases the authorisation, and then the webhook arrives
     drain(app)
     inbox.deliver(delayed)
     drain(app)
