@@ -279,9 +279,9 @@ $$;
 -- are to be sent by the caller (sent_at stays NULL until then, so the sweeper sends them if it cannot).
 -- p_captured false: the gateway holds the payment authorised only. One a job of ours released (an
 -- authorisation it would not capture, booked released in gateway_payments; not just given back by a job
--- that failed without reading it) then needs no new job: the job that would come
--- could only release it again, and tell the shop PaymentFailed again, on every look until Razorpay refunds
--- it by itself ("payments that are not captured within [3 days] will be refunded automatically",
+-- that failed without reading it) then needs no new job: the job that would come could only release it
+-- again, and tell the shop PaymentFailed again, on every look until Razorpay refunds it by itself
+-- ("payments that are not captured within [3 days] will be refunded automatically",
 -- razorpay.com/docs/payments/dashboard/account-settings/capture-refund). Captured after all, it gets one.
 -- Outcomes (pq_webhook_outcome): job_created | job_woken | job_live | already_handled.
 -- (No default for p_captured: the previous release re-applies the two-argument one beside it.)

@@ -83,8 +83,8 @@ $$;
 --   pq_complete_gateway_payment, for every captured payment: the payment's amount, under the order's lock
 --     and then the products' (pq_lock_stock), which is the answer the money follows: fulfilled, or its
 --     refund booked in the same transaction.
--- reason: cancelled (its shopper left the line while a job of its payment waited), amount_mismatch (the order's total is not the
--- payment's), else pq_order_problem's.
+-- reason: cancelled (its shopper left the line while a job of its payment waited), amount_mismatch (the
+-- order's total is not the payment's), else pq_order_problem's.
 DROP FUNCTION IF EXISTS pq_gateway_unfulfillable(payment_jobs, orders, bigint, text);
 CREATE FUNCTION pq_gateway_unfulfillable(p_job payment_jobs, p_order orders, p_amount_paise bigint,
                                          p_currency text, OUT reason text, OUT items jsonb)
@@ -371,10 +371,11 @@ $$;
 -- the job's checkout's (gateway_order_mismatch: someone else's payment, which must not block its own
 -- checkout), nothing binds it to the job's order (gateway_payment_unbound) -- or that the gateway's
 -- verdict may still change (gateway_payment_failed: authorised late; gateway_checkout_expired: paid
--- late; cancelled with no payment of it ever read: its shopper left the line before paying). Each of these is decided on the delivery's first fetch or without a call, before any capture
--- or refund could leave (shared/services/gateway.py), so the job moved no money with it. Every other
--- failure keeps the payment for good: it was judged for its own order (amount_mismatch, out_of_stock,
--- order_not_payable, invalid_order: refunded if captured) or is refunded (gateway_payment_refunded).
+-- late; cancelled with no payment of it ever read: its shopper left the line before paying). Each of these
+-- is decided on the delivery's first fetch or without a call, before any capture or refund could leave
+-- (shared/services/gateway.py), so the job moved no money with it. Every other failure keeps the payment
+-- for good: it was judged for its own order (amount_mismatch, out_of_stock, order_not_payable,
+-- invalid_order: refunded if captured) or is refunded (gateway_payment_refunded).
 -- Outcomes (pq_gateway_end_outcome): failed | already_succeeded | already_failed.
 DROP FUNCTION IF EXISTS pq_gateway_refunded(uuid, text, bigint, text, text, text, text);
 CREATE FUNCTION pq_gateway_refunded(p_job_id uuid, p_reason text, p_refund_id bigint, p_gateway_refund_id text,

@@ -51,7 +51,8 @@ BEGIN
                              'pq_checkout_route', 'pq_checkout_open', 'pq_checkout_created', 'pq_checkout_unclaimed',
                              'pq_take_tokens', 'pq_refund_status', 'pq_gateway_books']),
         -- a shopper leaving the line (shared/services/line.py cancel_job), its event published at once
-        ('pq_line', ARRAY['pq_cancel_job', 'pq_leave_line', 'pq_mark_events_published', 'pq_refund_status', 'pq_gateway_books']),
+        ('pq_line', ARRAY['pq_cancel_job', 'pq_leave_line', 'pq_mark_events_published', 'pq_refund_status',
+                          'pq_gateway_books']),
         -- the reads (shared/services/reads.py, orders.py, checkout.py get_checkout, operator.py's metrics
         -- and health, merchant.py's lists): STABLE functions only
         ('pq_status', ARRAY['pq_finished_count', 'pq_processed_count', 'pq_job_ended_ahead', 'pq_line_serving',

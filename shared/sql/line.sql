@@ -82,8 +82,9 @@ $$;
 -- reads the request, and so does pq_complete_gateway_payment, which decides whether the order is fulfilled:
 -- a request that lands while a delivery runs after all (a duplicate delivery dead-lettered meanwhile) is
 -- still read before any order is paid (at worst captured money is refunded rather than released). Every
--- later job of the same payment reads it too (pq_gateway_unfulfillable). A wallet payment of this very job running right now holds its row:
--- the call waits for it (one payment transaction) and then answers job_finished.
+-- later job of the same payment reads it too (pq_gateway_unfulfillable). A wallet payment of this very job
+-- running right now holds its row: the call waits for it (one payment transaction) and then answers
+-- job_finished.
 -- (A name of its own: the previous release's pq_cancel_job, below, answers paid_at_gateway for a gateway job.)
 DROP FUNCTION IF EXISTS pq_leave_line(text, uuid, boolean);
 CREATE FUNCTION pq_leave_line(p_user_id text, p_job_id uuid, p_gateway_jobs boolean,
