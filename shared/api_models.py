@@ -205,6 +205,10 @@ class PaymentRecord(BaseModel):
     currency: str | None
     gateway_ref: str | None
     requested_by: str | None
+    cancel_requested: bool = Field(
+        description="its shopper asked to leave the line with it (a gateway job): its payment goes back instead "
+        "of paying the order"
+    )
     created_at: str
     finished_at: str | None
 

@@ -145,7 +145,7 @@ def pay_on_behalf(deps: PayDeps, client_id: str, key: str, request: MerchantPaym
 
 _PAYMENT_COLUMNS = """
 SELECT j.id, j.user_id, j.order_id, j.method, j.status, j.reason, j.payment_id, j.gateway_ref, j.requested_by,
-       j.created_at, j.finished_at, t.amount_paise, t.currency
+       j.cancel_requested_at IS NOT NULL AS cancel_requested, j.created_at, j.finished_at, t.amount_paise, t.currency
   FROM payment_jobs j
   LEFT JOIN payment_transactions t ON t.job_id = j.id"""
 _PAYMENTS_QUERY = (
@@ -174,6 +174,7 @@ def _payment(r: dict[str, Any]) -> dict[str, Any]:
         "currency": None if r["currency"] is None else r["currency"].strip(),
         "gateway_ref": r["gateway_ref"],
         "requested_by": r["requested_by"],
+        "cancel_requested": r["cancel_requested"],
         "created_at": iso(r["created_at"]),
         "finished_at": iso(r["finished_at"]),
     }

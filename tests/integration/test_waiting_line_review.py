@@ -70,6 +70,7 @@ from tests.integration.test_api_handlers import call
 from tests.integration.test_dlq_redrive import dead_letter_everything
 from tests.integration.test_enqueue_round_trip import N, _unconfirmed
 from tests.integration.test_gateway_books import follow
+from tests.integration.test_merchant_api import call as merchant_call
 
 # --- fixtures and small steps -------------------------------------------------------------------
 
@@ -510,6 +511,23 @@ def test_the_202_of_a_dead_lettered_job_asked_to_leave_is_the_job_as_its_reads_s
     # Then the answer is the job as a read shows it: in the DLQ, asked to leave, no place in line
     assert left == get_job(app, "demo-user-1", job)
     assert (left["dead_lettered"], left["cancel_requested"], "position" in left) == (True, True, False)
+
+
+def test_the_shop_sees_that_a_shopper_left_the_line_with_a_gateway_job(
+    app: App, sim: Simulator, demo: dict[str, int]
+) -> None:
+    # Given a shopper who paid by Razorpay and left the line, and another whose job waits as it was
+    view = left_after_paying(app, sim)
+    other = pay_gateway(app, sim, "demo-user-2", "razorpay").body["job_id"]
+    [left] = [j["id"] for j in gateway_jobs(app.db) if j["id"] != other]
+
+    # When the shop's backend reads their payments (merchant routes)
+    _, one = merchant_call(status_handler, "GET", f"/v1/merchant/payments/{left}")
+    _, listed = merchant_call(status_handler, "GET", "/v1/merchant/payments", query="user_id=demo-user-2")
+
+    # Then it sees who asked to leave, and who did not
+    assert (one["order_id"], one["status"], one["cancel_requested"]) == (view["order_id"], "queued", True)
+    assert [(p["job_id"], p["cancel_requested"]) for p in listed["payments"]] == [(other, False)]
 
 
 def test_a_late_success_webhook_does_not_pay_the_order_of_a_shopper_who_left_the_line(
