@@ -11,7 +11,7 @@ from shared.errors import Conflict, job_not_found
 from shared.outcomes import CancelOutcome
 from shared.ports import HasBus
 from shared.services.outbox import PublishDeps, publish_events
-from shared.services.reads import JobViewDeps, get_job, job_view
+from shared.services.reads import JobViewDeps, job_view
 
 # Jobs of a sold-out product ended per statement. A statement's time follows the jobs it ends (line.sql), about
 # half a millisecond of server CPU each (docs/capacity.md), so a batch fits the functions' 5 s statement
@@ -51,9 +51,7 @@ def cancel_job(deps: LineDeps, user_id: str, job_id: str) -> dict[str, Any]:
         )
     if outcome is CancelOutcome.CANCELLED:
         publish_events(deps, [build_event(row["event"])])  # if the bus is down, the sweeper publishes it
-    if outcome is CancelOutcome.CANCEL_REQUESTED:  # the job as its reads show it (in the DLQ, its money)
-        return get_job(deps, user_id, job_id)
-    return job_view(deps, row | {"id": job_uuid})
+    return job_view(deps, row | {"id": job_uuid})  # as its reads show it (pq_leave_line returns their columns)
 
 
 def end_sold_out_jobs(deps: PublishDeps, products: Collection[int] | None) -> int:

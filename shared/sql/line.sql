@@ -90,7 +90,8 @@ DROP FUNCTION IF EXISTS pq_leave_line(text, uuid, boolean);
 CREATE FUNCTION pq_leave_line(p_user_id text, p_job_id uuid, p_gateway_jobs boolean,
                               OUT outcome pq_cancel_outcome, OUT status text, OUT reason text,
                               OUT order_id bigint, OUT payment_id bigint, OUT queue_seq bigint,
-                              OUT method text, OUT event jsonb, OUT finished bigint)
+                              OUT method text, OUT event jsonb, OUT finished bigint, OUT gateway_ref text,
+                              OUT dead_lettered_at timestamptz, OUT cancel_requested_at timestamptz)
 LANGUAGE plpgsql SET enable_seqscan = off AS $$
 DECLARE
     v_job payment_jobs%ROWTYPE;
@@ -114,7 +115,8 @@ BEGIN
     ELSIF v_job.method <> 'wallet' AND NOT p_gateway_jobs THEN
         outcome := 'paid_at_gateway';
     ELSIF v_job.method <> 'wallet' THEN
-        UPDATE payment_jobs j SET cancel_requested_at = now() WHERE j.id = v_job.id;
+        UPDATE payment_jobs j SET cancel_requested_at = now() WHERE j.id = v_job.id
+        RETURNING j.cancel_requested_at INTO v_job.cancel_requested_at;
         outcome := 'cancel_requested';
     ELSE
         event := pq_end_job(v_job, 'cancelled', NULL, true);
@@ -128,6 +130,11 @@ BEGIN
     queue_seq := v_job.queue_seq;
     method := v_job.method;
     finished := pq_job_ended_ahead(v_job.ended_ahead);
+    -- The rest of what a read of the job shows (shared/services/reads.py JOB_QUERY): the caller's answer is
+    -- the job as its reads show it, without reading it again.
+    gateway_ref := v_job.gateway_ref;
+    dead_lettered_at := v_job.dead_lettered_at;
+    cancel_requested_at := v_job.cancel_requested_at;
 END;
 $$;
 
@@ -137,7 +144,8 @@ CREATE OR REPLACE FUNCTION pq_cancel_job(p_user_id text, p_job_id uuid,
                                          OUT order_id bigint, OUT payment_id bigint, OUT queue_seq bigint,
                                          OUT method text, OUT event jsonb, OUT finished bigint)
 LANGUAGE sql AS $$
-    SELECT * FROM pq_leave_line(p_user_id, p_job_id, false)
+    SELECT l.outcome, l.status, l.reason, l.order_id, l.payment_id, l.queue_seq, l.method, l.event, l.finished
+      FROM pq_leave_line(p_user_id, p_job_id, false) l
 $$;
 
 -- Ends, in one transaction, the queued wallet jobs whose order holds a product of p_products that is
